@@ -1,0 +1,91 @@
+/* core: status codes, logging (rank 0 only), invariant checks, timers, RNG,
+ * progress lines. Never includes mpi.h or hdf5.h: the rank is handed in once
+ * by core_log_init().
+ *
+ * Dimension letters used across the repo (stated once, here):
+ *   B batch, T tokens (sequence), D model width, H heads, Hkv kv-heads,
+ *   hd head size (D / H), F ffn width, V vocab, L layers, R LoRA rank.
+ * Sizes that multiply dimensions are int64_t / size_t.
+ */
+#ifndef LOSA_CORE_H
+#define LOSA_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    LOSA_OK = 0,
+    LOSA_ERR_IO,        /* file missing, unreadable, unwritable, truncated */
+    LOSA_ERR_FORMAT,    /* malformed content (JSON, header, shapes) */
+    LOSA_ERR_UNSUPPORTED, /* valid but not supported (dtype, architecture) */
+    LOSA_ERR_ARG,       /* bad command line / deck value */
+    LOSA_ERR_NOMEM,
+    LOSA_ERR_NUMERIC,   /* non-finite values */
+    LOSA_ERR_MPI,
+    LOSA_ERR_INTERNAL
+} losa_status;
+
+const char *losa_status_str(losa_status s);
+
+/* Error message buffer: the last error set with core_err() on this rank.
+ * Functions that return a status other than LOSA_OK set it first. */
+losa_status core_err(losa_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *core_errmsg(void);
+
+/* Logging: only rank 0 prints (to stderr). core_log_init sets the rank. */
+void core_log_init(int rank);
+int core_log_rank(void);
+void core_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Quiet flag for tests (suppresses core_log output). */
+void core_log_quiet(int quiet);
+
+/* Always-on invariant check: aborts with file:line (and rank) on failure.
+ * Only for broken invariants, never for input validation. */
+#define LOSA_CHECK(cond)                                                    \
+    do {                                                                    \
+        if (!(cond)) core_fatal(__FILE__, __LINE__, #cond);                 \
+    } while (0)
+void core_fatal(const char *file, int line, const char *what)
+    __attribute__((noreturn));
+/* Set by the dist module so that core_fatal can abort every rank. */
+void core_set_abort_hook(void (*hook)(int code));
+
+/* Wall clock in seconds (monotonic). */
+double core_time(void);
+
+/* Allocation helpers: 64-byte aligned, zeroed; abort on out-of-memory
+ * (allocation of the big blocks happens once per kind, at build time). */
+void *core_calloc(size_t n, size_t size);
+void core_free(void *p);
+
+/* Deterministic RNG (xorshift64*), seeded per purpose. */
+typedef struct { uint64_t s; } core_rng;
+void core_rng_seed(core_rng *r, uint64_t seed);
+uint64_t core_rng_u64(core_rng *r);
+float core_rng_uniform(core_rng *r); /* [0, 1) */
+float core_rng_normal(core_rng *r);  /* N(0, 1), Box-Muller */
+
+/* Progress line on rank 0: "label done/total  rate unit/s  ETA". */
+typedef struct {
+    const char *label;
+    const char *unit;
+    int64_t total;
+    double t0, last;
+} core_progress;
+void core_progress_start(core_progress *p, const char *label, const char *unit,
+                         int64_t total);
+void core_progress_update(core_progress *p, int64_t done, int64_t units,
+                          const char *extra);
+void core_progress_end(core_progress *p, int64_t units);
+
+/* Atomic output files: write to "<path>.tmp.<pid>", then fsync + rename.
+ * core_tmpname fills buf with the temporary name for path. */
+void core_tmpname(char *buf, size_t n, const char *path);
+losa_status core_commit_file(const char *tmp, const char *path);
+
+/* Whole-file read into a malloc'd buffer (NUL-terminated; size without NUL). */
+losa_status core_read_file(const char *path, char **data, size_t *size);
+
+#endif

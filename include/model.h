@@ -1,0 +1,131 @@
+/* model: LLaMA-family decoder organised as pipeline stages.
+ *
+ * Structs are split by lifetime (llama2.c): model_config (hyper-parameters),
+ * model_stage (read-only weights of the layers one rank owns, one allocation),
+ * model_acts (activations and scratch for one micro-batch, one allocation).
+ * A process with all layers is simply a single stage (PP = 1).
+ *
+ * Weights are row-major (out, in): y = x W^T.  RoPE uses the rotate-half
+ * convention (HF); llama2.c checkpoints are permuted at import.
+ */
+#ifndef LOSA_MODEL_H
+#define LOSA_MODEL_H
+
+#include "core.h"
+
+typedef struct {
+    int dim;          /* D */
+    int hidden_dim;   /* F */
+    int n_layers;     /* L */
+    int n_heads;      /* H */
+    int n_kv_heads;   /* Hkv */
+    int vocab_size;   /* V */
+    int max_seq_len;
+    float rms_eps;
+    float rope_theta;
+    int tie_embeddings; /* head shares the embedding matrix */
+    int bos_id, eos_id;
+} model_config;
+
+static inline int model_head_size(const model_config *c) { return c->dim / c->n_heads; }
+static inline int model_kv_dim(const model_config *c)
+{
+    return c->n_kv_heads * (c->dim / c->n_heads);
+}
+/* Validates ranges and divisibility; sets core_err naming `what`. */
+losa_status model_config_check(const model_config *c, const char *what);
+int64_t model_param_count(const model_config *c);
+
+/* The 7 linear maps of a layer, in a fixed order used everywhere. */
+typedef enum {
+    MODEL_MAP_Q = 0, MODEL_MAP_K, MODEL_MAP_V, MODEL_MAP_O,
+    MODEL_MAP_GATE, MODEL_MAP_UP, MODEL_MAP_DOWN, MODEL_N_MAPS
+} model_map;
+const char *model_map_name(model_map m); /* "wq", "wk", ... (store names) */
+/* out x in shape of map m. */
+void model_map_shape(const model_config *c, model_map m, int *out, int *in);
+
+typedef struct {
+    float *attn_norm;          /* (D) */
+    float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
+                                  w_gate (F,D) w_up (F,D) w_down (D,F) */
+    float *ffn_norm;           /* (D) */
+} model_layer;
+
+typedef struct {
+    model_config cfg;
+    int stage, n_stages;       /* this stage's index and the pipeline length */
+    int layer0, n_layers;      /* global index of first layer, layers held */
+    int has_embed, has_head;   /* first stage: embedding; last: norm + head */
+    float *embed;              /* (V, D) first stage (and last if tied) */
+    float *final_norm;         /* (D) last stage */
+    float *head;               /* (V, D) last stage; == embed if tied */
+    model_layer *layers;       /* n_layers */
+    float *params;             /* the one parameter block */
+    size_t n_params;           /* floats in the block */
+} model_stage;
+
+/* Contiguous split of L layers into P stages balanced by cost (each layer
+ * costs the same; the embedding/head are charged to the end stages).
+ * Fills first[p], count[p] for p < P.  Requires 1 <= P <= L. */
+void model_split_layers(const model_config *c, int P, int *first, int *count);
+
+/* Allocate the stage's parameter block (zeroed) and set the pointers. */
+losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
+                              int n_stages);
+void model_stage_free(model_stage *s);
+/* Seeded random weights (tests, synthetic stores): N(0, std) for matrices,
+ * 1 + N(0, 0.1) for norms.  Same values for a layer whatever the staging
+ * (each tensor is seeded from (seed, global layer, tensor)). */
+void model_stage_randomize(model_stage *s, uint64_t seed, float std);
+
+/* Activations of one micro-batch (B x T) through one stage.  Sized once by
+ * model_acts_build; forward never allocates.  Per layer l the values saved
+ * for a backward pass are kept (x_in, rstd, normalised inputs, q/k/v, att,
+ * ...); forward-only users pass save = 0 and get one layer's worth. */
+typedef struct {
+    int B, T;                  /* capacity */
+    int save;                  /* 1: keep every layer's activations */
+    float *x;                  /* (B,T,D) the residual stream (stage input/output) */
+    float *logits;             /* (B,T,V) last stage */
+    float *rope_cos, *rope_sin;/* (T, hd/2) */
+    /* per layer (index l*stride when save, else one slot) */
+    float *ln1;    /* (B,T,D) attn_norm output */
+    float *rstd1;  /* (B,T) */
+    float *q;      /* (B,T,D) after RoPE */
+    float *k;      /* (B,T,kvD) after RoPE */
+    float *v;      /* (B,T,kvD) */
+    float *att;    /* (B,H,T,T) softmax probabilities */
+    float *atty;   /* (B,T,D) attention output before wo */
+    float *xres;   /* (B,T,D) residual after attention (input to ffn norm) */
+    float *ln2;    /* (B,T,D) */
+    float *rstd2;  /* (B,T) */
+    float *gate;   /* (B,T,F) pre-activation */
+    float *up;     /* (B,T,F) */
+    float *hid;    /* (B,T,F) silu(gate) * up */
+    float *xin;    /* (B,T,D) layer input (saved for backward) */
+    float *tmp;    /* (B,T,D) scratch */
+    float *mem;    /* the one activation block */
+    size_t n_floats;
+} model_acts;
+
+losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
+                             int save);
+void model_acts_free(model_acts *a);
+
+/* One layer forward on a->x in place (B x T tokens, positions 0..T-1).
+ * slot: activation slot (layer index within stage if a->save, else 0). */
+void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
+                         int T);
+/* Stage forward: first stage embeds tokens (B,T) into a->x; every stage runs
+ * its layers on a->x; the last stage computes a->logits (B,T,V).
+ * Not collective: the caller moves a->x between stages (dist/engine). */
+void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
+                         int B, int T);
+/* Mean-free NLL: sum over b,t<T-1 of -log p(tokens[b,t+1] | ...), with
+ * targets (B,T) where target < 0 means ignore.  Returns the sum (double) and
+ * the count of predicted positions in *n.  Uses a->logits. */
+double model_nll(const model_acts *a, const model_stage *s, const int *targets,
+                 int B, int T, int64_t *n);
+
+#endif

@@ -1,0 +1,30 @@
+/* losa bench <what>: dispatch to the benchmark of each module. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define BENCH_STUB(name)                                                    \
+    __attribute__((weak)) int bench_##name(dist_ctx *d, int argc, char **argv) \
+    {                                                                       \
+        (void)argc; (void)argv;                                             \
+        if (dist_rank(d) == 0)                                              \
+            fprintf(stderr, "losa bench " #name ": not available in this build\n"); \
+        return 2;                                                           \
+    }
+BENCH_STUB(forward) BENCH_STUB(train) BENCH_STUB(prune) BENCH_STUB(sparse)
+BENCH_STUB(pipeline)
+
+int cmd_bench(dist_ctx *d, int argc, char **argv)
+{
+    static const struct { const char *name; cli_cmd_fn fn; } b[] = {
+        {"forward", bench_forward}, {"train", bench_train}, {"prune", bench_prune},
+        {"sparse", bench_sparse}, {"pipeline", bench_pipeline},
+    };
+    if (argc >= 2)
+        for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+            if (!strcmp(argv[1], b[i].name)) return b[i].fn(d, argc - 1, argv + 1);
+    if (dist_rank(d) == 0)
+        fprintf(stderr, "usage: losa bench forward|train|prune|sparse|pipeline [--json]\n");
+    return 2;
+}

@@ -1,0 +1,208 @@
+/* core: status strings, errors, rank-0 logging, checks, timers, RNG,
+ * progress, atomic files. */
+#include "core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *losa_status_str(losa_status s)
+{
+    switch (s) {
+    case LOSA_OK: return "ok";
+    case LOSA_ERR_IO: return "i/o error";
+    case LOSA_ERR_FORMAT: return "format error";
+    case LOSA_ERR_UNSUPPORTED: return "unsupported";
+    case LOSA_ERR_ARG: return "bad argument";
+    case LOSA_ERR_NOMEM: return "out of memory";
+    case LOSA_ERR_NUMERIC: return "non-finite value";
+    case LOSA_ERR_MPI: return "MPI error";
+    case LOSA_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+static char errbuf[1024];
+static int log_rank = 0;
+static int log_quiet = 0;
+static void (*abort_hook)(int) = NULL;
+
+losa_status core_err(losa_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+const char *core_errmsg(void) { return errbuf[0] ? errbuf : "unknown error"; }
+
+void core_log_init(int rank) { log_rank = rank; }
+int core_log_rank(void) { return log_rank; }
+void core_log_quiet(int quiet) { log_quiet = quiet; }
+
+void core_log(const char *fmt, ...)
+{
+    if (log_rank != 0 || log_quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fflush(stderr);
+}
+
+void core_set_abort_hook(void (*hook)(int code)) { abort_hook = hook; }
+
+void core_fatal(const char *file, int line, const char *what)
+{
+    fprintf(stderr, "losa: rank %d: invariant broken at %s:%d: %s\n", log_rank,
+            file, line, what);
+    fflush(stderr);
+    if (abort_hook) abort_hook(3);
+    abort();
+}
+
+double core_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+void *core_calloc(size_t n, size_t size)
+{
+    size_t bytes = n * size;
+    if (size && bytes / size != n) core_fatal(__FILE__, __LINE__, "allocation size overflow");
+    if (bytes == 0) bytes = 64;
+    bytes = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes);
+    if (!p) {
+        fprintf(stderr, "losa: rank %d: out of memory allocating %zu bytes\n",
+                log_rank, bytes);
+        if (abort_hook) abort_hook(4);
+        abort();
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+void core_free(void *p) { free(p); }
+
+void core_rng_seed(core_rng *r, uint64_t seed)
+{
+    /* splitmix64 of the seed so nearby seeds give unrelated streams */
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    r->s = (z ^ (z >> 31)) | 1;
+}
+
+uint64_t core_rng_u64(core_rng *r)
+{
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return r->s * 0x2545F4914F6CDD1Dull;
+}
+
+float core_rng_uniform(core_rng *r) { return (core_rng_u64(r) >> 40) / 16777216.0f; }
+
+float core_rng_normal(core_rng *r)
+{
+    float u1 = core_rng_uniform(r), u2 = core_rng_uniform(r);
+    if (u1 < 1e-12f) u1 = 1e-12f;
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
+}
+
+void core_progress_start(core_progress *p, const char *label, const char *unit,
+                         int64_t total)
+{
+    p->label = label;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = p->last = core_time();
+}
+
+void core_progress_update(core_progress *p, int64_t done, int64_t units,
+                          const char *extra)
+{
+    double now = core_time();
+    if (now - p->last < 1.0 && done < p->total) return;
+    p->last = now;
+    double el = now - p->t0;
+    double rate = el > 0 ? units / el : 0;
+    double eta = done > 0 ? el * (p->total - done) / done : 0;
+    core_log("\r%s %lld/%lld  %.0f %s/s  ETA %.0fs%s%s   ", p->label,
+             (long long)done, (long long)p->total, rate, p->unit, eta,
+             extra ? "  " : "", extra ? extra : "");
+}
+
+void core_progress_end(core_progress *p, int64_t units)
+{
+    double el = core_time() - p->t0;
+    core_log("\r%s %lld/%lld  %.0f %s/s  %.1fs                    \n", p->label,
+             (long long)p->total, (long long)p->total, el > 0 ? units / el : 0,
+             p->unit, el);
+}
+
+void core_tmpname(char *buf, size_t n, const char *path)
+{
+    snprintf(buf, n, "%s.tmp.%ld", path, (long)getpid());
+}
+
+losa_status core_commit_file(const char *tmp, const char *path)
+{
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot reopen to sync: %s", tmp, strerror(errno));
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return core_err(LOSA_ERR_IO, "%s: fsync failed: %s", tmp, strerror(e));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return core_err(LOSA_ERR_IO, "%s: cannot rename into place: %s", path, strerror(e));
+    }
+    return LOSA_OK;
+}
+
+losa_status core_read_file(const char *path, char **data, size_t *size)
+{
+    *data = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return core_err(LOSA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return core_err(LOSA_ERR_IO, "%s: not a regular file", path);
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        fclose(f);
+        return core_err(LOSA_ERR_NOMEM, "%s: cannot allocate %lld bytes", path,
+                        (long long)st.st_size);
+    }
+    size_t got = fread(buf, 1, (size_t)st.st_size, f);
+    fclose(f);
+    if (got != (size_t)st.st_size) {
+        free(buf);
+        return core_err(LOSA_ERR_IO, "%s: short read (%zu of %lld bytes)", path, got,
+                        (long long)st.st_size);
+    }
+    buf[got] = '\0';
+    *data = buf;
+    *size = got;
+    return LOSA_OK;
+}
