@@ -383,6 +383,40 @@ static void test_rules(void)
     TEST_NEAR(prune_recon_combine(dd, ee, 2), 0.82, 1e-15, "recon split");
 }
 
+/* Output error ||X (W0 - Wp)^T||_F^2 / ntok of a pruned copy. */
+static double out_err(const tcase *c, const float *Wp)
+{
+    double e = 0;
+    for (int t = 0; t < c->ntok; t++)
+        for (int r = 0; r < c->out; r++) {
+            double acc = 0;
+            for (int j = 0; j < c->in; j++)
+                acc += (double)c->X[(int64_t)t * c->in + j] *
+                       ((double)c->W0[(int64_t)r * c->in + j] - Wp[(int64_t)r * c->in + j]);
+            e += acc * acc;
+        }
+    return e / c->ntok;
+}
+
+/* Invariant: on the same data and sparsity, the output error orders
+ * SparseGPT < Wanda < magnitude (what the calibration is for). */
+static void test_error_order(const tcase *c)
+{
+    int64_t nw = (int64_t)c->out * c->in;
+    float *w = core_calloc((size_t)nw, sizeof(float));
+    memcpy(w, c->W0, (size_t)nw * sizeof(float));
+    prune_wanda(w, c->st.colsq, c->out, c->in, c->s, c->n, c->m);
+    double ew = out_err(c, w);
+    memcpy(w, c->W0, (size_t)nw * sizeof(float));
+    prune_magnitude(w, c->out, c->in, c->s, c->n, c->m);
+    double em = out_err(c, w), es = out_err(c, c->Wc);
+    TEST_CHECK(es < ew && ew < em, "%s: output error sparsegpt %.4g wanda %.4g magnitude %.4g",
+               c->name, es, ew, em);
+    fprintf(stderr, "%s output error ||X dW^T||^2/ntok: sparsegpt %.4g  wanda %.4g  "
+            "magnitude %.4g\n", c->name, es, ew, em);
+    core_free(w);
+}
+
 /* Raw sums of two halves, added, finalize to the single-pass result. */
 static void test_stats_merge(const tcase *c)
 {
@@ -461,6 +495,7 @@ int main(void)
             test_row_split(&cases[i], 0, 0);
             test_row_split(&cases[i], 2, 4);
         }
+        if (strncmp(cases[i].name, "sgpt_256x256", 12) == 0) test_error_order(&cases[i]);
     }
     for (int i = 0; i < ncases; i++) {
         core_free(cases[i].W0);
