@@ -56,11 +56,16 @@ static losa_status hf_config_parse(const char *path, model_config *c)
     losa_status s = core_read_file(path, &text, &n);
     if (s != LOSA_OK) return s;
     cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
     if (!cJSON_IsObject(j)) {
+        const char *at = cJSON_GetErrorPtr();
+        long pos = j == NULL && at && at >= text && at <= text + n ? (long)(at - text) : -1;
+        free(text);
         cJSON_Delete(j);
-        return core_err(LOSA_ERR_FORMAT, "%s: not a JSON object (malformed JSON)", path);
+        if (pos >= 0)
+            return core_err(LOSA_ERR_FORMAT, "%s: malformed JSON near byte %ld", path, pos);
+        return core_err(LOSA_ERR_FORMAT, "%s: not a JSON object", path);
     }
+    free(text);
     memset(c, 0, sizeof *c);
     /* architecture */
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(j, "architectures");
@@ -182,6 +187,11 @@ static losa_status hf_weights_open(hf_weights *w, const char *dir)
     if (s != LOSA_OK) return s;
     w->index = cJSON_ParseWithLength(text, n);
     free(text);
+    if (!cJSON_IsObject(w->index)) {
+        hf_weights_close(w);
+        return core_err(LOSA_ERR_FORMAT, "%s: malformed JSON (expected an object)",
+                        w->index_path);
+    }
     w->weight_map = cJSON_GetObjectItemCaseSensitive(w->index, "weight_map");
     if (!cJSON_IsObject(w->weight_map)) {
         hf_weights_close(w);
