@@ -6,7 +6,8 @@ Usage: /usr/bin/python3 tests/ref/sp_ids.py DATA_DIR OUT.bin
 Two independent references:
   tag 1: the official SentencePiece library (Debian python3-sentencepiece) with
          the Llama-2 tokenizer.model: sp.encode(text), no BOS.  Case 0 is the
-         whole WikiText-2 test string (wiki.test.hf_join.txt) as ONE sequence.
+         whole WikiText-2 test string (wiki.test.hf_join.txt) as ONE sequence;
+         case 1 the same with newlines as spaces; case 2 a 200 kB repetition.
   tag 2: a deliberately naive score-based BPE written here (quadratic scan for
          the best pair, leftmost among equal scores), run on the stories260K
          tok512.bin (llama2.c format).  Before it is trusted it must agree
@@ -111,6 +112,13 @@ def main():
     wiki = open(os.path.join(data, "text", "wikitext2", "wiki.test.hf_join.txt"),
                 encoding="utf-8").read()
     cases = [(1, 1, wiki, sp.encode(wiki))]
+    # One run with no unknown character to cut it (the C encoder heaps each
+    # such run separately): the whole file with newlines as spaces, and a long
+    # run of equal-priority pairs.
+    flat = wiki.replace("\n", " ")
+    cases.append((1, 0, flat, sp.encode(flat)))  # (round trip: case 0 covers it)
+    rep = "a" * 100000 + " " + "ab" * 50000
+    cases.append((1, 0, rep, sp.encode(rep)))
     for text, rt in EDGE:
         cases.append((1, rt, text, sp.encode(text)))
 
