@@ -11,7 +11,9 @@
 
 /* Prefill blocking: input columns per chunk (multiple of 64) so that the
  * chunk of X^T stays in L2 while every row of W streams through it. */
-#define SPARSE_KC 512
+#ifndef SPARSE_KC
+#define SPARSE_KC 128
+#endif
 
 static inline float sparse_bf16_to_f32(uint16_t h)
 {
