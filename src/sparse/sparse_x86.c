@@ -95,16 +95,17 @@ T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const
     int wf = in / 16, w = 0;
     for (; w + 2 <= wf; w += 2) {
         unsigned k0 = m[w], k1 = m[w + 1];
-        __m256i h0 = _mm256_maskz_expandloadu_epi16((__mmask16)k0, v);
+        _mm_prefetch((const char *)(v + 2 * SPARSE_PF), _MM_HINT_T0);
+        __m256i h0 = _mm256_maskz_expand_epi16((__mmask16)k0, _mm256_loadu_si256((const void *)v));
         v += __builtin_popcount(k0);
-        __m256i h1 = _mm256_maskz_expandloadu_epi16((__mmask16)k1, v);
+        __m256i h1 = _mm256_maskz_expand_epi16((__mmask16)k1, _mm256_loadu_si256((const void *)v));
         v += __builtin_popcount(k1);
         a0 = _mm512_fmadd_ps(bf16x16_512(h0), _mm512_loadu_ps(x + 16 * w), a0);
         a1 = _mm512_fmadd_ps(bf16x16_512(h1), _mm512_loadu_ps(x + 16 * w + 16), a1);
     }
     for (; w < nw; w++) {
         unsigned k = m[w];
-        __m256i h0 = _mm256_maskz_expandloadu_epi16((__mmask16)k, v);
+        __m256i h0 = _mm256_maskz_expand_epi16((__mmask16)k, _mm256_loadu_si256((const void *)v));
         v += __builtin_popcount(k);
         a0 = _mm512_fmadd_ps(bf16x16_512(h0), _mm512_maskz_loadu_ps((__mmask16)k, x + 16 * w),
                              a0);
