@@ -312,13 +312,12 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
 
 int sparse_profitable(double density, int batch)
 {
-    /* Measured with `losa bench sparse` (see sparse_x86.c header): decode is
-     * memory-bound, the bitmap format reads 1/8 + 4 d bytes per weight vs 4
-     * for dense, and reaches about the same bandwidth; prefill is
-     * compute-bound and the sparse kernel runs at roughly half of sgemm's
-     * FLOP rate per useful FMA. */
+    /* From `losa bench sparse` on an AMD EPYC (Zen 4) VM, 1 thread, busy
+     * machine: decode (bitmap f32) was 2.0-3.1x dense sgemv at density 0.3
+     * and 1.0-2.1x at 0.5 (2:4 break-even); prefill (batch 128) was
+     * 1.1-2.6x sgemm at 0.3 and 0.8-1.5x at 0.5.  Keep a margin. */
     if (density <= 0.0) return 1;
-    if (batch <= 1) return density <= 0.80;
-    if (batch <= 16) return density <= 0.60;
-    return density <= 0.40;
+    if (batch <= 1) return density <= 0.45;
+    if (batch <= 16) return density <= 0.40;
+    return density <= 0.35;
 }
