@@ -1,0 +1,104 @@
+/* sparse: compact formats for pruned weight matrices and fast CPU kernels.
+ *
+ * A weight matrix W (out, in) is row-major fp32 and is applied as y = x W^T
+ * (x (in,) -> y (out,)), like every linear layer of the model.  Pruned W has
+ * 50-90% exact zeros, unstructured or N:M (2:4, 4:8).
+ *
+ * Formats (chosen by bytes read per weight, since batch-1 decode is
+ * memory-bound):
+ *   SPARSE_FORMAT_BITMAP  one bit per weight (uint16 word per 16 inputs) +
+ *                         the non-zero values packed row by row.  Bytes per
+ *                         weight: 1/8 + 4 * density.  At 70% sparsity 1.33 B
+ *                         (dense fp32: 4 B).  Kernels expand the packed values
+ *                         with AVX-512 vexpandps (or an AVX2 permute table).
+ *                         N:M patterns use this format too: for 2:4 it costs
+ *                         the same as 2-bit in-group offsets (1/8 B/weight of
+ *                         metadata) and for 4:8 less (1/8 vs 3/16 B); the
+ *                         detected pattern is recorded in nm_n/nm_m.
+ *   SPARSE_FORMAT_BITMAP_BF16  the same with BF16 values (round to nearest
+ *                         even), fp32 accumulate: 1/8 + 2 * density bytes.
+ *                         Lossy (relative 2^-9 per weight); opt-in.
+ *   SPARSE_FORMAT_CSR     row pointers int64, column indices uint16 when
+ *                         in <= 65536 (else uint32), fp32 values: bytes per
+ *                         weight (2 or 4 + 4) * density.  Better than the
+ *                         bitmap only above ~92% sparsity.
+ *
+ * Kernels pick AVX-512, AVX2+FMA or scalar code at run time
+ * (__builtin_cpu_supports); LOSA_SPARSE_ISA=scalar|avx2|avx512 (or
+ * sparse_set_isa) forces a lower path.  They use OpenMP threads over row
+ * blocks (OMP_NUM_THREADS).  Not collective; no MPI.
+ */
+#ifndef LOSA_SPARSE_H
+#define LOSA_SPARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+typedef enum {
+    SPARSE_FORMAT_BITMAP = 0,
+    SPARSE_FORMAT_BITMAP_BF16,
+    SPARSE_FORMAT_CSR,
+} sparse_format;
+
+typedef enum {
+    SPARSE_ISA_SCALAR = 0,
+    SPARSE_ISA_AVX2,   /* AVX2 + FMA */
+    SPARSE_ISA_AVX512, /* AVX-512 F (+ VBMI2 for BF16 values) */
+} sparse_isa;
+
+typedef struct {
+    sparse_format fmt;
+    int out, in;        /* shape of the dense W (out, in) */
+    int nw;             /* bitmap words per row: ceil(in / 16) */
+    int nm_n, nm_m;     /* N:M pattern found by from_dense (0, 0 if none) */
+    int64_t nnz;
+    int64_t *rowptr;    /* (out + 1) offsets into vals / idx */
+    uint16_t *mask;     /* BITMAP*: (out, nw) bit j of word w = input 16 w + j */
+    void *vals;         /* (nnz + pad) float or uint16 (bf16) values */
+    uint16_t *idx16;    /* CSR: (nnz) column indices when in <= 65536 */
+    uint32_t *idx32;    /* CSR: (nnz) otherwise */
+} sparse_matrix;
+
+/* Build s from the dense W (out, in); zeros are exact (== 0.0f) entries.
+ * Returns LOSA_ERR_ARG for bad shapes or format. Free with sparse_matrix_free. */
+losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W /* (out, in) */,
+                                     int out, int in, sparse_format fmt);
+void sparse_matrix_free(sparse_matrix *s);
+/* Expand back to dense (BF16 values come back rounded). */
+void sparse_matrix_to_dense(float *W /* (out, in) */, const sparse_matrix *s);
+/* Bytes of the format that one matvec reads (all arrays). */
+size_t sparse_matrix_bytes(const sparse_matrix *s);
+/* Fraction of non-zero entries of W (n values). */
+double sparse_density(const float *W, int64_t n);
+/* 1 if every group of m consecutive inputs of every row has >= n zeros
+ * (in % m == 0 required). */
+int sparse_is_nm(const float *W /* (out, in) */, int out, int in, int n, int m);
+
+/* y (out,) = W x, x (in,): batch-1 decode. */
+void sparse_matvec(float *y /* (out) */, const sparse_matrix *s, const float *x /* (in) */);
+/* Y (N, out) = X W^T, X (N, in): prefill.  Uses a scratch of
+ * (in + out) * roundup(N, 16) floats allocated per call. */
+void sparse_matmul(float *Y /* (N, out) */, const sparse_matrix *s,
+                   const float *X /* (N, in) */, int N);
+
+/* Plain scalar references (single thread), used by tests. */
+void sparse_matvec_ref(float *y, const sparse_matrix *s, const float *x);
+void sparse_matmul_ref(float *Y, const sparse_matrix *s, const float *X, int N);
+
+/* ISA selection: best supported by this CPU, capped by LOSA_SPARSE_ISA. */
+sparse_isa sparse_isa_best(void);
+int sparse_isa_supported(sparse_isa isa);
+/* Force a path (for tests/bench); returns the previous one.  Forcing an
+ * unsupported ISA leaves the current one and returns -1. */
+int sparse_set_isa(sparse_isa isa);
+sparse_isa sparse_get_isa(void);
+const char *sparse_isa_name(sparse_isa isa);
+
+/* Decision helper for generate/eval: 1 if the sparse kernels are expected
+ * to beat dense OpenBLAS for this density (fraction of non-zeros) and batch
+ * (tokens per call), from the measurements of `losa bench sparse`. */
+int sparse_profitable(double density, int batch);
+
+#endif

@@ -1,0 +1,306 @@
+/* losa bench sparse [--quick] [--json] [--reps K]: dense OpenBLAS vs sparse
+ * kernels on LLaMA-2-7B linear-layer shapes.
+ *
+ * For each shape (out, in) x pattern (unstructured magnitude pruning of
+ * N(0,1) weights at 50-80%, 2:4) x batch (1 decode, 128 prefill):
+ * best-of-k wall time (after one warm-up call) of cblas_sgemv / cblas_sgemm
+ * and of sparse_matvec / sparse_matmul, with the last-level cache flushed
+ * before every timed call (decode streams GBs of weights per token, so a
+ * matrix that fits in L3 must not be timed warm).  gbytes_per_s = bytes of
+ * the weight format read per call / time.  A STREAM-like triad
+ * (a = b + s c, 3 x 128 MB) gives the attainable bandwidth.
+ * OpenBLAS and OpenMP use the same thread count (OMP_NUM_THREADS).
+ * Rank 0 only; human text on stderr, one JSON object on stdout (--json).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cli.h"
+#include "sparse.h"
+
+typedef struct {
+    int batch;
+    const float *W, *X; /* W (out, in), X (batch, in) */
+    float *Y;           /* (batch, out) */
+    int out, in;
+    const sparse_matrix *s;
+} bench_op;
+
+static void op_dense(const bench_op *op)
+{
+    if (op->batch == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, op->out, op->in, 1.0f, op->W, op->in, op->X, 1,
+                    0.0f, op->Y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, op->batch, op->out, op->in, 1.0f,
+                    op->X, op->in, op->W, op->in, 0.0f, op->Y, op->out);
+}
+
+static void op_sparse(const bench_op *op)
+{
+    if (op->batch == 1) sparse_matvec(op->Y, op->s, op->X);
+    else sparse_matmul(op->Y, op->s, op->X, op->batch);
+}
+
+/* Cache flush: touch a buffer larger than the last-level cache. */
+static float *flush_buf;
+static size_t flush_n;
+static volatile float flush_sink;
+
+static void cache_flush(void)
+{
+    float acc = 0; /* one thread: no OpenMP spinning next to OpenBLAS threads */
+    for (size_t i = 0; i < flush_n; i += 16) {
+        flush_buf[i] += 1.0f;
+        acc += flush_buf[i];
+    }
+    flush_sink = acc;
+}
+
+/* OpenBLAS (pthreads) and OpenMP worker threads spin for a while after a
+ * call; with one core per thread they would steal each other's cores.  Let
+ * them go to sleep before the other library runs. */
+static void settle(void)
+{
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static double time_best(void (*fn)(const bench_op *), const bench_op *op, int reps)
+{
+    settle();
+    fn(op); /* warm-up: page faults, thread start, dispatch */
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        cache_flush();
+        double t0 = core_time();
+        fn(op);
+        double t = core_time() - t0;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static double triad_gbs(int reps)
+{
+    size_t n = (size_t)1 << 25; /* 128 MB per array */
+    float *a = core_calloc(n, sizeof(float)), *b = core_calloc(n, sizeof(float));
+    float *c = core_calloc(n, sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        a[i] = 0.0f;
+        b[i] = 1.0f;
+        c[i] = 2.0f;
+    }
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = core_time();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) a[i] = b[i] + 3.0f * c[i];
+        double t = core_time() - t0;
+        if (r > 0 && t < best) best = t;
+    }
+    flush_sink = a[n / 2];
+    core_free(a);
+    core_free(b);
+    core_free(c);
+    return 3.0 * n * sizeof(float) / best / 1e9;
+}
+
+/* Read-only streaming bandwidth (xor of 256 MB, vectorisable), the bound
+ * of a matvec. */
+static double read_gbs(int reps)
+{
+    size_t n = (size_t)1 << 26;
+    uint32_t *a = core_calloc(n, sizeof(uint32_t));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = (uint32_t)i;
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = core_time();
+        uint32_t acc = 0;
+#pragma omp parallel for reduction(^ : acc) schedule(static)
+        for (size_t i = 0; i < n; i++) acc ^= a[i];
+        double t = core_time() - t0;
+        flush_sink = (float)acc;
+        if (r > 0 && t < best) best = t;
+    }
+    core_free(a);
+    return n * sizeof(uint32_t) / best / 1e9;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Magnitude pruning of W (out, in): zero |w| below the sp-quantile
+ * (estimated from a sample), or keep the 2 largest of every 4 (nm). */
+static void prune(float *W, const float *W0, int out, int in, double sp, int nm, core_rng *r)
+{
+    int64_t n = (int64_t)out * in;
+    memcpy(W, W0, sizeof(float) * n);
+    if (nm) {
+        for (int64_t g = 0; g < n; g += 4) {
+            for (int k = 0; k < 2; k++) { /* drop the 2 smallest */
+                int jmin = -1;
+                for (int j = 0; j < 4; j++)
+                    if (W[g + j] != 0.0f && (jmin < 0 || fabsf(W[g + j]) < fabsf(W[g + jmin])))
+                        jmin = j;
+                if (jmin >= 0) W[g + jmin] = 0.0f;
+            }
+        }
+        return;
+    }
+    int ns = 1 << 20;
+    float *smp = malloc(sizeof(float) * ns);
+    for (int i = 0; i < ns; i++) smp[i] = fabsf(W0[core_rng_u64(r) % (uint64_t)n]);
+    qsort(smp, ns, sizeof(float), cmp_float);
+    float thr = smp[(int)(sp * (ns - 1))];
+    free(smp);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(W[i]) <= thr) W[i] = 0.0f;
+}
+
+typedef struct {
+    int out, in, batch;
+    double sparsity, density;
+    const char *pattern, *format;
+    double dense_s, sparse_s, gbs, dense_gbs;
+} bench_case;
+
+int bench_sparse(dist_ctx *d, int argc, char **argv)
+{
+    int json = 0, quick = 0, reps = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--reps"))) reps = atoi(v);
+        else {
+            if (dist_rank(d) == 0)
+                fprintf(stderr, "losa bench sparse: unknown option '%s' (expected --quick, "
+                                "--json, --reps K)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (dist_rank(d) != 0) return 0;
+    int nthr = 1;
+#ifdef _OPENMP
+    nthr = omp_get_max_threads();
+#endif
+    openblas_set_num_threads(nthr);
+
+    static const int full_shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    static const int quick_shapes[][2] = {{512, 1024}, {1024, 512}};
+    static const double full_sp[] = {0.5, 0.6, 0.7, 0.8};
+    static const double quick_sp[] = {0.7};
+    int nshape = quick ? 2 : 3, nsp = quick ? 1 : 4;
+    const int(*shapes)[2] = quick ? quick_shapes : full_shapes;
+    const double *sps = quick ? quick_sp : full_sp;
+    int batches[2] = {1, quick ? 16 : 128};
+    int reps1 = reps > 0 ? reps : quick ? 3 : 10, repsB = reps > 0 ? reps : quick ? 2 : 4;
+
+    flush_n = (size_t)1 << 25; /* 128 MB > L3 */
+    flush_buf = core_calloc(flush_n, sizeof(float));
+
+    fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s, best of %d/%d, "
+                    "cache flushed before every call\n",
+            nthr, sparse_isa_name(sparse_get_isa()), reps1, repsB);
+    double triad = triad_gbs(quick ? 2 : 5);
+    double readbw = read_gbs(quick ? 2 : 5);
+    fprintf(stderr, "triad: %.1f GB/s   read-only (sum): %.1f GB/s\n", triad, readbw);
+    fprintf(stderr, "%-12s %-13s %-5s %-6s %5s %10s %10s %8s %9s %9s\n", "shape", "pattern",
+            "fmt", "batch", "dens", "dense_ms", "sparse_ms", "speedup", "dense_GB/s",
+            "sparse_GB/s");
+
+    int maxc = nshape * (nsp + 1) * 2 + nshape * 2;
+    bench_case *cs = calloc(maxc, sizeof *cs);
+    int nc = 0;
+    core_rng r;
+    core_rng_seed(&r, 7);
+    for (int k = 0; k < nshape; k++) {
+        int out = shapes[k][0], in = shapes[k][1];
+        int64_t n = (int64_t)out * in;
+        int maxb = batches[1];
+        float *W0 = core_calloc(n, sizeof(float)), *W = core_calloc(n, sizeof(float));
+        float *X = core_calloc((size_t)maxb * in, sizeof(float));
+        float *Y = core_calloc((size_t)maxb * out, sizeof(float));
+        for (int64_t i = 0; i < n; i++) W0[i] = core_rng_normal(&r);
+        for (int64_t i = 0; i < (int64_t)maxb * in; i++) X[i] = core_rng_normal(&r);
+        double dense_t[2];
+        for (int b = 0; b < 2; b++) {
+            bench_op op = {batches[b], W0, X, Y, out, in, NULL};
+            dense_t[b] = time_best(op_dense, &op, b ? repsB : reps1);
+        }
+        for (int p = 0; p <= nsp; p++) {
+            int nm = p == nsp;
+            double sp = nm ? 0.5 : sps[p];
+            prune(W, W0, out, in, sp, nm, &r);
+            for (int f = 0; f < 2; f++) {
+                sparse_format fmt = f ? SPARSE_FORMAT_BITMAP_BF16 : SPARSE_FORMAT_BITMAP;
+                /* BF16 (lossy) only for decode at 70% and 2:4 */
+                if (f && !(nm || (sp > 0.69 && sp < 0.71))) continue;
+                sparse_matrix s;
+                losa_status st = sparse_matrix_from_dense(&s, W, out, in, fmt);
+                if (st != LOSA_OK) {
+                    fprintf(stderr, "losa bench sparse: %s\n", core_errmsg());
+                    return 1;
+                }
+                for (int b = 0; b < 2; b++) {
+                    if (f && b) continue;
+                    bench_op op = {batches[b], W, X, Y, out, in, &s};
+                    bench_case *c = &cs[nc++];
+                    c->out = out;
+                    c->in = in;
+                    c->batch = batches[b];
+                    c->sparsity = sp;
+                    c->density = (double)s.nnz / (double)n;
+                    c->pattern = nm ? "2:4" : "unstructured";
+                    c->format = f ? "bitmap-bf16" : "bitmap";
+                    c->dense_s = dense_t[b];
+                    c->sparse_s = time_best(op_sparse, &op, b ? repsB : reps1);
+                    c->gbs = sparse_matrix_bytes(&s) / c->sparse_s / 1e9;
+                    c->dense_gbs = 4.0 * n / c->dense_s / 1e9;
+                    char sh[32];
+                    snprintf(sh, sizeof sh, "%dx%d", out, in);
+                    fprintf(stderr, "%-12s %-13s %-5s %-6d %5.3f %10.3f %10.3f %8.2f %9.1f %9.1f\n",
+                            sh, c->pattern, f ? "bf16" : "f32", c->batch, c->density,
+                            1e3 * c->dense_s, 1e3 * c->sparse_s, c->dense_s / c->sparse_s,
+                            c->dense_gbs, c->gbs);
+                }
+                sparse_matrix_free(&s);
+            }
+        }
+        core_free(W0);
+        core_free(W);
+        core_free(X);
+        core_free(Y);
+    }
+    core_free(flush_buf);
+    if (json) {
+        printf("{\"threads\":%d,\"isa\":\"%s\",\"cases\":[", nthr,
+               sparse_isa_name(sparse_get_isa()));
+        for (int i = 0; i < nc; i++) {
+            bench_case *c = &cs[i];
+            printf("%s{\"shape\":[%d,%d],\"sparsity\":%.2f,\"density\":%.4f,\"pattern\":\"%s\","
+                   "\"format\":\"%s\",\"batch\":%d,\"dense_s\":%.6g,\"sparse_s\":%.6g,"
+                   "\"speedup\":%.4g,\"gbytes_per_s\":%.4g,\"dense_gbytes_per_s\":%.4g}",
+                   i ? "," : "", c->out, c->in, c->sparsity, c->density, c->pattern, c->format,
+                   c->batch, c->dense_s, c->sparse_s, c->dense_s / c->sparse_s, c->gbs,
+                   c->dense_gbs);
+        }
+        printf("],\"triad_gbytes_per_s\":%.4g,\"read_gbytes_per_s\":%.4g}\n", triad, readbw);
+        fflush(stdout);
+    }
+    free(cs);
+    return 0;
+}

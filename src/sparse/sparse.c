@@ -1,0 +1,323 @@
+/* sparse: formats (bitmap, bitmap-bf16, CSR), scalar references, ISA
+ * dispatch and the sparse-vs-dense decision helper. */
+#include "sparse_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static uint16_t f32_to_bf16(float f)
+{
+    union { float f; uint32_t u; } c = {f};
+    uint32_t u = c.u;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+double sparse_density(const float *W, int64_t n)
+{
+    if (n <= 0) return 0.0;
+    int64_t nz = 0;
+    for (int64_t i = 0; i < n; i++) nz += W[i] != 0.0f;
+    return (double)nz / (double)n;
+}
+
+int sparse_is_nm(const float *W, int out, int in, int n, int m)
+{
+    if (m <= 0 || n < 0 || n > m || in % m) return 0;
+    for (int64_t o = 0; o < out; o++)
+        for (int g = 0; g < in; g += m) {
+            int z = 0;
+            for (int j = 0; j < m; j++) z += W[o * in + g + j] == 0.0f;
+            if (z < n) return 0;
+        }
+    return 1;
+}
+
+losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, int in,
+                                     sparse_format fmt)
+{
+    memset(s, 0, sizeof *s);
+    if (out <= 0 || in <= 0)
+        return core_err(LOSA_ERR_ARG, "sparse: shape: expected out > 0 and in > 0, got (%d, %d)",
+                        out, in);
+    if (fmt != SPARSE_FORMAT_BITMAP && fmt != SPARSE_FORMAT_BITMAP_BF16 &&
+        fmt != SPARSE_FORMAT_CSR)
+        return core_err(LOSA_ERR_ARG, "sparse: format: expected bitmap, bitmap-bf16 or csr, got %d",
+                        (int)fmt);
+    s->fmt = fmt;
+    s->out = out;
+    s->in = in;
+    s->nw = (in + 15) / 16;
+    s->rowptr = core_calloc((size_t)out + 1, sizeof(int64_t));
+    int64_t nnz = 0;
+    for (int64_t o = 0; o < out; o++) {
+        s->rowptr[o] = nnz;
+        for (int64_t i = 0; i < in; i++) nnz += W[o * in + i] != 0.0f;
+    }
+    s->rowptr[out] = nnz;
+    s->nnz = nnz;
+    int is_bf16 = fmt == SPARSE_FORMAT_BITMAP_BF16;
+    s->vals = core_calloc((size_t)nnz + SPARSE_VAL_PAD, is_bf16 ? sizeof(uint16_t) : sizeof(float));
+    float *vf = s->vals;
+    uint16_t *vh = s->vals;
+    if (fmt == SPARSE_FORMAT_CSR) {
+        if (in <= 65536) s->idx16 = core_calloc((size_t)nnz + SPARSE_VAL_PAD, sizeof(uint16_t));
+        else s->idx32 = core_calloc((size_t)nnz + SPARSE_VAL_PAD, sizeof(uint32_t));
+    } else {
+        s->mask = core_calloc((size_t)out * s->nw, sizeof(uint16_t));
+    }
+    for (int64_t o = 0; o < out; o++) {
+        int64_t p = s->rowptr[o];
+        for (int64_t i = 0; i < in; i++) {
+            float w = W[o * in + i];
+            if (w == 0.0f) continue;
+            if (is_bf16) vh[p] = f32_to_bf16(w);
+            else vf[p] = w;
+            if (s->idx16) s->idx16[p] = (uint16_t)i;
+            if (s->idx32) s->idx32[p] = (uint32_t)i;
+            if (s->mask) s->mask[o * s->nw + i / 16] |= (uint16_t)(1u << (i % 16));
+            p++;
+        }
+    }
+    /* record the strongest N:M pattern (informational; kernels are generic) */
+    static const int pat[][2] = {{2, 4}, {4, 8}};
+    for (int k = 0; k < 2; k++)
+        if (sparse_is_nm(W, out, in, pat[k][0], pat[k][1])) {
+            s->nm_n = pat[k][0];
+            s->nm_m = pat[k][1];
+            break;
+        }
+    return LOSA_OK;
+}
+
+void sparse_matrix_free(sparse_matrix *s)
+{
+    if (!s) return;
+    core_free(s->rowptr);
+    core_free(s->mask);
+    core_free(s->vals);
+    core_free(s->idx16);
+    core_free(s->idx32);
+    memset(s, 0, sizeof *s);
+}
+
+size_t sparse_matrix_bytes(const sparse_matrix *s)
+{
+    size_t b = ((size_t)s->out + 1) * sizeof(int64_t);
+    size_t nnz = (size_t)s->nnz;
+    switch (s->fmt) {
+    case SPARSE_FORMAT_BITMAP: return b + (size_t)s->out * s->nw * 2 + nnz * 4;
+    case SPARSE_FORMAT_BITMAP_BF16: return b + (size_t)s->out * s->nw * 2 + nnz * 2;
+    case SPARSE_FORMAT_CSR: return b + nnz * (s->idx16 ? 2 : 4) + nnz * 4;
+    }
+    return b;
+}
+
+/* Calls f(col, value) for the non-zeros of row o in column order. */
+#define SPARSE_ROW_FOREACH(s, o, COL, VAL, BODY)                               \
+    do {                                                                       \
+        int64_t p_ = (s)->rowptr[o];                                           \
+        const float *vf_ = (s)->vals;                                          \
+        const uint16_t *vh_ = (s)->vals;                                       \
+        int bf_ = (s)->fmt == SPARSE_FORMAT_BITMAP_BF16;                       \
+        if ((s)->fmt == SPARSE_FORMAT_CSR) {                                   \
+            for (; p_ < (s)->rowptr[(o) + 1]; p_++) {                          \
+                int64_t COL = (s)->idx16 ? (s)->idx16[p_] : (s)->idx32[p_];    \
+                float VAL = vf_[p_];                                           \
+                BODY;                                                          \
+            }                                                                  \
+        } else {                                                               \
+            for (int w_ = 0; w_ < (s)->nw; w_++) {                             \
+                unsigned m_ = (s)->mask[(int64_t)(o) * (s)->nw + w_];          \
+                for (int j_ = 0; j_ < 16; j_++) {                              \
+                    if (!(m_ >> j_ & 1u)) continue;                            \
+                    int64_t COL = 16 * w_ + j_;                                \
+                    float VAL = bf_ ? sparse_bf16_to_f32(vh_[p_]) : vf_[p_];   \
+                    p_++;                                                      \
+                    BODY;                                                      \
+                }                                                              \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+void sparse_matrix_to_dense(float *W, const sparse_matrix *s)
+{
+    memset(W, 0, (size_t)s->out * s->in * sizeof(float));
+    for (int64_t o = 0; o < s->out; o++)
+        SPARSE_ROW_FOREACH(s, o, col, v, W[o * s->in + col] = v);
+}
+
+void sparse_matvec_ref(float *y, const sparse_matrix *s, const float *x)
+{
+    for (int64_t o = 0; o < s->out; o++) {
+        float acc = 0.0f;
+        SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
+        y[o] = acc;
+    }
+}
+
+void sparse_matmul_ref(float *Y, const sparse_matrix *s, const float *X, int N)
+{
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = X + n * s->in;
+        float *y = Y + n * s->out;
+        sparse_matvec_ref(y, s, x);
+    }
+}
+
+/* ---------------------------------------------------------------- ISA */
+
+static int g_isa = -1;
+
+int sparse_isa_supported(sparse_isa isa)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    switch (isa) {
+    case SPARSE_ISA_SCALAR: return 1;
+    case SPARSE_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case SPARSE_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2");
+    }
+    return 0;
+#else
+    return isa == SPARSE_ISA_SCALAR;
+#endif
+}
+
+const char *sparse_isa_name(sparse_isa isa)
+{
+    switch (isa) {
+    case SPARSE_ISA_SCALAR: return "scalar";
+    case SPARSE_ISA_AVX2: return "avx2";
+    case SPARSE_ISA_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+sparse_isa sparse_isa_best(void)
+{
+    sparse_isa cap = SPARSE_ISA_AVX512;
+    const char *e = getenv("LOSA_SPARSE_ISA");
+    if (e) {
+        if (!strcmp(e, "scalar")) cap = SPARSE_ISA_SCALAR;
+        else if (!strcmp(e, "avx2")) cap = SPARSE_ISA_AVX2;
+    }
+    for (int i = cap; i > 0; i--)
+        if (sparse_isa_supported((sparse_isa)i)) return (sparse_isa)i;
+    return SPARSE_ISA_SCALAR;
+}
+
+sparse_isa sparse_get_isa(void)
+{
+    if (g_isa < 0) g_isa = sparse_isa_best();
+    return (sparse_isa)g_isa;
+}
+
+int sparse_set_isa(sparse_isa isa)
+{
+    int prev = sparse_get_isa();
+    if (!sparse_isa_supported(isa)) return -1;
+    g_isa = isa;
+    return prev;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+static void matvec_scalar(float *y, const sparse_matrix *s, const float *x)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)s->out * s->in > (1 << 18))
+    for (int o = 0; o < s->out; o++) {
+        float acc = 0.0f;
+        SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
+        y[o] = acc;
+    }
+}
+
+void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
+{
+    switch (sparse_get_isa()) {
+#if defined(__x86_64__)
+    case SPARSE_ISA_AVX512: sparse_matvec_avx512(y, s, x); return;
+    case SPARSE_ISA_AVX2: sparse_matvec_avx2(y, s, x); return;
+#endif
+    default: matvec_scalar(y, s, x); return;
+    }
+}
+
+void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)N * in > (1 << 16))
+    for (int i0 = 0; i0 < in; i0 += 32) {
+        int i1 = i0 + 32 < in ? i0 + 32 : in;
+        for (int n = 0; n < N; n++)
+            for (int i = i0; i < i1; i++) XT[(int64_t)i * ldt + n] = X[(int64_t)n * in + i];
+        for (int i = i0; i < i1; i++)
+            for (int n = N; n < ldt; n++) XT[(int64_t)i * ldt + n] = 0.0f;
+    }
+}
+
+void sparse_transpose_out(float *Y, const float *YT, int ldt, int N, int out)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)N * out > (1 << 16))
+    for (int n0 = 0; n0 < N; n0 += 16) {
+        int n1 = n0 + 16 < N ? n0 + 16 : N;
+        for (int o = 0; o < out; o++)
+            for (int n = n0; n < n1; n++) Y[(int64_t)n * out + o] = YT[(int64_t)o * ldt + n];
+    }
+}
+
+void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
+{
+    if (N <= 0) return;
+    sparse_isa isa = sparse_get_isa();
+    if (N == 1) {
+        sparse_matvec(Y, s, X);
+        return;
+    }
+    if (isa == SPARSE_ISA_SCALAR) {
+#pragma omp parallel for schedule(static) if ((int64_t)N * s->out * s->in > (1 << 18))
+        for (int n = 0; n < N; n++) {
+            const float *x = X + (int64_t)n * s->in;
+            float *y = Y + (int64_t)n * s->out;
+            for (int64_t o = 0; o < s->out; o++) {
+                float acc = 0.0f;
+                SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
+                y[o] = acc;
+            }
+        }
+        return;
+    }
+#if defined(__x86_64__)
+    int ldt = (N + 15) / 16 * 16;
+    float *XT = core_calloc((size_t)s->in * ldt, sizeof(float));
+    float *YT = core_calloc((size_t)s->out * ldt, sizeof(float));
+    int64_t *rowoff = core_calloc((size_t)s->out, sizeof(int64_t));
+    sparse_transpose_in(XT, ldt, X, N, s->in);
+    if (isa == SPARSE_ISA_AVX512) sparse_matmul_t_avx512(YT, s, XT, ldt, rowoff);
+    else sparse_matmul_t_avx2(YT, s, XT, ldt, rowoff);
+    sparse_transpose_out(Y, YT, ldt, N, s->out);
+    core_free(XT);
+    core_free(YT);
+    core_free(rowoff);
+#endif
+}
+
+/* ----------------------------------------------------------- decision */
+
+int sparse_profitable(double density, int batch)
+{
+    /* From `losa bench sparse` on an AMD EPYC (Zen 4) VM, 1 thread, busy
+     * machine: decode (bitmap f32) was 2.0-3.1x dense sgemv at density 0.3
+     * and 1.0-2.1x at 0.5 (2:4 break-even); prefill (batch 128) was
+     * 1.1-2.6x sgemm at 0.3 and 0.8-1.5x at 0.5.  Keep a margin. */
+    if (density <= 0.0) return 1;
+    if (batch <= 1) return density <= 0.45;
+    if (batch <= 16) return density <= 0.40;
+    return density <= 0.35;
+}

@@ -1,0 +1,39 @@
+/* sparse: internal declarations shared by the format code and the ISA
+ * kernels (sparse_x86.c). */
+#ifndef LOSA_SPARSE_IMPL_H
+#define LOSA_SPARSE_IMPL_H
+
+#include "sparse.h"
+
+/* Values arrays are padded by this many elements so that vector loads past
+ * the last non-zero stay inside the allocation. */
+#define SPARSE_VAL_PAD 64
+
+/* Prefill blocking: input columns per chunk (multiple of 64) so that the
+ * chunk of X^T stays in L2 while every row of W streams through it. */
+#ifndef SPARSE_KC
+#define SPARSE_KC 128
+#endif
+
+static inline float sparse_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } c = {(uint32_t)h << 16};
+    return c.f;
+}
+
+/* Transposes for prefill: XT (in, ldt) <- X (N, in) with zero padding of
+ * columns N..ldt-1; Y (N, out) <- YT (out, ldt).  Threaded. */
+void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in);
+void sparse_transpose_out(float *Y, const float *YT, int ldt, int N, int out);
+
+#if defined(__x86_64__)
+void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
+void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
+/* YT (out, ldt) = W XT, XT (in, ldt), ldt a multiple of 16 (padded zeros). */
+void sparse_matmul_t_avx2(float *YT, const sparse_matrix *s, const float *XT, int ldt,
+                          int64_t *rowoff);
+void sparse_matmul_t_avx512(float *YT, const sparse_matrix *s, const float *XT, int ldt,
+                            int64_t *rowoff);
+#endif
+
+#endif

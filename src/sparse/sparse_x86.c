@@ -1,0 +1,411 @@
+/* sparse: AVX2+FMA and AVX-512 kernels, compiled with per-function target
+ * attributes and chosen at run time by sparse.c.
+ *
+ * Decode (matvec, memory-bound): one row at a time, the packed non-zeros of
+ * every 16 inputs are expanded to a dense vector with vexpandps (AVX-512)
+ * or a permute table (AVX2, 8 inputs per byte of the bitmap) and FMA'd with
+ * x; CSR gathers x.  Threads split the rows.
+ *
+ * Prefill (matmul, compute-bound): X is transposed to XT (in, ldt) so that
+ * one input column holds the batch contiguously.  For each non-zero w(o, i)
+ * the kernel broadcasts w and FMAs it with up to 128 (AVX-512) / 64 (AVX2)
+ * batch values of XT row i into register accumulators of YT row o; input
+ * columns are processed in chunks of SPARSE_KC so that the chunk of XT
+ * stays in L2 while W streams.  Each weight is loaded once per batch block.
+ */
+#include "sparse_impl.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,avx512dq,avx2,fma,bmi,bmi2,popcnt")))
+#define T256 __attribute__((target("avx2,fma,bmi,bmi2,popcnt")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Work threshold (weights) below which kernels stay on one thread. */
+#define SPARSE_PAR_MIN (1 << 18)
+#ifndef SPARSE_PF
+#define SPARSE_PF 512 /* floats of software prefetch distance */
+#endif
+
+static void thread_rows(int out, int *o0, int *o1)
+{
+#ifdef _OPENMP
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    int t = 0, nt = 1;
+#endif
+    /* blocks of 16 rows so that neighbouring threads do not share lines of y */
+    int nb = (out + 15) / 16;
+    int b0 = (int)((int64_t)nb * t / nt), b1 = (int)((int64_t)nb * (t + 1) / nt);
+    *o0 = b0 * 16 < out ? b0 * 16 : out;
+    *o1 = b1 * 16 < out ? b1 * 16 : out;
+}
+
+/* ------------------------------------------------------------ AVX-512 */
+
+T512 static float row512_bitmap_f32(const uint16_t *m, const float *v, const float *x,
+                                    int in, int nw)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int wf = in / 16, w = 0;
+    /* 4 words (64 inputs) per step: offsets from popcounts of the 64-bit
+     * mask prefix, so the only loop-carried dependence is one add; register
+     * expands (the memory form of vexpandps is slow on some cores). */
+    for (; w + 4 <= wf; w += 4) {
+        uint64_t k;
+        memcpy(&k, m + w, 8);
+        _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
+        int p1 = __builtin_popcountll(k & 0xffffull), p2 = __builtin_popcountll(k & 0xffffffffull);
+        int p3 = __builtin_popcountll(k & 0xffffffffffffull);
+        __m512 v0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+        __m512 v1 = _mm512_maskz_expand_ps((__mmask16)(k >> 16), _mm512_loadu_ps(v + p1));
+        __m512 v2 = _mm512_maskz_expand_ps((__mmask16)(k >> 32), _mm512_loadu_ps(v + p2));
+        __m512 v3 = _mm512_maskz_expand_ps((__mmask16)(k >> 48), _mm512_loadu_ps(v + p3));
+        v += __builtin_popcountll(k);
+        a0 = _mm512_fmadd_ps(v0, _mm512_loadu_ps(x + 16 * w), a0);
+        a1 = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x + 16 * w + 16), a1);
+        a2 = _mm512_fmadd_ps(v2, _mm512_loadu_ps(x + 16 * w + 32), a2);
+        a3 = _mm512_fmadd_ps(v3, _mm512_loadu_ps(x + 16 * w + 48), a3);
+    }
+    for (; w < nw; w++) {
+        unsigned k = m[w];
+        __m512 v0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+        v += __builtin_popcount(k);
+        __m512 xv = w < wf ? _mm512_loadu_ps(x + 16 * w) : _mm512_maskz_loadu_ps((__mmask16)k, x + 16 * w);
+        a0 = _mm512_fmadd_ps(v0, xv, a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+INLINE T512 __m512 bf16x16_512(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const float *x,
+                                     int in, int nw)
+{
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int wf = in / 16, w = 0;
+    for (; w + 2 <= wf; w += 2) {
+        unsigned k0 = m[w], k1 = m[w + 1];
+        _mm_prefetch((const char *)(v + 2 * SPARSE_PF), _MM_HINT_T0);
+        __m256i h0 = _mm256_maskz_expand_epi16((__mmask16)k0, _mm256_loadu_si256((const void *)v));
+        v += __builtin_popcount(k0);
+        __m256i h1 = _mm256_maskz_expand_epi16((__mmask16)k1, _mm256_loadu_si256((const void *)v));
+        v += __builtin_popcount(k1);
+        a0 = _mm512_fmadd_ps(bf16x16_512(h0), _mm512_loadu_ps(x + 16 * w), a0);
+        a1 = _mm512_fmadd_ps(bf16x16_512(h1), _mm512_loadu_ps(x + 16 * w + 16), a1);
+    }
+    for (; w < nw; w++) {
+        unsigned k = m[w];
+        __m256i h0 = _mm256_maskz_expand_epi16((__mmask16)k, _mm256_loadu_si256((const void *)v));
+        v += __builtin_popcount(k);
+        a0 = _mm512_fmadd_ps(bf16x16_512(h0), _mm512_maskz_loadu_ps((__mmask16)k, x + 16 * w),
+                             a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
+{
+    const float *v = s->vals;
+    int64_t p = s->rowptr[o], e = s->rowptr[o + 1];
+    __m512 a0 = _mm512_setzero_ps();
+    for (; p + 16 <= e; p += 16) {
+        __m512i ix = s->idx16
+                         ? _mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)(s->idx16 + p)))
+                         : _mm512_loadu_si512((const void *)(s->idx32 + p));
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(v + p), _mm512_i32gather_ps(ix, x, 4), a0);
+    }
+    if (p < e) {
+        __mmask16 k = (__mmask16)((1u << (e - p)) - 1);
+        __m512i ix = s->idx16 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, s->idx16 + p))
+                              : _mm512_maskz_loadu_epi32(k, s->idx32 + p);
+        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, ix, x, 4);
+        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, v + p), xv, a0);
+    }
+    return _mm512_reduce_add_ps(a0);
+}
+
+T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1)
+{
+    for (int64_t o = o0; o < o1; o++) {
+        const uint16_t *m = s->mask + o * s->nw;
+        switch (s->fmt) {
+        case SPARSE_FORMAT_BITMAP:
+            y[o] = row512_bitmap_f32(m, (const float *)s->vals + s->rowptr[o], x, s->in, s->nw);
+            break;
+        case SPARSE_FORMAT_BITMAP_BF16:
+            y[o] = row512_bitmap_bf16(m, (const uint16_t *)s->vals + s->rowptr[o], x, s->in,
+                                      s->nw);
+            break;
+        case SPARSE_FORMAT_CSR: y[o] = row512_csr(s, o, x); break;
+        }
+    }
+}
+
+void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
+{
+#pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
+    {
+        int o0, o1;
+        thread_rows(s->out, &o0, &o1);
+        rows512(y, s, x, o0, o1);
+    }
+}
+
+/* One row o, input columns [c0, c1), batch lanes [bb, bb + 16 nv) of XT. */
+INLINE T512 void mm512_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
+                           int64_t o, int64_t *pp, int c0, int c1, const int nv)
+{
+    __m512 acc[8];
+    for (int u = 0; u < nv; u++) acc[u] = _mm512_loadu_ps(yt + 16 * u);
+    int64_t p = *pp;
+    const float *vf = s->vals;
+    const uint16_t *vh = s->vals;
+    if (s->fmt == SPARSE_FORMAT_CSR) {
+        int64_t e = s->rowptr[o + 1];
+        for (; p < e; p++) {
+            int64_t i = s->idx16 ? s->idx16[p] : s->idx32[p];
+            if (i >= c1) break;
+            const float *xp = XT + i * ldt;
+            __m512 wv = _mm512_set1_ps(vf[p]);
+            for (int u = 0; u < nv; u++)
+                acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xp + 16 * u), acc[u]);
+        }
+    } else {
+        int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
+        const uint16_t *m = s->mask + o * s->nw;
+        int w1 = (c1 + 15) / 16 < s->nw ? (c1 + 15) / 16 : s->nw;
+        for (int w = c0 / 16; w < w1; w += 4) {
+            uint64_t bits = 0;
+            if (w + 4 <= w1) memcpy(&bits, m + w, 8);
+            else
+                for (int q = 0; q < w1 - w; q++) bits |= (uint64_t)m[w + q] << (16 * q);
+            const float *xw = XT + (int64_t)16 * w * ldt;
+            while (bits) {
+                int j = __builtin_ctzll(bits);
+                bits &= bits - 1;
+                const float *xp = xw + (int64_t)j * ldt;
+                __m512 wv = _mm512_set1_ps(bf ? sparse_bf16_to_f32(vh[p]) : vf[p]);
+                p++;
+                for (int u = 0; u < nv; u++)
+                    acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xp + 16 * u), acc[u]);
+            }
+        }
+    }
+    *pp = p;
+    for (int u = 0; u < nv; u++) _mm512_storeu_ps(yt + 16 * u, acc[u]);
+}
+
+#define MM_ROWS(NAME, TGT, ROWFN, NVMAX)                                            \
+    TGT static void NAME(float *YT, const sparse_matrix *s, const float *XT, int ldt,   \
+                         int64_t *rowoff, int o0, int o1, int bb, int c0, int c1,       \
+                         int nv)                                                        \
+    {                                                                                   \
+        for (int64_t o = o0; o < o1; o++) {                                             \
+            float *yt = YT + o * ldt + bb;                                              \
+            switch (nv) {                                                               \
+            case 1: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 1); break;        \
+            case 2: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 2); break;        \
+            case 3: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 3); break;        \
+            case 4: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 4); break;        \
+            case 5: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 5); break;        \
+            case 6: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 6); break;        \
+            case 7: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, 7); break;        \
+            default: ROWFN(yt, s, XT + bb, ldt, o, rowoff + o, c0, c1, NVMAX); break;   \
+            }                                                                           \
+        }                                                                               \
+    }
+
+MM_ROWS(mm512_rows, T512, mm512_row, 8)
+
+#define MM_DRIVER(NAME, ROWS, LANES)                                                    \
+    void NAME(float *YT, const sparse_matrix *s, const float *XT, int ldt, int64_t *rowoff) \
+    {                                                                                   \
+        _Pragma("omp parallel if ((int64_t)s->out * s->in * ldt > SPARSE_PAR_MIN)")      \
+        {                                                                               \
+            int o0, o1;                                                                 \
+            thread_rows(s->out, &o0, &o1);                                              \
+            for (int bb = 0; bb < ldt; bb += 8 * (LANES)) {                             \
+                int nv = (ldt - bb) / (LANES) < 8 ? (ldt - bb) / (LANES) : 8;           \
+                for (int o = o0; o < o1; o++) rowoff[o] = s->rowptr[o];                 \
+                for (int c0 = 0; c0 < s->in; c0 += SPARSE_KC) {                         \
+                    int c1 = c0 + SPARSE_KC < s->in ? c0 + SPARSE_KC : s->in;           \
+                    ROWS(YT, s, XT, ldt, rowoff, o0, o1, bb, c0, c1, nv);               \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+    }
+
+MM_DRIVER(sparse_matmul_t_avx512, mm512_rows, 16)
+
+/* --------------------------------------------------------------- AVX2 */
+
+/* perm[b][j]: for bitmap byte b, the packed position of lane j (0 if unset). */
+static int32_t perm_lut[256][8] __attribute__((aligned(32)));
+
+__attribute__((constructor)) static void perm_lut_init(void)
+{
+    for (int b = 0; b < 256; b++) {
+        int c = 0;
+        for (int j = 0; j < 8; j++) perm_lut[b][j] = (b >> j & 1) ? c++ : 0;
+    }
+}
+
+INLINE T256 __m256 expand8_f32(unsigned b, __m256 packed, __m256i bitv)
+{
+    __m256 e = _mm256_permutevar8x32_ps(packed, _mm256_load_si256((const void *)perm_lut[b]));
+    __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)b), bitv), bitv);
+    return _mm256_and_ps(e, _mm256_castsi256_ps(sel));
+}
+
+INLINE T256 __m256i lanes_below(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+T256 static float row256_bitmap(const uint16_t *m, const void *vals, int bf, const float *x,
+                                int in)
+{
+    const __m256i bitv = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const float *vf = vals;
+    const uint16_t *vh = vals;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int wf = in / 16, w = 0;
+    for (; w < wf; w++) {
+        unsigned k = m[w], b0 = k & 0xff, b1 = k >> 8;
+        __m256 p0, p1;
+        if (bf) {
+            p0 = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)vh)), 16));
+            vh += __builtin_popcount(b0);
+            p1 = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)vh)), 16));
+            vh += __builtin_popcount(b1);
+        } else {
+            p0 = _mm256_loadu_ps(vf);
+            vf += __builtin_popcount(b0);
+            p1 = _mm256_loadu_ps(vf);
+            vf += __builtin_popcount(b1);
+        }
+        a0 = _mm256_fmadd_ps(expand8_f32(b0, p0, bitv), _mm256_loadu_ps(x + 16 * w), a0);
+        a1 = _mm256_fmadd_ps(expand8_f32(b1, p1, bitv), _mm256_loadu_ps(x + 16 * w + 8), a1);
+    }
+    for (int c = 16 * w; c < in; c += 8) { /* tail: at most 2 bytes */
+        unsigned b = (m[c / 16] >> (c % 16)) & 0xff;
+        __m256 p0;
+        if (bf) {
+            p0 = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)vh)), 16));
+            vh += __builtin_popcount(b);
+        } else {
+            p0 = _mm256_loadu_ps(vf);
+            vf += __builtin_popcount(b);
+        }
+        __m256 xv = _mm256_maskload_ps(x + c, lanes_below(in - c));
+        a0 = _mm256_fmadd_ps(expand8_f32(b, p0, bitv), xv, a0);
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
+{
+    const float *v = s->vals;
+    int64_t p = s->rowptr[o], e = s->rowptr[o + 1];
+    __m256 a0 = _mm256_setzero_ps();
+    for (; p + 8 <= e; p += 8) {
+        __m256i ix = s->idx16 ? _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)(s->idx16 + p)))
+                              : _mm256_loadu_si256((const void *)(s->idx32 + p));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + p), _mm256_i32gather_ps(x, ix, 4), a0);
+    }
+    float acc = 0.0f;
+    for (; p < e; p++) acc += v[p] * x[s->idx16 ? s->idx16[p] : s->idx32[p]];
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h) + acc;
+}
+
+T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1)
+{
+    int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
+    for (int64_t o = o0; o < o1; o++) {
+        if (s->fmt == SPARSE_FORMAT_CSR) {
+            y[o] = row256_csr(s, o, x);
+        } else {
+            const void *v = bf ? (const void *)((const uint16_t *)s->vals + s->rowptr[o])
+                               : (const void *)((const float *)s->vals + s->rowptr[o]);
+            y[o] = row256_bitmap(s->mask + o * s->nw, v, bf, x, s->in);
+        }
+    }
+}
+
+void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
+{
+#pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
+    {
+        int o0, o1;
+        thread_rows(s->out, &o0, &o1);
+        rows256(y, s, x, o0, o1);
+    }
+}
+
+INLINE T256 void mm256_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
+                           int64_t o, int64_t *pp, int c0, int c1, const int nv)
+{
+    __m256 acc[8];
+    for (int u = 0; u < nv; u++) acc[u] = _mm256_loadu_ps(yt + 8 * u);
+    int64_t p = *pp;
+    const float *vf = s->vals;
+    const uint16_t *vh = s->vals;
+    if (s->fmt == SPARSE_FORMAT_CSR) {
+        int64_t e = s->rowptr[o + 1];
+        for (; p < e; p++) {
+            int64_t i = s->idx16 ? s->idx16[p] : s->idx32[p];
+            if (i >= c1) break;
+            const float *xp = XT + i * ldt;
+            __m256 wv = _mm256_set1_ps(vf[p]);
+            for (int u = 0; u < nv; u++)
+                acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + 8 * u), acc[u]);
+        }
+    } else {
+        int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
+        const uint16_t *m = s->mask + o * s->nw;
+        int w1 = (c1 + 15) / 16 < s->nw ? (c1 + 15) / 16 : s->nw;
+        for (int w = c0 / 16; w < w1; w += 4) {
+            uint64_t bits = 0;
+            if (w + 4 <= w1) memcpy(&bits, m + w, 8);
+            else
+                for (int q = 0; q < w1 - w; q++) bits |= (uint64_t)m[w + q] << (16 * q);
+            const float *xw = XT + (int64_t)16 * w * ldt;
+            while (bits) {
+                int j = __builtin_ctzll(bits);
+                bits &= bits - 1;
+                const float *xp = xw + (int64_t)j * ldt;
+                __m256 wv = _mm256_set1_ps(bf ? sparse_bf16_to_f32(vh[p]) : vf[p]);
+                p++;
+                for (int u = 0; u < nv; u++)
+                    acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + 8 * u), acc[u]);
+            }
+        }
+    }
+    *pp = p;
+    for (int u = 0; u < nv; u++) _mm256_storeu_ps(yt + 8 * u, acc[u]);
+}
+
+MM_ROWS(mm256_rows, T256, mm256_row, 8)
+MM_DRIVER(sparse_matmul_t_avx2, mm256_rows, 8)
+
+#endif

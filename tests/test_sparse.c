@@ -1,0 +1,228 @@
+/* test_sparse: sparse formats and kernels against a dense reference.
+ *
+ * For every shape x sparsity pattern x format x compiled ISA path x batch,
+ * Y = X W^T from sparse_matvec / sparse_matmul (and the scalar references)
+ * is compared with a plain double-precision loop over the dense W; the error
+ * of each output must be <= 1e-5 * sum_i |W_oi x_i| (+1e-30), i.e. fp32
+ * rounding of the row.  BF16 values are compared against the dense matrix
+ * rounded to BF16 (sparse_matrix_to_dense), and that rounding is checked to
+ * stay within 2^-8 relative per weight.  One case is also checked against
+ * OpenBLAS cblas_sgemm.
+ */
+#include <cblas.h>
+#include <string.h>
+
+#include "sparse.h"
+#include "test_util.h"
+
+typedef enum { PAT_RANDOM, PAT_ROWS, PAT_NM } pattern;
+
+/* W (out, in) ~ N(0,1) with zeros: random fraction sp (PAT_RANDOM); rows
+ * alternately empty / full / random (PAT_ROWS); exactly n zeros in every
+ * group of m, plus some extra zeros (PAT_NM). */
+static void make_w(float *W, int out, int in, pattern pat, double sp, int n, int m,
+                   core_rng *r)
+{
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) {
+            float v = core_rng_normal(r);
+            if (v == 0.0f) v = 1.0f;
+            int zero = 0;
+            switch (pat) {
+            case PAT_RANDOM: zero = core_rng_uniform(r) < sp; break;
+            case PAT_ROWS: zero = o % 3 == 0 ? 1 : o % 3 == 1 ? 0 : core_rng_uniform(r) < 0.5; break;
+            case PAT_NM: zero = core_rng_uniform(r) < 0.05; break;
+            }
+            W[o * in + i] = zero ? 0.0f : v;
+        }
+    if (pat == PAT_NM)
+        for (int64_t o = 0; o < out; o++)
+            for (int g = 0; g < in; g += m) {
+                int z = 0; /* zero the n smallest-index non-zeros at random picks */
+                while (z < n) {
+                    int j = (int)(core_rng_u64(r) % (uint64_t)m);
+                    if (W[o * in + g + j] != 0.0f) W[o * in + g + j] = 0.0f;
+                    z = 0;
+                    for (int q = 0; q < m; q++) z += W[o * in + g + q] == 0.0f;
+                }
+            }
+}
+
+/* Checks Y (N, out) against W (out, in) and X (N, in) in double. */
+static int check_y(const float *Y, const float *W, const float *X, int N, int out, int in,
+                   const char *what)
+{
+    double worst = 0;
+    int bad = 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < out; o++) {
+            double ref = 0, abs = 0;
+            for (int64_t i = 0; i < in; i++) {
+                double t = (double)W[o * in + i] * X[n * in + i];
+                ref += t;
+                abs += fabs(t);
+            }
+            double err = fabs(Y[n * out + o] - ref);
+            double tol = 1e-5 * abs + 1e-30;
+            if (err / (abs > 0 ? abs : 1) > worst) worst = err / (abs > 0 ? abs : 1);
+            if (!(err <= tol)) {
+                if (bad < 3)
+                    fprintf(stderr, "  %s: Y[%lld,%lld] = %.9g, ref %.9g (abs-sum %.3g)\n", what,
+                            (long long)n, (long long)o, Y[n * out + o], ref, abs);
+                bad++;
+            }
+        }
+    TEST_CHECK(bad == 0, "%s: %d outputs off (worst rel %.3g)", what, bad, worst);
+    return bad;
+}
+
+static const char *fmt_name(sparse_format f)
+{
+    return f == SPARSE_FORMAT_BITMAP ? "bitmap" : f == SPARSE_FORMAT_BITMAP_BF16 ? "bf16" : "csr";
+}
+
+static void run_case(int out, int in, pattern pat, double sp, int n, int m, core_rng *r)
+{
+    static const int batches[] = {1, 2, 17, 130};
+    int maxN = 130;
+    float *W = malloc(sizeof(float) * out * in);
+    float *Wr = malloc(sizeof(float) * out * in);
+    float *X = malloc(sizeof(float) * maxN * in);
+    float *Y = malloc(sizeof(float) * maxN * out);
+    make_w(W, out, in, pat, sp, n, m, r);
+    for (int64_t i = 0; i < (int64_t)maxN * in; i++) X[i] = core_rng_normal(r);
+    char what[160];
+
+    for (int f = 0; f < 3; f++) {
+        sparse_format fmt = (sparse_format)f;
+        sparse_matrix s;
+        losa_status st = sparse_matrix_from_dense(&s, W, out, in, fmt);
+        snprintf(what, sizeof what, "(%d,%d) pat %d sp %.2f %d:%d %s", out, in, (int)pat, sp, n, m,
+                 fmt_name(fmt));
+        TEST_CHECK(st == LOSA_OK, "%s: from_dense: %s", what, core_errmsg());
+        if (st != LOSA_OK) continue;
+        /* format invariants */
+        int64_t nnz = 0;
+        for (int64_t i = 0; i < (int64_t)out * in; i++) nnz += W[i] != 0.0f;
+        TEST_CHECK(s.nnz == nnz, "%s: nnz %lld vs %lld", what, (long long)s.nnz, (long long)nnz);
+        TEST_NEAR(sparse_density(W, (int64_t)out * in), (double)nnz / ((double)out * in), 1e-12,
+                  "density");
+        size_t expect = ((size_t)out + 1) * 8 +
+                        (fmt == SPARSE_FORMAT_CSR ? (size_t)nnz * (in <= 65536 ? 6 : 8)
+                                                  : (size_t)out * ((in + 15) / 16) * 2 +
+                                                        (size_t)nnz * (fmt == SPARSE_FORMAT_BITMAP ? 4 : 2));
+        TEST_CHECK(sparse_matrix_bytes(&s) == expect, "%s: bytes %zu vs %zu", what,
+                   sparse_matrix_bytes(&s), expect);
+        if (pat == PAT_NM && in % m == 0)
+            TEST_CHECK(s.nm_m != 0 && s.nm_m <= m, "%s: N:M not detected (%d:%d)", what, s.nm_n,
+                       s.nm_m);
+        sparse_matrix_to_dense(Wr, &s);
+        if (fmt != SPARSE_FORMAT_BITMAP_BF16) {
+            TEST_CHECK(!memcmp(Wr, W, sizeof(float) * out * in), "%s: to_dense differs", what);
+        } else {
+            int bad = 0;
+            for (int64_t i = 0; i < (int64_t)out * in; i++)
+                bad += fabsf(Wr[i] - W[i]) > fabsf(W[i]) * (1.0f / 256) || (W[i] == 0) != (Wr[i] == 0);
+            TEST_CHECK(bad == 0, "%s: bf16 rounding off for %d weights", what, bad);
+        }
+        /* references */
+        snprintf(what + strlen(what), sizeof what - strlen(what), " ref");
+        sparse_matvec_ref(Y, &s, X);
+        check_y(Y, Wr, X, 1, out, in, what);
+        sparse_matmul_ref(Y, &s, X, 17);
+        check_y(Y, Wr, X, 17, out, in, what);
+        what[strlen(what) - 4] = 0;
+        /* every ISA path */
+        for (int isa = 0; isa <= SPARSE_ISA_AVX512; isa++) {
+            if (!sparse_isa_supported((sparse_isa)isa)) continue;
+            sparse_set_isa((sparse_isa)isa);
+            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+                int N = batches[b];
+                char w2[200];
+                snprintf(w2, sizeof w2, "%s %s N=%d", what, sparse_isa_name((sparse_isa)isa), N);
+                for (int64_t i = 0; i < (int64_t)N * out; i++) Y[i] = NAN;
+                if (N == 1) sparse_matvec(Y, &s, X);
+                else sparse_matmul(Y, &s, X, N);
+                check_y(Y, Wr, X, N, out, in, w2);
+            }
+        }
+        sparse_set_isa(sparse_isa_best());
+        sparse_matrix_free(&s);
+    }
+    free(W);
+    free(Wr);
+    free(X);
+    free(Y);
+}
+
+int main(void)
+{
+    core_rng r;
+    core_rng_seed(&r, 1234);
+    fprintf(stderr, "best ISA: %s\n", sparse_isa_name(sparse_isa_best()));
+    TEST_CHECK(sparse_isa_supported(SPARSE_ISA_SCALAR), "scalar always supported");
+
+    static const int shapes[][2] = {{1, 1}, {1, 37}, {37, 1}, {17, 33}, {16, 16}, {64, 64},
+                                    {100, 257}, {13, 1000}, {40, 1100}};
+    static const double sps[] = {0.0, 0.5, 0.7, 0.9, 1.0};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        for (size_t q = 0; q < sizeof sps / sizeof sps[0]; q++)
+            run_case(shapes[k][0], shapes[k][1], PAT_RANDOM, sps[q], 0, 0, &r);
+        run_case(shapes[k][0], shapes[k][1], PAT_ROWS, 0, 0, 0, &r);
+    }
+    static const int nm_shapes[][2] = {{5, 8}, {33, 200}, {64, 1024}};
+    for (size_t k = 0; k < 3; k++) {
+        run_case(nm_shapes[k][0], nm_shapes[k][1], PAT_NM, 0, 2, 4, &r);
+        run_case(nm_shapes[k][0], nm_shapes[k][1], PAT_NM, 0, 4, 8, &r);
+    }
+    /* in > 65536: CSR with uint32 indices; more rows than one thread block */
+    run_case(3, 70001, PAT_RANDOM, 0.9, 0, 0, &r);
+    run_case(700, 300, PAT_RANDOM, 0.7, 0, 0, &r);
+
+    /* N:M detection on hand-made rows */
+    {
+        float a[8] = {0, 1, 0, 2, 3, 0, 0, 4};  /* 2:4 and 4:8 */
+        float b[8] = {1, 1, 1, 0, 0, 0, 0, 0};  /* 4:8 but not 2:4 (first group) */
+        TEST_CHECK(sparse_is_nm(a, 1, 8, 2, 4) && sparse_is_nm(a, 1, 8, 4, 8), "a is 2:4, 4:8");
+        TEST_CHECK(!sparse_is_nm(b, 1, 8, 2, 4) && sparse_is_nm(b, 1, 8, 4, 8), "b is 4:8 only");
+        sparse_matrix s;
+        TEST_CHECK(sparse_matrix_from_dense(&s, b, 1, 8, SPARSE_FORMAT_BITMAP) == LOSA_OK, "b");
+        TEST_CHECK(s.nm_n == 4 && s.nm_m == 8 && s.nnz == 3 && s.mask[0] == 0x07,
+                   "b: %d:%d nnz %lld mask %x", s.nm_n, s.nm_m, (long long)s.nnz, s.mask[0]);
+        sparse_matrix_free(&s);
+    }
+    /* bad input: status, not abort */
+    {
+        sparse_matrix s;
+        float w = 1;
+        TEST_CHECK(sparse_matrix_from_dense(&s, &w, 0, 1, SPARSE_FORMAT_BITMAP) == LOSA_ERR_ARG,
+                   "out = 0 rejected");
+        TEST_CHECK(sparse_matrix_from_dense(&s, &w, 1, 1, (sparse_format)7) == LOSA_ERR_ARG,
+                   "bad format rejected");
+        sparse_matrix_free(&s);
+        sparse_matrix_free(NULL);
+    }
+    /* against OpenBLAS sgemm (independent implementation) */
+    {
+        int out = 96, in = 200, N = 33;
+        float *W = malloc(sizeof(float) * out * in), *X = malloc(sizeof(float) * N * in);
+        float *Y = malloc(sizeof(float) * N * out), *Yb = malloc(sizeof(float) * N * out);
+        make_w(W, out, in, PAT_RANDOM, 0.7, 0, 0, &r);
+        for (int i = 0; i < N * in; i++) X[i] = core_rng_normal(&r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, X, in, W, in, 0.0f,
+                    Yb, out);
+        sparse_matrix s;
+        sparse_matrix_from_dense(&s, W, out, in, SPARSE_FORMAT_BITMAP);
+        sparse_matmul(Y, &s, X, N);
+        double e = test_max_rel(Y, Yb, (long)N * out);
+        fprintf(stderr, "sgemm vs sparse_matmul (%s): max rel %.3g\n",
+                sparse_isa_name(sparse_get_isa()), e);
+        TEST_CHECK(e < 1e-5, "sparse_matmul vs cblas_sgemm: %.3g", e);
+        sparse_matrix_free(&s);
+        free(W); free(X); free(Y); free(Yb);
+    }
+    /* decision helper: monotone in density, dense at density 1 */
+    TEST_CHECK(sparse_profitable(0.3, 1) && !sparse_profitable(1.0, 1) && !sparse_profitable(1.0, 128),
+               "sparse_profitable extremes");
+    return test_finish("test_sparse");
+}
