@@ -109,6 +109,14 @@ typedef struct {
     size_t n_floats;
 } model_acts;
 
+/* Pointers to one layer's slot of saved activations. */
+typedef struct {
+    float *xin, *ln1, *rstd1, *q, *k, *v, *att, *atty, *xres, *ln2, *rstd2,
+        *gate, *up, *hid;
+} model_layer_acts;
+model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
+                                  int l, int B, int T);
+
 losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
                              int save);
 void model_acts_free(model_acts *a);
@@ -117,15 +125,32 @@ void model_acts_free(model_acts *a);
  * slot: activation slot (layer index within stage if a->save, else 0). */
 void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
                          int T);
+/* Pieces of the stage forward: embedding (first stage) and final norm +
+ * head (last stage, into a->logits). */
+void model_stage_embed(model_acts *a, const model_stage *s, const int *tokens,
+                       int B, int T);
+void model_stage_head(model_acts *a, const model_stage *s, int B, int T);
 /* Stage forward: first stage embeds tokens (B,T) into a->x; every stage runs
  * its layers on a->x; the last stage computes a->logits (B,T,V).
  * Not collective: the caller moves a->x between stages (dist/engine). */
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
                          int B, int T);
-/* Mean-free NLL: sum over b,t<T-1 of -log p(tokens[b,t+1] | ...), with
+/* NLL: sum over b,t<T-1 of -log p(tokens[b,t+1] | ...), with
  * targets (B,T) where target < 0 means ignore.  Returns the sum (double) and
  * the count of predicted positions in *n.  Uses a->logits. */
 double model_nll(const model_acts *a, const model_stage *s, const int *targets,
                  int B, int T, int64_t *n);
+
+/* ---- pipeline (collective over this replica's stages) ---- */
+struct dist_ctx;
+/* One micro-batch through the pipeline: the first stage embeds tokens (B,T),
+ * middle stages receive a->x from the previous stage and send it on, the last
+ * stage leaves logits (B,T,V) in a->logits.  tag distinguishes micro-batches. */
+void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
+                            const model_stage *s, const int *tokens, int B,
+                            int T, int tag);
+/* model_stage_build for this rank's stage in d's layout. */
+losa_status model_stage_for_rank(model_stage *s, const model_config *c,
+                                 struct dist_ctx *d);
 
 #endif

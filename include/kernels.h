@@ -1,0 +1,80 @@
+/* kernels: the math of the LLaMA decoder as forward/backward pairs (llm.c
+ * argument order: outputs, values saved for backward, inputs, weights,
+ * dimensions).  Backward functions ACCUMULATE (+=) into their outputs.
+ * N = B*T rows; all tensors row-major fp32.  No MPI, no HDF5, no allocation.
+ * Every fast kernel has a plain _ref twin used by the tests.
+ */
+#ifndef LOSA_KERNELS_H
+#define LOSA_KERNELS_H
+
+#include <stdint.h>
+
+/* out (N,D) = inp / rms(inp) * w ;  rstd (N) = 1/sqrt(mean(inp^2) + eps) */
+void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
+                          const float *w, int64_t N, int D, float eps);
+/* dinp (N,D) += d/dinp ; w is frozen (no dw). */
+void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
+                           const float *w, const float *rstd, int64_t N, int D);
+
+/* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0; sgemm) */
+void kern_matmul_forward(float *out, const float *inp, const float *w,
+                         int64_t N, int IC, int OC);
+/* out (N,OC) += inp (N,IC) @ W^T */
+void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
+                             int64_t N, int IC, int OC);
+void kern_matmul_forward_ref(float *out, const float *inp, const float *w,
+                             int64_t N, int IC, int OC);
+/* dinp (N,IC) += dout (N,OC) @ W */
+void kern_matmul_backward_inp(float *dinp, const float *dout, const float *w,
+                              int64_t N, int IC, int OC);
+/* dw (OC,IC) += dout^T (OC,N) @ inp (N,IC) */
+void kern_matmul_backward_w(float *dw, const float *dout, const float *inp,
+                            int64_t N, int IC, int OC);
+
+/* RoPE tables: cos/sin (T, hd/2), freq_i = theta^(-2i/hd). */
+void kern_rope_tables(float *cos_t, float *sin_t, int T, int hd, float theta);
+/* In place on x (B,T,nh,hd), rotate-half convention: pairs (i, i + hd/2). */
+void kern_rope_forward(float *x, const float *cos_t, const float *sin_t, int B,
+                       int T, int nh, int hd);
+/* In place: dx = R^T dx (the inverse rotation). */
+void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B,
+                        int T, int nh, int hd);
+
+/* Grouped-query causal attention.
+ * q (B,T,H*hd), k/v (B,T,Hkv*hd) -> out (B,T,H*hd).
+ * att: softmax probabilities; if save_att, (B,H,T,T) kept for backward,
+ * else a (T,T) scratch reused per head. */
+void kern_attention_forward(float *out, float *att, const float *q,
+                            const float *k, const float *v, int B, int T, int H,
+                            int Hkv, int hd, int save_att);
+void kern_attention_forward_ref(float *out, const float *q, const float *k,
+                                const float *v, int B, int T, int H, int Hkv,
+                                int hd);
+/* dq, dk, dv += ... ; datt: (T,T) scratch. att as saved by forward. */
+void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
+                             const float *dout, const float *att, const float *q,
+                             const float *k, const float *v, int B, int T, int H,
+                             int Hkv, int hd);
+
+/* out (n) = silu(gate) * up */
+void kern_swiglu_forward(float *out, const float *gate, const float *up,
+                         int64_t n);
+void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
+                          const float *gate, const float *up, int64_t n);
+
+/* out (N,D) = embed[tokens] */
+void kern_embed_forward(float *out, const int *tokens, const float *embed,
+                        int64_t N, int D);
+/* x (n) += y */
+void kern_add_inplace(float *x, const float *y, int64_t n);
+
+/* Per row of logits (N,V): returns -log softmax(logits)[target] (double);
+ * rows with target < 0 give 0. */
+double kern_nll_row(const float *logits, int target, int V);
+/* dlogits (N,V) += scale * (softmax(logits) - onehot(target)); rows with
+ * target < 0 untouched.  Returns the summed NLL of the rows. */
+double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
+                                          const int *targets, int64_t N, int V,
+                                          float scale);
+
+#endif

@@ -1,0 +1,291 @@
+/* Forward/backward kernels of the decoder (see include/kernels.h). */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
+                          const float *w, int64_t N, int D, float eps)
+{
+    for (int64_t i = 0; i < N; i++) {
+        const float *x = inp + i * D;
+        float *o = out + i * D;
+        double ss = 0;
+        for (int j = 0; j < D; j++) ss += (double)x[j] * x[j];
+        float r = 1.0f / sqrtf((float)(ss / D) + eps);
+        for (int j = 0; j < D; j++) o[j] = x[j] * r * w[j];
+        if (rstd) rstd[i] = r;
+    }
+}
+
+void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
+                           const float *w, const float *rstd, int64_t N, int D)
+{
+    /* y_j = x_j r w_j, r = (mean x^2 + eps)^-1/2
+     * dx_k = r w_k dy_k - r^3 x_k / D * sum_j dy_j w_j x_j */
+    for (int64_t i = 0; i < N; i++) {
+        const float *x = inp + i * D, *dy = dout + i * D;
+        float *dx = dinp + i * D;
+        float r = rstd[i];
+        double dot = 0;
+        for (int j = 0; j < D; j++) dot += (double)dy[j] * w[j] * x[j];
+        float c = (float)(dot * r * r * r / D);
+        for (int j = 0; j < D; j++) dx[j] += r * w[j] * dy[j] - c * x[j];
+    }
+}
+
+void kern_matmul_forward(float *out, const float *inp, const float *w,
+                         int64_t N, int IC, int OC)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
+                inp, IC, w, IC, 0.0f, out, OC);
+}
+
+void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
+                             int64_t N, int IC, int OC)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
+                inp, IC, w, IC, 1.0f, out, OC);
+}
+
+void kern_matmul_forward_ref(float *out, const float *inp, const float *w,
+                             int64_t N, int IC, int OC)
+{
+    for (int64_t i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = 0;
+            for (int c = 0; c < IC; c++) s += (double)inp[i * IC + c] * w[(int64_t)o * IC + c];
+            out[i * OC + o] = (float)s;
+        }
+}
+
+void kern_matmul_backward_inp(float *dinp, const float *dout, const float *w,
+                              int64_t N, int IC, int OC)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, IC, OC, 1.0f,
+                dout, OC, w, IC, 1.0f, dinp, IC);
+}
+
+void kern_matmul_backward_w(float *dw, const float *dout, const float *inp,
+                            int64_t N, int IC, int OC)
+{
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, (int)N, 1.0f,
+                dout, OC, inp, IC, 1.0f, dw, IC);
+}
+
+void kern_rope_tables(float *cos_t, float *sin_t, int T, int hd, float theta)
+{
+    int half = hd / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double freq = pow((double)theta, -2.0 * i / hd);
+            double a = t * freq;
+            cos_t[(int64_t)t * half + i] = (float)cos(a);
+            sin_t[(int64_t)t * half + i] = (float)sin(a);
+        }
+}
+
+static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B,
+                       int T, int nh, int hd, float sign)
+{
+    int half = hd / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *c = cos_t + (int64_t)t * half, *s = sin_t + (int64_t)t * half;
+            for (int h = 0; h < nh; h++) {
+                float *v = x + (((int64_t)b * T + t) * nh + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    float a = v[i], bb = v[i + half], sn = sign * s[i];
+                    v[i] = a * c[i] - bb * sn;
+                    v[i + half] = bb * c[i] + a * sn;
+                }
+            }
+        }
+}
+
+void kern_rope_forward(float *x, const float *cos_t, const float *sin_t, int B,
+                       int T, int nh, int hd)
+{
+    rope_apply(x, cos_t, sin_t, B, T, nh, hd, 1.0f);
+}
+
+void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B,
+                        int T, int nh, int hd)
+{
+    rope_apply(dx, cos_t, sin_t, B, T, nh, hd, -1.0f);
+}
+
+/* Causal softmax of row i of a (T,T) score matrix over columns 0..i; columns
+ * above the diagonal become 0. */
+static void causal_softmax_row(float *row, int i, int T)
+{
+    float mx = -FLT_MAX;
+    for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+    float sum = 0;
+    for (int j = 0; j <= i; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j <= i; j++) row[j] *= inv;
+    for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+}
+
+void kern_attention_forward(float *out, float *att, const float *q,
+                            const float *k, const float *v, int B, int T, int H,
+                            int Hkv, int hd, int save_att)
+{
+    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / grp;
+            const float *qb = q + (int64_t)b * T * qs + h * hd;
+            const float *kb = k + (int64_t)b * T * ks + kh * hd;
+            const float *vb = v + (int64_t)b * T * ks + kh * hd;
+            float *ob = out + (int64_t)b * T * qs + h * hd;
+            float *A = save_att ? att + ((int64_t)b * H + h) * T * T : att;
+            /* scores (T,T) = scale * Q K^T (the upper triangle is discarded) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale,
+                        qb, qs, kb, ks, 0.0f, A, T);
+            for (int i = 0; i < T; i++) causal_softmax_row(A + (int64_t)i * T, i, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
+                        A, T, vb, ks, 0.0f, ob, qs);
+        }
+}
+
+void kern_attention_forward_ref(float *out, const float *q, const float *k,
+                                const float *v, int B, int T, int H, int Hkv,
+                                int hd)
+{
+    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
+    double scale = 1.0 / sqrt((double)hd);
+    double p[T];
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + ((int64_t)b * T + i) * qs + h * hd;
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j <= i; j++) {
+                    const float *kj = k + ((int64_t)b * T + j) * ks + (h / grp) * hd;
+                    double s = 0;
+                    for (int c = 0; c < hd; c++) s += (double)qi[c] * kj[c];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
+                float *o = out + ((int64_t)b * T + i) * qs + h * hd;
+                for (int c = 0; c < hd; c++) {
+                    double s = 0;
+                    for (int j = 0; j <= i; j++)
+                        s += p[j] / sum * v[((int64_t)b * T + j) * ks + (h / grp) * hd + c];
+                    o[c] = (float)s;
+                }
+            }
+}
+
+void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
+                             const float *dout, const float *att, const float *q,
+                             const float *k, const float *v, int B, int T, int H,
+                             int Hkv, int hd)
+{
+    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / grp;
+            const float *qb = q + (int64_t)b * T * qs + h * hd;
+            const float *kb = k + (int64_t)b * T * ks + kh * hd;
+            const float *vb = v + (int64_t)b * T * ks + kh * hd;
+            const float *dob = dout + (int64_t)b * T * qs + h * hd;
+            float *dqb = dq + (int64_t)b * T * qs + h * hd;
+            float *dkb = dk + (int64_t)b * T * ks + kh * hd;
+            float *dvb = dv + (int64_t)b * T * ks + kh * hd;
+            const float *A = att + ((int64_t)b * H + h) * T * T;
+            /* dV += A^T dO ; dA = dO V^T */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, A,
+                        T, dob, qs, 1.0f, dvb, ks);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dob,
+                        qs, vb, ks, 0.0f, datt, T);
+            /* softmax backward: dS_ij = A_ij (dA_ij - sum_k A_ik dA_ik), times scale */
+            for (int i = 0; i < T; i++) {
+                const float *a = A + (int64_t)i * T;
+                float *d = datt + (int64_t)i * T;
+                float dot = 0;
+                for (int j = 0; j <= i; j++) dot += a[j] * d[j];
+                for (int j = 0; j <= i; j++) d[j] = scale * a[j] * (d[j] - dot);
+                for (int j = i + 1; j < T; j++) d[j] = 0.0f;
+            }
+            /* dQ += dS K ; dK += dS^T Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
+                        datt, T, kb, ks, 1.0f, dqb, qs);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f,
+                        datt, T, qb, qs, 1.0f, dkb, ks);
+        }
+}
+
+void kern_swiglu_forward(float *out, const float *gate, const float *up,
+                         int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
+                          const float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
+        float silu = g * sg;
+        dup[i] += dout[i] * silu;
+        dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+void kern_embed_forward(float *out, const int *tokens, const float *embed,
+                        int64_t N, int D)
+{
+    for (int64_t i = 0; i < N; i++)
+        memcpy(out + i * D, embed + (int64_t)tokens[i] * D, sizeof(float) * D);
+}
+
+void kern_add_inplace(float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static double logsumexp_row(const float *l, int V)
+{
+    float mx = -FLT_MAX;
+    for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+    double s = 0;
+    for (int j = 0; j < V; j++) s += exp((double)(l[j] - mx));
+    return mx + log(s);
+}
+
+double kern_nll_row(const float *logits, int target, int V)
+{
+    if (target < 0) return 0.0;
+    return logsumexp_row(logits, V) - logits[target];
+}
+
+double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
+                                          const int *targets, int64_t N, int V,
+                                          float scale)
+{
+    double total = 0;
+    for (int64_t i = 0; i < N; i++) {
+        if (targets[i] < 0) continue;
+        const float *l = logits + i * V;
+        float *d = dlogits + i * V;
+        double lse = logsumexp_row(l, V);
+        total += lse - l[targets[i]];
+        for (int j = 0; j < V; j++) d[j] += scale * (float)exp(l[j] - lse);
+        d[targets[i]] -= scale;
+    }
+    return total;
+}

@@ -1,0 +1,366 @@
+/* model: config checks, pipeline stages (one parameter block per stage),
+ * activations (one block per micro-batch shape) and the forward pass. */
+#include "model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+static const char *map_names[MODEL_N_MAPS] = {"wq", "wk", "wv", "wo",
+                                              "w_gate", "w_up", "w_down"};
+
+const char *model_map_name(model_map m) { return map_names[m]; }
+
+void model_map_shape(const model_config *c, model_map m, int *out, int *in)
+{
+    int D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    switch (m) {
+    case MODEL_MAP_Q: case MODEL_MAP_O: *out = D; *in = D; break;
+    case MODEL_MAP_K: case MODEL_MAP_V: *out = kv; *in = D; break;
+    case MODEL_MAP_GATE: case MODEL_MAP_UP: *out = F; *in = D; break;
+    case MODEL_MAP_DOWN: *out = D; *in = F; break;
+    default: LOSA_CHECK(0);
+    }
+}
+
+losa_status model_config_check(const model_config *c, const char *what)
+{
+#define REQ(cond, ...) \
+    if (!(cond)) return core_err(LOSA_ERR_FORMAT, __VA_ARGS__)
+    REQ(c->dim > 0 && c->hidden_dim > 0 && c->n_layers > 0 && c->n_heads > 0 &&
+            c->n_kv_heads > 0 && c->vocab_size > 0,
+        "%s: dimensions must be positive (dim %d, hidden %d, layers %d, heads %d, "
+        "kv heads %d, vocab %d)", what, c->dim, c->hidden_dim, c->n_layers,
+        c->n_heads, c->n_kv_heads, c->vocab_size);
+    REQ(c->dim % c->n_heads == 0, "%s: dim %d is not a multiple of n_heads %d",
+        what, c->dim, c->n_heads);
+    REQ((c->dim / c->n_heads) % 2 == 0, "%s: head size %d must be even (RoPE)",
+        what, c->dim / c->n_heads);
+    REQ(c->n_heads % c->n_kv_heads == 0,
+        "%s: n_heads %d is not a multiple of n_kv_heads %d", what, c->n_heads,
+        c->n_kv_heads);
+    REQ(c->max_seq_len > 0, "%s: max_seq_len must be positive (got %d)", what,
+        c->max_seq_len);
+    REQ(c->rms_eps > 0 && isfinite(c->rms_eps), "%s: rms_eps must be > 0", what);
+    REQ(c->rope_theta > 0 && isfinite(c->rope_theta), "%s: rope_theta must be > 0", what);
+    REQ(c->bos_id >= 0 && c->bos_id < c->vocab_size && c->eos_id >= 0 &&
+            c->eos_id < c->vocab_size,
+        "%s: bos_id %d / eos_id %d outside the vocabulary (%d)", what, c->bos_id,
+        c->eos_id, c->vocab_size);
+#undef REQ
+    return LOSA_OK;
+}
+
+static int64_t layer_params(const model_config *c)
+{
+    int64_t n = 2 * (int64_t)c->dim;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        n += (int64_t)o * i;
+    }
+    return n;
+}
+
+int64_t model_param_count(const model_config *c)
+{
+    int64_t n = (int64_t)c->vocab_size * c->dim + c->dim + layer_params(c) * c->n_layers;
+    if (!c->tie_embeddings) n += (int64_t)c->vocab_size * c->dim;
+    return n;
+}
+
+void model_split_layers(const model_config *c, int P, int *first, int *count)
+{
+    /* Cost in units of one layer: the embedding lookup is cheap, the head
+     * costs V*D/(layer params) of a layer on the last stage.  Greedy
+     * contiguous split minimising the largest stage cost. */
+    int L = c->n_layers;
+    LOSA_CHECK(P >= 1 && P <= L);
+    double head = (double)c->vocab_size * c->dim / (double)layer_params(c);
+    /* binary search on the max cost */
+    double lo = 1, hi = L + head + 1;
+    for (int it = 0; it < 60; it++) {
+        double mid = 0.5 * (lo + hi);
+        int stages = 1, used = 0;
+        double cost = 0;
+        int ok = 1;
+        for (int l = 0; l < L; l++) {
+            double extra = (l == L - 1) ? head : 0;
+            if (cost + 1 + extra > mid && used > 0) {
+                stages++;
+                cost = 0;
+                used = 0;
+            }
+            if (1 + extra > mid) ok = 0;
+            cost += 1 + extra;
+            used++;
+        }
+        if (ok && stages <= P) hi = mid; else lo = mid;
+    }
+    /* assign greedily with cap hi, then make sure every stage has >= 1 layer */
+    int p = 0, used = 0;
+    double cost = 0;
+    for (int q = 0; q < P; q++) count[q] = 0;
+    for (int l = 0; l < L; l++) {
+        double extra = (l == L - 1) ? head : 0;
+        int remaining_layers = L - l, remaining_stages = P - p - 1;
+        if (used > 0 && (cost + 1 + extra > hi + 1e-9 || remaining_layers <= remaining_stages)) {
+            p++;
+            cost = 0;
+            used = 0;
+        }
+        count[p]++;
+        cost += 1 + extra;
+        used++;
+    }
+    /* if fewer than P stages were used, split from the back */
+    while (p < P - 1) {
+        int big = 0;
+        for (int q = 0; q <= p; q++) if (count[q] > count[big]) big = q;
+        for (int q = p + 1; q > big + 1; q--) count[q] = count[q - 1];
+        count[big + 1] = count[big] / 2;
+        count[big] -= count[big + 1];
+        p++;
+    }
+    first[0] = 0;
+    for (int q = 1; q < P; q++) first[q] = first[q - 1] + count[q - 1];
+}
+
+losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
+                              int n_stages)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = *c;
+    if (n_stages < 1 || n_stages > c->n_layers || stage < 0 || stage >= n_stages)
+        return core_err(LOSA_ERR_ARG,
+                        "pipeline: %d stages for %d layers (need 1 <= stages <= layers)",
+                        n_stages, c->n_layers);
+    int first[n_stages], count[n_stages];
+    model_split_layers(c, n_stages, first, count);
+    s->stage = stage;
+    s->n_stages = n_stages;
+    s->layer0 = first[stage];
+    s->n_layers = count[stage];
+    s->has_embed = stage == 0;
+    s->has_head = stage == n_stages - 1;
+    int64_t D = c->dim, V = c->vocab_size;
+    int need_embed = s->has_embed || (s->has_head && c->tie_embeddings);
+    size_t n = 0;
+    if (need_embed) n += V * D;
+    n += (size_t)layer_params(c) * s->n_layers;
+    if (s->has_head) n += D + (c->tie_embeddings ? 0 : V * D);
+    s->params = core_calloc(n, sizeof(float));
+    s->n_params = n;
+    s->layers = core_calloc(s->n_layers > 0 ? s->n_layers : 1, sizeof(model_layer));
+    float *p = s->params;
+    if (need_embed) { s->embed = p; p += V * D; }
+    for (int l = 0; l < s->n_layers; l++) {
+        model_layer *ly = &s->layers[l];
+        ly->attn_norm = p; p += D;
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, m, &o, &i);
+            ly->w[m] = p;
+            p += (int64_t)o * i;
+        }
+        ly->ffn_norm = p; p += D;
+    }
+    if (s->has_head) {
+        s->final_norm = p; p += D;
+        if (c->tie_embeddings) s->head = s->embed;
+        else { s->head = p; p += V * D; }
+    }
+    LOSA_CHECK((size_t)(p - s->params) == n);
+    return LOSA_OK;
+}
+
+void model_stage_free(model_stage *s)
+{
+    if (!s) return;
+    core_free(s->params);
+    core_free(s->layers);
+    memset(s, 0, sizeof *s);
+}
+
+static void fill_normal(float *x, int64_t n, uint64_t seed, float mean, float std)
+{
+    core_rng r;
+    core_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++) x[i] = mean + std * core_rng_normal(&r);
+}
+
+void model_stage_randomize(model_stage *s, uint64_t seed, float std)
+{
+    const model_config *c = &s->cfg;
+    int64_t D = c->dim, V = c->vocab_size;
+    uint64_t base = seed * 1000003ull;
+    if (s->embed) fill_normal(s->embed, V * D, base + 1, 0, std);
+    for (int l = 0; l < s->n_layers; l++) {
+        model_layer *ly = &s->layers[l];
+        uint64_t g = base + 100 + 16ull * (s->layer0 + l);
+        fill_normal(ly->attn_norm, D, g, 1.0f, 0.1f);
+        fill_normal(ly->ffn_norm, D, g + 1, 1.0f, 0.1f);
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, m, &o, &i);
+            fill_normal(ly->w[m], (int64_t)o * i, g + 2 + m, 0, std);
+        }
+    }
+    if (s->has_head) {
+        fill_normal(s->final_norm, D, base + 2, 1.0f, 0.1f);
+        if (!c->tie_embeddings) fill_normal(s->head, V * D, base + 3, 0, std);
+    }
+}
+
+losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
+                             int save)
+{
+    memset(a, 0, sizeof *a);
+    const model_config *c = &s->cfg;
+    if (T > c->max_seq_len)
+        return core_err(LOSA_ERR_ARG, "sequence length %d exceeds the model's max_seq_len %d",
+                        T, c->max_seq_len);
+    int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int64_t H = c->n_heads, hd = model_head_size(c);
+    int slots = save ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
+    int64_t att = save ? B * H * T * T : (int64_t)T * T;
+    int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
+    size_t n = (size_t)(N * D * 2 + (s->has_head ? N * c->vocab_size : 0) +
+                        T * hd + per * slots);
+    a->mem = core_calloc(n, sizeof(float));
+    a->n_floats = n;
+    a->B = B;
+    a->T = T;
+    a->save = save;
+    float *p = a->mem;
+#define TAKE(ptr, cnt) do { ptr = p; p += (cnt); } while (0)
+    TAKE(a->x, N * D);
+    TAKE(a->tmp, N * D);
+    if (s->has_head) TAKE(a->logits, N * c->vocab_size);
+    TAKE(a->rope_cos, T * hd / 2);
+    TAKE(a->rope_sin, T * hd / 2);
+    TAKE(a->xin, N * D * slots);
+    TAKE(a->ln1, N * D * slots);
+    TAKE(a->rstd1, N * slots);
+    TAKE(a->q, N * D * slots);
+    TAKE(a->k, N * kv * slots);
+    TAKE(a->v, N * kv * slots);
+    TAKE(a->att, att * slots);
+    TAKE(a->atty, N * D * slots);
+    TAKE(a->xres, N * D * slots);
+    TAKE(a->ln2, N * D * slots);
+    TAKE(a->rstd2, N * slots);
+    TAKE(a->gate, N * F * slots);
+    TAKE(a->up, N * F * slots);
+    TAKE(a->hid, N * F * slots);
+#undef TAKE
+    LOSA_CHECK((size_t)(p - a->mem) <= n);
+    kern_rope_tables(a->rope_cos, a->rope_sin, T, (int)hd, c->rope_theta);
+    return LOSA_OK;
+}
+
+void model_acts_free(model_acts *a)
+{
+    if (!a) return;
+    core_free(a->mem);
+    memset(a, 0, sizeof *a);
+}
+
+model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
+                                  int l, int B, int T)
+{
+    const model_config *c = &s->cfg;
+    int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    /* strides use the capacity (a->B, a->T) so slots never move */
+    int64_t Nc = (int64_t)a->B * a->T;
+    int64_t attc = a->save ? (int64_t)a->B * c->n_heads * a->T * a->T : (int64_t)a->T * a->T;
+    int64_t i = a->save ? l : 0;
+    (void)N;
+    model_layer_acts la = {
+        .xin = a->xin + i * Nc * D, .ln1 = a->ln1 + i * Nc * D,
+        .rstd1 = a->rstd1 + i * Nc, .q = a->q + i * Nc * D,
+        .k = a->k + i * Nc * kv, .v = a->v + i * Nc * kv,
+        .att = a->att + i * attc, .atty = a->atty + i * Nc * D,
+        .xres = a->xres + i * Nc * D, .ln2 = a->ln2 + i * Nc * D,
+        .rstd2 = a->rstd2 + i * Nc, .gate = a->gate + i * Nc * F,
+        .up = a->up + i * Nc * F, .hid = a->hid + i * Nc * F,
+    };
+    return la;
+}
+
+/* y (N,out) = x W^T (+ x delta^T when the layer carries an adapter delta) */
+static void linear(float *y, const float *x, const model_layer *ly, model_map m,
+                   const model_config *c, int64_t N)
+{
+    int o, i;
+    model_map_shape(c, m, &o, &i);
+    kern_matmul_forward(y, x, ly->w[m], N, i, o);
+}
+
+void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
+                         int T)
+{
+    const model_config *c = &s->cfg;
+    const model_layer *ly = &s->layers[l];
+    model_layer_acts la = model_acts_layer(a, s, l, B, T);
+    int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim;
+    int H = c->n_heads, Hkv = c->n_kv_heads, hd = model_head_size(c);
+    if (a->save) memcpy(la.xin, a->x, sizeof(float) * N * D);
+    kern_rmsnorm_forward(la.ln1, la.rstd1, a->x, ly->attn_norm, N, (int)D, c->rms_eps);
+    linear(la.q, la.ln1, ly, MODEL_MAP_Q, c, N);
+    linear(la.k, la.ln1, ly, MODEL_MAP_K, c, N);
+    linear(la.v, la.ln1, ly, MODEL_MAP_V, c, N);
+    kern_rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd);
+    kern_rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
+    kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd, a->save);
+    linear(a->tmp, la.atty, ly, MODEL_MAP_O, c, N);
+    kern_add_inplace(a->x, a->tmp, N * D);
+    if (a->save) memcpy(la.xres, a->x, sizeof(float) * N * D);
+    kern_rmsnorm_forward(la.ln2, la.rstd2, a->x, ly->ffn_norm, N, (int)D, c->rms_eps);
+    linear(la.gate, la.ln2, ly, MODEL_MAP_GATE, c, N);
+    linear(la.up, la.ln2, ly, MODEL_MAP_UP, c, N);
+    kern_swiglu_forward(la.hid, la.gate, la.up, N * F);
+    linear(a->tmp, la.hid, ly, MODEL_MAP_DOWN, c, N);
+    kern_add_inplace(a->x, a->tmp, N * D);
+}
+
+void model_stage_embed(model_acts *a, const model_stage *s, const int *tokens,
+                       int B, int T)
+{
+    LOSA_CHECK(s->has_embed);
+    kern_embed_forward(a->x, tokens, s->embed, (int64_t)B * T, s->cfg.dim);
+}
+
+void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
+{
+    const model_config *c = &s->cfg;
+    LOSA_CHECK(s->has_head);
+    int64_t N = (int64_t)B * T;
+    kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, N, c->dim, c->rms_eps);
+    kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
+}
+
+void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
+                         int B, int T)
+{
+    LOSA_CHECK(B <= a->B && T <= a->T);
+    if (s->has_embed) model_stage_embed(a, s, tokens, B, T);
+    for (int l = 0; l < s->n_layers; l++) model_layer_forward(a, s, l, B, T);
+    if (s->has_head) model_stage_head(a, s, B, T);
+}
+
+double model_nll(const model_acts *a, const model_stage *s, const int *targets,
+                 int B, int T, int64_t *n)
+{
+    int V = s->cfg.vocab_size;
+    double sum = 0;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < (int64_t)B * T; i++)
+        if (targets[i] >= 0) {
+            sum += kern_nll_row(a->logits + i * V, targets[i], V);
+            cnt++;
+        }
+    *n = cnt;
+    return sum;
+}
