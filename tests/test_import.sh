@@ -77,6 +77,14 @@ a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else No
 bad = [n for n in names if not np.array_equal(a[n][()], b[n][()])]
 print(len(names), 'datasets compared'); sys.exit(1 if bad or len(names) < 60 else 0)"
 ok "import stories260K" "$LOSA" import "$STORIES/stories260K.bin" --tokenizer "$STORIES/tok512.bin" --out "$T/stories.h5"
+ok "import untied llama2.c" "$LOSA" import "$I/stories_untied.bin" --tokenizer "$STORIES/tok512.bin" --out "$T/untied.h5"
+ok "untied: /head = 2 x /embed, wq as tied import" /usr/bin/python3 -c "
+import h5py, numpy as np, sys
+a, b = h5py.File('$T/untied.h5','r'), h5py.File('$T/stories.h5','r')
+c = [a.attrs['tie_embeddings'] == 0, a.attrs['vocab_size'] == 512, 'head' in a, 'head' not in b,
+     np.array_equal(a['head'][()], 2 * a['embed'][()]), np.array_equal(a['embed'][()], b['embed'][()]),
+     np.array_equal(a['layers/3/wq'][()], b['layers/3/wq'][()])]
+print(c); sys.exit(0 if all(c) else 1)"
 # zero 100 of 256 rows of layer 2 wq and 1000 values of layer 4 w_down with h5py
 ok "edit sparsity" /usr/bin/python3 -c "
 import h5py

@@ -13,6 +13,8 @@ import shutil
 import struct
 import sys
 
+import numpy as np
+
 
 def read_header(path):
     with open(path, "rb") as f:
@@ -114,6 +116,16 @@ def main():
     with open(os.path.join(stories, "stories260K.bin"), "rb") as f, \
             open(os.path.join(out, "stories_trunc.bin"), "wb") as g:
         g.write(f.read(500000))
+
+    # a good llama2.c checkpoint with a separate classifier: stories260K with
+    # vocab_size negated and classifier = 2 * token_embedding appended
+    raw = open(os.path.join(stories, "stories260K.bin"), "rb").read()
+    hdr = list(struct.unpack("<7i", raw[:28]))
+    V, D = hdr[5], hdr[0]
+    hdr[5] = -V
+    cls = 2 * np.frombuffer(raw[28:28 + 4 * V * D], dtype="<f4")
+    with open(os.path.join(out, "stories_untied.bin"), "wb") as g:
+        g.write(struct.pack("<7i", *hdr) + raw[28:] + cls.astype("<f4").tobytes())
 
     # a good sharded copy of minillama: 2 shards + index (real data, ~42 MB)
     d = hf_dir(out, "sharded", mini, ("config.json", "tokenizer.json"))
