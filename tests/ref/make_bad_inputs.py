@@ -9,7 +9,6 @@ usage: make_bad_inputs.py OUT_DIR MINILLAMA_DIR STORIES_DIR
 """
 import json
 import os
-import shutil
 import struct
 import sys
 
@@ -140,9 +139,17 @@ def main():
             for k in part:
                 b, e = header[k]["data_offsets"]
                 f.seek(8 + hlen + b)
-                blobs.append(f.read(e - b))
-                h[k] = dict(header[k], data_offsets=[at, at + e - b])
-                at += e - b
+                raw, dt = f.read(e - b), header[k]["dtype"]
+                # exercise the other dtypes: norms of layer 1 as F32 (exact),
+                # layer 0 v_proj as F16 (rounded here by numpy: tiny values lose bits)
+                if dt == "BF16" and (k.startswith("model.layers.1.") and "norm" in k
+                                     or k == "model.layers.0.self_attn.v_proj.weight"):
+                    x = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+                    dt = "F16" if "v_proj" in k else "F32"
+                    raw = x.astype("<f2" if dt == "F16" else "<f4").tobytes()
+                blobs.append(raw)
+                h[k] = dict(header[k], dtype=dt, data_offsets=[at, at + len(raw)])
+                at += len(raw)
                 wmap[k] = fn
             hb = json.dumps(h).encode()
             with open(os.path.join(d, fn), "wb") as g:
