@@ -174,6 +174,7 @@ static losa_status hf_weights_open(hf_weights *w, const char *dir)
         w->files = calloc(1, sizeof *w->files);
         losa_status s = io_st_open(&w->files[0], path);
         if (s == LOSA_OK) w->n_files = 1;
+        else hf_weights_close(w);
         return s;
     }
     snprintf(w->index_path, sizeof w->index_path, "%s/model.safetensors.index.json", dir);

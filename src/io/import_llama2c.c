@@ -30,7 +30,8 @@ static void l2c_permute_rows(float *w, float *tmp, int n_heads, int hd, int in)
         float *blk = w + (int64_t)h * hd * in; /* (hd, in) */
         memcpy(tmp, blk, (size_t)hd * in * sizeof(float));
         for (int i = 0; i < hd / 2; i++) {
-            memcpy(blk + (int64_t)i * in, tmp + (int64_t)(2 * i) * in, (size_t)in * sizeof(float));
+            memcpy(blk + (int64_t)i * in, tmp + (int64_t)(2 * i) * in,
+                   (size_t)in * sizeof(float));
             memcpy(blk + (int64_t)(i + hd / 2) * in, tmp + (int64_t)(2 * i + 1) * in,
                    (size_t)in * sizeof(float));
         }
@@ -112,49 +113,37 @@ losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
     float *buf = core_calloc((size_t)maxn, sizeof(float));
     float *tmp = core_calloc((size_t)(hd * D), sizeof(float));
     char name[64];
-    /* (store name, float offset, rows, cols, permute heads or 0) */
-#define COPY(NAME, OFF, R, C, PH)                                                  \
-    do {                                                                           \
-        if (s != LOSA_OK) break;                                                   \
-        int64_t sh_[2] = {R, C};                                                   \
-        s = io_pread_all(fd, ckpt, buf, (size_t)((R) * (C)) * sizeof(float),         \
-                         sizeof h + 4 * (uint64_t)(OFF));                           \
-        for (int64_t j_ = 0; s == LOSA_OK && j_ < (R) * (C); j_++)                  \
-            if (!isfinite(buf[j_]))                                                \
-                s = core_err(LOSA_ERR_NUMERIC, "%s: %s: non-finite value at %lld",  \
-                             ckpt, NAME, (long long)j_);                          \
+    /* COPY(store name, float offset, rows, cols (0: a vector), heads to
+     * permute (0: none)): read, check finite, permute, write. */
+#define COPY(NAME, OFF, R, C, PH)                                               \
+    do {                                                                        \
+        if (s != LOSA_OK) break;                                                \
+        int64_t sh_[2] = {R, C}, n_ = (R) * ((C) ? (C) : 1);                     \
+        s = io_pread_all(fd, ckpt, buf, (size_t)n_ * sizeof(float),              \
+                         sizeof h + 4 * (uint64_t)(OFF));                        \
+        for (int64_t j_ = 0; s == LOSA_OK && j_ < n_; j_++)                      \
+            if (!isfinite(buf[j_]))                                             \
+                s = core_err(LOSA_ERR_NUMERIC, "%s: %s: non-finite value at %lld", \
+                             ckpt, NAME, (long long)j_);                       \
         if (s == LOSA_OK && (PH)) l2c_permute_rows(buf, tmp, PH, (int)hd, (int)(C)); \
         if (s == LOSA_OK) s = io_store_write_tensor(st, NAME, buf, (C) ? 2 : 1, sh_); \
     } while (0)
     COPY("/embed", o_emb, V, D, 0);
     for (int64_t l = 0; l < L; l++) {
-        int64_t sD[1] = {D};
-        if (s == LOSA_OK) s = io_pread_all(fd, ckpt, buf, (size_t)D * 4, sizeof h + 4 * (uint64_t)(o_att + l * D));
-        io_layer_name(name, sizeof name, (int)l, "attn_norm");
-        if (s == LOSA_OK) s = io_store_write_tensor(st, name, buf, 1, sD);
-        io_layer_name(name, sizeof name, (int)l, "wq");
-        COPY(name, o_wq + l * D * D, D, D, c.n_heads);
-        io_layer_name(name, sizeof name, (int)l, "wk");
-        COPY(name, o_wk + l * kvD * D, kvD, D, c.n_kv_heads);
-        io_layer_name(name, sizeof name, (int)l, "wv");
-        COPY(name, o_wv + l * kvD * D, kvD, D, 0);
-        io_layer_name(name, sizeof name, (int)l, "wo");
-        COPY(name, o_wo + l * D * D, D, D, 0);
-        if (s == LOSA_OK) s = io_pread_all(fd, ckpt, buf, (size_t)D * 4, sizeof h + 4 * (uint64_t)(o_ffn + l * D));
-        io_layer_name(name, sizeof name, (int)l, "ffn_norm");
-        if (s == LOSA_OK) s = io_store_write_tensor(st, name, buf, 1, sD);
-        io_layer_name(name, sizeof name, (int)l, "w_gate");
-        COPY(name, o_w1 + l * F * D, F, D, 0);
-        io_layer_name(name, sizeof name, (int)l, "w_up");
-        COPY(name, o_w3 + l * F * D, F, D, 0);
-        io_layer_name(name, sizeof name, (int)l, "w_down");
-        COPY(name, o_w2 + l * D * F, D, F, 0);
+        static const char *what[] = {"attn_norm", "wq", "wk", "wv", "wo",
+                                     "ffn_norm", "w_gate", "w_up", "w_down"};
+        const int64_t off[] = {o_att + l * D, o_wq + l * D * D, o_wk + l * kvD * D,
+                               o_wv + l * kvD * D, o_wo + l * D * D, o_ffn + l * D,
+                               o_w1 + l * F * D, o_w3 + l * F * D, o_w2 + l * D * F};
+        const int64_t rows[] = {D, D, kvD, kvD, D, D, F, F, D};
+        const int64_t cols[] = {0, D, D, D, D, 0, D, D, F};
+        const int perm[] = {0, c.n_heads, c.n_kv_heads, 0, 0, 0, 0, 0, 0};
+        for (int k = 0; k < 9; k++) {
+            io_layer_name(name, sizeof name, (int)l, what[k]);
+            COPY(name, off[k], rows[k], cols[k], perm[k]);
+        }
     }
-    if (s == LOSA_OK) {
-        int64_t sD[1] = {D};
-        s = io_pread_all(fd, ckpt, buf, (size_t)D * 4, sizeof h + 4 * (uint64_t)o_fin);
-        if (s == LOSA_OK) s = io_store_write_tensor(st, "/final_norm", buf, 1, sD);
-    }
+    COPY("/final_norm", o_fin, D, 0, 0);
     if (!shared) COPY("/head", o_cls, V, D, 0);
 #undef COPY
     if (s == LOSA_OK) s = io_store_write_tokenizer(st, &tok);

@@ -468,6 +468,19 @@ losa_status io_store_read_string(io_store *st, const char *name, char **s)
 
 /* ---- config ----------------------------------------------------------------- */
 
+/* The shortest decimal that reads back as the same float, as a double
+ * (1e-5f is stored as 1e-05, not 9.99999974737875e-06). */
+static double io_float_as_double(float f)
+{
+    char buf[32];
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
+
 losa_status io_store_write_config(io_store *st, const model_config *c,
                                   const char *source)
 {
@@ -484,8 +497,10 @@ losa_status io_store_write_config(io_store *st, const model_config *c,
     };
     for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
         s = io_attr_write_int(st, root, ints[i].k, ints[i].v);
-    if (s == LOSA_OK) s = io_attr_write_double(st, root, "rms_eps", c->rms_eps);
-    if (s == LOSA_OK) s = io_attr_write_double(st, root, "rope_theta", c->rope_theta);
+    if (s == LOSA_OK)
+        s = io_attr_write_double(st, root, "rms_eps", io_float_as_double(c->rms_eps));
+    if (s == LOSA_OK)
+        s = io_attr_write_double(st, root, "rope_theta", io_float_as_double(c->rope_theta));
     if (s == LOSA_OK) s = io_attr_write_str(st, root, "source", source ? source : "");
     H5Gclose(root);
     return s;

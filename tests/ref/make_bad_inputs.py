@@ -9,9 +9,10 @@ usage: make_bad_inputs.py OUT_DIR MINILLAMA_DIR STORIES_DIR
 """
 import json
 import os
-import shutil
 import struct
 import sys
+
+import numpy as np
 
 
 def read_header(path):
@@ -115,6 +116,16 @@ def main():
             open(os.path.join(out, "stories_trunc.bin"), "wb") as g:
         g.write(f.read(500000))
 
+    # a good llama2.c checkpoint with a separate classifier: stories260K with
+    # vocab_size negated and classifier = 2 * token_embedding appended
+    raw = open(os.path.join(stories, "stories260K.bin"), "rb").read()
+    hdr = list(struct.unpack("<7i", raw[:28]))
+    V, D = hdr[5], hdr[0]
+    hdr[5] = -V
+    cls = 2 * np.frombuffer(raw[28:28 + 4 * V * D], dtype="<f4")
+    with open(os.path.join(out, "stories_untied.bin"), "wb") as g:
+        g.write(struct.pack("<7i", *hdr) + raw[28:] + cls.astype("<f4").tobytes())
+
     # a good sharded copy of minillama: 2 shards + index (real data, ~42 MB)
     d = hf_dir(out, "sharded", mini, ("config.json", "tokenizer.json"))
     names = sorted(header, key=lambda k: header[k]["data_offsets"][0] if k != "__metadata__" else -1)
@@ -128,9 +139,17 @@ def main():
             for k in part:
                 b, e = header[k]["data_offsets"]
                 f.seek(8 + hlen + b)
-                blobs.append(f.read(e - b))
-                h[k] = dict(header[k], data_offsets=[at, at + e - b])
-                at += e - b
+                raw, dt = f.read(e - b), header[k]["dtype"]
+                # exercise the other dtypes: norms of layer 1 as F32 (exact),
+                # layer 0 v_proj as F16 (rounded here by numpy: tiny values lose bits)
+                if dt == "BF16" and (k.startswith("model.layers.1.") and "norm" in k
+                                     or k == "model.layers.0.self_attn.v_proj.weight"):
+                    x = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+                    dt = "F16" if "v_proj" in k else "F32"
+                    raw = x.astype("<f2" if dt == "F16" else "<f4").tobytes()
+                blobs.append(raw)
+                h[k] = dict(header[k], dtype=dt, data_offsets=[at, at + len(raw)])
+                at += len(raw)
                 wmap[k] = fn
             hb = json.dumps(h).encode()
             with open(os.path.join(d, fn), "wb") as g:
