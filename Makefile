@@ -9,7 +9,7 @@
 MPICC    ?= mpicc
 BUILD    ?= build
 OPT      ?= -O3
-CFLAGS   ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fno-strict-aliasing -fopenmp
+CFLAGS   ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fno-strict-aliasing -fno-math-errno -fopenmp
 PKGS     ?= hdf5-openmpi scalapack-openmpi openblas lapacke libcjson inih
 DEB_PKGS ?= openmpi-bin libopenmpi-dev libscalapack-openmpi-dev libhdf5-openmpi-dev \
             hdf5-tools libopenblas-dev liblapacke-dev libcjson-dev libinih-dev pkg-config
