@@ -44,6 +44,9 @@ void dist_bcast(dist_ctx *d, void *buf, size_t bytes, int root);
 void dist_bcast_from_last(dist_ctx *d, void *buf, size_t bytes);
 /* Sums (world) */
 void dist_sum_doubles(dist_ctx *d, double *x, int n);
+void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n); /* over replicas */
+/* Broadcast within this replica's pipeline from stage root. */
+void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root);
 void dist_sum_floats_stage(dist_ctx *d, float *x, size_t n); /* over replicas */
 void dist_barrier(dist_ctx *d);
 void dist_abort(int code);

@@ -65,6 +65,17 @@ losa_status io_store_write_doubles(io_store *st, const char *name,
 losa_status io_store_write_ints(io_store *st, const char *name, const int *x,
                                 int ndim, const int64_t *shape);
 losa_status io_store_write_string(io_store *st, const char *name, const char *s);
+/* Added by the io helper: readers for the above, and a shape query.
+ * Strings: name "/a/b/key" is attribute key of group /a/b ("key" or "/key":
+ * a root attribute); *s is malloc'd.  At most IO_MAX_DIMS dimensions. */
+#define IO_MAX_DIMS 8
+losa_status io_store_read_doubles(io_store *st, const char *name, double *x,
+                                  int ndim, const int64_t *shape);
+losa_status io_store_read_ints(io_store *st, const char *name, int *x, int ndim,
+                               const int64_t *shape);
+losa_status io_store_read_string(io_store *st, const char *name, char **s);
+losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
+                                  int64_t *shape);
 
 /* Importers.  Each validates everything before writing and leaves nothing
  * behind on error.  src_dir: HF directory with config.json, model.safetensors

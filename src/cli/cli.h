@@ -32,6 +32,27 @@ int cli_fail(dist_ctx *d, const char *cmd, losa_status s);
 
 
 
+#include "deck.h"
+#include "model.h"
+#include "tok.h"
+
+/* Collective: rank 0 reads the file, everyone receives its bytes. */
+losa_status cli_bcast_file(dist_ctx *d, const char *path, char **data,
+                           size_t *size);
+/* Collective: read deck `path` (rank 0), parse on every rank, apply every
+ * "--set k=v" of argv; errors agreed. */
+losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
+                          deck **dk);
+/* Collective: open the store, build this rank's stage in d's layout, read
+ * its weights (and the tokenizer, if tok != NULL). */
+losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
+                           tok_tokenizer *tok);
+/* Collective: rank 0 tokenizes the file, every rank gets the ids. */
+losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
+                              const char *path, int bos, int **ids, int64_t *n);
+/* Rank 0 prints the one JSON object of --json output on stdout. */
+void cli_json_print(dist_ctx *d, const char *json);
+
 /* bench sub-benchmarks (each in its own file; cmd_bench dispatches). */
 int bench_forward(dist_ctx *d, int argc, char **argv);
 int bench_train(dist_ctx *d, int argc, char **argv);

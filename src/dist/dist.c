@@ -181,9 +181,27 @@ void dist_sum_doubles(dist_ctx *d, double *x, int n)
 
 void dist_sum_floats_stage(dist_ctx *d, float *x, size_t n)
 {
+    if (d->dp == 1) return;
     for (size_t off = 0; off < n; off += CHUNK) {
         int cnt = (int)(n - off < CHUNK ? n - off : CHUNK);
         MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_FLOAT, MPI_SUM, d->stage_comm);
+    }
+}
+
+void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n)
+{
+    if (d->dp == 1) return;
+    for (size_t off = 0; off < n; off += CHUNK) {
+        int cnt = (int)(n - off < CHUNK ? n - off : CHUNK);
+        MPI_Allreduce(MPI_IN_PLACE, x + off, cnt, MPI_DOUBLE, MPI_SUM, d->stage_comm);
+    }
+}
+
+void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root)
+{
+    for (size_t off = 0; off < bytes; off += CHUNK) {
+        int cnt = (int)(bytes - off < CHUNK ? bytes - off : CHUNK);
+        MPI_Bcast((char *)buf + off, cnt, MPI_BYTE, root, d->pipe);
     }
 }
 

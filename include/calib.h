@@ -1,0 +1,86 @@
+/* calib: calibration data and the layer-sequential passes over it through
+ * the pipeline — pruning (ALGORITHM.md section 4), dense reference outputs
+ * and reconstruction errors (section 5), layer-input Gram matrices (3).
+ *
+ * Layer-sequential: layer l is pruned with statistics of the inputs that
+ * the already-pruned layers 0..l-1 produce; after pruning its outputs are
+ * recomputed with the pruned weights and handed on.  Within a layer q/k/v
+ * share one input (attn-norm output), o sees the attention output, gate/up
+ * share the ffn-norm output and down sees the SwiGLU output; all statistics
+ * of a layer come from one forward pass of the not-yet-pruned layer (as in
+ * the Wanda / SparseGPT code).  Under PP stages the calibration activations
+ * flow stage to stage; DP replicas split the windows (window w belongs to
+ * replica w % DP) and reduce their statistics within the stage.  Wanda
+ * column norms are summed per window in window order, so masks do not
+ * depend on the layout.
+ */
+#ifndef LOSA_CALIB_H
+#define LOSA_CALIB_H
+
+#include "core.h"
+#include "model.h"
+#include "prune.h"
+#include "tok.h"
+
+struct dist_ctx;
+
+/* Draw N windows of S tokens (BOS-prefixed encoding of a document, as the
+ * HF tokenizer gives) with a seed: pick a random document longer than S
+ * tokens, then a random window in it (the Wanda / SparseGPT protocol).
+ * text: JSONL with a "text" field per line (name ends in .jsonl / .json), or
+ * plain text (one document).  Not collective.  Errors before any work when
+ * fewer usable documents (or, for one plain document, distinct windows)
+ * than N exist. */
+losa_status calib_sample(const tok_tokenizer *tok, const char *path,
+                         const char *text, size_t len, int N, int S,
+                         uint64_t seed, int *tokens /* (N,S) */);
+
+typedef struct {
+    prune_config pc;              /* method, N:M, blocksize, percdamp */
+    const double *layer_sparsity; /* (L) global layers; NULL = pc.sparsity */
+    int chunk;                    /* windows per forward chunk (>= 1) */
+} calib_prune_opts;
+
+typedef struct {
+    double *recon_err;      /* (L) every layer (gathered to all ranks) */
+    double *sparsity;       /* (L) measured fraction of zeros of the 7 maps */
+    double stats_s, prune_s, forward_s, total_s; /* this rank's phases */
+    prune_sparsegpt_timing sgpt; /* summed SparseGPT breakdown (this rank) */
+} calib_prune_result;
+
+/* Collective (world).  Prunes every layer of this rank's stage in place.
+ * tokens (N,S) identical on every rank.  dense_out: this stage's dense
+ * reference outputs, (n_layers, Nmine, S, D) as given by
+ * calib_dense_outputs, or NULL to compute them on the fly from a dense
+ * stream (then the stage's layers must still be dense).  r->recon_err and
+ * r->sparsity are allocated (L) and must be freed with calib_result_free. */
+losa_status calib_prune_model(struct dist_ctx *d, model_stage *s,
+                              const int *tokens, int N, int S,
+                              const calib_prune_opts *o, const float *dense_out,
+                              calib_prune_result *r);
+void calib_result_free(calib_prune_result *r);
+
+/* Windows of this replica: count, and the global index of the i-th. */
+int calib_windows_mine(struct dist_ctx *d, int N);
+int calib_window_index(struct dist_ctx *d, int i);
+
+/* Collective (world).  Dense outputs of every layer of this stage on this
+ * replica's windows: *out (n_layers, Nmine, S, D), one allocation
+ * (core_free).  The model is unchanged. */
+losa_status calib_dense_outputs(struct dist_ctx *d, const model_stage *s,
+                                const int *tokens, int N, int S, int chunk,
+                                float **out);
+
+/* Collective (world).  Centred Gram matrices K~ = H X X^T H (N x N, double)
+ * of the input of every layer, and of the final layer's output (index L),
+ * X flattened per window to (S*D).  grams (L+1, N, N) on every rank.
+ * Requires DP == 1 or replicas to hold all windows (computed on replica 0
+ * and broadcast). */
+losa_status calib_layer_grams(struct dist_ctx *d, const model_stage *s,
+                              const int *tokens, int N, int S, int chunk,
+                              double *grams);
+
+/* Fraction of exact zeros over the 7 maps of a layer. */
+double calib_layer_sparsity(const model_stage *s, int l);
+
+#endif

@@ -1,0 +1,54 @@
+/* deck: INI experiment decks ([section] key = value, '#' comments) checked
+ * against one schema of every known key (type, range, default, help).
+ * An unknown key, a missing required key or an out-of-range value is an
+ * error naming the deck, the line and what was expected.  `--set
+ * section.key=value` overrides are checked the same way.  Not collective:
+ * rank 0 reads the file, the text is broadcast (cli), every rank parses the
+ * same text and gets the same deck.
+ */
+#ifndef LOSA_DECK_H
+#define LOSA_DECK_H
+
+#include "core.h"
+
+typedef enum { DECK_INT, DECK_FLOAT, DECK_STRING, DECK_BOOL, DECK_CHOICE } deck_type;
+
+typedef struct {
+    const char *key;     /* "section.key" */
+    deck_type type;
+    const char *def;     /* default as text; NULL = required */
+    double min, max;     /* range for INT / FLOAT (inclusive) */
+    const char *choices; /* "a|b|c" for CHOICE */
+    const char *help;    /* one line, with units */
+} deck_key;
+
+/* The schema of every key any command understands (src/core/deck_schema.c). */
+extern const deck_key deck_schema[];
+extern const int deck_schema_len;
+
+typedef struct deck deck;
+
+/* Parse text (the content of file `name`).  Values are checked by type and
+ * range; required keys are checked by deck_check_required(). */
+losa_status deck_parse(deck **dk, const char *name, const char *text);
+/* "section.key=value" override (from --set). */
+losa_status deck_set(deck *dk, const char *assignment);
+/* Every required key (def == NULL) among the given sections must be set.
+ * sections: "model,prune" (comma separated), NULL = all. */
+losa_status deck_check_required(const deck *dk, const char *sections);
+void deck_free(deck **dk);
+
+/* Getters for keys of the schema (value from deck or default). */
+int64_t deck_int(const deck *dk, const char *key);
+double deck_float(const deck *dk, const char *key);
+const char *deck_str(const deck *dk, const char *key);
+int deck_bool(const deck *dk, const char *key);
+int deck_is_set(const deck *dk, const char *key);
+/* The resolved deck as INI text (every key of the given sections, with
+ * defaults filled in and overrides applied); malloc'd. */
+char *deck_dump(const deck *dk, const char *sections);
+
+/* Parse a list of floats "0.5,0.6" into x (up to n); returns the count or -1. */
+int deck_float_list(const char *s, double *x, int n);
+
+#endif

@@ -1,0 +1,404 @@
+/* calib: calibration windows and the layer-sequential passes (see
+ * include/calib.h). */
+#include "calib.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist.h"
+#include "kernels.h"
+
+/* ---------------------------------------------------------------- data */
+
+static int is_jsonl(const char *path)
+{
+    size_t n = strlen(path);
+    return (n > 6 && !strcmp(path + n - 6, ".jsonl")) || (n > 5 && !strcmp(path + n - 5, ".json"));
+}
+
+losa_status calib_sample(const tok_tokenizer *tok, const char *path,
+                         const char *text, size_t len, int N, int S,
+                         uint64_t seed, int *tokens)
+{
+    int ndoc = 0, cap = 256;
+    int **docs = malloc(sizeof(int *) * cap);
+    int64_t *dlen = malloc(sizeof(int64_t) * cap);
+    losa_status st = LOSA_OK;
+    int jsonl = is_jsonl(path);
+    if (jsonl) {
+        const char *p = text, *end = text + len;
+        int line = 0;
+        while (p < end && st == LOSA_OK) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            line++;
+            if (ll > 0 && !(ll == 1 && p[0] == '\r')) {
+                cJSON *j = cJSON_ParseWithLength(p, ll);
+                cJSON *t = j ? cJSON_GetObjectItemCaseSensitive(j, "text") : NULL;
+                if (!j) st = core_err(LOSA_ERR_FORMAT, "%s:%d: malformed JSON line", path, line);
+                else if (!cJSON_IsString(t))
+                    st = core_err(LOSA_ERR_FORMAT, "%s:%d: no string field 'text'", path, line);
+                else {
+                    if (ndoc == cap) {
+                        cap *= 2;
+                        docs = realloc(docs, sizeof(int *) * cap);
+                        dlen = realloc(dlen, sizeof(int64_t) * cap);
+                    }
+                    const char *s = t->valuestring;
+                    st = tok_encode(tok, s, strlen(s), 1, 0, &docs[ndoc], &dlen[ndoc]);
+                    if (st == LOSA_OK) ndoc++;
+                }
+                cJSON_Delete(j);
+            }
+            p += ll + 1;
+        }
+    } else {
+        st = tok_encode(tok, text, len, 1, 0, &docs[0], &dlen[0]);
+        if (st == LOSA_OK) ndoc = 1;
+    }
+    int usable = 0;
+    for (int i = 0; i < ndoc; i++) usable += dlen[i] > S;
+    if (st == LOSA_OK) {
+        if (!jsonl) {
+            if (dlen[0] - S < N)
+                st = core_err(LOSA_ERR_ARG, "%s: %lld tokens give only %lld windows of %d tokens; "
+                              "%d calibration windows asked", path, (long long)dlen[0],
+                              (long long)(dlen[0] > S ? dlen[0] - S : 0), S, N);
+        } else if (usable < N) {
+            st = core_err(LOSA_ERR_ARG, "%s: only %d of %d documents are longer than %d tokens; "
+                          "%d calibration windows asked (lower data.calib_n or data.calib_seqlen)",
+                          path, usable, ndoc, S, N);
+        }
+    }
+    if (st == LOSA_OK) {
+        core_rng r;
+        core_rng_seed(&r, seed);
+        for (int k = 0; k < N; k++) {
+            int doc;
+            do doc = (int)(core_rng_u64(&r) % (uint64_t)ndoc);
+            while (dlen[doc] <= S);
+            int64_t i = (int64_t)(core_rng_u64(&r) % (uint64_t)(dlen[doc] - S));
+            memcpy(tokens + (int64_t)k * S, docs[doc] + i, sizeof(int) * S);
+        }
+    }
+    for (int i = 0; i < ndoc; i++) free(docs[i]);
+    free(docs);
+    free(dlen);
+    return st;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+int calib_windows_mine(dist_ctx *d, int N)
+{
+    int dp = dist_n_replicas(d), r = dist_replica(d);
+    return N > r ? (N - r + dp - 1) / dp : 0;
+}
+
+int calib_window_index(dist_ctx *d, int i) { return dist_replica(d) + i * dist_n_replicas(d); }
+
+double calib_layer_sparsity(const model_stage *s, int l)
+{
+    int64_t z = 0, n = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(&s->cfg, m, &o, &i);
+        z += prune_count_zeros(s->layers[l].w[m], (int64_t)o * i);
+        n += (int64_t)o * i;
+    }
+    return (double)z / n;
+}
+
+/* The stage's input stream for windows w(0..Nm-1): embeddings on the first
+ * stage, else received from the previous stage. */
+static void stream_in(dist_ctx *d, const model_stage *s, float *X, const int *tokens,
+                      int Nm, int S, int all, int tag)
+{
+    int64_t D = s->cfg.dim;
+    if (s->has_embed) {
+        for (int i = 0; i < Nm; i++) {
+            int w = all ? i : calib_window_index(d, i);
+            kern_embed_forward(X + (int64_t)i * S * D, tokens + (int64_t)w * S, s->embed, S, (int)D);
+        }
+    } else {
+        dist_recv_prev(d, X, (size_t)Nm * S * D, tag);
+    }
+}
+
+static void stream_out(dist_ctx *d, const model_stage *s, const float *X, int Nm, int S, int tag)
+{
+    if (!s->has_head) dist_send_next(d, X, (size_t)Nm * S * s->cfg.dim, tag);
+}
+
+/* Run layer l on X (Nm,S,D) in chunks of windows.  cb(ctx, acts, first
+ * window, count) sees each chunk's activations; write_back stores the
+ * outputs into X. */
+typedef void (*chunk_fn)(void *ctx, model_acts *a, int w0, int nw);
+static void layer_pass(model_acts *a, const model_stage *s, int l, float *X, int Nm,
+                       int S, int chunk, chunk_fn cb, void *ctx, int write_back)
+{
+    int64_t D = s->cfg.dim;
+    for (int w0 = 0; w0 < Nm; w0 += chunk) {
+        int nw = Nm - w0 < chunk ? Nm - w0 : chunk;
+        float *x = X + (int64_t)w0 * S * D;
+        memcpy(a->x, x, sizeof(float) * nw * S * D);
+        model_layer_forward(a, s, l, nw, S);
+        if (cb) cb(ctx, a, w0, nw);
+        if (write_back) memcpy(x, a->x, sizeof(float) * nw * S * D);
+    }
+}
+
+/* ---------------------------------------------------------------- prune */
+
+enum { GRP_QKV, GRP_O, GRP_GU, GRP_DOWN, N_GRP };
+static const int grp_of_map[MODEL_N_MAPS] = {GRP_QKV, GRP_QKV, GRP_QKV, GRP_O,
+                                             GRP_GU, GRP_GU, GRP_DOWN};
+
+typedef struct {
+    const model_stage *s;
+    dist_ctx *d;
+    int S, want_h;
+    int width[N_GRP];
+    double *wcolsq[N_GRP]; /* (N, width) per-window column sums of squares */
+    prune_stats hs[N_GRP]; /* Hessians (SparseGPT) */
+} stats_ctx;
+
+static void stats_cb(void *vctx, model_acts *a, int w0, int nw)
+{
+    stats_ctx *c = vctx;
+    model_layer_acts la = model_acts_layer(a, c->s, 0, a->B, a->T);
+    const float *in[N_GRP] = {la.ln1, la.atty, la.ln2, la.hid};
+    for (int g = 0; g < N_GRP; g++) {
+        int W = c->width[g];
+        for (int i = 0; i < nw; i++) {
+            const float *x = in[g] + (int64_t)i * c->S * W;
+            double *cs = c->wcolsq[g] + (int64_t)calib_window_index(c->d, w0 + i) * W;
+            for (int t = 0; t < c->S; t++)
+                for (int j = 0; j < W; j++)
+                    cs[j] += (double)x[(int64_t)t * W + j] * x[(int64_t)t * W + j];
+        }
+        if (c->want_h) prune_stats_accumulate(&c->hs[g], in[g], (int64_t)nw * c->S);
+    }
+}
+
+typedef struct {
+    const float *dense; /* (Nm,S,D) dense outputs of this layer */
+    double *dd, *ee;
+    int S, D;
+} recon_ctx;
+
+static void recon_cb(void *vctx, model_acts *a, int w0, int nw)
+{
+    recon_ctx *c = vctx;
+    prune_recon_accumulate(c->dense + (int64_t)w0 * c->S * c->D, a->x, (int64_t)nw * c->S, c->D,
+                           c->dd, c->ee);
+}
+
+void calib_result_free(calib_prune_result *r)
+{
+    if (!r) return;
+    free(r->recon_err);
+    free(r->sparsity);
+    r->recon_err = r->sparsity = NULL;
+}
+
+losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, int N,
+                              int S, const calib_prune_opts *o, const float *dense_out,
+                              calib_prune_result *r)
+{
+    const model_config *c = &s->cfg;
+    int L = c->n_layers, D = c->dim, F = c->hidden_dim;
+    int Nm = calib_windows_mine(d, N), chunk = o->chunk > 0 ? o->chunk : 8;
+    if (chunk > Nm) chunk = Nm > 0 ? Nm : 1;
+    memset(r, 0, sizeof *r);
+    r->recon_err = calloc(L, sizeof(double));
+    r->sparsity = calloc(L, sizeof(double));
+    double t_all = core_time();
+    losa_status st = LOSA_OK;
+    int method = o->pc.method, want_h = method == PRUNE_METHOD_SPARSEGPT;
+    int need_stats = method != PRUNE_METHOD_MAGNITUDE;
+    model_acts a;
+    if ((st = model_acts_build(&a, s, chunk, S, 0)) != LOSA_OK) return st;
+    size_t xn = (size_t)(Nm > 0 ? Nm : 1) * S * D;
+    float *Xp = core_calloc(xn, sizeof(float));                     /* pruned stream */
+    float *Xd = dense_out ? NULL : core_calloc(xn, sizeof(float));  /* dense stream */
+    stats_ctx sc = {.s = s, .d = d, .S = S, .want_h = want_h, .width = {D, D, D, F}};
+    size_t wsum = 0;
+    for (int g = 0; g < N_GRP; g++) wsum += (size_t)N * sc.width[g];
+    double *wblock = need_stats ? core_calloc(wsum, sizeof(double)) : NULL;
+    size_t off = 0;
+    for (int g = 0; g < N_GRP && need_stats; off += (size_t)N * sc.width[g], g++) {
+        sc.wcolsq[g] = wblock + off;
+        if (want_h && st == LOSA_OK) st = prune_stats_init(&sc.hs[g], sc.width[g], 1);
+    }
+    double *colsq = core_calloc(F > D ? F : D, sizeof(double));
+    double *dd = core_calloc(D, sizeof(double)), *ee = core_calloc(D, sizeof(double));
+    double *hinv = want_h ? core_calloc((size_t)F * F, sizeof(double)) : NULL;
+    unsigned char *dead = want_h ? core_calloc(F, 1) : NULL;
+
+    stream_in(d, s, Xp, tokens, Nm, S, 0, 100);
+    if (Xd && s->has_embed) memcpy(Xd, Xp, sizeof(float) * xn);
+    else if (Xd) dist_recv_prev(d, Xd, xn, 101);
+    for (int l = 0; l < s->n_layers && st == LOSA_OK; l++) {
+        int gl = s->layer0 + l;
+        double sp = o->layer_sparsity ? o->layer_sparsity[gl] : o->pc.sparsity;
+        const float *dense_l = dense_out ? dense_out + (int64_t)l * Nm * S * D : Xd;
+        double t = core_time();
+        if (Xd) layer_pass(&a, s, l, Xd, Nm, S, chunk, NULL, NULL, 1);
+        if (need_stats) {
+            memset(wblock, 0, sizeof(double) * wsum);
+            for (int g = 0; g < N_GRP && want_h; g++) prune_stats_reset(&sc.hs[g]);
+            layer_pass(&a, s, l, Xp, Nm, S, chunk, stats_cb, &sc, 0);
+        }
+        r->forward_s += core_time() - t;
+        t = core_time();
+        /* statistics of all windows: disjoint per-window rows -> exact sum */
+        if (need_stats) {
+            dist_sum_doubles_stage(d, wblock, wsum);
+            for (int g = 0; g < N_GRP && want_h; g++) {
+                dist_sum_doubles_stage(d, sc.hs[g].raw, (size_t)sc.hs[g].n_raw);
+                if (st == LOSA_OK) st = prune_stats_finalize(&sc.hs[g]);
+            }
+        }
+        r->stats_s += core_time() - t;
+        t = core_time();
+        for (int g = 0; g < N_GRP && st == LOSA_OK; g++) {
+            int W = sc.width[g];
+            if (need_stats) { /* per-window sums in window order: layout independent */
+                memset(colsq, 0, sizeof(double) * W);
+                for (int w = 0; w < N; w++)
+                    for (int j = 0; j < W; j++) colsq[j] += sc.wcolsq[g][(int64_t)w * W + j];
+                for (int j = 0; j < W; j++) colsq[j] /= (double)N * S;
+            }
+            if (want_h)
+                st = prune_sparsegpt_prepare_hinv(sc.hs[g].H, W, o->pc.percdamp, hinv, dead, &r->sgpt);
+            for (int m = 0; m < MODEL_N_MAPS && st == LOSA_OK; m++) {
+                if (grp_of_map[m] != g) continue;
+                int out, in;
+                model_map_shape(c, m, &out, &in);
+                float *Wm = s->layers[l].w[m];
+                if (method == PRUNE_METHOD_MAGNITUDE)
+                    st = prune_magnitude(Wm, out, in, sp, o->pc.nm_n, o->pc.nm_m);
+                else if (method == PRUNE_METHOD_WANDA)
+                    st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
+                else
+                    st = prune_sparsegpt_rows(Wm, out, 0, out, in, hinv, dead, sp, o->pc.nm_n,
+                                              o->pc.nm_m, o->pc.blocksize, NULL, NULL, &r->sgpt);
+                if (st != LOSA_OK) {
+                    char msg[900];
+                    snprintf(msg, sizeof msg, "%s", core_errmsg());
+                    core_err(st, "layer %d %s: %s", gl, model_map_name(m), msg);
+                }
+            }
+        }
+        r->prune_s += core_time() - t;
+        t = core_time();
+        memset(dd, 0, sizeof(double) * D);
+        memset(ee, 0, sizeof(double) * D);
+        recon_ctx rc = {.dense = dense_l, .dd = dd, .ee = ee, .S = S, .D = D};
+        if (st == LOSA_OK) layer_pass(&a, s, l, Xp, Nm, S, chunk, recon_cb, &rc, 1);
+        dist_sum_doubles_stage(d, dd, D);
+        dist_sum_doubles_stage(d, ee, D);
+        r->forward_s += core_time() - t;
+        if (dist_replica(d) == 0) {
+            r->recon_err[gl] = prune_recon_combine(dd, ee, D);
+            r->sparsity[gl] = calib_layer_sparsity(s, l);
+        }
+        core_log("  layer %2d: sparsity %.4f  reconstruction error %.4g\n", gl,
+                 r->sparsity[gl], r->recon_err[gl]);
+    }
+    /* a failing stage still forwards its stream so the pipeline drains */
+    stream_out(d, s, Xp, Nm, S, 100);
+    if (Xd) stream_out(d, s, Xd, Nm, S, 101);
+    st = dist_agree(d, st);
+    dist_sum_doubles(d, r->recon_err, L);
+    dist_sum_doubles(d, r->sparsity, L);
+    for (int g = 0; g < N_GRP && want_h; g++) prune_stats_free(&sc.hs[g]);
+    core_free(wblock);
+    core_free(colsq);
+    core_free(dd);
+    core_free(ee);
+    core_free(hinv);
+    core_free(dead);
+    core_free(Xp);
+    core_free(Xd);
+    model_acts_free(&a);
+    r->total_s = core_time() - t_all;
+    return st;
+}
+
+/* ---------------------------------------------------------------- dense */
+
+losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *tokens,
+                                int N, int S, int chunk, float **out)
+{
+    int Nm = calib_windows_mine(d, N);
+    int64_t per = (int64_t)(Nm > 0 ? Nm : 1) * S * s->cfg.dim;
+    if (chunk > Nm) chunk = Nm > 0 ? Nm : 1;
+    if (chunk < 1) chunk = 1;
+    model_acts a;
+    losa_status st = model_acts_build(&a, s, chunk, S, 0);
+    if (st != LOSA_OK) return st;
+    float *X = core_calloc((size_t)per, sizeof(float));
+    *out = core_calloc((size_t)per * (s->n_layers > 0 ? s->n_layers : 1), sizeof(float));
+    stream_in(d, s, X, tokens, Nm, S, 0, 102);
+    for (int l = 0; l < s->n_layers; l++) {
+        layer_pass(&a, s, l, X, Nm, S, chunk, NULL, NULL, 1);
+        memcpy(*out + (int64_t)l * per, X, sizeof(float) * per);
+    }
+    stream_out(d, s, X, Nm, S, 102);
+    core_free(X);
+    model_acts_free(&a);
+    return LOSA_OK;
+}
+
+/* ---------------------------------------------------------------- grams */
+
+/* Centred Gram matrix of X (n, m): K = X X^T, K~ = H K H. */
+static void centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
+                (int)m, 0.0f, tmp, n);
+    double *rm = calloc(n, sizeof(double)), all = 0;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < n; j++) rm[i] += tmp[i * n + j];
+        rm[i] /= n;
+        all += rm[i];
+    }
+    all /= n;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) G[i * n + j] = tmp[i * n + j] - rm[i] - rm[j] + all;
+    free(rm);
+}
+
+losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *tokens, int N,
+                              int S, int chunk, double *grams)
+{
+    int L = s->cfg.n_layers;
+    int64_t D = s->cfg.dim, m = (int64_t)S * D;
+    if (m > 2147483647LL) return core_err(LOSA_ERR_ARG, "gram: S*D %lld too large", (long long)m);
+    if (chunk > N) chunk = N;
+    model_acts a;
+    losa_status st = model_acts_build(&a, s, chunk, S, 0);
+    if (st != LOSA_OK) return st;
+    float *X = core_calloc((size_t)N * m, sizeof(float));
+    float *tmp = core_calloc((size_t)N * N, sizeof(float));
+    memset(grams, 0, sizeof(double) * (size_t)(L + 1) * N * N);
+    int mine = dist_replica(d) == 0;
+    /* every replica streams all windows (the pass is small: rmi_n windows) */
+    stream_in(d, s, X, tokens, N, S, 1, 103);
+    for (int l = 0; l < s->n_layers; l++) {
+        if (mine) centred_gram(grams + (int64_t)(s->layer0 + l) * N * N, X, N, m, tmp);
+        layer_pass(&a, s, l, X, N, S, chunk, NULL, NULL, 1);
+    }
+    if (s->has_head && mine) centred_gram(grams + (int64_t)L * N * N, X, N, m, tmp);
+    stream_out(d, s, X, N, S, 103);
+    dist_sum_doubles(d, grams, (L + 1) * N * N);
+    core_free(X);
+    core_free(tmp);
+    model_acts_free(&a);
+    return LOSA_OK;
+}

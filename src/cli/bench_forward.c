@@ -1,0 +1,118 @@
+/* losa bench forward [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
+ *                    [--json]
+ * Forward tokens/s on one rank and, in the same run, this machine's sgemm
+ * GFLOP/s; reports the fraction of that peak the forward's matrix work
+ * reaches.  Without --model a minillama-shaped model with random weights
+ * (D 256, F 768, L 6, H 8, Hkv 4, V 32000) is used. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+double bench_sgemm_gflops(int M, int N, int K, double min_seconds)
+{
+    float *a = core_calloc((size_t)M * K, sizeof(float));
+    float *b = core_calloc((size_t)K * N, sizeof(float));
+    float *c = core_calloc((size_t)M * N, sizeof(float));
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, a, K, b, K, 0, c, N);
+    double best = 1e30, t_all = core_time();
+    while (core_time() - t_all < min_seconds) {
+        double t = core_time();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, a, K, b, K, 0, c, N);
+        t = core_time() - t;
+        if (t < best) best = t;
+    }
+    core_free(a);
+    core_free(b);
+    core_free(c);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+/* Matrix FLOPs of one forward over B x T tokens (layers, attention with
+ * the full T x T products the kernel computes, head). */
+double bench_forward_flops(const model_config *c, int B, int T, int n_layers,
+                           int head)
+{
+    double N = (double)B * T, f = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        f += 2.0 * N * o * i;
+    }
+    f += 4.0 * B * c->n_heads * (double)T * T * model_head_size(c);
+    f *= n_layers;
+    if (head) f += 2.0 * N * c->vocab_size * c->dim;
+    return f;
+}
+
+int bench_forward(dist_ctx *d, int argc, char **argv)
+{
+    const char *model = NULL, *v;
+    int B = 8, T = 256, iters = 5, json = 0;
+    losa_status s = LOSA_OK;
+    for (int i = 1; i < argc && s == LOSA_OK; i++) {
+        if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
+        else if ((v = cli_opt(argc, argv, &i, "--batch"))) B = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) T = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--iters"))) iters = atoi(v);
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
+    }
+    if (s == LOSA_OK && dist_size(d) != 1)
+        s = core_err(LOSA_ERR_ARG, "bench forward runs on one rank (use bench pipeline for layouts)");
+    if (cli_fail(d, "bench forward", s)) return 1;
+    model_stage st;
+    if (model) {
+        if (cli_fail(d, "bench forward", cli_load_model(d, model, &st, NULL))) return 1;
+    } else {
+        model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 6, .n_heads = 8,
+                          .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
+                          .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
+        model_stage_build(&st, &c, 0, 1);
+        model_stage_randomize(&st, 1, 0.02f);
+    }
+    if (T > st.cfg.max_seq_len) T = st.cfg.max_seq_len;
+    model_acts a;
+    if (cli_fail(d, "bench forward", model_acts_build(&a, &st, B, T, 0))) return 1;
+    int *tok = malloc(sizeof(int) * B * T);
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 7919) % st.cfg.vocab_size;
+    core_log("bench forward: B x T = %d x %d, %d layers, D %d, F %d, V %d\n", B, T,
+             st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size);
+    model_stage_forward(&a, &st, tok, B, T); /* warm-up */
+    double best = 1e30;
+    for (int k = 0; k < iters; k++) {
+        double t = core_time();
+        model_stage_forward(&a, &st, tok, B, T);
+        t = core_time() - t;
+        if (t < best) best = t;
+    }
+    double flops = bench_forward_flops(&st.cfg, B, T, st.cfg.n_layers, 1);
+    /* peak: sgemm on the forward's most common shape class, and square */
+    double peak_sq = bench_sgemm_gflops(1024, 1024, 1024, 1.0);
+    double achieved = flops / best / 1e9;
+    double tps = (double)B * T / best;
+    core_log("forward: %.0f tokens/s, %.1f GFLOP/s of matrix work; sgemm 1024^3: %.1f GFLOP/s; "
+             "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(o, "forward_gflops", achieved);
+        cJSON_AddNumberToObject(o, "sgemm_gflops", peak_sq);
+        cJSON_AddNumberToObject(o, "fraction_of_peak", achieved / peak_sq);
+        cJSON_AddNumberToObject(o, "batch", B);
+        cJSON_AddNumberToObject(o, "seqlen", T);
+        cJSON_AddNumberToObject(o, "seconds", best);
+        char *js = cJSON_PrintUnformatted(o);
+        cli_json_print(d, js);
+        free(js);
+        cJSON_Delete(o);
+    }
+    free(tok);
+    model_acts_free(&a);
+    model_stage_free(&st);
+    return 0;
+}

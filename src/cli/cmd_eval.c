@@ -1,0 +1,74 @@
+/* losa eval --model STORE.h5 --ppl TEXT [--seqlen S] [--batch B]
+ *           [--max-windows N] [--zeroshot TASKS [--limit K]] [--json] */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "eval.h"
+
+__attribute__((weak)) losa_status eval_zeroshot_cli(dist_ctx *d, const model_stage *s,
+                                                   const tok_tokenizer *tok,
+                                                   const char *tasks, int limit,
+                                                   cJSON *out)
+{
+    (void)d; (void)s; (void)tok; (void)tasks; (void)limit; (void)out;
+    return core_err(LOSA_ERR_UNSUPPORTED, "--zeroshot is not available in this build");
+}
+
+int cmd_eval(dist_ctx *d, int argc, char **argv)
+{
+    const char *model = NULL, *ppl = NULL, *zs = NULL, *v;
+    int S = 256, B = 8, maxw = 0, json = 0, limit = 0;
+    losa_status s = LOSA_OK;
+    for (int i = 1; i < argc && s == LOSA_OK; i++) {
+        if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
+        else if ((v = cli_opt(argc, argv, &i, "--ppl"))) ppl = v;
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) S = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--batch"))) B = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--max-windows"))) maxw = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--zeroshot"))) zs = v;
+        else if ((v = cli_opt(argc, argv, &i, "--limit"))) limit = atoi(v);
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa eval --model STORE.h5 "
+                          "--ppl TEXT [--seqlen S] [--batch B] [--max-windows N] "
+                          "[--zeroshot TASKS] [--limit K] [--json])", argv[i]);
+    }
+    if (s == LOSA_OK && !model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
+    if (s == LOSA_OK && !ppl && !zs) s = core_err(LOSA_ERR_ARG, "nothing to do: give --ppl TEXT and/or --zeroshot TASKS");
+    if (s == LOSA_OK && (S < 2 || B < 1)) s = core_err(LOSA_ERR_ARG, "--seqlen must be >= 2 and --batch >= 1");
+    if (cli_fail(d, "eval", s)) return 1;
+    model_stage st;
+    tok_tokenizer tok;
+    memset(&tok, 0, sizeof tok);
+    if (cli_fail(d, "eval", cli_load_model(d, model, &st, &tok))) return 1;
+    cJSON *out = cJSON_CreateObject();
+    int rc = 0;
+    if (ppl) {
+        int *ids = NULL;
+        int64_t n = 0;
+        eval_ppl_result r;
+        s = cli_tokenize_file(d, &tok, ppl, 1, &ids, &n);
+        if (s == LOSA_OK) s = eval_ppl(d, &st, ids, n, S, B, maxw, &r);
+        free(ids);
+        if ((rc = cli_fail(d, "eval", s)) == 0) {
+            core_log("perplexity %.4f  (%d windows of %d tokens, %lld tokens, %.1fs)\n", r.ppl,
+                     r.windows, r.seqlen, (long long)r.tokens, r.seconds);
+            cJSON_AddNumberToObject(out, "ppl", r.ppl);
+            cJSON_AddNumberToObject(out, "tokens", (double)r.tokens);
+            cJSON_AddNumberToObject(out, "seqlen", r.seqlen);
+            cJSON_AddNumberToObject(out, "windows", r.windows);
+            cJSON_AddNumberToObject(out, "seconds", r.seconds);
+        }
+    }
+    if (rc == 0 && zs) rc = cli_fail(d, "eval", eval_zeroshot_cli(d, &st, &tok, zs, limit, out));
+    if (rc == 0 && json) {
+        char *js = cJSON_PrintUnformatted(out);
+        cli_json_print(d, js);
+        free(js);
+    }
+    cJSON_Delete(out);
+    tok_free(&tok);
+    model_stage_free(&st);
+    return rc;
+}

@@ -1,0 +1,104 @@
+/* Shared pieces of the subcommands: decks (rank 0 reads, everyone parses the
+ * same text), loading a model store into this rank's stage, the tokenizer,
+ * reading and tokenizing text files. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "io.h"
+
+losa_status cli_bcast_file(dist_ctx *d, const char *path, char **data,
+                           size_t *size)
+{
+    losa_status s = LOSA_OK;
+    uint64_t n = 0;
+    *data = NULL;
+    if (dist_rank(d) == 0) {
+        s = core_read_file(path, data, size);
+        n = s == LOSA_OK ? *size : 0;
+    }
+    if ((s = dist_agree(d, s)) != LOSA_OK) {
+        free(*data);
+        *data = NULL;
+        return s;
+    }
+    dist_bcast(d, &n, sizeof n, 0);
+    if (dist_rank(d) != 0) {
+        *data = malloc(n + 1);
+        LOSA_CHECK(*data);
+        (*data)[n] = 0;
+    }
+    dist_bcast(d, *data, n, 0);
+    *size = n;
+    return LOSA_OK;
+}
+
+losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
+                          deck **dk)
+{
+    char *text;
+    size_t n;
+    *dk = NULL;
+    losa_status s = cli_bcast_file(d, path, &text, &n);
+    if (s != LOSA_OK) return s;
+    s = deck_parse(dk, path, text);
+    free(text);
+    for (int i = 1; s == LOSA_OK && i < argc; i++) {
+        const char *v = cli_opt(argc, argv, &i, "--set");
+        if (v) s = deck_set(*dk, v);
+    }
+    /* every rank parsed the same text: they agree, but keep the contract */
+    s = dist_agree(d, s);
+    if (s != LOSA_OK) deck_free(dk);
+    return s;
+}
+
+losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
+                           tok_tokenizer *tok)
+{
+    io_store *io = NULL;
+    model_config c;
+    memset(st, 0, sizeof *st);
+    losa_status s = io_store_open(&io, path);
+    if (s == LOSA_OK) s = io_store_read_config(io, &c);
+    if (s == LOSA_OK && dist_n_stages(d) > c.n_layers)
+        s = core_err(LOSA_ERR_ARG, "%s: %d pipeline stages for a model with %d layers "
+                     "(run with at most %d ranks per replica)", path, dist_n_stages(d),
+                     c.n_layers, c.n_layers);
+    if (s == LOSA_OK) s = model_stage_for_rank(st, &c, d);
+    if (s == LOSA_OK) s = io_store_read_stage(io, st);
+    if (s == LOSA_OK && tok) s = io_store_read_tokenizer(io, tok);
+    io_store_close(&io);
+    s = dist_agree(d, s);
+    if (s != LOSA_OK) model_stage_free(st);
+    return s;
+}
+
+losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
+                              const char *path, int bos, int **ids, int64_t *n)
+{
+    char *text;
+    size_t len;
+    *ids = NULL;
+    *n = 0;
+    losa_status s = cli_bcast_file(d, path, &text, &len);
+    if (s != LOSA_OK) return s;
+    int64_t cnt = 0;
+    if (dist_rank(d) == 0) s = tok_encode(tok, text, len, bos, 0, ids, &cnt);
+    free(text);
+    if ((s = dist_agree(d, s)) != LOSA_OK) return s;
+    dist_bcast(d, &cnt, sizeof cnt, 0);
+    if (dist_rank(d) != 0) *ids = malloc(sizeof(int) * (cnt ? cnt : 1));
+    dist_bcast(d, *ids, sizeof(int) * cnt, 0);
+    *n = cnt;
+    return LOSA_OK;
+}
+
+/* JSON output: rank 0 prints exactly one object on stdout. */
+void cli_json_print(dist_ctx *d, const char *json)
+{
+    if (dist_rank(d) != 0) return;
+    fputs(json, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+}

@@ -1,0 +1,299 @@
+/* deck: INI decks checked against the schema (see include/deck.h). */
+#include "deck.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct deck {
+    char name[256];
+    char **val;   /* (deck_schema_len) value text or NULL */
+    int *line;    /* line where set (0 = --set / unset) */
+    losa_status err;
+};
+
+static int schema_find(const char *key)
+{
+    for (int i = 0; i < deck_schema_len; i++)
+        if (!strcmp(deck_schema[i].key, key)) return i;
+    return -1;
+}
+
+/* Check text against key k; returns 0 if fine, else fills why. */
+static int check_value(const deck_key *k, const char *v, char *why, size_t n)
+{
+    char *end;
+    switch (k->type) {
+    case DECK_INT: {
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (errno || end == v || *end) {
+            snprintf(why, n, "expected an integer, got '%s'", v);
+            return 1;
+        }
+        if (x < k->min || x > k->max) {
+            snprintf(why, n, "%lld is outside [%g, %g]", x, k->min, k->max);
+            return 1;
+        }
+        return 0;
+    }
+    case DECK_FLOAT: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x)) {
+            snprintf(why, n, "expected a number, got '%s'", v);
+            return 1;
+        }
+        if (x < k->min || x > k->max) {
+            snprintf(why, n, "%g is outside [%g, %g]", x, k->min, k->max);
+            return 1;
+        }
+        return 0;
+    }
+    case DECK_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "false") || !strcmp(v, "1") || !strcmp(v, "0"))
+            return 0;
+        snprintf(why, n, "expected true or false, got '%s'", v);
+        return 1;
+    case DECK_CHOICE: {
+        size_t lv = strlen(v);
+        for (const char *c = k->choices; c && *c;) {
+            const char *bar = strchr(c, '|');
+            size_t lc = bar ? (size_t)(bar - c) : strlen(c);
+            if (lc == lv && !strncmp(c, v, lc)) return 0;
+            c = bar ? bar + 1 : NULL;
+        }
+        snprintf(why, n, "expected one of %s, got '%s'", k->choices, v);
+        return 1;
+    }
+    case DECK_STRING:
+        return 0;
+    }
+    return 0;
+}
+
+static losa_status store_value(deck *dk, const char *key, const char *value,
+                               int line)
+{
+    int i = schema_find(key);
+    char where[300];
+    if (line > 0) snprintf(where, sizeof where, "%s:%d", dk->name, line);
+    else snprintf(where, sizeof where, "--set %s", key);
+    if (i < 0)
+        return core_err(LOSA_ERR_ARG, "%s: unknown key '%s' (see input/README.md for the keys)",
+                        where, key);
+    char why[256];
+    if (check_value(&deck_schema[i], value, why, sizeof why))
+        return core_err(LOSA_ERR_ARG, "%s: %s: %s (%s)", where, key, why, deck_schema[i].help);
+    free(dk->val[i]);
+    dk->val[i] = strdup(value);
+    dk->line[i] = line;
+    return LOSA_OK;
+}
+
+struct parse_ctx {
+    deck *dk;
+};
+
+static int on_kv(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_ctx *pc = user;
+    if (pc->dk->err != LOSA_OK) return 0;
+    char key[256], val[1024];
+    snprintf(key, sizeof key, "%s.%s", section, name);
+    /* '#' starts a comment when preceded by whitespace (units in decks) */
+    snprintf(val, sizeof val, "%s", value);
+    for (char *h = val; (h = strchr(h, '#')) != NULL; h++)
+        if (h == val || isspace((unsigned char)h[-1])) {
+            *h = 0;
+            break;
+        }
+    size_t n = strlen(val);
+    while (n > 0 && isspace((unsigned char)val[n - 1])) val[--n] = 0;
+    value = val;
+    /* line numbers come back from ini_parse_string's return value */
+    losa_status s = store_value(pc->dk, key, value, -1);
+    if (s != LOSA_OK) {
+        pc->dk->err = s;
+        return 0;
+    }
+    return 1;
+}
+
+static deck *deck_new(const char *name)
+{
+    deck *dk = calloc(1, sizeof *dk);
+    snprintf(dk->name, sizeof dk->name, "%s", name);
+    dk->val = calloc(deck_schema_len, sizeof(char *));
+    dk->line = calloc(deck_schema_len, sizeof(int));
+    return dk;
+}
+
+losa_status deck_parse(deck **out, const char *name, const char *text)
+{
+    deck *dk = deck_new(name);
+    struct parse_ctx pc = {dk};
+    *out = NULL;
+    int rc = ini_parse_string(text, on_kv, &pc);
+    if (rc != 0) {
+        if (dk->err != LOSA_OK) {
+            /* re-prefix the message with the line number */
+            char msg[1024];
+            const char *m = core_errmsg();
+            const char *rest = strstr(m, ": ");
+            snprintf(msg, sizeof msg, "%s:%d%s", name, rc, rest ? rest : m);
+            core_err(dk->err, "%s", msg);
+            deck_free(&dk);
+            return LOSA_ERR_ARG;
+        }
+        deck_free(&dk);
+        if (rc < 0) return core_err(LOSA_ERR_IO, "%s: cannot read deck", name);
+        return core_err(LOSA_ERR_ARG,
+                        "%s:%d: syntax error (expected '[section]' or 'key = value')",
+                        name, rc);
+    }
+    *out = dk;
+    return LOSA_OK;
+}
+
+losa_status deck_set(deck *dk, const char *assignment)
+{
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return core_err(LOSA_ERR_ARG, "--set %s: expected section.key=value", assignment);
+    char key[256];
+    size_t n = (size_t)(eq - assignment);
+    if (n >= sizeof key) n = sizeof key - 1;
+    memcpy(key, assignment, n);
+    key[n] = 0;
+    while (n > 0 && isspace((unsigned char)key[n - 1])) key[--n] = 0;
+    const char *v = eq + 1;
+    while (isspace((unsigned char)*v)) v++;
+    if (!strchr(key, '.'))
+        return core_err(LOSA_ERR_ARG, "--set %s: expected section.key=value", assignment);
+    return store_value(dk, key, v, 0);
+}
+
+static int in_sections(const char *key, const char *sections)
+{
+    if (!sections) return 1;
+    size_t ls = strcspn(key, ".");
+    for (const char *c = sections; *c;) {
+        size_t lc = strcspn(c, ",");
+        if (lc == ls && !strncmp(c, key, ls)) return 1;
+        c += lc;
+        if (*c == ',') c++;
+    }
+    return 0;
+}
+
+losa_status deck_check_required(const deck *dk, const char *sections)
+{
+    for (int i = 0; i < deck_schema_len; i++) {
+        const deck_key *k = &deck_schema[i];
+        if (k->def || dk->val[i] || !in_sections(k->key, sections)) continue;
+        const char *dot = strchr(k->key, '.');
+        return core_err(LOSA_ERR_ARG, "%s: missing required key '%s' in section [%.*s] (%s)",
+                        dk->name, dot + 1, (int)(dot - k->key), k->key, k->help);
+    }
+    return LOSA_OK;
+}
+
+void deck_free(deck **dk)
+{
+    if (!dk || !*dk) return;
+    for (int i = 0; i < deck_schema_len; i++) free((*dk)->val[i]);
+    free((*dk)->val);
+    free((*dk)->line);
+    free(*dk);
+    *dk = NULL;
+}
+
+static const char *get(const deck *dk, const char *key, int *idx)
+{
+    int i = schema_find(key);
+    if (i < 0) core_fatal(__FILE__, __LINE__, key); /* a key missing from the schema is a bug */
+    *idx = i;
+    return dk->val[i] ? dk->val[i] : deck_schema[i].def ? deck_schema[i].def : "";
+}
+
+int64_t deck_int(const deck *dk, const char *key)
+{
+    int i;
+    const char *v = get(dk, key, &i);
+    LOSA_CHECK(deck_schema[i].type == DECK_INT);
+    return strtoll(v, NULL, 10);
+}
+
+double deck_float(const deck *dk, const char *key)
+{
+    int i;
+    const char *v = get(dk, key, &i);
+    LOSA_CHECK(deck_schema[i].type == DECK_FLOAT || deck_schema[i].type == DECK_INT);
+    return strtod(v, NULL);
+}
+
+const char *deck_str(const deck *dk, const char *key)
+{
+    int i;
+    return get(dk, key, &i);
+}
+
+int deck_bool(const deck *dk, const char *key)
+{
+    int i;
+    const char *v = get(dk, key, &i);
+    LOSA_CHECK(deck_schema[i].type == DECK_BOOL);
+    return !strcmp(v, "true") || !strcmp(v, "1");
+}
+
+int deck_is_set(const deck *dk, const char *key)
+{
+    int i = schema_find(key);
+    return i >= 0 && dk->val[i] != NULL;
+}
+
+char *deck_dump(const deck *dk, const char *sections)
+{
+    size_t cap = 4096, len = 0;
+    char *out = malloc(cap);
+    out[0] = 0;
+    char cur[64] = "";
+    for (int i = 0; i < deck_schema_len; i++) {
+        const deck_key *k = &deck_schema[i];
+        if (!in_sections(k->key, sections)) continue;
+        const char *v = dk->val[i] ? dk->val[i] : k->def;
+        if (!v) continue;
+        size_t ls = strcspn(k->key, ".");
+        char line[1200];
+        int n = 0;
+        if (strncmp(cur, k->key, ls) || cur[ls]) {
+            snprintf(cur, sizeof cur, "%.*s", (int)ls, k->key);
+            n = snprintf(line, sizeof line, "%s[%s]\n", len ? "\n" : "", cur);
+        }
+        n += snprintf(line + n, sizeof line - n, "%s = %s\n", k->key + ls + 1, v);
+        while (len + n + 1 > cap) out = realloc(out, cap *= 2);
+        memcpy(out + len, line, n + 1);
+        len += n;
+    }
+    return out;
+}
+
+int deck_float_list(const char *s, double *x, int n)
+{
+    int k = 0;
+    while (*s) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s || k >= n) return -1;
+        x[k++] = v;
+        s = end;
+        while (isspace((unsigned char)*s)) s++;
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return k;
+}

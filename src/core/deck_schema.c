@@ -1,0 +1,69 @@
+/* Every deck key losa understands: section.key, type, default (NULL =
+ * required), range, choices, help with units.  Keys equal struct fields of
+ * the modules that use them.  Add a key here to make it legal in decks. */
+#include "deck.h"
+
+#define BIG 1e18
+const deck_key deck_schema[] = {
+    /* [model] */
+    {"model.store", DECK_STRING, NULL, 0, 0, NULL, "HDF5 model store written by 'losa import'"},
+    /* [data] */
+    {"data.calib", DECK_STRING, "", 0, 0, NULL, "calibration corpus: JSONL with a 'text' field, or plain text"},
+    {"data.calib_n", DECK_INT, "128", 1, 1e6, NULL, "calibration windows N"},
+    {"data.calib_seqlen", DECK_INT, "256", 2, 1e6, NULL, "tokens per calibration window S"},
+    {"data.calib_seed", DECK_INT, "0", 0, BIG, NULL, "seed for drawing calibration windows"},
+    {"data.train", DECK_STRING, "", 0, 0, NULL, "training data: Alpaca JSON/JSONL or plain text / JSONL 'text'"},
+    {"data.train_format", DECK_CHOICE, "auto", 0, 0, "auto|alpaca|text", "how to read data.train"},
+    {"data.response_only", DECK_BOOL, "false", 0, 0, NULL, "loss on the response tokens only (Alpaca)"},
+    {"data.eval_text", DECK_STRING, "", 0, 0, NULL, "perplexity text (WikiText-2 test as the papers use)"},
+    /* [prune] */
+    {"prune.method", DECK_CHOICE, "wanda", 0, 0, "magnitude|wanda|sparsegpt", "pruner"},
+    {"prune.sparsity", DECK_FLOAT, "0.5", 0, 0.99, NULL, "target fraction of zero weights (ignored for N:M)"},
+    {"prune.pattern", DECK_STRING, "unstructured", 0, 0, NULL, "'unstructured' or 'N:M' (e.g. 2:4, 4:8)"},
+    {"prune.layer_sparsity", DECK_STRING, "", 0, 0, NULL, "optional per-layer sparsities 's0,s1,...' (L values)"},
+    {"prune.blocksize", DECK_INT, "128", 1, 1e6, NULL, "SparseGPT column block size"},
+    {"prune.percdamp", DECK_FLOAT, "0.01", 0, 1, NULL, "SparseGPT dampening, fraction of mean diag(H)"},
+    /* [losa] */
+    {"losa.mode", DECK_CHOICE, "losa", 0, 0, "prune|lora|losa|compare", "what 'losa run' does"},
+    {"losa.steps", DECK_INT, "5", 1, 1000, NULL, "LoSA steps T"},
+    {"losa.allocator", DECK_CHOICE, "rmi", 0, 0, "rmi|mi_proportional|uniform", "layer sparsity allocator"},
+    {"losa.rank_policy", DECK_CHOICE, "error", 0, 0, "error|fixed", "per-layer rank from reconstruction error, or fixed"},
+    {"losa.beta", DECK_FLOAT, "0", 0, 1e6, NULL, "importance temperature (0 = 1 for wanda, 100 for sparsegpt)"},
+    {"losa.rmi_n", DECK_INT, "64", 2, 1e6, NULL, "calibration samples for the layer-importance pass"},
+    {"losa.samples_per_step", DECK_INT, "1000", 1, 1e9, NULL, "training samples per LoSA step"},
+    {"losa.last_step_samples", DECK_INT, "6000", 1, 1e9, NULL, "training samples in the last step"},
+    /* [train] */
+    {"train.seqlen", DECK_INT, "256", 2, 1e6, NULL, "max tokens per training sequence"},
+    {"train.batch", DECK_INT, "4", 1, 1e6, NULL, "sequences per micro-batch"},
+    {"train.grad_accum", DECK_INT, "2", 1, 1e6, NULL, "micro-batches per optimizer step"},
+    {"train.steps", DECK_INT, "0", 0, 1e9, NULL, "optimizer steps (0 = one epoch of the data)"},
+    {"train.lr", DECK_FLOAT, "2e-4", 0, 1, NULL, "peak learning rate"},
+    {"train.weight_decay", DECK_FLOAT, "0.001", 0, 1, NULL, "AdamW decoupled weight decay"},
+    {"train.warmup_ratio", DECK_FLOAT, "0.3", 0, 1, NULL, "fraction of steps with linear warmup"},
+    {"train.max_grad_norm", DECK_FLOAT, "0.3", 0, 1e6, NULL, "global gradient-norm clip (0 = off)"},
+    {"train.beta1", DECK_FLOAT, "0.9", 0, 1, NULL, "AdamW beta1"},
+    {"train.beta2", DECK_FLOAT, "0.999", 0, 1, NULL, "AdamW beta2"},
+    {"train.eps", DECK_FLOAT, "1e-8", 0, 1, NULL, "AdamW epsilon"},
+    {"train.seed", DECK_INT, "0", 0, BIG, NULL, "seed for shuffling and dropout"},
+    {"train.recompute", DECK_BOOL, "false", 0, 0, NULL, "recompute layer activations in backward (checkpointing)"},
+    /* [lora] */
+    {"lora.r_max", DECK_INT, "16", 1, 4096, NULL, "adapter rows allocated per map"},
+    {"lora.rank", DECK_INT, "8", 1, 4096, NULL, "active rank (fixed policy / first step)"},
+    {"lora.alpha", DECK_FLOAT, "16", 0, 1e6, NULL, "LoRA alpha"},
+    {"lora.r0", DECK_FLOAT, "8", 1e-9, 1e6, NULL, "rank in scale = alpha / r0"},
+    {"lora.dropout", DECK_FLOAT, "0.1", 0, 0.99, NULL, "dropout on the adapter input"},
+    /* [eval] */
+    {"eval.seqlen", DECK_INT, "256", 2, 1e6, NULL, "perplexity window S"},
+    {"eval.batch", DECK_INT, "8", 1, 1e6, NULL, "windows per micro-batch"},
+    {"eval.max_windows", DECK_INT, "0", 0, 1e9, NULL, "evaluate only the first windows (0 = all)"},
+    {"eval.zeroshot", DECK_STRING, "", 0, 0, NULL, "comma-separated task names (input/tasks/*.ini)"},
+    {"eval.limit", DECK_INT, "0", 0, 1e9, NULL, "items per zero-shot task (0 = all)"},
+    /* [parallel] */
+    {"parallel.pp", DECK_INT, "0", 0, 1e6, NULL, "pipeline stages (0 = ranks / dp)"},
+    {"parallel.dp", DECK_INT, "1", 1, 1e6, NULL, "data-parallel replicas"},
+    {"parallel.schedule", DECK_CHOICE, "1f1b", 0, 0, "1f1b|gpipe", "training pipeline schedule"},
+    /* [output] */
+    {"output.dir", DECK_STRING, "", 0, 0, NULL, "run directory"},
+    {"output.store", DECK_STRING, "", 0, 0, NULL, "output model store (prune / finetune)"},
+};
+const int deck_schema_len = sizeof deck_schema / sizeof deck_schema[0];

@@ -1,0 +1,50 @@
+/* io internals shared by the importers: a validated safetensors file. */
+#ifndef LOSA_IO_INTERNAL_H
+#define LOSA_IO_INTERNAL_H
+
+#include "core.h"
+
+typedef enum {
+    IO_DTYPE_F32 = 0, IO_DTYPE_F16, IO_DTYPE_BF16, /* convertible to fp32 */
+    IO_DTYPE_OTHER                                 /* known size, not supported */
+} io_dtype;
+
+typedef struct {
+    char *name;
+    char dtype_name[16];
+    io_dtype dtype;
+    int ndim;
+    int64_t shape[8];
+    uint64_t begin, end; /* byte range inside the data area */
+} io_st_tensor;
+
+typedef struct {
+    char path[4096];
+    int fd;
+    uint64_t file_size;
+    uint64_t data_start; /* 8 + header length */
+    int n;
+    io_st_tensor *t;
+} io_st_file;
+
+/* Open and validate the whole header: length vs file size, JSON, every
+ * tensor's dtype size x shape product == its byte range, ranges inside the
+ * data area. */
+losa_status io_st_open(io_st_file *f, const char *path);
+void io_st_close(io_st_file *f);
+const io_st_tensor *io_st_find(const io_st_file *f, const char *name);
+/* Check that tensor t has dtype F32/F16/BF16 and the given shape; the
+ * message names the file, the tensor, expected and found. */
+losa_status io_st_check(const io_st_file *f, const io_st_tensor *t, int ndim,
+                        const int64_t *shape);
+/* Read tensor t converted to fp32 into x (numel floats). */
+losa_status io_st_read_f32(const io_st_file *f, const io_st_tensor *t, float *x);
+
+/* Half-precision conversions (exposed for tests). */
+float io_f16_to_f32(uint16_t h);
+float io_bf16_to_f32(uint16_t h);
+
+/* pread the whole range or fail with a message naming path. */
+losa_status io_pread_all(int fd, const char *path, void *buf, size_t n, uint64_t off);
+
+#endif

@@ -1,0 +1,677 @@
+/* io store: the HDF5 model store (layout in include/io.h).  Serial HDF5 API;
+ * a store is written by one rank, read by any number of ranks. */
+#include "io.h"
+#include "io_internal.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define IO_FORMAT_VERSION 1
+
+struct io_store {
+    hid_t file;
+    int writable;
+    char path[4096];
+    char tmp[4200]; /* temporary name while writing */
+};
+
+static void io_hdf5_quiet(void)
+{
+    static int done = 0;
+    if (!done) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report errors ourselves */
+        done = 1;
+    }
+}
+
+static hid_t io_fapl(void)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+#if H5_VERSION_GE(1, 10, 7)
+    /* lock when the file system can; do not fail where it cannot (NFS, Lustre) */
+    H5Pset_file_locking(fapl, 1, 1);
+#endif
+    return fapl;
+}
+
+const char *io_store_path(const io_store *st) { return st->path; }
+
+losa_status io_store_create(io_store **stp, const char *path)
+{
+    io_hdf5_quiet();
+    *stp = NULL;
+    io_store *st = calloc(1, sizeof *st);
+    if (!st) return core_err(LOSA_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(st->path, sizeof st->path, "%s", path);
+    core_tmpname(st->tmp, sizeof st->tmp, path);
+    hid_t fapl = io_fapl();
+    st->file = H5Fcreate(st->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (st->file < 0) {
+        losa_status s = core_err(LOSA_ERR_IO, "%s: cannot create (temporary %s): %s",
+                                 path, st->tmp, strerror(errno));
+        unlink(st->tmp);
+        free(st);
+        return s;
+    }
+    st->writable = 1;
+    *stp = st;
+    return LOSA_OK;
+}
+
+losa_status io_store_commit(io_store **stp)
+{
+    io_store *st = *stp;
+    if (!st) return core_err(LOSA_ERR_INTERNAL, "io_store_commit: no store");
+    LOSA_CHECK(st->writable);
+    losa_status s = LOSA_OK;
+    if (H5Fclose(st->file) < 0) {
+        s = core_err(LOSA_ERR_IO, "%s: closing the HDF5 file failed", st->tmp);
+        unlink(st->tmp);
+    } else {
+        s = core_commit_file(st->tmp, st->path);
+    }
+    free(st);
+    *stp = NULL;
+    return s;
+}
+
+losa_status io_store_open(io_store **stp, const char *path)
+{
+    io_hdf5_quiet();
+    *stp = NULL;
+    if (access(path, R_OK) != 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0) return core_err(LOSA_ERR_FORMAT, "%s: not an HDF5 file", path);
+    io_store *st = calloc(1, sizeof *st);
+    if (!st) return core_err(LOSA_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(st->path, sizeof st->path, "%s", path);
+    hid_t fapl = io_fapl();
+    st->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (st->file < 0) {
+        free(st);
+        return core_err(LOSA_ERR_IO, "%s: cannot open as HDF5", path);
+    }
+    *stp = st;
+    return LOSA_OK;
+}
+
+void io_store_close(io_store **stp)
+{
+    if (!stp || !*stp) return;
+    io_store *st = *stp;
+    H5Fclose(st->file);
+    if (st->writable) unlink(st->tmp); /* never committed: leave nothing behind */
+    free(st);
+    *stp = NULL;
+}
+
+/* ---- paths ---------------------------------------------------------------- */
+
+void io_layer_name(char *buf, size_t n, int layer, const char *what)
+{
+    snprintf(buf, n, "/layers/%d/%s", layer, what);
+}
+
+/* 1 if every component of the absolute/relative path exists as a link. */
+static int io_path_exists(hid_t file, const char *name)
+{
+    char buf[1024];
+    size_t n = strlen(name);
+    if (n == 0 || n >= sizeof buf) return 0;
+    memcpy(buf, name, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (!(i == 1 && buf[0] == '/') && H5Lexists(file, buf, H5P_DEFAULT) <= 0)
+                return 0;
+            buf[i] = c;
+        }
+    }
+    return 1;
+}
+
+int io_store_has(io_store *st, const char *name) { return io_path_exists(st->file, name); }
+
+static hid_t io_lcpl(void)
+{
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    return lcpl;
+}
+
+static void fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t at = 0;
+    at += snprintf(buf + at, n - at, "(");
+    for (int i = 0; i < ndim && at < n; i++)
+        at += snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (at < n) snprintf(buf + at, n - at, ")");
+}
+
+/* Create (replacing any existing) dataset name of file type ftype and write
+ * x given in memory type mtype. */
+static losa_status io_write_dataset(io_store *st, const char *name, hid_t ftype,
+                                    hid_t mtype, const void *x, int ndim,
+                                    const int64_t *shape)
+{
+    LOSA_CHECK(st->writable);
+    LOSA_CHECK(ndim >= 1 && ndim <= IO_MAX_DIMS);
+    hsize_t dims[IO_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) {
+        LOSA_CHECK(shape[i] >= 0);
+        dims[i] = (hsize_t)shape[i];
+    }
+    if (io_path_exists(st->file, name)) H5Ldelete(st->file, name, H5P_DEFAULT);
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    hid_t lcpl = io_lcpl();
+    hid_t ds = H5Dcreate2(st->file, name, ftype, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+    if (ds < 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot create dataset %s", st->tmp, name);
+    herr_t e = H5Dwrite(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
+    H5Dclose(ds);
+    if (e < 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot write dataset %s (disk full?)",
+                        st->tmp, name);
+    return LOSA_OK;
+}
+
+/* Open dataset name, check its rank and shape equal (ndim, shape), read it as
+ * mtype into x.  cls: expected HDF5 type class. */
+static losa_status io_read_dataset(io_store *st, const char *name, H5T_class_t cls,
+                                   hid_t mtype, void *x, int ndim,
+                                   const int64_t *shape)
+{
+    if (!io_path_exists(st->file, name))
+        return core_err(LOSA_ERR_FORMAT, "%s: dataset %s is missing", st->path, name);
+    hid_t ds = H5Dopen2(st->file, name, H5P_DEFAULT);
+    if (ds < 0)
+        return core_err(LOSA_ERR_FORMAT, "%s: %s is not a dataset", st->path, name);
+    hid_t ft = H5Dget_type(ds);
+    H5T_class_t fc = H5Tget_class(ft);
+    H5Tclose(ft);
+    if (fc != cls) {
+        H5Dclose(ds);
+        return core_err(LOSA_ERR_FORMAT, "%s: dataset %s: expected %s values", st->path,
+                        name, cls == H5T_FLOAT ? "floating-point" : "integer");
+    }
+    hid_t space = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[IO_MAX_DIMS] = {0};
+    int ok = nd == ndim && nd <= IO_MAX_DIMS;
+    if (nd > 0 && nd <= IO_MAX_DIMS) H5Sget_simple_extent_dims(space, dims, NULL);
+    for (int i = 0; ok && i < nd; i++) ok = (int64_t)dims[i] == shape[i];
+    H5Sclose(space);
+    if (!ok) {
+        char want[256], got[256];
+        int64_t found[IO_MAX_DIMS];
+        int fn = nd < 0 ? 0 : nd > IO_MAX_DIMS ? IO_MAX_DIMS : nd;
+        for (int i = 0; i < fn; i++) found[i] = (int64_t)dims[i];
+        fmt_shape(want, sizeof want, ndim, shape);
+        fmt_shape(got, sizeof got, fn, found);
+        H5Dclose(ds);
+        return core_err(LOSA_ERR_FORMAT,
+                        "%s: dataset %s: expected shape %s, found %s", st->path, name,
+                        want, got);
+    }
+    herr_t e = H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
+    H5Dclose(ds);
+    if (e < 0)
+        return core_err(LOSA_ERR_IO, "%s: dataset %s: read failed", st->path, name);
+    return LOSA_OK;
+}
+
+losa_status io_store_write_tensor(io_store *st, const char *name, const float *x,
+                                  int ndim, const int64_t *shape)
+{
+    return io_write_dataset(st, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, x, ndim, shape);
+}
+
+losa_status io_store_read_tensor(io_store *st, const char *name, float *x, int ndim,
+                                 const int64_t *shape)
+{
+    return io_read_dataset(st, name, H5T_FLOAT, H5T_NATIVE_FLOAT, x, ndim, shape);
+}
+
+losa_status io_store_write_doubles(io_store *st, const char *name, const double *x,
+                                   int ndim, const int64_t *shape)
+{
+    return io_write_dataset(st, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, x, ndim, shape);
+}
+
+losa_status io_store_write_ints(io_store *st, const char *name, const int *x, int ndim,
+                                const int64_t *shape)
+{
+    return io_write_dataset(st, name, H5T_STD_I32LE, H5T_NATIVE_INT, x, ndim, shape);
+}
+
+losa_status io_store_read_doubles(io_store *st, const char *name, double *x, int ndim,
+                                  const int64_t *shape)
+{
+    return io_read_dataset(st, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, x, ndim, shape);
+}
+
+losa_status io_store_read_ints(io_store *st, const char *name, int *x, int ndim,
+                               const int64_t *shape)
+{
+    return io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_INT, x, ndim, shape);
+}
+
+losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
+                                  int64_t *shape)
+{
+    if (!io_path_exists(st->file, name))
+        return core_err(LOSA_ERR_FORMAT, "%s: dataset %s is missing", st->path, name);
+    hid_t ds = H5Dopen2(st->file, name, H5P_DEFAULT);
+    if (ds < 0)
+        return core_err(LOSA_ERR_FORMAT, "%s: %s is not a dataset", st->path, name);
+    hid_t space = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(space);
+    losa_status s = LOSA_OK;
+    if (nd < 0 || nd > IO_MAX_DIMS) {
+        s = core_err(LOSA_ERR_FORMAT, "%s: dataset %s: rank %d unsupported", st->path,
+                     name, nd);
+    } else {
+        hsize_t dims[IO_MAX_DIMS];
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        *ndim = nd;
+        for (int i = 0; i < nd; i++) shape[i] = (int64_t)dims[i];
+    }
+    H5Sclose(space);
+    H5Dclose(ds);
+    return s;
+}
+
+/* ---- attributes ----------------------------------------------------------- */
+
+/* Object (group, created if needed) at obj; attribute named key. */
+static hid_t io_group_open(io_store *st, const char *obj, int create)
+{
+    if (!strcmp(obj, "/") || !obj[0]) return H5Gopen2(st->file, "/", H5P_DEFAULT);
+    if (io_path_exists(st->file, obj)) return H5Oopen(st->file, obj, H5P_DEFAULT);
+    if (!create) return -1;
+    hid_t lcpl = io_lcpl();
+    hid_t g = H5Gcreate2(st->file, obj, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    return g;
+}
+
+static losa_status io_attr_write(io_store *st, hid_t obj, const char *key, hid_t ftype,
+                                 hid_t mtype, const void *v)
+{
+    if (H5Aexists(obj, key) > 0) H5Adelete(obj, key);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, key, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(sp);
+    if (a < 0) return core_err(LOSA_ERR_IO, "%s: cannot create attribute %s", st->tmp, key);
+    herr_t e = H5Awrite(a, mtype, v);
+    H5Aclose(a);
+    if (e < 0) return core_err(LOSA_ERR_IO, "%s: cannot write attribute %s", st->tmp, key);
+    return LOSA_OK;
+}
+
+static losa_status io_attr_write_int(io_store *st, hid_t obj, const char *key, int v)
+{
+    return io_attr_write(st, obj, key, H5T_STD_I32LE, H5T_NATIVE_INT, &v);
+}
+
+static losa_status io_attr_write_double(io_store *st, hid_t obj, const char *key,
+                                        double v)
+{
+    return io_attr_write(st, obj, key, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+
+static losa_status io_attr_write_str(io_store *st, hid_t obj, const char *key,
+                                     const char *s)
+{
+    if (H5Aexists(obj, key) > 0) H5Adelete(obj, key);
+    /* variable-length UTF-8: h5py reads it as str */
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, key, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Sclose(sp);
+    herr_t e = a < 0 ? -1 : H5Awrite(a, t, &s);
+    if (a >= 0) H5Aclose(a);
+    H5Tclose(t);
+    if (e < 0) return core_err(LOSA_ERR_IO, "%s: cannot write attribute %s", st->tmp, key);
+    return LOSA_OK;
+}
+
+/* Reads a scalar numeric attribute (converted to mtype). where names the
+ * object in messages. */
+static losa_status io_attr_read(io_store *st, hid_t obj, const char *where,
+                                const char *key, hid_t mtype, void *v)
+{
+    if (H5Aexists(obj, key) <= 0)
+        return core_err(LOSA_ERR_FORMAT, "%s: %s: attribute %s is missing", st->path,
+                        where, key);
+    hid_t a = H5Aopen(obj, key, H5P_DEFAULT);
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    hid_t ft = H5Aget_type(a);
+    H5T_class_t c = H5Tget_class(ft);
+    H5Tclose(ft);
+    herr_t e = -1;
+    if (np == 1 && (c == H5T_INTEGER || c == H5T_FLOAT)) e = H5Aread(a, mtype, v);
+    H5Aclose(a);
+    if (e < 0)
+        return core_err(LOSA_ERR_FORMAT, "%s: %s: attribute %s: expected one number",
+                        st->path, where, key);
+    return LOSA_OK;
+}
+
+static losa_status io_attr_read_int(io_store *st, hid_t obj, const char *where,
+                                    const char *key, int *v)
+{
+    return io_attr_read(st, obj, where, key, H5T_NATIVE_INT, v);
+}
+
+/* String attribute (fixed or variable length) -> malloc'd copy. */
+static losa_status io_attr_read_str(io_store *st, hid_t obj, const char *where,
+                                    const char *key, char **out)
+{
+    *out = NULL;
+    if (H5Aexists(obj, key) <= 0)
+        return core_err(LOSA_ERR_FORMAT, "%s: %s: attribute %s is missing", st->path,
+                        where, key);
+    hid_t a = H5Aopen(obj, key, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    losa_status s = LOSA_OK;
+    if (H5Tget_class(ft) != H5T_STRING) {
+        s = core_err(LOSA_ERR_FORMAT, "%s: %s: attribute %s: expected a string", st->path,
+                     where, key);
+    } else if (H5Tis_variable_str(ft) > 0) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        char *p = NULL;
+        if (H5Aread(a, mt, &p) < 0 || !p) {
+            s = core_err(LOSA_ERR_IO, "%s: %s: attribute %s: read failed", st->path, where, key);
+        } else {
+            *out = strdup(p);
+            H5free_memory(p);
+        }
+        H5Tclose(mt);
+    } else {
+        size_t n = H5Tget_size(ft);
+        char *p = calloc(n + 1, 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n + 1);
+        H5Tset_strpad(mt, H5T_STR_NULLTERM);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        if (!p || H5Aread(a, mt, p) < 0) {
+            free(p);
+            s = core_err(LOSA_ERR_IO, "%s: %s: attribute %s: read failed", st->path, where, key);
+        } else {
+            *out = p;
+        }
+        H5Tclose(mt);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return s;
+}
+
+/* Split "/a/b/key" into object "/a/b" and key; "key" or "/key" -> root. */
+static void io_split_attr(const char *name, char *obj, size_t n, const char **key)
+{
+    const char *slash = strrchr(name, '/');
+    if (!slash || slash == name) {
+        snprintf(obj, n, "/");
+        *key = slash ? slash + 1 : name;
+    } else {
+        size_t len = (size_t)(slash - name);
+        if (len >= n) len = n - 1;
+        memcpy(obj, name, len);
+        obj[len] = '\0';
+        *key = slash + 1;
+    }
+}
+
+losa_status io_store_write_string(io_store *st, const char *name, const char *s)
+{
+    LOSA_CHECK(st->writable);
+    char obj[1024];
+    const char *key;
+    io_split_attr(name, obj, sizeof obj, &key);
+    hid_t g = io_group_open(st, obj, 1);
+    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, obj);
+    losa_status r = io_attr_write_str(st, g, key, s);
+    H5Oclose(g);
+    return r;
+}
+
+losa_status io_store_read_string(io_store *st, const char *name, char **s)
+{
+    char obj[1024];
+    const char *key;
+    io_split_attr(name, obj, sizeof obj, &key);
+    *s = NULL;
+    hid_t g = io_group_open(st, obj, 0);
+    if (g < 0)
+        return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, obj);
+    losa_status r = io_attr_read_str(st, g, obj, key, s);
+    H5Oclose(g);
+    return r;
+}
+
+/* ---- config ----------------------------------------------------------------- */
+
+losa_status io_store_write_config(io_store *st, const model_config *c,
+                                  const char *source)
+{
+    LOSA_CHECK(st->writable);
+    hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
+    losa_status s = LOSA_OK;
+    const struct { const char *k; int v; } ints[] = {
+        {"format_version", IO_FORMAT_VERSION}, {"dim", c->dim},
+        {"hidden_dim", c->hidden_dim}, {"n_layers", c->n_layers},
+        {"n_heads", c->n_heads}, {"n_kv_heads", c->n_kv_heads},
+        {"vocab_size", c->vocab_size}, {"max_seq_len", c->max_seq_len},
+        {"tie_embeddings", c->tie_embeddings}, {"bos_id", c->bos_id},
+        {"eos_id", c->eos_id},
+    };
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_write_int(st, root, ints[i].k, ints[i].v);
+    if (s == LOSA_OK) s = io_attr_write_double(st, root, "rms_eps", c->rms_eps);
+    if (s == LOSA_OK) s = io_attr_write_double(st, root, "rope_theta", c->rope_theta);
+    if (s == LOSA_OK) s = io_attr_write_str(st, root, "source", source ? source : "");
+    H5Gclose(root);
+    return s;
+}
+
+losa_status io_store_read_config(io_store *st, model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
+    int ver = 0;
+    losa_status s = io_attr_read_int(st, root, "/", "format_version", &ver);
+    if (s == LOSA_OK && ver != IO_FORMAT_VERSION)
+        s = core_err(LOSA_ERR_UNSUPPORTED, "%s: format_version %d (this build reads %d)",
+                     st->path, ver, IO_FORMAT_VERSION);
+    struct { const char *k; int *v; } ints[] = {
+        {"dim", &c->dim}, {"hidden_dim", &c->hidden_dim},
+        {"n_layers", &c->n_layers}, {"n_heads", &c->n_heads},
+        {"n_kv_heads", &c->n_kv_heads}, {"vocab_size", &c->vocab_size},
+        {"max_seq_len", &c->max_seq_len}, {"tie_embeddings", &c->tie_embeddings},
+        {"bos_id", &c->bos_id}, {"eos_id", &c->eos_id},
+    };
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_read_int(st, root, "/", ints[i].k, ints[i].v);
+    double eps = 0, theta = 0;
+    if (s == LOSA_OK) s = io_attr_read(st, root, "/", "rms_eps", H5T_NATIVE_DOUBLE, &eps);
+    if (s == LOSA_OK)
+        s = io_attr_read(st, root, "/", "rope_theta", H5T_NATIVE_DOUBLE, &theta);
+    H5Gclose(root);
+    if (s != LOSA_OK) return s;
+    c->rms_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    return model_config_check(c, st->path);
+}
+
+/* ---- stages ----------------------------------------------------------------- */
+
+/* Visit every tensor the stage owns: fn(st, name, x, ndim, shape). */
+typedef losa_status (*io_tensor_fn)(io_store *st, const char *name, float *x, int ndim,
+                                    const int64_t *shape);
+
+static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_fn fn)
+{
+    const model_config *c = &s->cfg;
+    int64_t V = c->vocab_size, D = c->dim;
+    losa_status r = LOSA_OK;
+    int64_t vd[2] = {V, D}, d1[1] = {D};
+    if (s->has_embed || (s->has_head && c->tie_embeddings)) {
+        LOSA_CHECK(s->embed != NULL);
+        r = fn(st, "/embed", s->embed, 2, vd);
+    }
+    char name[256];
+    for (int l = 0; r == LOSA_OK && l < s->n_layers; l++) {
+        const model_layer *ly = &s->layers[l];
+        int g = s->layer0 + l;
+        io_layer_name(name, sizeof name, g, "attn_norm");
+        r = fn(st, name, ly->attn_norm, 1, d1);
+        for (int m = 0; r == LOSA_OK && m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, (model_map)m, &o, &i);
+            int64_t sh[2] = {o, i};
+            io_layer_name(name, sizeof name, g, model_map_name((model_map)m));
+            r = fn(st, name, ly->w[m], 2, sh);
+        }
+        if (r == LOSA_OK) {
+            io_layer_name(name, sizeof name, g, "ffn_norm");
+            r = fn(st, name, ly->ffn_norm, 1, d1);
+        }
+    }
+    if (r == LOSA_OK && s->has_head) {
+        r = fn(st, "/final_norm", s->final_norm, 1, d1);
+        if (r == LOSA_OK && !c->tie_embeddings) r = fn(st, "/head", s->head, 2, vd);
+    }
+    return r;
+}
+
+static losa_status io_write_fn(io_store *st, const char *name, float *x, int ndim,
+                               const int64_t *shape)
+{
+    return io_store_write_tensor(st, name, x, ndim, shape);
+}
+
+losa_status io_store_read_stage(io_store *st, model_stage *s)
+{
+    return io_stage_visit(st, s, io_store_read_tensor);
+}
+
+losa_status io_store_write_stage(io_store *st, const model_stage *s)
+{
+    return io_stage_visit(st, s, io_write_fn);
+}
+
+/* ---- tokenizer -------------------------------------------------------------- */
+
+losa_status io_store_write_tokenizer(io_store *st, const tok_tokenizer *t)
+{
+    LOSA_CHECK(st->writable);
+    LOSA_CHECK(t->n_vocab > 0 && t->offsets && t->scores);
+    hid_t g = io_group_open(st, "/tokenizer", 1);
+    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group /tokenizer", st->tmp);
+    const struct { const char *k; int v; } ints[] = {
+        {"kind", t->kind}, {"n_vocab", t->n_vocab}, {"bos_id", t->bos_id},
+        {"eos_id", t->eos_id}, {"unk_id", t->unk_id},
+        {"byte_fallback", t->byte_fallback}, {"add_dummy_prefix", t->add_dummy_prefix},
+    };
+    losa_status s = LOSA_OK;
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_write_int(st, g, ints[i].k, ints[i].v);
+    H5Oclose(g);
+    int64_t V = t->n_vocab, nb = t->offsets[V], v1 = V + 1;
+    if (s == LOSA_OK)
+        s = io_write_dataset(st, "/tokenizer/blob", H5T_STD_U8LE, H5T_NATIVE_UINT8,
+                             nb ? (const void *)t->blob : (const void *)"", 1, &nb);
+    if (s == LOSA_OK)
+        s = io_write_dataset(st, "/tokenizer/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                             t->offsets, 1, &v1);
+    if (s == LOSA_OK)
+        s = io_write_dataset(st, "/tokenizer/scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                             t->scores, 1, &V);
+    if (s == LOSA_OK && t->n_merges > 0) {
+        int64_t sh[2] = {t->n_merges, 2};
+        s = io_write_dataset(st, "/tokenizer/merges", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                             t->merges, 2, sh);
+    }
+    return s;
+}
+
+losa_status io_store_read_tokenizer(io_store *st, tok_tokenizer *t)
+{
+    memset(t, 0, sizeof *t);
+    hid_t g = io_group_open(st, "/tokenizer", 0);
+    if (g < 0) return core_err(LOSA_ERR_FORMAT, "%s: group /tokenizer is missing", st->path);
+    struct { const char *k; int *v; } ints[] = {
+        {"kind", &t->kind}, {"n_vocab", &t->n_vocab}, {"bos_id", &t->bos_id},
+        {"eos_id", &t->eos_id}, {"unk_id", &t->unk_id},
+        {"byte_fallback", &t->byte_fallback}, {"add_dummy_prefix", &t->add_dummy_prefix},
+    };
+    losa_status s = LOSA_OK;
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_read_int(st, g, "/tokenizer", ints[i].k, ints[i].v);
+    H5Oclose(g);
+    if (s != LOSA_OK) return s;
+    if (t->n_vocab <= 0 || (t->kind != TOK_KIND_MERGES && t->kind != TOK_KIND_SCORES))
+        return core_err(LOSA_ERR_FORMAT, "%s: /tokenizer: kind %d / n_vocab %d invalid",
+                        st->path, t->kind, t->n_vocab);
+    int64_t V = t->n_vocab, v1 = V + 1;
+    t->offsets = core_calloc((size_t)v1, sizeof(int64_t));
+    t->scores = core_calloc((size_t)V, sizeof(float));
+    s = io_read_dataset(st, "/tokenizer/offsets", H5T_INTEGER, H5T_NATIVE_INT64,
+                        t->offsets, 1, &v1);
+    if (s == LOSA_OK)
+        s = io_read_dataset(st, "/tokenizer/scores", H5T_FLOAT, H5T_NATIVE_FLOAT,
+                            t->scores, 1, &V);
+    if (s == LOSA_OK) {
+        int ok = t->offsets[0] == 0;
+        for (int64_t i = 0; ok && i < V; i++) ok = t->offsets[i + 1] >= t->offsets[i];
+        if (!ok)
+            s = core_err(LOSA_ERR_FORMAT,
+                         "%s: dataset /tokenizer/offsets: not a non-decreasing list from 0",
+                         st->path);
+    }
+    if (s == LOSA_OK) {
+        int64_t nb = t->offsets[V];
+        t->blob = core_calloc((size_t)nb + 1, 1);
+        s = io_read_dataset(st, "/tokenizer/blob", H5T_INTEGER, H5T_NATIVE_UINT8,
+                            t->blob, 1, &nb);
+    }
+    if (s == LOSA_OK && io_path_exists(st->file, "/tokenizer/merges")) {
+        int nd = 0;
+        int64_t sh[IO_MAX_DIMS];
+        s = io_store_tensor_shape(st, "/tokenizer/merges", &nd, sh);
+        if (s == LOSA_OK && (nd != 2 || sh[1] != 2 || sh[0] > INT32_MAX))
+            s = core_err(LOSA_ERR_FORMAT, "%s: dataset /tokenizer/merges: expected (n, 2)",
+                         st->path);
+        if (s == LOSA_OK) {
+            t->n_merges = (int)sh[0];
+            t->merges = core_calloc((size_t)sh[0] * 2, sizeof(int32_t));
+            s = io_read_dataset(st, "/tokenizer/merges", H5T_INTEGER, H5T_NATIVE_INT32,
+                                t->merges, 2, sh);
+        }
+        for (int64_t i = 0; s == LOSA_OK && i < 2 * (int64_t)t->n_merges; i++)
+            if (t->merges[i] < 0 || t->merges[i] >= t->n_vocab)
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: dataset /tokenizer/merges: id %d outside vocab %d",
+                             st->path, t->merges[i], t->n_vocab);
+    }
+    if (s == LOSA_OK) s = tok_build(t);
+    if (s != LOSA_OK) tok_free(t);
+    return s;
+}

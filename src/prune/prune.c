@@ -1,0 +1,313 @@
+/* prune: method names, counting/selection rules, magnitude and Wanda
+ * pruners, N:M helpers, reconstruction error, the one-call dispatcher. */
+#include "prune_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *method_names[PRUNE_METHOD_COUNT] = {"magnitude", "wanda", "sparsegpt"};
+
+const char *prune_method_str(prune_method m)
+{
+    return (m >= 0 && m < PRUNE_METHOD_COUNT) ? method_names[m] : "unknown";
+}
+
+losa_status prune_method_from_string(const char *s, prune_method *m)
+{
+    for (int i = 0; s && i < PRUNE_METHOD_COUNT; i++)
+        if (strcmp(s, method_names[i]) == 0) {
+            *m = (prune_method)i;
+            return LOSA_OK;
+        }
+    return core_err(LOSA_ERR_ARG,
+                    "prune: method: expected magnitude, wanda or sparsegpt, got '%s'",
+                    s ? s : "(null)");
+}
+
+int64_t prune_count(int64_t n, double s)
+{
+    if (n <= 0 || !(s > 0)) return 0;
+    double k = floor(s * (double)n + 1e-9);
+    return k >= (double)n ? n : (int64_t)k;
+}
+
+/* ---- selection --------------------------------------------------------- */
+
+#define DEFINE_QSELECT(name, T)                                              \
+    T name(T *a, int64_t n, int64_t k)                                       \
+    {                                                                        \
+        int64_t lo = 0, hi = n - 1;                                          \
+        while (lo < hi) {                                                    \
+            T x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi], p;            \
+            /* median of three */                                            \
+            if (x < y) p = y < z ? y : (x < z ? z : x);                      \
+            else p = x < z ? x : (y < z ? z : y);                            \
+            int64_t lt = lo, i = lo, gt = hi;                                \
+            while (i <= gt) {                                                \
+                T v = a[i];                                                  \
+                if (v < p) { a[i] = a[lt]; a[lt] = v; lt++; i++; }           \
+                else if (v > p) { a[i] = a[gt]; a[gt] = v; gt--; }           \
+                else i++;                                                    \
+            }                                                                \
+            if (k < lt) hi = lt - 1;                                         \
+            else if (k > gt) lo = gt + 1;                                    \
+            else return p;                                                   \
+        }                                                                    \
+        return a[lo];                                                        \
+    }
+
+DEFINE_QSELECT(prune_qselect_d, double)
+DEFINE_QSELECT(prune_qselect_f, float)
+
+prune_threshold prune_kth_pair_d(const double *score, int64_t n, int64_t k, double *work)
+{
+    prune_threshold t = {-INFINITY, -1};
+    if (k <= 0) return t;
+    if (k > n) k = n;
+    memcpy(work, score, (size_t)n * sizeof *work);
+    double v = prune_qselect_d(work, n, k - 1);
+    int64_t less = 0;
+    for (int64_t i = 0; i < n; i++) less += score[i] < v;
+    int64_t need = k - less; /* >= 1: the k-th value is v */
+    for (int64_t i = 0; i < n; i++)
+        if (score[i] == v && --need == 0) {
+            t.score = v;
+            t.index = i;
+            return t;
+        }
+    LOSA_CHECK(0 && "k-th pair not found");
+    return t;
+}
+
+losa_status prune_select_local(void *ctx, const double *score, int nrows, int count,
+                               int64_t row0, int64_t k_global, prune_threshold *thr)
+{
+    (void)ctx;
+    int64_t n = (int64_t)nrows * count;
+    if (row0 != 0 || k_global > n)
+        return core_err(LOSA_ERR_ARG, "prune_select_local: rows [%lld, +%d) are not all "
+                        "rows (k %lld > %lld): pass a distributed select hook",
+                        (long long)row0, nrows, (long long)k_global, (long long)n);
+    double *work = core_calloc((size_t)(n > 0 ? n : 1), sizeof *work);
+    *thr = prune_kth_pair_d(score, n, k_global, work);
+    core_free(work);
+    return LOSA_OK;
+}
+
+void prune_nm_select(const double *score, int m, int n, unsigned char *sel)
+{
+    int idx[PRUNE_NM_MAX];
+    /* insertion sort of indices by (score, index); strict < keeps it stable */
+    for (int c = 0; c < m; c++) {
+        int j = c;
+        while (j > 0 && score[c] < score[idx[j - 1]]) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = c;
+    }
+    memset(sel, 0, (size_t)m);
+    for (int c = 0; c < n; c++) sel[idx[c]] = 1;
+}
+
+losa_status prune_check_args(const char *fn, int out, int in, double sparsity, int nm_n,
+                             int nm_m)
+{
+    if (out <= 0 || in <= 0)
+        return core_err(LOSA_ERR_ARG, "%s: shape: expected out, in > 0, got %d x %d", fn,
+                        out, in);
+    if (nm_m == 0) {
+        if (!(sparsity >= 0 && sparsity <= 1))
+            return core_err(LOSA_ERR_ARG, "%s: sparsity: expected 0 <= s <= 1, got %g",
+                            fn, sparsity);
+        if (nm_n != 0)
+            return core_err(LOSA_ERR_ARG, "%s: nm_n: expected 0 when nm_m = 0, got %d", fn,
+                            nm_n);
+        return LOSA_OK;
+    }
+    if (nm_m < 1 || nm_m > PRUNE_NM_MAX || nm_n < 0 || nm_n > nm_m)
+        return core_err(LOSA_ERR_ARG, "%s: N:M: expected 0 <= N <= M <= %d, got %d:%d", fn,
+                        PRUNE_NM_MAX, nm_n, nm_m);
+    if (in % nm_m != 0)
+        return core_err(LOSA_ERR_ARG, "%s: N:M: input width %d is not a multiple of M = %d",
+                        fn, in, nm_m);
+    return LOSA_OK;
+}
+
+static losa_status check_finite(const char *fn, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return core_err(LOSA_ERR_NUMERIC, "%s: weight %lld is not finite", fn,
+                            (long long)i);
+    return LOSA_OK;
+}
+
+/* Zero the N lowest-score entries of every group of M columns of one row. */
+static void nm_apply_row(float *w /* (in) */, const double *score /* (in) */, int in,
+                         int n, int m)
+{
+    unsigned char sel[PRUNE_NM_MAX];
+    for (int g = 0; g < in; g += m) {
+        prune_nm_select(score + g, m, n, sel);
+        for (int c = 0; c < m; c++)
+            if (sel[c]) w[g + c] = 0.0f;
+    }
+}
+
+/* ---- magnitude --------------------------------------------------------- */
+
+losa_status prune_magnitude(float *W, int out, int in, double sparsity, int nm_n, int nm_m)
+{
+    losa_status s = prune_check_args("prune_magnitude", out, in, sparsity, nm_n, nm_m);
+    if (s != LOSA_OK) return s;
+    int64_t N = (int64_t)out * in;
+    if ((s = check_finite("prune_magnitude", W, N)) != LOSA_OK) return s;
+    if (nm_m > 0) {
+        double *score = core_calloc((size_t)in, sizeof *score);
+        for (int r = 0; r < out; r++) {
+            float *w = W + (int64_t)r * in;
+            for (int j = 0; j < in; j++) score[j] = fabsf(w[j]);
+            nm_apply_row(w, score, in, nm_n, nm_m);
+        }
+        core_free(score);
+        return LOSA_OK;
+    }
+    int64_t k = prune_count(N, sparsity);
+    if (k == 0) return LOSA_OK;
+    float *work = core_calloc((size_t)N, sizeof *work);
+    for (int64_t i = 0; i < N; i++) work[i] = fabsf(W[i]);
+    float v = prune_qselect_f(work, N, k - 1);
+    core_free(work);
+    int64_t less = 0;
+    for (int64_t i = 0; i < N; i++) less += fabsf(W[i]) < v;
+    int64_t need = k - less;
+    for (int64_t i = 0; i < N; i++) {
+        float a = fabsf(W[i]);
+        if (a < v) W[i] = 0.0f;
+        else if (a == v && need > 0) {
+            W[i] = 0.0f;
+            need--;
+        }
+    }
+    return LOSA_OK;
+}
+
+/* ---- Wanda ------------------------------------------------------------- */
+
+losa_status prune_wanda(float *W, const double *colsq, int out, int in, double sparsity,
+                        int nm_n, int nm_m)
+{
+    losa_status s = prune_check_args("prune_wanda", out, in, sparsity, nm_n, nm_m);
+    if (s != LOSA_OK) return s;
+    if ((s = check_finite("prune_wanda", W, (int64_t)out * in)) != LOSA_OK) return s;
+    for (int j = 0; j < in; j++)
+        if (!(colsq[j] >= 0) || !isfinite(colsq[j]))
+            return core_err(LOSA_ERR_NUMERIC,
+                            "prune_wanda: colsq[%d]: expected finite >= 0, got %g", j,
+                            colsq[j]);
+    double *buf = core_calloc((size_t)in * 3, sizeof *buf);
+    double *norm = buf, *score = buf + in, *work = buf + 2 * in;
+    for (int j = 0; j < in; j++) norm[j] = sqrt(colsq[j]);
+    int64_t k = prune_count(in, sparsity);
+    for (int r = 0; r < out; r++) {
+        float *w = W + (int64_t)r * in;
+        for (int j = 0; j < in; j++) score[j] = fabs((double)w[j]) * norm[j];
+        if (nm_m > 0) {
+            nm_apply_row(w, score, in, nm_n, nm_m);
+            continue;
+        }
+        prune_threshold t = prune_kth_pair_d(score, in, k, work);
+        for (int j = 0; j < in; j++)
+            if (prune_thr_hit(score[j], j, t)) w[j] = 0.0f;
+    }
+    core_free(buf);
+    return LOSA_OK;
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+int64_t prune_count_zeros(const float *x, int64_t n)
+{
+    int64_t z = 0;
+    for (int64_t i = 0; i < n; i++) z += x[i] == 0.0f;
+    return z;
+}
+
+int64_t prune_nm_check(const float *W, int out, int in, int n, int m)
+{
+    if (m <= 0 || in % m != 0) return -1;
+    int64_t bad = 0;
+    for (int r = 0; r < out; r++)
+        for (int g = 0; g < in; g += m) {
+            int z = 0;
+            for (int c = 0; c < m; c++) z += W[(int64_t)r * in + g + c] == 0.0f;
+            bad += z < n;
+        }
+    return bad;
+}
+
+void prune_recon_accumulate(const float *dense_out, const float *sparse_out, int64_t ntok,
+                            int d, double *dd, double *ee)
+{
+    for (int64_t t = 0; t < ntok; t++) {
+        const float *a = dense_out + t * d, *b = sparse_out + t * d;
+        for (int j = 0; j < d; j++) {
+            double x = a[j], e = (double)a[j] - (double)b[j];
+            dd[j] += x * x;
+            ee[j] += e * e;
+        }
+    }
+}
+
+double prune_recon_combine(const double *dd, const double *ee, int d)
+{
+    double err = 0;
+    for (int j = 0; j < d; j++) err += dd[j] > 0 ? ee[j] / dd[j] : ee[j];
+    return d > 0 ? err / d : 0.0;
+}
+
+double prune_reconstruction_error(const float *dense_out, const float *sparse_out,
+                                  int64_t ntok, int d)
+{
+    double *buf = core_calloc((size_t)(2 * (d > 0 ? d : 1)), sizeof *buf);
+    prune_recon_accumulate(dense_out, sparse_out, ntok, d, buf, buf + d);
+    double err = prune_recon_combine(buf, buf + d, d);
+    core_free(buf);
+    return err;
+}
+
+/* ---- dispatcher -------------------------------------------------------- */
+
+void prune_config_default(prune_config *c)
+{
+    c->method = PRUNE_METHOD_WANDA;
+    c->sparsity = 0.5;
+    c->nm_n = c->nm_m = 0;
+    c->blocksize = 128;
+    c->percdamp = 0.01;
+}
+
+losa_status prune_matrix(const prune_config *c, float *W, int out, int in,
+                         const prune_stats *st, prune_sparsegpt_timing *t)
+{
+    if (c->method != PRUNE_METHOD_MAGNITUDE) {
+        if (!st || !st->finalized || st->in != in)
+            return core_err(LOSA_ERR_ARG, "prune_matrix: %s needs finalized statistics of "
+                            "width %d", prune_method_str(c->method), in);
+    }
+    switch (c->method) {
+    case PRUNE_METHOD_MAGNITUDE:
+        return prune_magnitude(W, out, in, c->sparsity, c->nm_n, c->nm_m);
+    case PRUNE_METHOD_WANDA:
+        return prune_wanda(W, st->colsq, out, in, c->sparsity, c->nm_n, c->nm_m);
+    case PRUNE_METHOD_SPARSEGPT:
+        if (!st->H)
+            return core_err(LOSA_ERR_ARG, "prune_matrix: sparsegpt needs statistics "
+                            "initialised with want_hessian = 1");
+        return prune_sparsegpt(W, st->H, out, in, c->sparsity, c->nm_n, c->nm_m,
+                               c->blocksize, c->percdamp, t);
+    default:
+        return core_err(LOSA_ERR_ARG, "prune_matrix: unknown method %d", (int)c->method);
+    }
+}
