@@ -29,6 +29,7 @@
 
 #include "core.h"
 #include "model.h"
+#include "tok.h"
 
 struct dist_ctx;
 
@@ -142,6 +143,36 @@ void lora_trainer_free(lora_trainer *tr);
  * all counted targets of the step.  Stats equal on all ranks. */
 losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targets,
                             lora_step_stats *st);
+
+/* ---- training data (src/lora/data.c) ----
+ * Alpaca JSON array / JSONL (instruction, input, output) rendered with the
+ * standard Alpaca prompt template, tokenized as BOS prompt output EOS with the
+ * prompt length kept for response-only loss; {"text"} JSON/JSONL records
+ * (BOS text EOS); or plain text (one stream cut into max_len windows).
+ * Every example is truncated to max_len tokens. */
+typedef enum { LORA_DATA_AUTO = 0, LORA_DATA_ALPACA, LORA_DATA_TEXT } lora_data_format;
+typedef struct {
+    int64_t n;              /* examples */
+    int *ids;               /* all examples' tokens, concatenated */
+    int64_t *off;           /* (n+1) example e = ids[off[e] .. off[e+1]) */
+    int *resp;              /* (n) index of the first response token (0: all) */
+    lora_data_format format;/* resolved format */
+    int64_t cap_seq, cap_ids;
+} lora_dataset;
+/* The Alpaca prompt for one record (input may be NULL or ""); malloc'd. */
+char *lora_alpaca_prompt(const char *instruction, const char *input);
+/* Not collective.  name is used in error messages. */
+losa_status lora_data_parse(lora_dataset *ds, const char *name, const char *text, size_t len,
+                            lora_data_format fmt, const tok_tokenizer *tk,
+                            int max_len);
+void lora_data_free(lora_dataset *ds);
+/* Seeded permutation of 0..n-1 for an epoch (same on every rank). */
+void lora_data_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm);
+/* Micro-batch of examples idx[0..B): tokens (B,T) padded with pad_id,
+ * targets (B,T) = next token, -1 on padding, after the end, and (with
+ * response_only) on the prompt. */
+void lora_data_batch(const lora_dataset *ds, const int64_t *idx, int B, int T, int pad_id,
+                     int response_only, int *tokens, int *targets);
 
 /* ---- HDF5 (src/io/adapters.c) ----
  * /lora attributes r_max, alpha, r0, dropout, step, n_layers;
