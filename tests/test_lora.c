@@ -12,6 +12,7 @@
 #include "lora.h"
 #include "model.h"
 #include "test_util.h"
+#include "tok.h"
 
 static const model_config tiny = {.dim = 32, .hidden_dim = 48, .n_layers = 3, .n_heads = 4,
                                   .n_kv_heads = 2, .vocab_size = 37, .max_seq_len = 16,
@@ -371,6 +372,89 @@ static void test_io(void)
     model_stage_free(&s2);
 }
 
+
+/* Alpaca rendering, truncation, padding and response-only targets with the
+ * real Llama-2 tokenizer (ids checked against the tokenizer itself). */
+static void test_data(void)
+{
+    char *p1 = lora_alpaca_prompt("Add 2 and 3.", "");
+    TEST_CHECK(!strcmp(p1, "Below is an instruction that describes a task. Write a response "
+                           "that appropriately completes the request.\n\n### Instruction:\n"
+                           "Add 2 and 3.\n\n### Response:\n"), "template without input");
+    char *p2 = lora_alpaca_prompt("Add.", "2, 3");
+    TEST_CHECK(!strcmp(p2, "Below is an instruction that describes a task, paired with an input "
+                           "that provides further context. Write a response that appropriately "
+                           "completes the request.\n\n### Instruction:\nAdd.\n\n### Input:\n"
+                           "2, 3\n\n### Response:\n"), "template with input");
+    const char *dir = getenv("LOSA_DATA");
+    char path[600];
+    snprintf(path, sizeof path, "%s/models/minillama/tokenizer.json", dir ? dir : "../shared/data");
+    tok_tokenizer tk;
+    memset(&tk, 0, sizeof tk);
+    if (tok_load_hf_json(&tk, path) != LOSA_OK) {
+        TEST_CHECK(0, "tokenizer %s: %s", path, core_errmsg());
+        free(p1); free(p2);
+        return;
+    }
+    const char *json = "[{\"instruction\": \"Add 2 and 3.\", \"input\": \"\", \"output\": \"5\"},\n"
+                       " {\"instruction\": \"Add.\", \"input\": \"2, 3\", \"output\": \"The sum is 5.\"}]";
+    lora_dataset ds;
+    TEST_CHECK(lora_data_parse(&ds, "inline", json, strlen(json), LORA_DATA_AUTO, &tk, 64) ==
+               LOSA_OK, "parse: %s", core_errmsg());
+    TEST_CHECK(ds.n == 2 && ds.format == LORA_DATA_ALPACA, "2 alpaca examples");
+    /* example 0 = encode(prompt + output) with BOS, EOS; prompt part = encode(prompt) */
+    int *ids, *pids;
+    int64_t n, np;
+    char full[400];
+    snprintf(full, sizeof full, "%s5", p1);
+    tok_encode(&tk, full, strlen(full), 1, 1, &ids, &n);
+    tok_encode(&tk, p1, strlen(p1), 1, 0, &pids, &np);
+    TEST_CHECK(ds.off[1] == n && memcmp(ds.ids, ids, sizeof(int) * n) == 0, "example ids");
+    TEST_CHECK(ds.resp[0] == np && ids[n - 1] == tk.eos_id && ids[0] == tk.bos_id,
+               "response start %d vs %lld", ds.resp[0], (long long)np);
+    int T = (int)n + 3, tok[2 * 128], tgt[2 * 128];
+    int64_t idx[2] = {0, 1};
+    lora_data_batch(&ds, idx, 1, T, 0, 1, tok, tgt);
+    int ok = 1, counted = 0;
+    for (int t = 0; t < T; t++) {
+        int want = (t + 1 < n && t + 1 >= np) ? ids[t + 1] : -1;
+        ok &= tgt[t] == want && tok[t] == (t < n ? ids[t] : 0);
+        counted += tgt[t] >= 0;
+    }
+    /* response-only: the targets are exactly the response tokens and EOS */
+    TEST_CHECK(ok && counted == n - np, "response-only targets (%d counted, want %lld)", counted,
+               (long long)(n - np));
+    lora_data_batch(&ds, idx, 1, T, 0, 0, tok, tgt);
+    counted = 0;
+    for (int t = 0; t < T; t++) counted += tgt[t] >= 0;
+    TEST_CHECK(counted == n - 1, "full-sequence targets: %d (want %lld), padding ignored",
+               counted, (long long)(n - 1));
+    lora_data_free(&ds);
+    /* truncation to max_len; JSONL {"text"} */
+    const char *jl = "{\"text\": \"one two three four five six seven eight nine ten\"}\n\n"
+                     "{\"text\": \"hi\"}\n";
+    TEST_CHECK(lora_data_parse(&ds, "inline.jsonl", jl, strlen(jl), LORA_DATA_AUTO, &tk, 6) ==
+               LOSA_OK, "jsonl text");
+    TEST_CHECK(ds.n == 2 && ds.format == LORA_DATA_TEXT && ds.off[1] == 6 && ds.ids[0] == 1,
+               "truncated to 6 tokens with BOS");
+    lora_data_free(&ds);
+    const char *bad = "[{\"instruction\": 3}]";
+    TEST_CHECK(lora_data_parse(&ds, "bad.json", bad, strlen(bad), LORA_DATA_ALPACA, &tk, 8) !=
+               LOSA_OK, "malformed record rejected");
+    fprintf(stderr, "data: %s\n", core_errmsg());
+    /* seeded shuffling: a permutation, reproducible, epoch-dependent */
+    int64_t a[50], b[50], c2[50];
+    lora_data_order(50, 3, 0, a);
+    lora_data_order(50, 3, 0, b);
+    lora_data_order(50, 3, 1, c2);
+    int perm = 1, seen[50] = {0};
+    for (int i = 0; i < 50; i++) seen[a[i]]++;
+    for (int i = 0; i < 50; i++) perm &= seen[i] == 1;
+    TEST_CHECK(perm && !memcmp(a, b, sizeof a) && memcmp(a, c2, sizeof a), "shuffle");
+    free(ids); free(pids); free(p1); free(p2);
+    tok_free(&tk);
+}
+
 int main(void)
 {
     core_log_quiet(1);
@@ -379,5 +463,6 @@ int main(void)
     test_merge();
     test_adamw_schedule();
     test_io();
+    test_data();
     return test_finish("test_lora");
 }
