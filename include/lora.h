@@ -166,6 +166,12 @@ losa_status lora_data_parse(lora_dataset *ds, const char *name, const char *text
                             lora_data_format fmt, const tok_tokenizer *tk,
                             int max_len);
 void lora_data_free(lora_dataset *ds);
+/* "auto" | "alpaca" | "text" */
+lora_data_format lora_data_format_from_string(const char *f);
+/* Collective (world): rank 0 reads and tokenizes path, the dataset's flat
+ * arrays are broadcast; errors agreed. */
+losa_status lora_data_load(struct dist_ctx *d, const char *path, lora_data_format fmt,
+                           const tok_tokenizer *tk, int T, lora_dataset *ds);
 /* Seeded permutation of 0..n-1 for an epoch (same on every rank). */
 void lora_data_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm);
 /* Micro-batch of examples idx[0..B): tokens (B,T) padded with pad_id,

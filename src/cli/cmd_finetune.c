@@ -14,38 +14,6 @@
 #include "io.h"
 #include "lora.h"
 
-/* Collective: the whole model on rank 0 (every stage broadcasts its layers). */
-static void gather_model(dist_ctx *d, const model_stage *s, model_stage *full)
-{
-    const model_config *c = &s->cfg;
-    int P = dist_n_stages(d), first[P], count[P];
-    model_split_layers(c, P, first, count);
-    if (dist_rank(d) == 0) LOSA_CHECK(model_stage_build(full, c, 0, 1) == LOSA_OK);
-    int64_t D = c->dim, V = c->vocab_size;
-    size_t lp = (size_t)(s->layers[0].ffn_norm - s->layers[0].attn_norm) + D;
-    float *buf = core_calloc(lp + V * D, sizeof(float));
-    for (int p = 0; p < P; p++)
-        for (int l = 0; l < count[p]; l++) {
-            int gl = first[p] + l;
-            if (dist_stage(d) == p) memcpy(buf, s->layers[l].attn_norm, sizeof(float) * lp);
-            dist_bcast(d, buf, sizeof(float) * lp, p);
-            if (dist_rank(d) == 0) memcpy(full->layers[gl].attn_norm, buf, sizeof(float) * lp);
-        }
-    /* embedding from stage 0 (rank 0 has it); norm + head from the last */
-    if (dist_rank(d) == 0) memcpy(full->embed, s->embed, sizeof(float) * V * D);
-    size_t nh = D + (c->tie_embeddings ? 0 : V * D);
-    if (s->has_head) {
-        memcpy(buf, s->final_norm, sizeof(float) * D);
-        if (!c->tie_embeddings) memcpy(buf + D, s->head, sizeof(float) * V * D);
-    }
-    dist_bcast(d, buf, sizeof(float) * nh, P - 1);
-    if (dist_rank(d) == 0) {
-        memcpy(full->final_norm, buf, sizeof(float) * D);
-        if (!c->tie_embeddings) memcpy(full->head, buf + D, sizeof(float) * V * D);
-    }
-    core_free(buf);
-}
-
 static int64_t count_zeros(const model_stage *s)
 {
     int64_t z = 0;
@@ -56,36 +24,6 @@ static int64_t count_zeros(const model_stage *s)
             for (int64_t e = 0; e < (int64_t)o * i; e++) z += s->layers[l].w[m][e] == 0.0f;
         }
     return z;
-}
-
-/* Rank 0 tokenizes; the dataset's flat arrays are broadcast. */
-static losa_status load_data(dist_ctx *d, const deck *dk, const tok_tokenizer *tk, int T,
-                             lora_dataset *ds)
-{
-    const char *path = deck_str(dk, "data.train"), *f = deck_str(dk, "data.train_format");
-    char *text = NULL;
-    size_t len = 0;
-    memset(ds, 0, sizeof *ds);
-    losa_status s = cli_bcast_file(d, path, &text, &len);
-    if (s != LOSA_OK) return s;
-    lora_data_format fmt = !strcmp(f, "alpaca") ? LORA_DATA_ALPACA
-                           : !strcmp(f, "text") ? LORA_DATA_TEXT : LORA_DATA_AUTO;
-    if (dist_rank(d) == 0) s = lora_data_parse(ds, path, text, len, fmt, tk, T);
-    free(text);
-    if ((s = dist_agree(d, s)) != LOSA_OK) return s;
-    int64_t hdr[3] = {ds->n, ds->n ? ds->off[ds->n] : 0, ds->format};
-    dist_bcast(d, hdr, sizeof hdr, 0);
-    if (dist_rank(d) != 0) {
-        ds->n = hdr[0];
-        ds->format = (lora_data_format)hdr[2];
-        ds->ids = malloc(sizeof(int) * (hdr[1] + 1));
-        ds->off = malloc(sizeof(int64_t) * (ds->n + 1));
-        ds->resp = malloc(sizeof(int) * (ds->n + 1));
-    }
-    dist_bcast(d, ds->ids, sizeof(int) * hdr[1], 0);
-    dist_bcast(d, ds->off, sizeof(int64_t) * (ds->n + 1), 0);
-    dist_bcast(d, ds->resp, sizeof(int) * ds->n, 0);
-    return LOSA_OK;
 }
 
 int cmd_finetune(dist_ctx *d, int argc, char **argv)
@@ -137,7 +75,7 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
                      argv[1], tc.T, st.cfg.max_seq_len);
     lora_dataset ds;
     memset(&ds, 0, sizeof ds);
-    if ((s = dist_agree(d, s)) == LOSA_OK) s = load_data(d, dk, &tk, tc.T, &ds);
+    if ((s = dist_agree(d, s)) == LOSA_OK) s = lora_data_load(d, deck_str(dk, "data.train"), lora_data_format_from_string(deck_str(dk, "data.train_format")), &tk, tc.T, &ds);
     int64_t per_step = (int64_t)tc.B * tc.grad_accum;
     tc.steps = deck_int(dk, "train.steps");
     if (tc.steps == 0) tc.steps = (ds.n + per_step - 1) / (per_step ? per_step : 1);
@@ -208,7 +146,7 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
                      zeros0, z[0]);
     model_stage full;
     memset(&full, 0, sizeof full);
-    if ((s = dist_agree(d, s)) == LOSA_OK) gather_model(d, &st, &full);
+    if ((s = dist_agree(d, s)) == LOSA_OK) model_gather_full(d, &st, &full);
     if (s == LOSA_OK && dist_rank(d) == 0) {
         io_store *io = NULL;
         const char *out = deck_str(dk, "output.store");
