@@ -37,6 +37,11 @@ void losa_rmi_importance(double *imp, const double *cka, int L, double beta);
  * closed form: every layer at the lower bound, then the least important
  * layers filled to the upper bound first (ties: lower index first). */
 void losa_alloc_lp(double *x, const double *imp, int L, double s_t, double delta);
+/* The same LP with per-layer floors (a layer already sparser than s_t - delta
+ * cannot get denser): lower bound max(s_t - delta, floor_i).  If the floors
+ * alone exceed the mean, x = lower bounds. */
+void losa_alloc_lp_floor(double *x, const double *imp, int L, double s_t, double delta,
+                         const double *floor_);
 /* MI-proportional: density_l proportional to mi_l (CKA of layer l's input
  * with the final output), normalised so that mean sparsity is exactly s_t
  * after clipping to [s_t - delta, s_t + delta] (bisection on the scale). */
@@ -63,10 +68,12 @@ void losa_decision_free(losa_decision *dc);
 
 /* Layer sparsity of step t from the (L+1, n, n) centred Gram matrices
  * (every rank holds all of them after calib_layer_grams): fills
- * dc->s_t, cka, importance, sparsity.  Not collective (same inputs -> same
+ * dc->s_t, cka, importance, sparsity.  floor_ (L) = current layer sparsity
+ * (or NULL): no layer is asked to become denser.  Not collective (same inputs -> same
  * result on every rank). */
 void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams,
-                          int n, double s, int t, int T, double beta);
+                          int n, double s, int t, int T, double beta,
+                          const double *floor_);
 
 /* The collective step (collective over the world): every stage passes the
  * reconstruction errors of ITS OWN layers in err_local (L, zero elsewhere,

@@ -100,6 +100,15 @@ static void test_lp(void)
     TEST_NEAR(x5[0], 0.70, 1e-12, "middle layer takes the rest");
     TEST_NEAR(x5[3], 0.67, 1e-12, "most important at lower bound");
     for (int i = 0; i < 5; i++) TEST_CHECK(x5[i] >= 0.67 - 1e-12 && x5[i] <= 0.73 + 1e-12, "bounds");
+    /* floors: layer 3 (most important) is already at 0.71 */
+    double fl[5] = {0, 0, 0, 0.71, 0};
+    losa_alloc_lp_floor(x5, imp5, 5, 0.7, 0.03, fl);
+    TEST_NEAR(mean(x5, 5), 0.7, 1e-12, "LP with floors: mean exact");
+    TEST_NEAR(x5[3], 0.71, 1e-12, "floor respected");
+    /* budget 3.5 - (4 * 0.67 + 0.71) = 0.11: least important (1) to 0.73, next (2) gets 0.05 */
+    TEST_NEAR(x5[1], 0.73, 1e-12, "floors: least important filled");
+    TEST_NEAR(x5[2], 0.72, 1e-12, "floors: the remaining budget to the next");
+    TEST_NEAR(x5[0], 0.67, 1e-12, "floors: the rest at the lower bound");
     /* importances from CKA: a layer similar to all others is least important */
     double cka[9] = {1, 0.9, 0.9, 0.9, 1, 0.2, 0.9, 0.2, 1}, im[3];
     losa_rmi_importance(im, cka, 3, 1.0);

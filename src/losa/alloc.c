@@ -77,12 +77,19 @@ static void bounds(double s_t, double delta, double *lo, double *hi)
 
 void losa_alloc_lp(double *x, const double *imp, int L, double s_t, double delta)
 {
-    double lo, hi;
+    losa_alloc_lp_floor(x, imp, L, s_t, delta, NULL);
+}
+
+void losa_alloc_lp_floor(double *x, const double *imp, int L, double s_t, double delta,
+                         const double *floor_)
+{
+    double lo, hi, budget = L * s_t;
     bounds(s_t, delta, &lo, &hi);
     int *ord = malloc(sizeof(int) * L);
     for (int i = 0; i < L; i++) {
         ord[i] = i;
-        x[i] = lo;
+        x[i] = floor_ && floor_[i] > lo ? floor_[i] : lo;
+        budget -= x[i];
     }
     /* least important first; ties by index (insertion sort is stable) */
     for (int i = 1; i < L; i++) {
@@ -93,9 +100,10 @@ void losa_alloc_lp(double *x, const double *imp, int L, double s_t, double delta
         }
         ord[j + 1] = k;
     }
-    double budget = L * s_t - L * lo;
     for (int q = 0; q < L && budget > 0; q++) {
-        double add = hi - lo < budget ? hi - lo : budget;
+        double room = hi - x[ord[q]];
+        if (room <= 0) continue;
+        double add = room < budget ? room : budget;
         x[ord[q]] += add;
         budget -= add;
     }
@@ -205,7 +213,7 @@ void losa_decision_free(losa_decision *dc)
 }
 
 void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams, int n,
-                          double s, int t, int T, double beta)
+                          double s, int t, int T, double beta, const double *floor_)
 {
     int L = dc->L;
     dc->s_t = losa_schedule(s, t, T);
@@ -218,12 +226,18 @@ void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams, 
     }
     losa_rmi_importance(dc->importance, lay, L, beta);
     switch (a) {
-    case LOSA_ALLOC_RMI: losa_alloc_lp(dc->sparsity, dc->importance, L, dc->s_t, delta); break;
+    case LOSA_ALLOC_RMI:
+        losa_alloc_lp_floor(dc->sparsity, dc->importance, L, dc->s_t, delta, floor_);
+        break;
     case LOSA_ALLOC_MI_PROPORTIONAL: losa_alloc_mi_proportional(dc->sparsity, mi, L, dc->s_t, delta); break;
     case LOSA_ALLOC_UNIFORM:
         for (int i = 0; i < L; i++) dc->sparsity[i] = dc->s_t;
         break;
     }
+    /* floors for the other allocators: never ask a layer to become denser */
+    if (floor_ && a != LOSA_ALLOC_RMI)
+        for (int i = 0; i < L; i++)
+            if (dc->sparsity[i] < floor_[i]) dc->sparsity[i] = floor_[i];
     free(lay);
     free(mi);
 }
