@@ -8,6 +8,10 @@
 #define LOSA_LOSA_H
 
 #include "core.h"
+#include "deck.h"
+#include "lora.h"
+#include "prune.h"
+#include "tok.h"
 
 struct dist_ctx;
 
@@ -82,5 +86,74 @@ void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams,
 void losa_collective_ranks(struct dist_ctx *d, losa_decision *dc,
                            const double *err_local, int R, int rmin, int rmax,
                            int fixed_rank);
+
+/* ---------------------------------------------------------------- run
+ * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c).
+ * mode prune: one-shot pruning at the target; lora: one-shot pruning then
+ * masked LoRA with a fixed rank on the whole training budget; losa: the
+ * method; compare: all three on the same calibration and training data. */
+typedef enum {
+    LOSA_MODE_PRUNE = 0, LOSA_MODE_LORA, LOSA_MODE_LOSA, LOSA_MODE_COMPARE, LOSA_N_MODES
+} losa_mode;
+
+typedef struct {
+    double ppl, sparsity, seconds, train_seconds, prune_seconds;
+    double *loss;       /* training loss per optimizer step (lora) */
+    int64_t n_loss;
+} losa_result;
+
+/* Per-step metrics of the LoSA loop, (T, ...) row-major, rank 0 writes. */
+typedef struct {
+    double *s_t;        /* (T) */
+    double *sparsity;   /* (T, L) allocated */
+    double *measured;   /* (T, L) measured after pruning */
+    double *importance; /* (T, L) */
+    double *cka;        /* (T, L+1, L+1) */
+    double *recon;      /* (T, L) reconstruction errors */
+    int *rank;          /* (T, L) */
+    double *ppl;        /* (T) perplexity after the step (NaN if not measured) */
+    double *loss;       /* (T, loss_cap) training loss per optimizer step */
+    int *loss_len;      /* (T) */
+    int64_t loss_cap;
+    double *secs;       /* (T, 4) grams+allocation, prune, train, eval */
+} losa_history;
+
+typedef struct {
+    struct dist_ctx *d;
+    const deck *dk;
+    const char *deck_name;
+    const char *store;      /* dense model store */
+    char dir[1024];         /* run directory */
+    losa_mode mode;
+    model_config cfg;
+    tok_tokenizer tok;
+    prune_config pc;        /* method, target sparsity, N:M, SparseGPT knobs */
+    losa_alloc alloc;
+    int rank_fixed;
+    double beta;
+    int T, N, S, rmi_n;     /* steps, calibration windows, tokens per window */
+    int *calib;             /* (N, S) calibration tokens (every rank) */
+    int *eval_ids;          /* perplexity text (every rank) or NULL */
+    int64_t n_eval;
+    int eval_S, eval_B, eval_maxw, eval_each_step;
+    lora_dataset ds;
+    lora_train_config tc;
+    lora_config lc;
+    int response_only;
+    int64_t samples_step, samples_last;
+    int stop_after;         /* testing: fail after this LoSA step (0 = never) */
+    /* results */
+    double t0, dense_ppl;
+    double *prune_recon;    /* (L) */
+    losa_result res[LOSA_N_MODES];
+    int have[LOSA_N_MODES];
+    losa_history hist;
+} losa_run;
+
+/* Not collective: settings from the deck (validated). */
+losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name);
+/* Collective: everything; r->cfg, tok, calib, eval_ids, ds must be loaded. */
+losa_status losa_run_execute(losa_run *r);
+void losa_run_free(losa_run *r);
 
 #endif
