@@ -273,8 +273,11 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
                     for (int j = 0; j < W; j++) colsq[j] += sc.wcolsq[g][(int64_t)w * W + j];
                 for (int j = 0; j < W; j++) colsq[j] /= (double)N * S;
             }
-            if (want_h)
-                st = prune_sparsegpt_prepare_hinv(sc.hs[g].H, W, o->pc.percdamp, hinv, dead, &r->sgpt);
+            if (want_h) { /* ScaLAPACK over the stage's replicas (LAPACK if DP = 1) */
+                double th = core_time();
+                st = dist_sparsegpt_hinv(d, sc.hs[g].H, W, o->pc.percdamp, hinv, dead);
+                r->sgpt.hinv_s += core_time() - th;
+            }
             for (int m = 0; m < MODEL_N_MAPS && st == LOSA_OK; m++) {
                 if (grp_of_map[m] != g) continue;
                 int out, in;
@@ -285,8 +288,8 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
                 else if (method == PRUNE_METHOD_WANDA)
                     st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
                 else
-                    st = prune_sparsegpt_rows(Wm, out, 0, out, in, hinv, dead, sp, o->pc.nm_n,
-                                              o->pc.nm_m, o->pc.blocksize, NULL, NULL, &r->sgpt);
+                    st = dist_sparsegpt_rows(d, Wm, out, in, hinv, dead, sp, o->pc.nm_n,
+                                             o->pc.nm_m, o->pc.blocksize, &r->sgpt);
                 if (st != LOSA_OK) {
                     char msg[900];
                     snprintf(msg, sizeof msg, "%s", core_errmsg());

@@ -7,6 +7,7 @@
 const deck_key deck_schema[] = {
     /* [model] */
     {"model.store", DECK_STRING, NULL, 0, 0, NULL, "HDF5 model store written by 'losa import'"},
+    {"model.config", DECK_STRING, "", 0, 0, NULL, "HF config.json used by 'losa plan' instead of the store's config (no weights read)"},
     /* [data] */
     {"data.calib", DECK_STRING, "", 0, 0, NULL, "calibration corpus: JSONL with a 'text' field, or plain text"},
     {"data.calib_n", DECK_INT, "128", 1, 1e6, NULL, "calibration windows N"},

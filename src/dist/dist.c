@@ -1,6 +1,7 @@
 /* dist: MPI layout (PP stages x DP replicas), pipeline point-to-point,
  * error agreement, reductions.  The only module that calls MPI. */
 #include "dist.h"
+#include "dist_internal.h"
 
 #include <mpi.h>
 #include <stdlib.h>
@@ -72,6 +73,7 @@ int dist_stage(const dist_ctx *d) { return d->stage; }
 int dist_n_stages(const dist_ctx *d) { return d->pp; }
 int dist_replica(const dist_ctx *d) { return d->replica; }
 int dist_n_replicas(const dist_ctx *d) { return d->dp; }
+MPI_Comm dist_comm_stage(const dist_ctx *d) { return d->stage_comm; }
 
 /* Large messages are sent in chunks of at most 2^30 floats (int counts). */
 #define CHUNK ((size_t)1 << 30)
