@@ -714,7 +714,9 @@ losa_status eval_task_requests(const eval_task *t, const tok_tokenizer *tok,
             free(whole.p);
             if (s == LOSA_OK) {
                 int64_t ncont = nwe - nce;
+                const int *cp = ce; /* the context tokens */
                 if (ncont <= 0) { /* the continuation merged into the context */
+                    cp = we;
                     nce = nwe - 1;
                     ncont = 1;
                 }
@@ -727,7 +729,7 @@ losa_status eval_task_requests(const eval_task *t, const tok_tokenizer *tok,
                 /* sequence = ce[0:nce] + we[nce_orig..]; cut from the left */
                 for (int64_t j = 0; j < keep; j++) {
                     int64_t g = total - keep + j; /* index in the full sequence */
-                    r[k].tokens[j] = g < nce ? ce[g] : we[nwe - ncont + (g - nce)];
+                    r[k].tokens[j] = g < nce ? cp[g] : we[nwe - ncont + (g - nce)];
                 }
             }
             free(ce);
