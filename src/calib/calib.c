@@ -357,8 +357,7 @@ losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *to
 
 /* ---------------------------------------------------------------- grams */
 
-/* Centred Gram matrix of X (n, m): K = X X^T, K~ = H K H. */
-static void centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
+void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
                 (int)m, 0.0f, tmp, n);
@@ -391,10 +390,10 @@ losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *toke
     /* every replica streams all windows (the pass is small: rmi_n windows) */
     stream_in(d, s, X, tokens, N, S, 1, 103);
     for (int l = 0; l < s->n_layers; l++) {
-        if (mine) centred_gram(grams + (int64_t)(s->layer0 + l) * N * N, X, N, m, tmp);
+        if (mine) calib_centred_gram(grams + (int64_t)(s->layer0 + l) * N * N, X, N, m, tmp);
         layer_pass(&a, s, l, X, N, S, chunk, NULL, NULL, 1);
     }
-    if (s->has_head && mine) centred_gram(grams + (int64_t)L * N * N, X, N, m, tmp);
+    if (s->has_head && mine) calib_centred_gram(grams + (int64_t)L * N * N, X, N, m, tmp);
     stream_out(d, s, X, N, S, 103);
     dist_sum_doubles(d, grams, (L + 1) * N * N);
     core_free(X);

@@ -212,3 +212,29 @@ void dist_barrier(dist_ctx *d)
 }
 
 void dist_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size)
+{
+    losa_status s = LOSA_OK;
+    uint64_t n = 0;
+    *data = NULL;
+    *size = 0;
+    if (d->rank == 0) {
+        s = core_read_file(path, data, size);
+        n = s == LOSA_OK ? *size : 0;
+    }
+    if ((s = dist_agree(d, s)) != LOSA_OK) {
+        free(*data);
+        *data = NULL;
+        return s;
+    }
+    dist_bcast(d, &n, sizeof n, 0);
+    if (d->rank != 0) {
+        *data = malloc(n + 1);
+        LOSA_CHECK(*data);
+        (*data)[n] = 0;
+    }
+    dist_bcast(d, *data, n, 0);
+    *size = n;
+    return LOSA_OK;
+}
