@@ -32,6 +32,10 @@ typedef struct io_store io_store; /* opaque */
  * (call on one rank). */
 losa_status io_store_create(io_store **st, const char *path);
 losa_status io_store_commit(io_store **st);
+/* Reserve bytes on disk for the store being written (fallocate, size kept):
+ * a full file system then fails here, cleanly, instead of inside HDF5. */
+losa_status io_store_reserve(io_store *st, int64_t bytes);
+losa_status io_reserve_path(const char *path, int64_t bytes);
 /* Open an existing store read-only (any number of ranks may do this). */
 losa_status io_store_open(io_store **st, const char *path);
 void io_store_close(io_store **st);

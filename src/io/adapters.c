@@ -78,7 +78,12 @@ losa_status io_adapters_write(const char *path, int create, const lora_adapters 
                      : H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     if (f < 0) return h5err(path, create ? "cannot create the adapter file"
                                          : "cannot open the adapter file for writing");
-    losa_status st = LOSA_OK;
+    /* params, m, v plus metadata: reserve before HDF5 writes (see io_reserve_path) */
+    losa_status st = io_reserve_path(path, (int64_t)ad->n_params * 4 * 3 * 11 / 10 + (1 << 20));
+    if (st != LOSA_OK) {
+        H5Fclose(f);
+        return st;
+    }
     hid_t root = group_open(f, "/lora", 1), lay = root >= 0 ? group_open(root, "layers", 1) : -1;
     if (lay < 0) st = h5err(path, "cannot create /lora/layers");
     if (st == LOSA_OK && create) {

@@ -47,4 +47,5 @@ float io_bf16_to_f32(uint16_t h);
 /* pread the whole range or fail with a message naming path. */
 losa_status io_pread_all(int fd, const char *path, void *buf, size_t n, uint64_t off);
 
+
 #endif

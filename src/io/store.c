@@ -4,6 +4,7 @@
 #include "io_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +70,8 @@ losa_status io_store_commit(io_store **stp)
     LOSA_CHECK(st->writable);
     losa_status s = LOSA_OK;
     if (H5Fclose(st->file) < 0) {
-        s = core_err(LOSA_ERR_IO, "%s: closing the HDF5 file failed", st->tmp);
+        s = core_err(LOSA_ERR_IO, "%s: closing the HDF5 file failed (file system full?)",
+                     st->tmp);
         unlink(st->tmp);
     } else {
         s = core_commit_file(st->tmp, st->path);
@@ -99,6 +101,29 @@ losa_status io_store_open(io_store **stp, const char *path)
     }
     *stp = st;
     return LOSA_OK;
+}
+
+/* HDF5 1.10 cannot recover from a failed H5Fclose (ENOSPC while flushing):
+ * the file stays half-open and the library's shutdown crashes on it.  So
+ * writers reserve the space up front: fallocate(KEEP_SIZE) of the expected
+ * size on the temporary file turns a full file system into a clean error
+ * before HDF5 writes anything (sec2 truncates to the real size at close). */
+losa_status io_reserve_path(const char *path, int64_t bytes)
+{
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return core_err(LOSA_ERR_IO, "%s: cannot open to reserve space: %s", path, strerror(errno));
+    int r = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes);
+    int e = errno;
+    close(fd);
+    if (r != 0 && e != EOPNOTSUPP && e != ENOSYS)
+        return core_err(LOSA_ERR_IO, "%s: cannot reserve %.1f MB: %s", path, bytes / 1e6, strerror(e));
+    return LOSA_OK;
+}
+
+losa_status io_store_reserve(io_store *st, int64_t bytes)
+{
+    LOSA_CHECK(st && st->writable);
+    return io_reserve_path(st->tmp, bytes);
 }
 
 void io_store_close(io_store **stp)

@@ -335,6 +335,13 @@ static losa_status read_metrics(losa_run *r, io_store *io)
     return s;
 }
 
+/* Bytes of the metrics datasets plus a margin for HDF5's own metadata. */
+static int64_t history_bytes(const losa_run *r)
+{
+    int64_t T = r->T, L = r->cfg.n_layers;
+    return 8 * (T * (8 + 5 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) * 11 / 10 + (2 << 20);
+}
+
 /* Collective: shards of every stage, metrics (rank 0), then the marker. */
 static losa_status write_checkpoint(losa_run *r, int t, model_stage *s, lora_adapters *ad)
 {
@@ -348,6 +355,7 @@ static losa_status write_checkpoint(losa_run *r, int t, model_stage *s, lora_ada
         io_store *io = NULL;
         snprintf(path, sizeof path, "%s/stage_%d.h5", dir, dist_stage(r->d));
         st = io_store_create(&io, path);
+        if (st == LOSA_OK) st = io_store_reserve(io, (int64_t)s->n_params * 4 * 11 / 10 + (1 << 20));
         if (st == LOSA_OK) st = io_store_write_config(io, &s->cfg, "losa run checkpoint shard");
         if (st == LOSA_OK) st = io_store_write_stage(io, s);
         if (st == LOSA_OK) st = io_store_commit(&io);
@@ -365,6 +373,7 @@ static losa_status write_checkpoint(losa_run *r, int t, model_stage *s, lora_ada
         io_store *io = NULL;
         snprintf(path, sizeof path, "%s/metrics.h5", dir);
         st = io_store_create(&io, path);
+        if (st == LOSA_OK) st = io_store_reserve(io, history_bytes(r));
         if (st == LOSA_OK) st = write_metrics(r, io, t);
         if (st == LOSA_OK) st = io_store_commit(&io);
         io_store_close(&io);
@@ -681,6 +690,7 @@ static losa_status write_run_file(losa_run *r)
     snprintf(seeds, sizeof seeds, "calib %lld, train %llu", (long long)deck_int(r->dk, "data.calib_seed"),
              (unsigned long long)r->tc.seed);
     losa_status s = io_store_create(&io, path);
+    if (s == LOSA_OK) s = io_store_reserve(io, history_bytes(r) + 8 * 8 * r->hist.loss_cap * 2 + (1 << 20));
     if (s == LOSA_OK) s = io_store_write_config(io, &r->cfg, r->store);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck", deck_txt);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck_file", r->deck_name);
@@ -722,6 +732,10 @@ static losa_status write_model(losa_run *r, const model_stage *s, const char *so
         snprintf(path, sizeof path, "%s/model.h5", r->dir);
         io_store *io = NULL;
         st = io_store_create(&io, path);
+        if (st == LOSA_OK)
+            st = io_store_reserve(io, (int64_t)full.n_params * 4 * 11 / 10 +
+                                          r->tok.offsets[r->tok.n_vocab] * 2 + 16LL * r->tok.n_vocab +
+                                          8LL * r->tok.n_merges + (2 << 20));
         if (st == LOSA_OK) st = io_store_write_config(io, &full.cfg, source);
         if (st == LOSA_OK) st = io_store_write_stage(io, &full);
         if (st == LOSA_OK) st = io_store_write_tokenizer(io, &r->tok);
@@ -739,6 +753,7 @@ static losa_status save_base(losa_run *r)
     snprintf(path, sizeof path, "%s/ckpt/base.h5", r->dir);
     io_store *io = NULL;
     losa_status s = io_store_create(&io, path);
+    if (s == LOSA_OK) s = io_store_reserve(io, 16LL * (r->res[LOSA_MODE_LORA].n_loss + r->cfg.n_layers) + (2 << 20));
     if (s == LOSA_OK) s = write_scalar(io, "/dense/ppl", r->dense_ppl);
     if (s == LOSA_OK) s = write_result(io, "prune", &r->res[LOSA_MODE_PRUNE]);
     if (s == LOSA_OK) {
