@@ -137,8 +137,24 @@ static deck *deck_new(const char *name)
     return dk;
 }
 
+/* The system INI reader (inih) cuts lines at 199 characters and reports the
+ * rest as a syntax error on some line; say so clearly instead, and hold
+ * --set values to the same limit so that every resolved deck can be read
+ * back. */
+#define DECK_MAX_LINE 198
+
 losa_status deck_parse(deck **out, const char *name, const char *text)
 {
+    *out = NULL;
+    int line = 1;
+    for (const char *l = text; *l; line++) {
+        size_t n = strcspn(l, "\n");
+        size_t m = n > 0 && l[n - 1] == '\r' ? n - 1 : n;
+        if (m > DECK_MAX_LINE)
+            return core_err(LOSA_ERR_ARG, "%s:%d: line longer than %d characters (the limit "
+                            "of the INI reader)", name, line, DECK_MAX_LINE);
+        l += n + (l[n] == '\n');
+    }
     deck *dk = deck_new(name);
     struct parse_ctx pc = {dk};
     *out = NULL;
@@ -193,6 +209,11 @@ losa_status deck_set(deck *dk, const char *assignment)
             return core_err(LOSA_ERR_ARG, "--set %s: '%c' after a blank starts a comment in "
                             "a deck; not allowed in a value", key, c);
     }
+    const char *dot = strchr(key, '.');
+    if (strlen(dot + 1) + 3 + nv > DECK_MAX_LINE)
+        return core_err(LOSA_ERR_ARG, "--set %s: value of %zu characters: the line '%s = ...' "
+                        "would be longer than %d characters, the limit of a deck line", key,
+                        nv, dot + 1, DECK_MAX_LINE);
     char *val = malloc(nv + 1);
     if (!val) return core_err(LOSA_ERR_NOMEM, "--set %s: out of memory", key);
     memcpy(val, v, nv);
