@@ -95,3 +95,69 @@ analysis:
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/tests $(BUILD)/losa $(BUILD)/liblosa.a
+
+# ---- hardening: sanitizers and fuzzing (begin) --------------------------------
+#   make asan             everything (library, losa, tests) with ASan + UBSan into build-asan/
+#   make test-asan        the unit suite on the asan build (tests/lsan.supp: MPI/HDF5 leaks)
+#   make fuzz [FUZZ_SECONDS=N]  each libFuzzer harness tests/fuzz/fuzz_*.c for N seconds
+#   make fuzz-smoke       a few seconds of each (CI; tests/test_fuzz_smoke.sh)
+# Harnesses are built with clang (Debian clang + libclang-rt-14-dev, installed
+# like the deps when root) against a clang-built library in build-fuzz/.
+ASAN_BUILD   ?= build-asan
+ASAN_OPT     ?= -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
+# Open MPI keeps its components loaded (so LSan can name them in stacks) and
+# full unwinding through the uninstrumented libraries lets tests/lsan.supp match.
+ASAN_ENV     ?= ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:detect_odr_violation=0 \
+                LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                OMPI_MCA_mca_base_component_disable_dlclose=1
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_DEB_PKGS ?= clang libclang-rt-14-dev libomp-14-dev
+FUZZ_SAN     ?= -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  ?= -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fno-strict-aliasing \
+                -fno-math-errno -fopenmp -Wno-pass-failed $(FUZZ_SAN)
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
+FUZZ_MPICC   := OMPI_CC=$(FUZZ_CC) $(MPICC)
+
+.PHONY: asan test-asan fuzz-deps fuzz-build fuzz fuzz-smoke
+asan:
+	$(MAKE) BUILD=$(ASAN_BUILD) OPT="$(ASAN_OPT)" build
+
+test-asan: asan test-deps
+	BUILD_DIR=$(ASAN_BUILD) $(ASAN_ENV) bash tests/run.sh
+
+fuzz-deps: $(FUZZ_BUILD)/.fuzz-deps
+$(FUZZ_BUILD)/.fuzz-deps:
+	@mkdir -p $(FUZZ_BUILD)
+	@if ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n){(void)d;(void)n;return 0;}' | \
+	     $(FUZZ_CC) -x c -fsanitize=fuzzer -o $(FUZZ_BUILD)/.probe - >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "fuzz-deps: installing $(FUZZ_DEB_PKGS)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FUZZ_DEB_PKGS)) \
+	      >$(FUZZ_BUILD)/apt.log 2>&1 || { echo "fuzz-deps: apt-get failed, see $(FUZZ_BUILD)/apt.log"; exit 1; }; \
+	  else echo "fuzz-deps: $(FUZZ_CC) with libFuzzer missing (Debian: $(FUZZ_DEB_PKGS))"; exit 1; fi; \
+	fi; rm -f $(FUZZ_BUILD)/.probe; touch $@
+
+# The library with coverage instrumentation (clang through the MPI wrapper).
+fuzz-build: fuzz-deps
+	$(MAKE) BUILD=$(FUZZ_BUILD) MPICC="$(FUZZ_MPICC)" \
+	  CFLAGS="$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link" $(FUZZ_BUILD)/liblosa.a
+	$(MAKE) $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblosa.a
+	$(FUZZ_MPICC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Iinclude -Isrc -Itests/fuzz $(PKG_CFLAGS) \
+	  -o $@ $< $(FUZZ_BUILD)/liblosa.a $(PKG_LIBS)
+
+# Seeds from ../shared/data are generated into $(FUZZ_BUILD)/seeds (never committed);
+# tests/fuzz/corpus/<h> holds small hand-written seeds, tests/fuzz/regress/<h> the
+# inputs of fixed crashes.  New inputs go to $(FUZZ_BUILD)/corpus/<h>.
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS)
+# ---- hardening: sanitizers and fuzzing (end) ----------------------------------

@@ -36,6 +36,8 @@ losa_status io_store_commit(io_store **st);
  * a full file system then fails here, cleanly, instead of inside HDF5. */
 losa_status io_store_reserve(io_store *st, int64_t bytes);
 losa_status io_reserve_path(const char *path, int64_t bytes);
+/* Give back reserved blocks past the end of a closed file. */
+void io_release_path(const char *path);
 /* Open an existing store read-only (any number of ranks may do this). */
 losa_status io_store_open(io_store **st, const char *path);
 void io_store_close(io_store **st);

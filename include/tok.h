@@ -40,6 +40,12 @@ typedef struct {
 losa_status tok_load_hf_json(tok_tokenizer *t, const char *path);
 /* Load llama2.c tokenizer.bin with vocab_size entries. */
 losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size);
+/* The same from memory (size bytes of the file's content; path only names
+ * it in messages): for tests and fuzzing. */
+losa_status tok_load_hf_json_text(tok_tokenizer *t, const char *path, const char *text,
+                                  size_t size);
+losa_status tok_load_llama2c_mem(tok_tokenizer *t, const char *path, const char *data,
+                                 size_t size, int vocab_size);
 /* Build lookup tables from the flat fields (after reading them from a store). */
 losa_status tok_build(tok_tokenizer *t);
 void tok_free(tok_tokenizer *t);

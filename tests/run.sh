@@ -3,13 +3,18 @@
 # a "// ranks: 1 2 4" line in its source; default 1) and every tests/test_*.sh
 # script.  Prints one line per run and ends with "N passed, N failed".
 # TESTS="name ..." restricts the run to those tests.
+# BUILD_DIR=build-asan runs the binaries of another build (make test-asan);
+# shell tests get LOSA=$BUILD_DIR/losa.
 set -u
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export LOSA_DATA=${LOSA_DATA:-$(cd .. && pwd)/shared/data}
-export LOSA_TEST_TMP=${LOSA_TEST_TMP:-$(pwd)/build/test-tmp}
-mkdir -p "$LOSA_TEST_TMP" build/test-logs
+B=${BUILD_DIR:-build}
+export LOSA=${LOSA:-$B/losa}
+export LOSA_TEST_TMP=${LOSA_TEST_TMP:-$(pwd)/$B/test-tmp}
+LOGS=$B/test-logs
+mkdir -p "$LOSA_TEST_TMP" "$LOGS"
 pass=0; fail=0; failed=()
 MPIRUN="mpirun --oversubscribe --bind-to none"
 
@@ -28,20 +33,20 @@ want() { [ -z "${TESTS:-}" ] && return 0; for t in $TESTS; do [ "$t" = "$1" ] &&
 
 for src in tests/test_*.c; do
     name=$(basename "$src" .c); want "$name" || continue
-    bin=build/tests/$name
+    bin=$B/tests/$name
     ranks=$(sed -n 's|^// ranks: *||p' "$src" | head -n1); ranks=${ranks:-1}
     for np in $ranks; do
         if [ "$np" = 1 ]; then
-            run_one "$name" "build/test-logs/$name.log" "$bin"
+            run_one "$name" "$LOGS/$name.log" "$bin"
         else
-            run_one "$name (np=$np)" "build/test-logs/$name.np$np.log" $MPIRUN -np "$np" "$bin"
+            run_one "$name (np=$np)" "$LOGS/$name.np$np.log" $MPIRUN -np "$np" "$bin"
         fi
     done
 done
 for sh in tests/test_*.sh; do
     [ -e "$sh" ] || continue
     name=$(basename "$sh" .sh); want "$name" || continue
-    run_one "$name" "build/test-logs/$name.log" bash "$sh"
+    run_one "$name" "$LOGS/$name.log" bash "$sh"
 done
 [ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
 echo "$pass passed, $fail failed"

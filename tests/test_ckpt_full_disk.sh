@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 ST=$(store stories260K) || exit 1
 MNT=$TT/ckpt_tmpfs; mkdir -p "$MNT"
 umount "$MNT" 2>/dev/null
-if ! mount -t tmpfs -o size=2600k tmpfs "$MNT" 2>/dev/null; then
+if ! mount -t tmpfs -o size=5000k tmpfs "$MNT" 2>/dev/null; then
     echo "SKIP: cannot mount a tmpfs here (needs root)"; exit 0
 fi
 trap 'umount "$MNT" 2>/dev/null' EXIT

@@ -104,6 +104,11 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     if (pc->dk->err != LOSA_OK) return 0;
     char key[256], val[1024];
     snprintf(key, sizeof key, "%s.%s", section, name);
+    if (strlen(value) >= sizeof val) {
+        pc->dk->err = core_err(LOSA_ERR_ARG, "%s:-1: %s: value longer than %zu characters",
+                               pc->dk->name, key, sizeof val - 1);
+        return 0;
+    }
     /* '#' starts a comment when preceded by whitespace (units in decks) */
     snprintf(val, sizeof val, "%s", value);
     for (char *h = val; (h = strchr(h, '#')) != NULL; h++)
@@ -132,8 +137,24 @@ static deck *deck_new(const char *name)
     return dk;
 }
 
+/* The system INI reader (inih) cuts lines at 199 characters and reports the
+ * rest as a syntax error on some line; say so clearly instead, and hold
+ * --set values to the same limit so that every resolved deck can be read
+ * back. */
+#define DECK_MAX_LINE 198
+
 losa_status deck_parse(deck **out, const char *name, const char *text)
 {
+    *out = NULL;
+    int line = 1;
+    for (const char *l = text; *l; line++) {
+        size_t n = strcspn(l, "\n");
+        size_t m = n > 0 && l[n - 1] == '\r' ? n - 1 : n;
+        if (m > DECK_MAX_LINE)
+            return core_err(LOSA_ERR_ARG, "%s:%d: line longer than %d characters (the limit "
+                            "of the INI reader)", name, line, DECK_MAX_LINE);
+        l += n + (l[n] == '\n');
+    }
     deck *dk = deck_new(name);
     struct parse_ctx pc = {dk};
     *out = NULL;
@@ -174,7 +195,32 @@ losa_status deck_set(deck *dk, const char *assignment)
     while (isspace((unsigned char)*v)) v++;
     if (!strchr(key, '.'))
         return core_err(LOSA_ERR_ARG, "--set %s: expected section.key=value", assignment);
-    return store_value(dk, key, v, 0);
+    /* The value must survive deck_dump -> deck_parse unchanged (the resolved
+     * deck is echoed into run files): one line, no comment markers, no
+     * trailing blanks (trimmed, as the INI reader does). */
+    size_t nv = strlen(v);
+    while (nv > 0 && isspace((unsigned char)v[nv - 1])) nv--;
+    for (size_t i = 0; i < nv; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 || c == 0x7f)
+            return core_err(LOSA_ERR_ARG, "--set %s: control character 0x%02x in the value "
+                            "(expected one line of text)", key, c);
+        if ((c == '#' || c == ';') && (i == 0 || isspace((unsigned char)v[i - 1])))
+            return core_err(LOSA_ERR_ARG, "--set %s: '%c' after a blank starts a comment in "
+                            "a deck; not allowed in a value", key, c);
+    }
+    const char *dot = strchr(key, '.');
+    if (strlen(dot + 1) + 3 + nv > DECK_MAX_LINE)
+        return core_err(LOSA_ERR_ARG, "--set %s: value of %zu characters: the line '%s = ...' "
+                        "would be longer than %d characters, the limit of a deck line", key,
+                        nv, dot + 1, DECK_MAX_LINE);
+    char *val = malloc(nv + 1);
+    if (!val) return core_err(LOSA_ERR_NOMEM, "--set %s: out of memory", key);
+    memcpy(val, v, nv);
+    val[nv] = 0;
+    losa_status s = store_value(dk, key, val, 0);
+    free(val);
+    return s;
 }
 
 static int in_sections(const char *key, const char *sections)
@@ -260,6 +306,7 @@ char *deck_dump(const deck *dk, const char *sections)
 {
     size_t cap = 4096, len = 0;
     char *out = malloc(cap);
+    LOSA_CHECK(out != NULL);
     out[0] = 0;
     char cur[64] = "";
     for (int i = 0; i < deck_schema_len; i++) {
@@ -268,16 +315,16 @@ char *deck_dump(const deck *dk, const char *sections)
         const char *v = dk->val[i] ? dk->val[i] : k->def;
         if (!v) continue;
         size_t ls = strcspn(k->key, ".");
-        char line[1200];
-        int n = 0;
-        if (strncmp(cur, k->key, ls) || cur[ls]) {
-            snprintf(cur, sizeof cur, "%.*s", (int)ls, k->key);
-            n = snprintf(line, sizeof line, "%s[%s]\n", len ? "\n" : "", cur);
+        int newsec = strncmp(cur, k->key, ls) || cur[ls];
+        if (newsec) snprintf(cur, sizeof cur, "%.*s", (int)ls, k->key);
+        /* values are unbounded (--set): size the text before writing it */
+        size_t need = (newsec ? strlen(cur) + 4 : 0) + strlen(k->key) + strlen(v) + 8;
+        while (len + need + 1 > cap) {
+            out = realloc(out, cap *= 2);
+            LOSA_CHECK(out != NULL);
         }
-        n += snprintf(line + n, sizeof line - n, "%s = %s\n", k->key + ls + 1, v);
-        while (len + n + 1 > cap) out = realloc(out, cap *= 2);
-        memcpy(out + len, line, n + 1);
-        len += n;
+        if (newsec) len += (size_t)snprintf(out + len, cap - len, "%s[%s]\n", len ? "\n" : "", cur);
+        len += (size_t)snprintf(out + len, cap - len, "%s = %s\n", k->key + ls + 1, v);
     }
     return out;
 }

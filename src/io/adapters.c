@@ -3,7 +3,9 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "io.h"
 #include "lora.h"
 
 static const char *map_short[MODEL_N_MAPS] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -123,7 +125,9 @@ losa_status io_adapters_write(const char *path, int create, const lora_adapters 
     }
     if (lay >= 0) H5Gclose(lay);
     if (root >= 0) H5Gclose(root);
+    if (st != LOSA_OK && truncate(path, 0) != 0) { /* see io_store_discard */ }
     if (H5Fclose(f) < 0 && st == LOSA_OK) st = h5err(path, "error closing the adapter file");
+    io_release_path(path);
     return st;
 }
 

@@ -49,24 +49,43 @@ static losa_status hf_float(const cJSON *j, const char *path, const char *key,
     return LOSA_OK;
 }
 
-static losa_status hf_config_parse(const char *path, model_config *c)
+losa_status io_config_check(const model_config *c, const char *what)
 {
-    char *text = NULL;
-    size_t n = 0;
-    losa_status s = core_read_file(path, &text, &n);
+    const int64_t dmax = (int64_t)1 << 24, lmax = (int64_t)1 << 16;
+    const struct { const char *name; int v; int64_t max; } f[] = {
+        {"dim", c->dim, dmax}, {"hidden_dim", c->hidden_dim, dmax},
+        {"n_layers", c->n_layers, lmax}, {"n_heads", c->n_heads, dmax},
+        {"n_kv_heads", c->n_kv_heads, dmax}, {"vocab_size", c->vocab_size, dmax},
+        {"max_seq_len", c->max_seq_len, dmax}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v > f[i].max)
+            return core_err(LOSA_ERR_UNSUPPORTED, "%s: %s = %d is beyond the supported %lld",
+                            what, f[i].name, f[i].v, (long long)f[i].max);
+    losa_status s = model_config_check(c, what);
     if (s != LOSA_OK) return s;
+    /* every factor < 2^24 and L < 2^16: each product below stays < 2^64 */
+    int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size;
+    int64_t per_layer = 2 * D + 2 * D * D + 2 * (int64_t)model_kv_dim(c) * D + 3 * F * D;
+    int64_t n = 2 * V * D + D + per_layer * c->n_layers;
+    if (n > ((int64_t)1 << 40))
+        return core_err(LOSA_ERR_UNSUPPORTED, "%s: %lld parameters is beyond the supported 2^40",
+                        what, (long long)n);
+    return LOSA_OK;
+}
+
+losa_status io_hf_config_parse(const char *path, const char *text, size_t n, model_config *c)
+{
+    losa_status s = LOSA_OK;
+    memset(c, 0, sizeof *c);
     cJSON *j = cJSON_ParseWithLength(text, n);
     if (!cJSON_IsObject(j)) {
         const char *at = cJSON_GetErrorPtr();
         long pos = j == NULL && at && at >= text && at <= text + n ? (long)(at - text) : -1;
-        free(text);
         cJSON_Delete(j);
         if (pos >= 0)
             return core_err(LOSA_ERR_FORMAT, "%s: malformed JSON near byte %ld", path, pos);
         return core_err(LOSA_ERR_FORMAT, "%s: not a JSON object", path);
     }
-    free(text);
-    memset(c, 0, sizeof *c);
     /* architecture */
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(j, "architectures");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
@@ -137,7 +156,18 @@ static losa_status hf_config_parse(const char *path, model_config *c)
             c->max_seq_len = (int)sw->valuedouble;
     }
     cJSON_Delete(j);
-    if (s == LOSA_OK) s = model_config_check(c, path);
+    if (s == LOSA_OK) s = io_config_check(c, path);
+    return s;
+}
+
+static losa_status hf_config_parse(const char *path, model_config *c)
+{
+    char *text = NULL;
+    size_t n = 0;
+    losa_status s = core_read_file(path, &text, &n);
+    if (s != LOSA_OK) return s;
+    s = io_hf_config_parse(path, text, n, c);
+    free(text);
     return s;
 }
 

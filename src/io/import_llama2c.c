@@ -38,6 +38,42 @@ static void l2c_permute_rows(float *w, float *tmp, int n_heads, int hd, int in)
     }
 }
 
+losa_status io_l2c_header_parse(const char *ckpt, const int32_t h[7], uint64_t fsize,
+                                model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->dim = h[0];
+    c->hidden_dim = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    int shared = h[5] > 0;
+    c->vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]);
+    c->max_seq_len = h[6];
+    c->rms_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->tie_embeddings = shared;
+    c->bos_id = 1;
+    c->eos_id = 2;
+    /* bounds every dimension, so the sizes below cannot overflow */
+    losa_status s = io_config_check(c, ckpt);
+    if (s != LOSA_OK) return s;
+    int64_t V = c->vocab_size, D = c->dim, F = c->hidden_dim, L = c->n_layers;
+    int64_t kvD = model_kv_dim(c), hd = model_head_size(c), T = c->max_seq_len;
+    int64_t n_floats = V * D + L * (2 * D + 2 * D * D + 2 * kvD * D + 3 * F * D) + D + T * hd +
+                       (shared ? 0 : V * D);
+    uint64_t want = 28 + 4 * (uint64_t)n_floats;
+    if (fsize != want)
+        return core_err(fsize < want ? LOSA_ERR_IO : LOSA_ERR_FORMAT,
+                        "%s: file size: %llu bytes, but the header (dim %d hidden_dim %d "
+                        "n_layers %d n_heads %d n_kv_heads %d vocab_size %d seq_len %d) "
+                        "implies %llu%s",
+                        ckpt, (unsigned long long)fsize, h[0], h[1], h[2], h[3], h[4],
+                        h[5], h[6], (unsigned long long)want,
+                        fsize < want ? " (truncated)" : "");
+    return LOSA_OK;
+}
+
 losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
                               const char *out_path)
 {
@@ -58,44 +94,18 @@ losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
     losa_status s = io_pread_all(fd, ckpt, h, sizeof h, 0);
     if (s != LOSA_OK) { close(fd); return s; }
     model_config c;
-    memset(&c, 0, sizeof c);
-    c.dim = h[0];
-    c.hidden_dim = h[1];
-    c.n_layers = h[2];
-    c.n_heads = h[3];
-    c.n_kv_heads = h[4];
-    int shared = h[5] > 0;
-    c.vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]);
-    c.max_seq_len = h[6];
-    c.rms_eps = 1e-5f;
-    c.rope_theta = 10000.0f;
-    c.tie_embeddings = shared;
-    c.bos_id = 1;
-    c.eos_id = 2;
-    s = model_config_check(&c, ckpt);
+    s = io_l2c_header_parse(ckpt, h, fsize, &c);
     if (s != LOSA_OK) { close(fd); return s; }
-
+    int shared = c.tie_embeddings;
     int64_t V = c.vocab_size, D = c.dim, F = c.hidden_dim, L = c.n_layers;
-    int64_t kvD = model_kv_dim(&c), hd = model_head_size(&c), T = c.max_seq_len;
+    int64_t kvD = model_kv_dim(&c), hd = model_head_size(&c);
     /* offsets (in floats, after the header) of each array */
     int64_t o_emb = 0, o_att = o_emb + V * D, o_wq = o_att + L * D;
     int64_t o_wk = o_wq + L * D * D, o_wv = o_wk + L * kvD * D;
     int64_t o_wo = o_wv + L * kvD * D, o_ffn = o_wo + L * D * D;
     int64_t o_w1 = o_ffn + L * D, o_w2 = o_w1 + L * F * D, o_w3 = o_w2 + L * D * F;
     int64_t o_fin = o_w3 + L * F * D, o_freq = o_fin + D;
-    int64_t o_cls = o_freq + T * hd; /* real + imag, T x hd/2 each */
-    int64_t n_floats = o_cls + (shared ? 0 : V * D);
-    uint64_t want = sizeof h + 4 * (uint64_t)n_floats;
-    if (fsize != want) {
-        close(fd);
-        return core_err(fsize < want ? LOSA_ERR_IO : LOSA_ERR_FORMAT,
-                        "%s: file size: %llu bytes, but the header (dim %d hidden_dim %d "
-                        "n_layers %d n_heads %d n_kv_heads %d vocab_size %d seq_len %d) "
-                        "implies %llu%s",
-                        ckpt, (unsigned long long)fsize, h[0], h[1], h[2], h[3], h[4],
-                        h[5], h[6], (unsigned long long)want,
-                        fsize < want ? " (truncated)" : "");
-    }
+    int64_t o_cls = o_freq + (int64_t)c.max_seq_len * hd; /* real + imag, T x hd/2 each */
 
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
@@ -109,7 +119,10 @@ losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
         snprintf(source, sizeof source, "llama2c:%s", ckpt);
         s = io_store_write_config(st, &c, source);
     }
-    int64_t maxn = V * D > F * D ? V * D : F * D;
+    /* largest array copied: (V,D), (F,D) / (D,F) or (D,D) (F < D is legal) */
+    int64_t maxr = V > F ? V : F;
+    if (D > maxr) maxr = D;
+    int64_t maxn = maxr * D;
     float *buf = core_calloc((size_t)maxn, sizeof(float));
     float *tmp = core_calloc((size_t)(hd * D), sizeof(float));
     char name[64];

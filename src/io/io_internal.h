@@ -3,6 +3,7 @@
 #define LOSA_IO_INTERNAL_H
 
 #include "core.h"
+#include "model.h"
 
 typedef enum {
     IO_DTYPE_F32 = 0, IO_DTYPE_F16, IO_DTYPE_BF16, /* convertible to fp32 */
@@ -43,6 +44,23 @@ losa_status io_st_read_f32(const io_st_file *f, const io_st_tensor *t, float *x)
 /* Half-precision conversions (exposed for tests). */
 float io_f16_to_f32(uint16_t h);
 float io_bf16_to_f32(uint16_t h);
+
+/* Limits on a model configuration from outside (config.json, a llama2.c
+ * header) checked before any size arithmetic: every dimension below 2^24,
+ * n_layers below 2^16 and the parameter count below 2^40, so that products
+ * of dimensions can never overflow 64 bits (nor int counts of tensors).
+ * Then model_config_check(). */
+losa_status io_config_check(const model_config *c, const char *what);
+
+/* config.json text (n bytes, named path in messages) -> validated config. */
+losa_status io_hf_config_parse(const char *path, const char *text, size_t n,
+                               model_config *c);
+
+/* The llama2.c header (7 int32) of a file of fsize bytes: config, whether
+ * the classifier is shared, and the file size the header implies (checked
+ * against fsize). */
+losa_status io_l2c_header_parse(const char *ckpt, const int32_t h[7], uint64_t fsize,
+                                model_config *c);
 
 /* pread the whole range or fail with a message naming path. */
 losa_status io_pread_all(int fd, const char *path, void *buf, size_t n, uint64_t off);

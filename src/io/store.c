@@ -8,6 +8,7 @@
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define IO_FORMAT_VERSION 1
@@ -63,17 +64,72 @@ losa_status io_store_create(io_store **stp, const char *path)
     return LOSA_OK;
 }
 
+/* HDF5 1.10 cannot survive a failed flush: after H5Fclose (or H5Fflush)
+ * fails, e.g. on a full disk, the file is left half torn down and any later
+ * close crashes, including the one HDF5 does itself at exit (from
+ * MPI_Finalize).  So a store is never closed into a full disk:
+ *   - commit first reserves the file's whole extent plus a margin for the
+ *     metadata written at close (fallocate, size unchanged); if that finds
+ *     no space, the store is discarded instead;
+ *   - discard truncates the temporary before closing it (its content is
+ *     thrown away anyway), so the few metadata blocks close writes fit. */
+static void io_store_discard(io_store *st)
+{
+    if (truncate(st->tmp, 0) != 0) { /* already gone: nothing to free */ }
+    H5Fclose(st->file);
+    unlink(st->tmp);
+}
+
+#define IO_RESERVE_MARGIN(size) ((off_t)(size) / 1024 + ((off_t)64 << 10))
+
+/* 0 if the space for the file's extent (its end of allocation, metadata not
+ * yet written included) + a margin is reserved, or the file system cannot
+ * reserve; else errno (ENOSPC). */
+static int io_store_reserve_extent(io_store *st)
+{
+    hsize_t size = 0;
+    if (H5Fget_filesize(st->file, &size) < 0) return 0;
+    int fd = open(st->tmp, O_WRONLY);
+    if (fd < 0) return errno;
+    int e = 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)size + IO_RESERVE_MARGIN(size)) != 0 &&
+        errno != EOPNOTSUPP && errno != ENOSYS)
+        e = errno;
+    close(fd);
+    return e;
+}
+
+/* Give back the reserved blocks past the end of the closed file. */
+void io_release_path(const char *path)
+{
+    int fd = open(path, O_WRONLY);
+    struct stat sb;
+    if (fd < 0) return;
+    /* everything past the end: the margin and any io_reserve_path extent */
+    if (fstat(fd, &sb) == 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                         sb.st_size, (off_t)1 << 40) != 0) {
+        /* not supported: at most the margin stays allocated */
+    }
+    close(fd);
+}
+
 losa_status io_store_commit(io_store **stp)
 {
     io_store *st = *stp;
     if (!st) return core_err(LOSA_ERR_INTERNAL, "io_store_commit: no store");
     LOSA_CHECK(st->writable);
     losa_status s = LOSA_OK;
-    if (H5Fclose(st->file) < 0) {
-        s = core_err(LOSA_ERR_IO, "%s: closing the HDF5 file failed (file system full?)",
-                     st->tmp);
+    int e = io_store_reserve_extent(st);
+    if (e != 0) {
+        s = core_err(LOSA_ERR_IO, "%s: cannot write %s: %s; %s is unchanged", st->path,
+                     st->tmp, strerror(e), st->path);
+        io_store_discard(st);
+    } else if (H5Fclose(st->file) < 0) {
+        s = core_err(LOSA_ERR_IO, "%s: closing %s failed (disk full?); %s is unchanged",
+                     st->path, st->tmp, st->path);
         unlink(st->tmp);
     } else {
+        io_release_path(st->tmp);
         s = core_commit_file(st->tmp, st->path);
     }
     free(st);
@@ -130,8 +186,8 @@ void io_store_close(io_store **stp)
 {
     if (!stp || !*stp) return;
     io_store *st = *stp;
-    H5Fclose(st->file);
-    if (st->writable) unlink(st->tmp); /* never committed: leave nothing behind */
+    if (st->writable) io_store_discard(st); /* never committed: leave nothing behind */
+    else H5Fclose(st->file);
     free(st);
     *stp = NULL;
 }
@@ -557,7 +613,7 @@ losa_status io_store_read_config(io_store *st, model_config *c)
     if (s != LOSA_OK) return s;
     c->rms_eps = (float)eps;
     c->rope_theta = (float)theta;
-    return model_config_check(c, st->path);
+    return io_config_check(c, st->path);
 }
 
 /* ---- stages ----------------------------------------------------------------- */

@@ -17,22 +17,18 @@ static losa_status tok_err_file(losa_status s, const char *path)
 
 /* ---------------------------------------------------------------- llama2.c */
 
-losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
+losa_status tok_load_llama2c_mem(tok_tokenizer *t, const char *path, const char *data,
+                                 size_t size, int vocab_size)
 {
     memset(t, 0, sizeof *t);
-    char *data;
-    size_t size;
-    losa_status st = core_read_file(path, &data, &size);
-    if (st != LOSA_OK) return st;
+    losa_status st;
     if (size < 4) {
-        free(data);
         return core_err(LOSA_ERR_IO, "%s: truncated: %zu bytes, no max_token_length header",
                         path, size);
     }
     int32_t max_len;
     memcpy(&max_len, data, 4);
     if (max_len <= 0 || max_len > 4096) {
-        free(data);
         return core_err(LOSA_ERR_FORMAT, "%s: max_token_length = %d (expected 1..4096)", path,
                         max_len);
     }
@@ -45,8 +41,7 @@ losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
         int32_t n;
         memcpy(&n, data + o + 4, 4);
         if (n < 0 || n > max_len) {
-            free(data);
-            return core_err(LOSA_ERR_FORMAT, "%s: token %d: length %d (expected 0..%d)", path,
+                return core_err(LOSA_ERR_FORMAT, "%s: token %d: length %d (expected 0..%d)", path,
                             V, n, max_len);
         }
         if (size - o - 8 < (size_t)n) break;
@@ -55,19 +50,16 @@ losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
         V++;
     }
     if (vocab_size > 0 && V < vocab_size) {
-        free(data);
         return core_err(LOSA_ERR_IO, "%s: truncated: token %d of %d incomplete at byte %zu "
                         "(file has %zu bytes)", path, V, vocab_size, o, size);
     }
     if (o != size) {
-        free(data);
         if (vocab_size <= 0)
             return core_err(LOSA_ERR_IO, "%s: truncated: partial token %d at byte %zu", path, V, o);
         return core_err(LOSA_ERR_FORMAT, "%s: %zu bytes left after %d tokens (vocab_size "
                         "mismatch?)", path, size - o, vocab_size);
     }
     if (V < 3) {
-        free(data);
         return core_err(LOSA_ERR_FORMAT, "%s: %d tokens (expected <unk>, <s>, </s> and more)",
                         path, V);
     }
@@ -79,7 +71,6 @@ losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
     t->offsets = malloc(((size_t)V + 1) * sizeof(int64_t));
     t->scores = malloc((size_t)V * sizeof(float));
     if (!t->blob || !t->offsets || !t->scores) {
-        free(data);
         tok_free(t);
         return core_err(LOSA_ERR_NOMEM, "%s: out of memory for %d tokens", path, V);
     }
@@ -102,7 +93,6 @@ losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
         o += 8 + (size_t)n;
     }
     t->offsets[V] = k;
-    free(data);
     t->unk_id = 0; /* llama2.c convention */
     t->bos_id = 1;
     t->eos_id = 2;
@@ -120,6 +110,18 @@ losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
         st = tok_err_file(st, path);
         tok_free(t);
     }
+    return st;
+}
+
+losa_status tok_load_llama2c(tok_tokenizer *t, const char *path, int vocab_size)
+{
+    memset(t, 0, sizeof *t);
+    char *data;
+    size_t size;
+    losa_status st = core_read_file(path, &data, &size);
+    if (st != LOSA_OK) return st;
+    st = tok_load_llama2c_mem(t, path, data, size, vocab_size);
+    free(data);
     return st;
 }
 
@@ -272,6 +274,12 @@ static losa_status tok_json_fill(tok_tokenizer *t, const cJSON *root, const char
         if (id->valueint + 1 > V) V = id->valueint + 1;
     }
     if (V == 0) return core_err(LOSA_ERR_FORMAT, "%s: model.vocab: empty", path);
+    /* dense ids: the largest id is below the number of entries (checked
+     * before allocating V pointers, so an id of 1e8 cannot ask for 800 MB) */
+    int nent = cJSON_GetArraySize(vocab) + cJSON_GetArraySize(added);
+    if (V > nent)
+        return core_err(LOSA_ERR_FORMAT, "%s: model.vocab: id %d but only %d entries "
+                        "(expected dense ids 0..%d)", path, V - 1, nent, nent - 1);
     const char **piece = calloc((size_t)V, sizeof *piece);
     if (!piece) return core_err(LOSA_ERR_NOMEM, "%s: out of memory", path);
     losa_status st = LOSA_OK;
@@ -412,19 +420,27 @@ losa_status tok_load_hf_json(tok_tokenizer *t, const char *path)
     size_t size;
     losa_status st = core_read_file(path, &data, &size);
     if (st != LOSA_OK) return st;
+    st = tok_load_hf_json_text(t, path, data, size);
+    free(data);
+    return st;
+}
+
+losa_status tok_load_hf_json_text(tok_tokenizer *t, const char *path, const char *data,
+                                  size_t size)
+{
+    memset(t, 0, sizeof *t);
+    losa_status st;
     cJSON *root = cJSON_ParseWithLength(data, size);
     if (!root || !cJSON_IsObject(root)) {
         const char *at = cJSON_GetErrorPtr();
         long long off = at && at >= data && at <= data + size ? (long long)(at - data) : -1;
         cJSON_Delete(root);
-        free(data);
         if (off >= 0)
             return core_err(LOSA_ERR_FORMAT, "%s: malformed JSON near byte %lld (expected a "
                             "tokenizer.json object)", path, off);
         return core_err(LOSA_ERR_FORMAT, "%s: malformed JSON (expected a tokenizer.json object)",
                         path);
     }
-    free(data);
     st = tok_json_fill(t, root, path);
     cJSON_Delete(root);
     if (st != LOSA_OK) tok_free(t);
