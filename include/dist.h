@@ -33,6 +33,13 @@ void dist_recv_next(dist_ctx *d, float *x, size_t n, int tag);
 void dist_isend_next(dist_ctx *d, const float *x, size_t n, int tag);
 void dist_isend_prev(dist_ctx *d, const float *x, size_t n, int tag);
 void dist_wait_sends(dist_ctx *d);
+/* Pipeline exchange with one neighbour (deadlock-free pairing for 1F1B):
+ * send x (n floats, tag stag) to the next/prev stage and receive y (m floats,
+ * tag rtag) from the same stage. */
+void dist_sendrecv_next(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag);
+void dist_sendrecv_prev(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag);
 
 /* Collective (world): every rank passes its status; returns the first
  * non-OK status of the lowest failing rank, and that rank's message is

@@ -109,6 +109,33 @@ void dist_recv_next(dist_ctx *d, float *x, size_t n, int tag)
     p2p(d, x, n, d->stage + 1, tag, 0);
 }
 
+static void sendrecv(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                     int rtag, int peer)
+{
+    if (n > CHUNK || m > CHUNK) { /* huge messages: ordered halves */
+        MPI_Request rq;
+        LOSA_CHECK(m <= CHUNK);
+        MPI_Irecv(y, (int)m, MPI_FLOAT, peer, rtag, d->pipe, &rq);
+        p2p(d, (float *)x, n, peer, stag, 1);
+        MPI_Wait(&rq, MPI_STATUS_IGNORE);
+        return;
+    }
+    MPI_Sendrecv(x, (int)n, MPI_FLOAT, peer, stag, y, (int)m, MPI_FLOAT, peer, rtag, d->pipe,
+                 MPI_STATUS_IGNORE);
+}
+void dist_sendrecv_next(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag)
+{
+    LOSA_CHECK(d->stage + 1 < d->pp);
+    sendrecv(d, x, n, stag, y, m, rtag, d->stage + 1);
+}
+void dist_sendrecv_prev(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag)
+{
+    LOSA_CHECK(d->stage > 0);
+    sendrecv(d, x, n, stag, y, m, rtag, d->stage - 1);
+}
+
 static void isend(dist_ctx *d, const float *x, size_t n, int peer, int tag)
 {
     for (size_t off = 0; off < n || (n == 0 && off == 0); off += CHUNK) {
