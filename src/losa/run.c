@@ -85,6 +85,8 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
     r->tc.eps = (float)deck_float(dk, "train.eps");
     r->tc.seed = (uint64_t)deck_int(dk, "train.seed");
     r->tc.ckpt = deck_bool(dk, "train.recompute");
+    r->tc.schedule = !strcmp(deck_str(dk, "parallel.schedule"), "gpipe") ? LORA_SCHEDULE_GPIPE
+                                                                       : LORA_SCHEDULE_1F1B;
     r->response_only = deck_bool(dk, "data.response_only");
     lora_config_default(&r->lc);
     r->lc.r_max = (int)deck_int(dk, "lora.r_max");
