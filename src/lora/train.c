@@ -305,9 +305,19 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     lora_adamw opt = {.lr = lora_lr_at(c->lr, c->warmup_ratio, c->steps, tr->step),
                       .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                       .weight_decay = c->weight_decay};
-    if (!isfinite(norm) || !isfinite(nll))
-        return core_err(LOSA_ERR_NUMERIC, "train: step %lld: non-finite loss or gradient",
-                        (long long)tr->step);
+    if (!isfinite(norm) || !isfinite(nll)) {
+        /* stop before the update: name the first layer whose adapter
+         * gradient is not finite (the same on every rank) */
+        int bad = -1;
+        for (int l = 0; l < L && bad < 0; l++)
+            if (!isfinite(tr->layer_sq[l])) bad = l;
+        if (bad >= 0)
+            return core_err(LOSA_ERR_NUMERIC, "train: optimizer step %lld: non-finite adapter "
+                            "gradient in layer %d (loss %g); no update applied",
+                            (long long)tr->step, bad, nll / (double)ntok);
+        return core_err(LOSA_ERR_NUMERIC, "train: optimizer step %lld: non-finite loss %g; no "
+                        "update applied", (long long)tr->step, nll / (double)ntok);
+    }
     tp = core_time();
     lora_adamw_step(ad, &opt, gs);
     lora_delta_update(ad, s);

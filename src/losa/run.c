@@ -209,7 +209,16 @@ static losa_status train_phase(losa_run *r, model_stage *s, lora_adapters *ad, i
     double t0 = core_time();
     core_progress pg;
     core_progress_start(&pg, label, "tok", tc.steps);
+    /* fault injection for the tests: LOSA_FAULT_NAN="<label>:<step>" poisons
+     * one adapter weight of the first stage before that optimizer step */
+    const char *fault = getenv("LOSA_FAULT_NAN");
     for (int64_t step = 0; step < tc.steps && st == LOSA_OK; step++) {
+        char want[96];
+        snprintf(want, sizeof want, "%s:%lld", label, (long long)step);
+        if (fault && !strcmp(fault, want) && s->has_embed) {
+            ad->A[0][0] = NAN;
+            lora_delta_update(ad, s);
+        }
         for (int64_t j = 0; j < per; j++) {
             int64_t p = first + step * per + j, e = p / n;
             if (e != epoch) lora_data_order(n, r->tc.seed, epoch = e, perm);
@@ -221,10 +230,13 @@ static losa_status train_phase(losa_run *r, model_stage *s, lora_adapters *ad, i
                             tgt + mb * (int64_t)tc.B * tc.T);
         lora_step_stats ss;
         st = lora_train_step(&tr, tok, tgt, &ss);
-        if (st == LOSA_OK && !isfinite(ss.loss))
-            st = core_err(LOSA_ERR_NUMERIC, "%s: non-finite loss at optimizer step %lld", label,
-                          (long long)step);
-        if (st != LOSA_OK) break;
+        if (st != LOSA_OK) {
+            char msg[900];
+            snprintf(msg, sizeof msg, "%s", core_errmsg());
+            core_err(st, "%s: %s (the last complete checkpoint is kept: resume with a lower "
+                     "learning rate, e.g. --set train.lr=...)", label, msg);
+            break;
+        }
         (*loss)[step] = ss.loss;
         char extra[96];
         snprintf(extra, sizeof extra, "loss %.4f lr %.2e", ss.loss, ss.lr);
