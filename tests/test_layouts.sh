@@ -55,4 +55,19 @@ for lay in lays[1:]:
 sys.exit(0 if ok else 1)
 PY
 done
+# per-stage shards linked into run.h5 (external links, read from another cwd)
+for lay in 2x1 2x2; do
+    check "losa ($lay): run.h5 links the stage shards (h5py sees one tree)" /usr/bin/python3 - "$W/losa-$lay" <<'PY'
+import os, sys, h5py, numpy as np
+d = os.path.abspath(sys.argv[1]); os.chdir('/')
+f, m = h5py.File(d + '/run.h5', 'r'), h5py.File(d + '/model.h5', 'r')
+assert sorted(f['shards']) == ['lora_0', 'lora_1', 'stage_0', 'stage_1'], list(f['shards'])
+assert f['shards/stage_0/layers/0/wq'].shape == (64, 64)
+for st, l in [(0, 0), (1, 4)]:        # 5 layers over 2 stages: 0-2 | 3-4 (by cost)
+    w = f['shards/stage_%d/layers/%d/w_down' % (st, l)][:]
+    assert ((w == 0) == (m['layers/%d/w_down' % l][:] == 0)).all()   # same mask
+    assert 'lora' in f['shards/lora_%d' % st]
+print('shards ok')
+PY
+done
 finish
