@@ -56,6 +56,9 @@ void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n); /* over replicas 
 void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root);
 void dist_sum_floats_stage(dist_ctx *d, float *x, size_t n); /* over replicas */
 void dist_barrier(dist_ctx *d);
+/* Barrier (world) that sleeps while waiting (1 ms polls) instead of
+ * spinning: lets the other ranks use this rank's core (benchmarks). */
+void dist_barrier_idle(dist_ctx *d);
 /* Collective (world): rank 0 reads the whole file, every rank receives its
  * bytes (NUL-terminated, malloc'd); errors agreed. */
 losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size);
