@@ -33,6 +33,13 @@ void dist_recv_next(dist_ctx *d, float *x, size_t n, int tag);
 void dist_isend_next(dist_ctx *d, const float *x, size_t n, int tag);
 void dist_isend_prev(dist_ctx *d, const float *x, size_t n, int tag);
 void dist_wait_sends(dist_ctx *d);
+/* Pipeline exchange with one neighbour (deadlock-free pairing for 1F1B):
+ * send x (n floats, tag stag) to the next/prev stage and receive y (m floats,
+ * tag rtag) from the same stage. */
+void dist_sendrecv_next(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag);
+void dist_sendrecv_prev(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag);
 
 /* Collective (world): every rank passes its status; returns the first
  * non-OK status of the lowest failing rank, and that rank's message is
@@ -49,6 +56,9 @@ void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n); /* over replicas 
 void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root);
 void dist_sum_floats_stage(dist_ctx *d, float *x, size_t n); /* over replicas */
 void dist_barrier(dist_ctx *d);
+/* Barrier (world) that sleeps while waiting (1 ms polls) instead of
+ * spinning: lets the other ranks use this rank's core (benchmarks). */
+void dist_barrier_idle(dist_ctx *d);
 /* Collective (world): rank 0 reads the whole file, every rank receives its
  * bytes (NUL-terminated, malloc'd); errors agreed. */
 losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size);

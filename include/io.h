@@ -83,6 +83,13 @@ losa_status io_store_read_string(io_store *st, const char *name, char **s);
 losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
                                   int64_t *shape);
 
+/* External link link_name (groups on the path created) -> object obj of
+ * file (a path relative to this store's directory is resolved by HDF5
+ * against the directory of the file holding the link).  The target need not
+ * exist yet.  Not collective. */
+losa_status io_store_link_external(io_store *st, const char *link_name, const char *file,
+                                   const char *obj);
+
 /* Importers.  Each validates everything before writing and leaves nothing
  * behind on error.  src_dir: HF directory with config.json, model.safetensors
  * or sharded *.safetensors + model.safetensors.index.json, tokenizer.json. */

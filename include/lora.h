@@ -106,7 +106,9 @@ typedef struct {
     float beta1, beta2, eps;
     uint64_t seed;          /* dropout masks */
     int ckpt;               /* 1: activation checkpointing */
+    int schedule;           /* LORA_SCHEDULE_1F1B (default) or _GPIPE */
 } lora_train_config;
+enum { LORA_SCHEDULE_1F1B = 0, LORA_SCHEDULE_GPIPE = 1 };
 void lora_train_config_default(lora_train_config *c);
 
 typedef struct {
@@ -115,6 +117,7 @@ typedef struct {
     double grad_norm;       /* global, before clipping */
     float lr;
     double seconds;
+    double busy_seconds;    /* this rank's compute time (bubble measurement) */
 } lora_step_stats;
 
 typedef struct {
@@ -122,18 +125,23 @@ typedef struct {
     struct dist_ctx *d;     /* NULL: single process, whole model */
     model_stage *s;
     lora_adapters *ad;
-    int n_acts;             /* grad_accum with a pipeline, else 1 */
+    int n_mb;               /* this replica's micro-batches of a step */
+    int *mbs;               /* (n_mb) their indices: replica + j * DP */
+    int n_acts;             /* activation slots: in-flight micro-batches */
     model_acts *acts;       /* (n_acts) */
     model_acts rec;         /* MODEL_ACTS_SAVE_ONE recompute (ckpt) */
     float *xin;             /* (n_acts, n_layers, B,T,D) layer inputs (ckpt) */
     float *dxtop;           /* (n_acts, B,T,D) gradient arriving at the stage top */
     model_bwd g;
-    double *layer_sq;       /* (L) per global layer grad sum of squares */
+    double *layer_sq;       /* (L+1) per global layer grad sum of squares, NLL */
+    double busy;            /* this rank's compute seconds in the last step */
     int64_t step;
 } lora_trainer;
 
-/* Collective over d's pipeline (or d == NULL for one process holding the
- * whole model).  Requires DP = 1 (one replica). */
+/* Collective over d's world (or d == NULL for one process holding the
+ * whole model).  With DP replicas, replica r takes micro-batches r, r+DP, ...
+ * of every step (any grad_accum; a replica may get none); the adapter
+ * gradients dA, dB are all-reduced within each stage's replicas. */
 losa_status lora_trainer_build(lora_trainer *tr, struct dist_ctx *d, model_stage *s,
                                lora_adapters *ad, const lora_train_config *c);
 void lora_trainer_free(lora_trainer *tr);

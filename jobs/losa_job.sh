@@ -8,8 +8,9 @@
 #   LOSA     the binary (default: $LOSA_ROOT/build/losa)
 set -euo pipefail
 
-# The one line to change when 'losa run' is available: run | prune | eval.
-LOSA_COMMAND=${LOSA_COMMAND:-eval}
+# What to run: run (the deck-driven LoSA pipeline and its baselines, the
+# default) | prune | finetune | eval (perplexity only, from the deck's keys).
+LOSA_COMMAND=${LOSA_COMMAND:-run}
 
 ROOT=${LOSA_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 LOSA=${LOSA:-$ROOT/build/losa}
@@ -30,8 +31,8 @@ run | prune | finetune)
     $LAUNCH "$LOSA" "$LOSA_COMMAND" "$DECK" "$@" --set output.dir="$OUT" --json \
         > "$OUT/result.json" 2> "$OUT/losa.log" ;;
 eval)
-    # stand-in until 'losa run' exists: perplexity of model.store on
-    # data.eval_text with the deck's [eval] keys (after the overrides)
+    # perplexity of model.store on data.eval_text with the deck's [eval]
+    # keys (after the overrides)
     mapfile -t ARGS < <(/usr/bin/python3 "$ROOT/jobs/deck_args.py" eval "$DECK" "$@")
     # shellcheck disable=SC2086
     $LAUNCH "$LOSA" eval "${ARGS[@]}" --json > "$OUT/result.json" 2> "$OUT/losa.log" ;;

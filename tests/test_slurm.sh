@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # A real single-node SLURM (Debian slurm-wlm + munge) brought up inside the
 # test: slurmctld + slurmd with a generated slurm.conf in a scratch directory.
-#  - the job-array sweep (jobs/sweep.sh, 4 lines of jobs/sweep_example.txt)
-#    on stories260K: every array index writes its own RUNS/<job>/<index>, each
-#    result equals the same 'losa eval' run directly (bit-identical ppl), and
+#  - the job-array sweep (jobs/sweep.sh, 4 lines of jobs/sweep_example.txt:
+#    `losa run` at tiny settings, three one-shot prunings and one LoSA run)
+#    on stories260K: every array index writes its own RUNS/<job>/<index> with
+#    its run directory (run.h5, model.h5), each result equals the same
+#    'losa run' started directly (bit-identical perplexity), and
 #    jobs/collect.sh gathers the 4 runs into one table;
-#  - jobs/single.sh with 2 ranks (mpirun inside sbatch) and jobs/multinode.sh
-#    on 1 node x 2 ranks (srun --mpi=pmix) give the 1-rank perplexity.
+#  - jobs/single.sh with 2 ranks (mpirun inside sbatch, 2 pipeline stages)
+#    and jobs/multinode.sh on 1 node x 2 ranks (srun --mpi=pmix, 2
+#    data-parallel replicas) give the 1-rank dense and pruned perplexity.
 # Only the daemons this test started are stopped (trap, by their pid files).
 set -u
 source "$(dirname "$0")/lib.sh"
@@ -65,7 +68,8 @@ check "slurmctld + slurmd up, node idle" test $up = 1
 [ $up = 1 ] || { tail -5 "$SCR"/slurm*.log; finish; exit 1; }
 
 TEXT=$D/text/tinystories/tinystories_sample.txt
-sed -e "s|@STORE@|$ST|" -e "s|@TEXT@|$TEXT|" tests/slurm/stories260K.ini.in > "$SCR/deck.ini"
+TRAIN=$D/text/alpaca/alpaca_en_demo.json
+sed -e "s|@STORE@|$ST|" -e "s|@TEXT@|$TEXT|g" -e "s|@TRAIN@|$TRAIN|" tests/slurm/stories260K.ini.in > "$SCR/deck.ini"
 
 wait_job() { # job id -> waits until it has left the queue (max 180 s)
     for i in $(seq 1 900); do
@@ -88,13 +92,14 @@ for ((i = 0; i < nlines; i++)); do
     line=$(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' jobs/sweep_example.txt | sed -n "$((i + 1))p")
     check "index $i: run dir with result.json, deck, overrides" \
         test -s "$run/result.json" -a -s "$run/deck.ini" -a "$(cat "$run/overrides.txt" 2>/dev/null)" = "$line"
+    check "index $i: run directory with run.h5 and model.h5" test -s "$run/run.h5" -a -s "$run/model.h5"
     # the same experiment directly: identical perplexity
     read -r -a SETS <<< "$line"
-    mapfile -t ARGS < <($PY jobs/deck_args.py eval "$SCR/deck.ini" "${SETS[@]}")
-    want=$("$LOSA" eval "${ARGS[@]}" --json 2>/dev/null)
+    want=$("$LOSA" run "$SCR/deck.ini" "${SETS[@]}" --set output.dir="$SCR/direct$i" --json 2>/dev/null)
     got=$(cat "$run/result.json" 2>/dev/null)
-    check "index $i (${ARGS[*]:4}): ppl $(json_get "$got" ppl 2>/dev/null) = direct $(json_get "$want" ppl)" \
-        test "$(json_get "$got" ppl 2>/dev/null)" = "$(json_get "$want" ppl)"
+    key=pruned_ppl; case $line in *losa.mode=losa*) key=losa_ppl ;; esac
+    check "index $i: $key $(json_get "$got" $key 2>/dev/null) = direct $(json_get "$want" $key)" \
+        test "$(json_get "$got" $key 2>/dev/null)" = "$(json_get "$want" $key)"
 done
 table=$(jobs/collect.sh "$SCR/runs/$job" 2>&1)
 echo "$table" | sed 's/^/  /'
@@ -102,22 +107,29 @@ check "collect: $nlines rows, all ok" test "$(echo "$table" | tail -n +2 | grep 
 check "collect: table.tsv written" test -s "$SCR/runs/$job/table.tsv"
 check "collect: the seqlen column follows the sweep file" \
     test "$(echo "$table" | tail -n +2 | cut -f6 | tr '\n' ' ')" = "64 128 64 32 "
+check "collect: the LoSA line has losa_ppl" \
+    test -n "$(echo "$table" | head -n 1 | grep losa_ppl)"
 
 # --- single.sh (mpirun in the allocation) and multinode.sh (srun --mpi=pmix) --
 want=$("$LOSA" eval --model "$ST" --ppl "$TEXT" --seqlen 64 --batch 4 --max-windows 4 --json 2>/dev/null)
+want_pr=$("$LOSA" run "$SCR/deck.ini" --set output.dir="$SCR/direct1rank" --json 2>/dev/null)
 j1=$(sbatch --parsable --ntasks=2 --chdir="$SCR" --output="$SCR/slurm-%j.out" \
     --export=ALL,LOSA_ROOT="$ROOT",RUNS="$SCR/runs" jobs/single.sh "$SCR/deck.ini")
 j2=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --mem=1000 \
     --chdir="$SCR" --output="$SCR/slurm-%j.out" \
-    --export=ALL,LOSA_ROOT="$ROOT",RUNS="$SCR/runs" jobs/multinode.sh "$SCR/deck.ini")
+    --export=ALL,LOSA_ROOT="$ROOT",RUNS="$SCR/runs" jobs/multinode.sh "$SCR/deck.ini" --set parallel.dp=2)
 check "single.sh / multinode.sh finished" bash -c "$(declare -f wait_job); wait_job $j1 && wait_job $j2"
 for j in $j1 $j2; do
     got=$(cat "$SCR/runs/$j/result.json" 2>/dev/null)
-    check "job $j (2 stages): ppl $(json_get "$got" ppl 2>/dev/null) = 1 rank $(json_get "$want" ppl)" \
-        test "$(json_get "$got" ppl 2>/dev/null)" = "$(json_get "$want" ppl)"
+    check "job $j (2 ranks): dense ppl $(json_get "$got" dense_ppl 2>/dev/null) = 1 rank $(json_get "$want" ppl)" \
+        test "$(json_get "$got" dense_ppl 2>/dev/null)" = "$(json_get "$want" ppl)"
+    check "job $j (2 ranks): pruned ppl $(json_get "$got" pruned_ppl 2>/dev/null) = 1 rank $(json_get "$want_pr" pruned_ppl)" \
+        test "$(json_get "$got" pruned_ppl 2>/dev/null)" = "$(json_get "$want_pr" pruned_ppl)"
     check "job $j: 2 tasks in the allocation" grep -q "^ntasks: 2$" "$SCR/runs/$j/job.txt"
 done
 grep -q 'srun --mpi=pmix' "$SCR/runs/$j2/job.txt" 2>/dev/null
 check "multinode.sh used srun --mpi=pmix" test $? = 0
+grep -q 'pp 1 x dp 2' <(/usr/bin/python3 -c "import h5py,sys; print(h5py.File(sys.argv[1],'r')['run'].attrs['layout'])" "$SCR/runs/$j2/run.h5" 2>/dev/null)
+check "multinode.sh run used 2 data-parallel replicas" test $? = 0
 if [ "$fails" != 0 ]; then tail -n 5 "$SCR"/slurm-*.out "$SCR"/runs/*/*/losa.log "$SCR"/runs/*/losa.log 2>/dev/null; fi
 finish

@@ -103,9 +103,6 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
         else if (pp > r.cfg.n_layers)
             s = core_err(LOSA_ERR_ARG, "%s: %d pipeline stages for %d layers", argv[1], pp,
                          r.cfg.n_layers);
-        else if (dp > 1)
-            s = core_err(LOSA_ERR_UNSUPPORTED, "%s: parallel.dp %d: data-parallel training is not "
-                         "supported yet (use pp = ranks)", argv[1], dp);
         if ((s = dist_agree(d, s)) == LOSA_OK) s = dist_set_layout(d, pp, dp);
     }
     if (s == LOSA_OK && r.S > r.cfg.max_seq_len)

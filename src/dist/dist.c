@@ -6,6 +6,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct dist_ctx {
     int rank, size;
@@ -107,6 +108,33 @@ void dist_recv_next(dist_ctx *d, float *x, size_t n, int tag)
 {
     LOSA_CHECK(d->stage + 1 < d->pp);
     p2p(d, x, n, d->stage + 1, tag, 0);
+}
+
+static void sendrecv(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                     int rtag, int peer)
+{
+    if (n > CHUNK || m > CHUNK) { /* huge messages: ordered halves */
+        MPI_Request rq;
+        LOSA_CHECK(m <= CHUNK);
+        MPI_Irecv(y, (int)m, MPI_FLOAT, peer, rtag, d->pipe, &rq);
+        p2p(d, (float *)x, n, peer, stag, 1);
+        MPI_Wait(&rq, MPI_STATUS_IGNORE);
+        return;
+    }
+    MPI_Sendrecv(x, (int)n, MPI_FLOAT, peer, stag, y, (int)m, MPI_FLOAT, peer, rtag, d->pipe,
+                 MPI_STATUS_IGNORE);
+}
+void dist_sendrecv_next(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag)
+{
+    LOSA_CHECK(d->stage + 1 < d->pp);
+    sendrecv(d, x, n, stag, y, m, rtag, d->stage + 1);
+}
+void dist_sendrecv_prev(dist_ctx *d, const float *x, size_t n, int stag, float *y, size_t m,
+                        int rtag)
+{
+    LOSA_CHECK(d->stage > 0);
+    sendrecv(d, x, n, stag, y, m, rtag, d->stage - 1);
 }
 
 static void isend(dist_ctx *d, const float *x, size_t n, int peer, int tag)
@@ -211,6 +239,18 @@ void dist_barrier(dist_ctx *d)
 {
     (void)d;
     MPI_Barrier(MPI_COMM_WORLD);
+}
+
+void dist_barrier_idle(dist_ctx *d)
+{
+    (void)d;
+    MPI_Request rq;
+    int done = 0;
+    MPI_Ibarrier(MPI_COMM_WORLD, &rq);
+    while (MPI_Test(&rq, &done, MPI_STATUS_IGNORE), !done) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 void dist_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }

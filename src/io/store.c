@@ -771,3 +771,20 @@ losa_status io_store_read_tokenizer(io_store *st, tok_tokenizer *t)
     if (s != LOSA_OK) tok_free(t);
     return s;
 }
+
+/* ---- external links ------------------------------------------------------- */
+
+losa_status io_store_link_external(io_store *st, const char *link_name, const char *file,
+                                   const char *obj)
+{
+    LOSA_CHECK(st->writable);
+    if (io_path_exists(st->file, link_name) && H5Ldelete(st->file, link_name, H5P_DEFAULT) < 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot replace link %s", st->tmp, link_name);
+    hid_t lcpl = io_lcpl();
+    herr_t e = H5Lcreate_external(file, obj, st->file, link_name, lcpl, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    if (e < 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot create external link %s -> %s:%s", st->tmp,
+                        link_name, file, obj);
+    return LOSA_OK;
+}

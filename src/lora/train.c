@@ -1,19 +1,31 @@
-/* lora training loop through the pipeline (GPipe schedule).
+/* lora training loop through the pipeline, data-parallel replicas of it.
  *
- * One optimizer step = grad_accum micro-batches (B x T each):
- *   forward phase:  every micro-batch flows stage to stage; the last stage
- *                   computes the loss and its gradient at once (so only one
- *                   logits buffer is needed) and keeps dL/dx of the top.
- *   backward phase: micro-batches in the same order flow back; each stage
- *                   accumulates dDelta of its own maps.
- *   update:         dA, dB from dDelta; the global gradient norm is summed
- *                   per global layer over the pipeline (every layer lives on
- *                   exactly one rank, so the all-reduce of an (L) vector is
- *                   exact) and then in layer order: identical for any P;
- *                   clip; AdamW; re-form Delta.
+ * One optimizer step = grad_accum micro-batches (B x T each).  With DP
+ * replicas, replica r takes the micro-batches r, r+DP, r+2DP, ... (global
+ * indices: dropout masks and tags depend on the global index only).
+ * Each replica's pipeline runs one of two schedules over its micro-batches:
+ *   1F1B (default): stage p of PP runs min(PP-p-1, m) warm-up forwards, then
+ *                   one forward + one backward per micro-batch (steady
+ *                   state), then the remaining backwards (cool-down); only
+ *                   min(PP-p, m) micro-batches are in flight, so the stage
+ *                   keeps that many activation buffers.  The neighbour
+ *                   exchanges of the steady state are paired send+receive
+ *                   (dist_sendrecv_*), which cannot deadlock.
+ *   GPipe:          all forwards, then all backwards (m buffers).
+ * Either way the last stage computes the loss and its gradient right after
+ * the forward (one logits buffer), and every stage runs its backwards in
+ * micro-batch order, so dDelta accumulates in the same order: the two
+ * schedules give bit-identical results.
+ *   update: dA, dB from dDelta (linear in dDelta), all-reduced within the
+ *           stage's replicas (DP > 1: the reduction order differs from one
+ *           replica, results agree to rounding); the global gradient norm is
+ *           summed per global layer (replica 0 of every stage contributes its
+ *           layers, so the all-reduce of the (L) vector is exact) and then in
+ *           layer order; the NLL sum over the replicas' last stages; clip;
+ *           AdamW; re-form Delta.
  * With one stage (or d == NULL) each micro-batch does forward then backward
  * with one activation buffer; the arithmetic and the accumulation order are
- * those of the pipeline, so loss curves are bit-identical for any P. */
+ * those of the pipeline, so loss curves are bit-identical for any PP. */
 #include <math.h>
 #include <string.h>
 
@@ -38,6 +50,7 @@ void lora_train_config_default(lora_train_config *c)
     c->eps = 1e-8f;
     c->seed = 1;
     c->ckpt = 0;
+    c->schedule = LORA_SCHEDULE_1F1B;
 }
 
 losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
@@ -53,17 +66,21 @@ losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
         !(c->max_grad_norm >= 0) || !(c->weight_decay >= 0))
         return core_err(LOSA_ERR_ARG, "train: lr, weight_decay, max_grad_norm must be >= 0 and "
                                       "warmup_ratio in [0, 1]");
-    if (d && dist_n_replicas(d) != 1)
-        return core_err(LOSA_ERR_UNSUPPORTED, "train: data-parallel replicas (dp %d) are not "
-                                              "supported yet; use pp = ranks",
-                        dist_n_replicas(d));
+    if (c->schedule != LORA_SCHEDULE_1F1B && c->schedule != LORA_SCHEDULE_GPIPE)
+        return core_err(LOSA_ERR_ARG, "train: unknown pipeline schedule %d", c->schedule);
     if (!ad->attached) return core_err(LOSA_ERR_ARG, "train: adapters are not attached (merged?)");
     tr->cfg = *c;
     tr->d = d;
     tr->s = s;
     tr->ad = ad;
-    int pipelined = d && dist_n_stages(d) > 1;
-    tr->n_acts = pipelined ? c->grad_accum : 1;
+    int PP = d ? dist_n_stages(d) : 1, DP = d ? dist_n_replicas(d) : 1;
+    int rep = d ? dist_replica(d) : 0, p = d ? dist_stage(d) : 0;
+    tr->mbs = core_calloc(c->grad_accum, sizeof(int));
+    for (int mb = rep; mb < c->grad_accum; mb += DP) tr->mbs[tr->n_mb++] = mb;
+    if (PP == 1) tr->n_acts = 1;
+    else if (c->schedule == LORA_SCHEDULE_GPIPE) tr->n_acts = tr->n_mb;
+    else tr->n_acts = PP - p < tr->n_mb ? PP - p : tr->n_mb;
+    if (tr->n_acts < 1) tr->n_acts = 1;
     tr->acts = core_calloc(tr->n_acts, sizeof(model_acts));
     int64_t ND = (int64_t)c->B * c->T * s->cfg.dim;
     losa_status st = LOSA_OK;
@@ -76,7 +93,7 @@ losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
     }
     if (st == LOSA_OK) st = model_bwd_build(&tr->g, s, c->B, c->T);
     tr->dxtop = core_calloc((size_t)(tr->n_acts * ND), sizeof(float));
-    tr->layer_sq = core_calloc(s->cfg.n_layers, sizeof(double));
+    tr->layer_sq = core_calloc(s->cfg.n_layers + 1, sizeof(double));
     if (st != LOSA_OK) lora_trainer_free(tr);
     return st;
 }
@@ -86,6 +103,7 @@ void lora_trainer_free(lora_trainer *tr)
     if (!tr) return;
     for (int i = 0; i < tr->n_acts && tr->acts; i++) model_acts_free(&tr->acts[i]);
     core_free(tr->acts);
+    core_free(tr->mbs);
     model_acts_free(&tr->rec);
     model_bwd_free(&tr->g);
     core_free(tr->xin);
@@ -102,53 +120,134 @@ static uint64_t drop_seed(uint64_t seed, int64_t step, int mb)
     return z ^ (z >> 29);
 }
 
-/* forward of micro-batch mb through this stage; the last stage adds the loss
- * gradient.  Returns the NLL sum (last stage) */
-static double step_forward(lora_trainer *tr, int mb, const int *tok, const int *tgt,
-                           float scale)
+/* Micro-batch j of this replica (global index tr->mbs[j]) lives in
+ * activation slot j % n_acts while in flight. */
+static model_acts *slot_acts(lora_trainer *tr, int j) { return &tr->acts[j % tr->n_acts]; }
+static float *slot_x(lora_trainer *tr, int j) { return slot_acts(tr, j)->x; }
+static float *slot_dx(lora_trainer *tr, int j)
+{
+    return tr->dxtop + (int64_t)(j % tr->n_acts) * tr->cfg.B * tr->cfg.T * tr->s->cfg.dim;
+}
+static float *slot_xin(lora_trainer *tr, int j)
+{
+    return tr->xin + (int64_t)(j % tr->n_acts) * tr->s->n_layers * tr->cfg.B * tr->cfg.T *
+                         tr->s->cfg.dim;
+}
+
+/* Forward of local micro-batch j through this stage: the first stage embeds,
+ * other stages find their input in slot_x (received by the caller); the last
+ * stage adds the loss gradient into slot_dx.  Returns the NLL sum (last
+ * stage, else 0).  No communication. */
+static double fwd_compute(lora_trainer *tr, int j, const int *tokens, const int *targets,
+                          float scale)
 {
     const lora_train_config *c = &tr->cfg;
     model_stage *s = tr->s;
-    int ai = tr->n_acts > 1 ? mb : 0, B = c->B, T = c->T;
-    int64_t ND = (int64_t)B * T * s->cfg.dim;
-    model_acts *a = &tr->acts[ai];
+    int mb = tr->mbs[j], B = c->B, T = c->T;
+    int64_t N = (int64_t)B * T;
+    double t0 = core_time();
+    model_acts *a = slot_acts(tr, j);
     a->drop_p = tr->ad->cfg.dropout;
     a->drop_seed = drop_seed(c->seed, tr->step, mb);
-    if (s->has_embed) model_stage_embed(a, s, tok, B, T);
-    else dist_recv_prev(tr->d, a->x, ND, mb);
-    if (c->ckpt)
-        model_stage_forward_ckpt(a, tr->xin + (int64_t)ai * s->n_layers * ND, s, B, T);
+    if (s->has_embed) model_stage_embed(a, s, tokens + mb * N, B, T);
+    if (c->ckpt) model_stage_forward_ckpt(a, slot_xin(tr, j), s, B, T);
     else
         for (int l = 0; l < s->n_layers; l++) model_layer_forward(a, s, l, B, T);
     double nll = 0;
     if (s->has_head) {
         int64_t n;
         model_stage_head(a, s, B, T);
-        nll = model_head_backward(&tr->g, tr->dxtop + ai * ND, a, s, tgt, B, T, scale, &n);
+        nll = model_head_backward(&tr->g, slot_dx(tr, j), a, s, targets + mb * N, B, T, scale, &n);
+    }
+    tr->busy += core_time() - t0;
+    return nll;
+}
+
+/* Backward of local micro-batch j: the gradient at the stage top is in
+ * slot_dx (computed by the head or received by the caller); on return it
+ * holds the gradient at the stage input.  No communication. */
+static void bwd_compute(lora_trainer *tr, int j)
+{
+    const lora_train_config *c = &tr->cfg;
+    model_stage *s = tr->s;
+    double t0 = core_time();
+    model_acts *a = slot_acts(tr, j);
+    if (c->ckpt) {
+        tr->rec.drop_p = a->drop_p;
+        tr->rec.drop_seed = a->drop_seed;
+        model_stage_backward_ckpt(&tr->g, slot_dx(tr, j), &tr->rec, slot_xin(tr, j), s, c->B, c->T);
     } else {
-        dist_send_next(tr->d, a->x, ND, mb);
+        model_stage_backward(&tr->g, slot_dx(tr, j), a, s, c->B, c->T);
+    }
+    tr->busy += core_time() - t0;
+}
+
+/* point-to-point pieces of the schedules (tags: global micro-batch index) */
+static size_t slot_n(const lora_trainer *tr) { return (size_t)tr->cfg.B * tr->cfg.T * tr->s->cfg.dim; }
+static void recv_fwd(lora_trainer *tr, int j)
+{
+    if (!tr->s->has_embed) dist_recv_prev(tr->d, slot_x(tr, j), slot_n(tr), tr->mbs[j]);
+}
+static void send_fwd(lora_trainer *tr, int j)
+{
+    if (!tr->s->has_head) dist_send_next(tr->d, slot_x(tr, j), slot_n(tr), tr->mbs[j]);
+}
+static void recv_bwd(lora_trainer *tr, int j)
+{
+    if (!tr->s->has_head) dist_recv_next(tr->d, slot_dx(tr, j), slot_n(tr), TAG_BWD + tr->mbs[j]);
+}
+static void send_bwd(lora_trainer *tr, int j)
+{
+    if (!tr->s->has_embed) dist_send_prev(tr->d, slot_dx(tr, j), slot_n(tr), TAG_BWD + tr->mbs[j]);
+}
+
+static double run_gpipe(lora_trainer *tr, const int *tok, const int *tgt, float scale)
+{
+    double nll = 0;
+    for (int j = 0; j < tr->n_mb; j++) {
+        recv_fwd(tr, j);
+        nll += fwd_compute(tr, j, tok, tgt, scale);
+        send_fwd(tr, j);
+    }
+    for (int j = 0; j < tr->n_mb; j++) {
+        recv_bwd(tr, j);
+        bwd_compute(tr, j);
+        send_bwd(tr, j);
     }
     return nll;
 }
 
-static void step_backward(lora_trainer *tr, int mb)
+static double run_1f1b(lora_trainer *tr, const int *tok, const int *tgt, float scale)
 {
-    const lora_train_config *c = &tr->cfg;
     model_stage *s = tr->s;
-    int ai = tr->n_acts > 1 ? mb : 0, B = c->B, T = c->T;
-    int64_t ND = (int64_t)B * T * s->cfg.dim;
-    float *dx = tr->dxtop + ai * ND;
-    model_acts *a = &tr->acts[ai];
-    if (!s->has_head) dist_recv_next(tr->d, dx, ND, TAG_BWD + mb);
-    if (c->ckpt) {
-        tr->rec.drop_p = a->drop_p;
-        tr->rec.drop_seed = a->drop_seed;
-        model_stage_backward_ckpt(&tr->g, dx, &tr->rec,
-                                  tr->xin + (int64_t)ai * s->n_layers * ND, s, B, T);
-    } else {
-        model_stage_backward(&tr->g, dx, a, s, B, T);
+    int PP = dist_n_stages(tr->d), p = dist_stage(tr->d), m = tr->n_mb;
+    int w = PP - p - 1 < m ? PP - p - 1 : m, rem = m - w;
+    size_t n = slot_n(tr);
+    double nll = 0;
+    for (int j = 0; j < w; j++) { /* warm-up */
+        recv_fwd(tr, j);
+        nll += fwd_compute(tr, j, tok, tgt, scale);
+        send_fwd(tr, j);
     }
-    if (!s->has_embed) dist_send_prev(tr->d, dx, ND, TAG_BWD + mb);
+    if (rem > 0) recv_fwd(tr, w);
+    for (int i = 0; i < rem; i++) { /* steady state: forward w+i, backward i */
+        int j = w + i;
+        nll += fwd_compute(tr, j, tok, tgt, scale);
+        if (!s->has_head)
+            dist_sendrecv_next(tr->d, slot_x(tr, j), n, tr->mbs[j], slot_dx(tr, i), n,
+                               TAG_BWD + tr->mbs[i]);
+        bwd_compute(tr, i);
+        if (i == rem - 1) send_bwd(tr, i);
+        else if (!s->has_embed)
+            dist_sendrecv_prev(tr->d, slot_dx(tr, i), n, TAG_BWD + tr->mbs[i], slot_x(tr, j + 1),
+                               n, tr->mbs[j + 1]);
+    }
+    for (int i = rem; i < m; i++) { /* cool-down */
+        recv_bwd(tr, i);
+        bwd_compute(tr, i);
+        send_bwd(tr, i);
+    }
+    return nll;
 }
 
 losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targets,
@@ -157,6 +256,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     const lora_train_config *c = &tr->cfg;
     model_stage *s = tr->s;
     lora_adapters *ad = tr->ad;
+    dist_ctx *d = tr->d;
     double t0 = core_time();
     int M = c->grad_accum, L = s->cfg.n_layers;
     int64_t N = (int64_t)c->B * c->T, ntok = 0;
@@ -170,23 +270,34 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
                                    (long long)tr->step);
     float scale = (float)(1.0 / (double)ntok);
     lora_grad_zero(ad);
+    tr->busy = 0;
     double nll = 0;
-    for (int mb = 0; mb < M; mb++) {
-        nll += step_forward(tr, mb, tokens + mb * N, targets + mb * N, scale);
-        if (tr->n_acts == 1) step_backward(tr, mb);
+    if (!d || dist_n_stages(d) == 1) {
+        for (int j = 0; j < tr->n_mb; j++) {
+            nll += fwd_compute(tr, j, tokens, targets, scale);
+            bwd_compute(tr, j);
+        }
+    } else if (c->schedule == LORA_SCHEDULE_GPIPE) {
+        nll = run_gpipe(tr, tokens, targets, scale);
+    } else {
+        nll = run_1f1b(tr, tokens, targets, scale);
     }
-    if (tr->n_acts > 1)
-        for (int mb = 0; mb < M; mb++) step_backward(tr, mb);
+    double tp = core_time();
     lora_grad_project(ad, s);
-    /* global gradient norm: exact per-layer all-reduce, then layer order */
-    memset(tr->layer_sq, 0, sizeof(double) * L);
-    for (int l = 0; l < s->n_layers; l++) tr->layer_sq[s->layer0 + l] = lora_grad_sumsq(ad, l);
-    if (tr->d && dist_n_stages(tr->d) > 1) {
-        dist_sum_doubles(tr->d, tr->layer_sq, L);
-        dist_bcast_from_last(tr->d, &nll, sizeof nll);
-    }
+    if (d) dist_sum_floats_stage(d, ad->grads, ad->n_params); /* over the replicas */
+    tr->busy += core_time() - tp;
+    /* global gradient norm: exact per-layer all-reduce (replica 0 of each
+     * stage contributes), then layer order; the NLL of every replica's last
+     * stage in the same vector */
+    double *v = tr->layer_sq;
+    memset(v, 0, sizeof(double) * (L + 1));
+    if (!d || dist_replica(d) == 0)
+        for (int l = 0; l < s->n_layers; l++) v[s->layer0 + l] = lora_grad_sumsq(ad, l);
+    v[L] = nll;
+    if (d && dist_size(d) > 1) dist_sum_doubles(d, v, L + 1);
+    nll = v[L];
     double sq = 0;
-    for (int l = 0; l < L; l++) sq += tr->layer_sq[l];
+    for (int l = 0; l < L; l++) sq += v[l];
     double norm = sqrt(sq);
     float gs = 1.0f;
     if (c->max_grad_norm > 0 && norm > c->max_grad_norm)
@@ -207,14 +318,17 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
         return core_err(LOSA_ERR_NUMERIC, "train: optimizer step %lld: non-finite loss %g; no "
                         "update applied", (long long)tr->step, nll / (double)ntok);
     }
+    tp = core_time();
     lora_adamw_step(ad, &opt, gs);
     lora_delta_update(ad, s);
+    tr->busy += core_time() - tp;
     if (st) {
         st->loss = nll / (double)ntok;
         st->n_targets = ntok;
         st->grad_norm = norm;
         st->lr = opt.lr;
         st->seconds = core_time() - t0;
+        st->busy_seconds = tr->busy;
     }
     tr->step++;
     return LOSA_OK;

@@ -85,6 +85,8 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
     r->tc.eps = (float)deck_float(dk, "train.eps");
     r->tc.seed = (uint64_t)deck_int(dk, "train.seed");
     r->tc.ckpt = deck_bool(dk, "train.recompute");
+    r->tc.schedule = !strcmp(deck_str(dk, "parallel.schedule"), "gpipe") ? LORA_SCHEDULE_GPIPE
+                                                                       : LORA_SCHEDULE_1F1B;
     r->response_only = deck_bool(dk, "data.response_only");
     lora_config_default(&r->lc);
     r->lc.r_max = (int)deck_int(dk, "lora.r_max");
@@ -679,6 +681,24 @@ static char *git_revision(void)
     return strdup(buf);
 }
 
+/* External links /shards/stage_<p> and /shards/lora_<p> to the last
+ * checkpoint's per-stage shard files (paths relative to the run directory),
+ * so h5py / h5dump see one tree: run.h5['shards/stage_0/layers/0/wq']. */
+static losa_status link_shards(losa_run *r, io_store *io)
+{
+    losa_status s = LOSA_OK;
+    for (int p = 0; p < dist_n_stages(r->d) && s == LOSA_OK; p++) {
+        char link[64], file[128];
+        snprintf(link, sizeof link, "/shards/stage_%d", p);
+        snprintf(file, sizeof file, "ckpt/step_%d/stage_%d.h5", r->T, p);
+        s = io_store_link_external(io, link, file, "/");
+        snprintf(link, sizeof link, "/shards/lora_%d", p);
+        snprintf(file, sizeof file, "ckpt/step_%d/lora_%d.h5", r->T, p);
+        if (s == LOSA_OK) s = io_store_link_external(io, link, file, "/");
+    }
+    return s;
+}
+
 static losa_status write_run_file(losa_run *r)
 {
     char path[1300];
@@ -711,6 +731,7 @@ static losa_status write_run_file(losa_run *r)
     if (s == LOSA_OK && r->have[LOSA_MODE_LORA]) s = write_result(io, "lora", &r->res[LOSA_MODE_LORA]);
     if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = write_result(io, "losa", &r->res[LOSA_MODE_LOSA]);
     if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = write_metrics(r, io, r->T);
+    if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = link_shards(r, io);
     if (s == LOSA_OK) s = write_scalar(io, "/final/dense_ppl", r->dense_ppl);
     if (s == LOSA_OK) s = write_scalar(io, "/final/seconds", core_time() - r->t0);
     if (s == LOSA_OK) s = io_store_commit(&io);
