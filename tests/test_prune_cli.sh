@@ -113,6 +113,15 @@ bad "layer_sparsity with 3 of 5 values" "ls.ini:14: prune.layer_sparsity.*3 valu
 bad "layer_sparsity value 1.0" "--set prune.layer_sparsity.*outside" "$DECK" --set "prune.layer_sparsity=0.5,0.5,1.0,0.5,0.5"
 bad "4:8 on F = 172" "prune.pattern.*172.*M = 8" "$DECK" --set prune.pattern=4:8
 bad "missing calibration file" "--set data.calib.*nope.jsonl" "$DECK" --set data.calib="$W/nope.jsonl"
+# bench prune: keys and a consistent breakdown (small N x S to stay fast)
+bj=$("$LOSA" bench prune --n 4 --seqlen 64 --json 2>/dev/null)
+check "bench prune: wanda_s, sparsegpt_s, breakdown sums" py 'import json,sys; o=json.loads(sys.argv[1])
+b=o["breakdown"]; w=sum(b["wanda"].values()); s=sum(b["sparsegpt"].values())
+sys.exit(not (o["wanda_s"]>0 and o["sparsegpt_s"]>0 and abs(w-o["wanda_s"])<1e-9 and abs(s-o["sparsegpt_s"])<1e-9
+  and all(k in b["sparsegpt"] for k in ["stats_s","hinv_s","mask_s","sweep_s","update_s"])))' "$bj"
+bj=$("$LOSA" bench prune --model "$ST" --layer 2 --n 4 --seqlen 64 --pattern 2:4 --json 2>/dev/null)
+check "bench prune --model stories260K --layer 2 --pattern 2:4" py 'import json,sys; o=json.loads(sys.argv[1])
+sys.exit(not (o["dim"]==64 and o["hidden_dim"]==172 and o["layer"]==2 and o["sparsity"]==0.5))' "$bj"
 # under 2 ranks the error is printed once
 err=$($MPIRUN -np 2 "$LOSA" prune "$W/pat.ini" 2>&1 >/dev/null)
 check "2 ranks: one error line" test "$(echo "$err" | grep -c 'prune.pattern')" = 1
