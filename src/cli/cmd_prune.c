@@ -376,6 +376,9 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
         sums[0] = pr.forward_s, sums[1] = pr.stats_s, sums[2] = pr.prune_s;
         sums[3] = pr.sgpt.hinv_s;
         dist_sum_doubles(d, sums, 4);
+        core_log("layer  sparsity  reconstruction error\n");
+        for (int l = 0; l < L; l++)
+            core_log("%5d  %8.4f  %.5g\n", l, pr.sparsity[l], pr.recon_err[l]);
         core_log("pruned: total sparsity %.4f, %.1fs (forward %.1fs, statistics %.1fs, "
                  "pruners %.1fs, summed over ranks)\n", total_sp, prune_s, sums[0], sums[1], sums[2]);
         char source[512];
