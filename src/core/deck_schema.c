@@ -58,6 +58,7 @@ const deck_key deck_schema[] = {
     {"eval.batch", DECK_INT, "8", 1, 1e6, NULL, "windows per micro-batch"},
     {"eval.max_windows", DECK_INT, "0", 0, 1e9, NULL, "evaluate only the first windows (0 = all)"},
     {"eval.each_step", DECK_BOOL, "true", 0, 0, NULL, "perplexity after every LoSA step"},
+    {"eval.dense", DECK_BOOL, "false", 0, 0, NULL, "also measure the dense model's perplexity (prune)"},
     {"eval.zeroshot", DECK_STRING, "", 0, 0, NULL, "comma-separated task names (input/tasks/*.ini)"},
     {"eval.limit", DECK_INT, "0", 0, 1e9, NULL, "items per zero-shot task (0 = all)"},
     /* [parallel] */
