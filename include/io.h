@@ -102,4 +102,43 @@ losa_status io_hf_config_read(const char *path, model_config *c);
 losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
                               const char *out_path);
 
+/* ---- export (losa export) -------------------------------------------------
+ * Added by the export helper.  A store back to a Hugging Face LLaMA
+ * directory that io_import_hf() (and transformers) read:
+ *   config.json            LlamaForCausalLM, model_type llama
+ *   model.safetensors      one file, standard tensor names, F32 or BF16
+ *                          (BF16: round to nearest even; zeros stay zeros and
+ *                          no non-zero becomes zero)
+ *   tokenizer.json         BPE, SentencePiece normalizer, byte fallback
+ *   tokenizer_config.json
+ * The store's RoPE is rotate-half (HF), so no permutation is applied. */
+typedef enum { IO_EXPORT_F32 = 0, IO_EXPORT_BF16 = 1 } io_export_dtype;
+
+typedef struct {
+    int n_tensors;
+    int64_t st_bytes;  /* size of model.safetensors */
+    int64_t n_weights; /* elements written */
+    int64_t map_zeros; /* exact zeros in the 7 linear maps of all layers */
+    int64_t map_size;  /* elements of those maps */
+    int n_merges;      /* in tokenizer.json */
+} io_export_stats;
+
+/* Write out_dir from the store at store_path.  Everything is written into
+ * "<out_dir>.tmp.<pid>" and renamed into place at the end; on any error the
+ * temporary directory is removed and nothing is left.  out_dir must not
+ * exist, or be an empty directory.  stats may be NULL.  Not collective
+ * (call on one rank). */
+losa_status io_export_hf(const char *store_path, const char *out_dir, io_export_dtype dt,
+                         io_export_stats *stats);
+/* fp32 -> bf16, round to nearest even; NaN stays NaN; a non-zero whose
+ * rounding would be zero becomes the smallest bf16 denormal of its sign. */
+uint16_t io_f32_to_bf16(float x);
+/* tokenizer.json text (malloc'd, NUL-terminated) for t.  TOK_KIND_MERGES:
+ * the stored merge list.  TOK_KIND_SCORES (llama2.c): merges derived from
+ * the pieces: every (a, b) with a + b = p, a, b, p ordinary pieces, split at
+ * a character boundary, ordered by score of p descending (ties: id of p,
+ * then split position).  Control pieces are named <unk>, <s>, </s>.
+ * *n_merges receives the number of merges. */
+losa_status io_tokenizer_hf_json(const tok_tokenizer *t, char **json, int *n_merges);
+
 #endif
