@@ -148,14 +148,17 @@ def plot_run(r, out, written):
         ax.set_title("CKA of layer inputs x_i (step %d of %d)\n%s" % (T, st["s_t"].shape[0], name),
                      fontsize=9)
         save(fig, base + "cka.png", written)
-        # reconstruction error per layer and step
+    # reconstruction error per layer: each LoSA step and the one-shot pruner
+    pr = r["results"].get("prune", {}).get("recon_err")
+    T = st["done"] if st is not None else 0
+    if T > 0 or pr is not None:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         cm = plt.get_cmap("viridis")
+        L = st["recon_err"].shape[1] if T > 0 else len(pr)
         x = np.arange(L)
         for t in range(T):
             ax.plot(x, st["recon_err"][t], "-o", ms=3, color=cm(t / max(1, T - 1)),
                     label="LoSA t=%d (s=%.1f%%)" % (t + 1, 100 * st["s_t"][t]))
-        pr = r["results"].get("prune", {}).get("recon_err")
         if pr is not None:
             ax.plot(x, pr, "--", color="tab:red", label="%s one-shot (%.0f%%)" %
                     (r["pruner_name"], 100 * (r["target"] or 0)))
