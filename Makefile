@@ -90,8 +90,13 @@ test: deps test-deps build
 bench: deps build
 	./$(BUILD)/losa bench forward
 
+# tables and plots of every run directory under runs/ (any depth) -> analysis/out/
 analysis:
-	MPLBACKEND=Agg /usr/bin/python3 analysis/table.py runs/*/ && MPLBACKEND=Agg /usr/bin/python3 analysis/plots.py runs/*/
+	@if [ -z "$$(find runs -name run.h5 -not -path '*/ckpt/*' 2>/dev/null | head -1)" ]; then \
+	    echo "make analysis: no run.h5 under runs/ (make run, or a sweep, first)" >&2; exit 1; fi
+	MPLBACKEND=Agg /usr/bin/python3 analysis/table.py runs --out analysis/out/
+	MPLBACKEND=Agg /usr/bin/python3 analysis/plots.py runs --out analysis/out
+	@cat analysis/out/table.md
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/tests $(BUILD)/losa $(BUILD)/liblosa.a
