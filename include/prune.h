@@ -80,9 +80,11 @@ void prune_stats_free(prune_stats *st);
 losa_status prune_magnitude(float *W /* (out, in) */, int out, int in,
                             double sparsity, int nm_n, int nm_m);
 
-/* Wanda: score |W_ij| * sqrt(colsq_j) (computed in double).  Unstructured:
- * per output row, exactly prune_count(in, sparsity) zeros in every row.
- * N:M when nm_m > 0.  Row-local. */
+/* Wanda: score |W_ij| * sqrt(colsq_j) (computed in double), compared within
+ * each output row.  Unstructured: exactly K = prune_count(out*in, sparsity)
+ * zeros in the matrix: k = K/out in every row, k+1 in the K - k*out rows
+ * whose (k+1)-th lowest score is lowest (ties: lower row index), so the
+ * sparsity is exact at any width.  N:M when nm_m > 0. */
 losa_status prune_wanda(float *W /* (out, in) */, const double *colsq /* (in) */,
                         int out, int in, double sparsity, int nm_n, int nm_m);
 

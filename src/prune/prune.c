@@ -206,10 +206,29 @@ losa_status prune_wanda(float *W, const double *colsq, int out, int in, double s
             return core_err(LOSA_ERR_NUMERIC,
                             "prune_wanda: colsq[%d]: expected finite >= 0, got %g", j,
                             colsq[j]);
-    double *buf = core_calloc((size_t)in * 3, sizeof *buf);
-    double *norm = buf, *score = buf + in, *work = buf + 2 * in;
+    double *buf = core_calloc((size_t)in * 3 + (size_t)out * 2, sizeof *buf);
+    double *norm = buf, *score = buf + in, *work = buf + 2 * in, *cand = buf + 3 * in;
     for (int j = 0; j < in; j++) norm[j] = sqrt(colsq[j]);
-    int64_t k = prune_count(in, sparsity);
+    /* Unstructured: K = prune_count(out*in, s) zeros in the matrix, k = K/out
+     * in every row and one more in the `extra` rows whose next candidate
+     * ((k+1)-th lowest score) is lowest (ties: lower row), so the matrix
+     * sparsity is exact while the comparison stays within rows. */
+    int64_t K = prune_count((int64_t)out * in, sparsity), k = K / out, extra = K - k * out;
+    unsigned char *plus = (unsigned char *)(cand + out);
+    memset(plus, 0, (size_t)out);
+    if (nm_m == 0 && extra > 0) {
+        for (int r = 0; r < out; r++) {
+            const float *w = W + (int64_t)r * in;
+            for (int j = 0; j < in; j++) score[j] = fabs((double)w[j]) * norm[j];
+            cand[r] = prune_kth_pair_d(score, in, k + 1, work).score;
+        }
+        for (int64_t e = 0; e < extra; e++) { /* extra is < out: selection by scan */
+            int best = -1;
+            for (int r = 0; r < out; r++)
+                if (!plus[r] && (best < 0 || cand[r] < cand[best])) best = r;
+            plus[best] = 1;
+        }
+    }
     for (int r = 0; r < out; r++) {
         float *w = W + (int64_t)r * in;
         for (int j = 0; j < in; j++) score[j] = fabs((double)w[j]) * norm[j];
@@ -217,7 +236,7 @@ losa_status prune_wanda(float *W, const double *colsq, int out, int in, double s
             nm_apply_row(w, score, in, nm_n, nm_m);
             continue;
         }
-        prune_threshold t = prune_kth_pair_d(score, in, k, work);
+        prune_threshold t = prune_kth_pair_d(score, in, k + plus[r], work);
         for (int j = 0; j < in; j++)
             if (prune_thr_hit(score[j], j, t)) w[j] = 0.0f;
     }

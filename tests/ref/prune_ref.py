@@ -70,8 +70,16 @@ def wanda(W, colsq, s, n, m):
     if m > 0:
         mask = nm_mask(score, n, m)
     else:
-        k = count(W.shape[1], s)
-        mask = np.stack([lowest_mask(row, k) for row in score])
+        # K = count(out*in) zeros in the matrix: k per row, one more in the
+        # rows whose (k+1)-th lowest score is lowest (ties: lower row)
+        rows, cols = W.shape
+        K = count(rows * cols, s)
+        k, extra = K // rows, K - (K // rows) * rows
+        kk = np.full(rows, k)
+        if extra:
+            cand = np.array([np.sort(score[r], kind="stable")[k] for r in range(rows)])
+            kk[np.lexsort((np.arange(rows), cand))[:extra]] += 1
+        mask = np.stack([lowest_mask(score[r], kk[r]) for r in range(rows)])
     Wp = W.copy()
     Wp[mask] = 0
     return Wp

@@ -115,12 +115,13 @@ def wanda_margin(W, colsq, s):
     """Smallest relative gap between the largest pruned and the smallest kept
     score over the rows (unstructured)."""
     score = np.abs(W) * np.sqrt(colsq)[None, :]
-    k = prune_ref.count(W.shape[1], s)
-    if k == 0 or k == W.shape[1]:
-        return np.inf
-    srt = np.sort(score, axis=1)
-    gap = (srt[:, k] - srt[:, k - 1]) / np.maximum(srt[:, k], 1e-300)
-    return float(gap.min())
+    pruned = prune_ref.wanda(W, colsq, s, 0, 0) == 0
+    gaps = []
+    for r in range(W.shape[0]):
+        p, kept = score[r][pruned[r]], score[r][~pruned[r]]
+        if len(p) and len(kept):
+            gaps.append((kept.min() - p.max()) / max(kept.min(), 1e-300))
+    return float(min(gaps)) if gaps else np.inf
 
 
 def main(path):
