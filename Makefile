@@ -81,8 +81,18 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/liblosa.a
 	@mkdir -p $(dir $@)
 	$(MPICC) $(CFLAGS) -Iinclude -Itests $(PKG_CFLAGS) -o $@ $< $(BUILD)/liblosa.a $(PKG_LIBS)
 
-run: deps build
-	./$(BUILD)/losa run input/default.ini
+# The main job: prune, +LoRA and LoSA on stories260K (input/default.ini), on
+# RUN_NP ranks as data-parallel replicas.
+DATA   ?= ../shared/data
+RUN_NP ?= 2
+MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 \
+          mpirun --oversubscribe --bind-to none
+run: deps build $(BUILD)/stories260K.h5
+	$(MPIRUN) -np $(RUN_NP) ./$(BUILD)/losa run input/default.ini --set parallel.pp=1 --set parallel.dp=$(RUN_NP)
+
+$(BUILD)/stories260K.h5: | $(BUILD)/losa
+	./$(BUILD)/losa import $(DATA)/models/stories260K/stories260K.bin \
+	    --tokenizer $(DATA)/models/stories260K/tok512.bin --out $@
 
 test: deps test-deps build
 	bash tests/run.sh
