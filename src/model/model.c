@@ -290,9 +290,12 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
 }
 
 /* y (N,out) = x W^T (+ x delta^T when the layer carries an adapter delta) */
-static void linear(float *y, const float *x, const model_layer *ly, model_map m,
-                   const model_config *c, int64_t N)
+static void linear(float *y, const float *x, const model_stage *s, int l, model_map m,
+                   int64_t N)
 {
+    const model_config *c = &s->cfg;
+    const model_layer *ly = &s->layers[l];
+    if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
     int o, i;
     model_map_shape(c, m, &o, &i);
     kern_matmul_forward(y, x, ly->w[m], N, i, o);
@@ -308,20 +311,20 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
     int H = c->n_heads, Hkv = c->n_kv_heads, hd = model_head_size(c);
     if (a->save) memcpy(la.xin, a->x, sizeof(float) * N * D);
     kern_rmsnorm_forward(la.ln1, la.rstd1, a->x, ly->attn_norm, N, (int)D, c->rms_eps);
-    linear(la.q, la.ln1, ly, MODEL_MAP_Q, c, N);
-    linear(la.k, la.ln1, ly, MODEL_MAP_K, c, N);
-    linear(la.v, la.ln1, ly, MODEL_MAP_V, c, N);
+    linear(la.q, la.ln1, s, l, MODEL_MAP_Q, N);
+    linear(la.k, la.ln1, s, l, MODEL_MAP_K, N);
+    linear(la.v, la.ln1, s, l, MODEL_MAP_V, N);
     kern_rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
     kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd, a->save);
-    linear(a->tmp, la.atty, ly, MODEL_MAP_O, c, N);
+    linear(a->tmp, la.atty, s, l, MODEL_MAP_O, N);
     kern_add_inplace(a->x, a->tmp, N * D);
     if (a->save) memcpy(la.xres, a->x, sizeof(float) * N * D);
     kern_rmsnorm_forward(la.ln2, la.rstd2, a->x, ly->ffn_norm, N, (int)D, c->rms_eps);
-    linear(la.gate, la.ln2, ly, MODEL_MAP_GATE, c, N);
-    linear(la.up, la.ln2, ly, MODEL_MAP_UP, c, N);
+    linear(la.gate, la.ln2, s, l, MODEL_MAP_GATE, N);
+    linear(la.up, la.ln2, s, l, MODEL_MAP_UP, N);
     kern_swiglu_forward(la.hid, la.gate, la.up, N * F);
-    linear(a->tmp, la.hid, ly, MODEL_MAP_DOWN, c, N);
+    linear(a->tmp, la.hid, s, l, MODEL_MAP_DOWN, N);
     kern_add_inplace(a->x, a->tmp, N * D);
 }
 
