@@ -154,14 +154,24 @@ void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s
 
 /* ------------------------------------------------------- decode step */
 
-/* y (out) = W (out, in) x (in): the sparse copy or sgemv. */
+/* y (out) = W (out, in) x: OpenBLAS sgemv on the dense path; on the sparse
+ * path (s->sparse set) the maps left dense and the head use the OpenMP
+ * dense matvec of the sparse module, so that one thread pool runs the whole
+ * step (OpenBLAS and OpenMP workers spin after each call and would steal
+ * each other's cores). */
+static void dense_matvec(float *y, const float *x, const model_stage *s, const float *W,
+                         int out, int in)
+{
+    if (s->sparse) sparse_dense_matvec(y, W, out, in, x);
+    else cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, 0.0f, y, 1);
+}
+
 static void matvec(float *y, const float *x, const model_stage *s, int l, model_map m)
 {
     if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, 1)) return;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, o, i, 1.0f, s->layers[l].w[m], i, x, 1, 0.0f, y,
-                1);
+    dense_matvec(y, x, s, s->layers[l].w[m], o, i);
 }
 
 /* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos,
@@ -230,8 +240,7 @@ static void stage_head_step(model_acts *a, const model_stage *s)
 {
     const model_config *c = &s->cfg;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, 1, c->dim, c->rms_eps);
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, c->vocab_size, c->dim, 1.0f, s->head, c->dim,
-                a->tmp, 1, 0.0f, a->logits, 1);
+    dense_matvec(a->logits, a->tmp, s, s->head, c->vocab_size, c->dim);
 }
 
 void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,

@@ -250,6 +250,23 @@ void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
     }
 }
 
+void sparse_dense_matvec(float *y, const float *W, int out, int in, const float *x)
+{
+#if defined(__x86_64__)
+    if (sparse_get_isa() == SPARSE_ISA_AVX512) {
+        sparse_dense_matvec_avx512(y, W, out, in, x);
+        return;
+    }
+#endif
+#pragma omp parallel for schedule(static) if ((int64_t)out * in > (1 << 18))
+    for (int o = 0; o < out; o++) {
+        const float *w = W + (int64_t)o * in;
+        float acc = 0.0f;
+        for (int i = 0; i < in; i++) acc += w[i] * x[i];
+        y[o] = acc;
+    }
+}
+
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * in > (1 << 16))
