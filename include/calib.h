@@ -80,6 +80,10 @@ losa_status calib_layer_grams(struct dist_ctx *d, const model_stage *s,
                               const int *tokens, int N, int S, int chunk,
                               double *grams);
 
+/* Centred Gram matrix G (n,n) = H X X^T H of X (n, m), H = I - 11^T/n;
+ * tmp: (n,n) float scratch.  X X^T by sgemm, centring in double. */
+void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp);
+
 /* Fraction of exact zeros over the 7 maps of a layer. */
 double calib_layer_sparsity(const model_stage *s, int l);
 

@@ -49,6 +49,47 @@ void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n); /* over replicas 
 void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root);
 void dist_sum_floats_stage(dist_ctx *d, float *x, size_t n); /* over replicas */
 void dist_barrier(dist_ctx *d);
+/* Collective (world): rank 0 reads the whole file, every rank receives its
+ * bytes (NUL-terminated, malloc'd); errors agreed. */
+losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size);
 void dist_abort(int code);
+
+/* ---- SparseGPT over a stage's replicas (src/dist/scalapack.c) ----------- */
+#include "prune.h"
+
+/* Collective over this rank's stage (its DP replicas).  H (in, in) symmetric,
+ * equal on every replica (already all-reduced).  Same result as
+ * prune_sparsegpt_prepare_hinv: dead inputs, damping percdamp*mean(diag),
+ * Hinv_upper (in, in) row-major = U, U^T U = (H + damp I)^{-1}, strict lower
+ * triangle 0 -- computed with ScaLAPACK (pdpotrf, pdpotri, pdpotrf) on a
+ * BLACS grid over the stage communicator (block size nb; <= 0 picks 64) and
+ * returned on every replica.  One replica: LAPACK (prune_sparsegpt_prepare_hinv).
+ * LOSA_ERR_NUMERIC (on every replica) if a factorisation fails. */
+losa_status dist_sparsegpt_hinv(dist_ctx *d, const double *H /* (in, in) */, int in,
+                                double percdamp, double *Hinv_upper /* (in, in) out */,
+                                unsigned char *dead /* (in) out, or NULL */);
+losa_status dist_sparsegpt_hinv_nb(dist_ctx *d, const double *H, int in, double percdamp,
+                                   double *Hinv_upper, unsigned char *dead, int nb);
+
+/* Contiguous split of out rows over n parts: part p holds [*row0, *row0 + *nrows). */
+void dist_rows_split(int out, int n, int p, int *row0, int *nrows);
+
+/* Collective over this rank's stage.  The SparseGPT column sweep of W
+ * (out, in), equal on every replica on entry, with the rows split over the
+ * replicas (dist_rows_split); unstructured selection uses dist_select_stage;
+ * the pruned rows are all-gathered so W is the whole pruned matrix on every
+ * replica on return (bit-identical to prune_sparsegpt_rows on one process).
+ * t (or NULL): this replica's timings; t->loss summed over the replicas. */
+losa_status dist_sparsegpt_rows(dist_ctx *d, float *W /* (out, in) */, int out, int in,
+                                const double *Hinv_upper /* (in, in) */,
+                                const unsigned char *dead /* (in) or NULL */,
+                                double sparsity, int nm_n, int nm_m, int blocksize,
+                                prune_sparsegpt_timing *t);
+/* prune_select_fn over the stage: ctx is the dist_ctx; the rows of all
+ * replicas must be contiguous in replica order (as dist_rows_split).  The
+ * block's scores are all-gathered and every replica selects the same k-th
+ * (score, index) pair. */
+losa_status dist_select_stage(void *ctx, const double *score, int nrows, int count,
+                              int64_t row0, int64_t k_global, prune_threshold *thr);
 
 #endif

@@ -81,6 +81,9 @@ losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
  * behind on error.  src_dir: HF directory with config.json, model.safetensors
  * or sharded *.safetensors + model.safetensors.index.json, tokenizer.json. */
 losa_status io_import_hf(const char *src_dir, const char *out_path);
+/* Parse and validate a HF config.json (LLaMA/Mistral) into c; errors name
+ * the file and the key.  Not collective. */
+losa_status io_hf_config_read(const char *path, model_config *c);
 /* llama2.c legacy checkpoint + tokenizer.bin (q/k rows permuted from the
  * interleaved RoPE convention to rotate-half). */
 losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,

@@ -46,11 +46,24 @@ const char *model_map_name(model_map m); /* "wq", "wk", ... (store names) */
 /* out x in shape of map m. */
 void model_map_shape(const model_config *c, model_map m, int *out, int *in);
 
+/* Adapter path of one linear map during training (all NULL: plain W; the
+ * forward is then exactly y = x W^T).  Owned by the lora module, which fills
+ * delta / weff once per optimizer step (see include/lora.h):
+ *   delta  = scale * (B[:, :r] A[:r, :]) ⊙ M      (out, in)
+ *   weff   = W + delta                             (out, in)
+ *   ddelta += dL/dDelta = dy^T drop(x)             (out, in), by backward */
+typedef struct {
+    const float *delta;        /* (out,in) NULL: no adapter */
+    const float *weff;         /* (out,in) used when acts dropout is 0 */
+    float *ddelta;             /* (out,in) accumulated by model_layer_backward */
+} model_adapter_map;
+
 typedef struct {
     float *attn_norm;          /* (D) */
     float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
                                   w_gate (F,D) w_up (F,D) w_down (D,F) */
     float *ffn_norm;           /* (D) */
+    model_adapter_map ad[MODEL_N_MAPS]; /* training adapter path (zeroed) */
 } model_layer;
 
 typedef struct {
@@ -88,9 +101,24 @@ void model_stage_randomize(model_stage *s, uint64_t seed, float std);
  * model_acts_build; forward never allocates.  Per layer l the values saved
  * for a backward pass are kept (x_in, rstd, normalised inputs, q/k/v, att,
  * ...); forward-only users pass save = 0 and get one layer's worth. */
+/* model_acts_build save modes */
+enum {
+    MODEL_ACTS_NOSAVE = 0,     /* inference: one slot, attention scratch only */
+    MODEL_ACTS_SAVE = 1,       /* every layer's activations kept (backward) */
+    MODEL_ACTS_SAVE_ONE = 2    /* one slot with everything a backward needs
+                                  (activation checkpointing: recompute) */
+};
+
 typedef struct {
     int B, T;                  /* capacity */
-    int save;                  /* 1: keep every layer's activations */
+    int save;                  /* MODEL_ACTS_* */
+    /* adapter dropout (training): the adapter branch sees drop(x) with
+     * elements zeroed with probability drop_p (and the rest scaled by
+     * 1/(1-drop_p)); the mask is a hash of (drop_seed, global layer, map,
+     * element), so backward regenerates it instead of storing it. */
+    float drop_p;
+    uint64_t drop_seed;
+    float *xdrop;              /* (B,T,max(D,F)) scratch for drop(x) */
     float *x;                  /* (B,T,D) the residual stream (stage input/output) */
     float *logits;             /* (B,T,V) last stage */
     float *rope_cos, *rope_sin;/* (T, hd/2) */
@@ -154,6 +182,9 @@ struct dist_ctx;
 void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
                             const model_stage *s, const int *tokens, int B,
                             int T, int tag);
+/* Collective (world, DP = 1 or replicas identical): the whole model on rank 0
+ * in *full (a single-stage model built there; untouched elsewhere). */
+void model_gather_full(struct dist_ctx *d, const model_stage *s, model_stage *full);
 /* model_stage_build for this rank's stage in d's layout. */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
@@ -230,5 +261,62 @@ void model_pipeline_prefill(struct dist_ctx *d, model_acts *a, model_kv_cache *k
                             const model_stage *s, const int *tokens, int T, int tag);
 void model_pipeline_decode_step(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
                                 const model_stage *s, int token, int pos, int tag);
+
+/* ---- backward (training; gradients w.r.t. activations and adapters only:
+ * base weights, norms, embeddings and head are frozen) ---- */
+
+/* Dropout mask element: 1 if element i of map m's adapter input in global
+ * layer gl is kept.  Deterministic in (seed, gl, m, i). */
+int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p);
+/* y (N,out) = x W^T [+ drop(x) delta^T]: the linear map m of layer l with its
+ * adapter path.  Used by forward; exposed for tests. */
+void model_linear_forward(float *y, const float *x, const model_acts *a,
+                          const model_stage *s, int l, model_map m, int64_t N);
+
+/* Scratch for one micro-batch's backward through one stage (one block). */
+typedef struct {
+    int B, T;                  /* capacity */
+    float *dx;                 /* (B,T,D) gradient of the residual stream */
+    float *dln;                /* (B,T,D) */
+    float *datty;              /* (B,T,D) */
+    float *dq;                 /* (B,T,D) */
+    float *dk, *dv;            /* (B,T,kvD) */
+    float *dgate, *dup, *dhid; /* (B,T,F) */
+    float *dtmp;               /* (B,T,max(D,F)) dy delta on the dropout path */
+    float *datt;               /* (T,T) */
+    float *dlogits;            /* (B,T,V) last stage */
+    float *rstdf;              /* (B,T) final norm */
+    float *mem;
+    size_t n_floats;
+} model_bwd;
+losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T);
+void model_bwd_free(model_bwd *g);
+
+/* Backward of layer l: dx (B,T,D) holds dL/d(layer output) on entry and
+ * dL/d(layer input) on return.  Uses the activations saved in a's slot for l
+ * (a->save MODEL_ACTS_SAVE, or MODEL_ACTS_SAVE_ONE right after recomputing
+ * layer l).  Accumulates dL/dDelta into s->layers[l].ad[m].ddelta where set. */
+void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
+                          const model_stage *s, int l, int B, int T);
+/* Last stage: loss and its gradient.  a->logits and a->x as left by the
+ * forward; targets (B,T) (< 0: ignored).  Loss = scale * sum of NLL; writes
+ * dL/d(a->x before the final norm) into dx (overwrites).  Returns the
+ * unscaled NLL sum; *n = counted targets. */
+double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
+                           const model_stage *s, const int *targets, int B, int T,
+                           float scale, int64_t *n);
+
+/* Activation checkpointing: run the stage's layers forward on a->x
+ * (a: MODEL_ACTS_NOSAVE) keeping only each layer's input in xin_all
+ * (n_layers, B,T,D); backward recomputes layer l into r (MODEL_ACTS_SAVE_ONE)
+ * from xin_all[l] and back-propagates through it. */
+void model_stage_forward_ckpt(model_acts *a, float *xin_all, const model_stage *s,
+                              int B, int T);
+void model_stage_backward_ckpt(model_bwd *g, float *dx, model_acts *r,
+                               const float *xin_all, const model_stage *s, int B,
+                               int T);
+/* Backward through all layers of the stage (a: MODEL_ACTS_SAVE). */
+void model_stage_backward(model_bwd *g, float *dx, const model_acts *a,
+                          const model_stage *s, int B, int T);
 
 #endif

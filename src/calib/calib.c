@@ -273,8 +273,11 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
                     for (int j = 0; j < W; j++) colsq[j] += sc.wcolsq[g][(int64_t)w * W + j];
                 for (int j = 0; j < W; j++) colsq[j] /= (double)N * S;
             }
-            if (want_h)
-                st = prune_sparsegpt_prepare_hinv(sc.hs[g].H, W, o->pc.percdamp, hinv, dead, &r->sgpt);
+            if (want_h) { /* ScaLAPACK over the stage's replicas (LAPACK if DP = 1) */
+                double th = core_time();
+                st = dist_sparsegpt_hinv(d, sc.hs[g].H, W, o->pc.percdamp, hinv, dead);
+                r->sgpt.hinv_s += core_time() - th;
+            }
             for (int m = 0; m < MODEL_N_MAPS && st == LOSA_OK; m++) {
                 if (grp_of_map[m] != g) continue;
                 int out, in;
@@ -285,8 +288,8 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
                 else if (method == PRUNE_METHOD_WANDA)
                     st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
                 else
-                    st = prune_sparsegpt_rows(Wm, out, 0, out, in, hinv, dead, sp, o->pc.nm_n,
-                                              o->pc.nm_m, o->pc.blocksize, NULL, NULL, &r->sgpt);
+                    st = dist_sparsegpt_rows(d, Wm, out, in, hinv, dead, sp, o->pc.nm_n,
+                                             o->pc.nm_m, o->pc.blocksize, &r->sgpt);
                 if (st != LOSA_OK) {
                     char msg[900];
                     snprintf(msg, sizeof msg, "%s", core_errmsg());
@@ -357,8 +360,7 @@ losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *to
 
 /* ---------------------------------------------------------------- grams */
 
-/* Centred Gram matrix of X (n, m): K = X X^T, K~ = H K H. */
-static void centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
+void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
                 (int)m, 0.0f, tmp, n);
@@ -391,10 +393,10 @@ losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *toke
     /* every replica streams all windows (the pass is small: rmi_n windows) */
     stream_in(d, s, X, tokens, N, S, 1, 103);
     for (int l = 0; l < s->n_layers; l++) {
-        if (mine) centred_gram(grams + (int64_t)(s->layer0 + l) * N * N, X, N, m, tmp);
+        if (mine) calib_centred_gram(grams + (int64_t)(s->layer0 + l) * N * N, X, N, m, tmp);
         layer_pass(&a, s, l, X, N, S, chunk, NULL, NULL, 1);
     }
-    if (s->has_head && mine) centred_gram(grams + (int64_t)L * N * N, X, N, m, tmp);
+    if (s->has_head && mine) calib_centred_gram(grams + (int64_t)L * N * N, X, N, m, tmp);
     stream_out(d, s, X, N, S, 103);
     dist_sum_doubles(d, grams, (L + 1) * N * N);
     core_free(X);

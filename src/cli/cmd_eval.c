@@ -10,15 +10,6 @@
 #include "cli.h"
 #include "eval.h"
 
-__attribute__((weak)) losa_status eval_zeroshot_cli(dist_ctx *d, const model_stage *s,
-                                                   const tok_tokenizer *tok,
-                                                   const char *tasks, int limit,
-                                                   cJSON *out)
-{
-    (void)d; (void)s; (void)tok; (void)tasks; (void)limit; (void)out;
-    return core_err(LOSA_ERR_UNSUPPORTED, "--zeroshot is not available in this build");
-}
-
 int cmd_eval(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *ppl = NULL, *zs = NULL, *v;

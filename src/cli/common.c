@@ -10,27 +10,7 @@
 losa_status cli_bcast_file(dist_ctx *d, const char *path, char **data,
                            size_t *size)
 {
-    losa_status s = LOSA_OK;
-    uint64_t n = 0;
-    *data = NULL;
-    if (dist_rank(d) == 0) {
-        s = core_read_file(path, data, size);
-        n = s == LOSA_OK ? *size : 0;
-    }
-    if ((s = dist_agree(d, s)) != LOSA_OK) {
-        free(*data);
-        *data = NULL;
-        return s;
-    }
-    dist_bcast(d, &n, sizeof n, 0);
-    if (dist_rank(d) != 0) {
-        *data = malloc(n + 1);
-        LOSA_CHECK(*data);
-        (*data)[n] = 0;
-    }
-    dist_bcast(d, *data, n, 0);
-    *size = n;
-    return LOSA_OK;
+    return dist_read_file(d, path, data, size);
 }
 
 losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,

@@ -7,6 +7,7 @@
 const deck_key deck_schema[] = {
     /* [model] */
     {"model.store", DECK_STRING, NULL, 0, 0, NULL, "HDF5 model store written by 'losa import'"},
+    {"model.config", DECK_STRING, "", 0, 0, NULL, "HF config.json used by 'losa plan' instead of the store's config (no weights read)"},
     /* [data] */
     {"data.calib", DECK_STRING, "", 0, 0, NULL, "calibration corpus: JSONL with a 'text' field, or plain text"},
     {"data.calib_n", DECK_INT, "128", 1, 1e6, NULL, "calibration windows N"},
@@ -56,6 +57,7 @@ const deck_key deck_schema[] = {
     {"eval.seqlen", DECK_INT, "256", 2, 1e6, NULL, "perplexity window S"},
     {"eval.batch", DECK_INT, "8", 1, 1e6, NULL, "windows per micro-batch"},
     {"eval.max_windows", DECK_INT, "0", 0, 1e9, NULL, "evaluate only the first windows (0 = all)"},
+    {"eval.each_step", DECK_BOOL, "true", 0, 0, NULL, "perplexity after every LoSA step"},
     {"eval.zeroshot", DECK_STRING, "", 0, 0, NULL, "comma-separated task names (input/tasks/*.ini)"},
     {"eval.limit", DECK_INT, "0", 0, 1e9, NULL, "items per zero-shot task (0 = all)"},
     /* [parallel] */

@@ -1,6 +1,7 @@
 /* dist: MPI layout (PP stages x DP replicas), pipeline point-to-point,
  * error agreement, reductions.  The only module that calls MPI. */
 #include "dist.h"
+#include "dist_internal.h"
 
 #include <mpi.h>
 #include <stdlib.h>
@@ -72,6 +73,7 @@ int dist_stage(const dist_ctx *d) { return d->stage; }
 int dist_n_stages(const dist_ctx *d) { return d->pp; }
 int dist_replica(const dist_ctx *d) { return d->replica; }
 int dist_n_replicas(const dist_ctx *d) { return d->dp; }
+MPI_Comm dist_comm_stage(const dist_ctx *d) { return d->stage_comm; }
 
 /* Large messages are sent in chunks of at most 2^30 floats (int counts). */
 #define CHUNK ((size_t)1 << 30)
@@ -212,3 +214,29 @@ void dist_barrier(dist_ctx *d)
 }
 
 void dist_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size)
+{
+    losa_status s = LOSA_OK;
+    uint64_t n = 0;
+    *data = NULL;
+    *size = 0;
+    if (d->rank == 0) {
+        s = core_read_file(path, data, size);
+        n = s == LOSA_OK ? *size : 0;
+    }
+    if ((s = dist_agree(d, s)) != LOSA_OK) {
+        free(*data);
+        *data = NULL;
+        return s;
+    }
+    dist_bcast(d, &n, sizeof n, 0);
+    if (d->rank != 0) {
+        *data = malloc(n + 1);
+        LOSA_CHECK(*data);
+        (*data)[n] = 0;
+    }
+    dist_bcast(d, *data, n, 0);
+    *size = n;
+    return LOSA_OK;
+}

@@ -141,6 +141,11 @@ static losa_status hf_config_parse(const char *path, model_config *c)
     return s;
 }
 
+losa_status io_hf_config_read(const char *path, model_config *c)
+{
+    return hf_config_parse(path, c);
+}
+
 /* ---- weights: one file or shards ------------------------------------------- */
 
 typedef struct {

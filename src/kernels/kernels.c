@@ -6,6 +6,22 @@
 #include <math.h>
 #include <string.h>
 
+/* exp(x) for x <= 0 in plain arithmetic that the compiler vectorises (libm's
+ * expf is a call per element): x = n ln2 + r, |r| <= ln2/2, 2^n built in
+ * the exponent bits, e^r by a degree-6 polynomial; relative error < 3e-7.
+ * Inputs below -87 give 0. */
+static inline __attribute__((always_inline)) float expf_neg(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    /* round to nearest by the 1.5 * 2^23 trick (no libm call, vectorises) */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
+                  r * (0.0083333338f + r * 0.0013888889f)))));
+    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
+    return p * u.f;
+}
+
 void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
                           const float *w, int64_t N, int D, float eps)
 {
@@ -118,17 +134,21 @@ void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B
 }
 
 /* Causal softmax of row i of a (T,T) score matrix over columns 0..i; columns
- * above the diagonal become 0. */
+ * above the diagonal become 0.  Vectorised exp (expf_neg, below). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
 static void causal_softmax_row(float *row, int i, int T)
 {
     float mx = -FLT_MAX;
+#pragma omp simd reduction(max : mx)
     for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int j = 0; j <= i; j++) {
-        row[j] = expf(row[j] - mx);
+        row[j] = expf_neg(row[j] - mx);
         sum += row[j];
     }
     float inv = 1.0f / sum;
+#pragma omp simd
     for (int j = 0; j <= i; j++) row[j] *= inv;
     for (int j = i + 1; j < T; j++) row[j] = 0.0f;
 }
@@ -256,22 +276,6 @@ void kern_embed_forward(float *out, const int *tokens, const float *embed,
 void kern_add_inplace(float *x, const float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
-}
-
-/* exp(x) for x <= 0 in plain arithmetic that the compiler vectorises (libm's
- * expf is a call per element): x = n ln2 + r, |r| <= ln2/2, 2^n built in
- * the exponent bits, e^r by a degree-6 polynomial; relative error < 3e-7.
- * Inputs below -87 give 0. */
-static inline __attribute__((always_inline)) float expf_neg(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    /* round to nearest by the 1.5 * 2^23 trick (no libm call, vectorises) */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
-                  r * (0.0083333338f + r * 0.0013888889f)))));
-    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
-    return p * u.f;
 }
 
 /* log sum_j exp(l_j): max pass, then the exponentials summed in float blocks

@@ -223,11 +223,12 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
                         T, c->max_seq_len);
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t H = c->n_heads, hd = model_head_size(c);
-    int slots = save ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
+    int slots = save == MODEL_ACTS_SAVE ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
     int64_t att = save ? B * H * T * T : (int64_t)T * T;
     int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
+    int64_t wmax = F > D ? F : D;
     size_t n = (size_t)(N * D * 2 + (s->has_head ? N * c->vocab_size : 0) +
-                        T * hd + per * slots);
+                        T * hd + per * slots + N * wmax);
     a->mem = core_calloc(n, sizeof(float));
     a->n_floats = n;
     a->B = B;
@@ -254,6 +255,7 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
     TAKE(a->gate, N * F * slots);
     TAKE(a->up, N * F * slots);
     TAKE(a->hid, N * F * slots);
+    TAKE(a->xdrop, N * wmax);
 #undef TAKE
     LOSA_CHECK((size_t)(p - a->mem) <= n);
     kern_rope_tables(a->rope_cos, a->rope_sin, T, (int)hd, c->rope_theta);
@@ -275,7 +277,7 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
     /* strides use the capacity (a->B, a->T) so slots never move */
     int64_t Nc = (int64_t)a->B * a->T;
     int64_t attc = a->save ? (int64_t)a->B * c->n_heads * a->T * a->T : (int64_t)a->T * a->T;
-    int64_t i = a->save ? l : 0;
+    int64_t i = a->save == MODEL_ACTS_SAVE ? l : 0;
     (void)N;
     model_layer_acts la = {
         .xin = a->xin + i * Nc * D, .ln1 = a->ln1 + i * Nc * D,
@@ -289,16 +291,44 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
     return la;
 }
 
-/* y (N,out) = x W^T (+ x delta^T when the layer carries an adapter delta) */
-static void linear(float *y, const float *x, const model_stage *s, int l, model_map m,
-                   int64_t N)
+int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p)
 {
-    const model_config *c = &s->cfg;
+    /* splitmix64 finaliser of a unique counter; top 24 bits -> [0,1) */
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gl << 48) ^
+                 ((uint64_t)m << 44) ^ (uint64_t)i;
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
+
+/* y (N,out) = x W^T, plus the masked adapter when the layer carries one:
+ *   dropout 0:  y = x (W + Delta)^T          one GEMM with weff
+ *   dropout p:  y = x W^T + drop(x) Delta^T  two GEMMs (drop(x) in a->xdrop)
+ * Delta is formed once per optimizer step by the lora module. */
+void model_linear_forward(float *y, const float *x, const model_acts *a,
+                          const model_stage *s, int l, model_map m, int64_t N)
+{
     const model_layer *ly = &s->layers[l];
-    if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
+    const model_adapter_map *ad = &ly->ad[m];
     int o, i;
-    model_map_shape(c, m, &o, &i);
-    kern_matmul_forward(y, x, ly->w[m], N, i, o);
+    model_map_shape(&s->cfg, m, &o, &i);
+    if (!ad->delta) {
+        /* sparse copy of W (decode.c) when attached and profitable at N */
+        if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
+        kern_matmul_forward(y, x, ly->w[m], N, i, o);
+    } else if (a->drop_p <= 0.0f) {
+        kern_matmul_forward(y, x, ad->weff, N, i, o);
+    } else {
+        float keep = 1.0f / (1.0f - a->drop_p);
+        int gl = s->layer0 + l;
+        for (int64_t e = 0; e < N * i; e++)
+            a->xdrop[e] = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p) ? x[e] * keep
+                                                                              : 0.0f;
+        kern_matmul_forward(y, x, ly->w[m], N, i, o);
+        kern_matmul_forward_acc(y, a->xdrop, ad->delta, N, i, o);
+    }
 }
 
 void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
@@ -311,20 +341,20 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
     int H = c->n_heads, Hkv = c->n_kv_heads, hd = model_head_size(c);
     if (a->save) memcpy(la.xin, a->x, sizeof(float) * N * D);
     kern_rmsnorm_forward(la.ln1, la.rstd1, a->x, ly->attn_norm, N, (int)D, c->rms_eps);
-    linear(la.q, la.ln1, s, l, MODEL_MAP_Q, N);
-    linear(la.k, la.ln1, s, l, MODEL_MAP_K, N);
-    linear(la.v, la.ln1, s, l, MODEL_MAP_V, N);
+    model_linear_forward(la.q, la.ln1, a, s, l, MODEL_MAP_Q, N);
+    model_linear_forward(la.k, la.ln1, a, s, l, MODEL_MAP_K, N);
+    model_linear_forward(la.v, la.ln1, a, s, l, MODEL_MAP_V, N);
     kern_rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
     kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd, a->save);
-    linear(a->tmp, la.atty, s, l, MODEL_MAP_O, N);
+    model_linear_forward(a->tmp, la.atty, a, s, l, MODEL_MAP_O, N);
     kern_add_inplace(a->x, a->tmp, N * D);
     if (a->save) memcpy(la.xres, a->x, sizeof(float) * N * D);
     kern_rmsnorm_forward(la.ln2, la.rstd2, a->x, ly->ffn_norm, N, (int)D, c->rms_eps);
-    linear(la.gate, la.ln2, s, l, MODEL_MAP_GATE, N);
-    linear(la.up, la.ln2, s, l, MODEL_MAP_UP, N);
+    model_linear_forward(la.gate, la.ln2, a, s, l, MODEL_MAP_GATE, N);
+    model_linear_forward(la.up, la.ln2, a, s, l, MODEL_MAP_UP, N);
     kern_swiglu_forward(la.hid, la.gate, la.up, N * F);
-    linear(a->tmp, la.hid, s, l, MODEL_MAP_DOWN, N);
+    model_linear_forward(a->tmp, la.hid, a, s, l, MODEL_MAP_DOWN, N);
     kern_add_inplace(a->x, a->tmp, N * D);
 }
 

@@ -1,0 +1,194 @@
+/* lora: masked dynamic-rank LoRA adapters on the 7 linear maps of every
+ * layer a stage holds, AdamW, the learning-rate schedule, training data and
+ * the training loop through the pipeline.
+ *
+ * Masked LoRA (ALGORITHM.md section 1).  Per map with frozen W (out,in) and
+ * mask M = (W != 0):   W_eff = W + Delta,  Delta = scale * (B[:, :r] A[:r, :]) ⊙ M
+ * A (r_max,in) Kaiming-uniform (bound 1/sqrt(in)), B (out,r_max) zero,
+ * scale = alpha / r0, r = active rank of the layer (rows >= r are kept but
+ * frozen, so the rank can change between phases without losing them).
+ *
+ * Efficient formulation: the mask forbids the usual low-rank shortcut
+ * x A^T B^T, so the delta is formed densely ONCE per optimizer step
+ * (lora_delta_update: one (out x r x in) GEMM, then ⊙ M, and W_eff = W + Delta).
+ *   forward   dropout 0: y = x W_eff^T                 1 GEMM (as the base model)
+ *             dropout p: y = x W^T + drop(x) Delta^T   2 GEMMs
+ *   backward  dx += dy W_eff        (dropout p: dy W + (dy Delta) ⊙ mask/(1-p))
+ *             dDelta += dy^T drop(x)                   1 GEMM per map
+ * and once per optimizer step (after all micro-batches, lora_grad_project):
+ *             G = dDelta ⊙ M,  dB[:, :r] = scale G A[:r]^T,  dA[:r] = scale B[:, :r]^T G
+ * (two thin GEMMs with r <= 16).  So a training step costs what a frozen
+ * base-model backward with weight gradients costs, plus O(out*in*r) per step.
+ *
+ * Memory, one allocation per kind: params (A,B), grads, AdamW m, v (each
+ * sum over maps of r_max*(in+out)); dense blocks delta, weff, ddelta (each
+ * the size of the stage's 7 maps).
+ */
+#ifndef LOSA_LORA_H
+#define LOSA_LORA_H
+
+#include "core.h"
+#include "model.h"
+#include "tok.h"
+
+struct dist_ctx;
+
+typedef struct {
+    int r_max;        /* rows of A / columns of B (16) */
+    int rank;         /* initial active rank of every layer (8) */
+    float alpha, r0;  /* scale = alpha / r0 (16 / 8 = 2) */
+    float dropout;    /* on the adapter input (0.1) */
+    uint64_t seed;    /* init of A */
+} lora_config;
+void lora_config_default(lora_config *c);
+
+typedef struct {
+    lora_config cfg;
+    model_config mcfg;           /* the model's shapes */
+    float scale;                 /* alpha / r0 */
+    int layer0, n_layers;        /* the stage's layers (global index of first) */
+    int *rank;                   /* (n_layers) active rank, 1 <= r <= r_max */
+    float **A, **B;              /* [l*7+m] -> A (r_max,in), B (out,r_max) in params */
+    float **gA, **gB;            /* same in grads */
+    float *params, *grads, *m, *v; /* (n_params) each */
+    size_t n_params;
+    float *delta, *weff, *ddelta;/* (n_w) each: per map (out,in), stage order */
+    size_t n_w;
+    size_t *w_off;               /* [l*7+m] offset of map in delta/weff/ddelta */
+    int64_t step;                /* AdamW steps taken */
+    int attached;                /* delta/weff pointers set in the stage */
+} lora_adapters;
+
+/* Not collective.  Allocates and initialises the adapters of stage s (A
+ * seeded per (seed, global layer, map), so equal whatever the staging), forms
+ * Delta and attaches the adapter path to s (forward/backward then use it). */
+losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c);
+void lora_adapters_free(lora_adapters *ad, model_stage *s);
+/* Active rank of stage layer l (1..r_max).  Call lora_delta_update after. */
+losa_status lora_set_rank(lora_adapters *ad, int l, int r);
+/* Delta = scale (B[:, :r] A[:r]) ⊙ M and W_eff = W + Delta for every map. */
+void lora_delta_update(lora_adapters *ad, const model_stage *s);
+/* Attach / detach the adapter path (pointers in s->layers[l].ad). */
+void lora_attach(lora_adapters *ad, model_stage *s);
+void lora_detach(lora_adapters *ad, model_stage *s);
+/* Merge W += Delta (detaches; the stage is then a plain model with the same
+ * non-zero pattern) and unmerge W -= Delta (re-attaches).  Delta must not
+ * change in between.  Returns the number of weights whose zero/non-zero
+ * status changed (0 unless W + Delta hits exactly 0). */
+int64_t lora_merge(lora_adapters *ad, model_stage *s);
+int64_t lora_unmerge(lora_adapters *ad, model_stage *s);
+
+void lora_grad_zero(lora_adapters *ad);
+/* dA, dB (grads) from the accumulated dDelta (see the header comment);
+ * entries outside the active rank are zero. */
+void lora_grad_project(lora_adapters *ad, const model_stage *s);
+/* Sum of squares of layer l's adapter gradients (double). */
+double lora_grad_sumsq(const lora_adapters *ad, int l);
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+} lora_adamw;
+/* One AdamW step (decoupled weight decay, bias correction) on the active
+ * slices of A and B, with gradients multiplied by grad_scale first (clipping). */
+void lora_adamw_step(lora_adapters *ad, const lora_adamw *opt, float grad_scale);
+
+/* Linear warmup over ceil(warmup_ratio * total) steps then linear decay to 0:
+ * lr(s) = lr * (s+1)/W for s < W, lr * (total - s)/(total - W) after
+ * (s = 0-based optimizer step). */
+float lora_lr_at(float lr, float warmup_ratio, int64_t total, int64_t s);
+
+/* ---- training through the pipeline ---- */
+typedef struct {
+    int B, T;               /* micro-batch */
+    int grad_accum;         /* micro-batches per optimizer step */
+    int64_t steps;          /* optimizer steps (schedule length) */
+    float lr, weight_decay, warmup_ratio, max_grad_norm; /* max_grad_norm 0: off */
+    float beta1, beta2, eps;
+    uint64_t seed;          /* dropout masks */
+    int ckpt;               /* 1: activation checkpointing */
+} lora_train_config;
+void lora_train_config_default(lora_train_config *c);
+
+typedef struct {
+    double loss;            /* mean NLL over the step's counted targets */
+    int64_t n_targets;
+    double grad_norm;       /* global, before clipping */
+    float lr;
+    double seconds;
+} lora_step_stats;
+
+typedef struct {
+    lora_train_config cfg;
+    struct dist_ctx *d;     /* NULL: single process, whole model */
+    model_stage *s;
+    lora_adapters *ad;
+    int n_acts;             /* grad_accum with a pipeline, else 1 */
+    model_acts *acts;       /* (n_acts) */
+    model_acts rec;         /* MODEL_ACTS_SAVE_ONE recompute (ckpt) */
+    float *xin;             /* (n_acts, n_layers, B,T,D) layer inputs (ckpt) */
+    float *dxtop;           /* (n_acts, B,T,D) gradient arriving at the stage top */
+    model_bwd g;
+    double *layer_sq;       /* (L) per global layer grad sum of squares */
+    int64_t step;
+} lora_trainer;
+
+/* Collective over d's pipeline (or d == NULL for one process holding the
+ * whole model).  Requires DP = 1 (one replica). */
+losa_status lora_trainer_build(lora_trainer *tr, struct dist_ctx *d, model_stage *s,
+                               lora_adapters *ad, const lora_train_config *c);
+void lora_trainer_free(lora_trainer *tr);
+/* Collective.  One optimizer step on grad_accum micro-batches:
+ * tokens, targets (grad_accum, B, T) equal on all ranks (target < 0 ignored;
+ * targets[t] is the token to predict at position t).  Loss = mean NLL over
+ * all counted targets of the step.  Stats equal on all ranks. */
+losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targets,
+                            lora_step_stats *st);
+
+/* ---- training data (src/lora/data.c) ----
+ * Alpaca JSON array / JSONL (instruction, input, output) rendered with the
+ * standard Alpaca prompt template, tokenized as BOS prompt output EOS with the
+ * prompt length kept for response-only loss; {"text"} JSON/JSONL records
+ * (BOS text EOS); or plain text (one stream cut into max_len windows).
+ * Every example is truncated to max_len tokens. */
+typedef enum { LORA_DATA_AUTO = 0, LORA_DATA_ALPACA, LORA_DATA_TEXT } lora_data_format;
+typedef struct {
+    int64_t n;              /* examples */
+    int *ids;               /* all examples' tokens, concatenated */
+    int64_t *off;           /* (n+1) example e = ids[off[e] .. off[e+1]) */
+    int *resp;              /* (n) index of the first response token (0: all) */
+    lora_data_format format;/* resolved format */
+    int64_t cap_seq, cap_ids;
+} lora_dataset;
+/* The Alpaca prompt for one record (input may be NULL or ""); malloc'd. */
+char *lora_alpaca_prompt(const char *instruction, const char *input);
+/* Not collective.  name is used in error messages. */
+losa_status lora_data_parse(lora_dataset *ds, const char *name, const char *text, size_t len,
+                            lora_data_format fmt, const tok_tokenizer *tk,
+                            int max_len);
+void lora_data_free(lora_dataset *ds);
+/* "auto" | "alpaca" | "text" */
+lora_data_format lora_data_format_from_string(const char *f);
+/* Collective (world): rank 0 reads and tokenizes path, the dataset's flat
+ * arrays are broadcast; errors agreed. */
+losa_status lora_data_load(struct dist_ctx *d, const char *path, lora_data_format fmt,
+                           const tok_tokenizer *tk, int T, lora_dataset *ds);
+/* Seeded permutation of 0..n-1 for an epoch (same on every rank). */
+void lora_data_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm);
+/* Micro-batch of examples idx[0..B): tokens (B,T) padded with pad_id,
+ * targets (B,T) = next token, -1 on padding, after the end, and (with
+ * response_only) on the prompt. */
+void lora_data_batch(const lora_dataset *ds, const int64_t *idx, int B, int T, int pad_id,
+                     int response_only, int *tokens, int *targets);
+
+/* ---- HDF5 (src/io/adapters.c) ----
+ * /lora attributes r_max, alpha, r0, dropout, step, n_layers;
+ * /lora/layers/<gl>: attribute rank; datasets <map>_A (r_max,in), <map>_B
+ * (out,r_max), and with optimizer state <map>_mA, <map>_vA, <map>_mB, <map>_vB.
+ * Not collective: a pipeline writes stage by stage (create = 1 on the first,
+ * then the others append their layers in turn). */
+losa_status io_adapters_write(const char *path, int create, const lora_adapters *ad,
+                              const model_config *c);
+/* Reads into built adapters of the same shapes; call lora_delta_update after. */
+losa_status io_adapters_read(const char *path, lora_adapters *ad, const model_config *c);
+
+#endif

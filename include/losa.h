@@ -1,0 +1,159 @@
+/* losa: the decisions of the LoSA method (ALGORITHM.md sections 2, 3, 5) —
+ * the cubic sparsity schedule, CKA between layer representations, the
+ * layer-sparsity allocators (rmi = bounded LP on RMI importances,
+ * mi_proportional, uniform), the error-driven rank allocator — and the
+ * collective step that turns every stage's measurements into one decision.
+ * Pure functions except losa_collective_step. */
+#ifndef LOSA_LOSA_H
+#define LOSA_LOSA_H
+
+#include "core.h"
+#include "deck.h"
+#include "lora.h"
+#include "prune.h"
+#include "tok.h"
+
+struct dist_ctx;
+
+/* s_t = s - s (1 - t/T)^3, t = 1..T. */
+double losa_schedule(double s, int t, int T);
+/* LP bound half-width: 0.01 if s_t <= 0.5, 0.02 if <= 0.6, 0.03 if <= 0.7,
+ * 0.04 if <= 0.8, else 0.05. */
+double losa_delta(double s_t);
+
+/* CKA matrix (n_rep x n_rep) from centred Gram matrices grams (n_rep, n, n):
+ * CKA(i,j) = <K~i, K~j>_F / (||K~i||_F ||K~j||_F). */
+void losa_cka(double *cka, const double *grams, int n_rep, int n);
+
+typedef enum {
+    LOSA_ALLOC_RMI = 0,
+    LOSA_ALLOC_MI_PROPORTIONAL,
+    LOSA_ALLOC_UNIFORM
+} losa_alloc;
+losa_status losa_alloc_from_string(const char *s, losa_alloc *a);
+const char *losa_alloc_str(losa_alloc a);
+
+/* RMI importances from the layers' CKA (L x L, layers only):
+ * red_i = sum_{j != i} CKA(i,j), red_i /= sum_k red_k, imp_i = exp(-beta red_i). */
+void losa_rmi_importance(double *imp, const double *cka, int L, double beta);
+/* Bounded LP: minimise sum imp_i x_i s.t. mean x = s_t and
+ * s_t - delta <= x_i <= s_t + delta (bounds clipped to [0, 0.99]), solved in
+ * closed form: every layer at the lower bound, then the least important
+ * layers filled to the upper bound first (ties: lower index first). */
+void losa_alloc_lp(double *x, const double *imp, int L, double s_t, double delta);
+/* The same LP with per-layer floors (a layer already sparser than s_t - delta
+ * cannot get denser): lower bound max(s_t - delta, floor_i).  If the floors
+ * alone exceed the mean, x = lower bounds. */
+void losa_alloc_lp_floor(double *x, const double *imp, int L, double s_t, double delta,
+                         const double *floor_);
+/* MI-proportional: density_l proportional to mi_l (CKA of layer l's input
+ * with the final output), normalised so that mean sparsity is exactly s_t
+ * after clipping to [s_t - delta, s_t + delta] (bisection on the scale). */
+void losa_alloc_mi_proportional(double *x, const double *mi, int L, double s_t,
+                                double delta);
+
+/* Ranks proportional to err with mean R: round(err_l / mean(err) * R),
+ * clipped to [rmin, rmax], then +1 to the largest errors (descending, cyclic)
+ * or -1 to the smallest (ascending, cyclic) until sum = R * L exactly
+ * (when feasible).  Ties: lower index first. */
+void losa_alloc_ranks(int *rank, const double *err, int L, int R, int rmin, int rmax);
+
+/* The decision of one LoSA step for every layer. */
+typedef struct {
+    int L;
+    double s_t;
+    double *sparsity;   /* (L) */
+    double *importance; /* (L) (rmi) */
+    double *cka;        /* (L+1, L+1) layers + final output */
+    int *rank;          /* (L) */
+} losa_decision;
+void losa_decision_init(losa_decision *dc, int L);
+void losa_decision_free(losa_decision *dc);
+
+/* Layer sparsity of step t from the (L+1, n, n) centred Gram matrices
+ * (every rank holds all of them after calib_layer_grams): fills
+ * dc->s_t, cka, importance, sparsity.  floor_ (L) = current layer sparsity
+ * (or NULL): no layer is asked to become denser.  Not collective (same inputs -> same
+ * result on every rank). */
+void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams,
+                          int n, double s, int t, int T, double beta,
+                          const double *floor_);
+
+/* The collective step (collective over the world): every stage passes the
+ * reconstruction errors of ITS OWN layers in err_local (L, zero elsewhere,
+ * replica 0 only non-zero); they are summed, rank 0 computes the ranks and
+ * broadcasts them so every rank applies the same decision. */
+void losa_collective_ranks(struct dist_ctx *d, losa_decision *dc,
+                           const double *err_local, int R, int rmin, int rmax,
+                           int fixed_rank);
+
+/* ---------------------------------------------------------------- run
+ * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c).
+ * mode prune: one-shot pruning at the target; lora: one-shot pruning then
+ * masked LoRA with a fixed rank on the whole training budget; losa: the
+ * method; compare: all three on the same calibration and training data. */
+typedef enum {
+    LOSA_MODE_PRUNE = 0, LOSA_MODE_LORA, LOSA_MODE_LOSA, LOSA_MODE_COMPARE, LOSA_N_MODES
+} losa_mode;
+
+typedef struct {
+    double ppl, sparsity, seconds, train_seconds, prune_seconds;
+    double *loss;       /* training loss per optimizer step (lora) */
+    int64_t n_loss;
+} losa_result;
+
+/* Per-step metrics of the LoSA loop, (T, ...) row-major, rank 0 writes. */
+typedef struct {
+    double *s_t;        /* (T) */
+    double *sparsity;   /* (T, L) allocated */
+    double *measured;   /* (T, L) measured after pruning */
+    double *importance; /* (T, L) */
+    double *cka;        /* (T, L+1, L+1) */
+    double *recon;      /* (T, L) reconstruction errors */
+    int *rank;          /* (T, L) */
+    double *ppl;        /* (T) perplexity after the step (NaN if not measured) */
+    double *loss;       /* (T, loss_cap) training loss per optimizer step */
+    int *loss_len;      /* (T) */
+    int64_t loss_cap;
+    double *secs;       /* (T, 4) grams+allocation, prune, train, eval */
+} losa_history;
+
+typedef struct {
+    struct dist_ctx *d;
+    const deck *dk;
+    const char *deck_name;
+    const char *store;      /* dense model store */
+    char dir[1024];         /* run directory */
+    losa_mode mode;
+    model_config cfg;
+    tok_tokenizer tok;
+    prune_config pc;        /* method, target sparsity, N:M, SparseGPT knobs */
+    losa_alloc alloc;
+    int rank_fixed;
+    double beta;
+    int T, N, S, rmi_n;     /* steps, calibration windows, tokens per window */
+    int *calib;             /* (N, S) calibration tokens (every rank) */
+    int *eval_ids;          /* perplexity text (every rank) or NULL */
+    int64_t n_eval;
+    int eval_S, eval_B, eval_maxw, eval_each_step;
+    lora_dataset ds;
+    lora_train_config tc;
+    lora_config lc;
+    int response_only;
+    int64_t samples_step, samples_last;
+    int stop_after;         /* testing: fail after this LoSA step (0 = never) */
+    /* results */
+    double t0, dense_ppl;
+    double *prune_recon;    /* (L) */
+    losa_result res[LOSA_N_MODES];
+    int have[LOSA_N_MODES];
+    losa_history hist;
+} losa_run;
+
+/* Not collective: settings from the deck (validated). */
+losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name);
+/* Collective: everything; r->cfg, tok, calib, eval_ids, ds must be loaded. */
+losa_status losa_run_execute(losa_run *r);
+void losa_run_free(losa_run *r);
+
+#endif

@@ -1,0 +1,132 @@
+/* losa bench train [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
+ *                  [--dropout P] [--recompute] [--json]
+ * Tokens/s of one masked-LoRA training step (forward, backward, dA/dB,
+ * AdamW, delta update) on one rank, and in the same run this machine's sgemm
+ * GFLOP/s; reports the fraction of that peak the step's matrix work reaches.
+ * Without --model a minillama-shaped model with random weights (D 256, F 768,
+ * L 6, H 8, Hkv 4, V 32000), pruned to 50% by magnitude, is used.  Default
+ * B x T = 4 x 256, dropout 0.1 (the reference setting). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "lora.h"
+
+double bench_sgemm_gflops(int M, int N, int K, double min_seconds); /* bench_forward.c */
+
+/* Matrix FLOPs of one training step (what the GEMMs compute). */
+static double train_flops(const model_config *c, int B, int T, int r, int dropout, int ckpt)
+{
+    double N = (double)B * T, maps = 0, upd = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        maps += 2.0 * N * o * i;
+        upd += 3 * 2.0 * (double)o * i * r; /* delta, dB, dA */
+    }
+    double att = 4.0 * B * c->n_heads * (double)T * T * model_head_size(c);
+    /* forward (1 GEMM per map, 2 with dropout) + backward dx (same) + dDelta */
+    double layer = maps * (dropout ? 2 : 1) * 2 + maps + att * 3;
+    if (ckpt) layer += maps * (dropout ? 2 : 1) + att;
+    double head = 2 * 2.0 * N * c->vocab_size * c->dim;
+    return layer * c->n_layers + upd * c->n_layers + head;
+}
+
+int bench_train(dist_ctx *d, int argc, char **argv)
+{
+    const char *model = NULL, *v;
+    int B = 4, T = 256, iters = 3, json = 0, ckpt = 0;
+    float dropout = 0.1f;
+    losa_status s = LOSA_OK;
+    for (int i = 1; i < argc && s == LOSA_OK; i++) {
+        if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
+        else if ((v = cli_opt(argc, argv, &i, "--batch"))) B = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) T = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--iters"))) iters = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--dropout"))) dropout = (float)atof(v);
+        else if (!strcmp(argv[i], "--recompute")) ckpt = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
+    }
+    if (s == LOSA_OK && (B < 1 || T < 2 || iters < 1))
+        s = core_err(LOSA_ERR_ARG, "need --batch >= 1, --seqlen >= 2, --iters >= 1");
+    if (s == LOSA_OK && dist_size(d) != 1)
+        s = core_err(LOSA_ERR_ARG, "bench train runs on one rank");
+    if (cli_fail(d, "bench train", s)) return 1;
+    model_stage st;
+    if (model) {
+        if (cli_fail(d, "bench train", cli_load_model(d, model, &st, NULL))) return 1;
+    } else {
+        model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 6, .n_heads = 8,
+                          .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
+                          .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
+        model_stage_build(&st, &c, 0, 1);
+        model_stage_randomize(&st, 1, 0.02f);
+        for (int l = 0; l < st.n_layers; l++) /* 50% magnitude: |w| < 0.6745 sd */
+            for (int m = 0; m < MODEL_N_MAPS; m++) {
+                int o, i;
+                model_map_shape(&c, m, &o, &i);
+                for (int64_t e = 0; e < (int64_t)o * i; e++)
+                    if (fabsf(st.layers[l].w[m][e]) < 0.6745f * 0.02f) st.layers[l].w[m][e] = 0;
+            }
+    }
+    if (T > st.cfg.max_seq_len) T = st.cfg.max_seq_len;
+    lora_config lc;
+    lora_config_default(&lc);
+    lc.dropout = dropout;
+    lora_train_config tc;
+    lora_train_config_default(&tc);
+    tc.B = B;
+    tc.T = T;
+    tc.grad_accum = 1;
+    tc.steps = iters + 1;
+    tc.ckpt = ckpt;
+    lora_adapters ad;
+    lora_trainer tr;
+    s = lora_adapters_build(&ad, &st, &lc);
+    if (s == LOSA_OK) s = lora_trainer_build(&tr, NULL, &st, &ad, &tc);
+    if (cli_fail(d, "bench train", s)) return 1;
+    int *tok = malloc(sizeof(int) * B * T), *tgt = malloc(sizeof(int) * B * T);
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 7919) % st.cfg.vocab_size;
+    for (int i = 0; i < B * T; i++) tgt[i] = (i % T == T - 1) ? -1 : tok[i + 1];
+    core_log("bench train: B x T = %d x %d, %d layers, D %d, F %d, V %d, lora r %d, dropout %g%s\n",
+             B, T, st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size, lc.rank,
+             dropout, ckpt ? ", recompute" : "");
+    lora_step_stats ss;
+    s = lora_train_step(&tr, tok, tgt, &ss); /* warm-up */
+    double best = 1e30;
+    for (int k = 0; k < iters && s == LOSA_OK; k++) {
+        s = lora_train_step(&tr, tok, tgt, &ss);
+        if (ss.seconds < best) best = ss.seconds;
+    }
+    if (cli_fail(d, "bench train", s)) return 1;
+    double flops = train_flops(&st.cfg, B, T, lc.rank, dropout > 0, ckpt);
+    double peak = bench_sgemm_gflops(1024, 1024, 1024, 1.0);
+    double achieved = flops / best / 1e9, tps = (double)B * T / best;
+    core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "
+             "sgemm 1024^3: %.1f GFLOP/s; fraction of peak %.2f\n", best, tps, achieved,
+             flops / 1e9, peak, achieved / peak);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(o, "step_gflops", achieved);
+        cJSON_AddNumberToObject(o, "sgemm_gflops", peak);
+        cJSON_AddNumberToObject(o, "fraction_of_peak", achieved / peak);
+        cJSON_AddNumberToObject(o, "batch", B);
+        cJSON_AddNumberToObject(o, "seqlen", T);
+        cJSON_AddNumberToObject(o, "dropout", dropout);
+        cJSON_AddNumberToObject(o, "seconds", best);
+        char *js = cJSON_PrintUnformatted(o);
+        cli_json_print(d, js);
+        free(js);
+        cJSON_Delete(o);
+    }
+    free(tok);
+    free(tgt);
+    lora_trainer_free(&tr);
+    lora_adapters_free(&ad, &st);
+    model_stage_free(&st);
+    return 0;
+}

@@ -1,0 +1,332 @@
+/* losa plan DECK.ini [--set k=v ...] [--ranks N] [--json]
+ * Sizing without the weights: for the deck's model (model.config, a HF
+ * config.json, or the config of model.store; no tensor is read) and layout
+ * (parallel.pp x parallel.dp, or --ranks N), per rank the memory of each
+ * kind, the FLOPs of each phase and the communication volume of each phase.
+ *
+ * The memory model (bytes, fp32 unless said):
+ *   weights      the stage's parameter block exactly as model_stage_build
+ *                allocates it (embedding on the first stage, final norm and
+ *                head on the last; the head shares the embedding if tied)
+ *   mask         1 bit per weight of the 7 maps of the stage's layers, when
+ *                a sparse bitmap is kept (losa.mode lora / losa / compare)
+ *   adapter      7 maps x lora.r_max x (in + out) x 4 per layer
+ *   optimizer    AdamW m and v (2 x adapter) + gradients (1 x adapter)
+ *   activation   training (modes other than prune): model_acts with every
+ *                layer saved for backward, train.batch x train.seqlen per
+ *                micro-batch, times the micro-batches in flight in 1F1B
+ *                (PP - stage; GPipe: all micro-batches of a step);
+ *                prune mode: one forward-only slot (calibration pass)
+ *   dense_ref    data.calib_n x data.calib_seqlen x D per layer of the
+ *                stage, divided by DP (the replicas split the samples)
+ *   peak         the sum of the above (everything resident together)
+ *   eval_activation (reported, not in peak): model_acts forward-only for
+ *                eval.batch x eval.seqlen, what 'losa eval' allocates.
+ * FLOPs (per rank): 2 per multiply-add; a layer's forward costs
+ * 2 x (map params) + 4 x T x D per token (scores and weighted sum, full
+ * T x T, no causal saving), the head 2 x V x D per token.  Backward with
+ * frozen base weights: ~1 forward for dX, plus the adapters' 6 r (in+out).
+ * Communication (bytes sent per rank; all-reduce as a ring 2 (n-1)/n).
+ * Collective: rank 0 computes and prints; errors agreed. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "io.h"
+
+typedef struct {
+    int rank, stage, replica, layer0, n_layers;
+    double weights, mask, adapter, optimizer, activation, dense_ref, peak, eval_activation;
+    double flops_calib, flops_sparsegpt, flops_train_step, flops_eval_token;
+    double comm_pipeline_per_microbatch, comm_calib_pipeline, comm_grad_allreduce,
+        comm_hessian_allreduce, comm_gram_allreduce;
+} plan_rank;
+
+typedef struct {
+    model_config c;
+    int pp, dp, ranks;
+    int B, T, accum, r_max, calib_n, calib_S, rmi_n, eval_B, eval_T, gpipe, train_mode, mask;
+    int sparsegpt;
+    plan_rank *r; /* (ranks) */
+} plan;
+
+/* Floats of model_acts_build(B, T, save) for a stage (same formula). */
+static double plan_acts_floats(const model_config *c, int n_layers, int has_head, int64_t B,
+                               int64_t T, int save)
+{
+    int64_t N = B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int64_t H = c->n_heads, hd = model_head_size(c);
+    int64_t slots = save ? (n_layers > 0 ? n_layers : 1) : 1;
+    int64_t att = save ? B * H * T * T : T * T;
+    int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
+    return (double)(N * D * 2 + (has_head ? N * c->vocab_size : 0) + T * hd + per * slots);
+}
+
+static double ring(double bytes, int n) { return n > 1 ? 2.0 * (n - 1) / n * bytes : 0; }
+
+static void plan_compute(plan *p)
+{
+    const model_config *c = &p->c;
+    int PP = p->pp, DP = p->dp, L = c->n_layers;
+    int first[PP], count[PP];
+    model_split_layers(c, PP, first, count);
+    double D = c->dim, F = c->hidden_dim, V = c->vocab_size, kv = model_kv_dim(c);
+    double maps = 0, adapter_layer = 0, adapter_fl = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, (model_map)m, &o, &i);
+        maps += (double)o * i;
+        adapter_layer += (double)p->r_max * (i + o) * 4;
+        adapter_fl += 2.0 * p->r_max * (i + o);
+    }
+    double layer_params = maps + 2 * D;
+    /* per micro-batch, per rank: micro-batches of a step split over replicas */
+    int mb = (p->accum + DP - 1) / DP;
+    for (int k = 0; k < p->ranks; k++) {
+        plan_rank *r = &p->r[k];
+        int s = k % PP;
+        r->rank = k;
+        r->stage = s;
+        r->replica = k / PP;
+        r->layer0 = first[s];
+        r->n_layers = count[s];
+        int has_embed = s == 0, has_head = s == PP - 1;
+        int need_embed = has_embed || (has_head && c->tie_embeddings);
+        double nl = count[s];
+        double w = (need_embed ? V * D : 0) + layer_params * nl +
+                   (has_head ? D + (c->tie_embeddings ? 0 : V * D) : 0);
+        r->weights = 4 * w;
+        r->mask = p->mask ? nl * maps / 8 : 0;
+        r->adapter = p->train_mode ? nl * adapter_layer : 0;
+        r->optimizer = 3 * r->adapter;
+        double in_flight = p->gpipe ? mb : (PP - s < mb ? PP - s : mb);
+        if (in_flight < 1) in_flight = 1;
+        r->activation = p->train_mode
+            ? 4 * in_flight * plan_acts_floats(c, count[s], has_head, p->B, p->T, 1)
+            : 4 * plan_acts_floats(c, count[s], has_head, p->B, p->calib_S, 0);
+        r->dense_ref = 4.0 * p->calib_n * p->calib_S * D * nl / DP;
+        r->peak = r->weights + r->mask + r->adapter + r->optimizer + r->activation +
+                  r->dense_ref;
+        r->eval_activation = 4 * plan_acts_floats(c, count[s], has_head, p->eval_B, p->eval_T, 0);
+        /* FLOPs */
+        double tok_calib = (double)p->calib_n * p->calib_S / DP;
+        double fwd_layer_tok = 2 * maps + 4.0 * p->calib_S * D;
+        /* calibration: the dense and the pruned stream through every layer */
+        r->flops_calib = 2 * tok_calib * fwd_layer_tok * nl;
+        if (p->sparsegpt) {
+            /* per layer: Hessians (syrk, n in^2 per input group: qkv, o,
+             * gate/up in D; down in F), 4 Cholesky-type O(in^3/3) steps of
+             * which the DP replicas share the work, the OBS sweep 2 out in^2
+             * on the replica's rows */
+            double hs = tok_calib * (3 * D * D + F * F);
+            double chol = (4.0 / 3.0) * (3 * D * D * D + F * F * F) / DP;
+            double sweep = 0;
+            for (int m = 0; m < MODEL_N_MAPS; m++) {
+                int o, i;
+                model_map_shape(c, (model_map)m, &o, &i);
+                sweep += 2.0 * o * (double)i * i / DP;
+            }
+            r->flops_sparsegpt = nl * (hs + chol + sweep);
+        }
+        double tok_step = (double)mb * p->B * p->T;
+        double fwd_tok = nl * (2 * maps + 4.0 * p->T * D + adapter_fl) + (has_head ? 2 * V * D : 0);
+        double bwd_tok = nl * (2 * maps + 8.0 * p->T * D + 2 * adapter_fl) + (has_head ? 2 * V * D : 0);
+        r->flops_train_step = p->train_mode ? tok_step * (fwd_tok + bwd_tok) : 0;
+        r->flops_eval_token = nl * (2 * maps + 4.0 * p->eval_T * D) + (has_head ? 2 * V * D : 0);
+        /* communication */
+        double act_mb = 4.0 * p->B * p->T * D;
+        r->comm_pipeline_per_microbatch =
+            (s < PP - 1 ? act_mb : 0) + (p->train_mode && s > 0 ? act_mb : 0);
+        r->comm_calib_pipeline = s < PP - 1 ? 2 * 4.0 * tok_calib * D : 0;
+        r->comm_grad_allreduce = p->train_mode ? ring(r->adapter, DP) : 0;
+        r->comm_hessian_allreduce =
+            ring(nl * 8 * (p->sparsegpt ? 3 * D * D + F * F : 0) + nl * 8 * (3 * D + F), DP);
+        r->comm_gram_allreduce = ring(8.0 * (L + 1) * p->rmi_n * p->rmi_n, p->ranks);
+        (void)kv;
+    }
+}
+
+static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
+{
+    memset(p, 0, sizeof *p);
+    const char *cfg = deck_str(dk, "model.config");
+    losa_status s;
+    if (cfg && cfg[0]) {
+        s = io_hf_config_read(cfg, &p->c);
+    } else if (deck_is_set(dk, "model.store")) {
+        io_store *st = NULL;
+        s = io_store_open(&st, deck_str(dk, "model.store"));
+        if (s == LOSA_OK) s = io_store_read_config(st, &p->c);
+        io_store_close(&st);
+    } else {
+        return core_err(LOSA_ERR_ARG, "model.store or model.config: one is required");
+    }
+    if (s != LOSA_OK) return s;
+    int pp = (int)deck_int(dk, "parallel.pp"), dp = (int)deck_int(dk, "parallel.dp");
+    int ranks = pp * dp;
+    if (ranks_opt > 0) { /* --ranks N: keep parallel.dp, pp = N / dp */
+        if (ranks_opt % dp)
+            return core_err(LOSA_ERR_ARG, "--ranks %d: not a multiple of parallel.dp = %d",
+                            ranks_opt, dp);
+        ranks = ranks_opt;
+        pp = ranks / dp;
+    } else if (pp == 0) {
+        return core_err(LOSA_ERR_ARG, "parallel.pp = 0 (ranks / dp): give --ranks N or set "
+                        "parallel.pp");
+    }
+    if (pp * dp != ranks)
+        return core_err(LOSA_ERR_ARG, "parallel layout: pp %d x dp %d != %d ranks", pp, dp, ranks);
+    if (pp > p->c.n_layers)
+        return core_err(LOSA_ERR_ARG, "parallel.pp = %d: more stages than the model's %d layers",
+                        pp, p->c.n_layers);
+    p->pp = pp;
+    p->dp = dp;
+    p->ranks = ranks;
+    p->B = (int)deck_int(dk, "train.batch");
+    p->T = (int)deck_int(dk, "train.seqlen");
+    p->accum = (int)deck_int(dk, "train.grad_accum");
+    p->r_max = (int)deck_int(dk, "lora.r_max");
+    p->calib_n = (int)deck_int(dk, "data.calib_n");
+    p->calib_S = (int)deck_int(dk, "data.calib_seqlen");
+    p->rmi_n = (int)deck_int(dk, "losa.rmi_n");
+    p->eval_B = (int)deck_int(dk, "eval.batch");
+    p->eval_T = (int)deck_int(dk, "eval.seqlen");
+    p->gpipe = !strcmp(deck_str(dk, "parallel.schedule"), "gpipe");
+    p->train_mode = strcmp(deck_str(dk, "losa.mode"), "prune") != 0;
+    p->mask = p->train_mode;
+    p->sparsegpt = !strcmp(deck_str(dk, "prune.method"), "sparsegpt");
+    p->r = calloc((size_t)ranks, sizeof *p->r);
+    if (!p->r) return core_err(LOSA_ERR_NOMEM, "plan: out of memory for %d ranks", ranks);
+    plan_compute(p);
+    return LOSA_OK;
+}
+
+static void plan_print(const plan *p)
+{
+    const model_config *c = &p->c;
+    printf("model: D %d F %d L %d H %d Hkv %d V %d, %lld parameters (%.2f GB fp32)\n", c->dim,
+           c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
+           (long long)model_param_count(c), model_param_count(c) * 4e-9);
+    printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
+           p->ranks, p->pp, p->dp, p->B, p->T, p->accum);
+    printf("%5s %5s %5s %7s | %9s %8s %8s %8s %9s %9s | %9s | %9s %9s %9s | %9s %9s %9s %9s\n",
+           "rank", "stage", "repl", "layers", "weights", "mask", "adapter", "optim", "activ",
+           "dense_ref", "peak", "GF_calib", "GF_sgpt", "GF_step", "MB_pipe", "MB_grad",
+           "MB_hess", "MB_gram");
+    double G = 1e9, M = 1e6, peak = 0;
+    for (int k = 0; k < p->ranks; k++) {
+        const plan_rank *r = &p->r[k];
+        char ly[32];
+        snprintf(ly, sizeof ly, "%d-%d", r->layer0, r->layer0 + r->n_layers - 1);
+        printf("%5d %5d %5d %7s | %8.3fG %7.3fG %7.3fG %7.3fG %8.3fG %8.3fG | %8.3fG | %9.1f "
+               "%9.1f %9.1f | %9.2f %9.2f %9.2f %9.2f\n",
+               r->rank, r->stage, r->replica, ly, r->weights / G, r->mask / G, r->adapter / G,
+               r->optimizer / G, r->activation / G, r->dense_ref / G, r->peak / G,
+               r->flops_calib / G, r->flops_sparsegpt / G, r->flops_train_step / G,
+               r->comm_pipeline_per_microbatch / M, r->comm_grad_allreduce / M,
+               r->comm_hessian_allreduce / M, r->comm_gram_allreduce / M);
+        if (r->peak > peak) peak = r->peak;
+    }
+    printf("peak per rank: %.3f GB (memory in GB = 1e9 bytes; GF = 1e9 FLOPs; MB = 1e6 bytes "
+           "sent)\n", peak / G);
+}
+
+static char *plan_json(const plan *p)
+{
+    const model_config *c = &p->c;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *m = cJSON_AddObjectToObject(o, "model");
+    cJSON_AddNumberToObject(m, "dim", c->dim);
+    cJSON_AddNumberToObject(m, "hidden_dim", c->hidden_dim);
+    cJSON_AddNumberToObject(m, "n_layers", c->n_layers);
+    cJSON_AddNumberToObject(m, "n_heads", c->n_heads);
+    cJSON_AddNumberToObject(m, "n_kv_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(m, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(m, "n_params", (double)model_param_count(c));
+    cJSON *l = cJSON_AddObjectToObject(o, "layout");
+    cJSON_AddNumberToObject(l, "ranks", p->ranks);
+    cJSON_AddNumberToObject(l, "pp", p->pp);
+    cJSON_AddNumberToObject(l, "dp", p->dp);
+    cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
+    double peak = 0;
+    for (int k = 0; k < p->ranks; k++) {
+        const plan_rank *r = &p->r[k];
+        cJSON *e = cJSON_CreateObject();
+        const struct { const char *k; double v; } f[] = {
+            {"rank", r->rank}, {"stage", r->stage}, {"replica", r->replica},
+            {"layer0", r->layer0}, {"n_layers", r->n_layers},
+            {"weights_bytes", r->weights}, {"mask_bytes", r->mask},
+            {"adapter_bytes", r->adapter}, {"optimizer_bytes", r->optimizer},
+            {"activation_bytes", r->activation}, {"dense_ref_bytes", r->dense_ref},
+            {"peak_bytes", r->peak}, {"eval_activation_bytes", r->eval_activation},
+        };
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            cJSON_AddNumberToObject(e, f[i].k, f[i].v);
+        cJSON *fl = cJSON_AddObjectToObject(e, "flops");
+        cJSON_AddNumberToObject(fl, "calib", r->flops_calib);
+        cJSON_AddNumberToObject(fl, "sparsegpt", r->flops_sparsegpt);
+        cJSON_AddNumberToObject(fl, "train_step", r->flops_train_step);
+        cJSON_AddNumberToObject(fl, "eval_token", r->flops_eval_token);
+        cJSON *cm = cJSON_AddObjectToObject(e, "comm_bytes");
+        cJSON_AddNumberToObject(cm, "pipeline_per_microbatch", r->comm_pipeline_per_microbatch);
+        cJSON_AddNumberToObject(cm, "calib_pipeline", r->comm_calib_pipeline);
+        cJSON_AddNumberToObject(cm, "grad_allreduce", r->comm_grad_allreduce);
+        cJSON_AddNumberToObject(cm, "hessian_allreduce", r->comm_hessian_allreduce);
+        cJSON_AddNumberToObject(cm, "gram_allreduce", r->comm_gram_allreduce);
+        cJSON_AddItemToArray(arr, e);
+        if (r->peak > peak) peak = r->peak;
+    }
+    cJSON_AddNumberToObject(o, "peak_bytes_per_rank", peak);
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return txt;
+}
+
+int cmd_plan(dist_ctx *d, int argc, char **argv)
+{
+    const char *path = NULL, *v;
+    int json = 0, ranks = 0;
+    losa_status s = LOSA_OK;
+    for (int i = 1; i < argc && s == LOSA_OK; i++) {
+        if ((v = cli_opt(argc, argv, &i, "--set"))) continue; /* cli_load_deck applies */
+        else if ((v = cli_opt(argc, argv, &i, "--ranks"))) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 1 || n > 1000000)
+                s = core_err(LOSA_ERR_ARG, "--ranks: expected an integer >= 1, got '%s'", v);
+            ranks = (int)n;
+        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-' && argv[i][1])
+            s = core_err(LOSA_ERR_ARG, "%s: unknown option (usage: losa plan DECK.ini "
+                         "[--set k=v ...] [--ranks N] [--json])", argv[i]);
+        else if (!path) path = argv[i];
+        else s = core_err(LOSA_ERR_ARG, "%s: only one deck is accepted", argv[i]);
+    }
+    if (s == LOSA_OK && !path)
+        s = core_err(LOSA_ERR_ARG, "DECK.ini: missing (usage: losa plan DECK.ini [--set k=v "
+                     "...] [--ranks N] [--json])");
+    int rc = cli_fail(d, "plan", s);
+    if (rc) return rc;
+    deck *dk = NULL;
+    s = cli_load_deck(d, path, argc, argv, &dk);
+    rc = cli_fail(d, "plan", s);
+    if (rc) return rc;
+    plan p;
+    memset(&p, 0, sizeof p);
+    if (dist_rank(d) == 0) s = plan_setup(dk, ranks, &p);
+    rc = cli_fail(d, "plan", s);
+    if (rc == 0 && dist_rank(d) == 0) {
+        if (json) {
+            char *txt = plan_json(&p);
+            cli_json_print(d, txt);
+            free(txt);
+        } else {
+            plan_print(&p);
+        }
+    }
+    free(p.r);
+    deck_free(&dk);
+    return rc;
+}

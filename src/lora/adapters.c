@@ -1,0 +1,270 @@
+/* lora adapters: allocation, init, masked delta, merge/unmerge, gradient
+ * projection, AdamW, LR schedule (see include/lora.h for the formulation). */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "lora.h"
+
+void lora_config_default(lora_config *c)
+{
+    c->r_max = 16;
+    c->rank = 8;
+    c->alpha = 16.0f;
+    c->r0 = 8.0f;
+    c->dropout = 0.1f;
+    c->seed = 42;
+}
+
+losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c)
+{
+    memset(ad, 0, sizeof *ad);
+    if (c->r_max < 1 || c->rank < 1 || c->rank > c->r_max)
+        return core_err(LOSA_ERR_ARG, "lora: need 1 <= rank (%d) <= r_max (%d)", c->rank,
+                        c->r_max);
+    if (!(c->r0 > 0) || !isfinite(c->alpha))
+        return core_err(LOSA_ERR_ARG, "lora: r0 must be > 0 and alpha finite (r0 %g, alpha %g)",
+                        c->r0, c->alpha);
+    if (!(c->dropout >= 0 && c->dropout < 1))
+        return core_err(LOSA_ERR_ARG, "lora: dropout must be in [0, 1) (got %g)", c->dropout);
+    ad->cfg = *c;
+    ad->mcfg = s->cfg;
+    ad->scale = c->alpha / c->r0;
+    ad->layer0 = s->layer0;
+    ad->n_layers = s->n_layers;
+    int nl = s->n_layers, R = c->r_max, nm = nl * MODEL_N_MAPS;
+    size_t np = 0, nw = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(&s->cfg, m, &o, &i);
+        np += (size_t)R * (o + i);
+        nw += (size_t)o * i;
+    }
+    np *= nl;
+    nw *= nl;
+    ad->n_params = np;
+    ad->n_w = nw;
+    ad->rank = core_calloc(nl > 0 ? nl : 1, sizeof(int));
+    ad->A = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
+    ad->B = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
+    ad->gA = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
+    ad->gB = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
+    ad->w_off = core_calloc(nm > 0 ? nm : 1, sizeof(size_t));
+    ad->params = core_calloc(np + 1, sizeof(float));
+    ad->grads = core_calloc(np + 1, sizeof(float));
+    ad->m = core_calloc(np + 1, sizeof(float));
+    ad->v = core_calloc(np + 1, sizeof(float));
+    ad->delta = core_calloc(nw + 1, sizeof(float));
+    ad->weff = core_calloc(nw + 1, sizeof(float));
+    ad->ddelta = core_calloc(nw + 1, sizeof(float));
+    size_t p = 0, w = 0;
+    for (int l = 0; l < nl; l++) {
+        ad->rank[l] = c->rank;
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i, k = l * MODEL_N_MAPS + m;
+            model_map_shape(&s->cfg, m, &o, &i);
+            ad->A[k] = ad->params + p;
+            ad->gA[k] = ad->grads + p;
+            p += (size_t)R * i;
+            ad->B[k] = ad->params + p;
+            ad->gB[k] = ad->grads + p;
+            p += (size_t)R * o;
+            ad->w_off[k] = w;
+            w += (size_t)o * i;
+            /* torch kaiming_uniform_(a=sqrt(5)): bound = 1/sqrt(fan_in); B = 0 */
+            core_rng r;
+            core_rng_seed(&r, c->seed * 7919ull + 1000ull * (s->layer0 + l) + m + 1);
+            float bound = 1.0f / sqrtf((float)i);
+            for (int64_t e = 0; e < (int64_t)R * i; e++)
+                ad->A[k][e] = bound * (2.0f * core_rng_uniform(&r) - 1.0f);
+        }
+    }
+    LOSA_CHECK(p == np && w == nw);
+    lora_delta_update(ad, s);
+    lora_attach(ad, s);
+    return LOSA_OK;
+}
+
+void lora_adapters_free(lora_adapters *ad, model_stage *s)
+{
+    if (!ad) return;
+    if (s && ad->attached) lora_detach(ad, s);
+    core_free(ad->rank);
+    core_free(ad->A);
+    core_free(ad->B);
+    core_free(ad->gA);
+    core_free(ad->gB);
+    core_free(ad->w_off);
+    core_free(ad->params);
+    core_free(ad->grads);
+    core_free(ad->m);
+    core_free(ad->v);
+    core_free(ad->delta);
+    core_free(ad->weff);
+    core_free(ad->ddelta);
+    memset(ad, 0, sizeof *ad);
+}
+
+losa_status lora_set_rank(lora_adapters *ad, int l, int r)
+{
+    if (l < 0 || l >= ad->n_layers || r < 1 || r > ad->cfg.r_max)
+        return core_err(LOSA_ERR_ARG, "lora: rank %d for stage layer %d (need 1..%d)", r, l,
+                        ad->cfg.r_max);
+    ad->rank[l] = r;
+    return LOSA_OK;
+}
+
+void lora_attach(lora_adapters *ad, model_stage *s)
+{
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            size_t off = ad->w_off[l * MODEL_N_MAPS + m];
+            model_adapter_map *am = &s->layers[l].ad[m];
+            am->delta = ad->delta + off;
+            am->weff = ad->weff + off;
+            am->ddelta = ad->ddelta + off;
+        }
+    ad->attached = 1;
+}
+
+void lora_detach(lora_adapters *ad, model_stage *s)
+{
+    for (int l = 0; l < ad->n_layers; l++)
+        memset(s->layers[l].ad, 0, sizeof s->layers[l].ad);
+    ad->attached = 0;
+}
+
+void lora_delta_update(lora_adapters *ad, const model_stage *s)
+{
+    int R = ad->cfg.r_max;
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i, k = l * MODEL_N_MAPS + m, r = ad->rank[l];
+            model_map_shape(&s->cfg, m, &o, &i);
+            float *dl = ad->delta + ad->w_off[k], *we = ad->weff + ad->w_off[k];
+            const float *W = s->layers[l].w[m];
+            /* delta (o,i) = scale * B[:, :r] (o,r; ld R) @ A[:r] (r,i) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, i, r, ad->scale,
+                        ad->B[k], R, ad->A[k], i, 0.0f, dl, i);
+            for (int64_t e = 0; e < (int64_t)o * i; e++) {
+                if (W[e] == 0.0f) dl[e] = 0.0f;
+                we[e] = W[e] + dl[e];
+            }
+        }
+}
+
+static int64_t add_delta(lora_adapters *ad, model_stage *s, float sign)
+{
+    int64_t changed = 0;
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i, k = l * MODEL_N_MAPS + m;
+            model_map_shape(&s->cfg, m, &o, &i);
+            const float *dl = ad->delta + ad->w_off[k];
+            float *W = s->layers[l].w[m];
+            for (int64_t e = 0; e < (int64_t)o * i; e++) {
+                float w0 = W[e];
+                W[e] = w0 + sign * dl[e]; /* dl == 0 wherever w0 == 0 */
+                changed += (w0 == 0.0f) != (W[e] == 0.0f);
+            }
+        }
+    return changed;
+}
+
+int64_t lora_merge(lora_adapters *ad, model_stage *s)
+{
+    lora_detach(ad, s);
+    return add_delta(ad, s, 1.0f);
+}
+
+int64_t lora_unmerge(lora_adapters *ad, model_stage *s)
+{
+    int64_t c = add_delta(ad, s, -1.0f);
+    lora_attach(ad, s);
+    return c;
+}
+
+void lora_grad_zero(lora_adapters *ad)
+{
+    memset(ad->ddelta, 0, sizeof(float) * ad->n_w);
+}
+
+void lora_grad_project(lora_adapters *ad, const model_stage *s)
+{
+    int R = ad->cfg.r_max;
+    memset(ad->grads, 0, sizeof(float) * ad->n_params);
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i, k = l * MODEL_N_MAPS + m, r = ad->rank[l];
+            model_map_shape(&s->cfg, m, &o, &i);
+            float *G = ad->ddelta + ad->w_off[k];
+            const float *W = s->layers[l].w[m];
+            for (int64_t e = 0; e < (int64_t)o * i; e++)
+                if (W[e] == 0.0f) G[e] = 0.0f; /* G = dDelta ⊙ M (in place) */
+            /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, r, i, ad->scale, G, i,
+                        ad->A[k], i, 0.0f, ad->gB[k], R);
+            /* dA[:r] (r,i) = scale * B[:, :r]^T (r,o) @ G (o,i) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, i, o, ad->scale, ad->B[k],
+                        R, G, i, 0.0f, ad->gA[k], i);
+        }
+}
+
+double lora_grad_sumsq(const lora_adapters *ad, int l)
+{
+    /* the layer's A and B blocks are contiguous in grads */
+    const float *g0 = ad->gA[l * MODEL_N_MAPS];
+    const float *g1 = l + 1 < ad->n_layers ? ad->gA[(l + 1) * MODEL_N_MAPS]
+                                           : ad->grads + ad->n_params;
+    double s = 0;
+    for (const float *g = g0; g < g1; g++) s += (double)*g * *g;
+    return s;
+}
+
+static void adamw_slice(float *p, const float *g, float *m, float *v, int64_t n,
+                        const lora_adamw *o, float gs, float bc1, float bc2)
+{
+    for (int64_t e = 0; e < n; e++) {
+        float gr = g[e] * gs;
+        p[e] -= o->lr * o->weight_decay * p[e];
+        m[e] = o->beta1 * m[e] + (1.0f - o->beta1) * gr;
+        v[e] = o->beta2 * v[e] + (1.0f - o->beta2) * gr * gr;
+        float mh = m[e] / bc1, vh = v[e] / bc2;
+        p[e] -= o->lr * mh / (sqrtf(vh) + o->eps);
+    }
+}
+
+void lora_adamw_step(lora_adapters *ad, const lora_adamw *opt, float grad_scale)
+{
+    ad->step++;
+    float bc1 = 1.0f - powf(opt->beta1, (float)ad->step);
+    float bc2 = 1.0f - powf(opt->beta2, (float)ad->step);
+    int R = ad->cfg.r_max;
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int mm = 0; mm < MODEL_N_MAPS; mm++) {
+            int k = l * MODEL_N_MAPS + mm, r = ad->rank[l];
+            size_t oa = ad->A[k] - ad->params, ob = ad->B[k] - ad->params;
+            int out, in;
+            model_map_shape(&ad->mcfg, mm, &out, &in);
+            /* A: the first r rows are contiguous */
+            adamw_slice(ad->params + oa, ad->grads + oa, ad->m + oa, ad->v + oa, (int64_t)r * in, opt,
+                        grad_scale, bc1, bc2);
+            /* B: first r columns of every row */
+            for (int row = 0; row < out; row++) {
+                size_t e = ob + (size_t)row * R;
+                adamw_slice(ad->params + e, ad->grads + e, ad->m + e, ad->v + e, r, opt,
+                            grad_scale, bc1, bc2);
+            }
+        }
+}
+
+float lora_lr_at(float lr, float warmup_ratio, int64_t total, int64_t s)
+{
+    /* warmup_ratio arrives as float: round away its representation error */
+    int64_t W = (int64_t)ceil((double)warmup_ratio * (double)total - 1e-4);
+    if (W < 0) W = 0;
+    if (s < W) return lr * (float)(s + 1) / (float)W;
+    if (total <= W) return lr;
+    double f = (double)(total - s) / (double)(total - W);
+    return lr * (float)(f > 0 ? f : 0);
+}

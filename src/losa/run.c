@@ -1,0 +1,858 @@
+/* losa run: the LoSA pipeline (ALGORITHM.md sections 2-5) and its baselines
+ * on the same calibration and training data, with a checkpoint after every
+ * LoSA step and a run directory from which every number of a paper table
+ * can be read.  Collective (world) throughout; rank 0 writes the run files,
+ * every stage writes its own checkpoint shards.
+ *
+ * Run directory (deck key output.dir):
+ *   run.h5                  deck, git revision, layout, seeds, metrics
+ *   model.h5                the final sparse model (a model store)
+ *   ckpt/base.h5            dense / pruned / +LoRA results (compare mode)
+ *   ckpt/step_<t>/          stage_<s>.h5 (weights), lora_<s>.h5 (adapters),
+ *                           metrics.h5 (rank 0), COMPLETE (written last)
+ */
+#include "losa.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "calib.h"
+#include "deck.h"
+#include "dist.h"
+#include "eval.h"
+#include "io.h"
+#include "lora.h"
+
+/* ------------------------------------------------------------ settings */
+
+static losa_status parse_pattern(const char *p, int *n, int *m)
+{
+    *n = *m = 0;
+    if (!strcmp(p, "unstructured")) return LOSA_OK;
+    if (sscanf(p, "%d:%d", n, m) != 2 || *m <= 0 || *n <= 0 || *n >= *m)
+        return core_err(LOSA_ERR_ARG, "prune.pattern: expected 'unstructured' or N:M with "
+                                      "0 < N < M, got '%s'", p);
+    return LOSA_OK;
+}
+
+losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name)
+{
+    losa_status s = LOSA_OK;
+    memset(&r->pc, 0, sizeof r->pc);
+    r->dk = dk;
+    r->deck_name = deck_name;
+    r->store = deck_str(dk, "model.store");
+    const char *mode = deck_str(dk, "losa.mode");
+    r->mode = !strcmp(mode, "prune") ? LOSA_MODE_PRUNE : !strcmp(mode, "lora") ? LOSA_MODE_LORA
+              : !strcmp(mode, "compare") ? LOSA_MODE_COMPARE : LOSA_MODE_LOSA;
+    if ((s = prune_method_from_string(deck_str(dk, "prune.method"), &r->pc.method)) != LOSA_OK)
+        return s;
+    if ((s = parse_pattern(deck_str(dk, "prune.pattern"), &r->pc.nm_n, &r->pc.nm_m)) != LOSA_OK)
+        return s;
+    r->pc.sparsity = r->pc.nm_m ? (double)r->pc.nm_n / r->pc.nm_m : deck_float(dk, "prune.sparsity");
+    r->pc.blocksize = (int)deck_int(dk, "prune.blocksize");
+    r->pc.percdamp = deck_float(dk, "prune.percdamp");
+    r->N = (int)deck_int(dk, "data.calib_n");
+    r->S = (int)deck_int(dk, "data.calib_seqlen");
+    r->rmi_n = (int)deck_int(dk, "losa.rmi_n");
+    if (r->rmi_n > r->N) r->rmi_n = r->N;
+    r->T = (int)deck_int(dk, "losa.steps");
+    if ((s = losa_alloc_from_string(deck_str(dk, "losa.allocator"), &r->alloc)) != LOSA_OK)
+        return s;
+    if (r->pc.nm_m && r->alloc != LOSA_ALLOC_UNIFORM) {
+        /* N:M fixes every layer's sparsity: the layer allocator has no freedom */
+        r->alloc = LOSA_ALLOC_UNIFORM;
+    }
+    r->rank_fixed = !strcmp(deck_str(dk, "losa.rank_policy"), "fixed");
+    r->beta = deck_float(dk, "losa.beta");
+    if (r->beta == 0) r->beta = r->pc.method == PRUNE_METHOD_SPARSEGPT ? 100.0 : 1.0;
+    r->samples_step = deck_int(dk, "losa.samples_per_step");
+    r->samples_last = deck_int(dk, "losa.last_step_samples");
+    lora_train_config_default(&r->tc);
+    r->tc.T = (int)deck_int(dk, "train.seqlen");
+    r->tc.B = (int)deck_int(dk, "train.batch");
+    r->tc.grad_accum = (int)deck_int(dk, "train.grad_accum");
+    r->tc.lr = (float)deck_float(dk, "train.lr");
+    r->tc.weight_decay = (float)deck_float(dk, "train.weight_decay");
+    r->tc.warmup_ratio = (float)deck_float(dk, "train.warmup_ratio");
+    r->tc.max_grad_norm = (float)deck_float(dk, "train.max_grad_norm");
+    r->tc.beta1 = (float)deck_float(dk, "train.beta1");
+    r->tc.beta2 = (float)deck_float(dk, "train.beta2");
+    r->tc.eps = (float)deck_float(dk, "train.eps");
+    r->tc.seed = (uint64_t)deck_int(dk, "train.seed");
+    r->tc.ckpt = deck_bool(dk, "train.recompute");
+    r->response_only = deck_bool(dk, "data.response_only");
+    lora_config_default(&r->lc);
+    r->lc.r_max = (int)deck_int(dk, "lora.r_max");
+    r->lc.rank = (int)deck_int(dk, "lora.rank");
+    r->lc.alpha = (float)deck_float(dk, "lora.alpha");
+    r->lc.r0 = (float)deck_float(dk, "lora.r0");
+    r->lc.dropout = (float)deck_float(dk, "lora.dropout");
+    r->lc.seed = r->tc.seed;
+    if (r->lc.rank > r->lc.r_max)
+        return core_err(LOSA_ERR_ARG, "%s: lora.rank %d exceeds lora.r_max %d", deck_name,
+                        r->lc.rank, r->lc.r_max);
+    r->eval_S = (int)deck_int(dk, "eval.seqlen");
+    r->eval_B = (int)deck_int(dk, "eval.batch");
+    r->eval_maxw = (int)deck_int(dk, "eval.max_windows");
+    r->eval_each_step = deck_bool(dk, "eval.each_step");
+    snprintf(r->dir, sizeof r->dir, "%s", deck_str(dk, "output.dir"));
+    if (!r->dir[0]) return core_err(LOSA_ERR_ARG, "%s: output.dir: a run directory is required", deck_name);
+    if (!deck_str(dk, "data.calib")[0])
+        return core_err(LOSA_ERR_ARG, "%s: data.calib: a calibration corpus is required", deck_name);
+    if (r->mode != LOSA_MODE_PRUNE && !deck_str(dk, "data.train")[0])
+        return core_err(LOSA_ERR_ARG, "%s: data.train: training data is required for mode %s",
+                        deck_name, mode);
+    return LOSA_OK;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t stage_zeros(const model_stage *s, int64_t *total)
+{
+    int64_t z = 0, n = 0;
+    for (int l = 0; l < s->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&s->cfg, m, &o, &i);
+            z += prune_count_zeros(s->layers[l].w[m], (int64_t)o * i);
+            n += (int64_t)o * i;
+        }
+    if (total) *total = n;
+    return z;
+}
+
+/* Collective: fraction of zeros over the 7 maps of every layer. */
+static double model_sparsity(dist_ctx *d, const model_stage *s)
+{
+    int64_t n;
+    double v[2] = {0, 0};
+    if (dist_replica(d) == 0) {
+        v[0] = (double)stage_zeros(s, &n);
+        v[1] = (double)n;
+    }
+    dist_sum_doubles(d, v, 2);
+    return v[0] / v[1];
+}
+
+/* Collective: layer sparsities of every layer (L) on every rank. */
+static void layer_sparsities(dist_ctx *d, const model_stage *s, double *x)
+{
+    int L = s->cfg.n_layers;
+    memset(x, 0, sizeof(double) * L);
+    if (dist_replica(d) == 0)
+        for (int l = 0; l < s->n_layers; l++) x[s->layer0 + l] = calib_layer_sparsity(s, l);
+    dist_sum_doubles(d, x, L);
+}
+
+static double run_ppl(losa_run *r, const model_stage *s)
+{
+    if (!r->eval_ids) return NAN;
+    eval_ppl_result e;
+    losa_status st = eval_ppl(r->d, s, r->eval_ids, r->n_eval, r->eval_S, r->eval_B,
+                              r->eval_maxw, &e);
+    return st == LOSA_OK ? e.ppl : NAN;
+}
+
+static losa_status reload_dense(losa_run *r, model_stage *s)
+{
+    io_store *io = NULL;
+    losa_status st = io_store_open(&io, r->store);
+    if (st == LOSA_OK) st = io_store_read_stage(io, s);
+    io_store_close(&io);
+    return dist_agree(r->d, st);
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Collective: one training phase of n_examples examples starting at stream
+ * position first (the stream is the dataset repeated in seeded epoch
+ * orders), with a fresh AdamW state and schedule, dropout seeded by seed.
+ * loss (optimizer steps) is filled on every rank; returns steps taken. */
+static losa_status train_phase(losa_run *r, model_stage *s, lora_adapters *ad, int64_t first,
+                               int64_t n_examples, uint64_t seed, const char *label,
+                               double **loss, int64_t *n_steps, double *seconds)
+{
+    lora_train_config tc = r->tc;
+    int64_t per = (int64_t)tc.B * tc.grad_accum;
+    tc.steps = (n_examples + per - 1) / per;
+    tc.seed = seed;
+    *n_steps = tc.steps;
+    *loss = calloc(tc.steps > 0 ? tc.steps : 1, sizeof(double));
+    memset(ad->m, 0, sizeof(float) * ad->n_params);
+    memset(ad->v, 0, sizeof(float) * ad->n_params);
+    ad->step = 0;
+    lora_trainer tr;
+    losa_status st = lora_trainer_build(&tr, r->d, s, ad, &tc);
+    if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
+    int64_t n = r->ds.n, nt = per * tc.T;
+    int *tok = malloc(sizeof(int) * nt), *tgt = malloc(sizeof(int) * nt);
+    int64_t *perm = malloc(sizeof(int64_t) * n), *idx = malloc(sizeof(int64_t) * per);
+    int64_t epoch = -1;
+    double t0 = core_time();
+    core_progress pg;
+    core_progress_start(&pg, label, "tok", tc.steps);
+    /* fault injection for the tests: LOSA_FAULT_NAN="<label>:<step>" poisons
+     * one adapter weight of the first stage before that optimizer step */
+    const char *fault = getenv("LOSA_FAULT_NAN");
+    for (int64_t step = 0; step < tc.steps && st == LOSA_OK; step++) {
+        char want[96];
+        snprintf(want, sizeof want, "%s:%lld", label, (long long)step);
+        if (fault && !strcmp(fault, want) && s->has_embed) {
+            ad->A[0][0] = NAN;
+            lora_delta_update(ad, s);
+        }
+        for (int64_t j = 0; j < per; j++) {
+            int64_t p = first + step * per + j, e = p / n;
+            if (e != epoch) lora_data_order(n, r->tc.seed, epoch = e, perm);
+            idx[j] = perm[p % n];
+        }
+        for (int mb = 0; mb < tc.grad_accum; mb++)
+            lora_data_batch(&r->ds, idx + (int64_t)mb * tc.B, tc.B, tc.T, s->cfg.eos_id,
+                            r->response_only, tok + mb * (int64_t)tc.B * tc.T,
+                            tgt + mb * (int64_t)tc.B * tc.T);
+        lora_step_stats ss;
+        st = lora_train_step(&tr, tok, tgt, &ss);
+        if (st != LOSA_OK) {
+            char msg[900];
+            snprintf(msg, sizeof msg, "%s", core_errmsg());
+            core_err(st, "%s: %s (the last complete checkpoint is kept: resume with a lower "
+                     "learning rate, e.g. --set train.lr=...)", label, msg);
+            break;
+        }
+        (*loss)[step] = ss.loss;
+        char extra[96];
+        snprintf(extra, sizeof extra, "loss %.4f lr %.2e", ss.loss, ss.lr);
+        core_progress_update(&pg, step + 1, (step + 1) * nt, extra);
+    }
+    core_progress_end(&pg, tc.steps * nt);
+    *seconds = core_time() - t0;
+    free(tok);
+    free(tgt);
+    free(perm);
+    free(idx);
+    lora_trainer_free(&tr);
+    return dist_agree(r->d, st);
+}
+
+static double mean_of(const double *x, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return n ? s / n : NAN;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+static void step_dir(const losa_run *r, int t, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/ckpt/step_%d", r->dir, t);
+}
+
+/* Rank 0: the last step with a COMPLETE marker (0 if none). */
+static int last_complete(const losa_run *r)
+{
+    for (int t = r->T; t >= 1; t--) {
+        char p[1300];
+        step_dir(r, t, p, sizeof p);
+        strcat(p, "/COMPLETE");
+        if (access(p, F_OK) == 0) return t;
+    }
+    return 0;
+}
+
+static losa_status write_marker(const char *path)
+{
+    char tmp[1400];
+    core_tmpname(tmp, sizeof tmp, path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return core_err(LOSA_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    int ok = fprintf(f, "complete\n") > 0;
+    ok &= fclose(f) == 0;
+    if (!ok) {
+        unlink(tmp);
+        return core_err(LOSA_ERR_IO, "%s: write failed", tmp);
+    }
+    return core_commit_file(tmp, path);
+}
+
+/* Metrics of LoSA steps 1..t (rank 0 holds them in r->hist). */
+static losa_status write_metrics(losa_run *r, io_store *io, int upto)
+{
+    int L = r->cfg.n_layers, T = r->T;
+    losa_history *h = &r->hist;
+    int64_t sT[1] = {T}, sTL[2] = {T, L}, sTC[3] = {T, L + 1, L + 1}, sT4[2] = {T, 4};
+    int64_t sTS[2] = {T, h->loss_cap};
+    int64_t one[1] = {1};
+    double up = upto;
+    losa_status s = io_store_write_doubles(io, "/losa/steps_done", &up, 1, one);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/s_t", h->s_t, 1, sT);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/layer_sparsity", h->sparsity, 2, sTL);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/measured_sparsity", h->measured, 2, sTL);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/importance", h->importance, 2, sTL);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/cka", h->cka, 3, sTC);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/recon_err", h->recon, 2, sTL);
+    if (s == LOSA_OK) s = io_store_write_ints(io, "/losa/steps/rank", h->rank, 2, sTL);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/ppl", h->ppl, 1, sT);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/loss", h->loss, 2, sTS);
+    if (s == LOSA_OK) s = io_store_write_ints(io, "/losa/steps/loss_len", h->loss_len, 1, sT);
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/seconds", h->secs, 2, sT4);
+    return s;
+}
+
+static losa_status read_metrics(losa_run *r, io_store *io)
+{
+    int L = r->cfg.n_layers, T = r->T;
+    losa_history *h = &r->hist;
+    int64_t sT[1] = {T}, sTL[2] = {T, L}, sTC[3] = {T, L + 1, L + 1}, sT4[2] = {T, 4};
+    int64_t sTS[2] = {T, h->loss_cap};
+    losa_status s = io_store_read_doubles(io, "/losa/steps/s_t", h->s_t, 1, sT);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/layer_sparsity", h->sparsity, 2, sTL);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/measured_sparsity", h->measured, 2, sTL);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/importance", h->importance, 2, sTL);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/cka", h->cka, 3, sTC);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/recon_err", h->recon, 2, sTL);
+    if (s == LOSA_OK) s = io_store_read_ints(io, "/losa/steps/rank", h->rank, 2, sTL);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/ppl", h->ppl, 1, sT);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/loss", h->loss, 2, sTS);
+    if (s == LOSA_OK) s = io_store_read_ints(io, "/losa/steps/loss_len", h->loss_len, 1, sT);
+    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/seconds", h->secs, 2, sT4);
+    return s;
+}
+
+/* Collective: shards of every stage, metrics (rank 0), then the marker. */
+static losa_status write_checkpoint(losa_run *r, int t, model_stage *s, lora_adapters *ad)
+{
+    char dir[1300], path[1400];
+    step_dir(r, t, dir, sizeof dir);
+    losa_status st = LOSA_OK;
+    if (dist_rank(r->d) == 0 && mkdir_p(dir) != 0)
+        st = core_err(LOSA_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
+    if (dist_replica(r->d) == 0) {
+        io_store *io = NULL;
+        snprintf(path, sizeof path, "%s/stage_%d.h5", dir, dist_stage(r->d));
+        st = io_store_create(&io, path);
+        if (st == LOSA_OK) st = io_store_write_config(io, &s->cfg, "losa run checkpoint shard");
+        if (st == LOSA_OK) st = io_store_write_stage(io, s);
+        if (st == LOSA_OK) st = io_store_commit(&io);
+        io_store_close(&io);
+        if (st == LOSA_OK) {
+            char tmp[1500];
+            snprintf(path, sizeof path, "%s/lora_%d.h5", dir, dist_stage(r->d));
+            core_tmpname(tmp, sizeof tmp, path);
+            st = io_adapters_write(tmp, 1, ad, &s->cfg);
+            if (st == LOSA_OK) st = core_commit_file(tmp, path);
+            else unlink(tmp);
+        }
+    }
+    if (st == LOSA_OK && dist_rank(r->d) == 0) {
+        io_store *io = NULL;
+        snprintf(path, sizeof path, "%s/metrics.h5", dir);
+        st = io_store_create(&io, path);
+        if (st == LOSA_OK) st = write_metrics(r, io, t);
+        if (st == LOSA_OK) st = io_store_commit(&io);
+        io_store_close(&io);
+    }
+    if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
+    if (dist_rank(r->d) == 0) {
+        snprintf(path, sizeof path, "%s/COMPLETE", dir);
+        st = write_marker(path);
+    }
+    return dist_agree(r->d, st);
+}
+
+static losa_status read_checkpoint(losa_run *r, int t, model_stage *s, lora_adapters *ad)
+{
+    char dir[1300], path[1400];
+    step_dir(r, t, dir, sizeof dir);
+    io_store *io = NULL;
+    snprintf(path, sizeof path, "%s/stage_%d.h5", dir, dist_stage(r->d));
+    losa_status st = io_store_open(&io, path);
+    if (st == LOSA_OK) st = io_store_read_stage(io, s);
+    io_store_close(&io);
+    snprintf(path, sizeof path, "%s/lora_%d.h5", dir, dist_stage(r->d));
+    if (st == LOSA_OK) st = io_adapters_read(path, ad, &s->cfg);
+    if (st == LOSA_OK && dist_rank(r->d) == 0) {
+        snprintf(path, sizeof path, "%s/metrics.h5", dir);
+        st = io_store_open(&io, path);
+        if (st == LOSA_OK) st = read_metrics(r, io);
+        io_store_close(&io);
+    }
+    return dist_agree(r->d, st);
+}
+
+/* ------------------------------------------------------------ phases */
+
+/* One-shot pruning at the target (uniform), in place. */
+static losa_status phase_prune(losa_run *r, model_stage *s, losa_result *res)
+{
+    calib_prune_opts o = {.pc = r->pc, .layer_sparsity = NULL, .chunk = 8};
+    calib_prune_result pr;
+    double t0 = core_time();
+    core_log("== prune: %s, %s, sparsity %.3f\n", prune_method_str(r->pc.method),
+             deck_str(r->dk, "prune.pattern"), r->pc.sparsity);
+    losa_status st = calib_prune_model(r->d, s, r->calib, r->N, r->S, &o, NULL, &pr);
+    if (st == LOSA_OK) {
+        res->prune_seconds = core_time() - t0;
+        res->sparsity = model_sparsity(r->d, s);
+        res->ppl = run_ppl(r, s);
+        res->seconds = core_time() - t0;
+        memcpy(r->prune_recon, pr.recon_err, sizeof(double) * r->cfg.n_layers);
+        core_log("   pruned: sparsity %.4f  ppl %.4f  (%.1fs)\n", res->sparsity, res->ppl,
+                 res->seconds);
+    }
+    calib_result_free(&pr);
+    return st;
+}
+
+/* Masked LoRA with fixed rank on the pruned model, total training budget. */
+static losa_status phase_lora(losa_run *r, model_stage *s, losa_result *res)
+{
+    lora_adapters ad;
+    double t0 = core_time();
+    int64_t zeros0 = stage_zeros(s, NULL);
+    losa_status st = lora_adapters_build(&ad, s, &r->lc);
+    if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
+    int64_t total = (int64_t)(r->T - 1) * r->samples_step + r->samples_last;
+    core_log("== +LoRA: rank %d on %lld examples\n", r->lc.rank, (long long)total);
+    st = train_phase(r, s, &ad, 0, total, r->tc.seed * 7919 + 1, "+LoRA train", &res->loss,
+                     &res->n_loss, &res->train_seconds);
+    if (st == LOSA_OK) {
+        int64_t flips = lora_merge(&ad, s);
+        int64_t z = stage_zeros(s, NULL);
+        if (flips != 0 || z != zeros0)
+            st = core_err(LOSA_ERR_INTERNAL, "+LoRA merge changed the sparsity pattern (%lld flips)",
+                          (long long)flips);
+    }
+    lora_adapters_free(&ad, s);
+    if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
+    res->sparsity = model_sparsity(r->d, s);
+    res->ppl = run_ppl(r, s);
+    res->seconds = core_time() - t0;
+    core_log("   +LoRA: loss %.4f -> %.4f  ppl %.4f  (%.1fs)\n", mean_of(res->loss, 10 < res->n_loss ? 10 : res->n_loss),
+             mean_of(res->loss + (res->n_loss > 10 ? res->n_loss - 10 : 0), res->n_loss > 10 ? 10 : res->n_loss),
+             res->ppl, res->seconds);
+    return LOSA_OK;
+}
+
+/* The LoSA loop (ALGORITHM.md section 2), resuming after step t0. */
+static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
+{
+    dist_ctx *d = r->d;
+    int L = r->cfg.n_layers, T = r->T, N = r->N, S = r->S;
+    losa_history *h = &r->hist;
+    lora_adapters ad;
+    double t_start = core_time();
+    losa_status st = lora_adapters_build(&ad, s, &r->lc);
+    if ((st = dist_agree(d, st)) != LOSA_OK) return st;
+    int done = dist_rank(d) == 0 ? last_complete(r) : 0;
+    dist_bcast(d, &done, sizeof done, 0);
+    if (done > 0) {
+        core_log("== LoSA: resuming after step %d of %d (%s/ckpt/step_%d)\n", done, T, r->dir, done);
+        st = read_checkpoint(r, done, s, &ad);
+        if (st == LOSA_OK) {
+            lora_delta_update(&ad, s);
+            lora_attach(&ad, s);
+        }
+        if ((st = dist_agree(d, st)) != LOSA_OK) {
+            lora_adapters_free(&ad, s);
+            return st;
+        }
+    }
+    /* dense reference outputs of this stage's layers (recomputed on resume
+     * from the dense store: deterministic) */
+    float *dense = NULL;
+    model_stage dense_st;
+    memset(&dense_st, 0, sizeof dense_st);
+    st = model_stage_for_rank(&dense_st, &r->cfg, d);
+    if (st == LOSA_OK) st = reload_dense(r, &dense_st);
+    if (st == LOSA_OK) st = calib_dense_outputs(d, &dense_st, r->calib, N, S, 8, &dense);
+    model_stage_free(&dense_st);
+    if ((st = dist_agree(d, st)) != LOSA_OK) {
+        lora_adapters_free(&ad, s);
+        return st;
+    }
+    double *grams = calloc((size_t)(L + 1) * r->rmi_n * r->rmi_n, sizeof(double));
+    double *cur = calloc(L, sizeof(double)), *err_local = calloc(L, sizeof(double));
+    losa_decision dc;
+    losa_decision_init(&dc, L);
+    int64_t stream = 0;
+    for (int t = 1; t <= done; t++) stream += t < T ? r->samples_step : r->samples_last;
+    for (int t = done + 1; t <= T && st == LOSA_OK; t++) {
+        double tg = core_time();
+        /* merge: W <- W + Delta (the pruner sees the adapted weights) */
+        lora_merge(&ad, s);
+        st = calib_layer_grams(d, s, r->calib, r->rmi_n, S, 8, grams);
+        layer_sparsities(d, s, cur);
+        losa_decide_sparsity(&dc, r->alloc, grams, r->rmi_n, r->pc.sparsity, t, T, r->beta, cur);
+        double tp = core_time();
+        core_log("== LoSA step %d/%d: s_t %.4f, layer sparsity", t, T, dc.s_t);
+        for (int l = 0; l < L; l++) core_log(" %.3f", dc.sparsity[l]);
+        core_log("\n");
+        calib_prune_opts o = {.pc = r->pc, .layer_sparsity = dc.sparsity, .chunk = 8};
+        calib_prune_result pr;
+        memset(&pr, 0, sizeof pr);
+        if (st == LOSA_OK) st = calib_prune_model(d, s, r->calib, N, S, &o, dense, &pr);
+        if (st != LOSA_OK) {
+            calib_result_free(&pr);
+            break;
+        }
+        /* unmerge with the new mask: W_eff = W + Delta (.) M_new is the
+         * pruned merged weight; training continues from the same A, B */
+        lora_delta_update(&ad, s);
+        lora_unmerge(&ad, s);
+        /* ranks from the reconstruction errors (the collective step) */
+        memset(err_local, 0, sizeof(double) * L);
+        if (dist_replica(d) == 0)
+            for (int l = 0; l < s->n_layers; l++) err_local[s->layer0 + l] = pr.recon_err[s->layer0 + l];
+        int R = 6 + (t - 1);
+        losa_collective_ranks(d, &dc, err_local, R, 1, r->lc.r_max < 16 ? r->lc.r_max : 16,
+                              r->rank_fixed ? r->lc.rank : 0);
+        for (int l = 0; l < s->n_layers && st == LOSA_OK; l++)
+            st = lora_set_rank(&ad, l, dc.rank[s->layer0 + l]);
+        lora_delta_update(&ad, s);
+        double tt = core_time();
+        core_log("   ranks");
+        for (int l = 0; l < L; l++) core_log(" %d", dc.rank[l]);
+        core_log("  (mean %d)\n", R);
+        int64_t n_t = t < T ? r->samples_step : r->samples_last;
+        double *loss = NULL, train_s = 0;
+        int64_t nl = 0;
+        char label[64];
+        snprintf(label, sizeof label, "LoSA step %d train", t);
+        if (st == LOSA_OK)
+            st = train_phase(r, s, &ad, stream, n_t, r->tc.seed * 7919 + 100 + t, label, &loss, &nl, &train_s);
+        stream += n_t;
+        double te = core_time(), ppl = NAN;
+        if (st == LOSA_OK && r->eval_each_step && t < T) {
+            lora_merge(&ad, s);
+            ppl = run_ppl(r, s);
+            lora_unmerge(&ad, s);
+            core_log("   step %d: ppl %.4f\n", t, ppl);
+        }
+        /* history (identical on every rank; rank 0 writes it) */
+        int k = t - 1;
+        h->s_t[k] = dc.s_t;
+        memcpy(h->sparsity + (int64_t)k * L, dc.sparsity, sizeof(double) * L);
+        memcpy(h->measured + (int64_t)k * L, pr.sparsity, sizeof(double) * L);
+        memcpy(h->importance + (int64_t)k * L, dc.importance, sizeof(double) * L);
+        memcpy(h->cka + (int64_t)k * (L + 1) * (L + 1), dc.cka, sizeof(double) * (L + 1) * (L + 1));
+        memcpy(h->recon + (int64_t)k * L, pr.recon_err, sizeof(double) * L);
+        memcpy(h->rank + (int64_t)k * L, dc.rank, sizeof(int) * L);
+        h->ppl[k] = ppl;
+        h->loss_len[k] = (int)(nl < h->loss_cap ? nl : h->loss_cap);
+        for (int64_t i = 0; i < h->loss_len[k]; i++) h->loss[(int64_t)k * h->loss_cap + i] = loss ? loss[i] : NAN;
+        h->secs[k * 4 + 0] = tp - tg;
+        h->secs[k * 4 + 1] = tt - tp;
+        h->secs[k * 4 + 2] = train_s;
+        h->secs[k * 4 + 3] = core_time() - te;
+        free(loss);
+        calib_result_free(&pr);
+        if (st == LOSA_OK) st = write_checkpoint(r, t, s, &ad);
+        if (st == LOSA_OK && r->stop_after == t) {
+            core_log("== stopping after step %d as asked (--stop-after)\n", t);
+            st = core_err(LOSA_ERR_ARG, "stopped after step %d (--stop-after); run again to resume", t);
+        }
+        st = dist_agree(d, st);
+    }
+    if (st == LOSA_OK) {
+        /* final merge: an ordinary sparse model, no adapter at inference */
+        int64_t z0 = stage_zeros(s, NULL);
+        int64_t flips = lora_merge(&ad, s);
+        double v[2] = {(double)flips, (double)(stage_zeros(s, NULL) - z0)};
+        if (dist_replica(d) != 0) v[0] = v[1] = 0;
+        dist_sum_doubles(d, v, 2);
+        if (v[0] != 0 || v[1] != 0)
+            st = core_err(LOSA_ERR_INTERNAL, "final merge changed the sparsity pattern (%g flips)", v[0]);
+        res->sparsity = model_sparsity(d, s);
+        res->ppl = run_ppl(r, s);
+        res->seconds = core_time() - t_start;
+        res->train_seconds = 0;
+        for (int t = 0; t < T; t++) res->train_seconds += h->secs[t * 4 + 2];
+        core_log("   LoSA: sparsity %.4f  ppl %.4f  (%.1fs)\n", res->sparsity, res->ppl, res->seconds);
+    }
+    losa_decision_free(&dc);
+    free(grams);
+    free(cur);
+    free(err_local);
+    core_free(dense);
+    lora_adapters_free(&ad, s);
+    return dist_agree(d, st);
+}
+
+/* ------------------------------------------------------------ outputs */
+
+static losa_status write_scalar(io_store *io, const char *name, double v)
+{
+    int64_t one[1] = {1};
+    return io_store_write_doubles(io, name, &v, 1, one);
+}
+
+static losa_status write_result(io_store *io, const char *grp, const losa_result *x)
+{
+    char n[128];
+    losa_status s = LOSA_OK;
+#define W(key, val) \
+    if (s == LOSA_OK) { snprintf(n, sizeof n, "/%s/%s", grp, key); s = write_scalar(io, n, val); }
+    W("ppl", x->ppl);
+    W("sparsity", x->sparsity);
+    W("seconds", x->seconds);
+    W("train_seconds", x->train_seconds);
+    W("prune_seconds", x->prune_seconds);
+#undef W
+    if (s == LOSA_OK && x->n_loss > 0) {
+        int64_t sh[1] = {x->n_loss};
+        snprintf(n, sizeof n, "/%s/loss", grp);
+        s = io_store_write_doubles(io, n, x->loss, 1, sh);
+    }
+    return s;
+}
+
+static losa_status read_result(io_store *io, const char *grp, losa_result *x)
+{
+    char n[128];
+    int64_t one[1] = {1};
+    losa_status s = LOSA_OK;
+#define R(key, dst) \
+    if (s == LOSA_OK) { snprintf(n, sizeof n, "/%s/%s", grp, key); s = io_store_read_doubles(io, n, &dst, 1, one); }
+    R("ppl", x->ppl);
+    R("sparsity", x->sparsity);
+    R("seconds", x->seconds);
+    R("train_seconds", x->train_seconds);
+    R("prune_seconds", x->prune_seconds);
+#undef R
+    snprintf(n, sizeof n, "/%s/loss", grp);
+    if (s == LOSA_OK && io_store_has(io, n)) {
+        int nd;
+        int64_t sh[IO_MAX_DIMS];
+        s = io_store_tensor_shape(io, n, &nd, sh);
+        if (s == LOSA_OK) {
+            x->n_loss = sh[0];
+            x->loss = calloc(sh[0], sizeof(double));
+            s = io_store_read_doubles(io, n, x->loss, 1, sh);
+        }
+    }
+    return s;
+}
+
+static char *git_revision(void)
+{
+    char exe[1024], cmd[1200], buf[64] = "unknown";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        snprintf(cmd, sizeof cmd, "git -C '%s/..' rev-parse HEAD 2>/dev/null", exe);
+        FILE *p = popen(cmd, "r");
+        if (p) {
+            if (fgets(buf, sizeof buf, p)) buf[strcspn(buf, "\n")] = 0;
+            else snprintf(buf, sizeof buf, "unknown");
+            pclose(p);
+        }
+    }
+    return strdup(buf);
+}
+
+static losa_status write_run_file(losa_run *r)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/run.h5", r->dir);
+    io_store *io = NULL;
+    char *deck_txt = deck_dump(r->dk, NULL), *rev = git_revision(), layout[128], seeds[128];
+    snprintf(layout, sizeof layout, "pp %d x dp %d (%d ranks)", dist_n_stages(r->d),
+             dist_n_replicas(r->d), dist_size(r->d));
+    snprintf(seeds, sizeof seeds, "calib %lld, train %llu", (long long)deck_int(r->dk, "data.calib_seed"),
+             (unsigned long long)r->tc.seed);
+    losa_status s = io_store_create(&io, path);
+    if (s == LOSA_OK) s = io_store_write_config(io, &r->cfg, r->store);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck", deck_txt);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck_file", r->deck_name);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/git_revision", rev);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/layout", layout);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/seeds", seeds);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/mode", deck_str(r->dk, "losa.mode"));
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/method", prune_method_str(r->pc.method));
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/pattern", deck_str(r->dk, "prune.pattern"));
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/model", r->store);
+    if (s == LOSA_OK) s = write_scalar(io, "/run/target_sparsity", r->pc.sparsity);
+    if (s == LOSA_OK) s = write_scalar(io, "/dense/ppl", r->dense_ppl);
+    if (s == LOSA_OK && r->have[LOSA_MODE_PRUNE]) s = write_result(io, "prune", &r->res[LOSA_MODE_PRUNE]);
+    if (s == LOSA_OK && r->have[LOSA_MODE_PRUNE]) {
+        int64_t sh[1] = {r->cfg.n_layers};
+        s = io_store_write_doubles(io, "/prune/recon_err", r->prune_recon, 1, sh);
+    }
+    if (s == LOSA_OK && r->have[LOSA_MODE_LORA]) s = write_result(io, "lora", &r->res[LOSA_MODE_LORA]);
+    if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = write_result(io, "losa", &r->res[LOSA_MODE_LOSA]);
+    if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = write_metrics(r, io, r->T);
+    if (s == LOSA_OK) s = write_scalar(io, "/final/dense_ppl", r->dense_ppl);
+    if (s == LOSA_OK) s = write_scalar(io, "/final/seconds", core_time() - r->t0);
+    if (s == LOSA_OK) s = io_store_commit(&io);
+    io_store_close(&io);
+    free(deck_txt);
+    free(rev);
+    return s;
+}
+
+/* Collective: the whole model to a store (rank 0 writes). */
+static losa_status write_model(losa_run *r, const model_stage *s, const char *source)
+{
+    model_stage full;
+    memset(&full, 0, sizeof full);
+    model_gather_full(r->d, s, &full);
+    losa_status st = LOSA_OK;
+    if (dist_rank(r->d) == 0) {
+        char path[1300];
+        snprintf(path, sizeof path, "%s/model.h5", r->dir);
+        io_store *io = NULL;
+        st = io_store_create(&io, path);
+        if (st == LOSA_OK) st = io_store_write_config(io, &full.cfg, source);
+        if (st == LOSA_OK) st = io_store_write_stage(io, &full);
+        if (st == LOSA_OK) st = io_store_write_tokenizer(io, &r->tok);
+        if (st == LOSA_OK) st = io_store_commit(&io);
+        io_store_close(&io);
+    }
+    model_stage_free(&full);
+    return dist_agree(r->d, st);
+}
+
+static losa_status save_base(losa_run *r)
+{
+    if (dist_rank(r->d) != 0) return dist_agree(r->d, LOSA_OK);
+    char path[1300];
+    snprintf(path, sizeof path, "%s/ckpt/base.h5", r->dir);
+    io_store *io = NULL;
+    losa_status s = io_store_create(&io, path);
+    if (s == LOSA_OK) s = write_scalar(io, "/dense/ppl", r->dense_ppl);
+    if (s == LOSA_OK) s = write_result(io, "prune", &r->res[LOSA_MODE_PRUNE]);
+    if (s == LOSA_OK) {
+        int64_t sh[1] = {r->cfg.n_layers};
+        s = io_store_write_doubles(io, "/prune/recon_err", r->prune_recon, 1, sh);
+    }
+    if (s == LOSA_OK && r->have[LOSA_MODE_LORA]) s = write_result(io, "lora", &r->res[LOSA_MODE_LORA]);
+    if (s == LOSA_OK) s = io_store_commit(&io);
+    io_store_close(&io);
+    return dist_agree(r->d, s);
+}
+
+static int load_base(losa_run *r)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/ckpt/base.h5", r->dir);
+    int ok = 0;
+    if (dist_rank(r->d) == 0 && access(path, F_OK) == 0) {
+        io_store *io = NULL;
+        int64_t one[1] = {1}, sh[1] = {r->cfg.n_layers};
+        losa_status s = io_store_open(&io, path);
+        if (s == LOSA_OK) s = io_store_read_doubles(io, "/dense/ppl", &r->dense_ppl, 1, one);
+        if (s == LOSA_OK) s = read_result(io, "prune", &r->res[LOSA_MODE_PRUNE]);
+        if (s == LOSA_OK) s = io_store_read_doubles(io, "/prune/recon_err", r->prune_recon, 1, sh);
+        if (s == LOSA_OK && r->mode == LOSA_MODE_COMPARE) s = read_result(io, "lora", &r->res[LOSA_MODE_LORA]);
+        io_store_close(&io);
+        ok = s == LOSA_OK;
+    }
+    dist_bcast(r->d, &ok, sizeof ok, 0);
+    return ok;
+}
+
+/* ------------------------------------------------------------ driver */
+
+losa_status losa_run_execute(losa_run *r)
+{
+    dist_ctx *d = r->d;
+    int L = r->cfg.n_layers, T = r->T;
+    r->t0 = core_time();
+    losa_history *h = &r->hist;
+    int64_t per = (int64_t)r->tc.B * r->tc.grad_accum;
+    h->loss_cap = (r->samples_last > r->samples_step ? r->samples_last : r->samples_step) / per + 2;
+    h->s_t = calloc(T, sizeof(double));
+    h->sparsity = calloc((size_t)T * L, sizeof(double));
+    h->measured = calloc((size_t)T * L, sizeof(double));
+    h->importance = calloc((size_t)T * L, sizeof(double));
+    h->cka = calloc((size_t)T * (L + 1) * (L + 1), sizeof(double));
+    h->recon = calloc((size_t)T * L, sizeof(double));
+    h->rank = calloc((size_t)T * L, sizeof(int));
+    h->ppl = calloc(T, sizeof(double));
+    h->loss = calloc((size_t)T * h->loss_cap, sizeof(double));
+    h->loss_len = calloc(T, sizeof(int));
+    h->secs = calloc((size_t)T * 4, sizeof(double));
+    r->prune_recon = calloc(L, sizeof(double));
+    for (int t = 0; t < T; t++) h->ppl[t] = NAN;
+    r->dense_ppl = NAN;
+
+    losa_status st = LOSA_OK;
+    char ck[1300];
+    snprintf(ck, sizeof ck, "%s/ckpt", r->dir);
+    if (dist_rank(d) == 0 && mkdir_p(ck) != 0)
+        st = core_err(LOSA_ERR_IO, "%s: cannot create the run directory: %s", ck, strerror(errno));
+    if ((st = dist_agree(d, st)) != LOSA_OK) return st;
+
+    model_stage s;
+    if ((st = model_stage_for_rank(&s, &r->cfg, d)) == LOSA_OK) st = reload_dense(r, &s);
+    if ((st = dist_agree(d, st)) != LOSA_OK) return st;
+
+    int base = (r->mode == LOSA_MODE_COMPARE || r->mode == LOSA_MODE_PRUNE) && load_base(r);
+    if (!base) {
+        core_log("== dense model\n");
+        r->dense_ppl = run_ppl(r, &s);
+        core_log("   dense ppl %.4f\n", r->dense_ppl);
+    } else {
+        core_log("== baselines from %s/ckpt/base.h5 (resumed run)\n", r->dir);
+    }
+    if (r->mode != LOSA_MODE_LOSA && !base) {
+        st = phase_prune(r, &s, &r->res[LOSA_MODE_PRUNE]);
+        r->have[LOSA_MODE_PRUNE] = 1;
+        if (st == LOSA_OK && r->mode != LOSA_MODE_PRUNE) {
+            st = phase_lora(r, &s, &r->res[LOSA_MODE_LORA]);
+            r->have[LOSA_MODE_LORA] = 1;
+        }
+        if (st == LOSA_OK && r->mode == LOSA_MODE_COMPARE) st = save_base(r);
+    } else if (base) {
+        r->have[LOSA_MODE_PRUNE] = 1;
+        r->have[LOSA_MODE_LORA] = r->mode == LOSA_MODE_COMPARE;
+    }
+    const char *source = "losa prune";
+    if (st == LOSA_OK && (r->mode == LOSA_MODE_LOSA || r->mode == LOSA_MODE_COMPARE)) {
+        if (r->mode == LOSA_MODE_COMPARE) st = reload_dense(r, &s);
+        if (st == LOSA_OK) st = phase_losa(r, &s, &r->res[LOSA_MODE_LOSA]);
+        r->have[LOSA_MODE_LOSA] = 1;
+        source = "losa run (LoSA, merged)";
+    } else if (r->mode == LOSA_MODE_LORA) {
+        source = "losa run (pruned + masked LoRA, merged)";
+    }
+    if (st == LOSA_OK) st = write_model(r, &s, source);
+    if (st == LOSA_OK && dist_rank(d) == 0) st = write_run_file(r);
+    st = dist_agree(d, st);
+    model_stage_free(&s);
+    return st;
+}
+
+void losa_run_free(losa_run *r)
+{
+    losa_history *h = &r->hist;
+    free(h->s_t); free(h->sparsity); free(h->measured); free(h->importance); free(h->cka);
+    free(h->recon); free(h->rank); free(h->ppl); free(h->loss); free(h->loss_len); free(h->secs);
+    for (int m = 0; m < LOSA_N_MODES; m++) free(r->res[m].loss);
+    free(r->prune_recon);
+    free(r->calib);
+    free(r->eval_ids);
+    lora_data_free(&r->ds);
+    tok_free(&r->tok);
+    memset(h, 0, sizeof *h);
+}

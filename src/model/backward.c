@@ -1,0 +1,181 @@
+/* model backward: layer, head, stage (with optional activation
+ * checkpointing).  Gradients flow to activations and to the adapters' dense
+ * delta gradient dDelta only; W, norms, embedding and head stay frozen.
+ *
+ * Linear map with adapter (y = x W^T + drop(x) Delta^T), given dy (N,out):
+ *   dDelta += dy^T drop(x)                          one GEMM (out,in)
+ *   dx     += dy W + (dy Delta) ⊙ dropmask/(1-p)    dropout p > 0
+ *   dx     += dy (W + Delta)                        dropout 0: one GEMM
+ * The lora module turns dDelta into dA, dB once per optimizer step. */
+#include <string.h>
+
+#include "kernels.h"
+#include "model.h"
+
+losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
+{
+    memset(g, 0, sizeof *g);
+    const model_config *c = &s->cfg;
+    int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int64_t wmax = F > D ? F : D;
+    size_t n = (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax + (int64_t)T * T +
+                        (s->has_head ? N * c->vocab_size + N : 0));
+    g->mem = core_calloc(n, sizeof(float));
+    g->n_floats = n;
+    g->B = B;
+    g->T = T;
+    float *p = g->mem;
+#define TAKE(ptr, cnt) do { ptr = p; p += (cnt); } while (0)
+    TAKE(g->dx, N * D);
+    TAKE(g->dln, N * D);
+    TAKE(g->datty, N * D);
+    TAKE(g->dq, N * D);
+    TAKE(g->dk, N * kv);
+    TAKE(g->dv, N * kv);
+    TAKE(g->dgate, N * F);
+    TAKE(g->dup, N * F);
+    TAKE(g->dhid, N * F);
+    TAKE(g->dtmp, N * wmax);
+    TAKE(g->datt, (int64_t)T * T);
+    if (s->has_head) {
+        TAKE(g->dlogits, N * c->vocab_size);
+        TAKE(g->rstdf, N);
+    }
+#undef TAKE
+    LOSA_CHECK((size_t)(p - g->mem) == n);
+    return LOSA_OK;
+}
+
+void model_bwd_free(model_bwd *g)
+{
+    if (!g) return;
+    core_free(g->mem);
+    memset(g, 0, sizeof *g);
+}
+
+/* dx (N,in) += d/dx of map m given dy (N,out) and input x (N,in);
+ * accumulates dDelta when the map has an adapter. */
+static void linear_backward(model_bwd *g, float *dx, const float *dy,
+                            const float *x, const model_acts *a,
+                            const model_stage *s, int l, model_map m, int64_t N)
+{
+    const model_layer *ly = &s->layers[l];
+    const model_adapter_map *ad = &ly->ad[m];
+    int o, i;
+    model_map_shape(&s->cfg, m, &o, &i);
+    if (!ad->delta) {
+        kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
+        return;
+    }
+    if (a->drop_p <= 0.0f) {
+        kern_matmul_backward_inp(dx, dy, ad->weff, N, i, o);
+        if (ad->ddelta) kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        return;
+    }
+    float keep = 1.0f / (1.0f - a->drop_p);
+    int gl = s->layer0 + l;
+    kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
+    memset(g->dtmp, 0, sizeof(float) * N * i);
+    kern_matmul_backward_inp(g->dtmp, dy, ad->delta, N, i, o);
+    /* one pass regenerates the mask: dx on the branch, drop(x) for dDelta */
+    for (int64_t e = 0; e < N * i; e++) {
+        if (model_drop_keep(a->drop_seed, gl, m, e, a->drop_p)) {
+            dx[e] += g->dtmp[e] * keep;
+            a->xdrop[e] = x[e] * keep;
+        } else {
+            a->xdrop[e] = 0.0f;
+        }
+    }
+    if (ad->ddelta) kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+}
+
+void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
+                          const model_stage *s, int l, int B, int T)
+{
+    const model_config *c = &s->cfg;
+    const model_layer *ly = &s->layers[l];
+    LOSA_CHECK(a->save != MODEL_ACTS_NOSAVE);
+    LOSA_CHECK(B <= g->B && T <= g->T);
+    model_layer_acts la = model_acts_layer(a, s, l, B, T);
+    int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int H = c->n_heads, Hkv = c->n_kv_heads, hd = model_head_size(c);
+
+    /* ffn: x2 = x1 + down(swiglu(gate(ln2), up(ln2))), ln2 = norm(x1) */
+    memset(g->dhid, 0, sizeof(float) * N * F);
+    linear_backward(g, g->dhid, dx, la.hid, a, s, l, MODEL_MAP_DOWN, N);
+    memset(g->dgate, 0, sizeof(float) * N * F);
+    memset(g->dup, 0, sizeof(float) * N * F);
+    kern_swiglu_backward(g->dgate, g->dup, g->dhid, la.gate, la.up, N * F);
+    memset(g->dln, 0, sizeof(float) * N * D);
+    linear_backward(g, g->dln, g->dgate, la.ln2, a, s, l, MODEL_MAP_GATE, N);
+    linear_backward(g, g->dln, g->dup, la.ln2, a, s, l, MODEL_MAP_UP, N);
+    kern_rmsnorm_backward(dx, g->dln, la.xres, ly->ffn_norm, la.rstd2, N, (int)D);
+
+    /* attention: x1 = x0 + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
+    memset(g->datty, 0, sizeof(float) * N * D);
+    linear_backward(g, g->datty, dx, la.atty, a, s, l, MODEL_MAP_O, N);
+    memset(g->dq, 0, sizeof(float) * N * D);
+    memset(g->dk, 0, sizeof(float) * N * kv);
+    memset(g->dv, 0, sizeof(float) * N * kv);
+    kern_attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, la.att, la.q, la.k,
+                            la.v, B, T, H, Hkv, hd);
+    kern_rope_backward(g->dq, a->rope_cos, a->rope_sin, B, T, H, hd);
+    kern_rope_backward(g->dk, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
+    memset(g->dln, 0, sizeof(float) * N * D);
+    linear_backward(g, g->dln, g->dq, la.ln1, a, s, l, MODEL_MAP_Q, N);
+    linear_backward(g, g->dln, g->dk, la.ln1, a, s, l, MODEL_MAP_K, N);
+    linear_backward(g, g->dln, g->dv, la.ln1, a, s, l, MODEL_MAP_V, N);
+    kern_rmsnorm_backward(dx, g->dln, la.xin, ly->attn_norm, la.rstd1, N, (int)D);
+}
+
+double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
+                           const model_stage *s, const int *targets, int B, int T,
+                           float scale, int64_t *n)
+{
+    const model_config *c = &s->cfg;
+    LOSA_CHECK(s->has_head && g->dlogits);
+    int64_t N = (int64_t)B * T, D = c->dim, V = c->vocab_size;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < N; i++) cnt += targets[i] >= 0;
+    *n = cnt;
+    memset(g->dlogits, 0, sizeof(float) * N * V);
+    double nll = kern_crossentropy_forward_backward(g->dlogits, a->logits, targets, N,
+                                                    (int)V, scale);
+    /* logits = norm(x) head^T: d norm(x) = dlogits head, then the norm */
+    memset(g->dln, 0, sizeof(float) * N * D);
+    kern_matmul_backward_inp(g->dln, g->dlogits, s->head, N, (int)D, (int)V);
+    kern_rmsnorm_forward(g->datty, g->rstdf, a->x, s->final_norm, N, (int)D, c->rms_eps);
+    memset(dx, 0, sizeof(float) * N * D);
+    kern_rmsnorm_backward(dx, g->dln, a->x, s->final_norm, g->rstdf, N, (int)D);
+    return nll;
+}
+
+void model_stage_backward(model_bwd *g, float *dx, const model_acts *a,
+                          const model_stage *s, int B, int T)
+{
+    LOSA_CHECK(a->save == MODEL_ACTS_SAVE);
+    for (int l = s->n_layers - 1; l >= 0; l--) model_layer_backward(g, dx, a, s, l, B, T);
+}
+
+void model_stage_forward_ckpt(model_acts *a, float *xin_all, const model_stage *s,
+                              int B, int T)
+{
+    int64_t ND = (int64_t)B * T * s->cfg.dim;
+    for (int l = 0; l < s->n_layers; l++) {
+        memcpy(xin_all + l * ND, a->x, sizeof(float) * ND);
+        model_layer_forward(a, s, l, B, T);
+    }
+}
+
+void model_stage_backward_ckpt(model_bwd *g, float *dx, model_acts *r,
+                               const float *xin_all, const model_stage *s, int B,
+                               int T)
+{
+    LOSA_CHECK(r->save == MODEL_ACTS_SAVE_ONE);
+    int64_t ND = (int64_t)B * T * s->cfg.dim;
+    for (int l = s->n_layers - 1; l >= 0; l--) {
+        memcpy(r->x, xin_all + l * ND, sizeof(float) * ND);
+        model_layer_forward(r, s, l, B, T);
+        model_layer_backward(g, dx, r, s, l, B, T);
+    }
+}

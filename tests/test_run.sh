@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# losa run end to end on stories260K at small settings:
+#  - compare mode: every key of the --json contract, run.h5 holds every
+#    quantity of the method, model.h5 is an ordinary sparse store whose
+#    zeros equal the last pruning's (the final merge adds no non-zero);
+#  - the mean allocated sparsity of the last step is exactly the target;
+#  - resume: a run stopped after step 2 and started again ends with the same
+#    model (bit for bit) and the same perplexity as an uninterrupted run,
+#    on 1 rank and on a 2-stage pipeline.
+set -u
+source "$(dirname "$0")/lib.sh"
+ST=$(store stories260K) || exit 1
+W=$TT/test_run; rm -rf "$W"; mkdir -p "$W"
+SETS=(--set model.store=$ST --set data.calib_n=4 --set data.calib_seqlen=64 --set losa.rmi_n=4
+      --set losa.steps=3 --set losa.samples_per_step=16 --set losa.last_step_samples=24
+      --set train.seqlen=64 --set train.batch=2 --set train.grad_accum=2
+      --set eval.seqlen=64 --set eval.max_windows=12)
+
+out=$("$LOSA" run input/default.ini "${SETS[@]}" --set output.dir=$W/cmp --json 2>$W/cmp.log)
+check "compare run succeeds" test -n "$out"
+for k in dense_ppl pruned_ppl lora_ppl losa_ppl sparsity seconds run_dir; do
+    check "json key $k" /usr/bin/python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert d['$k'] is not None" "$out"
+done
+check "run.h5 holds the method's quantities" /usr/bin/python3 - "$W/cmp" <<'PY'
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1] + '/run.h5', 'r')
+for k in ['deck', 'git_revision', 'layout', 'seeds', 'mode', 'method']:
+    assert k in f['run'].attrs, 'missing attribute run/' + k
+assert '[losa]' in f['run'].attrs['deck']
+for k in ['dense/ppl', 'prune/ppl',
+          'lora/ppl', 'lora/loss', 'losa/ppl', 'losa/steps/s_t', 'losa/steps/layer_sparsity',
+          'losa/steps/cka', 'losa/steps/importance', 'losa/steps/recon_err', 'losa/steps/rank',
+          'losa/steps/loss', 'losa/steps/ppl', 'losa/steps/seconds', 'final/dense_ppl']:
+    assert k in f, 'missing ' + k
+T, L = 3, 5
+assert f['losa/steps/layer_sparsity'].shape == (T, L)
+assert f['losa/steps/cka'].shape == (T, L + 1, L + 1)
+st = f['losa/steps/s_t'][:]
+assert abs(st[-1] - 0.7) < 1e-12, st
+alloc = f['losa/steps/layer_sparsity'][:]
+assert abs(alloc[-1].mean() - 0.7) < 1e-12, alloc[-1]          # exact mean of the LP
+cka = f['losa/steps/cka'][0]
+assert np.allclose(np.diag(cka), 1) and np.allclose(cka, cka.T)
+rk = f['losa/steps/rank'][:]
+for t in range(T):
+    assert rk[t].sum() == (6 + t) * L, rk[t]                    # exact rank total
+    assert rk[t].min() >= 1 and rk[t].max() <= 16
+# the final model: zeros of the last pruning, unchanged by the final merge
+m = h5py.File(sys.argv[1] + '/model.h5', 'r')
+meas = f['losa/steps/measured_sparsity'][-1]
+for l in range(L):
+    z = n = 0
+    for w in ['wq', 'wk', 'wv', 'wo', 'w_gate', 'w_up', 'w_down']:
+        a = m['layers/%d/%s' % (l, w)][:]
+        z += (a == 0).sum(); n += a.size
+    assert abs(z / n - meas[l]) < 1e-12, (l, z / n, meas[l])
+print('run.h5 and model.h5 ok; final layer sparsity', meas)
+PY
+
+# resume after a stop at step 2 == uninterrupted
+for np in 1 2; do
+    run() { if [ $np = 1 ]; then "$LOSA" "$@"; else $MPIRUN -np $np "$LOSA" "$@"; fi; }
+    full=$(run run input/default.ini "${SETS[@]}" --set losa.mode=losa --set output.dir=$W/full$np --json 2>$W/full$np.log)
+    run run input/default.ini "${SETS[@]}" --set losa.mode=losa --set output.dir=$W/res$np --stop-after 2 --json >/dev/null 2>$W/stop$np.log
+    check "np=$np: stopped run fails with a message" grep -q "stopped after step 2" $W/stop$np.log
+    check "np=$np: step 2 checkpoint complete, step 3 absent" test -f $W/res$np/ckpt/step_2/COMPLETE -a ! -e $W/res$np/ckpt/step_3
+    res=$(run run input/default.ini "${SETS[@]}" --set losa.mode=losa --set output.dir=$W/res$np --json 2>$W/res$np.log)
+    check "np=$np: resumed from step 2" grep -q "resuming after step 2" $W/res$np.log
+    check "np=$np: resumed ppl == uninterrupted ($(json_get "$full" losa_ppl))" \
+        test "$(json_get "$full" losa_ppl)" = "$(json_get "$res" losa_ppl)"
+    check "np=$np: resumed model.h5 bit-identical" /usr/bin/python3 - $W/full$np $W/res$np <<'PY'
+import sys, h5py, numpy as np
+a, b = (h5py.File(p + '/model.h5', 'r') for p in sys.argv[1:3])
+def walk(g, out, pre=''):
+    for k, v in g.items():
+        if isinstance(v, h5py.Dataset): out[pre + k] = v[()]
+        else: walk(v, out, pre + k + '/')
+da, db = {}, {}
+walk(a, da); walk(b, db)
+assert da.keys() == db.keys()
+for k in da: assert np.array_equal(da[k], db[k]), k
+PY
+done
+check "1 and 2 stages give the same LoSA model" /usr/bin/python3 - $W/full1 $W/full2 <<'PY'
+import sys, h5py, numpy as np
+a, b = (h5py.File(p + '/model.h5', 'r') for p in sys.argv[1:3])
+for l in range(5):
+    for w in ['wq', 'wk', 'wv', 'wo', 'w_gate', 'w_up', 'w_down']:
+        k = 'layers/%d/%s' % (l, w)
+        assert np.array_equal(a[k][:], b[k][:]), k
+PY
+finish

@@ -1,0 +1,186 @@
+// ranks: 1 2 4
+/* dist_sparsegpt_hinv (ScaLAPACK over the DP replicas of one stage) against
+ * the LAPACK path prune_sparsegpt_prepare_hinv, with an HPL-style scaled
+ * residual of the inverse; dist_sparsegpt_rows (rows split over replicas,
+ * selection over MPI) against the single-process sweep, bit for bit. */
+#include "dist.h"
+#include "prune.h"
+#include "test_util.h"
+
+#include <float.h>
+#include <string.h>
+
+/* H = (2/n) X^T X (in, in) for X (n, in) ~ N(0,1) scaled per column, with
+ * column `dead` of X zero (so H's row and column are 0). */
+static void make_hessian(double *H, int in, int n, int dead, uint64_t seed)
+{
+    core_rng r;
+    core_rng_seed(&r, seed);
+    double *X = core_calloc((size_t)n * in, sizeof *X);
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < in; j++)
+            X[(int64_t)t * in + j] = j == dead ? 0.0 : core_rng_normal(&r) * (0.5 + (j % 7));
+    for (int i = 0; i < in; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = 0;
+            for (int t = 0; t < n; t++) s += X[(int64_t)t * in + i] * X[(int64_t)t * in + j];
+            H[(int64_t)i * in + j] = H[(int64_t)j * in + i] = 2.0 * s / n;
+        }
+    core_free(X);
+}
+
+/* HPL-style: ||U^T U Hd - I||_inf / (eps * ||U^T U||_inf * ||Hd||_inf * in),
+ * Hd = H with dead diagonal 1 and damping added. */
+static double inverse_residual(const double *H, const double *U, int in, double percdamp)
+{
+    double *Hd = core_calloc((size_t)in * in, sizeof *Hd);
+    double *Hi = core_calloc((size_t)in * in, sizeof *Hi);
+    memcpy(Hd, H, (size_t)in * in * sizeof *Hd);
+    double mean = 0;
+    for (int j = 0; j < in; j++) {
+        double *h = Hd + (int64_t)j * in + j;
+        if (*h == 0) *h = 1;
+        mean += *h;
+    }
+    for (int j = 0; j < in; j++) Hd[(int64_t)j * in + j] += percdamp * mean / in;
+    for (int i = 0; i < in; i++) /* Hi = U^T U */
+        for (int j = 0; j < in; j++) {
+            double s = 0;
+            int m = i < j ? i : j;
+            for (int k = 0; k <= m; k++) s += U[(int64_t)k * in + i] * U[(int64_t)k * in + j];
+            Hi[(int64_t)i * in + j] = s;
+        }
+    double rmax = 0, nhi = 0, nhd = 0;
+    for (int i = 0; i < in; i++) {
+        double r = 0, a = 0, b = 0;
+        for (int j = 0; j < in; j++) {
+            double s = 0;
+            for (int k = 0; k < in; k++) s += Hi[(int64_t)i * in + k] * Hd[(int64_t)k * in + j];
+            r += fabs(s - (i == j));
+            a += fabs(Hi[(int64_t)i * in + j]);
+            b += fabs(Hd[(int64_t)i * in + j]);
+        }
+        if (r > rmax) rmax = r;
+        if (a > nhi) nhi = a;
+        if (b > nhd) nhd = b;
+    }
+    core_free(Hd);
+    core_free(Hi);
+    return rmax / (DBL_EPSILON * nhi * nhd * in);
+}
+
+static void check_hinv(dist_ctx *d, int in, int nb, int dead)
+{
+    const double percdamp = 0.01;
+    double *H = core_calloc((size_t)in * in, sizeof *H);
+    double *ref = core_calloc((size_t)in * in, sizeof *ref);
+    double *got = core_calloc((size_t)in * in, sizeof *got);
+    unsigned char *dref = core_calloc((size_t)in, 1), *dgot = core_calloc((size_t)in, 1);
+    make_hessian(H, in, in + 37, dead, 1000 + in);
+    TEST_CHECK(prune_sparsegpt_prepare_hinv(H, in, percdamp, ref, dref, NULL) == LOSA_OK,
+               "%s", core_errmsg());
+    losa_status s = dist_sparsegpt_hinv_nb(d, H, in, percdamp, got, dgot, nb);
+    TEST_CHECK(s == LOSA_OK, "%s", core_errmsg());
+    double maxd = 0, maxr = 0;
+    int lower_nonzero = 0;
+    for (int64_t i = 0; i < (int64_t)in * in; i++) {
+        maxd = fmax(maxd, fabs(got[i] - ref[i]));
+        maxr = fmax(maxr, fabs(ref[i]));
+        if (i % in < i / in && got[i] != 0) lower_nonzero++;
+    }
+    double rel = maxd / maxr, resid = inverse_residual(H, got, in, percdamp);
+    if (dist_rank(d) == 0)
+        fprintf(stderr, "hinv in %d nb %d on %d replicas: max rel diff vs LAPACK %.3e, "
+                "scaled residual %.4f ... %s\n", in, nb, dist_n_replicas(d), rel, resid,
+                rel <= 1e-10 && resid < 16 ? "PASSED" : "FAILED");
+    TEST_CHECK(rel <= 1e-10, "in %d nb %d: rel %g", in, nb, rel);
+    TEST_CHECK(resid < 16.0, "in %d nb %d: scaled residual %g", in, nb, resid);
+    TEST_CHECK(lower_nonzero == 0, "strict lower triangle: %d nonzeros", lower_nonzero);
+    TEST_CHECK(memcmp(dref, dgot, (size_t)in) == 0, "dead flags differ");
+    TEST_CHECK(dgot[dead] == 1, "dead column %d not flagged", dead);
+    core_free(H);
+    core_free(ref);
+    core_free(got);
+    core_free(dref);
+    core_free(dgot);
+}
+
+/* Row-split sweep vs the single-process sweep (same Hinv), bit for bit. */
+static void check_rows(dist_ctx *d, int out, int in, int bs, double sp, int nm_n, int nm_m)
+{
+    double *H = core_calloc((size_t)in * in, sizeof *H);
+    double *hinv = core_calloc((size_t)in * in, sizeof *hinv);
+    unsigned char *dead = core_calloc((size_t)in, 1);
+    float *W = core_calloc((size_t)out * in, sizeof *W);
+    float *ref = core_calloc((size_t)out * in, sizeof *ref);
+    make_hessian(H, in, in + 11, 5, 77 + in);
+    core_rng r;
+    core_rng_seed(&r, 4242 + out);
+    for (int64_t i = 0; i < (int64_t)out * in; i++) W[i] = ref[i] = core_rng_normal(&r);
+    TEST_CHECK(prune_sparsegpt_prepare_hinv(H, in, 0.01, hinv, dead, NULL) == LOSA_OK, "%s",
+               core_errmsg());
+    prune_sparsegpt_timing tref = {0}, tgot = {0};
+    TEST_CHECK(prune_sparsegpt_rows(ref, out, 0, out, in, hinv, dead, sp, nm_n, nm_m, bs, NULL,
+                                    NULL, &tref) == LOSA_OK, "%s", core_errmsg());
+    TEST_CHECK(dist_sparsegpt_rows(d, W, out, in, hinv, dead, sp, nm_n, nm_m, bs, &tgot) ==
+                   LOSA_OK, "%s", core_errmsg());
+    int64_t diff = 0;
+    for (int64_t i = 0; i < (int64_t)out * in; i++) diff += memcmp(&W[i], &ref[i], 4) != 0;
+    int64_t zeros = prune_count_zeros(W, (int64_t)out * in);
+    if (dist_rank(d) == 0)
+        fprintf(stderr, "sweep %d x %d bs %d %s on %d replicas: %lld entries differ, "
+                "%lld zeros, loss %.6g vs %.6g\n", out, in, bs, nm_m ? "N:M" : "unstructured",
+                dist_n_replicas(d), (long long)diff, (long long)zeros, tgot.loss, tref.loss);
+    TEST_CHECK(diff == 0, "%lld entries differ from the single-process sweep", (long long)diff);
+    TEST_NEAR(tgot.loss, tref.loss, 1e-9, "loss summed over replicas");
+    if (nm_m) TEST_CHECK(prune_nm_check(W, out, in, nm_n, nm_m) == 0, "N:M pattern");
+    core_free(H);
+    core_free(hinv);
+    core_free(dead);
+    core_free(W);
+    core_free(ref);
+}
+
+int main(int argc, char **argv)
+{
+    dist_ctx *d;
+    if (dist_init(&argc, &argv, &d) != LOSA_OK) return 1;
+    int P = dist_size(d);
+    TEST_CHECK(dist_set_layout(d, 1, P) == LOSA_OK, "%s", core_errmsg());
+
+    check_hinv(d, 200, 32, 17);
+    check_hinv(d, 200, 64, 199);
+    check_hinv(d, 256, 32, 0);
+    check_hinv(d, 256, 64, 100);
+
+    /* not positive definite -> LOSA_ERR_NUMERIC on every replica */
+    {
+        int in = 64;
+        double *H = core_calloc((size_t)in * in, sizeof *H), *U = core_calloc((size_t)in * in, sizeof *U);
+        for (int j = 0; j < in; j++) H[(int64_t)j * in + j] = 1.0;
+        H[1] = H[in] = 5.0; /* [[1,5],[5,1]] block: indefinite */
+        losa_status s = dist_sparsegpt_hinv_nb(d, H, in, 0.0, U, NULL, 16);
+        TEST_CHECK(s == LOSA_ERR_NUMERIC, "indefinite H: status %d (%s)", (int)s, core_errmsg());
+        core_free(H);
+        core_free(U);
+    }
+
+    check_rows(d, 50, 256, 64, 0.5, 0, 0);
+    check_rows(d, 37, 200, 32, 0.6, 0, 0);
+    check_rows(d, 50, 256, 64, 0, 2, 4);
+    check_rows(d, 13, 128, 128, 0.3, 0, 0);
+
+    /* 2 stages x 2 replicas: each stage's pair runs its own BLACS grid */
+    if (P == 4) {
+        TEST_CHECK(dist_set_layout(d, 2, 2) == LOSA_OK, "%s", core_errmsg());
+        check_hinv(d, 200 + 56 * dist_stage(d), 32, 3);
+        check_rows(d, 21 + dist_stage(d), 128, 32, 0.5, 0, 0);
+    }
+
+    double fails = test_failures;
+    dist_sum_doubles(d, &fails, 1);
+    test_failures = (int)fails;
+    int rc = dist_rank(d) == 0 ? test_finish("test_scalapack") : (test_failures ? 1 : 0);
+    dist_finalize(&d);
+    return rc;
+}
