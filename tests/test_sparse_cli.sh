@@ -19,4 +19,11 @@ e_off=$(ev --sparse off); e_on=$(ev --sparse on)
 check "eval: ppl on vs off within 1e-5" /usr/bin/python3 -c "import sys; a,b=map(float,sys.argv[1:]); sys.exit(abs(a-b)>1e-5*b)" \
     "$(json_get "$e_on" ppl)" "$(json_get "$e_off" ppl)"
 check "generate: --sparse maybe rejected" bash -c "! '$LOSA' generate --model '$S' --sparse maybe >/dev/null 2>&1"
+# bench: the decode section's JSON keys (small model with --quick; no timing asserted)
+b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --quick --decode-only --steps 4 --json 2>/dev/null)
+check "bench sparse: decode[1] is 70% with both rates > 0" /usr/bin/python3 -c '
+import json,sys; d=json.loads(sys.argv[1])["decode"]
+ok = len(d) == 2 and abs(d[1]["sparsity"] - 0.7) < 1e-9 and 0.29 < d[1]["density"] < 0.31 \
+     and d[1]["dense_tokens_per_s"] > 0 and d[1]["sparse_tokens_per_s"] > 0 and "speedup" in d[1]
+sys.exit(0 if ok else 1)' "$b"
 finish
