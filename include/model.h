@@ -12,6 +12,7 @@
 #define LOSA_MODEL_H
 
 #include "core.h"
+#include "sparse.h"
 
 typedef struct {
     int dim;          /* D */
@@ -76,6 +77,10 @@ typedef struct {
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
+    /* Optional sparse copies of the maps (decode.c, model_sparse_build):
+     * when set, every linear map that has one and is profitable at that
+     * row count runs on the sparse kernels.  Not owned; NULL = dense. */
+    const struct model_sparse *sparse;
 } model_stage;
 
 /* Contiguous split of L layers into P stages balanced by cost (each layer
@@ -183,6 +188,79 @@ void model_gather_full(struct dist_ctx *d, const model_stage *s, model_stage *fu
 /* model_stage_build for this rank's stage in d's layout. */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
+
+/* ---- decode: KV cache, sparse maps, incremental generation (decode.c) ----
+ *
+ * Generation runs a prompt once through model_stage_prefill (filling the KV
+ * cache) and then one token per model_stage_decode_step.  The results equal
+ * model_stage_forward on the whole prefix within fp32 rounding. */
+
+/* Keys (after RoPE) and values of every position seen so far, for every
+ * layer of one stage: one allocation. */
+typedef struct {
+    int max_T;                 /* capacity in positions */
+    int n_layers, kv_dim, head_size;
+    float *k, *v;              /* (n_layers, max_T, kvD) */
+    float *rope_cos, *rope_sin;/* (max_T, hd/2) */
+    float *scores;             /* (max_T) attention scratch */
+    float *mem;
+    size_t n_floats;
+} model_kv_cache;
+
+/* max_T <= cfg.max_seq_len. */
+losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T);
+void model_kv_cache_free(model_kv_cache *kv);
+
+typedef enum {
+    MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable(density, batch) */
+    MODEL_SPARSE_ON,       /* every map, at every batch size */
+    MODEL_SPARSE_OFF,      /* none (dense BLAS) */
+} model_sparse_mode;
+const char *model_sparse_mode_name(model_sparse_mode m); /* "auto", "on", "off" */
+losa_status model_sparse_mode_from_string(const char *str, model_sparse_mode *m);
+
+/* Sparse copies (include/sparse.h formats) of a stage's 7 maps per layer. */
+typedef struct model_sparse {
+    model_sparse_mode mode;
+    int n_layers;
+    sparse_matrix *mat;        /* (n_layers, MODEL_N_MAPS); fmt unset if absent */
+    unsigned char *has;        /* (n_layers, MODEL_N_MAPS) 1 if converted */
+    double *density;           /* (n_layers, MODEL_N_MAPS) non-zero fraction */
+    int n_converted;           /* maps converted */
+    size_t bytes;              /* bytes of the sparse copies */
+    size_t dense_bytes;        /* fp32 bytes of the converted maps */
+} model_sparse;
+
+/* Convert the maps of s: AUTO converts a map when
+ * sparse_profitable(density, batch) (batch = rows per call the caller
+ * expects: 1 for decode, B*T for prefill), ON converts all, OFF none.
+ * Later calls use a converted map at N rows when mode is ON or
+ * sparse_profitable(density, N).  The caller attaches it with
+ * s->sparse = sp and detaches before model_sparse_free. */
+losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
+                               model_sparse_mode mode, int batch, sparse_format fmt);
+void model_sparse_free(model_sparse *sp);
+/* y (N,out) = x (N,in) W^T with the sparse copy of map m of layer l if it
+ * has one and it pays at N rows; returns 0 (y untouched) otherwise. */
+int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
+                        model_map m, int64_t N);
+
+/* Prompt tokens (T) through the stage, positions 0..T-1, filling the cache:
+ * first stage embeds, every stage runs its layers on a->x (1,T,D), the last
+ * stage leaves logits (1,T,V) in a->logits.  a built with B = 1, T >= T. */
+void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s,
+                         const int *tokens, int T);
+/* One token at position pos (the cache holds 0..pos-1): first stage embeds
+ * token, else a->x (1,D) holds the previous stage's output; k/v of pos are
+ * stored; the last stage leaves logits (V) in a->logits. */
+void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,
+                             int token, int pos);
+/* Pipeline variants (collective over this replica's stages, like
+ * model_pipeline_forward): activations flow with dist_send_next/recv_prev. */
+void model_pipeline_prefill(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
+                            const model_stage *s, const int *tokens, int T, int tag);
+void model_pipeline_decode_step(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
+                                const model_stage *s, int token, int pos, int tag);
 
 /* ---- backward (training; gradients w.r.t. activations and adapters only:
  * base weights, norms, embeddings and head are frozen) ---- */

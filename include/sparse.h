@@ -78,6 +78,12 @@ int sparse_is_nm(const float *W /* (out, in) */, int out, int in, int n, int m);
 
 /* y (out,) = W x, x (in,): batch-1 decode. */
 void sparse_matvec(float *y /* (out) */, const sparse_matrix *s, const float *x /* (in) */);
+/* Dense y (out,) = W (out, in) x with the same OpenMP threads as the sparse
+ * kernels: for the unpruned maps (and the head) of a model decoding on the
+ * sparse path, so that OpenMP and OpenBLAS worker threads do not fight
+ * for the cores between calls. */
+void sparse_dense_matvec(float *y /* (out) */, const float *W /* (out, in) */, int out, int in,
+                         const float *x /* (in) */);
 /* Y (N, out) = X W^T, X (N, in): prefill.  Uses a scratch of
  * (in + out) * roundup(N, 16) floats allocated per call. */
 void sparse_matmul(float *Y /* (N, out) */, const sparse_matrix *s,

@@ -221,6 +221,29 @@ int main(void)
         sparse_matrix_free(&s);
         free(W); free(X); free(Y); free(Yb);
     }
+    /* dense OpenMP matvec (decode on the sparse path) vs the double reference,
+     * every ISA, shapes with row and column tails */
+    {
+        static const int ds[][2] = {{1, 1}, {3, 17}, {7, 33}, {65, 100}, {700, 300}, {1030, 513}};
+        for (int isa = SPARSE_ISA_SCALAR; isa <= SPARSE_ISA_AVX512; isa++) {
+            if (!sparse_isa_supported((sparse_isa)isa)) continue;
+            int prev = sparse_set_isa((sparse_isa)isa);
+            for (size_t k = 0; k < sizeof ds / sizeof ds[0]; k++) {
+                int out = ds[k][0], in = ds[k][1];
+                float *W = malloc(sizeof(float) * out * in), *x = malloc(sizeof(float) * in);
+                float *y = malloc(sizeof(float) * out);
+                for (int i = 0; i < out * in; i++) W[i] = core_rng_normal(&r);
+                for (int i = 0; i < in; i++) x[i] = core_rng_normal(&r);
+                sparse_dense_matvec(y, W, out, in, x);
+                char what[96];
+                snprintf(what, sizeof what, "dense_matvec %dx%d %s", out, in,
+                         sparse_isa_name((sparse_isa)isa));
+                check_y(y, W, x, 1, out, in, what);
+                free(W); free(x); free(y);
+            }
+            sparse_set_isa((sparse_isa)prev);
+        }
+    }
     /* decision helper: monotone in density, dense at density 1 */
     TEST_CHECK(sparse_profitable(0.3, 1) && !sparse_profitable(1.0, 1) && !sparse_profitable(1.0, 128),
                "sparse_profitable extremes");

@@ -1,5 +1,8 @@
 /* losa eval --model STORE.h5 --ppl TEXT [--seqlen S] [--batch B]
- *           [--max-windows N] [--zeroshot TASKS [--limit K]] [--json] */
+ *           [--max-windows N] [--zeroshot TASKS [--limit K]]
+ *           [--sparse auto|on|off] [--json]
+ * --sparse: the forward uses sparse_matmul for the maps where it pays at
+ * B*S rows per call (auto), for every map (on), or dense sgemm (off). */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,7 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *ppl = NULL, *zs = NULL, *v;
     int S = 256, B = 8, maxw = 0, json = 0, limit = 0;
+    model_sparse_mode smode = MODEL_SPARSE_AUTO;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
@@ -20,10 +24,11 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--max-windows"))) maxw = atoi(v);
         else if ((v = cli_opt(argc, argv, &i, "--zeroshot"))) zs = v;
         else if ((v = cli_opt(argc, argv, &i, "--limit"))) limit = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &smode);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa eval --model STORE.h5 "
                           "--ppl TEXT [--seqlen S] [--batch B] [--max-windows N] "
-                          "[--zeroshot TASKS] [--limit K] [--json])", argv[i]);
+                          "[--zeroshot TASKS] [--limit K] [--sparse auto|on|off] [--json])", argv[i]);
     }
     if (s == LOSA_OK && !model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
     if (s == LOSA_OK && !ppl && !zs) s = core_err(LOSA_ERR_ARG, "nothing to do: give --ppl TEXT and/or --zeroshot TASKS");
@@ -33,7 +38,16 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
     if (cli_fail(d, "eval", cli_load_model(d, model, &st, &tok))) return 1;
+    /* sparse copies of the maps that pay at B*S rows per forward call */
+    model_sparse sp;
+    if (cli_fail(d, "eval", model_sparse_build(&sp, &st, smode, B * S, SPARSE_FORMAT_BITMAP))) return 1;
+    st.sparse = &sp;
+    double nconv = sp.n_converted;
+    dist_sum_doubles(d, &nconv, 1);
+    nconv /= dist_n_replicas(d);
     cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "sparse", model_sparse_mode_name(smode));
+    cJSON_AddNumberToObject(out, "sparse_maps", nconv);
     int rc = 0;
     if (ppl) {
         int *ids = NULL;
@@ -59,6 +73,8 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
         free(js);
     }
     cJSON_Delete(out);
+    st.sparse = NULL;
+    model_sparse_free(&sp);
     tok_free(&tok);
     model_stage_free(&st);
     return rc;

@@ -1,7 +1,10 @@
 /* losa generate --model STORE.h5 [--prompt TEXT] [--steps N]
- *               [--temperature T] [--seed S] [--json]
+ *               [--temperature T] [--seed S] [--sparse auto|on|off] [--json]
  * Greedy (T = 0) or temperature sampling through the pipeline; the last
- * stage picks each token and broadcasts it to the pipeline. */
+ * stage picks each token and broadcasts it to the pipeline.  The prompt is
+ * prefilled once into a KV cache, then one decode step per token.
+ * --sparse: sparse kernels for the maps where they pay at batch 1 (auto),
+ * for every map (on), or dense BLAS only (off). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     int steps = 128, json = 0;
     float temp = 0.0f;
     uint64_t seed = 0;
+    model_sparse_mode smode = MODEL_SPARSE_AUTO;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
@@ -37,9 +41,11 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--steps"))) steps = atoi(v);
         else if ((v = cli_opt(argc, argv, &i, "--temperature"))) temp = (float)atof(v);
         else if ((v = cli_opt(argc, argv, &i, "--seed"))) seed = strtoull(v, NULL, 10);
+        else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &smode);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa generate --model STORE.h5 "
-                          "[--prompt TEXT] [--steps N] [--temperature T] [--seed S] [--json])", argv[i]);
+                          "[--prompt TEXT] [--steps N] [--temperature T] [--seed S] "
+                          "[--sparse auto|on|off] [--json])", argv[i]);
     }
     if (s == LOSA_OK && !model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
     if (s == LOSA_OK && steps < 1) s = core_err(LOSA_ERR_ARG, "--steps must be >= 1");
@@ -60,18 +66,37 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     int cap = (int)n + steps;
     ids = realloc(ids, sizeof(int) * cap);
     model_acts a;
-    if (cli_fail(d, "generate", model_acts_build(&a, &st, 1, cap, 0))) return 1;
+    model_kv_cache kv;
+    model_sparse sp;
+    memset(&kv, 0, sizeof kv);
+    s = model_sparse_build(&sp, &st, smode, 1, SPARSE_FORMAT_BITMAP);
+    if (s == LOSA_OK) s = model_kv_cache_build(&kv, &st, cap);
+    if (s == LOSA_OK) s = model_acts_build(&a, &st, 1, (int)n, 0);
+    if (cli_fail(d, "generate", s)) return 1;
+    st.sparse = &sp;
+    double nconv = sp.n_converted, nmaps = (double)st.n_layers * MODEL_N_MAPS;
+    dist_sum_doubles(d, &nconv, 1); /* world sum: every replica counts once each */
+    dist_sum_doubles(d, &nmaps, 1);
+    nconv /= dist_n_replicas(d);
+    nmaps /= dist_n_replicas(d);
+    if (dist_rank(d) == 0 && !json)
+        core_log("sparse %s: %.0f of %.0f maps on sparse kernels (%s)\n",
+                 model_sparse_mode_name(smode), nconv, nmaps, sparse_isa_name(sparse_get_isa()));
     core_rng rng;
     core_rng_seed(&rng, seed);
-    double t0 = core_time();
+    double t0 = core_time(), t_prefill = 0;
     int len = (int)n;
     for (int k = 0; k < steps; k++) {
-        /* full recompute of the prefix each step (no KV cache here) */
-        model_pipeline_forward(d, &a, &st, ids, 1, len, k);
+        /* prompt once into the KV cache, then one position per step */
+        if (k == 0) model_pipeline_prefill(d, &a, &kv, &st, ids, len, k);
+        else model_pipeline_decode_step(d, &a, &kv, &st, ids[len - 1], len - 1, k);
         int next = 0;
-        if (st.has_head) next = sample(a.logits + (int64_t)(len - 1) * st.cfg.vocab_size,
-                                       st.cfg.vocab_size, temp, &rng);
+        if (st.has_head) {
+            const float *lg = k == 0 ? a.logits + (int64_t)(len - 1) * st.cfg.vocab_size : a.logits;
+            next = sample(lg, st.cfg.vocab_size, temp, &rng);
+        }
         dist_bcast_from_last(d, &next, sizeof next);
+        if (k == 0) t_prefill = core_time() - t0;
         ids[len++] = next;
         if (next == st.cfg.eos_id) break;
         if (dist_rank(d) == 0 && !json) {
@@ -93,6 +118,12 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "tokens", len - (int)n);
         cJSON_AddNumberToObject(o, "seconds", secs);
         cJSON_AddNumberToObject(o, "tokens_per_s", (len - n) / (secs > 0 ? secs : 1));
+        cJSON_AddNumberToObject(o, "prefill_s", t_prefill);
+        cJSON_AddNumberToObject(o, "decode_tokens_per_s",
+                                len - n > 1 && secs > t_prefill ? (len - n - 1) / (secs - t_prefill) : 0);
+        cJSON_AddStringToObject(o, "sparse", model_sparse_mode_name(smode));
+        cJSON_AddNumberToObject(o, "sparse_maps", nconv);
+        cJSON_AddNumberToObject(o, "maps", nmaps);
         char *js = cJSON_PrintUnformatted(o);
         cli_json_print(d, js);
         free(js);
@@ -103,7 +134,10 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     }
     free(text);
     free(ids);
+    st.sparse = NULL;
     model_acts_free(&a);
+    model_kv_cache_free(&kv);
+    model_sparse_free(&sp);
     tok_free(&tok);
     model_stage_free(&st);
     return 0;

@@ -250,6 +250,23 @@ void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
     }
 }
 
+void sparse_dense_matvec(float *y, const float *W, int out, int in, const float *x)
+{
+#if defined(__x86_64__)
+    if (sparse_get_isa() == SPARSE_ISA_AVX512) {
+        sparse_dense_matvec_avx512(y, W, out, in, x);
+        return;
+    }
+#endif
+#pragma omp parallel for schedule(static) if ((int64_t)out * in > (1 << 18))
+    for (int o = 0; o < out; o++) {
+        const float *w = W + (int64_t)o * in;
+        float acc = 0.0f;
+        for (int i = 0; i < in; i++) acc += w[i] * x[i];
+        y[o] = acc;
+    }
+}
+
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * in > (1 << 16))
@@ -313,9 +330,11 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
 int sparse_profitable(double density, int batch)
 {
     /* From `losa bench sparse` on an AMD EPYC (Zen 4) VM, 1 thread, busy
-     * machine: decode (bitmap f32) was 2.0-3.1x dense sgemv at density 0.3
-     * and 1.0-2.1x at 0.5 (2:4 break-even); prefill (batch 128) was
-     * 1.1-2.6x sgemm at 0.3 and 0.8-1.5x at 0.5.  Keep a margin. */
+     * machine: decode (bitmap f32) was 1.9-3.3x dense sgemv at density 0.3
+     * and 0.8-2.1x at 0.5 (2:4 break-even); prefill (batch 128) was
+     * 1.0-1.9x sgemm at 0.3 and 0.7-1.2x at 0.5.  End-to-end decode of 2
+     * LLaMA-2-7B layers at density 0.3: 1.7-2.3x (layers only), 1.1-1.6x at
+     * 0.5.  Keep a margin. */
     if (density <= 0.0) return 1;
     if (batch <= 1) return density <= 0.45;
     if (batch <= 16) return density <= 0.40;

@@ -29,6 +29,7 @@ void sparse_transpose_out(float *Y, const float *YT, int ldt, int N, int out);
 #if defined(__x86_64__)
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
+void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x);
 /* YT (out, ldt) = W XT, XT (in, ldt), ldt a multiple of 16 (padded zeros). */
 void sparse_matmul_t_avx2(float *YT, const sparse_matrix *s, const float *XT, int ldt,
                           int64_t *rowoff);

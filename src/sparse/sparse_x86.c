@@ -28,6 +28,9 @@
 
 /* Work threshold (weights) below which kernels stay on one thread. */
 #define SPARSE_PAR_MIN (1 << 18)
+#ifndef SPARSE_NV
+#define SPARSE_NV 8 /* prefill: vectors of batch lanes per register block (<= 8) */
+#endif
 #ifndef SPARSE_PF
 #define SPARSE_PF 512 /* floats of software prefetch distance */
 #endif
@@ -161,6 +164,57 @@ void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
     }
 }
 
+/* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads. */
+T512 static void dense_rows512(float *y, const float *W, int64_t in, const float *x, int o0,
+                               int o1)
+{
+    int64_t i16 = in / 16 * 16;
+    __mmask16 tail = (__mmask16)((1u << (in - i16)) - 1);
+    int o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        const float *w0 = W + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < i16; i += 16) {
+            __m512 xv = _mm512_loadu_ps(x + i);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), xv, a3);
+        }
+        if (tail) {
+            __m512 xv = _mm512_maskz_loadu_ps(tail, x + i16);
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + i16), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w1 + i16), xv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w2 + i16), xv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w3 + i16), xv, a3);
+        }
+        y[o] = _mm512_reduce_add_ps(a0);
+        y[o + 1] = _mm512_reduce_add_ps(a1);
+        y[o + 2] = _mm512_reduce_add_ps(a2);
+        y[o + 3] = _mm512_reduce_add_ps(a3);
+    }
+    for (; o < o1; o++) {
+        const float *w0 = W + o * in;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int64_t i = 0; i < i16; i += 16)
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), _mm512_loadu_ps(x + i), a0);
+        if (tail)
+            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + i16),
+                                 _mm512_maskz_loadu_ps(tail, x + i16), a0);
+        y[o] = _mm512_reduce_add_ps(a0);
+    }
+}
+
+void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x)
+{
+#pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
+    {
+        int o0, o1;
+        thread_rows(out, &o0, &o1);
+        dense_rows512(y, W, in, x, o0, o1);
+    }
+}
+
 /* One row o, input columns [c0, c1), batch lanes [bb, bb + 16 nv) of XT. */
 INLINE T512 void mm512_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
                            int64_t o, int64_t *pp, int c0, int c1, const int nv)
@@ -234,8 +288,8 @@ MM_ROWS(mm512_rows, T512, mm512_row, 8)
         {                                                                               \
             int o0, o1;                                                                 \
             thread_rows(s->out, &o0, &o1);                                              \
-            for (int bb = 0; bb < ldt; bb += 8 * (LANES)) {                             \
-                int nv = (ldt - bb) / (LANES) < 8 ? (ldt - bb) / (LANES) : 8;           \
+            for (int bb = 0; bb < ldt; bb += SPARSE_NV * (LANES)) {                     \
+                int nv = (ldt - bb) / (LANES) < SPARSE_NV ? (ldt - bb) / (LANES) : SPARSE_NV; \
                 for (int o = o0; o < o1; o++) rowoff[o] = s->rowptr[o];                 \
                 for (int c0 = 0; c0 < s->in; c0 += SPARSE_KC) {                         \
                     int c1 = c0 + SPARSE_KC < s->in ? c0 + SPARSE_KC : s->in;           \

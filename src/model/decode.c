@@ -1,0 +1,281 @@
+/* model/decode: KV cache, sparse copies of the linear maps, prefill and the
+ * one-token decode step (per stage and through the pipeline).
+ *
+ * The prefill is the ordinary layer forward (model_layer_forward, which
+ * already dispatches to the sparse maps through s->sparse) followed by a copy
+ * of each layer's k (after RoPE) and v into the cache, so its logits are
+ * bit-identical to model_stage_forward.  The decode step recomputes only the
+ * new position: rmsnorm, q/k/v (sgemv or sparse_matvec), RoPE at pos,
+ * attention of q over the cached keys 0..pos, wo, the SwiGLU MLP. */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "dist.h"
+#include "kernels.h"
+#include "model.h"
+
+/* ------------------------------------------------------------ cache */
+
+losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T)
+{
+    memset(kv, 0, sizeof *kv);
+    const model_config *c = &s->cfg;
+    if (max_T < 1 || max_T > c->max_seq_len)
+        return core_err(LOSA_ERR_ARG, "kv cache: %d positions (expected 1..max_seq_len %d)",
+                        max_T, c->max_seq_len);
+    int64_t L = s->n_layers, kvd = model_kv_dim(c), hd = model_head_size(c);
+    size_t n = (size_t)(2 * L * max_T * kvd + max_T * hd + max_T);
+    kv->mem = core_calloc(n, sizeof(float));
+    kv->n_floats = n;
+    kv->max_T = max_T;
+    kv->n_layers = (int)L;
+    kv->kv_dim = (int)kvd;
+    kv->head_size = (int)hd;
+    float *p = kv->mem;
+    kv->k = p; p += L * max_T * kvd;
+    kv->v = p; p += L * max_T * kvd;
+    kv->rope_cos = p; p += max_T * hd / 2;
+    kv->rope_sin = p; p += max_T * hd / 2;
+    kv->scores = p; p += max_T;
+    LOSA_CHECK((size_t)(p - kv->mem) == n);
+    kern_rope_tables(kv->rope_cos, kv->rope_sin, max_T, (int)hd, c->rope_theta);
+    return LOSA_OK;
+}
+
+void model_kv_cache_free(model_kv_cache *kv)
+{
+    if (!kv) return;
+    core_free(kv->mem);
+    memset(kv, 0, sizeof *kv);
+}
+
+/* ----------------------------------------------------------- sparse */
+
+static const char *mode_names[] = {"auto", "on", "off"};
+
+const char *model_sparse_mode_name(model_sparse_mode m)
+{
+    return (unsigned)m < 3 ? mode_names[m] : "?";
+}
+
+losa_status model_sparse_mode_from_string(const char *str, model_sparse_mode *m)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(str, mode_names[i])) {
+            *m = (model_sparse_mode)i;
+            return LOSA_OK;
+        }
+    return core_err(LOSA_ERR_ARG, "--sparse: expected auto, on or off, got '%s'", str);
+}
+
+losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
+                               model_sparse_mode mode, int batch, sparse_format fmt)
+{
+    memset(sp, 0, sizeof *sp);
+    if ((unsigned)mode > MODEL_SPARSE_OFF)
+        return core_err(LOSA_ERR_ARG, "sparse model: bad mode %d", (int)mode);
+    sp->mode = mode;
+    sp->n_layers = s->n_layers;
+    size_t n = (size_t)(s->n_layers > 0 ? s->n_layers : 1) * MODEL_N_MAPS;
+    sp->mat = core_calloc(n, sizeof(sparse_matrix));
+    sp->has = core_calloc(n, 1);
+    sp->density = core_calloc(n, sizeof(double));
+    for (int l = 0; l < s->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&s->cfg, m, &o, &i);
+            size_t k = (size_t)l * MODEL_N_MAPS + m;
+            double dens = sparse_density(s->layers[l].w[m], (int64_t)o * i);
+            sp->density[k] = dens;
+            int want = mode == MODEL_SPARSE_ON ||
+                       (mode == MODEL_SPARSE_AUTO && sparse_profitable(dens, batch));
+            if (!want) continue;
+            losa_status st = sparse_matrix_from_dense(&sp->mat[k], s->layers[l].w[m], o, i, fmt);
+            if (st != LOSA_OK) {
+                model_sparse_free(sp);
+                return st;
+            }
+            sp->has[k] = 1;
+            sp->n_converted++;
+            sp->bytes += sparse_matrix_bytes(&sp->mat[k]);
+            sp->dense_bytes += (size_t)o * i * sizeof(float);
+        }
+    return LOSA_OK;
+}
+
+void model_sparse_free(model_sparse *sp)
+{
+    if (!sp) return;
+    if (sp->mat && sp->has)
+        for (int k = 0; k < sp->n_layers * MODEL_N_MAPS; k++)
+            if (sp->has[k]) sparse_matrix_free(&sp->mat[k]);
+    core_free(sp->mat);
+    core_free(sp->has);
+    core_free(sp->density);
+    memset(sp, 0, sizeof *sp);
+}
+
+int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
+                        model_map m, int64_t N)
+{
+    size_t k = (size_t)l * MODEL_N_MAPS + m;
+    if (!sp || l >= sp->n_layers || !sp->has[k]) return 0;
+    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->density[k], (int)N)) return 0;
+    if (N == 1) sparse_matvec(y, &sp->mat[k], x);
+    else sparse_matmul(y, &sp->mat[k], x, (int)N);
+    return 1;
+}
+
+/* ----------------------------------------------------------- prefill */
+
+/* Every layer of the stage on a->x (1,T,D), copying k (after RoPE) and v
+ * of positions 0..T-1 into the cache. */
+static void prefill_layers(model_acts *a, model_kv_cache *kv, const model_stage *s, int T)
+{
+    size_t n = (size_t)T * kv->kv_dim, ld = (size_t)kv->max_T * kv->kv_dim;
+    for (int l = 0; l < s->n_layers; l++) {
+        model_layer_forward(a, s, l, 1, T);
+        model_layer_acts la = model_acts_layer(a, s, l, 1, T);
+        memcpy(kv->k + l * ld, la.k, sizeof(float) * n);
+        memcpy(kv->v + l * ld, la.v, sizeof(float) * n);
+    }
+}
+
+void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s,
+                         const int *tokens, int T)
+{
+    LOSA_CHECK(T >= 1 && T <= a->T && T <= kv->max_T && kv->n_layers == s->n_layers);
+    if (s->has_embed) model_stage_embed(a, s, tokens, 1, T);
+    prefill_layers(a, kv, s, T);
+    if (s->has_head) model_stage_head(a, s, 1, T);
+}
+
+/* ------------------------------------------------------- decode step */
+
+/* y (out) = W (out, in) x: OpenBLAS sgemv on the dense path; on the sparse
+ * path (s->sparse set) the maps left dense and the head use the OpenMP
+ * dense matvec of the sparse module, so that one thread pool runs the whole
+ * step (OpenBLAS and OpenMP workers spin after each call and would steal
+ * each other's cores). */
+static void dense_matvec(float *y, const float *x, const model_stage *s, const float *W,
+                         int out, int in)
+{
+    if (s->sparse) sparse_dense_matvec(y, W, out, in, x);
+    else cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, 0.0f, y, 1);
+}
+
+/* A training adapter (lora module) is applied through its merged weff
+ * (inference: no dropout). */
+static void matvec(float *y, const float *x, const model_stage *s, int l, model_map m)
+{
+    const model_adapter_map *ad = &s->layers[l].ad[m];
+    if (!ad->delta && s->sparse && model_sparse_linear(y, x, s->sparse, l, m, 1)) return;
+    int o, i;
+    model_map_shape(&s->cfg, m, &o, &i);
+    dense_matvec(y, x, s, ad->delta && ad->weff ? ad->weff : s->layers[l].w[m], o, i);
+}
+
+/* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos,
+ * in the order of kern_attention_forward's causal row (max, expf, sum,
+ * multiply by 1/sum). */
+static void attention_step(float *out, float *sc, const float *q, const float *K,
+                           const float *Vv, int pos, int H, int Hkv, int hd)
+{
+    int ks = Hkv * hd, grp = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < H; h++) {
+        const float *qh = q + (int64_t)h * hd;
+        const float *kb = K + (int64_t)(h / grp) * hd, *vb = Vv + (int64_t)(h / grp) * hd;
+        float mx = -FLT_MAX;
+        for (int t = 0; t <= pos; t++) {
+            const float *kt = kb + (int64_t)t * ks;
+            float d = 0.0f;
+            for (int j = 0; j < hd; j++) d += qh[j] * kt[j];
+            sc[t] = scale * d;
+            mx = sc[t] > mx ? sc[t] : mx;
+        }
+        float sum = 0.0f;
+        for (int t = 0; t <= pos; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        float inv = 1.0f / sum;
+        float *oh = out + (int64_t)h * hd;
+        for (int j = 0; j < hd; j++) oh[j] = 0.0f;
+        for (int t = 0; t <= pos; t++) {
+            float p = sc[t] * inv;
+            const float *vt = vb + (int64_t)t * ks;
+            for (int j = 0; j < hd; j++) oh[j] += p * vt[j];
+        }
+    }
+}
+
+static void layer_step(model_acts *a, model_kv_cache *kv, const model_stage *s, int l, int pos)
+{
+    const model_config *c = &s->cfg;
+    const model_layer *ly = &s->layers[l];
+    int D = c->dim, F = c->hidden_dim, H = c->n_heads, Hkv = c->n_kv_heads;
+    int hd = kv->head_size, kvd = kv->kv_dim;
+    size_t ld = (size_t)kv->max_T * kvd;
+    float *K = kv->k + l * ld, *Vv = kv->v + l * ld;
+    float *kpos = K + (size_t)pos * kvd, *vpos = Vv + (size_t)pos * kvd;
+    const float *cs = kv->rope_cos + (size_t)pos * hd / 2, *sn = kv->rope_sin + (size_t)pos * hd / 2;
+    kern_rmsnorm_forward(a->ln1, a->rstd1, a->x, ly->attn_norm, 1, D, c->rms_eps);
+    matvec(a->q, a->ln1, s, l, MODEL_MAP_Q);
+    matvec(kpos, a->ln1, s, l, MODEL_MAP_K);
+    matvec(vpos, a->ln1, s, l, MODEL_MAP_V);
+    kern_rope_forward(a->q, cs, sn, 1, 1, H, hd);
+    kern_rope_forward(kpos, cs, sn, 1, 1, Hkv, hd);
+    attention_step(a->atty, kv->scores, a->q, K, Vv, pos, H, Hkv, hd);
+    matvec(a->tmp, a->atty, s, l, MODEL_MAP_O);
+    kern_add_inplace(a->x, a->tmp, D);
+    kern_rmsnorm_forward(a->ln2, a->rstd2, a->x, ly->ffn_norm, 1, D, c->rms_eps);
+    matvec(a->gate, a->ln2, s, l, MODEL_MAP_GATE);
+    matvec(a->up, a->ln2, s, l, MODEL_MAP_UP);
+    kern_swiglu_forward(a->hid, a->gate, a->up, F);
+    matvec(a->tmp, a->hid, s, l, MODEL_MAP_DOWN);
+    kern_add_inplace(a->x, a->tmp, D);
+}
+
+static void stage_head_step(model_acts *a, const model_stage *s)
+{
+    const model_config *c = &s->cfg;
+    kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, 1, c->dim, c->rms_eps);
+    dense_matvec(a->logits, a->tmp, s, s->head, c->vocab_size, c->dim);
+}
+
+void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,
+                             int token, int pos)
+{
+    LOSA_CHECK(pos >= 0 && pos < kv->max_T && kv->n_layers == s->n_layers);
+    if (s->has_embed) model_stage_embed(a, s, &token, 1, 1);
+    for (int l = 0; l < s->n_layers; l++) layer_step(a, kv, s, l, pos);
+    if (s->has_head) stage_head_step(a, s);
+}
+
+/* ---------------------------------------------------------- pipeline */
+
+void model_pipeline_prefill(dist_ctx *d, model_acts *a, model_kv_cache *kv,
+                            const model_stage *s, const int *tokens, int T, int tag)
+{
+    size_t n = (size_t)T * s->cfg.dim;
+    LOSA_CHECK(T >= 1 && T <= a->T && T <= kv->max_T && kv->n_layers == s->n_layers);
+    if (s->has_embed) model_stage_embed(a, s, tokens, 1, T);
+    else dist_recv_prev(d, a->x, n, tag);
+    prefill_layers(a, kv, s, T);
+    if (s->has_head) model_stage_head(a, s, 1, T);
+    else dist_send_next(d, a->x, n, tag);
+}
+
+void model_pipeline_decode_step(dist_ctx *d, model_acts *a, model_kv_cache *kv,
+                                const model_stage *s, int token, int pos, int tag)
+{
+    LOSA_CHECK(pos >= 0 && pos < kv->max_T);
+    if (s->has_embed) model_stage_embed(a, s, &token, 1, 1);
+    else dist_recv_prev(d, a->x, (size_t)s->cfg.dim, tag);
+    for (int l = 0; l < s->n_layers; l++) layer_step(a, kv, s, l, pos);
+    if (s->has_head) stage_head_step(a, s);
+    else dist_send_next(d, a->x, (size_t)s->cfg.dim, tag);
+}
