@@ -35,6 +35,12 @@ losa_status calib_sample(const tok_tokenizer *tok, const char *path,
                          const char *text, size_t len, int N, int S,
                          uint64_t seed, int *tokens /* (N,S) */);
 
+/* Collective (world): rank 0 reads path and draws the windows (calib_sample),
+ * every rank receives tokens (N,S). */
+losa_status calib_load_windows(struct dist_ctx *d, const tok_tokenizer *tok,
+                               const char *path, int N, int S, uint64_t seed,
+                               int *tokens);
+
 typedef struct {
     prune_config pc;              /* method, N:M, blocksize, percdamp */
     const double *layer_sparsity; /* (L) global layers; NULL = pc.sparsity */
@@ -86,5 +92,8 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
 
 /* Fraction of exact zeros over the 7 maps of a layer. */
 double calib_layer_sparsity(const model_stage *s, int l);
+/* Zeros over the 7 maps of every layer of the stage; *total (or NULL) gets
+ * the number of weights. */
+int64_t calib_stage_zeros(const model_stage *s, int64_t *total);
 
 #endif

@@ -87,6 +87,15 @@ void losa_collective_ranks(struct dist_ctx *d, losa_decision *dc,
                            const double *err_local, int R, int rmin, int rmax,
                            int fixed_rank);
 
+/* Collective (world).  io: a store created on rank 0 (NULL elsewhere).
+ * Rank 0 writes config, tokenizer and every stage (the first replica's),
+ * receiving one stage at a time from its owner, then commits (or discards
+ * on error).  Errors agreed. */
+struct io_store;
+losa_status losa_store_write_model(struct dist_ctx *d, struct io_store *io,
+                                   const model_stage *s, const tok_tokenizer *tok,
+                                   const char *source);
+
 /* ---------------------------------------------------------------- run
  * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c).
  * mode prune: one-shot pruning at the target; lora: one-shot pruning then

@@ -182,9 +182,6 @@ struct dist_ctx;
 void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
                             const model_stage *s, const int *tokens, int B,
                             int T, int tag);
-/* Collective (world, DP = 1 or replicas identical): the whole model on rank 0
- * in *full (a single-stage model built there; untouched elsewhere). */
-void model_gather_full(struct dist_ctx *d, const model_stage *s, model_stage *full);
 /* model_stage_build for this rank's stage in d's layout. */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);

@@ -185,6 +185,8 @@ losa_status prune_matrix(const prune_config *c, float *W /* (out, in) */, int ou
 /* ---------------------------------------------------------------------------
  * Helpers. */
 int64_t prune_count_zeros(const float *x, int64_t n);
+/* "unstructured" -> 0:0; "N:M" with 0 < N < M <= 1024 -> N, M.  0 or -1. */
+int prune_pattern_parse(const char *s, int *n, int *m);
 /* Number of N:M groups (of M consecutive columns in a row) holding fewer
  * than N zeros; 0 means W satisfies the N:M pattern.  -1 if in % m != 0. */
 int64_t prune_nm_check(const float *W /* (out, in) */, int out, int in, int n, int m);

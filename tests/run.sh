@@ -11,7 +11,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export LOSA_DATA=${LOSA_DATA:-$(cd .. && pwd)/shared/data}
 B=${BUILD_DIR:-build}
-export LOSA=${LOSA:-$B/losa}
+export LOSA=${LOSA:-$(pwd)/$B/losa}   # absolute: job scripts run elsewhere
 export LOSA_TEST_TMP=${LOSA_TEST_TMP:-$(pwd)/$B/test-tmp}
 LOGS=$B/test-logs
 mkdir -p "$LOSA_TEST_TMP" "$LOGS"

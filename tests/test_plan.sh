@@ -94,7 +94,7 @@ for b in (2, 8):
         ok = ok and 0 <= m - want <= 60e6
     ok = ok and len(rss) == np_
 sys.exit(not ok)' "$W" $np
-    check "minillama eval on $np stage(s): RSS growth batch 2 -> 8 matches the plan within 10%" $PY -c '
+    check "minillama eval on $np stage(s): RSS growth batch 2 -> 8 matches the plan within 10% (or 8 MB)" $PY -c '
 import json, sys
 W, np_ = sys.argv[1], int(sys.argv[2]); ok = True
 p = {b: json.load(open("%s/pm%d.%d.json" % (W, np_, b)))["ranks"] for b in (2, 8)}
@@ -102,7 +102,7 @@ m = {b: [int(x) for x in open("%s/rss%d.%d" % (W, np_, b))] for b in (2, 8)}
 for k in range(np_):
     dp = p[8][k]["eval_activation_bytes"] - p[2][k]["eval_activation_bytes"]; dm = m[8][k] - m[2][k]
     print("  rank %d: measured growth %.1f MB, plan %.1f MB" % (k, dm / 1e6, dp / 1e6))
-    ok = ok and abs(dm - dp) <= 0.1 * dp
+    ok = ok and abs(dm - dp) <= max(0.1 * dp, 8e6)  # small per-batch buffers (ids, targets) are not planned
 sys.exit(not ok)' "$W" $np
 done
 rm -rf "$W"

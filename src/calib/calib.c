@@ -90,6 +90,22 @@ losa_status calib_sample(const tok_tokenizer *tok, const char *path,
     return st;
 }
 
+losa_status calib_load_windows(dist_ctx *d, const tok_tokenizer *tok, const char *path,
+                               int N, int S, uint64_t seed, int *tokens)
+{
+    losa_status s = LOSA_OK;
+    if (dist_rank(d) == 0) {
+        char *text = NULL;
+        size_t len = 0;
+        s = core_read_file(path, &text, &len);
+        if (s == LOSA_OK) s = calib_sample(tok, path, text, len, N, S, seed, tokens);
+        free(text);
+    }
+    if ((s = dist_agree(d, s)) != LOSA_OK) return s;
+    dist_bcast(d, tokens, sizeof(int) * (size_t)N * S, 0);
+    return LOSA_OK;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 int calib_windows_mine(dist_ctx *d, int N)
@@ -100,16 +116,35 @@ int calib_windows_mine(dist_ctx *d, int N)
 
 int calib_window_index(dist_ctx *d, int i) { return dist_replica(d) + i * dist_n_replicas(d); }
 
-double calib_layer_sparsity(const model_stage *s, int l)
+static int64_t layer_zeros(const model_stage *s, int l, int64_t *n)
 {
-    int64_t z = 0, n = 0;
+    int64_t z = 0;
+    *n = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(&s->cfg, m, &o, &i);
         z += prune_count_zeros(s->layers[l].w[m], (int64_t)o * i);
-        n += (int64_t)o * i;
+        *n += (int64_t)o * i;
     }
+    return z;
+}
+
+double calib_layer_sparsity(const model_stage *s, int l)
+{
+    int64_t n, z = layer_zeros(s, l, &n);
     return (double)z / n;
+}
+
+int64_t calib_stage_zeros(const model_stage *s, int64_t *total)
+{
+    int64_t z = 0, t = 0;
+    for (int l = 0; l < s->n_layers; l++) {
+        int64_t n;
+        z += layer_zeros(s, l, &n);
+        t += n;
+    }
+    if (total) *total = t;
+    return z;
 }
 
 /* The stage's input stream for windows w(0..Nm-1): embeddings on the first

@@ -28,7 +28,6 @@
 #include "io.h"
 #include "lora.h"
 
-double bench_sgemm_gflops(int M, int N, int K, double min_seconds); /* bench_forward.c */
 
 /* Matrix FLOPs of one micro-batch's training (forward with dropout: 2 GEMMs
  * per map; backward dx: 2; dDelta: 1; attention 3x forward; head fwd+bwd). */

@@ -14,7 +14,6 @@
 #include "cli.h"
 #include "lora.h"
 
-double bench_sgemm_gflops(int M, int N, int K, double min_seconds); /* bench_forward.c */
 
 /* Matrix FLOPs of one training step (what the GEMMs compute). */
 static double train_flops(const model_config *c, int B, int T, int r, int dropout, int ckpt)

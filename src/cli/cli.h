@@ -53,6 +53,12 @@ losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
 /* Rank 0 prints the one JSON object of --json output on stdout. */
 void cli_json_print(dist_ctx *d, const char *json);
 
+/* This machine's sgemm GFLOP/s on (M,N,K), best over min_seconds
+ * (bench_forward.c; the peak the benches report fractions of). */
+double bench_sgemm_gflops(int M, int N, int K, double min_seconds);
+/* Matrix FLOPs of one forward over B x T tokens of n_layers layers (+ head). */
+double bench_forward_flops(const model_config *c, int B, int T, int n_layers, int head);
+
 /* bench sub-benchmarks (each in its own file; cmd_bench dispatches). */
 int bench_forward(dist_ctx *d, int argc, char **argv);
 int bench_train(dist_ctx *d, int argc, char **argv);

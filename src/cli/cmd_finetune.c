@@ -10,21 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib.h"
 #include "cli.h"
 #include "io.h"
 #include "lora.h"
-
-static int64_t count_zeros(const model_stage *s)
-{
-    int64_t z = 0;
-    for (int l = 0; l < s->n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&s->cfg, m, &o, &i);
-            for (int64_t e = 0; e < (int64_t)o * i; e++) z += s->layers[l].w[m][e] == 0.0f;
-        }
-    return z;
-}
+#include "losa.h"
 
 int cmd_finetune(dist_ctx *d, int argc, char **argv)
 {
@@ -87,7 +77,7 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     if ((s = dist_agree(d, s)) == LOSA_OK) s = lora_trainer_build(&tr, d, &st, &ad, &tc);
     if (cli_fail(d, "finetune", s)) goto out;
 
-    double zeros0 = (double)count_zeros(&st);
+    double zeros0 = (double)calib_stage_zeros(&st, NULL);
     dist_sum_doubles(d, &zeros0, 1);
     core_log("finetune: %lld examples (%s), %lld steps of %d x %d x %d tokens, lora r %d/%d "
              "alpha %g r0 %g dropout %g, %d stage(s), %.0f zero weights\n", (long long)ds.n,
@@ -137,25 +127,20 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     s = dist_agree(d, s);
     /* merge and check the sparsity pattern */
     int64_t flips = lora_merge(&ad, &st);
-    double z[2] = {(double)count_zeros(&st), (double)flips};
+    double z[2] = {(double)calib_stage_zeros(&st, NULL), (double)flips};
     dist_sum_doubles(d, z, 2);
     core_log("finetune: merged: %.0f zero weights (before %.0f), %.0f pattern changes\n", z[0],
              zeros0, z[1]);
     if (s == LOSA_OK && z[0] != zeros0)
         s = core_err(LOSA_ERR_INTERNAL, "merge changed the number of zeros (%.0f -> %.0f)",
                      zeros0, z[0]);
-    model_stage full;
-    memset(&full, 0, sizeof full);
-    if ((s = dist_agree(d, s)) == LOSA_OK) model_gather_full(d, &st, &full);
-    if (s == LOSA_OK && dist_rank(d) == 0) {
-        io_store *io = NULL;
-        const char *out = deck_str(dk, "output.store");
+    /* rank 0: the training log into the new store, then every stage */
+    io_store *io = NULL;
+    const char *out = deck_str(dk, "output.store");
+    if ((s = dist_agree(d, s)) == LOSA_OK && dist_rank(d) == 0) {
         int64_t shp[1] = {tc.steps};
         char *dump = deck_dump(dk, NULL);
         s = io_store_create(&io, out);
-        if (s == LOSA_OK) s = io_store_write_config(io, &full.cfg, "losa finetune (merged masked LoRA)");
-        if (s == LOSA_OK) s = io_store_write_stage(io, &full);
-        if (s == LOSA_OK) s = io_store_write_tokenizer(io, &tk);
         if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/loss", log, 1, shp);
         if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/lr", log + tc.steps, 1, shp);
         if (s == LOSA_OK)
@@ -163,14 +148,16 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
         if (s == LOSA_OK)
             s = io_store_write_doubles(io, "/finetune/tokens_per_s", log + 3 * tc.steps, 1, shp);
         if (s == LOSA_OK) s = io_store_write_string(io, "/finetune/deck", dump ? dump : "");
-        if (s == LOSA_OK) s = io_store_commit(&io);
-        io_store_close(&io);
         free(dump);
+    }
+    if ((s = dist_agree(d, s)) == LOSA_OK) {
+        s = losa_store_write_model(d, io, &st, &tk, "losa finetune (merged masked LoRA)");
         if (s == LOSA_OK)
             core_log("finetune: wrote %s (merged model + training log) and %s\n", out, apath);
+    } else {
+        io_store_close(&io);
     }
     free(log);
-    model_stage_free(&full);
     cli_fail(d, "finetune", s);
 out:
     lora_trainer_free(&tr);

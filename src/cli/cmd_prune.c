@@ -22,6 +22,7 @@
 
 #include "calib.h"
 #include "cli.h"
+#include "losa.h"
 #include "eval.h"
 #include "io.h"
 
@@ -76,22 +77,6 @@ typedef struct {
 #define WHERE(w, key)                                                         \
     (prune_key_where(wbuf, sizeof wbuf, (w)->deck_path, (w)->argc, (w)->argv, key), wbuf)
 
-/* "unstructured" -> 0:0; "N:M" with 0 < N < M. */
-static int prune_parse_pattern(const char *s, int *n, int *m)
-{
-    *n = *m = 0;
-    if (!strcmp(s, "unstructured")) return 0;
-    char *e1, *e2;
-    long a = strtol(s, &e1, 10);
-    if (e1 == s || *e1 != ':') return -1;
-    long b = strtol(e1 + 1, &e2, 10);
-    if (e2 == e1 + 1 || *e2) return -1;
-    if (!(b > 0 && a >= 1 && a < b && b <= 1024)) return -1;
-    *n = (int)a;
-    *m = (int)b;
-    return 0;
-}
-
 /* Step 1: deck values that need no model. */
 static losa_status prune_check_deck(const deck *dk, const prune_where_ctx *w,
                                     prune_config *pc)
@@ -116,7 +101,7 @@ static losa_status prune_check_deck(const deck *dk, const prune_where_ctx *w,
         return core_err(LOSA_ERR_ARG, "%s: %g is outside [0, 1)", WHERE(w, "prune.sparsity"),
                         pc->sparsity);
     const char *pat = deck_str(dk, "prune.pattern");
-    if (prune_parse_pattern(pat, &pc->nm_n, &pc->nm_m))
+    if (prune_pattern_parse(pat, &pc->nm_n, &pc->nm_m))
         return core_err(LOSA_ERR_ARG, "%s: expected 'unstructured' or 'N:M' with "
                         "0 < N < M (e.g. 2:4, 4:8), got '%s'", WHERE(w, "prune.pattern"), pat);
     pc->blocksize = (int)deck_int(dk, "prune.blocksize");
@@ -177,57 +162,20 @@ static losa_status prune_check_model(const deck *dk, const prune_where_ctx *w,
     return LOSA_OK;
 }
 
-/* Collective.  Rank 0 draws the windows, every rank receives them. */
+/* Collective.  Calibration windows, errors prefixed with where data.calib
+ * was set. */
 static losa_status prune_calib_tokens(dist_ctx *d, const deck *dk, const prune_where_ctx *w,
                                       const tok_tokenizer *tok, int N, int S, int *tokens)
 {
     char wbuf[1400];
-    const char *path = deck_str(dk, "data.calib");
-    losa_status s = LOSA_OK;
-    if (dist_rank(d) == 0) {
-        char *text = NULL;
-        size_t len = 0;
-        s = core_read_file(path, &text, &len);
-        if (s == LOSA_OK)
-            s = calib_sample(tok, path, text, len, N, S, (uint64_t)deck_int(dk, "data.calib_seed"),
-                             tokens);
-        if (s != LOSA_OK) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", core_errmsg());
-            core_err(s, "%s: %s", WHERE(w, "data.calib"), msg);
-        }
-        free(text);
+    losa_status s = calib_load_windows(d, tok, deck_str(dk, "data.calib"), N, S,
+                                       (uint64_t)deck_int(dk, "data.calib_seed"), tokens);
+    if (s != LOSA_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", core_errmsg());
+        core_err(s, "%s: %s", WHERE(w, "data.calib"), msg);
     }
-    if ((s = dist_agree(d, s)) != LOSA_OK) return s;
-    dist_bcast(d, tokens, sizeof(int) * (size_t)N * S, 0);
-    return LOSA_OK;
-}
-
-/* Collective.  Rank 0 writes config, tokenizer and every stage (the first
- * replica's), receiving one stage at a time by broadcast from its owner
- * (world rank = stage index in the layout rank = replica * PP + stage). */
-static losa_status prune_write_store(dist_ctx *d, io_store *io, const model_stage *s,
-                                     const tok_tokenizer *tok, const char *source)
-{
-    losa_status st = LOSA_OK;
-    if (dist_rank(d) == 0) {
-        st = io_store_write_config(io, &s->cfg, source);
-        if (st == LOSA_OK) st = io_store_write_tokenizer(io, tok);
-    }
-    for (int p = 0; p < dist_n_stages(d); p++) {
-        model_stage tmp;
-        const model_stage *src = s;
-        if (dist_rank(d) != p) {
-            LOSA_CHECK(model_stage_build(&tmp, &s->cfg, p, dist_n_stages(d)) == LOSA_OK);
-            src = &tmp;
-        }
-        dist_bcast(d, src->params, sizeof(float) * src->n_params, p);
-        if (dist_rank(d) == 0 && st == LOSA_OK) st = io_store_write_stage(io, src);
-        if (src != s) model_stage_free(&tmp);
-    }
-    if (dist_rank(d) == 0 && st == LOSA_OK) st = io_store_commit(&io);
-    else if (dist_rank(d) == 0) io_store_close(&io);
-    return dist_agree(d, st);
+    return s;
 }
 
 static cJSON *json_doubles(const double *x, int n)
@@ -384,7 +332,7 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
         char source[512];
         snprintf(source, sizeof source, "losa prune %s %s of %s", prune_method_str(pc.method),
                  pattern, model_path);
-        s = prune_write_store(d, io, &st, &tok, source);
+        s = losa_store_write_model(d, io, &st, &tok, source);
         io = NULL;
         rc = cli_fail(d, "prune", s);
         if (rc == 0) core_log("wrote %s\n", out_path);

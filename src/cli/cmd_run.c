@@ -23,24 +23,6 @@ static losa_status read_config_tok(dist_ctx *d, const char *path, model_config *
     return dist_agree(d, s);
 }
 
-/* Collective: rank 0 draws the calibration windows, everyone gets them. */
-static losa_status load_calib(dist_ctx *d, losa_run *r)
-{
-    const char *path = deck_str(r->dk, "data.calib");
-    char *text;
-    size_t len;
-    losa_status s = dist_read_file(d, path, &text, &len);
-    if (s != LOSA_OK) return s;
-    r->calib = malloc(sizeof(int) * (size_t)r->N * r->S);
-    if (dist_rank(d) == 0)
-        s = calib_sample(&r->tok, path, text, len, r->N, r->S,
-                         (uint64_t)deck_int(r->dk, "data.calib_seed"), r->calib);
-    free(text);
-    if ((s = dist_agree(d, s)) != LOSA_OK) return s;
-    dist_bcast(d, r->calib, sizeof(int) * (size_t)r->N * r->S, 0);
-    return LOSA_OK;
-}
-
 static void print_table(const losa_run *r)
 {
     const char *m = prune_method_str(r->pc.method);
@@ -111,7 +93,11 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
     if (s == LOSA_OK && r.tc.T > r.cfg.max_seq_len)
         s = core_err(LOSA_ERR_ARG, "%s: train.seqlen %d exceeds the model's max_seq_len %d",
                      argv[1], r.tc.T, r.cfg.max_seq_len);
-    if ((s = dist_agree(d, s)) == LOSA_OK) s = load_calib(d, &r);
+    if ((s = dist_agree(d, s)) == LOSA_OK) {
+        r.calib = malloc(sizeof(int) * (size_t)r.N * r.S);
+        s = calib_load_windows(d, &r.tok, deck_str(dk, "data.calib"), r.N, r.S,
+                               (uint64_t)deck_int(dk, "data.calib_seed"), r.calib);
+    }
     if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0])
         s = cli_tokenize_file(d, &r.tok, deck_str(dk, "data.eval_text"), 1, &r.eval_ids, &r.n_eval);
     if (s == LOSA_OK && r.mode != LOSA_MODE_PRUNE)

@@ -109,9 +109,10 @@ static int on_kv(void *user, const char *section, const char *name, const char *
                                pc->dk->name, key, sizeof val - 1);
         return 0;
     }
-    /* '#' starts a comment when preceded by whitespace (units in decks) */
+    /* '#' or ';' starts a comment at the start of the value or after
+     * whitespace (units in decks), as it would when the deck is dumped */
     snprintf(val, sizeof val, "%s", value);
-    for (char *h = val; (h = strchr(h, '#')) != NULL; h++)
+    for (char *h = val; (h = strpbrk(h, "#;")) != NULL; h++)
         if (h == val || isspace((unsigned char)h[-1])) {
             *h = 0;
             break;

@@ -615,32 +615,6 @@ losa_status eval_task_parse(eval_task *t, const char *ini_name,
     return s;
 }
 
-/* Rank 0 reads, everyone receives the bytes. */
-static losa_status zs_bcast_file(dist_ctx *d, const char *path, char **data, size_t *size)
-{
-    losa_status s = LOSA_OK;
-    uint64_t n = 0;
-    *data = NULL;
-    *size = 0;
-    if (dist_rank(d) == 0) {
-        s = core_read_file(path, data, size);
-        n = s == LOSA_OK ? *size : 0;
-    }
-    if ((s = dist_agree(d, s)) != LOSA_OK) {
-        free(*data);
-        *data = NULL;
-        return s;
-    }
-    dist_bcast(d, &n, sizeof n, 0);
-    if (dist_rank(d) != 0) {
-        *data = malloc(n + 1);
-        LOSA_CHECK(*data);
-        (*data)[n] = 0;
-    }
-    dist_bcast(d, *data, n, 0);
-    *size = n;
-    return LOSA_OK;
-}
 
 /* The 'data' key of a task file, read without parsing the rest. */
 static int zs_data_key(void *user, const char *section, const char *key, const char *value)
@@ -660,7 +634,7 @@ losa_status eval_task_load(dist_ctx *d, eval_task *t, const char *ini_path,
     memset(t, 0, sizeof *t);
     char *ini = NULL, *data = NULL;
     size_t n_ini = 0, n_data = 0;
-    losa_status s = zs_bcast_file(d, ini_path, &ini, &n_ini);
+    losa_status s = dist_read_file(d, ini_path, &ini, &n_ini);
     if (s != LOSA_OK) return s;
     char rel[1024] = "", path[2048];
     ini_parse_string(ini, zs_data_key, rel);
@@ -669,7 +643,7 @@ losa_status eval_task_load(dist_ctx *d, eval_task *t, const char *ini_path,
     if (s == LOSA_OK) {
         if (rel[0] == '/' || !data_dir || !data_dir[0]) snprintf(path, sizeof path, "%s", rel);
         else snprintf(path, sizeof path, "%s/%s", data_dir, rel);
-        s = zs_bcast_file(d, path, &data, &n_data);
+        s = dist_read_file(d, path, &data, &n_data);
     }
     if (s == LOSA_OK) s = eval_task_parse(t, ini_path, ini, path, data, n_data, limit);
     free(ini);

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,16 +30,6 @@
 
 /* ------------------------------------------------------------ settings */
 
-static losa_status parse_pattern(const char *p, int *n, int *m)
-{
-    *n = *m = 0;
-    if (!strcmp(p, "unstructured")) return LOSA_OK;
-    if (sscanf(p, "%d:%d", n, m) != 2 || *m <= 0 || *n <= 0 || *n >= *m)
-        return core_err(LOSA_ERR_ARG, "prune.pattern: expected 'unstructured' or N:M with "
-                                      "0 < N < M, got '%s'", p);
-    return LOSA_OK;
-}
-
 losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name)
 {
     losa_status s = LOSA_OK;
@@ -51,8 +42,9 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
               : !strcmp(mode, "compare") ? LOSA_MODE_COMPARE : LOSA_MODE_LOSA;
     if ((s = prune_method_from_string(deck_str(dk, "prune.method"), &r->pc.method)) != LOSA_OK)
         return s;
-    if ((s = parse_pattern(deck_str(dk, "prune.pattern"), &r->pc.nm_n, &r->pc.nm_m)) != LOSA_OK)
-        return s;
+    if (prune_pattern_parse(deck_str(dk, "prune.pattern"), &r->pc.nm_n, &r->pc.nm_m) != 0)
+        return core_err(LOSA_ERR_ARG, "%s: prune.pattern: expected 'unstructured' or N:M with "
+                        "0 < N < M, got '%s'", deck_name, deck_str(dk, "prune.pattern"));
     r->pc.sparsity = r->pc.nm_m ? (double)r->pc.nm_n / r->pc.nm_m : deck_float(dk, "prune.sparsity");
     r->pc.blocksize = (int)deck_int(dk, "prune.blocksize");
     r->pc.percdamp = deck_float(dk, "prune.percdamp");
@@ -114,27 +106,13 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
 
 /* ------------------------------------------------------------ helpers */
 
-static int64_t stage_zeros(const model_stage *s, int64_t *total)
-{
-    int64_t z = 0, n = 0;
-    for (int l = 0; l < s->n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&s->cfg, m, &o, &i);
-            z += prune_count_zeros(s->layers[l].w[m], (int64_t)o * i);
-            n += (int64_t)o * i;
-        }
-    if (total) *total = n;
-    return z;
-}
-
 /* Collective: fraction of zeros over the 7 maps of every layer. */
 static double model_sparsity(dist_ctx *d, const model_stage *s)
 {
     int64_t n;
     double v[2] = {0, 0};
     if (dist_replica(d) == 0) {
-        v[0] = (double)stage_zeros(s, &n);
+        v[0] = (double)calib_stage_zeros(s, &n);
         v[1] = (double)n;
     }
     dist_sum_doubles(d, v, 2);
@@ -437,7 +415,7 @@ static losa_status phase_lora(losa_run *r, model_stage *s, losa_result *res)
 {
     lora_adapters ad;
     double t0 = core_time();
-    int64_t zeros0 = stage_zeros(s, NULL);
+    int64_t zeros0 = calib_stage_zeros(s, NULL);
     losa_status st = lora_adapters_build(&ad, s, &r->lc);
     if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
     int64_t total = (int64_t)(r->T - 1) * r->samples_step + r->samples_last;
@@ -446,7 +424,7 @@ static losa_status phase_lora(losa_run *r, model_stage *s, losa_result *res)
                      &res->n_loss, &res->train_seconds);
     if (st == LOSA_OK) {
         int64_t flips = lora_merge(&ad, s);
-        int64_t z = stage_zeros(s, NULL);
+        int64_t z = calib_stage_zeros(s, NULL);
         if (flips != 0 || z != zeros0)
             st = core_err(LOSA_ERR_INTERNAL, "+LoRA merge changed the sparsity pattern (%lld flips)",
                           (long long)flips);
@@ -542,6 +520,10 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         core_log("   ranks");
         for (int l = 0; l < L; l++) core_log(" %d", dc.rank[l]);
         core_log("  (mean %d)\n", R);
+        /* fault injection for the tests: LOSA_FAULT_KILL=<t> makes the last
+         * rank SIGKILL itself here, in the middle of step t */
+        const char *kill_at = getenv("LOSA_FAULT_KILL");
+        if (kill_at && atoi(kill_at) == t && dist_rank(d) == dist_size(d) - 1) raise(SIGKILL);
         int64_t n_t = t < T ? r->samples_step : r->samples_last;
         double *loss = NULL, train_s = 0;
         int64_t nl = 0;
@@ -584,9 +566,9 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
     }
     if (st == LOSA_OK) {
         /* final merge: an ordinary sparse model, no adapter at inference */
-        int64_t z0 = stage_zeros(s, NULL);
+        int64_t z0 = calib_stage_zeros(s, NULL);
         int64_t flips = lora_merge(&ad, s);
-        double v[2] = {(double)flips, (double)(stage_zeros(s, NULL) - z0)};
+        double v[2] = {(double)flips, (double)(calib_stage_zeros(s, NULL) - z0)};
         if (dist_replica(d) != 0) v[0] = v[1] = 0;
         dist_sum_doubles(d, v, 2);
         if (v[0] != 0 || v[1] != 0)
@@ -741,30 +723,25 @@ static losa_status write_run_file(losa_run *r)
     return s;
 }
 
-/* Collective: the whole model to a store (rank 0 writes). */
+/* Collective: the whole model to run_dir/model.h5 (rank 0 writes). */
 static losa_status write_model(losa_run *r, const model_stage *s, const char *source)
 {
-    model_stage full;
-    memset(&full, 0, sizeof full);
-    model_gather_full(r->d, s, &full);
+    char path[1300];
+    snprintf(path, sizeof path, "%s/model.h5", r->dir);
+    io_store *io = NULL;
     losa_status st = LOSA_OK;
     if (dist_rank(r->d) == 0) {
-        char path[1300];
-        snprintf(path, sizeof path, "%s/model.h5", r->dir);
-        io_store *io = NULL;
         st = io_store_create(&io, path);
         if (st == LOSA_OK)
-            st = io_store_reserve(io, (int64_t)full.n_params * 4 * 11 / 10 +
+            st = io_store_reserve(io, (int64_t)model_param_count(&s->cfg) * 4 * 11 / 10 +
                                           r->tok.offsets[r->tok.n_vocab] * 2 + 16LL * r->tok.n_vocab +
                                           8LL * r->tok.n_merges + (2 << 20));
-        if (st == LOSA_OK) st = io_store_write_config(io, &full.cfg, source);
-        if (st == LOSA_OK) st = io_store_write_stage(io, &full);
-        if (st == LOSA_OK) st = io_store_write_tokenizer(io, &r->tok);
-        if (st == LOSA_OK) st = io_store_commit(&io);
-        io_store_close(&io);
     }
-    model_stage_free(&full);
-    return dist_agree(r->d, st);
+    if ((st = dist_agree(r->d, st)) != LOSA_OK) {
+        io_store_close(&io);
+        return st;
+    }
+    return losa_store_write_model(r->d, io, s, &r->tok, source);
 }
 
 static losa_status save_base(losa_run *r)

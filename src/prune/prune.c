@@ -3,6 +3,7 @@
 #include "prune_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *method_names[PRUNE_METHOD_COUNT] = {"magnitude", "wanda", "sparsegpt"};
@@ -245,6 +246,23 @@ losa_status prune_wanda(float *W, const double *colsq, int out, int in, double s
 }
 
 /* ---- helpers ----------------------------------------------------------- */
+
+/* "unstructured" -> 0:0; "N:M" with 0 < N < M. */
+int prune_pattern_parse(const char *s, int *n, int *m)
+{
+    *n = *m = 0;
+    if (!strcmp(s, "unstructured")) return 0;
+    char *e1, *e2;
+    long a = strtol(s, &e1, 10);
+    if (e1 == s || *e1 != ':') return -1;
+    long b = strtol(e1 + 1, &e2, 10);
+    if (e2 == e1 + 1 || *e2) return -1;
+    if (!(b > 0 && a >= 1 && a < b && b <= 1024)) return -1;
+    *n = (int)a;
+    *m = (int)b;
+    return 0;
+}
+
 
 int64_t prune_count_zeros(const float *x, int64_t n)
 {
