@@ -118,6 +118,12 @@ static void test_deck_cases(void)
 {
     deck *dk = NULL;
     losa_status ss;
+    /* a 191-character value fits "store =<value>" but not the dumped
+     * "store = <value>": refused at parse time */
+    TEST_CHECK(deck_case("tests/fuzz/regress/deck/long_parsed_value", &dk, &ss) == LOSA_ERR_ARG &&
+                   strstr(core_errmsg(), "limit of a deck line"),
+               "long parsed value refused: %s", core_errmsg());
+    deck_free(&dk);
     /* "store =;": the ';' opens a comment as it would once dumped, so the
      * value is empty and dump -> parse -> dump is stable */
     TEST_CHECK(deck_case("tests/fuzz/regress/deck/leading_semicolon", &dk, &ss) == LOSA_OK,

@@ -98,6 +98,9 @@ struct parse_ctx {
     deck *dk;
 };
 
+/* Longest deck line the INI reader takes (it cuts lines at 199 bytes). */
+#define DECK_MAX_LINE 198
+
 static int on_kv(void *user, const char *section, const char *name, const char *value)
 {
     struct parse_ctx *pc = user;
@@ -120,6 +123,13 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     size_t n = strlen(val);
     while (n > 0 && isspace((unsigned char)val[n - 1])) val[--n] = 0;
     value = val;
+    /* the resolved deck is dumped as "key = value": it must fit a line too */
+    if (strlen(name) + 3 + n > DECK_MAX_LINE) {
+        pc->dk->err = core_err(LOSA_ERR_ARG, "%s:-1: %s: value of %zu characters: the line "
+                               "'%s = ...' would be longer than %d characters, the limit of a "
+                               "deck line", pc->dk->name, key, n, name, DECK_MAX_LINE);
+        return 0;
+    }
     /* line numbers come back from ini_parse_string's return value */
     losa_status s = store_value(pc->dk, key, value, -1);
     if (s != LOSA_OK) {
@@ -142,7 +152,6 @@ static deck *deck_new(const char *name)
  * rest as a syntax error on some line; say so clearly instead, and hold
  * --set values to the same limit so that every resolved deck can be read
  * back. */
-#define DECK_MAX_LINE 198
 
 losa_status deck_parse(deck **out, const char *name, const char *text)
 {
