@@ -45,6 +45,11 @@ typedef struct {
     prune_config pc;              /* method, N:M, blocksize, percdamp */
     const double *layer_sparsity; /* (L) global layers; NULL = pc.sparsity */
     int chunk;                    /* windows per forward chunk (>= 1) */
+    /* dense reference outputs of stage layer l (Nmine,S,D), valid until the
+     * next call (e.g. read from the stage's HDF5 shard); used when the
+     * dense_out argument is NULL; NULL = compute them on the fly */
+    const float *(*dense_layer)(void *ctx, int l);
+    void *dense_ctx;
 } calib_prune_opts;
 
 typedef struct {
@@ -76,6 +81,14 @@ int calib_window_index(struct dist_ctx *d, int i);
 losa_status calib_dense_outputs(struct dist_ctx *d, const model_stage *s,
                                 const int *tokens, int N, int S, int chunk,
                                 float **out);
+
+/* Collective (world).  The same pass handing each layer's outputs
+ * (Nmine,S,D) to sink (e.g. to write them to disk); stops calling sink after
+ * its first error, but the pipeline still drains. */
+typedef losa_status (*calib_layer_sink)(void *ctx, int l, const float *X);
+losa_status calib_dense_stream(struct dist_ctx *d, const model_stage *s,
+                               const int *tokens, int N, int S, int chunk,
+                               calib_layer_sink sink, void *ctx);
 
 /* Collective (world).  Centred Gram matrices K~ = H X X^T H (N x N, double)
  * of the input of every layer, and of the final layer's output (index L),

@@ -151,6 +151,7 @@ typedef struct {
     int response_only;
     int64_t samples_step, samples_last;
     int stop_after;         /* testing: fail after this LoSA step (0 = never) */
+    int dense_on_disk;      /* dense reference outputs in the stage's HDF5 shard */
     /* results */
     double t0, dense_ppl;
     double *prune_recon;    /* (L) */

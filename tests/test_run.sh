@@ -93,6 +93,10 @@ assert da.keys() == db.keys()
 for k in da: assert np.array_equal(da[k], db[k]), k
 PY
 done
+# dense reference outputs from the stage's HDF5 shard instead of memory
+disk=$("$LOSA" run input/default.ini "${SETS[@]}" --set losa.mode=losa --set losa.dense_ref=disk --set output.dir=$W/disk --json 2>$W/disk.log)
+check "dense_ref=disk: shard written" test -f $W/disk/ckpt/dense_0_0.h5
+check "dense_ref=disk: same ppl as in memory" test "$(json_get "$full" losa_ppl)" = "$(json_get "$disk" losa_ppl)"
 check "1 and 2 stages give the same LoSA model" /usr/bin/python3 - $W/full1 $W/full2 <<'PY'
 import sys, h5py, numpy as np
 a, b = (h5py.File(p + '/model.h5', 'r') for p in sys.argv[1:3])

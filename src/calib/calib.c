@@ -259,7 +259,8 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
     if ((st = model_acts_build(&a, s, chunk, S, 0)) != LOSA_OK) return st;
     size_t xn = (size_t)(Nm > 0 ? Nm : 1) * S * D;
     float *Xp = core_calloc(xn, sizeof(float));                     /* pruned stream */
-    float *Xd = dense_out ? NULL : core_calloc(xn, sizeof(float));  /* dense stream */
+    int have_ref = dense_out || o->dense_layer;
+    float *Xd = have_ref ? NULL : core_calloc(xn, sizeof(float));   /* dense stream */
     stats_ctx sc = {.s = s, .d = d, .S = S, .want_h = want_h, .width = {D, D, D, F}};
     size_t wsum = 0;
     for (int g = 0; g < N_GRP; g++) wsum += (size_t)N * sc.width[g];
@@ -280,7 +281,11 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
     for (int l = 0; l < s->n_layers && st == LOSA_OK; l++) {
         int gl = s->layer0 + l;
         double sp = o->layer_sparsity ? o->layer_sparsity[gl] : o->pc.sparsity;
-        const float *dense_l = dense_out ? dense_out + (int64_t)l * Nm * S * D : Xd;
+        const float *dense_l = dense_out ? dense_out + (int64_t)l * Nm * S * D
+                               : o->dense_layer ? o->dense_layer(o->dense_ctx, l) : Xd;
+        if (!dense_l)
+            st = core_err(LOSA_ERR_IO, "layer %d: dense reference outputs unavailable: %s", gl,
+                          core_errmsg());
         double t = core_time();
         if (Xd) layer_pass(&a, s, l, Xd, Nm, S, chunk, NULL, NULL, 1);
         if (need_stats) {
@@ -370,8 +375,8 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
 
 /* ---------------------------------------------------------------- dense */
 
-losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *tokens,
-                                int N, int S, int chunk, float **out)
+losa_status calib_dense_stream(dist_ctx *d, const model_stage *s, const int *tokens, int N,
+                               int S, int chunk, calib_layer_sink sink, void *ctx)
 {
     int Nm = calib_windows_mine(d, N);
     int64_t per = (int64_t)(Nm > 0 ? Nm : 1) * S * s->cfg.dim;
@@ -381,16 +386,37 @@ losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *to
     losa_status st = model_acts_build(&a, s, chunk, S, 0);
     if (st != LOSA_OK) return st;
     float *X = core_calloc((size_t)per, sizeof(float));
-    *out = core_calloc((size_t)per * (s->n_layers > 0 ? s->n_layers : 1), sizeof(float));
     stream_in(d, s, X, tokens, Nm, S, 0, 102);
     for (int l = 0; l < s->n_layers; l++) {
         layer_pass(&a, s, l, X, Nm, S, chunk, NULL, NULL, 1);
-        memcpy(*out + (int64_t)l * per, X, sizeof(float) * per);
+        if (st == LOSA_OK) st = sink(ctx, l, X);
     }
     stream_out(d, s, X, Nm, S, 102);
     core_free(X);
     model_acts_free(&a);
+    return st;
+}
+
+typedef struct {
+    float *out;
+    int64_t per;
+} mem_sink;
+
+static losa_status to_memory(void *ctx, int l, const float *X)
+{
+    mem_sink *m = ctx;
+    memcpy(m->out + (int64_t)l * m->per, X, sizeof(float) * m->per);
     return LOSA_OK;
+}
+
+losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *tokens,
+                                int N, int S, int chunk, float **out)
+{
+    int Nm = calib_windows_mine(d, N);
+    mem_sink m = {.per = (int64_t)(Nm > 0 ? Nm : 1) * S * s->cfg.dim};
+    m.out = core_calloc((size_t)m.per * (s->n_layers > 0 ? s->n_layers : 1), sizeof(float));
+    *out = m.out;
+    return calib_dense_stream(d, s, tokens, N, S, chunk, to_memory, &m);
 }
 
 /* ---------------------------------------------------------------- grams */

@@ -31,6 +31,7 @@ const deck_key deck_schema[] = {
     {"losa.rank_policy", DECK_CHOICE, "error", 0, 0, "error|fixed", "per-layer rank from reconstruction error, or fixed"},
     {"losa.beta", DECK_FLOAT, "0", 0, 1e6, NULL, "importance temperature (0 = 1 for wanda, 100 for sparsegpt)"},
     {"losa.rmi_n", DECK_INT, "64", 2, 1e6, NULL, "calibration samples for the layer-importance pass"},
+    {"losa.dense_ref", DECK_CHOICE, "memory", 0, 0, "memory|disk", "dense reference outputs kept in memory or in the stage's HDF5 shard (N x S x D floats per layer)"},
     {"losa.samples_per_step", DECK_INT, "1000", 1, 1e9, NULL, "training samples per LoSA step"},
     {"losa.last_step_samples", DECK_INT, "6000", 1, 1e9, NULL, "training samples in the last step"},
     /* [train] */

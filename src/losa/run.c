@@ -94,6 +94,7 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
     r->eval_B = (int)deck_int(dk, "eval.batch");
     r->eval_maxw = (int)deck_int(dk, "eval.max_windows");
     r->eval_each_step = deck_bool(dk, "eval.each_step");
+    r->dense_on_disk = !strcmp(deck_str(dk, "losa.dense_ref"), "disk");
     snprintf(r->dir, sizeof r->dir, "%s", deck_str(dk, "output.dir"));
     if (!r->dir[0]) return core_err(LOSA_ERR_ARG, "%s: output.dir: a run directory is required", deck_name);
     if (!deck_str(dk, "data.calib")[0])
@@ -440,6 +441,65 @@ static losa_status phase_lora(losa_run *r, model_stage *s, losa_result *res)
     return LOSA_OK;
 }
 
+/* Dense reference outputs on disk: one dataset per layer, (Nmine*S, D), in
+ * the stage's (and replica's) shard; read back one layer at a time. */
+typedef struct {
+    io_store *io;        /* while writing, then reading */
+    float *buf;          /* (Nmine*S, D) one layer */
+    int64_t shape[2];
+    int layer0;
+    char path[1300];
+} dense_disk;
+
+static losa_status dense_sink(void *ctx, int l, const float *X)
+{
+    dense_disk *dd = ctx;
+    char name[64];
+    snprintf(name, sizeof name, "/dense/%d", dd->layer0 + l);
+    return io_store_write_tensor(dd->io, name, X, 2, dd->shape);
+}
+
+static losa_status dense_disk_write(losa_run *r, const model_stage *s, dense_disk *dd)
+{
+    dist_ctx *d = r->d;
+    int Nm = calib_windows_mine(d, r->N);
+    dd->shape[0] = (int64_t)(Nm > 0 ? Nm : 1) * r->S;
+    dd->shape[1] = s->cfg.dim;
+    dd->layer0 = s->layer0;
+    snprintf(dd->path, sizeof dd->path, "%s/ckpt/dense_%d_%d.h5", r->dir, dist_stage(d),
+             dist_replica(d));
+    losa_status st = io_store_create(&dd->io, dd->path);
+    if (st == LOSA_OK)
+        st = io_store_reserve(dd->io, dd->shape[0] * dd->shape[1] * 4 * s->n_layers * 11 / 10 + (1 << 20));
+    if ((st = dist_agree(d, st)) != LOSA_OK) {
+        io_store_close(&dd->io);
+        return st;
+    }
+    st = calib_dense_stream(d, s, r->calib, r->N, r->S, 8, dense_sink, dd);
+    if (st == LOSA_OK) st = io_store_commit(&dd->io);
+    else io_store_close(&dd->io);
+    if (st == LOSA_OK) st = io_store_open(&dd->io, dd->path);
+    dd->buf = core_calloc((size_t)(dd->shape[0] * dd->shape[1]), sizeof(float));
+    core_log("   dense reference outputs: %s (%.1f MB per layer)\n", dd->path,
+             dd->shape[0] * dd->shape[1] * 4 / 1e6);
+    return dist_agree(d, st);
+}
+
+static const float *dense_disk_layer(void *ctx, int l)
+{
+    dense_disk *dd = ctx;
+    char name[64];
+    snprintf(name, sizeof name, "/dense/%d", dd->layer0 + l);
+    return io_store_read_tensor(dd->io, name, dd->buf, 2, dd->shape) == LOSA_OK ? dd->buf : NULL;
+}
+
+static void dense_disk_close(dense_disk *dd)
+{
+    io_store_close(&dd->io);
+    core_free(dd->buf);
+    dd->buf = NULL;
+}
+
 /* The LoSA loop (ALGORITHM.md section 2), resuming after step t0. */
 static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
 {
@@ -465,13 +525,17 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         }
     }
     /* dense reference outputs of this stage's layers (recomputed on resume
-     * from the dense store: deterministic) */
+     * from the dense store: deterministic), in memory or in the stage's
+     * HDF5 shard ckpt/dense_<stage>_<replica>.h5 (losa.dense_ref = disk) */
     float *dense = NULL;
+    dense_disk dk_ref;
+    memset(&dk_ref, 0, sizeof dk_ref);
     model_stage dense_st;
     memset(&dense_st, 0, sizeof dense_st);
     st = model_stage_for_rank(&dense_st, &r->cfg, d);
     if (st == LOSA_OK) st = reload_dense(r, &dense_st);
-    if (st == LOSA_OK) st = calib_dense_outputs(d, &dense_st, r->calib, N, S, 8, &dense);
+    if (st == LOSA_OK && r->dense_on_disk) st = dense_disk_write(r, &dense_st, &dk_ref);
+    else if (st == LOSA_OK) st = calib_dense_outputs(d, &dense_st, r->calib, N, S, 8, &dense);
     model_stage_free(&dense_st);
     if ((st = dist_agree(d, st)) != LOSA_OK) {
         lora_adapters_free(&ad, s);
@@ -494,7 +558,9 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         core_log("== LoSA step %d/%d: s_t %.4f, layer sparsity", t, T, dc.s_t);
         for (int l = 0; l < L; l++) core_log(" %.3f", dc.sparsity[l]);
         core_log("\n");
-        calib_prune_opts o = {.pc = r->pc, .layer_sparsity = dc.sparsity, .chunk = 8};
+        calib_prune_opts o = {.pc = r->pc, .layer_sparsity = dc.sparsity, .chunk = 8,
+                              .dense_layer = r->dense_on_disk ? dense_disk_layer : NULL,
+                              .dense_ctx = &dk_ref};
         calib_prune_result pr;
         memset(&pr, 0, sizeof pr);
         if (st == LOSA_OK) st = calib_prune_model(d, s, r->calib, N, S, &o, dense, &pr);
@@ -585,6 +651,7 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
     free(cur);
     free(err_local);
     core_free(dense);
+    dense_disk_close(&dk_ref);
     lora_adapters_free(&ad, s);
     return dist_agree(d, st);
 }
