@@ -303,6 +303,7 @@ double kern_nll_row(const float *logits, int target, int V)
     return logsumexp_row(logits, V) - logits[target];
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
                                           const int *targets, int64_t N, int V,
                                           float scale)
