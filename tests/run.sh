@@ -44,6 +44,7 @@ for src in tests/test_*.c; do
     done
 done
 for sh in tests/test_*.sh; do
+    [ "${ONLY_C:-0}" = 1 ] && break
     [ -e "$sh" ] || continue
     name=$(basename "$sh" .sh); want "$name" || continue
     run_one "$name" "$LOGS/$name.log" bash "$sh"
