@@ -272,47 +272,59 @@ static losa_status write_marker(const char *path)
     return core_commit_file(tmp, path);
 }
 
-/* Metrics of LoSA steps 1..t (rank 0 holds them in r->hist). */
+/* Metrics of LoSA steps 1..t (rank 0 holds them in r->hist): one table of
+ * datasets serves writing and reading. */
+typedef struct {
+    const char *name;
+    double *d; /* or */
+    int *i;
+    int ndim;
+    int64_t shape[3];
+} metric_ds;
+
+static int metric_table(losa_run *r, metric_ds *m)
+{
+    int64_t L = r->cfg.n_layers, T = r->T;
+    losa_history *h = &r->hist;
+    metric_ds t[] = {
+        {"/losa/steps/s_t", h->s_t, NULL, 1, {T}},
+        {"/losa/steps/layer_sparsity", h->sparsity, NULL, 2, {T, L}},
+        {"/losa/steps/measured_sparsity", h->measured, NULL, 2, {T, L}},
+        {"/losa/steps/importance", h->importance, NULL, 2, {T, L}},
+        {"/losa/steps/cka", h->cka, NULL, 3, {T, L + 1, L + 1}},
+        {"/losa/steps/recon_err", h->recon, NULL, 2, {T, L}},
+        {"/losa/steps/rank", NULL, h->rank, 2, {T, L}},
+        {"/losa/steps/ppl", h->ppl, NULL, 1, {T}},
+        {"/losa/steps/loss", h->loss, NULL, 2, {T, h->loss_cap}},
+        {"/losa/steps/loss_len", NULL, h->loss_len, 1, {T}},
+        {"/losa/steps/seconds", h->secs, NULL, 2, {T, 4}},
+    };
+    int n = (int)(sizeof t / sizeof t[0]);
+    memcpy(m, t, sizeof t);
+    return n;
+}
+
 static losa_status write_metrics(losa_run *r, io_store *io, int upto)
 {
-    int L = r->cfg.n_layers, T = r->T;
-    losa_history *h = &r->hist;
-    int64_t sT[1] = {T}, sTL[2] = {T, L}, sTC[3] = {T, L + 1, L + 1}, sT4[2] = {T, 4};
-    int64_t sTS[2] = {T, h->loss_cap};
+    metric_ds m[16];
+    int n = metric_table(r, m);
     int64_t one[1] = {1};
     double up = upto;
     losa_status s = io_store_write_doubles(io, "/losa/steps_done", &up, 1, one);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/s_t", h->s_t, 1, sT);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/layer_sparsity", h->sparsity, 2, sTL);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/measured_sparsity", h->measured, 2, sTL);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/importance", h->importance, 2, sTL);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/cka", h->cka, 3, sTC);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/recon_err", h->recon, 2, sTL);
-    if (s == LOSA_OK) s = io_store_write_ints(io, "/losa/steps/rank", h->rank, 2, sTL);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/ppl", h->ppl, 1, sT);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/loss", h->loss, 2, sTS);
-    if (s == LOSA_OK) s = io_store_write_ints(io, "/losa/steps/loss_len", h->loss_len, 1, sT);
-    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/seconds", h->secs, 2, sT4);
+    for (int k = 0; k < n && s == LOSA_OK; k++)
+        s = m[k].d ? io_store_write_doubles(io, m[k].name, m[k].d, m[k].ndim, m[k].shape)
+                   : io_store_write_ints(io, m[k].name, m[k].i, m[k].ndim, m[k].shape);
     return s;
 }
 
 static losa_status read_metrics(losa_run *r, io_store *io)
 {
-    int L = r->cfg.n_layers, T = r->T;
-    losa_history *h = &r->hist;
-    int64_t sT[1] = {T}, sTL[2] = {T, L}, sTC[3] = {T, L + 1, L + 1}, sT4[2] = {T, 4};
-    int64_t sTS[2] = {T, h->loss_cap};
-    losa_status s = io_store_read_doubles(io, "/losa/steps/s_t", h->s_t, 1, sT);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/layer_sparsity", h->sparsity, 2, sTL);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/measured_sparsity", h->measured, 2, sTL);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/importance", h->importance, 2, sTL);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/cka", h->cka, 3, sTC);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/recon_err", h->recon, 2, sTL);
-    if (s == LOSA_OK) s = io_store_read_ints(io, "/losa/steps/rank", h->rank, 2, sTL);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/ppl", h->ppl, 1, sT);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/loss", h->loss, 2, sTS);
-    if (s == LOSA_OK) s = io_store_read_ints(io, "/losa/steps/loss_len", h->loss_len, 1, sT);
-    if (s == LOSA_OK) s = io_store_read_doubles(io, "/losa/steps/seconds", h->secs, 2, sT4);
+    metric_ds m[16];
+    int n = metric_table(r, m);
+    losa_status s = LOSA_OK;
+    for (int k = 0; k < n && s == LOSA_OK; k++)
+        s = m[k].d ? io_store_read_doubles(io, m[k].name, m[k].d, m[k].ndim, m[k].shape)
+                   : io_store_read_ints(io, m[k].name, m[k].i, m[k].ndim, m[k].shape);
     return s;
 }
 
