@@ -82,6 +82,33 @@ losa_status io_store_read_ints(io_store *st, const char *name, int *x, int ndim,
 losa_status io_store_read_string(io_store *st, const char *name, char **s);
 losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
                                   int64_t *shape);
+/* Integer attributes, named like the strings ("/a/b/key"). */
+losa_status io_store_write_attr_int(io_store *st, const char *name, int v);
+losa_status io_store_read_attr_int(io_store *st, const char *name, int *v);
+
+/* ---- sparse copies of the maps (losa sparsify) ---------------------------
+ * /sparse                    attributes format (string), maps (int),
+ *                            all (int: 1 = every map, 0 = where
+ *                            sparse_profitable at batch 1)
+ * /sparse/layers/<l>/<map>/  one sparse_matrix (include/sparse.h):
+ *   attributes format ("bitmap", "bitmap-bf16", "csr"), out, in, nw,
+ *   nm_n, nm_m (int), nnz (int64); datasets rowptr (int64, out+1),
+ *   vals (float32, or uint16 bf16 bits, nnz), mask (uint16, (out, nw);
+ *   bitmap formats), idx (uint16 when in <= 65536 else uint32, nnz; csr).
+ * The arrays are exactly those of sparse_matrix_from_dense of the map
+ * (without the padding), so a read copy equals a fresh conversion. */
+/* Write s as group (replacing an existing group of that name). */
+losa_status io_store_write_sparse(io_store *st, const char *group, const sparse_matrix *s);
+/* Read the group into s (allocated; free with sparse_matrix_free): dataset
+ * shapes are checked against the attributes before allocating, and the
+ * result with sparse_matrix_check; errors name the file and group. */
+losa_status io_store_read_sparse(io_store *st, const char *group, sparse_matrix *s);
+/* Name of a stored sparse map: "/sparse/layers/<l>/<map>". */
+void io_sparse_name(char *buf, size_t n, int layer, const char *map);
+/* Copy every root attribute and every top-level object of src except the
+ * one named skip ("/sparse"; NULL: none) into dst (being written): groups
+ * and datasets deep-copied, soft and external links kept as links. */
+losa_status io_store_copy(io_store *dst, io_store *src, const char *skip);
 
 /* External link link_name (groups on the path created) -> object obj of
  * file (a path relative to this store's directory is resolved by HDF5

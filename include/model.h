@@ -223,7 +223,8 @@ typedef struct model_sparse {
     sparse_matrix *mat;        /* (n_layers, MODEL_N_MAPS); fmt unset if absent */
     unsigned char *has;        /* (n_layers, MODEL_N_MAPS) 1 if converted */
     double *density;           /* (n_layers, MODEL_N_MAPS) non-zero fraction */
-    int n_converted;           /* maps converted */
+    int n_converted;           /* maps converted (or loaded) */
+    int n_loaded;              /* of those, copies taken from a source */
     size_t bytes;              /* bytes of the sparse copies */
     size_t dense_bytes;        /* fp32 bytes of the converted maps */
 } model_sparse;
@@ -236,6 +237,18 @@ typedef struct model_sparse {
  * s->sparse = sp and detaches before model_sparse_free. */
 losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
                                model_sparse_mode mode, int batch, sparse_format fmt);
+/* Where ready-made copies come from (the store's /sparse group, see
+ * cli_sparse_build): for map m of global layer gl, fill *out and set
+ * *found = 1, or leave *found = 0 to have the map converted. */
+typedef losa_status (*model_sparse_source_fn)(void *ctx, int gl, model_map m,
+                                              sparse_matrix *out, int *found);
+/* model_sparse_build taking each wanted map from src when it has one (any
+ * format; fmt is used for the maps it lacks).  A found copy must have the
+ * map's shape and its non-zero count, else LOSA_ERR_FORMAT (stale copy).
+ * src NULL: exactly model_sparse_build. */
+losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
+                                    model_sparse_mode mode, int batch, sparse_format fmt,
+                                    model_sparse_source_fn src, void *ctx);
 void model_sparse_free(model_sparse *sp);
 /* y (N,out) = x (N,in) W^T with the sparse copy of map m of layer l if it
  * has one and it pays at N rows; returns 0 (y untouched) otherwise. */

@@ -66,6 +66,23 @@ typedef struct {
 losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W /* (out, in) */,
                                      int out, int in, sparse_format fmt);
 void sparse_matrix_free(sparse_matrix *s);
+/* Allocate s for an (out, in) matrix of format fmt with nnz non-zeros:
+ * every array zeroed and padded as sparse_matrix_from_dense pads it
+ * (idx16 when in <= 65536), nm_n = nm_m = 0.  For readers that fill the
+ * arrays (io_store_read_sparse); validate the result with
+ * sparse_matrix_check.  LOSA_ERR_ARG for a bad shape, format or nnz. */
+losa_status sparse_matrix_alloc(sparse_matrix *s, sparse_format fmt, int out, int in,
+                                int64_t nnz);
+/* Structural check of a filled matrix, so that the kernels stay inside
+ * their arrays: rowptr runs from 0 to nnz without decreasing; BITMAP*: the
+ * bits of row o count rowptr[o+1] - rowptr[o] and no bit is set past
+ * column in - 1; CSR: indices of a row strictly increase and are < in;
+ * (nm_n, nm_m) is (0, 0), (2, 4) or (4, 8).  LOSA_ERR_FORMAT naming where
+ * (e.g. the file and group) and what. */
+losa_status sparse_matrix_check(const sparse_matrix *s, const char *where);
+/* "bitmap", "bitmap-bf16", "csr" */
+const char *sparse_format_name(sparse_format f);
+losa_status sparse_format_from_string(const char *str, sparse_format *f);
 /* Expand back to dense (BF16 values come back rounded). */
 void sparse_matrix_to_dense(float *W /* (out, in) */, const sparse_matrix *s);
 /* Bytes of the format that one matvec reads (all arrays). */

@@ -547,6 +547,31 @@ losa_status io_store_read_string(io_store *st, const char *name, char **s)
     return r;
 }
 
+losa_status io_store_write_attr_int(io_store *st, const char *name, int v)
+{
+    LOSA_CHECK(st->writable);
+    char obj[1024];
+    const char *key;
+    io_split_attr(name, obj, sizeof obj, &key);
+    hid_t g = io_group_open(st, obj, 1);
+    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, obj);
+    losa_status r = io_attr_write_int(st, g, key, v);
+    H5Oclose(g);
+    return r;
+}
+
+losa_status io_store_read_attr_int(io_store *st, const char *name, int *v)
+{
+    char obj[1024];
+    const char *key;
+    io_split_attr(name, obj, sizeof obj, &key);
+    hid_t g = io_group_open(st, obj, 0);
+    if (g < 0) return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, obj);
+    losa_status r = io_attr_read_int(st, g, obj, key, v);
+    H5Oclose(g);
+    return r;
+}
+
 /* ---- config ----------------------------------------------------------------- */
 
 /* The shortest decimal that reads back as the same float, as a double
@@ -787,4 +812,248 @@ losa_status io_store_link_external(io_store *st, const char *link_name, const ch
         return core_err(LOSA_ERR_IO, "%s: cannot create external link %s -> %s:%s", st->tmp,
                         link_name, file, obj);
     return LOSA_OK;
+}
+
+/* ---- sparse copies of the maps (/sparse, losa sparsify) ------------------- */
+
+static losa_status io_dataset_check_shape(io_store *st, const char *name, int ndim,
+                                          const int64_t *shape)
+{
+    int nd = 0;
+    int64_t sh[IO_MAX_DIMS];
+    losa_status s = io_store_tensor_shape(st, name, &nd, sh);
+    if (s != LOSA_OK) return s;
+    int ok = nd == ndim;
+    for (int i = 0; ok && i < nd; i++) ok = sh[i] == shape[i];
+    if (!ok) {
+        char want[256], got[256];
+        fmt_shape(want, sizeof want, ndim, shape);
+        fmt_shape(got, sizeof got, nd, sh);
+        return core_err(LOSA_ERR_FORMAT, "%s: dataset %s: expected shape %s, found %s",
+                        st->path, name, want, got);
+    }
+    return LOSA_OK;
+}
+
+losa_status io_store_write_sparse(io_store *st, const char *group, const sparse_matrix *s)
+{
+    LOSA_CHECK(st->writable);
+    LOSA_CHECK(s->rowptr && s->vals && s->out > 0 && s->in > 0);
+    /* replace whatever the group held (another format's datasets) */
+    if (io_path_exists(st->file, group) && H5Ldelete(st->file, group, H5P_DEFAULT) < 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot replace group %s", st->tmp, group);
+    hid_t g = io_group_open(st, group, 1);
+    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, group);
+    losa_status r = io_attr_write_str(st, g, "format", sparse_format_name(s->fmt));
+    const struct { const char *k; int v; } ints[] = {
+        {"out", s->out}, {"in", s->in}, {"nw", s->nw}, {"nm_n", s->nm_n}, {"nm_m", s->nm_m},
+    };
+    for (size_t i = 0; r == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        r = io_attr_write_int(st, g, ints[i].k, ints[i].v);
+    if (r == LOSA_OK) r = io_attr_write(st, g, "nnz", H5T_STD_I64LE, H5T_NATIVE_INT64, &s->nnz);
+    H5Oclose(g);
+    char name[1200];
+    int64_t o1 = (int64_t)s->out + 1, nnz = s->nnz, msh[2] = {s->out, s->nw};
+    if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/rowptr", group);
+        r = io_write_dataset(st, name, H5T_STD_I64LE, H5T_NATIVE_INT64, s->rowptr, 1, &o1);
+    }
+    if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/vals", group);
+        if (s->fmt == SPARSE_FORMAT_BITMAP_BF16)
+            r = io_write_dataset(st, name, H5T_STD_U16LE, H5T_NATIVE_UINT16, s->vals, 1, &nnz);
+        else
+            r = io_write_dataset(st, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, s->vals, 1, &nnz);
+    }
+    if (r == LOSA_OK && s->fmt == SPARSE_FORMAT_CSR) {
+        snprintf(name, sizeof name, "%s/idx", group);
+        if (s->idx16)
+            r = io_write_dataset(st, name, H5T_STD_U16LE, H5T_NATIVE_UINT16, s->idx16, 1, &nnz);
+        else
+            r = io_write_dataset(st, name, H5T_STD_U32LE, H5T_NATIVE_UINT32, s->idx32, 1, &nnz);
+    } else if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/mask", group);
+        r = io_write_dataset(st, name, H5T_STD_U16LE, H5T_NATIVE_UINT16, s->mask, 2, msh);
+    }
+    return r;
+}
+
+losa_status io_store_read_sparse(io_store *st, const char *group, sparse_matrix *s)
+{
+    memset(s, 0, sizeof *s);
+    char where[4096 + 1100];
+    snprintf(where, sizeof where, "%s: %s", st->path, group);
+    hid_t g = io_group_open(st, group, 0);
+    if (g < 0) return core_err(LOSA_ERR_FORMAT, "%s: group is missing", where);
+    char *fname = NULL;
+    int out = 0, in = 0, nw = 0, nm_n = 0, nm_m = 0;
+    int64_t nnz = -1;
+    losa_status r = io_attr_read_str(st, g, group, "format", &fname);
+    struct { const char *k; int *v; } ints[] = {
+        {"out", &out}, {"in", &in}, {"nw", &nw}, {"nm_n", &nm_n}, {"nm_m", &nm_m},
+    };
+    for (size_t i = 0; r == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        r = io_attr_read_int(st, g, group, ints[i].k, ints[i].v);
+    if (r == LOSA_OK) r = io_attr_read(st, g, group, "nnz", H5T_NATIVE_INT64, &nnz);
+    H5Oclose(g);
+    sparse_format fmt = SPARSE_FORMAT_BITMAP;
+    if (r == LOSA_OK && sparse_format_from_string(fname, &fmt) != LOSA_OK)
+        r = core_err(LOSA_ERR_FORMAT, "%s: attribute format: '%s' (expected bitmap, "
+                     "bitmap-bf16 or csr)", where, fname);
+    free(fname);
+    if (r == LOSA_OK && (out <= 0 || in <= 0 || nw != (in + 15) / 16 || nnz < 0 ||
+                         nnz > (int64_t)out * in))
+        r = core_err(LOSA_ERR_FORMAT, "%s: attributes out %d, in %d, nw %d, nnz %lld: "
+                     "inconsistent", where, out, in, nw, (long long)nnz);
+    /* every dataset has the shape the attributes imply before anything is
+     * allocated from them */
+    char name[1200];
+    int csr = fmt == SPARSE_FORMAT_CSR;
+    int64_t o1 = (int64_t)out + 1, msh[2] = {out, nw};
+    if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/rowptr", group);
+        r = io_dataset_check_shape(st, name, 1, &o1);
+    }
+    if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/vals", group);
+        r = io_dataset_check_shape(st, name, 1, &nnz);
+    }
+    if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/%s", group, csr ? "idx" : "mask");
+        r = csr ? io_dataset_check_shape(st, name, 1, &nnz)
+                : io_dataset_check_shape(st, name, 2, msh);
+    }
+    if (r == LOSA_OK) r = sparse_matrix_alloc(s, fmt, out, in, nnz);
+    if (r != LOSA_OK) return r;
+    s->nm_n = nm_n;
+    s->nm_m = nm_m;
+    snprintf(name, sizeof name, "%s/rowptr", group);
+    r = io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_INT64, s->rowptr, 1, &o1);
+    if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/vals", group);
+        if (fmt == SPARSE_FORMAT_BITMAP_BF16)
+            r = io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_UINT16, s->vals, 1, &nnz);
+        else
+            r = io_read_dataset(st, name, H5T_FLOAT, H5T_NATIVE_FLOAT, s->vals, 1, &nnz);
+    }
+    if (r == LOSA_OK && csr) {
+        snprintf(name, sizeof name, "%s/idx", group);
+        if (s->idx16)
+            r = io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_UINT16, s->idx16, 1, &nnz);
+        else
+            r = io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_UINT32, s->idx32, 1, &nnz);
+    } else if (r == LOSA_OK) {
+        snprintf(name, sizeof name, "%s/mask", group);
+        r = io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_UINT16, s->mask, 2, msh);
+    }
+    if (r == LOSA_OK) r = sparse_matrix_check(s, where);
+    if (r != LOSA_OK) sparse_matrix_free(s);
+    return r;
+}
+
+void io_sparse_name(char *buf, size_t n, int layer, const char *map)
+{
+    snprintf(buf, n, "/sparse/layers/%d/%s", layer, map);
+}
+
+/* Root attribute visitor state for io_store_copy. */
+typedef struct {
+    io_store *dst;
+    losa_status s;
+} io_copy_ctx;
+
+static herr_t io_copy_attr(hid_t loc, const char *key, const H5A_info_t *info, void *op)
+{
+    (void)info;
+    io_copy_ctx *c = op;
+    hid_t a = H5Aopen(loc, key, H5P_DEFAULT);
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    size_t n = (size_t)H5Sget_simple_extent_npoints(sp) * H5Tget_size(t);
+    void *buf = calloc(n ? n : 1, 1);
+    hid_t root = H5Gopen2(c->dst->file, "/", H5P_DEFAULT);
+    hid_t b = -1;
+    herr_t e = -1;
+    if (buf && H5Aread(a, t, buf) >= 0) {
+        if (H5Aexists(root, key) > 0) H5Adelete(root, key);
+        b = H5Acreate2(root, key, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        if (b >= 0) e = H5Awrite(b, t, buf);
+    }
+    /* variable-length strings were allocated by HDF5 inside buf */
+    if (buf && e >= 0 && (H5Tdetect_class(t, H5T_VLEN) > 0 || H5Tis_variable_str(t) > 0))
+        H5Dvlen_reclaim(t, sp, H5P_DEFAULT, buf);
+    if (b >= 0) H5Aclose(b);
+    H5Gclose(root);
+    free(buf);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Aclose(a);
+    if (e < 0) {
+        c->s = core_err(LOSA_ERR_IO, "%s: cannot copy root attribute %s", c->dst->tmp, key);
+        return -1;
+    }
+    return 0;
+}
+
+static herr_t io_copy_link(hid_t loc, const char *name, const H5L_info_t *info, void *op)
+{
+    (void)info;
+    io_copy_ctx *c = op;
+    hid_t ocpl = H5Pcreate(H5P_OBJECT_COPY);
+    herr_t e = H5Ocopy(loc, name, c->dst->file, name, ocpl, H5P_DEFAULT);
+    H5Pclose(ocpl);
+    if (e < 0) {
+        c->s = core_err(LOSA_ERR_IO, "%s: cannot copy /%s (disk full?)", c->dst->tmp, name);
+        return -1;
+    }
+    return 0;
+}
+
+losa_status io_store_copy(io_store *dst, io_store *src, const char *skip)
+{
+    LOSA_CHECK(dst->writable);
+    io_copy_ctx c = {dst, LOSA_OK};
+    hid_t root = H5Gopen2(src->file, "/", H5P_DEFAULT);
+    hsize_t idx = 0;
+    herr_t e = H5Aiterate2(root, H5_INDEX_NAME, H5_ITER_INC, &idx, io_copy_attr, &c);
+    H5Gclose(root);
+    if (e < 0 && c.s == LOSA_OK)
+        c.s = core_err(LOSA_ERR_IO, "%s: cannot read the root attributes", src->path);
+    /* every top-level object except skip, by name order */
+    hsize_t n = 0;
+    H5G_info_t gi;
+    if (c.s == LOSA_OK && H5Gget_info_by_name(src->file, "/", &gi, H5P_DEFAULT) >= 0) n = gi.nlinks;
+    for (hsize_t i = 0; c.s == LOSA_OK && i < n; i++) {
+        char name[1024];
+        ssize_t len = H5Lget_name_by_idx(src->file, "/", H5_INDEX_NAME, H5_ITER_INC, i, name,
+                                         sizeof name, H5P_DEFAULT);
+        if (len < 0 || (size_t)len >= sizeof name) {
+            c.s = core_err(LOSA_ERR_FORMAT, "%s: cannot list the root group", src->path);
+            break;
+        }
+        if (skip && !strcmp(name, skip[0] == '/' ? skip + 1 : skip)) continue;
+        H5L_info_t li;
+        if (H5Lget_info(src->file, name, &li, H5P_DEFAULT) < 0) {
+            c.s = core_err(LOSA_ERR_FORMAT, "%s: /%s: cannot read link", src->path, name);
+            break;
+        }
+        if (li.type == H5L_TYPE_HARD) {
+            io_copy_link(src->file, name, &li, &c);
+        } else {
+            /* soft and external links stay links (H5Lcopy works within one file only) */
+            char val[2048];
+            const char *ef = NULL, *eo = NULL;
+            unsigned fl = 0;
+            herr_t le = li.u.val_size <= sizeof val
+                            ? H5Lget_val(src->file, name, val, sizeof val, H5P_DEFAULT) : -1;
+            if (le >= 0 && li.type == H5L_TYPE_SOFT)
+                le = H5Lcreate_soft(val, dst->file, name, H5P_DEFAULT, H5P_DEFAULT);
+            else if (le >= 0 && li.type == H5L_TYPE_EXTERNAL &&
+                     H5Lunpack_elink_val(val, li.u.val_size, &fl, &ef, &eo) >= 0)
+                le = H5Lcreate_external(ef, eo, dst->file, name, H5P_DEFAULT, H5P_DEFAULT);
+            else
+                le = -1;
+            if (le < 0) c.s = core_err(LOSA_ERR_IO, "%s: cannot copy link /%s", dst->tmp, name);
+        }
+    }
+    return c.s;
 }

@@ -73,6 +73,13 @@ losa_status model_sparse_mode_from_string(const char *str, model_sparse_mode *m)
 losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
                                model_sparse_mode mode, int batch, sparse_format fmt)
 {
+    return model_sparse_build_from(sp, s, mode, batch, fmt, NULL, NULL);
+}
+
+losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
+                                    model_sparse_mode mode, int batch, sparse_format fmt,
+                                    model_sparse_source_fn src, void *ctx)
+{
     memset(sp, 0, sizeof *sp);
     if ((unsigned)mode > MODEL_SPARSE_OFF)
         return core_err(LOSA_ERR_ARG, "sparse model: bad mode %d", (int)mode);
@@ -87,18 +94,34 @@ losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
             int o, i;
             model_map_shape(&s->cfg, m, &o, &i);
             size_t k = (size_t)l * MODEL_N_MAPS + m;
-            double dens = sparse_density(s->layers[l].w[m], (int64_t)o * i);
+            int64_t ni = (int64_t)o * i;
+            double dens = sparse_density(s->layers[l].w[m], ni);
             sp->density[k] = dens;
             int want = mode == MODEL_SPARSE_ON ||
                        (mode == MODEL_SPARSE_AUTO && sparse_profitable(dens, batch));
             if (!want) continue;
-            losa_status st = sparse_matrix_from_dense(&sp->mat[k], s->layers[l].w[m], o, i, fmt);
+            int found = 0;
+            losa_status st = src ? src(ctx, s->layer0 + l, (model_map)m, &sp->mat[k], &found)
+                                 : LOSA_OK;
+            if (st == LOSA_OK && found &&
+                (sp->mat[k].out != o || sp->mat[k].in != i ||
+                 (double)sp->mat[k].nnz / (double)ni != dens)) {
+                st = core_err(LOSA_ERR_FORMAT, "sparse copy of layer %d %s: shape (%d, %d), "
+                              "%lld non-zeros; the weights have (%d, %d), %.0f (stale copy: "
+                              "run losa sparsify again)", s->layer0 + l,
+                              model_map_name((model_map)m), sp->mat[k].out, sp->mat[k].in,
+                              (long long)sp->mat[k].nnz, o, i, dens * (double)ni);
+                sparse_matrix_free(&sp->mat[k]);
+            }
+            if (st == LOSA_OK && !found)
+                st = sparse_matrix_from_dense(&sp->mat[k], s->layers[l].w[m], o, i, fmt);
             if (st != LOSA_OK) {
                 model_sparse_free(sp);
                 return st;
             }
             sp->has[k] = 1;
             sp->n_converted++;
+            sp->n_loaded += found;
             sp->bytes += sparse_matrix_bytes(&sp->mat[k]);
             sp->dense_bytes += (size_t)o * i * sizeof(float);
         }

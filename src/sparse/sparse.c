@@ -37,39 +37,65 @@ int sparse_is_nm(const float *W, int out, int in, int n, int m)
     return 1;
 }
 
-losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, int in,
-                                     sparse_format fmt)
+static int sparse_format_valid(sparse_format fmt)
+{
+    return fmt == SPARSE_FORMAT_BITMAP || fmt == SPARSE_FORMAT_BITMAP_BF16 ||
+           fmt == SPARSE_FORMAT_CSR;
+}
+
+losa_status sparse_matrix_alloc(sparse_matrix *s, sparse_format fmt, int out, int in,
+                                int64_t nnz)
 {
     memset(s, 0, sizeof *s);
     if (out <= 0 || in <= 0)
         return core_err(LOSA_ERR_ARG, "sparse: shape: expected out > 0 and in > 0, got (%d, %d)",
                         out, in);
-    if (fmt != SPARSE_FORMAT_BITMAP && fmt != SPARSE_FORMAT_BITMAP_BF16 &&
-        fmt != SPARSE_FORMAT_CSR)
+    if (!sparse_format_valid(fmt))
         return core_err(LOSA_ERR_ARG, "sparse: format: expected bitmap, bitmap-bf16 or csr, got %d",
                         (int)fmt);
+    if (nnz < 0 || nnz > (int64_t)out * in)
+        return core_err(LOSA_ERR_ARG, "sparse: nnz: expected 0..%lld for shape (%d, %d), got %lld",
+                        (long long)((int64_t)out * in), out, in, (long long)nnz);
     s->fmt = fmt;
     s->out = out;
     s->in = in;
     s->nw = (in + 15) / 16;
-    s->rowptr = core_calloc((size_t)out + 1, sizeof(int64_t));
-    int64_t nnz = 0;
-    for (int64_t o = 0; o < out; o++) {
-        s->rowptr[o] = nnz;
-        for (int64_t i = 0; i < in; i++) nnz += W[o * in + i] != 0.0f;
-    }
-    s->rowptr[out] = nnz;
     s->nnz = nnz;
+    s->rowptr = core_calloc((size_t)out + 1, sizeof(int64_t));
     int is_bf16 = fmt == SPARSE_FORMAT_BITMAP_BF16;
     s->vals = core_calloc((size_t)nnz + SPARSE_VAL_PAD, is_bf16 ? sizeof(uint16_t) : sizeof(float));
-    float *vf = s->vals;
-    uint16_t *vh = s->vals;
     if (fmt == SPARSE_FORMAT_CSR) {
         if (in <= 65536) s->idx16 = core_calloc((size_t)nnz + SPARSE_VAL_PAD, sizeof(uint16_t));
         else s->idx32 = core_calloc((size_t)nnz + SPARSE_VAL_PAD, sizeof(uint32_t));
     } else {
         s->mask = core_calloc((size_t)out * s->nw, sizeof(uint16_t));
     }
+    return LOSA_OK;
+}
+
+losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, int in,
+                                     sparse_format fmt)
+{
+    memset(s, 0, sizeof *s);
+    if (out <= 0 || in <= 0 || !sparse_format_valid(fmt))
+        return sparse_matrix_alloc(s, fmt, out, in, 0); /* the error message */
+    int64_t *rowptr = core_calloc((size_t)out + 1, sizeof(int64_t)); /* (out + 1) */
+    int64_t nnz = 0;
+    for (int64_t o = 0; o < out; o++) {
+        rowptr[o] = nnz;
+        for (int64_t i = 0; i < in; i++) nnz += W[o * in + i] != 0.0f;
+    }
+    rowptr[out] = nnz;
+    losa_status st = sparse_matrix_alloc(s, fmt, out, in, nnz);
+    if (st != LOSA_OK) {
+        core_free(rowptr);
+        return st;
+    }
+    core_free(s->rowptr);
+    s->rowptr = rowptr;
+    int is_bf16 = fmt == SPARSE_FORMAT_BITMAP_BF16;
+    float *vf = s->vals;
+    uint16_t *vh = s->vals;
     for (int64_t o = 0; o < out; o++) {
         int64_t p = s->rowptr[o];
         for (int64_t i = 0; i < in; i++) {
@@ -103,6 +129,73 @@ void sparse_matrix_free(sparse_matrix *s)
     core_free(s->idx16);
     core_free(s->idx32);
     memset(s, 0, sizeof *s);
+}
+
+static const char *fmt_names[] = {"bitmap", "bitmap-bf16", "csr"};
+
+const char *sparse_format_name(sparse_format f)
+{
+    return sparse_format_valid(f) ? fmt_names[f] : "?";
+}
+
+losa_status sparse_format_from_string(const char *str, sparse_format *f)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(str, fmt_names[i])) {
+            *f = (sparse_format)i;
+            return LOSA_OK;
+        }
+    return core_err(LOSA_ERR_ARG, "sparse format: expected bitmap, bitmap-bf16 or csr, got '%s'",
+                    str);
+}
+
+losa_status sparse_matrix_check(const sparse_matrix *s, const char *where)
+{
+    if (!sparse_format_valid(s->fmt) || s->out <= 0 || s->in <= 0 || s->nw != (s->in + 15) / 16 ||
+        s->nnz < 0 || s->nnz > (int64_t)s->out * s->in || !s->rowptr || !s->vals)
+        return core_err(LOSA_ERR_FORMAT, "%s: format %d, shape (%d, %d), nnz %lld: inconsistent",
+                        where, (int)s->fmt, s->out, s->in, (long long)s->nnz);
+    if (!((s->nm_n == 0 && s->nm_m == 0) || (s->nm_n == 2 && s->nm_m == 4) ||
+          (s->nm_n == 4 && s->nm_m == 8)))
+        return core_err(LOSA_ERR_FORMAT, "%s: N:M pattern %d:%d (expected none, 2:4 or 4:8)",
+                        where, s->nm_n, s->nm_m);
+    if (s->rowptr[0] != 0 || s->rowptr[s->out] != s->nnz)
+        return core_err(LOSA_ERR_FORMAT, "%s: rowptr: expected to run from 0 to nnz %lld, "
+                        "found %lld .. %lld", where, (long long)s->nnz,
+                        (long long)s->rowptr[0], (long long)s->rowptr[s->out]);
+    for (int64_t o = 0; o < s->out; o++)
+        if (s->rowptr[o + 1] < s->rowptr[o])
+            return core_err(LOSA_ERR_FORMAT, "%s: rowptr decreases at row %lld", where,
+                            (long long)o);
+    if (s->fmt == SPARSE_FORMAT_CSR) {
+        if (!s->idx16 == !s->idx32 || (s->idx16 && s->in > 65536))
+            return core_err(LOSA_ERR_FORMAT, "%s: CSR column indices missing", where);
+        for (int64_t o = 0; o < s->out; o++)
+            for (int64_t p = s->rowptr[o], prev = -1; p < s->rowptr[o + 1]; p++) {
+                int64_t c = s->idx16 ? s->idx16[p] : s->idx32[p];
+                if (c <= prev || c >= s->in)
+                    return core_err(LOSA_ERR_FORMAT, "%s: row %lld: column %lld after %lld "
+                                    "(expected increasing columns < %d)", where, (long long)o,
+                                    (long long)c, (long long)prev, s->in);
+                prev = c;
+            }
+        return LOSA_OK;
+    }
+    if (!s->mask) return core_err(LOSA_ERR_FORMAT, "%s: bitmap missing", where);
+    unsigned tail = s->in % 16 ? (0xffffu << (s->in % 16)) & 0xffffu : 0u; /* bits past in */
+    for (int64_t o = 0; o < s->out; o++) {
+        const uint16_t *m = s->mask + o * s->nw;
+        int64_t bits = 0;
+        for (int w = 0; w < s->nw; w++) bits += __builtin_popcount(m[w]);
+        if (m[s->nw - 1] & tail)
+            return core_err(LOSA_ERR_FORMAT, "%s: row %lld: bitmap bit past column %d", where,
+                            (long long)o, s->in - 1);
+        if (bits != s->rowptr[o + 1] - s->rowptr[o])
+            return core_err(LOSA_ERR_FORMAT, "%s: row %lld: %lld bitmap bits but rowptr "
+                            "gives %lld values", where, (long long)o, (long long)bits,
+                            (long long)(s->rowptr[o + 1] - s->rowptr[o]));
+    }
+    return LOSA_OK;
 }
 
 size_t sparse_matrix_bytes(const sparse_matrix *s)
