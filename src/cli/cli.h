@@ -21,6 +21,7 @@ int cmd_run(dist_ctx *d, int argc, char **argv);
 int cmd_export(dist_ctx *d, int argc, char **argv);
 int cmd_synth(dist_ctx *d, int argc, char **argv);
 int cmd_plan(dist_ctx *d, int argc, char **argv);
+int cmd_sparsify(dist_ctx *d, int argc, char **argv);
 
 /* Shared option helpers. */
 /* Returns the value after flag at argv[*i] ("--flag V" or "--flag=V"), or NULL
@@ -47,6 +48,13 @@ losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
  * its weights (and the tokenizer, if tok != NULL). */
 losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
                            tok_tokenizer *tok);
+/* Collective: sparse copies of st's maps (model_sparse_build_from), taking
+ * the copies kept in the store at path (/sparse, `losa sparsify`) instead
+ * of converting them; the store is not opened for MODEL_SPARSE_OFF.  Errors
+ * agreed. */
+losa_status cli_sparse_build(dist_ctx *d, const char *path, const model_stage *st,
+                             model_sparse *sp, model_sparse_mode mode, int batch,
+                             sparse_format fmt);
 /* Collective: rank 0 tokenizes the file, every rank gets the ids. */
 losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
                               const char *path, int bos, int **ids, int64_t *n);

@@ -40,14 +40,21 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     if (cli_fail(d, "eval", cli_load_model(d, model, &st, &tok))) return 1;
     /* sparse copies of the maps that pay at B*S rows per forward call */
     model_sparse sp;
-    if (cli_fail(d, "eval", model_sparse_build(&sp, &st, smode, B * S, SPARSE_FORMAT_BITMAP))) return 1;
+    double t_sp = core_time();
+    if (cli_fail(d, "eval", cli_sparse_build(d, model, &st, &sp, smode, B * S, SPARSE_FORMAT_BITMAP)))
+        return 1;
+    t_sp = core_time() - t_sp;
     st.sparse = &sp;
-    double nconv = sp.n_converted;
+    double nconv = sp.n_converted, nld = sp.n_loaded;
     dist_sum_doubles(d, &nconv, 1);
+    dist_sum_doubles(d, &nld, 1);
     nconv /= dist_n_replicas(d);
+    nld /= dist_n_replicas(d);
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "sparse", model_sparse_mode_name(smode));
     cJSON_AddNumberToObject(out, "sparse_maps", nconv);
+    cJSON_AddNumberToObject(out, "sparse_stored", nld);
+    cJSON_AddNumberToObject(out, "sparse_build_s", t_sp);
     int rc = 0;
     if (ppl) {
         int *ids = NULL;

@@ -16,6 +16,8 @@ typedef struct {
     int tok_vocab;            /* 0 if the store has no tokenizer */
     int64_t (*zeros)[MODEL_N_MAPS]; /* (L, 7) exact zeros per map */
     int64_t map_size[MODEL_N_MAPS];
+    char *sparse_format;      /* of the copies in /sparse (losa sparsify); NULL if none */
+    int sparse_maps;
 } info_result;
 
 static losa_status info_read(const char *path, info_result *r)
@@ -32,6 +34,9 @@ static losa_status info_read(const char *path, info_result *r)
         if (io_store_tensor_shape(st, "/tokenizer/offsets", &nd, sh) == LOSA_OK && nd == 1)
             r->tok_vocab = (int)(sh[0] - 1);
     }
+    if (s == LOSA_OK && io_store_has(st, "/sparse") &&
+        io_store_read_string(st, "/sparse/format", &r->sparse_format) == LOSA_OK)
+        io_store_read_attr_int(st, "/sparse/maps", &r->sparse_maps);
     float *buf = NULL;
     if (s == LOSA_OK) {
         const model_config *c = &r->c;
@@ -109,6 +114,8 @@ static void info_print_json(const char *path, const info_result *r)
     cJSON_AddNumberToObject(o, "sparsity", (double)tz / (double)tn);
     cJSON_AddNumberToObject(o, "zeros", (double)tz);
     cJSON_AddNumberToObject(o, "map_params", (double)tn);
+    cJSON_AddStringToObject(o, "sparse_format", r->sparse_format ? r->sparse_format : "");
+    cJSON_AddNumberToObject(o, "sparse_maps", r->sparse_maps);
     char *txt = cJSON_PrintUnformatted(o);
     printf("%s\n", txt);
     cJSON_free(txt);
@@ -154,6 +161,8 @@ static void info_print_text(const char *path, const info_result *r)
     }
     printf("total        %.4f (%lld of %lld map weights are zero)\n", (double)tz / (double)tn,
            (long long)tz, (long long)tn);
+    if (r->sparse_format)
+        printf("sparse       %d maps kept as %s (losa sparsify)\n", r->sparse_maps, r->sparse_format);
 }
 
 int cmd_info(dist_ctx *d, int argc, char **argv)
@@ -181,6 +190,7 @@ int cmd_info(dist_ctx *d, int argc, char **argv)
         fflush(stdout);
     }
     free(r.source);
+    free(r.sparse_format);
     free(r.zeros);
     return rc;
 }

@@ -54,6 +54,40 @@ losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
     return s;
 }
 
+/* model_sparse_source_fn over an open store. */
+static losa_status cli_sparse_source(void *ctx, int gl, model_map m, sparse_matrix *out,
+                                     int *found)
+{
+    io_store *io = ctx;
+    char name[256];
+    io_sparse_name(name, sizeof name, gl, model_map_name(m));
+    *found = 0;
+    if (!io_store_has(io, name)) return LOSA_OK;
+    losa_status s = io_store_read_sparse(io, name, out);
+    *found = s == LOSA_OK;
+    return s;
+}
+
+losa_status cli_sparse_build(dist_ctx *d, const char *path, const model_stage *st,
+                             model_sparse *sp, model_sparse_mode mode, int batch,
+                             sparse_format fmt)
+{
+    io_store *io = NULL;
+    losa_status s = LOSA_OK;
+    if (mode != MODEL_SPARSE_OFF) s = io_store_open(&io, path);
+    if (s == LOSA_OK) {
+        int stored = io && io_store_has(io, "/sparse");
+        s = model_sparse_build_from(sp, st, mode, batch, fmt, stored ? cli_sparse_source : NULL,
+                                    io);
+    } else {
+        memset(sp, 0, sizeof *sp);
+    }
+    io_store_close(&io);
+    s = dist_agree(d, s);
+    if (s != LOSA_OK) model_sparse_free(sp);
+    return s;
+}
+
 losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
                               const char *path, int bos, int **ids, int64_t *n)
 {

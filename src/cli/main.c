@@ -15,7 +15,7 @@
         return 2;                                                           \
     }
 STUB(import) STUB(info) STUB(eval) STUB(generate) STUB(bench) STUB(prune)
-STUB(finetune) STUB(run) STUB(export) STUB(synth) STUB(plan)
+STUB(finetune) STUB(run) STUB(export) STUB(synth) STUB(plan) STUB(sparsify)
 
 static const struct { const char *name; cli_cmd_fn fn; const char *help; } cmds[] = {
     {"import", cmd_import, "HF safetensors dir or llama2.c checkpoint -> HDF5 store"},
@@ -29,6 +29,7 @@ static const struct { const char *name; cli_cmd_fn fn; const char *help; } cmds[
     {"export", cmd_export, "run dir or store -> HF safetensors"},
     {"synth", cmd_synth, "synthetic store with real layer shapes"},
     {"plan", cmd_plan, "memory / FLOP / communication plan for a deck"},
+    {"sparsify", cmd_sparsify, "keep sparse copies of the pruned maps in the store"},
 };
 
 static void usage(void)

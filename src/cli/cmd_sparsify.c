@@ -1,0 +1,160 @@
+/* losa sparsify STORE.h5|RUN_DIR [--format bitmap|bitmap-bf16|csr] [--all] [--json]
+ *   Keeps sparse copies of the pruned linear maps in the store (/sparse,
+ *   layout in include/io.h), so that `losa generate` / `losa eval` read them
+ *   instead of converting every map at each load.  A map is kept when
+ *   sparse_profitable(density, 1) (the batch-1 decode decision), or every
+ *   map with --all.  bitmap (default) and csr are exact; bitmap-bf16 rounds
+ *   the values, and generate / eval use the stored copies as they are.
+ *   The store is rewritten whole: everything it holds except an old /sparse
+ *   is copied into a temporary file next to it, the copies are added, and
+ *   the file is renamed over the store; on any error the store is unchanged.
+ *   A run directory means RUN_DIR/model.h5.
+ * Collective: rank 0 works (one map in memory at a time), every rank agrees
+ * on the outcome. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "io.h"
+
+#define SPARSIFY_USAGE \
+    "usage: losa sparsify STORE.h5|RUN_DIR [--format bitmap|bitmap-bf16|csr] [--all] [--json]"
+
+typedef struct {
+    int maps, kept;           /* maps in the model, maps kept sparse */
+    int64_t sparse_bytes;     /* bytes of the kept copies (sparse_matrix_bytes) */
+    int64_t dense_bytes;      /* fp32 bytes of the kept maps */
+    int64_t size_before, size_after;
+} sparsify_stats;
+
+static losa_status sparsify_resolve(const char *src, char *store, size_t n)
+{
+    struct stat sb;
+    if (stat(src, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(store, n, "%s/model.h5", src);
+        if (stat(store, &sb) != 0)
+            return core_err(LOSA_ERR_IO, "%s: missing (a run directory holds the final model "
+                            "there once the run has finished)", store);
+    } else {
+        snprintf(store, n, "%s", src);
+    }
+    return LOSA_OK;
+}
+
+/* Every map of in, converted where wanted, into out. */
+static losa_status sparsify_maps(io_store *in, io_store *out, const model_config *c,
+                                 sparse_format fmt, int all, sparsify_stats *r)
+{
+    int64_t maxn = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, (model_map)m, &o, &i);
+        if ((int64_t)o * i > maxn) maxn = (int64_t)o * i;
+    }
+    float *W = core_calloc((size_t)maxn, sizeof(float)); /* (out, in) of one map */
+    losa_status s = LOSA_OK;
+    char name[256];
+    for (int l = 0; s == LOSA_OK && l < c->n_layers; l++)
+        for (int m = 0; s == LOSA_OK && m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, (model_map)m, &o, &i);
+            int64_t sh[2] = {o, i};
+            io_layer_name(name, sizeof name, l, model_map_name((model_map)m));
+            s = io_store_read_tensor(in, name, W, 2, sh);
+            if (s != LOSA_OK) break;
+            r->maps++;
+            if (!all && !sparse_profitable(sparse_density(W, (int64_t)o * i), 1)) continue;
+            sparse_matrix sm;
+            s = sparse_matrix_from_dense(&sm, W, o, i, fmt);
+            if (s != LOSA_OK) break;
+            io_sparse_name(name, sizeof name, l, model_map_name((model_map)m));
+            s = io_store_write_sparse(out, name, &sm);
+            r->kept++;
+            r->sparse_bytes += (int64_t)sparse_matrix_bytes(&sm);
+            r->dense_bytes += (int64_t)o * i * (int64_t)sizeof(float);
+            sparse_matrix_free(&sm);
+        }
+    core_free(W);
+    if (s == LOSA_OK) s = io_store_write_string(out, "/sparse/format", sparse_format_name(fmt));
+    if (s == LOSA_OK) s = io_store_write_attr_int(out, "/sparse/maps", r->kept);
+    if (s == LOSA_OK) s = io_store_write_attr_int(out, "/sparse/all", all);
+    return s;
+}
+
+static int64_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+}
+
+/* Rank 0: the whole rewrite of store. */
+static losa_status sparsify_store(const char *store, sparse_format fmt, int all,
+                                  sparsify_stats *r)
+{
+    io_store *in = NULL, *out = NULL;
+    model_config c;
+    r->size_before = file_size(store);
+    losa_status s = io_store_open(&in, store);
+    if (s == LOSA_OK) s = io_store_read_config(in, &c);
+    if (s == LOSA_OK) s = io_store_create(&out, store);
+    if (s == LOSA_OK) s = io_store_copy(out, in, "/sparse");
+    if (s == LOSA_OK) s = sparsify_maps(in, out, &c, fmt, all, r);
+    io_store_close(&in);
+    if (s == LOSA_OK) s = io_store_commit(&out);
+    io_store_close(&out); /* after a failure: removes the temporary file */
+    r->size_after = file_size(store);
+    return s;
+}
+
+int cmd_sparsify(dist_ctx *d, int argc, char **argv)
+{
+    const char *src = NULL, *v;
+    int json = 0, all = 0;
+    sparse_format fmt = SPARSE_FORMAT_BITMAP;
+    losa_status s = LOSA_OK;
+    for (int i = 1; i < argc && s == LOSA_OK; i++) {
+        if ((v = cli_opt(argc, argv, &i, "--format"))) s = sparse_format_from_string(v, &fmt);
+        else if (!strcmp(argv[i], "--all")) all = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] == '-' && argv[i][1])
+            s = core_err(LOSA_ERR_ARG, "%s: unknown option or missing value (%s)", argv[i],
+                         SPARSIFY_USAGE);
+        else if (!src) src = argv[i];
+        else s = core_err(LOSA_ERR_ARG, "%s: only one store is accepted", argv[i]);
+    }
+    if (s == LOSA_OK && !src) s = core_err(LOSA_ERR_ARG, "STORE: missing (%s)", SPARSIFY_USAGE);
+    char store[4200] = "";
+    sparsify_stats r;
+    memset(&r, 0, sizeof r);
+    double t0 = core_time();
+    if (s == LOSA_OK && dist_rank(d) == 0) s = sparsify_resolve(src, store, sizeof store);
+    if (s == LOSA_OK && dist_rank(d) == 0) s = sparsify_store(store, fmt, all, &r);
+    int rc = cli_fail(d, "sparsify", s);
+    if (rc || dist_rank(d) != 0) return rc;
+    double secs = core_time() - t0;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "store", store);
+        cJSON_AddStringToObject(o, "format", sparse_format_name(fmt));
+        cJSON_AddBoolToObject(o, "all", all);
+        cJSON_AddNumberToObject(o, "maps", r.maps);
+        cJSON_AddNumberToObject(o, "sparse_maps", r.kept);
+        cJSON_AddNumberToObject(o, "sparse_bytes", (double)r.sparse_bytes);
+        cJSON_AddNumberToObject(o, "dense_bytes", (double)r.dense_bytes);
+        cJSON_AddNumberToObject(o, "file_bytes_before", (double)r.size_before);
+        cJSON_AddNumberToObject(o, "file_bytes_after", (double)r.size_after);
+        cJSON_AddNumberToObject(o, "seconds", secs);
+        char *txt = cJSON_PrintUnformatted(o);
+        cli_json_print(d, txt);
+        free(txt);
+        cJSON_Delete(o);
+    } else {
+        core_log("%s: %d of %d maps kept as %s (%.1f MB for %.1f MB dense), file %.1f -> %.1f MB, "
+                 "%.2fs\n", store, r.kept, r.maps, sparse_format_name(fmt), r.sparse_bytes / 1e6,
+                 r.dense_bytes / 1e6, r.size_before / 1e6, r.size_after / 1e6, secs);
+    }
+    return 0;
+}
