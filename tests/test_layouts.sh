@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# losa run is independent of the parallel layout: stories260K at small
-# settings, Wanda 70%, (PP,DP) in {(1,1), (2,1), (4,1), (1,2), (2,2)}:
+# losa run is independent of the parallel layout: stories260K and minillama
+# at small settings, Wanda 70%, (PP,DP) in {(1,1), (2,1), (4,1), (1,2), (2,2)}:
 #  - mode prune: identical masks (zero patterns of model.h5) for every
 #    layout; perplexity identical for pure pipelines, within 1e-4 relative
 #    with DP (in fact the windows' NLLs are summed exactly, so equal too);
@@ -19,20 +19,29 @@ SETS=(--set model.store=$ST --set data.calib_n=4 --set data.calib_seqlen=64 --se
       --set eval.seqlen=64 --set eval.max_windows=12 --set prune.method=wanda)
 LAYOUTS="1x1 2x1 4x1 1x2 2x2"
 
-for mode in prune losa; do
+MINI=$(store minillama) || exit 1
+MINI_SETS=(--set model.store=$MINI --set data.calib_n=4 --set data.calib_seqlen=64 --set losa.rmi_n=4
+      --set losa.steps=2 --set losa.samples_per_step=8 --set losa.last_step_samples=8
+      --set train.seqlen=64 --set train.batch=2 --set train.grad_accum=2
+      --set eval.seqlen=64 --set eval.max_windows=8 --set prune.method=wanda)
+
+for run in stories260K:prune stories260K:losa minillama:prune minillama:losa; do
+    model=${run%:*}; mode=${run#*:}
+    if [ $model = minillama ]; then sets=("${MINI_SETS[@]}"); mode_dir=mini-$mode
+    else sets=("${SETS[@]}"); mode_dir=$mode; fi
     for lay in $LAYOUTS; do
         pp=${lay%x*}; dp=${lay#*x}; np=$((pp * dp))
-        cmd=("$LOSA" run input/default.ini "${SETS[@]}" --set losa.mode=$mode
-             --set parallel.pp=$pp --set parallel.dp=$dp --set output.dir=$W/$mode-$lay --json)
-        if [ $np = 1 ]; then out=$("${cmd[@]}" 2>$W/$mode-$lay.log)
-        else out=$($MPIRUN -np $np "${cmd[@]}" 2>$W/$mode-$lay.log); fi
-        check "$mode (PP,DP)=($pp,$dp) runs" test -n "$out"
-        echo "$out" >$W/$mode-$lay.json
+        cmd=("$LOSA" run input/default.ini "${sets[@]}" --set losa.mode=$mode
+             --set parallel.pp=$pp --set parallel.dp=$dp --set output.dir=$W/$mode_dir-$lay --json)
+        if [ $np = 1 ]; then out=$("${cmd[@]}" 2>$W/$mode_dir-$lay.log)
+        else out=$($MPIRUN -np $np "${cmd[@]}" 2>$W/$mode_dir-$lay.log); fi
+        check "$model $mode (PP,DP)=($pp,$dp) runs" test -n "$out"
+        echo "$out" >$W/$mode_dir-$lay.json
     done
-    check "$mode: masks and perplexity independent of the layout" /usr/bin/python3 - "$W" "$mode" $LAYOUTS <<'PY'
+    check "$model $mode: masks and perplexity independent of the layout" /usr/bin/python3 - "$W" "$mode_dir" $LAYOUTS <<'PY'
 import sys, json, h5py, numpy as np
 w, mode, lays = sys.argv[1], sys.argv[2], sys.argv[3:]
-key = 'pruned_ppl' if mode == 'prune' else 'losa_ppl'
+key = 'pruned_ppl' if mode.endswith('prune') else 'losa_ppl'
 def masks(lay):
     f = h5py.File('%s/%s-%s/model.h5' % (w, mode, lay), 'r')
     return {l + '/' + m: f['layers/%s/%s' % (l, m)][:] == 0 for l in f['layers']
@@ -47,7 +56,7 @@ for lay in lays[1:]:
     rel = abs(ppl - rppl) / rppl
     print('%s (PP,DP)=(%s): ppl %.10g vs %.10g (rel %.2e), mask entries differing %d of %d'
           % (mode, lay.replace('x', ','), ppl, rppl, rel, diff, total))
-    if dp == 1 or mode == 'prune':
+    if dp == 1 or mode.endswith('prune'):
         ok &= diff == 0
     else:
         ok &= diff <= total // 1000
