@@ -106,10 +106,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "seconds", best);
-        char *js = cJSON_PrintUnformatted(o);
-        cli_json_print(d, js);
-        free(js);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     }
     free(tok);
     model_acts_free(&a);

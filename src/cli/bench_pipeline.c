@@ -239,10 +239,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "ranks", dist_size(d));
-        char *js = cJSON_PrintUnformatted(o);
-        cli_json_print(d, js);
-        free(js);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     }
     return 0;
 }

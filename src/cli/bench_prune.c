@@ -221,10 +221,7 @@ int bench_prune(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "layer", layer);
         cJSON_AddStringToObject(o, "pattern", pattern);
         cJSON_AddNumberToObject(o, "sparsity", nm_m ? (double)nm_n / nm_m : sparsity);
-        char *js = cJSON_PrintUnformatted(o);
-        cli_json_print(d, js);
-        free(js);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     }
     for (int m = 0; m < MODEL_N_MAPS; m++) core_free(dense[m]);
     core_free(X);

@@ -60,6 +60,11 @@ losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
                               const char *path, int bos, int **ids, int64_t *n);
 /* Rank 0 prints the one JSON object of --json output on stdout. */
 void cli_json_print(dist_ctx *d, const char *json);
+/* The same from a cJSON object, which is then freed. */
+struct cJSON;
+void cli_json_emit(dist_ctx *d, struct cJSON *o);
+/* A run directory stands for its model.h5; else the path itself. */
+losa_status cli_resolve_store(const char *src, char *store, size_t n);
 
 /* This machine's sgemm GFLOP/s on (M,N,K), best over min_seconds
  * (bench_forward.c; the peak the benches report fractions of). */

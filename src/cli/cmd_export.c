@@ -15,20 +15,6 @@
 
 #define EXPORT_USAGE "usage: losa export RUN_DIR|STORE.h5 --out DIR [--dtype bf16|f32] [--json]"
 
-/* A run directory stands for its model.h5. */
-static losa_status export_resolve(const char *src, char *store, size_t n)
-{
-    struct stat sb;
-    if (stat(src, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        snprintf(store, n, "%s/model.h5", src);
-        if (stat(store, &sb) != 0)
-            return core_err(LOSA_ERR_IO, "%s: missing (a run directory holds the final model "
-                            "there once the run has finished)", store);
-    } else {
-        snprintf(store, n, "%s", src);
-    }
-    return LOSA_OK;
-}
 
 int cmd_export(dist_ctx *d, int argc, char **argv)
 {
@@ -58,7 +44,7 @@ int cmd_export(dist_ctx *d, int argc, char **argv)
     io_export_stats es;
     memset(&es, 0, sizeof es);
     double t0 = core_time();
-    if (s == LOSA_OK && dist_rank(d) == 0) s = export_resolve(src, store, sizeof store);
+    if (s == LOSA_OK && dist_rank(d) == 0) s = cli_resolve_store(src, store, sizeof store);
     if (s == LOSA_OK && dist_rank(d) == 0) s = io_export_hf(store, out, dt, &es);
     int rc = cli_fail(d, "export", s);
     if (rc) return rc;
@@ -77,10 +63,7 @@ int cmd_export(dist_ctx *d, int argc, char **argv)
             cJSON_AddNumberToObject(o, "sparsity", sp);
             cJSON_AddNumberToObject(o, "merges", es.n_merges);
             cJSON_AddNumberToObject(o, "seconds", secs);
-            char *txt = cJSON_PrintUnformatted(o);
-            printf("%s\n", txt);
-            cJSON_free(txt);
-            cJSON_Delete(o);
+            cli_json_emit(d, o);
         } else {
             printf("exported %s -> %s: %d tensors, %lld parameters, %s, %.1f MB, sparsity "
                    "%.4f of the linear maps, %d merges, in %.2fs\n",

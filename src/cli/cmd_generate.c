@@ -132,10 +132,7 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "sparse_stored", nld);
         cJSON_AddNumberToObject(o, "sparse_build_s", t_sp);
         cJSON_AddNumberToObject(o, "maps", nmaps);
-        char *js = cJSON_PrintUnformatted(o);
-        cli_json_print(d, js);
-        free(js);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     } else if (dist_rank(d) == 0) {
         printf("\n");
         core_log("%d tokens in %.2fs (%.1f tokens/s)\n", len - (int)n, secs, (len - n) / (secs > 0 ? secs : 1));

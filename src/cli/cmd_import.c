@@ -78,10 +78,7 @@ int cmd_import(dist_ctx *d, int argc, char **argv)
             cJSON_AddNumberToObject(o, "dim", c.dim);
             cJSON_AddNumberToObject(o, "vocab_size", c.vocab_size);
             cJSON_AddNumberToObject(o, "seconds", secs);
-            char *txt = cJSON_PrintUnformatted(o);
-            printf("%s\n", txt);
-            cJSON_free(txt);
-            cJSON_Delete(o);
+            cli_json_emit(d, o);
         } else {
             printf("imported %s -> %s: %d layers, dim %d, vocab %d, %lld parameters "
                    "(%.1fM) in %.2fs\n",

@@ -366,10 +366,7 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(j, "calib_n", N);
         cJSON_AddNumberToObject(j, "calib_seqlen", S);
         cJSON_AddNumberToObject(j, "ranks", dist_size(d));
-        char *txt = cJSON_PrintUnformatted(j);
-        cli_json_print(d, txt);
-        free(txt);
-        cJSON_Delete(j);
+        cli_json_emit(d, j);
     }
     calib_result_free(&pr);
     free(tokens);

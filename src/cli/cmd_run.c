@@ -126,10 +126,7 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
         json_num(o, "sparsity", r.res[last].sparsity);
         json_num(o, "seconds", core_time() - r.t0);
         cJSON_AddStringToObject(o, "run_dir", r.dir);
-        char *js = cJSON_PrintUnformatted(o);
-        cli_json_print(d, js);
-        free(js);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     }
     losa_run_free(&r);
     deck_free(&dk);

@@ -30,19 +30,6 @@ typedef struct {
     int64_t size_before, size_after;
 } sparsify_stats;
 
-static losa_status sparsify_resolve(const char *src, char *store, size_t n)
-{
-    struct stat sb;
-    if (stat(src, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        snprintf(store, n, "%s/model.h5", src);
-        if (stat(store, &sb) != 0)
-            return core_err(LOSA_ERR_IO, "%s: missing (a run directory holds the final model "
-                            "there once the run has finished)", store);
-    } else {
-        snprintf(store, n, "%s", src);
-    }
-    return LOSA_OK;
-}
 
 /* Every map of in, converted where wanted, into out. */
 static losa_status sparsify_maps(io_store *in, io_store *out, const model_config *c,
@@ -130,7 +117,7 @@ int cmd_sparsify(dist_ctx *d, int argc, char **argv)
     sparsify_stats r;
     memset(&r, 0, sizeof r);
     double t0 = core_time();
-    if (s == LOSA_OK && dist_rank(d) == 0) s = sparsify_resolve(src, store, sizeof store);
+    if (s == LOSA_OK && dist_rank(d) == 0) s = cli_resolve_store(src, store, sizeof store);
     if (s == LOSA_OK && dist_rank(d) == 0) s = sparsify_store(store, fmt, all, &r);
     int rc = cli_fail(d, "sparsify", s);
     if (rc || dist_rank(d) != 0) return rc;
@@ -147,10 +134,7 @@ int cmd_sparsify(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "file_bytes_before", (double)r.size_before);
         cJSON_AddNumberToObject(o, "file_bytes_after", (double)r.size_after);
         cJSON_AddNumberToObject(o, "seconds", secs);
-        char *txt = cJSON_PrintUnformatted(o);
-        cli_json_print(d, txt);
-        free(txt);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     } else {
         core_log("%s: %d of %d maps kept as %s (%.1f MB for %.1f MB dense), file %.1f -> %.1f MB, "
                  "%.2fs\n", store, r.kept, r.maps, sparse_format_name(fmt), r.sparse_bytes / 1e6,

@@ -161,10 +161,7 @@ int cmd_synth(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "n_params", (double)model_param_count(&c));
         cJSON_AddNumberToObject(o, "seed", (double)seed);
         cJSON_AddNumberToObject(o, "seconds", core_time() - t0);
-        char *txt = cJSON_PrintUnformatted(o);
-        cli_json_print(d, txt);
-        free(txt);
-        cJSON_Delete(o);
+        cli_json_emit(d, o);
     }
     return 0;
 }

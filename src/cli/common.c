@@ -1,8 +1,10 @@
 /* Shared pieces of the subcommands: decks (rank 0 reads, everyone parses the
  * same text), loading a model store into this rank's stage, the tokenizer,
  * reading and tokenizing text files. */
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "io.h"
@@ -105,6 +107,30 @@ losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
     if (dist_rank(d) != 0) *ids = malloc(sizeof(int) * (cnt ? cnt : 1));
     dist_bcast(d, *ids, sizeof(int) * cnt, 0);
     *n = cnt;
+    return LOSA_OK;
+}
+
+/* Prints (rank 0) and frees the one JSON object of --json output. */
+void cli_json_emit(dist_ctx *d, cJSON *o)
+{
+    char *js = cJSON_PrintUnformatted(o);
+    cli_json_print(d, js ? js : "{}");
+    free(js);
+    cJSON_Delete(o);
+}
+
+/* A run directory stands for its model.h5. */
+losa_status cli_resolve_store(const char *src, char *store, size_t n)
+{
+    struct stat sb;
+    if (stat(src, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(store, n, "%s/model.h5", src);
+        if (stat(store, &sb) != 0)
+            return core_err(LOSA_ERR_IO, "%s: missing (a run directory holds the final model "
+                            "there once the run has finished)", store);
+    } else {
+        snprintf(store, n, "%s", src);
+    }
     return LOSA_OK;
 }
 
