@@ -49,6 +49,23 @@ double bench_forward_flops(const model_config *c, int B, int T, int n_layers,
     return f;
 }
 
+model_config bench_minillama_config(int n_layers)
+{
+    model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = n_layers, .n_heads = 8,
+                      .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
+                      .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
+    return c;
+}
+
+losa_status bench_model(dist_ctx *d, const char *model, int n_layers, model_stage *st)
+{
+    if (model) return cli_load_model(d, model, st, NULL);
+    model_config c = bench_minillama_config(n_layers);
+    losa_status s = model_stage_build(st, &c, 0, 1);
+    if (s == LOSA_OK) model_stage_randomize(st, 1, 0.02f);
+    return s;
+}
+
 int bench_forward(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v;
@@ -66,15 +83,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         s = core_err(LOSA_ERR_ARG, "bench forward runs on one rank (use bench pipeline for layouts)");
     if (cli_fail(d, "bench forward", s)) return 1;
     model_stage st;
-    if (model) {
-        if (cli_fail(d, "bench forward", cli_load_model(d, model, &st, NULL))) return 1;
-    } else {
-        model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 6, .n_heads = 8,
-                          .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
-                          .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
-        model_stage_build(&st, &c, 0, 1);
-        model_stage_randomize(&st, 1, 0.02f);
-    }
+    if (cli_fail(d, "bench forward", bench_model(d, model, 6, &st))) return 1;
     if (T > st.cfg.max_seq_len) T = st.cfg.max_seq_len;
     model_acts a;
     if (cli_fail(d, "bench forward", model_acts_build(&a, &st, B, T, 0))) return 1;

@@ -143,9 +143,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     if (s == LOSA_OK && dist_size(d) > 2)
         s = core_err(LOSA_ERR_ARG, "bench pipeline compares layouts of 2 cores: run it on 1 or 2 "
                      "ranks (got %d)", dist_size(d));
-    model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 6, .n_heads = 8,
-                      .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
-                      .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
+    model_config c = bench_minillama_config(6);
     if (s == LOSA_OK && model) {
         io_store *io = NULL;
         s = io_store_open(&io, model);

@@ -79,11 +79,7 @@ int bench_prune(dist_ctx *d, int argc, char **argv)
         if (layer < 0 || layer >= st.cfg.n_layers)
             s = core_err(LOSA_ERR_ARG, "--layer %d: the model has %d layers", layer, st.cfg.n_layers);
     } else {
-        model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 1, .n_heads = 8,
-                          .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
-                          .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
-        model_stage_build(&st, &c, 0, 1);
-        model_stage_randomize(&st, 1, 0.02f);
+        if (cli_fail(d, "bench prune", bench_model(d, NULL, 1, &st))) return 1;
         layer = 0;
     }
     if (s == LOSA_OK && S > st.cfg.max_seq_len)

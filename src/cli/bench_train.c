@@ -55,18 +55,12 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         s = core_err(LOSA_ERR_ARG, "bench train runs on one rank");
     if (cli_fail(d, "bench train", s)) return 1;
     model_stage st;
-    if (model) {
-        if (cli_fail(d, "bench train", cli_load_model(d, model, &st, NULL))) return 1;
-    } else {
-        model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 6, .n_heads = 8,
-                          .n_kv_heads = 4, .vocab_size = 32000, .max_seq_len = 4096,
-                          .rms_eps = 1e-5f, .rope_theta = 10000.0f, .bos_id = 1, .eos_id = 2};
-        model_stage_build(&st, &c, 0, 1);
-        model_stage_randomize(&st, 1, 0.02f);
+    if (cli_fail(d, "bench train", bench_model(d, model, 6, &st))) return 1;
+    if (!model) {
         for (int l = 0; l < st.n_layers; l++) /* 50% magnitude: |w| < 0.6745 sd */
             for (int m = 0; m < MODEL_N_MAPS; m++) {
                 int o, i;
-                model_map_shape(&c, m, &o, &i);
+                model_map_shape(&st.cfg, m, &o, &i);
                 for (int64_t e = 0; e < (int64_t)o * i; e++)
                     if (fabsf(st.layers[l].w[m][e]) < 0.6745f * 0.02f) st.layers[l].w[m][e] = 0;
             }

@@ -72,6 +72,12 @@ double bench_sgemm_gflops(int M, int N, int K, double min_seconds);
 /* Matrix FLOPs of one forward over B x T tokens of n_layers layers (+ head). */
 double bench_forward_flops(const model_config *c, int B, int T, int n_layers, int head);
 
+/* The minillama shapes the benches use without --model (D 256, F 768, H 8,
+ * Hkv 4, V 32000), and such a model with seeded random weights (or the
+ * store at path model when given). */
+model_config bench_minillama_config(int n_layers);
+losa_status bench_model(dist_ctx *d, const char *model, int n_layers, model_stage *st);
+
 /* bench sub-benchmarks (each in its own file; cmd_bench dispatches). */
 int bench_forward(dist_ctx *d, int argc, char **argv);
 int bench_train(dist_ctx *d, int argc, char **argv);
