@@ -13,7 +13,8 @@ CFLAGS   ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fno-strict-aliasing 
 PKGS     ?= hdf5-openmpi scalapack-openmpi openblas lapacke libcjson inih
 DEB_PKGS ?= openmpi-bin libopenmpi-dev libscalapack-openmpi-dev libhdf5-openmpi-dev \
             hdf5-tools libopenblas-dev liblapacke-dev libcjson-dev libinih-dev pkg-config
-TEST_DEB_PKGS ?= python3-numpy python3-h5py python3-matplotlib python3-sentencepiece slurm-wlm
+TEST_DEB_PKGS ?= python3-numpy python3-h5py python3-matplotlib python3-sentencepiece python3-torch \
+                 slurm-wlm time
 
 # HDF5_DIR overrides pkg-config for HDF5 (cluster installs without .pc files).
 ifdef HDF5_DIR
