@@ -150,6 +150,22 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Magnitude pruning in place by a sampled |w| quantile (nested: pruning an
+ * already pruned matrix at a higher sparsity gives the same result as
+ * pruning the original). */
+static void prune_inplace(float *W, int64_t n, double sp, core_rng *r)
+{
+    int ns = 1 << 20;
+    float *smp = malloc(sizeof(float) * ns);
+    for (int i = 0; i < ns; i++) smp[i] = fabsf(W[core_rng_u64(r) % (uint64_t)n]);
+    qsort(smp, ns, sizeof(float), cmp_float);
+    float thr = smp[(int)(sp * (ns - 1))];
+    free(smp);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(W[i]) <= thr) W[i] = 0.0f;
+}
+
 /* Magnitude pruning of W (out, in): zero |w| below the sp-quantile
  * (estimated from a sample), or keep the 2 largest of every 4 (nm). */
 static void prune(float *W, const float *W0, int out, int in, double sp, int nm, core_rng *r)
@@ -168,32 +184,9 @@ static void prune(float *W, const float *W0, int out, int in, double sp, int nm,
         }
         return;
     }
-    int ns = 1 << 20;
-    float *smp = malloc(sizeof(float) * ns);
-    for (int i = 0; i < ns; i++) smp[i] = fabsf(W0[core_rng_u64(r) % (uint64_t)n]);
-    qsort(smp, ns, sizeof(float), cmp_float);
-    float thr = smp[(int)(sp * (ns - 1))];
-    free(smp);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        if (fabsf(W[i]) <= thr) W[i] = 0.0f;
+    prune_inplace(W, n, sp, r); /* W == W0 here: same sample, same threshold */
 }
 
-/* Magnitude pruning in place by a sampled |w| quantile (nested: pruning an
- * already pruned matrix at a higher sparsity gives the same result as
- * pruning the original). */
-static void prune_inplace(float *W, int64_t n, double sp, core_rng *r)
-{
-    int ns = 1 << 20;
-    float *smp = malloc(sizeof(float) * ns);
-    for (int i = 0; i < ns; i++) smp[i] = fabsf(W[core_rng_u64(r) % (uint64_t)n]);
-    qsort(smp, ns, sizeof(float), cmp_float);
-    float thr = smp[(int)(sp * (ns - 1))];
-    free(smp);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        if (fabsf(W[i]) <= thr) W[i] = 0.0f;
-}
 
 typedef struct {
     double sparsity, density;

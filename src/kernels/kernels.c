@@ -52,18 +52,24 @@ void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
     }
 }
 
+/* out = inp W^T + beta out */
+static void matmul_nt(float *out, const float *inp, const float *w, int64_t N, int IC, int OC,
+                      float beta)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
+                inp, IC, w, IC, beta, out, OC);
+}
+
 void kern_matmul_forward(float *out, const float *inp, const float *w,
                          int64_t N, int IC, int OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
-                inp, IC, w, IC, 0.0f, out, OC);
+    matmul_nt(out, inp, w, N, IC, OC, 0.0f);
 }
 
 void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
                              int64_t N, int IC, int OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
-                inp, IC, w, IC, 1.0f, out, OC);
+    matmul_nt(out, inp, w, N, IC, OC, 1.0f);
 }
 
 void kern_matmul_forward_ref(float *out, const float *inp, const float *w,
