@@ -57,6 +57,10 @@ double core_time(void);
 
 /* Allocation helpers: 64-byte aligned, zeroed; abort on out-of-memory
  * (allocation of the big blocks happens once per kind, at build time). */
+/* Blocks of at least CORE_HUGE_MIN bytes are 2 MiB aligned and advised
+ * onto transparent huge pages (madvise MADV_HUGEPAGE). */
+#define CORE_HUGE_PAGE ((size_t)2 << 20)
+#define CORE_HUGE_MIN ((size_t)4 << 20)
 void *core_calloc(size_t n, size_t size);
 void core_free(void *p);
 

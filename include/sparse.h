@@ -48,7 +48,7 @@ typedef enum {
     SPARSE_ISA_AVX512, /* AVX-512 F (+ VBMI2 for BF16 values) */
 } sparse_isa;
 
-typedef struct {
+typedef struct sparse_matrix {
     sparse_format fmt;
     int out, in;        /* shape of the dense W (out, in) */
     int nw;             /* bitmap words per row: ceil(in / 16) */
@@ -59,6 +59,13 @@ typedef struct {
     void *vals;         /* (nnz + pad) float or uint16 (bf16) values */
     uint16_t *idx16;    /* CSR: (nnz) column indices when in <= 65536 */
     uint32_t *idx32;    /* CSR: (nnz) otherwise */
+    /* Execution layout (sparse_matrix_panel): npanel > 0 column panels,
+     * each an ordinary (out, pcol[p+1] - pcol[p]) matrix of the same
+     * format holding inputs pcol[p] .. pcol[p+1] - 1; then rowptr, mask,
+     * vals and idx* of the whole matrix are NULL. */
+    int npanel;
+    int *pcol;                   /* (npanel + 1), pcol[0] = 0, pcol[npanel] = in */
+    struct sparse_matrix *panel; /* (npanel) */
 } sparse_matrix;
 
 /* Build s from the dense W (out, in); zeros are exact (== 0.0f) entries.
@@ -66,6 +73,19 @@ typedef struct {
 losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W /* (out, in) */,
                                      int out, int in, sparse_format fmt);
 void sparse_matrix_free(sparse_matrix *s);
+/* Rearrange a bitmap matrix into column panels of `width` inputs (rounded
+ * up to a multiple of 16; width <= 0: the default, panels of at most
+ * SPARSE_PANEL_MAX inputs of equal width), so that the block of x a panel
+ * multiplies stays in L1 while its rows stream from memory: rows longer
+ * than that otherwise evict x and re-read it from L2 for every row (at
+ * 4096 x 11008, 70% sparse, decode ran at 21 GB/s instead of 36 GB/s).
+ * Results are those of the unpanelled matrix up to fp32 summation order.
+ * A matrix of one panel, a CSR matrix and an already panelled one are
+ * left as they are.  The panelled form is for the kernels, to_dense and
+ * check; the store writes the unpanelled form.  LOSA_ERR_ARG for a bad
+ * width. */
+#define SPARSE_PANEL_MAX 2816
+losa_status sparse_matrix_panel(sparse_matrix *s, int width);
 /* Allocate s for an (out, in) matrix of format fmt with nnz non-zeros:
  * every array zeroed and padded as sparse_matrix_from_dense pads it
  * (idx16 when in <= 65536), nm_n = nm_m = 0.  For readers that fill the

@@ -81,9 +81,37 @@ static const char *fmt_name(sparse_format f)
     return f == SPARSE_FORMAT_BITMAP ? "bitmap" : f == SPARSE_FORMAT_BITMAP_BF16 ? "bf16" : "csr";
 }
 
-static void run_case(int out, int in, pattern pat, double sp, int n, int m, core_rng *r)
+/* The scalar references and every compiled ISA path at every batch size,
+ * against the dense Wr. */
+static void check_kernels(const sparse_matrix *s, const float *Wr, const float *X, int out,
+                          int in, const char *what)
 {
     static const int batches[] = {1, 2, 17, 130};
+    float *Y = malloc(sizeof(float) * 130 * out);
+    char w2[240];
+    snprintf(w2, sizeof w2, "%s ref", what);
+    sparse_matvec_ref(Y, s, X);
+    check_y(Y, Wr, X, 1, out, in, w2);
+    sparse_matmul_ref(Y, s, X, 17);
+    check_y(Y, Wr, X, 17, out, in, w2);
+    for (int isa = 0; isa <= SPARSE_ISA_AVX512; isa++) {
+        if (!sparse_isa_supported((sparse_isa)isa)) continue;
+        sparse_set_isa((sparse_isa)isa);
+        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            int N = batches[b];
+            snprintf(w2, sizeof w2, "%s %s N=%d", what, sparse_isa_name((sparse_isa)isa), N);
+            for (int64_t i = 0; i < (int64_t)N * out; i++) Y[i] = NAN;
+            if (N == 1) sparse_matvec(Y, s, X);
+            else sparse_matmul(Y, s, X, N);
+            check_y(Y, Wr, X, N, out, in, w2);
+        }
+    }
+    sparse_set_isa(sparse_isa_best());
+    free(Y);
+}
+
+static void run_case(int out, int in, pattern pat, double sp, int n, int m, core_rng *r)
+{
     int maxN = 130;
     float *W = malloc(sizeof(float) * out * in);
     float *Wr = malloc(sizeof(float) * out * in);
@@ -125,26 +153,30 @@ static void run_case(int out, int in, pattern pat, double sp, int n, int m, core
                 bad += fabsf(Wr[i] - W[i]) > fabsf(W[i]) * (1.0f / 256) || (W[i] == 0) != (Wr[i] == 0);
             TEST_CHECK(bad == 0, "%s: bf16 rounding off for %d weights", what, bad);
         }
-        /* references */
-        snprintf(what + strlen(what), sizeof what - strlen(what), " ref");
-        sparse_matvec_ref(Y, &s, X);
-        check_y(Y, Wr, X, 1, out, in, what);
-        sparse_matmul_ref(Y, &s, X, 17);
-        check_y(Y, Wr, X, 17, out, in, what);
-        what[strlen(what) - 4] = 0;
-        /* every ISA path */
-        for (int isa = 0; isa <= SPARSE_ISA_AVX512; isa++) {
-            if (!sparse_isa_supported((sparse_isa)isa)) continue;
-            sparse_set_isa((sparse_isa)isa);
-            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-                int N = batches[b];
-                char w2[200];
-                snprintf(w2, sizeof w2, "%s %s N=%d", what, sparse_isa_name((sparse_isa)isa), N);
-                for (int64_t i = 0; i < (int64_t)N * out; i++) Y[i] = NAN;
-                if (N == 1) sparse_matvec(Y, &s, X);
-                else sparse_matmul(Y, &s, X, N);
-                check_y(Y, Wr, X, N, out, in, w2);
-            }
+        check_kernels(&s, Wr, X, out, in, what);
+        /* column panels (the execution layout): widths of one word, of
+         * three words and the default; the matrix as before */
+        static const int widths[] = {16, 48, 0};
+        for (int k = 0; k < 3 && fmt != SPARSE_FORMAT_CSR; k++) {
+            sparse_matrix sp;
+            TEST_CHECK(sparse_matrix_from_dense(&sp, W, out, in, fmt) == LOSA_OK &&
+                           sparse_matrix_panel(&sp, widths[k]) == LOSA_OK,
+                       "%s: panel %d: %s", what, widths[k], core_errmsg());
+            int w = widths[k] ? widths[k] : SPARSE_PANEL_MAX, np = (in + w - 1) / w;
+            char w2[200];
+            snprintf(w2, sizeof w2, "%s panels of %d", what, widths[k]);
+            TEST_CHECK(sp.npanel == (np > 1 ? np : 0) && sp.nnz == nnz &&
+                           sparse_matrix_check(&sp, w2) == LOSA_OK,
+                       "%s: %d panels (expected %d), check: %s", w2, sp.npanel, np, core_errmsg());
+            if (np > 1)
+                TEST_CHECK(sparse_matrix_bytes(&sp) == expect + (size_t)(np - 1) * (out + 1) * 8,
+                           "%s: bytes %zu", w2, sparse_matrix_bytes(&sp));
+            float *Wp = malloc(sizeof(float) * out * in);
+            sparse_matrix_to_dense(Wp, &sp);
+            TEST_CHECK(!memcmp(Wp, Wr, sizeof(float) * out * in), "%s: to_dense differs", w2);
+            free(Wp);
+            check_kernels(&sp, Wr, X, out, in, w2);
+            sparse_matrix_free(&sp);
         }
         sparse_set_isa(sparse_isa_best());
         sparse_matrix_free(&s);

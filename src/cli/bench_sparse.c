@@ -402,6 +402,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
                 if (f && !(nm || (sp > 0.69 && sp < 0.71))) continue;
                 sparse_matrix s;
                 losa_status st = sparse_matrix_from_dense(&s, W, out, in, fmt);
+                if (st == LOSA_OK) st = sparse_matrix_panel(&s, 0); /* as model_sparse_build */
                 if (st != LOSA_OK) {
                     fprintf(stderr, "losa bench sparse: %s\n", core_errmsg());
                     return 1;

@@ -115,6 +115,7 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
             }
             if (st == LOSA_OK && !found)
                 st = sparse_matrix_from_dense(&sp->mat[k], s->layers[l].w[m], o, i, fmt);
+            if (st == LOSA_OK) st = sparse_matrix_panel(&sp->mat[k], 0); /* for the kernels */
             if (st != LOSA_OK) {
                 model_sparse_free(sp);
                 return st;

@@ -123,12 +123,74 @@ losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, 
 void sparse_matrix_free(sparse_matrix *s)
 {
     if (!s) return;
+    for (int p = 0; p < s->npanel; p++) sparse_matrix_free(&s->panel[p]);
+    core_free(s->panel);
+    core_free(s->pcol);
     core_free(s->rowptr);
     core_free(s->mask);
     core_free(s->vals);
     core_free(s->idx16);
     core_free(s->idx32);
     memset(s, 0, sizeof *s);
+}
+
+losa_status sparse_matrix_panel(sparse_matrix *s, int width)
+{
+    if (s->npanel || s->fmt == SPARSE_FORMAT_CSR) return LOSA_OK;
+    if (width <= 0) {
+        int np = (s->in + SPARSE_PANEL_MAX - 1) / SPARSE_PANEL_MAX;
+        width = ((s->in + np - 1) / np + 63) / 64 * 64;
+    } else if (width > (1 << 30)) {
+        return core_err(LOSA_ERR_ARG, "sparse panels: width %d too large", width);
+    }
+    width = (width + 15) / 16 * 16; /* panels start on a bitmap word */
+    int np = (s->in + width - 1) / width;
+    if (np <= 1) return LOSA_OK;
+    int *pcol = core_calloc((size_t)np + 1, sizeof(int));
+    sparse_matrix *pm = core_calloc((size_t)np, sizeof(sparse_matrix));
+    for (int p = 0; p <= np; p++) pcol[p] = p < np ? p * width : s->in;
+    size_t vb = s->fmt == SPARSE_FORMAT_BITMAP_BF16 ? sizeof(uint16_t) : sizeof(float);
+    for (int p = 0; p < np; p++) {
+        int w0 = pcol[p] / 16, w1 = (pcol[p + 1] + 15) / 16;
+        int64_t nnz = 0;
+        for (int64_t o = 0; o < s->out; o++)
+            for (int w = w0; w < w1; w++) nnz += __builtin_popcount(s->mask[o * s->nw + w]);
+        losa_status st = sparse_matrix_alloc(&pm[p], s->fmt, s->out, pcol[p + 1] - pcol[p], nnz);
+        if (st != LOSA_OK) {
+            for (int q = 0; q <= p; q++) sparse_matrix_free(&pm[q]);
+            core_free(pm);
+            core_free(pcol);
+            return st;
+        }
+        pm[p].nm_n = s->nm_n;
+        pm[p].nm_m = s->nm_m;
+    }
+    for (int64_t o = 0; o < s->out; o++) {
+        const uint16_t *m = s->mask + o * s->nw;
+        const char *v = (const char *)s->vals + (size_t)s->rowptr[o] * vb;
+        for (int p = 0; p < np; p++) {
+            sparse_matrix *q = &pm[p];
+            int w0 = pcol[p] / 16;
+            int64_t n = 0;
+            for (int w = 0; w < q->nw; w++) {
+                q->mask[o * q->nw + w] = m[w0 + w];
+                n += __builtin_popcount(m[w0 + w]);
+            }
+            q->rowptr[o + 1] = q->rowptr[o] + n;
+            memcpy((char *)q->vals + (size_t)q->rowptr[o] * vb, v, (size_t)n * vb);
+            v += (size_t)n * vb;
+        }
+    }
+    core_free(s->rowptr);
+    core_free(s->mask);
+    core_free(s->vals);
+    s->rowptr = NULL;
+    s->mask = NULL;
+    s->vals = NULL;
+    s->npanel = np;
+    s->pcol = pcol;
+    s->panel = pm;
+    return LOSA_OK;
 }
 
 static const char *fmt_names[] = {"bitmap", "bitmap-bf16", "csr"};
@@ -149,8 +211,34 @@ losa_status sparse_format_from_string(const char *str, sparse_format *f)
                     str);
 }
 
+static losa_status panels_check(const sparse_matrix *s, const char *where)
+{
+    if (s->npanel < 2 || !s->pcol || !s->panel || s->fmt == SPARSE_FORMAT_CSR ||
+        s->pcol[0] != 0 || s->pcol[s->npanel] != s->in)
+        return core_err(LOSA_ERR_FORMAT, "%s: %d panels over %d inputs: inconsistent", where,
+                        s->npanel, s->in);
+    int64_t nnz = 0;
+    for (int p = 0; p < s->npanel; p++) {
+        const sparse_matrix *q = &s->panel[p];
+        char w[256];
+        snprintf(w, sizeof w, "%s panel %d", where, p);
+        if (s->pcol[p + 1] <= s->pcol[p] || s->pcol[p] % 16 || q->npanel || q->fmt != s->fmt ||
+            q->out != s->out || q->in != s->pcol[p + 1] - s->pcol[p])
+            return core_err(LOSA_ERR_FORMAT, "%s: columns %d..%d, shape (%d, %d): inconsistent",
+                            w, s->pcol[p], s->pcol[p + 1], q->out, q->in);
+        losa_status st = sparse_matrix_check(q, w);
+        if (st != LOSA_OK) return st;
+        nnz += q->nnz;
+    }
+    if (nnz != s->nnz)
+        return core_err(LOSA_ERR_FORMAT, "%s: panels hold %lld non-zeros, expected %lld", where,
+                        (long long)nnz, (long long)s->nnz);
+    return LOSA_OK;
+}
+
 losa_status sparse_matrix_check(const sparse_matrix *s, const char *where)
 {
+    if (s->npanel) return panels_check(s, where);
     if (!sparse_format_valid(s->fmt) || s->out <= 0 || s->in <= 0 || s->nw != (s->in + 15) / 16 ||
         s->nnz < 0 || s->nnz > (int64_t)s->out * s->in || !s->rowptr || !s->vals)
         return core_err(LOSA_ERR_FORMAT, "%s: format %d, shape (%d, %d), nnz %lld: inconsistent",
@@ -200,6 +288,11 @@ losa_status sparse_matrix_check(const sparse_matrix *s, const char *where)
 
 size_t sparse_matrix_bytes(const sparse_matrix *s)
 {
+    if (s->npanel) {
+        size_t b = 0;
+        for (int p = 0; p < s->npanel; p++) b += sparse_matrix_bytes(&s->panel[p]);
+        return b;
+    }
     size_t b = ((size_t)s->out + 1) * sizeof(int64_t);
     size_t nnz = (size_t)s->nnz;
     switch (s->fmt) {
@@ -237,20 +330,38 @@ size_t sparse_matrix_bytes(const sparse_matrix *s)
         }                                                                      \
     } while (0)
 
+/* Dot product of row o of s with x (x indexed by the inputs of s);
+ * panels in order. */
+static float row_dot(const sparse_matrix *s, int64_t o, const float *x)
+{
+    if (s->npanel) {
+        float acc = 0.0f;
+        for (int p = 0; p < s->npanel; p++) acc += row_dot(&s->panel[p], o, x + s->pcol[p]);
+        return acc;
+    }
+    float acc = 0.0f;
+    SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
+    return acc;
+}
+
+static void scatter_rows(float *W, int64_t ld, const sparse_matrix *s)
+{
+    if (s->npanel) {
+        for (int p = 0; p < s->npanel; p++) scatter_rows(W + s->pcol[p], ld, &s->panel[p]);
+        return;
+    }
+    for (int64_t o = 0; o < s->out; o++) SPARSE_ROW_FOREACH(s, o, col, v, W[o * ld + col] = v);
+}
+
 void sparse_matrix_to_dense(float *W, const sparse_matrix *s)
 {
     memset(W, 0, (size_t)s->out * s->in * sizeof(float));
-    for (int64_t o = 0; o < s->out; o++)
-        SPARSE_ROW_FOREACH(s, o, col, v, W[o * s->in + col] = v);
+    scatter_rows(W, s->in, s);
 }
 
 void sparse_matvec_ref(float *y, const sparse_matrix *s, const float *x)
 {
-    for (int64_t o = 0; o < s->out; o++) {
-        float acc = 0.0f;
-        SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
-        y[o] = acc;
-    }
+    for (int64_t o = 0; o < s->out; o++) y[o] = row_dot(s, o, x);
 }
 
 void sparse_matmul_ref(float *Y, const sparse_matrix *s, const float *X, int N)
@@ -325,11 +436,7 @@ int sparse_set_isa(sparse_isa isa)
 static void matvec_scalar(float *y, const sparse_matrix *s, const float *x)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)s->out * s->in > (1 << 18))
-    for (int o = 0; o < s->out; o++) {
-        float acc = 0.0f;
-        SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
-        y[o] = acc;
-    }
+    for (int o = 0; o < s->out; o++) y[o] = row_dot(s, o, x);
 }
 
 void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
@@ -395,11 +502,7 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
         for (int n = 0; n < N; n++) {
             const float *x = X + (int64_t)n * s->in;
             float *y = Y + (int64_t)n * s->out;
-            for (int64_t o = 0; o < s->out; o++) {
-                float acc = 0.0f;
-                SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
-                y[o] = acc;
-            }
+            for (int64_t o = 0; o < s->out; o++) y[o] = row_dot(s, o, x);
         }
         return;
     }
@@ -409,8 +512,13 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
     float *YT = core_calloc((size_t)s->out * ldt, sizeof(float));
     int64_t *rowoff = core_calloc((size_t)s->out, sizeof(int64_t));
     sparse_transpose_in(XT, ldt, X, N, s->in);
-    if (isa == SPARSE_ISA_AVX512) sparse_matmul_t_avx512(YT, s, XT, ldt, rowoff);
-    else sparse_matmul_t_avx2(YT, s, XT, ldt, rowoff);
+    /* the kernels accumulate into YT: one call per panel */
+    for (int p = 0; p < (s->npanel ? s->npanel : 1); p++) {
+        const sparse_matrix *q = s->npanel ? &s->panel[p] : s;
+        const float *xt = XT + (int64_t)(s->npanel ? s->pcol[p] : 0) * ldt;
+        if (isa == SPARSE_ISA_AVX512) sparse_matmul_t_avx512(YT, q, xt, ldt, rowoff);
+        else sparse_matmul_t_avx2(YT, q, xt, ldt, rowoff);
+    }
     sparse_transpose_out(Y, YT, ldt, N, s->out);
     core_free(XT);
     core_free(YT);

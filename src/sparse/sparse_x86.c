@@ -137,31 +137,46 @@ T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
     return _mm512_reduce_add_ps(a0);
 }
 
-T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1)
+/* y[o] = (acc ? y[o] : 0) + row o . x for o in [o0, o1); s unpanelled. */
+T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
+                         int acc)
 {
     for (int64_t o = o0; o < o1; o++) {
         const uint16_t *m = s->mask + o * s->nw;
+        float r = 0.0f;
         switch (s->fmt) {
         case SPARSE_FORMAT_BITMAP:
-            y[o] = row512_bitmap_f32(m, (const float *)s->vals + s->rowptr[o], x, s->in, s->nw);
+            r = row512_bitmap_f32(m, (const float *)s->vals + s->rowptr[o], x, s->in, s->nw);
             break;
         case SPARSE_FORMAT_BITMAP_BF16:
-            y[o] = row512_bitmap_bf16(m, (const uint16_t *)s->vals + s->rowptr[o], x, s->in,
-                                      s->nw);
+            r = row512_bitmap_bf16(m, (const uint16_t *)s->vals + s->rowptr[o], x, s->in, s->nw);
             break;
-        case SPARSE_FORMAT_CSR: y[o] = row512_csr(s, o, x); break;
+        case SPARSE_FORMAT_CSR: r = row512_csr(s, o, x); break;
         }
+        y[o] = acc ? y[o] + r : r;
     }
 }
 
-void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
+typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
+                        int acc);
+
+/* The matvec driver: threads split the rows; a panelled matrix is done
+ * panel by panel over the same rows (no barrier: each thread owns its y). */
+static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_fn rows)
 {
 #pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
     {
         int o0, o1;
         thread_rows(s->out, &o0, &o1);
-        rows512(y, s, x, o0, o1);
+        if (!s->npanel) rows(y, s, x, o0, o1, 0);
+        for (int p = 0; p < s->npanel; p++)
+            rows(y, &s->panel[p], x + s->pcol[p], o0, o1, p > 0);
     }
+}
+
+void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
+{
+    matvec_rows(y, s, x, rows512);
 }
 
 /* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads. */
@@ -392,28 +407,26 @@ T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
     return _mm_cvtss_f32(h) + acc;
 }
 
-T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1)
+T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
+                         int acc)
 {
     int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
     for (int64_t o = o0; o < o1; o++) {
+        float r;
         if (s->fmt == SPARSE_FORMAT_CSR) {
-            y[o] = row256_csr(s, o, x);
+            r = row256_csr(s, o, x);
         } else {
             const void *v = bf ? (const void *)((const uint16_t *)s->vals + s->rowptr[o])
                                : (const void *)((const float *)s->vals + s->rowptr[o]);
-            y[o] = row256_bitmap(s->mask + o * s->nw, v, bf, x, s->in);
+            r = row256_bitmap(s->mask + o * s->nw, v, bf, x, s->in);
         }
+        y[o] = acc ? y[o] + r : r;
     }
 }
 
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
 {
-#pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
-    {
-        int o0, o1;
-        thread_rows(s->out, &o0, &o1);
-        rows256(y, s, x, o0, o1);
-    }
+    matvec_rows(y, s, x, rows256);
 }
 
 INLINE T256 void mm256_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
