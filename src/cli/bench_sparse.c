@@ -1,20 +1,30 @@
-/* losa bench sparse [--quick] [--json] [--reps K]: dense OpenBLAS vs sparse
- * kernels on LLaMA-2-7B linear-layer shapes.
+/* losa bench sparse [--quick] [--json] [--reps K] [--rounds R]: dense
+ * OpenBLAS vs sparse kernels on LLaMA-2-7B linear-layer shapes.
  *
  * For each shape (out, in) x pattern (unstructured magnitude pruning of
- * N(0,1) weights at 50-80%, 2:4) x batch (1 decode, 128 prefill):
- * best-of-k wall time (after one warm-up call) of cblas_sgemv / cblas_sgemm
- * and of sparse_matvec / sparse_matmul, with the last-level cache flushed
- * before every timed call (decode streams GBs of weights per token, so a
- * matrix that fits in L3 must not be timed warm).  gbytes_per_s = bytes of
- * the weight format read per call / time.  A STREAM-like triad
- * (a = b + s c, 3 x 128 MB) gives the attainable bandwidth.
+ * N(0,1) weights at 50-80%, 2:4) x batch (1 decode, 128 prefill): R rounds
+ * (5 decode, 3 prefill) of [best-of-K wall time of cblas_sgemv /
+ * cblas_sgemm, then best-of-K of sparse_matvec / sparse_matmul on the
+ * panelled bitmap matrix], each series after a pause that lets the other
+ * library's spinning workers sleep and one warm-up call, the last-level
+ * cache flushed before every timed call (decode streams GBs of weights per
+ * token, so a matrix that fits in L3 must not be timed warm).  speedup =
+ * median over the rounds of the round's dense / sparse ratio (paired: the
+ * load of this shared VM drifts by 20-40% over seconds and both paths of a
+ * round see the same); speedup_of_best = best dense / best sparse time.
+ * gbytes_per_s = bytes of the weight format read per call / best time.  A
+ * STREAM-like triad (a = b + s c, 3 x 128 MB) gives the attainable
+ * bandwidth.  --shape OUTxIN and --sparsity S restrict the matrix cases to
+ * one shape / one unstructured sparsity (plus 2:4); --matrices-only skips
+ * the model decode.
  * OpenBLAS and OpenMP use the same thread count (OMP_NUM_THREADS).
  * Then end-to-end decode: a model with LLaMA-2-7B layer shapes (D 4096,
  * F 11008, H = Hkv = 32, V 32000) but 2 layers, random N(0, 0.02) weights,
  * every map magnitude-pruned to 50% then 70%; tokens/s of the KV-cache
  * decode step (model_stage_decode_step, after a 16-token prefill), dense
- * (sgemv) vs sparse (every map on sparse_matvec), same run.  The head
+ * (sgemv) vs sparse (every map on sparse_matvec), same run, 5 alternating
+ * rounds: tokens/s from the best round of each, speedup the median of the
+ * rounds' ratios.  The head
  * (V x D, not pruned) is ~25% of the dense bytes of this 2-layer model (2%
  * of the 32-layer one), so the layers-only speed-up (head sgemv time
  * subtracted) is reported too.  --decode-only skips the matrix cases.
@@ -77,7 +87,8 @@ static void cache_flush(void)
  * them go to sleep before the other library runs. */
 static void settle(void)
 {
-    struct timespec ts = {0, 300 * 1000 * 1000};
+    /* OpenBLAS spins 2^28 cycles (~0.1 s) before sleeping */
+    struct timespec ts = {0, 150 * 1000 * 1000};
     nanosleep(&ts, NULL);
 }
 
@@ -94,6 +105,33 @@ static double time_best(void (*fn)(const bench_op *), const bench_op *op, int re
         if (t < best) best = t;
     }
     return best;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Paired timing of dense vs sparse: `rounds` rounds of (best of k dense
+ * calls, best of k sparse calls).  Returns the best times over all rounds
+ * and the median over rounds of the round's ratio dense / sparse: both
+ * paths of a round see the same machine load, which on a shared VM drifts
+ * by 20-40% over seconds, so the paired median is the stable speed-up. */
+static void time_pair(const bench_op *op, int k, int rounds, double *dense_s, double *sparse_s,
+                      double *ratio)
+{
+    double r[16];
+    if (rounds > 16) rounds = 16;
+    *dense_s = *sparse_s = 1e30;
+    for (int q = 0; q < rounds; q++) {
+        double td = time_best(op_dense, op, k), ts = time_best(op_sparse, op, k);
+        if (td < *dense_s) *dense_s = td;
+        if (ts < *sparse_s) *sparse_s = ts;
+        r[q] = td / ts;
+    }
+    qsort(r, rounds, sizeof r[0], cmp_double);
+    *ratio = rounds % 2 ? r[rounds / 2] : 0.5 * (r[rounds / 2 - 1] + r[rounds / 2]);
 }
 
 static double triad_gbs(int reps)
@@ -191,6 +229,7 @@ static void prune(float *W, const float *W0, int out, int in, double sp, int nm,
 typedef struct {
     double sparsity, density;
     double dense_tps, sparse_tps, head_s;
+    double speedup; /* median over rounds of the paired ratio */
     double sparse_bytes, dense_bytes; /* of the layers' maps */
     int auto_maps;                    /* maps `--sparse auto` would convert */
 } decode_case;
@@ -295,21 +334,24 @@ static int bench_decode(int quick, int steps, decode_case *out, int *nout)
         dc->head_s = head;
         /* dense, sparse, dense, sparse, ...: best of three rounds each (the
          * interleaving exposes both paths to the same machine load) */
-        double td = 1e30, ts = 1e30;
-        for (int rep = 0; rep < 3; rep++) {
+        double td = 1e30, ts = 1e30, rr[5];
+        for (int rep = 0; rep < 5; rep++) {
             s.sparse = NULL;
-            double t = decode_time(&s, &a, &kv, P, steps);
-            if (t < td) td = t;
+            double t1 = decode_time(&s, &a, &kv, P, steps);
+            if (t1 < td) td = t1;
             s.sparse = &sp;
-            t = decode_time(&s, &a, &kv, P, steps);
-            if (t < ts) ts = t;
+            double t2 = decode_time(&s, &a, &kv, P, steps);
+            if (t2 < ts) ts = t2;
+            rr[rep] = t1 / t2;
         }
+        qsort(rr, 5, sizeof rr[0], cmp_double);
+        dc->speedup = rr[2];
         s.sparse = NULL;
         model_sparse_free(&sp);
         dc->dense_tps = 1.0 / td;
         dc->sparse_tps = 1.0 / ts;
         fprintf(stderr, "%-8.2f %6.3f %12.2f %12.2f %8.2f %14.2f   (head %.1f ms/token)\n",
-                dc->sparsity, dc->density, dc->dense_tps, dc->sparse_tps, td / ts,
+                dc->sparsity, dc->density, dc->dense_tps, dc->sparse_tps, dc->speedup,
                 (td - head) / (ts - head), 1e3 * head);
     }
     *nout = nc;
@@ -324,22 +366,36 @@ typedef struct {
     double sparsity, density;
     const char *pattern, *format;
     double dense_s, sparse_s, gbs, dense_gbs;
+    double speedup; /* median over rounds of the paired ratio */
 } bench_case;
 
 int bench_sparse(dist_ctx *d, int argc, char **argv)
 {
-    int json = 0, quick = 0, reps = 0, decode_only = 0, steps = 0;
+    int json = 0, quick = 0, reps = 0, rounds = 0, decode_only = 0, steps = 0;
+    int only_out = 0, only_in = 0, matrices_only = 0;
+    double only_sp = -1;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--decode-only")) decode_only = 1;
+        else if (!strcmp(argv[i], "--matrices-only")) matrices_only = 1;
         else if ((v = cli_opt(argc, argv, &i, "--steps"))) steps = atoi(v);
         else if ((v = cli_opt(argc, argv, &i, "--reps"))) reps = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--rounds"))) rounds = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--sparsity"))) only_sp = atof(v);
+        else if ((v = cli_opt(argc, argv, &i, "--shape"))) {
+            if (sscanf(v, "%dx%d", &only_out, &only_in) != 2 || only_out <= 0 || only_in <= 0) {
+                if (dist_rank(d) == 0)
+                    fprintf(stderr, "losa bench sparse: --shape: expected OUTxIN (e.g. "
+                                    "4096x11008), got '%s'\n", v);
+                return 2;
+            }
+        }
         else {
             if (dist_rank(d) == 0)
                 fprintf(stderr, "losa bench sparse: unknown option '%s' (expected --quick, "
-                                "--json, --reps K, --decode-only, --steps N)\n", argv[i]);
+                                "--json, --reps K, --rounds R, --shape OUTxIN, --sparsity S, --decode-only, --matrices-only, --steps N)\n", argv[i]);
             return 2;
         }
     }
@@ -357,20 +413,33 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     int nshape = quick ? 2 : 3, nsp = quick ? 1 : 4;
     const int(*shapes)[2] = quick ? quick_shapes : full_shapes;
     const double *sps = quick ? quick_sp : full_sp;
+    int one_shape[1][2] = {{only_out, only_in}};
+    double one_sp[1] = {only_sp};
+    if (only_out) { /* one shape (and sparsity): for studying one case */
+        shapes = (const int(*)[2])one_shape;
+        nshape = 1;
+    }
+    if (only_sp >= 0) {
+        sps = one_sp;
+        nsp = 1;
+    }
     int batches[2] = {1, quick ? 16 : 128};
-    int reps1 = reps > 0 ? reps : quick ? 3 : 10, repsB = reps > 0 ? reps : quick ? 2 : 4;
+    int reps1 = reps > 0 ? reps : quick ? 2 : 4, repsB = reps > 0 ? reps : quick ? 1 : 2;
+    int rounds1 = rounds > 0 ? rounds : quick ? 3 : 5, roundsB = rounds > 0 ? rounds : quick ? 1 : 3;
 
     flush_n = (size_t)1 << 25; /* 128 MB > L3 */
     flush_buf = core_calloc(flush_n, sizeof(float));
 
-    fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s, best of %d/%d, "
-                    "cache flushed before every call\n",
-            nthr, sparse_isa_name(sparse_get_isa()), reps1, repsB);
+    fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s; decode/prefill: "
+                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed "
+                    "before every call; speedup = median over rounds of the round's ratio, "
+                    "of_best = best dense / best sparse\n",
+            nthr, sparse_isa_name(sparse_get_isa()), rounds1, roundsB, reps1, repsB);
     double triad = triad_gbs(quick ? 2 : 5);
     double readbw = read_gbs(quick ? 2 : 5);
     fprintf(stderr, "triad: %.1f GB/s   read-only (sum): %.1f GB/s\n", triad, readbw);
-    fprintf(stderr, "%-12s %-13s %-5s %-6s %5s %10s %10s %8s %9s %9s\n", "shape", "pattern",
-            "fmt", "batch", "dens", "dense_ms", "sparse_ms", "speedup", "dense_GB/s",
+    fprintf(stderr, "%-12s %-13s %-5s %-6s %5s %10s %10s %8s %8s %9s %9s\n", "shape", "pattern",
+            "fmt", "batch", "dens", "dense_ms", "sparse_ms", "speedup", "of_best", "dense_GB/s",
             "sparse_GB/s");
 
     int maxc = nshape * (nsp + 1) * 2 + nshape * 2;
@@ -387,11 +456,6 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
         float *Y = core_calloc((size_t)maxb * out, sizeof(float));
         for (int64_t i = 0; i < n; i++) W0[i] = core_rng_normal(&r);
         for (int64_t i = 0; i < (int64_t)maxb * in; i++) X[i] = core_rng_normal(&r);
-        double dense_t[2];
-        for (int b = 0; b < 2; b++) {
-            bench_op op = {batches[b], W0, X, Y, out, in, NULL};
-            dense_t[b] = time_best(op_dense, &op, b ? repsB : reps1);
-        }
         for (int p = 0; p <= nsp; p++) {
             int nm = p == nsp;
             double sp = nm ? 0.5 : sps[p];
@@ -418,16 +482,16 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
                     c->density = (double)s.nnz / (double)n;
                     c->pattern = nm ? "2:4" : "unstructured";
                     c->format = f ? "bitmap-bf16" : "bitmap";
-                    c->dense_s = dense_t[b];
-                    c->sparse_s = time_best(op_sparse, &op, b ? repsB : reps1);
+                    time_pair(&op, b ? repsB : reps1, b ? roundsB : rounds1, &c->dense_s,
+                              &c->sparse_s, &c->speedup);
                     c->gbs = sparse_matrix_bytes(&s) / c->sparse_s / 1e9;
                     c->dense_gbs = 4.0 * n / c->dense_s / 1e9;
                     char sh[32];
                     snprintf(sh, sizeof sh, "%dx%d", out, in);
-                    fprintf(stderr, "%-12s %-13s %-5s %-6d %5.3f %10.3f %10.3f %8.2f %9.1f %9.1f\n",
-                            sh, c->pattern, f ? "bf16" : "f32", c->batch, c->density,
-                            1e3 * c->dense_s, 1e3 * c->sparse_s, c->dense_s / c->sparse_s,
-                            c->dense_gbs, c->gbs);
+                    fprintf(stderr, "%-12s %-13s %-5s %-6d %5.3f %10.3f %10.3f %8.2f %8.2f %9.1f "
+                                    "%9.1f\n", sh, c->pattern, f ? "bf16" : "f32", c->batch,
+                            c->density, 1e3 * c->dense_s, 1e3 * c->sparse_s, c->speedup,
+                            c->dense_s / c->sparse_s, c->dense_gbs, c->gbs);
                 }
                 sparse_matrix_free(&s);
             }
@@ -439,7 +503,8 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     }
     decode_case dcs[2];
     int ndc = 0;
-    if (bench_decode(quick, steps > 0 ? steps : quick ? 16 : 32, dcs, &ndc)) return 1;
+    if (!matrices_only && bench_decode(quick, steps > 0 ? steps : quick ? 16 : 32, dcs, &ndc))
+        return 1;
     core_free(flush_buf);
     if (json) {
         printf("{\"threads\":%d,\"isa\":\"%s\",\"cases\":[", nthr,
@@ -448,10 +513,11 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
             bench_case *c = &cs[i];
             printf("%s{\"shape\":[%d,%d],\"sparsity\":%.2f,\"density\":%.4f,\"pattern\":\"%s\","
                    "\"format\":\"%s\",\"batch\":%d,\"dense_s\":%.6g,\"sparse_s\":%.6g,"
-                   "\"speedup\":%.4g,\"gbytes_per_s\":%.4g,\"dense_gbytes_per_s\":%.4g}",
+                   "\"speedup\":%.4g,\"speedup_of_best\":%.4g,\"gbytes_per_s\":%.4g,"
+                   "\"dense_gbytes_per_s\":%.4g}",
                    i ? "," : "", c->out, c->in, c->sparsity, c->density, c->pattern, c->format,
-                   c->batch, c->dense_s, c->sparse_s, c->dense_s / c->sparse_s, c->gbs,
-                   c->dense_gbs);
+                   c->batch, c->dense_s, c->sparse_s, c->speedup, c->dense_s / c->sparse_s,
+                   c->gbs, c->dense_gbs);
         }
         printf("],\"decode\":[");
         for (int i = 0; i < ndc; i++) {
@@ -461,7 +527,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
                    "\"layers_speedup\":%.4g,\"sparse_gbytes\":%.4g,\"dense_gbytes\":%.4g,"
                    "\"auto_sparse_maps\":%d}",
                    i ? "," : "", c->sparsity, c->density, c->dense_tps, c->sparse_tps,
-                   c->sparse_tps / c->dense_tps, c->head_s,
+                   c->speedup, c->head_s,
                    (1 / c->dense_tps - c->head_s) / (1 / c->sparse_tps - c->head_s),
                    c->sparse_bytes / 1e9, c->dense_bytes / 1e9, c->auto_maps);
         }
