@@ -91,20 +91,49 @@ INLINE T512 __m512 bf16x16_512(__m256i h)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* x reordered for the BF16 kernel: within every 32 inputs, the order in
+ * which unpacklo/hi_epi16 widen 32 expanded bf16 values (per 128-bit lane
+ * L: words 8L..8L+3, then 8L+4..8L+7):
+ *   xp[32b + 4L + i] = x[32b + 8L + i], xp[32b + 16 + 4L + i] = x[32b + 8L + 4 + i]
+ * for the first n32 blocks of 32. */
+static void bf16_order_x(float *xp, const float *x, int n32)
+{
+    for (int64_t b = 0; b < n32; b++)
+        for (int L = 0; L < 4; L++)
+            for (int i = 0; i < 4; i++) {
+                xp[32 * b + 4 * L + i] = x[32 * b + 8 * L + i];
+                xp[32 * b + 16 + 4 * L + i] = x[32 * b + 8 * L + 4 + i];
+            }
+}
+
+/* BF16 values: 64 inputs per step, two 32-value vpexpandw and the
+ * widening to fp32 by interleaving with zero (bf16 is the top half of an
+ * fp32), which leaves the values in the order of bf16_order_x: xp is x in
+ * that order for the full steps, x itself serves the remaining words. */
 T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const float *x,
-                                     int in, int nw)
+                                     const float *xp, int in, int nw)
 {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    const __m512i z = _mm512_setzero_si512();
     int wf = in / 16, w = 0;
-    for (; w + 2 <= wf; w += 2) {
-        unsigned k0 = m[w], k1 = m[w + 1];
+    for (; w + 4 <= wf; w += 4) {
+        uint64_t k;
+        memcpy(&k, m + w, 8);
         _mm_prefetch((const char *)(v + 2 * SPARSE_PF), _MM_HINT_T0);
-        __m256i h0 = _mm256_maskz_expand_epi16((__mmask16)k0, _mm256_loadu_si256((const void *)v));
-        v += __builtin_popcount(k0);
-        __m256i h1 = _mm256_maskz_expand_epi16((__mmask16)k1, _mm256_loadu_si256((const void *)v));
-        v += __builtin_popcount(k1);
-        a0 = _mm512_fmadd_ps(bf16x16_512(h0), _mm512_loadu_ps(x + 16 * w), a0);
-        a1 = _mm512_fmadd_ps(bf16x16_512(h1), _mm512_loadu_ps(x + 16 * w + 16), a1);
+        int p2 = __builtin_popcountll(k & 0xffffffffull);
+        __m512i e0 = _mm512_maskz_expand_epi16((__mmask32)k, _mm512_loadu_si512((const void *)v));
+        __m512i e1 = _mm512_maskz_expand_epi16((__mmask32)(k >> 32),
+                                               _mm512_loadu_si512((const void *)(v + p2)));
+        v += __builtin_popcountll(k);
+        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(z, e0)),
+                             _mm512_loadu_ps(xp + 16 * w), a0);
+        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(z, e0)),
+                             _mm512_loadu_ps(xp + 16 * w + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(z, e1)),
+                             _mm512_loadu_ps(xp + 16 * w + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(z, e1)),
+                             _mm512_loadu_ps(xp + 16 * w + 48), a3);
     }
     for (; w < nw; w++) {
         unsigned k = m[w];
@@ -113,7 +142,21 @@ T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const
         a0 = _mm512_fmadd_ps(bf16x16_512(h0), _mm512_maskz_loadu_ps((__mmask16)k, x + 16 * w),
                              a0);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+/* Per-thread scratch for the reordered x (grows, kept for the thread). */
+static _Thread_local float *xp_buf;
+static _Thread_local size_t xp_cap;
+
+static float *xp_scratch(size_t n)
+{
+    if (n > xp_cap) {
+        core_free(xp_buf);
+        xp_cap = n + 1024;
+        xp_buf = core_calloc(xp_cap, sizeof(float));
+    }
+    return xp_buf;
 }
 
 T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
@@ -141,6 +184,13 @@ T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
 T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
                          int acc)
 {
+    const float *xp = NULL;
+    if (s->fmt == SPARSE_FORMAT_BITMAP_BF16) {
+        int n32 = s->in / 64 * 2; /* the full 64-input steps */
+        float *b = xp_scratch((size_t)32 * n32);
+        bf16_order_x(b, x, n32);
+        xp = b;
+    }
     for (int64_t o = o0; o < o1; o++) {
         const uint16_t *m = s->mask + o * s->nw;
         float r = 0.0f;
@@ -149,7 +199,8 @@ T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o
             r = row512_bitmap_f32(m, (const float *)s->vals + s->rowptr[o], x, s->in, s->nw);
             break;
         case SPARSE_FORMAT_BITMAP_BF16:
-            r = row512_bitmap_bf16(m, (const uint16_t *)s->vals + s->rowptr[o], x, s->in, s->nw);
+            r = row512_bitmap_bf16(m, (const uint16_t *)s->vals + s->rowptr[o], x, xp, s->in,
+                                   s->nw);
             break;
         case SPARSE_FORMAT_CSR: r = row512_csr(s, o, x); break;
         }
