@@ -3,7 +3,7 @@
  *
  * For each shape (out, in) x pattern (unstructured magnitude pruning of
  * N(0,1) weights at 50-80%, 2:4) x batch (1 decode, 128 prefill): R rounds
- * (5 decode, 3 prefill) of [best-of-K wall time of cblas_sgemv /
+ * (7 decode, 3 prefill) of [best-of-K wall time of cblas_sgemv /
  * cblas_sgemm, then best-of-K of sparse_matvec / sparse_matmul on the
  * panelled bitmap matrix], each series after a pause that lets the other
  * library's spinning workers sleep and one warm-up call, the last-level
@@ -425,7 +425,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     }
     int batches[2] = {1, quick ? 16 : 128};
     int reps1 = reps > 0 ? reps : quick ? 2 : 4, repsB = reps > 0 ? reps : quick ? 1 : 2;
-    int rounds1 = rounds > 0 ? rounds : quick ? 3 : 5, roundsB = rounds > 0 ? rounds : quick ? 1 : 3;
+    int rounds1 = rounds > 0 ? rounds : quick ? 3 : 7, roundsB = rounds > 0 ? rounds : quick ? 1 : 3;
 
     flush_n = (size_t)1 << 25; /* 128 MB > L3 */
     flush_buf = core_calloc(flush_n, sizeof(float));
