@@ -26,4 +26,17 @@ import json,sys; d=json.loads(sys.argv[1])["decode"]
 ok = len(d) == 2 and abs(d[1]["sparsity"] - 0.7) < 1e-9 and 0.29 < d[1]["density"] < 0.31 \
      and d[1]["dense_tokens_per_s"] > 0 and d[1]["sparse_tokens_per_s"] > 0 and "speedup" in d[1]
 sys.exit(0 if ok else 1)' "$b"
+# bench: the matrix cases of one shape (keys and consistency; no timing asserted)
+b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --shape 256x3000 --sparsity 0.7 --matrices-only \
+    --rounds 1 --reps 1 --json 2>/dev/null)
+check "bench sparse --shape: 70% and 2:4 cases of 256x3000, f32 and bf16, speed-ups > 0" /usr/bin/python3 -c '
+import json,sys; c=json.loads(sys.argv[1])["cases"]
+keys = {(x["pattern"], x["format"], x["batch"]) for x in c}
+ok = all(x["shape"] == [256, 3000] and x["speedup"] > 0 and x["speedup_of_best"] > 0 and
+         x["gbytes_per_s"] > 0 for x in c) and \
+     {("unstructured", "bitmap", 1), ("unstructured", "bitmap", 128),
+      ("unstructured", "bitmap-bf16", 1), ("2:4", "bitmap", 1)} <= keys and \
+     all(abs(x["density"] - (0.3 if x["pattern"] == "unstructured" else 0.5)) < 0.01 for x in c)
+sys.exit(0 if ok else 1)' "$b"
+check "bench sparse: --shape 4096 rejected" bash -c "! '$LOSA' bench sparse --shape 4096 >/dev/null 2>&1"
 finish
