@@ -31,6 +31,7 @@
  * Rank 0 only; human text on stderr, one JSON object on stdout (--json).
  */
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,32 +508,49 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
         return 1;
     core_free(flush_buf);
     if (json) {
-        printf("{\"threads\":%d,\"isa\":\"%s\",\"cases\":[", nthr,
-               sparse_isa_name(sparse_get_isa()));
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "threads", nthr);
+        cJSON_AddStringToObject(o, "isa", sparse_isa_name(sparse_get_isa()));
+        cJSON *ca = cJSON_AddArrayToObject(o, "cases");
         for (int i = 0; i < nc; i++) {
             bench_case *c = &cs[i];
-            printf("%s{\"shape\":[%d,%d],\"sparsity\":%.2f,\"density\":%.4f,\"pattern\":\"%s\","
-                   "\"format\":\"%s\",\"batch\":%d,\"dense_s\":%.6g,\"sparse_s\":%.6g,"
-                   "\"speedup\":%.4g,\"speedup_of_best\":%.4g,\"gbytes_per_s\":%.4g,"
-                   "\"dense_gbytes_per_s\":%.4g}",
-                   i ? "," : "", c->out, c->in, c->sparsity, c->density, c->pattern, c->format,
-                   c->batch, c->dense_s, c->sparse_s, c->speedup, c->dense_s / c->sparse_s,
-                   c->gbs, c->dense_gbs);
+            cJSON *e = cJSON_CreateObject();
+            int sh[2] = {c->out, c->in};
+            cJSON_AddItemToObject(e, "shape", cJSON_CreateIntArray(sh, 2));
+            cJSON_AddNumberToObject(e, "sparsity", c->sparsity);
+            cJSON_AddNumberToObject(e, "density", c->density);
+            cJSON_AddStringToObject(e, "pattern", c->pattern);
+            cJSON_AddStringToObject(e, "format", c->format);
+            cJSON_AddNumberToObject(e, "batch", c->batch);
+            cJSON_AddNumberToObject(e, "dense_s", c->dense_s);
+            cJSON_AddNumberToObject(e, "sparse_s", c->sparse_s);
+            cJSON_AddNumberToObject(e, "speedup", c->speedup);
+            cJSON_AddNumberToObject(e, "speedup_of_best", c->dense_s / c->sparse_s);
+            cJSON_AddNumberToObject(e, "gbytes_per_s", c->gbs);
+            cJSON_AddNumberToObject(e, "dense_gbytes_per_s", c->dense_gbs);
+            cJSON_AddItemToArray(ca, e);
         }
-        printf("],\"decode\":[");
+        cJSON *da = cJSON_AddArrayToObject(o, "decode");
         for (int i = 0; i < ndc; i++) {
             decode_case *c = &dcs[i];
-            printf("%s{\"sparsity\":%.2f,\"density\":%.4f,\"layers\":2,\"dense_tokens_per_s\":%.4g,"
-                   "\"sparse_tokens_per_s\":%.4g,\"speedup\":%.4g,\"head_s\":%.4g,"
-                   "\"layers_speedup\":%.4g,\"sparse_gbytes\":%.4g,\"dense_gbytes\":%.4g,"
-                   "\"auto_sparse_maps\":%d}",
-                   i ? "," : "", c->sparsity, c->density, c->dense_tps, c->sparse_tps,
-                   c->speedup, c->head_s,
-                   (1 / c->dense_tps - c->head_s) / (1 / c->sparse_tps - c->head_s),
-                   c->sparse_bytes / 1e9, c->dense_bytes / 1e9, c->auto_maps);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "sparsity", c->sparsity);
+            cJSON_AddNumberToObject(e, "density", c->density);
+            cJSON_AddNumberToObject(e, "layers", 2);
+            cJSON_AddNumberToObject(e, "dense_tokens_per_s", c->dense_tps);
+            cJSON_AddNumberToObject(e, "sparse_tokens_per_s", c->sparse_tps);
+            cJSON_AddNumberToObject(e, "speedup", c->speedup);
+            cJSON_AddNumberToObject(e, "head_s", c->head_s);
+            cJSON_AddNumberToObject(e, "layers_speedup",
+                                    (1 / c->dense_tps - c->head_s) / (1 / c->sparse_tps - c->head_s));
+            cJSON_AddNumberToObject(e, "sparse_gbytes", c->sparse_bytes / 1e9);
+            cJSON_AddNumberToObject(e, "dense_gbytes", c->dense_bytes / 1e9);
+            cJSON_AddNumberToObject(e, "auto_sparse_maps", c->auto_maps);
+            cJSON_AddItemToArray(da, e);
         }
-        printf("],\"triad_gbytes_per_s\":%.4g,\"read_gbytes_per_s\":%.4g}\n", triad, readbw);
-        fflush(stdout);
+        cJSON_AddNumberToObject(o, "triad_gbytes_per_s", triad);
+        cJSON_AddNumberToObject(o, "read_gbytes_per_s", readbw);
+        cli_json_emit(d, o);
     }
     free(cs);
     return 0;
