@@ -23,6 +23,9 @@
  *                         weight (2 or 4 + 4) * density.  Better than the
  *                         bitmap only above ~92% sparsity.
  *
+ * For the kernels, model_sparse_build splits bitmap matrices into column
+ * panels (sparse_matrix_panel) so that x stays in L1 while rows stream.
+ *
  * Kernels pick AVX-512, AVX2+FMA or scalar code at run time
  * (__builtin_cpu_supports); LOSA_SPARSE_ISA=scalar|avx2|avx512 (or
  * sparse_set_isa) forces a lower path.  They use OpenMP threads over row
