@@ -15,7 +15,8 @@
  * gbytes_per_s = bytes of the weight format read per call / best time.  A
  * STREAM-like triad (a = b + s c, 3 x 128 MB) gives the attainable
  * bandwidth.  --shape OUTxIN and --sparsity S restrict the matrix cases to
- * one shape / one unstructured sparsity (plus 2:4); --matrices-only skips
+ * one shape / one unstructured sparsity (plus 2:4); --prefill-batch N
+ * replaces the prefill batch of 128; --matrices-only skips
  * the model decode.
  * OpenBLAS and OpenMP use the same thread count (OMP_NUM_THREADS).
  * Then end-to-end decode: a model with LLaMA-2-7B layer shapes (D 4096,
@@ -373,7 +374,7 @@ typedef struct {
 int bench_sparse(dist_ctx *d, int argc, char **argv)
 {
     int json = 0, quick = 0, reps = 0, rounds = 0, decode_only = 0, steps = 0;
-    int only_out = 0, only_in = 0, matrices_only = 0;
+    int only_out = 0, only_in = 0, matrices_only = 0, prefill = 0;
     double only_sp = -1;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -384,6 +385,15 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--steps"))) steps = atoi(v);
         else if ((v = cli_opt(argc, argv, &i, "--reps"))) reps = atoi(v);
         else if ((v = cli_opt(argc, argv, &i, "--rounds"))) rounds = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--prefill-batch"))) {
+            prefill = atoi(v);
+            if (prefill < 2 || prefill > 4096) {
+                if (dist_rank(d) == 0)
+                    fprintf(stderr, "losa bench sparse: --prefill-batch: expected 2..4096, "
+                                    "got '%s'\n", v);
+                return 2;
+            }
+        }
         else if ((v = cli_opt(argc, argv, &i, "--sparsity"))) only_sp = atof(v);
         else if ((v = cli_opt(argc, argv, &i, "--shape"))) {
             if (sscanf(v, "%dx%d", &only_out, &only_in) != 2 || only_out <= 0 || only_in <= 0) {
@@ -396,7 +406,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
         else {
             if (dist_rank(d) == 0)
                 fprintf(stderr, "losa bench sparse: unknown option '%s' (expected --quick, "
-                                "--json, --reps K, --rounds R, --shape OUTxIN, --sparsity S, --decode-only, --matrices-only, --steps N)\n", argv[i]);
+                                "--json, --reps K, --rounds R, --shape OUTxIN, --sparsity S, --prefill-batch N, --decode-only, --matrices-only, --steps N)\n", argv[i]);
             return 2;
         }
     }
@@ -424,7 +434,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
         sps = one_sp;
         nsp = 1;
     }
-    int batches[2] = {1, quick ? 16 : 128};
+    int batches[2] = {1, prefill ? prefill : quick ? 16 : 128};
     int reps1 = reps > 0 ? reps : quick ? 2 : 4, repsB = reps > 0 ? reps : quick ? 1 : 2;
     int rounds1 = rounds > 0 ? rounds : quick ? 3 : 7, roundsB = rounds > 0 ? rounds : quick ? 1 : 3;
 
