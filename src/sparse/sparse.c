@@ -497,6 +497,12 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
         sparse_matvec(Y, s, X);
         return;
     }
+#if defined(__x86_64__)
+    if (isa == SPARSE_ISA_AVX512 && s->fmt == SPARSE_FORMAT_BITMAP && N <= SPARSE_SMALL_N) {
+        sparse_matmul_small_avx512(Y, s, X, N);
+        return;
+    }
+#endif
     if (isa == SPARSE_ISA_SCALAR) {
 #pragma omp parallel for schedule(static) if ((int64_t)N * s->out * s->in > (1 << 18))
         for (int n = 0; n < N; n++) {
@@ -534,10 +540,11 @@ int sparse_profitable(double density, int batch)
      * 2 threads, panelled bitmap f32 vs OpenBLAS: decode (batch 1) 1.5-2.0x
      * at density 0.5 (2:4 1.7x), 2.2-2.7x at 0.4, 2.5-3.2x at 0.3; prefill
      * (batch 128) 1.0-1.2x at 0.5 (2:4 0.8-1.1x), 1.1-1.5x at 0.4,
-     * 1.1-2.1x at 0.3.  Small batches (2-16) run the prefill kernel with
-     * one block of 16 lanes and were not measured: stay conservative. */
+     * 1.1-2.1x at 0.3.  Small batches (multi-vector matvec, `bench sparse
+     * --prefill-batch N`): at density 0.3 3.5-6.8x (N 4), 2.1-2.8x (8),
+     * 1.2-1.5x (16); 2:4 1.8-3.2x (4), 1.4-1.8x (8), 0.8-1.05x (16). */
     if (density <= 0.0) return 1;
-    if (batch <= 1) return density <= 0.55;
+    if (batch <= 8) return density <= 0.55;
     if (batch <= 16) return density <= 0.40;
     return density <= 0.45;
 }

@@ -9,6 +9,12 @@
  * the last non-zero stay inside the allocation. */
 #define SPARSE_VAL_PAD 64
 
+/* Batches up to this many rows run the multi-vector matvec (fp32 bitmap,
+ * AVX-512) instead of the transposed prefill kernel. */
+#ifndef SPARSE_SMALL_N
+#define SPARSE_SMALL_N 16
+#endif
+
 /* Prefill blocking: input columns per chunk (multiple of 64) so that the
  * chunk of X^T stays in L2 while every row of W streams through it. */
 #ifndef SPARSE_KC
@@ -29,6 +35,8 @@ void sparse_transpose_out(float *Y, const float *YT, int ldt, int N, int out);
 #if defined(__x86_64__)
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
+/* Y (N, out) = X W^T for small N, fp32 bitmap only (SPARSE_SMALL_N). */
+void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N);
 void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x);
 /* YT (out, ldt) = W XT, XT (in, ldt), ldt a multiple of 16 (padded zeros). */
 void sparse_matmul_t_avx2(float *YT, const sparse_matrix *s, const float *XT, int ldt,

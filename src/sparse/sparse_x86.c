@@ -230,6 +230,91 @@ void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
     matvec_rows(y, s, x, rows512);
 }
 
+/* Small batches (2-16 rows of X) on the fp32 bitmap: the matvec kernel
+ * for up to 8 vectors at once, so that every row of W is read from memory
+ * and expanded once per 8 vectors (the transposed prefill kernel below
+ * pays a transpose and, like OpenBLAS at small N, loses the memory-bound
+ * advantage).  Y[n * ldy + o] (+)= row o . X[n * ldx + i]. */
+INLINE T512 void rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix *s,
+                                  const float *X, int64_t ldx, int o0, int o1, int acc,
+                                  const int nb)
+{
+    int nw = s->nw, wf = s->in / 16;
+    for (int64_t o = o0; o < o1; o++) {
+        const uint16_t *m = s->mask + o * nw;
+        const float *v = (const float *)s->vals + s->rowptr[o];
+        __m512 a[8], b[8];
+        for (int n = 0; n < nb; n++) a[n] = b[n] = _mm512_setzero_ps();
+        int w = 0;
+        for (; w + 4 <= wf; w += 4) {
+            uint64_t k;
+            memcpy(&k, m + w, 8);
+            _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
+            int p1 = __builtin_popcountll(k & 0xffffull), p2 = __builtin_popcountll(k & 0xffffffffull);
+            int p3 = __builtin_popcountll(k & 0xffffffffffffull);
+            __m512 e0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+            __m512 e1 = _mm512_maskz_expand_ps((__mmask16)(k >> 16), _mm512_loadu_ps(v + p1));
+            __m512 e2 = _mm512_maskz_expand_ps((__mmask16)(k >> 32), _mm512_loadu_ps(v + p2));
+            __m512 e3 = _mm512_maskz_expand_ps((__mmask16)(k >> 48), _mm512_loadu_ps(v + p3));
+            v += __builtin_popcountll(k);
+            for (int n = 0; n < nb; n++) {
+                const float *xn = X + n * ldx + 16 * w;
+                a[n] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(xn), a[n]);
+                b[n] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(xn + 16), b[n]);
+                a[n] = _mm512_fmadd_ps(e2, _mm512_loadu_ps(xn + 32), a[n]);
+                b[n] = _mm512_fmadd_ps(e3, _mm512_loadu_ps(xn + 48), b[n]);
+            }
+        }
+        for (; w < nw; w++) {
+            unsigned k = m[w];
+            __m512 e0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+            v += __builtin_popcount(k);
+            for (int n = 0; n < nb; n++) {
+                const float *xn = X + n * ldx + 16 * w;
+                __m512 xv = w < wf ? _mm512_loadu_ps(xn) : _mm512_maskz_loadu_ps((__mmask16)k, xn);
+                a[n] = _mm512_fmadd_ps(e0, xv, a[n]);
+            }
+        }
+        for (int n = 0; n < nb; n++) {
+            float r = _mm512_reduce_add_ps(_mm512_add_ps(a[n], b[n]));
+            float *y = Y + n * ldy + o;
+            *y = acc ? *y + r : r;
+        }
+    }
+}
+
+T512 static void rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
+                               int64_t ldx, int nb, int o0, int o1, int acc)
+{
+    switch (nb) {
+    case 1: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 1); break;
+    case 2: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 2); break;
+    case 3: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 3); break;
+    case 4: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 4); break;
+    case 5: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 5); break;
+    case 6: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 6); break;
+    case 7: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 7); break;
+    default: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 8); break;
+    }
+}
+
+void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N)
+{
+#pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
+    {
+        int o0, o1;
+        thread_rows(s->out, &o0, &o1);
+        for (int n0 = 0; n0 < N; n0 += 8) {
+            int nb = N - n0 < 8 ? N - n0 : 8;
+            float *y = Y + (int64_t)n0 * s->out;
+            const float *x = X + (int64_t)n0 * s->in;
+            if (!s->npanel) rows512_multi(y, s->out, s, x, s->in, nb, o0, o1, 0);
+            for (int p = 0; p < s->npanel; p++)
+                rows512_multi(y, s->out, &s->panel[p], x + s->pcol[p], s->in, nb, o0, o1, p > 0);
+        }
+    }
+}
+
 /* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads. */
 T512 static void dense_rows512(float *y, const float *W, int64_t in, const float *x, int o0,
                                int o1)
