@@ -51,30 +51,38 @@ static void thread_rows(int out, int *o0, int *o1)
 
 /* ------------------------------------------------------------ AVX-512 */
 
+/* The packed fp32 values of 64 inputs (bitmap words k, 16 bits each)
+ * expanded to e[0..3]; *pv advances past them.  Offsets come from popcounts
+ * of the mask prefix, so the only loop-carried dependence is one add;
+ * register expands (the memory form of vexpandps is slow on some cores). */
+INLINE T512 void expand64_f32(uint64_t k, const float **pv, __m512 e[4])
+{
+    const float *v = *pv;
+    _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
+    int p1 = __builtin_popcountll(k & 0xffffull), p2 = __builtin_popcountll(k & 0xffffffffull);
+    int p3 = __builtin_popcountll(k & 0xffffffffffffull);
+    e[0] = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+    e[1] = _mm512_maskz_expand_ps((__mmask16)(k >> 16), _mm512_loadu_ps(v + p1));
+    e[2] = _mm512_maskz_expand_ps((__mmask16)(k >> 32), _mm512_loadu_ps(v + p2));
+    e[3] = _mm512_maskz_expand_ps((__mmask16)(k >> 48), _mm512_loadu_ps(v + p3));
+    *pv = v + __builtin_popcountll(k);
+}
+
 T512 static float row512_bitmap_f32(const uint16_t *m, const float *v, const float *x,
                                     int in, int nw)
 {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     int wf = in / 16, w = 0;
-    /* 4 words (64 inputs) per step: offsets from popcounts of the 64-bit
-     * mask prefix, so the only loop-carried dependence is one add; register
-     * expands (the memory form of vexpandps is slow on some cores). */
-    for (; w + 4 <= wf; w += 4) {
+    for (; w + 4 <= wf; w += 4) { /* 4 words (64 inputs) per step */
         uint64_t k;
         memcpy(&k, m + w, 8);
-        _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
-        int p1 = __builtin_popcountll(k & 0xffffull), p2 = __builtin_popcountll(k & 0xffffffffull);
-        int p3 = __builtin_popcountll(k & 0xffffffffffffull);
-        __m512 v0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
-        __m512 v1 = _mm512_maskz_expand_ps((__mmask16)(k >> 16), _mm512_loadu_ps(v + p1));
-        __m512 v2 = _mm512_maskz_expand_ps((__mmask16)(k >> 32), _mm512_loadu_ps(v + p2));
-        __m512 v3 = _mm512_maskz_expand_ps((__mmask16)(k >> 48), _mm512_loadu_ps(v + p3));
-        v += __builtin_popcountll(k);
-        a0 = _mm512_fmadd_ps(v0, _mm512_loadu_ps(x + 16 * w), a0);
-        a1 = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x + 16 * w + 16), a1);
-        a2 = _mm512_fmadd_ps(v2, _mm512_loadu_ps(x + 16 * w + 32), a2);
-        a3 = _mm512_fmadd_ps(v3, _mm512_loadu_ps(x + 16 * w + 48), a3);
+        __m512 e[4];
+        expand64_f32(k, &v, e);
+        a0 = _mm512_fmadd_ps(e[0], _mm512_loadu_ps(x + 16 * w), a0);
+        a1 = _mm512_fmadd_ps(e[1], _mm512_loadu_ps(x + 16 * w + 16), a1);
+        a2 = _mm512_fmadd_ps(e[2], _mm512_loadu_ps(x + 16 * w + 32), a2);
+        a3 = _mm512_fmadd_ps(e[3], _mm512_loadu_ps(x + 16 * w + 48), a3);
     }
     for (; w < nw; w++) {
         unsigned k = m[w];
@@ -249,20 +257,14 @@ INLINE T512 void rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix *s,
         for (; w + 4 <= wf; w += 4) {
             uint64_t k;
             memcpy(&k, m + w, 8);
-            _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
-            int p1 = __builtin_popcountll(k & 0xffffull), p2 = __builtin_popcountll(k & 0xffffffffull);
-            int p3 = __builtin_popcountll(k & 0xffffffffffffull);
-            __m512 e0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
-            __m512 e1 = _mm512_maskz_expand_ps((__mmask16)(k >> 16), _mm512_loadu_ps(v + p1));
-            __m512 e2 = _mm512_maskz_expand_ps((__mmask16)(k >> 32), _mm512_loadu_ps(v + p2));
-            __m512 e3 = _mm512_maskz_expand_ps((__mmask16)(k >> 48), _mm512_loadu_ps(v + p3));
-            v += __builtin_popcountll(k);
+            __m512 e[4];
+            expand64_f32(k, &v, e);
             for (int n = 0; n < nb; n++) {
                 const float *xn = X + n * ldx + 16 * w;
-                a[n] = _mm512_fmadd_ps(e0, _mm512_loadu_ps(xn), a[n]);
-                b[n] = _mm512_fmadd_ps(e1, _mm512_loadu_ps(xn + 16), b[n]);
-                a[n] = _mm512_fmadd_ps(e2, _mm512_loadu_ps(xn + 32), a[n]);
-                b[n] = _mm512_fmadd_ps(e3, _mm512_loadu_ps(xn + 48), b[n]);
+                a[n] = _mm512_fmadd_ps(e[0], _mm512_loadu_ps(xn), a[n]);
+                b[n] = _mm512_fmadd_ps(e[1], _mm512_loadu_ps(xn + 16), b[n]);
+                a[n] = _mm512_fmadd_ps(e[2], _mm512_loadu_ps(xn + 32), a[n]);
+                b[n] = _mm512_fmadd_ps(e[3], _mm512_loadu_ps(xn + 48), b[n]);
             }
         }
         for (; w < nw; w++) {
