@@ -520,15 +520,29 @@ static void io_split_attr(const char *name, char *obj, size_t n, const char **ke
     }
 }
 
+/* Opens the group holding attribute path `name` ("group/key"; "key": the
+ * root) into *g, created when writing; obj (n bytes) gets the group's
+ * path and *key points into name.  On error *g < 0 and the status says
+ * which file and group. */
+static losa_status io_attr_group(io_store *st, const char *name, int write, char *obj, size_t n,
+                                 const char **key, hid_t *g)
+{
+    io_split_attr(name, obj, n, key);
+    *g = io_group_open(st, obj, write);
+    if (*g >= 0) return LOSA_OK;
+    if (write) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, obj);
+    return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, obj);
+}
+
 losa_status io_store_write_string(io_store *st, const char *name, const char *s)
 {
     LOSA_CHECK(st->writable);
     char obj[1024];
     const char *key;
-    io_split_attr(name, obj, sizeof obj, &key);
-    hid_t g = io_group_open(st, obj, 1);
-    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, obj);
-    losa_status r = io_attr_write_str(st, g, key, s);
+    hid_t g;
+    losa_status r = io_attr_group(st, name, 1, obj, sizeof obj, &key, &g);
+    if (r != LOSA_OK) return r;
+    r = io_attr_write_str(st, g, key, s);
     H5Oclose(g);
     return r;
 }
@@ -537,12 +551,11 @@ losa_status io_store_read_string(io_store *st, const char *name, char **s)
 {
     char obj[1024];
     const char *key;
-    io_split_attr(name, obj, sizeof obj, &key);
+    hid_t g;
     *s = NULL;
-    hid_t g = io_group_open(st, obj, 0);
-    if (g < 0)
-        return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, obj);
-    losa_status r = io_attr_read_str(st, g, obj, key, s);
+    losa_status r = io_attr_group(st, name, 0, obj, sizeof obj, &key, &g);
+    if (r != LOSA_OK) return r;
+    r = io_attr_read_str(st, g, obj, key, s);
     H5Oclose(g);
     return r;
 }
@@ -552,10 +565,10 @@ losa_status io_store_write_attr_int(io_store *st, const char *name, int v)
     LOSA_CHECK(st->writable);
     char obj[1024];
     const char *key;
-    io_split_attr(name, obj, sizeof obj, &key);
-    hid_t g = io_group_open(st, obj, 1);
-    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, obj);
-    losa_status r = io_attr_write_int(st, g, key, v);
+    hid_t g;
+    losa_status r = io_attr_group(st, name, 1, obj, sizeof obj, &key, &g);
+    if (r != LOSA_OK) return r;
+    r = io_attr_write_int(st, g, key, v);
     H5Oclose(g);
     return r;
 }
@@ -564,10 +577,10 @@ losa_status io_store_read_attr_int(io_store *st, const char *name, int *v)
 {
     char obj[1024];
     const char *key;
-    io_split_attr(name, obj, sizeof obj, &key);
-    hid_t g = io_group_open(st, obj, 0);
-    if (g < 0) return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, obj);
-    losa_status r = io_attr_read_int(st, g, obj, key, v);
+    hid_t g;
+    losa_status r = io_attr_group(st, name, 0, obj, sizeof obj, &key, &g);
+    if (r != LOSA_OK) return r;
+    r = io_attr_read_int(st, g, obj, key, v);
     H5Oclose(g);
     return r;
 }
