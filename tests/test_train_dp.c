@@ -19,19 +19,9 @@
 #include "lora.h"
 #include "model.h"
 #include "test_util.h"
+#include "train_fixture.h"
 
 #define STEPS 10
-
-static void prune_half(model_stage *s)
-{
-    for (int l = 0; l < s->n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&s->cfg, m, &o, &i);
-            for (int64_t e = 0; e < (int64_t)o * i; e++)
-                if (fabsf(s->layers[l].w[m][e]) < 0.6745f * 0.2f) s->layers[l].w[m][e] = 0.0f;
-        }
-}
 
 /* 10 steps; curve = loss (STEPS) then grad norm (STEPS); *hash = a checksum
  * of this rank's adapter parameters. */
@@ -40,16 +30,7 @@ static void run(dist_ctx *d, const model_config *c, const lora_train_config *tc,
 {
     model_stage s;
     lora_adapters ad;
-    lora_config lc;
-    lora_config_default(&lc);
-    lc.rank = 6;
-    if (d) TEST_CHECK(model_stage_for_rank(&s, c, d) == LOSA_OK, "stage");
-    else model_stage_build(&s, c, 0, 1);
-    model_stage_randomize(&s, 21, 0.2f);
-    prune_half(&s);
-    TEST_CHECK(lora_adapters_build(&ad, &s, &lc) == LOSA_OK, "adapters");
-    for (int l = 0; l < s.n_layers; l++) lora_set_rank(&ad, l, 2 + (s.layer0 + l) % 5);
-    lora_delta_update(&ad, &s);
+    fixture_model(d, c, &s, &ad);
     lora_trainer tr;
     TEST_CHECK(lora_trainer_build(&tr, d, &s, &ad, tc) == LOSA_OK, "trainer: %s", core_errmsg());
     if (d && dist_n_stages(d) > 1) { /* activation buffers: in-flight micro-batches only */
@@ -58,14 +39,7 @@ static void run(dist_ctx *d, const model_config *c, const lora_train_config *tc,
         TEST_CHECK(tr.n_acts == (want > 0 ? want : 1), "stage %d: %d activation buffers, want %d",
                    dist_stage(d), tr.n_acts, want);
     }
-    int64_t per = (int64_t)tc->grad_accum * tc->B * tc->T;
-    for (int st = 0; st < STEPS; st++) {
-        lora_step_stats ss;
-        losa_status rc = lora_train_step(&tr, tok + (st % 3) * per, tgt + (st % 3) * per, &ss);
-        TEST_CHECK(rc == LOSA_OK, "step %d: %s", st, core_errmsg());
-        curve[st] = ss.loss;
-        curve[STEPS + st] = ss.grad_norm;
-    }
+    fixture_train(&tr, tc, tok, tgt, 3, STEPS, curve);
     double h = 0;
     for (size_t i = 0; i < ad.n_params; i++) h += (double)ad.params[i] * (double)((i % 97) + 1);
     *hash = h;
@@ -74,39 +48,17 @@ static void run(dist_ctx *d, const model_config *c, const lora_train_config *tc,
     model_stage_free(&s);
 }
 
-static double max_rel(const double *x, const double *r, int n)
-{
-    double w = 0;
-    for (int i = 0; i < n; i++) w = fmax(w, fabs(x[i] - r[i]) / fabs(r[i]));
-    return w;
-}
-
 int main(int argc, char **argv)
 {
     dist_ctx *d;
     if (dist_init(&argc, &argv, &d) != LOSA_OK) return 1;
     int P = dist_size(d);
-    model_config c = {.dim = 32, .hidden_dim = 56, .n_layers = 4, .n_heads = 4,
-                      .n_kv_heads = 2, .vocab_size = 41, .max_seq_len = 16,
-                      .rms_eps = 1e-5f, .rope_theta = 10000.0f, .tie_embeddings = 0,
-                      .bos_id = 1, .eos_id = 2};
+    model_config c = fixture_config(4);
     lora_train_config tc;
-    lora_train_config_default(&tc);
-    tc.B = 2;
-    tc.T = 10;
-    tc.grad_accum = 6;
-    tc.steps = STEPS;
-    tc.lr = 3e-3f;
-    tc.max_grad_norm = 0.5f;
-    tc.warmup_ratio = 0.2f;
-    tc.seed = 7;
+    fixture_train_config(&tc, 6, STEPS);
     int64_t per = (int64_t)tc.grad_accum * tc.B * tc.T, n = 3 * per;
-    int *tok = malloc(sizeof(int) * n), *tgt = malloc(sizeof(int) * n);
-    core_rng r;
-    core_rng_seed(&r, 5);
-    for (int64_t i = 0; i < n; i++) tok[i] = (int)(core_rng_u64(&r) % c.vocab_size);
-    for (int64_t i = 0; i < n; i++)
-        tgt[i] = (i % tc.T == tc.T - 1 || ((i / tc.T) % 5 == 4 && i % tc.T > 5)) ? -1 : tok[i + 1];
+    int *tok, *tgt;
+    fixture_tokens(n, tc.T, c.vocab_size, &tok, &tgt);
     double ref[2 * STEPS], ref1[2 * STEPS], h;
     run(NULL, &c, &tc, tok, tgt, ref, &h);
     lora_train_config tc1 = tc;
@@ -124,7 +76,7 @@ int main(int argc, char **argv)
             t.ckpt = sch; /* GPipe run with activation checkpointing */
             run(d, &c, &t, tok, tgt, cur[sch], &hash[sch]);
         }
-        double w = max_rel(cur[0], ref, 2 * STEPS);
+        double w = fixture_max_rel(cur[0], ref, 2 * STEPS);
         int same = memcmp(cur[0], ref, sizeof ref) == 0;
         int same_sched = memcmp(cur[0], cur[1], sizeof ref) == 0 && hash[0] == hash[1];
         /* replicas of a stage hold the same adapters */
@@ -146,7 +98,7 @@ int main(int argc, char **argv)
         if (dp == 2) { /* grad_accum 1: replica 1 has no micro-batch */
             double c1[2 * STEPS];
             run(d, &c, &tc1, tok, tgt, c1, &h);
-            double w1 = max_rel(c1, ref1, 2 * STEPS);
+            double w1 = fixture_max_rel(c1, ref1, 2 * STEPS);
             if (dist_rank(d) == 0)
                 fprintf(stderr, "(PP,DP)=(%d,%d) grad_accum 1: max rel %.2e\n", pp, dp, w1);
             TEST_CHECK(w1 <= 1e-5, "(%d,%d) grad_accum 1: max rel %.3g", pp, dp, w1);
