@@ -80,18 +80,8 @@ for np in 1 2; do
     check "np=$np: resumed from step 2" grep -q "resuming after step 2" $W/res$np.log
     check "np=$np: resumed ppl == uninterrupted ($(json_get "$full" losa_ppl))" \
         test "$(json_get "$full" losa_ppl)" = "$(json_get "$res" losa_ppl)"
-    check "np=$np: resumed model.h5 bit-identical" /usr/bin/python3 - $W/full$np $W/res$np <<'PY'
-import sys, h5py, numpy as np
-a, b = (h5py.File(p + '/model.h5', 'r') for p in sys.argv[1:3])
-def walk(g, out, pre=''):
-    for k, v in g.items():
-        if isinstance(v, h5py.Dataset): out[pre + k] = v[()]
-        else: walk(v, out, pre + k + '/')
-da, db = {}, {}
-walk(a, da); walk(b, db)
-assert da.keys() == db.keys()
-for k in da: assert np.array_equal(da[k], db[k]), k
-PY
+    check "np=$np: resumed model.h5 bit-identical" /usr/bin/python3 tests/ref/h5_same.py \
+        $W/full$np/model.h5 $W/res$np/model.h5
 done
 # dense reference outputs from the stage's HDF5 shard instead of memory
 disk=$("$LOSA" run input/default.ini "${SETS[@]}" --set losa.mode=losa --set losa.dense_ref=disk --set output.dir=$W/disk --json 2>$W/disk.log)
