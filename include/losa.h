@@ -160,6 +160,11 @@ typedef struct {
     losa_history hist;
 } losa_run;
 
+/* The [train] and [lora] sections of a deck (train.seqlen, batch,
+ * grad_accum, lr, weight_decay, warmup_ratio, max_grad_norm, beta1, beta2,
+ * eps, seed, recompute; lora.r_max, rank, alpha, r0, dropout; the adapter
+ * seed is train.seed) over the defaults; the schedule stays the default. */
+void losa_train_configs(const deck *dk, lora_train_config *tc, lora_config *lc);
 /* Not collective: settings from the deck (validated). */
 losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name);
 /* Collective: everything; r->cfg, tok, calib, eval_ids, ds must be loaded. */

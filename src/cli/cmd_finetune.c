@@ -38,28 +38,9 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     s = cli_load_model(d, deck_str(dk, "model.store"), &st, &tk);
     if (cli_fail(d, "finetune", s)) { deck_free(&dk); return 1; }
     lora_train_config tc;
-    lora_train_config_default(&tc);
-    tc.T = (int)deck_int(dk, "train.seqlen");
-    tc.B = (int)deck_int(dk, "train.batch");
-    tc.grad_accum = (int)deck_int(dk, "train.grad_accum");
-    tc.lr = (float)deck_float(dk, "train.lr");
-    tc.weight_decay = (float)deck_float(dk, "train.weight_decay");
-    tc.warmup_ratio = (float)deck_float(dk, "train.warmup_ratio");
-    tc.max_grad_norm = (float)deck_float(dk, "train.max_grad_norm");
-    tc.beta1 = (float)deck_float(dk, "train.beta1");
-    tc.beta2 = (float)deck_float(dk, "train.beta2");
-    tc.eps = (float)deck_float(dk, "train.eps");
-    tc.seed = (uint64_t)deck_int(dk, "train.seed");
-    tc.ckpt = deck_bool(dk, "train.recompute");
-    int response_only = deck_bool(dk, "data.response_only");
     lora_config lc;
-    lora_config_default(&lc);
-    lc.r_max = (int)deck_int(dk, "lora.r_max");
-    lc.rank = (int)deck_int(dk, "lora.rank");
-    lc.alpha = (float)deck_float(dk, "lora.alpha");
-    lc.r0 = (float)deck_float(dk, "lora.r0");
-    lc.dropout = (float)deck_float(dk, "lora.dropout");
-    lc.seed = tc.seed;
+    losa_train_configs(dk, &tc, &lc);
+    int response_only = deck_bool(dk, "data.response_only");
     if (tc.T > st.cfg.max_seq_len)
         s = core_err(LOSA_ERR_ARG, "%s: train.seqlen %d exceeds the model's max_seq_len %d",
                      argv[1], tc.T, st.cfg.max_seq_len);

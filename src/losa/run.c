@@ -30,6 +30,30 @@
 
 /* ------------------------------------------------------------ settings */
 
+void losa_train_configs(const deck *dk, lora_train_config *tc, lora_config *lc)
+{
+    lora_train_config_default(tc);
+    tc->T = (int)deck_int(dk, "train.seqlen");
+    tc->B = (int)deck_int(dk, "train.batch");
+    tc->grad_accum = (int)deck_int(dk, "train.grad_accum");
+    tc->lr = (float)deck_float(dk, "train.lr");
+    tc->weight_decay = (float)deck_float(dk, "train.weight_decay");
+    tc->warmup_ratio = (float)deck_float(dk, "train.warmup_ratio");
+    tc->max_grad_norm = (float)deck_float(dk, "train.max_grad_norm");
+    tc->beta1 = (float)deck_float(dk, "train.beta1");
+    tc->beta2 = (float)deck_float(dk, "train.beta2");
+    tc->eps = (float)deck_float(dk, "train.eps");
+    tc->seed = (uint64_t)deck_int(dk, "train.seed");
+    tc->ckpt = deck_bool(dk, "train.recompute");
+    lora_config_default(lc);
+    lc->r_max = (int)deck_int(dk, "lora.r_max");
+    lc->rank = (int)deck_int(dk, "lora.rank");
+    lc->alpha = (float)deck_float(dk, "lora.alpha");
+    lc->r0 = (float)deck_float(dk, "lora.r0");
+    lc->dropout = (float)deck_float(dk, "lora.dropout");
+    lc->seed = tc->seed;
+}
+
 losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name)
 {
     losa_status s = LOSA_OK;
@@ -64,29 +88,10 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
     if (r->beta == 0) r->beta = r->pc.method == PRUNE_METHOD_SPARSEGPT ? 100.0 : 1.0;
     r->samples_step = deck_int(dk, "losa.samples_per_step");
     r->samples_last = deck_int(dk, "losa.last_step_samples");
-    lora_train_config_default(&r->tc);
-    r->tc.T = (int)deck_int(dk, "train.seqlen");
-    r->tc.B = (int)deck_int(dk, "train.batch");
-    r->tc.grad_accum = (int)deck_int(dk, "train.grad_accum");
-    r->tc.lr = (float)deck_float(dk, "train.lr");
-    r->tc.weight_decay = (float)deck_float(dk, "train.weight_decay");
-    r->tc.warmup_ratio = (float)deck_float(dk, "train.warmup_ratio");
-    r->tc.max_grad_norm = (float)deck_float(dk, "train.max_grad_norm");
-    r->tc.beta1 = (float)deck_float(dk, "train.beta1");
-    r->tc.beta2 = (float)deck_float(dk, "train.beta2");
-    r->tc.eps = (float)deck_float(dk, "train.eps");
-    r->tc.seed = (uint64_t)deck_int(dk, "train.seed");
-    r->tc.ckpt = deck_bool(dk, "train.recompute");
+    losa_train_configs(dk, &r->tc, &r->lc);
     r->tc.schedule = !strcmp(deck_str(dk, "parallel.schedule"), "gpipe") ? LORA_SCHEDULE_GPIPE
                                                                        : LORA_SCHEDULE_1F1B;
     r->response_only = deck_bool(dk, "data.response_only");
-    lora_config_default(&r->lc);
-    r->lc.r_max = (int)deck_int(dk, "lora.r_max");
-    r->lc.rank = (int)deck_int(dk, "lora.rank");
-    r->lc.alpha = (float)deck_float(dk, "lora.alpha");
-    r->lc.r0 = (float)deck_float(dk, "lora.r0");
-    r->lc.dropout = (float)deck_float(dk, "lora.dropout");
-    r->lc.seed = r->tc.seed;
     if (r->lc.rank > r->lc.r_max)
         return core_err(LOSA_ERR_ARG, "%s: lora.rank %d exceeds lora.r_max %d", deck_name,
                         r->lc.rank, r->lc.r_max);
