@@ -519,9 +519,10 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
     int64_t *rowoff = core_calloc((size_t)s->out, sizeof(int64_t));
     sparse_transpose_in(XT, ldt, X, N, s->in);
     /* the kernels accumulate into YT: one call per panel */
-    for (int p = 0; p < (s->npanel ? s->npanel : 1); p++) {
-        const sparse_matrix *q = s->npanel ? &s->panel[p] : s;
-        const float *xt = XT + (int64_t)(s->npanel ? s->pcol[p] : 0) * ldt;
+    for (int p = 0; p < sparse_npieces(s); p++) {
+        int c0;
+        const sparse_matrix *q = sparse_piece(s, p, &c0);
+        const float *xt = XT + (int64_t)c0 * ldt;
         if (isa == SPARSE_ISA_AVX512) sparse_matmul_t_avx512(YT, q, xt, ldt, rowoff);
         else sparse_matmul_t_avx2(YT, q, xt, ldt, rowoff);
     }

@@ -27,6 +27,16 @@ static inline float sparse_bf16_to_f32(uint16_t h)
     return c.f;
 }
 
+/* The unpanelled pieces of s, for the kernels: s itself, or its column
+ * panels; piece p covers inputs *c0 .. *c0 + in - 1. */
+static inline int sparse_npieces(const sparse_matrix *s) { return s->npanel ? s->npanel : 1; }
+
+static inline const sparse_matrix *sparse_piece(const sparse_matrix *s, int p, int *c0)
+{
+    *c0 = s->npanel ? s->pcol[p] : 0;
+    return s->npanel ? &s->panel[p] : s;
+}
+
 /* Transposes for prefill: XT (in, ldt) <- X (N, in) with zero padding of
  * columns N..ldt-1; Y (N, out) <- YT (out, ldt).  Threaded. */
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in);

@@ -227,9 +227,11 @@ static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_f
     {
         int o0, o1;
         thread_rows(s->out, &o0, &o1);
-        if (!s->npanel) rows(y, s, x, o0, o1, 0);
-        for (int p = 0; p < s->npanel; p++)
-            rows(y, &s->panel[p], x + s->pcol[p], o0, o1, p > 0);
+        for (int p = 0; p < sparse_npieces(s); p++) {
+            int c0;
+            const sparse_matrix *q = sparse_piece(s, p, &c0);
+            rows(y, q, x + c0, o0, o1, p > 0);
+        }
     }
 }
 
@@ -310,9 +312,11 @@ void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X
             int nb = N - n0 < 8 ? N - n0 : 8;
             float *y = Y + (int64_t)n0 * s->out;
             const float *x = X + (int64_t)n0 * s->in;
-            if (!s->npanel) rows512_multi(y, s->out, s, x, s->in, nb, o0, o1, 0);
-            for (int p = 0; p < s->npanel; p++)
-                rows512_multi(y, s->out, &s->panel[p], x + s->pcol[p], s->in, nb, o0, o1, p > 0);
+            for (int p = 0; p < sparse_npieces(s); p++) {
+                int c0;
+                const sparse_matrix *q = sparse_piece(s, p, &c0);
+                rows512_multi(y, s->out, q, x + c0, s->in, nb, o0, o1, p > 0);
+            }
         }
     }
 }
