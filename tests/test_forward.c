@@ -105,8 +105,34 @@ static void check_kernels(void)
     free(x); free(w); free(y1); free(y2);
 }
 
+/* The vectorised exp inside the softmax and log-sum-exp (expf_neg): against
+ * libm's exp in double over [-100, 0] (relative error < 3e-7 by its
+ * polynomial, plus the float rounding of the sum: 1e-6 is loose), and a NaN
+ * or infinite logit gives a NaN loss instead of a finite number (and, under
+ * UBSan in test_asan, no undefined shift or conversion on the way). */
+static void check_exp_nan(void)
+{
+    enum { V = 1000 };
+    float *l = malloc(sizeof(float) * V), *d = calloc(V, sizeof(float));
+    for (int j = 0; j < V; j++) l[j] = -100.0f * j / (V - 1);
+    double s = 0;
+    for (int j = 0; j < V; j++) s += exp((double)l[j]);
+    double want = log(s) - l[7];
+    TEST_NEAR(kern_nll_row(l, 7, V), want, 1e-6, "nll_row vs libm");
+    l[3] = NAN;
+    TEST_CHECK(isnan(kern_nll_row(l, 7, V)), "NaN logit: nll %g", kern_nll_row(l, 7, V));
+    int tgt = 7;
+    double ce = kern_crossentropy_forward_backward(d, l, &tgt, 1, V, 1.0f);
+    TEST_CHECK(isnan(ce), "NaN logit: cross-entropy %g", ce);
+    l[3] = -INFINITY;
+    TEST_CHECK(isfinite(kern_nll_row(l, 7, V)), "-inf logit: nll finite");
+    free(l);
+    free(d);
+}
+
 int main(void)
 {
+    check_exp_nan();
     check_kernels();
     model_config c = {.dim = 64, .hidden_dim = 96, .n_layers = 3, .n_heads = 8,
                       .n_kv_heads = 2, .vocab_size = 50, .max_seq_len = 32,

@@ -13,13 +13,18 @@
 static inline __attribute__((always_inline)) float expf_neg(float x)
 {
     x = x < -87.0f ? -87.0f : x;
-    /* round to nearest by the 1.5 * 2^23 trick (no libm call, vectorises) */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    /* round to nearest by the 1.5 * 2^23 trick (no libm call, vectorises):
+     * t's low mantissa bits then hold n as a two's complement integer, read
+     * without a float -> int conversion (undefined for NaN); NaN propagates
+     * through p. */
+    union { float f; uint32_t u; } t = {.f = x * 1.44269504088896341f + 12582912.0f},
+                                    m = {.f = 12582912.0f};
+    float n = t.f - 12582912.0f;
     float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
                   r * (0.0083333338f + r * 0.0013888889f)))));
-    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23};
-    return p * u.f;
+    union { float f; uint32_t u; } e = {.u = (t.u - m.u + 127u) << 23};
+    return p * e.f;
 }
 
 void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
