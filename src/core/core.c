@@ -131,6 +131,35 @@ float core_rng_normal(core_rng *r)
     return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
 }
 
+/* Progress lines: on a terminal one line redrawn with '\r' (at most once a
+ * second); otherwise (a batch log, slurm-<id>.out) whole newline-terminated
+ * lines, at the start, at most every 10 s, and at the end, so that `tail -f`
+ * and grep can follow them.  LOSA_PROGRESS=tty|lines overrides the check. */
+static int progress_tty(void)
+{
+    static int tty = -1;
+    if (tty < 0) {
+        const char *e = getenv("LOSA_PROGRESS");
+        if (e && !strcmp(e, "tty")) tty = 1;
+        else if (e && !strcmp(e, "lines")) tty = 0;
+        else tty = isatty(STDERR_FILENO) ? 1 : 0;
+    }
+    return tty;
+}
+
+static void progress_line(const core_progress *p, int64_t done, double rate, double eta,
+                          const char *extra)
+{
+    if (progress_tty())
+        core_log("\r%s %lld/%lld  %.0f %s/s  ETA %.0fs%s%s   ", p->label, (long long)done,
+                 (long long)p->total, rate, p->unit, eta, extra ? "  " : "", extra ? extra : "");
+    else
+        core_log("%s %lld/%lld (%.0f%%)  %.0f %s/s  ETA %.0fs%s%s\n", p->label,
+                 (long long)done, (long long)p->total,
+                 p->total > 0 ? 100.0 * (double)done / (double)p->total : 100.0, rate, p->unit,
+                 eta, extra ? "  " : "", extra ? extra : "");
+}
+
 void core_progress_start(core_progress *p, const char *label, const char *unit,
                          int64_t total)
 {
@@ -138,28 +167,32 @@ void core_progress_start(core_progress *p, const char *label, const char *unit,
     p->unit = unit;
     p->total = total;
     p->t0 = p->last = core_time();
+    if (!progress_tty() && total > 0) progress_line(p, 0, 0, 0, NULL);
 }
 
 void core_progress_update(core_progress *p, int64_t done, int64_t units,
                           const char *extra)
 {
     double now = core_time();
-    if (now - p->last < 1.0 && done < p->total) return;
+    if (progress_tty()) {
+        if (now - p->last < 1.0 && done < p->total) return;
+    } else if (now - p->last < 10.0 || done >= p->total) {
+        return; /* the 100% line is core_progress_end's */
+    }
     p->last = now;
     double el = now - p->t0;
     double rate = el > 0 ? units / el : 0;
     double eta = done > 0 ? el * (p->total - done) / done : 0;
-    core_log("\r%s %lld/%lld  %.0f %s/s  ETA %.0fs%s%s   ", p->label,
-             (long long)done, (long long)p->total, rate, p->unit, eta,
-             extra ? "  " : "", extra ? extra : "");
+    progress_line(p, done, rate, eta, extra);
 }
 
 void core_progress_end(core_progress *p, int64_t units)
 {
     double el = core_time() - p->t0;
-    core_log("\r%s %lld/%lld  %.0f %s/s  %.1fs                    \n", p->label,
-             (long long)p->total, (long long)p->total, el > 0 ? units / el : 0,
-             p->unit, el);
+    core_log("%s%s %lld/%lld%s  %.0f %s/s  %.1fs%s\n", progress_tty() ? "\r" : "", p->label,
+             (long long)p->total, (long long)p->total, progress_tty() ? "" : " (100%)",
+             el > 0 ? units / el : 0, p->unit, el,
+             progress_tty() ? "                    " : "");
 }
 
 void core_tmpname(char *buf, size_t n, const char *path)
