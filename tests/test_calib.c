@@ -8,9 +8,12 @@
  *  - every layout of the world (PP = size; PP x DP = 1 x 2, 2 x 2) against a
  *    single-rank sequential driver written here on rank 0 with a 1-stage
  *    model (same kernels, plain loop): pipeline layouts give bit-identical
- *    weights and reconstruction errors; DP layouts (different reduction
- *    order of the Hessian / recon sums) identical masks for magnitude and
- *    Wanda, SparseGPT weights within 1e-4, recon errors within 1e-9;
+ *    weights and reconstruction errors; DP layouts (each replica runs the
+ *    GEMMs on fewer windows, which a BLAS may sum in another order, and the
+ *    statistics are all-reduced in another order): magnitude bit-identical
+ *    (data-independent), Wanda masks identical up to ties explained by the
+ *    reduction-order bound (test_util.h), SparseGPT weights within 1e-4,
+ *    recon errors within the bound derived in dp_recon_tol;
  *  - measured sparsity == target: per matrix for Wanda (rows k or k+1) and for
  *    magnitude, per 128-column block rule for SparseGPT; N:M exact;
  *  - on one rank, against tests/ref/seqprune_ref.py (independent float64
@@ -33,6 +36,9 @@
 
 enum { NWIN = 8, SEQ = 32, CHUNK = 4 };
 static const double LSP[4] = {0.4, 0.5, 0.6, 0.7};
+/* Wanda's column norms of the reference run, per layer and input group
+ * (widths D, D, D, F): the scores that explain DP mask flips as ties. */
+static double ref_colsq[4][4][96];
 
 static model_config test_config(void)
 {
@@ -121,6 +127,7 @@ static void ref_prune_sequential(model_stage *s, const int *tokens, int N, int S
             for (int w = 0; w < N; w++)
                 for (int j = 0; j < W; j++) colsq[j] += wcs[g][(int64_t)w * W + j];
             for (int j = 0; j < W; j++) colsq[j] /= (double)N * S;
+            memcpy(ref_colsq[l][g], colsq, sizeof(double) * W);
             LOSA_CHECK(prune_stats_finalize(&hs[g]) == LOSA_OK);
             for (int m = 0; m < MODEL_N_MAPS; m++) {
                 if (grp[m] != g) continue;
@@ -327,6 +334,68 @@ static int python_compare(const model_stage *dense, const model_stage *g,
     return 0;
 }
 
+
+/* Forward perturbation of a data-parallel layout, relative to the size of
+ * the activations, after layer l: every layer is a chain of 6 GEMMs (q/k/v,
+ * scores, values, o, gate/up, down) of inner dimension <= F, each of which a
+ * differently split BLAS call may sum in another order (2 gamma_F each, see
+ * test_util.h), and the residual stream carries the differences of all
+ * earlier layers. */
+static double dp_forward_eps(const model_config *c, int l)
+{
+    return 2.0 * 6.0 * (l + 1) * test_gamma(c->hidden_dim, TEST_U32);
+}
+
+/* Reconstruction error r = sum_j ||dense_j - pruned_j||^2 / ||dense_j||^2 / D
+ * with both outputs perturbed by eps relative: |dr| / r <= 4 eps / sqrt(r) +
+ * 2 eps (first order, per channel, with r for the channel ratio). */
+static double dp_recon_tol(const model_config *c, int l, double r)
+{
+    double e = dp_forward_eps(c, l);
+    return 4.0 * e / sqrt(r) + 2.0 * e;
+}
+
+/* Wanda mask entries of layer l's map m that differ between a DP layout (got)
+ * and one rank (ref) and are NOT explained as ties: Wanda keeps the largest
+ * |W_ij| sqrt(colsq_j) of each row (or each group of M), and a DP layout sees
+ * colsq perturbed by at most 2 eps (relative), so an entry may flip only if
+ * the reference's gap between the largest pruned and the smallest kept score
+ * of its row (group) is within 2 eps of the scores and the entry is at that
+ * boundary. */
+static int64_t wanda_unexplained(const model_stage *dense, const float *got, const float *ref,
+                                 int l, int m, int nm_m, double eps)
+{
+    static const int grp[MODEL_N_MAPS] = {0, 0, 0, 1, 2, 2, 3};
+    int out, in;
+    model_map_shape(&dense->cfg, m, &out, &in);
+    const float *W = dense->layers[l].w[m];
+    const double *cs = ref_colsq[l][grp[m]];
+    int64_t bad = 0;
+    int seg = nm_m ? nm_m : in;
+    for (int r = 0; r < out; r++)
+        for (int c0 = 0; c0 < in; c0 += seg) {
+            double lo = 0, hi = INFINITY; /* largest pruned, smallest kept */
+            int flips = 0;
+            for (int c = c0; c < c0 + seg; c++) {
+                int64_t i = (int64_t)r * in + c;
+                double sc = fabs(W[i]) * sqrt(cs[c]);
+                if (ref[i] == 0.0f) lo = fmax(lo, sc);
+                else hi = fmin(hi, sc);
+                flips += (got[i] == 0.0f) != (ref[i] == 0.0f);
+            }
+            if (!flips) continue;
+            double tol = 2.0 * eps * hi;
+            for (int c = c0; c < c0 + seg; c++) {
+                int64_t i = (int64_t)r * in + c;
+                if ((got[i] == 0.0f) == (ref[i] == 0.0f)) continue;
+                double sc = fabs(W[i]) * sqrt(cs[c]);
+                int tie = hi - lo <= tol && (fabs(sc - lo) <= tol || fabs(sc - hi) <= tol);
+                bad += !tie;
+            }
+        }
+    return bad;
+}
+
 /* ------------------------------------------------------------------ main */
 int main(int argc, char **argv)
 {
@@ -378,8 +447,8 @@ int main(int argc, char **argv)
             TEST_CHECK(st == LOSA_OK, "%s pp %d dp %d: %s", name, pp, dp, core_errmsg());
             gather_layers(d, &s, &g);
             if (rank == 0) {
-                int64_t mism = 0, diff = 0;
-                double wrel = 0, rrel = 0;
+                int64_t mism = 0, diff = 0, unexplained = 0;
+                double wrel = 0, rrel = 0, rtol_worst = 0;
                 for (int l = 0; l < c.n_layers; l++)
                     for (int m = 0; m < MODEL_N_MAPS; m++) {
                         int out, in;
@@ -389,30 +458,57 @@ int main(int argc, char **argv)
                         diff += memcmp(g.layers[l].w[m], ref.layers[l].w[m], sizeof(float) * n) != 0;
                         double e = test_max_rel(g.layers[l].w[m], ref.layers[l].w[m], n);
                         if (e > wrel) wrel = e;
+                        if (tc->method == PRUNE_METHOD_WANDA)
+                            unexplained += wanda_unexplained(&dense, g.layers[l].w[m],
+                                                             ref.layers[l].w[m], l, m, tc->nm_m,
+                                                             dp_forward_eps(&c, l));
                     }
                 for (int l = 0; l < c.n_layers; l++) {
                     double e = fabs(res.recon_err[l] - ref_recon[l]) / ref_recon[l];
                     if (e > rrel) rrel = e;
+                    double tol = dp_recon_tol(&c, l, ref_recon[l]);
+                    if (tol > rtol_worst) rtol_worst = tol;
+                    if (dp > 1)
+                        TEST_CHECK(e <= tol, "%s pp %d dp %d layer %d: recon error %.9g vs 1 "
+                                   "rank %.9g (rel %.3g > bound %.3g)", name, pp, dp, l,
+                                   res.recon_err[l], ref_recon[l], e, tol);
                     double want_sp = calib_layer_sparsity(&ref, l);
                     TEST_CHECK(res.sparsity[l] == want_sp, "%s pp %d dp %d layer %d: sparsity "
                                "%.6f vs %.6f", name, pp, dp, l, res.sparsity[l], want_sp);
                 }
-                fprintf(stderr, "  %-18s pp %d dp %d: mask mismatches %lld, differing maps %lld, "
-                        "max weight rel %.1e, max recon rel %.1e\n", name, pp, dp,
-                        (long long)mism, (long long)diff, wrel, rrel);
+                fprintf(stderr, "  %-18s pp %d dp %d: mask mismatches %lld (unexplained %lld), "
+                        "differing maps %lld, max weight rel %.1e, max recon rel %.1e "
+                        "(bound %.1e)\n", name, pp, dp, (long long)mism, (long long)unexplained,
+                        (long long)diff, wrel, rrel, rtol_worst);
                 if (dp == 1) {
+                    /* pipeline layouts: same kernels on the same shapes, our
+                     * code fixes the order of every sum -> bit-identical */
                     TEST_CHECK(diff == 0, "%s pp %d: %lld maps not bit-identical to 1 rank",
                                name, pp, (long long)diff);
                     TEST_CHECK(rrel == 0, "%s pp %d: recon errors differ (%.3g)", name, pp, rrel);
+                } else if (tc->method == PRUNE_METHOD_MAGNITUDE) {
+                    /* magnitude reads only the weights, which no data touch:
+                     * the masks and weights are ours to fix, bit for bit */
+                    TEST_CHECK(mism == 0 && diff == 0, "%s pp %d dp %d: masks/weights differ "
+                               "from 1 rank (%lld)", name, pp, dp, (long long)mism);
+                } else if (tc->method == PRUNE_METHOD_WANDA) {
+                    /* Wanda keeps the weights' values; masks may differ only
+                     * at ties within the activation perturbation */
+                    TEST_CHECK(unexplained == 0, "%s pp %d dp %d: %lld of %lld mask flips are "
+                               "not ties", name, pp, dp, (long long)unexplained, (long long)mism);
+                    TEST_CHECK(mism > 0 || diff == 0, "%s pp %d dp %d: same masks, but %lld "
+                               "maps' kept values differ", name, pp, dp, (long long)diff);
+                    TEST_CHECK(mism <= 8, "%s pp %d dp %d: %lld mask flips (ties) is too many",
+                               name, pp, dp, (long long)mism);
                 } else {
-                    if (tc->method != PRUNE_METHOD_SPARSEGPT)
-                        TEST_CHECK(mism == 0 && wrel == 0, "%s pp %d dp %d: masks/weights "
-                                   "differ from 1 rank (%lld)", name, pp, dp, (long long)mism);
-                    else
-                        TEST_CHECK(wrel <= 1e-4, "%s pp %d dp %d: weights %.3g from 1 rank",
-                                   name, pp, dp, wrel);
-                    TEST_CHECK(rrel <= 1e-9, "%s pp %d dp %d: recon errors %.3g from 1 rank",
-                               name, pp, dp, rrel);
+                    /* SparseGPT: the Hessians are sums over windows in another
+                     * order and layer l's inputs carry the forward perturbation
+                     * (dp_forward_eps, < 3e-4); the OBS updates are linear in
+                     * them with the well-conditioned damped Hinv of this test,
+                     * so the swept weights move by the same order relative to
+                     * max |W| (1e-4 covers eps of layers 0-1; seen: 1e-6) */
+                    TEST_CHECK(wrel <= 1e-4, "%s pp %d dp %d: weights %.3g from 1 rank",
+                               name, pp, dp, wrel);
                 }
             }
             calib_result_free(&res);

@@ -2,7 +2,9 @@
 /* dist_sparsegpt_hinv (ScaLAPACK over the DP replicas of one stage) against
  * the LAPACK path prune_sparsegpt_prepare_hinv, with an HPL-style scaled
  * residual of the inverse; dist_sparsegpt_rows (rows split over replicas,
- * selection over MPI) against the single-process sweep, bit for bit. */
+ * selection over MPI) against the single-process sweep: the same masks and
+ * the weights within the reduction-order bound of the split trailing
+ * update (check_rows). */
 #include "dist.h"
 #include "prune.h"
 #include "test_util.h"
@@ -105,7 +107,43 @@ static void check_hinv(dist_ctx *d, int in, int nb, int dead)
     core_free(dgot);
 }
 
-/* Row-split sweep vs the single-process sweep (same Hinv), bit for bit. */
+/* The reference sweep's selection, recording how close each block's
+ * threshold came to a tie: the smallest relative gap between the k-th and
+ * the (k+1)-th smallest score of a block. */
+typedef struct {
+    double min_gap;
+} gap_rec;
+
+static losa_status select_recording(void *ctx, const double *score, int nrows, int count,
+                                    int64_t row0, int64_t k, prune_threshold *thr)
+{
+    gap_rec *g = ctx;
+    losa_status s = prune_select_local(NULL, score, nrows, count, row0, k, thr);
+    int64_t n = (int64_t)nrows * count;
+    if (s != LOSA_OK || k <= 0 || k >= n) return s;
+    double above = INFINITY; /* smallest score not pruned */
+    for (int64_t i = 0; i < n; i++)
+        if (!(score[i] < thr->score || (score[i] == thr->score && i <= thr->index)) &&
+            score[i] < above)
+            above = score[i]; /* not pruned: (score, index) above the threshold pair */
+    double gap = (above - thr->score) / fmax(above, DBL_MIN);
+    if (gap < g->min_gap) g->min_gap = gap;
+    return s;
+}
+
+/* Row-split sweep vs the single-process sweep (same Hinv).  Each replica's
+ * trailing update is an sgemm on its own rows (M = its share): a BLAS may
+ * run other micro-kernels on the other M and sum the K = bs products of an
+ * entry in another order, so the swept weights agree within the reduction
+ * bound, not bit for bit.  Bound (test_util.h): each of the in/bs trailing
+ * updates differs by at most 2 gamma_bs sum_k |err_ik hf_kj|; with
+ * |err_ik hf_kj| summed over k bounded by max |W| (the OBS error of a column
+ * is at most the weight it removes, and |Hinv_kj / Hinv_kk| < 1 for this
+ * diagonally dominant damped Hessian), the total is
+ *   |dW_ij| <= (in / bs) 2 gamma_bs max |W|.
+ * The masks are selected from scores of weights perturbed that little; they
+ * must be identical unless a block's threshold is a tie within twice that
+ * relative perturbation (recorded from the reference's selection). */
 static void check_rows(dist_ctx *d, int out, int in, int bs, double sp, int nm_n, int nm_m)
 {
     double *H = core_calloc((size_t)in * in, sizeof *H);
@@ -117,22 +155,44 @@ static void check_rows(dist_ctx *d, int out, int in, int bs, double sp, int nm_n
     core_rng r;
     core_rng_seed(&r, 4242 + out);
     for (int64_t i = 0; i < (int64_t)out * in; i++) W[i] = ref[i] = core_rng_normal(&r);
+    float wmax = 0;
+    for (int64_t i = 0; i < (int64_t)out * in; i++) wmax = fmaxf(wmax, fabsf(W[i]));
     TEST_CHECK(prune_sparsegpt_prepare_hinv(H, in, 0.01, hinv, dead, NULL) == LOSA_OK, "%s",
                core_errmsg());
     prune_sparsegpt_timing tref = {0}, tgot = {0};
-    TEST_CHECK(prune_sparsegpt_rows(ref, out, 0, out, in, hinv, dead, sp, nm_n, nm_m, bs, NULL,
-                                    NULL, &tref) == LOSA_OK, "%s", core_errmsg());
+    gap_rec gap = {INFINITY};
+    TEST_CHECK(prune_sparsegpt_rows(ref, out, 0, out, in, hinv, dead, sp, nm_n, nm_m, bs,
+                                    nm_m ? NULL : select_recording, &gap, &tref) == LOSA_OK,
+               "%s", core_errmsg());
     TEST_CHECK(dist_sparsegpt_rows(d, W, out, in, hinv, dead, sp, nm_n, nm_m, bs, &tgot) ==
                    LOSA_OK, "%s", core_errmsg());
-    int64_t diff = 0;
-    for (int64_t i = 0; i < (int64_t)out * in; i++) diff += memcmp(&W[i], &ref[i], 4) != 0;
+    int nblk = (in + bs - 1) / bs;
+    double wtol = nblk * 2.0 * test_gamma(bs, TEST_U32) * wmax;
+    int64_t diff = 0, mism = 0;
+    double maxd = 0;
+    for (int64_t i = 0; i < (int64_t)out * in; i++) {
+        diff += memcmp(&W[i], &ref[i], 4) != 0;
+        mism += (W[i] == 0.0f) != (ref[i] == 0.0f);
+        maxd = fmax(maxd, fabs((double)W[i] - ref[i]));
+    }
     int64_t zeros = prune_count_zeros(W, (int64_t)out * in);
+    int tie = gap.min_gap <= 4.0 * wtol / wmax;
     if (dist_rank(d) == 0)
-        fprintf(stderr, "sweep %d x %d bs %d %s on %d replicas: %lld entries differ, "
-                "%lld zeros, loss %.6g vs %.6g\n", out, in, bs, nm_m ? "N:M" : "unstructured",
-                dist_n_replicas(d), (long long)diff, (long long)zeros, tgot.loss, tref.loss);
-    TEST_CHECK(diff == 0, "%lld entries differ from the single-process sweep", (long long)diff);
-    TEST_NEAR(tgot.loss, tref.loss, 1e-9, "loss summed over replicas");
+        fprintf(stderr, "sweep %d x %d bs %d %s on %d replicas: %lld entries differ (max %.2e, "
+                "bound %.2e), %lld mask flips (min threshold gap %.1e%s), %lld zeros, "
+                "loss %.9g vs %.9g\n", out, in, bs, nm_m ? "N:M" : "unstructured",
+                dist_n_replicas(d), (long long)diff, maxd, wtol, (long long)mism, gap.min_gap,
+                tie ? ": a tie" : "", (long long)zeros, tgot.loss, tref.loss);
+    TEST_CHECK(mism == 0 || tie, "%lld mask entries differ from the single-process sweep "
+               "without a tie at the threshold", (long long)mism);
+    if (mism == 0)
+        TEST_CHECK(maxd <= wtol, "swept weights %.3g from the single-process sweep (bound %.3g)",
+                   maxd, wtol);
+    /* loss = sum e^2 / 2 with e = (w - q) / Hinv_jj, each e moved by at most
+     * the weight bound (relative to max |W|), plus the fp64 sum over the
+     * replicas in another order (gamma_out of the fp64 sum) */
+    TEST_NEAR(tgot.loss, tref.loss, 2.0 * wtol / wmax + test_gamma(out, TEST_U64),
+              "loss summed over replicas");
     if (nm_m) TEST_CHECK(prune_nm_check(W, out, in, nm_n, nm_m) == 0, "N:M pattern");
     core_free(H);
     core_free(hinv);

@@ -42,6 +42,21 @@ static inline double test_max_rel(const float *x, const float *r, long n)
     return maxd / (maxr > 0 ? maxr : 1);
 }
 
+/* Reduction-order bounds for layout tests (Higham, "Accuracy and Stability
+ * of Numerical Algorithms", 2nd ed., sec. 3.1).  A sum of K products
+ * evaluated in floating point with unit roundoff u, in ANY order, differs
+ * from the exact sum by at most gamma_K * sum_k |a_k b_k|, with
+ * gamma_K = K u / (1 - K u); two evaluations in different orders (a BLAS
+ * kernel blocked differently for a split problem, a different thread count,
+ * an MPI reduction in another order) therefore differ by at most
+ * 2 gamma_K * sum_k |a_k b_k|.  u = 2^-24 for fp32, 2^-53 for fp64.  This is
+ * a worst-case bound: the differences actually seen are 10-1000x smaller,
+ * while the defects these tests exist to catch (a window, row or replica
+ * lost or counted twice) move results by O(1e-2) or more. */
+#define TEST_U32 (1.0 / 16777216.0)
+#define TEST_U64 (1.0 / 9007199254740992.0)
+static inline double test_gamma(double K, double u) { return K * u / (1.0 - K * u); }
+
 static inline int test_finish(const char *name)
 {
     fprintf(stderr, "%s: %d checks, %d failed: %s\n", name, test_checks,
