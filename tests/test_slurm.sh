@@ -9,7 +9,9 @@
 #    jobs/collect.sh gathers the 4 runs into one table;
 #  - jobs/single.sh with 2 ranks (mpirun inside sbatch, 2 pipeline stages)
 #    and jobs/multinode.sh on 1 node x 2 ranks (srun --mpi=pmix, 2
-#    data-parallel replicas) give the 1-rank dense and pruned perplexity.
+#    data-parallel replicas) give the 1-rank dense and pruned perplexity
+#    (bit-identical for the stages, within the reduction bound for the
+#    replicas: see below).
 # Only the daemons this test started are stopped (trap, by their pid files).
 set -u
 source "$(dirname "$0")/lib.sh"
@@ -28,15 +30,28 @@ fi
 ST=$(store stories260K) || exit 1
 
 started_munge=0
-cleanup() {
-    for p in slurmd slurmctld; do
-        [ -s "$SCR/$p.pid" ] && kill "$(cat "$SCR/$p.pid")" 2>/dev/null
+# The daemons of this test: those whose environment names our slurm.conf
+# (the pid files alone missed a slurmctld that outlived a run, which then
+# answered the next run's jobs from a deleted state directory).
+our_daemons() {
+    local p
+    for p in $(pgrep -x slurmctld; pgrep -x slurmd; pgrep -x slurmscriptd); do
+        tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "SLURM_CONF=$SCR/slurm.conf" && echo "$p"
     done
-    sleep 0.5
+}
+stop_daemons() {
+    local p i
+    for p in $(our_daemons); do kill "$p" 2>/dev/null; done
+    for i in $(seq 1 50); do [ -z "$(our_daemons)" ] && return 0; sleep 0.1; done
+    for p in $(our_daemons); do kill -9 "$p" 2>/dev/null; done
+}
+cleanup() {
+    stop_daemons
     if [ "$started_munge" = 1 ] && [ -s /run/munge/munged.pid ]; then
         kill "$(cat /run/munge/munged.pid)" 2>/dev/null
     fi
 }
+stop_daemons  # left over by an earlier run of this test
 trap cleanup EXIT
 rm -rf "$SCR"; mkdir -p "$SCR/state" "$SCR/spool" "$SCR/runs"
 
@@ -119,12 +134,40 @@ j2=$(sbatch --parsable --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --mem=100
     --chdir="$SCR" --output="$SCR/slurm-%j.out" \
     --export=ALL,LOSA_ROOT="$ROOT",RUNS="$SCR/runs" jobs/multinode.sh "$SCR/deck.ini" --set parallel.dp=2)
 check "single.sh / multinode.sh finished" bash -c "$(declare -f wait_job); wait_job $j1 && wait_job $j2"
+# j1 is 2 pipeline stages: the same kernels on the same shapes, every sum in an
+# order our code fixes -> bit-identical to 1 rank.  j2 is 2 data-parallel
+# replicas: each evaluates 2 of the 4 windows (every GEMM has half the rows,
+# which a BLAS may sum in another order) and the NLL sums are all-reduced in
+# another order.  Bound: per GEMM of inner dimension K <= 172 the rounding of
+# a differently ordered sum is ~ sqrt(K) u = 7.8e-7 relative (the
+# probabilistic form of gamma_K, Higham & Mary 2019; worst case K u), over
+# the 5 layers x 6 GEMMs + head = 31 in a row, twice (logsumexp and target)
+# -> |d ln ppl| <= 2 * 31 * 7.8e-7 = 4.8e-5 < 1e-4, the README's DP promise.
+# Calibration windows split over replicas perturb Wanda's column norms as
+# much, which can flip a mask entry only at a tie; 1e-4 holds for that too.
+# The check is not blind: one window fewer moves ln ppl by > 1e-3 (asserted;
+# 4.8e-3 measured), 10x the tolerance.
+ln_close() { # a b tol: |ln(a / b)| <= tol
+    $PY -c 'import math,sys; a,b,t=map(float,sys.argv[1:4]); sys.exit(0 if a>0 and b>0 and abs(math.log(a/b))<=t else 1)' "$1" "$2" "$3"
+}
+ln_far() { $PY -c 'import math,sys; a,b,t=map(float,sys.argv[1:4]); sys.exit(0 if a>0 and b>0 and abs(math.log(a/b))>t else 1)' "$1" "$2" "$3"; }
+want3=$("$LOSA" eval --model "$ST" --ppl "$TEXT" --seqlen 64 --batch 4 --max-windows 3 --json 2>/dev/null)
+check "one window fewer moves ln ppl by > 1e-3 ($(json_get "$want3" ppl) vs $(json_get "$want" ppl))" \
+    ln_far "$(json_get "$want3" ppl)" "$(json_get "$want" ppl)" 1e-3
 for j in $j1 $j2; do
     got=$(cat "$SCR/runs/$j/result.json" 2>/dev/null)
-    check "job $j (2 ranks): dense ppl $(json_get "$got" dense_ppl 2>/dev/null) = 1 rank $(json_get "$want" ppl)" \
-        test "$(json_get "$got" dense_ppl 2>/dev/null)" = "$(json_get "$want" ppl)"
-    check "job $j (2 ranks): pruned ppl $(json_get "$got" pruned_ppl 2>/dev/null) = 1 rank $(json_get "$want_pr" pruned_ppl)" \
-        test "$(json_get "$got" pruned_ppl 2>/dev/null)" = "$(json_get "$want_pr" pruned_ppl)"
+    gd=$(json_get "$got" dense_ppl 2>/dev/null); gp=$(json_get "$got" pruned_ppl 2>/dev/null)
+    if [ "$j" = "$j1" ]; then
+        check "job $j (2 stages): dense ppl $gd = 1 rank $(json_get "$want" ppl)" \
+            test "$gd" = "$(json_get "$want" ppl)"
+        check "job $j (2 stages): pruned ppl $gp = 1 rank $(json_get "$want_pr" pruned_ppl)" \
+            test "$gp" = "$(json_get "$want_pr" pruned_ppl)"
+    else
+        check "job $j (2 replicas): dense ppl $gd within 1e-4 (ln) of 1 rank $(json_get "$want" ppl)" \
+            ln_close "$gd" "$(json_get "$want" ppl)" 1e-4
+        check "job $j (2 replicas): pruned ppl $gp within 1e-4 (ln) of 1 rank $(json_get "$want_pr" pruned_ppl)" \
+            ln_close "$gp" "$(json_get "$want_pr" pruned_ppl)" 1e-4
+    fi
     check "job $j: 2 tasks in the allocation" grep -q "^ntasks: 2$" "$SCR/runs/$j/job.txt"
 done
 grep -q 'srun --mpi=pmix' "$SCR/runs/$j2/job.txt" 2>/dev/null
