@@ -96,6 +96,15 @@ losa_status losa_store_write_model(struct dist_ctx *d, struct io_store *io,
                                    const model_stage *s, const tok_tokenizer *tok,
                                    const char *source);
 
+/* Collective (world), before a command writes the store out (losa prune,
+ * losa finetune): out must not be the input store in (the same file through
+ * any spelling or symlink), and rank 0 takes the lock out.lock for the life
+ * of the command (core_lock_acquire: a second writer fails at once, naming
+ * the holder; release with core_lock_release on every rank).  Errors,
+ * prefixed with where (deck, key), agreed. */
+losa_status losa_store_lock_output(struct dist_ctx *d, const char *out, const char *in,
+                                   const char *where, core_lock *lk);
+
 /* ---------------------------------------------------------------- run
  * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c).
  * mode prune: one-shot pruning at the target; lora: one-shot pruning then

@@ -404,16 +404,19 @@ static losa_status prepare_rank0(losa_run *r)
     if (core_same_file(r->store, p))
         return core_err(LOSA_ERR_ARG, "%s: model.store %s is the run's own output %s: the input "
                         "would be overwritten; choose another output.dir", r->deck_name, r->store, p);
-    r->invocations = 1;
-    if (!has_results(dir)) return LOSA_OK; /* nothing that depends on the settings yet */
     char *txt = NULL;
     int pp, dp, inv;
-    if (!recorded_settings(dir, &txt, &pp, &dp, &inv)) {
+    int recorded = recorded_settings(dir, &txt, &pp, &dp, &inv);
+    r->invocations = recorded ? inv + 1 : 1;
+    if (!has_results(dir)) { /* nothing that depends on the settings yet */
+        free(txt);
+        return LOSA_OK;
+    }
+    if (!recorded) {
         core_log("warning: %s records no settings (made by an older losa): the deck and the "
                  "layout of the resume are not checked\n", what);
         return LOSA_OK;
     }
-    r->invocations = inv + 1;
     if (pp != dist_n_stages(r->d) || dp != dist_n_replicas(r->d)) {
         free(txt);
         return core_err(LOSA_ERR_ARG, "%s: layout changed: %d ranks now (pp %d x dp %d), %d in the "
