@@ -7,9 +7,13 @@
  * Run directory (deck key output.dir):
  *   run.h5                  deck, git revision, layout, seeds, metrics
  *   model.h5                the final sparse model (a model store)
+ *   .lock                   held by rank 0 while a command uses the directory
+ *   ckpt/state.h5           deck, layout, invocation count of the last start
+ *                           (a resume is checked against it)
  *   ckpt/base.h5            dense / pruned / +LoRA results (compare mode)
  *   ckpt/step_<t>/          stage_<s>.h5 (weights), lora_<s>.h5 (adapters),
- *                           metrics.h5 (rank 0), COMPLETE (written last)
+ *                           metrics.h5 (rank 0), COMPLETE (written last);
+ *                           step_<t>.damaged.<n>: one found unreadable, set aside
  */
 #include "losa.h"
 
