@@ -89,6 +89,24 @@ void core_progress_end(core_progress *p, int64_t units);
 void core_tmpname(char *buf, size_t n, const char *path);
 losa_status core_commit_file(const char *tmp, const char *path);
 
+/* Exclusive lock of a file or directory for the life of a command: flock()
+ * on the lock file path (created if needed; it holds "host H pid P" of the
+ * holder).  Fails at once, without waiting, if another process holds it:
+ * the error names path, what and the holder.  Released by
+ * core_lock_release (which removes the file) or by the holder's death (the
+ * kernel drops the lock; the file stays and is reused).  Not collective:
+ * one rank (rank 0) holds it.  lk->fd is -1 when not held. */
+typedef struct {
+    int fd;
+    char path[1100];
+} core_lock;
+losa_status core_lock_acquire(core_lock *lk, const char *path, const char *what);
+void core_lock_release(core_lock *lk);
+
+/* 1 if a and b both exist and are the same file (same device and inode,
+ * through symlinks and other spellings), else 0. */
+int core_same_file(const char *a, const char *b);
+
 /* Whole-file read into a malloc'd buffer (NUL-terminated; size without NUL). */
 losa_status core_read_file(const char *path, char **data, size_t *size);
 

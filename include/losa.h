@@ -96,6 +96,15 @@ losa_status losa_store_write_model(struct dist_ctx *d, struct io_store *io,
                                    const model_stage *s, const tok_tokenizer *tok,
                                    const char *source);
 
+/* Collective (world), before a command writes the store out (losa prune,
+ * losa finetune): out must not be the input store in (the same file through
+ * any spelling or symlink), and rank 0 takes the lock out.lock for the life
+ * of the command (core_lock_acquire: a second writer fails at once, naming
+ * the holder; release with core_lock_release on every rank).  Errors,
+ * prefixed with where (deck, key), agreed. */
+losa_status losa_store_lock_output(struct dist_ctx *d, const char *out, const char *in,
+                                   const char *where, core_lock *lk);
+
 /* ---------------------------------------------------------------- run
  * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c).
  * mode prune: one-shot pruning at the target; lora: one-shot pruning then
@@ -125,6 +134,8 @@ typedef struct {
     int *loss_len;      /* (T) */
     int64_t loss_cap;
     double *secs;       /* (T, 4) grams+allocation, prune, train, eval */
+    double *elapsed;    /* (T, 2) LoSA-phase and whole-run seconds at the end
+                           of the step, summed over the invocations */
 } losa_history;
 
 typedef struct {
@@ -152,6 +163,9 @@ typedef struct {
     int64_t samples_step, samples_last;
     int stop_after;         /* testing: fail after this LoSA step (0 = never) */
     int dense_on_disk;      /* dense reference outputs in the stage's HDF5 shard */
+    core_lock lock;         /* rank 0: output.dir/.lock (losa_run_prepare) */
+    int invocations;        /* of losa run on this run directory, this one included */
+    double prev_run_s, prev_losa_s; /* seconds of earlier invocations kept by the resume point */
     /* results */
     double t0, dense_ppl;
     double *prune_recon;    /* (L) */
@@ -167,6 +181,18 @@ typedef struct {
 void losa_train_configs(const deck *dk, lora_train_config *tc, lora_config *lc);
 /* Not collective: settings from the deck (validated). */
 losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name);
+/* Collective, after losa_run_settings and dist_set_layout, before any data
+ * is loaded.  The run directory output.dir: refused if it is not a
+ * directory, or holds files but is not a run directory (no run.h5, no
+ * ckpt/; the files jobs/losa_job.sh writes before the run are allowed), or
+ * if model.store is its model.h5; created if missing; locked (rank 0 holds
+ * output.dir/.lock until losa_run_free; a second command fails at once
+ * naming the holder).  A run directory holding results (run.h5, ckpt/base.h5
+ * or a complete step) must have been made with the same resolved deck,
+ * except output-only keys and, while steps remain, train.lr, and with the
+ * same layout (pp x dp); the error names every differing key with both
+ * values.  Errors agreed. */
+losa_status losa_run_prepare(losa_run *r);
 /* Collective: everything; r->cfg, tok, calib, eval_ids, ds must be loaded. */
 losa_status losa_run_execute(losa_run *r);
 void losa_run_free(losa_run *r);

@@ -31,12 +31,19 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     if (s == LOSA_OK && !deck_str(dk, "output.store")[0])
         s = core_err(LOSA_ERR_ARG, "%s: output.store: an output store path is required", argv[1]);
     if (cli_fail(d, "finetune", s)) { deck_free(&dk); return 1; }
+    /* the output store: not the input, one writer at a time (until return) */
+    core_lock lock;
+    char where[1200];
+    snprintf(where, sizeof where, "%s: output.store", argv[1]);
+    s = losa_store_lock_output(d, deck_str(dk, "output.store"), deck_str(dk, "model.store"), where,
+                               &lock);
+    if (cli_fail(d, "finetune", s)) { deck_free(&dk); return 1; }
 
     model_stage st;
     tok_tokenizer tk;
     memset(&tk, 0, sizeof tk);
     s = cli_load_model(d, deck_str(dk, "model.store"), &st, &tk);
-    if (cli_fail(d, "finetune", s)) { deck_free(&dk); return 1; }
+    if (cli_fail(d, "finetune", s)) { core_lock_release(&lock); deck_free(&dk); return 1; }
     lora_train_config tc;
     lora_config lc;
     losa_train_configs(dk, &tc, &lc);
@@ -146,6 +153,7 @@ out:
     lora_data_free(&ds);
     tok_free(&tk);
     model_stage_free(&st);
+    core_lock_release(&lock);
     deck_free(&dk);
     return s == LOSA_OK ? 0 : 1;
 }

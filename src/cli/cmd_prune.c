@@ -231,6 +231,13 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
             return 1;
         }
     }
+    /* the output store: not the input, one writer at a time (until return) */
+    core_lock lock;
+    if (cli_fail(d, "prune", losa_store_lock_output(d, out_path, model_path,
+                                                    WHERE(&w, "output.store"), &lock))) {
+        deck_free(&dk);
+        return 1;
+    }
 
     /* 2. model */
     model_stage st;
@@ -242,6 +249,7 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
         snprintf(msg, sizeof msg, "%s", core_errmsg());
         s = core_err(s, "%s: %s", WHERE(&w, "model.store"), msg);
         cli_fail(d, "prune", s);
+        core_lock_release(&lock);
         deck_free(&dk);
         return 1;
     }
@@ -374,6 +382,7 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
     free(layer_sp);
     tok_free(&tok);
     model_stage_free(&st);
+    core_lock_release(&lock);
     deck_free(&dk);
     return rc;
 }

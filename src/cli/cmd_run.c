@@ -93,13 +93,23 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
     if (s == LOSA_OK && r.tc.T > r.cfg.max_seq_len)
         s = core_err(LOSA_ERR_ARG, "%s: train.seqlen %d exceeds the model's max_seq_len %d",
                      argv[1], r.tc.T, r.cfg.max_seq_len);
+    if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0] && r.eval_S > r.cfg.max_seq_len)
+        s = core_err(LOSA_ERR_ARG, "%s: eval.seqlen %d exceeds the model's max_seq_len %d",
+                     argv[1], r.eval_S, r.cfg.max_seq_len);
+    /* the run directory: checked, locked, same settings as the run it holds */
+    if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_run_prepare(&r);
     if ((s = dist_agree(d, s)) == LOSA_OK) {
         r.calib = malloc(sizeof(int) * (size_t)r.N * r.S);
         s = calib_load_windows(d, &r.tok, deck_str(dk, "data.calib"), r.N, r.S,
                                (uint64_t)deck_int(dk, "data.calib_seed"), r.calib);
     }
-    if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0])
+    if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0]) {
         s = cli_tokenize_file(d, &r.tok, deck_str(dk, "data.eval_text"), 1, &r.eval_ids, &r.n_eval);
+        if (s == LOSA_OK && r.n_eval < r.eval_S)
+            s = core_err(LOSA_ERR_ARG, "%s: data.eval_text %s: %lld tokens, fewer than one window "
+                         "of eval.seqlen %d", argv[1], deck_str(dk, "data.eval_text"),
+                         (long long)r.n_eval, r.eval_S);
+    }
     if (s == LOSA_OK && r.mode != LOSA_MODE_PRUNE)
         s = lora_data_load(d, deck_str(dk, "data.train"),
                            lora_data_format_from_string(deck_str(dk, "data.train_format")),

@@ -96,6 +96,22 @@ static losa_status sparsify_store(const char *store, sparse_format fmt, int all,
     return s;
 }
 
+/* Rank 0: one writer at a time: the run directory's lock (shared with losa
+ * run) when src is a run directory, else store.lock. */
+static losa_status sparsify_lock(const char *src, const char *store, core_lock *lk)
+{
+    struct stat sb;
+    char path[1100], what[1200];
+    if (stat(src, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(path, sizeof path, "%s/.lock", src);
+        snprintf(what, sizeof what, "run directory %s", src);
+    } else {
+        snprintf(path, sizeof path, "%s.lock", store);
+        snprintf(what, sizeof what, "store %s", store);
+    }
+    return core_lock_acquire(lk, path, what);
+}
+
 int cmd_sparsify(dist_ctx *d, int argc, char **argv)
 {
     const char *src = NULL, *v;
@@ -118,7 +134,10 @@ int cmd_sparsify(dist_ctx *d, int argc, char **argv)
     memset(&r, 0, sizeof r);
     double t0 = core_time();
     if (s == LOSA_OK && dist_rank(d) == 0) s = cli_resolve_store(src, store, sizeof store);
+    core_lock lock = {.fd = -1};
+    if (s == LOSA_OK && dist_rank(d) == 0) s = sparsify_lock(src, store, &lock);
     if (s == LOSA_OK && dist_rank(d) == 0) s = sparsify_store(store, fmt, all, &r);
+    core_lock_release(&lock);
     int rc = cli_fail(d, "sparsify", s);
     if (rc || dist_rank(d) != 0) return rc;
     double secs = core_time() - t0;

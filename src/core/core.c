@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -248,4 +249,62 @@ losa_status core_read_file(const char *path, char **data, size_t *size)
     *data = buf;
     *size = got;
     return LOSA_OK;
+}
+
+losa_status core_lock_acquire(core_lock *lk, const char *path, const char *what)
+{
+    lk->fd = -1;
+    lk->path[0] = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return core_err(LOSA_ERR_IO, "%s: cannot create the lock file for %s: %s", path, what,
+                            strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            char holder[256] = "";
+            ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+            close(fd);
+            if (e != EWOULDBLOCK)
+                return core_err(LOSA_ERR_IO, "%s: cannot lock %s: %s", path, what, strerror(e));
+            holder[n > 0 ? n : 0] = 0;
+            holder[strcspn(holder, "\n")] = 0;
+            return core_err(LOSA_ERR_IO, "%s is in use by another losa command (%s; lock %s): "
+                            "wait for it to end or choose another path", what,
+                            holder[0] ? holder : "holder unknown", path);
+        }
+        /* the holder before us may have removed the file between our open
+         * and our flock: then we hold a lock on an orphan inode; retry */
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino) {
+            char host[256] = "unknown", buf[400];
+            gethostname(host, sizeof host - 1);
+            host[sizeof host - 1] = 0;
+            int n = snprintf(buf, sizeof buf, "host %s pid %ld\n", host, (long)getpid());
+            if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+                /* the lock holds without the note; the holder is then unnamed */
+            }
+            lk->fd = fd;
+            snprintf(lk->path, sizeof lk->path, "%s", path);
+            return LOSA_OK;
+        }
+        close(fd);
+    }
+    return core_err(LOSA_ERR_IO, "%s: cannot lock %s (the lock file keeps changing)", path, what);
+}
+
+void core_lock_release(core_lock *lk)
+{
+    if (!lk || lk->fd < 0 || !lk->path[0]) return; /* never held (or zeroed) */
+    unlink(lk->path); /* while still held: a waiter then retries on a new file */
+    close(lk->fd);
+    lk->fd = -1;
+    lk->path[0] = 0;
+}
+
+int core_same_file(const char *a, const char *b)
+{
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }

@@ -7,12 +7,17 @@
  * Run directory (deck key output.dir):
  *   run.h5                  deck, git revision, layout, seeds, metrics
  *   model.h5                the final sparse model (a model store)
+ *   .lock                   held by rank 0 while a command uses the directory
+ *   ckpt/state.h5           deck, layout, invocation count of the last start
+ *                           (a resume is checked against it)
  *   ckpt/base.h5            dense / pruned / +LoRA results (compare mode)
  *   ckpt/step_<t>/          stage_<s>.h5 (weights), lora_<s>.h5 (adapters),
- *                           metrics.h5 (rank 0), COMPLETE (written last)
+ *                           metrics.h5 (rank 0), COMPLETE (written last);
+ *                           step_<t>.damaged.<n>: one found unreadable, set aside
  */
 #include "losa.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -243,6 +248,242 @@ static double mean_of(const double *x, int64_t n)
     return n ? s / n : NAN;
 }
 
+/* ------------------------------------------------------------ run directory */
+
+/* Keys that may differ from the run's recorded deck: they change no result
+ * (output paths, settings of other commands, where the dense reference
+ * outputs are kept: test_run checks disk == memory), or, while LoSA steps
+ * remain, the learning rate (resume after a numerical stop).  parallel.pp /
+ * dp are checked as the resolved layout instead. */
+static const char *const resume_free_keys[] = {
+    "output.dir", "output.store", "model.config", "eval.dense", "eval.zeroshot",
+    "eval.limit", "train.steps", "losa.dense_ref", "parallel.pp", "parallel.dp", NULL};
+static const char *const resume_open_keys[] = {"train.lr", NULL};
+
+static int in_list(const char *const *l, const char *k)
+{
+    for (; *l; l++)
+        if (!strcmp(*l, k)) return 1;
+    return 0;
+}
+
+static int is_path_key(const char *k)
+{
+    return !strcmp(k, "model.store") || !strcmp(k, "data.calib") || !strcmp(k, "data.train") ||
+           !strcmp(k, "data.eval_text");
+}
+
+/* Appends "key A (run) -> B (now)" to msg for every key that differs. */
+static int deck_diff(const deck *now, const deck *was, int finished, char *msg, size_t n)
+{
+    int nd = 0;
+    size_t len = strlen(msg);
+    for (int i = 0; i < deck_schema_len; i++) {
+        const deck_key *k = &deck_schema[i];
+        if (in_list(resume_free_keys, k->key)) continue;
+        if (!finished && in_list(resume_open_keys, k->key)) continue;
+        const char *a = deck_str(was, k->key), *b = deck_str(now, k->key);
+        int same;
+        if (!a || !b) same = a == b;
+        else if (k->type == DECK_INT) same = deck_int(was, k->key) == deck_int(now, k->key);
+        else if (k->type == DECK_FLOAT) same = deck_float(was, k->key) == deck_float(now, k->key);
+        else if (k->type == DECK_BOOL) same = deck_bool(was, k->key) == deck_bool(now, k->key);
+        else same = !strcmp(a, b) || (is_path_key(k->key) && core_same_file(a, b));
+        if (same) continue;
+        if (len < n) len += (size_t)snprintf(msg + len, n - len, "%s%s %s (run) -> %s (now)",
+                                             nd ? ", " : "", k->key, a ? a : "-", b ? b : "-");
+        nd++;
+    }
+    return nd;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int exists(const char *p) { return access(p, F_OK) == 0; }
+
+/* Files that jobs/losa_job.sh writes into output.dir before starting the
+ * command, and the lock file: they do not make a directory foreign. */
+static int is_job_file(const char *name)
+{
+    static const char *const ok[] = {".", "..", ".lock", "deck.ini", "overrides.txt", "job.txt",
+                                      "result.json", "losa.log", NULL};
+    return in_list(ok, name);
+}
+
+/* Rank 0: 1 if the run directory holds results that depend on the deck. */
+static int has_results(const char *dir)
+{
+    char p[1300];
+    snprintf(p, sizeof p, "%s/run.h5", dir);
+    if (exists(p)) return 1;
+    snprintf(p, sizeof p, "%s/ckpt/base.h5", dir);
+    if (exists(p)) return 1;
+    snprintf(p, sizeof p, "%s/ckpt", dir);
+    DIR *dd = opendir(p);
+    int found = 0;
+    struct dirent *e;
+    while (dd && !found && (e = readdir(dd))) {
+        int t;
+        char tail;
+        if (sscanf(e->d_name, "step_%d%c", &t, &tail) == 1) {
+            snprintf(p, sizeof p, "%s/ckpt/%s/COMPLETE", dir, e->d_name);
+            found = exists(p);
+        }
+    }
+    if (dd) closedir(dd);
+    return found;
+}
+
+/* Rank 0: the recorded deck text and layout of the run in dir:
+ * ckpt/state.h5 (written when a run starts), else run.h5 (runs finished by
+ * an older losa).  Returns 0 if neither records them. */
+static int recorded_settings(const char *dir, char **deck_txt, int *pp, int *dp, int *inv)
+{
+    char p[1300];
+    io_store *io = NULL;
+    *deck_txt = NULL;
+    *pp = *dp = *inv = 0;
+    snprintf(p, sizeof p, "%s/ckpt/state.h5", dir);
+    if (exists(p) && io_store_open(&io, p) == LOSA_OK) {
+        int ok = io_store_read_string(io, "/run/deck", deck_txt) == LOSA_OK &&
+                 io_store_read_attr_int(io, "/run/pp", pp) == LOSA_OK &&
+                 io_store_read_attr_int(io, "/run/dp", dp) == LOSA_OK &&
+                 io_store_read_attr_int(io, "/run/invocations", inv) == LOSA_OK;
+        io_store_close(&io);
+        if (ok) return 1;
+        free(*deck_txt);
+        *deck_txt = NULL;
+    }
+    snprintf(p, sizeof p, "%s/run.h5", dir);
+    if (exists(p) && io_store_open(&io, p) == LOSA_OK) {
+        char *lay = NULL;
+        int ok = io_store_read_string(io, "/run/deck", deck_txt) == LOSA_OK &&
+                 io_store_read_string(io, "/run/layout", &lay) == LOSA_OK &&
+                 sscanf(lay, "pp %d x dp %d", pp, dp) == 2;
+        if (ok && io_store_read_attr_int(io, "/run/invocations", inv) != LOSA_OK) *inv = 1;
+        free(lay);
+        io_store_close(&io);
+        if (ok) return 1;
+        free(*deck_txt);
+        *deck_txt = NULL;
+    }
+    return 0;
+}
+
+static losa_status prepare_rank0(losa_run *r)
+{
+    const char *dir = r->dir;
+    char p[1300], what[1200];
+    struct stat sb;
+    snprintf(what, sizeof what, "output.dir %s", dir);
+    if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return core_err(LOSA_ERR_ARG, "%s: %s: exists and is not a directory", r->deck_name, what);
+    if (mkdir_p(dir) != 0)
+        return core_err(LOSA_ERR_IO, "%s: cannot create the run directory: %s", what, strerror(errno));
+    snprintf(p, sizeof p, "%s/.lock", dir);
+    losa_status st = core_lock_acquire(&r->lock, p, what);
+    if (st != LOSA_OK) return st;
+    snprintf(p, sizeof p, "%s/run.h5", dir);
+    int finished = exists(p);
+    snprintf(p, sizeof p, "%s/ckpt", dir);
+    if (!finished && !is_dir(p)) {
+        /* not a run directory: it must hold nothing of somebody else's */
+        DIR *dd = opendir(dir);
+        struct dirent *e;
+        char first[256] = "";
+        int n = 0;
+        while (dd && (e = readdir(dd)))
+            if (!is_job_file(e->d_name) && n++ == 0) snprintf(first, sizeof first, "%s", e->d_name);
+        if (dd) closedir(dd);
+        if (n > 0)
+            return core_err(LOSA_ERR_ARG, "%s: %s holds '%s'%s but is not a losa run directory "
+                            "(no run.h5, no ckpt/): choose a new or empty directory", r->deck_name,
+                            what, first, n > 1 ? " and other files" : "");
+    }
+    snprintf(p, sizeof p, "%s/model.h5", dir);
+    if (core_same_file(r->store, p))
+        return core_err(LOSA_ERR_ARG, "%s: model.store %s is the run's own output %s: the input "
+                        "would be overwritten; choose another output.dir", r->deck_name, r->store, p);
+    char *txt = NULL;
+    int pp, dp, inv;
+    int recorded = recorded_settings(dir, &txt, &pp, &dp, &inv);
+    r->invocations = recorded ? inv + 1 : 1;
+    if (!has_results(dir)) { /* nothing that depends on the settings yet */
+        free(txt);
+        return LOSA_OK;
+    }
+    if (!recorded) {
+        core_log("warning: %s records no settings (made by an older losa): the deck and the "
+                 "layout of the resume are not checked\n", what);
+        return LOSA_OK;
+    }
+    if (pp != dist_n_stages(r->d) || dp != dist_n_replicas(r->d)) {
+        free(txt);
+        return core_err(LOSA_ERR_ARG, "%s: layout changed: %d ranks now (pp %d x dp %d), %d in the "
+                        "run (pp %d x dp %d): resume with the run's layout or choose another "
+                        "output.dir", what, dist_size(r->d), dist_n_stages(r->d),
+                        dist_n_replicas(r->d), pp * dp, pp, dp);
+    }
+    deck *was = NULL;
+    char rec[1400];
+    snprintf(rec, sizeof rec, "%s (recorded deck)", dir);
+    st = deck_parse(&was, rec, txt);
+    free(txt);
+    if (st != LOSA_OK) {
+        char m[1024];
+        snprintf(m, sizeof m, "%s", core_errmsg());
+        return core_err(LOSA_ERR_FORMAT, "%s: the run's recorded deck cannot be read (%s): "
+                        "choose another output.dir", what, m);
+    }
+    char diff[900] = "";
+    int nd = deck_diff(r->dk, was, finished, diff, sizeof diff);
+    deck_free(&was);
+    if (nd > 0)
+        return core_err(LOSA_ERR_ARG, "%s: the run was made with other settings: %s; %s",
+                        what, diff, finished ? "the run is finished (rerunning it would only "
+                        "relabel it): choose another output.dir"
+                        : "resume with the run's values (only train.lr may change) or choose "
+                        "another output.dir");
+    return LOSA_OK;
+}
+
+losa_status losa_run_prepare(losa_run *r)
+{
+    losa_status st = LOSA_OK;
+    r->lock.fd = -1;
+    r->lock.path[0] = 0;
+    if (dist_rank(r->d) == 0) st = prepare_rank0(r);
+    return dist_agree(r->d, st);
+}
+
+/* Rank 0, when the work starts: the deck, layout and invocation count of
+ * this invocation into ckpt/state.h5 (what the next resume is checked
+ * against). */
+static losa_status write_state(losa_run *r)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/ckpt/state.h5", r->dir);
+    io_store *io = NULL;
+    char *deck_txt = deck_dump(r->dk, NULL), layout[128];
+    snprintf(layout, sizeof layout, "pp %d x dp %d (%d ranks)", dist_n_stages(r->d),
+             dist_n_replicas(r->d), dist_size(r->d));
+    losa_status s = io_store_create(&io, path);
+    if (s == LOSA_OK) s = io_store_reserve(io, (int64_t)strlen(deck_txt) + (256 << 10));
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck", deck_txt);
+    if (s == LOSA_OK) s = io_store_write_string(io, "/run/layout", layout);
+    if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/pp", dist_n_stages(r->d));
+    if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/dp", dist_n_replicas(r->d));
+    if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/invocations", r->invocations);
+    if (s == LOSA_OK) s = io_store_commit(&io);
+    io_store_close(&io);
+    free(deck_txt);
+    return s;
+}
+
 /* ------------------------------------------------------------ checkpoints */
 
 static void step_dir(const losa_run *r, int t, char *buf, size_t n)
@@ -319,6 +560,8 @@ static losa_status write_metrics(losa_run *r, io_store *io, int upto)
     for (int k = 0; k < n && s == LOSA_OK; k++)
         s = m[k].d ? io_store_write_doubles(io, m[k].name, m[k].d, m[k].ndim, m[k].shape)
                    : io_store_write_ints(io, m[k].name, m[k].i, m[k].ndim, m[k].shape);
+    int64_t sh2[2] = {r->T, 2};
+    if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/elapsed", r->hist.elapsed, 2, sh2);
     return s;
 }
 
@@ -330,6 +573,18 @@ static losa_status read_metrics(losa_run *r, io_store *io)
     for (int k = 0; k < n && s == LOSA_OK; k++)
         s = m[k].d ? io_store_read_doubles(io, m[k].name, m[k].d, m[k].ndim, m[k].shape)
                    : io_store_read_ints(io, m[k].name, m[k].i, m[k].ndim, m[k].shape);
+    /* elapsed seconds: absent in checkpoints of an older losa (then the
+     * steps' own phase times stand for them) */
+    int64_t sh2[2] = {r->T, 2};
+    if (s == LOSA_OK && io_store_has(io, "/losa/steps/elapsed"))
+        s = io_store_read_doubles(io, "/losa/steps/elapsed", r->hist.elapsed, 2, sh2);
+    else if (s == LOSA_OK) {
+        double sum = 0;
+        for (int t = 0; t < r->T; t++) {
+            for (int j = 0; j < 4; j++) sum += r->hist.secs[t * 4 + j];
+            r->hist.elapsed[t * 2] = r->hist.elapsed[t * 2 + 1] = sum;
+        }
+    }
     return s;
 }
 
@@ -337,7 +592,7 @@ static losa_status read_metrics(losa_run *r, io_store *io)
 static int64_t history_bytes(const losa_run *r)
 {
     int64_t T = r->T, L = r->cfg.n_layers;
-    return 8 * (T * (8 + 5 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) * 11 / 10 + (2 << 20);
+    return 8 * (T * (10 + 5 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) * 11 / 10 + (2 << 20);
 }
 
 /* Collective: shards of every stage, metrics (rank 0), then the marker. */
@@ -402,6 +657,45 @@ static losa_status read_checkpoint(losa_run *r, int t, model_stage *s, lora_adap
         io_store_close(&io);
     }
     return dist_agree(r->d, st);
+}
+
+/* Rank 0: a damaged checkpoint step_<t> is renamed step_<t>.damaged.<n>
+ * (kept for a look, never read again) with a warning naming the error. */
+static losa_status set_aside(losa_run *r, int t)
+{
+    char dir[1300], to[1400], why[1024];
+    snprintf(why, sizeof why, "%s", core_errmsg());
+    step_dir(r, t, dir, sizeof dir);
+    for (int n = 1; n < 1000; n++) {
+        snprintf(to, sizeof to, "%s.damaged.%d", dir, n);
+        if (access(to, F_OK) == 0) continue;
+        if (rename(dir, to) != 0)
+            return core_err(LOSA_ERR_IO, "%s: damaged checkpoint (%s) cannot be set aside: %s", dir,
+                            why, strerror(errno));
+        core_log("warning: checkpoint %s is damaged (%s): kept as %s; resuming from the step "
+                 "before\n", dir, why, to);
+        return LOSA_OK;
+    }
+    return core_err(LOSA_ERR_IO, "%s: damaged checkpoint (%s) and too many set aside", dir, why);
+}
+
+/* The per-step history back to "no step done". */
+static void history_reset(losa_run *r)
+{
+    losa_history *h = &r->hist;
+    int64_t T = r->T, L = r->cfg.n_layers;
+    memset(h->s_t, 0, sizeof(double) * T);
+    memset(h->sparsity, 0, sizeof(double) * T * L);
+    memset(h->measured, 0, sizeof(double) * T * L);
+    memset(h->importance, 0, sizeof(double) * T * L);
+    memset(h->cka, 0, sizeof(double) * T * (L + 1) * (L + 1));
+    memset(h->recon, 0, sizeof(double) * T * L);
+    memset(h->rank, 0, sizeof(int) * T * L);
+    memset(h->loss, 0, sizeof(double) * T * h->loss_cap);
+    memset(h->loss_len, 0, sizeof(int) * T);
+    memset(h->secs, 0, sizeof(double) * T * 4);
+    memset(h->elapsed, 0, sizeof(double) * T * 2);
+    for (int64_t t = 0; t < T; t++) h->ppl[t] = NAN;
 }
 
 /* ------------------------------------------------------------ phases */
@@ -527,19 +821,41 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
     double t_start = core_time();
     losa_status st = lora_adapters_build(&ad, s, &r->lc);
     if ((st = dist_agree(d, st)) != LOSA_OK) return st;
-    int done = dist_rank(d) == 0 ? last_complete(r) : 0;
+    int done = dist_rank(d) == 0 ? last_complete(r) : 0, damaged = 0;
     dist_bcast(d, &done, sizeof done, 0);
-    if (done > 0) {
-        core_log("== LoSA: resuming after step %d of %d (%s/ckpt/step_%d)\n", done, T, r->dir, done);
-        st = read_checkpoint(r, done, s, &ad);
-        if (st == LOSA_OK) {
-            lora_delta_update(&ad, s);
-            lora_attach(&ad, s);
-        }
+    while (done > 0 && (st = read_checkpoint(r, done, s, &ad)) != LOSA_OK) {
+        /* a damaged checkpoint (truncated or missing file): kept under
+         * another name, the step before is tried */
+        damaged = 1;
+        st = dist_rank(d) == 0 ? set_aside(r, done) : LOSA_OK;
         if ((st = dist_agree(d, st)) != LOSA_OK) {
             lora_adapters_free(&ad, s);
             return st;
         }
+        done = dist_rank(d) == 0 ? last_complete(r) : 0;
+        dist_bcast(d, &done, sizeof done, 0);
+    }
+    if (damaged && done == 0) {
+        /* nothing usable left: from the start (dense weights, fresh
+         * adapters, empty history) */
+        lora_adapters_free(&ad, s);
+        history_reset(r);
+        st = reload_dense(r, s);
+        if (st == LOSA_OK) st = lora_adapters_build(&ad, s, &r->lc);
+        if ((st = dist_agree(d, st)) != LOSA_OK) {
+            lora_adapters_free(&ad, s);
+            return st;
+        }
+    }
+    if (done > 0) {
+        core_log("== LoSA: resuming after step %d of %d (%s/ckpt/step_%d)\n", done, T, r->dir, done);
+        lora_delta_update(&ad, s);
+        lora_attach(&ad, s);
+        /* the time of the earlier invocations up to that step */
+        double prev[2] = {h->elapsed[(done - 1) * 2], h->elapsed[(done - 1) * 2 + 1]};
+        dist_bcast(d, prev, sizeof prev, 0);
+        r->prev_losa_s = prev[0];
+        r->prev_run_s = prev[1];
     }
     /* dense reference outputs of this stage's layers (recomputed on resume
      * from the dense store: deterministic), in memory or in the stage's
@@ -638,6 +954,8 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         h->secs[k * 4 + 1] = tt - tp;
         h->secs[k * 4 + 2] = train_s;
         h->secs[k * 4 + 3] = core_time() - te;
+        h->elapsed[k * 2 + 0] = r->prev_losa_s + (core_time() - t_start);
+        h->elapsed[k * 2 + 1] = r->prev_run_s + (core_time() - r->t0);
         free(loss);
         calib_result_free(&pr);
         if (st == LOSA_OK) st = write_checkpoint(r, t, s, &ad);
@@ -658,7 +976,7 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
             st = core_err(LOSA_ERR_INTERNAL, "final merge changed the sparsity pattern (%g flips)", v[0]);
         res->sparsity = model_sparsity(d, s);
         res->ppl = run_ppl(r, s);
-        res->seconds = core_time() - t_start;
+        res->seconds = r->prev_losa_s + (core_time() - t_start); /* over the invocations */
         res->train_seconds = 0;
         for (int t = 0; t < T; t++) res->train_seconds += h->secs[t * 4 + 2];
         core_log("   LoSA: sparsity %.4f  ppl %.4f  (%.1fs)\n", res->sparsity, res->ppl, res->seconds);
@@ -799,7 +1117,9 @@ static losa_status write_run_file(losa_run *r)
     if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = write_metrics(r, io, r->T);
     if (s == LOSA_OK && r->have[LOSA_MODE_LOSA]) s = link_shards(r, io);
     if (s == LOSA_OK) s = write_scalar(io, "/final/dense_ppl", r->dense_ppl);
-    if (s == LOSA_OK) s = write_scalar(io, "/final/seconds", core_time() - r->t0);
+    if (s == LOSA_OK) s = write_scalar(io, "/final/seconds", r->prev_run_s + (core_time() - r->t0));
+    if (s == LOSA_OK) s = write_scalar(io, "/final/invocation_seconds", core_time() - r->t0);
+    if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/invocations", r->invocations);
     if (s == LOSA_OK) s = io_store_commit(&io);
     io_store_close(&io);
     free(deck_txt);
@@ -843,6 +1163,7 @@ static losa_status save_base(losa_run *r)
         s = io_store_write_doubles(io, "/prune/recon_err", r->prune_recon, 1, sh);
     }
     if (s == LOSA_OK && r->have[LOSA_MODE_LORA]) s = write_result(io, "lora", &r->res[LOSA_MODE_LORA]);
+    if (s == LOSA_OK) s = write_scalar(io, "/final/elapsed", r->prev_run_s + (core_time() - r->t0));
     if (s == LOSA_OK) s = io_store_commit(&io);
     io_store_close(&io);
     return dist_agree(r->d, s);
@@ -861,6 +1182,8 @@ static int load_base(losa_run *r)
         if (s == LOSA_OK) s = read_result(io, "prune", &r->res[LOSA_MODE_PRUNE]);
         if (s == LOSA_OK) s = io_store_read_doubles(io, "/prune/recon_err", r->prune_recon, 1, sh);
         if (s == LOSA_OK && r->mode == LOSA_MODE_COMPARE) s = read_result(io, "lora", &r->res[LOSA_MODE_LORA]);
+        if (s == LOSA_OK && io_store_has(io, "/final/elapsed"))
+            s = io_store_read_doubles(io, "/final/elapsed", &r->prev_run_s, 1, one);
         io_store_close(&io);
         ok = s == LOSA_OK;
     }
@@ -889,6 +1212,7 @@ losa_status losa_run_execute(losa_run *r)
     h->loss = calloc((size_t)T * h->loss_cap, sizeof(double));
     h->loss_len = calloc(T, sizeof(int));
     h->secs = calloc((size_t)T * 4, sizeof(double));
+    h->elapsed = calloc((size_t)T * 2, sizeof(double));
     r->prune_recon = calloc(L, sizeof(double));
     for (int t = 0; t < T; t++) h->ppl[t] = NAN;
     r->dense_ppl = NAN;
@@ -898,6 +1222,7 @@ losa_status losa_run_execute(losa_run *r)
     snprintf(ck, sizeof ck, "%s/ckpt", r->dir);
     if (dist_rank(d) == 0 && mkdir_p(ck) != 0)
         st = core_err(LOSA_ERR_IO, "%s: cannot create the run directory: %s", ck, strerror(errno));
+    if (st == LOSA_OK && dist_rank(d) == 0) st = write_state(r);
     if ((st = dist_agree(d, st)) != LOSA_OK) return st;
 
     model_stage s;
@@ -945,6 +1270,7 @@ void losa_run_free(losa_run *r)
     losa_history *h = &r->hist;
     free(h->s_t); free(h->sparsity); free(h->measured); free(h->importance); free(h->cka);
     free(h->recon); free(h->rank); free(h->ppl); free(h->loss); free(h->loss_len); free(h->secs);
+    free(h->elapsed);
     for (int m = 0; m < LOSA_N_MODES; m++) free(r->res[m].loss);
     free(r->prune_recon);
     free(r->calib);
@@ -952,4 +1278,5 @@ void losa_run_free(losa_run *r)
     lora_data_free(&r->ds);
     tok_free(&r->tok);
     memset(h, 0, sizeof *h);
+    core_lock_release(&r->lock); /* rank 0 holds it; a no-op elsewhere */
 }

@@ -30,3 +30,24 @@ losa_status losa_store_write_model(dist_ctx *d, io_store *io, const model_stage 
     return dist_agree(d, st);
 }
 
+
+losa_status losa_store_lock_output(dist_ctx *d, const char *out, const char *in, const char *where,
+                                   core_lock *lk)
+{
+    lk->fd = -1;
+    lk->path[0] = 0;
+    losa_status st = LOSA_OK;
+    if (dist_rank(d) == 0) {
+        char path[1100], what[1200];
+        snprintf(what, sizeof what, "output store %s", out);
+        snprintf(path, sizeof path, "%s.lock", out);
+        if (core_same_file(out, in))
+            st = core_err(LOSA_ERR_ARG, "%s: %s is the input model.store %s: it would be "
+                          "overwritten; choose another output path", where, out, in);
+        else
+            st = core_lock_acquire(lk, path, what);
+    }
+    st = dist_agree(d, st);
+    if (st != LOSA_OK) core_lock_release(lk);
+    return st;
+}
