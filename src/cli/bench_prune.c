@@ -64,7 +64,8 @@ int bench_prune(dist_ctx *d, int argc, char **argv)
                           "[--pattern N:M] [--json])", argv[i]);
     }
     if (s == LOSA_OK && strcmp(pattern, "unstructured")) {
-        if (sscanf(pattern, "%d:%d", &nm_n, &nm_m) != 2 || !(nm_n >= 1 && nm_n < nm_m))
+        s = cli_int_pair("--pattern", pattern, ':', 1, 1024, &nm_n, &nm_m);
+        if (s == LOSA_OK && nm_n >= nm_m)
             s = core_err(LOSA_ERR_ARG, "--pattern: expected N:M with 0 < N < M, got '%s'", pattern);
     }
     if (s == LOSA_OK && (N < 1 || S < 2 || !(sparsity >= 0 && sparsity < 1)))

@@ -390,20 +390,9 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
             s = cli_int("--prefill-batch", v, 2, 4096, &prefill);
         else if ((v = cli_opt(argc, argv, &i, "--sparsity")))
             s = cli_fraction("--sparsity", v, &only_sp);
-        else if ((v = cli_opt(argc, argv, &i, "--shape"))) {
-            /* OUTxIN: two strict integers around one 'x' */
-            char a[32];
-            const char *x = strchr(v, 'x');
-            size_t la = x ? (size_t)(x - v) : 0;
-            if (x && la < sizeof a) {
-                memcpy(a, v, la);
-                a[la] = 0;
-            }
-            if (!x || la >= sizeof a || cli_int("--shape", a, 1, 1000000, &only_out) != LOSA_OK ||
-                cli_int("--shape", x + 1, 1, 1000000, &only_in) != LOSA_OK)
-                s = core_err(LOSA_ERR_ARG, "--shape: expected OUTxIN with integers in [1, 1000000] "
-                             "(e.g. 4096x11008), got '%s'", v);
-        } else
+        else if ((v = cli_opt(argc, argv, &i, "--shape")))
+            s = cli_int_pair("--shape", v, 'x', 1, 1000000, &only_out, &only_in);
+        else
             s = core_err(LOSA_ERR_ARG, "unknown option '%s' (losa bench sparse --help lists them)",
                          argv[i]);
     }

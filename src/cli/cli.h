@@ -46,6 +46,9 @@ losa_status cli_int(const char *flag, const char *s, long lo, long hi, int *out)
 losa_status cli_u64(const char *flag, const char *s, uint64_t *out);
 losa_status cli_double(const char *flag, const char *s, double lo, double hi, double *out);
 losa_status cli_float(const char *flag, const char *s, double lo, double hi, float *out);
+/* "AsepB" with A and B strict integers in [lo, hi] ("4096x11008", "2:4"). */
+losa_status cli_int_pair(const char *flag, const char *s, char sep, long lo, long hi, int *a,
+                         int *b);
 /* A fraction in [0, 1) (sparsity, dropout). */
 losa_status cli_fraction(const char *flag, const char *s, double *out);
 

@@ -232,6 +232,26 @@ losa_status cli_double(const char *flag, const char *s, double lo, double hi, do
     return LOSA_OK;
 }
 
+losa_status cli_int_pair(const char *flag, const char *s, char sep, long lo, long hi, int *a,
+                         int *b)
+{
+    char head[32];
+    const char *x = s ? strchr(s, sep) : NULL;
+    size_t n = x ? (size_t)(x - s) : 0;
+    int u = 0, w = 0;
+    if (x && n < sizeof head) {
+        memcpy(head, s, n);
+        head[n] = 0;
+    }
+    if (!x || n >= sizeof head || cli_int(flag, head, lo, hi, &u) != LOSA_OK ||
+        cli_int(flag, x + 1, lo, hi, &w) != LOSA_OK)
+        return core_err(LOSA_ERR_ARG, "%s: expected A%cB with integers in [%ld, %ld], got '%s'",
+                        flag, sep, lo, hi, s ? s : "");
+    *a = u;
+    *b = w;
+    return LOSA_OK;
+}
+
 losa_status cli_fraction(const char *flag, const char *s, double *out)
 {
     double x = 0;

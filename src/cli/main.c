@@ -1,5 +1,9 @@
 /* losa: git-style entry point.  Every subcommand runs under MPI (one rank
- * is fine).  Subcommands not built yet are weak stubs that say so. */
+ * is fine).  Subcommands not built yet are weak stubs that say so.
+ * --help / -h of any command and `losa help` are answered here from the
+ * tables of help.c, before MPI starts (rank 0 of a launch prints).  With
+ * --json, a failing command that printed no JSON object gets one here:
+ * {"error": "<message>", "code": <exit code>} (cli_json_error). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,17 +43,33 @@ static int is_help(const char *a)
     return !strcmp(a, "--help") || !strcmp(a, "-h");
 }
 
-/* losa help [COMMAND [BENCHMARK]] */
-static int help_cmd(dist_ctx *d, int argc, char **argv)
+/* This process's rank as the launcher (mpirun, srun) tells it, before MPI is
+ * initialized; 0 outside a launcher. */
+static int launcher_rank(void)
 {
+    static const char *vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    return 0;
+}
+
+/* losa help [COMMAND [BENCHMARK]]: needs no MPI (rank 0 of a launch prints). */
+static int help_cmd(int argc, char **argv)
+{
+    int r0 = launcher_rank() == 0;
     if (argc < 3) {
-        if (dist_rank(d) == 0) cli_help_list(stdout);
+        if (r0) cli_help_list(stdout);
         return 0;
     }
     const cli_help *h = cli_help_find(argv[2], argc > 3 ? argv[3] : NULL);
-    if (!h) return cli_error(d, "help", 2, "unknown command '%s' (losa help lists the commands)",
-                             argv[2]);
-    if (dist_rank(d) == 0) cli_help_print(stdout, h);
+    if (!h) {
+        if (r0) fprintf(stderr, "losa help: unknown command '%s' (losa help lists the commands)\n",
+                        argv[2]);
+        return 2;
+    }
+    if (r0) cli_help_print(stdout, h);
     return 0;
 }
 
@@ -60,7 +80,23 @@ int main(int argc, char **argv)
         return 2;
     }
     if (is_help(argv[1])) {
-        cli_help_list(stdout);
+        if (launcher_rank() == 0) cli_help_list(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "help")) return help_cmd(argc, argv);
+    cli_cmd_fn fn = NULL;
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) fn = cmds[i].fn;
+    /* --help and --json anywhere among the arguments, not as a flag's value */
+    const cli_help *h = cli_help_find(argv[1], argc > 2 ? argv[2] : NULL);
+    int help = 0, json = 0;
+    for (int i = h && strchr(h->name, ' ') ? 3 : 2; i < argc && !help; i++) {
+        if (is_help(argv[i])) help = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (cli_help_takes_value(h, argv[i])) i++;
+    }
+    if (fn && h && help) { /* before MPI: instant, and works without a launcher */
+        if (launcher_rank() == 0) cli_help_print(stdout, h);
         return 0;
     }
     dist_ctx *d = NULL;
@@ -68,33 +104,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "losa: %s\n", core_errmsg());
         return 1;
     }
+    cli_json_mode(json);
     int rc;
-    if (!strcmp(argv[1], "help")) {
-        rc = help_cmd(d, argc, argv);
-    } else {
-        cli_cmd_fn fn = NULL;
-        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-            if (!strcmp(argv[1], cmds[i].name)) fn = cmds[i].fn;
-        /* --help and --json anywhere among the arguments, not as a flag's value */
-        const cli_help *h = cli_help_find(argv[1], argc > 2 ? argv[2] : NULL);
-        int help = 0, json = 0;
-        for (int i = h && strchr(h->name, ' ') ? 3 : 2; i < argc && !help; i++) {
-            if (is_help(argv[i])) help = 1;
-            else if (!strcmp(argv[i], "--json")) json = 1;
-            else if (cli_help_takes_value(h, argv[i])) i++;
-        }
-        cli_json_mode(json);
-        if (!fn || !h) {
-            rc = cli_error(d, NULL, 2, "unknown command '%s' (losa help lists the commands)",
-                           argv[1]);
-        } else if (help) {
-            if (dist_rank(d) == 0) cli_help_print(stdout, h);
-            rc = 0;
-        } else {
-            rc = fn(d, argc - 1, argv + 1);
-        }
-        cli_json_error(d, rc);
-    }
+    if (!fn || !h)
+        rc = cli_error(d, NULL, 2, "unknown command '%s' (losa help lists the commands)", argv[1]);
+    else
+        rc = fn(d, argc - 1, argv + 1);
+    cli_json_error(d, rc);
     fflush(stdout);
     dist_finalize(&d);
     return rc;
