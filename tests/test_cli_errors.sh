@@ -71,6 +71,7 @@ bad "plan --ranks 0x10" "--ranks: expected an integer in [1, 1000000], got '0x10
     plan input/default.ini --ranks 0x10
 bad "run --stop-after 2x" "--stop-after: expected an integer in [0, 1000], got '2x'" \
     run input/default.ini --stop-after 2x
+bad "finetune --bogus (was ignored)" "unknown argument '--bogus'" finetune input/default.ini --bogus
 # --set values: the deck's own validation
 bad "--set data.calib_n=64x" "data.calib_n: expected an integer, got '64x'" \
     plan input/default.ini --set data.calib_n=64x
@@ -124,4 +125,5 @@ json_err "unknown command" 1 nosuch --json
 json_err "bench nosuch" 1 bench nosuch --json
 json_err "bench sparse --shape 1x" 1 bench sparse --shape 1x --json
 json_err "run without a deck" 1 run --json
+json_err "finetune --bogus" 1 finetune input/default.ini --bogus --json
 finish
