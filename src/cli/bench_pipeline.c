@@ -129,10 +129,10 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
-        else if ((v = cli_opt(argc, argv, &i, "--batch"))) B = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) T = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--micro"))) M = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--iters"))) iters = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--batch"))) s = cli_int("--batch", v, 1, 65536, &B);
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) s = cli_int("--seqlen", v, 2, 1048576, &T);
+        else if ((v = cli_opt(argc, argv, &i, "--micro"))) s = cli_int("--micro", v, 1, 65536, &M);
+        else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa bench pipeline "
                           "[--model STORE.h5] [--batch B] [--seqlen T] [--micro M] [--iters K] "

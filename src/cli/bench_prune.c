@@ -53,10 +53,10 @@ int bench_prune(dist_ctx *d, int argc, char **argv)
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
-        else if ((v = cli_opt(argc, argv, &i, "--layer"))) layer = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--n"))) N = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) S = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--sparsity"))) sparsity = atof(v);
+        else if ((v = cli_opt(argc, argv, &i, "--layer"))) s = cli_int("--layer", v, 0, 1000000, &layer);
+        else if ((v = cli_opt(argc, argv, &i, "--n"))) s = cli_int("--n", v, 1, 1000000, &N);
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) s = cli_int("--seqlen", v, 2, 1048576, &S);
+        else if ((v = cli_opt(argc, argv, &i, "--sparsity"))) s = cli_fraction("--sparsity", v, &sparsity);
         else if ((v = cli_opt(argc, argv, &i, "--pattern"))) pattern = v;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa bench prune "
@@ -64,7 +64,8 @@ int bench_prune(dist_ctx *d, int argc, char **argv)
                           "[--pattern N:M] [--json])", argv[i]);
     }
     if (s == LOSA_OK && strcmp(pattern, "unstructured")) {
-        if (sscanf(pattern, "%d:%d", &nm_n, &nm_m) != 2 || !(nm_n >= 1 && nm_n < nm_m))
+        s = cli_int_pair("--pattern", pattern, ':', 1, 1024, &nm_n, &nm_m);
+        if (s == LOSA_OK && nm_n >= nm_m)
             s = core_err(LOSA_ERR_ARG, "--pattern: expected N:M with 0 < N < M, got '%s'", pattern);
     }
     if (s == LOSA_OK && (N < 1 || S < 2 || !(sparsity >= 0 && sparsity < 1)))

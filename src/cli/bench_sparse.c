@@ -376,40 +376,27 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     int json = 0, quick = 0, reps = 0, rounds = 0, decode_only = 0, steps = 0;
     int only_out = 0, only_in = 0, matrices_only = 0, prefill = 0;
     double only_sp = -1;
-    for (int i = 1; i < argc; i++) {
+    losa_status s = LOSA_OK;
+    for (int i = 1; i < argc && s == LOSA_OK; i++) {
         const char *v;
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--decode-only")) decode_only = 1;
         else if (!strcmp(argv[i], "--matrices-only")) matrices_only = 1;
-        else if ((v = cli_opt(argc, argv, &i, "--steps"))) steps = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--reps"))) reps = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--rounds"))) rounds = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--prefill-batch"))) {
-            prefill = atoi(v);
-            if (prefill < 2 || prefill > 4096) {
-                if (dist_rank(d) == 0)
-                    fprintf(stderr, "losa bench sparse: --prefill-batch: expected 2..4096, "
-                                    "got '%s'\n", v);
-                return 2;
-            }
-        }
-        else if ((v = cli_opt(argc, argv, &i, "--sparsity"))) only_sp = atof(v);
-        else if ((v = cli_opt(argc, argv, &i, "--shape"))) {
-            if (sscanf(v, "%dx%d", &only_out, &only_in) != 2 || only_out <= 0 || only_in <= 0) {
-                if (dist_rank(d) == 0)
-                    fprintf(stderr, "losa bench sparse: --shape: expected OUTxIN (e.g. "
-                                    "4096x11008), got '%s'\n", v);
-                return 2;
-            }
-        }
-        else {
-            if (dist_rank(d) == 0)
-                fprintf(stderr, "losa bench sparse: unknown option '%s' (expected --quick, "
-                                "--json, --reps K, --rounds R, --shape OUTxIN, --sparsity S, --prefill-batch N, --decode-only, --matrices-only, --steps N)\n", argv[i]);
-            return 2;
-        }
+        else if ((v = cli_opt(argc, argv, &i, "--steps"))) s = cli_int("--steps", v, 1, 1000000, &steps);
+        else if ((v = cli_opt(argc, argv, &i, "--reps"))) s = cli_int("--reps", v, 1, 1000000, &reps);
+        else if ((v = cli_opt(argc, argv, &i, "--rounds"))) s = cli_int("--rounds", v, 1, 1000000, &rounds);
+        else if ((v = cli_opt(argc, argv, &i, "--prefill-batch")))
+            s = cli_int("--prefill-batch", v, 2, 4096, &prefill);
+        else if ((v = cli_opt(argc, argv, &i, "--sparsity")))
+            s = cli_fraction("--sparsity", v, &only_sp);
+        else if ((v = cli_opt(argc, argv, &i, "--shape")))
+            s = cli_int_pair("--shape", v, 'x', 1, 1000000, &only_out, &only_in);
+        else
+            s = core_err(LOSA_ERR_ARG, "unknown option '%s' (losa bench sparse --help lists them)",
+                         argv[i]);
     }
+    if (cli_fail(d, "bench sparse", s)) return 1;
     if (dist_rank(d) != 0) return 0;
     int nthr = 1;
 #ifdef _OPENMP

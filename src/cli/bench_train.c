@@ -36,15 +36,20 @@ static double train_flops(const model_config *c, int B, int T, int r, int dropou
 int bench_train(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v;
-    int B = 4, T = 256, iters = 3, json = 0, ckpt = 0;
+    int T_set = 0, B = 4, T = 256, iters = 3, json = 0, ckpt = 0;
     float dropout = 0.1f;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
-        else if ((v = cli_opt(argc, argv, &i, "--batch"))) B = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) T = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--iters"))) iters = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--dropout"))) dropout = (float)atof(v);
+        else if ((v = cli_opt(argc, argv, &i, "--batch"))) s = cli_int("--batch", v, 1, 65536, &B);
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) {
+            s = cli_int("--seqlen", v, 2, 1048576, &T);
+            T_set = 1;
+        } else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        else if ((v = cli_opt(argc, argv, &i, "--dropout"))) {
+            double p = 0;
+            if ((s = cli_fraction("--dropout", v, &p)) == LOSA_OK) dropout = (float)p;
+        }
         else if (!strcmp(argv[i], "--recompute")) ckpt = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
@@ -64,6 +69,12 @@ int bench_train(dist_ctx *d, int argc, char **argv)
                 for (int64_t e = 0; e < (int64_t)o * i; e++)
                     if (fabsf(st.layers[l].w[m][e]) < 0.6745f * 0.02f) st.layers[l].w[m][e] = 0;
             }
+    }
+    if (T > st.cfg.max_seq_len && T_set) { /* the default is capped, an explicit T is not */
+        s = core_err(LOSA_ERR_ARG, "--seqlen: %d exceeds the model's max_seq_len %d", T,
+                     st.cfg.max_seq_len);
+        model_stage_free(&st);
+        return cli_fail(d, "bench train", s);
     }
     if (T > st.cfg.max_seq_len) T = st.cfg.max_seq_len;
     lora_config lc;

@@ -5,6 +5,9 @@
 #ifndef LOSA_CLI_H
 #define LOSA_CLI_H
 
+#include <stdint.h>
+#include <stdio.h>
+
 #include "core.h"
 #include "dist.h"
 
@@ -30,6 +33,51 @@ const char *cli_opt(int argc, char **argv, int *i, const char *flag);
 /* Report a failure on every rank: agrees on status s and prints the message
  * once (rank 0): "losa <cmd>: <message>".  Returns the exit code (0 if OK). */
 int cli_fail(dist_ctx *d, const char *cmd, losa_status s);
+/* Rank 0 prints "losa <cmd>: <message>" on stderr; the message is kept for
+ * the --json error object.  Not collective.  Returns rc. */
+int cli_error(dist_ctx *d, const char *cmd, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Strict numbers for flag values: the whole string must be one decimal
+ * integer (or finite number) in [lo, hi]; else LOSA_ERR_ARG with
+ * "<flag>: expected an integer in [lo, hi], got '<s>'".  *out is written
+ * only on success.  Not collective. */
+losa_status cli_int(const char *flag, const char *s, long lo, long hi, int *out);
+losa_status cli_u64(const char *flag, const char *s, uint64_t *out);
+losa_status cli_double(const char *flag, const char *s, double lo, double hi, double *out);
+losa_status cli_float(const char *flag, const char *s, double lo, double hi, float *out);
+/* "AsepB" with A and B strict integers in [lo, hi] ("4096x11008", "2:4"). */
+losa_status cli_int_pair(const char *flag, const char *s, char sep, long lo, long hi, int *a,
+                         int *b);
+/* A fraction in [0, 1) (sparsity, dropout). */
+losa_status cli_fraction(const char *flag, const char *s, double *out);
+
+/* --help and --json, seen by main before dispatch (help.c). */
+typedef struct {
+    const char *flag;  /* "--seqlen" */
+    const char *arg;   /* "S", or NULL for a switch */
+    const char *def;   /* default, or NULL */
+    const char *desc;
+} cli_flag;
+typedef struct {
+    const char *name;     /* "eval", "bench sparse" */
+    const char *usage;    /* after "losa " */
+    const char *summary;  /* one line */
+    const cli_flag *flags; /* ends with {NULL} */
+} cli_help;
+/* The help of command cmd (sub: the bench sub-benchmark or NULL), or NULL. */
+const cli_help *cli_help_find(const char *cmd, const char *sub);
+void cli_help_print(FILE *f, const cli_help *h);
+/* The list of commands (losa help). */
+void cli_help_list(FILE *f);
+/* 1 if arg is a flag of h that takes a separate value ("--seqlen", not
+ * "--seqlen=64"). */
+int cli_help_takes_value(const cli_help *h, const char *arg);
+/* --json error objects: main tells whether --json was given; after a
+ * failure with no JSON object printed, rank 0 prints
+ * {"error": "<last message>", "code": rc} on stdout. */
+void cli_json_mode(int on);
+void cli_json_error(dist_ctx *d, int rc);
 
 
 

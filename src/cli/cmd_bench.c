@@ -8,9 +8,7 @@
     __attribute__((weak)) int bench_##name(dist_ctx *d, int argc, char **argv) \
     {                                                                       \
         (void)argc; (void)argv;                                             \
-        if (dist_rank(d) == 0)                                              \
-            fprintf(stderr, "losa bench " #name ": not available in this build\n"); \
-        return 2;                                                           \
+        return cli_error(d, "bench " #name, 2, "not available in this build"); \
     }
 BENCH_STUB(forward) BENCH_STUB(train) BENCH_STUB(prune) BENCH_STUB(sparse)
 BENCH_STUB(pipeline)
@@ -24,7 +22,8 @@ int cmd_bench(dist_ctx *d, int argc, char **argv)
     if (argc >= 2)
         for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
             if (!strcmp(argv[1], b[i].name)) return b[i].fn(d, argc - 1, argv + 1);
-    if (dist_rank(d) == 0)
-        fprintf(stderr, "usage: losa bench forward|train|prune|sparse|pipeline [--json]\n");
-    return 2;
+    return cli_error(d, "bench", 2, "%s%s%s (usage: losa bench forward|train|prune|sparse|"
+                     "pipeline [options] [--json]; losa bench <what> --help)",
+                     argc >= 2 ? "unknown benchmark '" : "which benchmark?",
+                     argc >= 2 ? argv[1] : "", argc >= 2 ? "'" : "");
 }

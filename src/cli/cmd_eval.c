@@ -19,11 +19,11 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
         else if ((v = cli_opt(argc, argv, &i, "--ppl"))) ppl = v;
-        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) S = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--batch"))) B = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--max-windows"))) maxw = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) s = cli_int("--seqlen", v, 2, 1048576, &S);
+        else if ((v = cli_opt(argc, argv, &i, "--batch"))) s = cli_int("--batch", v, 1, 65536, &B);
+        else if ((v = cli_opt(argc, argv, &i, "--max-windows"))) s = cli_int("--max-windows", v, 0, 1000000000, &maxw);
         else if ((v = cli_opt(argc, argv, &i, "--zeroshot"))) zs = v;
-        else if ((v = cli_opt(argc, argv, &i, "--limit"))) limit = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--limit"))) s = cli_int("--limit", v, 0, 1000000000, &limit);
         else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &smode);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa eval --model STORE.h5 "

@@ -6,6 +6,7 @@
  * and the training log (/finetune/{loss,lr,grad_norm,tokens_per_s}, the
  * resolved deck as /finetune/deck).  Adapters and AdamW state go to
  * <output.store>.lora.h5.  Collective (world). */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +19,22 @@
 
 int cmd_finetune(dist_ctx *d, int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-') {
-        if (dist_rank(d) == 0)
-            fprintf(stderr, "usage: losa finetune DECK.ini [--set section.key=value ...]\n");
-        return 2;
+    if (argc < 2 || argv[1][0] == '-')
+        return cli_error(d, "finetune", 2, "DECK.ini: missing (usage: losa finetune DECK.ini "
+                         "[--set section.key=value ...] [--json])");
+    double t0 = core_time();
+    int json = 0;
+    losa_status s = LOSA_OK;
+    for (int i = 2; i < argc && s == LOSA_OK; i++) {
+        const char *v;
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--set"))) continue;
+        else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa finetune DECK.ini "
+                          "[--set section.key=value ...] [--json])", argv[i]);
     }
+    if (cli_fail(d, "finetune", s)) return 1;
     deck *dk = NULL;
-    losa_status s = cli_load_deck(d, argv[1], argc - 1, argv + 1, &dk);
+    s = cli_load_deck(d, argv[1], argc - 1, argv + 1, &dk);
     if (s == LOSA_OK) s = deck_check_required(dk, "model");
     if (s == LOSA_OK && !deck_str(dk, "data.train")[0])
         s = core_err(LOSA_ERR_ARG, "%s: data.train: a training data file is required", argv[1]);
@@ -142,6 +152,16 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
         s = losa_store_write_model(d, io, &st, &tk, "losa finetune (merged masked LoRA)");
         if (s == LOSA_OK)
             core_log("finetune: wrote %s (merged model + training log) and %s\n", out, apath);
+        if (s == LOSA_OK && json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "store", out);
+            cJSON_AddStringToObject(o, "adapters", apath);
+            cJSON_AddNumberToObject(o, "steps", (double)tc.steps);
+            if (tc.steps > 0 && isfinite(log[tc.steps - 1]))
+                cJSON_AddNumberToObject(o, "loss", log[tc.steps - 1]);
+            cJSON_AddNumberToObject(o, "seconds", core_time() - t0);
+            cli_json_emit(d, o);
+        }
     } else {
         io_store_close(&io);
     }

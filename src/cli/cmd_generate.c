@@ -38,9 +38,9 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
         else if ((v = cli_opt(argc, argv, &i, "--prompt"))) prompt = v;
-        else if ((v = cli_opt(argc, argv, &i, "--steps"))) steps = atoi(v);
-        else if ((v = cli_opt(argc, argv, &i, "--temperature"))) temp = (float)atof(v);
-        else if ((v = cli_opt(argc, argv, &i, "--seed"))) seed = strtoull(v, NULL, 10);
+        else if ((v = cli_opt(argc, argv, &i, "--steps"))) s = cli_int("--steps", v, 1, 1048576, &steps);
+        else if ((v = cli_opt(argc, argv, &i, "--temperature"))) s = cli_float("--temperature", v, 0, 100, &temp);
+        else if ((v = cli_opt(argc, argv, &i, "--seed"))) s = cli_u64("--seed", v, &seed);
         else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &smode);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa generate --model STORE.h5 "
@@ -48,7 +48,6 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
                           "[--sparse auto|on|off] [--json])", argv[i]);
     }
     if (s == LOSA_OK && !model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
-    if (s == LOSA_OK && steps < 1) s = core_err(LOSA_ERR_ARG, "--steps must be >= 1");
     if (cli_fail(d, "generate", s)) return 1;
     model_stage st;
     tok_tokenizer tok;
@@ -57,11 +56,13 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     int *ids = NULL;
     int64_t n = 0;
     s = tok_encode(&tok, prompt, strlen(prompt), 1, 0, &ids, &n);
-    if (s == LOSA_OK && n + steps > st.cfg.max_seq_len) {
-        steps = st.cfg.max_seq_len - (int)n;
-        if (steps < 1) s = core_err(LOSA_ERR_ARG, "prompt of %lld tokens fills the context (%d)",
-                                    (long long)n, st.cfg.max_seq_len);
-    }
+    if (s == LOSA_OK && n >= st.cfg.max_seq_len)
+        s = core_err(LOSA_ERR_ARG, "--prompt: %lld tokens fill the model's context of %d",
+                     (long long)n, st.cfg.max_seq_len);
+    else if (s == LOSA_OK && n + steps > st.cfg.max_seq_len)
+        s = core_err(LOSA_ERR_ARG, "--steps: %d exceeds the maximum %lld for this model "
+                     "(max_seq_len %d - %lld prompt tokens)", steps,
+                     (long long)(st.cfg.max_seq_len - n), st.cfg.max_seq_len, (long long)n);
     if (cli_fail(d, "generate", s)) return 1;
     int cap = (int)n + steps;
     ids = realloc(ids, sizeof(int) * cap);

@@ -291,13 +291,8 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--set"))) continue; /* cli_load_deck applies */
-        else if ((v = cli_opt(argc, argv, &i, "--ranks"))) {
-            char *end;
-            long n = strtol(v, &end, 10);
-            if (*end || end == v || n < 1 || n > 1000000)
-                s = core_err(LOSA_ERR_ARG, "--ranks: expected an integer >= 1, got '%s'", v);
-            ranks = (int)n;
-        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--ranks"))) s = cli_int("--ranks", v, 1, 1000000, &ranks);
+        else if (!strcmp(argv[i], "--json")) json = 1;
         else if (argv[i][0] == '-' && argv[i][1])
             s = core_err(LOSA_ERR_ARG, "%s: unknown option (usage: losa plan DECK.ini "
                          "[--set k=v ...] [--ranks N] [--json])", argv[i]);

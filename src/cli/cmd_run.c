@@ -50,18 +50,16 @@ static void json_num(cJSON *o, const char *k, double v)
 
 int cmd_run(dist_ctx *d, int argc, char **argv)
 {
-    if (argc < 2 || argv[1][0] == '-') {
-        if (dist_rank(d) == 0)
-            fprintf(stderr, "usage: losa run DECK.ini [--set section.key=value ...] [--json]\n");
-        return 2;
-    }
+    if (argc < 2 || argv[1][0] == '-')
+        return cli_error(d, "run", 2, "DECK.ini: missing (usage: losa run DECK.ini "
+                         "[--set section.key=value ...] [--json])");
     int json = 0, stop_after = 0;
     losa_status s = LOSA_OK;
     for (int i = 2; i < argc && s == LOSA_OK; i++) {
         const char *v;
         if (!strcmp(argv[i], "--json")) json = 1;
         else if ((v = cli_opt(argc, argv, &i, "--set"))) continue;
-        else if ((v = cli_opt(argc, argv, &i, "--stop-after"))) stop_after = atoi(v);
+        else if ((v = cli_opt(argc, argv, &i, "--stop-after"))) s = cli_int("--stop-after", v, 0, 1000, &stop_after);
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa run DECK.ini "
                           "[--set section.key=value ...] [--json])", argv[i]);
     }

@@ -124,21 +124,12 @@ int cmd_synth(dist_ctx *d, int argc, char **argv)
     uint64_t seed = 0;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
-        char *end;
         if ((v = cli_opt(argc, argv, &i, "--config"))) cfg = v;
         else if ((v = cli_opt(argc, argv, &i, "--out"))) out = v;
         else if ((v = cli_opt(argc, argv, &i, "--tokenizer"))) tokp = v;
-        else if ((v = cli_opt(argc, argv, &i, "--layers"))) {
-            long k = strtol(v, &end, 10);
-            if (*end || end == v || k < 1 || k > 100000)
-                s = core_err(LOSA_ERR_ARG, "--layers: expected an integer >= 1, got '%s'", v);
-            K = (int)k;
-        } else if ((v = cli_opt(argc, argv, &i, "--seed"))) {
-            unsigned long long x = strtoull(v, &end, 10);
-            if (*end || end == v || v[0] == '-')
-                s = core_err(LOSA_ERR_ARG, "--seed: expected an integer >= 0, got '%s'", v);
-            seed = x;
-        } else if (!strcmp(argv[i], "--json")) json = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--layers"))) s = cli_int("--layers", v, 1, 100000, &K);
+        else if ((v = cli_opt(argc, argv, &i, "--seed"))) s = cli_u64("--seed", v, &seed);
+        else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "%s: unknown argument (%s)", argv[i], usage);
     }
     if (s == LOSA_OK && (!cfg || !out || K == 0))

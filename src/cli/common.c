@@ -2,6 +2,11 @@
  * same text), loading a model store into this rank's stage, the tokenizer,
  * reading and tokenizing text files. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
+#include <limits.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -134,11 +139,133 @@ losa_status cli_resolve_store(const char *src, char *store, size_t n)
     return LOSA_OK;
 }
 
+/* --json mode (set by main), whether an object was printed, and the last
+ * error message a command reported (for the error object). */
+static int json_on, json_done;
+static char last_error[1200];
+
 /* JSON output: rank 0 prints exactly one object on stdout. */
 void cli_json_print(dist_ctx *d, const char *json)
 {
+    json_done = 1;
     if (dist_rank(d) != 0) return;
     fputs(json, stdout);
     fputc('\n', stdout);
     fflush(stdout);
+}
+
+void cli_json_mode(int on)
+{
+    json_on = on;
+}
+
+void cli_json_error(dist_ctx *d, int rc)
+{
+    if (!json_on || json_done || rc == 0) return;
+    const char *msg = last_error[0] ? last_error : core_errmsg();
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", msg && msg[0] ? msg : "failed");
+    cJSON_AddNumberToObject(o, "code", rc);
+    cli_json_emit(d, o);
+}
+
+int cli_fail(dist_ctx *d, const char *cmd, losa_status s)
+{
+    losa_status g = dist_agree(d, s);
+    if (g == LOSA_OK) return 0;
+    snprintf(last_error, sizeof last_error, "%s", core_errmsg());
+    if (dist_rank(d) == 0) fprintf(stderr, "losa %s: %s\n", cmd, last_error);
+    return 1;
+}
+
+int cli_error(dist_ctx *d, const char *cmd, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    if (dist_rank(d) == 0) fprintf(stderr, "losa%s%s: %s\n", cmd ? " " : "", cmd ? cmd : "",
+                                   last_error);
+    return rc;
+}
+
+/* Strict numbers: one token, nothing before or after it. */
+static int plain_start(const char *s)
+{
+    return s && s[0] && !isspace((unsigned char)s[0]);
+}
+
+losa_status cli_int(const char *flag, const char *s, long lo, long hi, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long x = plain_start(s) ? strtol(s, &end, 10) : 0;
+    if (!end || end == s || *end || errno == ERANGE || x < lo || x > hi || x < INT_MIN ||
+        x > INT_MAX)
+        return core_err(LOSA_ERR_ARG, "%s: expected an integer in [%ld, %ld], got '%s'", flag,
+                        lo, hi, s ? s : "");
+    *out = (int)x;
+    return LOSA_OK;
+}
+
+losa_status cli_u64(const char *flag, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = s && isdigit((unsigned char)s[0]) ? strtoull(s, &end, 10) : 0;
+    if (!end || end == s || *end || errno == ERANGE)
+        return core_err(LOSA_ERR_ARG, "%s: expected an integer in [0, %llu], got '%s'", flag,
+                        (unsigned long long)UINT64_MAX, s ? s : "");
+    *out = (uint64_t)x;
+    return LOSA_OK;
+}
+
+losa_status cli_double(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double x = plain_start(s) ? strtod(s, &end) : 0;
+    if (!end || end == s || *end || errno == ERANGE || !isfinite(x) || x < lo || x > hi)
+        return core_err(LOSA_ERR_ARG, "%s: expected a number in [%g, %g], got '%s'", flag, lo,
+                        hi, s ? s : "");
+    *out = x;
+    return LOSA_OK;
+}
+
+losa_status cli_int_pair(const char *flag, const char *s, char sep, long lo, long hi, int *a,
+                         int *b)
+{
+    char head[32];
+    const char *x = s ? strchr(s, sep) : NULL;
+    size_t n = x ? (size_t)(x - s) : 0;
+    int u = 0, w = 0;
+    if (x && n < sizeof head) {
+        memcpy(head, s, n);
+        head[n] = 0;
+    }
+    if (!x || n >= sizeof head || cli_int(flag, head, lo, hi, &u) != LOSA_OK ||
+        cli_int(flag, x + 1, lo, hi, &w) != LOSA_OK)
+        return core_err(LOSA_ERR_ARG, "%s: expected A%cB with integers in [%ld, %ld], got '%s'",
+                        flag, sep, lo, hi, s ? s : "");
+    *a = u;
+    *b = w;
+    return LOSA_OK;
+}
+
+losa_status cli_fraction(const char *flag, const char *s, double *out)
+{
+    double x = 0;
+    if (cli_double(flag, s, 0, 1, &x) != LOSA_OK || x >= 1)
+        return core_err(LOSA_ERR_ARG, "%s: expected a number in [0, 1), got '%s'", flag,
+                        s ? s : "");
+    *out = x;
+    return LOSA_OK;
+}
+
+losa_status cli_float(const char *flag, const char *s, double lo, double hi, float *out)
+{
+    double x = 0;
+    losa_status st = cli_double(flag, s, lo, hi, &x);
+    if (st == LOSA_OK) *out = (float)x;
+    return st;
 }

@@ -1,5 +1,9 @@
 /* losa: git-style entry point.  Every subcommand runs under MPI (one rank
- * is fine).  Subcommands not built yet are weak stubs that say so. */
+ * is fine).  Subcommands not built yet are weak stubs that say so.
+ * --help / -h of any command and `losa help` are answered here from the
+ * tables of help.c, before MPI starts (rank 0 of a launch prints).  With
+ * --json, a failing command that printed no JSON object gets one here:
+ * {"error": "<message>", "code": <exit code>} (cli_json_error). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,35 +14,18 @@
     __attribute__((weak)) int cmd_##name(dist_ctx *d, int argc, char **argv) \
     {                                                                       \
         (void)argc; (void)argv;                                             \
-        if (dist_rank(d) == 0)                                              \
-            fprintf(stderr, "losa " #name ": not available in this build\n"); \
-        return 2;                                                           \
+        return cli_error(d, #name, 2, "not available in this build");      \
     }
 STUB(import) STUB(info) STUB(eval) STUB(generate) STUB(bench) STUB(prune)
 STUB(finetune) STUB(run) STUB(export) STUB(synth) STUB(plan) STUB(sparsify)
 
-static const struct { const char *name; cli_cmd_fn fn; const char *help; } cmds[] = {
-    {"import", cmd_import, "HF safetensors dir or llama2.c checkpoint -> HDF5 store"},
-    {"info", cmd_info, "what a store or run dir holds"},
-    {"eval", cmd_eval, "perplexity / zero-shot evaluation"},
-    {"generate", cmd_generate, "sample text"},
-    {"bench", cmd_bench, "benchmarks (forward, train, prune, sparse, pipeline)"},
-    {"prune", cmd_prune, "one-shot pruning (DECK.ini)"},
-    {"finetune", cmd_finetune, "masked LoRA fine-tuning (DECK.ini)"},
-    {"run", cmd_run, "the LoSA pipeline (DECK.ini)"},
-    {"export", cmd_export, "run dir or store -> HF safetensors"},
-    {"synth", cmd_synth, "synthetic store with real layer shapes"},
-    {"plan", cmd_plan, "memory / FLOP / communication plan for a deck"},
-    {"sparsify", cmd_sparsify, "keep sparse copies of the pruned maps in the store"},
+/* The one-line summaries and the flags are in help.c. */
+static const struct { const char *name; cli_cmd_fn fn; } cmds[] = {
+    {"import", cmd_import}, {"info", cmd_info}, {"eval", cmd_eval},
+    {"generate", cmd_generate}, {"bench", cmd_bench}, {"prune", cmd_prune},
+    {"finetune", cmd_finetune}, {"run", cmd_run}, {"export", cmd_export},
+    {"synth", cmd_synth}, {"plan", cmd_plan}, {"sparsify", cmd_sparsify},
 };
-
-static void usage(void)
-{
-    fprintf(stderr, "usage: losa <command> [args] [--json]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        fprintf(stderr, "  %-9s %s\n", cmds[i].name, cmds[i].help);
-    fprintf(stderr, "\nrun under MPI: mpirun -np P build/losa <command> ...\n");
-}
 
 const char *cli_opt(int argc, char **argv, int *i, const char *flag)
 {
@@ -51,35 +38,80 @@ const char *cli_opt(int argc, char **argv, int *i, const char *flag)
     return argv[*i];
 }
 
-int cli_fail(dist_ctx *d, const char *cmd, losa_status s)
+static int is_help(const char *a)
 {
-    losa_status g = dist_agree(d, s);
-    if (g == LOSA_OK) return 0;
-    if (dist_rank(d) == 0) fprintf(stderr, "losa %s: %s\n", cmd, core_errmsg());
-    return 1;
+    return !strcmp(a, "--help") || !strcmp(a, "-h");
+}
+
+/* This process's rank as the launcher (mpirun, srun) tells it, before MPI is
+ * initialized; 0 outside a launcher. */
+static int launcher_rank(void)
+{
+    static const char *vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    return 0;
+}
+
+/* losa help [COMMAND [BENCHMARK]]: needs no MPI (rank 0 of a launch prints). */
+static int help_cmd(int argc, char **argv)
+{
+    int r0 = launcher_rank() == 0;
+    if (argc < 3) {
+        if (r0) cli_help_list(stdout);
+        return 0;
+    }
+    const cli_help *h = cli_help_find(argv[2], argc > 3 ? argv[3] : NULL);
+    if (!h) {
+        if (r0) fprintf(stderr, "losa help: unknown command '%s' (losa help lists the commands)\n",
+                        argv[2]);
+        return 2;
+    }
+    if (r0) cli_help_print(stdout, h);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage();
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        cli_help_list(stderr);
+        return 2;
+    }
+    if (is_help(argv[1])) {
+        if (launcher_rank() == 0) cli_help_list(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "help")) return help_cmd(argc, argv);
+    cli_cmd_fn fn = NULL;
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) fn = cmds[i].fn;
+    /* --help and --json anywhere among the arguments, not as a flag's value */
+    const cli_help *h = cli_help_find(argv[1], argc > 2 ? argv[2] : NULL);
+    int help = 0, json = 0;
+    for (int i = h && strchr(h->name, ' ') ? 3 : 2; i < argc && !help; i++) {
+        if (is_help(argv[i])) help = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (cli_help_takes_value(h, argv[i])) i++;
+    }
+    if (fn && h && help) { /* before MPI: instant, and works without a launcher */
+        if (launcher_rank() == 0) cli_help_print(stdout, h);
+        return 0;
     }
     dist_ctx *d = NULL;
     if (dist_init(&argc, &argv, &d) != LOSA_OK) {
         fprintf(stderr, "losa: %s\n", core_errmsg());
         return 1;
     }
-    int rc = -1;
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (!strcmp(argv[1], cmds[i].name)) rc = cmds[i].fn(d, argc - 1, argv + 1);
-    if (rc == -1) {
-        if (dist_rank(d) == 0) {
-            fprintf(stderr, "losa: unknown command '%s'\n", argv[1]);
-            usage();
-        }
-        rc = 2;
-    }
+    cli_json_mode(json);
+    int rc;
+    if (!fn || !h)
+        rc = cli_error(d, NULL, 2, "unknown command '%s' (losa help lists the commands)", argv[1]);
+    else
+        rc = fn(d, argc - 1, argv + 1);
+    cli_json_error(d, rc);
+    fflush(stdout);
     dist_finalize(&d);
     return rc;
 }

@@ -1,0 +1,228 @@
+/* losa <command> --help: one table per command of the flags it accepts, with
+ * their defaults.  main prints them before dispatch (so the commands need not
+ * handle --help), and uses them to tell a flag's value from a flag when it
+ * looks for --help / --json.  tests/test_cli_help.sh checks that every flag a
+ * command's source parses appears in its table. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define JSON_FLAG {"--json", NULL, NULL, "print one JSON object on stdout (progress stays on stderr); "\
+                   "on failure {\"error\": ..., \"code\": N}"}
+#define SET_FLAG {"--set", "section.key=value", NULL, "override a deck key (repeatable; the "\
+                  "deck's own validation applies)"}
+#define END {NULL, NULL, NULL, NULL}
+
+static const cli_flag f_import[] = {
+    {"--out", "STORE.h5", NULL, "the store to write (required)"},
+    {"--tokenizer", "tokenizer.bin", NULL, "llama2.c tokenizer (required for a llama2.c "
+                                           "checkpoint; a HF directory has tokenizer.json)"},
+    JSON_FLAG, END};
+static const cli_flag f_info[] = {JSON_FLAG, END};
+static const cli_flag f_eval[] = {
+    {"--model", "STORE.h5", NULL, "model store or run directory (required)"},
+    {"--ppl", "TEXT", NULL, "text file for perplexity"},
+    {"--seqlen", "S", "256", "perplexity window in tokens, 2..1048576"},
+    {"--batch", "B", "8", "windows per forward call, 1..65536"},
+    {"--max-windows", "N", "0 (all)", "evaluate only the first N windows"},
+    {"--zeroshot", "TASKS", NULL, "comma-separated zero-shot tasks (input/tasks/)"},
+    {"--limit", "K", "0 (all)", "items per zero-shot task"},
+    {"--sparse", "auto|on|off", "auto", "sparse kernels where they pay (auto), for every map "
+                                        "(on), or dense only (off)"},
+    JSON_FLAG, END};
+static const cli_flag f_generate[] = {
+    {"--model", "STORE.h5", NULL, "model store or run directory (required)"},
+    {"--prompt", "TEXT", "\"\"", "prompt text"},
+    {"--steps", "N", "128", "tokens to generate; prompt + N must fit in the model's "
+                            "max_seq_len (refused otherwise)"},
+    {"--temperature", "T", "0 (greedy)", "sampling temperature, 0..100"},
+    {"--seed", "S", "0", "sampling seed, 0..2^64-1"},
+    {"--sparse", "auto|on|off", "auto", "sparse kernels where they pay at batch 1 (auto), for "
+                                        "every map (on), or dense only (off)"},
+    JSON_FLAG, END};
+static const cli_flag f_bench[] = {JSON_FLAG, END};
+static const cli_flag f_bench_forward[] = {
+    {"--model", "STORE.h5", "random 6-layer minillama", "model store to time"},
+    {"--batch", "B", "8", "sequences per forward, 1..65536"},
+    {"--seqlen", "T", "256", "tokens per sequence, 2..1048576 (at most the model's "
+                             "max_seq_len)"},
+    {"--iters", "K", "5", "timed forwards (best is reported), 1..1000000"},
+    JSON_FLAG, END};
+static const cli_flag f_bench_train[] = {
+    {"--model", "STORE.h5", "random 6-layer minillama, 50% pruned", "model store to time"},
+    {"--batch", "B", "4", "sequences per step, 1..65536"},
+    {"--seqlen", "T", "256", "tokens per sequence, 2..1048576"},
+    {"--iters", "K", "3", "timed steps, 1..1000000"},
+    {"--dropout", "P", "0.1", "LoRA dropout, 0 <= P < 1"},
+    {"--recompute", NULL, "off", "activation recomputation in the backward"},
+    JSON_FLAG, END};
+static const cli_flag f_bench_prune[] = {
+    {"--model", "STORE.h5", "random minillama layer", "model store"},
+    {"--layer", "l", "0", "layer of --model to prune"},
+    {"--n", "N", "64", "calibration windows, 1..1000000"},
+    {"--seqlen", "S", "256", "tokens per window, 2..1048576"},
+    {"--sparsity", "s", "0.5", "target sparsity, 0 <= s < 1"},
+    {"--pattern", "unstructured|N:M", "unstructured", "sparsity pattern"},
+    JSON_FLAG, END};
+static const cli_flag f_bench_sparse[] = {
+    {"--quick", NULL, "off", "small shapes and one sparsity (seconds, for tests)"},
+    {"--reps", "K", "4 (2 prefill; --quick 2/1)", "best-of-K calls per timing, 1..1000000"},
+    {"--rounds", "R", "7 (3 prefill; --quick 3/1)", "paired rounds per case, 1..1000000"},
+    {"--shape", "OUTxIN", "LLaMA-2-7B shapes", "one matrix shape"},
+    {"--sparsity", "S", "0.5,0.6,0.7,0.8", "one unstructured sparsity, 0 <= S < 1"},
+    {"--prefill-batch", "N", "128 (--quick 16)", "prefill batch, 2..4096"},
+    {"--decode-only", NULL, "off", "skip the prefill batch"},
+    {"--matrices-only", NULL, "off", "skip the model decode"},
+    {"--steps", "N", "32 (--quick 16)", "decode steps of the model decode, 1..1000000"},
+    JSON_FLAG, END};
+static const cli_flag f_bench_pipeline[] = {
+    {"--model", "STORE.h5", "random 6-layer minillama, 50% pruned", "model store"},
+    {"--batch", "B", "1", "sequences per micro-batch, 1..65536"},
+    {"--seqlen", "T", "128", "tokens per sequence, 2..1048576"},
+    {"--micro", "M", "8", "micro-batches per step, 1..65536"},
+    {"--iters", "K", "2", "timed steps, 1..1000000"},
+    JSON_FLAG, END};
+static const cli_flag f_prune[] = {SET_FLAG, JSON_FLAG, END};
+static const cli_flag f_finetune[] = {SET_FLAG, JSON_FLAG, END};
+static const cli_flag f_run[] = {
+    SET_FLAG,
+    {"--stop-after", "T", "0 (never)", "testing: stop with an error after LoSA step T, 0..1000"},
+    JSON_FLAG, END};
+static const cli_flag f_export[] = {
+    {"--out", "DIR", NULL, "the directory to write (required; must not exist or be empty)"},
+    {"--dtype", "bf16|f32", "bf16", "weight type of model.safetensors"},
+    JSON_FLAG, END};
+static const cli_flag f_synth[] = {
+    {"--config", "CONFIG.json", NULL, "HF config.json giving the layer shapes (required)"},
+    {"--layers", "K", NULL, "layers to write, 1..100000 (required)"},
+    {"--out", "STORE.h5", NULL, "the store to write (required)"},
+    {"--seed", "S", "0", "weight seed, 0..2^64-1"},
+    {"--tokenizer", "tokenizer.json", "a byte-level stand-in", "tokenizer to store"},
+    JSON_FLAG, END};
+static const cli_flag f_plan[] = {
+    SET_FLAG,
+    {"--ranks", "N", "parallel.pp x parallel.dp", "plan for N ranks (pp = N / parallel.dp), "
+                                                  "1..1000000"},
+    JSON_FLAG, END};
+static const cli_flag f_sparsify[] = {
+    {"--format", "bitmap|bitmap-bf16|csr", "bitmap", "format of the kept copies"},
+    {"--all", NULL, "off", "keep every map, not only those where sparse kernels pay"},
+    JSON_FLAG, END};
+
+static const cli_help helps[] = {
+    {"import", "import SRC --out STORE.h5 [--tokenizer tokenizer.bin] [--json]",
+     "HF safetensors dir or llama2.c checkpoint -> HDF5 store", f_import},
+    {"info", "info STORE.h5|RUN_DIR [--json]", "what a store or run dir holds", f_info},
+    {"eval", "eval --model STORE.h5 [--ppl TEXT] [--zeroshot TASKS] [options]",
+     "perplexity / zero-shot evaluation", f_eval},
+    {"generate", "generate --model STORE.h5 [options]", "sample text", f_generate},
+    {"bench", "bench forward|train|prune|sparse|pipeline [options]",
+     "benchmarks (forward, train, prune, sparse, pipeline); losa bench <what> --help",
+     f_bench},
+    {"bench forward", "bench forward [options]",
+     "forward tokens/s and GFLOP/s against this machine's sgemm (one rank)", f_bench_forward},
+    {"bench train", "bench train [options]",
+     "masked-LoRA training step tokens/s (one rank)", f_bench_train},
+    {"bench prune", "bench prune [options]",
+     "Wanda and SparseGPT seconds for one layer (one rank)", f_bench_prune},
+    {"bench sparse", "bench sparse [options]",
+     "dense vs sparse kernels on LLaMA-2-7B shapes, and sparse decode", f_bench_sparse},
+    {"bench pipeline", "bench pipeline [options]",
+     "training tokens/s of 1 rank x 2 threads vs 2-stage pipeline vs 2 replicas",
+     f_bench_pipeline},
+    {"prune", "prune DECK.ini [--set section.key=value ...] [--json]",
+     "one-shot pruning (DECK.ini)", f_prune},
+    {"finetune", "finetune DECK.ini [--set section.key=value ...] [--json]",
+     "masked LoRA fine-tuning (DECK.ini)", f_finetune},
+    {"run", "run DECK.ini [--set section.key=value ...] [--json]",
+     "the LoSA pipeline (DECK.ini)", f_run},
+    {"export", "export RUN_DIR|STORE.h5 --out DIR [--dtype bf16|f32] [--json]",
+     "run dir or store -> HF safetensors", f_export},
+    {"synth", "synth --config CONFIG.json --layers K --out STORE.h5 [options]",
+     "synthetic store with real layer shapes", f_synth},
+    {"plan", "plan DECK.ini [--set section.key=value ...] [--ranks N] [--json]",
+     "memory / FLOP / communication plan for a deck", f_plan},
+    {"sparsify", "sparsify STORE.h5|RUN_DIR [--format F] [--all] [--json]",
+     "keep sparse copies of the pruned maps in the store", f_sparsify},
+};
+#define N_HELPS (sizeof helps / sizeof helps[0])
+
+const cli_help *cli_help_find(const char *cmd, const char *sub)
+{
+    char name[64];
+    if (sub) snprintf(name, sizeof name, "%s %s", cmd, sub);
+    for (size_t i = 0; sub && i < N_HELPS; i++)
+        if (!strcmp(helps[i].name, name)) return &helps[i];
+    for (size_t i = 0; i < N_HELPS; i++)
+        if (!strcmp(helps[i].name, cmd)) return &helps[i];
+    return NULL;
+}
+
+/* Prints text from column `col`, breaking lines at blanks before `width`. */
+static void wrap(FILE *f, const char *text, int col, int width)
+{
+    const char *p = text;
+    int at = col;
+    while (*p) {
+        size_t w = strcspn(p, " ");
+        if (at > col && at + 1 + (int)w > width) {
+            fprintf(f, "\n%*s", col, "");
+            at = col;
+        } else if (at > col) {
+            fputc(' ', f);
+            at++;
+        }
+        fwrite(p, 1, w, f);
+        at += (int)w;
+        p += w;
+        while (*p == ' ') p++;
+    }
+    fputc('\n', f);
+}
+
+void cli_help_print(FILE *f, const cli_help *h)
+{
+    fprintf(f, "usage: losa %s\n\n%s\n", h->usage, h->summary);
+    if (!strcmp(h->name, "bench")) {
+        fprintf(f, "\nbenchmarks:\n");
+        for (size_t i = 0; i < N_HELPS; i++)
+            if (!strncmp(helps[i].name, "bench ", 6))
+                fprintf(f, "  %-10s %s\n", helps[i].name + 6, helps[i].summary);
+    }
+    fprintf(f, "\noptions:\n");
+    for (const cli_flag *x = h->flags; x->flag; x++) {
+        char lhs[96];
+        snprintf(lhs, sizeof lhs, "%s%s%s", x->flag, x->arg ? " " : "", x->arg ? x->arg : "");
+        char text[512];
+        snprintf(text, sizeof text, "%s%s%s%s", x->desc, x->def ? " [default: " : "",
+                 x->def ? x->def : "", x->def ? "]" : "");
+        fprintf(f, "  %-26s ", lhs);
+        wrap(f, text, 29, 92);
+    }
+    fprintf(f, "  %-26s %s\n", "-h, --help", "print this help and exit");
+    if (!strcmp(h->name, "run") || !strcmp(h->name, "prune") || !strcmp(h->name, "finetune") ||
+        !strcmp(h->name, "plan"))
+        fprintf(f, "\nDeck keys with their types, ranges and defaults: src/core/deck_schema.c "
+                   "(an example deck: input/default.ini).\n");
+    fprintf(f, "\nrun under MPI: mpirun -np P build/losa %s ...\n", h->name);
+}
+
+void cli_help_list(FILE *f)
+{
+    fprintf(f, "usage: losa <command> [args] [--json]\n\ncommands:\n");
+    for (size_t i = 0; i < N_HELPS; i++)
+        if (!strchr(helps[i].name, ' '))
+            fprintf(f, "  %-9s %s\n", helps[i].name, helps[i].summary);
+    fprintf(f, "  %-9s %s\n", "help", "losa help <command>: the flags of a command");
+    fprintf(f, "\nlosa <command> --help prints a command's flags and defaults.\n"
+               "run under MPI: mpirun -np P build/losa <command> ...\n");
+}
+
+int cli_help_takes_value(const cli_help *h, const char *arg)
+{
+    if (!h) return 0;
+    for (const cli_flag *x = h->flags; x->flag; x++)
+        if (x->arg && !strcmp(x->flag, arg)) return 1;
+    return 0;
+}
