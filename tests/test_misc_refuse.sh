@@ -2,7 +2,10 @@
 # Defects of the bad-input probe (issue 18), one block each:
 #  - stale "<path>.tmp.<pid>" temporaries (files, export directories) left by
 #    a killed writer are removed when the path is written again, one log line
-#    each; a live pid's temporary, another path's and a malformed name stay.
+#    each; a live pid's temporary, another path's and a malformed name stay;
+#  - losa plan warns (stderr, exit 0) when a rank's peak exceeds
+#    --mem-per-rank (default: physical memory), names the rank and the
+#    excess, and suggests the fewest ranks that fit (checked by re-planning).
 set -u
 source "$(dirname "$0")/lib.sh"
 W=$TT/misc_refuse
@@ -48,5 +51,50 @@ check "dead export temporary directory removed" test ! -e "$W/exp.tmp.$dead1"
 check "live export temporary directory kept" test -f "$W/exp.tmp.$live/config.json"
 check "export logs the removal" grep -q "removed stale temporary $W/exp.tmp.$dead1 " "$W/export.log"
 kill $sleeper 2>/dev/null; wait $sleeper 2>/dev/null; sleeper=
+
+# --- losa plan: peak per rank against --mem-per-rank -------------------------
+cat > "$W/l70.ini" <<'INI'
+[model]
+config = input/llama2-70b.json
+[parallel]
+dp = 1
+INI
+PY=/usr/bin/python3
+"$LOSA" plan "$W/l70.ini" --ranks 4 --mem-per-rank 80G --json > "$W/p4.json" 2> "$W/p4.err"
+check "70B on 4 ranks over 80G: exit 0 (a plan)" test $? = 0
+p4=$(cat "$W/p4.json")
+check "mem_per_rank = 80 x 2^30" test "$(json_get "$p4" mem_per_rank)" = 85899345920
+check "fits = false" test "$(json_get "$p4" fits)" = False
+# the warning names the worst rank and the excess, computed here from the JSON
+want=$($PY -c '
+import json, sys; o = json.load(open(sys.argv[1])); r = max(o["ranks"], key=lambda r: r["peak_bytes"])
+print("rank %d (stage %d, layers %d-%d) needs %.3f GB at peak, %.3f GB more than the %.3f GB" % (
+    r["rank"], r["stage"], r["layer0"], r["layer0"] + r["n_layers"] - 1, r["peak_bytes"] / 1e9,
+    (r["peak_bytes"] - o["mem_per_rank"]) / 1e9, o["mem_per_rank"] / 1e9))' "$W/p4.json")
+check "stderr warns: $want" grep -qF "plan: warning: $want" "$W/p4.err"
+n=$(json_get "$p4" ranks_to_fit)
+check "ranks_to_fit $n is suggested on stderr" grep -qF -- "--ranks $n) fit" "$W/p4.err"
+# ranks_to_fit is the fewest: the plan on n ranks fits, on n - 1 it does not
+f1=$("$LOSA" plan "$W/l70.ini" --ranks "$n" --mem-per-rank 80G --json 2> "$W/pn.err")
+f0=$("$LOSA" plan "$W/l70.ini" --ranks "$((n - 1))" --mem-per-rank 80G --json 2>/dev/null)
+check "on $n ranks it fits, without a warning" test "$(json_get "$f1" fits)" = True -a ! -s "$W/pn.err"
+check "on $((n - 1)) ranks it does not" test "$(json_get "$f0" fits)" = False
+check "peak on $n ranks <= 80 GiB < peak on $((n - 1))" $PY -c '
+import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(not (a <= 80 * 2**30 < b))' \
+    "$(json_get "$f1" peak_bytes_per_rank)" "$(json_get "$f0" peak_bytes_per_rank)"
+# text output says so too; the default is this machine's physical memory
+"$LOSA" plan "$W/l70.ini" --ranks 4 > "$W/p4.txt" 2> "$W/p4d.err"
+check "text: exit 0, DOES NOT FIT line" grep -q "^memory per rank: .*this machine's memory.*DOES NOT FIT" "$W/p4.txt"
+check "default warning names this machine's memory" grep -q "this machine's memory; set --mem-per-rank" "$W/p4d.err"
+pd=$("$LOSA" plan "$W/l70.ini" --ranks 4 --json 2>/dev/null)
+check "default mem_per_rank = physical memory (os.sysconf)" test "$(json_get "$pd" mem_per_rank)" = \
+    "$($PY -c 'import os; print(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))')"
+pt=$("$LOSA" plan "$W/l70.ini" --ranks 4 --mem-per-rank 1.5T --json 2> "$W/pt.err")
+check "1.5T = 1.5 x 2^40, fits, no warning" test "$(json_get "$pt" mem_per_rank)" = 1649267441664 \
+    -a "$(json_get "$pt" fits)" = True -a ! -s "$W/pt.err"
+for bad in 64x -5G 0 G 1e30; do
+    err=$("$LOSA" plan "$W/l70.ini" --ranks 4 --mem-per-rank "$bad" 2>&1 >/dev/null); rc=$?
+    check "--mem-per-rank $bad refused (rc $rc: $err)" test $rc != 0 -a -n "$(echo "$err" | grep -- '--mem-per-rank')"
+done
 
 finish
