@@ -5,7 +5,10 @@
 #    each; a live pid's temporary, another path's and a malformed name stay;
 #  - losa plan warns (stderr, exit 0) when a rank's peak exceeds
 #    --mem-per-rank (default: physical memory), names the rank and the
-#    excess, and suggests the fewest ranks that fit (checked by re-planning).
+#    excess, and suggests the fewest ranks that fit (checked by re-planning);
+#  - space reservations: committed files keep no blocks past their end; a
+#    LoSA run fits a file system barely larger than its files; synth reserves
+#    the whole store first, so a full disk fails before any layer is written.
 set -u
 source "$(dirname "$0")/lib.sh"
 W=$TT/misc_refuse
@@ -96,5 +99,47 @@ for bad in 64x -5G 0 G 1e30; do
     err=$("$LOSA" plan "$W/l70.ini" --ranks 4 --mem-per-rank "$bad" 2>&1 >/dev/null); rc=$?
     check "--mem-per-rank $bad refused (rc $rc: $err)" test $rc != 0 -a -n "$(echo "$err" | grep -- '--mem-per-rank')"
 done
+
+# --- reservations: what is written plus a small margin --------------------------
+ST=$(store stories260K) || exit 1
+RUNSETS=(--set model.store=$ST --set data.calib_n=4 --set data.calib_seqlen=64 --set losa.rmi_n=4
+         --set losa.steps=3 --set losa.samples_per_step=16 --set losa.last_step_samples=24
+         --set train.seqlen=64 --set train.batch=2 --set train.grad_accum=2 --set losa.mode=losa
+         --set eval.seqlen=64 --set eval.max_windows=8)
+# after commit a file keeps no reserved blocks past its end (ext4 keeps
+# fallocate'd blocks past the end unless the file is truncated)
+"$LOSA" run input/default.ini "${RUNSETS[@]}" --set output.dir="$W/run" >/dev/null 2>"$W/run.log"
+check "run on $(stat -f -c %T "$W") succeeds" test -f "$W/run/model.h5"
+for f in $(find "$W/run" -name '*.h5'); do
+    size=$(stat -c %s "$f"); alloc=$(( $(stat -c %b "$f") * $(stat -c %B "$f") ))
+    check "$(basename "$f"): $alloc bytes allocated for $size (<= size + 64 KB)" \
+        test "$alloc" -le $(( size + 65536 ))
+done
+MNT=$W/tmpfs; mkdir -p "$MNT"
+if mount -t tmpfs -o size=9000k tmpfs "$MNT" 2>/dev/null; then
+    trap '[ -n "$sleeper" ] && kill $sleeper 2>/dev/null; umount "$MNT" 2>/dev/null; rm -rf "$W"' EXIT
+    # the run's files take 7.8 MB: it completes on 9000 KB (a 2 MB reserve for
+    # the 9 KB metrics.h5 and 3.3 MB for the 1 MB model.h5 did not)
+    "$LOSA" run input/default.ini "${RUNSETS[@]}" --set output.dir="$MNT/run" >/dev/null 2>"$W/run_tmpfs.log"
+    rc=$?
+    check "run completes on a 9000 KB file system (rc $rc: $(tail -1 "$W/run_tmpfs.log"))" test $rc = 0
+    check "... with its 3 checkpoints, model.h5 and run.h5" test -f "$MNT/run/model.h5" -a \
+        -f "$MNT/run/run.h5" -a -f "$MNT/run/ckpt/step_3/COMPLETE"
+    rm -rf "$MNT/run"
+    # synth reserves the whole store first: 1.86 GB into 9000 KB fails before
+    # any layer is generated or written, and leaves nothing
+    "$LOSA" synth --config input/llama2-7b.json --layers 1 --out "$MNT/s7.h5" 2>"$W/synth_full.log"
+    rc=$?
+    check "synth into a full file system fails (rc $rc)" test $rc != 0
+    check "one clear line: $(grep '^losa synth' "$W/synth_full.log")" \
+        grep -q "^losa synth: .*s7.h5.*cannot reserve 1858.9 MB: No space left on device" "$W/synth_full.log"
+    check "no layer was written before the failure" test "$(grep -c 'written' "$W/synth_full.log")" = 0
+    check "nothing left on the file system" test -z "$(ls -A "$MNT")"
+    "$LOSA" synth --config "$W/tiny.json" --layers 2 --out "$MNT/tiny.h5" 2>/dev/null
+    check "a store that fits is written" test -f "$MNT/tiny.h5"
+    umount "$MNT"
+else
+    echo "SKIP: cannot mount a tmpfs here (needs root): full-disk checks skipped"
+fi
 
 finish
