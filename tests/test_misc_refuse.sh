@@ -8,7 +8,11 @@
 #    excess, and suggests the fewest ranks that fit (checked by re-planning);
 #  - space reservations: committed files keep no blocks past their end; a
 #    LoSA run fits a file system barely larger than its files; synth reserves
-#    the whole store first, so a full disk fails before any layer is written.
+#    the whole store first, so a full disk fails before any layer is written;
+#  - losa info RUN_DIR shows the run (settings, steps, results equal to the
+#    run's own JSON) and its model.h5, says what an interrupted run lacks and
+#    refuses a directory that is not a run directory; every key of
+#    src/core/deck_schema.c is documented in input/README.md.
 set -u
 source "$(dirname "$0")/lib.sh"
 W=$TT/misc_refuse
@@ -108,7 +112,7 @@ RUNSETS=(--set model.store=$ST --set data.calib_n=4 --set data.calib_seqlen=64 -
          --set eval.seqlen=64 --set eval.max_windows=8)
 # after commit a file keeps no reserved blocks past its end (ext4 keeps
 # fallocate'd blocks past the end unless the file is truncated)
-"$LOSA" run input/default.ini "${RUNSETS[@]}" --set output.dir="$W/run" >/dev/null 2>"$W/run.log"
+"$LOSA" run input/default.ini "${RUNSETS[@]}" --set output.dir="$W/run" --json >"$W/run.json" 2>"$W/run.log"
 check "run on $(stat -f -c %T "$W") succeeds" test -f "$W/run/model.h5"
 for f in $(find "$W/run" -name '*.h5'); do
     size=$(stat -c %s "$f"); alloc=$(( $(stat -c %b "$f") * $(stat -c %B "$f") ))
@@ -141,5 +145,47 @@ if mount -t tmpfs -o size=9000k tmpfs "$MNT" 2>/dev/null; then
 else
     echo "SKIP: cannot mount a tmpfs here (needs root): full-disk checks skipped"
 fi
+
+# --- losa info RUN_DIR ----------------------------------------------------------
+run=$(cat "$W/run.json")
+"$LOSA" info "$W/run" > "$W/info.txt" 2>&1
+check "info on a run directory: exit 0 ($(head -1 "$W/info.txt"))" test $? = 0
+check "text: 3 of 3 LoSA steps complete" grep -q "^steps  *3 of 3 LoSA steps complete" "$W/info.txt"
+check "text: the model store" grep -qF "model store  $ST" "$W/info.txt"
+check "text: model.h5 follows as a store" grep -qF "store        $W/run/model.h5" "$W/info.txt"
+ij=$("$LOSA" info "$W/run" --json 2>/dev/null)
+check "json: results.losa.ppl = the run's losa_ppl" $PY -c '
+import json, sys; a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print("  info", a["results"]["losa"]["ppl"], "run", b["losa_ppl"]); sys.exit(a["results"]["losa"]["ppl"] != b["losa_ppl"])' "$ij" "$run"
+check "json: settings hold the --set keys, not defaults" $PY -c '
+import json, sys; s = json.loads(sys.argv[1])["settings"]
+sys.exit(not (s["losa.steps"] == "3" and s["train.seqlen"] == "64" and s["model.store"] == sys.argv[2]
+              and "train.lr" not in s and "prune.blocksize" not in s))' "$ij" "$ST"
+check "json: steps 3, complete 3, model.params" $PY -c '
+import json, sys; o = json.loads(sys.argv[1])
+sys.exit(not (o["steps"] == 3 and o["steps_complete"] == 3 and o["model"]["params"] > 0 and o["missing"] == ""))' "$ij"
+# an interrupted run: no run.h5 / model.h5 yet, two complete steps
+cp -r "$W/run" "$W/part"; rm -rf "$W/part/run.h5" "$W/part/model.h5" "$W/part/ckpt/step_3"
+ij=$("$LOSA" info "$W/part" --json 2>/dev/null)
+check "interrupted run: exit 0, 2 steps complete, says run.h5 is missing" $PY -c '
+import json, sys; o = json.loads(sys.argv[1])
+sys.exit(not (o["run_file"] is False and o["steps_complete"] == 2 and o["last_complete_step"] == 2
+              and "no run.h5: the run has not finished (2 LoSA steps" in o["missing"] and o["model"] is None))' "$ij"
+# a directory that is not a run directory
+mkdir -p "$W/notrun"; echo x > "$W/notrun/notes.txt"
+err=$("$LOSA" info "$W/notrun" 2>&1 >/dev/null); rc=$?
+check "a non-run directory is refused (rc $rc): $err" test $rc != 0 -a -n "$(echo "$err" | grep 'notrun: a directory but not a run directory')"
+# every deck key is documented in input/README.md (the deck errors point there)
+check "input/README.md exists" test -f input/README.md
+keys=$(sed -n 's/^ *{"\([a-z_]*\.[a-z_0-9]*\)", DECK_.*/\1/p' src/core/deck_schema.c)
+check "deck_schema.c lists $(echo $keys | wc -w) keys" test "$(echo $keys | wc -w)" -gt 40
+# a row "| `key` |" under the section's heading "## [section]"
+missing=$($PY -c '
+import re, sys; t = open("input/README.md").read()
+for k in sys.argv[1:]:
+    sec, key = k.split(".", 1)
+    m = re.search(r"^## \[" + sec + r"\].*?(?=^## |\Z)", t, re.S | re.M)
+    if not (m and re.search(r"^\| `" + key + r"` \|", m.group(0), re.M)): print(k)' $keys)
+check "input/README.md documents every key of deck_schema.c (missing: ${missing:-none})" test -z "$missing"
 
 finish
