@@ -414,7 +414,7 @@ int cmd_info(dist_ctx *d, int argc, char **argv)
         else s = core_err(LOSA_ERR_ARG, "%s: only one store is accepted", argv[i]);
     }
     if (s == LOSA_OK && !path)
-        s = core_err(LOSA_ERR_ARG, "STORE: missing (usage: losa info STORE.h5 [--json])");
+        s = core_err(LOSA_ERR_ARG, "STORE: missing (usage: losa info STORE.h5|RUN_DIR [--json])");
     info_result r;
     memset(&r, 0, sizeof r);
     run_info ri;
