@@ -85,7 +85,9 @@ void core_progress_update(core_progress *p, int64_t done, int64_t units,
 void core_progress_end(core_progress *p, int64_t units);
 
 /* Atomic output files: write to "<path>.tmp.<pid>", then fsync + rename.
- * core_tmpname fills buf with the temporary name for path. */
+ * core_tmpname fills buf with the temporary name for path; first it removes
+ * (one stderr line each) temporaries of path left by a writer that died
+ * (no live process with that pid on this host), files or directories. */
 void core_tmpname(char *buf, size_t n, const char *path);
 losa_status core_commit_file(const char *tmp, const char *path);
 

@@ -31,6 +31,9 @@ typedef struct deck deck;
 /* Parse text (the content of file `name`).  Values are checked by type and
  * range; required keys are checked by deck_check_required(). */
 losa_status deck_parse(deck **dk, const char *name, const char *text);
+/* The same for len bytes of text: a NUL byte among them is an error (as are
+ * a key set twice and an indented continuation line, in both). */
+losa_status deck_parse_n(deck **dk, const char *name, const char *text, size_t len);
 /* "section.key=value" override (from --set). */
 losa_status deck_set(deck *dk, const char *assignment);
 /* Every required key (def == NULL) among the given sections must be set.

@@ -1,4 +1,4 @@
-/* losa plan DECK.ini [--set k=v ...] [--ranks N] [--json]
+/* losa plan DECK.ini [--set k=v ...] [--ranks N] [--mem-per-rank BYTES] [--json]
  * Sizing without the weights: for the deck's model (model.config, a HF
  * config.json, or the config of model.store; no tensor is read) and layout
  * (parallel.pp x parallel.dp, or --ranks N), per rank the memory of each
@@ -27,11 +27,18 @@
  * T x T, no causal saving), the head 2 x V x D per token.  Backward with
  * frozen base weights: ~1 forward for dX, plus the adapters' 6 r (in+out).
  * Communication (bytes sent per rank; all-reduce as a ring 2 (n-1)/n).
+ * Memory check: the peak of every rank against --mem-per-rank (K/M/G/T =
+ * 2^10..2^40 as SLURM's --mem; default this machine's physical memory): a
+ * rank over it is a warning on stderr naming the worst rank and stage, by
+ * how much, and the fewest ranks (more stages, same parallel.dp) whose peak
+ * fits; --json adds mem_per_rank, fits and ranks_to_fit.  Exit stays 0:
+ * a plan is advice, also for a machine other than this one.
  * Collective: rank 0 computes and prints; errors agreed. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "io.h"
@@ -203,6 +210,90 @@ static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
     return LOSA_OK;
 }
 
+/* Memory available per rank: --mem-per-rank or the machine's. */
+typedef struct {
+    double bytes;
+    int from_option;
+    int worst;        /* rank with the largest peak */
+    int n_over;       /* ranks whose peak exceeds bytes */
+    int ranks_to_fit; /* fewest ranks (same dp, more stages) that fit; 0: none */
+} plan_mem;
+
+/* "64G", "1.5T", "8000000000", "512MiB": K/M/G/T are powers of 1024. */
+static losa_status plan_parse_bytes(const char *v, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    double mul = 1;
+    if (end != v) {
+        const char *u = "KMGT";
+        const char *at = *end ? strchr(u, end[0] & ~0x20) : NULL;
+        if (at && *end) {
+            for (const char *q = u; q <= at; q++) mul *= 1024;
+            end++;
+            if (*end == 'i' && end[1] == 'B') end += 2;
+            else if (*end == 'B') end++;
+        } else if (*end == 'B') {
+            end++;
+        }
+    }
+    if (end == v || *end || !(x > 0) || x * mul > 1e18)
+        return core_err(LOSA_ERR_ARG, "--mem-per-rank: expected bytes > 0 with an optional "
+                        "suffix K, M, G or T (e.g. 64G), got '%s'", v);
+    *out = x * mul;
+    return LOSA_OK;
+}
+
+static int plan_worst(const plan *p)
+{
+    int w = 0;
+    for (int k = 1; k < p->ranks; k++)
+        if (p->r[k].peak > p->r[w].peak) w = k;
+    return w;
+}
+
+static void plan_mem_check(const plan *p, plan_mem *m)
+{
+    m->worst = plan_worst(p);
+    m->n_over = 0;
+    for (int k = 0; k < p->ranks; k++) m->n_over += p->r[k].peak > m->bytes;
+    m->ranks_to_fit = m->n_over ? 0 : p->ranks;
+    /* more stages (parallel.dp kept): each holds fewer layers */
+    for (int pp = p->pp + 1; m->n_over && pp <= p->c.n_layers; pp++) {
+        plan q = *p;
+        q.pp = pp;
+        q.ranks = pp * p->dp;
+        q.r = calloc((size_t)q.ranks, sizeof *q.r);
+        if (!q.r) break;
+        plan_compute(&q);
+        int fits = q.r[plan_worst(&q)].peak <= m->bytes;
+        free(q.r);
+        if (fits) {
+            m->ranks_to_fit = pp * p->dp;
+            break;
+        }
+    }
+}
+
+static void plan_mem_warn(const plan *p, const plan_mem *m)
+{
+    if (!m->n_over) return;
+    const plan_rank *r = &p->r[m->worst];
+    char hint[200];
+    if (m->ranks_to_fit)
+        snprintf(hint, sizeof hint, "use more ranks: %d (%d stages x parallel.dp %d, --ranks "
+                 "%d) fit", m->ranks_to_fit, m->ranks_to_fit / p->dp, p->dp, m->ranks_to_fit);
+    else
+        snprintf(hint, sizeof hint, "even one layer per stage (%d ranks) does not fit: lower "
+                 "train.batch, train.seqlen or data.calib_n", p->c.n_layers * p->dp);
+    fprintf(stderr, "plan: warning: rank %d (stage %d, layers %d-%d) needs %.3f GB at peak, "
+            "%.3f GB more than the %.3f GB per rank available (%s); %d of %d ranks do not "
+            "fit; %s\n", r->rank, r->stage, r->layer0, r->layer0 + r->n_layers - 1, r->peak / 1e9,
+            (r->peak - m->bytes) / 1e9, m->bytes / 1e9,
+            m->from_option ? "--mem-per-rank" : "this machine's memory; set --mem-per-rank",
+            m->n_over, p->ranks, hint);
+}
+
 static void plan_print(const plan *p)
 {
     const model_config *c = &p->c;
@@ -233,7 +324,15 @@ static void plan_print(const plan *p)
            "sent)\n", peak / G);
 }
 
-static char *plan_json(const plan *p)
+static void plan_print_mem(const plan *p, const plan_mem *m)
+{
+    printf("memory per rank: %.3f GB (%s): %s\n", m->bytes / 1e9,
+           m->from_option ? "--mem-per-rank" : "this machine's memory",
+           m->n_over ? "DOES NOT FIT (see the warning)" : "fits");
+    (void)p;
+}
+
+static char *plan_json(const plan *p, const plan_mem *mem)
 {
     const model_config *c = &p->c;
     cJSON *o = cJSON_CreateObject();
@@ -279,6 +378,12 @@ static char *plan_json(const plan *p)
         if (r->peak > peak) peak = r->peak;
     }
     cJSON_AddNumberToObject(o, "peak_bytes_per_rank", peak);
+    cJSON_AddNumberToObject(o, "mem_per_rank", mem->bytes);
+    cJSON_AddStringToObject(o, "mem_per_rank_source",
+                            mem->from_option ? "--mem-per-rank" : "physical memory");
+    cJSON_AddBoolToObject(o, "fits", mem->n_over == 0);
+    cJSON_AddNumberToObject(o, "ranks_over", mem->n_over);
+    cJSON_AddNumberToObject(o, "ranks_to_fit", mem->ranks_to_fit);
     char *txt = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return txt;
@@ -288,14 +393,18 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
 {
     const char *path = NULL, *v;
     int json = 0, ranks = 0;
+    plan_mem mem = {0};
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--set"))) continue; /* cli_load_deck applies */
         else if ((v = cli_opt(argc, argv, &i, "--ranks"))) s = cli_int("--ranks", v, 1, 1000000, &ranks);
-        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--mem-per-rank"))) {
+            s = plan_parse_bytes(v, &mem.bytes);
+            mem.from_option = 1;
+        } else if (!strcmp(argv[i], "--json")) json = 1;
         else if (argv[i][0] == '-' && argv[i][1])
             s = core_err(LOSA_ERR_ARG, "%s: unknown option (usage: losa plan DECK.ini "
-                         "[--set k=v ...] [--ranks N] [--json])", argv[i]);
+                         "[--set k=v ...] [--ranks N] [--mem-per-rank BYTES] [--json])", argv[i]);
         else if (!path) path = argv[i];
         else s = core_err(LOSA_ERR_ARG, "%s: only one deck is accepted", argv[i]);
     }
@@ -313,13 +422,19 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
     if (dist_rank(d) == 0) s = plan_setup(dk, ranks, &p);
     rc = cli_fail(d, "plan", s);
     if (rc == 0 && dist_rank(d) == 0) {
+        if (!mem.from_option)
+            mem.bytes = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+        plan_mem_check(&p, &mem);
         if (json) {
-            char *txt = plan_json(&p);
+            char *txt = plan_json(&p, &mem);
             cli_json_print(d, txt);
             free(txt);
         } else {
             plan_print(&p);
+            plan_print_mem(&p, &mem);
         }
+        fflush(stdout);
+        plan_mem_warn(&p, &mem);
     }
     free(p.r);
     deck_free(&dk);

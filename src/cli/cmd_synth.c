@@ -6,7 +6,8 @@
  * measured without the weights.  The tokenizer is copied from --tokenizer or
  * is a trivial byte-level one (<unk>, <s>, </s>, 256 <0xNN> byte pieces,
  * padded to V with <pad_i> pieces that never match text).
- * Written one layer at a time (peak memory: one layer, or embedding + head).
+ * Written one layer at a time (peak memory: one layer, or embedding + head),
+ * into space reserved for the whole store first (a full disk fails at once).
  * Collective: rank 0 writes, every rank agrees on the outcome. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -91,6 +92,12 @@ static losa_status synth_write(const char *cfg_path, int K, const char *out, uin
     }
     io_store *st = NULL;
     s = io_store_create(&st, out);
+    /* the whole store up front (weights, tokenizer, < 1 KB of HDF5 metadata
+     * per dataset): a full file system fails here, before any writing */
+    if (s == LOSA_OK)
+        s = io_store_reserve(st, (int64_t)model_param_count(c) * 4 + tok.offsets[tok.n_vocab] +
+                                     12LL * (tok.n_vocab + 1) + 8LL * tok.n_merges +
+                                     1024LL * (9 * K + 16) + (64 << 10));
     char source[4200];
     snprintf(source, sizeof source, "synth: %s, %d layers, seed %llu", cfg_path, K,
              (unsigned long long)seed);

@@ -28,7 +28,7 @@ losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
     *dk = NULL;
     losa_status s = cli_bcast_file(d, path, &text, &n);
     if (s != LOSA_OK) return s;
-    s = deck_parse(dk, path, text);
+    s = deck_parse_n(dk, path, text, n);
     free(text);
     for (int i = 1; s == LOSA_OK && i < argc; i++) {
         const char *v = cli_opt(argc, argv, &i, "--set");

@@ -2,9 +2,11 @@
  * progress, atomic files. */
 #include "core.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,8 +198,77 @@ void core_progress_end(core_progress *p, int64_t units)
              progress_tty() ? "                    " : "");
 }
 
+/* Remove a temporary left by a dead writer: a file, or a directory of
+ * files (export).  Returns 0 when it is gone. */
+static int core_tmp_remove(const char *p)
+{
+    struct stat sb;
+    if (lstat(p, &sb) != 0) return -1;
+    if (!S_ISDIR(sb.st_mode)) return unlink(p);
+    DIR *d = opendir(p);
+    if (!d) return -1;
+    struct dirent *e;
+    char q[4352];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(q, sizeof q, "%s/%s", p, e->d_name);
+        if (unlink(q) != 0) break; /* a nested directory: not ours, leave it */
+    }
+    closedir(d);
+    return rmdir(p);
+}
+
+/* Temporaries "<path>.tmp.<pid>" survive a kill -9 of their writer.  Before
+ * path is written again, remove those whose pid has no live process on this
+ * host (kill(pid, 0) fails with ESRCH); a live pid, ours or another's (even
+ * another user's: EPERM), is never touched.  Only temporaries of this exact
+ * path are considered, so two writers of different files never meet; two
+ * hosts writing the same path at once would already be a conflict. */
+static void core_tmp_reclaim(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path) + 1, path);
+    else snprintf(dir, sizeof dir, ".");
+    size_t lb = strlen(base);
+    if (lb == 0) return;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        if (strncmp(nm, base, lb) || strncmp(nm + lb, ".tmp.", 5)) continue;
+        const char *digits = nm + lb + 5;
+        char *end;
+        errno = 0;
+        long pid = strtol(digits, &end, 10);
+        if (errno || end == digits || *end || *digits < '1' || *digits > '9' || pid <= 0 ||
+            pid > (long)INT32_MAX)
+            continue;
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char p[4352];
+        snprintf(p, sizeof p, "%s%s%s", dir, slash ? "" : "/", nm);
+        if (!log_quiet) {
+            /* every rank that writes logs it (shards are written off rank 0) */
+            char who[32] = "";
+            if (log_rank) snprintf(who, sizeof who, "rank %d: ", log_rank);
+            if (core_tmp_remove(p) == 0)
+                fprintf(stderr, "%sremoved stale temporary %s (its writer, pid %ld, is gone)\n",
+                        who, p, pid);
+            else
+                fprintf(stderr, "%scannot remove stale temporary %s (pid %ld is gone): %s\n",
+                        who, p, pid, strerror(errno));
+        } else {
+            (void)core_tmp_remove(p);
+        }
+    }
+    closedir(d);
+}
+
 void core_tmpname(char *buf, size_t n, const char *path)
 {
+    core_tmp_reclaim(path);
     snprintf(buf, n, "%s.tmp.%ld", path, (long)getpid());
 }
 

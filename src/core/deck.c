@@ -85,6 +85,12 @@ static losa_status store_value(deck *dk, const char *key, const char *value,
     if (i < 0)
         return core_err(LOSA_ERR_ARG, "%s: unknown key '%s' (see input/README.md for the keys)",
                         where, key);
+    /* a deck sets a key once (a repeated [section] may add keys, not redo
+     * them); --set overrides on purpose */
+    if (line > 0 && dk->line[i] > 0)
+        return core_err(LOSA_ERR_ARG, "%s: %s: set again (first set at %s:%d); a key may "
+                        "appear once in a deck (use --set to override)", where, key,
+                        dk->name, dk->line[i]);
     char why[256];
     if (check_value(&deck_schema[i], value, why, sizeof why))
         return core_err(LOSA_ERR_ARG, "%s: %s: %s (%s)", where, key, why, deck_schema[i].help);
@@ -94,9 +100,34 @@ static losa_status store_value(deck *dk, const char *key, const char *value,
     return LOSA_OK;
 }
 
+/* The deck text as an fgets-style stream for the INI reader, so that the
+ * handler knows the line it is called for (the system inih does not pass
+ * it).  A CR before LF is dropped (the reader strips it anyway). */
 struct parse_ctx {
     deck *dk;
+    const char *p, *end; /* rest of the text */
+    int line;            /* line of the chunk last returned */
+    int next_line;
 };
+
+static char *deck_read_line(char *str, int num, void *stream)
+{
+    struct parse_ctx *pc = stream;
+    if (pc->p >= pc->end) return NULL;
+    pc->line = pc->next_line;
+    int k = 0;
+    while (pc->p < pc->end && k < num - 1) {
+        char c = *pc->p++;
+        if (c == '\r' && pc->p < pc->end && *pc->p == '\n') continue;
+        str[k++] = c;
+        if (c == '\n') {
+            pc->next_line++;
+            break;
+        }
+    }
+    str[k] = 0;
+    return str;
+}
 
 /* Longest deck line the INI reader takes (it cuts lines at 199 bytes). */
 #define DECK_MAX_LINE 198
@@ -108,8 +139,8 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     char key[256], val[1024];
     snprintf(key, sizeof key, "%s.%s", section, name);
     if (strlen(value) >= sizeof val) {
-        pc->dk->err = core_err(LOSA_ERR_ARG, "%s:-1: %s: value longer than %zu characters",
-                               pc->dk->name, key, sizeof val - 1);
+        pc->dk->err = core_err(LOSA_ERR_ARG, "%s:%d: %s: value longer than %zu characters",
+                               pc->dk->name, pc->line, key, sizeof val - 1);
         return 0;
     }
     /* '#' or ';' starts a comment at the start of the value or after
@@ -125,13 +156,12 @@ static int on_kv(void *user, const char *section, const char *name, const char *
     value = val;
     /* the resolved deck is dumped as "key = value": it must fit a line too */
     if (strlen(name) + 3 + n > DECK_MAX_LINE) {
-        pc->dk->err = core_err(LOSA_ERR_ARG, "%s:-1: %s: value of %zu characters: the line "
+        pc->dk->err = core_err(LOSA_ERR_ARG, "%s:%d: %s: value of %zu characters: the line "
                                "'%s = ...' would be longer than %d characters, the limit of a "
-                               "deck line", pc->dk->name, key, n, name, DECK_MAX_LINE);
+                               "deck line", pc->dk->name, pc->line, key, n, name, DECK_MAX_LINE);
         return 0;
     }
-    /* line numbers come back from ini_parse_string's return value */
-    losa_status s = store_value(pc->dk, key, value, -1);
+    losa_status s = store_value(pc->dk, key, value, pc->line);
     if (s != LOSA_OK) {
         pc->dk->err = s;
         return 0;
@@ -151,36 +181,58 @@ static deck *deck_new(const char *name)
 /* The system INI reader (inih) cuts lines at 199 characters and reports the
  * rest as a syntax error on some line; say so clearly instead, and hold
  * --set values to the same limit so that every resolved deck can be read
- * back. */
-
-losa_status deck_parse(deck **out, const char *name, const char *text)
+ * back.  It also stops at a NUL byte (the rest of the deck silently
+ * ignored) and takes an indented line after "key = value" as more of that
+ * value (the earlier text silently replaced): both are refused here, with
+ * the line, before the reader sees the text. */
+static losa_status deck_scan_lines(const char *name, const char *text, size_t len)
 {
-    *out = NULL;
-    int line = 1;
-    for (const char *l = text; *l; line++) {
-        size_t n = strcspn(l, "\n");
+    int line = 1, key_line = 0; /* key_line: last "key = value" in this section */
+    for (size_t at = 0; at < len; line++) {
+        const char *l = text + at;
+        const char *nl = memchr(l, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - l) : len - at;
+        at += n + (nl != NULL);
+        const char *nul = memchr(l, '\0', n);
+        if (nul)
+            return core_err(LOSA_ERR_ARG, "%s:%d: NUL byte at column %d (a deck is text: "
+                            "'[section]' and 'key = value' lines)", name, line,
+                            (int)(nul - l) + 1);
         size_t m = n > 0 && l[n - 1] == '\r' ? n - 1 : n;
         if (m > DECK_MAX_LINE)
             return core_err(LOSA_ERR_ARG, "%s:%d: line longer than %d characters (the limit "
                             "of the INI reader)", name, line, DECK_MAX_LINE);
-        l += n + (l[n] == '\n');
+        size_t b = line == 1 && m >= 3 && !memcmp(l, "\xEF\xBB\xBF", 3) ? 3 : 0; /* BOM */
+        size_t i = b;
+        while (i < m && isspace((unsigned char)l[i])) i++;
+        if (i == m || l[i] == '#' || l[i] == ';') continue; /* blank or comment */
+        if (i > b && key_line > 0)
+            return core_err(LOSA_ERR_ARG, "%s:%d: indented line would continue the value "
+                            "set on line %d (multi-line values are not supported: remove the "
+                            "indentation)", name, line, key_line);
+        if (l[i] == '[') key_line = 0;
+        else if (memchr(l + i, '=', m - i) || memchr(l + i, ':', m - i)) key_line = line;
     }
-    deck *dk = deck_new(name);
-    struct parse_ctx pc = {dk};
+    return LOSA_OK;
+}
+
+losa_status deck_parse(deck **out, const char *name, const char *text)
+{
+    return deck_parse_n(out, name, text, strlen(text));
+}
+
+losa_status deck_parse_n(deck **out, const char *name, const char *text, size_t len)
+{
     *out = NULL;
-    int rc = ini_parse_string(text, on_kv, &pc);
+    losa_status s = deck_scan_lines(name, text, len);
+    if (s != LOSA_OK) return s;
+    deck *dk = deck_new(name);
+    struct parse_ctx pc = {dk, text, text + len, 0, 1};
+    int rc = ini_parse_stream(deck_read_line, &pc, on_kv, &pc);
     if (rc != 0) {
-        if (dk->err != LOSA_OK) {
-            /* re-prefix the message with the line number */
-            char msg[1024];
-            const char *m = core_errmsg();
-            const char *rest = strstr(m, ": ");
-            snprintf(msg, sizeof msg, "%s:%d%s", name, rc, rest ? rest : m);
-            core_err(dk->err, "%s", msg);
-            deck_free(&dk);
-            return LOSA_ERR_ARG;
-        }
+        s = dk->err;
         deck_free(&dk);
+        if (s != LOSA_OK) return s; /* the handler's message names the line */
         if (rc < 0) return core_err(LOSA_ERR_IO, "%s: cannot read deck", name);
         return core_err(LOSA_ERR_ARG,
                         "%s:%d: syntax error (expected '[section]' or 'key = value')",

@@ -588,11 +588,15 @@ static losa_status read_metrics(losa_run *r, io_store *io)
     return s;
 }
 
-/* Bytes of the metrics datasets plus a margin for HDF5's own metadata. */
+/* Bytes of the metrics datasets (write_metrics: steps_done and the table,
+ * rank and loss_len int32) plus HDF5's own metadata: < 1 KB per dataset
+ * (~600 B measured) and 16 KB for the superblock and groups. */
 static int64_t history_bytes(const losa_run *r)
 {
     int64_t T = r->T, L = r->cfg.n_layers;
-    return 8 * (T * (10 + 5 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) * 11 / 10 + (2 << 20);
+    /* + the 2 elapsed columns per step; 1 KB per dataset (13) + slack */
+    return 8 * (1 + T * (8 + 4 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) + 4 * T * (L + 1) +
+           1024 * 13 + (16 << 10);
 }
 
 /* Collective: shards of every stage, metrics (rank 0), then the marker. */
@@ -608,7 +612,7 @@ static losa_status write_checkpoint(losa_run *r, int t, model_stage *s, lora_ada
         io_store *io = NULL;
         snprintf(path, sizeof path, "%s/stage_%d.h5", dir, dist_stage(r->d));
         st = io_store_create(&io, path);
-        if (st == LOSA_OK) st = io_store_reserve(io, (int64_t)s->n_params * 4 * 11 / 10 + (1 << 20));
+        if (st == LOSA_OK) st = io_store_reserve(io, (int64_t)s->n_params * 4 + 1024LL * (9 * s->n_layers + 8) + (64 << 10));
         if (st == LOSA_OK) st = io_store_write_config(io, &s->cfg, "losa run checkpoint shard");
         if (st == LOSA_OK) st = io_store_write_stage(io, s);
         if (st == LOSA_OK) st = io_store_commit(&io);
@@ -781,7 +785,7 @@ static losa_status dense_disk_write(losa_run *r, const model_stage *s, dense_dis
              dist_replica(d));
     losa_status st = io_store_create(&dd->io, dd->path);
     if (st == LOSA_OK)
-        st = io_store_reserve(dd->io, dd->shape[0] * dd->shape[1] * 4 * s->n_layers * 11 / 10 + (1 << 20));
+        st = io_store_reserve(dd->io, dd->shape[0] * dd->shape[1] * 4 * s->n_layers + 1024LL * s->n_layers + (64 << 10));
     if ((st = dist_agree(d, st)) != LOSA_OK) {
         io_store_close(&dd->io);
         return st;
@@ -1094,7 +1098,7 @@ static losa_status write_run_file(losa_run *r)
     snprintf(seeds, sizeof seeds, "calib %lld, train %llu", (long long)deck_int(r->dk, "data.calib_seed"),
              (unsigned long long)r->tc.seed);
     losa_status s = io_store_create(&io, path);
-    if (s == LOSA_OK) s = io_store_reserve(io, history_bytes(r) + 8 * 8 * r->hist.loss_cap * 2 + (1 << 20));
+    if (s == LOSA_OK) s = io_store_reserve(io, history_bytes(r) + (int64_t)strlen(deck_txt) + strlen(r->store) + strlen(r->deck_name) + 8 * (r->res[LOSA_MODE_PRUNE].n_loss + r->res[LOSA_MODE_LORA].n_loss + r->res[LOSA_MODE_LOSA].n_loss + r->cfg.n_layers) + 1024 * (32 + 2 * dist_n_stages(r->d)) + (16 << 10));
     if (s == LOSA_OK) s = io_store_write_config(io, &r->cfg, r->store);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck", deck_txt);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck_file", r->deck_name);
@@ -1137,9 +1141,9 @@ static losa_status write_model(losa_run *r, const model_stage *s, const char *so
     if (dist_rank(r->d) == 0) {
         st = io_store_create(&io, path);
         if (st == LOSA_OK)
-            st = io_store_reserve(io, (int64_t)model_param_count(&s->cfg) * 4 * 11 / 10 +
+            st = io_store_reserve(io, (int64_t)model_param_count(&s->cfg) * 4 +
                                           r->tok.offsets[r->tok.n_vocab] * 2 + 16LL * r->tok.n_vocab +
-                                          8LL * r->tok.n_merges + (2 << 20));
+                                          8LL * r->tok.n_merges + 1024LL * (9 * s->cfg.n_layers + 16) + (64 << 10));
     }
     if ((st = dist_agree(r->d, st)) != LOSA_OK) {
         io_store_close(&io);
@@ -1155,7 +1159,7 @@ static losa_status save_base(losa_run *r)
     snprintf(path, sizeof path, "%s/ckpt/base.h5", r->dir);
     io_store *io = NULL;
     losa_status s = io_store_create(&io, path);
-    if (s == LOSA_OK) s = io_store_reserve(io, 16LL * (r->res[LOSA_MODE_LORA].n_loss + r->cfg.n_layers) + (2 << 20));
+    if (s == LOSA_OK) s = io_store_reserve(io, 8LL * (r->res[LOSA_MODE_PRUNE].n_loss + r->res[LOSA_MODE_LORA].n_loss + r->cfg.n_layers + 11) + 1024 * 14 + (16 << 10));
     if (s == LOSA_OK) s = write_scalar(io, "/dense/ppl", r->dense_ppl);
     if (s == LOSA_OK) s = write_result(io, "prune", &r->res[LOSA_MODE_PRUNE]);
     if (s == LOSA_OK) {
