@@ -550,8 +550,23 @@ losa_status io_import_hf(const char *src_dir, const char *out_path)
         }
     }
     for (int i = 0; s == LOSA_OK && i < w.n_files; i++)
-        for (int j = 0; s == LOSA_OK && j < w.files[i].n; j++)
-            if (!used[first[i] + j]) s = hf_unused_err(w.files[i].path, w.files[i].t[j].name, &c);
+        for (int j = 0; s == LOSA_OK && j < w.files[i].n; j++) {
+            const io_st_file *f = &w.files[i];
+            if (used[first[i] + j]) continue;
+            const io_st_file *g;
+            const io_st_tensor *u;
+            if (io_st_find(f, f->t[j].name) != &f->t[j])
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: tensor %s: listed twice in the header (expected once)",
+                             f->path, f->t[j].name);
+            else if (w.weight_map && hf_weights_locate(&w, f->t[j].name, &g, &u) != 1)
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: tensor %s: also in %s, where %s places it (expected in "
+                             "one shard only)",
+                             f->path, f->t[j].name, g->path, w.index_path);
+            else
+                s = hf_unused_err(f->path, f->t[j].name, &c);
+        }
 #undef USED
     free(used);
     free(first);
