@@ -2,7 +2,12 @@
  * single file or shards + index, tokenizer.json) into a model store.  Every
  * input is validated (config fields, all tensor headers, dtypes and shapes,
  * the tokenizer) before the store is created; the store is written tensor by
- * tensor (one fp32 buffer of the largest tensor) and committed atomically. */
+ * tensor (one fp32 buffer of the largest tensor) and committed atomically.
+ * Nothing is dropped silently: what the model code cannot compute (biases,
+ * a sliding window shorter than max_position_embeddings) is refused, the
+ * config's layer count must be the weights', every tensor of every file read
+ * must be consumed (rotary_emb.inv_freq only if it is theta^(-2i/hd)), and
+ * the output must not be any file the import reads. */
 #include "io.h"
 #include "io_internal.h"
 
