@@ -18,6 +18,10 @@ static losa_status import_run(const char *src, const char *out, const char *tokp
     struct stat sb;
     if (stat(src, &sb) != 0)
         return core_err(LOSA_ERR_IO, "%s: cannot open: %s", src, strerror(errno));
+    struct stat so;
+    if (stat(out, &so) == 0 && S_ISDIR(so.st_mode))
+        return core_err(LOSA_ERR_ARG, "--out %s: is a directory (expected the path of the "
+                                      "store file to write)", out);
     losa_status s;
     if (S_ISDIR(sb.st_mode)) {
         if (tokp)

@@ -2,7 +2,12 @@
  * single file or shards + index, tokenizer.json) into a model store.  Every
  * input is validated (config fields, all tensor headers, dtypes and shapes,
  * the tokenizer) before the store is created; the store is written tensor by
- * tensor (one fp32 buffer of the largest tensor) and committed atomically. */
+ * tensor (one fp32 buffer of the largest tensor) and committed atomically.
+ * Nothing is dropped silently: what the model code cannot compute (biases,
+ * a sliding window shorter than max_position_embeddings) is refused, the
+ * config's layer count must be the weights', every tensor of every file read
+ * must be consumed (rotary_emb.inv_freq only if it is theta^(-2i/hd)), and
+ * the output must not be any file the import reads. */
 #include "io.h"
 #include "io_internal.h"
 
@@ -149,11 +154,35 @@ losa_status io_hf_config_parse(const char *path, const char *text, size_t n, mod
                          "%s: head_dim: must equal hidden_size / num_attention_heads", path);
     }
     if (s == LOSA_OK) {
-        /* Mistral: within the sliding window attention is plain causal */
+        /* Mistral: attention restricted to the last sliding_window tokens.  It
+         * is plain causal attention (what losa computes) only when no position
+         * the model can run at reaches past the window. */
         const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
-        if (sw && cJSON_IsNumber(sw) && sw->valuedouble >= 1 &&
-            sw->valuedouble < c->max_seq_len)
-            c->max_seq_len = (int)sw->valuedouble;
+        if (sw && !cJSON_IsNull(sw)) {
+            double v = cJSON_IsNumber(sw) ? sw->valuedouble : NAN;
+            if (!(v >= 1) || v != floor(v))
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: sliding_window: expected null or a positive integer", path);
+            else if (v < c->max_seq_len)
+                s = core_err(LOSA_ERR_UNSUPPORTED,
+                             "%s: sliding_window: %.0f is smaller than "
+                             "max_position_embeddings %d; sliding-window attention is not "
+                             "supported (expected null or >= %d)",
+                             path, v, c->max_seq_len, c->max_seq_len);
+        }
+    }
+    /* biases on the projections (Qwen2-style attention_bias, mlp_bias): the
+     * model code has none, so such a model cannot be imported faithfully */
+    static const char *const bias_keys[] = {"attention_bias", "mlp_bias"};
+    for (size_t b = 0; s == LOSA_OK && b < sizeof bias_keys / sizeof bias_keys[0]; b++) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, bias_keys[b]);
+        if (e && !cJSON_IsNull(e) && !cJSON_IsBool(e))
+            s = core_err(LOSA_ERR_FORMAT, "%s: %s: expected true/false", path, bias_keys[b]);
+        else if (cJSON_IsTrue(e))
+            s = core_err(LOSA_ERR_UNSUPPORTED,
+                         "%s: %s: true, but biases are not supported; losa supports "
+                         "LLaMA-family models without biases (expected false)",
+                         path, bias_keys[b]);
     }
     cJSON_Delete(j);
     if (s == LOSA_OK) s = io_config_check(c, path);
@@ -258,17 +287,15 @@ static losa_status hf_weights_open(hf_weights *w, const char *dir)
     return s;
 }
 
-/* Find and check tensor name with the given shape. */
-static losa_status hf_weights_find(const hf_weights *w, const char *name, int ndim,
-                                   const int64_t *shape, const io_st_file **f,
-                                   const io_st_tensor **t)
+/* Where tensor name is: 0 found (*f, *t set); 1 not listed in the weight_map
+ * (sharded); 2 not in its file (*f set). */
+static int hf_weights_locate(const hf_weights *w, const char *name, const io_st_file **f,
+                             const io_st_tensor **t)
 {
     const io_st_file *file = &w->files[0];
     if (w->weight_map) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(w->weight_map, name);
-        if (!cJSON_IsString(e))
-            return core_err(LOSA_ERR_FORMAT, "%s: weight_map: tensor %s is missing",
-                            w->index_path, name);
+        if (!cJSON_IsString(e)) return 1;
         file = NULL;
         const char *base;
         for (int i = 0; i < w->n_files && !file; i++) {
@@ -276,15 +303,116 @@ static losa_status hf_weights_find(const hf_weights *w, const char *name, int nd
             base = base ? base + 1 : w->files[i].path;
             if (!strcmp(base, e->valuestring)) file = &w->files[i];
         }
-        LOSA_CHECK(file != NULL);
+        LOSA_CHECK(file != NULL); /* hf_weights_open opened every file it names */
     }
-    const io_st_tensor *tt = io_st_find(file, name);
-    if (!tt) return core_err(LOSA_ERR_FORMAT, "%s: tensor %s is missing", file->path, name);
-    losa_status s = io_st_check(file, tt, ndim, shape);
-    if (s != LOSA_OK) return s;
     *f = file;
-    *t = tt;
-    return LOSA_OK;
+    *t = io_st_find(file, name);
+    return *t ? 0 : 2;
+}
+
+/* Find and check tensor name with the given shape. */
+static losa_status hf_weights_find(const hf_weights *w, const char *name, int ndim,
+                                   const int64_t *shape, const io_st_file **f,
+                                   const io_st_tensor **t)
+{
+    int where = hf_weights_locate(w, name, f, t);
+    if (where == 1)
+        return core_err(LOSA_ERR_FORMAT, "%s: weight_map: tensor %s is missing",
+                        w->index_path, name);
+    if (where == 2)
+        return core_err(LOSA_ERR_FORMAT, "%s: tensor %s is missing", (*f)->path, name);
+    return io_st_check(*f, *t, ndim, shape);
+}
+
+/* Layer index l of a tensor named "model.layers.<l>.<rest>", else -1. */
+static long hf_layer_of(const char *name)
+{
+    static const char pre[] = "model.layers.";
+    if (strncmp(name, pre, sizeof pre - 1)) return -1;
+    const char *p = name + sizeof pre - 1;
+    long l = 0;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((l = l * 10 + (*p - '0')) > INT_MAX) l = INT_MAX; /* saturate */
+    return *p == '.' ? l : -1;
+}
+
+/* The number of layers the weights hold (highest model.layers.<l> + 1 over
+ * every tensor of every file, and the weight_map) must be config.json's
+ * num_hidden_layers: neither silently dropped nor silently missing. */
+static losa_status hf_weights_layers_check(const hf_weights *w, const char *cfg_path,
+                                           int n_layers)
+{
+    long top = -1;
+    const char *where = w->weight_map ? w->index_path : w->files[0].path;
+    for (int i = 0; i < w->n_files; i++)
+        for (int j = 0; j < w->files[i].n; j++) {
+            long l = hf_layer_of(w->files[i].t[j].name);
+            if (l > top) top = l, where = w->files[i].path;
+        }
+    const cJSON *e;
+    if (w->weight_map) cJSON_ArrayForEach(e, w->weight_map)
+    {
+        long l = hf_layer_of(e->string);
+        if (l > top) top = l, where = w->index_path;
+    }
+    if (top + 1 == n_layers) return LOSA_OK;
+    if (top < 0)
+        return core_err(LOSA_ERR_FORMAT,
+                        "%s: num_hidden_layers: %d, but %s holds no model.layers.* tensors",
+                        cfg_path, n_layers, where);
+    return core_err(LOSA_ERR_FORMAT,
+                    "%s: num_hidden_layers: %d, but %s holds tensors of %ld layers "
+                    "(model.layers.0 to model.layers.%ld); expected the two to agree",
+                    cfg_path, n_layers, where, top + 1, top);
+}
+
+/* Old LLaMA checkpoints carry the RoPE frequencies as a tensor
+ * model.layers.<l>.self_attn.rotary_emb.inv_freq (hd/2,).  losa computes
+ * them from rope_theta (kern_rope_tables: theta^(-2i/hd)); the stored ones
+ * are accepted only if they are those, to the precision of their dtype
+ * (relative 1e-5 for F32, 2^-7 for F16/BF16, plus 2^-24 for F16 subnormals),
+ * else the model uses other frequencies than the ones losa would apply. */
+static losa_status hf_inv_freq_check(const io_st_file *f, const io_st_tensor *t,
+                                     const model_config *c)
+{
+    int hd = model_head_size(c), half = hd / 2;
+    int64_t shape[1] = {half};
+    losa_status s = io_st_check(f, t, 1, shape);
+    if (s != LOSA_OK) return s;
+    float *x = core_calloc((size_t)half, sizeof(float));
+    s = io_st_read_f32(f, t, x);
+    double rel = t->dtype == IO_DTYPE_F32 ? 1e-5 : 1.0 / 128;
+    for (int i = 0; s == LOSA_OK && i < half; i++) {
+        double ref = pow((double)c->rope_theta, -2.0 * i / hd);
+        if (!(fabs(x[i] - ref) <= rel * ref + 0x1p-24))
+            s = core_err(LOSA_ERR_UNSUPPORTED,
+                         "%s: tensor %s: inv_freq[%d] = %.9g, but config.json rope_theta "
+                         "%g gives %.9g (expected plain RoPE frequencies theta^(-2i/%d))",
+                         f->path, t->name, i, x[i], c->rope_theta, ref, hd);
+    }
+    core_free(x);
+    return s;
+}
+
+/* A tensor the import does not consume: always an error, never dropped. */
+static losa_status hf_unused_err(const char *path, const char *name, const model_config *c)
+{
+    size_t n = strlen(name);
+    if (n >= 5 && !strcmp(name + n - 5, ".bias"))
+        return core_err(LOSA_ERR_UNSUPPORTED,
+                        "%s: tensor %s: biases are not supported; losa supports LLaMA-family "
+                        "models without biases (expected no *.bias tensors)",
+                        path, name);
+    if (c->tie_embeddings && !strcmp(name, "lm_head.weight"))
+        return core_err(LOSA_ERR_FORMAT,
+                        "%s: tensor %s: present although config.json tie_word_embeddings is "
+                        "true (expected no lm_head.weight, or tie_word_embeddings false)",
+                        path, name);
+    return core_err(LOSA_ERR_UNSUPPORTED,
+                    "%s: tensor %s: unknown to a LLaMA/Mistral model of this config.json "
+                    "(expected only the tensors it implies; refusing to drop it)",
+                    path, name);
 }
 
 /* ---- the import ------------------------------------------------------------- */
@@ -327,6 +455,23 @@ losa_status io_import_hf(const char *src_dir, const char *out_path)
     hf_weights w;
     s = hf_weights_open(&w, src_dir);
     if (s != LOSA_OK) {
+        tok_free(&tok);
+        return s;
+    }
+    /* the store must not replace anything the import reads */
+    s = io_out_not_input(out_path, src_dir);
+    static const char *const side[] = {"config.json", "tokenizer.json"};
+    for (size_t i = 0; s == LOSA_OK && i < sizeof side / sizeof side[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", src_dir, side[i]);
+        s = io_out_not_input(out_path, path);
+    }
+    if (s == LOSA_OK && w.weight_map) s = io_out_not_input(out_path, w.index_path);
+    for (int i = 0; s == LOSA_OK && i < w.n_files; i++)
+        s = io_out_not_input(out_path, w.files[i].path);
+    snprintf(path, sizeof path, "%s/config.json", src_dir);
+    if (s == LOSA_OK) s = hf_weights_layers_check(&w, path, c.n_layers);
+    if (s != LOSA_OK) {
+        hf_weights_close(&w);
         tok_free(&tok);
         return s;
     }
@@ -373,12 +518,63 @@ losa_status io_import_hf(const char *src_dir, const char *out_path)
     }
 #undef ITEM
     LOSA_CHECK(k == n_items);
+    /* used[first[f] + t]: tensor t of file f is consumed; every other one is
+     * an error (unknown, bias, duplicate, left out of the weight_map) */
+    int *first = calloc((size_t)w.n_files + 1, sizeof *first);
+    for (int i = 0; i < w.n_files; i++) first[i + 1] = first[i] + w.files[i].n;
+    unsigned char *used = calloc((size_t)first[w.n_files] + 1, 1);
+#define USED(F, T) used[first[(F) - w.files] + ((T) - (F)->t)]
     int64_t maxn = 0;
     for (int i = 0; s == LOSA_OK && i < n_items; i++) {
         s = hf_weights_find(&w, it[i].hf, it[i].ndim, it[i].shape, &it[i].f, &it[i].t);
+        if (s == LOSA_OK) USED(it[i].f, it[i].t) = 1;
         int64_t nn = it[i].shape[0] * (it[i].ndim == 2 ? it[i].shape[1] : 1);
         if (nn > maxn) maxn = nn;
     }
+    for (int l = 0; s == LOSA_OK && l < c.n_layers; l++) {
+        const io_st_file *f;
+        const io_st_tensor *t;
+        snprintf(nm, sizeof nm, "model.layers.%d.self_attn.rotary_emb.inv_freq", l);
+        if (hf_weights_locate(&w, nm, &f, &t) != 0) continue;
+        s = hf_inv_freq_check(f, t, &c);
+        if (s == LOSA_OK) USED(f, t) = 1;
+    }
+    if (s == LOSA_OK && w.weight_map) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, w.weight_map)
+        {
+            const io_st_file *f;
+            const io_st_tensor *t;
+            int where = hf_weights_locate(&w, e->string, &f, &t);
+            if (where == 2)
+                s = core_err(LOSA_ERR_FORMAT, "%s: weight_map: tensor %s: %s does not hold it",
+                             w.index_path, e->string, f->path);
+            else if (where == 0 && !USED(f, t))
+                s = hf_unused_err(w.index_path, e->string, &c);
+            if (s != LOSA_OK) break;
+        }
+    }
+    for (int i = 0; s == LOSA_OK && i < w.n_files; i++)
+        for (int j = 0; s == LOSA_OK && j < w.files[i].n; j++) {
+            const io_st_file *f = &w.files[i];
+            if (used[first[i] + j]) continue;
+            const io_st_file *g;
+            const io_st_tensor *u;
+            if (io_st_find(f, f->t[j].name) != &f->t[j])
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: tensor %s: listed twice in the header (expected once)",
+                             f->path, f->t[j].name);
+            else if (w.weight_map && hf_weights_locate(&w, f->t[j].name, &g, &u) != 1)
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: tensor %s: also in %s, where %s places it (expected in "
+                             "one shard only)",
+                             f->path, f->t[j].name, g->path, w.index_path);
+            else
+                s = hf_unused_err(f->path, f->t[j].name, &c);
+        }
+#undef USED
+    free(used);
+    free(first);
 
     /* all validated: write */
     io_store *st = NULL;

@@ -111,6 +111,10 @@ losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
     memset(&tok, 0, sizeof tok);
     s = tok_load_llama2c(&tok, tokenizer_bin, c.vocab_size);
     if (s != LOSA_OK) { close(fd); return s; }
+    /* the store must not replace the checkpoint or the tokenizer it reads */
+    s = io_out_not_input(out_path, ckpt);
+    if (s == LOSA_OK) s = io_out_not_input(out_path, tokenizer_bin);
+    if (s != LOSA_OK) { tok_free(&tok); close(fd); return s; }
 
     io_store *st = NULL;
     s = io_store_create(&st, out_path);

@@ -65,5 +65,11 @@ losa_status io_l2c_header_parse(const char *ckpt, const int32_t h[7], uint64_t f
 /* pread the whole range or fail with a message naming path. */
 losa_status io_pread_all(int fd, const char *path, void *buf, size_t n, uint64_t off);
 
+/* An importer's output must not be one of its inputs: error (LOSA_ERR_ARG,
+ * message naming both) when out exists and is the same file (device and
+ * inode, so through symlinks, hard links and other spellings) as in.  An
+ * absent out, or an in that cannot be stat'ed, passes. */
+losa_status io_out_not_input(const char *out, const char *in);
+
 
 #endif

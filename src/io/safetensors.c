@@ -78,6 +78,17 @@ losa_status io_pread_all(int fd, const char *path, void *buf, size_t n, uint64_t
     return LOSA_OK;
 }
 
+losa_status io_out_not_input(const char *out, const char *in)
+{
+    struct stat so, si;
+    if (stat(out, &so) != 0 || stat(in, &si) != 0) return LOSA_OK;
+    if (so.st_dev != si.st_dev || so.st_ino != si.st_ino) return LOSA_OK;
+    return core_err(LOSA_ERR_ARG,
+                    "--out %s: is the same file as the input %s; refusing to overwrite "
+                    "the input (expected a new path for the store)",
+                    out, in);
+}
+
 void io_st_close(io_st_file *f)
 {
     if (!f) return;
