@@ -18,15 +18,63 @@
 #define LOSA_CALIB_H
 
 #include "core.h"
+#include "deck.h"
 #include "model.h"
 #include "prune.h"
 #include "tok.h"
 
 struct dist_ctx;
 
-/* Draw N windows of S tokens (BOS-prefixed encoding of a document, as the
- * HF tokenizer gives) with a seed: pick a random document longer than S
- * tokens, then a random window in it (the Wanda / SparseGPT protocol).
+/* ---------------------------------------------------------------- CPython RNG
+ * calib_pyrng reproduces CPython's `random` module exactly (MT19937, the
+ * generator Wanda / SparseGPT / LoSA draw their calibration windows with):
+ *   calib_pyrng_seed(g, s)        == random.seed(s)   (int s >= 0: key = the
+ *                                    32-bit words of s, least significant
+ *                                    first; s = 0 -> key [0]; init_by_array)
+ *   calib_pyrng_getrandbits(g, k) == random.getrandbits(k), 0 <= k <= 64
+ *                                    (k > 32: 32-bit draws assembled least
+ *                                    significant word first)
+ *   calib_pyrng_randbelow(g, n)   == random._randbelow(n): getrandbits(
+ *                                    n.bit_length()) redrawn while >= n
+ *   calib_pyrng_randint(g, a, b)  == random.randint(a, b) = a + _randbelow(b-a+1)
+ * Not collective; no allocation. */
+typedef struct {
+    uint32_t mt[624];
+    int idx;
+} calib_pyrng;
+void calib_pyrng_seed(calib_pyrng *g, uint64_t seed);
+uint32_t calib_pyrng_u32(calib_pyrng *g);
+uint64_t calib_pyrng_getrandbits(calib_pyrng *g, int k);
+uint64_t calib_pyrng_randbelow(calib_pyrng *g, uint64_t n);
+int64_t calib_pyrng_randint(calib_pyrng *g, int64_t a, int64_t b);
+
+/* How calibration windows are drawn (deck keys data.calib_seed,
+ * data.calib_sampler, data.calib_bos, data.calib_eos):
+ *  - sampler LOSA: losa's own generator (core_rng);
+ *  - sampler PYTHON: exactly the draws of the Wanda / SparseGPT `get_c4`
+ *    (CPython `random`, calib_pyrng): random.seed(seed); per window
+ *    { do doc = randint(0, ndoc - 1) while len(doc) <= S;
+ *      j = randint(0, len(doc) - S - 1); window = doc[j : j + S] };
+ *    for plain text (one document) only j is drawn (get_wikitext2);
+ *  - bos / eos: add the tokenizer's BOS / EOS ids to each document before
+ *    windowing (the HF LLaMA tokenizer adds BOS; the LoSA reference script
+ *    sets add_eos_token too). */
+typedef enum { CALIB_SAMPLER_LOSA = 0, CALIB_SAMPLER_PYTHON } calib_sampler;
+typedef struct {
+    calib_sampler sampler;
+    uint64_t seed;
+    int bos, eos;
+} calib_draw;
+/* losa defaults: sampler LOSA, BOS only. */
+void calib_draw_default(calib_draw *cd, uint64_t seed);
+/* From the deck's data.* keys; losa.compat = reference changes the defaults
+ * of the keys the deck does not set to the reference script's (python
+ * sampler, seed 4, BOS and EOS).  Not collective. */
+void calib_draw_from_deck(const struct deck *dk, calib_draw *cd);
+
+/* Draw N windows of S tokens with a seed: pick a random document longer
+ * than S tokens, then a random window in it (the Wanda / SparseGPT
+ * protocol).  calib_sample uses calib_draw_default(seed).
  * text: JSONL with a "text" field per line (name ends in .jsonl / .json), or
  * plain text (one document).  Not collective.  Errors before any work when
  * fewer usable documents (or, for one plain document, distinct windows)
@@ -34,11 +82,23 @@ struct dist_ctx;
 losa_status calib_sample(const tok_tokenizer *tok, const char *path,
                          const char *text, size_t len, int N, int S,
                          uint64_t seed, int *tokens /* (N,S) */);
+losa_status calib_sample_draw(const tok_tokenizer *tok, const char *path,
+                              const char *text, size_t len, int N, int S,
+                              const calib_draw *cd, int *tokens /* (N,S) */);
 
-/* Collective (world): rank 0 reads path and draws the windows (calib_sample),
- * every rank receives tokens (N,S). */
+/* The documents of a calibration corpus tokenized as calib_sample_draw
+ * does (JSONL: one per line with a 'text' field; plain text: one): *docs
+ * (ndoc) malloc'd id arrays of lengths *dlen.  Free with calib_docs_free.
+ * Not collective. */
+losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, const char *text,
+                                size_t len, int bos, int eos, int ***docs, int64_t **dlen,
+                                int *ndoc);
+void calib_docs_free(int **docs, int64_t *dlen, int ndoc);
+
+/* Collective (world): rank 0 reads path and draws the windows
+ * (calib_sample_draw), every rank receives tokens (N,S). */
 losa_status calib_load_windows(struct dist_ctx *d, const tok_tokenizer *tok,
-                               const char *path, int N, int S, uint64_t seed,
+                               const char *path, int N, int S, const calib_draw *cd,
                                int *tokens);
 
 typedef struct {

@@ -58,6 +58,57 @@ void losa_alloc_mi_proportional(double *x, const double *mi, int L, double s_t,
  * (when feasible).  Ties: lower index first. */
 void losa_alloc_ranks(int *rank, const double *err, int L, int R, int rmin, int rmax);
 
+/* How the ranks are brought to the exact total after rounding and clipping:
+ * EXACT (losa) = losa_alloc_ranks; ONE_PASS (the reference code's
+ * allocate_ranks) = round half to even (numpy's round), clip to
+ * [rmin, rmax], then ONE pass of +-1 over the layers that can move (+1 in
+ * descending error order while the sum is short, -1 in ascending order
+ * while it is over; ties: lower index first): the total may stay off. */
+typedef enum { LOSA_REBALANCE_EXACT = 0, LOSA_REBALANCE_ONE_PASS } losa_rebalance;
+void losa_alloc_ranks_mode(int *rank, const double *err, int L, int R, int rmin, int rmax,
+                           losa_rebalance mode);
+
+/* Ranks above the adapter's rows (lora.r_max):
+ * REDISTRIBUTE (losa): the allocator's upper bound is min(rank_max, r_max),
+ *   so the surplus of a clipped layer goes to the others (EXACT) and every
+ *   allocated rank is trained;
+ * SLICE (reference: r = 8 rows, slice [:rank]): the allocator's bound is
+ *   rank_max, the adapter uses min(rank, r_max) rows, nothing redistributed. */
+typedef enum { LOSA_RANK_CAP_REDISTRIBUTE = 0, LOSA_RANK_CAP_SLICE } losa_rank_cap;
+/* Upper bound given to the rank allocator. */
+int losa_rank_bound(losa_rank_cap cap, int rank_max, int r_max);
+/* Active adapter rows of each layer for allocated ranks (L). */
+void losa_rank_active(int *active, const int *rank, int L, losa_rank_cap cap, int r_max);
+
+/* Which training examples step t (1..T) sees:
+ * LOSA: a stream over the whole set in seeded epoch orders, steps take
+ *   consecutive stretches (every example once per epoch);
+ * REFERENCE (the reference script's train[t*n : (t+1)*n], last step
+ *   train[(T-1)*n : (T-1)*n + n_last]): fixed index ranges in file order,
+ *   clipped to the set (examples 0..n-1 are never seen, the range of step
+ *   T-1 is seen twice), shuffled within the step by the seeded order. */
+typedef enum { LOSA_TRAIN_SLICES_LOSA = 0, LOSA_TRAIN_SLICES_REFERENCE } losa_train_slices;
+/* REFERENCE: first index and count of step t's range, clipped to [0, n). */
+void losa_train_slice(int t, int T, int64_t n_step, int64_t n_last, int64_t n, int64_t *first,
+                      int64_t *count);
+
+/* Every switch between losa's behaviour and the reference code's
+ * (losa.compat and the keys it sets; README "Differences from the
+ * reference code").  A key the deck sets wins over losa.compat. */
+typedef struct {
+    int reference;               /* losa.compat = reference */
+    int sparsity_floor;          /* losa.sparsity_floor (reference 0) */
+    losa_rebalance rebalance;    /* losa.rank_rebalance (reference one_pass) */
+    losa_rank_cap rank_cap;      /* losa.rank_cap (reference slice) */
+    int rank_max;                /* losa.rank_max: allocator bound (16) */
+    losa_train_slices slices;    /* data.train_slices (reference reference) */
+} losa_compat;
+/* Not collective.  Fills c from the deck; with losa.compat = reference also
+ * lc->r_max = 8 (its LoRA r) and tc->seed = 42 (HF TrainingArguments'
+ * default) unless the deck sets lora.r_max / train.seed. */
+void losa_compat_from_deck(const deck *dk, losa_compat *c, lora_train_config *tc,
+                           lora_config *lc);
+
 /* The decision of one LoSA step for every layer. */
 typedef struct {
     int L;
@@ -65,7 +116,8 @@ typedef struct {
     double *sparsity;   /* (L) */
     double *importance; /* (L) (rmi) */
     double *cka;        /* (L+1, L+1) layers + final output */
-    int *rank;          /* (L) */
+    int *rank;          /* (L) allocated */
+    int *rank_active;   /* (L) adapter rows used (losa_rank_active) */
 } losa_decision;
 void losa_decision_init(losa_decision *dc, int L);
 void losa_decision_free(losa_decision *dc);
@@ -85,7 +137,7 @@ void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams,
  * broadcasts them so every rank applies the same decision. */
 void losa_collective_ranks(struct dist_ctx *d, losa_decision *dc,
                            const double *err_local, int R, int rmin, int rmax,
-                           int fixed_rank);
+                           int fixed_rank, losa_rebalance mode);
 
 /* Collective (world).  io: a store created on rank 0 (NULL elsewhere).
  * Rank 0 writes config, tokenizer and every stage (the first replica's),
@@ -128,7 +180,8 @@ typedef struct {
     double *importance; /* (T, L) */
     double *cka;        /* (T, L+1, L+1) */
     double *recon;      /* (T, L) reconstruction errors */
-    int *rank;          /* (T, L) */
+    int *rank;          /* (T, L) allocated */
+    int *rank_active;   /* (T, L) adapter rows used */
     double *ppl;        /* (T) perplexity after the step (NaN if not measured) */
     double *loss;       /* (T, loss_cap) training loss per optimizer step */
     int *loss_len;      /* (T) */
@@ -149,6 +202,7 @@ typedef struct {
     tok_tokenizer tok;
     prune_config pc;        /* method, target sparsity, N:M, SparseGPT knobs */
     losa_alloc alloc;
+    losa_compat compat;
     int rank_fixed;
     double beta;
     int T, N, S, rmi_n;     /* steps, calibration windows, tokens per window */

@@ -19,16 +19,43 @@ static int is_jsonl(const char *path)
     return (n > 6 && !strcmp(path + n - 6, ".jsonl")) || (n > 5 && !strcmp(path + n - 5, ".json"));
 }
 
-losa_status calib_sample(const tok_tokenizer *tok, const char *path,
-                         const char *text, size_t len, int N, int S,
-                         uint64_t seed, int *tokens)
+void calib_draw_default(calib_draw *cd, uint64_t seed)
+{
+    cd->sampler = CALIB_SAMPLER_LOSA;
+    cd->seed = seed;
+    cd->bos = 1;
+    cd->eos = 0;
+}
+
+void calib_draw_from_deck(const deck *dk, calib_draw *cd)
+{
+    /* losa.compat = reference: the LoSA reference script's defaults */
+    int ref = !strcmp(deck_str(dk, "losa.compat"), "reference");
+    calib_draw_default(cd, (uint64_t)deck_int(dk, "data.calib_seed"));
+    if (ref && !deck_is_set(dk, "data.calib_seed")) cd->seed = 4;
+    const char *smp = deck_str(dk, "data.calib_sampler");
+    if (ref && !deck_is_set(dk, "data.calib_sampler")) smp = "python";
+    cd->sampler = !strcmp(smp, "python") ? CALIB_SAMPLER_PYTHON : CALIB_SAMPLER_LOSA;
+    cd->bos = ref && !deck_is_set(dk, "data.calib_bos") ? 1 : (int)deck_int(dk, "data.calib_bos");
+    cd->eos = ref && !deck_is_set(dk, "data.calib_eos") ? 1 : (int)deck_int(dk, "data.calib_eos");
+}
+
+void calib_docs_free(int **docs, int64_t *dlen, int ndoc)
+{
+    for (int i = 0; i < ndoc; i++) free(docs[i]);
+    free(docs);
+    free(dlen);
+}
+
+losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, const char *text,
+                                size_t len, int bos, int eos, int ***docs_out,
+                                int64_t **dlen_out, int *ndoc_out)
 {
     int ndoc = 0, cap = 256;
     int **docs = malloc(sizeof(int *) * cap);
     int64_t *dlen = malloc(sizeof(int64_t) * cap);
     losa_status st = LOSA_OK;
-    int jsonl = is_jsonl(path);
-    if (jsonl) {
+    if (is_jsonl(path)) {
         const char *p = text, *end = text + len;
         int line = 0;
         while (p < end && st == LOSA_OK) {
@@ -48,7 +75,7 @@ losa_status calib_sample(const tok_tokenizer *tok, const char *path,
                         dlen = realloc(dlen, sizeof(int64_t) * cap);
                     }
                     const char *s = t->valuestring;
-                    st = tok_encode(tok, s, strlen(s), 1, 0, &docs[ndoc], &dlen[ndoc]);
+                    st = tok_encode(tok, s, strlen(s), bos, eos, &docs[ndoc], &dlen[ndoc]);
                     if (st == LOSA_OK) ndoc++;
                 }
                 cJSON_Delete(j);
@@ -56,26 +83,67 @@ losa_status calib_sample(const tok_tokenizer *tok, const char *path,
             p += ll + 1;
         }
     } else {
-        st = tok_encode(tok, text, len, 1, 0, &docs[0], &dlen[0]);
+        st = tok_encode(tok, text, len, bos, eos, &docs[0], &dlen[0]);
         if (st == LOSA_OK) ndoc = 1;
     }
+    if (st != LOSA_OK) {
+        calib_docs_free(docs, dlen, ndoc);
+        docs = NULL;
+        dlen = NULL;
+        ndoc = 0;
+    }
+    *docs_out = docs;
+    *dlen_out = dlen;
+    *ndoc_out = ndoc;
+    return st;
+}
+
+losa_status calib_sample(const tok_tokenizer *tok, const char *path,
+                         const char *text, size_t len, int N, int S,
+                         uint64_t seed, int *tokens)
+{
+    calib_draw cd;
+    calib_draw_default(&cd, seed);
+    return calib_sample_draw(tok, path, text, len, N, S, &cd, tokens);
+}
+
+losa_status calib_sample_draw(const tok_tokenizer *tok, const char *path,
+                              const char *text, size_t len, int N, int S,
+                              const calib_draw *cd, int *tokens)
+{
+    int **docs, ndoc;
+    int64_t *dlen;
+    int jsonl = is_jsonl(path);
+    losa_status st = calib_docs_tokenize(tok, path, text, len, cd->bos, cd->eos, &docs, &dlen,
+                                         &ndoc);
+    if (st != LOSA_OK) return st;
     int usable = 0;
     for (int i = 0; i < ndoc; i++) usable += dlen[i] > S;
-    if (st == LOSA_OK) {
-        if (!jsonl) {
-            if (dlen[0] - S < N)
-                st = core_err(LOSA_ERR_ARG, "%s: %lld tokens give only %lld windows of %d tokens; "
-                              "%d calibration windows asked", path, (long long)dlen[0],
-                              (long long)(dlen[0] > S ? dlen[0] - S : 0), S, N);
-        } else if (usable < N) {
-            st = core_err(LOSA_ERR_ARG, "%s: only %d of %d documents are longer than %d tokens; "
-                          "%d calibration windows asked (lower data.calib_n or data.calib_seqlen)",
-                          path, usable, ndoc, S, N);
-        }
+    if (!jsonl) {
+        if (dlen[0] - S < N)
+            st = core_err(LOSA_ERR_ARG, "%s: %lld tokens give only %lld windows of %d tokens; "
+                          "%d calibration windows asked", path, (long long)dlen[0],
+                          (long long)(dlen[0] > S ? dlen[0] - S : 0), S, N);
+    } else if (usable < N) {
+        st = core_err(LOSA_ERR_ARG, "%s: only %d of %d documents are longer than %d tokens; "
+                      "%d calibration windows asked (lower data.calib_n or data.calib_seqlen)",
+                      path, usable, ndoc, S, N);
     }
-    if (st == LOSA_OK) {
+    if (st == LOSA_OK && cd->sampler == CALIB_SAMPLER_PYTHON) {
+        /* random.seed(seed); get_c4 (JSONL) / get_wikitext2 (one document) */
+        calib_pyrng g;
+        calib_pyrng_seed(&g, cd->seed);
+        for (int k = 0; k < N; k++) {
+            int doc = 0;
+            if (jsonl)
+                do doc = (int)calib_pyrng_randint(&g, 0, ndoc - 1);
+                while (dlen[doc] <= S);
+            int64_t i = calib_pyrng_randint(&g, 0, dlen[doc] - S - 1);
+            memcpy(tokens + (int64_t)k * S, docs[doc] + i, sizeof(int) * S);
+        }
+    } else if (st == LOSA_OK) {
         core_rng r;
-        core_rng_seed(&r, seed);
+        core_rng_seed(&r, cd->seed);
         for (int k = 0; k < N; k++) {
             int doc;
             do doc = (int)(core_rng_u64(&r) % (uint64_t)ndoc);
@@ -84,21 +152,19 @@ losa_status calib_sample(const tok_tokenizer *tok, const char *path,
             memcpy(tokens + (int64_t)k * S, docs[doc] + i, sizeof(int) * S);
         }
     }
-    for (int i = 0; i < ndoc; i++) free(docs[i]);
-    free(docs);
-    free(dlen);
+    calib_docs_free(docs, dlen, ndoc);
     return st;
 }
 
 losa_status calib_load_windows(dist_ctx *d, const tok_tokenizer *tok, const char *path,
-                               int N, int S, uint64_t seed, int *tokens)
+                               int N, int S, const calib_draw *cd, int *tokens)
 {
     losa_status s = LOSA_OK;
     if (dist_rank(d) == 0) {
         char *text = NULL;
         size_t len = 0;
         s = core_read_file(path, &text, &len);
-        if (s == LOSA_OK) s = calib_sample(tok, path, text, len, N, S, seed, tokens);
+        if (s == LOSA_OK) s = calib_sample_draw(tok, path, text, len, N, S, cd, tokens);
         free(text);
     }
     if ((s = dist_agree(d, s)) != LOSA_OK) return s;

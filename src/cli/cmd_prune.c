@@ -168,8 +168,9 @@ static losa_status prune_calib_tokens(dist_ctx *d, const deck *dk, const prune_w
                                       const tok_tokenizer *tok, int N, int S, int *tokens)
 {
     char wbuf[1400];
-    losa_status s = calib_load_windows(d, tok, deck_str(dk, "data.calib"), N, S,
-                                       (uint64_t)deck_int(dk, "data.calib_seed"), tokens);
+    calib_draw cd;
+    calib_draw_from_deck(dk, &cd);
+    losa_status s = calib_load_windows(d, tok, deck_str(dk, "data.calib"), N, S, &cd, tokens);
     if (s != LOSA_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", core_errmsg());

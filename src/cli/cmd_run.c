@@ -98,8 +98,9 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
     if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_run_prepare(&r);
     if ((s = dist_agree(d, s)) == LOSA_OK) {
         r.calib = malloc(sizeof(int) * (size_t)r.N * r.S);
-        s = calib_load_windows(d, &r.tok, deck_str(dk, "data.calib"), r.N, r.S,
-                               (uint64_t)deck_int(dk, "data.calib_seed"), r.calib);
+        calib_draw cd;
+        calib_draw_from_deck(dk, &cd);
+        s = calib_load_windows(d, &r.tok, deck_str(dk, "data.calib"), r.N, r.S, &cd, r.calib);
     }
     if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0]) {
         s = cli_tokenize_file(d, &r.tok, deck_str(dk, "data.eval_text"), 1, &r.eval_ids, &r.n_eval);

@@ -164,12 +164,19 @@ static void order_by(int *ord, const double *err, int L, int desc)
 
 void losa_alloc_ranks(int *rank, const double *err, int L, int R, int rmin, int rmax)
 {
+    losa_alloc_ranks_mode(rank, err, L, R, rmin, rmax, LOSA_REBALANCE_EXACT);
+}
+
+void losa_alloc_ranks_mode(int *rank, const double *err, int L, int R, int rmin, int rmax,
+                           losa_rebalance mode)
+{
+    int one_pass = mode == LOSA_REBALANCE_ONE_PASS;
     double mean = 0;
     for (int i = 0; i < L; i++) mean += err[i];
     mean /= L;
     for (int i = 0; i < L; i++) {
         double v = mean > 0 ? err[i] / mean * R : R;
-        int r = (int)lround(v);
+        int r = (int)(one_pass ? rint(v) : lround(v)); /* rint: half to even */
         rank[i] = r < rmin ? rmin : r > rmax ? rmax : r;
     }
     int64_t target = (int64_t)R * L, sum = 0;
@@ -181,6 +188,7 @@ void losa_alloc_ranks(int *rank, const double *err, int L, int R, int rmin, int 
             moved = 0;
             for (int q = 0; q < L && sum < target; q++)
                 if (rank[ord[q]] < rmax) rank[ord[q]]++, sum++, moved = 1;
+            if (one_pass) break;
         }
     } else if (sum > target) {
         order_by(ord, err, L, 0);
@@ -188,9 +196,51 @@ void losa_alloc_ranks(int *rank, const double *err, int L, int R, int rmin, int 
             moved = 0;
             for (int q = 0; q < L && sum > target; q++)
                 if (rank[ord[q]] > rmin) rank[ord[q]]--, sum--, moved = 1;
+            if (one_pass) break;
         }
     }
     free(ord);
+}
+
+int losa_rank_bound(losa_rank_cap cap, int rank_max, int r_max)
+{
+    return cap == LOSA_RANK_CAP_SLICE || rank_max < r_max ? rank_max : r_max;
+}
+
+void losa_rank_active(int *active, const int *rank, int L, losa_rank_cap cap, int r_max)
+{
+    (void)cap; /* REDISTRIBUTE: ranks are already <= r_max */
+    for (int i = 0; i < L; i++) active[i] = rank[i] < r_max ? rank[i] : r_max;
+}
+
+void losa_train_slice(int t, int T, int64_t n_step, int64_t n_last, int64_t n, int64_t *first,
+                      int64_t *count)
+{
+    int64_t a = t < T ? (int64_t)t * n_step : (int64_t)(T - 1) * n_step;
+    int64_t b = a + (t < T ? n_step : n_last);
+    if (a > n) a = n;
+    if (b > n) b = n;
+    *first = a;
+    *count = b - a;
+}
+
+void losa_compat_from_deck(const deck *dk, losa_compat *c, lora_train_config *tc,
+                           lora_config *lc)
+{
+    int ref = c->reference = !strcmp(deck_str(dk, "losa.compat"), "reference");
+#define COMPAT(key) (ref && !deck_is_set(dk, key))
+    c->sparsity_floor = COMPAT("losa.sparsity_floor") ? 0 : deck_bool(dk, "losa.sparsity_floor");
+    const char *v = COMPAT("losa.rank_rebalance") ? "one_pass" : deck_str(dk, "losa.rank_rebalance");
+    c->rebalance = !strcmp(v, "one_pass") ? LOSA_REBALANCE_ONE_PASS : LOSA_REBALANCE_EXACT;
+    v = COMPAT("losa.rank_cap") ? "slice" : deck_str(dk, "losa.rank_cap");
+    c->rank_cap = !strcmp(v, "slice") ? LOSA_RANK_CAP_SLICE : LOSA_RANK_CAP_REDISTRIBUTE;
+    c->rank_max = (int)deck_int(dk, "losa.rank_max");
+    v = COMPAT("data.train_slices") ? "reference" : deck_str(dk, "data.train_slices");
+    c->slices = !strcmp(v, "reference") ? LOSA_TRAIN_SLICES_REFERENCE : LOSA_TRAIN_SLICES_LOSA;
+    if (lc && COMPAT("lora.r_max")) lc->r_max = 8;
+    if (tc && COMPAT("train.seed")) tc->seed = 42;
+    if (lc && tc) lc->seed = tc->seed;
+#undef COMPAT
 }
 
 void losa_decision_init(losa_decision *dc, int L)
@@ -201,6 +251,7 @@ void losa_decision_init(losa_decision *dc, int L)
     dc->importance = calloc(L, sizeof(double));
     dc->cka = calloc((size_t)(L + 1) * (L + 1), sizeof(double));
     dc->rank = calloc(L, sizeof(int));
+    dc->rank_active = calloc(L, sizeof(int));
 }
 
 void losa_decision_free(losa_decision *dc)
@@ -209,6 +260,7 @@ void losa_decision_free(losa_decision *dc)
     free(dc->importance);
     free(dc->cka);
     free(dc->rank);
+    free(dc->rank_active);
     memset(dc, 0, sizeof *dc);
 }
 
@@ -243,7 +295,7 @@ void losa_decide_sparsity(losa_decision *dc, losa_alloc a, const double *grams, 
 }
 
 void losa_collective_ranks(dist_ctx *d, losa_decision *dc, const double *err_local, int R,
-                           int rmin, int rmax, int fixed_rank)
+                           int rmin, int rmax, int fixed_rank, losa_rebalance mode)
 {
     int L = dc->L;
     double *err = malloc(sizeof(double) * L);
@@ -253,7 +305,7 @@ void losa_collective_ranks(dist_ctx *d, losa_decision *dc, const double *err_loc
         if (fixed_rank > 0)
             for (int i = 0; i < L; i++) dc->rank[i] = fixed_rank;
         else
-            losa_alloc_ranks(dc->rank, err, L, R, rmin, rmax);
+            losa_alloc_ranks_mode(dc->rank, err, L, R, rmin, rmax, mode);
     }
     dist_bcast(d, dc->rank, sizeof(int) * L, 0);
     free(err);

@@ -94,6 +94,7 @@ losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name
     r->samples_step = deck_int(dk, "losa.samples_per_step");
     r->samples_last = deck_int(dk, "losa.last_step_samples");
     losa_train_configs(dk, &r->tc, &r->lc);
+    losa_compat_from_deck(dk, &r->compat, &r->tc, &r->lc);
     r->tc.schedule = !strcmp(deck_str(dk, "parallel.schedule"), "gpipe") ? LORA_SCHEDULE_GPIPE
                                                                        : LORA_SCHEDULE_1F1B;
     r->response_only = deck_bool(dk, "data.response_only");
@@ -176,7 +177,7 @@ static int mkdir_p(const char *path)
  * orders), with a fresh AdamW state and schedule, dropout seeded by seed.
  * loss (optimizer steps) is filled on every rank; returns steps taken. */
 static losa_status train_phase(losa_run *r, model_stage *s, lora_adapters *ad, int64_t first,
-                               int64_t n_examples, uint64_t seed, const char *label,
+                               int64_t range_n, int64_t n_examples, uint64_t seed, const char *label,
                                double **loss, int64_t *n_steps, double *seconds)
 {
     lora_train_config tc = r->tc;
@@ -209,9 +210,11 @@ static losa_status train_phase(losa_run *r, model_stage *s, lora_adapters *ad, i
             lora_delta_update(ad, s);
         }
         for (int64_t j = 0; j < per; j++) {
-            int64_t p = first + step * per + j, e = p / n;
-            if (e != epoch) lora_data_order(n, r->tc.seed, epoch = e, perm);
-            idx[j] = perm[p % n];
+            /* range_n > 0: examples first .. first + range_n - 1 only */
+            int64_t m = range_n > 0 ? range_n : n, p = (range_n > 0 ? 0 : first) + step * per + j;
+            int64_t e = p / m;
+            if (e != epoch) lora_data_order(m, r->tc.seed, epoch = e, perm);
+            idx[j] = (range_n > 0 ? first : 0) + perm[p % m];
         }
         for (int mb = 0; mb < tc.grad_accum; mb++)
             lora_data_batch(&r->ds, idx + (int64_t)mb * tc.B, tc.B, tc.T, s->cfg.eos_id,
@@ -540,6 +543,7 @@ static int metric_table(losa_run *r, metric_ds *m)
         {"/losa/steps/cka", h->cka, NULL, 3, {T, L + 1, L + 1}},
         {"/losa/steps/recon_err", h->recon, NULL, 2, {T, L}},
         {"/losa/steps/rank", NULL, h->rank, 2, {T, L}},
+        {"/losa/steps/rank_active", NULL, h->rank_active, 2, {T, L}},
         {"/losa/steps/ppl", h->ppl, NULL, 1, {T}},
         {"/losa/steps/loss", h->loss, NULL, 2, {T, h->loss_cap}},
         {"/losa/steps/loss_len", NULL, h->loss_len, 1, {T}},
@@ -594,9 +598,10 @@ static losa_status read_metrics(losa_run *r, io_store *io)
 static int64_t history_bytes(const losa_run *r)
 {
     int64_t T = r->T, L = r->cfg.n_layers;
-    /* + the 2 elapsed columns per step; 1 KB per dataset (13) + slack */
-    return 8 * (1 + T * (8 + 4 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) + 4 * T * (L + 1) +
-           1024 * 13 + (16 << 10);
+    /* + the 2 elapsed columns and rank_active per step; 1 KB per dataset
+     * (14) + slack */
+    return 8 * (1 + T * (8 + 5 * L + (L + 1) * (L + 1) + r->hist.loss_cap)) + 4 * T * (L + 1) +
+           1024 * 14 + (16 << 10);
 }
 
 /* Collective: shards of every stage, metrics (rank 0), then the marker. */
@@ -736,7 +741,7 @@ static losa_status phase_lora(losa_run *r, model_stage *s, losa_result *res)
     if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
     int64_t total = (int64_t)(r->T - 1) * r->samples_step + r->samples_last;
     core_log("== +LoRA: rank %d on %lld examples\n", r->lc.rank, (long long)total);
-    st = train_phase(r, s, &ad, 0, total, r->tc.seed * 7919 + 1, "+LoRA train", &res->loss,
+    st = train_phase(r, s, &ad, 0, 0, total, r->tc.seed * 7919 + 1, "+LoRA train", &res->loss,
                      &res->n_loss, &res->train_seconds);
     if (st == LOSA_OK) {
         int64_t flips = lora_merge(&ad, s);
@@ -890,7 +895,8 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         lora_merge(&ad, s);
         st = calib_layer_grams(d, s, r->calib, r->rmi_n, S, 8, grams);
         layer_sparsities(d, s, cur);
-        losa_decide_sparsity(&dc, r->alloc, grams, r->rmi_n, r->pc.sparsity, t, T, r->beta, cur);
+        losa_decide_sparsity(&dc, r->alloc, grams, r->rmi_n, r->pc.sparsity, t, T, r->beta,
+                             r->compat.sparsity_floor ? cur : NULL);
         double tp = core_time();
         core_log("== LoSA step %d/%d: s_t %.4f, layer sparsity", t, T, dc.s_t);
         for (int l = 0; l < L; l++) core_log(" %.3f", dc.sparsity[l]);
@@ -914,10 +920,12 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         if (dist_replica(d) == 0)
             for (int l = 0; l < s->n_layers; l++) err_local[s->layer0 + l] = pr.recon_err[s->layer0 + l];
         int R = 6 + (t - 1);
-        losa_collective_ranks(d, &dc, err_local, R, 1, r->lc.r_max < 16 ? r->lc.r_max : 16,
-                              r->rank_fixed ? r->lc.rank : 0);
+        losa_collective_ranks(d, &dc, err_local, R, 1,
+                              losa_rank_bound(r->compat.rank_cap, r->compat.rank_max, r->lc.r_max),
+                              r->rank_fixed ? r->lc.rank : 0, r->compat.rebalance);
+        losa_rank_active(dc.rank_active, dc.rank, L, r->compat.rank_cap, r->lc.r_max);
         for (int l = 0; l < s->n_layers && st == LOSA_OK; l++)
-            st = lora_set_rank(&ad, l, dc.rank[s->layer0 + l]);
+            st = lora_set_rank(&ad, l, dc.rank_active[s->layer0 + l]);
         lora_delta_update(&ad, s);
         double tt = core_time();
         core_log("   ranks");
@@ -927,13 +935,21 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
          * rank SIGKILL itself here, in the middle of step t */
         const char *kill_at = getenv("LOSA_FAULT_KILL");
         if (kill_at && atoi(kill_at) == t && dist_rank(d) == dist_size(d) - 1) raise(SIGKILL);
-        int64_t n_t = t < T ? r->samples_step : r->samples_last;
+        int64_t n_t = t < T ? r->samples_step : r->samples_last, first = stream, range_n = 0;
+        if (r->compat.slices == LOSA_TRAIN_SLICES_REFERENCE) {
+            losa_train_slice(t, T, r->samples_step, r->samples_last, r->ds.n, &first, &n_t);
+            range_n = n_t;
+            if (n_t == 0 && st == LOSA_OK)
+                st = core_err(LOSA_ERR_ARG, "data.train_slices = reference: step %d's range starts at "
+                              "example %lld but data.train has only %lld", t, (long long)first,
+                              (long long)r->ds.n);
+        }
         double *loss = NULL, train_s = 0;
         int64_t nl = 0;
         char label[64];
         snprintf(label, sizeof label, "LoSA step %d train", t);
         if (st == LOSA_OK)
-            st = train_phase(r, s, &ad, stream, n_t, r->tc.seed * 7919 + 100 + t, label, &loss, &nl, &train_s);
+            st = train_phase(r, s, &ad, first, range_n, n_t, r->tc.seed * 7919 + 100 + t, label, &loss, &nl, &train_s);
         stream += n_t;
         double te = core_time(), ppl = NAN;
         if (st == LOSA_OK && r->eval_each_step && t < T) {
@@ -951,6 +967,7 @@ static losa_status phase_losa(losa_run *r, model_stage *s, losa_result *res)
         memcpy(h->cka + (int64_t)k * (L + 1) * (L + 1), dc.cka, sizeof(double) * (L + 1) * (L + 1));
         memcpy(h->recon + (int64_t)k * L, pr.recon_err, sizeof(double) * L);
         memcpy(h->rank + (int64_t)k * L, dc.rank, sizeof(int) * L);
+        memcpy(h->rank_active + (int64_t)k * L, dc.rank_active, sizeof(int) * L);
         h->ppl[k] = ppl;
         h->loss_len[k] = (int)(nl < h->loss_cap ? nl : h->loss_cap);
         for (int64_t i = 0; i < h->loss_len[k]; i++) h->loss[(int64_t)k * h->loss_cap + i] = loss ? loss[i] : NAN;
@@ -1212,6 +1229,7 @@ losa_status losa_run_execute(losa_run *r)
     h->cka = calloc((size_t)T * (L + 1) * (L + 1), sizeof(double));
     h->recon = calloc((size_t)T * L, sizeof(double));
     h->rank = calloc((size_t)T * L, sizeof(int));
+    h->rank_active = calloc((size_t)T * L, sizeof(int));
     h->ppl = calloc(T, sizeof(double));
     h->loss = calloc((size_t)T * h->loss_cap, sizeof(double));
     h->loss_len = calloc(T, sizeof(int));
@@ -1273,8 +1291,8 @@ void losa_run_free(losa_run *r)
 {
     losa_history *h = &r->hist;
     free(h->s_t); free(h->sparsity); free(h->measured); free(h->importance); free(h->cka);
-    free(h->recon); free(h->rank); free(h->ppl); free(h->loss); free(h->loss_len); free(h->secs);
-    free(h->elapsed);
+    free(h->recon); free(h->rank); free(h->rank_active); free(h->ppl); free(h->loss);
+    free(h->loss_len); free(h->secs); free(h->elapsed);
     for (int m = 0; m < LOSA_N_MODES; m++) free(r->res[m].loss);
     free(r->prune_recon);
     free(r->calib);
