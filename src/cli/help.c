@@ -104,6 +104,9 @@ static const cli_flag f_plan[] = {
     SET_FLAG,
     {"--ranks", "N", "parallel.pp x parallel.dp", "plan for N ranks (pp = N / parallel.dp), "
                                                   "1..1000000"},
+    {"--mem-per-rank", "BYTES", "this machine's physical memory",
+     "memory one rank may use (suffixes K, M, G, T: powers of 1024); the plan warns "
+     "when a rank's peak exceeds it"},
     JSON_FLAG, END};
 static const cli_flag f_sparsify[] = {
     {"--format", "bitmap|bitmap-bf16|csr", "bitmap", "format of the kept copies"},
@@ -141,7 +144,7 @@ static const cli_help helps[] = {
      "run dir or store -> HF safetensors", f_export},
     {"synth", "synth --config CONFIG.json --layers K --out STORE.h5 [options]",
      "synthetic store with real layer shapes", f_synth},
-    {"plan", "plan DECK.ini [--set section.key=value ...] [--ranks N] [--json]",
+    {"plan", "plan DECK.ini [--set section.key=value ...] [--ranks N] [--mem-per-rank BYTES] [--json]",
      "memory / FLOP / communication plan for a deck", f_plan},
     {"sparsify", "sparsify STORE.h5|RUN_DIR [--format F] [--all] [--json]",
      "keep sparse copies of the pruned maps in the store", f_sparsify},
@@ -203,7 +206,7 @@ void cli_help_print(FILE *f, const cli_help *h)
     fprintf(f, "  %-26s %s\n", "-h, --help", "print this help and exit");
     if (!strcmp(h->name, "run") || !strcmp(h->name, "prune") || !strcmp(h->name, "finetune") ||
         !strcmp(h->name, "plan"))
-        fprintf(f, "\nDeck keys with their types, ranges and defaults: src/core/deck_schema.c "
+        fprintf(f, "\nDeck keys with their types, ranges and defaults: input/README.md "
                    "(an example deck: input/default.ini).\n");
     fprintf(f, "\nrun under MPI: mpirun -np P build/losa %s ...\n", h->name);
 }
