@@ -36,7 +36,6 @@ const char *core_errmsg(void);
 
 /* Logging: only rank 0 prints (to stderr). core_log_init sets the rank. */
 void core_log_init(int rank);
-int core_log_rank(void);
 void core_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Quiet flag for tests (suppresses core_log output). */
 void core_log_quiet(int quiet);

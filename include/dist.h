@@ -29,10 +29,6 @@ void dist_send_next(dist_ctx *d, const float *x, size_t n, int tag);
 void dist_recv_prev(dist_ctx *d, float *x, size_t n, int tag);
 void dist_send_prev(dist_ctx *d, const float *x, size_t n, int tag);
 void dist_recv_next(dist_ctx *d, float *x, size_t n, int tag);
-/* Non-blocking send to the next/prev stage; dist_wait_sends completes all. */
-void dist_isend_next(dist_ctx *d, const float *x, size_t n, int tag);
-void dist_isend_prev(dist_ctx *d, const float *x, size_t n, int tag);
-void dist_wait_sends(dist_ctx *d);
 /* Pipeline exchange with one neighbour (deadlock-free pairing for 1F1B):
  * send x (n floats, tag stag) to the next/prev stage and receive y (m floats,
  * tag rtag) from the same stage. */
@@ -52,8 +48,6 @@ void dist_bcast_from_last(dist_ctx *d, void *buf, size_t bytes);
 /* Sums (world) */
 void dist_sum_doubles(dist_ctx *d, double *x, int n);
 void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n); /* over replicas */
-/* Broadcast within this replica's pipeline from stage root. */
-void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root);
 void dist_sum_floats_stage(dist_ctx *d, float *x, size_t n); /* over replicas */
 void dist_barrier(dist_ctx *d);
 /* Barrier (world) that sleeps while waiting (1 ms polls) instead of
@@ -62,7 +56,6 @@ void dist_barrier_idle(dist_ctx *d);
 /* Collective (world): rank 0 reads the whole file, every rank receives its
  * bytes (NUL-terminated, malloc'd); errors agreed. */
 losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size);
-void dist_abort(int code);
 
 /* ---- SparseGPT over a stage's replicas (src/dist/scalapack.c) ----------- */
 #include "prune.h"

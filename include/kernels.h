@@ -2,7 +2,8 @@
  * argument order: outputs, values saved for backward, inputs, weights,
  * dimensions).  Backward functions ACCUMULATE (+=) into their outputs.
  * N = B*T rows; all tensors row-major fp32.  No MPI, no HDF5, no allocation.
- * Every fast kernel has a plain _ref twin used by the tests.
+ * Every fast kernel has a plain _ref twin (src/kernels/kernels_ref.c,
+ * declared at the end) used by the tests.
  */
 #ifndef LOSA_KERNELS_H
 #define LOSA_KERNELS_H
@@ -21,8 +22,6 @@ void kern_matmul_forward(float *out, const float *inp, const float *w,
                          int64_t N, int IC, int OC);
 /* out (N,OC) += inp (N,IC) @ W^T */
 void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
-                             int64_t N, int IC, int OC);
-void kern_matmul_forward_ref(float *out, const float *inp, const float *w,
                              int64_t N, int IC, int OC);
 /* dinp (N,IC) += dout (N,OC) @ W */
 void kern_matmul_backward_inp(float *dinp, const float *dout, const float *w,
@@ -47,9 +46,6 @@ void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B
 void kern_attention_forward(float *out, float *att, const float *q,
                             const float *k, const float *v, int B, int T, int H,
                             int Hkv, int hd, int save_att);
-void kern_attention_forward_ref(float *out, const float *q, const float *k,
-                                const float *v, int B, int T, int H, int Hkv,
-                                int hd);
 /* dq, dk, dv += ... ; datt: (T,T) scratch. att as saved by forward. */
 void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
                              const float *dout, const float *att, const float *q,
@@ -76,5 +72,37 @@ double kern_nll_row(const float *logits, int target, int V);
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
                                           const int *targets, int64_t N, int V,
                                           float scale);
+
+/* ---- _ref twins: textbook formulas in double precision, libm exp/sin/cos,
+ * no BLAS and no tables (src/kernels/kernels_ref.c).  Same contracts as the
+ * kernels above, except where noted. ---- */
+void kern_matmul_forward_ref(float *out, const float *inp, const float *w,
+                             int64_t N, int IC, int OC);
+void kern_matmul_backward_inp_ref(float *dinp, const float *dout, const float *w,
+                                  int64_t N, int IC, int OC);
+void kern_matmul_backward_w_ref(float *dw, const float *dout, const float *inp,
+                                int64_t N, int IC, int OC);
+void kern_rmsnorm_forward_ref(float *out, float *rstd, const float *inp,
+                              const float *w, int64_t N, int D, float eps);
+/* Recomputes rstd from inp and eps. */
+void kern_rmsnorm_backward_ref(float *dinp, const float *dout, const float *inp,
+                               const float *w, int64_t N, int D, float eps);
+/* Angles t * theta^(-2i/hd) per element instead of kern_rope_tables. */
+void kern_rope_forward_ref(float *x, int B, int T, int nh, int hd, float theta);
+void kern_rope_backward_ref(float *dx, int B, int T, int nh, int hd, float theta);
+void kern_attention_forward_ref(float *out, const float *q, const float *k,
+                                const float *v, int B, int T, int H, int Hkv,
+                                int hd);
+/* Recomputes the probabilities from q and k (no saved att, no scratch). */
+void kern_attention_backward_ref(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *q, const float *k, const float *v, int B,
+                                 int T, int H, int Hkv, int hd);
+void kern_swiglu_forward_ref(float *out, const float *gate, const float *up, int64_t n);
+void kern_swiglu_backward_ref(float *dgate, float *dup, const float *dout,
+                              const float *gate, const float *up, int64_t n);
+double kern_nll_row_ref(const float *logits, int target, int V);
+double kern_crossentropy_forward_backward_ref(float *dlogits, const float *logits,
+                                              const int *targets, int64_t N, int V,
+                                              float scale);
 
 #endif

@@ -155,7 +155,8 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
 void model_acts_free(model_acts *a);
 
 /* One layer forward on a->x in place (B x T tokens, positions 0..T-1).
- * slot: activation slot (layer index within stage if a->save, else 0). */
+ * With a->save = MODEL_ACTS_SAVE, layer l's activations go to slot l (kept
+ * for backward); otherwise every layer reuses slot 0. */
 void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
                          int T);
 /* Pieces of the stage forward: embedding (first stage) and final norm +
@@ -165,14 +166,9 @@ void model_stage_embed(model_acts *a, const model_stage *s, const int *tokens,
 void model_stage_head(model_acts *a, const model_stage *s, int B, int T);
 /* Stage forward: first stage embeds tokens (B,T) into a->x; every stage runs
  * its layers on a->x; the last stage computes a->logits (B,T,V).
- * Not collective: the caller moves a->x between stages (dist/engine). */
+ * Not collective: the caller moves a->x between stages (model/pipeline.c). */
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
                          int B, int T);
-/* NLL: sum over b,t<T-1 of -log p(tokens[b,t+1] | ...), with
- * targets (B,T) where target < 0 means ignore.  Returns the sum (double) and
- * the count of predicted positions in *n.  Uses a->logits. */
-double model_nll(const model_acts *a, const model_stage *s, const int *targets,
-                 int B, int T, int64_t *n);
 
 /* ---- pipeline (collective over this replica's stages) ---- */
 struct dist_ctx;

@@ -4,15 +4,6 @@
 
 #include "cli.h"
 
-#define BENCH_STUB(name)                                                    \
-    __attribute__((weak)) int bench_##name(dist_ctx *d, int argc, char **argv) \
-    {                                                                       \
-        (void)argc; (void)argv;                                             \
-        return cli_error(d, "bench " #name, 2, "not available in this build"); \
-    }
-BENCH_STUB(forward) BENCH_STUB(train) BENCH_STUB(prune) BENCH_STUB(sparse)
-BENCH_STUB(pipeline)
-
 int cmd_bench(dist_ctx *d, int argc, char **argv)
 {
     static const struct { const char *name; cli_cmd_fn fn; } b[] = {

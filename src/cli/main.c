@@ -1,5 +1,5 @@
 /* losa: git-style entry point.  Every subcommand runs under MPI (one rank
- * is fine).  Subcommands not built yet are weak stubs that say so.
+ * is fine); each cmd_<name> is in src/cli/cmd_<name>.c.
  * --help / -h of any command and `losa help` are answered here from the
  * tables of help.c, before MPI starts (rank 0 of a launch prints).  With
  * --json, a failing command that printed no JSON object gets one here:
@@ -9,15 +9,6 @@
 #include <string.h>
 
 #include "cli.h"
-
-#define STUB(name)                                                          \
-    __attribute__((weak)) int cmd_##name(dist_ctx *d, int argc, char **argv) \
-    {                                                                       \
-        (void)argc; (void)argv;                                             \
-        return cli_error(d, #name, 2, "not available in this build");      \
-    }
-STUB(import) STUB(info) STUB(eval) STUB(generate) STUB(bench) STUB(prune)
-STUB(finetune) STUB(run) STUB(export) STUB(synth) STUB(plan) STUB(sparsify)
 
 /* The one-line summaries and the flags are in help.c. */
 static const struct { const char *name; cli_cmd_fn fn; } cmds[] = {

@@ -49,7 +49,6 @@ losa_status core_err(losa_status s, const char *fmt, ...)
 const char *core_errmsg(void) { return errbuf[0] ? errbuf : "unknown error"; }
 
 void core_log_init(int rank) { log_rank = rank; }
-int core_log_rank(void) { return log_rank; }
 void core_log_quiet(int quiet) { log_quiet = quiet; }
 
 void core_log(const char *fmt, ...)

@@ -13,8 +13,6 @@ struct dist_ctx {
     int pp, dp, stage, replica;
     MPI_Comm pipe;  /* one replica's stages; rank in pipe == stage */
     MPI_Comm stage_comm; /* the replicas of one stage; rank == replica */
-    MPI_Request *reqs;
-    int n_reqs, cap_reqs;
 };
 
 static void abort_hook(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
@@ -57,10 +55,8 @@ losa_status dist_set_layout(dist_ctx *d, int pp, int dp)
 void dist_finalize(dist_ctx **d)
 {
     if (!d || !*d) return;
-    dist_wait_sends(*d);
     if ((*d)->pipe != MPI_COMM_NULL) MPI_Comm_free(&(*d)->pipe);
     if ((*d)->stage_comm != MPI_COMM_NULL) MPI_Comm_free(&(*d)->stage_comm);
-    free((*d)->reqs);
     free(*d);
     *d = NULL;
     int fin = 0;
@@ -137,35 +133,6 @@ void dist_sendrecv_prev(dist_ctx *d, const float *x, size_t n, int stag, float *
     sendrecv(d, x, n, stag, y, m, rtag, d->stage - 1);
 }
 
-static void isend(dist_ctx *d, const float *x, size_t n, int peer, int tag)
-{
-    for (size_t off = 0; off < n || (n == 0 && off == 0); off += CHUNK) {
-        if (d->n_reqs == d->cap_reqs) {
-            d->cap_reqs = d->cap_reqs ? 2 * d->cap_reqs : 16;
-            d->reqs = realloc(d->reqs, sizeof(MPI_Request) * d->cap_reqs);
-            LOSA_CHECK(d->reqs);
-        }
-        int cnt = (int)(n - off < CHUNK ? n - off : CHUNK);
-        MPI_Isend(x + off, cnt, MPI_FLOAT, peer, tag, d->pipe, &d->reqs[d->n_reqs++]);
-        if (n == 0) break;
-    }
-}
-void dist_isend_next(dist_ctx *d, const float *x, size_t n, int tag)
-{
-    LOSA_CHECK(d->stage + 1 < d->pp);
-    isend(d, x, n, d->stage + 1, tag);
-}
-void dist_isend_prev(dist_ctx *d, const float *x, size_t n, int tag)
-{
-    LOSA_CHECK(d->stage > 0);
-    isend(d, x, n, d->stage - 1, tag);
-}
-void dist_wait_sends(dist_ctx *d)
-{
-    if (d->n_reqs) MPI_Waitall(d->n_reqs, d->reqs, MPI_STATUSES_IGNORE);
-    d->n_reqs = 0;
-}
-
 losa_status dist_agree(dist_ctx *d, losa_status s)
 {
     /* lowest failing rank wins; its status and message go to everyone */
@@ -227,14 +194,6 @@ void dist_sum_doubles_stage(dist_ctx *d, double *x, size_t n)
     }
 }
 
-void dist_bcast_pipe(dist_ctx *d, void *buf, size_t bytes, int root)
-{
-    for (size_t off = 0; off < bytes; off += CHUNK) {
-        int cnt = (int)(bytes - off < CHUNK ? bytes - off : CHUNK);
-        MPI_Bcast((char *)buf + off, cnt, MPI_BYTE, root, d->pipe);
-    }
-}
-
 void dist_barrier(dist_ctx *d)
 {
     (void)d;
@@ -252,8 +211,6 @@ void dist_barrier_idle(dist_ctx *d)
         nanosleep(&ts, NULL);
     }
 }
-
-void dist_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 
 losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *size)
 {

@@ -77,17 +77,6 @@ void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
     matmul_nt(out, inp, w, N, IC, OC, 1.0f);
 }
 
-void kern_matmul_forward_ref(float *out, const float *inp, const float *w,
-                             int64_t N, int IC, int OC)
-{
-    for (int64_t i = 0; i < N; i++)
-        for (int o = 0; o < OC; o++) {
-            double s = 0;
-            for (int c = 0; c < IC; c++) s += (double)inp[i * IC + c] * w[(int64_t)o * IC + c];
-            out[i * OC + o] = (float)s;
-        }
-}
-
 void kern_matmul_backward_inp(float *dinp, const float *dout, const float *w,
                               int64_t N, int IC, int OC)
 {
@@ -185,36 +174,6 @@ void kern_attention_forward(float *out, float *att, const float *q,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
                         A, T, vb, ks, 0.0f, ob, qs);
         }
-}
-
-void kern_attention_forward_ref(float *out, const float *q, const float *k,
-                                const float *v, int B, int T, int H, int Hkv,
-                                int hd)
-{
-    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    double scale = 1.0 / sqrt((double)hd);
-    double p[T];
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < T; i++) {
-                const float *qi = q + ((int64_t)b * T + i) * qs + h * hd;
-                double mx = -1e300, sum = 0;
-                for (int j = 0; j <= i; j++) {
-                    const float *kj = k + ((int64_t)b * T + j) * ks + (h / grp) * hd;
-                    double s = 0;
-                    for (int c = 0; c < hd; c++) s += (double)qi[c] * kj[c];
-                    p[j] = s * scale;
-                    if (p[j] > mx) mx = p[j];
-                }
-                for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
-                float *o = out + ((int64_t)b * T + i) * qs + h * hd;
-                for (int c = 0; c < hd; c++) {
-                    double s = 0;
-                    for (int j = 0; j <= i; j++)
-                        s += p[j] / sum * v[((int64_t)b * T + j) * ks + (h / grp) * hd + c];
-                    o[c] = (float)s;
-                }
-            }
 }
 
 void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,

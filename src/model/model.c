@@ -382,18 +382,3 @@ void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
     for (int l = 0; l < s->n_layers; l++) model_layer_forward(a, s, l, B, T);
     if (s->has_head) model_stage_head(a, s, B, T);
 }
-
-double model_nll(const model_acts *a, const model_stage *s, const int *targets,
-                 int B, int T, int64_t *n)
-{
-    int V = s->cfg.vocab_size;
-    double sum = 0;
-    int64_t cnt = 0;
-    for (int64_t i = 0; i < (int64_t)B * T; i++)
-        if (targets[i] >= 0) {
-            sum += kern_nll_row(a->logits + i * V, targets[i], V);
-            cnt++;
-        }
-    *n = cnt;
-    return sum;
-}
