@@ -371,126 +371,134 @@ typedef struct {
     double speedup; /* median over rounds of the paired ratio */
 } bench_case;
 
-int bench_sparse(dist_ctx *d, int argc, char **argv)
+/* The command line of bench sparse. */
+typedef struct {
+    int json, quick, reps, rounds, decode_only, steps, only_out, only_in, matrices_only, prefill;
+    double only_sp;
+} sparse_args;
+
+static losa_status sparse_args_parse(sparse_args *a, int argc, char **argv)
 {
-    int json = 0, quick = 0, reps = 0, rounds = 0, decode_only = 0, steps = 0;
-    int only_out = 0, only_in = 0, matrices_only = 0, prefill = 0;
-    double only_sp = -1;
+    memset(a, 0, sizeof *a);
+    a->only_sp = -1;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         const char *v;
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--decode-only")) decode_only = 1;
-        else if (!strcmp(argv[i], "--matrices-only")) matrices_only = 1;
-        else if ((v = cli_opt(argc, argv, &i, "--steps"))) s = cli_int("--steps", v, 1, 1000000, &steps);
-        else if ((v = cli_opt(argc, argv, &i, "--reps"))) s = cli_int("--reps", v, 1, 1000000, &reps);
-        else if ((v = cli_opt(argc, argv, &i, "--rounds"))) s = cli_int("--rounds", v, 1, 1000000, &rounds);
+        if (!strcmp(argv[i], "--json")) a->json = 1;
+        else if (!strcmp(argv[i], "--quick")) a->quick = 1;
+        else if (!strcmp(argv[i], "--decode-only")) a->decode_only = 1;
+        else if (!strcmp(argv[i], "--matrices-only")) a->matrices_only = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--steps"))) s = cli_int("--steps", v, 1, 1000000, &a->steps);
+        else if ((v = cli_opt(argc, argv, &i, "--reps"))) s = cli_int("--reps", v, 1, 1000000, &a->reps);
+        else if ((v = cli_opt(argc, argv, &i, "--rounds"))) s = cli_int("--rounds", v, 1, 1000000, &a->rounds);
         else if ((v = cli_opt(argc, argv, &i, "--prefill-batch")))
-            s = cli_int("--prefill-batch", v, 2, 4096, &prefill);
+            s = cli_int("--prefill-batch", v, 2, 4096, &a->prefill);
         else if ((v = cli_opt(argc, argv, &i, "--sparsity")))
-            s = cli_fraction("--sparsity", v, &only_sp);
+            s = cli_fraction("--sparsity", v, &a->only_sp);
         else if ((v = cli_opt(argc, argv, &i, "--shape")))
-            s = cli_int_pair("--shape", v, 'x', 1, 1000000, &only_out, &only_in);
+            s = cli_int_pair("--shape", v, 'x', 1, 1000000, &a->only_out, &a->only_in);
         else
             s = core_err(LOSA_ERR_ARG, "unknown option '%s' (losa bench sparse --help lists them)",
                          argv[i]);
     }
-    if (cli_fail(d, "bench sparse", s)) return 1;
-    if (dist_rank(d) != 0) return 0;
-    int nthr = 1;
-#ifdef _OPENMP
-    nthr = omp_get_max_threads();
-#endif
-    openblas_set_num_threads(nthr);
+    return s;
+}
 
+/* The matrix cases' plan: shapes x sparsities (+ 2:4) x batches (decode,
+ * prefill), repetitions and rounds of each. */
+typedef struct {
+    int nshape, nsp;
+    int shapes[3][2];
+    double sps[4];
+    int batches[2], reps[2], rounds[2];
+} sparse_plan;
+
+static void sparse_plan_make(sparse_plan *p, const sparse_args *a)
+{
     static const int full_shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
     static const int quick_shapes[][2] = {{512, 1024}, {1024, 512}};
     static const double full_sp[] = {0.5, 0.6, 0.7, 0.8};
-    static const double quick_sp[] = {0.7};
-    int nshape = quick ? 2 : 3, nsp = quick ? 1 : 4;
-    const int(*shapes)[2] = quick ? quick_shapes : full_shapes;
-    const double *sps = quick ? quick_sp : full_sp;
-    int one_shape[1][2] = {{only_out, only_in}};
-    double one_sp[1] = {only_sp};
-    if (only_out) { /* one shape (and sparsity): for studying one case */
-        shapes = (const int(*)[2])one_shape;
-        nshape = 1;
+    p->nshape = a->quick ? 2 : 3;
+    p->nsp = a->quick ? 1 : 4;
+    memcpy(p->shapes, a->quick ? quick_shapes : full_shapes, sizeof(int[2]) * p->nshape);
+    if (a->quick) p->sps[0] = 0.7;
+    else memcpy(p->sps, full_sp, sizeof full_sp);
+    if (a->only_out) { /* one shape (and sparsity): for studying one case */
+        p->shapes[0][0] = a->only_out;
+        p->shapes[0][1] = a->only_in;
+        p->nshape = 1;
     }
-    if (only_sp >= 0) {
-        sps = one_sp;
-        nsp = 1;
+    if (a->only_sp >= 0) {
+        p->sps[0] = a->only_sp;
+        p->nsp = 1;
     }
-    int batches[2] = {1, prefill ? prefill : quick ? 16 : 128};
-    int reps1 = reps > 0 ? reps : quick ? 2 : 4, repsB = reps > 0 ? reps : quick ? 1 : 2;
-    int rounds1 = rounds > 0 ? rounds : quick ? 3 : 7, roundsB = rounds > 0 ? rounds : quick ? 1 : 3;
+    p->batches[0] = 1;
+    p->batches[1] = a->prefill ? a->prefill : a->quick ? 16 : 128;
+    p->reps[0] = a->reps > 0 ? a->reps : a->quick ? 2 : 4;
+    p->reps[1] = a->reps > 0 ? a->reps : a->quick ? 1 : 2;
+    p->rounds[0] = a->rounds > 0 ? a->rounds : a->quick ? 3 : 7;
+    p->rounds[1] = a->rounds > 0 ? a->rounds : a->quick ? 1 : 3;
+}
 
-    flush_n = (size_t)1 << 25; /* 128 MB > L3 */
-    flush_buf = core_calloc(flush_n, sizeof(float));
+/* Times one sparse matrix (decode batch, and prefill unless bf16) against
+ * its dense original; appends the cases to cs[*nc]. */
+static void time_matrix(const sparse_plan *p, const sparse_matrix *s, float *W, float *X, float *Y,
+                        int out, int in, double sp, int nm, int bf16, bench_case *cs, int *nc)
+{
+    for (int b = 0; b < 2; b++) {
+        if (bf16 && b) continue;
+        bench_op op = {p->batches[b], W, X, Y, out, in, s};
+        bench_case *c = &cs[(*nc)++];
+        c->out = out;
+        c->in = in;
+        c->batch = p->batches[b];
+        c->sparsity = sp;
+        c->density = (double)s->nnz / ((double)out * in);
+        c->pattern = nm ? "2:4" : "unstructured";
+        c->format = bf16 ? "bitmap-bf16" : "bitmap";
+        time_pair(&op, p->reps[b], p->rounds[b], &c->dense_s, &c->sparse_s, &c->speedup);
+        c->gbs = sparse_matrix_bytes(s) / c->sparse_s / 1e9;
+        c->dense_gbs = 4.0 * out * in / c->dense_s / 1e9;
+        char sh[32];
+        snprintf(sh, sizeof sh, "%dx%d", out, in);
+        fprintf(stderr, "%-12s %-13s %-5s %-6d %5.3f %10.3f %10.3f %8.2f %8.2f %9.1f "
+                        "%9.1f\n", sh, c->pattern, bf16 ? "bf16" : "f32", c->batch,
+                c->density, 1e3 * c->dense_s, 1e3 * c->sparse_s, c->speedup,
+                c->dense_s / c->sparse_s, c->dense_gbs, c->gbs);
+    }
+}
 
-    fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s; decode/prefill: "
-                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed "
-                    "before every call; speedup = median over rounds of the round's ratio, "
-                    "of_best = best dense / best sparse\n",
-            nthr, sparse_isa_name(sparse_get_isa()), rounds1, roundsB, reps1, repsB);
-    double triad = triad_gbs(quick ? 2 : 5);
-    double readbw = read_gbs(quick ? 2 : 5);
-    fprintf(stderr, "triad: %.1f GB/s   read-only (sum): %.1f GB/s\n", triad, readbw);
-    fprintf(stderr, "%-12s %-13s %-5s %-6s %5s %10s %10s %8s %8s %9s %9s\n", "shape", "pattern",
-            "fmt", "batch", "dens", "dense_ms", "sparse_ms", "speedup", "of_best", "dense_GB/s",
-            "sparse_GB/s");
-
-    int maxc = nshape * (nsp + 1) * 2 + nshape * 2;
-    bench_case *cs = calloc(maxc, sizeof *cs);
-    int nc = 0;
+/* Every matrix case of the plan into cs; returns non-zero on error. */
+static int matrix_cases(const sparse_plan *p, bench_case *cs, int *nc)
+{
     core_rng r;
     core_rng_seed(&r, 7);
-    for (int k = 0; k < (decode_only ? 0 : nshape); k++) {
-        int out = shapes[k][0], in = shapes[k][1];
+    for (int k = 0; k < p->nshape; k++) {
+        int out = p->shapes[k][0], in = p->shapes[k][1], maxb = p->batches[1];
         int64_t n = (int64_t)out * in;
-        int maxb = batches[1];
         float *W0 = core_calloc(n, sizeof(float)), *W = core_calloc(n, sizeof(float));
         float *X = core_calloc((size_t)maxb * in, sizeof(float));
         float *Y = core_calloc((size_t)maxb * out, sizeof(float));
         for (int64_t i = 0; i < n; i++) W0[i] = core_rng_normal(&r);
         for (int64_t i = 0; i < (int64_t)maxb * in; i++) X[i] = core_rng_normal(&r);
-        for (int p = 0; p <= nsp; p++) {
-            int nm = p == nsp;
-            double sp = nm ? 0.5 : sps[p];
+        int err = 0;
+        for (int q = 0; q <= p->nsp && !err; q++) {
+            int nm = q == p->nsp;
+            double sp = nm ? 0.5 : p->sps[q];
             prune(W, W0, out, in, sp, nm, &r);
-            for (int f = 0; f < 2; f++) {
-                sparse_format fmt = f ? SPARSE_FORMAT_BITMAP_BF16 : SPARSE_FORMAT_BITMAP;
+            for (int f = 0; f < 2 && !err; f++) {
                 /* BF16 (lossy) only for decode at 70% and 2:4 */
                 if (f && !(nm || (sp > 0.69 && sp < 0.71))) continue;
                 sparse_matrix s;
-                losa_status st = sparse_matrix_from_dense(&s, W, out, in, fmt);
+                losa_status st = sparse_matrix_from_dense(
+                    &s, W, out, in, f ? SPARSE_FORMAT_BITMAP_BF16 : SPARSE_FORMAT_BITMAP);
                 if (st == LOSA_OK) st = sparse_matrix_panel(&s, 0); /* as model_sparse_build */
                 if (st != LOSA_OK) {
                     fprintf(stderr, "losa bench sparse: %s\n", core_errmsg());
-                    return 1;
+                    err = 1;
+                    break;
                 }
-                for (int b = 0; b < 2; b++) {
-                    if (f && b) continue;
-                    bench_op op = {batches[b], W, X, Y, out, in, &s};
-                    bench_case *c = &cs[nc++];
-                    c->out = out;
-                    c->in = in;
-                    c->batch = batches[b];
-                    c->sparsity = sp;
-                    c->density = (double)s.nnz / (double)n;
-                    c->pattern = nm ? "2:4" : "unstructured";
-                    c->format = f ? "bitmap-bf16" : "bitmap";
-                    time_pair(&op, b ? repsB : reps1, b ? roundsB : rounds1, &c->dense_s,
-                              &c->sparse_s, &c->speedup);
-                    c->gbs = sparse_matrix_bytes(&s) / c->sparse_s / 1e9;
-                    c->dense_gbs = 4.0 * n / c->dense_s / 1e9;
-                    char sh[32];
-                    snprintf(sh, sizeof sh, "%dx%d", out, in);
-                    fprintf(stderr, "%-12s %-13s %-5s %-6d %5.3f %10.3f %10.3f %8.2f %8.2f %9.1f "
-                                    "%9.1f\n", sh, c->pattern, f ? "bf16" : "f32", c->batch,
-                            c->density, 1e3 * c->dense_s, 1e3 * c->sparse_s, c->speedup,
-                            c->dense_s / c->sparse_s, c->dense_gbs, c->gbs);
-                }
+                time_matrix(p, &s, W, X, Y, out, in, sp, nm, f, cs, nc);
                 sparse_matrix_free(&s);
             }
         }
@@ -498,57 +506,95 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
         core_free(W);
         core_free(X);
         core_free(Y);
+        if (err) return 1;
     }
-    decode_case dcs[2];
-    int ndc = 0;
-    if (!matrices_only && bench_decode(quick, steps > 0 ? steps : quick ? 16 : 32, dcs, &ndc))
-        return 1;
-    core_free(flush_buf);
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "threads", nthr);
-        cJSON_AddStringToObject(o, "isa", sparse_isa_name(sparse_get_isa()));
-        cJSON *ca = cJSON_AddArrayToObject(o, "cases");
-        for (int i = 0; i < nc; i++) {
-            bench_case *c = &cs[i];
-            cJSON *e = cJSON_CreateObject();
-            int sh[2] = {c->out, c->in};
-            cJSON_AddItemToObject(e, "shape", cJSON_CreateIntArray(sh, 2));
-            cJSON_AddNumberToObject(e, "sparsity", c->sparsity);
-            cJSON_AddNumberToObject(e, "density", c->density);
-            cJSON_AddStringToObject(e, "pattern", c->pattern);
-            cJSON_AddStringToObject(e, "format", c->format);
-            cJSON_AddNumberToObject(e, "batch", c->batch);
-            cJSON_AddNumberToObject(e, "dense_s", c->dense_s);
-            cJSON_AddNumberToObject(e, "sparse_s", c->sparse_s);
-            cJSON_AddNumberToObject(e, "speedup", c->speedup);
-            cJSON_AddNumberToObject(e, "speedup_of_best", c->dense_s / c->sparse_s);
-            cJSON_AddNumberToObject(e, "gbytes_per_s", c->gbs);
-            cJSON_AddNumberToObject(e, "dense_gbytes_per_s", c->dense_gbs);
-            cJSON_AddItemToArray(ca, e);
-        }
-        cJSON *da = cJSON_AddArrayToObject(o, "decode");
-        for (int i = 0; i < ndc; i++) {
-            decode_case *c = &dcs[i];
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddNumberToObject(e, "sparsity", c->sparsity);
-            cJSON_AddNumberToObject(e, "density", c->density);
-            cJSON_AddNumberToObject(e, "layers", 2);
-            cJSON_AddNumberToObject(e, "dense_tokens_per_s", c->dense_tps);
-            cJSON_AddNumberToObject(e, "sparse_tokens_per_s", c->sparse_tps);
-            cJSON_AddNumberToObject(e, "speedup", c->speedup);
-            cJSON_AddNumberToObject(e, "head_s", c->head_s);
-            cJSON_AddNumberToObject(e, "layers_speedup",
-                                    (1 / c->dense_tps - c->head_s) / (1 / c->sparse_tps - c->head_s));
-            cJSON_AddNumberToObject(e, "sparse_gbytes", c->sparse_bytes / 1e9);
-            cJSON_AddNumberToObject(e, "dense_gbytes", c->dense_bytes / 1e9);
-            cJSON_AddNumberToObject(e, "auto_sparse_maps", c->auto_maps);
-            cJSON_AddItemToArray(da, e);
-        }
-        cJSON_AddNumberToObject(o, "triad_gbytes_per_s", triad);
-        cJSON_AddNumberToObject(o, "read_gbytes_per_s", readbw);
-        cli_json_emit(d, o);
-    }
-    free(cs);
     return 0;
+}
+
+static void emit_json(dist_ctx *d, int nthr, const bench_case *cs, int nc, const decode_case *dcs,
+                      int ndc, double triad, double readbw)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "threads", nthr);
+    cJSON_AddStringToObject(o, "isa", sparse_isa_name(sparse_get_isa()));
+    cJSON *ca = cJSON_AddArrayToObject(o, "cases");
+    for (int i = 0; i < nc; i++) {
+        const bench_case *c = &cs[i];
+        cJSON *e = cJSON_CreateObject();
+        int sh[2] = {c->out, c->in};
+        cJSON_AddItemToObject(e, "shape", cJSON_CreateIntArray(sh, 2));
+        cJSON_AddNumberToObject(e, "sparsity", c->sparsity);
+        cJSON_AddNumberToObject(e, "density", c->density);
+        cJSON_AddStringToObject(e, "pattern", c->pattern);
+        cJSON_AddStringToObject(e, "format", c->format);
+        cJSON_AddNumberToObject(e, "batch", c->batch);
+        cJSON_AddNumberToObject(e, "dense_s", c->dense_s);
+        cJSON_AddNumberToObject(e, "sparse_s", c->sparse_s);
+        cJSON_AddNumberToObject(e, "speedup", c->speedup);
+        cJSON_AddNumberToObject(e, "speedup_of_best", c->dense_s / c->sparse_s);
+        cJSON_AddNumberToObject(e, "gbytes_per_s", c->gbs);
+        cJSON_AddNumberToObject(e, "dense_gbytes_per_s", c->dense_gbs);
+        cJSON_AddItemToArray(ca, e);
+    }
+    cJSON *da = cJSON_AddArrayToObject(o, "decode");
+    for (int i = 0; i < ndc; i++) {
+        const decode_case *c = &dcs[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "sparsity", c->sparsity);
+        cJSON_AddNumberToObject(e, "density", c->density);
+        cJSON_AddNumberToObject(e, "layers", 2);
+        cJSON_AddNumberToObject(e, "dense_tokens_per_s", c->dense_tps);
+        cJSON_AddNumberToObject(e, "sparse_tokens_per_s", c->sparse_tps);
+        cJSON_AddNumberToObject(e, "speedup", c->speedup);
+        cJSON_AddNumberToObject(e, "head_s", c->head_s);
+        cJSON_AddNumberToObject(e, "layers_speedup",
+                                (1 / c->dense_tps - c->head_s) / (1 / c->sparse_tps - c->head_s));
+        cJSON_AddNumberToObject(e, "sparse_gbytes", c->sparse_bytes / 1e9);
+        cJSON_AddNumberToObject(e, "dense_gbytes", c->dense_bytes / 1e9);
+        cJSON_AddNumberToObject(e, "auto_sparse_maps", c->auto_maps);
+        cJSON_AddItemToArray(da, e);
+    }
+    cJSON_AddNumberToObject(o, "triad_gbytes_per_s", triad);
+    cJSON_AddNumberToObject(o, "read_gbytes_per_s", readbw);
+    cli_json_emit(d, o);
+}
+
+int bench_sparse(dist_ctx *d, int argc, char **argv)
+{
+    sparse_args a;
+    if (cli_fail(d, "bench sparse", sparse_args_parse(&a, argc, argv))) return 1;
+    if (dist_rank(d) != 0) return 0;
+    int nthr = 1;
+#ifdef _OPENMP
+    nthr = omp_get_max_threads();
+#endif
+    openblas_set_num_threads(nthr);
+    sparse_plan p;
+    sparse_plan_make(&p, &a);
+
+    flush_n = (size_t)1 << 25; /* 128 MB > L3 */
+    flush_buf = core_calloc(flush_n, sizeof(float));
+    fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s; decode/prefill: "
+                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed "
+                    "before every call; speedup = median over rounds of the round's ratio, "
+                    "of_best = best dense / best sparse\n",
+            nthr, sparse_isa_name(sparse_get_isa()), p.rounds[0], p.rounds[1], p.reps[0],
+            p.reps[1]);
+    double triad = triad_gbs(a.quick ? 2 : 5);
+    double readbw = read_gbs(a.quick ? 2 : 5);
+    fprintf(stderr, "triad: %.1f GB/s   read-only (sum): %.1f GB/s\n", triad, readbw);
+    fprintf(stderr, "%-12s %-13s %-5s %-6s %5s %10s %10s %8s %8s %9s %9s\n", "shape", "pattern",
+            "fmt", "batch", "dens", "dense_ms", "sparse_ms", "speedup", "of_best", "dense_GB/s",
+            "sparse_GB/s");
+
+    bench_case *cs = core_calloc((size_t)p.nshape * (p.nsp + 1) * 2 + p.nshape * 2, sizeof *cs);
+    int nc = 0, ndc = 0, err = 0;
+    decode_case dcs[2];
+    if (!a.decode_only) err = matrix_cases(&p, cs, &nc);
+    if (!err && !a.matrices_only)
+        err = bench_decode(a.quick, a.steps > 0 ? a.steps : a.quick ? 16 : 32, dcs, &ndc);
+    core_free(flush_buf);
+    if (!err && a.json) emit_json(d, nthr, cs, nc, dcs, ndc, triad, readbw);
+    core_free(cs);
+    return err;
 }

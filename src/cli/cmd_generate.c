@@ -27,117 +27,160 @@ static int sample(const float *logits, int V, float temp, core_rng *r)
     return V - 1;
 }
 
-int cmd_generate(dist_ctx *d, int argc, char **argv)
+typedef struct {
+    const char *model, *prompt;
+    int steps, json;
+    float temp;
+    uint64_t seed;
+    model_sparse_mode smode;
+} gen_args;
+
+static losa_status gen_args_parse(gen_args *g, int argc, char **argv)
 {
-    const char *model = NULL, *prompt = "", *v;
-    int steps = 128, json = 0;
-    float temp = 0.0f;
-    uint64_t seed = 0;
-    model_sparse_mode smode = MODEL_SPARSE_AUTO;
+    *g = (gen_args){.prompt = "", .steps = 128, .smode = MODEL_SPARSE_AUTO};
     losa_status s = LOSA_OK;
+    const char *v;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
-        if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
-        else if ((v = cli_opt(argc, argv, &i, "--prompt"))) prompt = v;
-        else if ((v = cli_opt(argc, argv, &i, "--steps"))) s = cli_int("--steps", v, 1, 1048576, &steps);
-        else if ((v = cli_opt(argc, argv, &i, "--temperature"))) s = cli_float("--temperature", v, 0, 100, &temp);
-        else if ((v = cli_opt(argc, argv, &i, "--seed"))) s = cli_u64("--seed", v, &seed);
-        else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &smode);
-        else if (!strcmp(argv[i], "--json")) json = 1;
+        if ((v = cli_opt(argc, argv, &i, "--model"))) g->model = v;
+        else if ((v = cli_opt(argc, argv, &i, "--prompt"))) g->prompt = v;
+        else if ((v = cli_opt(argc, argv, &i, "--steps"))) s = cli_int("--steps", v, 1, 1048576, &g->steps);
+        else if ((v = cli_opt(argc, argv, &i, "--temperature"))) s = cli_float("--temperature", v, 0, 100, &g->temp);
+        else if ((v = cli_opt(argc, argv, &i, "--seed"))) s = cli_u64("--seed", v, &g->seed);
+        else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &g->smode);
+        else if (!strcmp(argv[i], "--json")) g->json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa generate --model STORE.h5 "
                           "[--prompt TEXT] [--steps N] [--temperature T] [--seed S] "
                           "[--sparse auto|on|off] [--json])", argv[i]);
     }
-    if (s == LOSA_OK && !model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
-    if (cli_fail(d, "generate", s)) return 1;
+    if (s == LOSA_OK && !g->model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
+    return s;
+}
+
+/* The sparse maps' counts over the model (every replica counts once). */
+typedef struct { double conv, maps, loaded, build_s; } gen_sparse_counts;
+
+static gen_sparse_counts gen_sparse_count(dist_ctx *d, const model_stage *st, const model_sparse *sp)
+{
+    gen_sparse_counts c = {sp->n_converted, (double)st->n_layers * MODEL_N_MAPS, sp->n_loaded, 0};
+    double v[3] = {c.conv, c.maps, c.loaded};
+    dist_sum_doubles(d, v, 3);
+    c.conv = v[0] / dist_n_replicas(d);
+    c.maps = v[1] / dist_n_replicas(d);
+    c.loaded = v[2] / dist_n_replicas(d);
+    return c;
+}
+
+/* Prefill the n prompt tokens of ids, then sample up to steps tokens (into
+ * ids, capacity n + steps), printing them unless --json.  Returns the new
+ * length; *t_prefill the prefill time. */
+static int gen_loop(dist_ctx *d, const gen_args *g, model_stage *st, tok_tokenizer *tok,
+                    model_acts *a, model_kv_cache *kv, int *ids, int n, double *t_prefill)
+{
+    core_rng rng;
+    core_rng_seed(&rng, g->seed);
+    double t0 = core_time();
+    int len = n;
+    for (int k = 0; k < g->steps; k++) {
+        /* prompt once into the KV cache, then one position per step */
+        if (k == 0) model_pipeline_prefill(d, a, kv, st, ids, len, k);
+        else model_pipeline_decode_step(d, a, kv, st, ids[len - 1], len - 1, k);
+        int next = 0;
+        if (st->has_head) {
+            const float *lg = k == 0 ? a->logits + (int64_t)(len - 1) * st->cfg.vocab_size : a->logits;
+            next = sample(lg, st->cfg.vocab_size, g->temp, &rng);
+        }
+        dist_bcast_from_last(d, &next, sizeof next);
+        if (k == 0) *t_prefill = core_time() - t0;
+        ids[len++] = next;
+        if (next == st->cfg.eos_id) break;
+        if (dist_rank(d) == 0 && !g->json) {
+            char buf[8];
+            size_t pl;
+            const char *p = tok_piece_text(tok, ids[len - 2], next, buf, &pl);
+            fwrite(p, 1, pl, stdout);
+            fflush(stdout);
+        }
+    }
+    return len;
+}
+
+static void gen_report(dist_ctx *d, const gen_args *g, const char *text, int ntok, double secs,
+                       double t_prefill, const gen_sparse_counts *c)
+{
+    if (g->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "prompt", g->prompt);
+        cJSON_AddStringToObject(o, "text", text ? text : "");
+        cJSON_AddNumberToObject(o, "tokens", ntok);
+        cJSON_AddNumberToObject(o, "seconds", secs);
+        cJSON_AddNumberToObject(o, "tokens_per_s", ntok / (secs > 0 ? secs : 1));
+        cJSON_AddNumberToObject(o, "prefill_s", t_prefill);
+        cJSON_AddNumberToObject(o, "decode_tokens_per_s",
+                                ntok > 1 && secs > t_prefill ? (ntok - 1) / (secs - t_prefill) : 0);
+        cJSON_AddStringToObject(o, "sparse", model_sparse_mode_name(g->smode));
+        cJSON_AddNumberToObject(o, "sparse_maps", c->conv);
+        cJSON_AddNumberToObject(o, "sparse_stored", c->loaded);
+        cJSON_AddNumberToObject(o, "sparse_build_s", c->build_s);
+        cJSON_AddNumberToObject(o, "maps", c->maps);
+        cli_json_emit(d, o);
+    } else if (dist_rank(d) == 0) {
+        printf("\n");
+        core_log("%d tokens in %.2fs (%.1f tokens/s)\n", ntok, secs, ntok / (secs > 0 ? secs : 1));
+    }
+}
+
+int cmd_generate(dist_ctx *d, int argc, char **argv)
+{
+    gen_args g;
+    if (cli_fail(d, "generate", gen_args_parse(&g, argc, argv))) return 1;
     model_stage st;
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
-    if (cli_fail(d, "generate", cli_load_model(d, model, &st, &tok))) return 1;
+    if (cli_fail(d, "generate", cli_load_model(d, g.model, &st, &tok))) return 1;
     int *ids = NULL;
     int64_t n = 0;
-    s = tok_encode(&tok, prompt, strlen(prompt), 1, 0, &ids, &n);
+    losa_status s = tok_encode(&tok, g.prompt, strlen(g.prompt), 1, 0, &ids, &n);
     if (s == LOSA_OK && n >= st.cfg.max_seq_len)
         s = core_err(LOSA_ERR_ARG, "--prompt: %lld tokens fill the model's context of %d",
                      (long long)n, st.cfg.max_seq_len);
-    else if (s == LOSA_OK && n + steps > st.cfg.max_seq_len)
+    else if (s == LOSA_OK && n + g.steps > st.cfg.max_seq_len)
         s = core_err(LOSA_ERR_ARG, "--steps: %d exceeds the maximum %lld for this model "
-                     "(max_seq_len %d - %lld prompt tokens)", steps,
+                     "(max_seq_len %d - %lld prompt tokens)", g.steps,
                      (long long)(st.cfg.max_seq_len - n), st.cfg.max_seq_len, (long long)n);
     if (cli_fail(d, "generate", s)) return 1;
-    int cap = (int)n + steps;
-    ids = realloc(ids, sizeof(int) * cap);
+    int cap = (int)n + g.steps;
+    int *grown = realloc(ids, sizeof(int) * cap);
+    if (!grown) {
+        free(ids);
+        return cli_fail(d, "generate", core_err(LOSA_ERR_NOMEM, "out of memory (%d token ids)", cap));
+    }
+    ids = grown;
     model_acts a;
     model_kv_cache kv;
     model_sparse sp;
     memset(&kv, 0, sizeof kv);
     /* copies kept in the store (losa sparsify) are read, the rest converted */
     double t_sp = core_time();
-    if (cli_fail(d, "generate", cli_sparse_build(d, model, &st, &sp, smode, 1, SPARSE_FORMAT_BITMAP)))
+    if (cli_fail(d, "generate", cli_sparse_build(d, g.model, &st, &sp, g.smode, 1, SPARSE_FORMAT_BITMAP)))
         return 1;
     t_sp = core_time() - t_sp;
     s = model_kv_cache_build(&kv, &st, cap);
     if (s == LOSA_OK) s = model_acts_build(&a, &st, 1, (int)n, 0);
     if (cli_fail(d, "generate", s)) return 1;
     st.sparse = &sp;
-    double nconv = sp.n_converted, nmaps = (double)st.n_layers * MODEL_N_MAPS, nld = sp.n_loaded;
-    dist_sum_doubles(d, &nconv, 1); /* world sum: every replica counts once each */
-    dist_sum_doubles(d, &nmaps, 1);
-    dist_sum_doubles(d, &nld, 1);
-    nconv /= dist_n_replicas(d);
-    nmaps /= dist_n_replicas(d);
-    nld /= dist_n_replicas(d);
-    if (dist_rank(d) == 0 && !json)
+    gen_sparse_counts c = gen_sparse_count(d, &st, &sp);
+    c.build_s = t_sp;
+    if (dist_rank(d) == 0 && !g.json)
         core_log("sparse %s: %.0f of %.0f maps on sparse kernels (%s), %.0f read from the store\n",
-                 model_sparse_mode_name(smode), nconv, nmaps, sparse_isa_name(sparse_get_isa()), nld);
-    core_rng rng;
-    core_rng_seed(&rng, seed);
+                 model_sparse_mode_name(g.smode), c.conv, c.maps, sparse_isa_name(sparse_get_isa()),
+                 c.loaded);
     double t0 = core_time(), t_prefill = 0;
-    int len = (int)n;
-    for (int k = 0; k < steps; k++) {
-        /* prompt once into the KV cache, then one position per step */
-        if (k == 0) model_pipeline_prefill(d, &a, &kv, &st, ids, len, k);
-        else model_pipeline_decode_step(d, &a, &kv, &st, ids[len - 1], len - 1, k);
-        int next = 0;
-        if (st.has_head) {
-            const float *lg = k == 0 ? a.logits + (int64_t)(len - 1) * st.cfg.vocab_size : a.logits;
-            next = sample(lg, st.cfg.vocab_size, temp, &rng);
-        }
-        dist_bcast_from_last(d, &next, sizeof next);
-        if (k == 0) t_prefill = core_time() - t0;
-        ids[len++] = next;
-        if (next == st.cfg.eos_id) break;
-        if (dist_rank(d) == 0 && !json) {
-            char buf[8];
-            size_t pl;
-            const char *p = tok_piece_text(&tok, ids[len - 2], next, buf, &pl);
-            fwrite(p, 1, pl, stdout);
-            fflush(stdout);
-        }
-    }
+    int len = gen_loop(d, &g, &st, &tok, &a, &kv, ids, (int)n, &t_prefill);
     double secs = core_time() - t0;
     char *text = NULL;
     size_t tl = 0;
     tok_decode(&tok, ids + n, len - n, &text, &tl);
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "prompt", prompt);
-        cJSON_AddStringToObject(o, "text", text ? text : "");
-        cJSON_AddNumberToObject(o, "tokens", len - (int)n);
-        cJSON_AddNumberToObject(o, "seconds", secs);
-        cJSON_AddNumberToObject(o, "tokens_per_s", (len - n) / (secs > 0 ? secs : 1));
-        cJSON_AddNumberToObject(o, "prefill_s", t_prefill);
-        cJSON_AddNumberToObject(o, "decode_tokens_per_s",
-                                len - n > 1 && secs > t_prefill ? (len - n - 1) / (secs - t_prefill) : 0);
-        cJSON_AddStringToObject(o, "sparse", model_sparse_mode_name(smode));
-        cJSON_AddNumberToObject(o, "sparse_maps", nconv);
-        cJSON_AddNumberToObject(o, "sparse_stored", nld);
-        cJSON_AddNumberToObject(o, "sparse_build_s", t_sp);
-        cJSON_AddNumberToObject(o, "maps", nmaps);
-        cli_json_emit(d, o);
-    } else if (dist_rank(d) == 0) {
-        printf("\n");
-        core_log("%d tokens in %.2fs (%.1f tokens/s)\n", len - (int)n, secs, (len - n) / (secs > 0 ? secs : 1));
-    }
+    gen_report(d, &g, text, len - (int)n, secs, t_prefill, &c);
     free(text);
     free(ids);
     st.sparse = NULL;
