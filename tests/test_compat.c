@@ -21,8 +21,8 @@
  *    set size;
  *  - deck: losa.compat = reference sets every switch, lora.r_max 8,
  *    train.seed 42, the python sampler, calibration seed 4, BOS + EOS,
- *    length-grouped batches; a key
- *    the deck sets wins; losa.compat = losa keeps today's behaviour.
+ *    length-grouped batches; a key the deck sets wins; losa.compat = losa
+ *    keeps today's behaviour.
  */
 #include <math.h>
 #include <stdlib.h>
