@@ -20,7 +20,7 @@
 # per-step loss curves and the final perplexity equal the DP = 1 run's
 # within 1e-4 relative (the gradient all-reduce changes only the summation
 # order; other examples would move the losses by O(0.1)); and the ungrouped
-# run's losses differ (the key is applied).
+# run's losses differ (the key is applied); losa finetune applies it too.
 set -u
 source "$(dirname "$0")/lib.sh"
 ST=$(store stories260K) || exit 1
@@ -107,5 +107,18 @@ print('grouped loss curve (%d optimizer steps) %s' % (len(c1), np.round(c1, 4).t
 print('DP 2 vs 1: max rel loss difference %.2e, ppl %.6f vs %.6f; ungrouped: max loss '
       'difference %.4f, ppl %.4f' % (rel, p2, p1, moved, p0))
 sys.exit(0 if ok else 1)
+PY
+# losa finetune honours the key too (6 optimizer steps of 2 x 2 at 256)
+for val in true false; do
+    out=$("$LOSA" finetune input/default.ini --set model.store=$ST --set train.steps=6 \
+          --set train.seqlen=256 --set train.batch=2 --set train.grad_accum=2 \
+          --set data.group_by_length=$val --set output.store=$W/ft-$val.h5 --json 2>$W/ft-$val.log)
+    check "losa finetune, data.group_by_length = $val" test -n "$out"
+done
+check "losa finetune: grouped losses differ from ungrouped" /usr/bin/python3 - "$W" <<'PY'
+import sys, h5py, numpy as np
+a, b = [h5py.File('%s/ft-%s.h5' % (sys.argv[1], v), 'r')['finetune/loss'][:] for v in ('true', 'false')]
+print('finetune loss grouped %s, ungrouped %s' % (np.round(a, 4).tolist(), np.round(b, 4).tolist()))
+sys.exit(0 if np.abs(a - b).max() > 1e-3 else 1)
 PY
 finish
