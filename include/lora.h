@@ -182,6 +182,29 @@ losa_status lora_data_load(struct dist_ctx *d, const char *path, lora_data_forma
                            const tok_tokenizer *tk, int T, lora_dataset *ds);
 /* Seeded permutation of 0..n-1 for an epoch (same on every rank). */
 void lora_data_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm);
+/* Length grouping (data.group_by_length), as the HF Trainer's
+ * group_by_length sampler (transformers trainer_pt_utils
+ * get_length_grouped_indices) orders the examples of an epoch: a random
+ * permutation order[0..n) is cut into megabatches of M = mult * batch
+ * consecutive entries, mult = min(n / (4 batch), 50) and at least 1 (the
+ * last megabatch holds the rest); each megabatch is sorted by length
+ * descending (stable: equal lengths keep their order); then the head of the
+ * first megabatch whose head is the longest (the first such) is swapped
+ * with order[0], so the longest example comes first.  lengths[e] is the
+ * length of example e (0 <= order[i] < n).  In place; not collective. */
+void lora_length_group(const int64_t *lengths, int64_t n, int64_t batch, int64_t *order);
+/* lora_data_order(n, seed, epoch) then lora_length_group: the random
+ * permutation is losa's, not torch's. */
+void lora_length_grouped_order(const int64_t *lengths, int64_t n, int64_t batch, uint64_t seed,
+                               int64_t epoch, int64_t *order);
+/* The epoch order of examples first .. first + m - 1 of ds, as offsets
+ * 0..m-1 from first: group_batch 0 = lora_data_order (seeded shuffle);
+ * group_batch > 0 = lora_length_grouped_order over their lengths (tokens as
+ * stored: after truncation to the training length) in groups of
+ * group_batch, the examples of one optimizer step (B x grad_accum, whatever
+ * the data-parallel layout).  Same on every rank. */
+void lora_data_epoch_order(const lora_dataset *ds, int64_t first, int64_t m, int64_t group_batch,
+                           uint64_t seed, int64_t epoch, int64_t *perm);
 /* Micro-batch of examples idx[0..B): tokens (B,T) padded with pad_id,
  * targets (B,T) = next token, -1 on padding, after the end, and (with
  * response_only) on the prompt. */

@@ -102,6 +102,7 @@ typedef struct {
     losa_rank_cap rank_cap;      /* losa.rank_cap (reference slice) */
     int rank_max;                /* losa.rank_max: allocator bound (16) */
     losa_train_slices slices;    /* data.train_slices (reference reference) */
+    int group_by_length;         /* data.group_by_length (reference 1) */
 } losa_compat;
 /* Not collective.  Fills c from the deck; with losa.compat = reference also
  * lc->r_max = 8 (its LoRA r) and tc->seed = 42 (HF TrainingArguments'

@@ -7,8 +7,10 @@
 # (Wanda and SparseGPT), N = 16 calibration windows, 16 training samples per
 # step and 96 in the last, perplexity on the first 200 WikiText-2 windows.
 # For each pruner: losa.compat = losa and = reference in mode compare
-# (pruned / +LoRA / LoSA), then LoSA with ONE switch set to its reference
-# value on top of losa's rules.  Prints a table; runs under OUT (default
+# (pruned / +LoRA / LoSA), the reference without length grouping
+# (reference-nogroup: data.group_by_length = false, everything else
+# reference), then LoSA with ONE switch set to its reference value on top
+# of losa's rules.  Prints a table; runs under OUT (default
 # runs/compat_compare/<job id or date>).
 #   jobs/compat_compare.sh            (or sbatch jobs/compat_compare.sh)
 set -euo pipefail
@@ -31,6 +33,7 @@ SWITCHES=(
   "rank_slice_r8|--set losa.rank_cap=slice --set lora.r_max=8"
   "train_slices|--set data.train_slices=reference"
   "train_seed42|--set train.seed=42"
+  "group_by_length|--set data.group_by_length=true"
 )
 run() { # tag, args...
     local tag=$1; shift
@@ -44,6 +47,8 @@ for m in wanda sparsegpt; do
     run $m-losa --set prune.method=$m --set losa.mode=compare
     run $m-reference --set prune.method=$m --set losa.mode=compare --set losa.compat=reference \
         --set lora.r_max=8
+    run $m-reference-nogroup --set prune.method=$m --set losa.mode=compare \
+        --set losa.compat=reference --set lora.r_max=8 --set data.group_by_length=false
     for sw in "${SWITCHES[@]}"; do
         name=${sw%%|*}; read -r -a args <<<"${sw#*|}"
         run $m-$name --set prune.method=$m --set losa.mode=losa "${args[@]}"
@@ -55,11 +60,12 @@ out = sys.argv[1]
 def get(tag):
     p = os.path.join(out, tag + '.json')
     return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else {}
-names = ['calib_python', 'no_floor', 'one_pass', 'rank_slice_r8', 'train_slices', 'train_seed42']
+names = ['calib_python', 'no_floor', 'one_pass', 'rank_slice_r8', 'train_slices', 'train_seed42',
+         'group_by_length']
 print('%-10s %-22s %10s %10s %10s %9s %9s' % ('pruner', 'run', 'pruned', '+LoRA', 'LoSA', 'dLoSA', 'sparsity'))
 for m in ['wanda', 'sparsegpt']:
     base = get(m + '-losa').get('losa_ppl', float('nan'))
-    for tag in ['losa', 'reference'] + names:
+    for tag in ['losa', 'reference', 'reference-nogroup'] + names:
         r = get('%s-%s' % (m, tag))
         f = lambda k: ('%10.3f' % r[k]) if k in r else '%10s' % '-'
         d = r.get('losa_ppl', float('nan')) - base

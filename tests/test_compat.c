@@ -20,8 +20,9 @@
  *    [1000, 2000), step 4 [4000, 5000), step 5 [4000, 10000); clipped to the
  *    set size;
  *  - deck: losa.compat = reference sets every switch, lora.r_max 8,
- *    train.seed 42, the python sampler, calibration seed 4, BOS + EOS; a key
- *    the deck sets wins; losa.compat = losa keeps today's behaviour.
+ *    train.seed 42, the python sampler, calibration seed 4, BOS + EOS,
+ *    length-grouped batches; a key the deck sets wins; losa.compat = losa
+ *    keeps today's behaviour.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -144,7 +145,7 @@ static void check_deck(void)
     losa_compat_from_deck(dk, &c, &tc, &lc);
     TEST_CHECK(c.reference && !c.sparsity_floor && c.rebalance == LOSA_REBALANCE_ONE_PASS &&
                c.rank_cap == LOSA_RANK_CAP_SLICE && c.rank_max == 16 &&
-               c.slices == LOSA_TRAIN_SLICES_REFERENCE, "reference switches");
+               c.slices == LOSA_TRAIN_SLICES_REFERENCE && c.group_by_length, "reference switches");
     TEST_CHECK(lc.r_max == 8 && tc.seed == 42 && lc.seed == 42, "reference r %d seed %llu",
                lc.r_max, (unsigned long long)tc.seed);
     calib_draw cd;
@@ -156,8 +157,10 @@ static void check_deck(void)
     TEST_CHECK(deck_set(dk, "data.calib_seed=0") == LOSA_OK, "set");
     TEST_CHECK(deck_set(dk, "lora.r_max=16") == LOSA_OK, "set");
     TEST_CHECK(deck_set(dk, "data.calib_eos=0") == LOSA_OK, "set");
+    TEST_CHECK(deck_set(dk, "data.group_by_length=false") == LOSA_OK, "set");
     lc.r_max = 16;
     losa_compat_from_deck(dk, &c, &tc, &lc);
+    TEST_CHECK(!c.group_by_length, "explicit group_by_length = false wins");
     calib_draw_from_deck(dk, &cd);
     TEST_CHECK(c.rebalance == LOSA_REBALANCE_EXACT && !c.sparsity_floor && lc.r_max == 16,
                "explicit rank_rebalance / r_max win");
@@ -172,7 +175,7 @@ static void check_deck(void)
     calib_draw_from_deck(dk, &cd);
     TEST_CHECK(!c.reference && c.sparsity_floor && c.rebalance == LOSA_REBALANCE_EXACT &&
                c.rank_cap == LOSA_RANK_CAP_REDISTRIBUTE && c.slices == LOSA_TRAIN_SLICES_LOSA &&
-               lc.r_max == 16 && tc.seed == 0, "losa defaults");
+               !c.group_by_length && lc.r_max == 16 && tc.seed == 0, "losa defaults");
     TEST_CHECK(cd.sampler == CALIB_SAMPLER_LOSA && cd.seed == 0 && cd.bos == 1 && cd.eos == 0,
                "losa calibration draw");
     deck_free(&dk);

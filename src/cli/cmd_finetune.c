@@ -86,13 +86,16 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     int64_t nmb = (int64_t)tc.grad_accum * tc.B, nt = nmb * tc.T;
     int *tok = malloc(sizeof(int) * nt), *tgt = malloc(sizeof(int) * nt);
     int64_t *perm = malloc(sizeof(int64_t) * ds.n), *idx = malloc(sizeof(int64_t) * nmb);
-    int64_t cursor = 0, epoch = 0;
-    lora_data_order(ds.n, tc.seed, epoch, perm);
+    int64_t cursor = 0, epoch = 0, group = deck_bool(dk, "data.group_by_length") ? nmb : 0;
+    lora_data_epoch_order(&ds, 0, ds.n, group, tc.seed, epoch, perm);
     core_progress pg;
     core_progress_start(&pg, "finetune", "tok", tc.steps);
     for (int64_t step = 0; step < tc.steps && s == LOSA_OK; step++) {
         for (int64_t j = 0; j < nmb; j++) {
-            if (cursor == ds.n) lora_data_order(ds.n, tc.seed, ++epoch, perm), cursor = 0;
+            if (cursor == ds.n) {
+                lora_data_epoch_order(&ds, 0, ds.n, group, tc.seed, ++epoch, perm);
+                cursor = 0;
+            }
             idx[j] = perm[cursor++];
         }
         for (int mb = 0; mb < tc.grad_accum; mb++)

@@ -20,6 +20,7 @@ const deck_key deck_schema[] = {
     {"data.train_format", DECK_CHOICE, "auto", 0, 0, "auto|alpaca|text", "how to read data.train"},
     {"data.response_only", DECK_BOOL, "false", 0, 0, NULL, "loss on the response tokens only (Alpaca)"},
     {"data.train_slices", DECK_CHOICE, "losa", 0, 0, "losa|reference", "training examples per LoSA step: losa = a seeded stream over the whole set; reference = the reference script's fixed ranges [t*n, (t+1)*n), last [(T-1)*n, (T-1)*n + n_last) (reference)"},
+    {"data.group_by_length", DECK_BOOL, "false", 0, 0, NULL, "order each epoch's examples as the HF Trainer's group_by_length: megabatches of up to 50 optimizer steps (train.batch x grad_accum examples each) sorted by length, longest first (reference: true)"},
     {"data.eval_text", DECK_STRING, "", 0, 0, NULL, "perplexity text (WikiText-2 test as the papers use)"},
     /* [prune] */
     {"prune.method", DECK_CHOICE, "wanda", 0, 0, "magnitude|wanda|sparsegpt", "pruner"},

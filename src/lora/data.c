@@ -1,6 +1,7 @@
 /* lora data: instruction (Alpaca) and plain-text training sets, tokenized
- * once into one flat id array; seeded shuffling; padded micro-batches with
- * the padding (and optionally the prompt) excluded from the loss. */
+ * once into one flat id array; seeded shuffling, optionally length-grouped
+ * (HF group_by_length); padded micro-batches with the padding (and
+ * optionally the prompt) excluded from the loss. */
 #include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +180,63 @@ void lora_data_order(int64_t n, uint64_t seed, int64_t epoch, int64_t *perm)
         perm[i] = perm[j];
         perm[j] = t;
     }
+}
+
+/* one entry of a megabatch being sorted: ties broken by position = stable */
+typedef struct {
+    int64_t len, pos, idx;
+} len_entry;
+
+static int len_entry_cmp(const void *a, const void *b)
+{
+    const len_entry *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+void lora_length_group(const int64_t *lengths, int64_t n, int64_t batch, int64_t *order)
+{
+    if (n < 2 || batch < 1) return;
+    int64_t mult = n / (4 * batch);
+    if (mult > 50) mult = 50;
+    if (mult < 1) mult = 1;
+    int64_t M = mult * batch, best = 0;
+    len_entry *e = malloc(sizeof(len_entry) * (size_t)(M < n ? M : n));
+    LOSA_CHECK(e);
+    for (int64_t a = 0; a < n; a += M) {
+        int64_t k = n - a < M ? n - a : M;
+        for (int64_t i = 0; i < k; i++)
+            e[i] = (len_entry){lengths[order[a + i]], i, order[a + i]};
+        qsort(e, (size_t)k, sizeof *e, len_entry_cmp);
+        for (int64_t i = 0; i < k; i++) order[a + i] = e[i].idx;
+        /* the first megabatch whose head is strictly the longest so far */
+        if (lengths[order[a]] > lengths[order[best]]) best = a;
+    }
+    int64_t t = order[0];
+    order[0] = order[best];
+    order[best] = t;
+    free(e);
+}
+
+void lora_length_grouped_order(const int64_t *lengths, int64_t n, int64_t batch, uint64_t seed,
+                               int64_t epoch, int64_t *order)
+{
+    lora_data_order(n, seed, epoch, order);
+    lora_length_group(lengths, n, batch, order);
+}
+
+void lora_data_epoch_order(const lora_dataset *ds, int64_t first, int64_t m, int64_t group_batch,
+                           uint64_t seed, int64_t epoch, int64_t *perm)
+{
+    if (group_batch <= 0) {
+        lora_data_order(m, seed, epoch, perm);
+        return;
+    }
+    int64_t *len = malloc(sizeof(int64_t) * (size_t)(m > 0 ? m : 1));
+    LOSA_CHECK(len);
+    for (int64_t i = 0; i < m; i++) len[i] = ds->off[first + i + 1] - ds->off[first + i];
+    lora_length_grouped_order(len, m, group_batch, seed, epoch, perm);
+    free(len);
 }
 
 void lora_data_batch(const lora_dataset *ds, const int64_t *idx, int B, int T, int pad_id,

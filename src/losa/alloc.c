@@ -237,6 +237,7 @@ void losa_compat_from_deck(const deck *dk, losa_compat *c, lora_train_config *tc
     c->rank_max = (int)deck_int(dk, "losa.rank_max");
     v = COMPAT("data.train_slices") ? "reference" : deck_str(dk, "data.train_slices");
     c->slices = !strcmp(v, "reference") ? LOSA_TRAIN_SLICES_REFERENCE : LOSA_TRAIN_SLICES_LOSA;
+    c->group_by_length = COMPAT("data.group_by_length") ? 1 : deck_bool(dk, "data.group_by_length");
     if (lc && COMPAT("lora.r_max")) lc->r_max = 8;
     if (tc && COMPAT("train.seed")) tc->seed = 42;
     if (lc && tc) lc->seed = tc->seed;

@@ -213,7 +213,9 @@ static losa_status train_phase(losa_run *r, model_stage *s, lora_adapters *ad, i
             /* range_n > 0: examples first .. first + range_n - 1 only */
             int64_t m = range_n > 0 ? range_n : n, p = (range_n > 0 ? 0 : first) + step * per + j;
             int64_t e = p / m;
-            if (e != epoch) lora_data_order(m, r->tc.seed, epoch = e, perm);
+            if (e != epoch)
+                lora_data_epoch_order(&r->ds, range_n > 0 ? first : 0, m,
+                                      r->compat.group_by_length ? per : 0, r->tc.seed, epoch = e, perm);
             idx[j] = (range_n > 0 ? first : 0) + perm[p % m];
         }
         for (int mb = 0; mb < tc.grad_accum; mb++)
