@@ -18,7 +18,6 @@
 #define LOSA_CALIB_H
 
 #include "core.h"
-#include "deck.h"
 #include "model.h"
 #include "prune.h"
 #include "tok.h"
@@ -67,10 +66,7 @@ typedef struct {
 } calib_draw;
 /* losa defaults: sampler LOSA, BOS only. */
 void calib_draw_default(calib_draw *cd, uint64_t seed);
-/* From the deck's data.* keys; losa.compat = reference changes the defaults
- * of the keys the deck does not set to the reference script's (python
- * sampler, seed 4, BOS and EOS).  Not collective. */
-void calib_draw_from_deck(const struct deck *dk, calib_draw *cd);
+/* From a deck: data_settings_from_deck (include/settings.h). */
 
 /* Draw N windows of S tokens with a seed: pick a random document longer
  * than S tokens, then a random window in it (the Wanda / SparseGPT

@@ -13,6 +13,15 @@
 
 typedef enum { DECK_INT, DECK_FLOAT, DECK_STRING, DECK_BOOL, DECK_CHOICE } deck_type;
 
+/* What a key is for (deck_key .flags), beyond its value: */
+enum {
+    DECK_NO_RESULT = 1 << 0, /* changes no result of a run (output paths, settings of other
+                                commands, where data is kept): may differ on resume */
+    DECK_RESUMABLE = 1 << 1, /* may change while LoSA steps remain (train.lr: resume after a
+                                numerical stop) */
+    DECK_PATH = 1 << 2,      /* a file path: two spellings of one file are the same value */
+};
+
 typedef struct {
     const char *key;     /* "section.key" */
     deck_type type;
@@ -20,11 +29,15 @@ typedef struct {
     double min, max;     /* range for INT / FLOAT (inclusive) */
     const char *choices; /* "a|b|c" for CHOICE */
     const char *help;    /* one line, with units */
+    const char *ref;     /* default of the reference code (losa.compat = reference), or NULL */
+    unsigned flags;      /* DECK_NO_RESULT, DECK_RESUMABLE, DECK_PATH */
 } deck_key;
 
 /* The schema of every key any command understands (src/core/deck_schema.c). */
 extern const deck_key deck_schema[];
 extern const int deck_schema_len;
+/* The schema entry of key, or NULL if the schema has no such key. */
+const deck_key *deck_schema_key(const char *key);
 
 typedef struct deck deck;
 
@@ -47,6 +60,11 @@ double deck_float(const deck *dk, const char *key);
 const char *deck_str(const deck *dk, const char *key);
 int deck_bool(const deck *dk, const char *key);
 int deck_is_set(const deck *dk, const char *key);
+/* Where key got its value: > 0 the line of the deck file, 0 a --set
+ * override (the last one wins over the file), -1 not set (the default). */
+int deck_key_line(const deck *dk, const char *key);
+/* The name the deck was parsed under (its path). */
+const char *deck_name(const deck *dk);
 /* The resolved deck as INI text (every key of the given sections, with
  * defaults filled in and overrides applied); malloc'd. */
 char *deck_dump(const deck *dk, const char *sections);

@@ -31,7 +31,6 @@ typedef enum {
     LOSA_ALLOC_UNIFORM
 } losa_alloc;
 losa_status losa_alloc_from_string(const char *s, losa_alloc *a);
-const char *losa_alloc_str(losa_alloc a);
 
 /* RMI importances from the layers' CKA (L x L, layers only):
  * red_i = sum_{j != i} CKA(i,j), red_i /= sum_k red_k, imp_i = exp(-beta red_i). */
@@ -92,23 +91,19 @@ typedef enum { LOSA_TRAIN_SLICES_LOSA = 0, LOSA_TRAIN_SLICES_REFERENCE } losa_tr
 void losa_train_slice(int t, int T, int64_t n_step, int64_t n_last, int64_t n, int64_t *first,
                       int64_t *count);
 
-/* Every switch between losa's behaviour and the reference code's
- * (losa.compat and the keys it sets; README "Differences from the
- * reference code").  A key the deck sets wins over losa.compat. */
+/* Every switch between losa's behaviour and the reference code's in the
+ * LoSA decisions (losa.compat and the [losa] keys it sets; README
+ * "Differences from the reference code"; the [data], [train] and [lora]
+ * keys it sets are in their sections' settings).  Filled by
+ * losa_settings_from_deck (include/settings.h); a key the deck sets wins
+ * over losa.compat. */
 typedef struct {
     int reference;               /* losa.compat = reference */
     int sparsity_floor;          /* losa.sparsity_floor (reference 0) */
     losa_rebalance rebalance;    /* losa.rank_rebalance (reference one_pass) */
     losa_rank_cap rank_cap;      /* losa.rank_cap (reference slice) */
     int rank_max;                /* losa.rank_max: allocator bound (16) */
-    losa_train_slices slices;    /* data.train_slices (reference reference) */
-    int group_by_length;         /* data.group_by_length (reference 1) */
 } losa_compat;
-/* Not collective.  Fills c from the deck; with losa.compat = reference also
- * lc->r_max = 8 (its LoRA r) and tc->seed = 42 (HF TrainingArguments'
- * default) unless the deck sets lora.r_max / train.seed. */
-void losa_compat_from_deck(const deck *dk, losa_compat *c, lora_train_config *tc,
-                           lora_config *lc);
 
 /* The decision of one LoSA step for every layer. */
 typedef struct {
@@ -158,14 +153,93 @@ losa_status losa_store_write_model(struct dist_ctx *d, struct io_store *io,
 losa_status losa_store_lock_output(struct dist_ctx *d, const char *out, const char *in,
                                    const char *where, core_lock *lk);
 
+/* ---------------------------------------------------------------- constants
+ * Constants of the method (the paper, ALGORITHM.md, and its reference
+ * code) and of losa's own passes, named once. */
+#define LOSA_RANK_BASE 6          /* mean rank of LoSA step t: LOSA_RANK_BASE + (t - 1) */
+#define LOSA_RANK_MIN 1           /* smallest rank the allocator gives a layer */
+#define LOSA_BETA_WANDA 1.0       /* losa.beta = 0: RMI temperature for magnitude / Wanda */
+#define LOSA_BETA_SPARSEGPT 100.0 /* ... and for SparseGPT */
+#define LOSA_CALIB_CHUNK 8        /* calibration windows per forward chunk of every pass */
+/* Seeds of the training phases from train.seed: the +LoRA baseline
+ * seed * LOSA_SEED_MUL + LOSA_SEED_LORA, LoSA step t
+ * seed * LOSA_SEED_MUL + LOSA_SEED_STEP + t. */
+#define LOSA_SEED_MUL 7919
+#define LOSA_SEED_LORA 1
+#define LOSA_SEED_STEP 100
+
+/* Mean rank R_t of LoSA step t (1..T). */
+static inline int losa_rank_mean(int t) { return LOSA_RANK_BASE + (t - 1); }
+
 /* ---------------------------------------------------------------- run
- * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c).
- * mode prune: one-shot pruning at the target; lora: one-shot pruning then
- * masked LoRA with a fixed rank on the whole training budget; losa: the
- * method; compare: all three on the same calibration and training data. */
+ * `losa run DECK.ini`: the whole method and its baselines (src/losa/run.c
+ * the driver and baselines, step.c the LoSA step, ckpt.c checkpoints and
+ * history, rundir.c the run directory and its files, inputs.c loading).
+ * mode prune: one-shot pruning at the target (or prune.layer_sparsity);
+ * lora: one-shot pruning then masked LoRA with a fixed rank on the whole
+ * training budget; losa: the method; compare: all three on the same
+ * calibration and training data.
+ * Objects by lifetime: the settings (struct run_settings,
+ * include/settings.h: the deck parsed once), the loaded inputs
+ * (losa_inputs), the test hooks (losa_hooks, from the command line), and
+ * the run (losa_run: results and the per-step history, made and freed by
+ * the run). */
 typedef enum {
     LOSA_MODE_PRUNE = 0, LOSA_MODE_LORA, LOSA_MODE_LOSA, LOSA_MODE_COMPARE, LOSA_N_MODES
 } losa_mode;
+
+struct model_settings;
+struct data_settings;
+struct eval_settings;
+struct run_settings;
+
+/* Inputs of a run, loaded once (src/losa/inputs.c). */
+typedef struct {
+    model_config cfg;   /* of model.store */
+    tok_tokenizer tok;
+    int *calib;         /* (N, S) calibration windows (every rank) */
+    int *eval_ids;      /* (n_eval) perplexity text (every rank) or NULL */
+    int64_t n_eval;
+    lora_dataset ds;    /* training examples (modes other than prune) */
+} losa_inputs;
+
+/* Collective: the configuration and tokenizer of model.store on every
+ * rank; errors prefixed with where model.store was set, agreed. */
+losa_status losa_inputs_read_model(struct dist_ctx *d, const struct model_settings *m,
+                                   losa_inputs *in);
+/* Collective, after losa_inputs_read_model: the calibration windows, the
+ * perplexity text (if data.eval_text) and the training examples (modes
+ * other than prune).  Errors agreed. */
+losa_status losa_inputs_load_data(struct dist_ctx *d, const struct run_settings *rs,
+                                  losa_inputs *in);
+void losa_inputs_free(losa_inputs *in);
+/* The pieces, also for losa prune and finetune.  Collective; errors
+ * prefixed with where the file's key was set, agreed.
+ * Calibration windows (N, S), malloc'd into *tokens. */
+losa_status losa_load_calib(struct dist_ctx *d, const tok_tokenizer *tok,
+                            const struct data_settings *ds, int **tokens);
+/* The perplexity text with BOS (at least one window of eval.seqlen);
+ * *ids = NULL, *n = 0 when data.eval_text is not set. */
+losa_status losa_load_eval_text(struct dist_ctx *d, const tok_tokenizer *tok,
+                                const struct data_settings *ds, const struct eval_settings *es,
+                                int **ids, int64_t *n);
+/* Training examples of data.train (format data.train_format), T tokens at
+ * most. */
+losa_status losa_load_train(struct dist_ctx *d, const tok_tokenizer *tok,
+                            const struct data_settings *ds, int T, lora_dataset *out);
+/* Collective: rank 0 reads and tokenizes path (bos: with BOS), every rank
+ * gets the ids (malloc'd). */
+losa_status losa_tokenize_file(struct dist_ctx *d, const tok_tokenizer *tok, const char *path,
+                               int bos, int **ids, int64_t *n);
+
+/* Test hooks, given by the command line (the run reads no environment). */
+typedef struct {
+    int stop_after;   /* --stop-after t: stop with an error after LoSA step t (0 = never) */
+    int kill_step;    /* LOSA_FAULT_KILL=t: the last rank SIGKILLs itself in the middle of
+                         LoSA step t (0 = never) */
+    char nan_at[96];  /* LOSA_FAULT_NAN="<phase label>:<step>": one adapter weight of the
+                         first stage set to NaN before that optimizer step ("" = never) */
+} losa_hooks;
 
 typedef struct {
     double ppl, sparsity, seconds, train_seconds, prune_seconds;
@@ -173,82 +247,69 @@ typedef struct {
     int64_t n_loss;
 } losa_result;
 
-/* Per-step metrics of the LoSA loop, (T, ...) row-major, rank 0 writes. */
+/* Results of a run (rank 0 writes them; every rank holds them). */
 typedef struct {
+    double t0;          /* core_time() at the start of this invocation */
+    double dense_ppl;
+    double *prune_recon; /* (L) reconstruction errors of the one-shot pruning */
+    losa_result res[LOSA_N_MODES];
+    int have[LOSA_N_MODES];
+    int invocations;    /* of losa run on this run directory, this one included */
+    double prev_run_s, prev_losa_s; /* seconds of earlier invocations kept by the resume point */
+} losa_results;
+
+/* Per-step metrics of the LoSA loop, (T, ...) row-major, rank 0 writes;
+ * one allocation (block) holds them all. */
+typedef struct {
+    int T, L;
+    int64_t loss_cap;   /* optimizer steps kept per LoSA step */
     double *s_t;        /* (T) */
     double *sparsity;   /* (T, L) allocated */
     double *measured;   /* (T, L) measured after pruning */
     double *importance; /* (T, L) */
     double *cka;        /* (T, L+1, L+1) */
     double *recon;      /* (T, L) reconstruction errors */
-    int *rank;          /* (T, L) allocated */
-    int *rank_active;   /* (T, L) adapter rows used */
     double *ppl;        /* (T) perplexity after the step (NaN if not measured) */
     double *loss;       /* (T, loss_cap) training loss per optimizer step */
-    int *loss_len;      /* (T) */
-    int64_t loss_cap;
     double *secs;       /* (T, 4) grams+allocation, prune, train, eval */
     double *elapsed;    /* (T, 2) LoSA-phase and whole-run seconds at the end
                            of the step, summed over the invocations */
+    int *rank;          /* (T, L) allocated */
+    int *rank_active;   /* (T, L) adapter rows used */
+    int *loss_len;      /* (T) */
+    void *block;        /* the allocation */
 } losa_history;
 
 typedef struct {
     struct dist_ctx *d;
-    const deck *dk;
-    const char *deck_name;
-    const char *store;      /* dense model store */
-    char dir[1024];         /* run directory */
-    losa_mode mode;
-    model_config cfg;
-    tok_tokenizer tok;
-    prune_config pc;        /* method, target sparsity, N:M, SparseGPT knobs */
-    losa_alloc alloc;
-    losa_compat compat;
-    int rank_fixed;
-    double beta;
-    int T, N, S, rmi_n;     /* steps, calibration windows, tokens per window */
-    int *calib;             /* (N, S) calibration tokens (every rank) */
-    int *eval_ids;          /* perplexity text (every rank) or NULL */
-    int64_t n_eval;
-    int eval_S, eval_B, eval_maxw, eval_each_step;
-    lora_dataset ds;
-    lora_train_config tc;
-    lora_config lc;
-    int response_only;
-    int64_t samples_step, samples_last;
-    int stop_after;         /* testing: fail after this LoSA step (0 = never) */
-    int dense_on_disk;      /* dense reference outputs in the stage's HDF5 shard */
-    core_lock lock;         /* rank 0: output.dir/.lock (losa_run_prepare) */
-    int invocations;        /* of losa run on this run directory, this one included */
-    double prev_run_s, prev_losa_s; /* seconds of earlier invocations kept by the resume point */
-    /* results */
-    double t0, dense_ppl;
-    double *prune_recon;    /* (L) */
-    losa_result res[LOSA_N_MODES];
-    int have[LOSA_N_MODES];
+    const deck *dk;                 /* the resolved deck: into the run files, checked on
+                                       resume */
+    const struct run_settings *set;
+    const losa_inputs *in;
+    losa_hooks hooks;
+    core_lock lock;                 /* rank 0: output.dir/.lock (losa_run_prepare) */
+    losa_results out;
     losa_history hist;
 } losa_run;
 
-/* The [train] and [lora] sections of a deck (train.seqlen, batch,
- * grad_accum, lr, weight_decay, warmup_ratio, max_grad_norm, beta1, beta2,
- * eps, seed, recompute; lora.r_max, rank, alpha, r0, dropout; the adapter
- * seed is train.seed) over the defaults; the schedule stays the default. */
-void losa_train_configs(const deck *dk, lora_train_config *tc, lora_config *lc);
-/* Not collective: settings from the deck (validated). */
-losa_status losa_run_settings(losa_run *r, const deck *dk, const char *deck_name);
-/* Collective, after losa_run_settings and dist_set_layout, before any data
- * is loaded.  The run directory output.dir: refused if it is not a
+/* Not collective: a run of the settings rs (parsed from dk) on the inputs
+ * in (loaded after losa_run_prepare), with the test hooks h (NULL: none). */
+void losa_run_init(losa_run *r, struct dist_ctx *d, const deck *dk,
+                   const struct run_settings *rs, const losa_inputs *in, const losa_hooks *h);
+/* Collective, after dist_set_layout and losa_inputs_read_model, before any
+ * data is loaded.  The run directory output.dir: refused if it is not a
  * directory, or holds files but is not a run directory (no run.h5, no
  * ckpt/; the files jobs/losa_job.sh writes before the run are allowed), or
  * if model.store is its model.h5; created if missing; locked (rank 0 holds
  * output.dir/.lock until losa_run_free; a second command fails at once
  * naming the holder).  A run directory holding results (run.h5, ckpt/base.h5
  * or a complete step) must have been made with the same resolved deck,
- * except output-only keys and, while steps remain, train.lr, and with the
- * same layout (pp x dp); the error names every differing key with both
- * values.  Errors agreed. */
+ * except keys of no result (DECK_NO_RESULT) and, while steps remain, the
+ * resumable ones (DECK_RESUMABLE: train.lr), and with the same layout
+ * (pp x dp); the error names every differing key with both values.  Errors
+ * agreed. */
 losa_status losa_run_prepare(losa_run *r);
-/* Collective: everything; r->cfg, tok, calib, eval_ids, ds must be loaded. */
+/* Collective: everything; the inputs must be loaded. */
 losa_status losa_run_execute(losa_run *r);
 void losa_run_free(losa_run *r);
 

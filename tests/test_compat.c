@@ -31,6 +31,7 @@
 #include "calib.h"
 #include "losa.h"
 #include "prune.h"
+#include "settings.h"
 #include "test_util.h"
 
 static void check_ints(const int *x, const int *want, int n, const char *what)
@@ -130,27 +131,40 @@ static void check_slices(void)
     TEST_CHECK(a == 900 && n == 0, "step 1 past the end: %lld + %lld", (long long)a, (long long)n);
 }
 
+/* The settings of a deck: losa.compat = reference gives the reference
+ * code's defaults to the keys the deck does not set (losa, data, train,
+ * lora sections); an explicit key wins; without it, losa's defaults. */
+typedef struct {
+    losa_settings ls;
+    data_settings ds;
+    train_settings ts;
+    lora_settings lo;
+} compat_view;
+
+static void settings_of(const deck *dk, compat_view *v)
+{
+    TEST_CHECK(losa_settings_from_deck(dk, &v->ls) == LOSA_OK, "%s", core_errmsg());
+    TEST_CHECK(data_settings_from_deck(dk, NULL, 0, &v->ds) == LOSA_OK, "%s", core_errmsg());
+    TEST_CHECK(train_settings_from_deck(dk, NULL, &v->ts) == LOSA_OK, "%s", core_errmsg());
+    TEST_CHECK(lora_settings_from_deck(dk, &v->ts, &v->lo) == LOSA_OK, "%s", core_errmsg());
+}
+
 static void check_deck(void)
 {
     deck *dk = NULL;
     TEST_CHECK(deck_parse(&dk, "ref.ini", "[losa]\ncompat = reference\n") == LOSA_OK, "%s",
                core_errmsg());
-    losa_compat c;
-    lora_train_config tc;
-    lora_config lc;
-    lora_train_config_default(&tc);
-    lora_config_default(&lc);
-    lc.r_max = 16;
-    tc.seed = 0;
-    losa_compat_from_deck(dk, &c, &tc, &lc);
-    TEST_CHECK(c.reference && !c.sparsity_floor && c.rebalance == LOSA_REBALANCE_ONE_PASS &&
-               c.rank_cap == LOSA_RANK_CAP_SLICE && c.rank_max == 16 &&
-               c.slices == LOSA_TRAIN_SLICES_REFERENCE && c.group_by_length, "reference switches");
-    TEST_CHECK(lc.r_max == 8 && tc.seed == 42 && lc.seed == 42, "reference r %d seed %llu",
-               lc.r_max, (unsigned long long)tc.seed);
-    calib_draw cd;
-    calib_draw_from_deck(dk, &cd);
-    TEST_CHECK(cd.sampler == CALIB_SAMPLER_PYTHON && cd.seed == 4 && cd.bos == 1 && cd.eos == 1,
+    compat_view v;
+    settings_of(dk, &v);
+    const losa_compat *c = &v.ls.compat;
+    const calib_draw *cd = &v.ds.draw;
+    TEST_CHECK(c->reference && !c->sparsity_floor && c->rebalance == LOSA_REBALANCE_ONE_PASS &&
+               c->rank_cap == LOSA_RANK_CAP_SLICE && c->rank_max == 16 &&
+               v.ds.train_slices == LOSA_TRAIN_SLICES_REFERENCE && v.ds.group_by_length,
+               "reference switches");
+    TEST_CHECK(v.lo.lc.r_max == 8 && v.ts.tc.seed == 42 && v.lo.lc.seed == 42,
+               "reference r %d seed %llu", v.lo.lc.r_max, (unsigned long long)v.ts.tc.seed);
+    TEST_CHECK(cd->sampler == CALIB_SAMPLER_PYTHON && cd->seed == 4 && cd->bos == 1 && cd->eos == 1,
                "reference calibration draw");
     /* explicit keys win */
     TEST_CHECK(deck_set(dk, "losa.rank_rebalance=exact") == LOSA_OK, "set");
@@ -158,25 +172,21 @@ static void check_deck(void)
     TEST_CHECK(deck_set(dk, "lora.r_max=16") == LOSA_OK, "set");
     TEST_CHECK(deck_set(dk, "data.calib_eos=0") == LOSA_OK, "set");
     TEST_CHECK(deck_set(dk, "data.group_by_length=false") == LOSA_OK, "set");
-    lc.r_max = 16;
-    losa_compat_from_deck(dk, &c, &tc, &lc);
-    TEST_CHECK(!c.group_by_length, "explicit group_by_length = false wins");
-    calib_draw_from_deck(dk, &cd);
-    TEST_CHECK(c.rebalance == LOSA_REBALANCE_EXACT && !c.sparsity_floor && lc.r_max == 16,
+    settings_of(dk, &v);
+    TEST_CHECK(!v.ds.group_by_length, "explicit group_by_length = false wins");
+    TEST_CHECK(c->rebalance == LOSA_REBALANCE_EXACT && !c->sparsity_floor && v.lo.lc.r_max == 16,
                "explicit rank_rebalance / r_max win");
-    TEST_CHECK(cd.seed == 0 && cd.eos == 0 && cd.sampler == CALIB_SAMPLER_PYTHON,
+    TEST_CHECK(cd->seed == 0 && cd->eos == 0 && cd->sampler == CALIB_SAMPLER_PYTHON,
                "explicit calib_seed / calib_eos win");
     deck_free(&dk);
     /* default: today's behaviour */
     TEST_CHECK(deck_parse(&dk, "losa.ini", "[losa]\nsteps = 5\n") == LOSA_OK, "%s", core_errmsg());
-    lc.r_max = 16;
-    tc.seed = 0;
-    losa_compat_from_deck(dk, &c, &tc, &lc);
-    calib_draw_from_deck(dk, &cd);
-    TEST_CHECK(!c.reference && c.sparsity_floor && c.rebalance == LOSA_REBALANCE_EXACT &&
-               c.rank_cap == LOSA_RANK_CAP_REDISTRIBUTE && c.slices == LOSA_TRAIN_SLICES_LOSA &&
-               !c.group_by_length && lc.r_max == 16 && tc.seed == 0, "losa defaults");
-    TEST_CHECK(cd.sampler == CALIB_SAMPLER_LOSA && cd.seed == 0 && cd.bos == 1 && cd.eos == 0,
+    settings_of(dk, &v);
+    TEST_CHECK(!c->reference && c->sparsity_floor && c->rebalance == LOSA_REBALANCE_EXACT &&
+               c->rank_cap == LOSA_RANK_CAP_REDISTRIBUTE &&
+               v.ds.train_slices == LOSA_TRAIN_SLICES_LOSA && !v.ds.group_by_length &&
+               v.lo.lc.r_max == 16 && v.ts.tc.seed == 0, "losa defaults");
+    TEST_CHECK(cd->sampler == CALIB_SAMPLER_LOSA && cd->seed == 0 && cd->bos == 1 && cd->eos == 0,
                "losa calibration draw");
     deck_free(&dk);
 }

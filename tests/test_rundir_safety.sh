@@ -107,12 +107,12 @@ check "other layout refused (rc $rc): layout changed, both layouts named" \
 
 # ---- 3. evaluation settings checked before any work
 run --set output.dir=$W/ev1 --set eval.seqlen=4096 >/dev/null 2>$W/ev1.log; rc=$?
-check "eval.seqlen above max_seq_len refused (rc $rc)" grep -q "^losa run: .*eval.seqlen 4096 exceeds the model's max_seq_len 512" $W/ev1.log
+check "eval.seqlen above max_seq_len refused (rc $rc)" grep -q "^losa run: --set eval.seqlen: 4096 tokens exceed the model's max_seq_len 512" $W/ev1.log
 check "  before any work (no run directory)" test ! -e $W/ev1
 head -c 40 $D/text/wikitext2/wiki.test.hf_join.txt >$W/short.txt
 run --set output.dir=$W/ev2 --set data.eval_text=$W/short.txt >/dev/null 2>$W/ev2.log; rc=$?
 check "eval text shorter than one window refused (rc $rc)" \
-    grep -q "^losa run: .*data.eval_text $W/short.txt: [0-9]* tokens, fewer than one window of eval.seqlen 64" $W/ev2.log
+    grep -q "^losa run: --set data.eval_text: $W/short.txt: [0-9]* tokens, fewer than one window of eval.seqlen 64" $W/ev2.log
 check "  one line only" one_line $W/ev2.log
 check "  before any work (no checkpoint)" test ! -e $W/ev2/ckpt
 

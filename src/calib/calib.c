@@ -27,19 +27,6 @@ void calib_draw_default(calib_draw *cd, uint64_t seed)
     cd->eos = 0;
 }
 
-void calib_draw_from_deck(const deck *dk, calib_draw *cd)
-{
-    /* losa.compat = reference: the LoSA reference script's defaults */
-    int ref = !strcmp(deck_str(dk, "losa.compat"), "reference");
-    calib_draw_default(cd, (uint64_t)deck_int(dk, "data.calib_seed"));
-    if (ref && !deck_is_set(dk, "data.calib_seed")) cd->seed = 4;
-    const char *smp = deck_str(dk, "data.calib_sampler");
-    if (ref && !deck_is_set(dk, "data.calib_sampler")) smp = "python";
-    cd->sampler = !strcmp(smp, "python") ? CALIB_SAMPLER_PYTHON : CALIB_SAMPLER_LOSA;
-    cd->bos = ref && !deck_is_set(dk, "data.calib_bos") ? 1 : (int)deck_int(dk, "data.calib_bos");
-    cd->eos = ref && !deck_is_set(dk, "data.calib_eos") ? 1 : (int)deck_int(dk, "data.calib_eos");
-}
-
 void calib_docs_free(int **docs, int64_t *dlen, int ndoc)
 {
     for (int i = 0; i < ndoc; i++) free(docs[i]);

@@ -16,6 +16,115 @@
 #include "io.h"
 #include "lora.h"
 #include "losa.h"
+#include "settings.h"
+
+/* The sections of the deck losa finetune reads. */
+typedef struct {
+    model_settings model;
+    data_settings data;
+    output_settings output;
+    train_settings train;
+    lora_settings lora;
+} finetune_settings;
+
+/* cfg: NULL before the model is known (see include/settings.h). */
+static losa_status finetune_settings_from_deck(const deck *dk, const model_config *cfg,
+                                               finetune_settings *fs)
+{
+    losa_status s = model_settings_from_deck(dk, SETTINGS_MODEL_STORE, &fs->model);
+    if (s == LOSA_OK) s = data_settings_from_deck(dk, cfg, SETTINGS_TRAIN, &fs->data);
+    if (s == LOSA_OK) s = output_settings_from_deck(dk, SETTINGS_OUTPUT_STORE, &fs->output);
+    if (s == LOSA_OK) s = train_settings_from_deck(dk, cfg, &fs->train);
+    if (s == LOSA_OK) s = lora_settings_from_deck(dk, &fs->train, &fs->lora);
+    return s;
+}
+
+/* tc->steps optimizer steps over the epochs of ds (grouped by length with
+ * data.group_by_length); log (4, steps): loss, lr, gradient norm, tokens/s. */
+static losa_status finetune_loop(lora_trainer *tr, const lora_dataset *ds, const data_settings *dset,
+                                 const lora_train_config *tc, int eos_id, double *log)
+{
+    int64_t nmb = (int64_t)tc->grad_accum * tc->B, nt = nmb * tc->T;
+    int *tok = core_calloc((size_t)nt * 2, sizeof(int)), *tgt = tok + nt;
+    int64_t *perm = core_calloc((size_t)(ds->n + nmb), sizeof(int64_t)), *idx = perm + ds->n;
+    int64_t cursor = 0, epoch = 0, group = dset->group_by_length ? nmb : 0;
+    lora_data_epoch_order(ds, 0, ds->n, group, tc->seed, epoch, perm);
+    core_progress pg;
+    core_progress_start(&pg, "finetune", "tok", tc->steps);
+    losa_status s = LOSA_OK;
+    for (int64_t step = 0; step < tc->steps && s == LOSA_OK; step++) {
+        for (int64_t j = 0; j < nmb; j++) {
+            if (cursor == ds->n) {
+                lora_data_epoch_order(ds, 0, ds->n, group, tc->seed, ++epoch, perm);
+                cursor = 0;
+            }
+            idx[j] = perm[cursor++];
+        }
+        for (int mb = 0; mb < tc->grad_accum; mb++)
+            lora_data_batch(ds, idx + (int64_t)mb * tc->B, tc->B, tc->T, eos_id,
+                            dset->response_only, tok + mb * (int64_t)tc->B * tc->T,
+                            tgt + mb * (int64_t)tc->B * tc->T);
+        lora_step_stats ss;
+        s = lora_train_step(tr, tok, tgt, &ss);
+        if (s != LOSA_OK) break;
+        log[step] = ss.loss;
+        log[tc->steps + step] = ss.lr;
+        log[2 * tc->steps + step] = ss.grad_norm;
+        log[3 * tc->steps + step] = (double)nt / ss.seconds;
+        char extra[128];
+        snprintf(extra, sizeof extra, "loss %.4f lr %.2e |g| %.3f", ss.loss, ss.lr,
+                 ss.grad_norm);
+        core_progress_update(&pg, step + 1, (step + 1) * nt, extra);
+    }
+    core_progress_end(&pg, tc->steps * nt);
+    core_free(tok);
+    core_free(perm);
+    return s;
+}
+
+/* Adapters and optimizer state to apath (stage by stage), the merge (its
+ * zeros checked against zeros0), then the training log and every stage
+ * into output.store (rank 0 writes). */
+static losa_status finetune_save(dist_ctx *d, const deck *dk, const char *out, const char *apath,
+                                 lora_adapters *ad, model_stage *st, const tok_tokenizer *tk,
+                                 const double *log, int64_t steps, double zeros0)
+{
+    losa_status s = LOSA_OK;
+    for (int p = 0; p < dist_n_stages(d); p++) {
+        if (dist_stage(d) == p) s = io_adapters_write(apath, p == 0, ad, &st->cfg);
+        dist_barrier(d);
+    }
+    s = dist_agree(d, s);
+    /* merge and check the sparsity pattern */
+    int64_t flips = lora_merge(ad, st);
+    double z[2] = {(double)calib_stage_zeros(st, NULL), (double)flips};
+    dist_sum_doubles(d, z, 2);
+    core_log("finetune: merged: %.0f zero weights (before %.0f), %.0f pattern changes\n", z[0],
+             zeros0, z[1]);
+    if (s == LOSA_OK && z[0] != zeros0)
+        s = core_err(LOSA_ERR_INTERNAL, "merge changed the number of zeros (%.0f -> %.0f)",
+                     zeros0, z[0]);
+    /* rank 0: the training log into the new store, then every stage */
+    io_store *io = NULL;
+    if ((s = dist_agree(d, s)) == LOSA_OK && dist_rank(d) == 0) {
+        int64_t shp[1] = {steps};
+        char *dump = deck_dump(dk, NULL);
+        s = io_store_create(&io, out);
+        if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/loss", log, 1, shp);
+        if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/lr", log + steps, 1, shp);
+        if (s == LOSA_OK)
+            s = io_store_write_doubles(io, "/finetune/grad_norm", log + 2 * steps, 1, shp);
+        if (s == LOSA_OK)
+            s = io_store_write_doubles(io, "/finetune/tokens_per_s", log + 3 * steps, 1, shp);
+        if (s == LOSA_OK) s = io_store_write_string(io, "/finetune/deck", dump ? dump : "");
+        free(dump);
+    }
+    if ((s = dist_agree(d, s)) != LOSA_OK) {
+        io_store_close(&io);
+        return s;
+    }
+    return losa_store_write_model(d, io, st, tk, "losa finetune (merged masked LoRA)");
+}
 
 int cmd_finetune(dist_ctx *d, int argc, char **argv)
 {
@@ -34,142 +143,66 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     }
     if (cli_fail(d, "finetune", s)) return 1;
     deck *dk = NULL;
+    finetune_settings fs;
+    memset(&fs, 0, sizeof fs);
     s = cli_load_deck(d, argv[1], argc - 1, argv + 1, &dk);
-    if (s == LOSA_OK) s = deck_check_required(dk, "model");
-    if (s == LOSA_OK && !deck_str(dk, "data.train")[0])
-        s = core_err(LOSA_ERR_ARG, "%s: data.train: a training data file is required", argv[1]);
-    if (s == LOSA_OK && !deck_str(dk, "output.store")[0])
-        s = core_err(LOSA_ERR_ARG, "%s: output.store: an output store path is required", argv[1]);
+    if (s == LOSA_OK) s = finetune_settings_from_deck(dk, NULL, &fs);
     if (cli_fail(d, "finetune", s)) { deck_free(&dk); return 1; }
     /* the output store: not the input, one writer at a time (until return) */
+    const char *out = fs.output.store.path;
     core_lock lock;
-    char where[1200];
-    snprintf(where, sizeof where, "%s: output.store", argv[1]);
-    s = losa_store_lock_output(d, deck_str(dk, "output.store"), deck_str(dk, "model.store"), where,
-                               &lock);
+    s = losa_store_lock_output(d, out, fs.model.store.path, fs.output.store.where, &lock);
     if (cli_fail(d, "finetune", s)) { deck_free(&dk); return 1; }
 
     model_stage st;
     tok_tokenizer tk;
     memset(&tk, 0, sizeof tk);
-    s = cli_load_model(d, deck_str(dk, "model.store"), &st, &tk);
+    s = cli_load_model(d, fs.model.store.path, &st, &tk);
+    if (s != LOSA_OK) s = settings_file_err(&fs.model.store, s, "%s", core_errmsg());
     if (cli_fail(d, "finetune", s)) { core_lock_release(&lock); deck_free(&dk); return 1; }
-    lora_train_config tc;
-    lora_config lc;
-    losa_train_configs(dk, &tc, &lc);
-    int response_only = deck_bool(dk, "data.response_only");
-    if (tc.T > st.cfg.max_seq_len)
-        s = core_err(LOSA_ERR_ARG, "%s: train.seqlen %d exceeds the model's max_seq_len %d",
-                     argv[1], tc.T, st.cfg.max_seq_len);
+    s = finetune_settings_from_deck(dk, &st.cfg, &fs);
+    lora_train_config tc = fs.train.tc;
+    const lora_config *lc = &fs.lora.lc;
     lora_dataset ds;
     memset(&ds, 0, sizeof ds);
-    if ((s = dist_agree(d, s)) == LOSA_OK) s = lora_data_load(d, deck_str(dk, "data.train"), lora_data_format_from_string(deck_str(dk, "data.train_format")), &tk, tc.T, &ds);
+    if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_load_train(d, &tk, &fs.data, tc.T, &ds);
     int64_t per_step = (int64_t)tc.B * tc.grad_accum;
-    tc.steps = deck_int(dk, "train.steps");
     if (tc.steps == 0) tc.steps = (ds.n + per_step - 1) / (per_step ? per_step : 1);
     lora_adapters ad;
     lora_trainer tr;
     memset(&ad, 0, sizeof ad);
     memset(&tr, 0, sizeof tr);
-    if (s == LOSA_OK) s = lora_adapters_build(&ad, &st, &lc);
+    if (s == LOSA_OK) s = lora_adapters_build(&ad, &st, lc);
     if ((s = dist_agree(d, s)) == LOSA_OK) s = lora_trainer_build(&tr, d, &st, &ad, &tc);
-    if (cli_fail(d, "finetune", s)) goto out;
+    int rc = cli_fail(d, "finetune", s);
+    if (rc) goto out;
 
     double zeros0 = (double)calib_stage_zeros(&st, NULL);
     dist_sum_doubles(d, &zeros0, 1);
     core_log("finetune: %lld examples (%s), %lld steps of %d x %d x %d tokens, lora r %d/%d "
              "alpha %g r0 %g dropout %g, %d stage(s), %.0f zero weights\n", (long long)ds.n,
              ds.format == LORA_DATA_ALPACA ? "alpaca" : "text", (long long)tc.steps,
-             tc.grad_accum, tc.B, tc.T, lc.rank, lc.r_max, lc.alpha, lc.r0, lc.dropout,
+             tc.grad_accum, tc.B, tc.T, lc->rank, lc->r_max, lc->alpha, lc->r0, lc->dropout,
              dist_n_stages(d), zeros0);
-    double *log = calloc(4 * tc.steps, sizeof(double));
-    int64_t nmb = (int64_t)tc.grad_accum * tc.B, nt = nmb * tc.T;
-    int *tok = malloc(sizeof(int) * nt), *tgt = malloc(sizeof(int) * nt);
-    int64_t *perm = malloc(sizeof(int64_t) * ds.n), *idx = malloc(sizeof(int64_t) * nmb);
-    int64_t cursor = 0, epoch = 0, group = deck_bool(dk, "data.group_by_length") ? nmb : 0;
-    lora_data_epoch_order(&ds, 0, ds.n, group, tc.seed, epoch, perm);
-    core_progress pg;
-    core_progress_start(&pg, "finetune", "tok", tc.steps);
-    for (int64_t step = 0; step < tc.steps && s == LOSA_OK; step++) {
-        for (int64_t j = 0; j < nmb; j++) {
-            if (cursor == ds.n) {
-                lora_data_epoch_order(&ds, 0, ds.n, group, tc.seed, ++epoch, perm);
-                cursor = 0;
-            }
-            idx[j] = perm[cursor++];
-        }
-        for (int mb = 0; mb < tc.grad_accum; mb++)
-            lora_data_batch(&ds, idx + (int64_t)mb * tc.B, tc.B, tc.T, st.cfg.eos_id,
-                            response_only, tok + mb * (int64_t)tc.B * tc.T,
-                            tgt + mb * (int64_t)tc.B * tc.T);
-        lora_step_stats ss;
-        s = lora_train_step(&tr, tok, tgt, &ss);
-        if (s != LOSA_OK) break;
-        log[step] = ss.loss;
-        log[tc.steps + step] = ss.lr;
-        log[2 * tc.steps + step] = ss.grad_norm;
-        log[3 * tc.steps + step] = (double)nt / ss.seconds;
-        char extra[128];
-        snprintf(extra, sizeof extra, "loss %.4f lr %.2e |g| %.3f", ss.loss, ss.lr,
-                 ss.grad_norm);
-        core_progress_update(&pg, step + 1, (step + 1) * nt, extra);
-    }
-    core_progress_end(&pg, tc.steps * nt);
-    free(tok); free(tgt); free(perm); free(idx);
-    if (cli_fail(d, "finetune", s)) { free(log); goto out; }
-
-    /* adapters + optimizer state, stage by stage */
+    double *log = core_calloc(4 * (size_t)tc.steps, sizeof(double));
     char apath[1200];
-    snprintf(apath, sizeof apath, "%s.lora.h5", deck_str(dk, "output.store"));
-    for (int p = 0; p < dist_n_stages(d); p++) {
-        if (dist_stage(d) == p) s = io_adapters_write(apath, p == 0, &ad, &st.cfg);
-        dist_barrier(d);
+    snprintf(apath, sizeof apath, "%s.lora.h5", out);
+    rc = cli_fail(d, "finetune", finetune_loop(&tr, &ds, &fs.data, &tc, st.cfg.eos_id, log));
+    if (rc == 0)
+        rc = cli_fail(d, "finetune", finetune_save(d, dk, out, apath, &ad, &st, &tk, log,
+                                                   tc.steps, zeros0));
+    if (rc == 0) core_log("finetune: wrote %s (merged model + training log) and %s\n", out, apath);
+    if (rc == 0 && json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "store", out);
+        cJSON_AddStringToObject(o, "adapters", apath);
+        cJSON_AddNumberToObject(o, "steps", (double)tc.steps);
+        if (tc.steps > 0 && isfinite(log[tc.steps - 1]))
+            cJSON_AddNumberToObject(o, "loss", log[tc.steps - 1]);
+        cJSON_AddNumberToObject(o, "seconds", core_time() - t0);
+        cli_json_emit(d, o);
     }
-    s = dist_agree(d, s);
-    /* merge and check the sparsity pattern */
-    int64_t flips = lora_merge(&ad, &st);
-    double z[2] = {(double)calib_stage_zeros(&st, NULL), (double)flips};
-    dist_sum_doubles(d, z, 2);
-    core_log("finetune: merged: %.0f zero weights (before %.0f), %.0f pattern changes\n", z[0],
-             zeros0, z[1]);
-    if (s == LOSA_OK && z[0] != zeros0)
-        s = core_err(LOSA_ERR_INTERNAL, "merge changed the number of zeros (%.0f -> %.0f)",
-                     zeros0, z[0]);
-    /* rank 0: the training log into the new store, then every stage */
-    io_store *io = NULL;
-    const char *out = deck_str(dk, "output.store");
-    if ((s = dist_agree(d, s)) == LOSA_OK && dist_rank(d) == 0) {
-        int64_t shp[1] = {tc.steps};
-        char *dump = deck_dump(dk, NULL);
-        s = io_store_create(&io, out);
-        if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/loss", log, 1, shp);
-        if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/lr", log + tc.steps, 1, shp);
-        if (s == LOSA_OK)
-            s = io_store_write_doubles(io, "/finetune/grad_norm", log + 2 * tc.steps, 1, shp);
-        if (s == LOSA_OK)
-            s = io_store_write_doubles(io, "/finetune/tokens_per_s", log + 3 * tc.steps, 1, shp);
-        if (s == LOSA_OK) s = io_store_write_string(io, "/finetune/deck", dump ? dump : "");
-        free(dump);
-    }
-    if ((s = dist_agree(d, s)) == LOSA_OK) {
-        s = losa_store_write_model(d, io, &st, &tk, "losa finetune (merged masked LoRA)");
-        if (s == LOSA_OK)
-            core_log("finetune: wrote %s (merged model + training log) and %s\n", out, apath);
-        if (s == LOSA_OK && json) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "store", out);
-            cJSON_AddStringToObject(o, "adapters", apath);
-            cJSON_AddNumberToObject(o, "steps", (double)tc.steps);
-            if (tc.steps > 0 && isfinite(log[tc.steps - 1]))
-                cJSON_AddNumberToObject(o, "loss", log[tc.steps - 1]);
-            cJSON_AddNumberToObject(o, "seconds", core_time() - t0);
-            cli_json_emit(d, o);
-        }
-    } else {
-        io_store_close(&io);
-    }
-    free(log);
-    cli_fail(d, "finetune", s);
+    core_free(log);
 out:
     lora_trainer_free(&tr);
     lora_adapters_free(&ad, &st);
@@ -178,5 +211,5 @@ out:
     model_stage_free(&st);
     core_lock_release(&lock);
     deck_free(&dk);
-    return s == LOSA_OK ? 0 : 1;
+    return rc;
 }

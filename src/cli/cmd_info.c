@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "io.h"
+#include "settings.h"
 
 typedef struct {
     model_config c;
@@ -260,9 +261,9 @@ static losa_status info_read_run(const char *dir, run_info *ri)
         snprintf(p, sizeof p, "%s/run.h5:/run/deck", dir);
         s = deck_parse(&ri->dk, p, ri->deck);
         if (s != LOSA_OK) return s;
-        const char *mode = deck_str(ri->dk, "losa.mode");
-        if (!strcmp(mode, "losa") || !strcmp(mode, "compare"))
-            ri->steps = (int)deck_int(ri->dk, "losa.steps");
+        losa_settings ls;
+        if ((s = losa_settings_from_deck(ri->dk, &ls)) != LOSA_OK) return s;
+        if (ls.mode == LOSA_MODE_LOSA || ls.mode == LOSA_MODE_COMPARE) ri->steps = ls.steps;
     }
     snprintf(p, sizeof p, "%s/model.h5", dir);
     if (access(p, F_OK) == 0) {

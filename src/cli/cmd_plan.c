@@ -42,6 +42,7 @@
 
 #include "cli.h"
 #include "io.h"
+#include "settings.h"
 
 typedef struct {
     int rank, stage, replica, layer0, n_layers;
@@ -155,55 +156,53 @@ static void plan_compute(plan *p)
     }
 }
 
+/* The model's configuration: model.config (a HF config.json) or the
+ * config of model.store (no weights read). */
+static losa_status plan_config(const model_settings *m, model_config *c)
+{
+    if (m->config[0]) return io_hf_config_read(m->config, c);
+    io_store *st = NULL;
+    losa_status s = io_store_open(&st, m->store.path);
+    if (s == LOSA_OK) s = io_store_read_config(st, c);
+    io_store_close(&st);
+    return s;
+}
+
 static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
 {
     memset(p, 0, sizeof *p);
-    const char *cfg = deck_str(dk, "model.config");
-    losa_status s;
-    if (cfg && cfg[0]) {
-        s = io_hf_config_read(cfg, &p->c);
-    } else if (deck_is_set(dk, "model.store")) {
-        io_store *st = NULL;
-        s = io_store_open(&st, deck_str(dk, "model.store"));
-        if (s == LOSA_OK) s = io_store_read_config(st, &p->c);
-        io_store_close(&st);
-    } else {
-        return core_err(LOSA_ERR_ARG, "model.store or model.config: one is required");
-    }
-    if (s != LOSA_OK) return s;
-    int pp = (int)deck_int(dk, "parallel.pp"), dp = (int)deck_int(dk, "parallel.dp");
-    int ranks = pp * dp;
-    if (ranks_opt > 0) { /* --ranks N: keep parallel.dp, pp = N / dp */
-        if (ranks_opt % dp)
-            return core_err(LOSA_ERR_ARG, "--ranks %d: not a multiple of parallel.dp = %d",
-                            ranks_opt, dp);
+    run_settings rs;
+    memset(&rs, 0, sizeof rs);
+    losa_status s = run_settings_from_deck(dk, NULL, SETTINGS_MODEL_ANY, &rs);
+    if (s == LOSA_OK) s = plan_config(&rs.model, &p->c);
+    if (s == LOSA_OK) s = run_settings_from_deck(dk, &p->c, SETTINGS_MODEL_ANY, &rs);
+    parallel_settings par = rs.parallel;
+    int ranks = par.pp * par.dp;
+    if (s == LOSA_OK && ranks_opt > 0) { /* --ranks N: keep parallel.dp, pp = N / dp */
+        par.pp = 0;
+        snprintf(par.where, sizeof par.where, "--ranks %d", ranks_opt);
         ranks = ranks_opt;
-        pp = ranks / dp;
-    } else if (pp == 0) {
-        return core_err(LOSA_ERR_ARG, "parallel.pp = 0 (ranks / dp): give --ranks N or set "
-                        "parallel.pp");
+    } else if (s == LOSA_OK && par.pp == 0) {
+        s = core_err(LOSA_ERR_ARG, "%s: parallel.pp = 0 (ranks / dp): give --ranks N or set "
+                     "parallel.pp", par.where);
     }
-    if (pp * dp != ranks)
-        return core_err(LOSA_ERR_ARG, "parallel layout: pp %d x dp %d != %d ranks", pp, dp, ranks);
-    if (pp > p->c.n_layers)
-        return core_err(LOSA_ERR_ARG, "parallel.pp = %d: more stages than the model's %d layers",
-                        pp, p->c.n_layers);
-    p->pp = pp;
-    p->dp = dp;
+    if (s == LOSA_OK) s = parallel_settings_layout(&par, ranks, &p->c, &p->pp, &p->dp);
+    run_settings_free(&rs);
+    if (s != LOSA_OK) return s;
     p->ranks = ranks;
-    p->B = (int)deck_int(dk, "train.batch");
-    p->T = (int)deck_int(dk, "train.seqlen");
-    p->accum = (int)deck_int(dk, "train.grad_accum");
-    p->r_max = (int)deck_int(dk, "lora.r_max");
-    p->calib_n = (int)deck_int(dk, "data.calib_n");
-    p->calib_S = (int)deck_int(dk, "data.calib_seqlen");
-    p->rmi_n = (int)deck_int(dk, "losa.rmi_n");
-    p->eval_B = (int)deck_int(dk, "eval.batch");
-    p->eval_T = (int)deck_int(dk, "eval.seqlen");
-    p->gpipe = !strcmp(deck_str(dk, "parallel.schedule"), "gpipe");
-    p->train_mode = strcmp(deck_str(dk, "losa.mode"), "prune") != 0;
+    p->B = rs.train.tc.B;
+    p->T = rs.train.tc.T;
+    p->accum = rs.train.tc.grad_accum;
+    p->r_max = rs.lora.lc.r_max;
+    p->calib_n = rs.data.calib_n;
+    p->calib_S = rs.data.calib_seqlen;
+    p->rmi_n = rs.losa.rmi_n;
+    p->eval_B = rs.eval.batch;
+    p->eval_T = rs.eval.seqlen;
+    p->gpipe = rs.parallel.schedule == LORA_SCHEDULE_GPIPE;
+    p->train_mode = rs.losa.mode != LOSA_MODE_PRUNE;
     p->mask = p->train_mode;
-    p->sparsegpt = !strcmp(deck_str(dk, "prune.method"), "sparsegpt");
+    p->sparsegpt = rs.prune.pc.method == PRUNE_METHOD_SPARSEGPT;
     p->r = calloc((size_t)ranks, sizeof *p->r);
     if (!p->r) return core_err(LOSA_ERR_NOMEM, "plan: out of memory for %d ranks", ranks);
     plan_compute(p);

@@ -10,35 +10,19 @@
 #include "cli.h"
 #include "io.h"
 #include "losa.h"
+#include "settings.h"
 
-/* Collective: config and tokenizer of a store on every rank. */
-static losa_status read_config_tok(dist_ctx *d, const char *path, model_config *c,
-                                   tok_tokenizer *tok)
+static void print_table(const losa_results *o, prune_method method)
 {
-    io_store *io = NULL;
-    losa_status s = io_store_open(&io, path);
-    if (s == LOSA_OK) s = io_store_read_config(io, c);
-    if (s == LOSA_OK) s = io_store_read_tokenizer(io, tok);
-    io_store_close(&io);
-    return dist_agree(d, s);
-}
-
-static void print_table(const losa_run *r)
-{
-    const char *m = prune_method_str(r->pc.method);
+    static const char *const suffix[LOSA_N_MODES] = {"", "+LoRA", "+LoSA", ""};
     core_log("\n%-14s %12s %10s %10s\n", "model", "ppl", "sparsity", "seconds");
-    core_log("%-14s %12.4f %10.4f %10s\n", "dense", r->dense_ppl, 0.0, "-");
-    if (r->have[LOSA_MODE_PRUNE])
-        core_log("%-14s %12.4f %10.4f %10.1f\n", m, r->res[0].ppl, r->res[0].sparsity, r->res[0].seconds);
-    if (r->have[LOSA_MODE_LORA]) {
+    core_log("%-14s %12.4f %10.4f %10s\n", "dense", o->dense_ppl, 0.0, "-");
+    for (int m = LOSA_MODE_PRUNE; m <= LOSA_MODE_LOSA; m++) {
+        if (!o->have[m]) continue;
         char n[32];
-        snprintf(n, sizeof n, "%s+LoRA", m);
-        core_log("%-14s %12.4f %10.4f %10.1f\n", n, r->res[1].ppl, r->res[1].sparsity, r->res[1].seconds);
-    }
-    if (r->have[LOSA_MODE_LOSA]) {
-        char n[32];
-        snprintf(n, sizeof n, "%s+LoSA", m);
-        core_log("%-14s %12.4f %10.4f %10.1f\n", n, r->res[2].ppl, r->res[2].sparsity, r->res[2].seconds);
+        snprintf(n, sizeof n, "%s%s", prune_method_str(method), suffix[m]);
+        core_log("%-14s %12.4f %10.4f %10.1f\n", n, o->res[m].ppl, o->res[m].sparsity,
+                 o->res[m].seconds);
     }
 }
 
@@ -46,6 +30,49 @@ static void json_num(cJSON *o, const char *k, double v)
 {
     if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
     else cJSON_AddNullToObject(o, k);
+}
+
+/* The test hooks of the run, from the command line and the environment:
+ * read here, at the boundary, and handed to the run (its loop reads no
+ * environment). */
+static void run_hooks(int stop_after, losa_hooks *h)
+{
+    memset(h, 0, sizeof *h);
+    h->stop_after = stop_after;
+    const char *v = getenv("LOSA_FAULT_KILL");
+    if (v) h->kill_step = atoi(v);
+    v = getenv("LOSA_FAULT_NAN");
+    if (v) snprintf(h->nan_at, sizeof h->nan_at, "%s", v);
+}
+
+/* Collective: the settings (checked again once the model's configuration
+ * is known), the model's configuration and tokenizer, the layout. */
+static losa_status run_setup(dist_ctx *d, const deck *dk, run_settings *rs, losa_inputs *in)
+{
+    losa_status s = run_settings_from_deck(dk, NULL, SETTINGS_RUN, rs);
+    if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_inputs_read_model(d, &rs->model, in);
+    if (s == LOSA_OK) s = run_settings_from_deck(dk, &in->cfg, SETTINGS_RUN, rs);
+    int pp = 0, dp = 0;
+    if (s == LOSA_OK)
+        s = parallel_settings_layout(&rs->parallel, dist_size(d), &in->cfg, &pp, &dp);
+    if ((s = dist_agree(d, s)) == LOSA_OK) s = dist_set_layout(d, pp, dp);
+    return dist_agree(d, s);
+}
+
+static void run_json(dist_ctx *d, const losa_run *r)
+{
+    const losa_results *o = &r->out;
+    cJSON *j = cJSON_CreateObject();
+    json_num(j, "dense_ppl", o->dense_ppl);
+    if (o->have[LOSA_MODE_PRUNE]) json_num(j, "pruned_ppl", o->res[LOSA_MODE_PRUNE].ppl);
+    if (o->have[LOSA_MODE_LORA]) json_num(j, "lora_ppl", o->res[LOSA_MODE_LORA].ppl);
+    if (o->have[LOSA_MODE_LOSA]) json_num(j, "losa_ppl", o->res[LOSA_MODE_LOSA].ppl);
+    int last = o->have[LOSA_MODE_LOSA] ? LOSA_MODE_LOSA : o->have[LOSA_MODE_LORA] ? LOSA_MODE_LORA
+                                                                                : LOSA_MODE_PRUNE;
+    json_num(j, "sparsity", o->res[last].sparsity);
+    json_num(j, "seconds", core_time() - o->t0);
+    cJSON_AddStringToObject(j, "run_dir", r->set->output.dir.path);
+    cli_json_emit(d, j);
 }
 
 int cmd_run(dist_ctx *d, int argc, char **argv)
@@ -65,79 +92,29 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
     }
     if (cli_fail(d, "run", s)) return 1;
     deck *dk = NULL;
+    run_settings rs;
+    losa_inputs in;
+    losa_hooks hooks;
     losa_run r;
-    memset(&r, 0, sizeof r);
-    r.d = d;
-    r.stop_after = stop_after;
+    memset(&rs, 0, sizeof rs);
+    memset(&in, 0, sizeof in);
+    run_hooks(stop_after, &hooks);
     s = cli_load_deck(d, argv[1], argc - 1, argv + 1, &dk);
-    if (s == LOSA_OK) s = deck_check_required(dk, "model");
-    if (s == LOSA_OK) s = losa_run_settings(&r, dk, argv[1]);
-    s = dist_agree(d, s);
-    if (s == LOSA_OK) s = read_config_tok(d, r.store, &r.cfg, &r.tok);
-    if (s == LOSA_OK) {
-        int pp = (int)deck_int(dk, "parallel.pp"), dp = (int)deck_int(dk, "parallel.dp");
-        if (pp == 0) pp = dist_size(d) / dp;
-        if (pp * dp != dist_size(d))
-            s = core_err(LOSA_ERR_ARG, "%s: parallel.pp %d x parallel.dp %d != %d ranks", argv[1],
-                         pp, dp, dist_size(d));
-        else if (pp > r.cfg.n_layers)
-            s = core_err(LOSA_ERR_ARG, "%s: %d pipeline stages for %d layers", argv[1], pp,
-                         r.cfg.n_layers);
-        if ((s = dist_agree(d, s)) == LOSA_OK) s = dist_set_layout(d, pp, dp);
-    }
-    if (s == LOSA_OK && r.S > r.cfg.max_seq_len)
-        s = core_err(LOSA_ERR_ARG, "%s: data.calib_seqlen %d exceeds the model's max_seq_len %d",
-                     argv[1], r.S, r.cfg.max_seq_len);
-    if (s == LOSA_OK && r.tc.T > r.cfg.max_seq_len)
-        s = core_err(LOSA_ERR_ARG, "%s: train.seqlen %d exceeds the model's max_seq_len %d",
-                     argv[1], r.tc.T, r.cfg.max_seq_len);
-    if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0] && r.eval_S > r.cfg.max_seq_len)
-        s = core_err(LOSA_ERR_ARG, "%s: eval.seqlen %d exceeds the model's max_seq_len %d",
-                     argv[1], r.eval_S, r.cfg.max_seq_len);
+    if (s == LOSA_OK) s = run_setup(d, dk, &rs, &in);
+    losa_run_init(&r, d, dk, &rs, &in, &hooks);
     /* the run directory: checked, locked, same settings as the run it holds */
     if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_run_prepare(&r);
-    if ((s = dist_agree(d, s)) == LOSA_OK) {
-        r.calib = malloc(sizeof(int) * (size_t)r.N * r.S);
-        calib_draw cd;
-        calib_draw_from_deck(dk, &cd);
-        s = calib_load_windows(d, &r.tok, deck_str(dk, "data.calib"), r.N, r.S, &cd, r.calib);
-    }
-    if (s == LOSA_OK && deck_str(dk, "data.eval_text")[0]) {
-        s = cli_tokenize_file(d, &r.tok, deck_str(dk, "data.eval_text"), 1, &r.eval_ids, &r.n_eval);
-        if (s == LOSA_OK && r.n_eval < r.eval_S)
-            s = core_err(LOSA_ERR_ARG, "%s: data.eval_text %s: %lld tokens, fewer than one window "
-                         "of eval.seqlen %d", argv[1], deck_str(dk, "data.eval_text"),
-                         (long long)r.n_eval, r.eval_S);
-    }
-    if (s == LOSA_OK && r.mode != LOSA_MODE_PRUNE)
-        s = lora_data_load(d, deck_str(dk, "data.train"),
-                           lora_data_format_from_string(deck_str(dk, "data.train_format")),
-                           &r.tok, r.tc.T, &r.ds);
-    if (cli_fail(d, "run", s)) {
-        losa_run_free(&r);
-        deck_free(&dk);
-        return 1;
-    }
-    s = losa_run_execute(&r);
+    if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_inputs_load_data(d, &rs, &in);
     int rc = cli_fail(d, "run", s);
+    if (rc == 0) rc = cli_fail(d, "run", losa_run_execute(&r));
     if (rc == 0) {
-        print_table(&r);
-        core_log("run directory: %s (run.h5, model.h5)\n", r.dir);
-    }
-    if (rc == 0 && json) {
-        cJSON *o = cJSON_CreateObject();
-        json_num(o, "dense_ppl", r.dense_ppl);
-        if (r.have[LOSA_MODE_PRUNE]) json_num(o, "pruned_ppl", r.res[LOSA_MODE_PRUNE].ppl);
-        if (r.have[LOSA_MODE_LORA]) json_num(o, "lora_ppl", r.res[LOSA_MODE_LORA].ppl);
-        if (r.have[LOSA_MODE_LOSA]) json_num(o, "losa_ppl", r.res[LOSA_MODE_LOSA].ppl);
-        int last = r.have[LOSA_MODE_LOSA] ? LOSA_MODE_LOSA : r.have[LOSA_MODE_LORA] ? LOSA_MODE_LORA
-                                                                                  : LOSA_MODE_PRUNE;
-        json_num(o, "sparsity", r.res[last].sparsity);
-        json_num(o, "seconds", core_time() - r.t0);
-        cJSON_AddStringToObject(o, "run_dir", r.dir);
-        cli_json_emit(d, o);
+        print_table(&r.out, rs.prune.pc.method);
+        core_log("run directory: %s (run.h5, model.h5)\n", rs.output.dir.path);
+        if (json) run_json(d, &r);
     }
     losa_run_free(&r);
+    losa_inputs_free(&in);
+    run_settings_free(&rs);
     deck_free(&dk);
     return rc;
 }

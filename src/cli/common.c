@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "io.h"
+#include "losa.h"
 
 losa_status cli_bcast_file(dist_ctx *d, const char *path, char **data,
                            size_t *size)
@@ -98,21 +99,7 @@ losa_status cli_sparse_build(dist_ctx *d, const char *path, const model_stage *s
 losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
                               const char *path, int bos, int **ids, int64_t *n)
 {
-    char *text;
-    size_t len;
-    *ids = NULL;
-    *n = 0;
-    losa_status s = cli_bcast_file(d, path, &text, &len);
-    if (s != LOSA_OK) return s;
-    int64_t cnt = 0;
-    if (dist_rank(d) == 0) s = tok_encode(tok, text, len, bos, 0, ids, &cnt);
-    free(text);
-    if ((s = dist_agree(d, s)) != LOSA_OK) return s;
-    dist_bcast(d, &cnt, sizeof cnt, 0);
-    if (dist_rank(d) != 0) *ids = malloc(sizeof(int) * (cnt ? cnt : 1));
-    dist_bcast(d, *ids, sizeof(int) * cnt, 0);
-    *n = cnt;
-    return LOSA_OK;
+    return losa_tokenize_file(d, tok, path, bos, ids, n);
 }
 
 /* Prints (rank 0) and frees the one JSON object of --json output. */

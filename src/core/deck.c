@@ -364,6 +364,21 @@ int deck_is_set(const deck *dk, const char *key)
     return i >= 0 && dk->val[i] != NULL;
 }
 
+int deck_key_line(const deck *dk, const char *key)
+{
+    int i = schema_find(key);
+    if (i < 0 || !dk->val[i]) return -1;
+    return dk->line[i];
+}
+
+const char *deck_name(const deck *dk) { return dk->name; }
+
+const deck_key *deck_schema_key(const char *key)
+{
+    int i = schema_find(key);
+    return i < 0 ? NULL : &deck_schema[i];
+}
+
 char *deck_dump(const deck *dk, const char *sections)
 {
     size_t cap = 4096, len = 0;

@@ -54,7 +54,6 @@ losa_status losa_alloc_from_string(const char *s, losa_alloc *a)
     return core_err(LOSA_ERR_ARG, "unknown allocator '%s' (expected rmi, mi_proportional or uniform)", s);
 }
 
-const char *losa_alloc_str(losa_alloc a) { return alloc_names[a]; }
 
 void losa_rmi_importance(double *imp, const double *cka, int L, double beta)
 {
@@ -222,26 +221,6 @@ void losa_train_slice(int t, int T, int64_t n_step, int64_t n_last, int64_t n, i
     if (b > n) b = n;
     *first = a;
     *count = b - a;
-}
-
-void losa_compat_from_deck(const deck *dk, losa_compat *c, lora_train_config *tc,
-                           lora_config *lc)
-{
-    int ref = c->reference = !strcmp(deck_str(dk, "losa.compat"), "reference");
-#define COMPAT(key) (ref && !deck_is_set(dk, key))
-    c->sparsity_floor = COMPAT("losa.sparsity_floor") ? 0 : deck_bool(dk, "losa.sparsity_floor");
-    const char *v = COMPAT("losa.rank_rebalance") ? "one_pass" : deck_str(dk, "losa.rank_rebalance");
-    c->rebalance = !strcmp(v, "one_pass") ? LOSA_REBALANCE_ONE_PASS : LOSA_REBALANCE_EXACT;
-    v = COMPAT("losa.rank_cap") ? "slice" : deck_str(dk, "losa.rank_cap");
-    c->rank_cap = !strcmp(v, "slice") ? LOSA_RANK_CAP_SLICE : LOSA_RANK_CAP_REDISTRIBUTE;
-    c->rank_max = (int)deck_int(dk, "losa.rank_max");
-    v = COMPAT("data.train_slices") ? "reference" : deck_str(dk, "data.train_slices");
-    c->slices = !strcmp(v, "reference") ? LOSA_TRAIN_SLICES_REFERENCE : LOSA_TRAIN_SLICES_LOSA;
-    c->group_by_length = COMPAT("data.group_by_length") ? 1 : deck_bool(dk, "data.group_by_length");
-    if (lc && COMPAT("lora.r_max")) lc->r_max = 8;
-    if (tc && COMPAT("train.seed")) tc->seed = 42;
-    if (lc && tc) lc->seed = tc->seed;
-#undef COMPAT
 }
 
 void losa_decision_init(losa_decision *dc, int L)

@@ -1,0 +1,352 @@
+/* The LoSA phase of `losa run` (ALGORITHM.md section 2).  Step t (1..T):
+ * the adapted weights are merged, the layer sparsities decided from the
+ * representations (CKA -> RMI -> bounded LP) and the model pruned to them
+ * against the dense reference outputs; the adapters are unmerged under the
+ * new mask, the ranks decided from the reconstruction errors (mean
+ * losa_rank_mean(t)), and the adapters trained on the step's examples.  A
+ * checkpoint after every step; a run resumes after the last complete one.
+ * Collective (world) throughout. */
+#include "run_internal.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Dense reference outputs on disk: one dataset per layer, (Nmine*S, D), in
+ * the stage's (and replica's) shard; read back one layer at a time. */
+typedef struct {
+    io_store *io;        /* while writing, then reading */
+    float *buf;          /* (Nmine*S, D) one layer */
+    int64_t shape[2];
+    int layer0;
+    char path[1300];
+} dense_disk;
+
+static losa_status dense_sink(void *ctx, int l, const float *X)
+{
+    dense_disk *dd = ctx;
+    char name[64];
+    snprintf(name, sizeof name, "/dense/%d", dd->layer0 + l);
+    return io_store_write_tensor(dd->io, name, X, 2, dd->shape);
+}
+
+static losa_status dense_disk_write(losa_run *r, const model_stage *s, dense_disk *dd)
+{
+    dist_ctx *d = r->d;
+    const data_settings *ds = &r->set->data;
+    int Nm = calib_windows_mine(d, ds->calib_n);
+    dd->shape[0] = (int64_t)(Nm > 0 ? Nm : 1) * ds->calib_seqlen;
+    dd->shape[1] = s->cfg.dim;
+    dd->layer0 = s->layer0;
+    snprintf(dd->path, sizeof dd->path, "%s/ckpt/dense_%d_%d.h5", r->set->output.dir.path,
+             dist_stage(d), dist_replica(d));
+    losa_status st = io_store_create(&dd->io, dd->path);
+    if (st == LOSA_OK)
+        st = io_store_reserve(dd->io, dd->shape[0] * dd->shape[1] * 4 * s->n_layers +
+                                          H5_PER_DATASET * s->n_layers + H5_TENSOR_FILE);
+    if ((st = dist_agree(d, st)) != LOSA_OK) {
+        io_store_close(&dd->io);
+        return st;
+    }
+    st = calib_dense_stream(d, s, r->in->calib, ds->calib_n, ds->calib_seqlen, LOSA_CALIB_CHUNK,
+                            dense_sink, dd);
+    if (st == LOSA_OK) st = io_store_commit(&dd->io);
+    else io_store_close(&dd->io);
+    if (st == LOSA_OK) st = io_store_open(&dd->io, dd->path);
+    dd->buf = core_calloc((size_t)(dd->shape[0] * dd->shape[1]), sizeof(float));
+    core_log("   dense reference outputs: %s (%.1f MB per layer)\n", dd->path,
+             dd->shape[0] * dd->shape[1] * 4 / 1e6);
+    return dist_agree(d, st);
+}
+
+static const float *dense_disk_layer(void *ctx, int l)
+{
+    dense_disk *dd = ctx;
+    char name[64];
+    snprintf(name, sizeof name, "/dense/%d", dd->layer0 + l);
+    return io_store_read_tensor(dd->io, name, dd->buf, 2, dd->shape) == LOSA_OK ? dd->buf : NULL;
+}
+
+static void dense_disk_close(dense_disk *dd)
+{
+    io_store_close(&dd->io);
+    core_free(dd->buf);
+    dd->buf = NULL;
+}
+
+/* What the loop carries from step to step. */
+typedef struct {
+    lora_adapters ad;
+    float *dense;         /* dense reference outputs of the stage's layers in memory, or */
+    dense_disk disk;      /* ... in its HDF5 shard (losa.dense_ref = disk) */
+    double *grams;        /* (L+1, n, n) centred Gram matrices, n = losa.rmi_n */
+    double *cur;          /* (L) current layer sparsities */
+    double *err_local;    /* (L) reconstruction errors of this stage's layers */
+    losa_decision dc;
+    int64_t stream;       /* training examples the steps took so far */
+    double t_start;       /* core_time() at the start of the phase */
+} losa_loop;
+
+static void loop_free(losa_loop *lp, model_stage *s)
+{
+    losa_decision_free(&lp->dc);
+    core_free(lp->grams);
+    core_free(lp->dense);
+    dense_disk_close(&lp->disk);
+    lora_adapters_free(&lp->ad, s);
+    memset(lp, 0, sizeof *lp);
+}
+
+/* The last usable checkpoint into s, ad and the history: a damaged one is
+ * set aside and the step before tried; if none is left after a damaged
+ * one, from the start (dense weights, fresh adapters, empty history).
+ * *done = the steps done. */
+static losa_status resume(losa_run *r, model_stage *s, lora_adapters *ad, int *done)
+{
+    dist_ctx *d = r->d;
+    losa_status st = LOSA_OK;
+    int t = dist_rank(d) == 0 ? losa_ckpt_last(r) : 0, damaged = 0;
+    dist_bcast(d, &t, sizeof t, 0);
+    while (t > 0 && (st = losa_ckpt_read(r, t, s, ad)) != LOSA_OK) {
+        damaged = 1;
+        st = dist_rank(d) == 0 ? losa_ckpt_set_aside(r, t) : LOSA_OK;
+        if ((st = dist_agree(d, st)) != LOSA_OK) return st;
+        t = dist_rank(d) == 0 ? losa_ckpt_last(r) : 0;
+        dist_bcast(d, &t, sizeof t, 0);
+    }
+    *done = t;
+    if (damaged && t == 0) {
+        lora_adapters_free(ad, s);
+        losa_history_reset(&r->hist);
+        st = losa_run_reload_dense(r, s);
+        if (st == LOSA_OK) st = lora_adapters_build(ad, s, &r->set->lora.lc);
+        return dist_agree(d, st);
+    }
+    if (t > 0) {
+        core_log("== LoSA: resuming after step %d of %d (%s/ckpt/step_%d)\n", t,
+                 r->set->losa.steps, r->set->output.dir.path, t);
+        lora_delta_update(ad, s);
+        lora_attach(ad, s);
+        /* the time of the earlier invocations up to that step */
+        double prev[2] = {r->hist.elapsed[(t - 1) * 2], r->hist.elapsed[(t - 1) * 2 + 1]};
+        dist_bcast(d, prev, sizeof prev, 0);
+        r->out.prev_losa_s = prev[0];
+        r->out.prev_run_s = prev[1];
+    }
+    return LOSA_OK;
+}
+
+/* Dense reference outputs of this stage's layers (recomputed on resume
+ * from the dense store: deterministic), in memory or in the stage's HDF5
+ * shard ckpt/dense_<stage>_<replica>.h5 (losa.dense_ref = disk). */
+static losa_status dense_refs(losa_run *r, losa_loop *lp)
+{
+    const data_settings *ds = &r->set->data;
+    model_stage dense_st;
+    memset(&dense_st, 0, sizeof dense_st);
+    losa_status st = model_stage_for_rank(&dense_st, &r->in->cfg, r->d);
+    if (st == LOSA_OK) st = losa_run_reload_dense(r, &dense_st);
+    if (st == LOSA_OK && r->set->losa.dense_on_disk) st = dense_disk_write(r, &dense_st, &lp->disk);
+    else if (st == LOSA_OK)
+        st = calib_dense_outputs(r->d, &dense_st, r->in->calib, ds->calib_n, ds->calib_seqlen,
+                                 LOSA_CALIB_CHUNK, &lp->dense);
+    model_stage_free(&dense_st);
+    return dist_agree(r->d, st);
+}
+
+/* Step t's layer sparsities (lp->dc), after merging the adapters: the
+ * pruner sees the adapted weights. */
+static losa_status step_decide(losa_run *r, model_stage *s, losa_loop *lp, int t)
+{
+    const run_settings *rs = r->set;
+    int L = r->in->cfg.n_layers;
+    lora_merge(&lp->ad, s);
+    losa_status st = calib_layer_grams(r->d, s, r->in->calib, rs->losa.rmi_n,
+                                       rs->data.calib_seqlen, LOSA_CALIB_CHUNK, lp->grams);
+    losa_run_layer_sparsities(r->d, s, lp->cur);
+    losa_decide_sparsity(&lp->dc, rs->losa.allocator, lp->grams, rs->losa.rmi_n,
+                         rs->prune.pc.sparsity, t, rs->losa.steps, rs->losa.beta,
+                         rs->losa.compat.sparsity_floor ? lp->cur : NULL);
+    core_log("== LoSA step %d/%d: s_t %.4f, layer sparsity", t, rs->losa.steps, lp->dc.s_t);
+    for (int l = 0; l < L; l++) core_log(" %.3f", lp->dc.sparsity[l]);
+    core_log("\n");
+    return st;
+}
+
+/* After pruning: unmerge with the new mask (W_eff = W + Delta (.) M_new is
+ * the pruned merged weight; training continues from the same A, B), then
+ * the ranks from the reconstruction errors (the collective step). */
+static losa_status step_ranks(losa_run *r, model_stage *s, losa_loop *lp,
+                              const calib_prune_result *pr, int t)
+{
+    const run_settings *rs = r->set;
+    const losa_compat *c = &rs->losa.compat;
+    const lora_config *lc = &rs->lora.lc;
+    int L = r->in->cfg.n_layers;
+    lora_delta_update(&lp->ad, s);
+    lora_unmerge(&lp->ad, s);
+    memset(lp->err_local, 0, sizeof(double) * L);
+    if (dist_replica(r->d) == 0)
+        for (int l = 0; l < s->n_layers; l++)
+            lp->err_local[s->layer0 + l] = pr->recon_err[s->layer0 + l];
+    int R = losa_rank_mean(t);
+    losa_collective_ranks(r->d, &lp->dc, lp->err_local, R, LOSA_RANK_MIN,
+                          losa_rank_bound(c->rank_cap, c->rank_max, lc->r_max),
+                          rs->losa.rank_fixed ? lc->rank : 0, c->rebalance);
+    losa_rank_active(lp->dc.rank_active, lp->dc.rank, L, c->rank_cap, lc->r_max);
+    losa_status st = LOSA_OK;
+    for (int l = 0; l < s->n_layers && st == LOSA_OK; l++)
+        st = lora_set_rank(&lp->ad, l, lp->dc.rank_active[s->layer0 + l]);
+    lora_delta_update(&lp->ad, s);
+    core_log("   ranks");
+    for (int l = 0; l < L; l++) core_log(" %d", lp->dc.rank[l]);
+    core_log("  (mean %d)\n", R);
+    return st;
+}
+
+/* Step t's training on its examples: the next stretch of the stream, or
+ * (data.train_slices = reference) the reference script's fixed range. */
+static losa_status step_train(losa_run *r, model_stage *s, losa_loop *lp, int t, double **loss,
+                              int64_t *nl, double *seconds)
+{
+    const run_settings *rs = r->set;
+    int T = rs->losa.steps;
+    int64_t n_t = t < T ? rs->losa.samples_step : rs->losa.samples_last, first = lp->stream;
+    int64_t range_n = 0;
+    losa_status st = LOSA_OK;
+    if (rs->data.train_slices == LOSA_TRAIN_SLICES_REFERENCE) {
+        losa_train_slice(t, T, rs->losa.samples_step, rs->losa.samples_last, r->in->ds.n, &first,
+                         &n_t);
+        range_n = n_t;
+        if (n_t == 0)
+            st = core_err(LOSA_ERR_ARG, "data.train_slices = reference: step %d's range starts at "
+                          "example %lld but data.train has only %lld", t, (long long)first,
+                          (long long)r->in->ds.n);
+    }
+    char label[64];
+    snprintf(label, sizeof label, "LoSA step %d train", t);
+    uint64_t seed = rs->train.tc.seed * LOSA_SEED_MUL + LOSA_SEED_STEP + t;
+    if (st == LOSA_OK)
+        st = losa_run_train(r, s, &lp->ad, first, range_n, n_t, seed, label, loss, nl, seconds);
+    lp->stream += n_t;
+    return st;
+}
+
+/* Step t's row of the history (identical on every rank; rank 0 writes it). */
+static void step_record(losa_run *r, const losa_loop *lp, int t, const calib_prune_result *pr,
+                        double ppl, const double *loss, int64_t nl, const double secs[4])
+{
+    losa_history *h = &r->hist;
+    const losa_decision *dc = &lp->dc;
+    int64_t L = h->L, k = t - 1;
+    h->s_t[k] = dc->s_t;
+    memcpy(h->sparsity + k * L, dc->sparsity, sizeof(double) * L);
+    memcpy(h->measured + k * L, pr->sparsity, sizeof(double) * L);
+    memcpy(h->importance + k * L, dc->importance, sizeof(double) * L);
+    memcpy(h->cka + k * (L + 1) * (L + 1), dc->cka, sizeof(double) * (L + 1) * (L + 1));
+    memcpy(h->recon + k * L, pr->recon_err, sizeof(double) * L);
+    memcpy(h->rank + k * L, dc->rank, sizeof(int) * L);
+    memcpy(h->rank_active + k * L, dc->rank_active, sizeof(int) * L);
+    h->ppl[k] = ppl;
+    h->loss_len[k] = (int)(nl < h->loss_cap ? nl : h->loss_cap);
+    for (int64_t i = 0; i < h->loss_len[k]; i++) h->loss[k * h->loss_cap + i] = loss ? loss[i] : NAN;
+    memcpy(h->secs + k * 4, secs, sizeof(double) * 4);
+    h->elapsed[k * 2 + 0] = r->out.prev_losa_s + (core_time() - lp->t_start);
+    h->elapsed[k * 2 + 1] = r->out.prev_run_s + (core_time() - r->out.t0);
+}
+
+/* LoSA step t (1..T), then its checkpoint. */
+static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
+{
+    const run_settings *rs = r->set;
+    dist_ctx *d = r->d;
+    double tg = core_time();
+    losa_status st = step_decide(r, s, lp, t);
+    double tp = core_time();
+    calib_prune_opts o = {.pc = rs->prune.pc, .layer_sparsity = lp->dc.sparsity,
+                          .chunk = LOSA_CALIB_CHUNK,
+                          .dense_layer = rs->losa.dense_on_disk ? dense_disk_layer : NULL,
+                          .dense_ctx = &lp->disk};
+    calib_prune_result pr;
+    memset(&pr, 0, sizeof pr);
+    if (st == LOSA_OK)
+        st = calib_prune_model(d, s, r->in->calib, rs->data.calib_n, rs->data.calib_seqlen, &o,
+                               lp->dense, &pr);
+    if (st != LOSA_OK) {
+        calib_result_free(&pr);
+        return st;
+    }
+    st = step_ranks(r, s, lp, &pr, t);
+    double tt = core_time();
+    /* test hook (LOSA_FAULT_KILL): the last rank dies in the middle of step t */
+    if (r->hooks.kill_step == t && dist_rank(d) == dist_size(d) - 1) raise(SIGKILL);
+    double *loss = NULL, train_s = 0;
+    int64_t nl = 0;
+    if (st == LOSA_OK) st = step_train(r, s, lp, t, &loss, &nl, &train_s);
+    double te = core_time(), ppl = NAN;
+    if (st == LOSA_OK && rs->eval.each_step && t < rs->losa.steps) {
+        lora_merge(&lp->ad, s);
+        ppl = losa_run_ppl(r, s);
+        lora_unmerge(&lp->ad, s);
+        core_log("   step %d: ppl %.4f\n", t, ppl);
+    }
+    double secs[4] = {tp - tg, tt - tp, train_s, core_time() - te};
+    step_record(r, lp, t, &pr, ppl, loss, nl, secs);
+    core_free(loss);
+    calib_result_free(&pr);
+    if (st == LOSA_OK) st = losa_ckpt_write(r, t, s, &lp->ad);
+    if (st == LOSA_OK && r->hooks.stop_after == t) {
+        core_log("== stopping after step %d as asked (--stop-after)\n", t);
+        st = core_err(LOSA_ERR_ARG, "stopped after step %d (--stop-after); run again to resume", t);
+    }
+    return dist_agree(d, st);
+}
+
+/* The final merge (an ordinary sparse model, no adapter at inference: the
+ * pattern must not change) and the numbers of the LoSA model. */
+static losa_status losa_finish(losa_run *r, model_stage *s, losa_loop *lp, losa_result *res)
+{
+    dist_ctx *d = r->d;
+    losa_status st = LOSA_OK;
+    int64_t z0 = calib_stage_zeros(s, NULL);
+    int64_t flips = lora_merge(&lp->ad, s);
+    double v[2] = {(double)flips, (double)(calib_stage_zeros(s, NULL) - z0)};
+    if (dist_replica(d) != 0) v[0] = v[1] = 0;
+    dist_sum_doubles(d, v, 2);
+    if (v[0] != 0 || v[1] != 0)
+        st = core_err(LOSA_ERR_INTERNAL, "final merge changed the sparsity pattern (%g flips)", v[0]);
+    res->sparsity = losa_run_sparsity(d, s);
+    res->ppl = losa_run_ppl(r, s);
+    res->seconds = r->out.prev_losa_s + (core_time() - lp->t_start); /* over the invocations */
+    res->train_seconds = 0;
+    for (int t = 0; t < r->hist.T; t++) res->train_seconds += r->hist.secs[t * 4 + 2];
+    core_log("   LoSA: sparsity %.4f  ppl %.4f  (%.1fs)\n", res->sparsity, res->ppl, res->seconds);
+    return st;
+}
+
+losa_status losa_phase_losa(losa_run *r, model_stage *s, losa_result *res)
+{
+    const run_settings *rs = r->set;
+    dist_ctx *d = r->d;
+    int L = r->in->cfg.n_layers, T = rs->losa.steps, n = rs->losa.rmi_n;
+    losa_loop lp;
+    memset(&lp, 0, sizeof lp);
+    lp.t_start = core_time();
+    losa_status st = lora_adapters_build(&lp.ad, s, &rs->lora.lc);
+    if ((st = dist_agree(d, st)) != LOSA_OK) return st;
+    int done = 0;
+    st = resume(r, s, &lp.ad, &done);
+    if (st == LOSA_OK) st = dense_refs(r, &lp);
+    if (st == LOSA_OK) {
+        lp.grams = core_calloc((size_t)(L + 1) * n * n + 2 * (size_t)L, sizeof(double));
+        lp.cur = lp.grams + (size_t)(L + 1) * n * n;
+        lp.err_local = lp.cur + L;
+        losa_decision_init(&lp.dc, L);
+        for (int t = 1; t <= done; t++) lp.stream += t < T ? rs->losa.samples_step : rs->losa.samples_last;
+    }
+    for (int t = done + 1; t <= T && st == LOSA_OK; t++) st = losa_step(r, s, &lp, t);
+    if (st == LOSA_OK) st = losa_finish(r, s, &lp, res);
+    loop_free(&lp, s);
+    return dist_agree(d, st);
+}
