@@ -183,8 +183,8 @@ static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
         snprintf(par.where, sizeof par.where, "--ranks %d", ranks_opt);
         ranks = ranks_opt;
     } else if (s == LOSA_OK && par.pp == 0) {
-        s = core_err(LOSA_ERR_ARG, "%s: parallel.pp = 0 (ranks / dp): give --ranks N or set "
-                     "parallel.pp", par.where);
+        s = core_err(LOSA_ERR_ARG, "%s: 0 (ranks / dp): give --ranks N or set the number of "
+                     "pipeline stages", par.where);
     }
     if (s == LOSA_OK) s = parallel_settings_layout(&par, ranks, &p->c, &p->pp, &p->dp);
     run_settings_free(&rs);

@@ -163,9 +163,9 @@ static losa_status check_same_run(const losa_run *r, const char *what, char *txt
 {
     if (pp != dist_n_stages(r->d) || dp != dist_n_replicas(r->d)) {
         free(txt);
-        return core_err(LOSA_ERR_ARG, "%s: layout changed: %d ranks now (pp %d x dp %d), %d in the "
-                        "run (pp %d x dp %d): resume with the run's layout or choose another "
-                        "output.dir", what, dist_size(r->d), dist_n_stages(r->d),
+        return core_err(LOSA_ERR_ARG, "%s: layout changed: %d ranks now (pp %d x dp %d), %d in "
+                        "the run (pp %d x dp %d): resume with the run's layout or choose "
+                        "another output.dir", what, dist_size(r->d), dist_n_stages(r->d),
                         dist_n_replicas(r->d), pp * dp, pp, dp);
     }
     deck *was = NULL;
