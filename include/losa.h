@@ -258,6 +258,10 @@ typedef struct {
     double prev_run_s, prev_losa_s; /* seconds of earlier invocations kept by the resume point */
 } losa_results;
 
+/* Columns of losa_history .secs (seconds of a step's phases) and .elapsed. */
+enum { LOSA_SECS_DECIDE = 0, LOSA_SECS_PRUNE, LOSA_SECS_TRAIN, LOSA_SECS_EVAL, LOSA_N_SECS };
+enum { LOSA_ELAPSED_LOSA = 0, LOSA_ELAPSED_RUN, LOSA_N_ELAPSED };
+
 /* Per-step metrics of the LoSA loop, (T, ...) row-major, rank 0 writes;
  * one allocation (block) holds them all. */
 typedef struct {
@@ -271,9 +275,9 @@ typedef struct {
     double *recon;      /* (T, L) reconstruction errors */
     double *ppl;        /* (T) perplexity after the step (NaN if not measured) */
     double *loss;       /* (T, loss_cap) training loss per optimizer step */
-    double *secs;       /* (T, 4) grams+allocation, prune, train, eval */
-    double *elapsed;    /* (T, 2) LoSA-phase and whole-run seconds at the end
-                           of the step, summed over the invocations */
+    double *secs;       /* (T, LOSA_N_SECS) grams+allocation, prune, train, eval */
+    double *elapsed;    /* (T, LOSA_N_ELAPSED) LoSA-phase and whole-run seconds at
+                           the end of the step, summed over the invocations */
     int *rank;          /* (T, L) allocated */
     int *rank_active;   /* (T, L) adapter rows used */
     int *loss_len;      /* (T) */

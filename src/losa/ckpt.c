@@ -20,8 +20,10 @@ void losa_history_init(losa_history *h, int T, int L, int64_t loss_cap)
     h->L = L;
     h->loss_cap = loss_cap;
     int64_t t = T, l = L;
-    int64_t nd = t * (1 + 4 * l + (l + 1) * (l + 1) + 1 + loss_cap + 4 + 2); /* doubles */
-    int64_t ni = t * (2 * l + 1);                                           /* ints */
+    /* doubles: s_t, 4 x (L) tables, cka, ppl, loss, secs, elapsed; ints:
+     * rank, rank_active, loss_len (after the doubles: aligned) */
+    int64_t nd = t * (1 + 4 * l + (l + 1) * (l + 1) + 1 + loss_cap + LOSA_N_SECS + LOSA_N_ELAPSED);
+    int64_t ni = t * (2 * l + 1);
     h->block = core_calloc((size_t)(nd * (int64_t)sizeof(double) + ni * (int64_t)sizeof(int)), 1);
     double *p = h->block;
     h->s_t = p, p += t;
@@ -32,8 +34,8 @@ void losa_history_init(losa_history *h, int T, int L, int64_t loss_cap)
     h->recon = p, p += t * l;
     h->ppl = p, p += t;
     h->loss = p, p += t * loss_cap;
-    h->secs = p, p += t * 4;
-    h->elapsed = p, p += t * 2;
+    h->secs = p, p += t * LOSA_N_SECS;
+    h->elapsed = p, p += t * LOSA_N_ELAPSED;
     int *q = (int *)p;
     h->rank = q, q += t * l;
     h->rank_active = q, q += t * l;
@@ -43,10 +45,8 @@ void losa_history_init(losa_history *h, int T, int L, int64_t loss_cap)
 
 void losa_history_reset(losa_history *h)
 {
-    int64_t T = h->T, L = h->L;
-    memset(h->block, 0, (size_t)((char *)(h->loss_len + T) - (char *)h->block));
-    for (int64_t t = 0; t < T; t++) h->ppl[t] = NAN;
-    (void)L;
+    memset(h->block, 0, (size_t)((char *)(h->loss_len + h->T) - (char *)h->block));
+    for (int t = 0; t < h->T; t++) h->ppl[t] = NAN;
 }
 
 void losa_history_free(losa_history *h)
@@ -79,7 +79,7 @@ static int metric_table(const losa_history *h, metric_ds *m)
         {"/losa/steps/ppl", h->ppl, NULL, 1, {T}},
         {"/losa/steps/loss", h->loss, NULL, 2, {T, h->loss_cap}},
         {"/losa/steps/loss_len", NULL, h->loss_len, 1, {T}},
-        {"/losa/steps/seconds", h->secs, NULL, 2, {T, 4}},
+        {"/losa/steps/seconds", h->secs, NULL, 2, {T, LOSA_N_SECS}},
     };
     int n = (int)(sizeof t / sizeof t[0]);
     memcpy(m, t, sizeof t);
@@ -96,7 +96,7 @@ losa_status losa_history_write(const losa_history *h, io_store *io, int upto)
     for (int k = 0; k < n && s == LOSA_OK; k++)
         s = m[k].d ? io_store_write_doubles(io, m[k].name, m[k].d, m[k].ndim, m[k].shape)
                    : io_store_write_ints(io, m[k].name, m[k].i, m[k].ndim, m[k].shape);
-    int64_t sh2[2] = {h->T, 2};
+    int64_t sh2[2] = {h->T, LOSA_N_ELAPSED};
     if (s == LOSA_OK) s = io_store_write_doubles(io, "/losa/steps/elapsed", h->elapsed, 2, sh2);
     return s;
 }
@@ -111,14 +111,15 @@ static losa_status history_read(losa_history *h, io_store *io)
                    : io_store_read_ints(io, m[k].name, m[k].i, m[k].ndim, m[k].shape);
     /* elapsed seconds: absent in checkpoints of an older losa (then the
      * steps' own phase times stand for them) */
-    int64_t sh2[2] = {h->T, 2};
+    int64_t sh2[2] = {h->T, LOSA_N_ELAPSED};
     if (s == LOSA_OK && io_store_has(io, "/losa/steps/elapsed"))
         s = io_store_read_doubles(io, "/losa/steps/elapsed", h->elapsed, 2, sh2);
     else if (s == LOSA_OK) {
         double sum = 0;
         for (int t = 0; t < h->T; t++) {
-            for (int j = 0; j < 4; j++) sum += h->secs[t * 4 + j];
-            h->elapsed[t * 2] = h->elapsed[t * 2 + 1] = sum;
+            for (int j = 0; j < LOSA_N_SECS; j++) sum += h->secs[t * LOSA_N_SECS + j];
+            h->elapsed[t * LOSA_N_ELAPSED + LOSA_ELAPSED_LOSA] = sum;
+            h->elapsed[t * LOSA_N_ELAPSED + LOSA_ELAPSED_RUN] = sum;
         }
     }
     return s;

@@ -254,6 +254,7 @@ losa_status losa_run_execute(losa_run *r)
     int64_t per = (int64_t)rs->train.tc.B * rs->train.tc.grad_accum;
     int64_t most = rs->losa.samples_last > rs->losa.samples_step ? rs->losa.samples_last
                                                                  : rs->losa.samples_step;
+    /* a phase of n examples takes ceil(n / per) <= n / per + 1 optimizer steps */
     losa_history_init(&r->hist, rs->losa.steps, L, most / per + 2);
     r->out.prune_recon = core_calloc((size_t)L, sizeof(double));
     r->out.dense_ppl = NAN;

@@ -129,10 +129,11 @@ static losa_status resume(losa_run *r, model_stage *s, lora_adapters *ad, int *d
         lora_delta_update(ad, s);
         lora_attach(ad, s);
         /* the time of the earlier invocations up to that step */
-        double prev[2] = {r->hist.elapsed[(t - 1) * 2], r->hist.elapsed[(t - 1) * 2 + 1]};
+        double prev[LOSA_N_ELAPSED];
+        memcpy(prev, r->hist.elapsed + (t - 1) * LOSA_N_ELAPSED, sizeof prev);
         dist_bcast(d, prev, sizeof prev, 0);
-        r->out.prev_losa_s = prev[0];
-        r->out.prev_run_s = prev[1];
+        r->out.prev_losa_s = prev[LOSA_ELAPSED_LOSA];
+        r->out.prev_run_s = prev[LOSA_ELAPSED_RUN];
     }
     return LOSA_OK;
 }
@@ -235,7 +236,8 @@ static losa_status step_train(losa_run *r, model_stage *s, losa_loop *lp, int t,
 
 /* Step t's row of the history (identical on every rank; rank 0 writes it). */
 static void step_record(losa_run *r, const losa_loop *lp, int t, const calib_prune_result *pr,
-                        double ppl, const double *loss, int64_t nl, const double secs[4])
+                        double ppl, const double *loss, int64_t nl,
+                        const double secs[LOSA_N_SECS])
 {
     losa_history *h = &r->hist;
     const losa_decision *dc = &lp->dc;
@@ -251,9 +253,10 @@ static void step_record(losa_run *r, const losa_loop *lp, int t, const calib_pru
     h->ppl[k] = ppl;
     h->loss_len[k] = (int)(nl < h->loss_cap ? nl : h->loss_cap);
     for (int64_t i = 0; i < h->loss_len[k]; i++) h->loss[k * h->loss_cap + i] = loss ? loss[i] : NAN;
-    memcpy(h->secs + k * 4, secs, sizeof(double) * 4);
-    h->elapsed[k * 2 + 0] = r->out.prev_losa_s + (core_time() - lp->t_start);
-    h->elapsed[k * 2 + 1] = r->out.prev_run_s + (core_time() - r->out.t0);
+    memcpy(h->secs + k * LOSA_N_SECS, secs, sizeof(double) * LOSA_N_SECS);
+    double *el = h->elapsed + k * LOSA_N_ELAPSED;
+    el[LOSA_ELAPSED_LOSA] = r->out.prev_losa_s + (core_time() - lp->t_start);
+    el[LOSA_ELAPSED_RUN] = r->out.prev_run_s + (core_time() - r->out.t0);
 }
 
 /* LoSA step t (1..T), then its checkpoint. */
@@ -291,7 +294,8 @@ static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
         lora_unmerge(&lp->ad, s);
         core_log("   step %d: ppl %.4f\n", t, ppl);
     }
-    double secs[4] = {tp - tg, tt - tp, train_s, core_time() - te};
+    double secs[LOSA_N_SECS] = {[LOSA_SECS_DECIDE] = tp - tg, [LOSA_SECS_PRUNE] = tt - tp,
+                                [LOSA_SECS_TRAIN] = train_s, [LOSA_SECS_EVAL] = core_time() - te};
     step_record(r, lp, t, &pr, ppl, loss, nl, secs);
     core_free(loss);
     calib_result_free(&pr);
@@ -320,7 +324,8 @@ static losa_status losa_finish(losa_run *r, model_stage *s, losa_loop *lp, losa_
     res->ppl = losa_run_ppl(r, s);
     res->seconds = r->out.prev_losa_s + (core_time() - lp->t_start); /* over the invocations */
     res->train_seconds = 0;
-    for (int t = 0; t < r->hist.T; t++) res->train_seconds += r->hist.secs[t * 4 + 2];
+    for (int t = 0; t < r->hist.T; t++)
+        res->train_seconds += r->hist.secs[t * LOSA_N_SECS + LOSA_SECS_TRAIN];
     core_log("   LoSA: sparsity %.4f  ppl %.4f  (%.1fs)\n", res->sparsity, res->ppl, res->seconds);
     return st;
 }
