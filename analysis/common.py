@@ -1,7 +1,8 @@
 """Reading `losa run` directories for the analysis scripts.
 
-A run directory holds run.h5 (written by src/losa/run.c: write_run_file,
-write_result, write_metrics) and optionally zero-shot results.  Everything
+A run directory holds run.h5 (written by src/losa/rundir.c:
+losa_rundir_write_run_file, write_result, and ckpt.c: losa_history_write)
+and optionally zero-shot results.  Everything
 here only reads those files; no model arithmetic is done.
 
 Zero-shot results are attached to a *method row* of the run ("dense",
