@@ -220,8 +220,8 @@ static hid_t io_lcpl(void)
 /* Create (replacing any existing) dataset name of file type ftype and write
  * x given in memory type mtype. */
 losa_status io_write_dataset(io_store *st, const char *name, hid_t ftype,
-                                    hid_t mtype, const void *x, int ndim,
-                                    const int64_t *shape)
+                             hid_t mtype, const void *x, int ndim,
+                             const int64_t *shape)
 {
     LOSA_CHECK(st->writable);
     LOSA_CHECK(ndim >= 1 && ndim <= IO_MAX_DIMS);
@@ -246,17 +246,25 @@ losa_status io_write_dataset(io_store *st, const char *name, hid_t ftype,
     return LOSA_OK;
 }
 
-/* Open dataset name, check its rank and shape equal (ndim, shape), read it as
- * mtype into x.  cls: expected HDF5 type class. */
-losa_status io_read_dataset(io_store *st, const char *name, H5T_class_t cls,
-                                   hid_t mtype, void *x, int ndim,
-                                   const int64_t *shape)
+/* Opens dataset name for reading; the error names the file and dataset. */
+static losa_status io_dataset_open(io_store *st, const char *name, hid_t *ds)
 {
     if (!io_path_exists(st->file, name))
         return core_err(LOSA_ERR_FORMAT, "%s: dataset %s is missing", st->path, name);
-    hid_t ds = H5Dopen2(st->file, name, H5P_DEFAULT);
-    if (ds < 0)
-        return core_err(LOSA_ERR_FORMAT, "%s: %s is not a dataset", st->path, name);
+    *ds = H5Dopen2(st->file, name, H5P_DEFAULT);
+    if (*ds < 0) return core_err(LOSA_ERR_FORMAT, "%s: %s is not a dataset", st->path, name);
+    return LOSA_OK;
+}
+
+/* Open dataset name, check its rank and shape equal (ndim, shape), read it as
+ * mtype into x.  cls: expected HDF5 type class. */
+losa_status io_read_dataset(io_store *st, const char *name, H5T_class_t cls,
+                            hid_t mtype, void *x, int ndim,
+                            const int64_t *shape)
+{
+    hid_t ds = -1;
+    losa_status open = io_dataset_open(st, name, &ds);
+    if (open != LOSA_OK) return open;
     hid_t ft = H5Dget_type(ds);
     H5T_class_t fc = H5Tget_class(ft);
     H5Tclose(ft);
@@ -330,11 +338,9 @@ losa_status io_store_read_ints(io_store *st, const char *name, int *x, int ndim,
 losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
                                   int64_t *shape)
 {
-    if (!io_path_exists(st->file, name))
-        return core_err(LOSA_ERR_FORMAT, "%s: dataset %s is missing", st->path, name);
-    hid_t ds = H5Dopen2(st->file, name, H5P_DEFAULT);
-    if (ds < 0)
-        return core_err(LOSA_ERR_FORMAT, "%s: %s is not a dataset", st->path, name);
+    hid_t ds = -1;
+    losa_status open = io_dataset_open(st, name, &ds);
+    if (open != LOSA_OK) return open;
     hid_t space = H5Dget_space(ds);
     int nd = H5Sget_simple_extent_ndims(space);
     losa_status s = LOSA_OK;
@@ -353,7 +359,7 @@ losa_status io_store_tensor_shape(io_store *st, const char *name, int *ndim,
 }
 
 losa_status io_dataset_check_shape(io_store *st, const char *name, int ndim,
-                                          const int64_t *shape)
+                                   const int64_t *shape)
 {
     int nd = 0;
     int64_t sh[IO_MAX_DIMS];
@@ -386,7 +392,7 @@ hid_t io_group_open(io_store *st, const char *obj, int create)
 }
 
 losa_status io_attr_write(io_store *st, hid_t obj, const char *key, hid_t ftype,
-                                 hid_t mtype, const void *v)
+                          hid_t mtype, const void *v)
 {
     if (H5Aexists(obj, key) > 0) H5Adelete(obj, key);
     hid_t sp = H5Screate(H5S_SCALAR);
@@ -405,13 +411,13 @@ losa_status io_attr_write_int(io_store *st, hid_t obj, const char *key, int v)
 }
 
 losa_status io_attr_write_double(io_store *st, hid_t obj, const char *key,
-                                        double v)
+                                 double v)
 {
     return io_attr_write(st, obj, key, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
 }
 
 losa_status io_attr_write_str(io_store *st, hid_t obj, const char *key,
-                                     const char *s)
+                              const char *s)
 {
     if (H5Aexists(obj, key) > 0) H5Adelete(obj, key);
     /* variable-length UTF-8: h5py reads it as str */
@@ -431,7 +437,7 @@ losa_status io_attr_write_str(io_store *st, hid_t obj, const char *key,
 /* Reads a scalar numeric attribute (converted to mtype). where names the
  * object in messages. */
 losa_status io_attr_read(io_store *st, hid_t obj, const char *where,
-                                const char *key, hid_t mtype, void *v)
+                         const char *key, hid_t mtype, void *v)
 {
     if (H5Aexists(obj, key) <= 0)
         return core_err(LOSA_ERR_FORMAT, "%s: %s: attribute %s is missing", st->path,
@@ -453,14 +459,14 @@ losa_status io_attr_read(io_store *st, hid_t obj, const char *where,
 }
 
 losa_status io_attr_read_int(io_store *st, hid_t obj, const char *where,
-                                    const char *key, int *v)
+                             const char *key, int *v)
 {
     return io_attr_read(st, obj, where, key, H5T_NATIVE_INT, v);
 }
 
 /* String attribute (fixed or variable length) -> malloc'd copy. */
 losa_status io_attr_read_str(io_store *st, hid_t obj, const char *where,
-                                    const char *key, char **out)
+                             const char *key, char **out)
 {
     *out = NULL;
     if (H5Aexists(obj, key) <= 0)
@@ -520,69 +526,60 @@ static void io_split_attr(const char *name, char *obj, size_t n, const char **ke
     }
 }
 
-/* Opens the group holding attribute path `name` ("group/key"; "key": the
- * root) into *g, created when writing; obj (n bytes) gets the group's
- * path and *key points into name.  On error *g < 0 and the status says
- * which file and group. */
-static losa_status io_attr_group(io_store *st, const char *name, int write, char *obj, size_t n,
-                                 const char **key, hid_t *g)
+/* An attribute named by path: "/a/b/key" is attribute key of group /a/b
+ * ("key" or "/key": of the root). */
+typedef struct {
+    char obj[1024];  /* the group's path */
+    const char *key; /* points into the name */
+    hid_t g;
+} io_attr_at;
+
+/* Opens the group of attribute path name (created when writing, which
+ * needs a writable store); on error the status names the file and group. */
+static losa_status io_attr_at_open(io_store *st, const char *name, int write, io_attr_at *a)
 {
-    io_split_attr(name, obj, n, key);
-    *g = io_group_open(st, obj, write);
-    if (*g >= 0) return LOSA_OK;
-    if (write) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, obj);
-    return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, obj);
+    if (write) LOSA_CHECK(st->writable);
+    io_split_attr(name, a->obj, sizeof a->obj, &a->key);
+    a->g = io_group_open(st, a->obj, write);
+    if (a->g >= 0) return LOSA_OK;
+    if (write) return core_err(LOSA_ERR_IO, "%s: cannot create group %s", st->tmp, a->obj);
+    return core_err(LOSA_ERR_FORMAT, "%s: group %s is missing", st->path, a->obj);
+}
+
+/* Closes the group; returns s (the status of the attribute operation). */
+static losa_status io_attr_at_close(io_attr_at *a, losa_status s)
+{
+    H5Oclose(a->g);
+    return s;
 }
 
 losa_status io_store_write_string(io_store *st, const char *name, const char *s)
 {
-    LOSA_CHECK(st->writable);
-    char obj[1024];
-    const char *key;
-    hid_t g;
-    losa_status r = io_attr_group(st, name, 1, obj, sizeof obj, &key, &g);
-    if (r != LOSA_OK) return r;
-    r = io_attr_write_str(st, g, key, s);
-    H5Oclose(g);
-    return r;
+    io_attr_at a;
+    losa_status r = io_attr_at_open(st, name, 1, &a);
+    return r != LOSA_OK ? r : io_attr_at_close(&a, io_attr_write_str(st, a.g, a.key, s));
 }
 
 losa_status io_store_read_string(io_store *st, const char *name, char **s)
 {
-    char obj[1024];
-    const char *key;
-    hid_t g;
+    io_attr_at a;
     *s = NULL;
-    losa_status r = io_attr_group(st, name, 0, obj, sizeof obj, &key, &g);
-    if (r != LOSA_OK) return r;
-    r = io_attr_read_str(st, g, obj, key, s);
-    H5Oclose(g);
-    return r;
+    losa_status r = io_attr_at_open(st, name, 0, &a);
+    return r != LOSA_OK ? r : io_attr_at_close(&a, io_attr_read_str(st, a.g, a.obj, a.key, s));
 }
 
 losa_status io_store_write_attr_int(io_store *st, const char *name, int v)
 {
-    LOSA_CHECK(st->writable);
-    char obj[1024];
-    const char *key;
-    hid_t g;
-    losa_status r = io_attr_group(st, name, 1, obj, sizeof obj, &key, &g);
-    if (r != LOSA_OK) return r;
-    r = io_attr_write_int(st, g, key, v);
-    H5Oclose(g);
-    return r;
+    io_attr_at a;
+    losa_status r = io_attr_at_open(st, name, 1, &a);
+    return r != LOSA_OK ? r : io_attr_at_close(&a, io_attr_write_int(st, a.g, a.key, v));
 }
 
 losa_status io_store_read_attr_int(io_store *st, const char *name, int *v)
 {
-    char obj[1024];
-    const char *key;
-    hid_t g;
-    losa_status r = io_attr_group(st, name, 0, obj, sizeof obj, &key, &g);
-    if (r != LOSA_OK) return r;
-    r = io_attr_read_int(st, g, obj, key, v);
-    H5Oclose(g);
-    return r;
+    io_attr_at a;
+    losa_status r = io_attr_at_open(st, name, 0, &a);
+    return r != LOSA_OK ? r : io_attr_at_close(&a, io_attr_read_int(st, a.g, a.obj, a.key, v));
 }
 
 /* ---- external links ------------------------------------------------------- */
