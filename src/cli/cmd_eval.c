@@ -183,7 +183,6 @@ static losa_status eval_zeroshot(dist_ctx *d, const model_stage *s, const tok_to
     return LOSA_OK;
 }
 
-
 /* ---- the command ---- */
 
 int cmd_eval(dist_ctx *d, int argc, char **argv)

@@ -465,7 +465,6 @@ losa_status eval_task_parse(eval_task *t, const char *ini_name,
     return s;
 }
 
-
 /* The 'data' key of a task file, read without parsing the rest. */
 static int zs_data_key(void *user, const char *section, const char *key, const char *value)
 {

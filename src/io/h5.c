@@ -601,7 +601,6 @@ losa_status io_store_link_external(io_store *st, const char *link_name, const ch
 
 /* ---- copy of a whole store ------------------------------------------------ */
 
-
 /* Root attribute visitor state for io_store_copy. */
 typedef struct {
     io_store *dst;

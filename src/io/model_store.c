@@ -9,12 +9,10 @@
 
 #define IO_FORMAT_VERSION 1
 
-
 void io_layer_name(char *buf, size_t n, int layer, const char *what)
 {
     snprintf(buf, n, "/layers/%d/%s", layer, what);
 }
-
 
 /* ---- config ----------------------------------------------------------------- */
 
