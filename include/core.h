@@ -61,6 +61,15 @@ double core_time(void);
 #define CORE_HUGE_PAGE ((size_t)2 << 20)
 #define CORE_HUGE_MIN ((size_t)4 << 20)
 void *core_calloc(size_t n, size_t size);
+/* The same contract (n * size checked for overflow, abort on out-of-memory)
+ * for plain blocks: malloc (not zeroed) and realloc of n elements of size
+ * bytes (0 bytes gives a valid block), and copies of strings (at most n
+ * bytes of s, NUL-terminated).  Any of these blocks may be freed with free()
+ * or core_free() and grown with core_realloc(). */
+void *core_malloc(size_t n, size_t size);
+void *core_realloc(void *p, size_t n, size_t size);
+char *core_strdup(const char *s);
+char *core_strndup(const char *s, size_t n);
 void core_free(void *p);
 
 /* Deterministic RNG (xorshift64*), seeded per purpose. */

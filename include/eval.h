@@ -1,4 +1,6 @@
-/* eval: perplexity (and, later, zero-shot scoring) through the pipeline. */
+/* eval: perplexity and zero-shot scoring through the pipeline.  A library:
+ * it reads no environment and no command line (losa eval resolves task and
+ * data paths, src/cli/cmd_eval.c). */
 #ifndef LOSA_EVAL_H
 #define LOSA_EVAL_H
 
@@ -31,7 +33,8 @@ losa_status eval_ppl(struct dist_ctx *d, const model_stage *s, const int *ids,
                      int64_t n, int S, int B, int max_windows,
                      eval_ppl_result *r);
 
-/* ---- zero-shot multiple-choice evaluation (src/eval/zeroshot.c) ----
+/* ---- zero-shot multiple-choice evaluation (src/eval/tasks.c: task files,
+ * items and requests; src/eval/zeroshot.c: scoring) ----
  *
  * Scoring follows lm-evaluation-harness's loglikelihood requests.  An item
  * has C choices; choice c is one request (context_c, continuation_c):
@@ -141,17 +144,5 @@ void eval_table_free(eval_table *tab);
 char *eval_hellaswag_preprocess(const char *text);
 /* Python's str.capitalize() for ASCII letters (other bytes kept). */
 char *eval_capitalize(const char *text);
-
-
-/* Collective: `losa eval --zeroshot a,b,c`: each name is a task file
- * (input/tasks/<name>.ini, found via $LOSA_TASKS, the executable's
- * ../input/tasks or ./input/tasks; or a path to an .ini); data files are
- * resolved against $LOSA_DATA (else ../shared/data beside the repo).
- * Adds "tasks" {name: {acc, acc_norm, acc_stderr, acc_norm_stderr, n,
- * seconds}} and "mean_acc" to out. */
-struct cJSON;
-losa_status eval_zeroshot_cli(struct dist_ctx *d, const model_stage *s,
-                              const tok_tokenizer *tok, const char *tasks,
-                              int limit, struct cJSON *out);
 
 #endif

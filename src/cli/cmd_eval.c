@@ -4,11 +4,186 @@
  * --sparse: the forward uses sparse_matmul for the maps where it pays at
  * B*S rows per call (auto), for every map (on), or dense sgemm (off). */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "eval.h"
+
+/* ---- --zeroshot: task and data paths, the environment ---- */
+
+/* Directory of the executable's parent (the repo when run as build/losa). */
+static int zs_exe_root(char *buf, size_t cap)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    for (int up = 0; up < 2; up++) {
+        char *sl = strrchr(exe, '/');
+        if (!sl) return 0;
+        *sl = 0;
+    }
+    snprintf(buf, cap, "%s", exe[0] ? exe : "/");
+    return 1;
+}
+
+/* out = a + b (truncated to cap). */
+static void zs_join(char *out, size_t cap, const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > cap - 1) na = cap - 1;
+    if (nb > cap - 1 - na) nb = cap - 1 - na;
+    memmove(out, a, na);
+    memcpy(out + na, b, nb);
+    out[na + nb] = 0;
+}
+
+static void zs_resolve_task(const char *name, char *out, size_t cap)
+{
+    size_t n = strlen(name);
+    if (strchr(name, '/') || (n > 4 && !strcmp(name + n - 4, ".ini"))) {
+        zs_join(out, cap, name, "");
+        return;
+    }
+    char root[PATH_MAX] = "", file[PATH_MAX], cand[3][PATH_MAX];
+    int nc = 0;
+    zs_join(file, sizeof file, name, ".ini");
+    const char *env = getenv("LOSA_TASKS");
+    if (env && env[0]) {
+        zs_join(cand[nc], sizeof cand[0], env, "/");
+        zs_join(cand[nc], sizeof cand[0], cand[nc], file);
+        nc++;
+    }
+    if (zs_exe_root(root, sizeof root)) {
+        zs_join(cand[nc], sizeof cand[0], root, "/input/tasks/");
+        zs_join(cand[nc], sizeof cand[0], cand[nc], file);
+        nc++;
+    }
+    zs_join(cand[nc++], sizeof cand[0], "input/tasks/", file);
+    for (int i = 0; i < nc; i++)
+        if (access(cand[i], R_OK) == 0) {
+            zs_join(out, cap, cand[i], "");
+            return;
+        }
+    zs_join(out, cap, cand[nc - 1], ""); /* the error will name it */
+}
+
+static void zs_resolve_data_dir(char *out, size_t cap)
+{
+    const char *env = getenv("LOSA_DATA");
+    char root[PATH_MAX];
+    if (env && env[0]) zs_join(out, cap, env, "");
+    else if (zs_exe_root(root, sizeof root)) {
+        zs_join(out, cap, root, "/../shared/data");
+        if (access(out, R_OK) != 0) zs_join(out, cap, "../shared/data", "");
+    } else zs_join(out, cap, "../shared/data", "");
+}
+
+/* Debugging aid ($LOSA_ZS_DUMP=FILE): rank 0 appends every request as one
+ * JSON line {task, item, choice, context, continuation, norm_bytes, gold,
+ * tokens, n_cont, ll} (tests/ref/zs_prompts.py checks them). */
+static losa_status zs_dump(const char *file, const model_stage *s, const tok_tokenizer *tok,
+                           const eval_task *t, const double *ll)
+{
+    eval_request *req = NULL;
+    int n_req = 0;
+    losa_status st = eval_task_requests(t, tok, s->cfg.max_seq_len, &req, &n_req);
+    if (st != LOSA_OK) return st;
+    FILE *f = fopen(file, "a");
+    if (!f) {
+        eval_requests_free(req, n_req);
+        return core_err(LOSA_ERR_IO, "LOSA_ZS_DUMP: cannot open %s", file);
+    }
+    int k = 0;
+    for (int i = 0; i < t->n_items; i++)
+        for (int c = 0; c < t->items[i].n_choices; c++, k++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "task", t->name);
+            cJSON_AddNumberToObject(o, "item", i);
+            cJSON_AddNumberToObject(o, "choice", c);
+            cJSON_AddStringToObject(o, "context", t->items[i].context[c]);
+            cJSON_AddStringToObject(o, "continuation", t->items[i].cont[c]);
+            cJSON_AddNumberToObject(o, "norm_bytes", t->items[i].norm_bytes[c]);
+            cJSON_AddNumberToObject(o, "gold", t->items[i].gold);
+            cJSON_AddItemToObject(o, "tokens", cJSON_CreateIntArray(req[k].tokens, req[k].n));
+            cJSON_AddNumberToObject(o, "n_cont", req[k].n_cont);
+            cJSON_AddNumberToObject(o, "ll", ll[k]);
+            char *js = cJSON_PrintUnformatted(o);
+            fprintf(f, "%s\n", js);
+            free(js);
+            cJSON_Delete(o);
+        }
+    eval_requests_free(req, n_req);
+    return fclose(f) == 0 ? LOSA_OK : core_err(LOSA_ERR_IO, "LOSA_ZS_DUMP: writing %s failed", file);
+}
+
+/* Collective: --zeroshot a,b,c: each name is a task file (input/tasks/<name>.ini,
+ * found via $LOSA_TASKS, the executable's ../input/tasks or ./input/tasks;
+ * or a path to an .ini); data files are resolved against $LOSA_DATA (else
+ * ../shared/data beside the repo).  Adds "tasks" {name: {acc, acc_norm,
+ * acc_stderr, acc_norm_stderr, n, seconds}} and "mean_acc" to out. */
+static losa_status eval_zeroshot(dist_ctx *d, const model_stage *s, const tok_tokenizer *tok,
+                                 const char *tasks, int limit, cJSON *out)
+{
+    if (tok->n_vocab > s->cfg.vocab_size)
+        return core_err(LOSA_ERR_FORMAT, "zero-shot: tokenizer has %d ids, the model %d",
+                        tok->n_vocab, s->cfg.vocab_size);
+    char data_dir[PATH_MAX];
+    if (dist_rank(d) == 0) zs_resolve_data_dir(data_dir, sizeof data_dir);
+    dist_bcast(d, data_dir, sizeof data_dir, 0);
+    char *list = core_strdup(tasks), *save = NULL;
+    cJSON *jt = cJSON_CreateObject();
+    double acc_sum = 0;
+    int n_tasks = 0;
+    losa_status st = LOSA_OK;
+    for (char *name = strtok_r(list, ",", &save); st == LOSA_OK && name;
+         name = strtok_r(NULL, ",", &save)) {
+        if (!name[0]) continue;
+        char path[PATH_MAX];
+        if (dist_rank(d) == 0) zs_resolve_task(name, path, sizeof path);
+        dist_bcast(d, path, sizeof path, 0);
+        eval_task t;
+        eval_task_result r;
+        if ((st = eval_task_load(d, &t, path, data_dir, limit)) != LOSA_OK) break;
+        core_log("zero-shot %s: %d items (%s)\n", t.name, t.n_items, path);
+        st = eval_task_run(d, s, tok, &t, 2048, &r);
+        if (st == LOSA_OK) {
+            core_log("zero-shot %-14s acc %.4f +- %.4f  acc_norm %.4f +- %.4f  (n=%d, %.1fs)\n",
+                     r.name, r.acc, r.acc_stderr, r.acc_norm, r.acc_norm_stderr, r.n, r.seconds);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "acc", r.acc);
+            cJSON_AddNumberToObject(o, "acc_norm", r.acc_norm);
+            cJSON_AddNumberToObject(o, "acc_stderr", r.acc_stderr);
+            cJSON_AddNumberToObject(o, "acc_norm_stderr", r.acc_norm_stderr);
+            cJSON_AddNumberToObject(o, "n", r.n);
+            cJSON_AddNumberToObject(o, "seconds", r.seconds);
+            cJSON_DeleteItemFromObjectCaseSensitive(jt, r.name);
+            cJSON_AddItemToObject(jt, r.name, o);
+            acc_sum += r.acc;
+            n_tasks++;
+            const char *dump = getenv("LOSA_ZS_DUMP");
+            if (dump && dump[0] && dist_rank(d) == 0) st = zs_dump(dump, s, tok, &t, r.ll);
+            st = dist_agree(d, st);
+        }
+        eval_task_result_free(&r);
+        eval_task_free(&t);
+    }
+    free(list);
+    if (st == LOSA_OK && n_tasks == 0) st = core_err(LOSA_ERR_ARG, "--zeroshot: no task names in '%s'", tasks);
+    if (st != LOSA_OK) {
+        cJSON_Delete(jt);
+        return st;
+    }
+    cJSON_AddItemToObject(out, "tasks", jt);
+    cJSON_AddNumberToObject(out, "mean_acc", acc_sum / n_tasks);
+    core_log("zero-shot mean acc over %d tasks: %.4f\n", n_tasks, acc_sum / n_tasks);
+    return LOSA_OK;
+}
+
+/* ---- the command ---- */
 
 int cmd_eval(dist_ctx *d, int argc, char **argv)
 {
@@ -73,7 +248,7 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
             cJSON_AddNumberToObject(out, "seconds", r.seconds);
         }
     }
-    if (rc == 0 && zs) rc = cli_fail(d, "eval", eval_zeroshot_cli(d, &st, &tok, zs, limit, out));
+    if (rc == 0 && zs) rc = cli_fail(d, "eval", eval_zeroshot(d, &st, &tok, zs, limit, out));
     if (rc == 0 && json) {
         char *js = cJSON_PrintUnformatted(out);
         cli_json_print(d, js);

@@ -79,10 +79,28 @@ double core_time(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-void *core_calloc(size_t n, size_t size)
+/* Out of memory: one line naming the rank and the size, then every rank
+ * stops (the abort hook), as for a broken invariant. */
+static void core_oom(size_t bytes) __attribute__((noreturn));
+static void core_oom(size_t bytes)
+{
+    fprintf(stderr, "losa: rank %d: out of memory allocating %zu bytes\n", log_rank, bytes);
+    fflush(stderr);
+    if (abort_hook) abort_hook(4);
+    abort();
+}
+
+/* n * size, aborting on overflow. */
+static size_t core_bytes(size_t n, size_t size)
 {
     size_t bytes = n * size;
     if (size && bytes / size != n) core_fatal(__FILE__, __LINE__, "allocation size overflow");
+    return bytes;
+}
+
+void *core_calloc(size_t n, size_t size)
+{
+    size_t bytes = core_bytes(n, size);
     if (bytes == 0) bytes = 64;
     /* Large blocks (weights, sparse formats, activations) on transparent
      * huge pages: streaming a matrix through 4 KiB pages costs a TLB miss
@@ -95,15 +113,37 @@ void *core_calloc(size_t n, size_t size)
 #ifdef MADV_HUGEPAGE
     if (p && align == CORE_HUGE_PAGE) (void)madvise(p, bytes, MADV_HUGEPAGE);
 #endif
-    if (!p) {
-        fprintf(stderr, "losa: rank %d: out of memory allocating %zu bytes\n",
-                log_rank, bytes);
-        if (abort_hook) abort_hook(4);
-        abort();
-    }
+    if (!p) core_oom(bytes);
     memset(p, 0, bytes);
     return p;
 }
+
+void *core_malloc(size_t n, size_t size)
+{
+    size_t bytes = core_bytes(n, size);
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) core_oom(bytes);
+    return p;
+}
+
+void *core_realloc(void *p, size_t n, size_t size)
+{
+    size_t bytes = core_bytes(n, size);
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) core_oom(bytes);
+    return q;
+}
+
+char *core_strndup(const char *s, size_t n)
+{
+    size_t len = strnlen(s, n);
+    char *p = core_malloc(len + 1, 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+char *core_strdup(const char *s) { return core_strndup(s, SIZE_MAX); }
 
 void core_free(void *p) { free(p); }
 

@@ -31,7 +31,7 @@ losa_status eval_ppl(dist_ctx *d, const model_stage *s, const int *ids,
     losa_status st = model_acts_build(&a, s, B, S, 0);
     if (st != LOSA_OK) return st;
     double *win_nll = core_calloc(nw, sizeof(double));
-    int *tok = malloc(sizeof(int) * B * S), *tgt = malloc(sizeof(int) * B * S);
+    int *tok = core_malloc((size_t)B * S, sizeof(int)), *tgt = core_malloc((size_t)B * S, sizeof(int));
     core_progress p;
     core_progress_start(&p, "ppl windows", "tok", nw);
     int nb = (mine + B - 1) / B;

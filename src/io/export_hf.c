@@ -10,6 +10,7 @@
  * The store's weights are (out, in) row-major with rotate-half RoPE, which is
  * exactly the HF layout: tensors are written unpermuted. */
 #include "io.h"
+#include "io_internal.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -22,7 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define EXP_SPACE_SYM "\xe2\x96\x81" /* U+2581, SentencePiece's whitespace */
 #define EXP_CHUNK (1 << 20)          /* elements per conversion chunk */
 
 /* ---- bf16 ---------------------------------------------------------------- */
@@ -37,341 +37,6 @@ uint16_t io_f32_to_bf16(float x)
     /* a tiny non-zero (|x| < 2^-134) must not become a zero: keep the mask */
     if ((h & 0x7fffu) == 0 && (u & 0x7fffffffu) != 0) h = (uint16_t)((u >> 16 & 0x8000u) | 1u);
     return h;
-}
-
-/* ---- tokenizer.json ---------------------------------------------------------- */
-
-typedef struct {
-    const char *s; /* NUL-terminated name written to tokenizer.json */
-    size_t n;
-    int id;
-} exp_piece;
-
-static int exp_piece_cmp(const void *a, const void *b)
-{
-    const exp_piece *x = a, *y = b;
-    size_t n = x->n < y->n ? x->n : y->n;
-    int c = memcmp(x->s, y->s, n);
-    if (c) return c;
-    if (x->n != y->n) return x->n < y->n ? -1 : 1;
-    return x->id - y->id;
-}
-
-/* Id of the ordinary piece with bytes s[0..n), -1 if none (sorted table). */
-static int exp_piece_find(const exp_piece *tab, int n_tab, const char *s, size_t n)
-{
-    int lo = 0, hi = n_tab - 1;
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2;
-        size_t m = tab[mid].n < n ? tab[mid].n : n;
-        int c = memcmp(tab[mid].s, s, m);
-        if (!c && tab[mid].n != n) c = tab[mid].n < n ? -1 : 1;
-        if (!c) return tab[mid].id;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return -1;
-}
-
-static int exp_is_byte_piece(const char *s, size_t n)
-{
-    if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return 0;
-    for (int k = 3; k < 5; k++) {
-        char c = s[k];
-        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f')))
-            return 0;
-    }
-    return 1;
-}
-
-static int exp_utf8_valid(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!k || i + k > n) return 0;
-        for (size_t j = 1; j < k; j++)
-            if ((s[i + j] & 0xC0) != 0x80) return 0;
-        i += k;
-    }
-    return 1;
-}
-
-typedef struct {
-    int a, b, m; /* left, right, merged piece */
-    int pos;     /* split position in bytes */
-    float score; /* of m */
-} exp_merge;
-
-static int exp_merge_cmp(const void *x, const void *y)
-{
-    const exp_merge *p = x, *q = y;
-    if (p->score != q->score) return p->score > q->score ? -1 : 1; /* score descending */
-    if (p->m != q->m) return p->m - q->m;
-    return p->pos - q->pos;
-}
-
-static cJSON *exp_added_token(int id, const char *content)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "content", content);
-    cJSON_AddFalseToObject(o, "single_word");
-    cJSON_AddFalseToObject(o, "lstrip");
-    cJSON_AddFalseToObject(o, "rstrip");
-    cJSON_AddFalseToObject(o, "normalized");
-    cJSON_AddTrueToObject(o, "special");
-    return o;
-}
-
-static cJSON *exp_replace(const char *from, const char *to)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "Replace");
-    cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "pattern"), "String", from);
-    cJSON_AddStringToObject(o, "content", to);
-    return o;
-}
-
-/* {"SpecialToken": {"id": "<s>", "type_id": k}} / {"Sequence": {"id": "A", ..}} */
-static cJSON *exp_template_item(const char *kind, const char *id, int type_id)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON *in = cJSON_AddObjectToObject(o, kind);
-    cJSON_AddStringToObject(in, "id", id);
-    cJSON_AddNumberToObject(in, "type_id", type_id);
-    return o;
-}
-
-/* The parts of tokenizer.json that do not depend on the vocabulary. */
-static void exp_tok_frame(cJSON *root, const tok_tokenizer *t, const char *bos_name)
-{
-    cJSON_AddStringToObject(root, "version", "1.0");
-    cJSON_AddNullToObject(root, "truncation");
-    cJSON_AddNullToObject(root, "padding");
-    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
-    typedef struct { int id; const char *name; } exp_special;
-    exp_special sp[3] = {
-        {t->unk_id, "<unk>"}, {t->bos_id, "<s>"}, {t->eos_id, "</s>"}};
-    for (int i = 1; i < 3; i++) /* by id (three entries: insertion sort) */
-        for (int j = i; j > 0 && sp[j].id < sp[j - 1].id; j--) {
-            exp_special x = sp[j];
-            sp[j] = sp[j - 1];
-            sp[j - 1] = x;
-        }
-    for (int k = 0; k < 3; k++)
-        if (sp[k].id >= 0 && (k == 0 || sp[k].id != sp[k - 1].id))
-            cJSON_AddItemToArray(added, exp_added_token(sp[k].id, sp[k].name));
-    cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
-    cJSON_AddStringToObject(norm, "type", "Sequence");
-    cJSON *nl = cJSON_AddArrayToObject(norm, "normalizers");
-    if (t->add_dummy_prefix) {
-        cJSON *p = cJSON_CreateObject();
-        cJSON_AddStringToObject(p, "type", "Prepend");
-        cJSON_AddStringToObject(p, "prepend", EXP_SPACE_SYM);
-        cJSON_AddItemToArray(nl, p);
-    }
-    cJSON_AddItemToArray(nl, exp_replace(" ", EXP_SPACE_SYM));
-    cJSON_AddNullToObject(root, "pre_tokenizer");
-    if (t->bos_id >= 0) {
-        cJSON *pp = cJSON_AddObjectToObject(root, "post_processor");
-        cJSON_AddStringToObject(pp, "type", "TemplateProcessing");
-        cJSON *single = cJSON_AddArrayToObject(pp, "single");
-        cJSON_AddItemToArray(single, exp_template_item("SpecialToken", bos_name, 0));
-        cJSON_AddItemToArray(single, exp_template_item("Sequence", "A", 0));
-        cJSON *pair = cJSON_AddArrayToObject(pp, "pair");
-        cJSON_AddItemToArray(pair, exp_template_item("SpecialToken", bos_name, 0));
-        cJSON_AddItemToArray(pair, exp_template_item("Sequence", "A", 0));
-        cJSON_AddItemToArray(pair, exp_template_item("SpecialToken", bos_name, 1));
-        cJSON_AddItemToArray(pair, exp_template_item("Sequence", "B", 1));
-        cJSON *spt = cJSON_AddObjectToObject(cJSON_AddObjectToObject(pp, "special_tokens"),
-                                             bos_name);
-        cJSON_AddStringToObject(spt, "id", bos_name);
-        int ids[1] = {t->bos_id};
-        cJSON_AddItemToObject(spt, "ids", cJSON_CreateIntArray(ids, 1));
-        const char *toks[1] = {bos_name};
-        cJSON_AddItemToObject(spt, "tokens", cJSON_CreateStringArray(toks, 1));
-    } else {
-        cJSON_AddNullToObject(root, "post_processor");
-    }
-    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
-    cJSON_AddStringToObject(dec, "type", "Sequence");
-    cJSON *dl = cJSON_AddArrayToObject(dec, "decoders");
-    cJSON_AddItemToArray(dl, exp_replace(EXP_SPACE_SYM, " "));
-    cJSON *d;
-    cJSON_AddItemToArray(dl, d = cJSON_CreateObject());
-    cJSON_AddStringToObject(d, "type", "ByteFallback");
-    cJSON_AddItemToArray(dl, d = cJSON_CreateObject());
-    cJSON_AddStringToObject(d, "type", "Fuse");
-    if (t->add_dummy_prefix) {
-        cJSON_AddItemToArray(dl, d = cJSON_CreateObject());
-        cJSON_AddStringToObject(d, "type", "Strip");
-        cJSON_AddStringToObject(d, "content", " ");
-        cJSON_AddNumberToObject(d, "start", 1);
-        cJSON_AddNumberToObject(d, "stop", 0);
-    }
-}
-
-losa_status io_tokenizer_hf_json(const tok_tokenizer *t, char **json, int *n_merges)
-{
-    *json = NULL;
-    if (n_merges) *n_merges = 0;
-    int V = t->n_vocab;
-    if (V <= 0 || !t->blob || !t->offsets)
-        return core_err(LOSA_ERR_FORMAT, "tokenizer: empty (n_vocab %d)", V);
-    if (t->kind != TOK_KIND_MERGES && t->kind != TOK_KIND_SCORES)
-        return core_err(LOSA_ERR_FORMAT, "tokenizer: kind %d (expected %d or %d)", t->kind,
-                        TOK_KIND_MERGES, TOK_KIND_SCORES);
-    losa_status s = LOSA_OK;
-    exp_piece *names = calloc((size_t)V, sizeof *names); /* by id */
-    exp_piece *sorted = calloc((size_t)V, sizeof *sorted);
-    char **own = calloc((size_t)V, sizeof *own);
-    exp_merge *mg = NULL;
-    cJSON *root = NULL;
-    if (!names || !sorted || !own) {
-        s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory for %d pieces", V);
-        goto out;
-    }
-    /* Names: control pieces get the standard LLaMA names (llama2.c stores
-     * "\n<s>\n"); everything else is its bytes. */
-    int n_ord = 0; /* ordinary pieces: in sorted[0 .. n_ord) */
-    for (int i = 0; i < V && s == LOSA_OK; i++) {
-        const char *p = t->blob + t->offsets[i];
-        size_t n = (size_t)(t->offsets[i + 1] - t->offsets[i]);
-        const char *fixed = i == t->unk_id ? "<unk>" : i == t->bos_id ? "<s>"
-                          : i == t->eos_id ? "</s>" : NULL;
-        if (fixed) {
-            names[i] = (exp_piece){fixed, strlen(fixed), i};
-            continue;
-        }
-        if (memchr(p, 0, n) || !exp_utf8_valid((const unsigned char *)p, n)) {
-            s = core_err(LOSA_ERR_UNSUPPORTED, "tokenizer: piece %d is not valid UTF-8 text "
-                         "(tokenizer.json cannot hold it)", i);
-            break;
-        }
-        own[i] = strndup(p, n);
-        if (!own[i]) {
-            s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory");
-            break;
-        }
-        names[i] = (exp_piece){own[i], n, i};
-        if (n > 0 && !exp_is_byte_piece(p, n)) sorted[n_ord++] = names[i];
-    }
-    if (s != LOSA_OK) goto out;
-    /* Every name must be unique (tokenizer.json's vocab is a map). */
-    {
-        exp_piece *all = malloc((size_t)V * sizeof *all);
-        if (!all) {
-            s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory");
-            goto out;
-        }
-        memcpy(all, names, (size_t)V * sizeof *all);
-        qsort(all, (size_t)V, sizeof *all, exp_piece_cmp);
-        for (int i = 1; i < V && s == LOSA_OK; i++)
-            if (all[i].n == all[i - 1].n && !memcmp(all[i].s, all[i - 1].s, all[i].n))
-                s = core_err(LOSA_ERR_UNSUPPORTED,
-                             "tokenizer: pieces %d and %d are both \"%s\" (tokenizer.json's "
-                             "vocab needs unique pieces)", all[i - 1].id, all[i].id, all[i].s);
-        free(all);
-        if (s != LOSA_OK) goto out;
-    }
-    qsort(sorted, (size_t)n_ord, sizeof *sorted, exp_piece_cmp);
-
-    /* Merges. */
-    int nm = 0;
-    if (t->kind == TOK_KIND_MERGES) {
-        mg = malloc(((size_t)t->n_merges + 1) * sizeof *mg);
-        if (!mg) {
-            s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory for %d merges", t->n_merges);
-            goto out;
-        }
-        for (int r = 0; r < t->n_merges; r++) {
-            int a = t->merges[2 * r], b = t->merges[2 * r + 1];
-            if (a < 0 || a >= V || b < 0 || b >= V) {
-                s = core_err(LOSA_ERR_FORMAT, "tokenizer: merge %d: ids (%d, %d) outside 0..%d",
-                             r, a, b, V - 1);
-                goto out;
-            }
-            mg[nm++] = (exp_merge){a, b, -1, 0, 0.0f};
-        }
-    } else {
-        /* SentencePiece BPE: a pair of adjacent symbols may merge when their
-         * concatenation is a piece; the piece's score is the priority. */
-        int64_t cap = 0;
-        for (int k = 0; k < n_ord; k++) cap += (int64_t)sorted[k].n;
-        mg = malloc(((size_t)cap + 1) * sizeof *mg);
-        if (!mg) {
-            s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory for merges");
-            goto out;
-        }
-        for (int k = 0; k < n_ord; k++) {
-            const exp_piece *p = &sorted[k];
-            for (size_t j = 1; j < p->n; j++) {
-                if (((unsigned char)p->s[j] & 0xC0) == 0x80) continue; /* inside a character */
-                int a = exp_piece_find(sorted, n_ord, p->s, j);
-                int b = a < 0 ? -1 : exp_piece_find(sorted, n_ord, p->s + j, p->n - j);
-                if (b >= 0) mg[nm++] = (exp_merge){a, b, p->id, (int)j, t->scores[p->id]};
-            }
-        }
-        qsort(mg, (size_t)nm, sizeof *mg, exp_merge_cmp);
-    }
-    int plain = 1; /* "a b" strings unless a piece holds a space */
-    for (int r = 0; r < nm && plain; r++)
-        plain = !strchr(names[mg[r].a].s, ' ') && !strchr(names[mg[r].b].s, ' ');
-
-    root = cJSON_CreateObject();
-    exp_tok_frame(root, t, names[t->bos_id >= 0 ? t->bos_id : 0].s);
-    cJSON *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", "BPE");
-    cJSON_AddNullToObject(model, "dropout");
-    if (t->unk_id >= 0) cJSON_AddStringToObject(model, "unk_token", names[t->unk_id].s);
-    else cJSON_AddNullToObject(model, "unk_token");
-    cJSON_AddNullToObject(model, "continuing_subword_prefix");
-    cJSON_AddNullToObject(model, "end_of_word_suffix");
-    cJSON_AddTrueToObject(model, "fuse_unk");
-    cJSON_AddBoolToObject(model, "byte_fallback", t->byte_fallback != 0);
-    cJSON_AddFalseToObject(model, "ignore_merges");
-    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
-    for (int i = 0; i < V; i++) cJSON_AddNumberToObject(vocab, names[i].s, i);
-    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
-    char *buf = NULL;
-    size_t bufn = 0;
-    for (int r = 0; r < nm; r++) {
-        const exp_piece *a = &names[mg[r].a], *b = &names[mg[r].b];
-        if (plain) {
-            if (a->n + b->n + 2 > bufn) {
-                bufn = 2 * (a->n + b->n + 2);
-                char *nb = realloc(buf, bufn);
-                if (!nb) {
-                    free(buf);
-                    s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory");
-                    goto out;
-                }
-                buf = nb;
-            }
-            memcpy(buf, a->s, a->n);
-            buf[a->n] = ' ';
-            memcpy(buf + a->n + 1, b->s, b->n);
-            buf[a->n + 1 + b->n] = 0;
-            cJSON_AddItemToArray(merges, cJSON_CreateString(buf));
-        } else {
-            const char *pair[2] = {a->s, b->s};
-            cJSON_AddItemToArray(merges, cJSON_CreateStringArray(pair, 2));
-        }
-    }
-    free(buf);
-    *json = cJSON_PrintUnformatted(root);
-    if (!*json) s = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory printing tokenizer.json");
-    else if (n_merges) *n_merges = nm;
-out:
-    cJSON_Delete(root);
-    if (own)
-        for (int i = 0; i < V; i++) free(own[i]);
-    free(own);
-    free(names);
-    free(sorted);
-    free(mg);
-    return s;
 }
 
 /* ---- the directory ------------------------------------------------------------- */
@@ -423,18 +88,6 @@ static losa_status exp_write_text(const char *dir, const char *name, const char 
     return exp_file_close(f, p);
 }
 
-/* A float for JSON: the shortest decimal that reads back as the same float
- * (1e-05, not 9.99999974737875e-06). */
-static double exp_json_float(float x)
-{
-    char b[40];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(b, sizeof b, "%.*g", prec, (double)x);
-        if (strtof(b, NULL) == x) break;
-    }
-    return strtod(b, NULL);
-}
-
 static char *exp_config_json(const model_config *c, io_export_dtype dt)
 {
     cJSON *o = cJSON_CreateObject();
@@ -449,8 +102,8 @@ static char *exp_config_json(const model_config *c, io_export_dtype dt)
     cJSON_AddNumberToObject(o, "head_dim", model_head_size(c));
     cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
     cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_seq_len);
-    cJSON_AddNumberToObject(o, "rms_norm_eps", exp_json_float(c->rms_eps));
-    cJSON_AddNumberToObject(o, "rope_theta", exp_json_float(c->rope_theta));
+    cJSON_AddNumberToObject(o, "rms_norm_eps", io_float_shortest(c->rms_eps));
+    cJSON_AddNumberToObject(o, "rope_theta", io_float_shortest(c->rope_theta));
     cJSON_AddNullToObject(o, "rope_scaling");
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     cJSON_AddFalseToObject(o, "attention_bias");
@@ -483,64 +136,76 @@ static char *exp_tokenizer_config_json(const model_config *c, const tok_tokenize
     return txt;
 }
 
-typedef struct {
-    char hf[96];
-    char store[64];
-    int ndim;
-    int64_t shape[2];
-    int is_map;
-} exp_item;
-
-/* The tensors in HF order; returns the count (items sized 3 + 9 L). */
-static int exp_items(const model_config *c, exp_item *it)
+/* The safetensors header of the tensors it[n] (in that order, offsets in
+ * that order), as text (malloc'd, NULL when out of memory); *data_bytes:
+ * the size of the data area. */
+static char *exp_st_header(const io_hf_tensor *it, int n, io_export_dtype dt,
+                           uint64_t *data_bytes)
 {
-    static const char *proj[MODEL_N_MAPS] = {
-        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
-    int k = 0;
-    int64_t V = c->vocab_size, D = c->dim;
-#define EXP_ITEM(ND, S0, S1, MAP)                                                           \
-    do {                                                                                    \
-        it[k].ndim = ND;                                                                    \
-        it[k].shape[0] = S0;                                                                \
-        it[k].shape[1] = S1;                                                                \
-        it[k].is_map = MAP;                                                                 \
-        k++;                                                                                \
-    } while (0)
-    snprintf(it[k].hf, sizeof it[k].hf, "model.embed_tokens.weight");
-    snprintf(it[k].store, sizeof it[k].store, "/embed");
-    EXP_ITEM(2, V, D, 0);
-    for (int l = 0; l < c->n_layers; l++) {
-        snprintf(it[k].hf, sizeof it[k].hf, "model.layers.%d.input_layernorm.weight", l);
-        io_layer_name(it[k].store, sizeof it[k].store, l, "attn_norm");
-        EXP_ITEM(1, D, 0, 0);
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(c, (model_map)m, &o, &i);
-            snprintf(it[k].hf, sizeof it[k].hf, "model.layers.%d.%s.weight", l, proj[m]);
-            io_layer_name(it[k].store, sizeof it[k].store, l, model_map_name((model_map)m));
-            EXP_ITEM(2, o, i, 1);
-        }
-        snprintf(it[k].hf, sizeof it[k].hf, "model.layers.%d.post_attention_layernorm.weight",
-                 l);
-        io_layer_name(it[k].store, sizeof it[k].store, l, "ffn_norm");
-        EXP_ITEM(1, D, 0, 0);
+    size_t esz = dt == IO_EXPORT_BF16 ? 2 : 4;
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(h, "__metadata__"), "format", "pt");
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *e = cJSON_AddObjectToObject(h, it[i].hf);
+        cJSON_AddStringToObject(e, "dtype", dt == IO_EXPORT_BF16 ? "BF16" : "F32");
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        for (int d = 0; d < it[i].ndim; d++)
+            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)it[i].shape[d]));
+        uint64_t end = off + (uint64_t)io_hf_tensor_numel(&it[i]) * esz;
+        cJSON *ofs = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(ofs, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(ofs, cJSON_CreateNumber((double)end));
+        off = end;
     }
-    snprintf(it[k].hf, sizeof it[k].hf, "model.norm.weight");
-    snprintf(it[k].store, sizeof it[k].store, "/final_norm");
-    EXP_ITEM(1, D, 0, 0);
-    if (!c->tie_embeddings) {
-        snprintf(it[k].hf, sizeof it[k].hf, "lm_head.weight");
-        snprintf(it[k].store, sizeof it[k].store, "/head");
-        EXP_ITEM(2, V, D, 0);
-    }
-#undef EXP_ITEM
-    return k;
+    char *htxt = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    *data_bytes = off;
+    return htxt;
 }
 
-static int64_t exp_numel(const exp_item *it)
+/* The data of one tensor: read from the store into x, checked finite (and,
+ * for bf16, within its range; hb: a chunk of EXP_CHUNK), zeros of the maps
+ * counted, written to f (named p). */
+static losa_status exp_st_tensor(io_store *st, const io_hf_tensor *it, io_export_dtype dt,
+                                 float *x, uint16_t *hb, FILE *f, const char *p,
+                                 io_export_stats *stats)
 {
-    return it->shape[0] * (it->ndim == 2 ? it->shape[1] : 1);
+    int64_t n = io_hf_tensor_numel(it);
+    losa_status s = io_store_read_tensor(st, it->store, x, it->ndim, it->shape);
+    if (s != LOSA_OK) return s;
+    int64_t z = 0;
+    for (int64_t j = 0; j < n; j++) {
+        if (!isfinite(x[j]))
+            return core_err(LOSA_ERR_NUMERIC, "%s: %s: non-finite value at element %lld",
+                            io_store_path(st), it->store, (long long)j);
+        z += x[j] == 0.0f;
+    }
+    if (it->is_map) {
+        stats->map_zeros += z;
+        stats->map_size += n;
+    }
+    if (dt == IO_EXPORT_F32) {
+        if (fwrite(x, sizeof(float), (size_t)n, f) != (size_t)n)
+            s = core_err(LOSA_ERR_IO, "%s: write failed: %s", p, strerror(errno));
+    } else {
+        for (int64_t j0 = 0; s == LOSA_OK && j0 < n; j0 += EXP_CHUNK) {
+            int64_t m = n - j0 < EXP_CHUNK ? n - j0 : EXP_CHUNK;
+            for (int64_t j = 0; j < m; j++) {
+                hb[j] = io_f32_to_bf16(x[j0 + j]);
+                if ((hb[j] & 0x7f80u) == 0x7f80u) /* finite fp32 beyond bf16's range */
+                    s = core_err(LOSA_ERR_NUMERIC,
+                                 "%s: %s: element %lld = %g overflows bf16 (use --dtype f32)",
+                                 io_store_path(st), it->store, (long long)(j0 + j),
+                                 (double)x[j0 + j]);
+            }
+            if (s == LOSA_OK && fwrite(hb, sizeof(uint16_t), (size_t)m, f) != (size_t)m)
+                s = core_err(LOSA_ERR_IO, "%s: write failed: %s", p, strerror(errno));
+        }
+    }
+    stats->n_weights += n;
+    stats->n_tensors++;
+    return s;
 }
 
 /* model.safetensors: header (tensors in HF order, offsets in that order,
@@ -549,32 +214,13 @@ static losa_status exp_write_safetensors(io_store *st, const model_config *c,
                                          io_export_dtype dt, const char *dir,
                                          io_export_stats *stats)
 {
-    int n_items = 3 + 9 * c->n_layers;
-    exp_item *it = calloc((size_t)n_items, sizeof *it);
-    if (!it) return core_err(LOSA_ERR_NOMEM, "export: out of memory");
-    n_items = exp_items(c, it);
-    size_t esz = dt == IO_EXPORT_BF16 ? 2 : 4;
-
-    cJSON *h = cJSON_CreateObject();
-    cJSON_AddStringToObject(cJSON_AddObjectToObject(h, "__metadata__"), "format", "pt");
-    uint64_t off = 0;
+    io_hf_tensor *it = core_calloc((size_t)IO_HF_MAX_TENSORS(c), sizeof *it);
+    int n_items = io_hf_tensors(c, it);
     int64_t maxn = 0;
-    for (int i = 0; i < n_items; i++) {
-        cJSON *e = cJSON_AddObjectToObject(h, it[i].hf);
-        cJSON_AddStringToObject(e, "dtype", dt == IO_EXPORT_BF16 ? "BF16" : "F32");
-        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; d < it[i].ndim; d++)
-            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)it[i].shape[d]));
-        int64_t n = exp_numel(&it[i]);
-        uint64_t end = off + (uint64_t)n * esz;
-        cJSON *ofs = cJSON_AddArrayToObject(e, "data_offsets");
-        cJSON_AddItemToArray(ofs, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(ofs, cJSON_CreateNumber((double)end));
-        off = end;
-        if (n > maxn) maxn = n;
-    }
-    char *htxt = cJSON_PrintUnformatted(h);
-    cJSON_Delete(h);
+    for (int i = 0; i < n_items; i++)
+        if (io_hf_tensor_numel(&it[i]) > maxn) maxn = io_hf_tensor_numel(&it[i]);
+    uint64_t off = 0;
+    char *htxt = exp_st_header(it, n_items, dt, &off);
     if (!htxt) {
         free(it);
         return core_err(LOSA_ERR_NOMEM, "export: out of memory printing the header");
@@ -597,45 +243,8 @@ static losa_status exp_write_safetensors(io_store *st, const model_config *c,
     float *x = s == LOSA_OK ? core_calloc((size_t)maxn, sizeof(float)) : NULL;
     uint16_t *hb = s == LOSA_OK && dt == IO_EXPORT_BF16
                        ? core_calloc(EXP_CHUNK, sizeof(uint16_t)) : NULL;
-    for (int i = 0; s == LOSA_OK && i < n_items; i++) {
-        int64_t n = exp_numel(&it[i]);
-        s = io_store_read_tensor(st, it[i].store, x, it[i].ndim, it[i].shape);
-        if (s != LOSA_OK) break;
-        int64_t z = 0;
-        for (int64_t j = 0; j < n; j++) {
-            if (!isfinite(x[j])) {
-                s = core_err(LOSA_ERR_NUMERIC, "%s: %s: non-finite value at element %lld",
-                             io_store_path(st), it[i].store, (long long)j);
-                break;
-            }
-            z += x[j] == 0.0f;
-        }
-        if (s != LOSA_OK) break;
-        if (it[i].is_map) {
-            stats->map_zeros += z;
-            stats->map_size += n;
-        }
-        if (dt == IO_EXPORT_F32) {
-            if (fwrite(x, sizeof(float), (size_t)n, f) != (size_t)n)
-                s = core_err(LOSA_ERR_IO, "%s: write failed: %s", p, strerror(errno));
-        } else {
-            for (int64_t j0 = 0; s == LOSA_OK && j0 < n; j0 += EXP_CHUNK) {
-                int64_t m = n - j0 < EXP_CHUNK ? n - j0 : EXP_CHUNK;
-                for (int64_t j = 0; j < m; j++) {
-                    hb[j] = io_f32_to_bf16(x[j0 + j]);
-                    if ((hb[j] & 0x7f80u) == 0x7f80u) /* finite fp32 beyond bf16's range */
-                        s = core_err(LOSA_ERR_NUMERIC,
-                                     "%s: %s: element %lld = %g overflows bf16 (use --dtype f32)",
-                                     io_store_path(st), it[i].store, (long long)(j0 + j),
-                                     (double)x[j0 + j]);
-                }
-                if (s == LOSA_OK && fwrite(hb, sizeof(uint16_t), (size_t)m, f) != (size_t)m)
-                    s = core_err(LOSA_ERR_IO, "%s: write failed: %s", p, strerror(errno));
-            }
-        }
-        stats->n_weights += n;
-        stats->n_tensors++;
-    }
+    for (int i = 0; s == LOSA_OK && i < n_items; i++)
+        s = exp_st_tensor(st, &it[i], dt, x, hb, f, p, stats);
     core_free(x);
     core_free(hb);
     if (f) {

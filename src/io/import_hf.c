@@ -19,192 +19,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* ---- config.json ------------------------------------------------------------ */
-
-/* Integer field in [lo, INT_MAX]; absent -> *v = def (or error if def < lo). */
-static losa_status hf_int(const cJSON *j, const char *path, const char *key, int lo,
-                          int def, int *v)
-{
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!e || cJSON_IsNull(e)) {
-        if (def < lo)
-            return core_err(LOSA_ERR_FORMAT, "%s: %s: missing (expected an integer >= %d)",
-                            path, key, lo);
-        *v = def;
-        return LOSA_OK;
-    }
-    double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
-    if (!(d >= lo) || d > INT_MAX || d != floor(d))
-        return core_err(LOSA_ERR_FORMAT, "%s: %s: expected an integer >= %d", path, key, lo);
-    *v = (int)d;
-    return LOSA_OK;
-}
-
-static losa_status hf_float(const cJSON *j, const char *path, const char *key,
-                            double def, float *v)
-{
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!e || cJSON_IsNull(e)) {
-        *v = (float)def;
-        return LOSA_OK;
-    }
-    if (!cJSON_IsNumber(e) || !(e->valuedouble > 0) || !isfinite(e->valuedouble))
-        return core_err(LOSA_ERR_FORMAT, "%s: %s: expected a positive number", path, key);
-    *v = (float)e->valuedouble;
-    return LOSA_OK;
-}
-
-losa_status io_config_check(const model_config *c, const char *what)
-{
-    const int64_t dmax = (int64_t)1 << 24, lmax = (int64_t)1 << 16;
-    const struct { const char *name; int v; int64_t max; } f[] = {
-        {"dim", c->dim, dmax}, {"hidden_dim", c->hidden_dim, dmax},
-        {"n_layers", c->n_layers, lmax}, {"n_heads", c->n_heads, dmax},
-        {"n_kv_heads", c->n_kv_heads, dmax}, {"vocab_size", c->vocab_size, dmax},
-        {"max_seq_len", c->max_seq_len, dmax}};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-        if (f[i].v > f[i].max)
-            return core_err(LOSA_ERR_UNSUPPORTED, "%s: %s = %d is beyond the supported %lld",
-                            what, f[i].name, f[i].v, (long long)f[i].max);
-    losa_status s = model_config_check(c, what);
-    if (s != LOSA_OK) return s;
-    /* every factor < 2^24 and L < 2^16: each product below stays < 2^64 */
-    int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size;
-    int64_t per_layer = 2 * D + 2 * D * D + 2 * (int64_t)model_kv_dim(c) * D + 3 * F * D;
-    int64_t n = 2 * V * D + D + per_layer * c->n_layers;
-    if (n > ((int64_t)1 << 40))
-        return core_err(LOSA_ERR_UNSUPPORTED, "%s: %lld parameters is beyond the supported 2^40",
-                        what, (long long)n);
-    return LOSA_OK;
-}
-
-losa_status io_hf_config_parse(const char *path, const char *text, size_t n, model_config *c)
-{
-    losa_status s = LOSA_OK;
-    memset(c, 0, sizeof *c);
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    if (!cJSON_IsObject(j)) {
-        const char *at = cJSON_GetErrorPtr();
-        long pos = j == NULL && at && at >= text && at <= text + n ? (long)(at - text) : -1;
-        cJSON_Delete(j);
-        if (pos >= 0)
-            return core_err(LOSA_ERR_FORMAT, "%s: malformed JSON near byte %ld", path, pos);
-        return core_err(LOSA_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    /* architecture */
-    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(j, "architectures");
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
-    if (!arch && !mt)
-        s = core_err(LOSA_ERR_FORMAT, "%s: architectures: missing (and no model_type)", path);
-    if (s == LOSA_OK && arch) {
-        const cJSON *a0 = cJSON_IsArray(arch) ? cJSON_GetArrayItem(arch, 0) : NULL;
-        if (!cJSON_IsString(a0))
-            s = core_err(LOSA_ERR_FORMAT, "%s: architectures: expected a list of names", path);
-        else if (strcmp(a0->valuestring, "LlamaForCausalLM") &&
-                 strcmp(a0->valuestring, "MistralForCausalLM"))
-            s = core_err(LOSA_ERR_UNSUPPORTED,
-                         "%s: architectures: %s unsupported (LlamaForCausalLM or "
-                         "MistralForCausalLM)",
-                         path, a0->valuestring);
-    }
-    if (s == LOSA_OK && mt) {
-        if (!cJSON_IsString(mt))
-            s = core_err(LOSA_ERR_FORMAT, "%s: model_type: expected a string", path);
-        else if (strcmp(mt->valuestring, "llama") && strcmp(mt->valuestring, "mistral"))
-            s = core_err(LOSA_ERR_UNSUPPORTED,
-                         "%s: model_type: %s unsupported (llama or mistral)", path,
-                         mt->valuestring);
-    }
-    if (s == LOSA_OK) {
-        const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
-        if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
-            s = core_err(LOSA_ERR_UNSUPPORTED, "%s: hidden_act: only silu is supported", path);
-    }
-    if (s == LOSA_OK) {
-        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
-        if (rs && !cJSON_IsNull(rs))
-            s = core_err(LOSA_ERR_UNSUPPORTED, "%s: rope_scaling: not supported (must be null)",
-                         path);
-    }
-    if (s == LOSA_OK) s = hf_int(j, path, "hidden_size", 1, 0, &c->dim);
-    if (s == LOSA_OK) s = hf_int(j, path, "intermediate_size", 1, 0, &c->hidden_dim);
-    if (s == LOSA_OK) s = hf_int(j, path, "num_hidden_layers", 1, 0, &c->n_layers);
-    if (s == LOSA_OK) s = hf_int(j, path, "num_attention_heads", 1, 0, &c->n_heads);
-    if (s == LOSA_OK)
-        s = hf_int(j, path, "num_key_value_heads", 1, c->n_heads, &c->n_kv_heads);
-    if (s == LOSA_OK) s = hf_int(j, path, "vocab_size", 1, 0, &c->vocab_size);
-    if (s == LOSA_OK)
-        s = hf_int(j, path, "max_position_embeddings", 1, 0, &c->max_seq_len);
-    if (s == LOSA_OK) s = hf_float(j, path, "rms_norm_eps", 1e-6, &c->rms_eps);
-    if (s == LOSA_OK) s = hf_float(j, path, "rope_theta", 10000.0, &c->rope_theta);
-    if (s == LOSA_OK) s = hf_int(j, path, "bos_token_id", 0, 1, &c->bos_id);
-    if (s == LOSA_OK) s = hf_int(j, path, "eos_token_id", 0, 2, &c->eos_id);
-    if (s == LOSA_OK) {
-        const cJSON *tie = cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings");
-        if (tie && !cJSON_IsBool(tie))
-            s = core_err(LOSA_ERR_FORMAT, "%s: tie_word_embeddings: expected true/false", path);
-        c->tie_embeddings = cJSON_IsTrue(tie);
-    }
-    if (s == LOSA_OK) {
-        const cJSON *hd = cJSON_GetObjectItemCaseSensitive(j, "head_dim");
-        if (hd && !cJSON_IsNull(hd) &&
-            (!cJSON_IsNumber(hd) || c->dim % c->n_heads ||
-             hd->valuedouble != c->dim / c->n_heads))
-            s = core_err(LOSA_ERR_UNSUPPORTED,
-                         "%s: head_dim: must equal hidden_size / num_attention_heads", path);
-    }
-    if (s == LOSA_OK) {
-        /* Mistral: attention restricted to the last sliding_window tokens.  It
-         * is plain causal attention (what losa computes) only when no position
-         * the model can run at reaches past the window. */
-        const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
-        if (sw && !cJSON_IsNull(sw)) {
-            double v = cJSON_IsNumber(sw) ? sw->valuedouble : NAN;
-            if (!(v >= 1) || v != floor(v))
-                s = core_err(LOSA_ERR_FORMAT,
-                             "%s: sliding_window: expected null or a positive integer", path);
-            else if (v < c->max_seq_len)
-                s = core_err(LOSA_ERR_UNSUPPORTED,
-                             "%s: sliding_window: %.0f is smaller than "
-                             "max_position_embeddings %d; sliding-window attention is not "
-                             "supported (expected null or >= %d)",
-                             path, v, c->max_seq_len, c->max_seq_len);
-        }
-    }
-    /* biases on the projections (Qwen2-style attention_bias, mlp_bias): the
-     * model code has none, so such a model cannot be imported faithfully */
-    static const char *const bias_keys[] = {"attention_bias", "mlp_bias"};
-    for (size_t b = 0; s == LOSA_OK && b < sizeof bias_keys / sizeof bias_keys[0]; b++) {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, bias_keys[b]);
-        if (e && !cJSON_IsNull(e) && !cJSON_IsBool(e))
-            s = core_err(LOSA_ERR_FORMAT, "%s: %s: expected true/false", path, bias_keys[b]);
-        else if (cJSON_IsTrue(e))
-            s = core_err(LOSA_ERR_UNSUPPORTED,
-                         "%s: %s: true, but biases are not supported; losa supports "
-                         "LLaMA-family models without biases (expected false)",
-                         path, bias_keys[b]);
-    }
-    cJSON_Delete(j);
-    if (s == LOSA_OK) s = io_config_check(c, path);
-    return s;
-}
-
-static losa_status hf_config_parse(const char *path, model_config *c)
-{
-    char *text = NULL;
-    size_t n = 0;
-    losa_status s = core_read_file(path, &text, &n);
-    if (s != LOSA_OK) return s;
-    s = io_hf_config_parse(path, text, n, c);
-    free(text);
-    return s;
-}
-
-losa_status io_hf_config_read(const char *path, model_config *c)
-{
-    return hf_config_parse(path, c);
-}
-
 /* ---- weights: one file or shards ------------------------------------------- */
 
 typedef struct {
@@ -235,7 +49,7 @@ static losa_status hf_weights_open(hf_weights *w, const char *dir)
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (file_exists(path)) {
-        w->files = calloc(1, sizeof *w->files);
+        w->files = core_calloc(1, sizeof *w->files);
         losa_status s = io_st_open(&w->files[0], path);
         if (s == LOSA_OK) w->n_files = 1;
         else hf_weights_close(w);
@@ -264,7 +78,7 @@ static losa_status hf_weights_open(hf_weights *w, const char *dir)
                         "(malformed JSON?)", w->index_path);
     }
     int cap = cJSON_GetArraySize(w->weight_map);
-    w->files = calloc((size_t)(cap > 0 ? cap : 1), sizeof *w->files);
+    w->files = core_calloc((size_t)(cap > 0 ? cap : 1), sizeof *w->files);
     const cJSON *e;
     cJSON_ArrayForEach(e, w->weight_map)
     {
@@ -417,45 +231,38 @@ static losa_status hf_unused_err(const char *path, const char *name, const model
 
 /* ---- the import ------------------------------------------------------------- */
 
-typedef struct {
-    char hf[96];    /* name in the safetensors */
-    char store[64]; /* name in the store */
-    const io_st_file *f;
-    const io_st_tensor *t;
-    int ndim;
-    int64_t shape[2];
-} hf_item;
-
-losa_status io_import_hf(const char *src_dir, const char *out_path)
+/* Everything the import reads: config.json, tokenizer.json (no more ids than
+ * vocab_size), the safetensors files (none of them, nor the index and side
+ * files, the output; their layers those of the config).  On error nothing
+ * is left open. */
+static losa_status hf_inputs_open(const char *src_dir, const char *out_path, model_config *c,
+                                  tok_tokenizer *tok, hf_weights *w)
 {
+    memset(tok, 0, sizeof *tok);
     struct stat sb;
     if (stat(src_dir, &sb) != 0)
         return core_err(LOSA_ERR_IO, "%s: cannot open: %s", src_dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode))
         return core_err(LOSA_ERR_ARG, "%s: not a directory (HF import expects one)", src_dir);
     char path[4200];
-    model_config c;
     snprintf(path, sizeof path, "%s/config.json", src_dir);
-    losa_status s = hf_config_parse(path, &c);
+    losa_status s = io_hf_config_read(path, c);
     if (s != LOSA_OK) return s;
 
-    tok_tokenizer tok;
-    memset(&tok, 0, sizeof tok);
     snprintf(path, sizeof path, "%s/tokenizer.json", src_dir);
-    s = tok_load_hf_json(&tok, path);
+    s = tok_load_hf_json(tok, path);
     if (s != LOSA_OK) return s;
-    if (tok.n_vocab > c.vocab_size) {
+    if (tok->n_vocab > c->vocab_size) {
         s = core_err(LOSA_ERR_FORMAT,
                      "%s: vocabulary has %d tokens, more than config.json vocab_size %d",
-                     path, tok.n_vocab, c.vocab_size);
-        tok_free(&tok);
+                     path, tok->n_vocab, c->vocab_size);
+        tok_free(tok);
         return s;
     }
 
-    hf_weights w;
-    s = hf_weights_open(&w, src_dir);
+    s = hf_weights_open(w, src_dir);
     if (s != LOSA_OK) {
-        tok_free(&tok);
+        tok_free(tok);
         return s;
     }
     /* the store must not replace anything the import reads */
@@ -465,141 +272,165 @@ losa_status io_import_hf(const char *src_dir, const char *out_path)
         snprintf(path, sizeof path, "%s/%s", src_dir, side[i]);
         s = io_out_not_input(out_path, path);
     }
-    if (s == LOSA_OK && w.weight_map) s = io_out_not_input(out_path, w.index_path);
-    for (int i = 0; s == LOSA_OK && i < w.n_files; i++)
-        s = io_out_not_input(out_path, w.files[i].path);
+    if (s == LOSA_OK && w->weight_map) s = io_out_not_input(out_path, w->index_path);
+    for (int i = 0; s == LOSA_OK && i < w->n_files; i++)
+        s = io_out_not_input(out_path, w->files[i].path);
     snprintf(path, sizeof path, "%s/config.json", src_dir);
-    if (s == LOSA_OK) s = hf_weights_layers_check(&w, path, c.n_layers);
+    if (s == LOSA_OK) s = hf_weights_layers_check(w, path, c->n_layers);
     if (s != LOSA_OK) {
-        hf_weights_close(&w);
-        tok_free(&tok);
-        return s;
+        hf_weights_close(w);
+        tok_free(tok);
     }
+    return s;
+}
 
-    /* the tensors, in store order, each found and checked */
-    int n_items = 2 + 9 * c.n_layers + (c.tie_embeddings ? 0 : 1);
-    hf_item *it = calloc((size_t)n_items, sizeof *it);
-    int64_t V = c.vocab_size, D = c.dim;
-    int k = 0;
-#define ITEM(STORE, ND, S0, S1)                                                 \
-    do {                                                                        \
-        snprintf(it[k].store, sizeof it[k].store, "%s", STORE);                  \
-        it[k].ndim = ND;                                                        \
-        it[k].shape[0] = S0;                                                    \
-        it[k].shape[1] = S1;                                                    \
-        k++;                                                                    \
-    } while (0)
-    snprintf(it[k].hf, sizeof it[k].hf, "model.embed_tokens.weight");
-    ITEM("/embed", 2, V, D);
-    static const char *proj[MODEL_N_MAPS] = {
-        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
-    char nm[64];
-    for (int l = 0; l < c.n_layers; l++) {
-        snprintf(it[k].hf, sizeof it[k].hf, "model.layers.%d.input_layernorm.weight", l);
-        io_layer_name(nm, sizeof nm, l, "attn_norm");
-        ITEM(nm, 1, D, 0);
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&c, (model_map)m, &o, &i);
-            snprintf(it[k].hf, sizeof it[k].hf, "model.layers.%d.%s.weight", l, proj[m]);
-            io_layer_name(nm, sizeof nm, l, model_map_name((model_map)m));
-            ITEM(nm, 2, o, i);
-        }
-        snprintf(it[k].hf, sizeof it[k].hf, "model.layers.%d.post_attention_layernorm.weight", l);
-        io_layer_name(nm, sizeof nm, l, "ffn_norm");
-        ITEM(nm, 1, D, 0);
-    }
-    snprintf(it[k].hf, sizeof it[k].hf, "model.norm.weight");
-    ITEM("/final_norm", 1, D, 0);
-    if (!c.tie_embeddings) {
-        snprintf(it[k].hf, sizeof it[k].hf, "lm_head.weight");
-        ITEM("/head", 2, V, D);
-    }
-#undef ITEM
-    LOSA_CHECK(k == n_items);
-    /* used[first[f] + t]: tensor t of file f is consumed; every other one is
-     * an error (unknown, bias, duplicate, left out of the weight_map) */
-    int *first = calloc((size_t)w.n_files + 1, sizeof *first);
-    for (int i = 0; i < w.n_files; i++) first[i + 1] = first[i] + w.files[i].n;
-    unsigned char *used = calloc((size_t)first[w.n_files] + 1, 1);
-#define USED(F, T) used[first[(F) - w.files] + ((T) - (F)->t)]
-    int64_t maxn = 0;
+/* A tensor of the store and where it is in the safetensors. */
+typedef struct {
+    io_hf_tensor x;
+    const io_st_file *f;
+    const io_st_tensor *t;
+} hf_item;
+
+/* used[first[f] + t]: tensor t of file f is consumed; every other one is an
+ * error (unknown, bias, duplicate, left out of the weight_map). */
+typedef struct {
+    int *first;          /* (n_files + 1) */
+    unsigned char *used; /* (tensors of all files) */
+} hf_usage;
+
+static void hf_usage_init(hf_usage *u, const hf_weights *w)
+{
+    u->first = core_calloc((size_t)w->n_files + 1, sizeof *u->first);
+    for (int i = 0; i < w->n_files; i++) u->first[i + 1] = u->first[i] + w->files[i].n;
+    u->used = core_calloc((size_t)u->first[w->n_files] + 1, 1);
+}
+
+static void hf_usage_free(hf_usage *u)
+{
+    free(u->used);
+    free(u->first);
+}
+
+static unsigned char *hf_used(const hf_usage *u, const hf_weights *w, const io_st_file *f,
+                              const io_st_tensor *t)
+{
+    return &u->used[u->first[f - w->files] + (t - f->t)];
+}
+
+/* Find and check every tensor of the store (*maxn: elements of the largest)
+ * and the rotary_emb.inv_freq tensors, marking them used. */
+static losa_status hf_items_find(const hf_weights *w, const model_config *c, hf_item *it,
+                                 int n_items, const hf_usage *u, int64_t *maxn)
+{
+    losa_status s = LOSA_OK;
+    *maxn = 0;
     for (int i = 0; s == LOSA_OK && i < n_items; i++) {
-        s = hf_weights_find(&w, it[i].hf, it[i].ndim, it[i].shape, &it[i].f, &it[i].t);
-        if (s == LOSA_OK) USED(it[i].f, it[i].t) = 1;
-        int64_t nn = it[i].shape[0] * (it[i].ndim == 2 ? it[i].shape[1] : 1);
-        if (nn > maxn) maxn = nn;
+        s = hf_weights_find(w, it[i].x.hf, it[i].x.ndim, it[i].x.shape, &it[i].f, &it[i].t);
+        if (s == LOSA_OK) *hf_used(u, w, it[i].f, it[i].t) = 1;
+        int64_t nn = io_hf_tensor_numel(&it[i].x);
+        if (nn > *maxn) *maxn = nn;
     }
-    for (int l = 0; s == LOSA_OK && l < c.n_layers; l++) {
+    for (int l = 0; s == LOSA_OK && l < c->n_layers; l++) {
         const io_st_file *f;
         const io_st_tensor *t;
+        char nm[64];
         snprintf(nm, sizeof nm, "model.layers.%d.self_attn.rotary_emb.inv_freq", l);
-        if (hf_weights_locate(&w, nm, &f, &t) != 0) continue;
-        s = hf_inv_freq_check(f, t, &c);
-        if (s == LOSA_OK) USED(f, t) = 1;
+        if (hf_weights_locate(w, nm, &f, &t) != 0) continue;
+        s = hf_inv_freq_check(f, t, c);
+        if (s == LOSA_OK) *hf_used(u, w, f, t) = 1;
     }
-    if (s == LOSA_OK && w.weight_map) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, w.weight_map)
-        {
-            const io_st_file *f;
-            const io_st_tensor *t;
-            int where = hf_weights_locate(&w, e->string, &f, &t);
-            if (where == 2)
-                s = core_err(LOSA_ERR_FORMAT, "%s: weight_map: tensor %s: %s does not hold it",
-                             w.index_path, e->string, f->path);
-            else if (where == 0 && !USED(f, t))
-                s = hf_unused_err(w.index_path, e->string, &c);
-            if (s != LOSA_OK) break;
-        }
+    return s;
+}
+
+/* Every weight_map entry is in its file, and every tensor of every file
+ * was used: nothing is dropped silently. */
+static losa_status hf_unused_check(const hf_weights *w, const model_config *c,
+                                   const hf_usage *u)
+{
+    losa_status s = LOSA_OK;
+    const cJSON *e;
+    if (w->weight_map) cJSON_ArrayForEach(e, w->weight_map)
+    {
+        const io_st_file *f;
+        const io_st_tensor *t;
+        int where = hf_weights_locate(w, e->string, &f, &t);
+        if (where == 2)
+            s = core_err(LOSA_ERR_FORMAT, "%s: weight_map: tensor %s: %s does not hold it",
+                         w->index_path, e->string, f->path);
+        else if (where == 0 && !*hf_used(u, w, f, t))
+            s = hf_unused_err(w->index_path, e->string, c);
+        if (s != LOSA_OK) return s;
     }
-    for (int i = 0; s == LOSA_OK && i < w.n_files; i++)
-        for (int j = 0; s == LOSA_OK && j < w.files[i].n; j++) {
-            const io_st_file *f = &w.files[i];
-            if (used[first[i] + j]) continue;
+    for (int i = 0; s == LOSA_OK && i < w->n_files; i++)
+        for (int j = 0; s == LOSA_OK && j < w->files[i].n; j++) {
+            const io_st_file *f = &w->files[i];
+            if (u->used[u->first[i] + j]) continue;
             const io_st_file *g;
-            const io_st_tensor *u;
+            const io_st_tensor *t;
             if (io_st_find(f, f->t[j].name) != &f->t[j])
                 s = core_err(LOSA_ERR_FORMAT,
                              "%s: tensor %s: listed twice in the header (expected once)",
                              f->path, f->t[j].name);
-            else if (w.weight_map && hf_weights_locate(&w, f->t[j].name, &g, &u) != 1)
+            else if (w->weight_map && hf_weights_locate(w, f->t[j].name, &g, &t) != 1)
                 s = core_err(LOSA_ERR_FORMAT,
                              "%s: tensor %s: also in %s, where %s places it (expected in "
                              "one shard only)",
-                             f->path, f->t[j].name, g->path, w.index_path);
+                             f->path, f->t[j].name, g->path, w->index_path);
             else
-                s = hf_unused_err(f->path, f->t[j].name, &c);
+                s = hf_unused_err(f->path, f->t[j].name, c);
         }
-#undef USED
-    free(used);
-    free(first);
+    return s;
+}
 
-    /* all validated: write */
+/* All validated: write the store, tensor by tensor through one buffer of
+ * maxn floats, and commit it (on error nothing is left). */
+static losa_status hf_store_write(const char *src_dir, const char *out_path,
+                                  const model_config *c, const tok_tokenizer *tok,
+                                  const hf_item *it, int n_items, int64_t maxn)
+{
     io_store *st = NULL;
-    float *buf = NULL;
-    if (s == LOSA_OK) s = io_store_create(&st, out_path);
-    if (s == LOSA_OK) {
-        char source[4200];
-        snprintf(source, sizeof source, "hf:%s", src_dir);
-        s = io_store_write_config(st, &c, source);
-        buf = core_calloc((size_t)maxn, sizeof(float));
-    }
+    losa_status s = io_store_create(&st, out_path);
+    if (s != LOSA_OK) return s;
+    char source[4200];
+    snprintf(source, sizeof source, "hf:%s", src_dir);
+    s = io_store_write_config(st, c, source);
+    float *buf = core_calloc((size_t)maxn, sizeof(float));
     for (int i = 0; s == LOSA_OK && i < n_items; i++) {
         s = io_st_read_f32(it[i].f, it[i].t, buf);
-        for (int64_t j = 0, nn = it[i].shape[0] * (it[i].ndim == 2 ? it[i].shape[1] : 1);
-             s == LOSA_OK && j < nn; j++)
+        for (int64_t j = 0, nn = io_hf_tensor_numel(&it[i].x); s == LOSA_OK && j < nn; j++)
             if (!isfinite(buf[j]))
                 s = core_err(LOSA_ERR_NUMERIC, "%s: tensor %s: non-finite value at %lld",
-                             it[i].f->path, it[i].hf, (long long)j);
+                             it[i].f->path, it[i].x.hf, (long long)j);
         if (s == LOSA_OK)
-            s = io_store_write_tensor(st, it[i].store, buf, it[i].ndim, it[i].shape);
+            s = io_store_write_tensor(st, it[i].x.store, buf, it[i].x.ndim, it[i].x.shape);
     }
-    if (s == LOSA_OK) s = io_store_write_tokenizer(st, &tok);
+    if (s == LOSA_OK) s = io_store_write_tokenizer(st, tok);
     if (s == LOSA_OK) s = io_store_commit(&st);
     io_store_close(&st); /* no-op after commit; removes the temporary on error */
     core_free(buf);
+    return s;
+}
+
+losa_status io_import_hf(const char *src_dir, const char *out_path)
+{
+    model_config c;
+    tok_tokenizer tok;
+    hf_weights w;
+    losa_status s = hf_inputs_open(src_dir, out_path, &c, &tok, &w);
+    if (s != LOSA_OK) return s;
+    /* the tensors, in store order, each found and checked */
+    io_hf_tensor *names = core_calloc((size_t)IO_HF_MAX_TENSORS(&c), sizeof *names);
+    int n_items = io_hf_tensors(&c, names);
+    hf_item *it = core_calloc((size_t)n_items, sizeof *it);
+    for (int i = 0; i < n_items; i++) it[i].x = names[i];
+    free(names);
+    hf_usage u;
+    hf_usage_init(&u, &w);
+    int64_t maxn = 0;
+    s = hf_items_find(&w, &c, it, n_items, &u, &maxn);
+    if (s == LOSA_OK) s = hf_unused_check(&w, &c, &u);
+    hf_usage_free(&u);
+    if (s == LOSA_OK) s = hf_store_write(src_dir, out_path, &c, &tok, it, n_items, maxn);
     free(it);
     hf_weights_close(&w);
     tok_free(&tok);

@@ -38,42 +38,6 @@ static void l2c_permute_rows(float *w, float *tmp, int n_heads, int hd, int in)
     }
 }
 
-losa_status io_l2c_header_parse(const char *ckpt, const int32_t h[7], uint64_t fsize,
-                                model_config *c)
-{
-    memset(c, 0, sizeof *c);
-    c->dim = h[0];
-    c->hidden_dim = h[1];
-    c->n_layers = h[2];
-    c->n_heads = h[3];
-    c->n_kv_heads = h[4];
-    int shared = h[5] > 0;
-    c->vocab_size = h[5] == INT32_MIN ? 0 : abs(h[5]);
-    c->max_seq_len = h[6];
-    c->rms_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->tie_embeddings = shared;
-    c->bos_id = 1;
-    c->eos_id = 2;
-    /* bounds every dimension, so the sizes below cannot overflow */
-    losa_status s = io_config_check(c, ckpt);
-    if (s != LOSA_OK) return s;
-    int64_t V = c->vocab_size, D = c->dim, F = c->hidden_dim, L = c->n_layers;
-    int64_t kvD = model_kv_dim(c), hd = model_head_size(c), T = c->max_seq_len;
-    int64_t n_floats = V * D + L * (2 * D + 2 * D * D + 2 * kvD * D + 3 * F * D) + D + T * hd +
-                       (shared ? 0 : V * D);
-    uint64_t want = 28 + 4 * (uint64_t)n_floats;
-    if (fsize != want)
-        return core_err(fsize < want ? LOSA_ERR_IO : LOSA_ERR_FORMAT,
-                        "%s: file size: %llu bytes, but the header (dim %d hidden_dim %d "
-                        "n_layers %d n_heads %d n_kv_heads %d vocab_size %d seq_len %d) "
-                        "implies %llu%s",
-                        ckpt, (unsigned long long)fsize, h[0], h[1], h[2], h[3], h[4],
-                        h[5], h[6], (unsigned long long)want,
-                        fsize < want ? " (truncated)" : "");
-    return LOSA_OK;
-}
-
 losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
                               const char *out_path)
 {

@@ -1,4 +1,6 @@
-/* io internals shared by the importers: a validated safetensors file. */
+/* io internals shared by the io files (no HDF5 types: those are in io_h5.h):
+ * a validated safetensors file, config parsing and checks (config.c), the
+ * HF tensor names, small file helpers. */
 #ifndef LOSA_IO_INTERNAL_H
 #define LOSA_IO_INTERNAL_H
 
@@ -56,11 +58,34 @@ losa_status io_config_check(const model_config *c, const char *what);
 losa_status io_hf_config_parse(const char *path, const char *text, size_t n,
                                model_config *c);
 
+/* The shortest decimal (6 to 9 digits) that reads back as f, as a double:
+ * 1e-5f is written as 1e-05, not 9.99999974737875e-06 (store attributes,
+ * config.json). */
+double io_float_shortest(float f);
+
+/* One tensor of a Hugging Face LLaMA checkpoint and its place in the store. */
+typedef struct {
+    char hf[96];    /* name in the safetensors: "model.layers.3.mlp.up_proj.weight" */
+    char store[64]; /* name in the store: "/layers/3/w_up" */
+    int ndim;
+    int64_t shape[2]; /* (D) or (out, in) */
+    int is_map;       /* one of the MODEL_N_MAPS linear maps of a layer */
+} io_hf_tensor;
+/* The tensors config c implies, in HF (and store) order: embed; per layer
+ * attn_norm, the maps, ffn_norm; final norm; head unless tied.  it holds
+ * IO_HF_MAX_TENSORS(c) entries; returns the count. */
+#define IO_HF_MAX_TENSORS(c) (3 + 9 * (int64_t)(c)->n_layers)
+int io_hf_tensors(const model_config *c, io_hf_tensor *it);
+int64_t io_hf_tensor_numel(const io_hf_tensor *t);
+
 /* The llama2.c header (7 int32) of a file of fsize bytes: config, whether
  * the classifier is shared, and the file size the header implies (checked
  * against fsize). */
 losa_status io_l2c_header_parse(const char *ckpt, const int32_t h[7], uint64_t fsize,
                                 model_config *c);
+
+/* "(a, b, c)" for messages about shapes. */
+void io_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape);
 
 /* pread the whole range or fail with a message naming path. */
 losa_status io_pread_all(int fd, const char *path, void *buf, size_t n, uint64_t off);

@@ -126,7 +126,7 @@ static losa_status io_st_parse_entry(io_st_file *f, const cJSON *e, io_st_tensor
     if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2)
         return core_err(LOSA_ERR_FORMAT,
                         "%s: tensor %s: data_offsets must be an array [begin, end]", P, N);
-    t->name = strdup(N);
+    t->name = core_strdup(N);
     snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dt->valuestring);
     int esize = io_dtype_size(dt->valuestring, &t->dtype);
     if (esize == 0)
@@ -220,7 +220,7 @@ losa_status io_st_open(io_st_file *f, const char *path)
     int n = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, j) if (strcmp(e->string, "__metadata__")) n++;
-    f->t = calloc((size_t)(n > 0 ? n : 1), sizeof *f->t);
+    f->t = core_calloc((size_t)(n > 0 ? n : 1), sizeof *f->t);
     uint64_t data_size = f->file_size - f->data_start;
     cJSON_ArrayForEach(e, j)
     {
@@ -241,7 +241,7 @@ const io_st_tensor *io_st_find(const io_st_file *f, const char *name)
     return NULL;
 }
 
-static void io_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape)
+void io_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape)
 {
     size_t at = (size_t)snprintf(buf, n, "(");
     for (int i = 0; i < ndim && at < n; i++)

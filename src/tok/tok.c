@@ -148,12 +148,9 @@ static int tok_is_control(const tok_tokenizer *t, int id)
     return id == t->bos_id || id == t->eos_id || id == t->unk_id;
 }
 
-losa_status tok_build(tok_tokenizer *t)
+/* The flat fields are consistent: kind, offsets, special ids, merges. */
+static losa_status tok_check_fields(const tok_tokenizer *t)
 {
-    if (t->priv) {
-        tok_priv_free(t->priv);
-        t->priv = NULL;
-    }
     if (t->kind != TOK_KIND_MERGES && t->kind != TOK_KIND_SCORES)
         return core_err(LOSA_ERR_FORMAT, "tokenizer: kind: %d (expected %d merges or %d scores)",
                         t->kind, TOK_KIND_MERGES, TOK_KIND_SCORES);
@@ -174,20 +171,21 @@ losa_status tok_build(tok_tokenizer *t)
                             names[k], ids[k], V - 1);
     if (t->n_merges < 0 || (t->n_merges > 0 && !t->merges))
         return core_err(LOSA_ERR_FORMAT, "tokenizer: n_merges = %d without merges", t->n_merges);
+    return LOSA_OK;
+}
 
-    tok_priv *p = calloc(1, sizeof *p);
-    if (!p) return core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory");
+/* Normal pieces into the map, <0xNN> pieces by byte, and the decoded text
+ * of every piece (U+2581 -> ' ', unk as " U+2047 ", bos / eos invisible). */
+static losa_status tok_priv_pieces(const tok_tokenizer *t, tok_priv *p)
+{
+    int V = t->n_vocab;
     losa_status st = tok_strmap_init(&p->pieces, V);
     p->is_byte = calloc((size_t)V, 1);
     p->dec_off = malloc(((size_t)V + 1) * sizeof(int64_t));
     p->dec_blob = malloc((size_t)t->offsets[V] + 8 * (size_t)V + 1);
-    if (st != LOSA_OK || !p->is_byte || !p->dec_off || !p->dec_blob) {
-        tok_priv_free(p);
+    if (st != LOSA_OK || !p->is_byte || !p->dec_off || !p->dec_blob)
         return core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory building tables");
-    }
     for (int b = 0; b < 256; b++) p->byte_id[b] = -1;
-
-    /* Normal pieces into the map; decoded text of every piece. */
     int64_t dn = 0;
     for (int i = 0; i < V; i++) {
         const char *s = t->blob + t->offsets[i];
@@ -219,55 +217,71 @@ losa_status tok_build(tok_tokenizer *t)
     p->dec_off[V] = dn;
     if (t->byte_fallback)
         for (int b = 0; b < 256; b++)
-            if (p->byte_id[b] < 0) {
-                tok_priv_free(p);
+            if (p->byte_id[b] < 0)
                 return core_err(LOSA_ERR_FORMAT,
                                 "tokenizer: byte_fallback set but piece <0x%02X> is missing", b);
-            }
+    return LOSA_OK;
+}
 
-    /* Ranked pairs: (left, right) -> (rank, merged piece). */
-    if (t->kind == TOK_KIND_MERGES && t->n_merges > 0) {
-        uint64_t cap = tok_cap_pow2(t->n_merges);
-        p->pair_mask = cap - 1;
-        p->pair_keys = calloc(cap, sizeof(uint64_t));
-        p->pair_rank = malloc(cap * sizeof(int32_t));
-        p->pair_id = malloc(cap * sizeof(int32_t));
-        char *cat = malloc((size_t)t->offsets[V] * 2 + 1);
-        if (!p->pair_keys || !p->pair_rank || !p->pair_id || !cat) {
-            free(cat);
-            tok_priv_free(p);
-            return core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory for %d merges", t->n_merges);
+/* Ranked pairs (TOK_KIND_MERGES): (left, right) -> (rank, merged piece);
+ * the merged piece must be a normal piece; the first (best) rank wins. */
+static losa_status tok_priv_pairs(const tok_tokenizer *t, tok_priv *p)
+{
+    int V = t->n_vocab;
+    uint64_t cap = tok_cap_pow2(t->n_merges);
+    p->pair_mask = cap - 1;
+    p->pair_keys = calloc(cap, sizeof(uint64_t));
+    p->pair_rank = malloc(cap * sizeof(int32_t));
+    p->pair_id = malloc(cap * sizeof(int32_t));
+    char *cat = malloc((size_t)t->offsets[V] * 2 + 1);
+    losa_status st = LOSA_OK;
+    if (!p->pair_keys || !p->pair_rank || !p->pair_id || !cat)
+        st = core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory for %d merges", t->n_merges);
+    for (int r = 0; st == LOSA_OK && r < t->n_merges; r++) {
+        int a = t->merges[2 * r], b = t->merges[2 * r + 1];
+        if (a < 0 || a >= V || b < 0 || b >= V) {
+            st = core_err(LOSA_ERR_FORMAT, "tokenizer: merge %d: ids (%d, %d) out of 0..%d",
+                          r, a, b, V - 1);
+            break;
         }
-        for (int r = 0; r < t->n_merges; r++) {
-            int a = t->merges[2 * r], b = t->merges[2 * r + 1];
-            if (a < 0 || a >= V || b < 0 || b >= V) {
-                free(cat);
-                tok_priv_free(p);
-                return core_err(LOSA_ERR_FORMAT, "tokenizer: merge %d: ids (%d, %d) out of 0..%d",
-                                r, a, b, V - 1);
-            }
-            int64_t na = t->offsets[a + 1] - t->offsets[a], nb = t->offsets[b + 1] - t->offsets[b];
-            memcpy(cat, t->blob + t->offsets[a], (size_t)na);
-            memcpy(cat + na, t->blob + t->offsets[b], (size_t)nb);
-            int m = tok_strmap_get(&p->pieces, t->blob, t->offsets, cat, (size_t)(na + nb));
-            if (m < 0) {
-                core_err(LOSA_ERR_FORMAT,
-                         "tokenizer: merge %d (%d + %d): merged piece \"%.*s\" is not a "
-                         "normal piece of the vocabulary", r, a, b, (int)(na + nb), cat);
-                free(cat);
-                tok_priv_free(p);
-                return LOSA_ERR_FORMAT;
-            }
-            uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
-            uint64_t h = tok_pair_hash(key) & p->pair_mask;
-            while (p->pair_keys[h] && p->pair_keys[h] != key) h = (h + 1) & p->pair_mask;
-            if (!p->pair_keys[h]) { /* first (best) rank wins */
-                p->pair_keys[h] = key;
-                p->pair_rank[h] = r;
-                p->pair_id[h] = m;
-            }
+        int64_t na = t->offsets[a + 1] - t->offsets[a], nb = t->offsets[b + 1] - t->offsets[b];
+        memcpy(cat, t->blob + t->offsets[a], (size_t)na);
+        memcpy(cat + na, t->blob + t->offsets[b], (size_t)nb);
+        int m = tok_strmap_get(&p->pieces, t->blob, t->offsets, cat, (size_t)(na + nb));
+        if (m < 0) {
+            st = core_err(LOSA_ERR_FORMAT,
+                          "tokenizer: merge %d (%d + %d): merged piece \"%.*s\" is not a "
+                          "normal piece of the vocabulary", r, a, b, (int)(na + nb), cat);
+            break;
         }
-        free(cat);
+        uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+        uint64_t h = tok_pair_hash(key) & p->pair_mask;
+        while (p->pair_keys[h] && p->pair_keys[h] != key) h = (h + 1) & p->pair_mask;
+        if (!p->pair_keys[h]) {
+            p->pair_keys[h] = key;
+            p->pair_rank[h] = r;
+            p->pair_id[h] = m;
+        }
+    }
+    free(cat);
+    return st;
+}
+
+losa_status tok_build(tok_tokenizer *t)
+{
+    if (t->priv) {
+        tok_priv_free(t->priv);
+        t->priv = NULL;
+    }
+    losa_status st = tok_check_fields(t);
+    if (st != LOSA_OK) return st;
+    tok_priv *p = calloc(1, sizeof *p);
+    if (!p) return core_err(LOSA_ERR_NOMEM, "tokenizer: out of memory");
+    st = tok_priv_pieces(t, p);
+    if (st == LOSA_OK && t->kind == TOK_KIND_MERGES && t->n_merges > 0) st = tok_priv_pairs(t, p);
+    if (st != LOSA_OK) {
+        tok_priv_free(p);
+        return st;
     }
     t->priv = p;
     return LOSA_OK;

@@ -1,4 +1,4 @@
-/* Fuzz the Hugging Face config.json parser (src/io/import_hf.c).  On success
+/* Fuzz the Hugging Face config.json parser (src/io/config.c).  On success
  * the config's consumers run: tensor shapes of every map, parameter count,
  * the pipeline split; the bounds io_config_check promises are asserted. */
 #include "fuzz_util.h"

@@ -1,0 +1,227 @@
+/* io model store: the model layout of include/io.h on the HDF5 layer
+ * (h5.c): the configuration as root attributes, a stage's tensors, the
+ * tokenizer. */
+#include "io_h5.h"
+#include "io_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define IO_FORMAT_VERSION 1
+
+void io_layer_name(char *buf, size_t n, int layer, const char *what)
+{
+    snprintf(buf, n, "/layers/%d/%s", layer, what);
+}
+
+/* ---- config ----------------------------------------------------------------- */
+
+losa_status io_store_write_config(io_store *st, const model_config *c,
+                                  const char *source)
+{
+    LOSA_CHECK(st->writable);
+    hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
+    losa_status s = LOSA_OK;
+    const struct { const char *k; int v; } ints[] = {
+        {"format_version", IO_FORMAT_VERSION}, {"dim", c->dim},
+        {"hidden_dim", c->hidden_dim}, {"n_layers", c->n_layers},
+        {"n_heads", c->n_heads}, {"n_kv_heads", c->n_kv_heads},
+        {"vocab_size", c->vocab_size}, {"max_seq_len", c->max_seq_len},
+        {"tie_embeddings", c->tie_embeddings}, {"bos_id", c->bos_id},
+        {"eos_id", c->eos_id},
+    };
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_write_int(st, root, ints[i].k, ints[i].v);
+    if (s == LOSA_OK)
+        s = io_attr_write_double(st, root, "rms_eps", io_float_shortest(c->rms_eps));
+    if (s == LOSA_OK)
+        s = io_attr_write_double(st, root, "rope_theta", io_float_shortest(c->rope_theta));
+    if (s == LOSA_OK) s = io_attr_write_str(st, root, "source", source ? source : "");
+    H5Gclose(root);
+    return s;
+}
+
+losa_status io_store_read_config(io_store *st, model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
+    int ver = 0;
+    losa_status s = io_attr_read_int(st, root, "/", "format_version", &ver);
+    if (s == LOSA_OK && ver != IO_FORMAT_VERSION)
+        s = core_err(LOSA_ERR_UNSUPPORTED, "%s: format_version %d (this build reads %d)",
+                     st->path, ver, IO_FORMAT_VERSION);
+    struct { const char *k; int *v; } ints[] = {
+        {"dim", &c->dim}, {"hidden_dim", &c->hidden_dim},
+        {"n_layers", &c->n_layers}, {"n_heads", &c->n_heads},
+        {"n_kv_heads", &c->n_kv_heads}, {"vocab_size", &c->vocab_size},
+        {"max_seq_len", &c->max_seq_len}, {"tie_embeddings", &c->tie_embeddings},
+        {"bos_id", &c->bos_id}, {"eos_id", &c->eos_id},
+    };
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_read_int(st, root, "/", ints[i].k, ints[i].v);
+    double eps = 0, theta = 0;
+    if (s == LOSA_OK) s = io_attr_read(st, root, "/", "rms_eps", H5T_NATIVE_DOUBLE, &eps);
+    if (s == LOSA_OK)
+        s = io_attr_read(st, root, "/", "rope_theta", H5T_NATIVE_DOUBLE, &theta);
+    H5Gclose(root);
+    if (s != LOSA_OK) return s;
+    c->rms_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    return io_config_check(c, st->path);
+}
+
+/* ---- stages ----------------------------------------------------------------- */
+
+/* Visit every tensor the stage owns: fn(st, name, x, ndim, shape). */
+typedef losa_status (*io_tensor_fn)(io_store *st, const char *name, float *x, int ndim,
+                                    const int64_t *shape);
+
+static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_fn fn)
+{
+    const model_config *c = &s->cfg;
+    int64_t V = c->vocab_size, D = c->dim;
+    losa_status r = LOSA_OK;
+    int64_t vd[2] = {V, D}, d1[1] = {D};
+    if (s->has_embed || (s->has_head && c->tie_embeddings)) {
+        LOSA_CHECK(s->embed != NULL);
+        r = fn(st, "/embed", s->embed, 2, vd);
+    }
+    char name[256];
+    for (int l = 0; r == LOSA_OK && l < s->n_layers; l++) {
+        const model_layer *ly = &s->layers[l];
+        int g = s->layer0 + l;
+        io_layer_name(name, sizeof name, g, "attn_norm");
+        r = fn(st, name, ly->attn_norm, 1, d1);
+        for (int m = 0; r == LOSA_OK && m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, (model_map)m, &o, &i);
+            int64_t sh[2] = {o, i};
+            io_layer_name(name, sizeof name, g, model_map_name((model_map)m));
+            r = fn(st, name, ly->w[m], 2, sh);
+        }
+        if (r == LOSA_OK) {
+            io_layer_name(name, sizeof name, g, "ffn_norm");
+            r = fn(st, name, ly->ffn_norm, 1, d1);
+        }
+    }
+    if (r == LOSA_OK && s->has_head) {
+        r = fn(st, "/final_norm", s->final_norm, 1, d1);
+        if (r == LOSA_OK && !c->tie_embeddings) r = fn(st, "/head", s->head, 2, vd);
+    }
+    return r;
+}
+
+static losa_status io_write_fn(io_store *st, const char *name, float *x, int ndim,
+                               const int64_t *shape)
+{
+    return io_store_write_tensor(st, name, x, ndim, shape);
+}
+
+losa_status io_store_read_stage(io_store *st, model_stage *s)
+{
+    return io_stage_visit(st, s, io_store_read_tensor);
+}
+
+losa_status io_store_write_stage(io_store *st, const model_stage *s)
+{
+    return io_stage_visit(st, s, io_write_fn);
+}
+
+/* ---- tokenizer -------------------------------------------------------------- */
+
+losa_status io_store_write_tokenizer(io_store *st, const tok_tokenizer *t)
+{
+    LOSA_CHECK(st->writable);
+    LOSA_CHECK(t->n_vocab > 0 && t->offsets && t->scores);
+    hid_t g = io_group_open(st, "/tokenizer", 1);
+    if (g < 0) return core_err(LOSA_ERR_IO, "%s: cannot create group /tokenizer", st->tmp);
+    const struct { const char *k; int v; } ints[] = {
+        {"kind", t->kind}, {"n_vocab", t->n_vocab}, {"bos_id", t->bos_id},
+        {"eos_id", t->eos_id}, {"unk_id", t->unk_id},
+        {"byte_fallback", t->byte_fallback}, {"add_dummy_prefix", t->add_dummy_prefix},
+    };
+    losa_status s = LOSA_OK;
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_write_int(st, g, ints[i].k, ints[i].v);
+    H5Oclose(g);
+    int64_t V = t->n_vocab, nb = t->offsets[V], v1 = V + 1;
+    if (s == LOSA_OK)
+        s = io_write_dataset(st, "/tokenizer/blob", H5T_STD_U8LE, H5T_NATIVE_UINT8,
+                             nb ? (const void *)t->blob : (const void *)"", 1, &nb);
+    if (s == LOSA_OK)
+        s = io_write_dataset(st, "/tokenizer/offsets", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                             t->offsets, 1, &v1);
+    if (s == LOSA_OK)
+        s = io_write_dataset(st, "/tokenizer/scores", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                             t->scores, 1, &V);
+    if (s == LOSA_OK && t->n_merges > 0) {
+        int64_t sh[2] = {t->n_merges, 2};
+        s = io_write_dataset(st, "/tokenizer/merges", H5T_STD_I32LE, H5T_NATIVE_INT32,
+                             t->merges, 2, sh);
+    }
+    return s;
+}
+
+losa_status io_store_read_tokenizer(io_store *st, tok_tokenizer *t)
+{
+    memset(t, 0, sizeof *t);
+    hid_t g = io_group_open(st, "/tokenizer", 0);
+    if (g < 0) return core_err(LOSA_ERR_FORMAT, "%s: group /tokenizer is missing", st->path);
+    struct { const char *k; int *v; } ints[] = {
+        {"kind", &t->kind}, {"n_vocab", &t->n_vocab}, {"bos_id", &t->bos_id},
+        {"eos_id", &t->eos_id}, {"unk_id", &t->unk_id},
+        {"byte_fallback", &t->byte_fallback}, {"add_dummy_prefix", &t->add_dummy_prefix},
+    };
+    losa_status s = LOSA_OK;
+    for (size_t i = 0; s == LOSA_OK && i < sizeof ints / sizeof ints[0]; i++)
+        s = io_attr_read_int(st, g, "/tokenizer", ints[i].k, ints[i].v);
+    H5Oclose(g);
+    if (s != LOSA_OK) return s;
+    if (t->n_vocab <= 0 || (t->kind != TOK_KIND_MERGES && t->kind != TOK_KIND_SCORES))
+        return core_err(LOSA_ERR_FORMAT, "%s: /tokenizer: kind %d / n_vocab %d invalid",
+                        st->path, t->kind, t->n_vocab);
+    int64_t V = t->n_vocab, v1 = V + 1;
+    t->offsets = core_calloc((size_t)v1, sizeof(int64_t));
+    t->scores = core_calloc((size_t)V, sizeof(float));
+    s = io_read_dataset(st, "/tokenizer/offsets", H5T_INTEGER, H5T_NATIVE_INT64,
+                        t->offsets, 1, &v1);
+    if (s == LOSA_OK)
+        s = io_read_dataset(st, "/tokenizer/scores", H5T_FLOAT, H5T_NATIVE_FLOAT,
+                            t->scores, 1, &V);
+    if (s == LOSA_OK) {
+        int ok = t->offsets[0] == 0;
+        for (int64_t i = 0; ok && i < V; i++) ok = t->offsets[i + 1] >= t->offsets[i];
+        if (!ok)
+            s = core_err(LOSA_ERR_FORMAT,
+                         "%s: dataset /tokenizer/offsets: not a non-decreasing list from 0",
+                         st->path);
+    }
+    if (s == LOSA_OK) {
+        int64_t nb = t->offsets[V];
+        t->blob = core_calloc((size_t)nb + 1, 1);
+        s = io_read_dataset(st, "/tokenizer/blob", H5T_INTEGER, H5T_NATIVE_UINT8,
+                            t->blob, 1, &nb);
+    }
+    if (s == LOSA_OK && io_path_exists(st->file, "/tokenizer/merges")) {
+        int nd = 0;
+        int64_t sh[IO_MAX_DIMS];
+        s = io_store_tensor_shape(st, "/tokenizer/merges", &nd, sh);
+        if (s == LOSA_OK && (nd != 2 || sh[1] != 2 || sh[0] > INT32_MAX))
+            s = core_err(LOSA_ERR_FORMAT, "%s: dataset /tokenizer/merges: expected (n, 2)",
+                         st->path);
+        if (s == LOSA_OK) {
+            t->n_merges = (int)sh[0];
+            t->merges = core_calloc((size_t)sh[0] * 2, sizeof(int32_t));
+            s = io_read_dataset(st, "/tokenizer/merges", H5T_INTEGER, H5T_NATIVE_INT32,
+                                t->merges, 2, sh);
+        }
+        for (int64_t i = 0; s == LOSA_OK && i < 2 * (int64_t)t->n_merges; i++)
+            if (t->merges[i] < 0 || t->merges[i] >= t->n_vocab)
+                s = core_err(LOSA_ERR_FORMAT,
+                             "%s: dataset /tokenizer/merges: id %d outside vocab %d",
+                             st->path, t->merges[i], t->n_vocab);
+    }
+    if (s == LOSA_OK) s = tok_build(t);
+    if (s != LOSA_OK) tok_free(t);
+    return s;
+}
