@@ -170,14 +170,74 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T);
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
                          int B, int T);
 
-/* ---- pipeline (collective over this replica's stages) ---- */
+/* ---- the stage door (stage_io.c): every message between pipeline stages ----
+ *
+ * Activations go from stage p to p+1, and their gradients from p+1 back to
+ * p, only through these functions: blocking point-to-point over this
+ * replica's pipeline communicator (src/dist).  A message is N token rows of
+ * the residual stream, (N, D) floats; the two neighbours make matching calls
+ * with the same N, tag and seq.  Not collective.  A call is a no-op on the
+ * stage that has no such neighbour (receiving the input on the first stage,
+ * sending the output on the last, the gradient twins likewise), so a
+ * schedule can run the same calls on every stage.
+ *
+ * Tags: one per message kind, each the base of a block of
+ * MODEL_STAGE_TAG_SPAN tags inside the range MPI guarantees (0..32767,
+ * MPI_TAG_UB >= 32767).  A sequence number (micro-batch, batch, decode step)
+ * enters the tag through model_stage_tag_seq only, modulo the span.  Wrapping
+ * is safe: messages between two ranks on one communicator do not overtake
+ * each other, and both neighbours post each kind in the same order; the tag
+ * catches a mismatched pair of calls. */
+#define MODEL_STAGE_TAG_SPAN 8192
+typedef enum {
+    /* activations to the next stage; seq: micro-batch (train), batch
+     * (perplexity, zero-shot), step (generate) */
+    MODEL_STAGE_TAG_FORWARD = 0 * MODEL_STAGE_TAG_SPAN,
+    /* dL/d(stage input) to the previous stage; seq: micro-batch (train) */
+    MODEL_STAGE_TAG_BACKWARD = 1 * MODEL_STAGE_TAG_SPAN,
+    /* calibration windows through a pass of the calib module */
+    MODEL_STAGE_TAG_CALIB = 2 * MODEL_STAGE_TAG_SPAN,
+    /* calib: the dense reference stream sent beside the pruned one */
+    MODEL_STAGE_TAG_CALIB_DENSE = 3 * MODEL_STAGE_TAG_SPAN,
+} model_stage_tag;
+/* The MPI tag of message kind tag with sequence number seq >= 0:
+ * tag + seq mod MODEL_STAGE_TAG_SPAN, in 0..32767. */
+int model_stage_tag_seq(model_stage_tag tag, int64_t seq);
+
 struct dist_ctx;
+/* Forward: x (N, D) from the previous stage (no-op on the first stage) /
+ * to the next stage (no-op on the last). */
+void model_stage_recv_input(struct dist_ctx *d, const model_stage *s, float *x, int64_t N,
+                            model_stage_tag tag, int64_t seq);
+void model_stage_send_output(struct dist_ctx *d, const model_stage *s, const float *x,
+                             int64_t N, model_stage_tag tag, int64_t seq);
+/* Backward (tag MODEL_STAGE_TAG_BACKWARD): dx (N, D) = dL/d(stage output)
+ * from the next stage (no-op on the last) / dL/d(stage input) to the
+ * previous stage (no-op on the first). */
+void model_stage_recv_output_grad(struct dist_ctx *d, const model_stage *s, float *dx,
+                                  int64_t N, int64_t seq);
+void model_stage_send_input_grad(struct dist_ctx *d, const model_stage *s, const float *dx,
+                                 int64_t N, int64_t seq);
+/* The paired exchanges of a 1F1B steady state (one MPI_Sendrecv each, which
+ * cannot deadlock): send the output x (forward, fseq) to the next stage and
+ * receive dx = dL/d(output) (backward, bseq) from it; send dx = dL/d(input)
+ * (backward, bseq) to the previous stage and receive the next input x
+ * (forward, fseq) from it.  No-op without that neighbour. */
+void model_stage_send_output_recv_grad(struct dist_ctx *d, const model_stage *s,
+                                       const float *x, int64_t fseq, float *dx, int64_t bseq,
+                                       int64_t N);
+void model_stage_send_input_grad_recv_input(struct dist_ctx *d, const model_stage *s,
+                                            const float *dx, int64_t bseq, float *x,
+                                            int64_t fseq, int64_t N);
+
+/* ---- pipeline (collective over this replica's stages) ---- */
 /* One micro-batch through the pipeline: the first stage embeds tokens (B,T),
  * middle stages receive a->x from the previous stage and send it on, the last
- * stage leaves logits (B,T,V) in a->logits.  tag distinguishes micro-batches. */
+ * stage leaves logits (B,T,V) in a->logits.  seq numbers the micro-batches
+ * (MODEL_STAGE_TAG_FORWARD). */
 void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
                             const model_stage *s, const int *tokens, int B,
-                            int T, int tag);
+                            int T, int seq);
 /* model_stage_build for this rank's stage in d's layout. */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
@@ -262,11 +322,12 @@ void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s
 void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,
                              int token, int pos);
 /* Pipeline variants (collective over this replica's stages, like
- * model_pipeline_forward): activations flow with dist_send_next/recv_prev. */
+ * model_pipeline_forward): activations flow through the stage door,
+ * MODEL_STAGE_TAG_FORWARD with sequence number seq (the step). */
 void model_pipeline_prefill(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                            const model_stage *s, const int *tokens, int T, int tag);
+                            const model_stage *s, const int *tokens, int T, int seq);
 void model_pipeline_decode_step(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                                const model_stage *s, int token, int pos, int tag);
+                                const model_stage *s, int token, int pos, int seq);
 
 /* ---- backward (training; gradients w.r.t. activations and adapters only:
  * base weights, norms, embeddings and head are frozen) ---- */

@@ -282,24 +282,23 @@ void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stag
 /* ---------------------------------------------------------- pipeline */
 
 void model_pipeline_prefill(dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                            const model_stage *s, const int *tokens, int T, int tag)
+                            const model_stage *s, const int *tokens, int T, int seq)
 {
-    size_t n = (size_t)T * s->cfg.dim;
     LOSA_CHECK(T >= 1 && T <= a->T && T <= kv->max_T && kv->n_layers == s->n_layers);
     if (s->has_embed) model_stage_embed(a, s, tokens, 1, T);
-    else dist_recv_prev(d, a->x, n, tag);
+    else model_stage_recv_input(d, s, a->x, T, MODEL_STAGE_TAG_FORWARD, seq);
     prefill_layers(a, kv, s, T);
     if (s->has_head) model_stage_head(a, s, 1, T);
-    else dist_send_next(d, a->x, n, tag);
+    else model_stage_send_output(d, s, a->x, T, MODEL_STAGE_TAG_FORWARD, seq);
 }
 
 void model_pipeline_decode_step(dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                                const model_stage *s, int token, int pos, int tag)
+                                const model_stage *s, int token, int pos, int seq)
 {
     LOSA_CHECK(pos >= 0 && pos < kv->max_T);
     if (s->has_embed) model_stage_embed(a, s, &token, 1, 1);
-    else dist_recv_prev(d, a->x, (size_t)s->cfg.dim, tag);
+    else model_stage_recv_input(d, s, a->x, 1, MODEL_STAGE_TAG_FORWARD, seq);
     for (int l = 0; l < s->n_layers; l++) layer_step(a, kv, s, l, pos);
     if (s->has_head) stage_head_step(a, s);
-    else dist_send_next(d, a->x, (size_t)s->cfg.dim, tag);
+    else model_stage_send_output(d, s, a->x, 1, MODEL_STAGE_TAG_FORWARD, seq);
 }
