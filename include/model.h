@@ -77,7 +77,7 @@ typedef struct {
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
-    /* Optional sparse copies of the maps (decode.c, model_sparse_build):
+    /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
     const struct model_sparse *sparse;
@@ -242,27 +242,7 @@ void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
 
-/* ---- decode: KV cache, sparse maps, incremental generation (decode.c) ----
- *
- * Generation runs a prompt once through model_stage_prefill (filling the KV
- * cache) and then one token per model_stage_decode_step.  The results equal
- * model_stage_forward on the whole prefix within fp32 rounding. */
-
-/* Keys (after RoPE) and values of every position seen so far, for every
- * layer of one stage: one allocation. */
-typedef struct {
-    int max_T;                 /* capacity in positions */
-    int n_layers, kv_dim, head_size;
-    float *k, *v;              /* (n_layers, max_T, kvD) */
-    float *rope_cos, *rope_sin;/* (max_T, hd/2) */
-    float *scores;             /* (max_T) attention scratch */
-    float *mem;
-    size_t n_floats;
-} model_kv_cache;
-
-/* max_T <= cfg.max_seq_len. */
-losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T);
-void model_kv_cache_free(model_kv_cache *kv);
+/* ---- sparse maps (sparse_maps.c): which maps run on the sparse kernels ---- */
 
 typedef enum {
     MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable(density, batch) */
@@ -310,6 +290,28 @@ void model_sparse_free(model_sparse *sp);
  * has one and it pays at N rows; returns 0 (y untouched) otherwise. */
 int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
                         model_map m, int64_t N);
+
+/* ---- decode: KV cache, incremental generation (decode.c) ----
+ *
+ * Generation runs a prompt once through model_stage_prefill (filling the KV
+ * cache) and then one token per model_stage_decode_step.  The results equal
+ * model_stage_forward on the whole prefix within fp32 rounding. */
+
+/* Keys (after RoPE) and values of every position seen so far, for every
+ * layer of one stage: one allocation. */
+typedef struct {
+    int max_T;                 /* capacity in positions */
+    int n_layers, kv_dim, head_size;
+    float *k, *v;              /* (n_layers, max_T, kvD) */
+    float *rope_cos, *rope_sin;/* (max_T, hd/2) */
+    float *scores;             /* (max_T) attention scratch */
+    float *mem;
+    size_t n_floats;
+} model_kv_cache;
+
+/* max_T <= cfg.max_seq_len. */
+losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T);
+void model_kv_cache_free(model_kv_cache *kv);
 
 /* Prompt tokens (T) through the stage, positions 0..T-1, filling the cache:
  * first stage embeds, every stage runs its layers on a->x (1,T,D), the last
