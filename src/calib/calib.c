@@ -43,8 +43,8 @@ void calib_draw_from_deck(const deck *dk, calib_draw *cd)
 void calib_docs_free(int **docs, int64_t *dlen, int ndoc)
 {
     for (int i = 0; i < ndoc; i++) free(docs[i]);
-    free(docs);
-    free(dlen);
+    core_free(docs);
+    core_free(dlen);
 }
 
 losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, const char *text,
@@ -52,8 +52,8 @@ losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, cons
                                 int64_t **dlen_out, int *ndoc_out)
 {
     int ndoc = 0, cap = 256;
-    int **docs = malloc(sizeof(int *) * cap);
-    int64_t *dlen = malloc(sizeof(int64_t) * cap);
+    int **docs = core_calloc(cap, sizeof(int *));
+    int64_t *dlen = core_calloc(cap, sizeof(int64_t));
     losa_status st = LOSA_OK;
     if (is_jsonl(path)) {
         const char *p = text, *end = text + len;
@@ -73,6 +73,7 @@ losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, cons
                         cap *= 2;
                         docs = realloc(docs, sizeof(int *) * cap);
                         dlen = realloc(dlen, sizeof(int64_t) * cap);
+                        LOSA_CHECK(docs && dlen);
                     }
                     const char *s = t->valuestring;
                     st = tok_encode(tok, s, strlen(s), bos, eos, &docs[ndoc], &dlen[ndoc]);
@@ -547,7 +548,7 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
                 (int)m, 0.0f, tmp, n);
-    double *rm = calloc(n, sizeof(double)), all = 0;
+    double *rm = core_calloc(n, sizeof(double)), all = 0;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < n; j++) rm[i] += tmp[i * n + j];
         rm[i] /= n;
@@ -556,7 +557,7 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
     all /= n;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) G[i * n + j] = tmp[i * n + j] - rm[i] - rm[j] + all;
-    free(rm);
+    core_free(rm);
 }
 
 losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *tokens, int N,
