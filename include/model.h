@@ -77,7 +77,7 @@ typedef struct {
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
-    /* Optional sparse copies of the maps (decode.c, model_sparse_build):
+    /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
     const struct model_sparse *sparse;
@@ -170,39 +170,79 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T);
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
                          int B, int T);
 
-/* ---- pipeline (collective over this replica's stages) ---- */
+/* ---- the stage door (stage_io.c): every message between pipeline stages ----
+ *
+ * Activations go from stage p to p+1, and their gradients from p+1 back to
+ * p, only through these functions: blocking point-to-point over this
+ * replica's pipeline communicator (src/dist).  A message is N token rows of
+ * the residual stream, (N, D) floats; the two neighbours make matching calls
+ * with the same N, tag and seq.  Not collective.  A call is a no-op on the
+ * stage that has no such neighbour (receiving the input on the first stage,
+ * sending the output on the last, the gradient twins likewise), so a
+ * schedule can run the same calls on every stage.
+ *
+ * Tags: one per message kind, each the base of a block of
+ * MODEL_STAGE_TAG_SPAN tags inside the range MPI guarantees (0..32767,
+ * MPI_TAG_UB >= 32767).  A sequence number (micro-batch, batch, decode step)
+ * enters the tag through model_stage_tag_seq only, modulo the span.  Wrapping
+ * is safe: messages between two ranks on one communicator do not overtake
+ * each other, and both neighbours post each kind in the same order; the tag
+ * catches a mismatched pair of calls. */
+#define MODEL_STAGE_TAG_SPAN 8192
+typedef enum {
+    /* activations to the next stage; seq: micro-batch (train), batch
+     * (perplexity, zero-shot), step (generate) */
+    MODEL_STAGE_TAG_FORWARD = 0 * MODEL_STAGE_TAG_SPAN,
+    /* dL/d(stage input) to the previous stage; seq: micro-batch (train) */
+    MODEL_STAGE_TAG_BACKWARD = 1 * MODEL_STAGE_TAG_SPAN,
+    /* calibration windows through a pass of the calib module */
+    MODEL_STAGE_TAG_CALIB = 2 * MODEL_STAGE_TAG_SPAN,
+    /* calib: the dense reference stream sent beside the pruned one */
+    MODEL_STAGE_TAG_CALIB_DENSE = 3 * MODEL_STAGE_TAG_SPAN,
+} model_stage_tag;
+/* The MPI tag of message kind tag with sequence number seq >= 0:
+ * tag + seq mod MODEL_STAGE_TAG_SPAN, in 0..32767. */
+int model_stage_tag_seq(model_stage_tag tag, int64_t seq);
+
 struct dist_ctx;
+/* Forward: x (N, D) from the previous stage (no-op on the first stage) /
+ * to the next stage (no-op on the last). */
+void model_stage_recv_input(struct dist_ctx *d, const model_stage *s, float *x, int64_t N,
+                            model_stage_tag tag, int64_t seq);
+void model_stage_send_output(struct dist_ctx *d, const model_stage *s, const float *x,
+                             int64_t N, model_stage_tag tag, int64_t seq);
+/* Backward (tag MODEL_STAGE_TAG_BACKWARD): dx (N, D) = dL/d(stage output)
+ * from the next stage (no-op on the last) / dL/d(stage input) to the
+ * previous stage (no-op on the first). */
+void model_stage_recv_output_grad(struct dist_ctx *d, const model_stage *s, float *dx,
+                                  int64_t N, int64_t seq);
+void model_stage_send_input_grad(struct dist_ctx *d, const model_stage *s, const float *dx,
+                                 int64_t N, int64_t seq);
+/* The paired exchanges of a 1F1B steady state (one MPI_Sendrecv each, which
+ * cannot deadlock): send the output x (forward, fseq) to the next stage and
+ * receive dx = dL/d(output) (backward, bseq) from it; send dx = dL/d(input)
+ * (backward, bseq) to the previous stage and receive the next input x
+ * (forward, fseq) from it.  No-op without that neighbour. */
+void model_stage_send_output_recv_grad(struct dist_ctx *d, const model_stage *s,
+                                       const float *x, int64_t fseq, float *dx, int64_t bseq,
+                                       int64_t N);
+void model_stage_send_input_grad_recv_input(struct dist_ctx *d, const model_stage *s,
+                                            const float *dx, int64_t bseq, float *x,
+                                            int64_t fseq, int64_t N);
+
+/* ---- pipeline (collective over this replica's stages) ---- */
 /* One micro-batch through the pipeline: the first stage embeds tokens (B,T),
  * middle stages receive a->x from the previous stage and send it on, the last
- * stage leaves logits (B,T,V) in a->logits.  tag distinguishes micro-batches. */
+ * stage leaves logits (B,T,V) in a->logits.  seq numbers the micro-batches
+ * (MODEL_STAGE_TAG_FORWARD). */
 void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
                             const model_stage *s, const int *tokens, int B,
-                            int T, int tag);
+                            int T, int seq);
 /* model_stage_build for this rank's stage in d's layout. */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
 
-/* ---- decode: KV cache, sparse maps, incremental generation (decode.c) ----
- *
- * Generation runs a prompt once through model_stage_prefill (filling the KV
- * cache) and then one token per model_stage_decode_step.  The results equal
- * model_stage_forward on the whole prefix within fp32 rounding. */
-
-/* Keys (after RoPE) and values of every position seen so far, for every
- * layer of one stage: one allocation. */
-typedef struct {
-    int max_T;                 /* capacity in positions */
-    int n_layers, kv_dim, head_size;
-    float *k, *v;              /* (n_layers, max_T, kvD) */
-    float *rope_cos, *rope_sin;/* (max_T, hd/2) */
-    float *scores;             /* (max_T) attention scratch */
-    float *mem;
-    size_t n_floats;
-} model_kv_cache;
-
-/* max_T <= cfg.max_seq_len. */
-losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T);
-void model_kv_cache_free(model_kv_cache *kv);
+/* ---- sparse maps (sparse_maps.c): which maps run on the sparse kernels ---- */
 
 typedef enum {
     MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable(density, batch) */
@@ -251,6 +291,28 @@ void model_sparse_free(model_sparse *sp);
 int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
                         model_map m, int64_t N);
 
+/* ---- decode: KV cache, incremental generation (decode.c) ----
+ *
+ * Generation runs a prompt once through model_stage_prefill (filling the KV
+ * cache) and then one token per model_stage_decode_step.  The results equal
+ * model_stage_forward on the whole prefix within fp32 rounding. */
+
+/* Keys (after RoPE) and values of every position seen so far, for every
+ * layer of one stage: one allocation. */
+typedef struct {
+    int max_T;                 /* capacity in positions */
+    int n_layers, kv_dim, head_size;
+    float *k, *v;              /* (n_layers, max_T, kvD) */
+    float *rope_cos, *rope_sin;/* (max_T, hd/2) */
+    float *scores;             /* (max_T) attention scratch */
+    float *mem;
+    size_t n_floats;
+} model_kv_cache;
+
+/* max_T <= cfg.max_seq_len. */
+losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T);
+void model_kv_cache_free(model_kv_cache *kv);
+
 /* Prompt tokens (T) through the stage, positions 0..T-1, filling the cache:
  * first stage embeds, every stage runs its layers on a->x (1,T,D), the last
  * stage leaves logits (1,T,V) in a->logits.  a built with B = 1, T >= T. */
@@ -262,11 +324,12 @@ void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s
 void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,
                              int token, int pos);
 /* Pipeline variants (collective over this replica's stages, like
- * model_pipeline_forward): activations flow with dist_send_next/recv_prev. */
+ * model_pipeline_forward): activations flow through the stage door,
+ * MODEL_STAGE_TAG_FORWARD with sequence number seq (the step). */
 void model_pipeline_prefill(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                            const model_stage *s, const int *tokens, int T, int tag);
+                            const model_stage *s, const int *tokens, int T, int seq);
 void model_pipeline_decode_step(struct dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                                const model_stage *s, int token, int pos, int tag);
+                                const model_stage *s, int token, int pos, int seq);
 
 /* ---- backward (training; gradients w.r.t. activations and adapters only:
  * base weights, norms, embeddings and head are frozen) ---- */

@@ -30,8 +30,8 @@ void calib_draw_default(calib_draw *cd, uint64_t seed)
 void calib_docs_free(int **docs, int64_t *dlen, int ndoc)
 {
     for (int i = 0; i < ndoc; i++) free(docs[i]);
-    free(docs);
-    free(dlen);
+    core_free(docs);
+    core_free(dlen);
 }
 
 losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, const char *text,
@@ -39,8 +39,8 @@ losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, cons
                                 int64_t **dlen_out, int *ndoc_out)
 {
     int ndoc = 0, cap = 256;
-    int **docs = malloc(sizeof(int *) * cap);
-    int64_t *dlen = malloc(sizeof(int64_t) * cap);
+    int **docs = core_calloc(cap, sizeof(int *));
+    int64_t *dlen = core_calloc(cap, sizeof(int64_t));
     losa_status st = LOSA_OK;
     if (is_jsonl(path)) {
         const char *p = text, *end = text + len;
@@ -60,6 +60,7 @@ losa_status calib_docs_tokenize(const tok_tokenizer *tok, const char *path, cons
                         cap *= 2;
                         docs = realloc(docs, sizeof(int *) * cap);
                         dlen = realloc(dlen, sizeof(int64_t) * cap);
+                        LOSA_CHECK(docs && dlen);
                     }
                     const char *s = t->valuestring;
                     st = tok_encode(tok, s, strlen(s), bos, eos, &docs[ndoc], &dlen[ndoc]);
@@ -200,10 +201,11 @@ int64_t calib_stage_zeros(const model_stage *s, int64_t *total)
     return z;
 }
 
-/* The stage's input stream for windows w(0..Nm-1): embeddings on the first
- * stage, else received from the previous stage. */
+/* The stage's input stream X (Nm,S,D) for windows w(0..Nm-1): embeddings on
+ * the first stage, else received through the stage door (tag: the stream's
+ * kind, MODEL_STAGE_TAG_CALIB or _CALIB_DENSE). */
 static void stream_in(dist_ctx *d, const model_stage *s, float *X, const int *tokens,
-                      int Nm, int S, int all, int tag)
+                      int Nm, int S, int all, model_stage_tag tag)
 {
     int64_t D = s->cfg.dim;
     if (s->has_embed) {
@@ -212,13 +214,15 @@ static void stream_in(dist_ctx *d, const model_stage *s, float *X, const int *to
             kern_embed_forward(X + (int64_t)i * S * D, tokens + (int64_t)w * S, s->embed, S, (int)D);
         }
     } else {
-        dist_recv_prev(d, X, (size_t)Nm * S * D, tag);
+        model_stage_recv_input(d, s, X, (int64_t)Nm * S, tag, 0);
     }
 }
 
-static void stream_out(dist_ctx *d, const model_stage *s, const float *X, int Nm, int S, int tag)
+/* The stage's output stream X (Nm,S,D) to the next stage (none on the last). */
+static void stream_out(dist_ctx *d, const model_stage *s, const float *X, int Nm, int S,
+                       model_stage_tag tag)
 {
-    if (!s->has_head) dist_send_next(d, X, (size_t)Nm * S * s->cfg.dim, tag);
+    model_stage_send_output(d, s, X, (int64_t)Nm * S, tag, 0);
 }
 
 /* Run layer l on X (Nm,S,D) in chunks of windows.  cb(ctx, acts, first
@@ -288,140 +292,193 @@ static void recon_cb(void *vctx, model_acts *a, int w0, int nw)
 void calib_result_free(calib_prune_result *r)
 {
     if (!r) return;
-    free(r->recon_err);
-    free(r->sparsity);
+    core_free(r->recon_err);
+    core_free(r->sparsity);
     r->recon_err = r->sparsity = NULL;
+}
+
+/* The buffers of one calib_prune_model call, sized once. */
+typedef struct {
+    model_acts a;              /* (chunk, S) forward-only */
+    int Nm, S, chunk;          /* this replica's windows, window length, windows per pass */
+    int want_h, need_stats;    /* SparseGPT Hessians; column statistics (not magnitude) */
+    size_t xn, wsum;           /* floats of a stream; doubles of wblock */
+    float *Xp;                 /* (Nm,S,D) pruned stream */
+    float *Xd;                 /* (Nm,S,D) dense stream, or NULL (reference given) */
+    stats_ctx sc;
+    double *wblock;            /* the per-window column sums of every group */
+    double *colsq;             /* (max(D,F)) mean squares of one group */
+    double *dd, *ee;           /* (D) reconstruction sums */
+    double *hinv;              /* (F,F) SparseGPT inverse Hessian factor */
+    unsigned char *dead;       /* (F) SparseGPT dead inputs */
+} prune_work;
+
+/* Everything but w->a (built first by the caller).  Returns the status of
+ * the Hessian set-up; the buffers are complete either way. */
+static losa_status prune_work_alloc(prune_work *w, dist_ctx *d, const model_stage *s, int N,
+                                    int have_ref)
+{
+    int D = s->cfg.dim, F = s->cfg.hidden_dim;
+    losa_status st = LOSA_OK;
+    w->xn = (size_t)(w->Nm > 0 ? w->Nm : 1) * w->S * D;
+    w->Xp = core_calloc(w->xn, sizeof(float));
+    w->Xd = have_ref ? NULL : core_calloc(w->xn, sizeof(float));
+    w->sc = (stats_ctx){.s = s, .d = d, .S = w->S, .want_h = w->want_h, .width = {D, D, D, F}};
+    for (int g = 0; g < N_GRP; g++) w->wsum += (size_t)N * w->sc.width[g];
+    w->wblock = w->need_stats ? core_calloc(w->wsum, sizeof(double)) : NULL;
+    size_t off = 0;
+    for (int g = 0; g < N_GRP && w->need_stats; off += (size_t)N * w->sc.width[g], g++) {
+        w->sc.wcolsq[g] = w->wblock + off;
+        if (w->want_h && st == LOSA_OK) st = prune_stats_init(&w->sc.hs[g], w->sc.width[g], 1);
+    }
+    w->colsq = core_calloc(F > D ? F : D, sizeof(double));
+    w->dd = core_calloc(D, sizeof(double));
+    w->ee = core_calloc(D, sizeof(double));
+    w->hinv = w->want_h ? core_calloc((size_t)F * F, sizeof(double)) : NULL;
+    w->dead = w->want_h ? core_calloc(F, 1) : NULL;
+    return st;
+}
+
+static void prune_work_free(prune_work *w)
+{
+    for (int g = 0; g < N_GRP && w->want_h; g++) prune_stats_free(&w->sc.hs[g]);
+    core_free(w->wblock);
+    core_free(w->colsq);
+    core_free(w->dd);
+    core_free(w->ee);
+    core_free(w->hinv);
+    core_free(w->dead);
+    core_free(w->Xp);
+    core_free(w->Xd);
+    model_acts_free(&w->a);
+}
+
+/* Prune the maps of layer l (global gl) to sparsity sp, input group by input
+ * group, from the statistics gathered in w (all N windows). */
+static losa_status prune_layer_maps(prune_work *w, dist_ctx *d, model_stage *s, int l, int N,
+                                    double sp, const calib_prune_opts *o, calib_prune_result *r)
+{
+    losa_status st = LOSA_OK;
+    int gl = s->layer0 + l, method = o->pc.method;
+    for (int g = 0; g < N_GRP && st == LOSA_OK; g++) {
+        int W = w->sc.width[g];
+        double *colsq = w->colsq;
+        if (w->need_stats) { /* per-window sums in window order: layout independent */
+            memset(colsq, 0, sizeof(double) * W);
+            for (int k = 0; k < N; k++)
+                for (int j = 0; j < W; j++) colsq[j] += w->sc.wcolsq[g][(int64_t)k * W + j];
+            for (int j = 0; j < W; j++) colsq[j] /= (double)N * w->S;
+        }
+        if (w->want_h) { /* ScaLAPACK over the stage's replicas (LAPACK if DP = 1) */
+            double th = core_time();
+            st = dist_sparsegpt_hinv(d, w->sc.hs[g].H, W, o->pc.percdamp, w->hinv, w->dead);
+            r->sgpt.hinv_s += core_time() - th;
+        }
+        for (int m = 0; m < MODEL_N_MAPS && st == LOSA_OK; m++) {
+            if (grp_of_map[m] != g) continue;
+            int out, in;
+            model_map_shape(&s->cfg, m, &out, &in);
+            float *Wm = s->layers[l].w[m];
+            if (method == PRUNE_METHOD_MAGNITUDE)
+                st = prune_magnitude(Wm, out, in, sp, o->pc.nm_n, o->pc.nm_m);
+            else if (method == PRUNE_METHOD_WANDA)
+                st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
+            else
+                st = dist_sparsegpt_rows(d, Wm, out, in, w->hinv, w->dead, sp, o->pc.nm_n,
+                                         o->pc.nm_m, o->pc.blocksize, &r->sgpt);
+            if (st != LOSA_OK) {
+                char msg[900];
+                snprintf(msg, sizeof msg, "%s", core_errmsg());
+                core_err(st, "layer %d %s: %s", gl, model_map_name(m), msg);
+            }
+        }
+    }
+    return st;
+}
+
+/* Layer l: the dense stream's forward, the statistics of the pruned
+ * stream's inputs (summed over the stage's replicas), the pruning, and the
+ * pruned layer's forward with its reconstruction error against the dense
+ * outputs.  The collectives run whatever the status. */
+static losa_status prune_layer(prune_work *w, dist_ctx *d, model_stage *s, int l, int N,
+                               const calib_prune_opts *o, const float *dense_out,
+                               calib_prune_result *r)
+{
+    losa_status st = LOSA_OK;
+    int gl = s->layer0 + l, D = s->cfg.dim, Nm = w->Nm, S = w->S, chunk = w->chunk;
+    double sp = o->layer_sparsity ? o->layer_sparsity[gl] : o->pc.sparsity;
+    const float *dense_l = dense_out ? dense_out + (int64_t)l * Nm * S * D
+                           : o->dense_layer ? o->dense_layer(o->dense_ctx, l) : w->Xd;
+    if (!dense_l)
+        st = core_err(LOSA_ERR_IO, "layer %d: dense reference outputs unavailable: %s", gl,
+                      core_errmsg());
+    double t = core_time();
+    if (w->Xd) layer_pass(&w->a, s, l, w->Xd, Nm, S, chunk, NULL, NULL, 1);
+    if (w->need_stats) {
+        memset(w->wblock, 0, sizeof(double) * w->wsum);
+        for (int g = 0; g < N_GRP && w->want_h; g++) prune_stats_reset(&w->sc.hs[g]);
+        layer_pass(&w->a, s, l, w->Xp, Nm, S, chunk, stats_cb, &w->sc, 0);
+    }
+    r->forward_s += core_time() - t;
+    t = core_time();
+    /* statistics of all windows: disjoint per-window rows -> exact sum */
+    if (w->need_stats) {
+        dist_sum_doubles_stage(d, w->wblock, w->wsum);
+        for (int g = 0; g < N_GRP && w->want_h; g++) {
+            dist_sum_doubles_stage(d, w->sc.hs[g].raw, (size_t)w->sc.hs[g].n_raw);
+            if (st == LOSA_OK) st = prune_stats_finalize(&w->sc.hs[g]);
+        }
+    }
+    r->stats_s += core_time() - t;
+    t = core_time();
+    if (st == LOSA_OK) st = prune_layer_maps(w, d, s, l, N, sp, o, r);
+    r->prune_s += core_time() - t;
+    t = core_time();
+    memset(w->dd, 0, sizeof(double) * D);
+    memset(w->ee, 0, sizeof(double) * D);
+    recon_ctx rc = {.dense = dense_l, .dd = w->dd, .ee = w->ee, .S = S, .D = D};
+    if (st == LOSA_OK) layer_pass(&w->a, s, l, w->Xp, Nm, S, chunk, recon_cb, &rc, 1);
+    dist_sum_doubles_stage(d, w->dd, D);
+    dist_sum_doubles_stage(d, w->ee, D);
+    r->forward_s += core_time() - t;
+    if (dist_replica(d) == 0) {
+        r->recon_err[gl] = prune_recon_combine(w->dd, w->ee, D);
+        r->sparsity[gl] = calib_layer_sparsity(s, l);
+    }
+    core_log("  layer %2d: sparsity %.4f  reconstruction error %.4g\n", gl,
+             r->sparsity[gl], r->recon_err[gl]);
+    return st;
 }
 
 losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, int N,
                               int S, const calib_prune_opts *o, const float *dense_out,
                               calib_prune_result *r)
 {
-    const model_config *c = &s->cfg;
-    int L = c->n_layers, D = c->dim, F = c->hidden_dim;
-    int Nm = calib_windows_mine(d, N), chunk = o->chunk > 0 ? o->chunk : 8;
-    if (chunk > Nm) chunk = Nm > 0 ? Nm : 1;
+    int L = s->cfg.n_layers;
+    prune_work w = {.Nm = calib_windows_mine(d, N), .S = S,
+                    .chunk = o->chunk > 0 ? o->chunk : 8,
+                    .want_h = o->pc.method == PRUNE_METHOD_SPARSEGPT,
+                    .need_stats = o->pc.method != PRUNE_METHOD_MAGNITUDE};
+    if (w.chunk > w.Nm) w.chunk = w.Nm > 0 ? w.Nm : 1;
     memset(r, 0, sizeof *r);
-    r->recon_err = calloc(L, sizeof(double));
-    r->sparsity = calloc(L, sizeof(double));
+    r->recon_err = core_calloc(L, sizeof(double));
+    r->sparsity = core_calloc(L, sizeof(double));
     double t_all = core_time();
-    losa_status st = LOSA_OK;
-    int method = o->pc.method, want_h = method == PRUNE_METHOD_SPARSEGPT;
-    int need_stats = method != PRUNE_METHOD_MAGNITUDE;
-    model_acts a;
-    if ((st = model_acts_build(&a, s, chunk, S, 0)) != LOSA_OK) return st;
-    size_t xn = (size_t)(Nm > 0 ? Nm : 1) * S * D;
-    float *Xp = core_calloc(xn, sizeof(float));                     /* pruned stream */
-    int have_ref = dense_out || o->dense_layer;
-    float *Xd = have_ref ? NULL : core_calloc(xn, sizeof(float));   /* dense stream */
-    stats_ctx sc = {.s = s, .d = d, .S = S, .want_h = want_h, .width = {D, D, D, F}};
-    size_t wsum = 0;
-    for (int g = 0; g < N_GRP; g++) wsum += (size_t)N * sc.width[g];
-    double *wblock = need_stats ? core_calloc(wsum, sizeof(double)) : NULL;
-    size_t off = 0;
-    for (int g = 0; g < N_GRP && need_stats; off += (size_t)N * sc.width[g], g++) {
-        sc.wcolsq[g] = wblock + off;
-        if (want_h && st == LOSA_OK) st = prune_stats_init(&sc.hs[g], sc.width[g], 1);
-    }
-    double *colsq = core_calloc(F > D ? F : D, sizeof(double));
-    double *dd = core_calloc(D, sizeof(double)), *ee = core_calloc(D, sizeof(double));
-    double *hinv = want_h ? core_calloc((size_t)F * F, sizeof(double)) : NULL;
-    unsigned char *dead = want_h ? core_calloc(F, 1) : NULL;
-
-    stream_in(d, s, Xp, tokens, Nm, S, 0, 100);
-    if (Xd && s->has_embed) memcpy(Xd, Xp, sizeof(float) * xn);
-    else if (Xd) dist_recv_prev(d, Xd, xn, 101);
-    for (int l = 0; l < s->n_layers && st == LOSA_OK; l++) {
-        int gl = s->layer0 + l;
-        double sp = o->layer_sparsity ? o->layer_sparsity[gl] : o->pc.sparsity;
-        const float *dense_l = dense_out ? dense_out + (int64_t)l * Nm * S * D
-                               : o->dense_layer ? o->dense_layer(o->dense_ctx, l) : Xd;
-        if (!dense_l)
-            st = core_err(LOSA_ERR_IO, "layer %d: dense reference outputs unavailable: %s", gl,
-                          core_errmsg());
-        double t = core_time();
-        if (Xd) layer_pass(&a, s, l, Xd, Nm, S, chunk, NULL, NULL, 1);
-        if (need_stats) {
-            memset(wblock, 0, sizeof(double) * wsum);
-            for (int g = 0; g < N_GRP && want_h; g++) prune_stats_reset(&sc.hs[g]);
-            layer_pass(&a, s, l, Xp, Nm, S, chunk, stats_cb, &sc, 0);
-        }
-        r->forward_s += core_time() - t;
-        t = core_time();
-        /* statistics of all windows: disjoint per-window rows -> exact sum */
-        if (need_stats) {
-            dist_sum_doubles_stage(d, wblock, wsum);
-            for (int g = 0; g < N_GRP && want_h; g++) {
-                dist_sum_doubles_stage(d, sc.hs[g].raw, (size_t)sc.hs[g].n_raw);
-                if (st == LOSA_OK) st = prune_stats_finalize(&sc.hs[g]);
-            }
-        }
-        r->stats_s += core_time() - t;
-        t = core_time();
-        for (int g = 0; g < N_GRP && st == LOSA_OK; g++) {
-            int W = sc.width[g];
-            if (need_stats) { /* per-window sums in window order: layout independent */
-                memset(colsq, 0, sizeof(double) * W);
-                for (int w = 0; w < N; w++)
-                    for (int j = 0; j < W; j++) colsq[j] += sc.wcolsq[g][(int64_t)w * W + j];
-                for (int j = 0; j < W; j++) colsq[j] /= (double)N * S;
-            }
-            if (want_h) { /* ScaLAPACK over the stage's replicas (LAPACK if DP = 1) */
-                double th = core_time();
-                st = dist_sparsegpt_hinv(d, sc.hs[g].H, W, o->pc.percdamp, hinv, dead);
-                r->sgpt.hinv_s += core_time() - th;
-            }
-            for (int m = 0; m < MODEL_N_MAPS && st == LOSA_OK; m++) {
-                if (grp_of_map[m] != g) continue;
-                int out, in;
-                model_map_shape(c, m, &out, &in);
-                float *Wm = s->layers[l].w[m];
-                if (method == PRUNE_METHOD_MAGNITUDE)
-                    st = prune_magnitude(Wm, out, in, sp, o->pc.nm_n, o->pc.nm_m);
-                else if (method == PRUNE_METHOD_WANDA)
-                    st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
-                else
-                    st = dist_sparsegpt_rows(d, Wm, out, in, hinv, dead, sp, o->pc.nm_n,
-                                             o->pc.nm_m, o->pc.blocksize, &r->sgpt);
-                if (st != LOSA_OK) {
-                    char msg[900];
-                    snprintf(msg, sizeof msg, "%s", core_errmsg());
-                    core_err(st, "layer %d %s: %s", gl, model_map_name(m), msg);
-                }
-            }
-        }
-        r->prune_s += core_time() - t;
-        t = core_time();
-        memset(dd, 0, sizeof(double) * D);
-        memset(ee, 0, sizeof(double) * D);
-        recon_ctx rc = {.dense = dense_l, .dd = dd, .ee = ee, .S = S, .D = D};
-        if (st == LOSA_OK) layer_pass(&a, s, l, Xp, Nm, S, chunk, recon_cb, &rc, 1);
-        dist_sum_doubles_stage(d, dd, D);
-        dist_sum_doubles_stage(d, ee, D);
-        r->forward_s += core_time() - t;
-        if (dist_replica(d) == 0) {
-            r->recon_err[gl] = prune_recon_combine(dd, ee, D);
-            r->sparsity[gl] = calib_layer_sparsity(s, l);
-        }
-        core_log("  layer %2d: sparsity %.4f  reconstruction error %.4g\n", gl,
-                 r->sparsity[gl], r->recon_err[gl]);
-    }
+    losa_status st = model_acts_build(&w.a, s, w.chunk, S, 0);
+    if (st != LOSA_OK) return st;
+    st = prune_work_alloc(&w, d, s, N, dense_out || o->dense_layer);
+    stream_in(d, s, w.Xp, tokens, w.Nm, S, 0, MODEL_STAGE_TAG_CALIB);
+    if (w.Xd && s->has_embed) memcpy(w.Xd, w.Xp, sizeof(float) * w.xn);
+    else if (w.Xd) stream_in(d, s, w.Xd, tokens, w.Nm, S, 0, MODEL_STAGE_TAG_CALIB_DENSE);
+    for (int l = 0; l < s->n_layers && st == LOSA_OK; l++)
+        st = prune_layer(&w, d, s, l, N, o, dense_out, r);
     /* a failing stage still forwards its stream so the pipeline drains */
-    stream_out(d, s, Xp, Nm, S, 100);
-    if (Xd) stream_out(d, s, Xd, Nm, S, 101);
+    stream_out(d, s, w.Xp, w.Nm, S, MODEL_STAGE_TAG_CALIB);
+    if (w.Xd) stream_out(d, s, w.Xd, w.Nm, S, MODEL_STAGE_TAG_CALIB_DENSE);
     st = dist_agree(d, st);
     dist_sum_doubles(d, r->recon_err, L);
     dist_sum_doubles(d, r->sparsity, L);
-    for (int g = 0; g < N_GRP && want_h; g++) prune_stats_free(&sc.hs[g]);
-    core_free(wblock);
-    core_free(colsq);
-    core_free(dd);
-    core_free(ee);
-    core_free(hinv);
-    core_free(dead);
-    core_free(Xp);
-    core_free(Xd);
-    model_acts_free(&a);
+    prune_work_free(&w);
     r->total_s = core_time() - t_all;
     return st;
 }
@@ -439,12 +496,12 @@ losa_status calib_dense_stream(dist_ctx *d, const model_stage *s, const int *tok
     losa_status st = model_acts_build(&a, s, chunk, S, 0);
     if (st != LOSA_OK) return st;
     float *X = core_calloc((size_t)per, sizeof(float));
-    stream_in(d, s, X, tokens, Nm, S, 0, 102);
+    stream_in(d, s, X, tokens, Nm, S, 0, MODEL_STAGE_TAG_CALIB);
     for (int l = 0; l < s->n_layers; l++) {
         layer_pass(&a, s, l, X, Nm, S, chunk, NULL, NULL, 1);
         if (st == LOSA_OK) st = sink(ctx, l, X);
     }
-    stream_out(d, s, X, Nm, S, 102);
+    stream_out(d, s, X, Nm, S, MODEL_STAGE_TAG_CALIB);
     core_free(X);
     model_acts_free(&a);
     return st;
@@ -478,7 +535,7 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
                 (int)m, 0.0f, tmp, n);
-    double *rm = calloc(n, sizeof(double)), all = 0;
+    double *rm = core_calloc(n, sizeof(double)), all = 0;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < n; j++) rm[i] += tmp[i * n + j];
         rm[i] /= n;
@@ -487,7 +544,7 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
     all /= n;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) G[i * n + j] = tmp[i * n + j] - rm[i] - rm[j] + all;
-    free(rm);
+    core_free(rm);
 }
 
 losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *tokens, int N,
@@ -505,13 +562,13 @@ losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *toke
     memset(grams, 0, sizeof(double) * (size_t)(L + 1) * N * N);
     int mine = dist_replica(d) == 0;
     /* every replica streams all windows (the pass is small: rmi_n windows) */
-    stream_in(d, s, X, tokens, N, S, 1, 103);
+    stream_in(d, s, X, tokens, N, S, 1, MODEL_STAGE_TAG_CALIB);
     for (int l = 0; l < s->n_layers; l++) {
         if (mine) calib_centred_gram(grams + (int64_t)(s->layer0 + l) * N * N, X, N, m, tmp);
         layer_pass(&a, s, l, X, N, S, chunk, NULL, NULL, 1);
     }
     if (s->has_head && mine) calib_centred_gram(grams + (int64_t)L * N * N, X, N, m, tmp);
-    stream_out(d, s, X, N, S, 103);
+    stream_out(d, s, X, N, S, MODEL_STAGE_TAG_CALIB);
     dist_sum_doubles(d, grams, (L + 1) * N * N);
     core_free(X);
     core_free(tmp);

@@ -23,7 +23,7 @@ losa_status dist_init(int *argc, char ***argv, dist_ctx **d)
     MPI_Initialized(&inited);
     if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS)
         return core_err(LOSA_ERR_MPI, "MPI_Init failed");
-    dist_ctx *c = calloc(1, sizeof *c);
+    dist_ctx *c = core_calloc(1, sizeof *c);
     MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &c->size);
     c->pipe = c->stage_comm = MPI_COMM_NULL;
@@ -57,7 +57,7 @@ void dist_finalize(dist_ctx **d)
     if (!d || !*d) return;
     if ((*d)->pipe != MPI_COMM_NULL) MPI_Comm_free(&(*d)->pipe);
     if ((*d)->stage_comm != MPI_COMM_NULL) MPI_Comm_free(&(*d)->stage_comm);
-    free(*d);
+    core_free(*d);
     *d = NULL;
     int fin = 0;
     MPI_Finalized(&fin);
@@ -229,9 +229,7 @@ losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *s
     }
     dist_bcast(d, &n, sizeof n, 0);
     if (d->rank != 0) {
-        *data = malloc(n + 1);
-        LOSA_CHECK(*data);
-        (*data)[n] = 0;
+        *data = core_calloc(n + 1, 1); /* NUL-terminated */
     }
     dist_bcast(d, *data, n, 0);
     *size = n;

@@ -64,7 +64,7 @@ losa_status eval_loglik(dist_ctx *d, const model_stage *s, const eval_request *r
             memcpy(tok + (size_t)b * T, r->tokens, sizeof(int) * nin);
             for (int t = nin; t < T; t++) tok[(size_t)b * T + t] = 0; /* right pad */
         }
-        model_pipeline_forward(d, &a, s, tok, bc, T, bi % 32768);
+        model_pipeline_forward(d, &a, s, tok, bc, T, bi); /* seq: the batch */
         if (s->has_head) {
             for (int b = 0; b < bc; b++) {
                 const eval_request *r = &req[ord[i0 + b].idx];

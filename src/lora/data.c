@@ -21,8 +21,7 @@ char *lora_alpaca_prompt(const char *instruction, const char *input)
 {
     int with = input && input[0];
     size_t n = strlen(alpaca_with_input) + strlen(instruction) + (with ? strlen(input) : 0) + 1;
-    char *p = malloc(n);
-    LOSA_CHECK(p);
+    char *p = core_calloc(n, 1);
     if (with) snprintf(p, n, alpaca_with_input, instruction, input);
     else snprintf(p, n, alpaca_no_input, instruction);
     return p;
@@ -73,8 +72,7 @@ static losa_status add_object(lora_dataset *ds, const cJSON *o, lora_data_format
                             "'instruction' and 'output'", name, (long long)rec);
         char *prompt = lora_alpaca_prompt(ins, inp);
         size_t lp = strlen(prompt), lo = strlen(out);
-        char *full = malloc(lp + lo + 1);
-        LOSA_CHECK(full);
+        char *full = core_calloc(lp + lo + 1, 1);
         memcpy(full, prompt, lp);
         memcpy(full + lp, out, lo + 1);
         /* as Stanford alpaca: the full example tokenized once; the prompt
@@ -82,7 +80,7 @@ static losa_status add_object(lora_dataset *ds, const cJSON *o, lora_data_format
         s = tok_encode(tk, full, lp + lo, 1, 1, &ids, &n);
         if (s == LOSA_OK) s = tok_encode(tk, prompt, lp, 1, 0, &pids, &np);
         free(prompt);
-        free(full);
+        core_free(full);
     } else {
         const char *t = jstr(o, "text");
         if (!t)
@@ -201,8 +199,7 @@ void lora_length_group(const int64_t *lengths, int64_t n, int64_t batch, int64_t
     if (mult > 50) mult = 50;
     if (mult < 1) mult = 1;
     int64_t M = mult * batch, best = 0;
-    len_entry *e = malloc(sizeof(len_entry) * (size_t)(M < n ? M : n));
-    LOSA_CHECK(e);
+    len_entry *e = core_calloc((size_t)(M < n ? M : n), sizeof(len_entry));
     for (int64_t a = 0; a < n; a += M) {
         int64_t k = n - a < M ? n - a : M;
         for (int64_t i = 0; i < k; i++)
@@ -215,7 +212,7 @@ void lora_length_group(const int64_t *lengths, int64_t n, int64_t batch, int64_t
     int64_t t = order[0];
     order[0] = order[best];
     order[best] = t;
-    free(e);
+    core_free(e);
 }
 
 void lora_length_grouped_order(const int64_t *lengths, int64_t n, int64_t batch, uint64_t seed,
@@ -232,11 +229,10 @@ void lora_data_epoch_order(const lora_dataset *ds, int64_t first, int64_t m, int
         lora_data_order(m, seed, epoch, perm);
         return;
     }
-    int64_t *len = malloc(sizeof(int64_t) * (size_t)(m > 0 ? m : 1));
-    LOSA_CHECK(len);
+    int64_t *len = core_calloc((size_t)(m > 0 ? m : 1), sizeof(int64_t));
     for (int64_t i = 0; i < m; i++) len[i] = ds->off[first + i + 1] - ds->off[first + i];
     lora_length_grouped_order(len, m, group_batch, seed, epoch, perm);
-    free(len);
+    core_free(len);
 }
 
 void lora_data_batch(const lora_dataset *ds, const int64_t *idx, int B, int T, int pad_id,

@@ -26,9 +26,9 @@ losa_status lora_data_load(dist_ctx *d, const char *path, lora_data_format fmt,
     if (dist_rank(d) != 0) {
         ds->n = hdr[0];
         ds->format = (lora_data_format)hdr[2];
-        ds->ids = malloc(sizeof(int) * (hdr[1] + 1));
-        ds->off = malloc(sizeof(int64_t) * (ds->n + 1));
-        ds->resp = malloc(sizeof(int) * (ds->n + 1));
+        ds->ids = core_calloc((size_t)hdr[1] + 1, sizeof(int));
+        ds->off = core_calloc((size_t)ds->n + 1, sizeof(int64_t));
+        ds->resp = core_calloc((size_t)ds->n + 1, sizeof(int));
     }
     dist_bcast(d, ds->ids, sizeof(int) * hdr[1], 0);
     dist_bcast(d, ds->off, sizeof(int64_t) * (ds->n + 1), 0);

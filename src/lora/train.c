@@ -10,7 +10,8 @@
  *                   min(PP-p, m) micro-batches are in flight, so the stage
  *                   keeps that many activation buffers.  The neighbour
  *                   exchanges of the steady state are paired send+receive
- *                   (dist_sendrecv_*), which cannot deadlock.
+ *                   (model_stage_send_output_recv_grad and its twin), which
+ *                   cannot deadlock.
  *   GPipe:          all forwards, then all backwards (m buffers).
  * Either way the last stage computes the loss and its gradient right after
  * the forward (one logits buffer), and every stage runs its backwards in
@@ -31,8 +32,6 @@
 
 #include "dist.h"
 #include "lora.h"
-
-#define TAG_BWD 16384
 
 void lora_train_config_default(lora_train_config *c)
 {
@@ -57,10 +56,10 @@ losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
                                lora_adapters *ad, const lora_train_config *c)
 {
     memset(tr, 0, sizeof *tr);
-    if (c->B < 1 || c->T < 2 || c->grad_accum < 1 || c->grad_accum >= TAG_BWD || c->steps < 1)
+    if (c->B < 1 || c->T < 2 || c->grad_accum < 1 || c->steps < 1)
         return core_err(LOSA_ERR_ARG,
-                        "train: need batch >= 1, seqlen >= 2, 1 <= grad_accum < %d, steps >= 1 "
-                        "(got %d, %d, %d, %lld)", TAG_BWD, c->B, c->T, c->grad_accum,
+                        "train: need batch >= 1, seqlen >= 2, grad_accum >= 1, steps >= 1 "
+                        "(got %d, %d, %d, %lld)", c->B, c->T, c->grad_accum,
                         (long long)c->steps);
     if (!(c->lr >= 0) || !(c->warmup_ratio >= 0 && c->warmup_ratio <= 1) ||
         !(c->max_grad_norm >= 0) || !(c->weight_decay >= 0))
@@ -182,23 +181,26 @@ static void bwd_compute(lora_trainer *tr, int j)
     tr->busy += core_time() - t0;
 }
 
-/* point-to-point pieces of the schedules (tags: global micro-batch index) */
-static size_t slot_n(const lora_trainer *tr) { return (size_t)tr->cfg.B * tr->cfg.T * tr->s->cfg.dim; }
+/* The stage door for local micro-batch j (sequence number: its global
+ * index); each call is a no-op on the stage without that neighbour. */
+static int64_t slot_rows(const lora_trainer *tr) { return (int64_t)tr->cfg.B * tr->cfg.T; }
 static void recv_fwd(lora_trainer *tr, int j)
 {
-    if (!tr->s->has_embed) dist_recv_prev(tr->d, slot_x(tr, j), slot_n(tr), tr->mbs[j]);
+    model_stage_recv_input(tr->d, tr->s, slot_x(tr, j), slot_rows(tr), MODEL_STAGE_TAG_FORWARD,
+                           tr->mbs[j]);
 }
 static void send_fwd(lora_trainer *tr, int j)
 {
-    if (!tr->s->has_head) dist_send_next(tr->d, slot_x(tr, j), slot_n(tr), tr->mbs[j]);
+    model_stage_send_output(tr->d, tr->s, slot_x(tr, j), slot_rows(tr), MODEL_STAGE_TAG_FORWARD,
+                            tr->mbs[j]);
 }
 static void recv_bwd(lora_trainer *tr, int j)
 {
-    if (!tr->s->has_head) dist_recv_next(tr->d, slot_dx(tr, j), slot_n(tr), TAG_BWD + tr->mbs[j]);
+    model_stage_recv_output_grad(tr->d, tr->s, slot_dx(tr, j), slot_rows(tr), tr->mbs[j]);
 }
 static void send_bwd(lora_trainer *tr, int j)
 {
-    if (!tr->s->has_embed) dist_send_prev(tr->d, slot_dx(tr, j), slot_n(tr), TAG_BWD + tr->mbs[j]);
+    model_stage_send_input_grad(tr->d, tr->s, slot_dx(tr, j), slot_rows(tr), tr->mbs[j]);
 }
 
 static double run_gpipe(lora_trainer *tr, const int *tok, const int *tgt, float scale)
@@ -219,10 +221,9 @@ static double run_gpipe(lora_trainer *tr, const int *tok, const int *tgt, float 
 
 static double run_1f1b(lora_trainer *tr, const int *tok, const int *tgt, float scale)
 {
-    model_stage *s = tr->s;
     int PP = dist_n_stages(tr->d), p = dist_stage(tr->d), m = tr->n_mb;
     int w = PP - p - 1 < m ? PP - p - 1 : m, rem = m - w;
-    size_t n = slot_n(tr);
+    int64_t N = slot_rows(tr);
     double nll = 0;
     for (int j = 0; j < w; j++) { /* warm-up */
         recv_fwd(tr, j);
@@ -233,14 +234,12 @@ static double run_1f1b(lora_trainer *tr, const int *tok, const int *tgt, float s
     for (int i = 0; i < rem; i++) { /* steady state: forward w+i, backward i */
         int j = w + i;
         nll += fwd_compute(tr, j, tok, tgt, scale);
-        if (!s->has_head)
-            dist_sendrecv_next(tr->d, slot_x(tr, j), n, tr->mbs[j], slot_dx(tr, i), n,
-                               TAG_BWD + tr->mbs[i]);
+        model_stage_send_output_recv_grad(tr->d, tr->s, slot_x(tr, j), tr->mbs[j],
+                                          slot_dx(tr, i), tr->mbs[i], N);
         bwd_compute(tr, i);
         if (i == rem - 1) send_bwd(tr, i);
-        else if (!s->has_embed)
-            dist_sendrecv_prev(tr->d, slot_dx(tr, i), n, TAG_BWD + tr->mbs[i], slot_x(tr, j + 1),
-                               n, tr->mbs[j + 1]);
+        else model_stage_send_input_grad_recv_input(tr->d, tr->s, slot_dx(tr, i), tr->mbs[i],
+                                                    slot_x(tr, j + 1), tr->mbs[j + 1], N);
     }
     for (int i = rem; i < m; i++) { /* cool-down */
         recv_bwd(tr, i);

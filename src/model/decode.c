@@ -1,5 +1,6 @@
-/* model/decode: KV cache, sparse copies of the linear maps, prefill and the
- * one-token decode step (per stage and through the pipeline).
+/* model/decode: KV cache, prefill and the one-token decode step (per stage
+ * and through the pipeline).  The sparse copies of the maps are
+ * model/sparse_maps.c.
  *
  * The prefill is the ordinary layer forward (model_layer_forward, which
  * already dispatches to the sparse maps through s->sparse) followed by a copy
@@ -49,107 +50,6 @@ void model_kv_cache_free(model_kv_cache *kv)
     if (!kv) return;
     core_free(kv->mem);
     memset(kv, 0, sizeof *kv);
-}
-
-/* ----------------------------------------------------------- sparse */
-
-static const char *mode_names[] = {"auto", "on", "off"};
-
-const char *model_sparse_mode_name(model_sparse_mode m)
-{
-    return (unsigned)m < 3 ? mode_names[m] : "?";
-}
-
-losa_status model_sparse_mode_from_string(const char *str, model_sparse_mode *m)
-{
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(str, mode_names[i])) {
-            *m = (model_sparse_mode)i;
-            return LOSA_OK;
-        }
-    return core_err(LOSA_ERR_ARG, "--sparse: expected auto, on or off, got '%s'", str);
-}
-
-losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
-                               model_sparse_mode mode, int batch, sparse_format fmt)
-{
-    return model_sparse_build_from(sp, s, mode, batch, fmt, NULL, NULL);
-}
-
-losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
-                                    model_sparse_mode mode, int batch, sparse_format fmt,
-                                    model_sparse_source_fn src, void *ctx)
-{
-    memset(sp, 0, sizeof *sp);
-    if ((unsigned)mode > MODEL_SPARSE_OFF)
-        return core_err(LOSA_ERR_ARG, "sparse model: bad mode %d", (int)mode);
-    sp->mode = mode;
-    sp->n_layers = s->n_layers;
-    size_t n = (size_t)(s->n_layers > 0 ? s->n_layers : 1) * MODEL_N_MAPS;
-    sp->mat = core_calloc(n, sizeof(sparse_matrix));
-    sp->has = core_calloc(n, 1);
-    sp->density = core_calloc(n, sizeof(double));
-    for (int l = 0; l < s->n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&s->cfg, m, &o, &i);
-            size_t k = (size_t)l * MODEL_N_MAPS + m;
-            int64_t ni = (int64_t)o * i;
-            double dens = sparse_density(s->layers[l].w[m], ni);
-            sp->density[k] = dens;
-            int want = mode == MODEL_SPARSE_ON ||
-                       (mode == MODEL_SPARSE_AUTO && sparse_profitable(dens, batch));
-            if (!want) continue;
-            int found = 0;
-            losa_status st = src ? src(ctx, s->layer0 + l, (model_map)m, &sp->mat[k], &found)
-                                 : LOSA_OK;
-            if (st == LOSA_OK && found &&
-                (sp->mat[k].out != o || sp->mat[k].in != i ||
-                 (double)sp->mat[k].nnz / (double)ni != dens)) {
-                st = core_err(LOSA_ERR_FORMAT, "sparse copy of layer %d %s: shape (%d, %d), "
-                              "%lld non-zeros; the weights have (%d, %d), %.0f (stale copy: "
-                              "run losa sparsify again)", s->layer0 + l,
-                              model_map_name((model_map)m), sp->mat[k].out, sp->mat[k].in,
-                              (long long)sp->mat[k].nnz, o, i, dens * (double)ni);
-                sparse_matrix_free(&sp->mat[k]);
-            }
-            if (st == LOSA_OK && !found)
-                st = sparse_matrix_from_dense(&sp->mat[k], s->layers[l].w[m], o, i, fmt);
-            if (st == LOSA_OK) st = sparse_matrix_panel(&sp->mat[k], 0); /* for the kernels */
-            if (st != LOSA_OK) {
-                model_sparse_free(sp);
-                return st;
-            }
-            sp->has[k] = 1;
-            sp->n_converted++;
-            sp->n_loaded += found;
-            sp->bytes += sparse_matrix_bytes(&sp->mat[k]);
-            sp->dense_bytes += (size_t)o * i * sizeof(float);
-        }
-    return LOSA_OK;
-}
-
-void model_sparse_free(model_sparse *sp)
-{
-    if (!sp) return;
-    if (sp->mat && sp->has)
-        for (int k = 0; k < sp->n_layers * MODEL_N_MAPS; k++)
-            if (sp->has[k]) sparse_matrix_free(&sp->mat[k]);
-    core_free(sp->mat);
-    core_free(sp->has);
-    core_free(sp->density);
-    memset(sp, 0, sizeof *sp);
-}
-
-int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
-                        model_map m, int64_t N)
-{
-    size_t k = (size_t)l * MODEL_N_MAPS + m;
-    if (!sp || l >= sp->n_layers || !sp->has[k]) return 0;
-    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->density[k], (int)N)) return 0;
-    if (N == 1) sparse_matvec(y, &sp->mat[k], x);
-    else sparse_matmul(y, &sp->mat[k], x, (int)N);
-    return 1;
 }
 
 /* ----------------------------------------------------------- prefill */
@@ -282,24 +182,23 @@ void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stag
 /* ---------------------------------------------------------- pipeline */
 
 void model_pipeline_prefill(dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                            const model_stage *s, const int *tokens, int T, int tag)
+                            const model_stage *s, const int *tokens, int T, int seq)
 {
-    size_t n = (size_t)T * s->cfg.dim;
     LOSA_CHECK(T >= 1 && T <= a->T && T <= kv->max_T && kv->n_layers == s->n_layers);
     if (s->has_embed) model_stage_embed(a, s, tokens, 1, T);
-    else dist_recv_prev(d, a->x, n, tag);
+    else model_stage_recv_input(d, s, a->x, T, MODEL_STAGE_TAG_FORWARD, seq);
     prefill_layers(a, kv, s, T);
     if (s->has_head) model_stage_head(a, s, 1, T);
-    else dist_send_next(d, a->x, n, tag);
+    else model_stage_send_output(d, s, a->x, T, MODEL_STAGE_TAG_FORWARD, seq);
 }
 
 void model_pipeline_decode_step(dist_ctx *d, model_acts *a, model_kv_cache *kv,
-                                const model_stage *s, int token, int pos, int tag)
+                                const model_stage *s, int token, int pos, int seq)
 {
     LOSA_CHECK(pos >= 0 && pos < kv->max_T);
     if (s->has_embed) model_stage_embed(a, s, &token, 1, 1);
-    else dist_recv_prev(d, a->x, (size_t)s->cfg.dim, tag);
+    else model_stage_recv_input(d, s, a->x, 1, MODEL_STAGE_TAG_FORWARD, seq);
     for (int l = 0; l < s->n_layers; l++) layer_step(a, kv, s, l, pos);
     if (s->has_head) stage_head_step(a, s);
-    else dist_send_next(d, a->x, (size_t)s->cfg.dim, tag);
+    else model_stage_send_output(d, s, a->x, 1, MODEL_STAGE_TAG_FORWARD, seq);
 }

@@ -315,7 +315,7 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
     if (!ad->delta) {
-        /* sparse copy of W (decode.c) when attached and profitable at N */
+        /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
         kern_matmul_forward(y, x, ly->w[m], N, i, o);
     } else if (a->drop_p <= 0.0f) {
