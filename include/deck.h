@@ -66,8 +66,11 @@ int deck_key_line(const deck *dk, const char *key);
 /* The name the deck was parsed under (its path). */
 const char *deck_name(const deck *dk);
 /* The resolved deck as INI text (every key of the given sections, with
- * defaults filled in and overrides applied); malloc'd. */
-char *deck_dump(const deck *dk, const char *sections);
+ * defaults filled in and overrides applied); malloc'd.  ref_defaults: a key
+ * the deck does not set shows the reference code's default (deck_key.ref)
+ * where it has one, losa's otherwise (settings_deck_dump decides it from
+ * losa.compat, so that run files record the values in effect). */
+char *deck_dump(const deck *dk, const char *sections, int ref_defaults);
 
 /* Parse a list of floats "0.5,0.6" into x (up to n); returns the count or -1. */
 int deck_float_list(const char *s, double *x, int n);

@@ -35,6 +35,11 @@ typedef struct {
     char where[SETTINGS_WHERE_MAX]; /* "DECK:LINE: key", "--set key", "DECK: key (default)" */
 } settings_file;
 
+/* The resolved deck as INI text with the values in effect: deck_dump with
+ * the reference code's defaults when losa.compat = reference.  What run
+ * files record (/run/deck) and resume compares; malloc'd. */
+char *settings_deck_dump(const deck *dk, const char *sections);
+
 /* "DECK:LINE: key" / "--set key" / "DECK: key (default)" for key. */
 void settings_where(const deck *dk, const char *key, char *buf, size_t n);
 /* core_err(code, "<where file was set>: <fmt ...>"): an error about a file

@@ -191,11 +191,51 @@ static void check_deck(void)
     deck_free(&dk);
 }
 
+static int has_line(const char *txt, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = txt; (p = strstr(p, line)); p++)
+        if ((p == txt || p[-1] == '\n') && p[n] == '\n') return 1;
+    return 0;
+}
+
+/* What run files record (/run/deck): the values in effect.  Under
+ * losa.compat = reference a key the deck leaves unset shows the reference
+ * default, an explicit key its own value; the dump parses back to the same
+ * settings. */
+static void check_dump(void)
+{
+    deck *dk = NULL, *back = NULL;
+    TEST_CHECK(deck_parse(&dk, "ref.ini", "[losa]\ncompat = reference\n[data]\ncalib_eos = 0\n") ==
+               LOSA_OK, "%s", core_errmsg());
+    char *d = settings_deck_dump(dk, NULL);
+    TEST_CHECK(has_line(d, "group_by_length = true") && has_line(d, "calib_sampler = python") &&
+               has_line(d, "r_max = 8") && has_line(d, "rank_rebalance = one_pass") &&
+               has_line(d, "calib_eos = 0"), "reference dump:\n%s", d);
+    compat_view v, w;
+    settings_of(dk, &v);
+    TEST_CHECK(deck_parse(&back, "dump", d) == LOSA_OK, "%s", core_errmsg());
+    settings_of(back, &w);
+    TEST_CHECK(w.ds.group_by_length == v.ds.group_by_length && w.lo.lc.r_max == v.lo.lc.r_max &&
+               w.ds.draw.sampler == v.ds.draw.sampler && w.ds.draw.eos == 0 &&
+               w.ls.compat.rebalance == v.ls.compat.rebalance, "the dump reparses to the same settings");
+    free(d);
+    deck_free(&back);
+    deck_free(&dk);
+    TEST_CHECK(deck_parse(&dk, "losa.ini", "[losa]\nsteps = 5\n") == LOSA_OK, "%s", core_errmsg());
+    d = settings_deck_dump(dk, NULL);
+    TEST_CHECK(has_line(d, "group_by_length = false") && has_line(d, "calib_sampler = losa") &&
+               has_line(d, "r_max = 16"), "losa dump:\n%s", d);
+    free(d);
+    deck_free(&dk);
+}
+
 int main(void)
 {
     check_ranks();
     check_floor();
     check_slices();
     check_deck();
+    check_dump();
     return test_finish("test_compat");
 }

@@ -32,7 +32,7 @@ int main(void)
     TEST_CHECK(deck_set(dk, "prune.sparsity=0.6") == LOSA_OK, "set");
     TEST_NEAR(deck_float(dk, "prune.sparsity"), 0.6, 1e-12, "override");
     TEST_CHECK(deck_is_set(dk, "prune.sparsity") && !deck_is_set(dk, "prune.percdamp"), "is_set");
-    char *dump = deck_dump(dk, "model,prune");
+    char *dump = deck_dump(dk, "model,prune", 0);
     TEST_CHECK(strstr(dump, "[prune]\nmethod = sparsegpt\nsparsity = 0.6\n") != NULL, "dump:\n%s", dump);
     /* the dump parses back to the same values */
     deck *dk2 = NULL;

@@ -131,10 +131,10 @@ static void test_deck_cases(void)
     if (dk) {
         TEST_CHECK(!strcmp(deck_str(dk, "model.store"), ""), "';' value is a comment: '%s'",
                    deck_str(dk, "model.store"));
-        char *d1 = deck_dump(dk, NULL);
+        char *d1 = deck_dump(dk, NULL, 0);
         deck *again = NULL;
         TEST_CHECK(deck_parse(&again, "dump", d1) == LOSA_OK, "dump parses");
-        char *d2 = again ? deck_dump(again, NULL) : NULL;
+        char *d2 = again ? deck_dump(again, NULL, 0) : NULL;
         TEST_CHECK(d2 && !strcmp(d1, d2), "dump stable across re-parse");
         free(d1);
         free(d2);
@@ -151,7 +151,7 @@ static void test_deck_cases(void)
     v[201] = 0;
     TEST_CHECK(dk && deck_set(dk, v) == LOSA_OK, "190-character value: %s", core_errmsg());
     if (dk) {
-        char *d = deck_dump(dk, NULL);
+        char *d = deck_dump(dk, NULL, 0);
         deck *again = NULL;
         TEST_CHECK(deck_parse(&again, "dump", d) == LOSA_OK &&
                        !strcmp(deck_str(again, "data.calib"), deck_str(dk, "data.calib")) &&

@@ -108,7 +108,7 @@ static losa_status finetune_save(dist_ctx *d, const deck *dk, const char *out, c
     io_store *io = NULL;
     if ((s = dist_agree(d, s)) == LOSA_OK && dist_rank(d) == 0) {
         int64_t shp[1] = {steps};
-        char *dump = deck_dump(dk, NULL);
+        char *dump = settings_deck_dump(dk, NULL);
         s = io_store_create(&io, out);
         if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/loss", log, 1, shp);
         if (s == LOSA_OK) s = io_store_write_doubles(io, "/finetune/lr", log + steps, 1, shp);

@@ -217,7 +217,7 @@ int cmd_prune(dist_ctx *d, int argc, char **argv)
         const prune_config *pc = &j.set.prune.pc;
         if (pc->nm_m > 0) snprintf(j.pattern, sizeof j.pattern, "%d:%d", pc->nm_n, pc->nm_m);
         else snprintf(j.pattern, sizeof j.pattern, "unstructured");
-        char *dump = deck_dump(dk, "model,data,prune,eval,parallel,output");
+        char *dump = settings_deck_dump(dk, "model,data,prune,eval,parallel,output");
         core_log("losa prune: %s, %d ranks (pp %d x dp %d)\n%s\n", deck_path, dist_size(d),
                  dist_n_stages(d), dist_n_replicas(d), dump);
         free(dump);

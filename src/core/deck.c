@@ -379,7 +379,7 @@ const deck_key *deck_schema_key(const char *key)
     return i < 0 ? NULL : &deck_schema[i];
 }
 
-char *deck_dump(const deck *dk, const char *sections)
+char *deck_dump(const deck *dk, const char *sections, int ref_defaults)
 {
     size_t cap = 4096, len = 0;
     char *out = malloc(cap);
@@ -389,7 +389,7 @@ char *deck_dump(const deck *dk, const char *sections)
     for (int i = 0; i < deck_schema_len; i++) {
         const deck_key *k = &deck_schema[i];
         if (!in_sections(k->key, sections)) continue;
-        const char *v = dk->val[i] ? dk->val[i] : k->def;
+        const char *v = dk->val[i] ? dk->val[i] : ref_defaults && k->ref ? k->ref : k->def;
         if (!v) continue;
         size_t ls = strcspn(k->key, ".");
         int newsec = strncmp(cur, k->key, ls) || cur[ls];

@@ -251,7 +251,7 @@ losa_status losa_rundir_write_state(losa_run *r)
     char path[1300];
     snprintf(path, sizeof path, "%s/ckpt/state.h5", run_dir(r));
     io_store *io = NULL;
-    char *deck_txt = deck_dump(r->dk, NULL), layout[128];
+    char *deck_txt = settings_deck_dump(r->dk, NULL), layout[128];
     layout_text(r, layout, sizeof layout);
     losa_status s = io_store_create(&io, path);
     if (s == LOSA_OK) s = io_store_reserve(io, (int64_t)strlen(deck_txt) + (256 << 10));
@@ -396,7 +396,7 @@ losa_status losa_rundir_write_run_file(losa_run *r)
     char path[1300];
     snprintf(path, sizeof path, "%s/run.h5", run_dir(r));
     io_store *io = NULL;
-    char *deck_txt = deck_dump(r->dk, NULL);
+    char *deck_txt = settings_deck_dump(r->dk, NULL);
     losa_status s = io_store_create(&io, path);
     if (s == LOSA_OK) s = io_store_reserve(io, run_file_bytes(r, strlen(deck_txt)));
     if (s == LOSA_OK) s = io_store_write_config(io, &r->in->cfg, r->set->model.store.path);

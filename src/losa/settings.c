@@ -64,6 +64,11 @@ static const char *compat_value(const deck *dk, const char *key)
     return k->ref;
 }
 
+char *settings_deck_dump(const deck *dk, const char *sections)
+{
+    return deck_dump(dk, sections, compat_reference(dk));
+}
+
 /* The typed getters of this file: the deck's, through losa.compat. */
 static int64_t get_int(const deck *dk, const char *key)
 {

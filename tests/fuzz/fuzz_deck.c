@@ -63,13 +63,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)deck_check_required(dk, NULL);
     (void)deck_check_required(dk, "model,prune");
     check_keys(dk);
-    char *dump = deck_dump(dk, NULL);
+    char *dump = deck_dump(dk, NULL, 0);
     deck *again = NULL;
     if (deck_parse(&again, "dump", dump) != LOSA_OK) {
         fprintf(stderr, "dump does not parse again: %s\n---\n%s---\n", core_errmsg(), dump);
         abort();
     }
-    char *dump2 = deck_dump(again, NULL);
+    char *dump2 = deck_dump(again, NULL, 0);
     if (strcmp(dump, dump2)) {
         fprintf(stderr, "dump changes on re-parse:\n---\n%s---\n%s---\n", dump, dump2);
         abort();
