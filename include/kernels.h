@@ -39,18 +39,17 @@ void kern_rope_forward(float *x, const float *cos_t, const float *sin_t, int B,
 void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B,
                         int T, int nh, int hd);
 
-/* Grouped-query causal attention.
- * q (B,T,H*hd), k/v (B,T,Hkv*hd) -> out (B,T,H*hd).
- * att: softmax probabilities; if save_att, (B,H,T,T) kept for backward,
- * else a (T,T) scratch reused per head. */
-void kern_attention_forward(float *out, float *att, const float *q,
-                            const float *k, const float *v, int B, int T, int H,
-                            int Hkv, int hd, int save_att);
-/* dq, dk, dv += ... ; datt: (T,T) scratch. att as saved by forward. */
-void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
-                             const float *dout, const float *att, const float *q,
-                             const float *k, const float *v, int B, int T, int H,
-                             int Hkv, int hd);
+/* Grouped-query causal attention, tiled (src/kernels/attention.c): no
+ * (T, T) matrix is formed; memory is linear in T.
+ * q (B,T,H*hd), k/v (B,T,Hkv*hd) -> out (B,T,H*hd); lse (B,H,T): each
+ * query row's log-sum-exp of its scaled scores, kept for backward. */
+void kern_attention_forward(float *out, float *lse, const float *q, const float *k,
+                            const float *v, int B, int T, int H, int Hkv, int hd);
+/* dq, dk, dv += ...; out and lse as the forward returned them (the
+ * probabilities are recomputed block by block). */
+void kern_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                             const float *lse, const float *q, const float *k, const float *v,
+                             int B, int T, int H, int Hkv, int hd);
 
 /* out (n) = silu(gate) * up */
 void kern_swiglu_forward(float *out, const float *gate, const float *up,

@@ -128,7 +128,7 @@ typedef struct {
     float *q;      /* (B,T,D) after RoPE */
     float *k;      /* (B,T,kvD) after RoPE */
     float *v;      /* (B,T,kvD) */
-    float *att;    /* (B,H,T,T) softmax probabilities */
+    float *att;    /* (B,H,T) log-sum-exp of each query row's scores */
     float *atty;   /* (B,T,D) attention output before wo */
     float *xres;   /* (B,T,D) residual after attention (input to ffn norm) */
     float *ln2;    /* (B,T,D) */
@@ -352,7 +352,6 @@ typedef struct {
     float *dk, *dv;            /* (B,T,kvD) */
     float *dgate, *dup, *dhid; /* (B,T,F) */
     float *dtmp;               /* (B,T,max(D,F)) dy delta on the dropout path */
-    float *datt;               /* (T,T) */
     float *dlogits;            /* (B,T,V) last stage */
     float *rstdf;              /* (B,T) final norm */
     float *mem;

@@ -202,16 +202,16 @@ static void test_attention(void)
     int B = 2, T = 6, H = 4, Hkv = 2, hd = 4;
     int64_t nq = (int64_t)B * T * H * hd, nk = (int64_t)B * T * Hkv * hd;
     float *q = malloc(4 * nq), *k = malloc(4 * nk), *v = malloc(4 * nk), *R = malloc(4 * nq);
-    float *out = malloc(4 * nq), *ref = malloc(4 * nq), *att = malloc(4 * B * H * T * T);
-    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4), datt[36];
+    float *out = malloc(4 * nq), *ref = malloc(4 * nq), *att = malloc(4 * B * H * T); /* lse */
+    float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
     fill(q, nq, 1.0f);
     fill(k, nk, 1.0f);
     fill(v, nk, 1.0f);
     fill(R, nq, 1.0f);
-    kern_attention_forward(out, att, q, k, v, B, T, H, Hkv, hd, 1);
+    kern_attention_forward(out, att, q, k, v, B, T, H, Hkv, hd);
     kern_attention_forward_ref(ref, q, k, v, B, T, H, Hkv, hd);
     TEST_CHECK(test_max_rel(out, ref, nq) < 1e-5, "attention fwd vs ref");
-    kern_attention_backward(dq, dk, dv, datt, R, att, q, k, v, B, T, H, Hkv, hd);
+    kern_attention_backward(dq, dk, dv, R, out, att, q, k, v, B, T, H, Hkv, hd);
     att_ctx c = {B, T, H, Hkv, hd, 0, tod(q, nq), tod(k, nk), tod(v, nk), tod(R, nq)};
     c.which = 0;
     fd_check("attention dq", att_loss, &c, c.q, nq, dq);

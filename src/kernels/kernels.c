@@ -1,31 +1,11 @@
 /* Forward/backward kernels of the decoder (see include/kernels.h). */
 #include "kernels.h"
+#include "kern_internal.h"
 
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
-
-/* exp(x) for x <= 0 in plain arithmetic that the compiler vectorises (libm's
- * expf is a call per element): x = n ln2 + r, |r| <= ln2/2, 2^n built in
- * the exponent bits, e^r by a degree-6 polynomial; relative error < 3e-7.
- * Inputs below -87 give 0. */
-static inline __attribute__((always_inline)) float expf_neg(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    /* round to nearest by the 1.5 * 2^23 trick (no libm call, vectorises):
-     * t's low mantissa bits then hold n as a two's complement integer, read
-     * without a float -> int conversion (undefined for NaN); NaN propagates
-     * through p. */
-    union { float f; uint32_t u; } t = {.f = x * 1.44269504088896341f + 12582912.0f},
-                                    m = {.f = 12582912.0f};
-    float n = t.f - 12582912.0f;
-    float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f +
-                  r * (0.0083333338f + r * 0.0013888889f)))));
-    union { float f; uint32_t u; } e = {.u = (t.u - m.u + 127u) << 23};
-    return p * e.f;
-}
 
 void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
                           const float *w, int64_t N, int D, float eps)
@@ -131,89 +111,6 @@ void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B
                         int T, int nh, int hd)
 {
     rope_apply(dx, cos_t, sin_t, B, T, nh, hd, -1.0f);
-}
-
-/* Causal softmax of row i of a (T,T) score matrix over columns 0..i; columns
- * above the diagonal become 0.  Vectorised exp (expf_neg, below). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void causal_softmax_row(float *row, int i, int T)
-{
-    float mx = -FLT_MAX;
-#pragma omp simd reduction(max : mx)
-    for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j <= i; j++) {
-        row[j] = expf_neg(row[j] - mx);
-        sum += row[j];
-    }
-    float inv = 1.0f / sum;
-#pragma omp simd
-    for (int j = 0; j <= i; j++) row[j] *= inv;
-    for (int j = i + 1; j < T; j++) row[j] = 0.0f;
-}
-
-void kern_attention_forward(float *out, float *att, const float *q,
-                            const float *k, const float *v, int B, int T, int H,
-                            int Hkv, int hd, int save_att)
-{
-    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / grp;
-            const float *qb = q + (int64_t)b * T * qs + h * hd;
-            const float *kb = k + (int64_t)b * T * ks + kh * hd;
-            const float *vb = v + (int64_t)b * T * ks + kh * hd;
-            float *ob = out + (int64_t)b * T * qs + h * hd;
-            float *A = save_att ? att + ((int64_t)b * H + h) * T * T : att;
-            /* scores (T,T) = scale * Q K^T (the upper triangle is discarded) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale,
-                        qb, qs, kb, ks, 0.0f, A, T);
-            for (int i = 0; i < T; i++) causal_softmax_row(A + (int64_t)i * T, i, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        A, T, vb, ks, 0.0f, ob, qs);
-        }
-}
-
-void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
-                             const float *dout, const float *att, const float *q,
-                             const float *k, const float *v, int B, int T, int H,
-                             int Hkv, int hd)
-{
-    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / grp;
-            const float *qb = q + (int64_t)b * T * qs + h * hd;
-            const float *kb = k + (int64_t)b * T * ks + kh * hd;
-            const float *vb = v + (int64_t)b * T * ks + kh * hd;
-            const float *dob = dout + (int64_t)b * T * qs + h * hd;
-            float *dqb = dq + (int64_t)b * T * qs + h * hd;
-            float *dkb = dk + (int64_t)b * T * ks + kh * hd;
-            float *dvb = dv + (int64_t)b * T * ks + kh * hd;
-            const float *A = att + ((int64_t)b * H + h) * T * T;
-            /* dV += A^T dO ; dA = dO V^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, A,
-                        T, dob, qs, 1.0f, dvb, ks);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dob,
-                        qs, vb, ks, 0.0f, datt, T);
-            /* softmax backward: dS_ij = A_ij (dA_ij - sum_k A_ik dA_ik), times scale */
-            for (int i = 0; i < T; i++) {
-                const float *a = A + (int64_t)i * T;
-                float *d = datt + (int64_t)i * T;
-                float dot = 0;
-                for (int j = 0; j <= i; j++) dot += a[j] * d[j];
-                for (int j = 0; j <= i; j++) d[j] = scale * a[j] * (d[j] - dot);
-                for (int j = i + 1; j < T; j++) d[j] = 0.0f;
-            }
-            /* dQ += dS K ; dK += dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        datt, T, kb, ks, 1.0f, dqb, qs);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        datt, T, qb, qs, 1.0f, dkb, ks);
-        }
 }
 
 void kern_swiglu_forward(float *out, const float *gate, const float *up,

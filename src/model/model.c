@@ -224,7 +224,7 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t H = c->n_heads, hd = model_head_size(c);
     int slots = save == MODEL_ACTS_SAVE ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
-    int64_t att = save ? B * H * T * T : (int64_t)T * T;
+    int64_t att = B * H * T; /* log-sum-exps (tiled attention) */
     int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
     int64_t wmax = F > D ? F : D;
     size_t n = (size_t)(N * D * 2 + (s->has_head ? N * c->vocab_size : 0) +
@@ -276,7 +276,7 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     /* strides use the capacity (a->B, a->T) so slots never move */
     int64_t Nc = (int64_t)a->B * a->T;
-    int64_t attc = a->save ? (int64_t)a->B * c->n_heads * a->T * a->T : (int64_t)a->T * a->T;
+    int64_t attc = (int64_t)a->B * c->n_heads * a->T;
     int64_t i = a->save == MODEL_ACTS_SAVE ? l : 0;
     (void)N;
     model_layer_acts la = {
@@ -346,7 +346,7 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
     model_linear_forward(la.v, la.ln1, a, s, l, MODEL_MAP_V, N);
     kern_rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
-    kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd, a->save);
+    kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd);
     model_linear_forward(a->tmp, la.atty, a, s, l, MODEL_MAP_O, N);
     kern_add_inplace(a->x, a->tmp, N * D);
     if (a->save) memcpy(la.xres, a->x, sizeof(float) * N * D);

@@ -1,0 +1,200 @@
+/* Grouped-query causal attention, tiled (flash-style): the (T, T) score
+ * matrix is never formed.  Queries and keys go in blocks of ATT_BLOCK rows;
+ * the forward keeps a running maximum and sum per query row (online
+ * softmax) and saves only the row's log-sum-exp, from which the backward
+ * recomputes each block of probabilities.  Memory beyond q, k, v, out is
+ * O(B H T) for the log-sum-exps and O(ATT_BLOCK (ATT_BLOCK + hd)) scratch
+ * per thread, instead of the (B, H, T, T) probabilities of the plain
+ * version (kern_attention_*_ref, the twin the tests compare with).
+ *
+ * Work is split over (batch, kv head) pairs with OpenMP: every pair owns
+ * its rows of dk / dv and of the grouped query heads' dq, so no two
+ * threads write the same element and the result does not depend on the
+ * thread count (each pair's arithmetic is sequential and fixed).  The block
+ * products are cblas_sgemm calls with fixed shapes. */
+#include "kernels.h"
+#include "kern_internal.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define ATT_BLOCK 64
+
+/* Scratch of one thread: scores / probabilities (BLOCK x BLOCK), their
+ * gradient, the block's output accumulator (BLOCK x hd), running max / sum
+ * and the backward's row dot products. */
+typedef struct {
+    float *s, *ds, *acc, *m, *l, *dd;
+} att_scratch;
+
+static att_scratch scratch_alloc(int hd)
+{
+    const size_t bb = (size_t)ATT_BLOCK * ATT_BLOCK, bh = (size_t)ATT_BLOCK * hd;
+    float *p = core_malloc(2 * bb + bh + 3 * ATT_BLOCK, sizeof(float));
+    return (att_scratch){.s = p, .ds = p + bb, .acc = p + 2 * bb, .m = p + 2 * bb + bh,
+                         .l = p + 2 * bb + bh + ATT_BLOCK, .dd = p + 2 * bb + bh + 2 * ATT_BLOCK};
+}
+
+/* s (ni x nj, ld ATT_BLOCK) = scale * Q_i K_j^T */
+static void block_scores(float *s, const float *qi, int qs, const float *kj, int ks, int ni,
+                         int nj, int hd, float scale)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, nj, hd, scale, qi, qs, kj, ks, 0.0f,
+                s, ATT_BLOCK);
+}
+
+/* Columns a query row may see in the key block starting at j0: all of them
+ * below the diagonal block, up to and including the row itself on it. */
+static inline int visible(int i, int j0, int nj)
+{
+    int n = i - j0 + 1;
+    return n < nj ? n : nj;
+}
+
+/* One query block [i0, i0 + ni) of one head: out rows and their lse. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void forward_block(float *ob, float *lse, const float *qb, const float *kb, const float *vb,
+                          int qs, int ks, int i0, int ni, int hd, float scale, att_scratch *w)
+{
+    for (int r = 0; r < ni; r++) w->m[r] = -FLT_MAX, w->l[r] = 0.0f;
+    memset(w->acc, 0, sizeof(float) * (size_t)ni * hd);
+    for (int j0 = 0; j0 < i0 + ni; j0 += ATT_BLOCK) {
+        int nj = i0 + ni - j0 < ATT_BLOCK ? i0 + ni - j0 : ATT_BLOCK;
+        block_scores(w->s, qb + (int64_t)i0 * qs, qs, kb + (int64_t)j0 * ks, ks, ni, nj, hd, scale);
+        for (int r = 0; r < ni; r++) {
+            float *row = w->s + (int64_t)r * ATT_BLOCK;
+            int n = visible(i0 + r, j0, nj);
+            float mx = w->m[r];
+            for (int c = 0; c < n; c++) mx = row[c] > mx ? row[c] : mx;
+            float corr = expf_neg(w->m[r] - mx), sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int c = 0; c < n; c++) {
+                row[c] = expf_neg(row[c] - mx);
+                sum += row[c];
+            }
+            for (int c = n; c < nj; c++) row[c] = 0.0f;
+            w->l[r] = w->l[r] * corr + sum;
+            w->m[r] = mx;
+            float *a = w->acc + (int64_t)r * hd;
+            for (int d = 0; d < hd; d++) a[d] *= corr;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, hd, nj, 1.0f, w->s, ATT_BLOCK,
+                    vb + (int64_t)j0 * ks, ks, 1.0f, w->acc, hd);
+    }
+    for (int r = 0; r < ni; r++) {
+        float inv = 1.0f / w->l[r], *o = ob + (int64_t)(i0 + r) * qs;
+        const float *a = w->acc + (int64_t)r * hd;
+        for (int d = 0; d < hd; d++) o[d] = a[d] * inv;
+        lse[i0 + r] = w->m[r] + logf(w->l[r]);
+    }
+}
+
+void kern_attention_forward(float *out, float *lse, const float *q, const float *k,
+                            const float *v, int B, int T, int H, int Hkv, int hd)
+{
+    const int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel if ((int64_t)B * Hkv > 1 && (int64_t)T * T * hd * grp > (1 << 18))
+    {
+        att_scratch w = scratch_alloc(hd);
+#pragma omp for schedule(dynamic)
+        for (int64_t bk = 0; bk < (int64_t)B * Hkv; bk++) {
+            int b = (int)(bk / Hkv), kh = (int)(bk % Hkv);
+            const float *kb = k + (int64_t)b * T * ks + kh * hd;
+            const float *vb = v + (int64_t)b * T * ks + kh * hd;
+            for (int h = kh * grp; h < (kh + 1) * grp; h++)
+                for (int i0 = 0; i0 < T; i0 += ATT_BLOCK)
+                    forward_block(out + (int64_t)b * T * qs + h * hd,
+                                  lse + ((int64_t)b * H + h) * T, q + (int64_t)b * T * qs + h * hd,
+                                  kb, vb, qs, ks, i0, T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, hd,
+                                  scale, &w);
+        }
+        core_free(w.s);
+    }
+}
+
+/* One (query block, key block) pair of one head's backward. */
+typedef struct {
+    const float *qb, *kb, *vb, *dob, *lse;
+    float *dqb, *dkb, *dvb;
+    int qs, ks, hd;
+    float scale;
+} att_head;
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void backward_pair(const att_head *a, int i0, int ni, int j0, int nj, att_scratch *w)
+{
+    const int qs = a->qs, ks = a->ks, hd = a->hd;
+    block_scores(w->s, a->qb + (int64_t)i0 * qs, qs, a->kb + (int64_t)j0 * ks, ks, ni, nj, hd,
+                 a->scale);
+    for (int r = 0; r < ni; r++) { /* P = exp(S - lse), 0 above the diagonal */
+        float *row = w->s + (int64_t)r * ATT_BLOCK, l = a->lse[i0 + r];
+        int n = visible(i0 + r, j0, nj);
+#pragma omp simd
+        for (int c = 0; c < n; c++) row[c] = expf_neg(row[c] - l);
+        for (int c = n; c < nj; c++) row[c] = 0.0f;
+    }
+    /* dV_j += P^T dO_i ; dP = dO_i V_j^T */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nj, hd, ni, 1.0f, w->s, ATT_BLOCK,
+                a->dob + (int64_t)i0 * qs, qs, 1.0f, a->dvb + (int64_t)j0 * ks, ks);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ni, nj, hd, 1.0f,
+                a->dob + (int64_t)i0 * qs, qs, a->vb + (int64_t)j0 * ks, ks, 0.0f, w->ds,
+                ATT_BLOCK);
+    /* dS = scale P (dP - D_i), D_i = sum_j P_ij dP_ij = dO_i . O_i */
+    for (int r = 0; r < ni; r++) {
+        const float *p = w->s + (int64_t)r * ATT_BLOCK;
+        float *d = w->ds + (int64_t)r * ATT_BLOCK, di = w->dd[r];
+#pragma omp simd
+        for (int c = 0; c < nj; c++) d[c] = a->scale * p[c] * (d[c] - di);
+    }
+    /* dQ_i += dS K_j ; dK_j += dS^T Q_i */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, hd, nj, 1.0f, w->ds, ATT_BLOCK,
+                a->kb + (int64_t)j0 * ks, ks, 1.0f, a->dqb + (int64_t)i0 * qs, qs);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nj, hd, ni, 1.0f, w->ds, ATT_BLOCK,
+                a->qb + (int64_t)i0 * qs, qs, 1.0f, a->dkb + (int64_t)j0 * ks, ks);
+}
+
+static void backward_head(const att_head *a, const float *ob, int T, att_scratch *w)
+{
+    for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+        int ni = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK;
+        for (int r = 0; r < ni; r++) {
+            const float *o = ob + (int64_t)(i0 + r) * a->qs, *g = a->dob + (int64_t)(i0 + r) * a->qs;
+            float dot = 0.0f;
+            for (int d = 0; d < a->hd; d++) dot += o[d] * g[d];
+            w->dd[r] = dot;
+        }
+        for (int j0 = 0; j0 < i0 + ni; j0 += ATT_BLOCK)
+            backward_pair(a, i0, ni, j0, i0 + ni - j0 < ATT_BLOCK ? i0 + ni - j0 : ATT_BLOCK, w);
+    }
+}
+
+void kern_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                             const float *lse, const float *q, const float *k, const float *v,
+                             int B, int T, int H, int Hkv, int hd)
+{
+    const int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel if ((int64_t)B * Hkv > 1 && (int64_t)T * T * hd * grp > (1 << 18))
+    {
+        att_scratch w = scratch_alloc(hd);
+#pragma omp for schedule(dynamic)
+        for (int64_t bk = 0; bk < (int64_t)B * Hkv; bk++) {
+            int b = (int)(bk / Hkv), kh = (int)(bk % Hkv);
+            int64_t qo = (int64_t)b * T * qs, ko = (int64_t)b * T * ks + kh * hd;
+            for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+                att_head a = {.qb = q + qo + h * hd, .kb = k + ko, .vb = v + ko,
+                              .dob = dout + qo + h * hd, .lse = lse + ((int64_t)b * H + h) * T,
+                              .dqb = dq + qo + h * hd, .dkb = dk + ko, .dvb = dv + ko,
+                              .qs = qs, .ks = ks, .hd = hd, .scale = scale};
+                backward_head(&a, out + qo + h * hd, T, &w);
+            }
+        }
+        core_free(w.s);
+    }
+}
