@@ -101,9 +101,9 @@ static void matvec(float *y, const float *x, const model_stage *s, int l, model_
     dense_matvec(y, x, s, ad->delta && ad->weff ? ad->weff : s->layers[l].w[m], o, i);
 }
 
-/* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos,
- * in the order of kern_attention_forward's causal row (max, expf, sum,
- * multiply by 1/sum). */
+/* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos
+ * in one row (max, expf, sum, multiply by 1/sum): a single query needs no
+ * tiling; it agrees with the tiled kern_attention_forward within rounding. */
 static void attention_step(float *out, float *sc, const float *q, const float *K,
                            const float *Vv, int pos, int H, int Hkv, int hd)
 {
