@@ -94,28 +94,45 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
     }
 }
 
+/* The arguments of one call, and the work of one (batch, kv head) pair. */
+typedef struct {
+    float *out, *dq, *dk, *dv, *lse;
+    const float *dout, *q, *k, *v;
+    int B, T, H, Hkv, hd;
+} att_call;
+typedef void (*att_group_fn)(const att_call *c, int b, int kh, att_scratch *w);
+
+/* fn over the (batch, kv head) pairs, in parallel when there is enough work. */
+static void each_group(const att_call *c, att_group_fn fn)
+{
+    int64_t n = (int64_t)c->B * c->Hkv, grp = c->H / c->Hkv;
+#pragma omp parallel if (n > 1 && (int64_t)c->T * c->T * c->hd * grp > (1 << 18))
+    {
+        att_scratch w = scratch_alloc(c->hd);
+#pragma omp for schedule(dynamic)
+        for (int64_t bk = 0; bk < n; bk++) fn(c, (int)(bk / c->Hkv), (int)(bk % c->Hkv), &w);
+        core_free(w.s);
+    }
+}
+
+static void forward_group(const att_call *c, int b, int kh, att_scratch *w)
+{
+    const int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd, grp = c->H / c->Hkv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const float *kb = c->k + (int64_t)b * T * ks + kh * hd, *vb = c->v + (int64_t)b * T * ks + kh * hd;
+    for (int h = kh * grp; h < (kh + 1) * grp; h++)
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK)
+            forward_block(c->out + (int64_t)b * T * qs + h * hd, c->lse + ((int64_t)b * c->H + h) * T,
+                          c->q + (int64_t)b * T * qs + h * hd, kb, vb, qs, ks, i0,
+                          T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, hd, scale, w);
+}
+
 void kern_attention_forward(float *out, float *lse, const float *q, const float *k,
                             const float *v, int B, int T, int H, int Hkv, int hd)
 {
-    const int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel if ((int64_t)B * Hkv > 1 && (int64_t)T * T * hd * grp > (1 << 18))
-    {
-        att_scratch w = scratch_alloc(hd);
-#pragma omp for schedule(dynamic)
-        for (int64_t bk = 0; bk < (int64_t)B * Hkv; bk++) {
-            int b = (int)(bk / Hkv), kh = (int)(bk % Hkv);
-            const float *kb = k + (int64_t)b * T * ks + kh * hd;
-            const float *vb = v + (int64_t)b * T * ks + kh * hd;
-            for (int h = kh * grp; h < (kh + 1) * grp; h++)
-                for (int i0 = 0; i0 < T; i0 += ATT_BLOCK)
-                    forward_block(out + (int64_t)b * T * qs + h * hd,
-                                  lse + ((int64_t)b * H + h) * T, q + (int64_t)b * T * qs + h * hd,
-                                  kb, vb, qs, ks, i0, T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, hd,
-                                  scale, &w);
-        }
-        core_free(w.s);
-    }
+    att_call c = {.out = out, .lse = lse, .q = q, .k = k, .v = v,
+                  .B = B, .T = T, .H = H, .Hkv = Hkv, .hd = hd};
+    each_group(&c, forward_group);
 }
 
 /* One (query block, key block) pair of one head's backward. */
@@ -174,27 +191,26 @@ static void backward_head(const att_head *a, const float *ob, int T, att_scratch
     }
 }
 
+static void backward_group(const att_call *c, int b, int kh, att_scratch *w)
+{
+    const int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd, grp = c->H / c->Hkv;
+    int64_t qo = (int64_t)b * T * qs, ko = (int64_t)b * T * ks + kh * hd;
+    for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+        att_head a = {.qb = c->q + qo + h * hd, .kb = c->k + ko, .vb = c->v + ko,
+                      .dob = c->dout + qo + h * hd, .lse = c->lse + ((int64_t)b * c->H + h) * T,
+                      .dqb = c->dq + qo + h * hd, .dkb = c->dk + ko, .dvb = c->dv + ko,
+                      .qs = qs, .ks = ks, .hd = hd, .scale = 1.0f / sqrtf((float)hd)};
+        backward_head(&a, c->out + qo + h * hd, T, w);
+    }
+}
+
 void kern_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
                              const float *lse, const float *q, const float *k, const float *v,
                              int B, int T, int H, int Hkv, int hd)
 {
-    const int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel if ((int64_t)B * Hkv > 1 && (int64_t)T * T * hd * grp > (1 << 18))
-    {
-        att_scratch w = scratch_alloc(hd);
-#pragma omp for schedule(dynamic)
-        for (int64_t bk = 0; bk < (int64_t)B * Hkv; bk++) {
-            int b = (int)(bk / Hkv), kh = (int)(bk % Hkv);
-            int64_t qo = (int64_t)b * T * qs, ko = (int64_t)b * T * ks + kh * hd;
-            for (int h = kh * grp; h < (kh + 1) * grp; h++) {
-                att_head a = {.qb = q + qo + h * hd, .kb = k + ko, .vb = v + ko,
-                              .dob = dout + qo + h * hd, .lse = lse + ((int64_t)b * H + h) * T,
-                              .dqb = dq + qo + h * hd, .dkb = dk + ko, .dvb = dv + ko,
-                              .qs = qs, .ks = ks, .hd = hd, .scale = scale};
-                backward_head(&a, out + qo + h * hd, T, &w);
-            }
-        }
-        core_free(w.s);
-    }
+    /* out and lse are only read: the casts keep one argument struct */
+    att_call c = {.out = (float *)out, .lse = (float *)lse, .dq = dq, .dk = dk, .dv = dv,
+                  .dout = dout, .q = q, .k = k, .v = v, .B = B, .T = T, .H = H, .Hkv = Hkv,
+                  .hd = hd};
+    each_group(&c, backward_group);
 }
