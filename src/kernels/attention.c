@@ -11,7 +11,10 @@
  * its rows of dk / dv and of the grouped query heads' dq, so no two
  * threads write the same element and the result does not depend on the
  * thread count (each pair's arithmetic is sequential and fixed).  The block
- * products are cblas_sgemm calls with fixed shapes. */
+ * products are cblas_sgemm calls with fixed shapes, small enough (block^2 hd
+ * <= 2^18 multiply-adds, att_block) that a threaded BLAS runs them on the
+ * calling thread: OpenBLAS starts its own threads above that size, which
+ * inside this parallel region made hd = 128 twenty times slower. */
 #include "kernels.h"
 #include "kern_internal.h"
 
@@ -30,14 +33,25 @@
  * and the backward's row dot products. */
 typedef struct {
     float *s, *ds, *acc, *m, *l, *dd;
+    int bs; /* rows and columns of a block (att_block), <= ATT_BLOCK */
 } att_scratch;
+
+/* The block size for head size hd: the largest power of two <= ATT_BLOCK
+ * with bs^2 hd <= 2^18 (OpenBLAS's one-thread limit, m n k <= 65536 x 4). */
+static int att_block(int hd)
+{
+    int bs = ATT_BLOCK;
+    while (bs > 8 && (int64_t)bs * bs * hd > (1 << 18)) bs /= 2;
+    return bs;
+}
 
 static att_scratch scratch_alloc(int hd)
 {
     const size_t bb = (size_t)ATT_BLOCK * ATT_BLOCK, bh = (size_t)ATT_BLOCK * hd;
     float *p = core_malloc(2 * bb + bh + 3 * ATT_BLOCK, sizeof(float));
     return (att_scratch){.s = p, .ds = p + bb, .acc = p + 2 * bb, .m = p + 2 * bb + bh,
-                         .l = p + 2 * bb + bh + ATT_BLOCK, .dd = p + 2 * bb + bh + 2 * ATT_BLOCK};
+                         .l = p + 2 * bb + bh + ATT_BLOCK, .dd = p + 2 * bb + bh + 2 * ATT_BLOCK,
+                         .bs = att_block(hd)};
 }
 
 /* s (ni x nj, ld ATT_BLOCK) = scale * Q_i K_j^T */
@@ -63,8 +77,8 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
 {
     for (int r = 0; r < ni; r++) w->m[r] = -FLT_MAX, w->l[r] = 0.0f;
     memset(w->acc, 0, sizeof(float) * (size_t)ni * hd);
-    for (int j0 = 0; j0 < i0 + ni; j0 += ATT_BLOCK) {
-        int nj = i0 + ni - j0 < ATT_BLOCK ? i0 + ni - j0 : ATT_BLOCK;
+    for (int j0 = 0; j0 < i0 + ni; j0 += w->bs) {
+        int nj = i0 + ni - j0 < w->bs ? i0 + ni - j0 : w->bs;
         block_scores(w->s, qb + (int64_t)i0 * qs, qs, kb + (int64_t)j0 * ks, ks, ni, nj, hd, scale);
         for (int r = 0; r < ni; r++) {
             float *row = w->s + (int64_t)r * ATT_BLOCK;
@@ -121,10 +135,10 @@ static void forward_group(const att_call *c, int b, int kh, att_scratch *w)
     const float scale = 1.0f / sqrtf((float)hd);
     const float *kb = c->k + (int64_t)b * T * ks + kh * hd, *vb = c->v + (int64_t)b * T * ks + kh * hd;
     for (int h = kh * grp; h < (kh + 1) * grp; h++)
-        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK)
+        for (int i0 = 0; i0 < T; i0 += w->bs)
             forward_block(c->out + (int64_t)b * T * qs + h * hd, c->lse + ((int64_t)b * c->H + h) * T,
                           c->q + (int64_t)b * T * qs + h * hd, kb, vb, qs, ks, i0,
-                          T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK, hd, scale, w);
+                          T - i0 < w->bs ? T - i0 : w->bs, hd, scale, w);
 }
 
 void kern_attention_forward(float *out, float *lse, const float *q, const float *k,
@@ -178,16 +192,16 @@ static void backward_pair(const att_head *a, int i0, int ni, int j0, int nj, att
 
 static void backward_head(const att_head *a, const float *ob, int T, att_scratch *w)
 {
-    for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
-        int ni = T - i0 < ATT_BLOCK ? T - i0 : ATT_BLOCK;
+    for (int i0 = 0; i0 < T; i0 += w->bs) {
+        int ni = T - i0 < w->bs ? T - i0 : w->bs;
         for (int r = 0; r < ni; r++) {
             const float *o = ob + (int64_t)(i0 + r) * a->qs, *g = a->dob + (int64_t)(i0 + r) * a->qs;
             float dot = 0.0f;
             for (int d = 0; d < a->hd; d++) dot += o[d] * g[d];
             w->dd[r] = dot;
         }
-        for (int j0 = 0; j0 < i0 + ni; j0 += ATT_BLOCK)
-            backward_pair(a, i0, ni, j0, i0 + ni - j0 < ATT_BLOCK ? i0 + ni - j0 : ATT_BLOCK, w);
+        for (int j0 = 0; j0 < i0 + ni; j0 += w->bs)
+            backward_pair(a, i0, ni, j0, i0 + ni - j0 < w->bs ? i0 + ni - j0 : w->bs, w);
     }
 }
 
