@@ -63,6 +63,8 @@ typedef struct {
  * seeded per (seed, global layer, map), so equal whatever the staging), forms
  * Delta and attaches the adapter path to s (forward/backward then use it). */
 losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c);
+/* Bytes lora_adapters_build allocates for a stage of n_layers layers. */
+size_t lora_adapters_bytes(const model_config *c, int n_layers, const lora_config *lc);
 void lora_adapters_free(lora_adapters *ad, model_stage *s);
 /* Active rank of stage layer l (1..r_max).  Call lora_delta_update after. */
 losa_status lora_set_rank(lora_adapters *ad, int l, int r);
@@ -144,6 +146,16 @@ typedef struct {
  * gradients dA, dB are all-reduced within each stage's replicas. */
 losa_status lora_trainer_build(lora_trainer *tr, struct dist_ctx *d, model_stage *s,
                                lora_adapters *ad, const lora_train_config *c);
+/* Micro-batches of a step that replica `replica` of DP takes (replica,
+ * replica + DP, ...), and the activation buffers a stage keeps for them:
+ * the micro-batches in flight (1F1B: min(PP - stage, n_mb); GPipe: n_mb;
+ * one stage: 1; at least 1). */
+int lora_trainer_n_mb(int grad_accum, int DP, int replica);
+int lora_trainer_in_flight(int schedule, int PP, int stage, int n_mb);
+/* Bytes lora_trainer_build allocates for a stage of n_layers layers (the
+ * last stage: has_head) keeping n_acts micro-batches in flight. */
+size_t lora_trainer_bytes(const model_config *c, int n_layers, int has_head, int n_acts,
+                          const lora_train_config *tc);
 void lora_trainer_free(lora_trainer *tr);
 /* Collective.  One optimizer step on grad_accum micro-batches:
  * tokens, targets (grad_accum, B, T) equal on all ranks (target < 0 ignored;

@@ -46,6 +46,17 @@ const char *model_map_name(model_map m); /* "wq", "wk", ... (store names) */
 /* out x in shape of map m. */
 void model_map_shape(const model_config *c, model_map m, int *out, int *in);
 
+/* The inputs the maps read, one calibration statistic each (the one table
+ * of which map reads which input): q, k, v read the attention-norm output
+ * (ln1), o the attention output (atty), gate and up the ffn-norm output
+ * (ln2), down the SwiGLU output (hid).  Input g is (B,T,width g). */
+typedef enum {
+    MODEL_INPUT_QKV = 0, MODEL_INPUT_O, MODEL_INPUT_GATE_UP, MODEL_INPUT_DOWN, MODEL_N_INPUTS
+} model_input;
+model_input model_map_input(model_map m);
+/* Width of input g: the `in` of the maps that read it (D, D, D, F). */
+int model_input_width(const model_config *c, model_input g);
+
 /* Adapter path of one linear map during training (all NULL: plain W; the
  * forward is then exactly y = x W^T).  Owned by the lora module, which fills
  * delta / weff once per optimizer step (see include/lora.h):
@@ -91,6 +102,8 @@ void model_split_layers(const model_config *c, int P, int *first, int *count);
 /* Allocate the stage's parameter block (zeroed) and set the pointers. */
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages);
+/* Bytes model_stage_build allocates for stage `stage` of n_stages. */
+size_t model_stage_bytes(const model_config *c, int stage, int n_stages);
 void model_stage_free(model_stage *s);
 /* Seeded random weights (tests, synthetic stores): N(0, std) for matrices,
  * 1 + N(0, 0.1) for norms.  Same values for a layer whatever the staging
@@ -149,10 +162,21 @@ typedef struct {
 } model_layer_acts;
 model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
                                   int l, int B, int T);
+/* Input g of the layer's maps in la (ln1, atty, ln2 or hid). */
+const float *model_layer_input(const model_layer_acts *la, model_input g);
 
 losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
                              int save);
+/* The same without logits (a->logits NULL, even on the last stage): for
+ * passes that run layers only (calibration, Gram matrices). */
+losa_status model_acts_build_layers(model_acts *a, const model_stage *s, int B, int T,
+                                    int save);
 void model_acts_free(model_acts *a);
+/* Bytes of one activation block of a stage of n_layers layers: logits
+ * (B,T,V) when logits (model_acts_build on the last stage), none for
+ * model_acts_build_layers.  Planning and building use this one function. */
+size_t model_acts_bytes(const model_config *c, int n_layers, int logits, int B, int T,
+                        int save);
 
 /* One layer forward on a->x in place (B x T tokens, positions 0..T-1).
  * With a->save = MODEL_ACTS_SAVE, layer l's activations go to slot l (kept
@@ -359,6 +383,8 @@ typedef struct {
     size_t n_floats;
 } model_bwd;
 losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T);
+/* Bytes model_bwd_build allocates (dlogits (B,T,V) on the last stage). */
+size_t model_bwd_bytes(const model_config *c, int has_head, int B, int T);
 void model_bwd_free(model_bwd *g);
 
 /* Backward of layer l: dx (B,T,D) holds dL/d(layer output) on entry and

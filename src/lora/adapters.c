@@ -16,6 +16,30 @@ void lora_config_default(lora_config *c)
     c->seed = 42;
 }
 
+/* Floats of the adapters of n_layers layers (np: A and B; nw: the maps). */
+static void adapter_floats(const model_config *c, int n_layers, int r_max, size_t *np, size_t *nw)
+{
+    *np = *nw = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        *np += (size_t)r_max * (o + i);
+        *nw += (size_t)o * i;
+    }
+    *np *= n_layers;
+    *nw *= n_layers;
+}
+
+size_t lora_adapters_bytes(const model_config *c, int n_layers, const lora_config *lc)
+{
+    size_t np, nw, nm = (size_t)n_layers * MODEL_N_MAPS;
+    adapter_floats(c, n_layers, lc->r_max, &np, &nw);
+    if (nm == 0) nm = 1;
+    return core_alloc_bytes(n_layers > 0 ? n_layers : 1, sizeof(int)) +
+           4 * core_alloc_bytes(nm, sizeof(float *)) + core_alloc_bytes(nm, sizeof(size_t)) +
+           4 * core_alloc_bytes(np + 1, sizeof(float)) + 3 * core_alloc_bytes(nw + 1, sizeof(float));
+}
+
 losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c)
 {
     memset(ad, 0, sizeof *ad);
@@ -33,15 +57,8 @@ losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_co
     ad->layer0 = s->layer0;
     ad->n_layers = s->n_layers;
     int nl = s->n_layers, R = c->r_max, nm = nl * MODEL_N_MAPS;
-    size_t np = 0, nw = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(&s->cfg, m, &o, &i);
-        np += (size_t)R * (o + i);
-        nw += (size_t)o * i;
-    }
-    np *= nl;
-    nw *= nl;
+    size_t np, nw;
+    adapter_floats(&s->cfg, nl, R, &np, &nw);
     ad->n_params = np;
     ad->n_w = nw;
     ad->rank = core_calloc(nl > 0 ? nl : 1, sizeof(int));

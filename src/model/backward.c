@@ -12,14 +12,27 @@
 #include "kernels.h"
 #include "model.h"
 
+/* Floats of the backward scratch (model_bwd_build). */
+static size_t bwd_floats(const model_config *c, int has_head, int64_t B, int64_t T)
+{
+    int64_t N = B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int64_t wmax = F > D ? F : D;
+    return (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax + T * T +
+                    (has_head ? N * c->vocab_size + N : 0));
+}
+
+size_t model_bwd_bytes(const model_config *c, int has_head, int B, int T)
+{
+    return core_alloc_bytes(bwd_floats(c, has_head, B, T), sizeof(float));
+}
+
 losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
 {
     memset(g, 0, sizeof *g);
     const model_config *c = &s->cfg;
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t wmax = F > D ? F : D;
-    size_t n = (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax + (int64_t)T * T +
-                        (s->has_head ? N * c->vocab_size + N : 0));
+    size_t n = bwd_floats(c, s->has_head, B, T);
     g->mem = core_calloc(n, sizeof(float));
     g->n_floats = n;
     g->B = B;
