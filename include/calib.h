@@ -126,9 +126,32 @@ losa_status calib_prune_model(struct dist_ctx *d, model_stage *s,
                               const calib_prune_opts *o, const float *dense_out,
                               calib_prune_result *r);
 void calib_result_free(calib_prune_result *r);
+/* Bytes calib_prune_model allocates on a rank whose stage has n_layers
+ * layers and whose replica (of P) holds Nm of the N windows; have_ref: the
+ * dense reference outputs are given (no dense stream of its own).  The
+ * largest scratch of the pruners (calib_prune_layer_bytes) included. */
+size_t calib_prune_bytes(const model_config *c, int n_layers, int N, int Nm, int S, int chunk,
+                         const prune_config *pc, int have_ref, int P);
 
-/* Windows of this replica: count, and the global index of the i-th. */
+/* The one per-layer prune entry point: the 7 maps of stage layer l to
+ * sparsity sp with pc's method and pattern, input by input
+ * (model_map_input; prune_group): x[g] is input g's statistics and
+ * SparseGPT work.  hk: where SparseGPT runs (NULL: this process;
+ * dist_sparsegpt_hooks(d): over the stage's replicas, whose select hook
+ * picks each block's threshold over all of them).  Errors name the global
+ * layer and the map.  t (or NULL) adds the pruners' times.  Collective
+ * exactly when hk is. */
+losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc, double sp,
+                                   const prune_input x[MODEL_N_INPUTS],
+                                   const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t);
+/* The most scratch it allocates while it runs (SparseGPT over P replicas;
+ * the prune_input work is the caller's). */
+size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, int P);
+
+/* Windows of this replica: count, and the global index of the i-th;
+ * calib_windows_of: the count of replica `replica` of dp. */
 int calib_windows_mine(struct dist_ctx *d, int N);
+int calib_windows_of(int N, int dp, int replica);
 int calib_window_index(struct dist_ctx *d, int i);
 
 /* Collective (world).  Dense outputs of every layer of this stage on this
@@ -137,6 +160,8 @@ int calib_window_index(struct dist_ctx *d, int i);
 losa_status calib_dense_outputs(struct dist_ctx *d, const model_stage *s,
                                 const int *tokens, int N, int S, int chunk,
                                 float **out);
+/* Bytes of *out for a stage of n_layers layers and Nm windows. */
+size_t calib_dense_outputs_bytes(const model_config *c, int n_layers, int Nm, int S);
 
 /* Collective (world).  The same pass handing each layer's outputs
  * (Nmine,S,D) to sink (e.g. to write them to disk); stops calling sink after
@@ -145,6 +170,8 @@ typedef losa_status (*calib_layer_sink)(void *ctx, int l, const float *X);
 losa_status calib_dense_stream(struct dist_ctx *d, const model_stage *s,
                                const int *tokens, int N, int S, int chunk,
                                calib_layer_sink sink, void *ctx);
+/* Bytes the pass allocates (activations of a chunk, the stream). */
+size_t calib_dense_stream_bytes(const model_config *c, int n_layers, int Nm, int S, int chunk);
 
 /* Collective (world).  Centred Gram matrices K~ = H X X^T H (N x N, double)
  * of the input of every layer, and of the final layer's output (index L),
@@ -154,6 +181,8 @@ losa_status calib_dense_stream(struct dist_ctx *d, const model_stage *s,
 losa_status calib_layer_grams(struct dist_ctx *d, const model_stage *s,
                               const int *tokens, int N, int S, int chunk,
                               double *grams);
+/* Bytes the pass allocates (grams is the caller's). */
+size_t calib_layer_grams_bytes(const model_config *c, int n_layers, int N, int S, int chunk);
 
 /* Centred Gram matrix G (n,n) = H X X^T H of X (n, m), H = I - 11^T/n;
  * tmp: (n,n) float scratch.  X X^T by sgemm, centring in double. */

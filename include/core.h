@@ -61,6 +61,17 @@ double core_time(void);
 #define CORE_HUGE_PAGE ((size_t)2 << 20)
 #define CORE_HUGE_MIN ((size_t)4 << 20)
 void *core_calloc(size_t n, size_t size);
+/* The process's allocator policy, once at start (main): blocks of
+ * CORE_MMAP_MIN bytes or more are mapped on their own and given back to the
+ * system when freed, so the resident set follows what is allocated (glibc's
+ * adaptive threshold would keep freed blocks of up to 32 MB resident). */
+#define CORE_MMAP_MIN ((size_t)256 << 10)
+void core_alloc_init(void);
+/* The bytes core_calloc(n, size) reserves and touches (zeroed): n * size
+ * rounded up to 64 bytes, or to CORE_HUGE_PAGE for large blocks.  Every
+ * size function of the modules (model_acts_bytes, lora_adapters_bytes, ...)
+ * counts its blocks with it, so a plan adds up what is resident. */
+size_t core_alloc_bytes(size_t n, size_t size);
 /* The same contract (n * size checked for overflow, abort on out-of-memory)
  * for plain blocks: malloc (not zeroed) and realloc of n elements of size
  * bytes (0 bytes gives a valid block), and copies of strings (at most n

@@ -88,6 +88,17 @@ losa_status dist_sparsegpt_rows(dist_ctx *d, float *W /* (out, in) */, int out, 
                                 const unsigned char *dead /* (in) or NULL */,
                                 double sparsity, int nm_n, int nm_m, int blocksize,
                                 prune_sparsegpt_timing *t);
+/* Scratch bytes the two calls allocate on one of P replicas (the most of
+ * any replica; P = 1: the local pruner's): ScaLAPACK's local blocks of the
+ * (in, in) matrix; the sweep of the replica's rows and the block scores
+ * gathered for the selection. */
+size_t dist_sparsegpt_hinv_bytes(int in, int P);
+size_t dist_sparsegpt_rows_bytes(int out, int in, int blocksize, int P);
+/* The SparseGPT hooks of prune_group over this rank's stage (ctx = d):
+ * dist_sparsegpt_hinv and dist_sparsegpt_rows.  Collective in the same
+ * sense. */
+prune_sparsegpt_hooks dist_sparsegpt_hooks(dist_ctx *d);
+
 /* prune_select_fn over the stage: ctx is the dist_ctx; the rows of all
  * replicas must be contiguous in replica order (as dist_rows_split).  The
  * block's scores are all-gathered and every replica selects the same k-th

@@ -32,6 +32,10 @@ typedef struct {
 losa_status eval_ppl(struct dist_ctx *d, const model_stage *s, const int *ids,
                      int64_t n, int S, int B, int max_windows,
                      eval_ppl_result *r);
+/* Bytes eval_ppl allocates on a stage of n_layers layers (the last:
+ * has_head) for nw windows of S tokens in batches of B (B is cut to nw). */
+size_t eval_ppl_bytes(const model_config *c, int n_layers, int has_head, int64_t nw, int S,
+                      int B);
 
 /* ---- zero-shot multiple-choice evaluation (src/eval/tasks.c: task files,
  * items and requests; src/eval/zeroshot.c: scoring) ----

@@ -317,4 +317,53 @@ losa_status losa_run_prepare(losa_run *r);
 losa_status losa_run_execute(losa_run *r);
 void losa_run_free(losa_run *r);
 
+/* ---------------------------------------------------------------- memory
+ * What `losa run` keeps resident on one rank (src/losa/memory.c), from the
+ * size functions of the modules that allocate (model_stage_bytes,
+ * lora_adapters_bytes, lora_trainer_bytes, calib_prune_bytes, ...), so
+ * `losa plan` adds up exactly what the run allocates.  Resident from the
+ * start: the stage's weights and the calibration windows; through the LoSA
+ * phase: the adapters, the dense reference outputs and the Gram matrices;
+ * on top, what each phase adds (training: the activations, backward
+ * scratch and logits of the micro-batches in flight, and the adapters'
+ * transient scratch, which is freed while they are merged).  The peak is the largest phase.  Not
+ * counted: the training examples and the perplexity text (not known before
+ * they are read; a few MB for the decks in input/), the tokenizer, MPI's,
+ * HDF5's and BLAS's own buffers, and, when a run resumes, the dense copy
+ * of the stage (one more `weights`) while the reference outputs are
+ * recomputed. */
+typedef enum {
+    LOSA_PHASE_DENSE_EVAL = 0, /* perplexity of the dense (and pruned) model */
+    LOSA_PHASE_PRUNE,          /* one-shot pruning (modes prune, lora, compare) */
+    LOSA_PHASE_LORA_TRAIN,     /* +LoRA training (modes lora, compare) */
+    LOSA_PHASE_DENSE_REF,      /* LoSA: the dense reference outputs */
+    LOSA_PHASE_GRAMS,          /* LoSA step: the Gram matrices (CKA) */
+    LOSA_PHASE_LOSA_PRUNE,     /* LoSA step: pruning against the reference */
+    LOSA_PHASE_LOSA_TRAIN,     /* LoSA step: training */
+    LOSA_PHASE_LOSA_EVAL,      /* LoSA: perplexity after a step, of the final model */
+    LOSA_PHASE_WRITE,          /* model.h5: another stage's weights in transit */
+    LOSA_N_PHASES
+} losa_phase;
+const char *losa_phase_name(losa_phase p); /* "dense_eval", "prune", ... */
+
+typedef struct {
+    size_t weights, inputs;       /* resident throughout */
+    size_t adapters;              /* the masked adapters (lora_adapters_bytes) */
+    size_t attached;              /* their transient scratch, while training */
+    lora_buffers buffers;         /* lora.delta_buffers as resolved for the stage */
+    size_t dense_ref;             /* reference outputs (or one layer's: losa.dense_ref = disk) */
+    size_t grams;                 /* the LoSA loop's Gram matrices */
+    size_t prune, train, eval;    /* what a LoSA step's pruning, training (with the
+                                     attached scratch), perplexity add */
+    size_t phase[LOSA_N_PHASES];  /* resident bytes in each phase (0: not in this mode) */
+    size_t peak;                  /* the largest phase */
+    losa_phase peak_phase;
+} losa_memory;
+
+/* Not collective.  The memory of the rank holding stage `stage` of pp in
+ * replica `replica` of dp, for the settings rs (run_settings_from_deck
+ * with the model's configuration c). */
+void losa_memory_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,
+                      int stage, int replica, losa_memory *m);
+
 #endif

@@ -46,24 +46,47 @@ const char *model_map_name(model_map m); /* "wq", "wk", ... (store names) */
 /* out x in shape of map m. */
 void model_map_shape(const model_config *c, model_map m, int *out, int *in);
 
-/* Adapter path of one linear map during training (all NULL: plain W; the
- * forward is then exactly y = x W^T).  Owned by the lora module, which fills
- * delta / weff once per optimizer step (see include/lora.h):
+/* The inputs the maps read, one calibration statistic each (the one table
+ * of which map reads which input): q, k, v read the attention-norm output
+ * (ln1), o the attention output (atty), gate and up the ffn-norm output
+ * (ln2), down the SwiGLU output (hid).  Input g is (B,T,width g). */
+typedef enum {
+    MODEL_INPUT_QKV = 0, MODEL_INPUT_O, MODEL_INPUT_GATE_UP, MODEL_INPUT_DOWN, MODEL_N_INPUTS
+} model_input;
+model_input model_map_input(model_map m);
+/* Width of input g: the `in` of the maps that read it (D, D, D, F). */
+int model_input_width(const model_config *c, model_input g);
+
+/* Adapter path of one linear map during training, owned by the lora
+ * module (see include/lora.h):
  *   delta  = scale * (B[:, :r] A[:r, :]) ⊙ M      (out, in)
  *   weff   = W + delta                             (out, in)
- *   ddelta += dL/dDelta = dy^T drop(x)             (out, in), by backward */
+ *   ddelta    dL/dDelta = dy^T drop(x)             (out, in), by backward */
 typedef struct {
-    const float *delta;        /* (out,in) NULL: no adapter */
+    const float *delta;        /* (out,in) */
     const float *weff;         /* (out,in) used when acts dropout is 0 */
-    float *ddelta;             /* (out,in) accumulated by model_layer_backward */
+    float *ddelta;             /* (out,in) written by model_layer_backward */
 } model_adapter_map;
+
+/* The adapter path of a stage (NULL in model_stage: plain W; the forward is
+ * then exactly y = x W^T), set by the lora module while its adapters are
+ * attached.  map(ctx, l, m): map m of stage layer l, formed by then (a
+ * transient form builds it on demand into scratch valid until the next
+ * call).  grad: NULL = backward accumulates dL/dDelta into ddelta over the
+ * micro-batches (persistent buffers, consumed once per optimizer step);
+ * else backward overwrites ddelta with this micro-batch's dL/dDelta and
+ * calls grad(ctx, l, m), which consumes it at once. */
+typedef struct model_adapter {
+    const model_adapter_map *(*map)(void *ctx, int l, model_map m);
+    void (*grad)(void *ctx, int l, model_map m);
+    void *ctx;
+} model_adapter;
 
 typedef struct {
     float *attn_norm;          /* (D) */
     float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
                                   w_gate (F,D) w_up (F,D) w_down (D,F) */
     float *ffn_norm;           /* (D) */
-    model_adapter_map ad[MODEL_N_MAPS]; /* training adapter path (zeroed) */
 } model_layer;
 
 typedef struct {
@@ -81,6 +104,8 @@ typedef struct {
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
     const struct model_sparse *sparse;
+    /* The training adapters' path (model_adapter), NULL = none.  Not owned. */
+    const model_adapter *adapter;
 } model_stage;
 
 /* Contiguous split of L layers into P stages balanced by cost (each layer
@@ -91,6 +116,8 @@ void model_split_layers(const model_config *c, int P, int *first, int *count);
 /* Allocate the stage's parameter block (zeroed) and set the pointers. */
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages);
+/* Bytes model_stage_build allocates for stage `stage` of n_stages. */
+size_t model_stage_bytes(const model_config *c, int stage, int n_stages);
 void model_stage_free(model_stage *s);
 /* Seeded random weights (tests, synthetic stores): N(0, std) for matrices,
  * 1 + N(0, 0.1) for norms.  Same values for a layer whatever the staging
@@ -149,10 +176,21 @@ typedef struct {
 } model_layer_acts;
 model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
                                   int l, int B, int T);
+/* Input g of the layer's maps in la (ln1, atty, ln2 or hid). */
+const float *model_layer_input(const model_layer_acts *la, model_input g);
 
 losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
                              int save);
+/* The same without logits (a->logits NULL, even on the last stage): for
+ * passes that run layers only (calibration, Gram matrices). */
+losa_status model_acts_build_layers(model_acts *a, const model_stage *s, int B, int T,
+                                    int save);
 void model_acts_free(model_acts *a);
+/* Bytes of one activation block of a stage of n_layers layers: logits
+ * (B,T,V) when logits (model_acts_build on the last stage), none for
+ * model_acts_build_layers.  Planning and building use this one function. */
+size_t model_acts_bytes(const model_config *c, int n_layers, int logits, int B, int T,
+                        int save);
 
 /* One layer forward on a->x in place (B x T tokens, positions 0..T-1).
  * With a->save = MODEL_ACTS_SAVE, layer l's activations go to slot l (kept
@@ -358,12 +396,14 @@ typedef struct {
     size_t n_floats;
 } model_bwd;
 losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T);
+/* Bytes model_bwd_build allocates (dlogits (B,T,V) on the last stage). */
+size_t model_bwd_bytes(const model_config *c, int has_head, int B, int T);
 void model_bwd_free(model_bwd *g);
 
 /* Backward of layer l: dx (B,T,D) holds dL/d(layer output) on entry and
  * dL/d(layer input) on return.  Uses the activations saved in a's slot for l
  * (a->save MODEL_ACTS_SAVE, or MODEL_ACTS_SAVE_ONE right after recomputing
- * layer l).  Accumulates dL/dDelta into s->layers[l].ad[m].ddelta where set. */
+ * layer l).  dL/dDelta of each map goes to the adapter path (s->adapter). */
 void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
                           const model_stage *s, int l, int B, int T);
 /* Last stage: loss and its gradient.  a->logits and a->x as left by the

@@ -65,6 +65,8 @@ typedef struct {
 #define PRUNE_STATS_CHUNK 256 /* tokens per dsyrk call */
 
 losa_status prune_stats_init(prune_stats *st, int in, int want_hessian);
+/* Bytes prune_stats_init allocates. */
+size_t prune_stats_bytes(int in, int want_hessian);
 /* Zero the sums (reuse for the next layer without reallocating). */
 void prune_stats_reset(prune_stats *st);
 /* X (ntok, in).  Adds to the raw sums (dsyrk in double for X^T X). */
@@ -79,6 +81,9 @@ void prune_stats_free(prune_stats *st);
  * exactly prune_count(out*in, sparsity) zeros.  N:M when nm_m > 0. */
 losa_status prune_magnitude(float *W /* (out, in) */, int out, int in,
                             double sparsity, int nm_n, int nm_m);
+/* Scratch bytes prune_magnitude allocates while it runs (unstructured: a
+ * copy of |W|). */
+size_t prune_magnitude_bytes(int out, int in, int nm_m);
 
 /* Wanda: score |W_ij| * sqrt(colsq_j) (computed in double), compared within
  * each output row.  Unstructured: exactly K = prune_count(out*in, sparsity)
@@ -87,6 +92,7 @@ losa_status prune_magnitude(float *W /* (out, in) */, int out, int in,
  * sparsity is exact at any width.  N:M when nm_m > 0. */
 losa_status prune_wanda(float *W /* (out, in) */, const double *colsq /* (in) */,
                         int out, int in, double sparsity, int nm_n, int nm_m);
+size_t prune_wanda_bytes(int out, int in); /* scratch while it runs */
 
 /* ---------------------------------------------------------------------------
  * SparseGPT (Frantar & Alistarh 2023, fasterprune).
@@ -160,14 +166,14 @@ losa_status prune_sparsegpt_rows(float *W /* (nrows, in) */, int nrows, int64_t 
                                  prune_select_fn select, void *select_ctx,
                                  prune_sparsegpt_timing *t /* or NULL; adds */);
 
-/* Both steps on a whole matrix (allocates the (in, in) Hinv). */
-losa_status prune_sparsegpt(float *W /* (out, in) */, const double *H /* (in, in) */,
-                            int out, int in, double sparsity, int nm_n, int nm_m,
-                            int blocksize, double percdamp,
-                            prune_sparsegpt_timing *t /* or NULL */);
+/* Scratch bytes prune_sparsegpt_rows allocates while it runs on nrows
+ * rows, with the local select hook's work when local_select. */
+size_t prune_sparsegpt_rows_bytes(int nrows, int in, int blocksize, int local_select);
 
 /* ---------------------------------------------------------------------------
- * One call for a sublayer (what the calibration driver / bench uses). */
+ * The one dispatch: the maps that read one input (e.g. q, k and v of a
+ * layer), every method.  Used by the calibration driver (per layer through
+ * calib_prune_layer_maps), the bench and the tests. */
 typedef struct {
     prune_method method;
     double sparsity;   /* fraction of zeros, 0..1 (ignored for N:M) */
@@ -177,8 +183,50 @@ typedef struct {
 } prune_config;
 
 void prune_config_default(prune_config *c); /* wanda, 0.5, unstructured, 128, 0.01 */
-/* st must be finalized (with the Hessian for SparseGPT; unused for magnitude,
- * may then be NULL).  t may be NULL (SparseGPT timing only). */
+
+/* Where SparseGPT's two steps run.  hinv: step 1 for the group's input, as
+ * prune_sparsegpt_prepare_hinv; rows: step 2 on one whole map W (out, in),
+ * as prune_sparsegpt_rows on all rows (a distributed one splits the rows
+ * and passes its select hook, see dist_sparsegpt_hooks).  NULL members:
+ * this process does it all (prune_sparsegpt_prepare_hinv;
+ * prune_sparsegpt_rows with prune_select_local).  Both are called in the
+ * same order on every process of a split. */
+typedef struct {
+    losa_status (*hinv)(void *ctx, const double *H, int in, double percdamp,
+                        double *Hinv_upper, unsigned char *dead);
+    losa_status (*rows)(void *ctx, float *W, int out, int in, const double *Hinv_upper,
+                        const unsigned char *dead, double sparsity, int nm_n, int nm_m,
+                        int blocksize, prune_sparsegpt_timing *t);
+    void *ctx;
+} prune_sparsegpt_hooks;
+
+/* The input the maps of a group read, with its statistics. */
+typedef struct {
+    int in;               /* width */
+    const double *colsq;  /* (in) mean squares of the input's columns (Wanda) */
+    const double *H;      /* (in, in) Hessian, finalized (SparseGPT) */
+    double *hinv;         /* (in, in) work: SparseGPT's inverse factor */
+    unsigned char *dead;  /* (in) work: SparseGPT's dead inputs */
+} prune_input;
+
+/* Prune the n maps W[k] (out[k], in) that read input x to `sparsity` (c's
+ * sparsity is not used: a layer may have its own) with c's method and
+ * pattern: magnitude each map alone; Wanda with x->colsq; SparseGPT one
+ * inverse factor of x->H for the group (hk->hinv), then every map's sweep
+ * (hk->rows).  hk NULL: all local.  t (or NULL) adds the times: hinv_s,
+ * mask_s (the whole pruner for magnitude and Wanda), SparseGPT's sweep_s,
+ * update_s, loss.  On error *failed (if given) is the index of the map. */
+losa_status prune_group(const prune_config *c, double sparsity, float *const *W, const int *out,
+                        int n, const prune_input *x, const prune_sparsegpt_hooks *hk,
+                        prune_sparsegpt_timing *t, int *failed);
+/* Scratch bytes prune_group allocates while it runs on maps of shapes
+ * (out[k], in) with local hooks (the most of any map; the SparseGPT
+ * work of prune_input is the caller's). */
+size_t prune_group_bytes(const prune_config *c, const int *out, int n, int in);
+
+/* One matrix: prune_group of one map at c->sparsity (st finalized, with
+ * the Hessian for SparseGPT, which allocates its (in, in) work here; st
+ * unused for magnitude, may be NULL). */
 losa_status prune_matrix(const prune_config *c, float *W /* (out, in) */, int out,
                          int in, const prune_stats *st, prune_sparsegpt_timing *t);
 

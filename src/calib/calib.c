@@ -162,10 +162,14 @@ losa_status calib_load_windows(dist_ctx *d, const tok_tokenizer *tok, const char
 
 /* ---------------------------------------------------------------- helpers */
 
+int calib_windows_of(int N, int dp, int replica)
+{
+    return N > replica ? (N - replica + dp - 1) / dp : 0;
+}
+
 int calib_windows_mine(dist_ctx *d, int N)
 {
-    int dp = dist_n_replicas(d), r = dist_replica(d);
-    return N > r ? (N - r + dp - 1) / dp : 0;
+    return calib_windows_of(N, dist_n_replicas(d), dist_replica(d));
 }
 
 int calib_window_index(dist_ctx *d, int i) { return dist_replica(d) + i * dist_n_replicas(d); }
@@ -245,34 +249,29 @@ static void layer_pass(model_acts *a, const model_stage *s, int l, float *X, int
 
 /* ---------------------------------------------------------------- prune */
 
-enum { GRP_QKV, GRP_O, GRP_GU, GRP_DOWN, N_GRP };
-static const int grp_of_map[MODEL_N_MAPS] = {GRP_QKV, GRP_QKV, GRP_QKV, GRP_O,
-                                             GRP_GU, GRP_GU, GRP_DOWN};
-
 typedef struct {
     const model_stage *s;
     dist_ctx *d;
     int S, want_h;
-    int width[N_GRP];
-    double *wcolsq[N_GRP]; /* (N, width) per-window column sums of squares */
-    prune_stats hs[N_GRP]; /* Hessians (SparseGPT) */
+    double *wcolsq[MODEL_N_INPUTS]; /* (N, width) per-window column sums of squares */
+    prune_stats hs[MODEL_N_INPUTS]; /* Hessians (SparseGPT) */
 } stats_ctx;
 
 static void stats_cb(void *vctx, model_acts *a, int w0, int nw)
 {
     stats_ctx *c = vctx;
     model_layer_acts la = model_acts_layer(a, c->s, 0, a->B, a->T);
-    const float *in[N_GRP] = {la.ln1, la.atty, la.ln2, la.hid};
-    for (int g = 0; g < N_GRP; g++) {
-        int W = c->width[g];
+    for (int g = 0; g < MODEL_N_INPUTS; g++) {
+        int W = model_input_width(&c->s->cfg, g);
+        const float *in = model_layer_input(&la, g);
         for (int i = 0; i < nw; i++) {
-            const float *x = in[g] + (int64_t)i * c->S * W;
+            const float *x = in + (int64_t)i * c->S * W;
             double *cs = c->wcolsq[g] + (int64_t)calib_window_index(c->d, w0 + i) * W;
             for (int t = 0; t < c->S; t++)
                 for (int j = 0; j < W; j++)
                     cs[j] += (double)x[(int64_t)t * W + j] * x[(int64_t)t * W + j];
         }
-        if (c->want_h) prune_stats_accumulate(&c->hs[g], in[g], (int64_t)nw * c->S);
+        if (c->want_h) prune_stats_accumulate(&c->hs[g], in, (int64_t)nw * c->S);
     }
 }
 
@@ -297,20 +296,111 @@ void calib_result_free(calib_prune_result *r)
     r->recon_err = r->sparsity = NULL;
 }
 
+losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc, double sp,
+                                   const prune_input x[MODEL_N_INPUTS],
+                                   const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t)
+{
+    losa_status st = LOSA_OK;
+    for (int g = 0; g < MODEL_N_INPUTS && st == LOSA_OK; g++) {
+        float *W[MODEL_N_MAPS];
+        int out[MODEL_N_MAPS], maps[MODEL_N_MAPS], n = 0, failed;
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            if ((int)model_map_input(m) != g) continue;
+            int in;
+            model_map_shape(&s->cfg, m, &out[n], &in);
+            W[n] = s->layers[l].w[m];
+            maps[n++] = m;
+        }
+        st = prune_group(pc, sp, W, out, n, &x[g], hk, t, &failed);
+        if (st != LOSA_OK) {
+            char msg[900];
+            snprintf(msg, sizeof msg, "%s", core_errmsg());
+            if (failed >= 0)
+                core_err(st, "layer %d %s: %s", s->layer0 + l, model_map_name(maps[failed]), msg);
+            else
+                core_err(st, "layer %d: %s", s->layer0 + l, msg);
+        }
+    }
+    return st;
+}
+
+size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, int P)
+{
+    size_t most = 0;
+    for (int g = 0; g < MODEL_N_INPUTS; g++) {
+        int in = model_input_width(c, g);
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            if ((int)model_map_input(m) != g) continue;
+            int o, i;
+            model_map_shape(c, m, &o, &i);
+            size_t b = pc->method == PRUNE_METHOD_SPARSEGPT
+                           ? dist_sparsegpt_rows_bytes(o, in, pc->blocksize, P)
+                           : prune_group_bytes(pc, &o, 1, in);
+            if (b > most) most = b;
+        }
+        if (pc->method == PRUNE_METHOD_SPARSEGPT && dist_sparsegpt_hinv_bytes(in, P) > most)
+            most = dist_sparsegpt_hinv_bytes(in, P);
+    }
+    return most;
+}
+
+/* The sizes of one calib_prune_model call's buffers (prune_work). */
+typedef struct {
+    int Nm, chunk;             /* this replica's windows, windows per pass */
+    int want_h, need_stats;    /* SparseGPT Hessians; column statistics (not magnitude) */
+    size_t xn;                 /* floats of a stream (Nm,S,D) */
+    size_t wtot;               /* the widths of the inputs added up */
+    size_t wsum;               /* doubles of the per-window column sums of every input (N wtot) */
+    int wmax;                  /* the widest input */
+} prune_dims;
+
+static prune_dims prune_dims_of(const model_config *c, int N, int Nm, int S, int chunk,
+                                prune_method method)
+{
+    prune_dims p = {.Nm = Nm, .chunk = chunk > 0 ? chunk : 8,
+                    .want_h = method == PRUNE_METHOD_SPARSEGPT,
+                    .need_stats = method != PRUNE_METHOD_MAGNITUDE};
+    if (p.chunk > Nm) p.chunk = Nm > 0 ? Nm : 1;
+    p.xn = (size_t)(Nm > 0 ? Nm : 1) * S * c->dim;
+    for (int g = 0; g < MODEL_N_INPUTS; g++) {
+        int W = model_input_width(c, g);
+        p.wtot += W;
+        if (W > p.wmax) p.wmax = W;
+    }
+    p.wsum = (size_t)N * p.wtot;
+    return p;
+}
+
+size_t calib_prune_bytes(const model_config *c, int n_layers, int N, int Nm, int S, int chunk,
+                         const prune_config *pc, int have_ref, int P)
+{
+    prune_dims p = prune_dims_of(c, N, Nm, S, chunk, pc->method);
+    size_t b = model_acts_bytes(c, n_layers, 0, p.chunk, S, MODEL_ACTS_NOSAVE) +
+               core_alloc_bytes(p.xn, sizeof(float)) * (have_ref ? 1 : 2) +
+               core_alloc_bytes(p.wtot, sizeof(double)) +
+               2 * core_alloc_bytes(c->dim, sizeof(double));
+    if (p.need_stats) b += core_alloc_bytes(p.wsum, sizeof(double));
+    if (p.want_h) {
+        for (int g = 0; g < MODEL_N_INPUTS; g++) b += prune_stats_bytes(model_input_width(c, g), 1);
+        b += core_alloc_bytes((size_t)p.wmax * p.wmax, sizeof(double)) +
+             core_alloc_bytes(p.wmax, 1);
+    }
+    return b + calib_prune_layer_bytes(c, pc, P);
+}
+
 /* The buffers of one calib_prune_model call, sized once. */
 typedef struct {
-    model_acts a;              /* (chunk, S) forward-only */
-    int Nm, S, chunk;          /* this replica's windows, window length, windows per pass */
-    int want_h, need_stats;    /* SparseGPT Hessians; column statistics (not magnitude) */
-    size_t xn, wsum;           /* floats of a stream; doubles of wblock */
+    prune_dims p;
+    model_acts a;              /* (chunk, S) forward-only, no logits */
+    int S;                     /* window length */
     float *Xp;                 /* (Nm,S,D) pruned stream */
     float *Xd;                 /* (Nm,S,D) dense stream, or NULL (reference given) */
     stats_ctx sc;
-    double *wblock;            /* the per-window column sums of every group */
-    double *colsq;             /* (max(D,F)) mean squares of one group */
+    double *wblock;            /* the per-window column sums of every input */
+    double *colsq;             /* (sum of the widths) mean squares of every input */
     double *dd, *ee;           /* (D) reconstruction sums */
-    double *hinv;              /* (F,F) SparseGPT inverse Hessian factor */
-    unsigned char *dead;       /* (F) SparseGPT dead inputs */
+    double *hinv;              /* (wmax, wmax) SparseGPT inverse Hessian factor */
+    unsigned char *dead;       /* (wmax) SparseGPT dead inputs */
 } prune_work;
 
 /* Everything but w->a (built first by the caller).  Returns the status of
@@ -318,30 +408,31 @@ typedef struct {
 static losa_status prune_work_alloc(prune_work *w, dist_ctx *d, const model_stage *s, int N,
                                     int have_ref)
 {
-    int D = s->cfg.dim, F = s->cfg.hidden_dim;
+    const prune_dims *p = &w->p;
+    int D = s->cfg.dim;
     losa_status st = LOSA_OK;
-    w->xn = (size_t)(w->Nm > 0 ? w->Nm : 1) * w->S * D;
-    w->Xp = core_calloc(w->xn, sizeof(float));
-    w->Xd = have_ref ? NULL : core_calloc(w->xn, sizeof(float));
-    w->sc = (stats_ctx){.s = s, .d = d, .S = w->S, .want_h = w->want_h, .width = {D, D, D, F}};
-    for (int g = 0; g < N_GRP; g++) w->wsum += (size_t)N * w->sc.width[g];
-    w->wblock = w->need_stats ? core_calloc(w->wsum, sizeof(double)) : NULL;
+    w->Xp = core_calloc(p->xn, sizeof(float));
+    w->Xd = have_ref ? NULL : core_calloc(p->xn, sizeof(float));
+    w->sc = (stats_ctx){.s = s, .d = d, .S = w->S, .want_h = p->want_h};
+    w->wblock = p->need_stats ? core_calloc(p->wsum, sizeof(double)) : NULL;
     size_t off = 0;
-    for (int g = 0; g < N_GRP && w->need_stats; off += (size_t)N * w->sc.width[g], g++) {
+    for (int g = 0; g < MODEL_N_INPUTS && p->need_stats; g++) {
+        int W = model_input_width(&s->cfg, g);
         w->sc.wcolsq[g] = w->wblock + off;
-        if (w->want_h && st == LOSA_OK) st = prune_stats_init(&w->sc.hs[g], w->sc.width[g], 1);
+        off += (size_t)N * W;
+        if (p->want_h && st == LOSA_OK) st = prune_stats_init(&w->sc.hs[g], W, 1);
     }
-    w->colsq = core_calloc(F > D ? F : D, sizeof(double));
+    w->colsq = core_calloc(p->wtot, sizeof(double));
     w->dd = core_calloc(D, sizeof(double));
     w->ee = core_calloc(D, sizeof(double));
-    w->hinv = w->want_h ? core_calloc((size_t)F * F, sizeof(double)) : NULL;
-    w->dead = w->want_h ? core_calloc(F, 1) : NULL;
+    w->hinv = p->want_h ? core_calloc((size_t)p->wmax * p->wmax, sizeof(double)) : NULL;
+    w->dead = p->want_h ? core_calloc(p->wmax, 1) : NULL;
     return st;
 }
 
 static void prune_work_free(prune_work *w)
 {
-    for (int g = 0; g < N_GRP && w->want_h; g++) prune_stats_free(&w->sc.hs[g]);
+    for (int g = 0; g < MODEL_N_INPUTS && w->p.want_h; g++) prune_stats_free(&w->sc.hs[g]);
     core_free(w->wblock);
     core_free(w->colsq);
     core_free(w->dd);
@@ -353,47 +444,28 @@ static void prune_work_free(prune_work *w)
     model_acts_free(&w->a);
 }
 
-/* Prune the maps of layer l (global gl) to sparsity sp, input group by input
- * group, from the statistics gathered in w (all N windows). */
+/* Prune the maps of layer l to sparsity sp from the statistics gathered in
+ * w (all N windows): Wanda's column means from the per-window sums in window
+ * order (layout independent), SparseGPT over the stage's replicas. */
 static losa_status prune_layer_maps(prune_work *w, dist_ctx *d, model_stage *s, int l, int N,
                                     double sp, const calib_prune_opts *o, calib_prune_result *r)
 {
-    losa_status st = LOSA_OK;
-    int gl = s->layer0 + l, method = o->pc.method;
-    for (int g = 0; g < N_GRP && st == LOSA_OK; g++) {
-        int W = w->sc.width[g];
-        double *colsq = w->colsq;
-        if (w->need_stats) { /* per-window sums in window order: layout independent */
+    prune_input x[MODEL_N_INPUTS];
+    double *colsq = w->colsq;
+    for (int g = 0; g < MODEL_N_INPUTS; g++) {
+        int W = model_input_width(&s->cfg, g);
+        x[g] = (prune_input){.in = W, .colsq = colsq, .hinv = w->hinv, .dead = w->dead,
+                             .H = w->p.want_h ? w->sc.hs[g].H : NULL};
+        if (w->p.need_stats) {
             memset(colsq, 0, sizeof(double) * W);
             for (int k = 0; k < N; k++)
                 for (int j = 0; j < W; j++) colsq[j] += w->sc.wcolsq[g][(int64_t)k * W + j];
             for (int j = 0; j < W; j++) colsq[j] /= (double)N * w->S;
         }
-        if (w->want_h) { /* ScaLAPACK over the stage's replicas (LAPACK if DP = 1) */
-            double th = core_time();
-            st = dist_sparsegpt_hinv(d, w->sc.hs[g].H, W, o->pc.percdamp, w->hinv, w->dead);
-            r->sgpt.hinv_s += core_time() - th;
-        }
-        for (int m = 0; m < MODEL_N_MAPS && st == LOSA_OK; m++) {
-            if (grp_of_map[m] != g) continue;
-            int out, in;
-            model_map_shape(&s->cfg, m, &out, &in);
-            float *Wm = s->layers[l].w[m];
-            if (method == PRUNE_METHOD_MAGNITUDE)
-                st = prune_magnitude(Wm, out, in, sp, o->pc.nm_n, o->pc.nm_m);
-            else if (method == PRUNE_METHOD_WANDA)
-                st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
-            else
-                st = dist_sparsegpt_rows(d, Wm, out, in, w->hinv, w->dead, sp, o->pc.nm_n,
-                                         o->pc.nm_m, o->pc.blocksize, &r->sgpt);
-            if (st != LOSA_OK) {
-                char msg[900];
-                snprintf(msg, sizeof msg, "%s", core_errmsg());
-                core_err(st, "layer %d %s: %s", gl, model_map_name(m), msg);
-            }
-        }
+        colsq += W;
     }
-    return st;
+    prune_sparsegpt_hooks hk = dist_sparsegpt_hooks(d);
+    return calib_prune_layer_maps(s, l, &o->pc, sp, x, &hk, &r->sgpt);
 }
 
 /* Layer l: the dense stream's forward, the statistics of the pruned
@@ -405,7 +477,7 @@ static losa_status prune_layer(prune_work *w, dist_ctx *d, model_stage *s, int l
                                calib_prune_result *r)
 {
     losa_status st = LOSA_OK;
-    int gl = s->layer0 + l, D = s->cfg.dim, Nm = w->Nm, S = w->S, chunk = w->chunk;
+    int gl = s->layer0 + l, D = s->cfg.dim, Nm = w->p.Nm, S = w->S, chunk = w->p.chunk;
     double sp = o->layer_sparsity ? o->layer_sparsity[gl] : o->pc.sparsity;
     const float *dense_l = dense_out ? dense_out + (int64_t)l * Nm * S * D
                            : o->dense_layer ? o->dense_layer(o->dense_ctx, l) : w->Xd;
@@ -414,17 +486,17 @@ static losa_status prune_layer(prune_work *w, dist_ctx *d, model_stage *s, int l
                       core_errmsg());
     double t = core_time();
     if (w->Xd) layer_pass(&w->a, s, l, w->Xd, Nm, S, chunk, NULL, NULL, 1);
-    if (w->need_stats) {
-        memset(w->wblock, 0, sizeof(double) * w->wsum);
-        for (int g = 0; g < N_GRP && w->want_h; g++) prune_stats_reset(&w->sc.hs[g]);
+    if (w->p.need_stats) {
+        memset(w->wblock, 0, sizeof(double) * w->p.wsum);
+        for (int g = 0; g < MODEL_N_INPUTS && w->p.want_h; g++) prune_stats_reset(&w->sc.hs[g]);
         layer_pass(&w->a, s, l, w->Xp, Nm, S, chunk, stats_cb, &w->sc, 0);
     }
     r->forward_s += core_time() - t;
     t = core_time();
     /* statistics of all windows: disjoint per-window rows -> exact sum */
-    if (w->need_stats) {
-        dist_sum_doubles_stage(d, w->wblock, w->wsum);
-        for (int g = 0; g < N_GRP && w->want_h; g++) {
+    if (w->p.need_stats) {
+        dist_sum_doubles_stage(d, w->wblock, w->p.wsum);
+        for (int g = 0; g < MODEL_N_INPUTS && w->p.want_h; g++) {
             dist_sum_doubles_stage(d, w->sc.hs[g].raw, (size_t)w->sc.hs[g].n_raw);
             if (st == LOSA_OK) st = prune_stats_finalize(&w->sc.hs[g]);
         }
@@ -455,26 +527,25 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
                               calib_prune_result *r)
 {
     int L = s->cfg.n_layers;
-    prune_work w = {.Nm = calib_windows_mine(d, N), .S = S,
-                    .chunk = o->chunk > 0 ? o->chunk : 8,
-                    .want_h = o->pc.method == PRUNE_METHOD_SPARSEGPT,
-                    .need_stats = o->pc.method != PRUNE_METHOD_MAGNITUDE};
-    if (w.chunk > w.Nm) w.chunk = w.Nm > 0 ? w.Nm : 1;
+    prune_work w = {.p = prune_dims_of(&s->cfg, N, calib_windows_mine(d, N), S, o->chunk,
+                                       o->pc.method),
+                    .S = S};
+    int Nm = w.p.Nm;
     memset(r, 0, sizeof *r);
     r->recon_err = core_calloc(L, sizeof(double));
     r->sparsity = core_calloc(L, sizeof(double));
     double t_all = core_time();
-    losa_status st = model_acts_build(&w.a, s, w.chunk, S, 0);
+    losa_status st = model_acts_build_layers(&w.a, s, w.p.chunk, S, 0);
     if (st != LOSA_OK) return st;
     st = prune_work_alloc(&w, d, s, N, dense_out || o->dense_layer);
-    stream_in(d, s, w.Xp, tokens, w.Nm, S, 0, MODEL_STAGE_TAG_CALIB);
-    if (w.Xd && s->has_embed) memcpy(w.Xd, w.Xp, sizeof(float) * w.xn);
-    else if (w.Xd) stream_in(d, s, w.Xd, tokens, w.Nm, S, 0, MODEL_STAGE_TAG_CALIB_DENSE);
+    stream_in(d, s, w.Xp, tokens, Nm, S, 0, MODEL_STAGE_TAG_CALIB);
+    if (w.Xd && s->has_embed) memcpy(w.Xd, w.Xp, sizeof(float) * w.p.xn);
+    else if (w.Xd) stream_in(d, s, w.Xd, tokens, Nm, S, 0, MODEL_STAGE_TAG_CALIB_DENSE);
     for (int l = 0; l < s->n_layers && st == LOSA_OK; l++)
         st = prune_layer(&w, d, s, l, N, o, dense_out, r);
     /* a failing stage still forwards its stream so the pipeline drains */
-    stream_out(d, s, w.Xp, w.Nm, S, MODEL_STAGE_TAG_CALIB);
-    if (w.Xd) stream_out(d, s, w.Xd, w.Nm, S, MODEL_STAGE_TAG_CALIB_DENSE);
+    stream_out(d, s, w.Xp, Nm, S, MODEL_STAGE_TAG_CALIB);
+    if (w.Xd) stream_out(d, s, w.Xd, Nm, S, MODEL_STAGE_TAG_CALIB_DENSE);
     st = dist_agree(d, st);
     dist_sum_doubles(d, r->recon_err, L);
     dist_sum_doubles(d, r->sparsity, L);
@@ -485,17 +556,41 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
 
 /* ---------------------------------------------------------------- dense */
 
+/* Windows per forward chunk of a pass over n windows (at least 1). */
+static int pass_chunk(int chunk, int n)
+{
+    if (chunk > n) chunk = n;
+    return chunk < 1 ? 1 : chunk;
+}
+
+/* Floats of one layer's outputs over Nm windows (at least one window). */
+static size_t stream_floats(const model_config *c, int Nm, int S)
+{
+    return (size_t)(Nm > 0 ? Nm : 1) * S * c->dim;
+}
+
+size_t calib_dense_stream_bytes(const model_config *c, int n_layers, int Nm, int S, int chunk)
+{
+    return model_acts_bytes(c, n_layers, 0, pass_chunk(chunk, Nm), S, MODEL_ACTS_NOSAVE) +
+           core_alloc_bytes(stream_floats(c, Nm, S), sizeof(float));
+}
+
+size_t calib_dense_outputs_bytes(const model_config *c, int n_layers, int Nm, int S)
+{
+    return core_alloc_bytes(stream_floats(c, Nm, S) * (n_layers > 0 ? n_layers : 1),
+                            sizeof(float));
+}
+
 losa_status calib_dense_stream(dist_ctx *d, const model_stage *s, const int *tokens, int N,
                                int S, int chunk, calib_layer_sink sink, void *ctx)
 {
     int Nm = calib_windows_mine(d, N);
-    int64_t per = (int64_t)(Nm > 0 ? Nm : 1) * S * s->cfg.dim;
-    if (chunk > Nm) chunk = Nm > 0 ? Nm : 1;
-    if (chunk < 1) chunk = 1;
+    size_t per = stream_floats(&s->cfg, Nm, S);
+    chunk = pass_chunk(chunk, Nm);
     model_acts a;
-    losa_status st = model_acts_build(&a, s, chunk, S, 0);
+    losa_status st = model_acts_build_layers(&a, s, chunk, S, 0);
     if (st != LOSA_OK) return st;
-    float *X = core_calloc((size_t)per, sizeof(float));
+    float *X = core_calloc(per, sizeof(float));
     stream_in(d, s, X, tokens, Nm, S, 0, MODEL_STAGE_TAG_CALIB);
     for (int l = 0; l < s->n_layers; l++) {
         layer_pass(&a, s, l, X, Nm, S, chunk, NULL, NULL, 1);
@@ -523,8 +618,8 @@ losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *to
                                 int N, int S, int chunk, float **out)
 {
     int Nm = calib_windows_mine(d, N);
-    mem_sink m = {.per = (int64_t)(Nm > 0 ? Nm : 1) * S * s->cfg.dim};
-    m.out = core_calloc((size_t)m.per * (s->n_layers > 0 ? s->n_layers : 1), sizeof(float));
+    mem_sink m = {.per = (int64_t)stream_floats(&s->cfg, Nm, S)};
+    m.out = core_calloc(m.per * (s->n_layers > 0 ? s->n_layers : 1), sizeof(float));
     *out = m.out;
     return calib_dense_stream(d, s, tokens, N, S, chunk, to_memory, &m);
 }
@@ -547,17 +642,24 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
     core_free(rm);
 }
 
+size_t calib_layer_grams_bytes(const model_config *c, int n_layers, int N, int S, int chunk)
+{
+    return model_acts_bytes(c, n_layers, 0, pass_chunk(chunk, N), S, MODEL_ACTS_NOSAVE) +
+           core_alloc_bytes(stream_floats(c, N, S), sizeof(float)) +
+           core_alloc_bytes((size_t)N * N, sizeof(float)) + core_alloc_bytes(N, sizeof(double));
+}
+
 losa_status calib_layer_grams(dist_ctx *d, const model_stage *s, const int *tokens, int N,
                               int S, int chunk, double *grams)
 {
     int L = s->cfg.n_layers;
     int64_t D = s->cfg.dim, m = (int64_t)S * D;
     if (m > 2147483647LL) return core_err(LOSA_ERR_ARG, "gram: S*D %lld too large", (long long)m);
-    if (chunk > N) chunk = N;
+    chunk = pass_chunk(chunk, N);
     model_acts a;
-    losa_status st = model_acts_build(&a, s, chunk, S, 0);
+    losa_status st = model_acts_build_layers(&a, s, chunk, S, 0);
     if (st != LOSA_OK) return st;
-    float *X = core_calloc((size_t)N * m, sizeof(float));
+    float *X = core_calloc(stream_floats(&s->cfg, N, S), sizeof(float));
     float *tmp = core_calloc((size_t)N * N, sizeof(float));
     memset(grams, 0, sizeof(double) * (size_t)(L + 1) * N * N);
     int mine = dist_replica(d) == 0;

@@ -4,24 +4,17 @@
  * (parallel.pp x parallel.dp, or --ranks N), per rank the memory of each
  * kind, the FLOPs of each phase and the communication volume of each phase.
  *
- * The memory model (bytes, fp32 unless said):
- *   weights      the stage's parameter block exactly as model_stage_build
- *                allocates it (embedding on the first stage, final norm and
- *                head on the last; the head shares the embedding if tied)
- *   mask         1 bit per weight of the 7 maps of the stage's layers, when
- *                a sparse bitmap is kept (losa.mode lora / losa / compare)
- *   adapter      7 maps x lora.r_max x (in + out) x 4 per layer
- *   optimizer    AdamW m and v (2 x adapter) + gradients (1 x adapter)
- *   activation   training (modes other than prune): model_acts with every
- *                layer saved for backward, train.batch x train.seqlen per
- *                micro-batch, times the micro-batches in flight in 1F1B
- *                (PP - stage; GPipe: all micro-batches of a step);
- *                prune mode: one forward-only slot (calibration pass)
- *   dense_ref    data.calib_n x data.calib_seqlen x D per layer of the
- *                stage, divided by DP (the replicas split the samples)
- *   peak         the sum of the above (everything resident together)
- *   eval_activation (reported, not in peak): model_acts forward-only for
- *                eval.batch x eval.seqlen, what 'losa eval' allocates.
+ * Memory (bytes per rank): losa_memory_plan (include/losa.h), which adds
+ * up the size functions of the modules that allocate (model_stage_bytes,
+ * lora_adapters_bytes, lora_trainer_bytes, calib_prune_bytes,
+ * calib_dense_outputs_bytes, eval_ppl_bytes, ...) phase by phase of
+ * `losa run`: resident weights, adapters (with their optimizer state),
+ * dense reference outputs and Gram matrices, plus what the phase adds
+ * (the pruner's statistics, Hessians and streams; the training's
+ * activations of the micro-batches in flight, backward scratch and
+ * logits; the perplexity's activations).  peak = the largest phase, named
+ * by peak_phase; every phase's total is in the JSON.  MPI's, HDF5's and
+ * BLAS's own memory (some 30 MB a process) is not in it.
  * FLOPs (per rank): 2 per multiply-add; a layer's forward costs
  * 2 x (map params) + 4 x T x D per token (scores and weighted sum, full
  * T x T, no causal saving), the head 2 x V x D per token.  Backward with
@@ -46,7 +39,7 @@
 
 typedef struct {
     int rank, stage, replica, layer0, n_layers;
-    double weights, mask, adapter, optimizer, activation, dense_ref, peak, eval_activation;
+    losa_memory mem;
     double flops_calib, flops_sparsegpt, flops_train_step, flops_eval_token;
     double comm_pipeline_per_microbatch, comm_calib_pipeline, comm_grad_allreduce,
         comm_hessian_allreduce, comm_gram_allreduce;
@@ -54,23 +47,12 @@ typedef struct {
 
 typedef struct {
     model_config c;
+    run_settings rs;
     int pp, dp, ranks;
-    int B, T, accum, r_max, calib_n, calib_S, rmi_n, eval_B, eval_T, gpipe, train_mode, mask;
+    int B, T, accum, r_max, calib_n, calib_S, rmi_n, eval_B, eval_T, gpipe, train_mode;
     int sparsegpt;
     plan_rank *r; /* (ranks) */
 } plan;
-
-/* Floats of model_acts_build(B, T, save) for a stage (same formula). */
-static double plan_acts_floats(const model_config *c, int n_layers, int has_head, int64_t B,
-                               int64_t T, int save)
-{
-    int64_t N = B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
-    int64_t H = c->n_heads, hd = model_head_size(c);
-    int64_t slots = save ? (n_layers > 0 ? n_layers : 1) : 1;
-    int64_t att = B * H * T; /* log-sum-exps of the tiled attention */
-    int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
-    return (double)(N * D * 2 + (has_head ? N * c->vocab_size : 0) + T * hd + per * slots);
-}
 
 static double ring(double bytes, int n) { return n > 1 ? 2.0 * (n - 1) / n * bytes : 0; }
 
@@ -89,7 +71,6 @@ static void plan_compute(plan *p)
         adapter_layer += (double)p->r_max * (i + o) * 4;
         adapter_fl += 2.0 * p->r_max * (i + o);
     }
-    double layer_params = maps + 2 * D;
     /* per micro-batch, per rank: micro-batches of a step split over replicas */
     int mb = (p->accum + DP - 1) / DP;
     for (int k = 0; k < p->ranks; k++) {
@@ -100,24 +81,9 @@ static void plan_compute(plan *p)
         r->replica = k / PP;
         r->layer0 = first[s];
         r->n_layers = count[s];
-        int has_embed = s == 0, has_head = s == PP - 1;
-        int need_embed = has_embed || (has_head && c->tie_embeddings);
+        int has_head = s == PP - 1;
         double nl = count[s];
-        double w = (need_embed ? V * D : 0) + layer_params * nl +
-                   (has_head ? D + (c->tie_embeddings ? 0 : V * D) : 0);
-        r->weights = 4 * w;
-        r->mask = p->mask ? nl * maps / 8 : 0;
-        r->adapter = p->train_mode ? nl * adapter_layer : 0;
-        r->optimizer = 3 * r->adapter;
-        double in_flight = p->gpipe ? mb : (PP - s < mb ? PP - s : mb);
-        if (in_flight < 1) in_flight = 1;
-        r->activation = p->train_mode
-            ? 4 * in_flight * plan_acts_floats(c, count[s], has_head, p->B, p->T, 1)
-            : 4 * plan_acts_floats(c, count[s], has_head, p->B, p->calib_S, 0);
-        r->dense_ref = 4.0 * p->calib_n * p->calib_S * D * nl / DP;
-        r->peak = r->weights + r->mask + r->adapter + r->optimizer + r->activation +
-                  r->dense_ref;
-        r->eval_activation = 4 * plan_acts_floats(c, count[s], has_head, p->eval_B, p->eval_T, 0);
+        losa_memory_plan(&p->rs, c, PP, DP, s, r->replica, &r->mem);
         /* FLOPs */
         double tok_calib = (double)p->calib_n * p->calib_S / DP;
         double fwd_layer_tok = 2 * maps + 4.0 * p->calib_S * D;
@@ -148,7 +114,7 @@ static void plan_compute(plan *p)
         r->comm_pipeline_per_microbatch =
             (s < PP - 1 ? act_mb : 0) + (p->train_mode && s > 0 ? act_mb : 0);
         r->comm_calib_pipeline = s < PP - 1 ? 2 * 4.0 * tok_calib * D : 0;
-        r->comm_grad_allreduce = p->train_mode ? ring(r->adapter, DP) : 0;
+        r->comm_grad_allreduce = p->train_mode ? ring(nl * adapter_layer, DP) : 0;
         r->comm_hessian_allreduce =
             ring(nl * 8 * (p->sparsegpt ? 3 * D * D + F * F : 0) + nl * 8 * (3 * D + F), DP);
         r->comm_gram_allreduce = ring(8.0 * (L + 1) * p->rmi_n * p->rmi_n, p->ranks);
@@ -171,12 +137,11 @@ static losa_status plan_config(const model_settings *m, model_config *c)
 static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
 {
     memset(p, 0, sizeof *p);
-    run_settings rs;
-    memset(&rs, 0, sizeof rs);
-    losa_status s = run_settings_from_deck(dk, NULL, SETTINGS_MODEL_ANY, &rs);
-    if (s == LOSA_OK) s = plan_config(&rs.model, &p->c);
-    if (s == LOSA_OK) s = run_settings_from_deck(dk, &p->c, SETTINGS_MODEL_ANY, &rs);
-    parallel_settings par = rs.parallel;
+    run_settings *rs = &p->rs;
+    losa_status s = run_settings_from_deck(dk, NULL, SETTINGS_MODEL_ANY, rs);
+    if (s == LOSA_OK) s = plan_config(&rs->model, &p->c);
+    if (s == LOSA_OK) s = run_settings_from_deck(dk, &p->c, SETTINGS_MODEL_ANY, rs);
+    parallel_settings par = rs->parallel;
     int ranks = par.pp * par.dp;
     if (s == LOSA_OK && ranks_opt > 0) { /* --ranks N: keep parallel.dp, pp = N / dp */
         par.pp = 0;
@@ -187,22 +152,20 @@ static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
                      "pipeline stages", par.where);
     }
     if (s == LOSA_OK) s = parallel_settings_layout(&par, ranks, &p->c, &p->pp, &p->dp);
-    run_settings_free(&rs);
     if (s != LOSA_OK) return s;
     p->ranks = ranks;
-    p->B = rs.train.tc.B;
-    p->T = rs.train.tc.T;
-    p->accum = rs.train.tc.grad_accum;
-    p->r_max = rs.lora.lc.r_max;
-    p->calib_n = rs.data.calib_n;
-    p->calib_S = rs.data.calib_seqlen;
-    p->rmi_n = rs.losa.rmi_n;
-    p->eval_B = rs.eval.batch;
-    p->eval_T = rs.eval.seqlen;
-    p->gpipe = rs.parallel.schedule == LORA_SCHEDULE_GPIPE;
-    p->train_mode = rs.losa.mode != LOSA_MODE_PRUNE;
-    p->mask = p->train_mode;
-    p->sparsegpt = rs.prune.pc.method == PRUNE_METHOD_SPARSEGPT;
+    p->B = rs->train.tc.B;
+    p->T = rs->train.tc.T;
+    p->accum = rs->train.tc.grad_accum;
+    p->r_max = rs->lora.lc.r_max;
+    p->calib_n = rs->data.calib_n;
+    p->calib_S = rs->data.calib_seqlen;
+    p->rmi_n = rs->losa.rmi_n;
+    p->eval_B = rs->eval.batch;
+    p->eval_T = rs->eval.seqlen;
+    p->gpipe = rs->parallel.schedule == LORA_SCHEDULE_GPIPE;
+    p->train_mode = rs->losa.mode != LOSA_MODE_PRUNE;
+    p->sparsegpt = rs->prune.pc.method == PRUNE_METHOD_SPARSEGPT;
     p->r = calloc((size_t)ranks, sizeof *p->r);
     if (!p->r) return core_err(LOSA_ERR_NOMEM, "plan: out of memory for %d ranks", ranks);
     plan_compute(p);
@@ -247,7 +210,7 @@ static int plan_worst(const plan *p)
 {
     int w = 0;
     for (int k = 1; k < p->ranks; k++)
-        if (p->r[k].peak > p->r[w].peak) w = k;
+        if (p->r[k].mem.peak > p->r[w].mem.peak) w = k;
     return w;
 }
 
@@ -255,7 +218,7 @@ static void plan_mem_check(const plan *p, plan_mem *m)
 {
     m->worst = plan_worst(p);
     m->n_over = 0;
-    for (int k = 0; k < p->ranks; k++) m->n_over += p->r[k].peak > m->bytes;
+    for (int k = 0; k < p->ranks; k++) m->n_over += (double)p->r[k].mem.peak > m->bytes;
     m->ranks_to_fit = m->n_over ? 0 : p->ranks;
     /* more stages (parallel.dp kept): each holds fewer layers */
     for (int pp = p->pp + 1; m->n_over && pp <= p->c.n_layers; pp++) {
@@ -265,7 +228,7 @@ static void plan_mem_check(const plan *p, plan_mem *m)
         q.r = calloc((size_t)q.ranks, sizeof *q.r);
         if (!q.r) break;
         plan_compute(&q);
-        int fits = q.r[plan_worst(&q)].peak <= m->bytes;
+        int fits = (double)q.r[plan_worst(&q)].mem.peak <= m->bytes;
         free(q.r);
         if (fits) {
             m->ranks_to_fit = pp * p->dp;
@@ -287,8 +250,8 @@ static void plan_mem_warn(const plan *p, const plan_mem *m)
                  "train.batch, train.seqlen or data.calib_n", p->c.n_layers * p->dp);
     fprintf(stderr, "plan: warning: rank %d (stage %d, layers %d-%d) needs %.3f GB at peak, "
             "%.3f GB more than the %.3f GB per rank available (%s); %d of %d ranks do not "
-            "fit; %s\n", r->rank, r->stage, r->layer0, r->layer0 + r->n_layers - 1, r->peak / 1e9,
-            (r->peak - m->bytes) / 1e9, m->bytes / 1e9,
+            "fit; %s\n", r->rank, r->stage, r->layer0, r->layer0 + r->n_layers - 1,
+            (double)r->mem.peak / 1e9, ((double)r->mem.peak - m->bytes) / 1e9, m->bytes / 1e9,
             m->from_option ? "--mem-per-rank" : "this machine's memory; set --mem-per-rank",
             m->n_over, p->ranks, hint);
 }
@@ -301,26 +264,32 @@ static void plan_print(const plan *p)
            (long long)model_param_count(c), model_param_count(c) * 4e-9);
     printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
            p->ranks, p->pp, p->dp, p->B, p->T, p->accum);
-    printf("%5s %5s %5s %7s | %9s %8s %8s %8s %9s %9s | %9s | %9s %9s %9s | %9s %9s %9s %9s\n",
-           "rank", "stage", "repl", "layers", "weights", "mask", "adapter", "optim", "activ",
-           "dense_ref", "peak", "GF_calib", "GF_sgpt", "GF_step", "MB_pipe", "MB_grad",
-           "MB_hess", "MB_gram");
-    double G = 1e9, M = 1e6, peak = 0;
+    printf("adapters' dense forms (lora.delta_buffers = %s): %s on rank 0\n",
+           lora_buffers_name(p->rs.lora.lc.buffers), lora_buffers_name(p->r[0].mem.buffers));
+    printf("%5s %5s %5s %7s | %8s %8s %8s %8s | %8s %8s %8s | %8s %-11s | %8s %8s %8s | %8s "
+           "%8s %8s %8s\n", "rank", "stage", "repl", "layers", "weights", "adapter", "dense_ref",
+           "grams", "+prune", "+train", "+eval", "peak", "(phase)", "GF_calib", "GF_sgpt",
+           "GF_step", "MB_pipe", "MB_grad", "MB_hess", "MB_gram");
+    double G = 1e9, M = 1e6;
+    size_t peak = 0;
     for (int k = 0; k < p->ranks; k++) {
         const plan_rank *r = &p->r[k];
+        const losa_memory *m = &r->mem;
         char ly[32];
         snprintf(ly, sizeof ly, "%d-%d", r->layer0, r->layer0 + r->n_layers - 1);
-        printf("%5d %5d %5d %7s | %8.3fG %7.3fG %7.3fG %7.3fG %8.3fG %8.3fG | %8.3fG | %9.1f "
-               "%9.1f %9.1f | %9.2f %9.2f %9.2f %9.2f\n",
-               r->rank, r->stage, r->replica, ly, r->weights / G, r->mask / G, r->adapter / G,
-               r->optimizer / G, r->activation / G, r->dense_ref / G, r->peak / G,
-               r->flops_calib / G, r->flops_sparsegpt / G, r->flops_train_step / G,
+        printf("%5d %5d %5d %7s | %7.3fG %7.3fG %7.3fG %7.3fG | %7.3fG %7.3fG %7.3fG | %7.3fG "
+               "%-11s | %8.1f %8.1f %8.1f | %8.2f %8.2f %8.2f %8.2f\n",
+               r->rank, r->stage, r->replica, ly, m->weights / G, m->adapters / G,
+               m->dense_ref / G, m->grams / G, m->prune / G, m->train / G, m->eval / G,
+               m->peak / G, losa_phase_name(m->peak_phase), r->flops_calib / G,
+               r->flops_sparsegpt / G, r->flops_train_step / G,
                r->comm_pipeline_per_microbatch / M, r->comm_grad_allreduce / M,
                r->comm_hessian_allreduce / M, r->comm_gram_allreduce / M);
-        if (r->peak > peak) peak = r->peak;
+        if (m->peak > peak) peak = m->peak;
     }
-    printf("peak per rank: %.3f GB (memory in GB = 1e9 bytes; GF = 1e9 FLOPs; MB = 1e6 bytes "
-           "sent)\n", peak / G);
+    printf("peak per rank: %.3f GB (memory in GB = 1e9 bytes, resident in the run's largest "
+           "phase; +prune/+train/+eval: what a LoSA step's phase adds; GF = 1e9 FLOPs; MB = "
+           "1e6 bytes sent)\n", peak / G);
 }
 
 static void plan_print_mem(const plan *p, const plan_mem *m)
@@ -352,16 +321,24 @@ static char *plan_json(const plan *p, const plan_mem *mem)
     for (int k = 0; k < p->ranks; k++) {
         const plan_rank *r = &p->r[k];
         cJSON *e = cJSON_CreateObject();
+        const losa_memory *mm = &r->mem;
         const struct { const char *k; double v; } f[] = {
             {"rank", r->rank}, {"stage", r->stage}, {"replica", r->replica},
             {"layer0", r->layer0}, {"n_layers", r->n_layers},
-            {"weights_bytes", r->weights}, {"mask_bytes", r->mask},
-            {"adapter_bytes", r->adapter}, {"optimizer_bytes", r->optimizer},
-            {"activation_bytes", r->activation}, {"dense_ref_bytes", r->dense_ref},
-            {"peak_bytes", r->peak}, {"eval_activation_bytes", r->eval_activation},
+            {"weights_bytes", mm->weights}, {"inputs_bytes", mm->inputs},
+            {"adapter_bytes", mm->adapters}, {"dense_ref_bytes", mm->dense_ref},
+            {"grams_bytes", mm->grams}, {"prune_bytes", mm->prune},
+            {"activation_bytes", mm->train}, {"eval_activation_bytes", mm->eval},
+            {"peak_bytes", mm->peak},
         };
         for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
             cJSON_AddNumberToObject(e, f[i].k, f[i].v);
+        cJSON_AddStringToObject(e, "peak_phase", losa_phase_name(mm->peak_phase));
+        cJSON_AddStringToObject(e, "delta_buffers", lora_buffers_name(mm->buffers));
+        cJSON_AddNumberToObject(e, "adapter_scratch_bytes", mm->attached);
+        cJSON *ph = cJSON_AddObjectToObject(e, "phase_bytes");
+        for (int q = 0; q < LOSA_N_PHASES; q++)
+            if (mm->phase[q]) cJSON_AddNumberToObject(ph, losa_phase_name(q), mm->phase[q]);
         cJSON *fl = cJSON_AddObjectToObject(e, "flops");
         cJSON_AddNumberToObject(fl, "calib", r->flops_calib);
         cJSON_AddNumberToObject(fl, "sparsegpt", r->flops_sparsegpt);
@@ -374,7 +351,7 @@ static char *plan_json(const plan *p, const plan_mem *mem)
         cJSON_AddNumberToObject(cm, "hessian_allreduce", r->comm_hessian_allreduce);
         cJSON_AddNumberToObject(cm, "gram_allreduce", r->comm_gram_allreduce);
         cJSON_AddItemToArray(arr, e);
-        if (r->peak > peak) peak = r->peak;
+        if (mm->peak > peak) peak = mm->peak;
     }
     cJSON_AddNumberToObject(o, "peak_bytes_per_rank", peak);
     cJSON_AddNumberToObject(o, "mem_per_rank", mem->bytes);
@@ -436,6 +413,7 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         plan_mem_warn(&p, &mem);
     }
     free(p.r);
+    run_settings_free(&p.rs);
     deck_free(&dk);
     return rc;
 }

@@ -90,6 +90,7 @@ int main(int argc, char **argv)
         if (launcher_rank() == 0) cli_help_print(stdout, h);
         return 0;
     }
+    core_alloc_init();
     dist_ctx *d = NULL;
     if (dist_init(&argc, &argv, &d) != LOSA_OK) {
         fprintf(stderr, "losa: %s\n", core_errmsg());

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -98,17 +99,33 @@ static size_t core_bytes(size_t n, size_t size)
     return bytes;
 }
 
-void *core_calloc(size_t n, size_t size)
+void core_alloc_init(void)
+{
+    /* glibc raises its mmap threshold to the size of every mmapped block
+     * freed (up to 32 MB), after which such blocks come from the heap and
+     * stay resident once freed: a fixed threshold keeps the resident set
+     * what is live. */
+    mallopt(M_MMAP_THRESHOLD, CORE_MMAP_MIN);
+    mallopt(M_TRIM_THRESHOLD, 2 * CORE_MMAP_MIN);
+}
+
+size_t core_alloc_bytes(size_t n, size_t size)
 {
     size_t bytes = core_bytes(n, size);
     if (bytes == 0) bytes = 64;
+    size_t align = bytes >= CORE_HUGE_MIN ? CORE_HUGE_PAGE : 64;
+    return (bytes + align - 1) & ~(align - 1);
+}
+
+void *core_calloc(size_t n, size_t size)
+{
     /* Large blocks (weights, sparse formats, activations) on transparent
      * huge pages: streaming a matrix through 4 KiB pages costs a TLB miss
      * per page, which shows in memory-bound kernels (decode: dense sgemv
      * ~5% and the sparse kernels ~25% more bandwidth on 2 MiB pages).  The
      * advice is a hint; without THP the block is an ordinary one. */
+    size_t bytes = core_alloc_bytes(n, size);
     size_t align = bytes >= CORE_HUGE_MIN ? CORE_HUGE_PAGE : 64;
-    bytes = (bytes + align - 1) & ~(align - 1);
     void *p = aligned_alloc(align, bytes);
 #ifdef MADV_HUGEPAGE
     if (p && align == CORE_HUGE_PAGE) (void)madvise(p, bytes, MADV_HUGEPAGE);

@@ -49,10 +49,61 @@ static void sum_stage(MPI_Comm c, double *x, size_t n)
     }
 }
 
+/* ScaLAPACK block size of dist_sparsegpt_hinv. */
+#define HINV_NB 64
+
+size_t dist_sparsegpt_hinv_bytes(int in, int P)
+{
+    if (P == 1) return 0; /* LAPACK works in place */
+    int nprow, npcol, nb = HINV_NB, zero = 0;
+    grid_shape(P, &nprow, &npcol);
+    size_t most = 0;
+    for (int r = 0; r < nprow; r++)
+        for (int c = 0; c < npcol; c++) {
+            int mloc = numroc_(&in, &nb, &r, &zero, &nprow);
+            int nloc = numroc_(&in, &nb, &c, &zero, &npcol);
+            size_t b = core_alloc_bytes((size_t)(mloc > 1 ? mloc : 1) * (nloc > 0 ? nloc : 1),
+                                        sizeof(double));
+            if (b > most) most = b;
+        }
+    return most;
+}
+
+size_t dist_sparsegpt_rows_bytes(int out, int in, int blocksize, int P)
+{
+    if (P == 1) return prune_sparsegpt_rows_bytes(out, in, blocksize, 1);
+    int row0, nrows, bs = blocksize < in ? blocksize : in;
+    dist_rows_split(out, P, 0, &row0, &nrows); /* replica 0 holds the most rows */
+    /* dist_select_stage: the gathered scores (out, bs) and prune_select_local's copy */
+    return prune_sparsegpt_rows_bytes(nrows, in, blocksize, 0) +
+           core_alloc_bytes((size_t)out * bs + 1, sizeof(double)) +
+           core_alloc_bytes((size_t)out * bs, sizeof(double));
+}
+
+static losa_status hook_hinv(void *ctx, const double *H, int in, double percdamp,
+                             double *Hinv_upper, unsigned char *dead)
+{
+    return dist_sparsegpt_hinv(ctx, H, in, percdamp, Hinv_upper, dead);
+}
+
+static losa_status hook_rows(void *ctx, float *W, int out, int in, const double *Hinv_upper,
+                             const unsigned char *dead, double sparsity, int nm_n, int nm_m,
+                             int blocksize, prune_sparsegpt_timing *t)
+{
+    return dist_sparsegpt_rows(ctx, W, out, in, Hinv_upper, dead, sparsity, nm_n, nm_m,
+                               blocksize, t);
+}
+
+prune_sparsegpt_hooks dist_sparsegpt_hooks(dist_ctx *d)
+{
+    prune_sparsegpt_hooks h = {.hinv = hook_hinv, .rows = hook_rows, .ctx = d};
+    return h;
+}
+
 losa_status dist_sparsegpt_hinv(dist_ctx *d, const double *H, int in, double percdamp,
                                 double *Hinv_upper, unsigned char *dead)
 {
-    return dist_sparsegpt_hinv_nb(d, H, in, percdamp, Hinv_upper, dead, 64);
+    return dist_sparsegpt_hinv_nb(d, H, in, percdamp, Hinv_upper, dead, HINV_NB);
 }
 
 losa_status dist_sparsegpt_hinv_nb(dist_ctx *d, const double *H, int in, double percdamp,
@@ -66,7 +117,7 @@ losa_status dist_sparsegpt_hinv_nb(dist_ctx *d, const double *H, int in, double 
         return core_err(LOSA_ERR_ARG, "%s: in: expected > 0, got %d", fn, in);
     if (!(percdamp >= 0))
         return core_err(LOSA_ERR_ARG, "%s: percdamp: expected >= 0, got %g", fn, percdamp);
-    if (nb <= 0) nb = 64;
+    if (nb <= 0) nb = HINV_NB;
 
     /* dead inputs and damping from the diagonal, as the LAPACK path */
     double mean = 0;

@@ -7,6 +7,15 @@
 #include "eval.h"
 #include "kernels.h"
 
+size_t eval_ppl_bytes(const model_config *c, int n_layers, int has_head, int64_t nw, int S,
+                      int B)
+{
+    if (B > nw) B = (int)(nw > 0 ? nw : 1);
+    return model_acts_bytes(c, n_layers, has_head, B, S, MODEL_ACTS_NOSAVE) +
+           core_alloc_bytes((size_t)(nw > 0 ? nw : 1), sizeof(double)) +
+           2 * (size_t)B * S * sizeof(int);
+}
+
 losa_status eval_ppl(dist_ctx *d, const model_stage *s, const int *ids,
                      int64_t n, int S, int B, int max_windows,
                      eval_ppl_result *r)

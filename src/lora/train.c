@@ -52,6 +52,35 @@ void lora_train_config_default(lora_train_config *c)
     c->schedule = LORA_SCHEDULE_1F1B;
 }
 
+int lora_trainer_n_mb(int grad_accum, int DP, int replica)
+{
+    return grad_accum > replica ? (grad_accum - replica + DP - 1) / DP : 0;
+}
+
+int lora_trainer_in_flight(int schedule, int PP, int stage, int n_mb)
+{
+    int n = PP == 1 ? 1 : schedule == LORA_SCHEDULE_GPIPE ? n_mb
+                                                          : (PP - stage < n_mb ? PP - stage : n_mb);
+    return n < 1 ? 1 : n;
+}
+
+size_t lora_trainer_bytes(const model_config *c, int n_layers, int has_head, int n_acts,
+                          const lora_train_config *tc)
+{
+    int B = tc->B, T = tc->T;
+    size_t ND = (size_t)B * T * c->dim;
+    size_t n = core_alloc_bytes(tc->grad_accum, sizeof(int)) +
+               core_alloc_bytes(n_acts, sizeof(model_acts)) +
+               n_acts * model_acts_bytes(c, n_layers, has_head, B, T,
+                                         tc->ckpt ? MODEL_ACTS_NOSAVE : MODEL_ACTS_SAVE) +
+               model_bwd_bytes(c, has_head, B, T) + core_alloc_bytes(n_acts * ND, sizeof(float)) +
+               core_alloc_bytes(c->n_layers + 1, sizeof(double));
+    if (tc->ckpt)
+        n += model_acts_bytes(c, n_layers, 0, B, T, MODEL_ACTS_SAVE_ONE) +
+             core_alloc_bytes(n_acts * n_layers * ND, sizeof(float));
+    return n;
+}
+
 losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
                                lora_adapters *ad, const lora_train_config *c)
 {
@@ -76,10 +105,8 @@ losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
     int rep = d ? dist_replica(d) : 0, p = d ? dist_stage(d) : 0;
     tr->mbs = core_calloc(c->grad_accum, sizeof(int));
     for (int mb = rep; mb < c->grad_accum; mb += DP) tr->mbs[tr->n_mb++] = mb;
-    if (PP == 1) tr->n_acts = 1;
-    else if (c->schedule == LORA_SCHEDULE_GPIPE) tr->n_acts = tr->n_mb;
-    else tr->n_acts = PP - p < tr->n_mb ? PP - p : tr->n_mb;
-    if (tr->n_acts < 1) tr->n_acts = 1;
+    LOSA_CHECK(tr->n_mb == lora_trainer_n_mb(c->grad_accum, DP, rep));
+    tr->n_acts = lora_trainer_in_flight(c->schedule, PP, p, tr->n_mb);
     tr->acts = core_calloc(tr->n_acts, sizeof(model_acts));
     int64_t ND = (int64_t)c->B * c->T * s->cfg.dim;
     losa_status st = LOSA_OK;
@@ -87,7 +114,7 @@ losa_status lora_trainer_build(lora_trainer *tr, dist_ctx *d, model_stage *s,
         st = model_acts_build(&tr->acts[i], s, c->B, c->T,
                               c->ckpt ? MODEL_ACTS_NOSAVE : MODEL_ACTS_SAVE);
     if (st == LOSA_OK && c->ckpt) {
-        st = model_acts_build(&tr->rec, s, c->B, c->T, MODEL_ACTS_SAVE_ONE);
+        st = model_acts_build_layers(&tr->rec, s, c->B, c->T, MODEL_ACTS_SAVE_ONE);
         tr->xin = core_calloc((size_t)(tr->n_acts * s->n_layers * ND), sizeof(float));
     }
     if (st == LOSA_OK) st = model_bwd_build(&tr->g, s, c->B, c->T);

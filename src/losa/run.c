@@ -81,6 +81,17 @@ static void step_examples(losa_run *r, int64_t first, int64_t range_n, int64_t s
     }
 }
 
+/* Tokens of an optimizer step's micro-batches. */
+static size_t step_tokens(const lora_train_config *tc)
+{
+    return (size_t)tc->B * tc->grad_accum * tc->T;
+}
+
+size_t losa_run_train_bytes(const lora_train_config *tc)
+{
+    return core_alloc_bytes(step_tokens(tc) * 2, sizeof(int));
+}
+
 losa_status losa_run_train(losa_run *r, model_stage *s, lora_adapters *ad, int64_t first,
                            int64_t range_n, int64_t n_examples, uint64_t seed, const char *label,
                            double **loss, int64_t *n_steps, double *seconds)
@@ -98,7 +109,7 @@ losa_status losa_run_train(losa_run *r, model_stage *s, lora_adapters *ad, int64
     lora_trainer tr;
     losa_status st = lora_trainer_build(&tr, r->d, s, ad, &tc);
     if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
-    int64_t nt = per * tc.T, epoch = -1;
+    int64_t nt = (int64_t)step_tokens(&tc), epoch = -1;
     int *tok = core_calloc((size_t)nt * 2, sizeof(int)), *tgt = tok + nt;
     int64_t *perm = core_calloc((size_t)(r->in->ds.n + per), sizeof(int64_t)), *idx = perm + r->in->ds.n;
     double t0 = core_time();

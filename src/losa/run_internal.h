@@ -43,10 +43,18 @@ losa_status losa_run_train(losa_run *r, model_stage *s, lora_adapters *ad, int64
                            int64_t range_n, int64_t n_examples, uint64_t seed, const char *label,
                            double **loss, int64_t *n_steps, double *seconds);
 
+/* Bytes losa_run_train allocates beside the trainer (the step's tokens and
+ * targets; the epoch order, a few bytes per training example, is not
+ * counted). */
+size_t losa_run_train_bytes(const lora_train_config *tc);
+
 /* ---- step.c */
 /* The LoSA loop (ALGORITHM.md section 2) on s, resuming after the last
  * complete checkpoint; res gets the final model's numbers. */
 losa_status losa_phase_losa(losa_run *r, model_stage *s, losa_result *res);
+/* Bytes the LoSA loop keeps beside adapters and reference outputs: the
+ * (L+1, n, n) Gram matrices and two (L) vectors. */
+size_t losa_loop_bytes(int L, int n);
 
 /* ---- ckpt.c */
 /* Not collective.  The history of T steps of L layers, loss_cap optimizer

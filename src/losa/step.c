@@ -138,21 +138,30 @@ static losa_status resume(losa_run *r, model_stage *s, lora_adapters *ad, int *d
     return LOSA_OK;
 }
 
-/* Dense reference outputs of this stage's layers (recomputed on resume
- * from the dense store: deterministic), in memory or in the stage's HDF5
- * shard ckpt/dense_<stage>_<replica>.h5 (losa.dense_ref = disk). */
-static losa_status dense_refs(losa_run *r, losa_loop *lp)
+/* Dense reference outputs of this stage's layers, in memory or in the
+ * stage's HDF5 shard ckpt/dense_<stage>_<replica>.h5 (losa.dense_ref =
+ * disk).  fresh: s still holds the dense weights (no step done), used with
+ * the adapters detached; on resume they are recomputed from a dense copy
+ * read back from the store (deterministic: the same outputs). */
+static losa_status dense_refs(losa_run *r, losa_loop *lp, model_stage *s, int fresh)
 {
     const data_settings *ds = &r->set->data;
-    model_stage dense_st;
+    model_stage dense_st, *src = s;
     memset(&dense_st, 0, sizeof dense_st);
-    losa_status st = model_stage_for_rank(&dense_st, &r->in->cfg, r->d);
-    if (st == LOSA_OK) st = losa_run_reload_dense(r, &dense_st);
-    if (st == LOSA_OK && r->set->losa.dense_on_disk) st = dense_disk_write(r, &dense_st, &lp->disk);
+    losa_status st = LOSA_OK;
+    if (fresh) {
+        lora_detach(&lp->ad, s);
+    } else {
+        st = model_stage_for_rank(&dense_st, &r->in->cfg, r->d);
+        if (st == LOSA_OK) st = losa_run_reload_dense(r, &dense_st);
+        src = &dense_st;
+    }
+    if (st == LOSA_OK && r->set->losa.dense_on_disk) st = dense_disk_write(r, src, &lp->disk);
     else if (st == LOSA_OK)
-        st = calib_dense_outputs(r->d, &dense_st, r->in->calib, ds->calib_n, ds->calib_seqlen,
+        st = calib_dense_outputs(r->d, src, r->in->calib, ds->calib_n, ds->calib_seqlen,
                                  LOSA_CALIB_CHUNK, &lp->dense);
     model_stage_free(&dense_st);
+    if (fresh) lora_attach(&lp->ad, s);
     return dist_agree(r->d, st);
 }
 
@@ -330,6 +339,11 @@ static losa_status losa_finish(losa_run *r, model_stage *s, losa_loop *lp, losa_
     return st;
 }
 
+/* Doubles of the loop's one block: grams (L+1, n, n), cur (L), err_local (L). */
+static size_t loop_doubles(int L, int n) { return (size_t)(L + 1) * n * n + 2 * (size_t)L; }
+
+size_t losa_loop_bytes(int L, int n) { return core_alloc_bytes(loop_doubles(L, n), sizeof(double)); }
+
 losa_status losa_phase_losa(losa_run *r, model_stage *s, losa_result *res)
 {
     const run_settings *rs = r->set;
@@ -342,9 +356,9 @@ losa_status losa_phase_losa(losa_run *r, model_stage *s, losa_result *res)
     if ((st = dist_agree(d, st)) != LOSA_OK) return st;
     int done = 0;
     st = resume(r, s, &lp.ad, &done);
-    if (st == LOSA_OK) st = dense_refs(r, &lp);
+    if (st == LOSA_OK) st = dense_refs(r, &lp, s, done == 0);
     if (st == LOSA_OK) {
-        lp.grams = core_calloc((size_t)(L + 1) * n * n + 2 * (size_t)L, sizeof(double));
+        lp.grams = core_calloc(loop_doubles(L, n), sizeof(double));
         lp.cur = lp.grams + (size_t)(L + 1) * n * n;
         lp.err_local = lp.cur + L;
         losa_decision_init(&lp.dc, L);

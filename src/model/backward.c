@@ -6,11 +6,27 @@
  *   dDelta += dy^T drop(x)                          one GEMM (out,in)
  *   dx     += dy W + (dy Delta) ⊙ dropmask/(1-p)    dropout p > 0
  *   dx     += dy (W + Delta)                        dropout 0: one GEMM
- * The lora module turns dDelta into dA, dB once per optimizer step. */
+ * The lora module turns dDelta into dA, dB: once per optimizer step from
+ * the accumulated dDelta (persistent buffers), or right after each map's
+ * backward (transient: s->adapter->grad). */
 #include <string.h>
 
 #include "kernels.h"
 #include "model.h"
+
+/* Floats of the backward scratch (model_bwd_build). */
+static size_t bwd_floats(const model_config *c, int has_head, int64_t B, int64_t T)
+{
+    int64_t N = B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int64_t wmax = F > D ? F : D;
+    return (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax +
+                    (has_head ? N * c->vocab_size + N : 0));
+}
+
+size_t model_bwd_bytes(const model_config *c, int has_head, int B, int T)
+{
+    return core_alloc_bytes(bwd_floats(c, has_head, B, T), sizeof(float));
+}
 
 losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
 {
@@ -18,8 +34,7 @@ losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
     const model_config *c = &s->cfg;
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t wmax = F > D ? F : D;
-    size_t n = (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax +
-                        (s->has_head ? N * c->vocab_size + N : 0));
+    size_t n = bwd_floats(c, s->has_head, B, T);
     g->mem = core_calloc(n, sizeof(float));
     g->n_floats = n;
     g->B = B;
@@ -59,16 +74,20 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
                             const model_stage *s, int l, model_map m, int64_t N)
 {
     const model_layer *ly = &s->layers[l];
-    const model_adapter_map *ad = &ly->ad[m];
+    const model_adapter *path = s->adapter;
+    const model_adapter_map *ad = path ? path->map(path->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (!ad->delta) {
+    if (!ad) {
         kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
         return;
     }
+    /* a transient dDelta is this micro-batch's alone (then consumed) */
+    if (path->grad) memset(ad->ddelta, 0, sizeof(float) * o * i);
     if (a->drop_p <= 0.0f) {
         kern_matmul_backward_inp(dx, dy, ad->weff, N, i, o);
-        if (ad->ddelta) kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
     float keep = 1.0f / (1.0f - a->drop_p);
@@ -85,7 +104,8 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
             a->xdrop[e] = 0.0f;
         }
     }
-    if (ad->ddelta) kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    if (path->grad) path->grad(path->ctx, l, m);
 }
 
 void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,

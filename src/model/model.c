@@ -24,6 +24,35 @@ void model_map_shape(const model_config *c, model_map m, int *out, int *in)
     }
 }
 
+static const model_input map_inputs[MODEL_N_MAPS] = {
+    MODEL_INPUT_QKV, MODEL_INPUT_QKV, MODEL_INPUT_QKV, MODEL_INPUT_O,
+    MODEL_INPUT_GATE_UP, MODEL_INPUT_GATE_UP, MODEL_INPUT_DOWN};
+
+model_input model_map_input(model_map m)
+{
+    LOSA_CHECK(m >= 0 && m < MODEL_N_MAPS);
+    return map_inputs[m];
+}
+
+int model_input_width(const model_config *c, model_input g)
+{
+    for (int m = 0; m < MODEL_N_MAPS; m++)
+        if (map_inputs[m] == g) {
+            int o, i;
+            model_map_shape(c, (model_map)m, &o, &i);
+            return i;
+        }
+    LOSA_CHECK(0 && "no map reads this input");
+    return 0;
+}
+
+const float *model_layer_input(const model_layer_acts *la, model_input g)
+{
+    const float *in[MODEL_N_INPUTS] = {la->ln1, la->atty, la->ln2, la->hid};
+    LOSA_CHECK(g >= 0 && g < MODEL_N_INPUTS);
+    return in[g];
+}
+
 losa_status model_config_check(const model_config *c, const char *what)
 {
 #define REQ(cond, ...) \
@@ -127,6 +156,29 @@ void model_split_layers(const model_config *c, int P, int *first, int *count)
     for (int q = 1; q < P; q++) first[q] = first[q - 1] + count[q - 1];
 }
 
+/* Floats of a stage's parameter block: its layers, the embedding on the
+ * first stage (and the last when tied), final norm and head on the last. */
+static size_t stage_floats(const model_config *c, int n_layers, int has_embed, int has_head)
+{
+    int64_t D = c->dim, V = c->vocab_size;
+    int need_embed = has_embed || (has_head && c->tie_embeddings);
+    size_t n = 0;
+    if (need_embed) n += V * D;
+    n += (size_t)layer_params(c) * n_layers;
+    if (has_head) n += D + (c->tie_embeddings ? 0 : V * D);
+    return n;
+}
+
+size_t model_stage_bytes(const model_config *c, int stage, int n_stages)
+{
+    int first[n_stages], count[n_stages];
+    model_split_layers(c, n_stages, first, count);
+    int nl = count[stage];
+    return core_alloc_bytes(stage_floats(c, nl, stage == 0, stage == n_stages - 1),
+                            sizeof(float)) +
+           core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
+}
+
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages)
 {
@@ -146,10 +198,7 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
     s->has_head = stage == n_stages - 1;
     int64_t D = c->dim, V = c->vocab_size;
     int need_embed = s->has_embed || (s->has_head && c->tie_embeddings);
-    size_t n = 0;
-    if (need_embed) n += V * D;
-    n += (size_t)layer_params(c) * s->n_layers;
-    if (s->has_head) n += D + (c->tie_embeddings ? 0 : V * D);
+    size_t n = stage_floats(c, s->n_layers, s->has_embed, s->has_head);
     s->params = core_calloc(n, sizeof(float));
     s->n_params = n;
     s->layers = core_calloc(s->n_layers > 0 ? s->n_layers : 1, sizeof(model_layer));
@@ -213,8 +262,29 @@ void model_stage_randomize(model_stage *s, uint64_t seed, float std)
     }
 }
 
-losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
-                             int save)
+/* Floats of one activation block (model_acts_build): the residual stream
+ * and scratch, logits when asked, the RoPE tables, one slot per saved layer
+ * (or one), and the dropout scratch. */
+static size_t acts_floats(const model_config *c, int n_layers, int logits, int64_t B, int64_t T,
+                          int save)
+{
+    int64_t N = B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
+    int64_t H = c->n_heads, hd = model_head_size(c);
+    int64_t slots = save == MODEL_ACTS_SAVE ? (n_layers > 0 ? n_layers : 1) : 1;
+    int64_t att = B * H * T; /* log-sum-exps (tiled attention) */
+    int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
+    int64_t wmax = F > D ? F : D;
+    return (size_t)(N * D * 2 + (logits ? N * c->vocab_size : 0) + T * hd + per * slots +
+                    N * wmax);
+}
+
+size_t model_acts_bytes(const model_config *c, int n_layers, int logits, int B, int T, int save)
+{
+    return core_alloc_bytes(acts_floats(c, n_layers, logits, B, T, save), sizeof(float));
+}
+
+static losa_status acts_build(model_acts *a, const model_stage *s, int B, int T, int save,
+                              int logits)
 {
     memset(a, 0, sizeof *a);
     const model_config *c = &s->cfg;
@@ -224,11 +294,8 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t H = c->n_heads, hd = model_head_size(c);
     int slots = save == MODEL_ACTS_SAVE ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
-    int64_t att = B * H * T; /* log-sum-exps (tiled attention) */
-    int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
     int64_t wmax = F > D ? F : D;
-    size_t n = (size_t)(N * D * 2 + (s->has_head ? N * c->vocab_size : 0) +
-                        T * hd + per * slots + N * wmax);
+    size_t n = acts_floats(c, s->n_layers, logits, B, T, save);
     a->mem = core_calloc(n, sizeof(float));
     a->n_floats = n;
     a->B = B;
@@ -238,7 +305,7 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
 #define TAKE(ptr, cnt) do { ptr = p; p += (cnt); } while (0)
     TAKE(a->x, N * D);
     TAKE(a->tmp, N * D);
-    if (s->has_head) TAKE(a->logits, N * c->vocab_size);
+    if (logits) TAKE(a->logits, N * c->vocab_size);
     TAKE(a->rope_cos, T * hd / 2);
     TAKE(a->rope_sin, T * hd / 2);
     TAKE(a->xin, N * D * slots);
@@ -247,7 +314,7 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
     TAKE(a->q, N * D * slots);
     TAKE(a->k, N * kv * slots);
     TAKE(a->v, N * kv * slots);
-    TAKE(a->att, att * slots);
+    TAKE(a->att, B * H * T * slots); /* log-sum-exps */
     TAKE(a->atty, N * D * slots);
     TAKE(a->xres, N * D * slots);
     TAKE(a->ln2, N * D * slots);
@@ -257,9 +324,21 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
     TAKE(a->hid, N * F * slots);
     TAKE(a->xdrop, N * wmax);
 #undef TAKE
-    LOSA_CHECK((size_t)(p - a->mem) <= n);
+    LOSA_CHECK((size_t)(p - a->mem) == n);
     kern_rope_tables(a->rope_cos, a->rope_sin, T, (int)hd, c->rope_theta);
     return LOSA_OK;
+}
+
+losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
+                             int save)
+{
+    return acts_build(a, s, B, T, save, s->has_head);
+}
+
+losa_status model_acts_build_layers(model_acts *a, const model_stage *s, int B, int T,
+                                    int save)
+{
+    return acts_build(a, s, B, T, save, 0);
 }
 
 void model_acts_free(model_acts *a)
@@ -306,15 +385,15 @@ int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p)
 /* y (N,out) = x W^T, plus the masked adapter when the layer carries one:
  *   dropout 0:  y = x (W + Delta)^T          one GEMM with weff
  *   dropout p:  y = x W^T + drop(x) Delta^T  two GEMMs (drop(x) in a->xdrop)
- * Delta is formed once per optimizer step by the lora module. */
+ * Delta comes from the lora module (s->adapter). */
 void model_linear_forward(float *y, const float *x, const model_acts *a,
                           const model_stage *s, int l, model_map m, int64_t N)
 {
     const model_layer *ly = &s->layers[l];
-    const model_adapter_map *ad = &ly->ad[m];
+    const model_adapter_map *ad = s->adapter ? s->adapter->map(s->adapter->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (!ad->delta) {
+    if (!ad) {
         /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
         kern_matmul_forward(y, x, ly->w[m], N, i, o);
@@ -368,7 +447,7 @@ void model_stage_embed(model_acts *a, const model_stage *s, const int *tokens,
 void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
 {
     const model_config *c = &s->cfg;
-    LOSA_CHECK(s->has_head);
+    LOSA_CHECK(s->has_head && a->logits);
     int64_t N = (int64_t)B * T;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, N, c->dim, c->rms_eps);
     kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);

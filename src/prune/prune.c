@@ -158,6 +158,12 @@ static void nm_apply_row(float *w /* (in) */, const double *score /* (in) */, in
 
 /* ---- magnitude --------------------------------------------------------- */
 
+size_t prune_magnitude_bytes(int out, int in, int nm_m)
+{
+    return nm_m > 0 ? core_alloc_bytes((size_t)in, sizeof(double))
+                    : core_alloc_bytes((size_t)out * in, sizeof(float));
+}
+
 losa_status prune_magnitude(float *W, int out, int in, double sparsity, int nm_n, int nm_m)
 {
     losa_status s = prune_check_args("prune_magnitude", out, in, sparsity, nm_n, nm_m);
@@ -165,7 +171,7 @@ losa_status prune_magnitude(float *W, int out, int in, double sparsity, int nm_n
     int64_t N = (int64_t)out * in;
     if ((s = check_finite("prune_magnitude", W, N)) != LOSA_OK) return s;
     if (nm_m > 0) {
-        double *score = core_calloc((size_t)in, sizeof *score);
+        double *score = core_calloc((size_t)in, sizeof *score); /* prune_magnitude_bytes */
         for (int r = 0; r < out; r++) {
             float *w = W + (int64_t)r * in;
             for (int j = 0; j < in; j++) score[j] = fabsf(w[j]);
@@ -176,7 +182,7 @@ losa_status prune_magnitude(float *W, int out, int in, double sparsity, int nm_n
     }
     int64_t k = prune_count(N, sparsity);
     if (k == 0) return LOSA_OK;
-    float *work = core_calloc((size_t)N, sizeof *work);
+    float *work = core_calloc((size_t)N, sizeof *work); /* prune_magnitude_bytes */
     for (int64_t i = 0; i < N; i++) work[i] = fabsf(W[i]);
     float v = prune_qselect_f(work, N, k - 1);
     core_free(work);
@@ -196,6 +202,15 @@ losa_status prune_magnitude(float *W, int out, int in, double sparsity, int nm_n
 
 /* ---- Wanda ------------------------------------------------------------- */
 
+/* Doubles of prune_wanda's one scratch block: norm, score, work (in each),
+ * cand (out) and the `plus` flags (out bytes, in doubles' room). */
+static size_t wanda_doubles(int out, int in) { return (size_t)in * 3 + (size_t)out * 2; }
+
+size_t prune_wanda_bytes(int out, int in)
+{
+    return core_alloc_bytes(wanda_doubles(out, in), sizeof(double));
+}
+
 losa_status prune_wanda(float *W, const double *colsq, int out, int in, double sparsity,
                         int nm_n, int nm_m)
 {
@@ -207,7 +222,7 @@ losa_status prune_wanda(float *W, const double *colsq, int out, int in, double s
             return core_err(LOSA_ERR_NUMERIC,
                             "prune_wanda: colsq[%d]: expected finite >= 0, got %g", j,
                             colsq[j]);
-    double *buf = core_calloc((size_t)in * 3 + (size_t)out * 2, sizeof *buf);
+    double *buf = core_calloc(wanda_doubles(out, in), sizeof *buf);
     double *norm = buf, *score = buf + in, *work = buf + 2 * in, *cand = buf + 3 * in;
     for (int j = 0; j < in; j++) norm[j] = sqrt(colsq[j]);
     /* Unstructured: K = prune_count(out*in, s) zeros in the matrix, k = K/out
@@ -325,26 +340,89 @@ void prune_config_default(prune_config *c)
     c->percdamp = 0.01;
 }
 
+/* One map of a group: the method's pruner (SparseGPT's inverse factor of
+ * the group's input is in x). */
+static losa_status group_map(const prune_config *c, double sp, float *W, int out,
+                             const prune_input *x, const prune_sparsegpt_hooks *hk,
+                             prune_sparsegpt_timing *t)
+{
+    int in = x->in;
+    switch (c->method) {
+    case PRUNE_METHOD_MAGNITUDE:
+        return prune_magnitude(W, out, in, sp, c->nm_n, c->nm_m);
+    case PRUNE_METHOD_WANDA:
+        return prune_wanda(W, x->colsq, out, in, sp, c->nm_n, c->nm_m);
+    case PRUNE_METHOD_SPARSEGPT:
+        if (hk && hk->rows)
+            return hk->rows(hk->ctx, W, out, in, x->hinv, x->dead, sp, c->nm_n, c->nm_m,
+                            c->blocksize, t);
+        return prune_sparsegpt_rows(W, out, 0, out, in, x->hinv, x->dead, sp, c->nm_n, c->nm_m,
+                                    c->blocksize, NULL, NULL, t);
+    default:
+        return core_err(LOSA_ERR_ARG, "prune: unknown method %d", (int)c->method);
+    }
+}
+
+losa_status prune_group(const prune_config *c, double sparsity, float *const *W, const int *out,
+                        int n, const prune_input *x, const prune_sparsegpt_hooks *hk,
+                        prune_sparsegpt_timing *t, int *failed)
+{
+    const char *name = prune_method_str(c->method);
+    losa_status st = LOSA_OK;
+    if (failed) *failed = -1;
+    if (c->method == PRUNE_METHOD_WANDA && !x->colsq)
+        st = core_err(LOSA_ERR_ARG, "prune: %s needs the input's column statistics (width %d)",
+                      name, x->in);
+    if (c->method == PRUNE_METHOD_SPARSEGPT && (!x->H || !x->hinv))
+        st = core_err(LOSA_ERR_ARG, "prune: %s needs the input's Hessian (statistics with "
+                      "want_hessian = 1) and an (in, in) work block (width %d)", name, x->in);
+    if (st == LOSA_OK && c->method == PRUNE_METHOD_SPARSEGPT) {
+        double t0 = core_time();
+        st = hk && hk->hinv ? hk->hinv(hk->ctx, x->H, x->in, c->percdamp, x->hinv, x->dead)
+                            : prune_sparsegpt_prepare_hinv(x->H, x->in, c->percdamp, x->hinv,
+                                                           x->dead, NULL);
+        if (t) t->hinv_s += core_time() - t0;
+    }
+    for (int k = 0; k < n && st == LOSA_OK; k++) {
+        double t0 = core_time();
+        st = group_map(c, sparsity, W[k], out[k], x, hk, t);
+        if (t && c->method != PRUNE_METHOD_SPARSEGPT) t->mask_s += core_time() - t0;
+        if (st != LOSA_OK && failed) *failed = k;
+    }
+    return st;
+}
+
+size_t prune_group_bytes(const prune_config *c, const int *out, int n, int in)
+{
+    size_t most = 0;
+    for (int k = 0; k < n; k++) {
+        size_t b = c->method == PRUNE_METHOD_MAGNITUDE ? prune_magnitude_bytes(out[k], in, c->nm_m)
+                   : c->method == PRUNE_METHOD_WANDA
+                       ? prune_wanda_bytes(out[k], in)
+                       : prune_sparsegpt_rows_bytes(out[k], in, c->blocksize, c->nm_m == 0);
+        if (b > most) most = b;
+    }
+    return most;
+}
+
 losa_status prune_matrix(const prune_config *c, float *W, int out, int in,
                          const prune_stats *st, prune_sparsegpt_timing *t)
 {
-    if (c->method != PRUNE_METHOD_MAGNITUDE) {
-        if (!st || !st->finalized || st->in != in)
-            return core_err(LOSA_ERR_ARG, "prune_matrix: %s needs finalized statistics of "
-                            "width %d", prune_method_str(c->method), in);
+    if (c->method != PRUNE_METHOD_MAGNITUDE && (!st || !st->finalized || st->in != in))
+        return core_err(LOSA_ERR_ARG, "prune_matrix: %s needs finalized statistics of "
+                        "width %d", prune_method_str(c->method), in);
+    int sgpt = c->method == PRUNE_METHOD_SPARSEGPT;
+    prune_input x = {.in = in, .colsq = st ? st->colsq : NULL, .H = st ? st->H : NULL};
+    if (sgpt && x.H) {
+        x.hinv = core_calloc((size_t)in * in, sizeof(double));
+        x.dead = core_calloc((size_t)in, 1);
     }
-    switch (c->method) {
-    case PRUNE_METHOD_MAGNITUDE:
-        return prune_magnitude(W, out, in, c->sparsity, c->nm_n, c->nm_m);
-    case PRUNE_METHOD_WANDA:
-        return prune_wanda(W, st->colsq, out, in, c->sparsity, c->nm_n, c->nm_m);
-    case PRUNE_METHOD_SPARSEGPT:
-        if (!st->H)
-            return core_err(LOSA_ERR_ARG, "prune_matrix: sparsegpt needs statistics "
-                            "initialised with want_hessian = 1");
-        return prune_sparsegpt(W, st->H, out, in, c->sparsity, c->nm_n, c->nm_m,
-                               c->blocksize, c->percdamp, t);
-    default:
-        return core_err(LOSA_ERR_ARG, "prune_matrix: unknown method %d", (int)c->method);
-    }
+    prune_sparsegpt_timing tt = {0};
+    double t0 = core_time();
+    losa_status s = prune_group(c, c->sparsity, &W, &out, 1, &x, NULL, &tt, NULL);
+    tt.total_s = core_time() - t0;
+    if (t) *t = tt;
+    core_free(x.hinv);
+    core_free(x.dead);
+    return s;
 }

@@ -49,6 +49,31 @@ losa_status prune_sparsegpt_prepare_hinv(const double *H, int in, double percdam
     return LOSA_OK;
 }
 
+/* The scratch blocks of prune_sparsegpt_rows on nrows rows: element
+ * counts n[] of sizes sz[] (the allocation and its size function use them). */
+enum { SG_ERR, SG_SCORE, SG_MASK, SG_HF, SG_W, SG_DINV2, SG_N };
+static void sg_blocks(int nrows, int in, int bs, size_t n[SG_N], size_t sz[SG_N])
+{
+    size_t rb = (size_t)nrows * bs + 1;
+    const size_t cnt[SG_N] = {rb, rb, rb, (size_t)bs * in, (size_t)bs, (size_t)in};
+    const size_t size[SG_N] = {sizeof(float), sizeof(double), 1, sizeof(float), sizeof(double),
+                               sizeof(double)};
+    memcpy(n, cnt, sizeof cnt);
+    memcpy(sz, size, sizeof size);
+}
+
+size_t prune_sparsegpt_rows_bytes(int nrows, int in, int blocksize, int local_select)
+{
+    int bs = blocksize < in ? blocksize : in;
+    size_t n[SG_N], sz[SG_N], b = 0;
+    sg_blocks(nrows, in, bs, n, sz);
+    for (int k = 0; k < SG_N; k++) b += core_alloc_bytes(n[k], sz[k]);
+    /* prune_select_local: a copy of the block's scores */
+    if (local_select) b += core_alloc_bytes((size_t)nrows * bs > 0 ? (size_t)nrows * bs : 1,
+                                            sizeof(double));
+    return b;
+}
+
 losa_status prune_sparsegpt_rows(float *W, int nrows, int64_t row0, int out_total, int in,
                                  const double *Hinv, const unsigned char *dead,
                                  double sparsity, int nm_n, int nm_m, int blocksize,
@@ -76,12 +101,14 @@ losa_status prune_sparsegpt_rows(float *W, int nrows, int64_t row0, int out_tota
         if (dead[j])
             for (int r = 0; r < nrows; r++) W[(int64_t)r * in + j] = 0.0f;
 
-    float *err = core_calloc((size_t)nrows * bs + 1, sizeof *err);       /* (nrows, bs) */
-    double *score = core_calloc((size_t)nrows * bs + 1, sizeof *score);  /* (nrows, bs) */
-    unsigned char *mask = core_calloc((size_t)nrows * bs + 1, 1);        /* (nrows, bs) */
-    float *hf = core_calloc((size_t)bs * in, sizeof *hf);                /* (bs, in - i2) */
-    double *w = core_calloc((size_t)bs, sizeof *w);                      /* (bs) */
-    double *dinv2 = core_calloc((size_t)in, sizeof *dinv2);              /* 1 / Hinv_jj^2 */
+    size_t nb[SG_N], sz[SG_N];
+    sg_blocks(nrows, in, bs, nb, sz);
+    float *err = core_calloc(nb[SG_ERR], sz[SG_ERR]);         /* (nrows, bs) */
+    double *score = core_calloc(nb[SG_SCORE], sz[SG_SCORE]);  /* (nrows, bs) */
+    unsigned char *mask = core_calloc(nb[SG_MASK], sz[SG_MASK]); /* (nrows, bs) */
+    float *hf = core_calloc(nb[SG_HF], sz[SG_HF]);            /* (bs, in - i2) */
+    double *w = core_calloc(nb[SG_W], sz[SG_W]);              /* (bs) */
+    double *dinv2 = core_calloc(nb[SG_DINV2], sz[SG_DINV2]);  /* 1 / Hinv_jj^2 */
     for (int j = 0; j < in; j++) {
         double d = Hinv[(int64_t)j * in + j];
         dinv2[j] = 1.0 / (d * d);
@@ -158,26 +185,5 @@ losa_status prune_sparsegpt_rows(float *W, int nrows, int64_t row0, int out_tota
         t->total_s += core_time() - tstart;
         t->loss += loss;
     }
-    return s;
-}
-
-losa_status prune_sparsegpt(float *W, const double *H, int out, int in, double sparsity,
-                            int nm_n, int nm_m, int blocksize, double percdamp,
-                            prune_sparsegpt_timing *t)
-{
-    losa_status s = prune_check_args("prune_sparsegpt", out, in, sparsity, nm_n, nm_m);
-    if (s != LOSA_OK) return s;
-    double t0 = core_time();
-    prune_sparsegpt_timing tt = {0};
-    double *hinv = core_calloc((size_t)in * in, sizeof *hinv);
-    unsigned char *dead = core_calloc((size_t)in, 1);
-    s = prune_sparsegpt_prepare_hinv(H, in, percdamp, hinv, dead, &tt);
-    if (s == LOSA_OK)
-        s = prune_sparsegpt_rows(W, out, 0, out, in, hinv, dead, sparsity, nm_n, nm_m,
-                                 blocksize, NULL, NULL, &tt);
-    core_free(hinv);
-    core_free(dead);
-    tt.total_s = core_time() - t0;
-    if (t) *t = tt;
     return s;
 }

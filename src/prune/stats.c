@@ -5,6 +5,18 @@
 #include <cblas.h>
 #include <string.h>
 
+/* Doubles of the raw sums: n, colsq (in), X^T X (in, in) when wanted. */
+static int64_t raw_doubles(int in, int want_hessian)
+{
+    return 1 + (int64_t)in + (want_hessian ? (int64_t)in * in : 0);
+}
+
+size_t prune_stats_bytes(int in, int want_hessian)
+{
+    return core_alloc_bytes((size_t)raw_doubles(in, want_hessian), sizeof(double)) +
+           (want_hessian ? core_alloc_bytes((size_t)PRUNE_STATS_CHUNK * in, sizeof(double)) : 0);
+}
+
 losa_status prune_stats_init(prune_stats *st, int in, int want_hessian)
 {
     memset(st, 0, sizeof *st);
@@ -12,7 +24,7 @@ losa_status prune_stats_init(prune_stats *st, int in, int want_hessian)
         return core_err(LOSA_ERR_ARG, "prune_stats_init: in: expected > 0, got %d", in);
     st->in = in;
     st->want_hessian = want_hessian != 0;
-    st->n_raw = 1 + (int64_t)in + (st->want_hessian ? (int64_t)in * in : 0);
+    st->n_raw = raw_doubles(in, st->want_hessian);
     st->raw = core_calloc((size_t)st->n_raw, sizeof *st->raw);
     st->colsq = st->raw + 1;
     if (st->want_hessian) {
