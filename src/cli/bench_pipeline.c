@@ -29,20 +29,6 @@
 #include "lora.h"
 
 
-/* Matrix FLOPs of one micro-batch's training (forward with dropout: 2 GEMMs
- * per map; backward dx: 2; dDelta: 1; attention 3x forward; head fwd+bwd). */
-static double mb_flops(const model_config *c, int B, int T)
-{
-    double N = (double)B * T, maps = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, m, &o, &i);
-        maps += 2.0 * N * o * i;
-    }
-    double att = 4.0 * B * c->n_heads * (double)T * T * model_head_size(c);
-    return (maps * 5 + att * 3) * c->n_layers + 2 * 2.0 * N * c->vocab_size * c->dim;
-}
-
 static void prune_half(model_stage *s, float sd)
 {
     for (int l = 0; l < s->n_layers; l++)
@@ -194,7 +180,9 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     free(tok);
     free(tgt);
     if (cli_fail(d, "bench pipeline", s)) return 1;
-    double fl = mb_flops(&c, B, T) * M;
+    lora_config lc;
+    lora_config_default(&lc); /* the adapters stage_run trains */
+    double fl = model_train_flops(&c, c.n_layers, 1, B, T, lc.rank, 1, 0) * M;
     const char *names[4] = {"1x1_2threads", "2x1_1f1b", "2x1_gpipe", "1x2"};
     measure *ms[4] = {&m11, &m21, &m21g, &m12};
     int nl = two ? 4 : 1;
