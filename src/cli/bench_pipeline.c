@@ -29,6 +29,14 @@
 #include "lora.h"
 
 
+/* FLOPs of one micro-batch of the adapters stage_run trains. */
+static double mb_flops(const model_config *c, int B, int T)
+{
+    lora_config lc;
+    lora_config_default(&lc);
+    return model_train_flops(c, c->n_layers, 1, B, T, lc.rank, 1, 0);
+}
+
 static void prune_half(model_stage *s, float sd)
 {
     for (int l = 0; l < s->n_layers; l++)
@@ -180,9 +188,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     free(tok);
     free(tgt);
     if (cli_fail(d, "bench pipeline", s)) return 1;
-    lora_config lc;
-    lora_config_default(&lc); /* the adapters stage_run trains */
-    double fl = model_train_flops(&c, c.n_layers, 1, B, T, lc.rank, 1, 0) * M;
+    double fl = mb_flops(&c, B, T) * M;
     const char *names[4] = {"1x1_2threads", "2x1_1f1b", "2x1_gpipe", "1x2"};
     measure *ms[4] = {&m11, &m21, &m21g, &m12};
     int nl = two ? 4 : 1;
