@@ -9,20 +9,39 @@
  * frozen, so the rank can change between phases without losing them).
  *
  * Efficient formulation: the mask forbids the usual low-rank shortcut
- * x A^T B^T, so the delta is formed densely ONCE per optimizer step
- * (lora_delta_update: one (out x r x in) GEMM, then ⊙ M, and W_eff = W + Delta).
+ * x A^T B^T, so the delta of a map is formed densely (one (out x r x in)
+ * GEMM, then ⊙ M, and W_eff = W + Delta):
  *   forward   dropout 0: y = x W_eff^T                 1 GEMM (as the base model)
  *             dropout p: y = x W^T + drop(x) Delta^T   2 GEMMs
  *   backward  dx += dy W_eff        (dropout p: dy W + (dy Delta) ⊙ mask/(1-p))
- *             dDelta += dy^T drop(x)                   1 GEMM per map
- * and once per optimizer step (after all micro-batches, lora_grad_project):
- *             G = dDelta ⊙ M,  dB[:, :r] = scale G A[:r]^T,  dA[:r] = scale B[:, :r]^T G
- * (two thin GEMMs with r <= 16).  So a training step costs what a frozen
- * base-model backward with weight gradients costs, plus O(out*in*r) per step.
+ *             dDelta = dy^T drop(x)                    1 GEMM per map
+ *   project   G = dDelta ⊙ M,  dB[:, :r] += scale G A[:r]^T,  dA[:r] += scale B[:, :r]^T G
+ *             (two thin GEMMs with r <= 16).
+ * Where the dense (out x in) forms live (lora.delta_buffers):
+ *   persistent  Delta, W_eff and dDelta of every map of the stage (3 x the
+ *               stage's map weights), Delta / W_eff formed once per
+ *               optimizer step (lora_delta_update), dDelta accumulated over
+ *               the step's micro-batches and projected once
+ *               (lora_grad_project);
+ *   transient   one map's Delta, W_eff and dDelta (3 x the largest map),
+ *               allocated while the adapters are attached: a map's forms
+ *               are built when the forward or backward reaches it, and
+ *               each micro-batch's dDelta is projected onto dA, dB at once.
+ *               Per micro-batch and map this adds two formations and one
+ *               projection, O(out in r) against the micro-batch's
+ *               O(out in B T): little at real micro-batches, measurable
+ *               at tiny ones;
+ *   auto        lora_buffers_resolve: persistent when the micro-batch is
+ *               below LORA_TRANSIENT_MIN_TOKENS tokens and the stage's
+ *               three blocks fit in LORA_PERSISTENT_MAX_BYTES, else
+ *               transient.
+ * The arithmetic of forward, backward and the projection is the same in
+ * both; with several micro-batches per step the transient form sums the
+ * projections instead of projecting the sum (rounding differs).
  *
  * Memory, one allocation per kind: params (A,B), grads, AdamW m, v (each
- * sum over maps of r_max*(in+out)); dense blocks delta, weff, ddelta (each
- * the size of the stage's 7 maps).
+ * sum over maps of r_max*(in+out)); the dense blocks delta, weff, ddelta
+ * as above.
  */
 #ifndef LOSA_LORA_H
 #define LOSA_LORA_H
@@ -33,14 +52,28 @@
 
 struct dist_ctx;
 
+/* lora.delta_buffers (see the header comment). */
+typedef enum {
+    LORA_BUFFERS_AUTO = 0, LORA_BUFFERS_PERSISTENT, LORA_BUFFERS_TRANSIENT
+} lora_buffers;
+const char *lora_buffers_name(lora_buffers b); /* "auto", "persistent", "transient" */
+/* auto: persistent only below this many tokens per micro-batch (B x T) ... */
+#define LORA_TRANSIENT_MIN_TOKENS 512
+/* ... and when the stage's three persistent blocks take at most this. */
+#define LORA_PERSISTENT_MAX_BYTES ((size_t)1 << 30)
+
 typedef struct {
     int r_max;        /* rows of A / columns of B (16) */
     int rank;         /* initial active rank of every layer (8) */
     float alpha, r0;  /* scale = alpha / r0 (16 / 8 = 2) */
     float dropout;    /* on the adapter input (0.1) */
     uint64_t seed;    /* init of A */
+    lora_buffers buffers; /* where the dense forms live (auto) */
+    int64_t mb_tokens;    /* tokens of a training micro-batch, for auto (0: unknown) */
 } lora_config;
 void lora_config_default(lora_config *c);
+/* The form lc->buffers gives a stage of n_layers layers (auto resolved). */
+lora_buffers lora_buffers_resolve(const lora_config *lc, const model_config *c, int n_layers);
 
 typedef struct {
     lora_config cfg;
@@ -52,25 +85,37 @@ typedef struct {
     float **gA, **gB;            /* same in grads */
     float *params, *grads, *m, *v; /* (n_params) each */
     size_t n_params;
-    float *delta, *weff, *ddelta;/* (n_w) each: per map (out,in), stage order */
+    int transient;               /* resolved cfg.buffers == LORA_BUFFERS_TRANSIENT */
+    float *delta, *weff, *ddelta;/* (n_w) each: persistent: every map (out,in) in stage
+                                    order; transient: one map, while attached */
     size_t n_w;
-    size_t *w_off;               /* [l*7+m] offset of map in delta/weff/ddelta */
+    size_t *w_off;               /* [l*7+m] offset of map in the persistent blocks */
+    model_adapter_map *maps;     /* [l*7+m] persistent: the map's three forms */
+    model_adapter_map tmap;      /* transient: the scratch */
+    int formed;                  /* transient: map l*7+m formed in the scratch (-1: none) */
+    model_stage *s;              /* the stage attached to */
+    model_adapter path;          /* s->adapter while attached */
     int64_t step;                /* AdamW steps taken */
-    int attached;                /* delta/weff pointers set in the stage */
+    int attached;                /* s->adapter set */
 } lora_adapters;
 
 /* Not collective.  Allocates and initialises the adapters of stage s (A
  * seeded per (seed, global layer, map), so equal whatever the staging), forms
  * Delta and attaches the adapter path to s (forward/backward then use it). */
 losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c);
-/* Bytes lora_adapters_build allocates for a stage of n_layers layers. */
+/* Bytes lora_adapters_build allocates for a stage of n_layers layers, and
+ * the transient scratch allocated while attached (0 when persistent). */
 size_t lora_adapters_bytes(const model_config *c, int n_layers, const lora_config *lc);
+size_t lora_adapters_attached_bytes(const model_config *c, int n_layers, const lora_config *lc);
 void lora_adapters_free(lora_adapters *ad, model_stage *s);
 /* Active rank of stage layer l (1..r_max).  Call lora_delta_update after. */
 losa_status lora_set_rank(lora_adapters *ad, int l, int r);
-/* Delta = scale (B[:, :r] A[:r]) ⊙ M and W_eff = W + Delta for every map. */
+/* After A, B, a rank or W changed: Delta = scale (B[:, :r] A[:r]) ⊙ M and
+ * W_eff = W + Delta for every map (persistent), or formed again when next
+ * used (transient). */
 void lora_delta_update(lora_adapters *ad, const model_stage *s);
-/* Attach / detach the adapter path (pointers in s->layers[l].ad). */
+/* Attach / detach the adapter path (s->adapter; transient: the scratch is
+ * allocated / freed). */
 void lora_attach(lora_adapters *ad, model_stage *s);
 void lora_detach(lora_adapters *ad, model_stage *s);
 /* Merge W += Delta (detaches; the stage is then a plain model with the same
@@ -80,9 +125,12 @@ void lora_detach(lora_adapters *ad, model_stage *s);
 int64_t lora_merge(lora_adapters *ad, model_stage *s);
 int64_t lora_unmerge(lora_adapters *ad, model_stage *s);
 
+/* Start an optimizer step's gradient: zero dDelta (persistent) or dA, dB
+ * (transient). */
 void lora_grad_zero(lora_adapters *ad);
-/* dA, dB (grads) from the accumulated dDelta (see the header comment);
- * entries outside the active rank are zero. */
+/* After the step's backwards: dA, dB (grads) from the accumulated dDelta
+ * (persistent; transient: already done map by map); entries outside the
+ * active rank are zero. */
 void lora_grad_project(lora_adapters *ad, const model_stage *s);
 /* Sum of squares of layer l's adapter gradients (double). */
 double lora_grad_sumsq(const lora_adapters *ad, int l);

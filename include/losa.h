@@ -324,7 +324,9 @@ void losa_run_free(losa_run *r);
  * `losa plan` adds up exactly what the run allocates.  Resident from the
  * start: the stage's weights and the calibration windows; through the LoSA
  * phase: the adapters, the dense reference outputs and the Gram matrices;
- * on top, what each phase adds.  The peak is the largest phase.  Not
+ * on top, what each phase adds (training: the activations, backward
+ * scratch and logits of the micro-batches in flight, and the adapters'
+ * transient scratch, which is freed while they are merged).  The peak is the largest phase.  Not
  * counted: the training examples and the perplexity text (not known before
  * they are read; a few MB for the decks in input/), the tokenizer, MPI's,
  * HDF5's and BLAS's own buffers, and, when a run resumes, the dense copy
@@ -347,9 +349,12 @@ const char *losa_phase_name(losa_phase p); /* "dense_eval", "prune", ... */
 typedef struct {
     size_t weights, inputs;       /* resident throughout */
     size_t adapters;              /* the masked adapters (lora_adapters_bytes) */
+    size_t attached;              /* their transient scratch, while training */
+    lora_buffers buffers;         /* lora.delta_buffers as resolved for the stage */
     size_t dense_ref;             /* reference outputs (or one layer's: losa.dense_ref = disk) */
     size_t grams;                 /* the LoSA loop's Gram matrices */
-    size_t prune, train, eval;    /* what a LoSA step's pruning, training, perplexity add */
+    size_t prune, train, eval;    /* what a LoSA step's pruning, training (with the
+                                     attached scratch), perplexity add */
     size_t phase[LOSA_N_PHASES];  /* resident bytes in each phase (0: not in this mode) */
     size_t peak;                  /* the largest phase */
     losa_phase peak_phase;

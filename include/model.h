@@ -73,24 +73,36 @@ model_input model_map_input(model_map m);
 /* Width of input g: the `in` of the maps that read it (D, D, D, F). */
 int model_input_width(const model_config *c, model_input g);
 
-/* Adapter path of one linear map during training (all NULL: plain W; the
- * forward is then exactly y = x W^T).  Owned by the lora module, which fills
- * delta / weff once per optimizer step (see include/lora.h):
+/* Adapter path of one linear map during training, owned by the lora
+ * module (see include/lora.h):
  *   delta  = scale * (B[:, :r] A[:r, :]) ⊙ M      (out, in)
  *   weff   = W + delta                             (out, in)
- *   ddelta += dL/dDelta = dy^T drop(x)             (out, in), by backward */
+ *   ddelta    dL/dDelta = dy^T drop(x)             (out, in), by backward */
 typedef struct {
-    const float *delta;        /* (out,in) NULL: no adapter */
+    const float *delta;        /* (out,in) */
     const float *weff;         /* (out,in) used when acts dropout is 0 */
-    float *ddelta;             /* (out,in) accumulated by model_layer_backward */
+    float *ddelta;             /* (out,in) written by model_layer_backward */
 } model_adapter_map;
+
+/* The adapter path of a stage (NULL in model_stage: plain W; the forward is
+ * then exactly y = x W^T), set by the lora module while its adapters are
+ * attached.  map(ctx, l, m): map m of stage layer l, formed by then (a
+ * transient form builds it on demand into scratch valid until the next
+ * call).  grad: NULL = backward accumulates dL/dDelta into ddelta over the
+ * micro-batches (persistent buffers, consumed once per optimizer step);
+ * else backward overwrites ddelta with this micro-batch's dL/dDelta and
+ * calls grad(ctx, l, m), which consumes it at once. */
+typedef struct model_adapter {
+    const model_adapter_map *(*map)(void *ctx, int l, model_map m);
+    void (*grad)(void *ctx, int l, model_map m);
+    void *ctx;
+} model_adapter;
 
 typedef struct {
     float *attn_norm;          /* (D) */
     float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
                                   w_gate (F,D) w_up (F,D) w_down (D,F) */
     float *ffn_norm;           /* (D) */
-    model_adapter_map ad[MODEL_N_MAPS]; /* training adapter path (zeroed) */
 } model_layer;
 
 typedef struct {
@@ -108,6 +120,8 @@ typedef struct {
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
     const struct model_sparse *sparse;
+    /* The training adapters' path (model_adapter), NULL = none.  Not owned. */
+    const model_adapter *adapter;
 } model_stage;
 
 /* Contiguous split of L layers into P stages balanced by cost (each layer
@@ -406,7 +420,7 @@ void model_bwd_free(model_bwd *g);
 /* Backward of layer l: dx (B,T,D) holds dL/d(layer output) on entry and
  * dL/d(layer input) on return.  Uses the activations saved in a's slot for l
  * (a->save MODEL_ACTS_SAVE, or MODEL_ACTS_SAVE_ONE right after recomputing
- * layer l).  Accumulates dL/dDelta into s->layers[l].ad[m].ddelta where set. */
+ * layer l).  dL/dDelta of each map goes to the adapter path (s->adapter). */
 void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
                           const model_stage *s, int l, int B, int T);
 /* Last stage: loss and its gradient.  a->logits and a->x as left by the

@@ -170,12 +170,6 @@ losa_status prune_sparsegpt_rows(float *W /* (nrows, in) */, int nrows, int64_t 
  * rows, with the local select hook's work when local_select. */
 size_t prune_sparsegpt_rows_bytes(int nrows, int in, int blocksize, int local_select);
 
-/* Both steps on a whole matrix (allocates the (in, in) Hinv). */
-losa_status prune_sparsegpt(float *W /* (out, in) */, const double *H /* (in, in) */,
-                            int out, int in, double sparsity, int nm_n, int nm_m,
-                            int blocksize, double percdamp,
-                            prune_sparsegpt_timing *t /* or NULL */);
-
 /* ---------------------------------------------------------------------------
  * The one dispatch: the maps that read one input (e.g. q, k and v of a
  * layer), every method.  Used by the calibration driver (per layer through

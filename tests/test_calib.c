@@ -7,7 +7,9 @@
  * SparseGPT, unstructured (per-layer sparsities 0.4 .. 0.7) and 2:4:
  *  - every layout of the world (PP = size; PP x DP = 1 x 2, 2 x 2) against a
  *    single-rank sequential driver written here on rank 0 with a 1-stage
- *    model (same kernels, plain loop): pipeline layouts give bit-identical
+ *    model (same kernels, plain loop, the one per-layer entry point
+ *    calib_prune_layer_maps with SparseGPT on this process): pipeline
+ *    layouts give bit-identical
  *    weights and reconstruction errors; DP layouts (each replica runs the
  *    GEMMs on fewer windows, which a BLAS may sum in another order, and the
  *    statistics are all-reduced in another order): magnitude bit-identical
@@ -83,15 +85,16 @@ static void ref_prune_sequential(model_stage *s, const int *tokens, int N, int S
     for (int w = 0; w < N; w++)
         kern_embed_forward(X + (int64_t)w * S * D, tokens + (int64_t)w * S, s->embed, S, D);
     memcpy(Xd, X, sizeof(float) * xn);
-    const int width[4] = {D, D, D, F};
-    const int grp[MODEL_N_MAPS] = {0, 0, 0, 1, 2, 2, 3};
+    int width[4];
+    for (int g = 0; g < 4; g++) width[g] = model_input_width(c, g);
     double *wcs[4];
     prune_stats hs[4];
     for (int g = 0; g < 4; g++) {
         wcs[g] = core_calloc((size_t)N * width[g], sizeof(double));
         LOSA_CHECK(prune_stats_init(&hs[g], width[g], 1) == LOSA_OK);
     }
-    double *colsq = core_calloc(F, sizeof(double));
+    double *hinv = core_calloc((size_t)F * F, sizeof(double));
+    unsigned char *dead = core_calloc(F, 1);
     double *dd = core_calloc(D, sizeof(double)), *ee = core_calloc(D, sizeof(double));
     for (int l = 0; l < L; l++) {
         double sp = o->layer_sparsity ? o->layer_sparsity[l] : o->pc.sparsity;
@@ -109,7 +112,8 @@ static void ref_prune_sequential(model_stage *s, const int *tokens, int N, int S
             memcpy(a.x, X + (int64_t)w0 * S * D, sizeof(float) * CHUNK * S * D);
             model_layer_forward(&a, s, l, CHUNK, S);
             model_layer_acts la = model_acts_layer(&a, s, 0, CHUNK, S);
-            const float *in[4] = {la.ln1, la.atty, la.ln2, la.hid};
+            const float *in[4];
+            for (int g = 0; g < 4; g++) in[g] = model_layer_input(&la, g);
             for (int g = 0; g < 4; g++) {
                 int W = width[g];
                 for (int i = 0; i < CHUNK; i++)
@@ -121,30 +125,20 @@ static void ref_prune_sequential(model_stage *s, const int *tokens, int N, int S
                 prune_stats_accumulate(&hs[g], in[g], (int64_t)CHUNK * S);
             }
         }
+        prune_input x[4];
         for (int g = 0; g < 4; g++) {
             int W = width[g];
+            double *colsq = ref_colsq[l][g];
             memset(colsq, 0, sizeof(double) * W);
             for (int w = 0; w < N; w++)
                 for (int j = 0; j < W; j++) colsq[j] += wcs[g][(int64_t)w * W + j];
             for (int j = 0; j < W; j++) colsq[j] /= (double)N * S;
-            memcpy(ref_colsq[l][g], colsq, sizeof(double) * W);
             LOSA_CHECK(prune_stats_finalize(&hs[g]) == LOSA_OK);
-            for (int m = 0; m < MODEL_N_MAPS; m++) {
-                if (grp[m] != g) continue;
-                int out, in;
-                model_map_shape(c, m, &out, &in);
-                float *Wm = s->layers[l].w[m];
-                losa_status st;
-                if (o->pc.method == PRUNE_METHOD_MAGNITUDE)
-                    st = prune_magnitude(Wm, out, in, sp, o->pc.nm_n, o->pc.nm_m);
-                else if (o->pc.method == PRUNE_METHOD_WANDA)
-                    st = prune_wanda(Wm, colsq, out, in, sp, o->pc.nm_n, o->pc.nm_m);
-                else
-                    st = prune_sparsegpt(Wm, hs[g].H, out, in, sp, o->pc.nm_n, o->pc.nm_m,
-                                         o->pc.blocksize, o->pc.percdamp, NULL);
-                LOSA_CHECK(st == LOSA_OK);
-            }
+            x[g] = (prune_input){.in = W, .colsq = colsq, .H = hs[g].H, .hinv = hinv,
+                                 .dead = dead};
         }
+        /* the one per-layer entry point, every step on this process */
+        LOSA_CHECK(calib_prune_layer_maps(s, l, &o->pc, sp, x, NULL, NULL) == LOSA_OK);
         memset(dd, 0, sizeof(double) * D);
         memset(ee, 0, sizeof(double) * D);
         for (int w0 = 0; w0 < N; w0 += CHUNK) { /* recompute with pruned weights */
@@ -160,7 +154,8 @@ static void ref_prune_sequential(model_stage *s, const int *tokens, int N, int S
         core_free(wcs[g]);
         prune_stats_free(&hs[g]);
     }
-    core_free(colsq);
+    core_free(hinv);
+    core_free(dead);
     core_free(dd);
     core_free(ee);
     core_free(X);

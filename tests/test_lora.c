@@ -2,7 +2,8 @@
  * reference (tests/ref/lora_grad_ref.py, float64 autograd), with and without
  * dropout; activation checkpointing bit-identical to stored activations;
  * merge/unmerge on a magnitude-pruned model (non-zero count unchanged,
- * unmerge inverts merge within fp32 rounding); AdamW and the LR schedule
+ * unmerge inverts merge within fp32 rounding); the transient dense forms
+ * against the persistent ones (test_buffers); AdamW and the LR schedule
  * against hand-derived values; adapter + optimizer state HDF5 round trip. */
 #include <float.h>
 #include <math.h>
@@ -286,6 +287,130 @@ static void test_merge(void)
     model_stage_free(&s);
 }
 
+/* A pruned tiny model with adapters in form b (ranks 5, 3, 16; random B). */
+static void buffers_model(model_stage *s, lora_adapters *ad, lora_buffers b, float dropout)
+{
+    lora_config lc;
+    lora_config_default(&lc);
+    lc.dropout = dropout;
+    lc.rank = 5;
+    lc.buffers = b;
+    model_stage_build(s, &tiny, 0, 1);
+    model_stage_randomize(s, 11, 0.3f);
+    prune_stage(s, 0.5f);
+    TEST_CHECK(lora_adapters_build(ad, s, &lc) == LOSA_OK, "adapters");
+    TEST_CHECK(ad->transient == (b == LORA_BUFFERS_TRANSIENT), "form %s", lora_buffers_name(b));
+    lora_set_rank(ad, 1, 3);
+    lora_set_rank(ad, 2, 16);
+    randomize_B(ad, 5, 0.2f);
+    lora_delta_update(ad, s);
+}
+
+/* M micro-batches (tokens (M, B, T)) into ad->grads: zero, forward and
+ * backward each, project. */
+static double grads_step(model_stage *s, lora_adapters *ad, const int *tok, const int *tgt, int M,
+                         int B, int T, float scale)
+{
+    model_acts a;
+    model_bwd g;
+    model_acts_build(&a, s, B, T, MODEL_ACTS_SAVE);
+    model_bwd_build(&g, s, B, T);
+    a.drop_p = ad->cfg.dropout;
+    double nll = 0;
+    int64_t n;
+    lora_grad_zero(ad);
+    for (int k = 0; k < M; k++) {
+        a.drop_seed = 99 + k;
+        model_stage_embed(&a, s, tok + k * B * T, B, T);
+        for (int l = 0; l < s->n_layers; l++) model_layer_forward(&a, s, l, B, T);
+        model_stage_head(&a, s, B, T);
+        nll += model_head_backward(&g, g.dx, &a, s, tgt + k * B * T, B, T, scale, &n);
+        model_stage_backward(&g, g.dx, &a, s, B, T);
+    }
+    lora_grad_project(ad, s);
+    model_bwd_free(&g);
+    model_acts_free(&a);
+    return nll;
+}
+
+/* Transient vs persistent dense forms (include/lora.h):
+ *  - one micro-batch: the same arithmetic (forms, forward, backward, one
+ *    projection): loss and dA, dB bit-identical, with and without dropout,
+ *    and merge / unmerge give bit-identical weights;
+ *  - M = 4 micro-batches: persistent projects the fp32 sum of the dDelta_k,
+ *    transient sums the projections of each.  Each term scale G_k[o,j]
+ *    A[r,j] of dB[o,r] meets at most M - 1 additions over k, one product,
+ *    i - 1 additions over j and the scaling in either order, so each result
+ *    is within gamma_{i+M+1} sum_k sum_j |scale G_k[o,j] A[r,j]| of the
+ *    exact sum (gamma_n = n u / (1 - n u), u = 2^-24) and the two within
+ *    twice that; dA[r,j] likewise with o in place of i.  G_k is the masked
+ *    dDelta of micro-batch k alone (persistent, one micro-batch). */
+static void test_buffers(float dropout)
+{
+    enum { M = 4, B = 2, T = 9 };
+    model_stage sp, st;
+    lora_adapters ap, at;
+    buffers_model(&sp, &ap, LORA_BUFFERS_PERSISTENT, dropout);
+    buffers_model(&st, &at, LORA_BUFFERS_TRANSIENT, dropout);
+    int tok[M * B * T], tgt[M * B * T];
+    core_rng r;
+    core_rng_seed(&r, 23);
+    for (int i = 0; i < M * B * T; i++) tok[i] = (int)(core_rng_u64(&r) % tiny.vocab_size);
+    for (int i = 0; i < M * B * T; i++) tgt[i] = i % T + 1 < T ? tok[i + 1] : -1;
+    float sc = 1.0f / (M * B * (T - 1));
+    size_t np = ap.n_params;
+    double lp = grads_step(&sp, &ap, tok, tgt, 1, B, T, sc);
+    double lt = grads_step(&st, &at, tok, tgt, 1, B, T, sc);
+    TEST_CHECK(lp == lt && !memcmp(ap.grads, at.grads, sizeof(float) * np),
+               "dropout %g: one micro-batch: transient gradients differ from persistent", dropout);
+    /* the bound for M micro-batches from each one's masked dDelta */
+    double *bnd = calloc(np, sizeof(double));
+    for (int k = 0; k < M; k++) {
+        grads_step(&sp, &ap, tok + k * B * T, tgt + k * B * T, 1, B, T, sc);
+        for (int q = 0; q < ap.n_layers * MODEL_N_MAPS; q++) {
+            int o, i, R = ap.cfg.r_max, rk = ap.rank[q / MODEL_N_MAPS];
+            model_map_shape(&tiny, q % MODEL_N_MAPS, &o, &i);
+            const float *G = ap.ddelta + ap.w_off[q];
+            double *bA = bnd + (ap.gA[q] - ap.grads), *bB = bnd + (ap.gB[q] - ap.grads);
+            double gA = (o + M + 1) * 0x1p-24 / (1 - (o + M + 1) * 0x1p-24);
+            double gB = (i + M + 1) * 0x1p-24 / (1 - (i + M + 1) * 0x1p-24);
+            for (int oo = 0; oo < o; oo++)
+                for (int j = 0; j < i; j++)
+                    for (int rr = 0; rr < rk; rr++) {
+                        double g = fabs((double)ap.scale * G[(int64_t)oo * i + j]);
+                        bB[oo * R + rr] += 2 * gB * g * fabs(ap.A[q][rr * i + j]);
+                        bA[rr * i + j] += 2 * gA * g * fabs(ap.B[q][oo * R + rr]);
+                    }
+        }
+    }
+    grads_step(&sp, &ap, tok, tgt, M, B, T, sc);
+    grads_step(&st, &at, tok, tgt, M, B, T, sc);
+    size_t over = 0, differ = 0;
+    double worst = 0;
+    for (size_t e = 0; e < np; e++) {
+        double d = fabs((double)ap.grads[e] - at.grads[e]);
+        differ += d > 0;
+        over += d > bnd[e];
+        if (bnd[e] > 0) worst = fmax(worst, d / bnd[e]);
+    }
+    fprintf(stderr, "dropout %g: transient vs persistent, %d micro-batches: %zu of %zu gradients "
+            "differ, at most %.3f of the derived bound\n", dropout, M, differ, np, worst);
+    TEST_CHECK(over == 0, "dropout %g: %zu gradients beyond the derived bound", dropout, over);
+    /* merge / unmerge, the transient one forming each map's Delta on the way */
+    int64_t cp = lora_merge(&ap, &sp), ct = lora_merge(&at, &st);
+    int same = cp == ct && !memcmp(sp.params, st.params, sizeof(float) * sp.n_params);
+    cp = lora_unmerge(&ap, &sp);
+    ct = lora_unmerge(&at, &st);
+    same &= cp == ct && !memcmp(sp.params, st.params, sizeof(float) * sp.n_params);
+    TEST_CHECK(same && at.attached && st.adapter == &at.path,
+               "dropout %g: transient merge / unmerge differ from persistent", dropout);
+    free(bnd);
+    lora_adapters_free(&ap, &sp);
+    lora_adapters_free(&at, &st);
+    model_stage_free(&sp);
+    model_stage_free(&st);
+}
+
 static void test_adamw_schedule(void)
 {
     /* schedule: total 10, warmup 0.3 -> W = 3 */
@@ -461,6 +586,8 @@ int main(void)
     test_reference(0.0f, "nodrop");
     test_reference(0.1f, "drop");
     test_merge();
+    test_buffers(0.0f);
+    test_buffers(0.1f);
     test_adamw_schedule();
     test_io();
     test_data();

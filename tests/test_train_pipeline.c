@@ -4,7 +4,10 @@
  * random tiny pruned model give the same loss curve and the same adapters for
  * P = 1, 2, 4 as one process holding the whole model (required: bit-identical;
  * the arithmetic per layer and the reduction orders are the same).  The
- * pipeline run uses activation checkpointing, the reference does not. */
+ * pipeline run uses activation checkpointing, the reference does not.  Both
+ * forms of the adapters' dense buffers (lora.delta_buffers persistent and
+ * transient): each stage projects its maps' dDelta in micro-batch order in
+ * either, so each is bit-identical to its own one-process run. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +22,9 @@
 
 static void run(dist_ctx *d, const model_config *c, const lora_train_config *tc,
                 const int *tok, const int *tgt, double *curve, model_stage *s,
-                lora_adapters *ad)
+                lora_adapters *ad, lora_buffers b)
 {
-    fixture_model(d, c, s, ad);
+    fixture_model_buffers(d, c, s, ad, b);
     lora_trainer tr;
     TEST_CHECK(lora_trainer_build(&tr, d, s, ad, tc) == LOSA_OK, "trainer: %s", core_errmsg());
     fixture_train(&tr, tc, tok, tgt, 4, STEPS, curve);
@@ -39,40 +42,43 @@ int main(int argc, char **argv)
     int *tok, *tgt;
     fixture_tokens(n, tc.T, c.vocab_size, &tok, &tgt);
     double curve[2 * STEPS], ref[2 * STEPS];
-    model_stage s, sr;
-    lora_adapters ad, adr;
-    tc.ckpt = 1;
-    run(d, &c, &tc, tok, tgt, curve, &s, &ad);
-    tc.ckpt = 0;
-    run(NULL, &c, &tc, tok, tgt, ref, &sr, &adr);
-    int same = memcmp(curve, ref, sizeof curve) == 0;
-    double worst = fixture_max_rel(curve, ref, 2 * STEPS);
-    if (dist_rank(d) == 0) {
-        fprintf(stderr, "P=%d loss: step 0 %.6f  step 9 %.6f  step 19 %.6f (grad norm %.4f -> "
-                "%.4f)\n", dist_n_stages(d), curve[0], curve[9], curve[STEPS - 1],
-                curve[STEPS], curve[2 * STEPS - 1]);
-        fprintf(stderr, "P=%d vs one process: %s (max rel diff %.2e)\n", dist_n_stages(d),
-                same ? "bit-identical" : "differs", worst);
+    for (int b = LORA_BUFFERS_PERSISTENT; b <= LORA_BUFFERS_TRANSIENT; b++) {
+        const char *bn = lora_buffers_name(b);
+        model_stage s, sr;
+        lora_adapters ad, adr;
+        tc.ckpt = 1;
+        run(d, &c, &tc, tok, tgt, curve, &s, &ad, b);
+        tc.ckpt = 0;
+        run(NULL, &c, &tc, tok, tgt, ref, &sr, &adr, b);
+        int same = memcmp(curve, ref, sizeof curve) == 0;
+        double worst = fixture_max_rel(curve, ref, 2 * STEPS);
+        if (dist_rank(d) == 0) {
+            fprintf(stderr, "%s P=%d loss: step 0 %.6f  step 9 %.6f  step 19 %.6f (grad norm "
+                    "%.4f -> %.4f)\n", bn, dist_n_stages(d), curve[0], curve[9],
+                    curve[STEPS - 1], curve[STEPS], curve[2 * STEPS - 1]);
+            fprintf(stderr, "%s P=%d vs one process: %s (max rel diff %.2e)\n", bn,
+                    dist_n_stages(d), same ? "bit-identical" : "differs", worst);
+        }
+        TEST_CHECK(same, "%s P=%d loss/grad-norm curve differs from one process (max rel %.3g)",
+                   bn, dist_n_stages(d), worst);
+        TEST_CHECK(curve[STEPS - 1] < curve[0] - 0.05 && curve[STEPS - 2] < curve[1],
+                   "%s: loss did not decrease: %.5f -> %.5f", bn, curve[0], curve[STEPS - 1]);
+        /* this rank's adapters equal the reference's layers */
+        int eq = 1;
+        for (int l = 0; l < ad.n_layers; l++) {
+            int gl = s.layer0 + l;
+            size_t len = (size_t)(ad.A[(l + 1) * MODEL_N_MAPS - 1] - ad.A[l * MODEL_N_MAPS]);
+            eq &= memcmp(ad.A[l * MODEL_N_MAPS], adr.A[gl * MODEL_N_MAPS], sizeof(float) * len) == 0;
+        }
+        TEST_CHECK(eq, "%s rank %d: adapters differ from the one-process run", bn, dist_rank(d));
+        lora_adapters_free(&ad, &s);
+        lora_adapters_free(&adr, &sr);
+        model_stage_free(&s);
+        model_stage_free(&sr);
     }
-    TEST_CHECK(same, "P=%d loss/grad-norm curve differs from one process (max rel %.3g)",
-               dist_n_stages(d), worst);
-    TEST_CHECK(curve[STEPS - 1] < curve[0] - 0.05 && curve[STEPS - 2] < curve[1],
-               "loss did not decrease: %.5f -> %.5f", curve[0], curve[STEPS - 1]);
-    /* this rank's adapters equal the reference's layers */
-    int eq = 1;
-    for (int l = 0; l < ad.n_layers; l++) {
-        int gl = s.layer0 + l;
-        size_t len = (size_t)(ad.A[(l + 1) * MODEL_N_MAPS - 1] - ad.A[l * MODEL_N_MAPS]);
-        eq &= memcmp(ad.A[l * MODEL_N_MAPS], adr.A[gl * MODEL_N_MAPS], sizeof(float) * len) == 0;
-    }
-    TEST_CHECK(eq, "rank %d: adapters differ from the one-process run", dist_rank(d));
     double fails = test_failures;
     dist_sum_doubles(d, &fails, 1);
     test_failures = (int)fails;
-    lora_adapters_free(&ad, &s);
-    lora_adapters_free(&adr, &sr);
-    model_stage_free(&s);
-    model_stage_free(&sr);
     free(tok);
     free(tgt);
     int rc = dist_rank(d) == 0 ? test_finish("test_train_pipeline") : (test_failures != 0);

@@ -47,12 +47,13 @@ static inline void fixture_tokens(int64_t n, int T, int vocab, int **tok, int **
 /* This rank's stage (the whole model when d is NULL): random weights,
  * a deterministic 50% pattern from the weights themselves (|w| < median of
  * a normal, 0.6745 sd -> 0), adapters of rank 6 set to ranks 2..6 by layer. */
-static inline void fixture_model(dist_ctx *d, const model_config *c, model_stage *s,
-                                 lora_adapters *ad)
+static inline void fixture_model_buffers(dist_ctx *d, const model_config *c, model_stage *s,
+                                         lora_adapters *ad, lora_buffers b)
 {
     lora_config lc;
     lora_config_default(&lc);
     lc.rank = 6;
+    lc.buffers = b;
     if (d) TEST_CHECK(model_stage_for_rank(s, c, d) == LOSA_OK, "stage");
     else model_stage_build(s, c, 0, 1);
     model_stage_randomize(s, 21, 0.2f);
@@ -66,6 +67,12 @@ static inline void fixture_model(dist_ctx *d, const model_config *c, model_stage
     TEST_CHECK(lora_adapters_build(ad, s, &lc) == LOSA_OK, "adapters");
     for (int l = 0; l < s->n_layers; l++) lora_set_rank(ad, l, 2 + (s->layer0 + l) % 5);
     lora_delta_update(ad, s);
+}
+/* ... with the dense forms lora_config_default gives (auto: persistent). */
+static inline void fixture_model(dist_ctx *d, const model_config *c, model_stage *s,
+                                 lora_adapters *ad)
+{
+    fixture_model_buffers(d, c, s, ad, LORA_BUFFERS_AUTO);
 }
 
 /* steps optimizer steps cycling over nchunk chunks of the token stream;

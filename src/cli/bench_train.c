@@ -1,11 +1,13 @@
 /* losa bench train [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
- *                  [--dropout P] [--recompute] [--json]
+ *                  [--dropout P] [--recompute] [--delta-buffers auto|persistent|transient]
+ *                  [--json]
  * Tokens/s of one masked-LoRA training step (forward, backward, dA/dB,
  * AdamW, delta update) on one rank, and in the same run this machine's sgemm
  * GFLOP/s; reports the fraction of that peak the step's matrix work reaches.
  * Without --model a minillama-shaped model with random weights (D 256, F 768,
  * L 6, H 8, Hkv 4, V 32000), pruned to 50% by magnitude, is used.  Default
- * B x T = 4 x 256, dropout 0.1 (the reference setting). */
+ * B x T = 4 x 256, dropout 0.1 (the reference setting); the adapters'
+ * dense forms as lora.delta_buffers (include/lora.h), auto by default. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     const char *model = NULL, *v;
     int T_set = 0, B = 4, T = 256, iters = 3, json = 0, ckpt = 0;
     float dropout = 0.1f;
+    lora_buffers buffers = LORA_BUFFERS_AUTO;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
@@ -33,6 +36,13 @@ int bench_train(dist_ctx *d, int argc, char **argv)
             if ((s = cli_fraction("--dropout", v, &p)) == LOSA_OK) dropout = (float)p;
         }
         else if (!strcmp(argv[i], "--recompute")) ckpt = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--delta-buffers"))) {
+            buffers = !strcmp(v, "persistent") ? LORA_BUFFERS_PERSISTENT
+                      : !strcmp(v, "transient") ? LORA_BUFFERS_TRANSIENT : LORA_BUFFERS_AUTO;
+            if (buffers == LORA_BUFFERS_AUTO && strcmp(v, "auto"))
+                s = core_err(LOSA_ERR_ARG, "--delta-buffers: expected auto, persistent or "
+                             "transient, got '%s'", v);
+        }
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
     }
@@ -62,6 +72,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     lora_config lc;
     lora_config_default(&lc);
     lc.dropout = dropout;
+    lc.buffers = buffers;
+    lc.mb_tokens = (int64_t)B * T;
     lora_train_config tc;
     lora_train_config_default(&tc);
     tc.B = B;
@@ -77,9 +89,10 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     int *tok = malloc(sizeof(int) * B * T), *tgt = malloc(sizeof(int) * B * T);
     for (int i = 0; i < B * T; i++) tok[i] = (i * 7919) % st.cfg.vocab_size;
     for (int i = 0; i < B * T; i++) tgt[i] = (i % T == T - 1) ? -1 : tok[i + 1];
-    core_log("bench train: B x T = %d x %d, %d layers, D %d, F %d, V %d, lora r %d, dropout %g%s\n",
-             B, T, st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size, lc.rank,
-             dropout, ckpt ? ", recompute" : "");
+    const char *bufs = lora_buffers_name(lora_buffers_resolve(&lc, &st.cfg, st.n_layers));
+    core_log("bench train: B x T = %d x %d, %d layers, D %d, F %d, V %d, lora r %d, dropout %g%s, "
+             "%s delta buffers\n", B, T, st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim,
+             st.cfg.vocab_size, lc.rank, dropout, ckpt ? ", recompute" : "", bufs);
     lora_step_stats ss;
     s = lora_train_step(&tr, tok, tgt, &ss); /* warm-up */
     double best = 1e30;
@@ -104,6 +117,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "dropout", dropout);
         cJSON_AddNumberToObject(o, "seconds", best);
+        cJSON_AddStringToObject(o, "delta_buffers", bufs);
         cli_json_emit(d, o);
     }
     free(tok);

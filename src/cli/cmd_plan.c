@@ -268,6 +268,8 @@ static void plan_print(const plan *p)
            (long long)model_param_count(c), model_param_count(c) * 4e-9);
     printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
            p->ranks, p->pp, p->dp, p->B, p->T, p->accum);
+    printf("adapters' dense forms (lora.delta_buffers = %s): %s on rank 0\n",
+           lora_buffers_name(p->rs.lora.lc.buffers), lora_buffers_name(p->r[0].mem.buffers));
     printf("%5s %5s %5s %7s | %8s %8s %8s %8s | %8s %8s %8s | %8s %-11s | %8s %8s %8s | %8s "
            "%8s %8s %8s\n", "rank", "stage", "repl", "layers", "weights", "adapter", "dense_ref",
            "grams", "+prune", "+train", "+eval", "peak", "(phase)", "GF_calib", "GF_sgpt",
@@ -336,6 +338,8 @@ static char *plan_json(const plan *p, const plan_mem *mem)
         for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
             cJSON_AddNumberToObject(e, f[i].k, f[i].v);
         cJSON_AddStringToObject(e, "peak_phase", losa_phase_name(mm->peak_phase));
+        cJSON_AddStringToObject(e, "delta_buffers", lora_buffers_name(mm->buffers));
+        cJSON_AddNumberToObject(e, "adapter_scratch_bytes", mm->attached);
         cJSON *ph = cJSON_AddObjectToObject(e, "phase_bytes");
         for (int q = 0; q < LOSA_N_PHASES; q++)
             if (mm->phase[q]) cJSON_AddNumberToObject(ph, losa_phase_name(q), mm->phase[q]);

@@ -56,6 +56,8 @@ static const cli_flag f_bench_train[] = {
     {"--iters", "K", "3", "timed steps, 1..1000000"},
     {"--dropout", "P", "0.1", "LoRA dropout, 0 <= P < 1"},
     {"--recompute", NULL, "off", "activation recomputation in the backward"},
+    {"--delta-buffers", "auto|persistent|transient", "auto",
+     "where the adapters' dense forms live (deck key lora.delta_buffers)"},
     JSON_FLAG, END};
 static const cli_flag f_bench_prune[] = {
     {"--model", "STORE.h5", "random minillama layer", "model store"},

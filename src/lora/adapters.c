@@ -14,31 +14,76 @@ void lora_config_default(lora_config *c)
     c->r0 = 8.0f;
     c->dropout = 0.1f;
     c->seed = 42;
+    c->buffers = LORA_BUFFERS_AUTO;
+    c->mb_tokens = 0;
 }
 
-/* Floats of the adapters of n_layers layers (np: A and B; nw: the maps). */
-static void adapter_floats(const model_config *c, int n_layers, int r_max, size_t *np, size_t *nw)
+static const char *buffers_names[] = {"auto", "persistent", "transient"};
+
+const char *lora_buffers_name(lora_buffers b)
 {
-    *np = *nw = 0;
+    return b >= 0 && b <= LORA_BUFFERS_TRANSIENT ? buffers_names[b] : "unknown";
+}
+
+/* Floats of the adapters of n_layers layers (np: A and B; nw: the maps;
+ * wmax: the largest map). */
+static void adapter_floats(const model_config *c, int n_layers, int r_max, size_t *np, size_t *nw,
+                           size_t *wmax)
+{
+    *np = *nw = *wmax = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, m, &o, &i);
         *np += (size_t)r_max * (o + i);
         *nw += (size_t)o * i;
+        if ((size_t)o * i > *wmax) *wmax = (size_t)o * i;
     }
     *np *= n_layers;
     *nw *= n_layers;
 }
 
+lora_buffers lora_buffers_resolve(const lora_config *lc, const model_config *c, int n_layers)
+{
+    if (lc->buffers != LORA_BUFFERS_AUTO) return lc->buffers;
+    size_t np, nw, wmax;
+    adapter_floats(c, n_layers, lc->r_max, &np, &nw, &wmax);
+    int small = 3 * nw * sizeof(float) <= LORA_PERSISTENT_MAX_BYTES;
+    return small && lc->mb_tokens < LORA_TRANSIENT_MIN_TOKENS ? LORA_BUFFERS_PERSISTENT
+                                                              : LORA_BUFFERS_TRANSIENT;
+}
+
+/* Floats of each of the three dense blocks (delta, weff, ddelta): every
+ * map of the stage (persistent) or the largest map (transient). */
+static size_t dense_floats(const lora_config *lc, const model_config *c, int n_layers)
+{
+    size_t np, nw, wmax;
+    adapter_floats(c, n_layers, lc->r_max, &np, &nw, &wmax);
+    return lora_buffers_resolve(lc, c, n_layers) == LORA_BUFFERS_TRANSIENT ? wmax : nw;
+}
+
 size_t lora_adapters_bytes(const model_config *c, int n_layers, const lora_config *lc)
 {
-    size_t np, nw, nm = (size_t)n_layers * MODEL_N_MAPS;
-    adapter_floats(c, n_layers, lc->r_max, &np, &nw);
+    size_t np, nw, wmax, nm = (size_t)n_layers * MODEL_N_MAPS;
+    adapter_floats(c, n_layers, lc->r_max, &np, &nw, &wmax);
     if (nm == 0) nm = 1;
-    return core_alloc_bytes(n_layers > 0 ? n_layers : 1, sizeof(int)) +
-           4 * core_alloc_bytes(nm, sizeof(float *)) + core_alloc_bytes(nm, sizeof(size_t)) +
-           4 * core_alloc_bytes(np + 1, sizeof(float)) + 3 * core_alloc_bytes(nw + 1, sizeof(float));
+    size_t b = core_alloc_bytes(n_layers > 0 ? n_layers : 1, sizeof(int)) +
+               4 * core_alloc_bytes(nm, sizeof(float *)) + core_alloc_bytes(nm, sizeof(size_t)) +
+               core_alloc_bytes(nm, sizeof(model_adapter_map)) +
+               4 * core_alloc_bytes(np + 1, sizeof(float));
+    if (lora_buffers_resolve(lc, c, n_layers) == LORA_BUFFERS_PERSISTENT)
+        b += 3 * core_alloc_bytes(nw + 1, sizeof(float));
+    return b;
 }
+
+size_t lora_adapters_attached_bytes(const model_config *c, int n_layers, const lora_config *lc)
+{
+    if (lora_buffers_resolve(lc, c, n_layers) != LORA_BUFFERS_TRANSIENT) return 0;
+    return 3 * core_alloc_bytes(dense_floats(lc, c, n_layers) + 1, sizeof(float));
+}
+
+static const model_adapter_map *map_persistent(void *ctx, int l, model_map m);
+static const model_adapter_map *map_transient(void *ctx, int l, model_map m);
+static void grad_transient(void *ctx, int l, model_map m);
 
 losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c)
 {
@@ -56,24 +101,28 @@ losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_co
     ad->scale = c->alpha / c->r0;
     ad->layer0 = s->layer0;
     ad->n_layers = s->n_layers;
+    ad->transient = lora_buffers_resolve(c, &s->cfg, s->n_layers) == LORA_BUFFERS_TRANSIENT;
     int nl = s->n_layers, R = c->r_max, nm = nl * MODEL_N_MAPS;
-    size_t np, nw;
-    adapter_floats(&s->cfg, nl, R, &np, &nw);
+    size_t np, nw, wmax;
+    adapter_floats(&s->cfg, nl, R, &np, &nw, &wmax);
     ad->n_params = np;
-    ad->n_w = nw;
+    ad->n_w = dense_floats(c, &s->cfg, nl);
     ad->rank = core_calloc(nl > 0 ? nl : 1, sizeof(int));
     ad->A = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
     ad->B = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
     ad->gA = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
     ad->gB = core_calloc(nm > 0 ? nm : 1, sizeof(float *));
     ad->w_off = core_calloc(nm > 0 ? nm : 1, sizeof(size_t));
+    ad->maps = core_calloc(nm > 0 ? nm : 1, sizeof(model_adapter_map));
     ad->params = core_calloc(np + 1, sizeof(float));
     ad->grads = core_calloc(np + 1, sizeof(float));
     ad->m = core_calloc(np + 1, sizeof(float));
     ad->v = core_calloc(np + 1, sizeof(float));
-    ad->delta = core_calloc(nw + 1, sizeof(float));
-    ad->weff = core_calloc(nw + 1, sizeof(float));
-    ad->ddelta = core_calloc(nw + 1, sizeof(float));
+    if (!ad->transient) { /* transient: allocated while attached */
+        ad->delta = core_calloc(ad->n_w + 1, sizeof(float));
+        ad->weff = core_calloc(ad->n_w + 1, sizeof(float));
+        ad->ddelta = core_calloc(ad->n_w + 1, sizeof(float));
+    }
     size_t p = 0, w = 0;
     for (int l = 0; l < nl; l++) {
         ad->rank[l] = c->rank;
@@ -87,6 +136,9 @@ losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_co
             ad->gB[k] = ad->grads + p;
             p += (size_t)R * o;
             ad->w_off[k] = w;
+            if (!ad->transient)
+                ad->maps[k] = (model_adapter_map){.delta = ad->delta + w, .weff = ad->weff + w,
+                                                  .ddelta = ad->ddelta + w};
             w += (size_t)o * i;
             /* torch kaiming_uniform_(a=sqrt(5)): bound = 1/sqrt(fan_in); B = 0 */
             core_rng r;
@@ -97,6 +149,9 @@ losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_co
         }
     }
     LOSA_CHECK(p == np && w == nw);
+    ad->path = (model_adapter){.map = ad->transient ? map_transient : map_persistent,
+                               .grad = ad->transient ? grad_transient : NULL, .ctx = ad};
+    ad->formed = -1;
     lora_delta_update(ad, s);
     lora_attach(ad, s);
     return LOSA_OK;
@@ -112,6 +167,7 @@ void lora_adapters_free(lora_adapters *ad, model_stage *s)
     core_free(ad->gA);
     core_free(ad->gB);
     core_free(ad->w_off);
+    core_free(ad->maps);
     core_free(ad->params);
     core_free(ad->grads);
     core_free(ad->m);
@@ -131,99 +187,159 @@ losa_status lora_set_rank(lora_adapters *ad, int l, int r)
     return LOSA_OK;
 }
 
+/* Transient: the scratch of one map's three forms. */
+static void scratch_alloc(lora_adapters *ad)
+{
+    if (ad->delta) return;
+    ad->delta = core_calloc(ad->n_w + 1, sizeof(float));
+    ad->weff = core_calloc(ad->n_w + 1, sizeof(float));
+    ad->ddelta = core_calloc(ad->n_w + 1, sizeof(float));
+    ad->tmap = (model_adapter_map){.delta = ad->delta, .weff = ad->weff, .ddelta = ad->ddelta};
+    ad->formed = -1;
+}
+
+static void scratch_free(lora_adapters *ad)
+{
+    core_free(ad->delta);
+    core_free(ad->weff);
+    core_free(ad->ddelta);
+    ad->delta = ad->weff = ad->ddelta = NULL;
+    ad->formed = -1;
+}
+
 void lora_attach(lora_adapters *ad, model_stage *s)
 {
-    for (int l = 0; l < ad->n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            size_t off = ad->w_off[l * MODEL_N_MAPS + m];
-            model_adapter_map *am = &s->layers[l].ad[m];
-            am->delta = ad->delta + off;
-            am->weff = ad->weff + off;
-            am->ddelta = ad->ddelta + off;
-        }
+    if (ad->transient) scratch_alloc(ad);
+    ad->s = s;
+    ad->formed = -1;
+    s->adapter = &ad->path;
     ad->attached = 1;
 }
 
 void lora_detach(lora_adapters *ad, model_stage *s)
 {
-    for (int l = 0; l < ad->n_layers; l++)
-        memset(s->layers[l].ad, 0, sizeof s->layers[l].ad);
+    s->adapter = NULL;
+    if (ad->transient) scratch_free(ad);
     ad->attached = 0;
+}
+
+/* Delta (o,i) = scale * B[:, :r] (o,r; ld R) @ A[:r] (r,i), ⊙ M (M: W != 0),
+ * and W_eff = W + Delta when we is given, for map k of stage layer l. */
+static void form_map(const lora_adapters *ad, const float *W, int l, int k, float *dl, float *we)
+{
+    int o, i, r = ad->rank[l];
+    model_map_shape(&ad->mcfg, k % MODEL_N_MAPS, &o, &i);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, i, r, ad->scale, ad->B[k],
+                ad->cfg.r_max, ad->A[k], i, 0.0f, dl, i);
+    for (int64_t e = 0; e < (int64_t)o * i; e++) {
+        if (W[e] == 0.0f) dl[e] = 0.0f;
+        if (we) we[e] = W[e] + dl[e];
+    }
+}
+
+static const model_adapter_map *map_persistent(void *ctx, int l, model_map m)
+{
+    const lora_adapters *ad = ctx;
+    return &ad->maps[l * MODEL_N_MAPS + m];
+}
+
+static const model_adapter_map *map_transient(void *ctx, int l, model_map m)
+{
+    lora_adapters *ad = ctx;
+    int k = l * MODEL_N_MAPS + m;
+    if (ad->formed != k) {
+        form_map(ad, ad->s->layers[l].w[m], l, k, ad->delta, ad->weff);
+        ad->formed = k;
+    }
+    return &ad->tmap;
 }
 
 void lora_delta_update(lora_adapters *ad, const model_stage *s)
 {
-    int R = ad->cfg.r_max;
+    ad->formed = -1; /* transient: formed again on demand */
+    if (ad->transient) return;
     for (int l = 0; l < ad->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i, k = l * MODEL_N_MAPS + m, r = ad->rank[l];
-            model_map_shape(&s->cfg, m, &o, &i);
-            float *dl = ad->delta + ad->w_off[k], *we = ad->weff + ad->w_off[k];
-            const float *W = s->layers[l].w[m];
-            /* delta (o,i) = scale * B[:, :r] (o,r; ld R) @ A[:r] (r,i) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, i, r, ad->scale,
-                        ad->B[k], R, ad->A[k], i, 0.0f, dl, i);
-            for (int64_t e = 0; e < (int64_t)o * i; e++) {
-                if (W[e] == 0.0f) dl[e] = 0.0f;
-                we[e] = W[e] + dl[e];
-            }
+            int k = l * MODEL_N_MAPS + m;
+            form_map(ad, s->layers[l].w[m], l, k, ad->delta + ad->w_off[k],
+                     ad->weff + ad->w_off[k]);
         }
 }
 
+/* W += sign * Delta for every map (Delta of the current mask: stored, or
+ * formed map by map into the transient scratch). */
 static int64_t add_delta(lora_adapters *ad, model_stage *s, float sign)
 {
     int64_t changed = 0;
+    int own = ad->transient && !ad->delta;
+    if (own) scratch_alloc(ad);
     for (int l = 0; l < ad->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int o, i, k = l * MODEL_N_MAPS + m;
             model_map_shape(&s->cfg, m, &o, &i);
-            const float *dl = ad->delta + ad->w_off[k];
             float *W = s->layers[l].w[m];
+            const float *dl = ad->delta + (ad->transient ? 0 : ad->w_off[k]);
+            if (ad->transient) form_map(ad, W, l, k, ad->delta, NULL);
             for (int64_t e = 0; e < (int64_t)o * i; e++) {
                 float w0 = W[e];
                 W[e] = w0 + sign * dl[e]; /* dl == 0 wherever w0 == 0 */
                 changed += (w0 == 0.0f) != (W[e] == 0.0f);
             }
         }
+    if (own) scratch_free(ad);
+    ad->formed = -1;
     return changed;
 }
 
 int64_t lora_merge(lora_adapters *ad, model_stage *s)
 {
+    int64_t c = add_delta(ad, s, 1.0f);
     lora_detach(ad, s);
-    return add_delta(ad, s, 1.0f);
+    return c;
 }
 
 int64_t lora_unmerge(lora_adapters *ad, model_stage *s)
 {
-    int64_t c = add_delta(ad, s, -1.0f);
     lora_attach(ad, s);
-    return c;
+    return add_delta(ad, s, -1.0f);
+}
+
+/* G = dDelta ⊙ M (in place), then dB[:, :r] = scale G A[:r]^T and
+ * dA[:r] = scale B[:, :r]^T G, added to beta x the gradients. */
+static void project_map(lora_adapters *ad, const float *W, int l, int k, float *G, float beta)
+{
+    int o, i, R = ad->cfg.r_max, r = ad->rank[l];
+    model_map_shape(&ad->mcfg, k % MODEL_N_MAPS, &o, &i);
+    for (int64_t e = 0; e < (int64_t)o * i; e++)
+        if (W[e] == 0.0f) G[e] = 0.0f;
+    /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, r, i, ad->scale, G, i, ad->A[k], i,
+                beta, ad->gB[k], R);
+    /* dA[:r] (r,i) = scale * B[:, :r]^T (r,o) @ G (o,i) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, i, o, ad->scale, ad->B[k], R, G, i,
+                beta, ad->gA[k], i);
+}
+
+static void grad_transient(void *ctx, int l, model_map m)
+{
+    lora_adapters *ad = ctx;
+    project_map(ad, ad->s->layers[l].w[m], l, l * MODEL_N_MAPS + m, ad->ddelta, 1.0f);
 }
 
 void lora_grad_zero(lora_adapters *ad)
 {
-    memset(ad->ddelta, 0, sizeof(float) * ad->n_w);
+    if (ad->transient) memset(ad->grads, 0, sizeof(float) * ad->n_params);
+    else memset(ad->ddelta, 0, sizeof(float) * ad->n_w);
 }
 
 void lora_grad_project(lora_adapters *ad, const model_stage *s)
 {
-    int R = ad->cfg.r_max;
+    if (ad->transient) return; /* projected map by map during the backward */
     memset(ad->grads, 0, sizeof(float) * ad->n_params);
     for (int l = 0; l < ad->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i, k = l * MODEL_N_MAPS + m, r = ad->rank[l];
-            model_map_shape(&s->cfg, m, &o, &i);
-            float *G = ad->ddelta + ad->w_off[k];
-            const float *W = s->layers[l].w[m];
-            for (int64_t e = 0; e < (int64_t)o * i; e++)
-                if (W[e] == 0.0f) G[e] = 0.0f; /* G = dDelta ⊙ M (in place) */
-            /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, r, i, ad->scale, G, i,
-                        ad->A[k], i, 0.0f, ad->gB[k], R);
-            /* dA[:r] (r,i) = scale * B[:, :r]^T (r,o) @ G (o,i) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, i, o, ad->scale, ad->B[k],
-                        R, G, i, 0.0f, ad->gA[k], i);
+            int k = l * MODEL_N_MAPS + m;
+            project_map(ad, s->layers[l].w[m], l, k, ad->ddelta + ad->w_off[k], 0.0f);
         }
 }
 

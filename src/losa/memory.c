@@ -63,24 +63,27 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     phase_adds a = adds_of(rs, c, pp, dp, stage, replica, nl);
     m->weights = model_stage_bytes(c, stage, pp);
     m->inputs = core_alloc_bytes((size_t)N * S, sizeof(int));
-    m->adapters = mode != LOSA_MODE_PRUNE ? lora_adapters_bytes(c, nl, &rs->lora.lc) : 0;
+    const lora_config *lc = &rs->lora.lc;
+    m->buffers = lora_buffers_resolve(lc, c, nl);
+    m->adapters = mode != LOSA_MODE_PRUNE ? lora_adapters_bytes(c, nl, lc) : 0;
+    m->attached = mode != LOSA_MODE_PRUNE ? lora_adapters_attached_bytes(c, nl, lc) : 0;
     m->dense_ref = !losa ? 0
                    : rs->losa.dense_on_disk ? calib_dense_outputs_bytes(c, 1, Nm, S)
                                             : calib_dense_outputs_bytes(c, nl, Nm, S);
     m->grams = losa ? losa_loop_bytes(c->n_layers, rs->losa.rmi_n) : 0;
     m->prune = a.prune;
-    m->train = a.train;
+    m->train = a.train + m->attached; /* training runs attached */
     m->eval = a.eval;
     size_t base = m->weights + m->inputs, loop = base + m->adapters + m->dense_ref + m->grams;
     size_t *ph = m->phase;
     if (ppl) ph[LOSA_PHASE_DENSE_EVAL] = base + a.eval;
     if (baseline) ph[LOSA_PHASE_PRUNE] = base + a.prune1;
-    if (lora) ph[LOSA_PHASE_LORA_TRAIN] = base + m->adapters + a.train;
+    if (lora) ph[LOSA_PHASE_LORA_TRAIN] = base + m->adapters + m->train;
     if (losa) {
         ph[LOSA_PHASE_DENSE_REF] = base + m->adapters + m->dense_ref + a.dense_pass;
         ph[LOSA_PHASE_GRAMS] = loop + a.grams_pass;
         ph[LOSA_PHASE_LOSA_PRUNE] = loop + a.prune;
-        ph[LOSA_PHASE_LOSA_TRAIN] = loop + a.train;
+        ph[LOSA_PHASE_LOSA_TRAIN] = loop + m->train;
         if (ppl) ph[LOSA_PHASE_LOSA_EVAL] = loop + a.eval;
     }
     ph[LOSA_PHASE_WRITE] = base + a.write;

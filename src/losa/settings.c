@@ -269,6 +269,11 @@ losa_status lora_settings_from_deck(const deck *dk, const train_settings *t, lor
     lc->alpha = (float)get_float(dk, "lora.alpha");
     lc->r0 = (float)get_float(dk, "lora.r0");
     lc->dropout = (float)get_float(dk, "lora.dropout");
+    const char *b = get_str(dk, "lora.delta_buffers");
+    lc->buffers = !strcmp(b, "persistent")  ? LORA_BUFFERS_PERSISTENT
+                  : !strcmp(b, "transient") ? LORA_BUFFERS_TRANSIENT
+                                            : LORA_BUFFERS_AUTO;
+    lc->mb_tokens = (int64_t)t->tc.B * t->tc.T;
     lc->seed = t->tc.seed;
     if (lc->rank > lc->r_max)
         return key_err(dk, "lora.rank", LOSA_ERR_ARG, "%d exceeds lora.r_max %d", lc->rank,

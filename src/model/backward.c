@@ -6,7 +6,9 @@
  *   dDelta += dy^T drop(x)                          one GEMM (out,in)
  *   dx     += dy W + (dy Delta) ⊙ dropmask/(1-p)    dropout p > 0
  *   dx     += dy (W + Delta)                        dropout 0: one GEMM
- * The lora module turns dDelta into dA, dB once per optimizer step. */
+ * The lora module turns dDelta into dA, dB: once per optimizer step from
+ * the accumulated dDelta (persistent buffers), or right after each map's
+ * backward (transient: s->adapter->grad). */
 #include <string.h>
 
 #include "kernels.h"
@@ -73,16 +75,20 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
                             const model_stage *s, int l, model_map m, int64_t N)
 {
     const model_layer *ly = &s->layers[l];
-    const model_adapter_map *ad = &ly->ad[m];
+    const model_adapter *path = s->adapter;
+    const model_adapter_map *ad = path ? path->map(path->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (!ad->delta) {
+    if (!ad) {
         kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
         return;
     }
+    /* a transient dDelta is this micro-batch's alone (then consumed) */
+    if (path->grad) memset(ad->ddelta, 0, sizeof(float) * o * i);
     if (a->drop_p <= 0.0f) {
         kern_matmul_backward_inp(dx, dy, ad->weff, N, i, o);
-        if (ad->ddelta) kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
     float keep = 1.0f / (1.0f - a->drop_p);
@@ -99,7 +105,8 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
             a->xdrop[e] = 0.0f;
         }
     }
-    if (ad->ddelta) kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    if (path->grad) path->grad(path->ctx, l, m);
 }
 
 void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,

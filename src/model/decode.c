@@ -94,11 +94,11 @@ static void dense_matvec(float *y, const float *x, const model_stage *s, const f
  * (inference: no dropout). */
 static void matvec(float *y, const float *x, const model_stage *s, int l, model_map m)
 {
-    const model_adapter_map *ad = &s->layers[l].ad[m];
-    if (!ad->delta && s->sparse && model_sparse_linear(y, x, s->sparse, l, m, 1)) return;
+    const model_adapter_map *ad = s->adapter ? s->adapter->map(s->adapter->ctx, l, m) : NULL;
+    if (!ad && s->sparse && model_sparse_linear(y, x, s->sparse, l, m, 1)) return;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    dense_matvec(y, x, s, ad->delta && ad->weff ? ad->weff : s->layers[l].w[m], o, i);
+    dense_matvec(y, x, s, ad ? ad->weff : s->layers[l].w[m], o, i);
 }
 
 /* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos,

@@ -386,15 +386,15 @@ int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p)
 /* y (N,out) = x W^T, plus the masked adapter when the layer carries one:
  *   dropout 0:  y = x (W + Delta)^T          one GEMM with weff
  *   dropout p:  y = x W^T + drop(x) Delta^T  two GEMMs (drop(x) in a->xdrop)
- * Delta is formed once per optimizer step by the lora module. */
+ * Delta comes from the lora module (s->adapter). */
 void model_linear_forward(float *y, const float *x, const model_acts *a,
                           const model_stage *s, int l, model_map m, int64_t N)
 {
     const model_layer *ly = &s->layers[l];
-    const model_adapter_map *ad = &ly->ad[m];
+    const model_adapter_map *ad = s->adapter ? s->adapter->map(s->adapter->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (!ad->delta) {
+    if (!ad) {
         /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
         kern_matmul_forward(y, x, ly->w[m], N, i, o);

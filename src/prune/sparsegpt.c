@@ -187,24 +187,3 @@ losa_status prune_sparsegpt_rows(float *W, int nrows, int64_t row0, int out_tota
     }
     return s;
 }
-
-losa_status prune_sparsegpt(float *W, const double *H, int out, int in, double sparsity,
-                            int nm_n, int nm_m, int blocksize, double percdamp,
-                            prune_sparsegpt_timing *t)
-{
-    losa_status s = prune_check_args("prune_sparsegpt", out, in, sparsity, nm_n, nm_m);
-    if (s != LOSA_OK) return s;
-    double t0 = core_time();
-    prune_sparsegpt_timing tt = {0};
-    double *hinv = core_calloc((size_t)in * in, sizeof *hinv);
-    unsigned char *dead = core_calloc((size_t)in, 1);
-    s = prune_sparsegpt_prepare_hinv(H, in, percdamp, hinv, dead, &tt);
-    if (s == LOSA_OK)
-        s = prune_sparsegpt_rows(W, out, 0, out, in, hinv, dead, sparsity, nm_n, nm_m,
-                                 blocksize, NULL, NULL, &tt);
-    core_free(hinv);
-    core_free(dead);
-    tt.total_s = core_time() - t0;
-    if (t) *t = tt;
-    return s;
-}
