@@ -366,4 +366,40 @@ typedef struct {
 void losa_memory_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,
                       int stage, int replica, losa_memory *m);
 
+/* ---- time (src/losa/time_model.c) ----
+ * The seconds of `losa run` phase by phase (the phases of losa_memory).
+ * Compute: the FLOPs of model_forward_flops / model_train_flops divided by
+ * the rank's rate for that kind of work, measured by `losa bench forward`
+ * (forward passes: perplexity, calibration, dense references, Grams) and
+ * `losa bench train` (training steps; both count FLOPs with the same
+ * functions, so a measured rate projects back to seconds), and a dense
+ * GEMM rate for SparseGPT's Hessians, factorisations and sweep.  Pipeline:
+ * perplexity and training overlap the stages ((m + pp - 1) slots of the
+ * slowest stage for m micro-batches: the fill and drain bubble), the
+ * calibration passes run the stages one after the other.  Network: a
+ * message costs latency + bytes / bandwidth, an all-reduce is a ring of
+ * 2 (n - 1) messages of bytes / n.  Not modelled: I/O (checkpoints, the
+ * model file), start-up, the decisions' own small work. */
+typedef struct {
+    double fwd_gflops;     /* forward passes, per rank (bench forward) */
+    double train_gflops;   /* training steps, per rank (bench train) */
+    double gemm_gflops;    /* dense GEMM, per rank (SparseGPT) */
+    double net_gbps;       /* point-to-point bandwidth, Gbit/s */
+    double net_latency_us; /* per message */
+    int64_t eval_tokens;   /* tokens of data.eval (0: no perplexity) */
+} losa_rates;
+
+#define LOSA_TIME_MAX_STAGES 256
+typedef struct {
+    int pp;
+    double busy[LOSA_N_PHASES][LOSA_TIME_MAX_STAGES]; /* seconds a rank of stage s works */
+    double wall[LOSA_N_PHASES];  /* wall seconds of the phase over the run */
+    double step[LOSA_N_PHASES];  /* LoSA phases: wall seconds per step */
+    double total;                /* the run's wall seconds */
+} losa_time;
+
+/* Not collective.  pp <= LOSA_TIME_MAX_STAGES. */
+void losa_time_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,
+                    const losa_rates *rt, losa_time *t);
+
 #endif

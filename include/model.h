@@ -46,6 +46,22 @@ const char *model_map_name(model_map m); /* "wq", "wk", ... (store names) */
 /* out x in shape of map m. */
 void model_map_shape(const model_config *c, model_map m, int *out, int *in);
 
+/* Matrix FLOPs (2 per multiply-add; what the GEMMs and the attention
+ * blocks compute) of n_layers layers (plus the head if has_head) over B
+ * sequences of T tokens: the one count that `losa bench` divides by its
+ * seconds and `losa plan` divides by a rate, so that a measured rate
+ * projects back to seconds.  Attention: causal, T (T + 1) / 2 (query, key)
+ * pairs per head, 4 hd per pair forward (scores, weighted sum), 10 hd
+ * backward (scores recomputed, dV, dP, dQ, dK).
+ * Training (masked LoRA of rank r on every map, frozen base): forward 1
+ * product per map (2 with LoRA dropout), backward dx as many, dDelta 1,
+ * and per micro-batch 3 (out x in x r) products per map (Delta = B A, dB,
+ * dA); recompute: the forward again in the backward; the head forward and
+ * backward dx. */
+double model_forward_flops(const model_config *c, int n_layers, int has_head, int64_t B, int64_t T);
+double model_train_flops(const model_config *c, int n_layers, int has_head, int64_t B, int64_t T,
+                         int r, int dropout, int recompute);
+
 /* The inputs the maps read, one calibration statistic each (the one table
  * of which map reads which input): q, k, v read the attention-norm output
  * (ln1), o the attention output (atty), gate and up the ffn-norm output

@@ -32,23 +32,6 @@ double bench_sgemm_gflops(int M, int N, int K, double min_seconds)
     return 2.0 * M * N * K / best / 1e9;
 }
 
-/* Matrix FLOPs of one forward over B x T tokens (layers, attention with
- * the full T x T products the kernel computes, head). */
-double bench_forward_flops(const model_config *c, int B, int T, int n_layers,
-                           int head)
-{
-    double N = (double)B * T, f = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, m, &o, &i);
-        f += 2.0 * N * o * i;
-    }
-    f += 4.0 * B * c->n_heads * (double)T * T * model_head_size(c);
-    f *= n_layers;
-    if (head) f += 2.0 * N * c->vocab_size * c->dim;
-    return f;
-}
-
 model_config bench_minillama_config(int n_layers)
 {
     model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = n_layers, .n_heads = 8,
@@ -107,7 +90,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         t = core_time() - t;
         if (t < best) best = t;
     }
-    double flops = bench_forward_flops(&st.cfg, B, T, st.cfg.n_layers, 1);
+    double flops = model_forward_flops(&st.cfg, st.cfg.n_layers, 1, B, T);
     /* peak: sgemm on the forward's most common shape class, and square */
     double peak_sq = bench_sgemm_gflops(1024, 1024, 1024, 1.0);
     double achieved = flops / best / 1e9;

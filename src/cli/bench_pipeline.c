@@ -29,18 +29,12 @@
 #include "lora.h"
 
 
-/* Matrix FLOPs of one micro-batch's training (forward with dropout: 2 GEMMs
- * per map; backward dx: 2; dDelta: 1; attention 3x forward; head fwd+bwd). */
+/* FLOPs of one micro-batch of the adapters stage_run trains. */
 static double mb_flops(const model_config *c, int B, int T)
 {
-    double N = (double)B * T, maps = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, m, &o, &i);
-        maps += 2.0 * N * o * i;
-    }
-    double att = 4.0 * B * c->n_heads * (double)T * T * model_head_size(c);
-    return (maps * 5 + att * 3) * c->n_layers + 2 * 2.0 * N * c->vocab_size * c->dim;
+    lora_config lc;
+    lora_config_default(&lc);
+    return model_train_flops(c, c->n_layers, 1, B, T, lc.rank, 1, 0);
 }
 
 static void prune_half(model_stage *s, float sd)

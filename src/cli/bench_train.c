@@ -17,24 +17,6 @@
 #include "lora.h"
 
 
-/* Matrix FLOPs of one training step (what the GEMMs compute). */
-static double train_flops(const model_config *c, int B, int T, int r, int dropout, int ckpt)
-{
-    double N = (double)B * T, maps = 0, upd = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, m, &o, &i);
-        maps += 2.0 * N * o * i;
-        upd += 3 * 2.0 * (double)o * i * r; /* delta, dB, dA */
-    }
-    double att = 4.0 * B * c->n_heads * (double)T * T * model_head_size(c);
-    /* forward (1 GEMM per map, 2 with dropout) + backward dx (same) + dDelta */
-    double layer = maps * (dropout ? 2 : 1) * 2 + maps + att * 3;
-    if (ckpt) layer += maps * (dropout ? 2 : 1) + att;
-    double head = 2 * 2.0 * N * c->vocab_size * c->dim;
-    return layer * c->n_layers + upd * c->n_layers + head;
-}
-
 int bench_train(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v;
@@ -119,7 +101,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         if (ss.seconds < best) best = ss.seconds;
     }
     if (cli_fail(d, "bench train", s)) return 1;
-    double flops = train_flops(&st.cfg, B, T, lc.rank, dropout > 0, ckpt);
+    double flops = model_train_flops(&st.cfg, st.cfg.n_layers, 1, B, T, lc.rank, dropout > 0, ckpt);
     double peak = bench_sgemm_gflops(1024, 1024, 1024, 1.0);
     double achieved = flops / best / 1e9, tps = (double)B * T / best;
     core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "

@@ -117,8 +117,6 @@ losa_status cli_resolve_store(const char *src, char *store, size_t n);
 /* This machine's sgemm GFLOP/s on (M,N,K), best over min_seconds
  * (bench_forward.c; the peak the benches report fractions of). */
 double bench_sgemm_gflops(int M, int N, int K, double min_seconds);
-/* Matrix FLOPs of one forward over B x T tokens of n_layers layers (+ head). */
-double bench_forward_flops(const model_config *c, int B, int T, int n_layers, int head);
 
 /* The minillama shapes the benches use without --model (D 256, F 768, H 8,
  * Hkv 4, V 32000), and such a model with seeded random weights (or the

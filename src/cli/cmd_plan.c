@@ -35,6 +35,7 @@
 
 #include "cli.h"
 #include "io.h"
+#include "plan.h"
 #include "settings.h"
 
 typedef struct {
@@ -52,6 +53,9 @@ typedef struct {
     int B, T, accum, r_max, calib_n, calib_S, rmi_n, eval_B, eval_T, gpipe, train_mode;
     int sparsegpt;
     plan_rank *r; /* (ranks) */
+    losa_rates rates;
+    char why[400];  /* the time model's assumptions */
+    losa_time *time;
 } plan;
 
 static double ring(double bytes, int n) { return n > 1 ? 2.0 * (n - 1) / n * bytes : 0; }
@@ -344,6 +348,7 @@ static char *plan_json(const plan *p, const plan_mem *mem)
         cJSON_AddNumberToObject(fl, "sparsegpt", r->flops_sparsegpt);
         cJSON_AddNumberToObject(fl, "train_step", r->flops_train_step);
         cJSON_AddNumberToObject(fl, "eval_token", r->flops_eval_token);
+        if (p->time) plan_time_rank_json(e, p->time, r->stage);
         cJSON *cm = cJSON_AddObjectToObject(e, "comm_bytes");
         cJSON_AddNumberToObject(cm, "pipeline_per_microbatch", r->comm_pipeline_per_microbatch);
         cJSON_AddNumberToObject(cm, "calib_pipeline", r->comm_calib_pipeline);
@@ -360,9 +365,54 @@ static char *plan_json(const plan *p, const plan_mem *mem)
     cJSON_AddBoolToObject(o, "fits", mem->n_over == 0);
     cJSON_AddNumberToObject(o, "ranks_over", mem->n_over);
     cJSON_AddNumberToObject(o, "ranks_to_fit", mem->ranks_to_fit);
+    if (p->time) {
+        plan_time_json(o, p->time, p->why);
+        plan_layout cur = plan_layout_eval(&p->rs, c, p->pp, p->dp, p->B, p->accum, &p->rates,
+                                           mem->bytes);
+        plan_advise_json(o, &p->rs, c, p->ranks, &p->rates, mem->bytes, &cur);
+    }
     char *txt = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return txt;
+}
+
+/* Not collective.  The tokens of data.eval: --eval-tokens, else the file
+ * tokenized with model.store's tokenizer, else its bytes / 4 (said in
+ * the assumptions); 0 without data.eval. */
+static int64_t plan_eval_tokens(const plan *p, int64_t opt, char *note, size_t n)
+{
+    const run_settings *rs = &p->rs;
+    const char *path = rs->data.eval_text.path;
+    note[0] = 0;
+    if (opt >= 0) return opt;
+    if (!path[0]) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    rewind(f);
+    char *text = core_malloc((size_t)len + 1, 1);
+    size_t got = fread(text, 1, (size_t)len, f);
+    fclose(f);
+    int64_t cnt = got / 4;
+    snprintf(note, n, " (data.eval: %lld bytes / 4)", (long long)got);
+    io_store *st = NULL;
+    tok_tokenizer tk;
+    memset(&tk, 0, sizeof tk);
+    if (rs->model.store.path[0] && io_store_open(&st, rs->model.store.path) == LOSA_OK &&
+        io_store_read_tokenizer(st, &tk) == LOSA_OK) {
+        int *ids = NULL;
+        int64_t k = 0;
+        if (tok_encode(&tk, text, got, 1, 0, &ids, &k) == LOSA_OK) {
+            cnt = k;
+            note[0] = 0;
+        }
+        free(ids);
+    }
+    tok_free(&tk);
+    io_store_close(&st);
+    core_free(text);
+    return cnt;
 }
 
 int cmd_plan(dist_ctx *d, int argc, char **argv)
@@ -370,9 +420,13 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
     const char *path = NULL, *v;
     int json = 0, ranks = 0;
     plan_mem mem = {0};
+    plan_time_opts to;
+    plan_time_opts_default(&to);
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
+        int taken = 0;
         if ((v = cli_opt(argc, argv, &i, "--set"))) continue; /* cli_load_deck applies */
+        else if ((s = plan_time_opt(&to, argc, argv, &i, &taken)) != LOSA_OK || taken) continue;
         else if ((v = cli_opt(argc, argv, &i, "--ranks"))) s = cli_int("--ranks", v, 1, 1000000, &ranks);
         else if ((v = cli_opt(argc, argv, &i, "--mem-per-rank"))) {
             s = plan_parse_bytes(v, &mem.bytes);
@@ -380,7 +434,8 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         } else if (!strcmp(argv[i], "--json")) json = 1;
         else if (argv[i][0] == '-' && argv[i][1])
             s = core_err(LOSA_ERR_ARG, "%s: unknown option (usage: losa plan DECK.ini "
-                         "[--set k=v ...] [--ranks N] [--mem-per-rank BYTES] [--json])", argv[i]);
+                         "[--set k=v ...] [--ranks N] [--mem-per-rank BYTES] [--bench FILE] [--gflops G] "
+                         "[--net-gbps G] [--net-latency-us U] [--eval-tokens N] [--json])", argv[i]);
         else if (!path) path = argv[i];
         else s = core_err(LOSA_ERR_ARG, "%s: only one deck is accepted", argv[i]);
     }
@@ -401,6 +456,17 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         if (!mem.from_option)
             mem.bytes = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
         plan_mem_check(&p, &mem);
+        char note[120];
+        int64_t et = plan_eval_tokens(&p, to.eval_tokens, note, sizeof note);
+        s = plan_rates(&to, et, &p.rates, p.why, sizeof p.why);
+        if (s == LOSA_OK && p.pp <= LOSA_TIME_MAX_STAGES) {
+            strncat(p.why, note, sizeof p.why - strlen(p.why) - 1);
+            p.time = core_malloc(1, sizeof *p.time);
+            losa_time_plan(&p.rs, &p.c, p.pp, p.dp, &p.rates, p.time);
+        }
+    }
+    if (rc == 0) rc = cli_fail(d, "plan", dist_agree(d, s));
+    if (rc == 0 && dist_rank(d) == 0) {
         if (json) {
             char *txt = plan_json(&p, &mem);
             cli_json_print(d, txt);
@@ -408,11 +474,18 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         } else {
             plan_print(&p);
             plan_print_mem(&p, &mem);
+            if (p.time) {
+                plan_time_print(p.time, p.why);
+                plan_layout cur = plan_layout_eval(&p.rs, &p.c, p.pp, p.dp, p.B, p.accum,
+                                                   &p.rates, mem.bytes);
+                plan_advise_print(&p.rs, &p.c, p.ranks, &p.rates, mem.bytes, &cur);
+            }
         }
         fflush(stdout);
         plan_mem_warn(&p, &mem);
     }
     free(p.r);
+    core_free(p.time);
     run_settings_free(&p.rs);
     deck_free(&dk);
     return rc;

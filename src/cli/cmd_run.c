@@ -5,9 +5,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "calib.h"
 #include "cli.h"
+#include "plan.h"
 #include "io.h"
 #include "losa.h"
 #include "settings.h"
@@ -75,6 +77,30 @@ static void run_json(dist_ctx *d, const losa_run *r)
     cli_json_emit(d, j);
 }
 
+/* Rank 0, once: a warning when the deck's layout is projected more than
+ * LAYOUT_WARN_RATIO x slower than the fastest layout of the same ranks that
+ * fits this machine's memory (losa plan's advisor, nominal rates: only the
+ * ratio matters). */
+#define LAYOUT_WARN_RATIO 1.5
+static void layout_warning(const run_settings *rs, const losa_inputs *in, int pp, int dp)
+{
+    if (pp > LOSA_TIME_MAX_STAGES) return;
+    losa_rates rt = {.fwd_gflops = 100, .train_gflops = 100, .gemm_gflops = 100,
+                     .net_gbps = 100, .net_latency_us = 2, .eval_tokens = in->n_eval};
+    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE) / (pp * dp);
+    plan_layout cur = plan_layout_eval(rs, &in->cfg, pp, dp, rs->train.tc.B, rs->train.tc.grad_accum,
+                                       &rt, 0);
+    plan_layout best = plan_best_layout(rs, &in->cfg, pp * dp, &rt, mem);
+    if (best.seconds > 0 && cur.seconds > LAYOUT_WARN_RATIO * best.seconds)
+        core_log("warning: layout pp %d x dp %d, micro-batch %d x %d per step is projected %.1fx "
+                 "slower than pp %d x dp %d, micro-batch %d x %d (the same optimizer step): "
+                 "--set parallel.pp=%d --set parallel.dp=%d --set train.batch=%d "
+                 "--set train.grad_accum=%d (losa plan DECK --ranks %d shows the layouts)\n",
+                 pp, dp, rs->train.tc.B, rs->train.tc.grad_accum, cur.seconds / best.seconds,
+                 best.pp, best.dp, best.B, best.accum, best.pp, best.dp, best.B, best.accum,
+                 pp * dp);
+}
+
 int cmd_run(dist_ctx *d, int argc, char **argv)
 {
     if (argc < 2 || argv[1][0] == '-')
@@ -106,6 +132,7 @@ int cmd_run(dist_ctx *d, int argc, char **argv)
     if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_run_prepare(&r);
     if ((s = dist_agree(d, s)) == LOSA_OK) s = losa_inputs_load_data(d, &rs, &in);
     int rc = cli_fail(d, "run", s);
+    if (rc == 0 && dist_rank(d) == 0) layout_warning(&rs, &in, dist_n_stages(d), dist_n_replicas(d));
     if (rc == 0) rc = cli_fail(d, "run", losa_run_execute(&r));
     if (rc == 0) {
         print_table(&r.out, rs.prune.pc.method);

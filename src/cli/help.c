@@ -109,6 +109,14 @@ static const cli_flag f_plan[] = {
     {"--mem-per-rank", "BYTES", "this machine's physical memory",
      "memory one rank may use (suffixes K, M, G, T: powers of 1024); the plan warns "
      "when a rank's peak exceeds it"},
+    {"--bench", "FILE", "none", "the --json of `losa bench forward` or `bench train` run on the "
+                                "target node: its rates project the time (repeatable, up to 4)"},
+    {"--gflops", "G", "sgemm measured now, x0.5 for forward and training",
+     "one rate per rank (GFLOP/s) for every kind of work"},
+    {"--net-gbps", "G", "100", "point-to-point bandwidth, Gbit/s"},
+    {"--net-latency-us", "U", "2", "latency per message, microseconds"},
+    {"--eval-tokens", "N", "data.eval tokenized with model.store's tokenizer",
+     "tokens of the perplexity text"},
     JSON_FLAG, END};
 static const cli_flag f_sparsify[] = {
     {"--format", "bitmap|bitmap-bf16|csr", "bitmap", "format of the kept copies"},
@@ -146,8 +154,9 @@ static const cli_help helps[] = {
      "run dir or store -> HF safetensors", f_export},
     {"synth", "synth --config CONFIG.json --layers K --out STORE.h5 [options]",
      "synthetic store with real layer shapes", f_synth},
-    {"plan", "plan DECK.ini [--set section.key=value ...] [--ranks N] [--mem-per-rank BYTES] [--json]",
-     "memory / FLOP / communication plan for a deck", f_plan},
+    {"plan", "plan DECK.ini [--set section.key=value ...] [--ranks N] [--mem-per-rank BYTES] "
+             "[--bench FILE] [--gflops G] [--net-gbps G] [--net-latency-us U] [--json]",
+     "memory, FLOP, communication and time plan for a deck, and the fastest layout", f_plan},
     {"sparsify", "sparsify STORE.h5|RUN_DIR [--format F] [--all] [--json]",
      "keep sparse copies of the pruned maps in the store", f_sparsify},
 };

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=losa-plan-check # losa plan's time model against measured runs
+#SBATCH --ntasks=2                 # 1 rank, 2 replicas, 2 stages on one node
+#SBATCH --time=01:00:00
+# Runs `losa bench forward` and `bench train` on each model (the rates of
+# this node, the same shapes as the runs), then for each case `losa plan`
+# with those rates and the real run, and prints projected vs measured
+# seconds per phase (from run.h5) with their ratio.  Cases: the default job
+# (stories260K, Wanda 70 %, mode compare) and a minillama LoSA run, each
+# with a small budget, on 1 rank, 2 data-parallel ranks and 2 stages.
+#   jobs/plan_check.sh            (or sbatch jobs/plan_check.sh)
+# Env: OUT (default runs/plan_check/<job id or date>), LOSA, LOSA_DATA.
+set -euo pipefail
+cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
+LOSA=${LOSA:-build/losa}
+DATA=${LOSA_DATA:-../shared/data}
+OUT=${OUT:-runs/plan_check/${SLURM_JOB_ID:-$(date +%Y%m%d-%H%M%S)}}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
+mkdir -p "$OUT"
+S260=$OUT/stories260K.h5
+MINI=$OUT/minillama.h5
+[ -f "$S260" ] || "$LOSA" import "$DATA/models/stories260K/stories260K.bin" \
+    --tokenizer "$DATA/models/stories260K/tok512.bin" --out "$S260" >/dev/null
+[ -f "$MINI" ] || "$LOSA" import "$DATA/models/minillama" --out "$MINI" >/dev/null
+
+# name | store | overrides (small budgets: a few minutes per run)
+CASES=(
+  "default|$S260|--set losa.samples_per_step=64 --set losa.last_step_samples=192 --set eval.max_windows=100"
+  "minillama|$MINI|--set losa.mode=losa --set prune.method=sparsegpt --set data.calib_n=8 --set losa.rmi_n=8 --set losa.steps=2 --set losa.samples_per_step=16 --set losa.last_step_samples=16 --set eval.max_windows=8 --set train.seqlen=128 --set data.calib_seqlen=128 --set eval.seqlen=128"
+)
+LAYOUTS=("1 1" "1 2" "2 1") # pp dp
+
+for c in "${CASES[@]}"; do
+    IFS='|' read -r name store sets <<<"$c"
+    read -ra SETS <<<"$sets"
+    # the rates of this node on the case's shapes, one rank with the job's threads
+    read -r tb tT eb eT < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
+import configparser, sys
+cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+cp.read(sys.argv[1])
+v = {f"{s}.{k}": cp[s][k] for s in cp.sections() for k in cp[s]}
+a = sys.argv[2:]
+for i in range(0, len(a), 2):
+    k, x = a[i + 1].split("=", 1)
+    v[k] = x
+print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seqlen"])
+PY
+)
+    "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 3 --json \
+        >"$OUT/$name-forward.json" 2>/dev/null
+    "$LOSA" bench train --model "$store" --batch "$tb" --seqlen "$tT" --iters 3 --json \
+        >"$OUT/$name-train.json" 2>/dev/null
+    for lay in "${LAYOUTS[@]}"; do
+        read -r pp dp <<<"$lay"
+        np=$((pp * dp)); tag=$name-pp$pp-dp$dp; dir=$OUT/$tag
+        rm -rf "$dir"
+        common=(--set model.store=$store "${SETS[@]}" --set parallel.pp=$pp --set parallel.dp=$dp)
+        "$LOSA" plan input/default.ini "${common[@]}" --bench "$OUT/$name-forward.json" \
+            --bench "$OUT/$name-train.json" --json >"$OUT/$tag-plan.json" 2>/dev/null
+        # ranks share the node's cores: one BLAS thread each when there are two
+        thr=$((np > 1 ? 1 : 2))
+        OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr $MPIRUN -np $np "$LOSA" run \
+            input/default.ini "${common[@]}" --set output.dir=$dir >"$OUT/$tag.log" 2>&1
+    done
+done
+
+/usr/bin/python3 - "$OUT" "${CASES[@]%%|*}" <<'PY'
+import json, os, sys
+import h5py, numpy as np
+out, names = sys.argv[1], sys.argv[2:]
+rows = []
+for name in names:
+    for pp, dp in ((1, 1), (1, 2), (2, 1)):
+        tag = f"{name}-pp{pp}-dp{dp}"
+        plan = json.load(open(os.path.join(out, tag + "-plan.json")))
+        w = plan["wall_seconds"]
+        with h5py.File(os.path.join(out, tag, "run.h5"), "r") as f:
+            g = lambda p: float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
+            meas = {"prune": g("prune/prune_seconds"), "lora_train": g("lora/train_seconds"),
+                    "total": g("final/elapsed")}
+            if "losa/steps/seconds" in f:
+                s = np.asarray(f["losa/steps/seconds"][()])
+                meas["grams"], meas["losa_prune"], meas["losa_train"] = (
+                    float(s[:, 0].sum()), float(s[:, 1].sum()), float(s[:, 2].sum()))
+        for k, m in meas.items():
+            if m is None or k not in w: continue
+            rows.append((tag, k, w[k], m, w[k] / m if m > 0 else float("nan")))
+print(f"{'case':24s} {'phase':12s} {'projected_s':>12s} {'measured_s':>12s} {'ratio':>7s}")
+for r in rows:
+    print(f"{r[0]:24s} {r[1]:12s} {r[2]:12.2f} {r[3]:12.2f} {r[4]:7.2f}")
+bad = [r for r in rows if not (0.75 <= r[4] <= 1.25)]
+print(f"{len(rows) - len(bad)} of {len(rows)} within 25 %")
+PY

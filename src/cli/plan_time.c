@@ -1,0 +1,152 @@
+/* losa plan: the time of the run (losa_time_plan) and the layout advisor.
+ * Rates: --bench FILE (the --json of `losa bench forward` / `bench train`
+ * run on the target node: forward_gflops, step_gflops, sgemm_gflops),
+ * --gflops G (one rate for every kind of work), or, with neither, this
+ * machine's sgemm measured now with forward and training assumed at
+ * PLAN_DEFAULT_EFFICIENCY of it.  Every assumption is printed. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "plan.h"
+
+#define PLAN_DEFAULT_EFFICIENCY 0.5
+
+losa_status plan_time_opt(plan_time_opts *o, int argc, char **argv, int *i, int *taken)
+{
+    const char *v;
+    losa_status s = LOSA_OK;
+    *taken = 1;
+    if ((v = cli_opt(argc, argv, i, "--bench"))) {
+        if (o->n_bench >= PLAN_MAX_BENCH)
+            return core_err(LOSA_ERR_ARG, "--bench: at most %d files", PLAN_MAX_BENCH);
+        o->bench[o->n_bench++] = v;
+    } else if ((v = cli_opt(argc, argv, i, "--gflops"))) {
+        s = cli_double("--gflops", v, 1e-3, 1e9, &o->gflops);
+    } else if ((v = cli_opt(argc, argv, i, "--net-gbps"))) {
+        s = cli_double("--net-gbps", v, 1e-3, 1e6, &o->net_gbps);
+    } else if ((v = cli_opt(argc, argv, i, "--net-latency-us"))) {
+        s = cli_double("--net-latency-us", v, 0, 1e6, &o->net_latency_us);
+    } else if ((v = cli_opt(argc, argv, i, "--eval-tokens"))) {
+        double x;
+        s = cli_double("--eval-tokens", v, 0, 1e15, &x);
+        o->eval_tokens = (int64_t)x;
+    } else {
+        *taken = 0;
+    }
+    return s;
+}
+
+void plan_time_opts_default(plan_time_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->net_gbps = 100;
+    o->net_latency_us = 2;
+    o->eval_tokens = -1;
+}
+
+/* A number of a bench JSON, or 0. */
+static double json_num(const cJSON *j, const char *key)
+{
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(x) ? x->valuedouble : 0;
+}
+
+static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, int *got_train)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return core_err(LOSA_ERR_IO, "--bench %s: cannot open", path);
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *start = strchr(buf, '{');
+    cJSON *j = start ? cJSON_Parse(start) : NULL;
+    if (!j)
+        return core_err(LOSA_ERR_FORMAT, "--bench %s: not the JSON of `losa bench forward|train "
+                        "--json`", path);
+    double fw = json_num(j, "forward_gflops"), tr = json_num(j, "step_gflops"),
+           sg = json_num(j, "sgemm_gflops");
+    cJSON_Delete(j);
+    if (fw <= 0 && tr <= 0)
+        return core_err(LOSA_ERR_FORMAT, "--bench %s: neither forward_gflops (bench forward) nor "
+                        "step_gflops (bench train) in it", path);
+    if (fw > 0) rt->fwd_gflops = fw, *got_fwd = 1;
+    if (tr > 0) rt->train_gflops = tr, *got_train = 1;
+    if (sg > rt->gemm_gflops) rt->gemm_gflops = sg;
+    return LOSA_OK;
+}
+
+losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates *rt, char *why,
+                       size_t n)
+{
+    memset(rt, 0, sizeof *rt);
+    rt->net_gbps = o->net_gbps;
+    rt->net_latency_us = o->net_latency_us;
+    rt->eval_tokens = eval_tokens;
+    int fw = 0, tr = 0;
+    for (int i = 0; i < o->n_bench; i++) {
+        losa_status s = read_bench(o->bench[i], rt, &fw, &tr);
+        if (s != LOSA_OK) return s;
+    }
+    const char *src = o->n_bench ? "--bench" : "";
+    double base = o->gflops;
+    char measured[80] = "";
+    if (base <= 0 && !(fw && tr)) {
+        base = bench_sgemm_gflops(1024, 1024, 1024, 0.3);
+        snprintf(measured, sizeof measured, "sgemm 1024^3 measured now on this machine: %.1f GF/s; ",
+                 base);
+    }
+    double eff = o->gflops > 0 ? 1 : PLAN_DEFAULT_EFFICIENCY;
+    if (!fw) rt->fwd_gflops = eff * base;
+    if (!tr) rt->train_gflops = eff * base;
+    if (rt->gemm_gflops <= 0) rt->gemm_gflops = base > 0 ? base : rt->fwd_gflops;
+    snprintf(why, n, "%sforward %.1f GF/s (%s), training %.1f GF/s (%s), dense GEMM %.1f GF/s per "
+             "rank; network %.1f Gbit/s, %.1f us per message; eval %lld tokens",
+             measured, rt->fwd_gflops, fw ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
+             rt->train_gflops, tr ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
+             rt->gemm_gflops, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
+    return LOSA_OK;
+}
+
+/* ------------------------------------------------------------ printing */
+
+void plan_time_print(const losa_time *t, const char *why)
+{
+    printf("time (projected wall seconds; busy = the busiest stage's rank):\n");
+    printf("  %-12s %12s %12s %12s\n", "phase", "wall_s", "per_step_s", "busy_s");
+    for (int q = 0; q < LOSA_N_PHASES; q++) {
+        if (t->wall[q] <= 0) continue;
+        double busy = 0;
+        for (int s = 0; s < t->pp; s++) busy = t->busy[q][s] > busy ? t->busy[q][s] : busy;
+        char per[32] = "";
+        if (t->step[q] > 0) snprintf(per, sizeof per, "%.2f", t->step[q]);
+        printf("  %-12s %12.2f %12s %12.2f\n", losa_phase_name((losa_phase)q), t->wall[q], per,
+               busy);
+    }
+    printf("  %-12s %12.2f  (%.2f h)\n", "total", t->total, t->total / 3600);
+    printf("assumptions: %s\n", why);
+}
+
+void plan_time_json(cJSON *o, const losa_time *t, const char *why)
+{
+    cJSON *w = cJSON_AddObjectToObject(o, "wall_seconds");
+    for (int q = 0; q < LOSA_N_PHASES; q++)
+        if (t->wall[q] > 0) cJSON_AddNumberToObject(w, losa_phase_name((losa_phase)q), t->wall[q]);
+    cJSON_AddNumberToObject(w, "total", t->total);
+    cJSON *ps = cJSON_AddObjectToObject(o, "step_seconds");
+    for (int q = 0; q < LOSA_N_PHASES; q++)
+        if (t->step[q] > 0) cJSON_AddNumberToObject(ps, losa_phase_name((losa_phase)q), t->step[q]);
+    cJSON_AddStringToObject(o, "time_assumptions", why);
+}
+
+void plan_time_rank_json(cJSON *e, const losa_time *t, int stage)
+{
+    cJSON *sec = cJSON_AddObjectToObject(e, "seconds");
+    for (int q = 0; q < LOSA_N_PHASES; q++)
+        if (t->busy[q][stage] > 0)
+            cJSON_AddNumberToObject(sec, losa_phase_name((losa_phase)q), t->busy[q][stage]);
+}

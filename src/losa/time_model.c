@@ -1,0 +1,194 @@
+/* The time model of `losa run` (include/losa.h, losa_time_plan): seconds per
+ * phase from the FLOP counts of model_forward_flops / model_train_flops,
+ * rates measured by `losa bench` (or given), the pipeline schedule and the
+ * network.  Not collective. */
+#include <math.h>
+#include <string.h>
+
+#include "losa.h"
+#include "settings.h"
+
+/* One stage of the layout: its layers and ends. */
+typedef struct {
+    int nl, has_head;
+    double maps_params; /* weights of one layer's maps */
+} stage_shape;
+
+static stage_shape stage_of(const model_config *c, int pp, int s)
+{
+    int first[pp], count[pp];
+    model_split_layers(c, pp, first, count);
+    stage_shape g = {.nl = count[s], .has_head = s == pp - 1};
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, (model_map)m, &o, &i);
+        g.maps_params += (double)o * i;
+    }
+    return g;
+}
+
+static double ceil_div(double a, double b) { return b > 0 ? ceil(a / b) : 0; }
+
+/* Seconds to send `bytes` in one message. */
+static double msg_s(const losa_rates *rt, double bytes)
+{
+    return rt->net_latency_us * 1e-6 + bytes / (rt->net_gbps * 1e9 / 8);
+}
+
+/* Ring all-reduce of `bytes` over n ranks: 2 (n - 1) messages of bytes / n. */
+static double allreduce_s(const losa_rates *rt, double bytes, int n)
+{
+    return n > 1 ? 2.0 * (n - 1) * msg_s(rt, bytes / n) : 0;
+}
+
+/* The eval windows of one perplexity pass (all replicas together). */
+static double eval_windows(const run_settings *rs, const losa_rates *rt)
+{
+    double w = floor((double)rt->eval_tokens / rs->eval.seqlen);
+    if (rs->eval.max_windows > 0 && w > rs->eval.max_windows) w = rs->eval.max_windows;
+    return w;
+}
+
+/* One perplexity pass: per stage busy seconds, and the pipelined wall. */
+static double eval_pass(const run_settings *rs, const model_config *c, int pp, int dp,
+                        const losa_rates *rt, double *busy)
+{
+    double W = ceil_div(eval_windows(rs, rt), dp), m = ceil_div(W, rs->eval.batch), worst = 0,
+           sum = 0;
+    double act = 4.0 * rs->eval.batch * rs->eval.seqlen * c->dim;
+    for (int s = 0; s < pp; s++) {
+        stage_shape g = stage_of(c, pp, s);
+        double b = model_forward_flops(c, g.nl, g.has_head, (int64_t)W, rs->eval.seqlen) /
+                   (rt->fwd_gflops * 1e9);
+        b += s < pp - 1 ? m * msg_s(rt, act) : 0;
+        busy[s] = b;
+        double per = m > 0 ? b / m : 0;
+        worst = per > worst ? per : worst;
+        sum += per;
+    }
+    /* the first batch crosses every stage, the others follow the slowest */
+    return m > 0 ? sum + (m - 1) * worst + allreduce_s(rt, 16, pp * dp) : 0;
+}
+
+/* A calibration pass of nw windows per replica through every stage in turn
+ * (passes forward passes per layer, no head) plus per-layer work `extra`
+ * FLOPs at the GEMM rate: stages run one after the other. */
+static double calib_pass(const run_settings *rs, const model_config *c, int pp, double nw,
+                         double passes, double extra_per_layer, const losa_rates *rt,
+                         double *busy)
+{
+    double wall = 0, S = rs->data.calib_seqlen;
+    for (int s = 0; s < pp; s++) {
+        stage_shape g = stage_of(c, pp, s);
+        double b = passes * model_forward_flops(c, g.nl, 0, (int64_t)nw, (int64_t)S) /
+                       (rt->fwd_gflops * 1e9) +
+                   g.nl * extra_per_layer / (rt->gemm_gflops * 1e9);
+        if (s < pp - 1) b += msg_s(rt, 4.0 * nw * S * c->dim);
+        busy[s] = b;
+        wall += b;
+    }
+    return wall;
+}
+
+/* The pruner's own FLOPs per layer on one replica: SparseGPT's Hessians over
+ * the replica's tokens, the factorisations and the OBS sweep split over
+ * the dp replicas (ScaLAPACK); Wanda / magnitude: none worth counting. */
+static double pruner_flops(const run_settings *rs, const model_config *c, int dp, double nw)
+{
+    if (rs->prune.pc.method != PRUNE_METHOD_SPARSEGPT) return 0;
+    double D = c->dim, F = c->hidden_dim, tok = nw * rs->data.calib_seqlen, sweep = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, (model_map)m, &o, &i);
+        sweep += 2.0 * o * (double)i * i;
+    }
+    return 2 * tok * (3 * D * D + F * F) + ((4.0 / 3.0) * (3 * D * D * D + F * F * F) + sweep) / dp;
+}
+
+/* Training on n examples: optimizer steps of train.batch x grad_accum
+ * sequences, each replica running grad_accum / dp micro-batches through
+ * the pipeline (1F1B or GPipe: (m + pp - 1) slots of the slowest stage),
+ * then the gradient all-reduce over the replicas. */
+static double train_phase(const run_settings *rs, const model_config *c, int pp, int dp,
+                          double n, const losa_rates *rt, double *busy)
+{
+    const lora_train_config *tc = &rs->train.tc;
+    double steps = ceil_div(n, (double)tc->B * tc->grad_accum), m = ceil_div(tc->grad_accum, dp);
+    double worst = 0, act = 4.0 * tc->B * tc->T * c->dim, grads = 0;
+    for (int s = 0; s < pp; s++) {
+        stage_shape g = stage_of(c, pp, s);
+        double mb = model_train_flops(c, g.nl, g.has_head, tc->B, tc->T, rs->lora.lc.r_max,
+                                      rs->lora.lc.dropout > 0, tc->ckpt) /
+                    (rt->train_gflops * 1e9);
+        mb += (s < pp - 1 || s > 0) ? msg_s(rt, act) * ((s > 0) + (s < pp - 1)) : 0;
+        busy[s] = steps * m * mb;
+        worst = mb > worst ? mb : worst;
+        /* adapter gradients of the stage: r_max (in + out) floats per map */
+        double gs = 0;
+        for (int q = 0; q < MODEL_N_MAPS; q++) {
+            int o, i;
+            model_map_shape(c, (model_map)q, &o, &i);
+            gs += 4.0 * rs->lora.lc.r_max * (o + i);
+        }
+        gs *= g.nl;
+        grads = gs > grads ? gs : grads;
+    }
+    double ar = allreduce_s(rt, grads, dp);
+    for (int s = 0; s < pp; s++) busy[s] += steps * ar;
+    return steps * ((m + pp - 1) * worst + ar);
+}
+
+static void add(double *acc, const double *x, int n, double times)
+{
+    for (int i = 0; i < n; i++) acc[i] += times * x[i];
+}
+
+void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int dp,
+                    const losa_rates *rt, losa_time *t)
+{
+    memset(t, 0, sizeof *t);
+    t->pp = pp;
+    double busy[pp], w;
+    losa_mode mode = rs->losa.mode;
+    int T = rs->losa.steps, losa_on = mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE;
+    double Nm = ceil_div(rs->data.calib_n, dp);
+    /* perplexity passes: dense, pruned, +LoRA; LoSA after steps and final */
+    double evals = 1 + (mode != LOSA_MODE_LOSA) + (mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE);
+    double losa_evals = losa_on ? (rs->eval.each_step ? T - 1 : 0) + 1 : 0;
+    w = eval_pass(rs, c, pp, dp, rt, busy);
+    t->wall[LOSA_PHASE_DENSE_EVAL] = evals * w;
+    add(t->busy[LOSA_PHASE_DENSE_EVAL], busy, pp, evals);
+    t->wall[LOSA_PHASE_LOSA_EVAL] = losa_evals * w;
+    add(t->busy[LOSA_PHASE_LOSA_EVAL], busy, pp, losa_evals);
+    if (mode != LOSA_MODE_LOSA) { /* one-shot: dense, statistics and output passes */
+        w = calib_pass(rs, c, pp, Nm, 3, pruner_flops(rs, c, dp, Nm), rt, busy);
+        t->wall[LOSA_PHASE_PRUNE] = w;
+        add(t->busy[LOSA_PHASE_PRUNE], busy, pp, 1);
+    }
+    double total = (double)(T - 1) * rs->losa.samples_step + rs->losa.samples_last;
+    if (mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE) {
+        t->wall[LOSA_PHASE_LORA_TRAIN] = train_phase(rs, c, pp, dp, total, rt, busy);
+        add(t->busy[LOSA_PHASE_LORA_TRAIN], busy, pp, 1);
+    }
+    if (losa_on) {
+        t->wall[LOSA_PHASE_DENSE_REF] = calib_pass(rs, c, pp, Nm, 1, 0, rt, busy);
+        add(t->busy[LOSA_PHASE_DENSE_REF], busy, pp, 1);
+        /* Grams: losa.rmi_n windows on every replica, an n x n product per layer */
+        double n = rs->losa.rmi_n;
+        w = calib_pass(rs, c, pp, n, 1, 2 * n * n * rs->data.calib_seqlen * c->dim, rt, busy) +
+            allreduce_s(rt, 8.0 * (c->n_layers + 1) * n * n, pp * dp);
+        t->wall[LOSA_PHASE_GRAMS] = T * w;
+        t->step[LOSA_PHASE_GRAMS] = w;
+        add(t->busy[LOSA_PHASE_GRAMS], busy, pp, T);
+        w = calib_pass(rs, c, pp, Nm, 2, pruner_flops(rs, c, dp, Nm), rt, busy);
+        t->wall[LOSA_PHASE_LOSA_PRUNE] = T * w;
+        t->step[LOSA_PHASE_LOSA_PRUNE] = w;
+        add(t->busy[LOSA_PHASE_LOSA_PRUNE], busy, pp, T);
+        w = train_phase(rs, c, pp, dp, total, rt, busy);
+        t->wall[LOSA_PHASE_LOSA_TRAIN] = w;
+        t->step[LOSA_PHASE_LOSA_TRAIN] = w / T;
+        add(t->busy[LOSA_PHASE_LOSA_TRAIN], busy, pp, 1);
+        t->step[LOSA_PHASE_LOSA_EVAL] = losa_evals > 0 ? t->wall[LOSA_PHASE_LOSA_EVAL] / losa_evals : 0;
+    }
+    for (int q = 0; q < LOSA_N_PHASES; q++) t->total += t->wall[q];
+}
