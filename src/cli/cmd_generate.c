@@ -180,7 +180,11 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     char *text = NULL;
     size_t tl = 0;
     tok_decode(&tok, ids + n, len - n, &text, &tl);
-    gen_report(d, &g, text, len - (int)n, secs, t_prefill, &c);
+    /* byte-fallback pieces may leave partial or invalid UTF-8 (and NUL):
+     * U+FFFD for those, so that the JSON text is valid and complete */
+    char *utf8 = text ? core_utf8_repair(text, tl, NULL) : NULL;
+    gen_report(d, &g, utf8, len - (int)n, secs, t_prefill, &c);
+    free(utf8);
     free(text);
     free(ids);
     st.sparse = NULL;
