@@ -203,7 +203,7 @@ static void time_matrix(const sparse_plan *p, const sparse_matrix *s, float *W, 
 }
 
 /* The formats timed for a pattern: {format, with the prefill batch}.
- * BF16 (lossy) only for decode, at 70% and 2:4. */
+ * BF16 (lossy) only for decode, at 70% and 2:4; the 2:4 format for 2:4. */
 typedef struct { sparse_format fmt; int prefill; } fmt_case;
 
 static int pattern_formats(double sp, int nm, fmt_case f[4])
@@ -211,6 +211,7 @@ static int pattern_formats(double sp, int nm, fmt_case f[4])
     int n = 0;
     f[n++] = (fmt_case){SPARSE_FORMAT_BITMAP, 1};
     if (nm || (sp > 0.69 && sp < 0.71)) f[n++] = (fmt_case){SPARSE_FORMAT_BITMAP_BF16, 0};
+    if (nm) f[n++] = (fmt_case){SPARSE_FORMAT_NM24, 1};
     return n;
 }
 

@@ -116,7 +116,8 @@ static const cli_flag f_plan[] = {
      "when a rank's peak exceeds it"},
     JSON_FLAG, END};
 static const cli_flag f_sparsify[] = {
-    {"--format", "bitmap|bitmap-bf16|csr", "bitmap", "format of the kept copies"},
+    {"--format", "bitmap|bitmap-bf16|csr|2:4", "bitmap",
+     "format of the kept copies (2:4 maps asked as bitmap are kept as 2:4)"},
     {"--all", NULL, "off", "keep every map, not only those where sparse kernels pay"},
     JSON_FLAG, END};
 

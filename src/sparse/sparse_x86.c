@@ -192,6 +192,10 @@ T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
 T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
                          int acc)
 {
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        sparse_nm_rows512(y, s, x, o0, o1, acc);
+        return;
+    }
     const float *xp = NULL;
     if (s->fmt == SPARSE_FORMAT_BITMAP_BF16) {
         int n32 = s->in / 64 * 2; /* the full 64-input steps */
@@ -211,6 +215,7 @@ T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o
                                    s->nw);
             break;
         case SPARSE_FORMAT_CSR: r = row512_csr(s, o, x); break;
+        case SPARSE_FORMAT_NM24: break; /* sparse_nm_rows512 above */
         }
         y[o] = acc ? y[o] + r : r;
     }
@@ -552,6 +557,10 @@ T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
 T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
                          int acc)
 {
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        sparse_nm_rows256(y, s, x, o0, o1, acc);
+        return;
+    }
     int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
     for (int64_t o = o0; o < o1; o++) {
         float r;
