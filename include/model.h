@@ -306,7 +306,7 @@ typedef struct {
     int n_layers, kv_dim, head_size;
     float *k, *v;              /* (n_layers, max_T, kvD) */
     float *rope_cos, *rope_sin;/* (max_T, hd/2) */
-    float *scores;             /* (max_T) attention scratch */
+    float *scores;             /* (H, max_T) attention scratch */
     float *mem;
     size_t n_floats;
 } model_kv_cache;

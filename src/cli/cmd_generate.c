@@ -167,7 +167,9 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     s = model_kv_cache_build(&kv, &st, cap);
     if (s == LOSA_OK) s = model_acts_build(&a, &st, 1, (int)n, 0);
     if (cli_fail(d, "generate", s)) return 1;
-    st.sparse = &sp;
+    /* no copy (off, or auto finding none that pays): the dense path as it
+     * is, OpenBLAS for every map and the head */
+    st.sparse = sp.n_converted ? &sp : NULL;
     gen_sparse_counts c = gen_sparse_count(d, &st, &sp);
     c.build_s = t_sp;
     if (dist_rank(d) == 0 && !g.json)

@@ -495,6 +495,10 @@ void sparse_dense_matvec(float *y, const float *W, int out, int in, const float 
         sparse_dense_matvec_avx512(y, W, out, in, x);
         return;
     }
+    if (sparse_get_isa() == SPARSE_ISA_AVX2) {
+        sparse_dense_matvec_avx2(y, W, out, in, x);
+        return;
+    }
 #endif
 #pragma omp parallel for schedule(static) if ((int64_t)out * in > (1 << 18))
     for (int o = 0; o < out; o++) {
