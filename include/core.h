@@ -128,6 +128,14 @@ void core_lock_release(core_lock *lk);
  * through symlinks and other spellings), else 0. */
 int core_same_file(const char *a, const char *b);
 
+/* A copy of the n bytes of s as valid UTF-8 (malloc'd, NUL-terminated,
+ * length in *len when len is not NULL): every maximal ill-formed
+ * subsequence (Unicode 15, sec. 3.9, "U+FFFD substitution of maximal
+ * subparts", as WHATWG and Python's errors='replace' decode) and every NUL
+ * byte (which would end a C string) becomes U+FFFD (EF BF BD).  For text
+ * written into JSON (tokenizer output of byte-fallback pieces, arguments). */
+char *core_utf8_repair(const char *s, size_t n, size_t *len);
+
 /* Whole-file read into a malloc'd buffer (NUL-terminated; size without NUL). */
 losa_status core_read_file(const char *path, char **data, size_t *size);
 

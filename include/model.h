@@ -322,6 +322,8 @@ typedef struct model_sparse {
 /* Convert the maps of s: AUTO converts a map when
  * sparse_profitable(density, batch) (batch = rows per call the caller
  * expects: 1 for decode, B*T for prefill), ON converts all, OFF none.
+ * Maps are converted to fmt, a 2:4 map asked as fp32 bitmap to the 2:4
+ * format (sparse_format_for).
  * Later calls use a converted map at N rows when mode is ON or
  * sparse_profitable(density, N).  The caller attaches it with
  * s->sparse = sp and detaches before model_sparse_free. */
@@ -358,7 +360,7 @@ typedef struct {
     int n_layers, kv_dim, head_size;
     float *k, *v;              /* (n_layers, max_T, kvD) */
     float *rope_cos, *rope_sin;/* (max_T, hd/2) */
-    float *scores;             /* (max_T) attention scratch */
+    float *scores;             /* (H, max_T) attention scratch */
     float *mem;
     size_t n_floats;
 } model_kv_cache;

@@ -22,6 +22,19 @@
  *                         in <= 65536 (else uint32), fp32 values: bytes per
  *                         weight (2 or 4 + 4) * density.  Better than the
  *                         bitmap only above ~92% sparsity.
+ *   SPARSE_FORMAT_NM24    2:4 only (every group of 4 consecutive inputs has
+ *                         at most 2 non-zeros; in % 4 == 0): per group two
+ *                         fp32 value slots (a zero fills a slot a group does
+ *                         not use) and their positions p0 < p1 in 0..3, a
+ *                         nibble p0 | p1 << 2 (mask word w holds groups
+ *                         4w..4w+3, group 4w+k in bits 4k..4k+3).  Fixed
+ *                         stride: row o's slots start at o * in / 2, no
+ *                         popcounts; the kernels gather x by the positions
+ *                         (vpermt2ps over 32 inputs) and FMA the slots as
+ *                         they are.  Bytes per weight: 1/8 + 2 (dense fp32
+ *                         4: at most 1.88x fewer).  rowptr counts the real
+ *                         non-zeros (checks, stores), the kernels do not
+ *                         read it.
  *
  * For the kernels, model_sparse_build splits bitmap matrices into column
  * panels (sparse_matrix_panel) so that x stays in L1 while rows stream.
@@ -43,6 +56,7 @@ typedef enum {
     SPARSE_FORMAT_BITMAP = 0,
     SPARSE_FORMAT_BITMAP_BF16,
     SPARSE_FORMAT_CSR,
+    SPARSE_FORMAT_NM24,
 } sparse_format;
 
 typedef enum {
@@ -57,9 +71,10 @@ typedef struct sparse_matrix {
     int nw;             /* bitmap words per row: ceil(in / 16) */
     int nm_n, nm_m;     /* N:M pattern found by from_dense (0, 0 if none) */
     int64_t nnz;
-    int64_t *rowptr;    /* (out + 1) offsets into vals / idx */
-    uint16_t *mask;     /* BITMAP*: (out, nw) bit j of word w = input 16 w + j */
-    void *vals;         /* (nnz + pad) float or uint16 (bf16) values */
+    int64_t *rowptr;    /* (out + 1) offsets into vals / idx (NM24: non-zero counts) */
+    uint16_t *mask;     /* BITMAP*: (out, nw) bit j of word w = input 16 w + j;
+                           NM24: (out, nw) nibble k of word w = group 4 w + k */
+    void *vals;         /* (nvals + pad) float or uint16 (bf16) values */
     uint16_t *idx16;    /* CSR: (nnz) column indices when in <= 65536 */
     uint32_t *idx32;    /* CSR: (nnz) otherwise */
     /* Execution layout (sparse_matrix_panel): npanel > 0 column panels,
@@ -72,7 +87,8 @@ typedef struct sparse_matrix {
 } sparse_matrix;
 
 /* Build s from the dense W (out, in); zeros are exact (== 0.0f) entries.
- * Returns LOSA_ERR_ARG for bad shapes or format. Free with sparse_matrix_free. */
+ * Returns LOSA_ERR_ARG for bad shapes or format, or a W that is not 2:4
+ * for SPARSE_FORMAT_NM24. Free with sparse_matrix_free. */
 losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W /* (out, in) */,
                                      int out, int in, sparse_format fmt);
 void sparse_matrix_free(sparse_matrix *s);
@@ -89,6 +105,13 @@ void sparse_matrix_free(sparse_matrix *s);
  * width. */
 #define SPARSE_PANEL_MAX 2816
 losa_status sparse_matrix_panel(sparse_matrix *s, int width);
+/* Values stored: nnz, or for NM24 two slots per group (out * in / 2). */
+int64_t sparse_matrix_nvals(const sparse_matrix *s);
+/* The format to hold W (out, in) in when fmt is asked: NM24 for a 2:4 W
+ * when fmt is BITMAP (the same values, fewer bytes, no popcounts), else
+ * fmt. */
+sparse_format sparse_format_for(const float *W /* (out, in) */, int out, int in,
+                                sparse_format fmt);
 /* Allocate s for an (out, in) matrix of format fmt with nnz non-zeros:
  * every array zeroed and padded as sparse_matrix_from_dense pads it
  * (idx16 when in <= 65536), nm_n = nm_m = 0.  For readers that fill the
@@ -100,15 +123,18 @@ losa_status sparse_matrix_alloc(sparse_matrix *s, sparse_format fmt, int out, in
  * their arrays: rowptr runs from 0 to nnz without decreasing; BITMAP*: the
  * bits of row o count rowptr[o+1] - rowptr[o] and no bit is set past
  * column in - 1; CSR: indices of a row strictly increase and are < in;
- * (nm_n, nm_m) is (0, 0), (2, 4) or (4, 8).  LOSA_ERR_FORMAT naming where
+ * NM24: in % 4 == 0, (nm_n, nm_m) = (2, 4), p0 < p1 in every group, zero
+ * nibbles past the last group, and the non-zero slots of row o count
+ * rowptr[o+1] - rowptr[o]; (nm_n, nm_m) is (0, 0), (2, 4) or (4, 8).  LOSA_ERR_FORMAT naming where
  * (e.g. the file and group) and what. */
 losa_status sparse_matrix_check(const sparse_matrix *s, const char *where);
-/* "bitmap", "bitmap-bf16", "csr" */
+/* "bitmap", "bitmap-bf16", "csr", "2:4" */
 const char *sparse_format_name(sparse_format f);
 losa_status sparse_format_from_string(const char *str, sparse_format *f);
 /* Expand back to dense (BF16 values come back rounded). */
 void sparse_matrix_to_dense(float *W /* (out, in) */, const sparse_matrix *s);
-/* Bytes of the format that one matvec reads (all arrays). */
+/* Bytes of the format that one matvec reads (all arrays; NM24 without
+ * rowptr, which its kernels do not read). */
 size_t sparse_matrix_bytes(const sparse_matrix *s);
 /* Fraction of non-zero entries of W (n values). */
 double sparse_density(const float *W, int64_t n);

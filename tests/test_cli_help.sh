@@ -18,7 +18,7 @@ W=$TT/cli_help
 rm -rf "$W"; mkdir -p "$W"
 
 CMDS="import info eval generate prune finetune run export synth plan sparsify bench"
-BENCHES="forward train prune sparse pipeline"
+BENCHES="forward train prune sparse decode pipeline"
 
 src_flags() { # source file -> the --flags it parses, one per line
     grep -oE '(cli_opt\(argc, argv, &i, |strn?cmp\(argv\[i\], )"--[a-z0-9-]+' "$1" |

@@ -19,15 +19,26 @@ e_off=$(ev --sparse off); e_on=$(ev --sparse on)
 check "eval: ppl on vs off within 1e-5" /usr/bin/python3 -c "import sys; a,b=map(float,sys.argv[1:]); sys.exit(abs(a-b)>1e-5*b)" \
     "$(json_get "$e_on" ppl)" "$(json_get "$e_off" ppl)"
 check "generate: --sparse maybe rejected" bash -c "! '$LOSA' generate --model '$S' --sparse maybe >/dev/null 2>&1"
-# bench: the decode section's JSON keys (small model with --quick; no timing asserted)
-b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --quick --decode-only --steps 4 --json 2>/dev/null)
-check "bench sparse: decode[1] is 70% with both rates > 0" /usr/bin/python3 -c '
-import json,sys; d=json.loads(sys.argv[1])["decode"]
-ok = len(d) == 2 and abs(d[1]["sparsity"] - 0.7) < 1e-9 and 0.29 < d[1]["density"] < 0.31 \
-     and d[1]["dense_tokens_per_s"] > 0 and d[1]["sparse_tokens_per_s"] > 0 and "speedup" in d[1]
+# bench decode: the cases' JSON keys and consistency (small model with
+# --quick; no timing asserted)
+b=$(OMP_NUM_THREADS=1 "$LOSA" bench decode --quick --steps 2 --rounds 1 --json 2>/dev/null)
+check "bench decode: dense, bitmap, bitmap-bf16, 2:4 with times > 0 and ceilings from the bytes" \
+    /usr/bin/python3 -c '
+import json,sys; o=json.loads(sys.argv[1]); c={x["format"]: x for x in o["cases"]}
+ok = list(c) == ["dense", "bitmap", "bitmap-bf16", "2:4"] and o["layers"] == [2, 4]
+ok = ok and all(x["maps_ms"] > 0 and len(x["token_ms"]) == 2 for x in c.values())
+ok = ok and c["dense"]["ratio_to_dense"] == 1 and abs(c["bitmap"]["density"] - 0.3) < 0.01
+ok = ok and abs(c["2:4"]["density"] - 0.5) < 0.01
+# ceiling = dense fp32 bytes / format bytes: at density 0.3 a bitmap is
+# 1/8 + 4 * 0.3 bytes per weight (+ its int64 row offsets), bf16 1/8 + 2 * 0.3
+for f, vb in (("bitmap", 4), ("bitmap-bf16", 2)):
+    x = c[f]; per_w = 1 / 8 + vb * x["density"]
+    ok = ok and abs(x["ceiling"] - 4 / per_w) / (4 / per_w) < 0.02
+    ok = ok and abs(x["ceiling"] - o["dense_layer_gbytes"] / x["layer_gbytes"]) < 1e-9
 sys.exit(0 if ok else 1)' "$b"
-# bench: the matrix cases of one shape (keys and consistency; no timing asserted)
-b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --shape 256x3000 --sparsity 0.7 --matrices-only \
+# bench: the matrix cases of one shape (keys and consistency, ceiling = dense
+# bytes / format bytes; no timing asserted)
+b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --shape 256x3000 --sparsity 0.7 \
     --rounds 1 --reps 1 --json 2>/dev/null)
 check "bench sparse --shape: 70% and 2:4 cases of 256x3000, f32 and bf16, speed-ups > 0" /usr/bin/python3 -c '
 import json,sys; c=json.loads(sys.argv[1])["cases"]
@@ -36,7 +47,10 @@ ok = all(x["shape"] == [256, 3000] and x["speedup"] > 0 and x["speedup_of_best"]
          x["gbytes_per_s"] > 0 for x in c) and \
      {("unstructured", "bitmap", 1), ("unstructured", "bitmap", 128),
       ("unstructured", "bitmap-bf16", 1), ("2:4", "bitmap", 1)} <= keys and \
-     all(abs(x["density"] - (0.3 if x["pattern"] == "unstructured" else 0.5)) < 0.01 for x in c)
+     all(abs(x["density"] - (0.3 if x["pattern"] == "unstructured" else 0.5)) < 0.01 for x in c) and \
+     all(abs(x["fraction_of_ceiling"] * x["ceiling"] - x["speedup"]) < 1e-9 * x["speedup"] and
+         abs(x["ceiling"] - x["dense_s"] * x["dense_gbytes_per_s"] /  # dense / sparse bytes
+             (x["sparse_s"] * x["gbytes_per_s"])) < 1e-6 * x["ceiling"] for x in c)
 sys.exit(0 if ok else 1)' "$b"
 check "bench sparse: --shape 4096 rejected" bash -c "! '$LOSA' bench sparse --shape 4096 >/dev/null 2>&1"
 finish

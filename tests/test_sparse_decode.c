@@ -7,6 +7,7 @@
  *    (mode on: every map sparse, prefill through sparse_matmul too);
  *  - through the pipeline (1, 2, 3 stages) the decode logits equal the
  *    single-stage ones;
+ *  - a 2:4-pruned model: every map in the 2:4 format, decode as above;
  *  - model_sparse_build auto/on/off converts the expected maps. */
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,49 @@ static void prune_stage(model_stage *s, double sp)
             model_map_shape(&s->cfg, m, &o, &i);
             TEST_CHECK(prune_magnitude(s->layers[l].w[m], o, i, sp, 0, 0) == LOSA_OK, "prune");
         }
+}
+
+/* ref[t] = logits of position t from full forwards of the prefixes of tok
+ * (the prompt T0 at once, then one position more per forward). */
+static void forward_ref(float *ref, model_stage *s, const int *tok, int T0, int T)
+{
+    int V = s->cfg.vocab_size;
+    model_acts af;
+    model_acts_build(&af, s, 1, T, 0);
+    for (int t = T0; t <= T; t++) {
+        model_stage_forward(&af, s, tok, 1, t);
+        if (t == T0) memcpy(ref, af.logits, sizeof(float) * T0 * V);
+        else memcpy(ref + (int64_t)(t - 1) * V, af.logits + (int64_t)(t - 1) * V, sizeof(float) * V);
+    }
+    model_acts_free(&af);
+}
+
+/* Prefill T0 tokens, decode up to T on s (with sparse copies sp or dense):
+ * logits into got (T, V); returns the max relative error against ref. */
+static double decode_rel(float *got, model_stage *s, const model_sparse *sp, const int *tok,
+                         int T0, int T, const float *ref)
+{
+    int V = s->cfg.vocab_size;
+    s->sparse = sp;
+    model_kv_cache kv;
+    model_acts a;
+    TEST_CHECK(model_kv_cache_build(&kv, s, T) == LOSA_OK, "kv build");
+    model_acts_build(&a, s, 1, T0, 0);
+    model_stage_prefill(&a, &kv, s, tok, T0);
+    memcpy(got, a.logits, sizeof(float) * T0 * V);
+    for (int pos = T0; pos < T; pos++) {
+        model_stage_decode_step(&a, &kv, s, tok[pos], pos);
+        memcpy(got + (int64_t)pos * V, a.logits, sizeof(float) * V);
+    }
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        double e = test_max_rel(got + (int64_t)t * V, ref + (int64_t)t * V, V);
+        if (e > worst) worst = e;
+    }
+    s->sparse = NULL;
+    model_acts_free(&a);
+    model_kv_cache_free(&kv);
+    return worst;
 }
 
 int main(int argc, char **argv)
@@ -45,14 +89,8 @@ int main(int argc, char **argv)
     model_stage_build(&full, &c, 0, 1);
     model_stage_randomize(&full, 3, 0.3f);
     prune_stage(&full, 0.7);
-    model_acts af;
-    model_acts_build(&af, &full, 1, T, 0);
     float *ref = malloc(sizeof(float) * T * V); /* ref[t] = logits of position t */
-    for (int t = T0; t <= T; t++) {
-        model_stage_forward(&af, &full, tok, 1, t);
-        if (t == T0) memcpy(ref, af.logits, sizeof(float) * T0 * V);
-        else memcpy(ref + (int64_t)(t - 1) * V, af.logits + (int64_t)(t - 1) * V, sizeof(float) * V);
-    }
+    forward_ref(ref, &full, tok, T0, T);
 
     float *got = malloc(sizeof(float) * T * V);
     for (int mode = 0; mode < 2; mode++) { /* 0 dense, 1 sparse (on) */
@@ -60,33 +98,45 @@ int main(int argc, char **argv)
         TEST_CHECK(model_sparse_build(&sp, &full, mode ? MODEL_SPARSE_ON : MODEL_SPARSE_OFF, 1,
                                       SPARSE_FORMAT_BITMAP) == LOSA_OK, "sparse build");
         TEST_CHECK(sp.n_converted == (mode ? 3 * MODEL_N_MAPS : 0), "converted %d", sp.n_converted);
-        full.sparse = mode ? &sp : NULL;
-        model_kv_cache kv;
-        model_acts a;
-        TEST_CHECK(model_kv_cache_build(&kv, &full, T) == LOSA_OK, "kv build");
-        model_acts_build(&a, &full, 1, T0, 0);
-        model_stage_prefill(&a, &kv, &full, tok, T0);
-        memcpy(got, a.logits, sizeof(float) * T0 * V);
+        double worst = decode_rel(got, &full, mode ? &sp : NULL, tok, T0, T, ref);
         if (!mode)
             TEST_CHECK(memcmp(got, ref, sizeof(float) * T0 * V) == 0,
                        "dense prefill logits not bit-identical to the full forward");
-        for (int pos = T0; pos < T; pos++) {
-            model_stage_decode_step(&a, &kv, &full, tok[pos], pos);
-            memcpy(got + (int64_t)pos * V, a.logits, sizeof(float) * V);
-        }
-        double worst = 0;
-        for (int t = 0; t < T; t++) {
-            double e = test_max_rel(got + (int64_t)t * V, ref + (int64_t)t * V, V);
-            if (e > worst) worst = e;
-        }
         if (dist_rank(d) == 0)
             fprintf(stderr, "%s: max rel error of decode logits vs full forward: %.3g\n",
                     mode ? "sparse" : "dense", worst);
         TEST_CHECK(worst <= 1e-5, "%s decode logits rel %.3g", mode ? "sparse" : "dense", worst);
-        full.sparse = NULL;
-        model_acts_free(&a);
-        model_kv_cache_free(&kv);
         model_sparse_free(&sp);
+    }
+
+    /* 2:4: every map pruned 2:4 is held in the 2:4 format (asked as fp32
+     * bitmap) and decodes like the full forward */
+    {
+        model_stage s24;
+        model_stage_build(&s24, &c, 0, 1);
+        model_stage_randomize(&s24, 4, 0.3f);
+        for (int l = 0; l < s24.n_layers; l++)
+            for (int m = 0; m < MODEL_N_MAPS; m++) {
+                int o, i;
+                model_map_shape(&c, m, &o, &i);
+                TEST_CHECK(prune_magnitude(s24.layers[l].w[m], o, i, 0.5, 2, 4) == LOSA_OK, "2:4");
+            }
+        float *ref24 = malloc(sizeof(float) * T * V);
+        forward_ref(ref24, &s24, tok, T0, T);
+        model_sparse sp;
+        TEST_CHECK(model_sparse_build(&sp, &s24, MODEL_SPARSE_ON, 1, SPARSE_FORMAT_BITMAP) ==
+                       LOSA_OK, "2:4 sparse build");
+        int n24 = 0;
+        for (int k = 0; k < 3 * MODEL_N_MAPS; k++) n24 += sp.mat[k].fmt == SPARSE_FORMAT_NM24;
+        TEST_CHECK(n24 == 3 * MODEL_N_MAPS, "%d of %d maps in the 2:4 format", n24,
+                   3 * MODEL_N_MAPS);
+        double worst = decode_rel(got, &s24, &sp, tok, T0, T, ref24);
+        if (dist_rank(d) == 0)
+            fprintf(stderr, "2:4: max rel error of decode logits vs full forward: %.3g\n", worst);
+        TEST_CHECK(worst <= 1e-5, "2:4 decode logits rel %.3g", worst);
+        model_sparse_free(&sp);
+        free(ref24);
+        model_stage_free(&s24);
     }
 
     /* auto: 70% -> density 0.3 converts at batch 1; a dense map does not */
@@ -154,7 +204,6 @@ int main(int argc, char **argv)
     free(ref);
     free(got);
     free(tok);
-    model_acts_free(&af);
     model_stage_free(&full);
     double f = test_failures;
     dist_sum_doubles(d, &f, 1);

@@ -2,8 +2,9 @@
  * io_store_copy, model_sparse_build_from):
  *  - a matrix read back equals sparse_matrix_from_dense of the same weights
  *    field by field and byte by byte, for bitmap, bitmap-bf16, CSR with
- *    uint16 and uint32 indices, empty rows, full rows, 2:4, nnz = 0, widths
- *    not a multiple of 16;
+ *    uint16 and uint32 indices, empty rows, full rows, 2:4 (in the bitmap
+ *    formats and the 2:4 format, widths 64 and 36), nnz = 0, widths not a
+ *    multiple of 16;
  *  - corrupted groups (bitmap bits vs rowptr, a bit past the last column,
  *    decreasing rowptr, CSR column out of range, wrong dataset length, bad
  *    format name, missing group) are refused with LOSA_ERR_FORMAT;
@@ -54,12 +55,59 @@ static int same_matrix(const sparse_matrix *a, const sparse_matrix *b)
     size_t nnz = (size_t)a->nnz;
     if (memcmp(a->rowptr, b->rowptr, ((size_t)a->out + 1) * sizeof(int64_t))) return 0;
     size_t vb = a->fmt == SPARSE_FORMAT_BITMAP_BF16 ? 2 : 4;
-    if (memcmp(a->vals, b->vals, nnz * vb)) return 0;
+    if (sparse_matrix_nvals(a) != sparse_matrix_nvals(b) ||
+        memcmp(a->vals, b->vals, (size_t)sparse_matrix_nvals(a) * vb))
+        return 0;
     if (!a->mask != !b->mask || !a->idx16 != !b->idx16 || !a->idx32 != !b->idx32) return 0;
     if (a->mask && memcmp(a->mask, b->mask, (size_t)a->out * a->nw * 2)) return 0;
     if (a->idx16 && memcmp(a->idx16, b->idx16, nnz * 2)) return 0;
     if (a->idx32 && memcmp(a->idx32, b->idx32, nnz * 4)) return 0;
     return 1;
+}
+
+/* The 2:4 format: written, read back equal, the same matvec. */
+static void test_roundtrip_nm(void)
+{
+    static const int shapes[][2] = {{16, 64}, {5, 36}};
+    char path[2200], name[64];
+    snprintf(path, sizeof path, "%s/rt_nm.h5", tmpdir);
+    sparse_matrix ref[2];
+    io_store *st = NULL;
+    TEST_CHECK(io_store_create(&st, path) == LOSA_OK, "create %s", path);
+    for (int k = 0; k < 2; k++) {
+        int out = shapes[k][0], in = shapes[k][1];
+        float *W = malloc(sizeof(float) * (size_t)out * in);
+        make_weights(W, out, in, 0.3, 1, 200 + k);
+        TEST_CHECK(sparse_matrix_from_dense(&ref[k], W, out, in, SPARSE_FORMAT_NM24) == LOSA_OK,
+                   "from_dense 2:4 %dx%d: %s", out, in, core_errmsg());
+        snprintf(name, sizeof name, "/sparse/layers/%d/nm", k);
+        TEST_CHECK(io_store_write_sparse(st, name, &ref[k]) == LOSA_OK, "write %s", name);
+        free(W);
+    }
+    TEST_CHECK(io_store_commit(&st) == LOSA_OK, "commit");
+    TEST_CHECK(io_store_open(&st, path) == LOSA_OK, "open");
+    for (int k = 0; k < 2; k++) {
+        sparse_matrix got;
+        snprintf(name, sizeof name, "/sparse/layers/%d/nm", k);
+        losa_status s = io_store_read_sparse(st, name, &got);
+        TEST_CHECK(s == LOSA_OK, "read %s: %s", name, core_errmsg());
+        if (s != LOSA_OK) continue;
+        TEST_CHECK(got.fmt == SPARSE_FORMAT_NM24 && same_matrix(&got, &ref[k]),
+                   "%s (2:4) equals from_dense", name);
+        int out = shapes[k][0], in = shapes[k][1];
+        float *x = malloc(sizeof(float) * in), *y0 = malloc(sizeof(float) * out);
+        float *y1 = malloc(sizeof(float) * out);
+        for (int i = 0; i < in; i++) x[i] = (float)((i * 37) % 11) - 5.0f;
+        sparse_matvec(y0, &ref[k], x);
+        sparse_matvec(y1, &got, x);
+        TEST_CHECK(!memcmp(y0, y1, sizeof(float) * out), "%s matvec identical", name);
+        free(x);
+        free(y0);
+        free(y1);
+        sparse_matrix_free(&got);
+        sparse_matrix_free(&ref[k]);
+    }
+    io_store_close(&st);
 }
 
 static void test_roundtrip(void)
@@ -128,6 +176,7 @@ static void test_roundtrip(void)
     io_store_close(&st);
     for (int k = 0; k < ns; k++)
         for (int f = 0; f < 3; f++) sparse_matrix_free(&ref[k][f]);
+    test_roundtrip_nm();
 }
 
 /* Each case writes a good group and then damages it. */

@@ -72,6 +72,23 @@ for l in sp["layers"]:
         assert int(g.attrs["nnz"]) == nnz, (l, m)
         rp = g["rowptr"][:]
         assert rp.dtype == np.int64 and (rp == np.concatenate([[0], np.cumsum(nzm.sum(1))])).all()
+        if want_fmt == "2:4":
+            # two slots per group of 4 inputs; nibble k of word w (group 4w+k)
+            # holds their positions p0 | p1 << 2 with p0 < p1
+            mask, v = g["mask"][:], g["vals"][:]
+            assert mask.dtype == np.uint16 and v.dtype == np.float32 and v.shape == (out * inn // 2,)
+            nib = ((mask[:, :, None] >> (4 * np.arange(4, dtype=np.uint16))) & 15).reshape(out, -1)
+            nib = nib[:, : inn // 4].astype(np.int64)
+            p0, p1 = nib & 3, nib >> 2
+            assert (p0 < p1).all(), (l, m)
+            D = np.zeros((out, inn // 4, 4), np.float32)
+            slots = v.reshape(out, inn // 4, 2)
+            r, q = np.indices(p0.shape)
+            D[r, q, p0] = slots[:, :, 0]
+            D[r, q, p1] = slots[:, :, 1]
+            assert (D.reshape(out, inn).view(np.uint32) == W.view(np.uint32)).all(), (l, m)
+            n += 1
+            continue
         if want_fmt == "csr":
             idx = g["idx"][:]
             assert idx.dtype == np.uint16
@@ -139,6 +156,21 @@ check "bitmap-bf16: decodes (numpy round to nearest even)" /usr/bin/python3 "$W/
 g=$("$LOSA" generate --model "$P" --sparse on --steps 20 --json 2>/dev/null)
 check "bitmap-bf16: generate reads the 35 stored copies" test "$(json_get "$g" sparse_stored)" = 35
 
+# a 2:4-pruned store: the maps asked as bitmap are kept in the 2:4 format
+# (decoded independently), and give the same text as the dense weights
+sed -e 's/^sparsity = 0.6/sparsity = 0.5/' -e 's/^pattern = unstructured/pattern = 2:4/' \
+    -e "s|^store = $W/pruned.h5|store = $W/p24.h5|" "$W/prune.ini" > "$W/prune24.ini"
+"$LOSA" prune "$W/prune24.ini" >"$W/prune24.log" 2>&1
+cp "$W/p24.h5" "$W/s24.h5"
+o=$("$LOSA" sparsify "$W/s24.h5" --all --json 2>/dev/null)
+check "2:4 store: kept as 2:4" test "$(json_get "$o" format) $(json_get "$o" sparse_maps)" = "2:4 35"
+check "2:4: decodes (h5py/numpy) to the dense weights" /usr/bin/python3 "$W/decode.py" "$W/s24.h5" 2:4 35
+a=$("$LOSA" generate --model "$W/p24.h5" --sparse off --steps 50 --json 2>/dev/null)
+b=$("$LOSA" generate --model "$W/s24.h5" --sparse on --steps 50 --json 2>/dev/null)
+check "2:4: generate from the stored copies = dense text" /usr/bin/python3 -c '
+import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2])
+assert a["text"] == b["text"] and len(a["text"]) > 10 and b["sparse_stored"] == 35, (a, b)' "$a" "$b"
+
 # an unpruned store: no map pays at batch 1, --all keeps them all
 cp "$ST" "$W/dense.h5"
 o=$("$LOSA" sparsify "$W/dense.h5" --json 2>/dev/null)
@@ -167,8 +199,10 @@ fails_clean "missing store" "cannot open" "$W/nope.h5" "$W/nope.h5"
 check "missing store: not created" test ! -e "$W/nope.h5"
 echo "not hdf5" > "$W/text.h5"
 fails_clean "not HDF5" "not an HDF5 file" "$W/text.h5" "$W/text.h5"
-fails_clean "unknown format" "expected bitmap, bitmap-bf16 or csr" "$W/pruned.h5" "$W/pruned.h5" --format dense
+fails_clean "unknown format" "expected bitmap, bitmap-bf16, csr or 2:4" "$W/pruned.h5" "$W/pruned.h5" --format dense
 fails_clean "no store given" "STORE: missing" "$W/pruned.h5"
+fails_clean "--format 2:4 on a map that is not 2:4" "layer 0 wq: sparse: 2:4 format" "$W/pruned.h5" \
+    "$W/pruned.h5" --format 2:4 --all
 mkdir -p "$W/emptyrun"
 fails_clean "run dir without model.h5" "model.h5: missing" "$W/emptyrun" "$W/emptyrun"
 # a store that lacks layer 3's w_up fails half way, after writing copies

@@ -124,10 +124,34 @@ double bench_sgemm_gflops(int M, int N, int K, double min_seconds);
 model_config bench_minillama_config(int n_layers);
 losa_status bench_model(dist_ctx *d, const char *model, int n_layers, model_stage *st);
 
+/* Shared by the sparse and decode benches (bench_util.c; rank 0 only). */
+/* Sleep 0.15 s so that the spinning workers of the other thread pool
+ * (OpenBLAS pthreads vs OpenMP) go to sleep before a timed call. */
+void bench_settle(void);
+/* Evict the last-level cache (touch 128 MB): init / flush / free. */
+void bench_flush_init(void);
+void bench_cache_flush(void);
+void bench_flush_free(void);
+/* Median of x[0..n) (sorts x). */
+double bench_median(double *x, int n);
+/* STREAM-like triad a = b + s c (3 x 128 MB) and read-only streaming (xor
+ * of 256 MB) bandwidth in GB/s, best of reps, all OpenMP threads. */
+double bench_triad_gbs(int reps);
+double bench_read_gbs(int reps);
+/* Magnitude pruning in place of W (n values): zero |w| at or below the
+ * sp-quantile estimated from 2^20 samples drawn with r (so pruning a pruned
+ * matrix at a higher sparsity equals pruning the original), or with nm the
+ * 2 smallest of every 4 consecutive values (2:4). */
+void bench_prune_matrix(float *W, int64_t n, double sp, int nm, core_rng *r);
+/* x[i] = std * N(0, 1), threads filling chunks of 2^20 values from streams
+ * seeded by (seed, chunk): the same values for any thread count. */
+void bench_fill_normal(float *x, int64_t n, float std, uint64_t seed);
+
 /* bench sub-benchmarks (each in its own file; cmd_bench dispatches). */
 int bench_forward(dist_ctx *d, int argc, char **argv);
 int bench_train(dist_ctx *d, int argc, char **argv);
 int bench_prune(dist_ctx *d, int argc, char **argv);
 int bench_sparse(dist_ctx *d, int argc, char **argv);
+int bench_decode(dist_ctx *d, int argc, char **argv);
 int bench_pipeline(dist_ctx *d, int argc, char **argv);
 #endif

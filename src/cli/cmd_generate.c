@@ -167,7 +167,9 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     s = model_kv_cache_build(&kv, &st, cap);
     if (s == LOSA_OK) s = model_acts_build(&a, &st, 1, (int)n, 0);
     if (cli_fail(d, "generate", s)) return 1;
-    st.sparse = &sp;
+    /* no copy (off, or auto finding none that pays): the dense path as it
+     * is, OpenBLAS for every map and the head */
+    st.sparse = sp.n_converted ? &sp : NULL;
     gen_sparse_counts c = gen_sparse_count(d, &st, &sp);
     c.build_s = t_sp;
     if (dist_rank(d) == 0 && !g.json)
@@ -180,7 +182,11 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     char *text = NULL;
     size_t tl = 0;
     tok_decode(&tok, ids + n, len - n, &text, &tl);
-    gen_report(d, &g, text, len - (int)n, secs, t_prefill, &c);
+    /* byte-fallback pieces may leave partial or invalid UTF-8 (and NUL):
+     * U+FFFD for those, so that the JSON text is valid and complete */
+    char *utf8 = text ? core_utf8_repair(text, tl, NULL) : NULL;
+    gen_report(d, &g, utf8, len - (int)n, secs, t_prefill, &c);
+    free(utf8);
     free(text);
     free(ids);
     st.sparse = NULL;

@@ -1,10 +1,12 @@
-/* losa sparsify STORE.h5|RUN_DIR [--format bitmap|bitmap-bf16|csr] [--all] [--json]
+/* losa sparsify STORE.h5|RUN_DIR [--format bitmap|bitmap-bf16|csr|2:4] [--all] [--json]
  *   Keeps sparse copies of the pruned linear maps in the store (/sparse,
  *   layout in include/io.h), so that `losa generate` / `losa eval` read them
  *   instead of converting every map at each load.  A map is kept when
  *   sparse_profitable(density, 1) (the batch-1 decode decision), or every
- *   map with --all.  bitmap (default) and csr are exact; bitmap-bf16 rounds
- *   the values, and generate / eval use the stored copies as they are.
+ *   map with --all.  bitmap (default), csr and 2:4 are exact (a 2:4 map
+ *   asked as bitmap is kept in the 2:4 format; --format 2:4 refuses a map
+ *   that is not 2:4); bitmap-bf16 rounds the values, and generate / eval use
+ *   the stored copies as they are.
  *   The store is rewritten whole: everything it holds except an old /sparse
  *   is copied into a temporary file next to it, the copies are added, and
  *   the file is renamed over the store; on any error the store is unchanged.
@@ -21,10 +23,12 @@
 #include "io.h"
 
 #define SPARSIFY_USAGE \
-    "usage: losa sparsify STORE.h5|RUN_DIR [--format bitmap|bitmap-bf16|csr] [--all] [--json]"
+    "usage: losa sparsify STORE.h5|RUN_DIR [--format bitmap|bitmap-bf16|csr|2:4] [--all] [--json]"
 
 typedef struct {
     int maps, kept;           /* maps in the model, maps kept sparse */
+    int kept_nm;              /* of those, in the 2:4 format (sparse_format_for) */
+    char format[32];          /* of the kept copies: fmt, "2:4" or "<fmt>+2:4" */
     int64_t sparse_bytes;     /* bytes of the kept copies (sparse_matrix_bytes) */
     int64_t dense_bytes;      /* fp32 bytes of the kept maps */
     int64_t size_before, size_after;
@@ -55,17 +59,29 @@ static losa_status sparsify_maps(io_store *in, io_store *out, const model_config
             r->maps++;
             if (!all && !sparse_profitable(sparse_density(W, (int64_t)o * i), 1)) continue;
             sparse_matrix sm;
-            s = sparse_matrix_from_dense(&sm, W, o, i, fmt);
-            if (s != LOSA_OK) break;
+            s = sparse_matrix_from_dense(&sm, W, o, i, sparse_format_for(W, o, i, fmt));
+            if (s != LOSA_OK) { /* name the map (the message is copied: core_err reuses it) */
+                char msg[600];
+                snprintf(msg, sizeof msg, "%s", core_errmsg());
+                s = core_err(s, "layer %d %s: %s", l, model_map_name((model_map)m), msg);
+                break;
+            }
             io_sparse_name(name, sizeof name, l, model_map_name((model_map)m));
             s = io_store_write_sparse(out, name, &sm);
             r->kept++;
+            r->kept_nm += sm.fmt == SPARSE_FORMAT_NM24;
             r->sparse_bytes += (int64_t)sparse_matrix_bytes(&sm);
             r->dense_bytes += (int64_t)o * i * (int64_t)sizeof(float);
             sparse_matrix_free(&sm);
         }
     core_free(W);
-    if (s == LOSA_OK) s = io_store_write_string(out, "/sparse/format", sparse_format_name(fmt));
+    if (r->kept_nm == 0 || fmt == SPARSE_FORMAT_NM24)
+        snprintf(r->format, sizeof r->format, "%s", sparse_format_name(fmt));
+    else if (r->kept_nm == r->kept)
+        snprintf(r->format, sizeof r->format, "2:4");
+    else
+        snprintf(r->format, sizeof r->format, "%s+2:4", sparse_format_name(fmt));
+    if (s == LOSA_OK) s = io_store_write_string(out, "/sparse/format", r->format);
     if (s == LOSA_OK) s = io_store_write_attr_int(out, "/sparse/maps", r->kept);
     if (s == LOSA_OK) s = io_store_write_attr_int(out, "/sparse/all", all);
     return s;
@@ -144,7 +160,7 @@ int cmd_sparsify(dist_ctx *d, int argc, char **argv)
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "store", store);
-        cJSON_AddStringToObject(o, "format", sparse_format_name(fmt));
+        cJSON_AddStringToObject(o, "format", r.format);
         cJSON_AddBoolToObject(o, "all", all);
         cJSON_AddNumberToObject(o, "maps", r.maps);
         cJSON_AddNumberToObject(o, "sparse_maps", r.kept);
@@ -156,7 +172,7 @@ int cmd_sparsify(dist_ctx *d, int argc, char **argv)
         cli_json_emit(d, o);
     } else {
         core_log("%s: %d of %d maps kept as %s (%.1f MB for %.1f MB dense), file %.1f -> %.1f MB, "
-                 "%.2fs\n", store, r.kept, r.maps, sparse_format_name(fmt), r.sparse_bytes / 1e6,
+                 "%.2fs\n", store, r.kept, r.maps, r.format, r.sparse_bytes / 1e6,
                  r.dense_bytes / 1e6, r.size_before / 1e6, r.size_after / 1e6, secs);
     }
     return 0;

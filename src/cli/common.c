@@ -102,11 +102,16 @@ losa_status cli_tokenize_file(dist_ctx *d, const tok_tokenizer *tok,
     return losa_tokenize_file(d, tok, path, bos, ids, n);
 }
 
-/* Prints (rank 0) and frees the one JSON object of --json output. */
+/* Prints (rank 0) and frees the one JSON object of --json output.  cJSON
+ * copies string bytes as they are, so bytes that are not UTF-8 (generated
+ * text, arguments, file names) are replaced by U+FFFD here: every string
+ * byte >= 0x80 is inside a string, so the repair keeps the structure. */
 void cli_json_emit(dist_ctx *d, cJSON *o)
 {
     char *js = cJSON_PrintUnformatted(o);
-    cli_json_print(d, js ? js : "{}");
+    char *ok = js ? core_utf8_repair(js, strlen(js), NULL) : NULL;
+    cli_json_print(d, ok ? ok : "{}");
+    free(ok);
     free(js);
     cJSON_Delete(o);
 }

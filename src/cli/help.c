@@ -75,8 +75,15 @@ static const cli_flag f_bench_sparse[] = {
     {"--sparsity", "S", "0.5,0.6,0.7,0.8", "one unstructured sparsity, 0 <= S < 1"},
     {"--prefill-batch", "N", "128 (--quick 16)", "prefill batch, 2..4096"},
     {"--decode-only", NULL, "off", "skip the prefill batch"},
-    {"--matrices-only", NULL, "off", "skip the model decode"},
-    {"--steps", "N", "32 (--quick 16)", "decode steps of the model decode, 1..1000000"},
+    JSON_FLAG, END};
+static const cli_flag f_bench_decode[] = {
+    {"--config", "CONFIG.json", "input/llama2-7b.json", "HF config.json giving the layer shapes"},
+    {"--quick", NULL, "off", "a small model (D 512, F 1376, V 4000; seconds, for tests)"},
+    {"--layers", "A,B", "2,4", "the two depths whose difference is timed, 1 <= A < B <= 1000"},
+    {"--sparsity", "S", "0.7", "unstructured sparsity of the bitmap cases, 0 <= S < 1"},
+    {"--prompt", "P", "8", "prompt tokens prefilled before the timed steps, 1..1024"},
+    {"--steps", "N", "16", "timed decode steps (median), 1..4096"},
+    {"--rounds", "R", "5", "paired rounds over every case and depth, 1..64"},
     JSON_FLAG, END};
 static const cli_flag f_bench_pipeline[] = {
     {"--model", "STORE.h5", "random 6-layer minillama, 50% pruned", "model store"},
@@ -119,7 +126,8 @@ static const cli_flag f_plan[] = {
      "tokens of the perplexity text"},
     JSON_FLAG, END};
 static const cli_flag f_sparsify[] = {
-    {"--format", "bitmap|bitmap-bf16|csr", "bitmap", "format of the kept copies"},
+    {"--format", "bitmap|bitmap-bf16|csr|2:4", "bitmap",
+     "format of the kept copies (2:4 maps asked as bitmap are kept as 2:4)"},
     {"--all", NULL, "off", "keep every map, not only those where sparse kernels pay"},
     JSON_FLAG, END};
 
@@ -130,8 +138,8 @@ static const cli_help helps[] = {
     {"eval", "eval --model STORE.h5 [--ppl TEXT] [--zeroshot TASKS] [options]",
      "perplexity / zero-shot evaluation", f_eval},
     {"generate", "generate --model STORE.h5 [options]", "sample text", f_generate},
-    {"bench", "bench forward|train|prune|sparse|pipeline [options]",
-     "benchmarks (forward, train, prune, sparse, pipeline); losa bench <what> --help",
+    {"bench", "bench forward|train|prune|sparse|decode|pipeline [options]",
+     "benchmarks (forward, train, prune, sparse, decode, pipeline); losa bench <what> --help",
      f_bench},
     {"bench forward", "bench forward [options]",
      "forward tokens/s and GFLOP/s against this machine's sgemm (one rank)", f_bench_forward},
@@ -140,7 +148,9 @@ static const cli_help helps[] = {
     {"bench prune", "bench prune [options]",
      "Wanda and SparseGPT seconds for one layer (one rank)", f_bench_prune},
     {"bench sparse", "bench sparse [options]",
-     "dense vs sparse kernels on LLaMA-2-7B shapes, and sparse decode", f_bench_sparse},
+     "dense vs sparse kernels on LLaMA-2-7B shapes", f_bench_sparse},
+    {"bench decode", "bench decode [options]",
+     "end-to-end decode time per layer: dense fp32 vs sparse formats", f_bench_decode},
     {"bench pipeline", "bench pipeline [options]",
      "training tokens/s of 1 rank x 2 threads vs 2-stage pipeline vs 2 replicas",
      f_bench_pipeline},

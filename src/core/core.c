@@ -435,3 +435,58 @@ int core_same_file(const char *a, const char *b)
     struct stat x, y;
     return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
+
+/* Length of the well-formed UTF-8 sequence at s (n bytes left), or 0 if
+ * it is ill-formed; *sub is then the length of its maximal subpart (the
+ * lead byte and the continuation bytes that were still allowed), >= 1.
+ * Unicode Table 3-7: the second byte's range depends on the lead. */
+static int utf8_seq(const unsigned char *s, size_t n, int *sub)
+{
+    unsigned c = s[0];
+    int need;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c >= 0x01 && c <= 0x7f) return 1;
+    if (c >= 0xc2 && c <= 0xdf) need = 1;
+    else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        if (c == 0xe0) lo = 0xa0;      /* no overlong 3-byte forms */
+        else if (c == 0xed) hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        if (c == 0xf0) lo = 0x90;      /* no overlong 4-byte forms */
+        else if (c == 0xf4) hi = 0x8f; /* nothing above U+10FFFF */
+    } else {
+        *sub = 1; /* NUL, a continuation byte, C0, C1 or F5..FF */
+        return 0;
+    }
+    int k = 1;
+    for (; k <= need && (size_t)k < n; k++) {
+        unsigned b = s[k];
+        if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf)) break;
+    }
+    if (k == need + 1) return k;
+    *sub = k;
+    return 0;
+}
+
+char *core_utf8_repair(const char *s, size_t n, size_t *len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    char *out = core_malloc(3 * n + 1, 1); /* each byte at most one U+FFFD */
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int sub = 1, l = utf8_seq(u + i, n - i, &sub);
+        if (l) {
+            memcpy(out + k, u + i, (size_t)l);
+            k += (size_t)l;
+            i += (size_t)l;
+        } else {
+            memcpy(out + k, "\xef\xbf\xbd", 3);
+            k += 3;
+            i += (size_t)sub;
+        }
+    }
+    out[k] = '\0';
+    if (len) *len = k;
+    return out;
+}

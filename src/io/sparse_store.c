@@ -7,9 +7,10 @@
 #include <string.h>
 
 /* The datasets of a stored sparse_matrix: rowptr (int64, out + 1), vals
- * (float32, or the uint16 bits of bf16; nnz), then idx (csr: uint16 when
- * idx16 is set, else uint32; nnz) or mask (uint16, (out, nw)).  x points
- * into s (NULL before it is allocated). */
+ * (float32, or the uint16 bits of bf16; sparse_matrix_nvals: nnz, or the
+ * out * in / 2 slots of 2:4), then idx (csr: uint16 when idx16 is set,
+ * else uint32; nnz) or mask (uint16, (out, nw)).  x points into s (NULL
+ * before it is allocated). */
 typedef struct {
     const char *name;
     hid_t ftype, mtype;
@@ -21,7 +22,7 @@ typedef struct {
 
 static void io_sparse_datasets(const sparse_matrix *s, io_sparse_ds ds[3])
 {
-    int64_t nnz = s->nnz;
+    int64_t nnz = s->nnz, nvals = sparse_matrix_nvals(s);
     ds[0] = (io_sparse_ds){"rowptr", H5T_STD_I64LE, H5T_NATIVE_INT64, H5T_INTEGER, s->rowptr, 1,
                            {(int64_t)s->out + 1, 0}};
     if (s->fmt == SPARSE_FORMAT_BITMAP_BF16)
@@ -29,7 +30,7 @@ static void io_sparse_datasets(const sparse_matrix *s, io_sparse_ds ds[3])
                                {nnz, 0}};
     else
         ds[1] = (io_sparse_ds){"vals", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, H5T_FLOAT, s->vals, 1,
-                               {nnz, 0}};
+                               {nvals, 0}};
     if (s->fmt != SPARSE_FORMAT_CSR)
         ds[2] = (io_sparse_ds){"mask", H5T_STD_U16LE, H5T_NATIVE_UINT16, H5T_INTEGER, s->mask, 2,
                                {s->out, s->nw}};
@@ -89,11 +90,12 @@ static losa_status io_sparse_header(io_store *st, const char *group, const char 
     h->fmt = SPARSE_FORMAT_BITMAP;
     if (r == LOSA_OK && sparse_format_from_string(fname, &h->fmt) != LOSA_OK)
         r = core_err(LOSA_ERR_FORMAT, "%s: attribute format: '%s' (expected bitmap, "
-                     "bitmap-bf16 or csr)", where, fname);
+                     "bitmap-bf16, csr or 2:4)", where, fname);
     free(fname);
     int out = h->out, in = h->in, nw = h->nw;
+    int nm = h->fmt == SPARSE_FORMAT_NM24;
     if (r == LOSA_OK && (out <= 0 || in <= 0 || nw != (in + 15) / 16 || nnz < 0 ||
-                         nnz > (int64_t)out * in))
+                         nnz > (int64_t)out * in || (nm && (in % 4 || nnz > (int64_t)out * in / 2))))
         r = core_err(LOSA_ERR_FORMAT, "%s: attributes out %d, in %d, nw %d, nnz %lld: "
                      "inconsistent", where, out, in, nw, (long long)nnz);
     h->nnz = nnz;

@@ -26,8 +26,8 @@ losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int m
     if (max_T < 1 || max_T > c->max_seq_len)
         return core_err(LOSA_ERR_ARG, "kv cache: %d positions (expected 1..max_seq_len %d)",
                         max_T, c->max_seq_len);
-    int64_t L = s->n_layers, kvd = model_kv_dim(c), hd = model_head_size(c);
-    size_t n = (size_t)(2 * L * max_T * kvd + max_T * hd + max_T);
+    int64_t L = s->n_layers, kvd = model_kv_dim(c), hd = model_head_size(c), H = c->n_heads;
+    size_t n = (size_t)(2 * L * max_T * kvd + max_T * hd + H * max_T);
     kv->mem = core_calloc(n, sizeof(float));
     kv->n_floats = n;
     kv->max_T = max_T;
@@ -39,7 +39,7 @@ losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int m
     kv->v = p; p += L * max_T * kvd;
     kv->rope_cos = p; p += max_T * hd / 2;
     kv->rope_sin = p; p += max_T * hd / 2;
-    kv->scores = p; p += max_T;
+    kv->scores = p; p += H * max_T;
     LOSA_CHECK((size_t)(p - kv->mem) == n);
     kern_rope_tables(kv->rope_cos, kv->rope_sin, max_T, (int)hd, c->rope_theta);
     return LOSA_OK;
@@ -102,35 +102,43 @@ static void matvec(float *y, const float *x, const model_stage *s, int l, model_
 }
 
 /* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos
- * in one row (max, expf, sum, multiply by 1/sum): a single query needs no
- * tiling; it agrees with the tiled kern_attention_forward within rounding. */
+ * in one row (max, expf, sum, multiply by 1/sum; the dot products summed in
+ * vector lanes): a single query needs no tiling; it agrees with the tiled
+ * kern_attention_forward within rounding.  Heads are independent:
+ * with par (the sparse path, whose kernels are OpenMP too) threads split
+ * them once the work pays for the fork; the dense path's OpenBLAS workers
+ * would spin against them.  sc: (H, pos + 1). */
 static void attention_step(float *out, float *sc, const float *q, const float *K,
-                           const float *Vv, int pos, int H, int Hkv, int hd)
+                           const float *Vv, int pos, int H, int Hkv, int hd, int par)
 {
     int ks = Hkv * hd, grp = H / Hkv;
     float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for schedule(static) if (par && (int64_t)H * (pos + 1) * hd > (1 << 15))
     for (int h = 0; h < H; h++) {
         const float *qh = q + (int64_t)h * hd;
         const float *kb = K + (int64_t)(h / grp) * hd, *vb = Vv + (int64_t)(h / grp) * hd;
+        float *sh = sc + (int64_t)h * (pos + 1);
         float mx = -FLT_MAX;
         for (int t = 0; t <= pos; t++) {
             const float *kt = kb + (int64_t)t * ks;
             float d = 0.0f;
+#pragma omp simd reduction(+ : d)
             for (int j = 0; j < hd; j++) d += qh[j] * kt[j];
-            sc[t] = scale * d;
-            mx = sc[t] > mx ? sc[t] : mx;
+            sh[t] = scale * d;
+            mx = sh[t] > mx ? sh[t] : mx;
         }
         float sum = 0.0f;
         for (int t = 0; t <= pos; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
+            sh[t] = expf(sh[t] - mx);
+            sum += sh[t];
         }
         float inv = 1.0f / sum;
         float *oh = out + (int64_t)h * hd;
         for (int j = 0; j < hd; j++) oh[j] = 0.0f;
         for (int t = 0; t <= pos; t++) {
-            float p = sc[t] * inv;
+            float p = sh[t] * inv;
             const float *vt = vb + (int64_t)t * ks;
+#pragma omp simd
             for (int j = 0; j < hd; j++) oh[j] += p * vt[j];
         }
     }
@@ -152,7 +160,7 @@ static void layer_step(model_acts *a, model_kv_cache *kv, const model_stage *s, 
     matvec(vpos, a->ln1, s, l, MODEL_MAP_V);
     kern_rope_forward(a->q, cs, sn, 1, 1, H, hd);
     kern_rope_forward(kpos, cs, sn, 1, 1, Hkv, hd);
-    attention_step(a->atty, kv->scores, a->q, K, Vv, pos, H, Hkv, hd);
+    attention_step(a->atty, kv->scores, a->q, K, Vv, pos, H, Hkv, hd, s->sparse != NULL);
     matvec(a->tmp, a->atty, s, l, MODEL_MAP_O);
     kern_add_inplace(a->x, a->tmp, D);
     kern_rmsnorm_forward(a->ln2, a->rstd2, a->x, ly->ffn_norm, 1, D, c->rms_eps);

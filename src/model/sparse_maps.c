@@ -32,7 +32,8 @@ losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
 
 /* The sparse copy of map m of layer l (density dens) into *mat: taken from
  * src when it has one (*found = 1; checked against the map's shape and
- * non-zero count), else converted from the dense weights in format fmt;
+ * non-zero count), else converted from the dense weights in format fmt
+ * (the 2:4 format for a 2:4 map asked as fp32 bitmap, sparse_format_for);
  * then given its kernel panel. */
 static losa_status map_copy(sparse_matrix *mat, const model_stage *s, int l, model_map m,
                             double dens, sparse_format fmt, model_sparse_source_fn src,
@@ -51,7 +52,9 @@ static losa_status map_copy(sparse_matrix *mat, const model_stage *s, int l, mod
                       (long long)mat->nnz, o, i, dens * (double)ni);
         sparse_matrix_free(mat);
     }
-    if (st == LOSA_OK && !*found) st = sparse_matrix_from_dense(mat, s->layers[l].w[m], o, i, fmt);
+    if (st == LOSA_OK && !*found)
+        st = sparse_matrix_from_dense(mat, s->layers[l].w[m], o, i,
+                                      sparse_format_for(s->layers[l].w[m], o, i, fmt));
     if (st == LOSA_OK) st = sparse_matrix_panel(mat, 0); /* for the kernels */
     return st;
 }

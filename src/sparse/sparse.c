@@ -1,5 +1,5 @@
-/* sparse: formats (bitmap, bitmap-bf16, CSR), scalar references, ISA
- * dispatch and the sparse-vs-dense decision helper. */
+/* sparse: formats (bitmap, bitmap-bf16, CSR; 2:4 in sparse_nm.c), scalar
+ * references, ISA dispatch and the sparse-vs-dense decision helper. */
 #include "sparse_impl.h"
 
 #include <stdlib.h>
@@ -40,7 +40,18 @@ int sparse_is_nm(const float *W, int out, int in, int n, int m)
 static int sparse_format_valid(sparse_format fmt)
 {
     return fmt == SPARSE_FORMAT_BITMAP || fmt == SPARSE_FORMAT_BITMAP_BF16 ||
-           fmt == SPARSE_FORMAT_CSR;
+           fmt == SPARSE_FORMAT_CSR || fmt == SPARSE_FORMAT_NM24;
+}
+
+int64_t sparse_matrix_nvals(const sparse_matrix *s)
+{
+    return s->fmt == SPARSE_FORMAT_NM24 ? (int64_t)s->out * (s->in / 2) : s->nnz;
+}
+
+sparse_format sparse_format_for(const float *W, int out, int in, sparse_format fmt)
+{
+    return fmt == SPARSE_FORMAT_BITMAP && sparse_is_nm(W, out, in, 2, 4) ? SPARSE_FORMAT_NM24
+                                                                           : fmt;
 }
 
 losa_status sparse_matrix_alloc(sparse_matrix *s, sparse_format fmt, int out, int in,
@@ -51,19 +62,27 @@ losa_status sparse_matrix_alloc(sparse_matrix *s, sparse_format fmt, int out, in
         return core_err(LOSA_ERR_ARG, "sparse: shape: expected out > 0 and in > 0, got (%d, %d)",
                         out, in);
     if (!sparse_format_valid(fmt))
-        return core_err(LOSA_ERR_ARG, "sparse: format: expected bitmap, bitmap-bf16 or csr, got %d",
-                        (int)fmt);
-    if (nnz < 0 || nnz > (int64_t)out * in)
-        return core_err(LOSA_ERR_ARG, "sparse: nnz: expected 0..%lld for shape (%d, %d), got %lld",
-                        (long long)((int64_t)out * in), out, in, (long long)nnz);
+        return core_err(LOSA_ERR_ARG, "sparse: format: expected bitmap, bitmap-bf16, csr or 2:4, "
+                        "got %d", (int)fmt);
+    int nm = fmt == SPARSE_FORMAT_NM24;
+    if (nm && in % 4)
+        return core_err(LOSA_ERR_ARG, "sparse: 2:4 format: expected inputs a multiple of 4, "
+                        "got %d", in);
+    int64_t maxnz = nm ? (int64_t)out * (in / 2) : (int64_t)out * in;
+    if (nnz < 0 || nnz > maxnz)
+        return core_err(LOSA_ERR_ARG, "sparse: nnz: expected 0..%lld for shape (%d, %d)%s, got "
+                        "%lld", (long long)maxnz, out, in, nm ? " in 2:4" : "", (long long)nnz);
     s->fmt = fmt;
     s->out = out;
     s->in = in;
     s->nw = (in + 15) / 16;
     s->nnz = nnz;
+    s->nm_n = nm ? 2 : 0;
+    s->nm_m = nm ? 4 : 0;
     s->rowptr = core_calloc((size_t)out + 1, sizeof(int64_t));
     int is_bf16 = fmt == SPARSE_FORMAT_BITMAP_BF16;
-    s->vals = core_calloc((size_t)nnz + SPARSE_VAL_PAD, is_bf16 ? sizeof(uint16_t) : sizeof(float));
+    s->vals = core_calloc((size_t)sparse_matrix_nvals(s) + SPARSE_VAL_PAD,
+                          is_bf16 ? sizeof(uint16_t) : sizeof(float));
     if (fmt == SPARSE_FORMAT_CSR) {
         if (in <= 65536) s->idx16 = core_calloc((size_t)nnz + SPARSE_VAL_PAD, sizeof(uint16_t));
         else s->idx32 = core_calloc((size_t)nnz + SPARSE_VAL_PAD, sizeof(uint32_t));
@@ -79,6 +98,10 @@ losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, 
     memset(s, 0, sizeof *s);
     if (out <= 0 || in <= 0 || !sparse_format_valid(fmt))
         return sparse_matrix_alloc(s, fmt, out, in, 0); /* the error message */
+    if (fmt == SPARSE_FORMAT_NM24 && !sparse_is_nm(W, out, in, 2, 4))
+        return core_err(LOSA_ERR_ARG, "sparse: 2:4 format: the (%d, %d) matrix is not 2:4 (a "
+                        "group of 4 inputs with more than 2 non-zeros%s)", out, in,
+                        in % 4 ? ", or inputs not a multiple of 4" : "");
     int64_t *rowptr = core_calloc((size_t)out + 1, sizeof(int64_t)); /* (out + 1) */
     int64_t nnz = 0;
     for (int64_t o = 0; o < out; o++) {
@@ -90,6 +113,11 @@ losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, 
     if (st != LOSA_OK) {
         core_free(rowptr);
         return st;
+    }
+    if (fmt == SPARSE_FORMAT_NM24) { /* rowptr: the fill counts the non-zeros again */
+        core_free(rowptr);
+        sparse_nm_fill(s, W);
+        return LOSA_OK;
     }
     core_free(s->rowptr);
     s->rowptr = rowptr;
@@ -153,8 +181,10 @@ losa_status sparse_matrix_panel(sparse_matrix *s, int width)
     for (int p = 0; p < np; p++) {
         int w0 = pcol[p] / 16, w1 = (pcol[p + 1] + 15) / 16;
         int64_t nnz = 0;
-        for (int64_t o = 0; o < s->out; o++)
-            for (int w = w0; w < w1; w++) nnz += __builtin_popcount(s->mask[o * s->nw + w]);
+        if (s->fmt == SPARSE_FORMAT_NM24) nnz = sparse_nm_panel_nnz(s, pcol[p], pcol[p + 1]);
+        else
+            for (int64_t o = 0; o < s->out; o++)
+                for (int w = w0; w < w1; w++) nnz += __builtin_popcount(s->mask[o * s->nw + w]);
         losa_status st = sparse_matrix_alloc(&pm[p], s->fmt, s->out, pcol[p + 1] - pcol[p], nnz);
         if (st != LOSA_OK) {
             for (int q = 0; q <= p; q++) sparse_matrix_free(&pm[q]);
@@ -164,8 +194,9 @@ losa_status sparse_matrix_panel(sparse_matrix *s, int width)
         }
         pm[p].nm_n = s->nm_n;
         pm[p].nm_m = s->nm_m;
+        if (s->fmt == SPARSE_FORMAT_NM24) sparse_nm_panel_fill(&pm[p], s, pcol[p]);
     }
-    for (int64_t o = 0; o < s->out; o++) {
+    for (int64_t o = 0; o < s->out && s->fmt != SPARSE_FORMAT_NM24; o++) {
         const uint16_t *m = s->mask + o * s->nw;
         const char *v = (const char *)s->vals + (size_t)s->rowptr[o] * vb;
         for (int p = 0; p < np; p++) {
@@ -193,7 +224,7 @@ losa_status sparse_matrix_panel(sparse_matrix *s, int width)
     return LOSA_OK;
 }
 
-static const char *fmt_names[] = {"bitmap", "bitmap-bf16", "csr"};
+static const char *fmt_names[] = {"bitmap", "bitmap-bf16", "csr", "2:4"};
 
 const char *sparse_format_name(sparse_format f)
 {
@@ -202,13 +233,13 @@ const char *sparse_format_name(sparse_format f)
 
 losa_status sparse_format_from_string(const char *str, sparse_format *f)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (!strcmp(str, fmt_names[i])) {
             *f = (sparse_format)i;
             return LOSA_OK;
         }
-    return core_err(LOSA_ERR_ARG, "sparse format: expected bitmap, bitmap-bf16 or csr, got '%s'",
-                    str);
+    return core_err(LOSA_ERR_ARG, "sparse format: expected bitmap, bitmap-bf16, csr or 2:4, got "
+                    "'%s'", str);
 }
 
 static losa_status panels_check(const sparse_matrix *s, const char *where)
@@ -255,6 +286,7 @@ losa_status sparse_matrix_check(const sparse_matrix *s, const char *where)
         if (s->rowptr[o + 1] < s->rowptr[o])
             return core_err(LOSA_ERR_FORMAT, "%s: rowptr decreases at row %lld", where,
                             (long long)o);
+    if (s->fmt == SPARSE_FORMAT_NM24) return sparse_nm_check_rows(s, where);
     if (s->fmt == SPARSE_FORMAT_CSR) {
         if (!s->idx16 == !s->idx32 || (s->idx16 && s->in > 65536))
             return core_err(LOSA_ERR_FORMAT, "%s: CSR column indices missing", where);
@@ -299,6 +331,7 @@ size_t sparse_matrix_bytes(const sparse_matrix *s)
     case SPARSE_FORMAT_BITMAP: return b + (size_t)s->out * s->nw * 2 + nnz * 4;
     case SPARSE_FORMAT_BITMAP_BF16: return b + (size_t)s->out * s->nw * 2 + nnz * 2;
     case SPARSE_FORMAT_CSR: return b + nnz * (s->idx16 ? 2 : 4) + nnz * 4;
+    case SPARSE_FORMAT_NM24: return (size_t)s->out * s->nw * 2 + (size_t)sparse_matrix_nvals(s) * 4;
     }
     return b;
 }
@@ -339,6 +372,7 @@ static float row_dot(const sparse_matrix *s, int64_t o, const float *x)
         for (int p = 0; p < s->npanel; p++) acc += row_dot(&s->panel[p], o, x + s->pcol[p]);
         return acc;
     }
+    if (s->fmt == SPARSE_FORMAT_NM24) return sparse_nm_row_dot(s, o, x);
     float acc = 0.0f;
     SPARSE_ROW_FOREACH(s, o, col, v, acc += v * x[col]);
     return acc;
@@ -348,6 +382,10 @@ static void scatter_rows(float *W, int64_t ld, const sparse_matrix *s)
 {
     if (s->npanel) {
         for (int p = 0; p < s->npanel; p++) scatter_rows(W + s->pcol[p], ld, &s->panel[p]);
+        return;
+    }
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        for (int64_t o = 0; o < s->out; o++) sparse_nm_scatter_row(W + o * ld, s, o);
         return;
     }
     for (int64_t o = 0; o < s->out; o++) SPARSE_ROW_FOREACH(s, o, col, v, W[o * ld + col] = v);
@@ -457,6 +495,10 @@ void sparse_dense_matvec(float *y, const float *W, int out, int in, const float 
         sparse_dense_matvec_avx512(y, W, out, in, x);
         return;
     }
+    if (sparse_get_isa() == SPARSE_ISA_AVX2) {
+        sparse_dense_matvec_avx2(y, W, out, in, x);
+        return;
+    }
 #endif
 #pragma omp parallel for schedule(static) if ((int64_t)out * in > (1 << 18))
     for (int o = 0; o < out; o++) {
@@ -495,6 +537,10 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
     sparse_isa isa = sparse_get_isa();
     if (N == 1) {
         sparse_matvec(Y, s, X);
+        return;
+    }
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        sparse_nm_matmul(Y, s, X, N);
         return;
     }
 #if defined(__x86_64__)

@@ -42,12 +42,30 @@ static inline const sparse_matrix *sparse_piece(const sparse_matrix *s, int p, i
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in);
 void sparse_transpose_out(float *Y, const float *YT, int ldt, int N, int out);
 
+/* The 2:4 format (sparse_nm.c): fill an allocated NM24 matrix from a 2:4
+ * W; the checks of its rows; the reference row product and the scatter of
+ * a row into w (in,); a panel's non-zeros and arrays (inputs c0 .. c1 - 1,
+ * c0 a multiple of 16). */
+void sparse_nm_fill(sparse_matrix *s, const float *W);
+losa_status sparse_nm_check_rows(const sparse_matrix *s, const char *where);
+float sparse_nm_row_dot(const sparse_matrix *s, int64_t o, const float *x);
+void sparse_nm_scatter_row(float *w, const sparse_matrix *s, int64_t o);
+int64_t sparse_nm_panel_nnz(const sparse_matrix *s, int c0, int c1);
+void sparse_nm_panel_fill(sparse_matrix *q, const sparse_matrix *s, int c0);
+/* Y (N, out) = X W^T for a 2:4 matrix, N >= 2 (sparse_nm_x86.c: AVX-512
+ * gathers of up to 8 vectors per read of W; else one matvec per row). */
+void sparse_nm_matmul(float *Y, const sparse_matrix *s, const float *X, int N);
+
 #if defined(__x86_64__)
+/* 2:4 rows o0 .. o1 - 1 of an unpanelled piece (rows_fn of the drivers). */
+void sparse_nm_rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc);
+void sparse_nm_rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc);
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
 /* Y (N, out) = X W^T for small N, fp32 bitmap only (SPARSE_SMALL_N). */
 void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N);
 void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x);
+void sparse_dense_matvec_avx2(float *y, const float *W, int out, int in, const float *x);
 /* YT (out, ldt) = W XT, XT (in, ldt), ldt a multiple of 16 (padded zeros). */
 void sparse_matmul_t_avx2(float *YT, const sparse_matrix *s, const float *XT, int ldt,
                           int64_t *rowoff);

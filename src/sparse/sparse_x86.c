@@ -51,20 +51,47 @@ static void thread_rows(int out, int *o0, int *o1)
 
 /* ------------------------------------------------------------ AVX-512 */
 
+/* Expands keep a dependence on their destination register: vexpandps and
+ * vpexpandw with zero-masking ({z}) still wait for the register's old value
+ * on AMD Zen 5 (as a merge would), so with the compiler's register reuse
+ * every expand of a step waited for the one of the previous step (decode
+ * at 9-20 Gweights/s per core from L2 instead of 25).  Merging into a
+ * register zeroed by an idiom (vpxord, resolved at rename) breaks the
+ * chain; zreg512 gives such a register, and ld512 keeps the source in a
+ * register (the compiler would fold the load into the memory form of the
+ * expand, itself slower). */
+INLINE T512 __m512i zreg512(void)
+{
+    __m512i z;
+    __asm__ volatile("vpxord %0, %0, %0" : "=v"(z)); /* volatile: one per use */
+    return z;
+}
+
+INLINE T512 __m512i ld512(const void *p)
+{
+    __m512i t = _mm512_loadu_si512(p);
+    __asm__("" : "+v"(t));
+    return t;
+}
+
+INLINE T512 __m512 expand_f32(__mmask16 k, const float *v)
+{
+    return _mm512_mask_expand_ps(_mm512_castsi512_ps(zreg512()), k, _mm512_castsi512_ps(ld512(v)));
+}
+
 /* The packed fp32 values of 64 inputs (bitmap words k, 16 bits each)
  * expanded to e[0..3]; *pv advances past them.  Offsets come from popcounts
- * of the mask prefix, so the only loop-carried dependence is one add;
- * register expands (the memory form of vexpandps is slow on some cores). */
+ * of the mask prefix, so the only loop-carried dependence is one add. */
 INLINE T512 void expand64_f32(uint64_t k, const float **pv, __m512 e[4])
 {
     const float *v = *pv;
     _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
     int p1 = __builtin_popcountll(k & 0xffffull), p2 = __builtin_popcountll(k & 0xffffffffull);
     int p3 = __builtin_popcountll(k & 0xffffffffffffull);
-    e[0] = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
-    e[1] = _mm512_maskz_expand_ps((__mmask16)(k >> 16), _mm512_loadu_ps(v + p1));
-    e[2] = _mm512_maskz_expand_ps((__mmask16)(k >> 32), _mm512_loadu_ps(v + p2));
-    e[3] = _mm512_maskz_expand_ps((__mmask16)(k >> 48), _mm512_loadu_ps(v + p3));
+    e[0] = expand_f32((__mmask16)k, v);
+    e[1] = expand_f32((__mmask16)(k >> 16), v + p1);
+    e[2] = expand_f32((__mmask16)(k >> 32), v + p2);
+    e[3] = expand_f32((__mmask16)(k >> 48), v + p3);
     *pv = v + __builtin_popcountll(k);
 }
 
@@ -86,7 +113,7 @@ T512 static float row512_bitmap_f32(const uint16_t *m, const float *v, const flo
     }
     for (; w < nw; w++) {
         unsigned k = m[w];
-        __m512 v0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+        __m512 v0 = expand_f32((__mmask16)k, v);
         v += __builtin_popcount(k);
         __m512 xv = w < wf ? _mm512_loadu_ps(x + 16 * w) : _mm512_maskz_loadu_ps((__mmask16)k, x + 16 * w);
         a0 = _mm512_fmadd_ps(v0, xv, a0);
@@ -99,48 +126,52 @@ INLINE T512 __m512 bf16x16_512(__m256i h)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* x reordered for the BF16 kernel: within every 32 inputs, the order in
- * which unpacklo/hi_epi16 widen 32 expanded bf16 values (per 128-bit lane
- * L: words 8L..8L+3, then 8L+4..8L+7):
- *   xp[32b + 4L + i] = x[32b + 8L + i], xp[32b + 16 + 4L + i] = x[32b + 8L + 4 + i]
+/* x reordered for the BF16 kernel: within every 32 inputs the even ones,
+ * then the odd ones (the order in which a 32-value vpexpandw, read as 16
+ * dwords, holds them: dword i = bf16 of input 2i in its low half, of input
+ * 2i + 1 in its high half):
+ *   xp[32b + i] = x[32b + 2i], xp[32b + 16 + i] = x[32b + 2i + 1]
  * for the first n32 blocks of 32. */
 static void bf16_order_x(float *xp, const float *x, int n32)
 {
     for (int64_t b = 0; b < n32; b++)
-        for (int L = 0; L < 4; L++)
-            for (int i = 0; i < 4; i++) {
-                xp[32 * b + 4 * L + i] = x[32 * b + 8 * L + i];
-                xp[32 * b + 16 + 4 * L + i] = x[32 * b + 8 * L + 4 + i];
-            }
+        for (int i = 0; i < 16; i++) {
+            xp[32 * b + i] = x[32 * b + 2 * i];
+            xp[32 * b + 16 + i] = x[32 * b + 2 * i + 1];
+        }
 }
 
-/* BF16 values: 64 inputs per step, two 32-value vpexpandw and the
- * widening to fp32 by interleaving with zero (bf16 is the top half of an
- * fp32), which leaves the values in the order of bf16_order_x: xp is x in
- * that order for the full steps, x itself serves the remaining words. */
+INLINE T512 __m512i expand_bf16(__mmask32 k, const uint16_t *v)
+{
+    return _mm512_mask_expand_epi16(zreg512(), k, ld512(v));
+}
+
+/* BF16 values: 64 inputs per step, two 32-value vpexpandw; bf16 is the top
+ * half of an fp32, so the even inputs of a dword pair are the dword shifted
+ * left by 16 and the odd ones the dword with its low half cleared (no
+ * shuffle), in the order of bf16_order_x: xp is x in that order for the
+ * full steps, x itself serves the remaining words. */
 T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const float *x,
                                      const float *xp, int in, int nw)
 {
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    const __m512i z = _mm512_setzero_si512();
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     int wf = in / 16, w = 0;
     for (; w + 4 <= wf; w += 4) {
         uint64_t k;
         memcpy(&k, m + w, 8);
         _mm_prefetch((const char *)(v + 2 * SPARSE_PF), _MM_HINT_T0);
         int p2 = __builtin_popcountll(k & 0xffffffffull);
-        __m512i e0 = _mm512_maskz_expand_epi16((__mmask32)k, _mm512_loadu_si512((const void *)v));
-        __m512i e1 = _mm512_maskz_expand_epi16((__mmask32)(k >> 32),
-                                               _mm512_loadu_si512((const void *)(v + p2)));
+        __m512i e0 = expand_bf16((__mmask32)k, v), e1 = expand_bf16((__mmask32)(k >> 32), v + p2);
         v += __builtin_popcountll(k);
-        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(z, e0)),
+        a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(e0, 16)),
                              _mm512_loadu_ps(xp + 16 * w), a0);
-        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(z, e0)),
+        a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(e0, hi)),
                              _mm512_loadu_ps(xp + 16 * w + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(z, e1)),
+        a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(e1, 16)),
                              _mm512_loadu_ps(xp + 16 * w + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(z, e1)),
+        a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(e1, hi)),
                              _mm512_loadu_ps(xp + 16 * w + 48), a3);
     }
     for (; w < nw; w++) {
@@ -192,6 +223,10 @@ T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
 T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
                          int acc)
 {
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        sparse_nm_rows512(y, s, x, o0, o1, acc);
+        return;
+    }
     const float *xp = NULL;
     if (s->fmt == SPARSE_FORMAT_BITMAP_BF16) {
         int n32 = s->in / 64 * 2; /* the full 64-input steps */
@@ -211,6 +246,7 @@ T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o
                                    s->nw);
             break;
         case SPARSE_FORMAT_CSR: r = row512_csr(s, o, x); break;
+        case SPARSE_FORMAT_NM24: break; /* sparse_nm_rows512 above */
         }
         y[o] = acc ? y[o] + r : r;
     }
@@ -271,7 +307,7 @@ INLINE T512 void rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix *s,
         }
         for (; w < nw; w++) {
             unsigned k = m[w];
-            __m512 e0 = _mm512_maskz_expand_ps((__mmask16)k, _mm512_loadu_ps(v));
+            __m512 e0 = expand_f32((__mmask16)k, v);
             v += __builtin_popcount(k);
             for (int n = 0; n < nb; n++) {
                 const float *xn = X + n * ldx + 16 * w;
@@ -552,6 +588,10 @@ T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
 T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
                          int acc)
 {
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        sparse_nm_rows256(y, s, x, o0, o1, acc);
+        return;
+    }
     int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
     for (int64_t o = o0; o < o1; o++) {
         float r;
@@ -569,6 +609,67 @@ T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
 {
     matvec_rows(y, s, x, rows256);
+}
+
+INLINE T256 float hsum256(__m256 a)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* Dense y (out) = W (out, in) x with AVX2: 4 rows at a time share the x
+ * loads (the sparse path's unpruned maps and head on CPUs without
+ * AVX-512). */
+T256 static void dense_rows256(float *y, const float *W, int64_t in, const float *x, int o0,
+                               int o1)
+{
+    int64_t i8 = in / 8 * 8;
+    __m256i tail = lanes_below((int)(in - i8));
+    int o = o0;
+    for (; o + 4 <= o1; o += 4) {
+        const float *w0 = W + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < i8; i += 8) {
+            __m256 xv = _mm256_loadu_ps(x + i);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, a3);
+        }
+        if (in > i8) {
+            __m256 xv = _mm256_maskload_ps(x + i8, tail);
+            a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + i8, tail), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_maskload_ps(w1 + i8, tail), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + i8, tail), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + i8, tail), xv, a3);
+        }
+        y[o] = hsum256(a0);
+        y[o + 1] = hsum256(a1);
+        y[o + 2] = hsum256(a2);
+        y[o + 3] = hsum256(a3);
+    }
+    for (; o < o1; o++) {
+        const float *w0 = W + o * in;
+        __m256 a0 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < i8; i += 8)
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), _mm256_loadu_ps(x + i), a0);
+        if (in > i8)
+            a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + i8, tail), _mm256_maskload_ps(x + i8, tail),
+                                 a0);
+        y[o] = hsum256(a0);
+    }
+}
+
+void sparse_dense_matvec_avx2(float *y, const float *W, int out, int in, const float *x)
+{
+#pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
+    {
+        int o0, o1;
+        thread_rows(out, &o0, &o1);
+        dense_rows256(y, W, in, x, o0, o1);
+    }
 }
 
 INLINE T256 void mm256_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
