@@ -16,6 +16,20 @@ DEB_PKGS ?= openmpi-bin libopenmpi-dev libscalapack-openmpi-dev libhdf5-openmpi-
 TEST_DEB_PKGS ?= python3-numpy python3-h5py python3-matplotlib python3-sentencepiece python3-torch \
                  slurm-wlm time
 
+# GEMM engine of the decoder's matrix products (src/kernels/gemm.c):
+#   onednn (default)  oneDNN's matmul primitive (Debian libdnnl-dev; on a cluster
+#                     DNNL_DIR=<prefix> of the site's oneDNN)
+#   blas              cblas_sgemm of the BLAS above (sites without oneDNN)
+GEMM     ?= onednn
+ifeq ($(GEMM),onednn)
+DEB_PKGS    += libdnnl-dev
+GEMM_CFLAGS := -DLOSA_GEMM_ONEDNN $(if $(DNNL_DIR),-I$(DNNL_DIR)/include)
+GEMM_LIBS   := $(if $(DNNL_DIR),-L$(DNNL_DIR)/lib -Wl$(comma)-rpath$(comma)$(DNNL_DIR)/lib) -ldnnl
+else ifneq ($(GEMM),blas)
+$(error GEMM=$(GEMM): expected onednn or blas)
+endif
+comma := ,
+
 # HDF5_DIR overrides pkg-config for HDF5 (cluster installs without .pc files).
 ifdef HDF5_DIR
 HDF5_CFLAGS := -I$(HDF5_DIR)/include
@@ -23,7 +37,7 @@ HDF5_LIBS   := -L$(HDF5_DIR)/lib -lhdf5
 PKGS        := $(filter-out hdf5-openmpi,$(PKGS))
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(HDF5_CFLAGS)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(HDF5_LIBS) -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(HDF5_LIBS) $(GEMM_LIBS) -lm
 
 SRCS     := $(wildcard src/*/*.c)
 OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
@@ -44,6 +58,9 @@ $(BUILD)/.deps:
 	@mkdir -p $(BUILD)
 	@missing=""; for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
 	command -v $(MPICC) >/dev/null 2>&1 || missing="$$missing mpicc"; \
+	if [ "$(GEMM)" = onednn ] && ! echo '#include <oneapi/dnnl/dnnl.h>' | \
+	     $$(command -v $(MPICC) >/dev/null 2>&1 && echo $(MPICC) || echo cc) $(GEMM_CFLAGS) -E -x c - \
+	     >/dev/null 2>&1; then missing="$$missing oneDNN(dnnl.h)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "deps: installing$$missing (Debian packages: $(DEB_PKGS))"; \
@@ -53,6 +70,7 @@ $(BUILD)/.deps:
 	    echo "deps: missing:$$missing"; \
 	    echo "  On a cluster: 'module load' your site's MPI, parallel HDF5, ScaLAPACK, OpenBLAS (with LAPACKE), cJSON and inih,"; \
 	    echo "  then 'make MPICC=<mpi compiler>' with PKG_CONFIG_PATH covering their .pc files, or HDF5_DIR=<prefix> for HDF5."; \
+	    echo "  oneDNN: install libdnnl-dev (Debian) or set DNNL_DIR=<prefix> of your site's oneDNN, or build with 'make GEMM=blas'."; \
 	    exit 1; \
 	  fi; \
 	fi; touch $@
@@ -71,6 +89,14 @@ $(BUILD)/.test-deps: $(BUILD)/.deps
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h) $(wildcard src/*/*.h) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(MPICC) $(CFLAGS) -Iinclude $(PKG_CFLAGS) -c $< -o $@
+
+# The engine is compiled into gemm.o only; its stamp rebuilds it (and so the
+# library and the programs) when GEMM changes.
+$(BUILD)/.gemm-$(GEMM): | $(BUILD)/.deps
+	@rm -f $(BUILD)/.gemm-*; touch $@
+$(BUILD)/obj/kernels/gemm.o: src/kernels/gemm.c $(wildcard include/*.h) $(BUILD)/.gemm-$(GEMM) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(MPICC) $(CFLAGS) $(GEMM_CFLAGS) -Iinclude $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/liblosa.a: $(LIBOBJS)
 	@rm -f $@; ar rcs $@ $^
@@ -160,9 +186,9 @@ $(FUZZ_BUILD)/.fuzz-deps:
 
 # The library with coverage instrumentation (clang through the MPI wrapper).
 fuzz-build: fuzz-deps
-	$(MAKE) BUILD=$(FUZZ_BUILD) MPICC="$(FUZZ_MPICC)" \
+	$(MAKE) BUILD=$(FUZZ_BUILD) MPICC="$(FUZZ_MPICC)" GEMM=blas \
 	  CFLAGS="$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link" $(FUZZ_BUILD)/liblosa.a
-	$(MAKE) $(FUZZ_BINS)
+	$(MAKE) GEMM=blas $(FUZZ_BINS)
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblosa.a
 	$(FUZZ_MPICC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Iinclude -Isrc -Itests/fuzz $(PKG_CFLAGS) \

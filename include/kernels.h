@@ -17,7 +17,26 @@ void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
 void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
                            const float *w, const float *rstd, int64_t N, int D);
 
-/* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0; sgemm) */
+/* ---- GEMM engine (src/kernels/gemm.c): every dense matrix product of the
+ * decoder goes through kern_gemm.  C (M,N) = alpha op(A) op(B) + beta C,
+ * row-major, op(X) = X^T when its flag is set, leading dimensions as in
+ * CBLAS (A is (M,K) or, transposed, stored (K,M) with rows of lda).  The
+ * engine is chosen at build time: oneDNN's matmul (make GEMM=onednn, the
+ * default; primitives cached per shape) or cblas_sgemm (make GEMM=blas).
+ * Not collective.  Threads: OpenMP's (onednn) or OpenBLAS's (blas); calls are
+ * serialised and are meant to come from outside OpenMP parallel regions. */
+void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* "onednn" or "blas". */
+const char *kern_gemm_engine(void);
+/* Threads of the GEMM engine (and of OpenMP): set / get. */
+void kern_gemm_threads(int n);
+int kern_gemm_threads_get(void);
+/* Primitive cache: entries live, created and evicted since the start (all 0
+ * for blas). */
+void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
+
+/* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0) */
 void kern_matmul_forward(float *out, const float *inp, const float *w,
                          int64_t N, int IC, int OC);
 /* out (N,OC) += inp (N,IC) @ W^T */

@@ -1,7 +1,6 @@
 /* Forward/backward kernels of the decoder (see include/kernels.h). */
 #include "kernels.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -61,8 +60,7 @@ void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
 static void matmul_nt(float *out, const float *inp, const float *w, int64_t N, int IC, int OC,
                       float beta)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
-                inp, IC, w, IC, beta, out, OC);
+    kern_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
 }
 
 void kern_matmul_forward(float *out, const float *inp, const float *w,
@@ -80,15 +78,13 @@ void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
 void kern_matmul_backward_inp(float *dinp, const float *dout, const float *w,
                               int64_t N, int IC, int OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, IC, OC, 1.0f,
-                dout, OC, w, IC, 1.0f, dinp, IC);
+    kern_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, 1.0f, dinp, IC);
 }
 
 void kern_matmul_backward_w(float *dw, const float *dout, const float *inp,
                             int64_t N, int IC, int OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, (int)N, 1.0f,
-                dout, OC, inp, IC, 1.0f, dw, IC);
+    kern_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC);
 }
 
 void kern_rope_tables(float *cos_t, float *sin_t, int T, int hd, float theta)
@@ -168,11 +164,9 @@ void kern_attention_forward(float *out, float *att, const float *q,
             float *ob = out + (int64_t)b * T * qs + h * hd;
             float *A = save_att ? att + ((int64_t)b * H + h) * T * T : att;
             /* scores (T,T) = scale * Q K^T (the upper triangle is discarded) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale,
-                        qb, qs, kb, ks, 0.0f, A, T);
+            kern_gemm(0, 1, T, T, hd, scale, qb, qs, kb, ks, 0.0f, A, T);
             for (int i = 0; i < T; i++) causal_softmax_row(A + (int64_t)i * T, i, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        A, T, vb, ks, 0.0f, ob, qs);
+            kern_gemm(0, 0, T, hd, T, 1.0f, A, T, vb, ks, 0.0f, ob, qs);
         }
 }
 
@@ -195,10 +189,8 @@ void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
             float *dvb = dv + (int64_t)b * T * ks + kh * hd;
             const float *A = att + ((int64_t)b * H + h) * T * T;
             /* dV += A^T dO ; dA = dO V^T */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, A,
-                        T, dob, qs, 1.0f, dvb, ks);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dob,
-                        qs, vb, ks, 0.0f, datt, T);
+            kern_gemm(1, 0, T, hd, T, 1.0f, A, T, dob, qs, 1.0f, dvb, ks);
+            kern_gemm(0, 1, T, T, hd, 1.0f, dob, qs, vb, ks, 0.0f, datt, T);
             /* softmax backward: dS_ij = A_ij (dA_ij - sum_k A_ik dA_ik), times scale */
             for (int i = 0; i < T; i++) {
                 const float *a = A + (int64_t)i * T;
@@ -209,10 +201,8 @@ void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
                 for (int j = i + 1; j < T; j++) d[j] = 0.0f;
             }
             /* dQ += dS K ; dK += dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        datt, T, kb, ks, 1.0f, dqb, qs);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f,
-                        datt, T, qb, qs, 1.0f, dkb, ks);
+            kern_gemm(0, 0, T, hd, T, 1.0f, datt, T, kb, ks, 1.0f, dqb, qs);
+            kern_gemm(1, 0, T, hd, T, 1.0f, datt, T, qb, qs, 1.0f, dkb, ks);
         }
 }
 

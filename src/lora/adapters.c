@@ -1,9 +1,9 @@
 /* lora adapters: allocation, init, masked delta, merge/unmerge, gradient
  * projection, AdamW, LR schedule (see include/lora.h for the formulation). */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "lora.h"
 
 void lora_config_default(lora_config *c)
@@ -144,8 +144,7 @@ void lora_delta_update(lora_adapters *ad, const model_stage *s)
             float *dl = ad->delta + ad->w_off[k], *we = ad->weff + ad->w_off[k];
             const float *W = s->layers[l].w[m];
             /* delta (o,i) = scale * B[:, :r] (o,r; ld R) @ A[:r] (r,i) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, i, r, ad->scale,
-                        ad->B[k], R, ad->A[k], i, 0.0f, dl, i);
+            kern_gemm(0, 0, o, i, r, ad->scale, ad->B[k], R, ad->A[k], i, 0.0f, dl, i);
             for (int64_t e = 0; e < (int64_t)o * i; e++) {
                 if (W[e] == 0.0f) dl[e] = 0.0f;
                 we[e] = W[e] + dl[e];
@@ -202,11 +201,9 @@ void lora_grad_project(lora_adapters *ad, const model_stage *s)
             for (int64_t e = 0; e < (int64_t)o * i; e++)
                 if (W[e] == 0.0f) G[e] = 0.0f; /* G = dDelta ⊙ M (in place) */
             /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, r, i, ad->scale, G, i,
-                        ad->A[k], i, 0.0f, ad->gB[k], R);
+            kern_gemm(0, 1, o, r, i, ad->scale, G, i, ad->A[k], i, 0.0f, ad->gB[k], R);
             /* dA[:r] (r,i) = scale * B[:, :r]^T (r,o) @ G (o,i) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, i, o, ad->scale, ad->B[k],
-                        R, G, i, 0.0f, ad->gA[k], i);
+            kern_gemm(1, 0, r, i, o, ad->scale, ad->B[k], R, G, i, 0.0f, ad->gA[k], i);
         }
 }
 
