@@ -2,9 +2,11 @@
 #   make            install missing deps (Debian, root) and build build/losa
 #   make run        the main job: input/default.ini
 #   make test       build and run the test suite (tests/run.sh)
+#   make test-blas  the C unit tests on the CBLAS engine (GEMM=blas, build-blas/)
 #   make bench      benchmarks (losa bench ...)
 # On a cluster: load your site's MPI/HDF5/ScaLAPACK/OpenBLAS modules, then
-#   make MPICC=<mpi C compiler> PKG_CONFIG_PATH=... (or HDF5_DIR=/path, BLAS_LIBS=...)
+#   make MPICC=<mpi C compiler> PKG_CONFIG_PATH=... (or HDF5_DIR=/path, DNNL_DIR=/path)
+#   make GEMM=blas  OpenBLAS instead of oneDNN for the decoder's GEMMs
 
 MPICC    ?= mpicc
 BUILD    ?= build
@@ -46,7 +48,7 @@ CLIOBJS  := $(filter $(BUILD)/obj/cli/%,$(OBJS))
 TESTSRCS := $(wildcard tests/test_*.c)
 TESTBINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TESTSRCS))
 
-.PHONY: all deps test-deps build run test bench analysis clean
+.PHONY: all deps test-deps build run test test-blas bench analysis clean
 all: deps build
 
 build: $(BUILD)/losa $(TESTBINS)
@@ -112,7 +114,7 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/liblosa.a
 # RUN_NP ranks as data-parallel replicas.
 DATA   ?= ../shared/data
 RUN_NP ?= 2
-MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 \
+MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
           mpirun --oversubscribe --bind-to none
 run: deps build $(BUILD)/stories260K.h5
 	$(MPIRUN) -np $(RUN_NP) ./$(BUILD)/losa run input/default.ini --set parallel.pp=1 --set parallel.dp=$(RUN_NP)
@@ -123,6 +125,13 @@ $(BUILD)/stories260K.h5: | $(BUILD)/losa
 
 test: deps test-deps build
 	bash tests/run.sh
+
+# The unit suite (the C tests, and the bench keys) on the CBLAS engine, built
+# into build-blas/ (the default build uses oneDNN).
+BLAS_BUILD ?= build-blas
+test-blas: deps test-deps
+	$(MAKE) BUILD=$(BLAS_BUILD) GEMM=blas build
+	BUILD_DIR=$(BLAS_BUILD) TESTS="$(notdir $(TESTBINS)) test_bench_json" bash tests/run.sh
 
 bench: deps build
 	./$(BUILD)/losa bench forward
@@ -184,7 +193,8 @@ $(FUZZ_BUILD)/.fuzz-deps:
 	  else echo "fuzz-deps: $(FUZZ_CC) with libFuzzer missing (Debian: $(FUZZ_DEB_PKGS))"; exit 1; fi; \
 	fi; rm -f $(FUZZ_BUILD)/.probe; touch $@
 
-# The library with coverage instrumentation (clang through the MPI wrapper).
+# The library with coverage instrumentation (clang through the MPI wrapper),
+# on the CBLAS engine: clang's OpenMP runtime is not the libgomp oneDNN uses.
 fuzz-build: fuzz-deps
 	$(MAKE) BUILD=$(FUZZ_BUILD) MPICC="$(FUZZ_MPICC)" GEMM=blas \
 	  CFLAGS="$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link" $(FUZZ_BUILD)/liblosa.a
