@@ -10,6 +10,12 @@
 
 #include <stdint.h>
 
+/* Element-wise loops longer than this run on the OpenMP threads (the GEMM
+ * engine's pool under oneDNN); each element is computed as in a serial loop
+ * and sums keep their serial order, so results do not depend on the thread
+ * count. */
+#define KERN_PAR_MIN 32768
+
 /* out (N,D) = inp / rms(inp) * w ;  rstd (N) = 1/sqrt(mean(inp^2) + eps) */
 void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
                           const float *w, int64_t N, int D, float eps);

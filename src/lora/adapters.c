@@ -145,6 +145,7 @@ void lora_delta_update(lora_adapters *ad, const model_stage *s)
             const float *W = s->layers[l].w[m];
             /* delta (o,i) = scale * B[:, :r] (o,r; ld R) @ A[:r] (r,i) */
             kern_gemm(0, 0, o, i, r, ad->scale, ad->B[k], R, ad->A[k], i, 0.0f, dl, i);
+#pragma omp parallel for simd schedule(static) if ((int64_t)o * i > KERN_PAR_MIN)
             for (int64_t e = 0; e < (int64_t)o * i; e++) {
                 if (W[e] == 0.0f) dl[e] = 0.0f;
                 we[e] = W[e] + dl[e];
@@ -198,6 +199,7 @@ void lora_grad_project(lora_adapters *ad, const model_stage *s)
             model_map_shape(&s->cfg, m, &o, &i);
             float *G = ad->ddelta + ad->w_off[k];
             const float *W = s->layers[l].w[m];
+#pragma omp parallel for simd schedule(static) if ((int64_t)o * i > KERN_PAR_MIN)
             for (int64_t e = 0; e < (int64_t)o * i; e++)
                 if (W[e] == 0.0f) G[e] = 0.0f; /* G = dDelta ⊙ M (in place) */
             /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
