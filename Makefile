@@ -4,6 +4,7 @@
 #   make test       build and run the test suite (tests/run.sh)
 #   make test-blas  the C unit tests on the CBLAS engine (GEMM=blas, build-blas/)
 #   make bench      benchmarks (losa bench ...)
+#   make bench-gemm the oneDNN and CBLAS builds side by side (jobs/bench_gemm.sh)
 # On a cluster: load your site's MPI/HDF5/ScaLAPACK/OpenBLAS modules, then
 #   make MPICC=<mpi C compiler> PKG_CONFIG_PATH=... (or HDF5_DIR=/path, DNNL_DIR=/path)
 #   make GEMM=blas  OpenBLAS instead of oneDNN for the decoder's GEMMs
@@ -48,7 +49,7 @@ CLIOBJS  := $(filter $(BUILD)/obj/cli/%,$(OBJS))
 TESTSRCS := $(wildcard tests/test_*.c)
 TESTBINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TESTSRCS))
 
-.PHONY: all deps test-deps build run test test-blas bench analysis clean
+.PHONY: all deps test-deps build run test test-blas bench bench-gemm analysis clean
 all: deps build
 
 build: $(BUILD)/losa $(TESTBINS)
@@ -135,6 +136,12 @@ test-blas: deps test-deps
 
 bench: deps build
 	./$(BUILD)/losa bench forward
+
+# oneDNN vs CBLAS side by side (jobs/bench_gemm.sh: ROUNDS alternating rounds
+# of bench train and bench forward with both builds).
+bench-gemm: deps build
+	$(MAKE) BUILD=$(BLAS_BUILD) GEMM=blas $(BLAS_BUILD)/losa
+	ONEDNN=$(CURDIR)/$(BUILD)/losa BLAS=$(CURDIR)/$(BLAS_BUILD)/losa bash jobs/bench_gemm.sh
 
 # tables and plots of every run directory under runs/ (any depth) -> analysis/out/
 analysis:
