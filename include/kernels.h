@@ -29,12 +29,16 @@ void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
  * CBLAS (A is (M,K) or, transposed, stored (K,M) with rows of lda).  The
  * engine is chosen at build time: oneDNN's matmul (make GEMM=onednn, the
  * default; primitives cached per shape) or cblas_sgemm (make GEMM=blas).
- * Not collective.  Threads: OpenMP's (onednn) or OpenBLAS's (blas); calls are
- * serialised and are meant to come from outside OpenMP parallel regions. */
+ * Not collective.  Threads: OpenMP's (onednn) or OpenBLAS's (blas); from
+ * inside an OpenMP parallel region only when kern_gemm_concurrent(). */
 void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* "onednn" or "blas". */
 const char *kern_gemm_engine(void);
+/* 1 if kern_gemm may be called from several threads of an OpenMP parallel
+ * region at once, each call then running on its calling thread (onednn);
+ * 0 for blas. */
+int kern_gemm_concurrent(void);
 /* Threads of the GEMM engine (and of OpenMP): set / get. */
 void kern_gemm_threads(int n);
 int kern_gemm_threads_get(void);
@@ -67,15 +71,23 @@ void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B
 /* Grouped-query causal attention.
  * q (B,T,H*hd), k/v (B,T,Hkv*hd) -> out (B,T,H*hd).
  * att: softmax probabilities; if save_att, (B,H,T,T) kept for backward,
- * else a (T,T) scratch reused per head. */
+ * else n_scr (T,T) scratch slots.  The B*Hkv (batch row, kv head) groups
+ * are shared out among up to n_scr threads (kern_attention_slots), each
+ * group's heads in order on one thread, so results do not depend on the
+ * thread count. */
 void kern_attention_forward(float *out, float *att, const float *q,
                             const float *k, const float *v, int B, int T, int H,
-                            int Hkv, int hd, int save_att);
-/* dq, dk, dv += ... ; datt: (T,T) scratch. att as saved by forward. */
+                            int Hkv, int hd, int save_att, int n_scr);
+/* dq, dk, dv += ... ; datt: n_scr (T,T) scratch slots. att as saved by
+ * forward. */
 void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
                              const float *dout, const float *att, const float *q,
                              const float *k, const float *v, int B, int T, int H,
-                             int Hkv, int hd);
+                             int Hkv, int hd, int n_scr);
+/* Scratch slots (T,T) worth giving the attention kernels: the threads that
+ * can work at once, min(B*Hkv, OpenMP threads) when kern_gemm_concurrent(),
+ * else 1. */
+int kern_attention_slots(int B, int Hkv);
 
 /* out (n) = silu(gate) * up */
 void kern_swiglu_forward(float *out, const float *gate, const float *up,

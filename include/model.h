@@ -112,6 +112,7 @@ enum {
 typedef struct {
     int B, T;                  /* capacity */
     int save;                  /* MODEL_ACTS_* */
+    int att_slots;             /* (T,T) attention scratch slots when not saving */
     /* adapter dropout (training): the adapter branch sees drop(x) with
      * elements zeroed with probability drop_p (and the rest scaled by
      * 1/(1-drop_p)); the mask is a hash of (drop_seed, global layer, map,
@@ -128,7 +129,7 @@ typedef struct {
     float *q;      /* (B,T,D) after RoPE */
     float *k;      /* (B,T,kvD) after RoPE */
     float *v;      /* (B,T,kvD) */
-    float *att;    /* (B,H,T,T) softmax probabilities */
+    float *att;    /* (B,H,T,T) softmax probabilities; not saving: (att_slots,T,T) */
     float *atty;   /* (B,T,D) attention output before wo */
     float *xres;   /* (B,T,D) residual after attention (input to ffn norm) */
     float *ln2;    /* (B,T,D) */
@@ -141,6 +142,11 @@ typedef struct {
     float *mem;    /* the one activation block */
     size_t n_floats;
 } model_acts;
+
+/* Floats of one layer's attention buffer in model_acts_build(B, T, save):
+ * the probabilities (B,H,T,T) when saving, else kern_attention_slots (T,T)
+ * scratch slots (the planner calls it too). */
+int64_t model_att_floats(const model_config *c, int B, int T, int save);
 
 /* Pointers to one layer's slot of saved activations. */
 typedef struct {
@@ -363,7 +369,8 @@ typedef struct {
     float *dk, *dv;            /* (B,T,kvD) */
     float *dgate, *dup, *dhid; /* (B,T,F) */
     float *dtmp;               /* (B,T,max(D,F)) dy delta on the dropout path */
-    float *datt;               /* (T,T) */
+    float *datt;               /* (att_slots,T,T) */
+    int att_slots;             /* kern_attention_slots(B, Hkv) at build */
     float *dlogits;            /* (B,T,V) last stage */
     float *rstdf;              /* (B,T) final norm */
     float *mem;

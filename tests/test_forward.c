@@ -83,7 +83,7 @@ static void check_kernels(void)
     core_rng_seed(&r, 11);
     for (int i = 0; i < B * T * qs; i++) q[i] = core_rng_normal(&r);
     for (int i = 0; i < B * T * ks; i++) k[i] = core_rng_normal(&r), v[i] = core_rng_normal(&r);
-    kern_attention_forward(o1, att, q, k, v, B, T, H, Hkv, hd, 1);
+    kern_attention_forward(o1, att, q, k, v, B, T, H, Hkv, hd, 1, 0);
     kern_attention_forward_ref(o2, q, k, v, B, T, H, Hkv, hd);
     double e = test_max_rel(o1, o2, B * T * qs);
     TEST_CHECK(e < 1e-5, "attention vs ref: %.3g", e);

@@ -208,10 +208,10 @@ static void test_attention(void)
     fill(k, nk, 1.0f);
     fill(v, nk, 1.0f);
     fill(R, nq, 1.0f);
-    kern_attention_forward(out, att, q, k, v, B, T, H, Hkv, hd, 1);
+    kern_attention_forward(out, att, q, k, v, B, T, H, Hkv, hd, 1, 0);
     kern_attention_forward_ref(ref, q, k, v, B, T, H, Hkv, hd);
     TEST_CHECK(test_max_rel(out, ref, nq) < 1e-5, "attention fwd vs ref");
-    kern_attention_backward(dq, dk, dv, datt, R, att, q, k, v, B, T, H, Hkv, hd);
+    kern_attention_backward(dq, dk, dv, datt, R, att, q, k, v, B, T, H, Hkv, hd, 1);
     att_ctx c = {B, T, H, Hkv, hd, 0, tod(q, nq), tod(k, nk), tod(v, nk), tod(R, nq)};
     c.which = 0;
     fd_check("attention dq", att_loss, &c, c.q, nq, dq);

@@ -169,29 +169,40 @@ static void test_rope(void)
 /* attention, forward and backward, scaled residual as in HPL's tests:
  * max |fast - ref| / max |ref| <= 16 (T + hd) u.  The longest reduction has
  * T + hd terms (scores over hd, weighted sums over T), and the fast kernel's
- * exp (expf_neg) is within 3e-7 = 5u, inside the factor 16. */
-static void test_attention(void)
+ * exp (expf_neg) is within 3e-7 = 5u, inside the factor 16.  Run with
+ * `threads` OpenMP threads: with oneDNN the (batch row, kv head) groups are
+ * then shared out (kern_attention_slots scratch slots), with BLAS serial.
+ * The forward without saved probabilities (scratch slots) is checked too. */
+static void test_attention(int threads)
 {
     const int B = 2, T = 17, H = 4, Hkv = 2, hd = 8;
     const int64_t nq = (int64_t)B * T * H * hd, nk = (int64_t)B * T * Hkv * hd;
+    int threads0 = kern_gemm_threads_get();
+    kern_gemm_threads(threads);
+    int slots = kern_attention_slots(B, Hkv);
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
-    float *o = rnd(nq, 1), *or = rnd(nq, 1);
-    float *att = malloc(sizeof(float) * (size_t)B * H * T * T), *datt = malloc(sizeof(float) * T * T);
+    float *o = rnd(nq, 1), *or = rnd(nq, 1), *o2 = rnd(nq, 1);
+    float *att = malloc(sizeof(float) * (size_t)B * H * T * T);
+    float *datt = malloc(sizeof(float) * (size_t)slots * T * T);
     double tol = 16.0 * (T + hd) * TEST_U32;
-    kern_attention_forward(o, att, q, k, v, B, T, H, Hkv, hd, 1);
+    kern_attention_forward(o, att, q, k, v, B, T, H, Hkv, hd, 1, 0);
     kern_attention_forward_ref(or, q, k, v, B, T, H, Hkv, hd);
-    TEST_CHECK(test_max_rel(o, or, nq) <= tol, "attention_forward %.3g > %.3g",
-               test_max_rel(o, or, nq), tol);
+    TEST_CHECK(test_max_rel(o, or, nq) <= tol, "attention_forward (%d threads) %.3g > %.3g",
+               threads, test_max_rel(o, or, nq), tol);
+    kern_attention_forward(o2, datt, q, k, v, B, T, H, Hkv, hd, 0, slots);
+    TEST_CHECK(test_max_rel(o2, or, nq) <= tol, "attention_forward, %d scratch slots, %d threads",
+               slots, threads);
     float *dq0 = rnd(nq, 0.1f), *dk0 = rnd(nk, 0.1f), *dv0 = rnd(nk, 0.1f);
     float *dq = dup(dq0, nq), *dk = dup(dk0, nk), *dv = dup(dv0, nk);
     float *dqr = dup(dq0, nq), *dkr = dup(dk0, nk), *dvr = dup(dv0, nk);
-    kern_attention_backward(dq, dk, dv, datt, dout, att, q, k, v, B, T, H, Hkv, hd);
+    kern_attention_backward(dq, dk, dv, datt, dout, att, q, k, v, B, T, H, Hkv, hd, slots);
     kern_attention_backward_ref(dqr, dkr, dvr, dout, q, k, v, B, T, H, Hkv, hd);
     TEST_CHECK(test_max_rel(dq, dqr, nq) <= tol, "attention dq %.3g", test_max_rel(dq, dqr, nq));
     TEST_CHECK(test_max_rel(dk, dkr, nk) <= tol, "attention dk %.3g", test_max_rel(dk, dkr, nk));
     TEST_CHECK(test_max_rel(dv, dvr, nk) <= tol, "attention dv %.3g", test_max_rel(dv, dvr, nk));
-    free(q), free(k), free(v), free(dout), free(o), free(or), free(att), free(datt);
+    free(q), free(k), free(v), free(dout), free(o), free(or), free(o2), free(att), free(datt);
     free(dq0), free(dk0), free(dv0), free(dq), free(dk), free(dv), free(dqr), free(dkr), free(dvr);
+    kern_gemm_threads(threads0);
 }
 
 /* swiglu: forward g sigma(g) up with expf (< 1 ulp), 1 + e, /, *: within
@@ -266,7 +277,8 @@ int main(void)
     test_matmul();
     test_rmsnorm();
     test_rope();
-    test_attention();
+    test_attention(1);
+    test_attention(2);
     test_swiglu();
     test_crossentropy();
     return test_finish("test_kernels");

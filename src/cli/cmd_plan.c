@@ -65,9 +65,9 @@ static double plan_acts_floats(const model_config *c, int n_layers, int has_head
                                int64_t T, int save)
 {
     int64_t N = B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
-    int64_t H = c->n_heads, hd = model_head_size(c);
+    int64_t hd = model_head_size(c);
     int64_t slots = save ? (n_layers > 0 ? n_layers : 1) : 1;
-    int64_t att = save ? B * H * T * T : T * T;
+    int64_t att = model_att_floats(c, (int)B, (int)T, save); /* model_acts_build's */
     int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
     return (double)(N * D * 2 + (has_head ? N * c->vocab_size : 0) + T * hd + per * slots);
 }

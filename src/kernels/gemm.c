@@ -9,17 +9,20 @@
  * (maps, head, adapters, attention per sequence length).  alpha is an
  * output scale and beta a sum post-op, both fixed in the primitive.
  *
- * Threading: oneDNN (Debian's build) runs on OpenMP, so each call uses the
- * caller's omp_get_max_threads() threads (OMP_NUM_THREADS; kern_gemm_threads
- * sets it), the same pool as the OpenMP loops of the other kernels; under
- * MPI each rank is one process with its own table and pool.  The thread
- * count is part of the key (oneDNN fixes its work split when the primitive
- * is created).  The table and its memory objects are shared state: calls
- * are serialised by one lock, and are meant to come from outside OpenMP
- * parallel regions (each call is itself parallel).
+ * Threading: oneDNN (Debian's build) runs on OpenMP, so a call from serial
+ * code uses the caller's omp_get_max_threads() threads (OMP_NUM_THREADS;
+ * kern_gemm_threads sets it), the same pool as the OpenMP loops of the other
+ * kernels, and a call from inside an OpenMP parallel region runs on the
+ * calling thread alone (kern_gemm_concurrent: the attention kernels give
+ * each thread its own heads).  The thread count (or "inside a region") is
+ * part of the key: oneDNN fixes its work split when the primitive is made.
+ * Each thread has its own table (thread-local: engine, stream, primitives,
+ * memory objects whose data handles are set per call), so no lock is
+ * needed; under MPI each rank is one process with its own tables and pool.
  *
  * Without it (make GEMM=blas): cblas_sgemm, threads from OpenBLAS
- * (OPENBLAS_NUM_THREADS). */
+ * (OPENBLAS_NUM_THREADS); not called from parallel regions (OpenBLAS's
+ * pthreads pool would be shared by the callers). */
 #include "kernels.h"
 
 #include <cblas.h>
@@ -51,7 +54,7 @@ typedef struct {
     uint64_t used;                   /* LRU tick; 0 = free */
 } gemm_entry;
 
-static struct {
+static _Thread_local struct {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     gemm_entry e[KERN_GEMM_CACHE];
@@ -175,33 +178,29 @@ static void gemm_onednn(int ta, int tb, int64_t M, int64_t N, int64_t K, float a
     k.m = M, k.n = N, k.k = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc;
     memcpy(&k.alpha, &alpha, 4);
     memcpy(&k.beta, &beta, 4);
-    k.ta = ta, k.tb = tb, k.nthr = omp_get_max_threads();
-#pragma omp critical(kern_gemm)
-    {
-        gemm_entry *e = entry_get(&k, alpha, beta);
-        DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
-        DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
-        DNNL_OK(dnnl_memory_set_data_handle(e->c, C));
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b},
-                                   {DNNL_ARG_DST, e->c}};
-        DNNL_OK(dnnl_primitive_execute(e->prim, gc.stream, 3, args));
-        DNNL_OK(dnnl_stream_wait(gc.stream));
-    }
+    k.ta = ta, k.tb = tb, k.nthr = omp_in_parallel() ? -1 : omp_get_max_threads();
+    gemm_entry *e = entry_get(&k, alpha, beta);
+    DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
+    DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
+    DNNL_OK(dnnl_memory_set_data_handle(e->c, C));
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b},
+                               {DNNL_ARG_DST, e->c}};
+    DNNL_OK(dnnl_primitive_execute(e->prim, gc.stream, 3, args));
+    DNNL_OK(dnnl_stream_wait(gc.stream));
 }
 
 void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted)
 {
-#pragma omp critical(kern_gemm)
-    {
-        int64_t n = 0;
-        for (int i = 0; i < KERN_GEMM_CACHE; i++) n += gc.e[i].used != 0;
-        if (live) *live = n;
-        if (created) *created = gc.created;
-        if (evicted) *evicted = gc.evicted;
-    }
+    int64_t n = 0;
+    for (int i = 0; i < KERN_GEMM_CACHE; i++) n += gc.e[i].used != 0;
+    if (live) *live = n;
+    if (created) *created = gc.created;
+    if (evicted) *evicted = gc.evicted;
 }
 
 const char *kern_gemm_engine(void) { return "onednn"; }
+
+int kern_gemm_concurrent(void) { return 1; }
 
 int kern_gemm_threads_get(void) { return omp_get_max_threads(); }
 
@@ -215,6 +214,8 @@ void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted)
 }
 
 const char *kern_gemm_engine(void) { return "blas"; }
+
+int kern_gemm_concurrent(void) { return 0; }
 
 int kern_gemm_threads_get(void) { return openblas_get_num_threads(); }
 #endif

@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* exp(x) for x <= 0 in plain arithmetic that the compiler vectorises (libm's
@@ -151,61 +152,95 @@ static void causal_softmax_row(float *row, int i, int T)
     for (int j = i + 1; j < T; j++) row[j] = 0.0f;
 }
 
+int kern_attention_slots(int B, int Hkv)
+{
+    int n = B * Hkv, t = omp_get_max_threads();
+    return kern_gemm_concurrent() ? (n < t ? n : t) : 1;
+}
+
+/* Threads for n groups with n_scr scratch slots (1 for the blas engine). */
+static int attention_threads(int n, int n_scr)
+{
+    int t = kern_gemm_concurrent() ? omp_get_max_threads() : 1;
+    if (t > n) t = n;
+    return t < n_scr ? t : (n_scr > 0 ? n_scr : 1);
+}
+
+/* Head h of batch row b: scores, causal softmax into A (T,T), out = A V. */
+static void head_forward(float *out, float *A, const float *q, const float *k, const float *v,
+                         int b, int h, int T, int H, int Hkv, int hd)
+{
+    int qs = H * hd, ks = Hkv * hd, kh = h / (H / Hkv);
+    const float *qb = q + (int64_t)b * T * qs + h * hd;
+    const float *kb = k + (int64_t)b * T * ks + kh * hd;
+    const float *vb = v + (int64_t)b * T * ks + kh * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* scores (T,T) = scale * Q K^T (the upper triangle is discarded) */
+    kern_gemm(0, 1, T, T, hd, scale, qb, qs, kb, ks, 0.0f, A, T);
+    for (int i = 0; i < T; i++) causal_softmax_row(A + (int64_t)i * T, i, T);
+    kern_gemm(0, 0, T, hd, T, 1.0f, A, T, vb, ks, 0.0f, out + (int64_t)b * T * qs + h * hd, qs);
+}
+
 void kern_attention_forward(float *out, float *att, const float *q,
                             const float *k, const float *v, int B, int T, int H,
-                            int Hkv, int hd, int save_att)
+                            int Hkv, int hd, int save_att, int n_scr)
 {
-    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / grp;
-            const float *qb = q + (int64_t)b * T * qs + h * hd;
-            const float *kb = k + (int64_t)b * T * ks + kh * hd;
-            const float *vb = v + (int64_t)b * T * ks + kh * hd;
-            float *ob = out + (int64_t)b * T * qs + h * hd;
-            float *A = save_att ? att + ((int64_t)b * H + h) * T * T : att;
-            /* scores (T,T) = scale * Q K^T (the upper triangle is discarded) */
-            kern_gemm(0, 1, T, T, hd, scale, qb, qs, kb, ks, 0.0f, A, T);
-            for (int i = 0; i < T; i++) causal_softmax_row(A + (int64_t)i * T, i, T);
-            kern_gemm(0, 0, T, hd, T, 1.0f, A, T, vb, ks, 0.0f, ob, qs);
+    int grp = H / Hkv, n = B * Hkv, nt = attention_threads(n, save_att ? n : n_scr);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int bk = 0; bk < n; bk++) {
+        int b = bk / Hkv, slot = omp_get_thread_num();
+        for (int h = bk % Hkv * grp; h < (bk % Hkv + 1) * grp; h++) {
+            float *A = save_att ? att + ((int64_t)b * H + h) * T * T : att + (int64_t)slot * T * T;
+            head_forward(out, A, q, k, v, b, h, T, H, Hkv, hd);
         }
+    }
+}
+
+/* Head h of batch row b: dq, dk, dv += ..., datt (T,T) scratch. */
+static void head_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                          const float *att, const float *q, const float *k, const float *v,
+                          int b, int h, int T, int H, int Hkv, int hd)
+{
+    int qs = H * hd, ks = Hkv * hd, kh = h / (H / Hkv);
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *qb = q + (int64_t)b * T * qs + h * hd;
+    const float *kb = k + (int64_t)b * T * ks + kh * hd;
+    const float *vb = v + (int64_t)b * T * ks + kh * hd;
+    const float *dob = dout + (int64_t)b * T * qs + h * hd;
+    float *dqb = dq + (int64_t)b * T * qs + h * hd;
+    float *dkb = dk + (int64_t)b * T * ks + kh * hd;
+    float *dvb = dv + (int64_t)b * T * ks + kh * hd;
+    const float *A = att + ((int64_t)b * H + h) * T * T;
+    /* dV += A^T dO ; dA = dO V^T */
+    kern_gemm(1, 0, T, hd, T, 1.0f, A, T, dob, qs, 1.0f, dvb, ks);
+    kern_gemm(0, 1, T, T, hd, 1.0f, dob, qs, vb, ks, 0.0f, datt, T);
+    /* softmax backward: dS_ij = A_ij (dA_ij - sum_k A_ik dA_ik), times scale */
+    for (int i = 0; i < T; i++) {
+        const float *a = A + (int64_t)i * T;
+        float *d = datt + (int64_t)i * T;
+        float dot = 0;
+        for (int j = 0; j <= i; j++) dot += a[j] * d[j];
+        for (int j = 0; j <= i; j++) d[j] = scale * a[j] * (d[j] - dot);
+        for (int j = i + 1; j < T; j++) d[j] = 0.0f;
+    }
+    /* dQ += dS K ; dK += dS^T Q */
+    kern_gemm(0, 0, T, hd, T, 1.0f, datt, T, kb, ks, 1.0f, dqb, qs);
+    kern_gemm(1, 0, T, hd, T, 1.0f, datt, T, qb, qs, 1.0f, dkb, ks);
 }
 
 void kern_attention_backward(float *dq, float *dk, float *dv, float *datt,
                              const float *dout, const float *att, const float *q,
                              const float *k, const float *v, int B, int T, int H,
-                             int Hkv, int hd)
+                             int Hkv, int hd, int n_scr)
 {
-    int qs = H * hd, ks = Hkv * hd, grp = H / Hkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kh = h / grp;
-            const float *qb = q + (int64_t)b * T * qs + h * hd;
-            const float *kb = k + (int64_t)b * T * ks + kh * hd;
-            const float *vb = v + (int64_t)b * T * ks + kh * hd;
-            const float *dob = dout + (int64_t)b * T * qs + h * hd;
-            float *dqb = dq + (int64_t)b * T * qs + h * hd;
-            float *dkb = dk + (int64_t)b * T * ks + kh * hd;
-            float *dvb = dv + (int64_t)b * T * ks + kh * hd;
-            const float *A = att + ((int64_t)b * H + h) * T * T;
-            /* dV += A^T dO ; dA = dO V^T */
-            kern_gemm(1, 0, T, hd, T, 1.0f, A, T, dob, qs, 1.0f, dvb, ks);
-            kern_gemm(0, 1, T, T, hd, 1.0f, dob, qs, vb, ks, 0.0f, datt, T);
-            /* softmax backward: dS_ij = A_ij (dA_ij - sum_k A_ik dA_ik), times scale */
-            for (int i = 0; i < T; i++) {
-                const float *a = A + (int64_t)i * T;
-                float *d = datt + (int64_t)i * T;
-                float dot = 0;
-                for (int j = 0; j <= i; j++) dot += a[j] * d[j];
-                for (int j = 0; j <= i; j++) d[j] = scale * a[j] * (d[j] - dot);
-                for (int j = i + 1; j < T; j++) d[j] = 0.0f;
-            }
-            /* dQ += dS K ; dK += dS^T Q */
-            kern_gemm(0, 0, T, hd, T, 1.0f, datt, T, kb, ks, 1.0f, dqb, qs);
-            kern_gemm(1, 0, T, hd, T, 1.0f, datt, T, qb, qs, 1.0f, dkb, ks);
-        }
+    /* a group's heads share dk, dv: they stay on one thread, in order */
+    int grp = H / Hkv, n = B * Hkv, nt = attention_threads(n, n_scr);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int bk = 0; bk < n; bk++) {
+        float *scr = datt + (int64_t)omp_get_thread_num() * T * T;
+        for (int h = bk % Hkv * grp; h < (bk % Hkv + 1) * grp; h++)
+            head_backward(dq, dk, dv, scr, dout, att, q, k, v, bk / Hkv, h, T, H, Hkv, hd);
+    }
 }
 
 void kern_swiglu_forward(float *out, const float *gate, const float *up,

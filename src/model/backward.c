@@ -18,12 +18,14 @@ losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
     const model_config *c = &s->cfg;
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t wmax = F > D ? F : D;
-    size_t n = (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax + (int64_t)T * T +
+    int slots = kern_attention_slots(B, c->n_kv_heads);
+    size_t n = (size_t)(N * D * 4 + N * kv * 2 + N * F * 3 + N * wmax + slots * (int64_t)T * T +
                         (s->has_head ? N * c->vocab_size + N : 0));
     g->mem = core_calloc(n, sizeof(float));
     g->n_floats = n;
     g->B = B;
     g->T = T;
+    g->att_slots = slots;
     float *p = g->mem;
 #define TAKE(ptr, cnt) do { ptr = p; p += (cnt); } while (0)
     TAKE(g->dx, N * D);
@@ -36,7 +38,7 @@ losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
     TAKE(g->dup, N * F);
     TAKE(g->dhid, N * F);
     TAKE(g->dtmp, N * wmax);
-    TAKE(g->datt, (int64_t)T * T);
+    TAKE(g->datt, slots * (int64_t)T * T);
     if (s->has_head) {
         TAKE(g->dlogits, N * c->vocab_size);
         TAKE(g->rstdf, N);
@@ -116,7 +118,7 @@ void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
     memset(g->dk, 0, sizeof(float) * N * kv);
     memset(g->dv, 0, sizeof(float) * N * kv);
     kern_attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, la.att, la.q, la.k,
-                            la.v, B, T, H, Hkv, hd);
+                            la.v, B, T, H, Hkv, hd, g->att_slots);
     kern_rope_backward(g->dq, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_backward(g->dk, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
     memset(g->dln, 0, sizeof(float) * N * D);

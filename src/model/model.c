@@ -213,6 +213,12 @@ void model_stage_randomize(model_stage *s, uint64_t seed, float std)
     }
 }
 
+int64_t model_att_floats(const model_config *c, int B, int T, int save)
+{
+    int64_t TT = (int64_t)T * T;
+    return save ? (int64_t)B * c->n_heads * TT : kern_attention_slots(B, c->n_kv_heads) * TT;
+}
+
 losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
                              int save)
 {
@@ -222,9 +228,9 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
         return core_err(LOSA_ERR_ARG, "sequence length %d exceeds the model's max_seq_len %d",
                         T, c->max_seq_len);
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
-    int64_t H = c->n_heads, hd = model_head_size(c);
+    int64_t hd = model_head_size(c);
     int slots = save == MODEL_ACTS_SAVE ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
-    int64_t att = save ? B * H * T * T : (int64_t)T * T;
+    int64_t att = model_att_floats(c, B, T, save);
     int64_t per = N * D * 6 + N * 2 + N * kv * 2 + N * F * 3 + att;
     int64_t wmax = F > D ? F : D;
     size_t n = (size_t)(N * D * 2 + (s->has_head ? N * c->vocab_size : 0) +
@@ -234,6 +240,7 @@ losa_status model_acts_build(model_acts *a, const model_stage *s, int B, int T,
     a->B = B;
     a->T = T;
     a->save = save;
+    a->att_slots = save ? 0 : kern_attention_slots(B, c->n_kv_heads);
     float *p = a->mem;
 #define TAKE(ptr, cnt) do { ptr = p; p += (cnt); } while (0)
     TAKE(a->x, N * D);
@@ -335,7 +342,8 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
     model_linear_forward(la.v, la.ln1, a, s, l, MODEL_MAP_V, N);
     kern_rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
-    kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd, a->save);
+    kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd, a->save,
+                           a->att_slots);
     model_linear_forward(a->tmp, la.atty, a, s, l, MODEL_MAP_O, N);
     kern_add_inplace(a->x, a->tmp, N * D);
     if (a->save) memcpy(la.xres, a->x, sizeof(float) * N * D);
