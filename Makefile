@@ -2,9 +2,12 @@
 #   make            install missing deps (Debian, root) and build build/losa
 #   make run        the main job: input/default.ini
 #   make test       build and run the test suite (tests/run.sh)
+#   make test-blas  the C unit tests on the CBLAS engine (GEMM=blas, build-blas/)
 #   make bench      benchmarks (losa bench ...)
+#   make bench-gemm the oneDNN and CBLAS builds side by side (jobs/bench_gemm.sh)
 # On a cluster: load your site's MPI/HDF5/ScaLAPACK/OpenBLAS modules, then
-#   make MPICC=<mpi C compiler> PKG_CONFIG_PATH=... (or HDF5_DIR=/path, BLAS_LIBS=...)
+#   make MPICC=<mpi C compiler> PKG_CONFIG_PATH=... (or HDF5_DIR=/path, DNNL_DIR=/path)
+#   make GEMM=blas  OpenBLAS instead of oneDNN for the decoder's GEMMs
 
 MPICC    ?= mpicc
 BUILD    ?= build
@@ -16,6 +19,20 @@ DEB_PKGS ?= openmpi-bin libopenmpi-dev libscalapack-openmpi-dev libhdf5-openmpi-
 TEST_DEB_PKGS ?= python3-numpy python3-h5py python3-matplotlib python3-sentencepiece python3-torch \
                  slurm-wlm time
 
+# GEMM engine of the decoder's matrix products (src/kernels/gemm.c):
+#   onednn (default)  oneDNN's matmul primitive (Debian libdnnl-dev; on a cluster
+#                     DNNL_DIR=<prefix> of the site's oneDNN)
+#   blas              cblas_sgemm of the BLAS above (sites without oneDNN)
+GEMM     ?= onednn
+ifeq ($(GEMM),onednn)
+DEB_PKGS    += libdnnl-dev
+GEMM_CFLAGS := -DLOSA_GEMM_ONEDNN $(if $(DNNL_DIR),-I$(DNNL_DIR)/include)
+GEMM_LIBS   := $(if $(DNNL_DIR),-L$(DNNL_DIR)/lib -Wl$(comma)-rpath$(comma)$(DNNL_DIR)/lib) -ldnnl
+else ifneq ($(GEMM),blas)
+$(error GEMM=$(GEMM): expected onednn or blas)
+endif
+comma := ,
+
 # HDF5_DIR overrides pkg-config for HDF5 (cluster installs without .pc files).
 ifdef HDF5_DIR
 HDF5_CFLAGS := -I$(HDF5_DIR)/include
@@ -23,7 +40,7 @@ HDF5_LIBS   := -L$(HDF5_DIR)/lib -lhdf5
 PKGS        := $(filter-out hdf5-openmpi,$(PKGS))
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(HDF5_CFLAGS)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(HDF5_LIBS) -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(HDF5_LIBS) $(GEMM_LIBS) -lm
 
 SRCS     := $(wildcard src/*/*.c)
 OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
@@ -32,7 +49,7 @@ CLIOBJS  := $(filter $(BUILD)/obj/cli/%,$(OBJS))
 TESTSRCS := $(wildcard tests/test_*.c)
 TESTBINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TESTSRCS))
 
-.PHONY: all deps test-deps build run test bench analysis clean
+.PHONY: all deps test-deps build run test test-blas bench bench-gemm analysis clean
 all: deps build
 
 build: $(BUILD)/losa $(TESTBINS)
@@ -44,6 +61,9 @@ $(BUILD)/.deps:
 	@mkdir -p $(BUILD)
 	@missing=""; for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
 	command -v $(MPICC) >/dev/null 2>&1 || missing="$$missing mpicc"; \
+	if [ "$(GEMM)" = onednn ] && ! echo '#include <oneapi/dnnl/dnnl.h>' | \
+	     $$(command -v $(MPICC) >/dev/null 2>&1 && echo $(MPICC) || echo cc) $(GEMM_CFLAGS) -E -x c - \
+	     >/dev/null 2>&1; then missing="$$missing oneDNN(dnnl.h)"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "deps: installing$$missing (Debian packages: $(DEB_PKGS))"; \
@@ -53,6 +73,7 @@ $(BUILD)/.deps:
 	    echo "deps: missing:$$missing"; \
 	    echo "  On a cluster: 'module load' your site's MPI, parallel HDF5, ScaLAPACK, OpenBLAS (with LAPACKE), cJSON and inih,"; \
 	    echo "  then 'make MPICC=<mpi compiler>' with PKG_CONFIG_PATH covering their .pc files, or HDF5_DIR=<prefix> for HDF5."; \
+	    echo "  oneDNN: install libdnnl-dev (Debian) or set DNNL_DIR=<prefix> of your site's oneDNN, or build with 'make GEMM=blas'."; \
 	    exit 1; \
 	  fi; \
 	fi; touch $@
@@ -72,6 +93,14 @@ $(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h) $(wildcard src/*/*.h) | $(BUIL
 	@mkdir -p $(dir $@)
 	$(MPICC) $(CFLAGS) -Iinclude $(PKG_CFLAGS) -c $< -o $@
 
+# The engine is compiled into gemm.o only; its stamp rebuilds it (and so the
+# library and the programs) when GEMM changes.
+$(BUILD)/.gemm-$(GEMM): | $(BUILD)/.deps
+	@rm -f $(BUILD)/.gemm-*; touch $@
+$(BUILD)/obj/kernels/gemm.o: src/kernels/gemm.c $(wildcard include/*.h) $(BUILD)/.gemm-$(GEMM) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(MPICC) $(CFLAGS) $(GEMM_CFLAGS) -Iinclude $(PKG_CFLAGS) -c $< -o $@
+
 $(BUILD)/liblosa.a: $(LIBOBJS)
 	@rm -f $@; ar rcs $@ $^
 
@@ -86,7 +115,7 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.h $(BUILD)/liblosa.a
 # RUN_NP ranks as data-parallel replicas.
 DATA   ?= ../shared/data
 RUN_NP ?= 2
-MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 \
+MPIRUN ?= OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
           mpirun --oversubscribe --bind-to none
 run: deps build $(BUILD)/stories260K.h5
 	$(MPIRUN) -np $(RUN_NP) ./$(BUILD)/losa run input/default.ini --set parallel.pp=1 --set parallel.dp=$(RUN_NP)
@@ -98,8 +127,21 @@ $(BUILD)/stories260K.h5: | $(BUILD)/losa
 test: deps test-deps build
 	bash tests/run.sh
 
+# The unit suite (the C tests, and the bench keys) on the CBLAS engine, built
+# into build-blas/ (the default build uses oneDNN).
+BLAS_BUILD ?= build-blas
+test-blas: deps test-deps
+	$(MAKE) BUILD=$(BLAS_BUILD) GEMM=blas build
+	BUILD_DIR=$(BLAS_BUILD) TESTS="$(notdir $(TESTBINS)) test_bench_json" bash tests/run.sh
+
 bench: deps build
 	./$(BUILD)/losa bench forward
+
+# oneDNN vs CBLAS side by side (jobs/bench_gemm.sh: ROUNDS alternating rounds
+# of bench train and bench forward with both builds).
+bench-gemm: deps build
+	$(MAKE) BUILD=$(BLAS_BUILD) GEMM=blas $(BLAS_BUILD)/losa
+	ONEDNN=$(CURDIR)/$(BUILD)/losa BLAS=$(CURDIR)/$(BLAS_BUILD)/losa bash jobs/bench_gemm.sh
 
 # tables and plots of every run directory under runs/ (any depth) -> analysis/out/
 analysis:
@@ -158,11 +200,12 @@ $(FUZZ_BUILD)/.fuzz-deps:
 	  else echo "fuzz-deps: $(FUZZ_CC) with libFuzzer missing (Debian: $(FUZZ_DEB_PKGS))"; exit 1; fi; \
 	fi; rm -f $(FUZZ_BUILD)/.probe; touch $@
 
-# The library with coverage instrumentation (clang through the MPI wrapper).
+# The library with coverage instrumentation (clang through the MPI wrapper),
+# on the CBLAS engine: clang's OpenMP runtime is not the libgomp oneDNN uses.
 fuzz-build: fuzz-deps
-	$(MAKE) BUILD=$(FUZZ_BUILD) MPICC="$(FUZZ_MPICC)" \
+	$(MAKE) BUILD=$(FUZZ_BUILD) MPICC="$(FUZZ_MPICC)" GEMM=blas \
 	  CFLAGS="$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link" $(FUZZ_BUILD)/liblosa.a
-	$(MAKE) $(FUZZ_BINS)
+	$(MAKE) GEMM=blas $(FUZZ_BINS)
 
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_util.h $(FUZZ_BUILD)/liblosa.a
 	$(FUZZ_MPICC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Iinclude -Isrc -Itests/fuzz $(PKG_CFLAGS) \

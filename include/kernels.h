@@ -10,6 +10,12 @@
 
 #include <stdint.h>
 
+/* Element-wise loops longer than this run on the OpenMP threads (the GEMM
+ * engine's pool under oneDNN); each element is computed as in a serial loop
+ * and sums keep their serial order, so results do not depend on the thread
+ * count. */
+#define KERN_PAR_MIN 32768
+
 /* out (N,D) = inp / rms(inp) * w ;  rstd (N) = 1/sqrt(mean(inp^2) + eps) */
 void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
                           const float *w, int64_t N, int D, float eps);
@@ -17,7 +23,30 @@ void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
 void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
                            const float *w, const float *rstd, int64_t N, int D);
 
-/* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0; sgemm) */
+/* ---- GEMM engine (src/kernels/gemm.c): every dense matrix product of the
+ * decoder goes through kern_gemm.  C (M,N) = alpha op(A) op(B) + beta C,
+ * row-major, op(X) = X^T when its flag is set, leading dimensions as in
+ * CBLAS (A is (M,K) or, transposed, stored (K,M) with rows of lda).  The
+ * engine is chosen at build time: oneDNN's matmul (make GEMM=onednn, the
+ * default; primitives cached per shape) or cblas_sgemm (make GEMM=blas).
+ * Not collective.  Threads: OpenMP's (onednn) or OpenBLAS's (blas); from
+ * inside an OpenMP parallel region only when kern_gemm_concurrent(). */
+void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* "onednn" or "blas". */
+const char *kern_gemm_engine(void);
+/* 1 if kern_gemm may be called from several threads of an OpenMP parallel
+ * region at once, each call then running on its calling thread (onednn);
+ * 0 for blas. */
+int kern_gemm_concurrent(void);
+/* Threads of the GEMM engine (and of OpenMP): set / get. */
+void kern_gemm_threads(int n);
+int kern_gemm_threads_get(void);
+/* Primitive cache: entries live, created and evicted since the start (all 0
+ * for blas). */
+void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
+
+/* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0) */
 void kern_matmul_forward(float *out, const float *inp, const float *w,
                          int64_t N, int IC, int OC);
 /* out (N,OC) += inp (N,IC) @ W^T */

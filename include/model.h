@@ -391,8 +391,19 @@ void model_pipeline_decode_step(struct dist_ctx *d, model_acts *a, model_kv_cach
  * base weights, norms, embeddings and head are frozen) ---- */
 
 /* Dropout mask element: 1 if element i of map m's adapter input in global
- * layer gl is kept.  Deterministic in (seed, gl, m, i). */
-int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p);
+ * layer gl is kept.  Deterministic in (seed, gl, m, i): a splitmix64
+ * finaliser of a unique counter, top 24 bits -> [0,1).  Inline so that the
+ * mask loops vectorise. */
+static inline int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p)
+{
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gl << 48) ^
+                 ((uint64_t)m << 44) ^ (uint64_t)i;
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
+}
 /* y (N,out) = x W^T [+ drop(x) delta^T]: the linear map m of layer l with its
  * adapter path.  Used by forward; exposed for tests. */
 void model_linear_forward(float *y, const float *x, const model_acts *a,

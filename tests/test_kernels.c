@@ -200,8 +200,28 @@ static void attention_case(int B, int T, int H, int Hkv, int hd)
     free(dq0), free(dk0), free(dv0), free(dq), free(dk), free(dv), free(dqr), free(dkr), free(dvr);
 }
 
-static void test_attention(void)
+/* With `threads` OpenMP threads the (batch row, kv head) groups are shared
+ * out; each group's arithmetic is sequential, so the result must not
+ * depend on the thread count: compared bit for bit with one thread. */
+static void test_attention(int threads)
 {
+    const int B = 3, T = 100, H = 4, Hkv = 2, hd = 16;
+    const int64_t nq = (int64_t)B * T * H * hd, nk = (int64_t)B * T * Hkv * hd;
+    float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
+    float *o[2], *lse[2], *dq[2], *dk[2], *dv[2];
+    for (int r = 0; r < 2; r++) {
+        kern_gemm_threads(r ? threads : 1);
+        o[r] = rnd(nq, 1), lse[r] = rnd((int64_t)B * H * T, 1);
+        dq[r] = calloc(nq, 4), dk[r] = calloc(nk, 4), dv[r] = calloc(nk, 4);
+        kern_attention_forward(o[r], lse[r], q, k, v, B, T, H, Hkv, hd);
+        kern_attention_backward(dq[r], dk[r], dv[r], dout, o[r], lse[r], q, k, v, B, T, H, Hkv, hd);
+    }
+    TEST_CHECK(!memcmp(o[0], o[1], 4 * nq) && !memcmp(dq[0], dq[1], 4 * nq) &&
+               !memcmp(dk[0], dk[1], 4 * nk) && !memcmp(dv[0], dv[1], 4 * nk),
+               "attention with %d threads = 1 thread, bit for bit", threads);
+    for (int r = 0; r < 2; r++) free(o[r]), free(lse[r]), free(dq[r]), free(dk[r]), free(dv[r]);
+    free(q), free(k), free(v), free(dout);
+    kern_gemm_threads(threads);
     attention_case(2, 17, 4, 2, 8);
     attention_case(2, 130, 4, 2, 16);
     attention_case(1, 1, 2, 2, 8);
@@ -281,7 +301,8 @@ int main(void)
     test_matmul();
     test_rmsnorm();
     test_rope();
-    test_attention();
+    test_attention(1);
+    test_attention(2);
     test_swiglu();
     test_crossentropy();
     return test_finish("test_kernels");

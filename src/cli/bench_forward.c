@@ -97,12 +97,11 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     double tps = (double)B * T / best;
     core_log("forward: %.0f tokens/s, %.1f GFLOP/s of matrix work; sgemm 1024^3: %.1f GFLOP/s; "
              "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
+    cJSON *o = json ? cJSON_CreateObject() : NULL;
+    bench_json_peak(o, achieved, peak_sq);
     if (json) {
-        cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, "forward_gflops", achieved);
-        cJSON_AddNumberToObject(o, "sgemm_gflops", peak_sq);
-        cJSON_AddNumberToObject(o, "fraction_of_peak", achieved / peak_sq);
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "seconds", best);

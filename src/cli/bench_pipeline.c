@@ -17,7 +17,6 @@
  * heavier, so the measurement can exceed it.
  * sgemm_gflops: one-thread sgemm 1024^3 on rank 0; fraction_of_peak per
  * layout = matrix GFLOP/s of the step / (2 x sgemm_gflops). */
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -26,6 +25,7 @@
 #include "cli.h"
 #include "dist.h"
 #include "io.h"
+#include "kernels.h"
 #include "lora.h"
 
 
@@ -159,15 +159,15 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     core_log("bench pipeline: %d micro-batches of %d x %d per step, %d layers, D %d, F %d, V %d, "
              "%d rank(s)\n", M, B, T, c.n_layers, c.dim, c.hidden_dim, c.vocab_size, dist_size(d));
 
-    /* (1,1): rank 0 alone with 2 BLAS threads; sgemm peak with 1 thread */
+    /* (1,1): rank 0 alone with 2 GEMM threads; sgemm peak with 1 thread */
     measure m11 = {0}, m21 = {0}, m21g = {0}, m12 = {0};
     double peak = 0;
     if (dist_rank(d) == 0) {
-        openblas_set_num_threads(1);
+        kern_gemm_threads(1);
         peak = bench_sgemm_gflops(1024, 1024, 1024, 0.5);
-        openblas_set_num_threads(2);
+        kern_gemm_threads(2);
         s = run_layout(NULL, model, &c, &tc, iters, tok, tgt, &m11);
-        openblas_set_num_threads(1);
+        kern_gemm_threads(1);
     }
     dist_barrier_idle(d); /* rank 1 sleeps meanwhile: rank 0 has both cores */
     s = dist_agree(d, s);
@@ -175,7 +175,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     dist_bcast(d, &peak, sizeof peak, 0);
     int two = dist_size(d) == 2 && s == LOSA_OK;
     if (two) {
-        openblas_set_num_threads(1);
+        kern_gemm_threads(1);
         if ((s = dist_set_layout(d, 2, 1)) == LOSA_OK)
             s = run_layout(d, model, &c, &tc, iters, tok, tgt, &m21);
         lora_train_config tg = tc;

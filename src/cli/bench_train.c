@@ -107,12 +107,11 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "
              "sgemm 1024^3: %.1f GFLOP/s; fraction of peak %.2f\n", best, tps, achieved,
              flops / 1e9, peak, achieved / peak);
+    cJSON *o = json ? cJSON_CreateObject() : NULL;
+    bench_json_peak(o, achieved, peak);
     if (json) {
-        cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, "step_gflops", achieved);
-        cJSON_AddNumberToObject(o, "sgemm_gflops", peak);
-        cJSON_AddNumberToObject(o, "fraction_of_peak", achieved / peak);
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "dropout", dropout);

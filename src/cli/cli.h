@@ -117,6 +117,17 @@ losa_status cli_resolve_store(const char *src, char *store, size_t n);
 /* This machine's sgemm GFLOP/s on (M,N,K), best over min_seconds
  * (bench_forward.c; the peak the benches report fractions of). */
 double bench_sgemm_gflops(int M, int N, int K, double min_seconds);
+/* The physical peak GFLOP/s of this rank's GEMM threads: a register-only
+ * FMA (bf16 = 0) or vdpbf16ps (bf16 = 1) microkernel, best over seconds;
+ * 0 when the CPU lacks the instructions (bench_peak.c). */
+double bench_peak_gflops(int bf16, double seconds);
+/* Measures both peaks and adds to o (when not NULL) the keys shared by
+ * bench forward / train: dtype, gemm, sgemm_gflops, fraction_of_peak
+ * (achieved / sgemm), peak_gflops_f32, peak_gflops_bf16 (null without
+ * AVX512-BF16), fraction_of_physical_peak (achieved / the peak of dtype);
+ * logs them on rank 0. */
+struct cJSON;
+void bench_json_peak(struct cJSON *o, double achieved, double sgemm);
 
 /* The minillama shapes the benches use without --model (D 256, F 768, H 8,
  * Hkv 4, V 32000), and such a model with seeded random weights (or the

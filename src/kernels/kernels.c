@@ -2,14 +2,15 @@
 #include "kernels.h"
 #include "kern_internal.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 void kern_rmsnorm_forward(float *out, float *rstd, const float *inp,
                           const float *w, int64_t N, int D, float eps)
 {
+#pragma omp parallel for schedule(static) if (N * D > KERN_PAR_MIN)
     for (int64_t i = 0; i < N; i++) {
         const float *x = inp + i * D;
         float *o = out + i * D;
@@ -26,6 +27,7 @@ void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
 {
     /* y_j = x_j r w_j, r = (mean x^2 + eps)^-1/2
      * dx_k = r w_k dy_k - r^3 x_k / D * sum_j dy_j w_j x_j */
+#pragma omp parallel for schedule(static) if (N * D > KERN_PAR_MIN)
     for (int64_t i = 0; i < N; i++) {
         const float *x = inp + i * D, *dy = dout + i * D;
         float *dx = dinp + i * D;
@@ -41,8 +43,7 @@ void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
 static void matmul_nt(float *out, const float *inp, const float *w, int64_t N, int IC, int OC,
                       float beta)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, IC, 1.0f,
-                inp, IC, w, IC, beta, out, OC);
+    kern_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, w, IC, beta, out, OC);
 }
 
 void kern_matmul_forward(float *out, const float *inp, const float *w,
@@ -60,15 +61,13 @@ void kern_matmul_forward_acc(float *out, const float *inp, const float *w,
 void kern_matmul_backward_inp(float *dinp, const float *dout, const float *w,
                               int64_t N, int IC, int OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, IC, OC, 1.0f,
-                dout, OC, w, IC, 1.0f, dinp, IC);
+    kern_gemm(0, 0, N, IC, OC, 1.0f, dout, OC, w, IC, 1.0f, dinp, IC);
 }
 
 void kern_matmul_backward_w(float *dw, const float *dout, const float *inp,
                             int64_t N, int IC, int OC)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, (int)N, 1.0f,
-                dout, OC, inp, IC, 1.0f, dw, IC);
+    kern_gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dw, IC);
 }
 
 void kern_rope_tables(float *cos_t, float *sin_t, int T, int hd, float theta)
@@ -116,6 +115,7 @@ void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B
 void kern_swiglu_forward(float *out, const float *gate, const float *up,
                          int64_t n)
 {
+#pragma omp parallel for schedule(static) if (n > KERN_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -125,6 +125,7 @@ void kern_swiglu_forward(float *out, const float *gate, const float *up,
 void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
                           const float *gate, const float *up, int64_t n)
 {
+#pragma omp parallel for schedule(static) if (n > KERN_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
         float silu = g * sg;
@@ -142,6 +143,7 @@ void kern_embed_forward(float *out, const int *tokens, const float *embed,
 
 void kern_add_inplace(float *x, const float *y, int64_t n)
 {
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
 }
 
@@ -170,22 +172,37 @@ double kern_nll_row(const float *logits, int target, int V)
     return logsumexp_row(logits, V) - logits[target];
 }
 
+/* One row of the cross-entropy: dlogits row += scale (softmax - onehot);
+ * returns its NLL. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
+static double crossentropy_row(float *d, const float *l, int target, int V, float scale)
+{
+    double lse = logsumexp_row(l, V);
+    float flse = (float)lse;
+#pragma omp simd
+    for (int j = 0; j < V; j++) d[j] += scale * expf_neg(l[j] - flse);
+    d[target] -= scale;
+    return lse - l[target];
+}
+
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
                                           const int *targets, int64_t N, int V,
                                           float scale)
 {
-    double total = 0;
-    for (int64_t i = 0; i < N; i++) {
-        if (targets[i] < 0) continue;
-        const float *l = logits + i * V;
-        float *d = dlogits + i * V;
-        double lse = logsumexp_row(l, V);
-        total += lse - l[targets[i]];
-        float flse = (float)lse;
-#pragma omp simd
-        for (int j = 0; j < V; j++) d[j] += scale * expf_neg(l[j] - flse);
-        d[targets[i]] -= scale;
+    /* rows in parallel, a block at a time; the block's NLLs are then added
+     * in row order, as the serial loop does */
+    enum { BLK = 64 };
+    double total = 0, nll[BLK];
+    for (int64_t i0 = 0; i0 < N; i0 += BLK) {
+        int nb = N - i0 < BLK ? (int)(N - i0) : BLK;
+#pragma omp parallel for schedule(static) if ((int64_t)nb * V > KERN_PAR_MIN)
+        for (int b = 0; b < nb; b++) {
+            int64_t i = i0 + b;
+            nll[b] = targets[i] < 0 ? 0.0
+                     : crossentropy_row(dlogits + i * V, logits + i * V, targets[i], V, scale);
+        }
+        for (int b = 0; b < nb; b++)
+            if (targets[i0 + b] >= 0) total += nll[b];
     }
     return total;
 }

@@ -1,9 +1,9 @@
 /* lora adapters: allocation, init, masked delta, merge/unmerge, gradient
  * projection, AdamW, LR schedule (see include/lora.h for the formulation). */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "lora.h"
 
 void lora_config_default(lora_config *c)
@@ -229,8 +229,8 @@ static void form_map(const lora_adapters *ad, const float *W, int l, int k, floa
 {
     int o, i, r = ad->rank[l];
     model_map_shape(&ad->mcfg, k % MODEL_N_MAPS, &o, &i);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, i, r, ad->scale, ad->B[k],
-                ad->cfg.r_max, ad->A[k], i, 0.0f, dl, i);
+    kern_gemm(0, 0, o, i, r, ad->scale, ad->B[k], ad->cfg.r_max, ad->A[k], i, 0.0f, dl, i);
+#pragma omp parallel for simd schedule(static) if ((int64_t)o * i > KERN_PAR_MIN)
     for (int64_t e = 0; e < (int64_t)o * i; e++) {
         if (W[e] == 0.0f) dl[e] = 0.0f;
         if (we) we[e] = W[e] + dl[e];
@@ -310,14 +310,13 @@ static void project_map(lora_adapters *ad, const float *W, int l, int k, float *
 {
     int o, i, R = ad->cfg.r_max, r = ad->rank[l];
     model_map_shape(&ad->mcfg, k % MODEL_N_MAPS, &o, &i);
+#pragma omp parallel for simd schedule(static) if ((int64_t)o * i > KERN_PAR_MIN)
     for (int64_t e = 0; e < (int64_t)o * i; e++)
         if (W[e] == 0.0f) G[e] = 0.0f;
     /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, r, i, ad->scale, G, i, ad->A[k], i,
-                beta, ad->gB[k], R);
+    kern_gemm(0, 1, o, r, i, ad->scale, G, i, ad->A[k], i, beta, ad->gB[k], R);
     /* dA[:r] (r,i) = scale * B[:, :r]^T (r,o) @ G (o,i) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, i, o, ad->scale, ad->B[k], R, G, i,
-                beta, ad->gA[k], i);
+    kern_gemm(1, 0, r, i, o, ad->scale, ad->B[k], R, G, i, beta, ad->gA[k], i);
 }
 
 static void grad_transient(void *ctx, int l, model_map m)

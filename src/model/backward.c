@@ -96,13 +96,11 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
     memset(g->dtmp, 0, sizeof(float) * N * i);
     kern_matmul_backward_inp(g->dtmp, dy, ad->delta, N, i, o);
     /* one pass regenerates the mask: dx on the branch, drop(x) for dDelta */
+#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
     for (int64_t e = 0; e < N * i; e++) {
-        if (model_drop_keep(a->drop_seed, gl, m, e, a->drop_p)) {
-            dx[e] += g->dtmp[e] * keep;
-            a->xdrop[e] = x[e] * keep;
-        } else {
-            a->xdrop[e] = 0.0f;
-        }
+        int k = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p);
+        if (k) dx[e] += g->dtmp[e] * keep;
+        a->xdrop[e] = k ? x[e] * keep : 0.0f;
     }
     kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
     if (path->grad) path->grad(path->ctx, l, m);

@@ -292,7 +292,7 @@ static losa_status acts_build(model_acts *a, const model_stage *s, int B, int T,
         return core_err(LOSA_ERR_ARG, "sequence length %d exceeds the model's max_seq_len %d",
                         T, c->max_seq_len);
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
-    int64_t H = c->n_heads, hd = model_head_size(c);
+    int64_t hd = model_head_size(c);
     int slots = save == MODEL_ACTS_SAVE ? (s->n_layers > 0 ? s->n_layers : 1) : 1;
     int64_t wmax = F > D ? F : D;
     size_t n = acts_floats(c, s->n_layers, logits, B, T, save);
@@ -314,7 +314,7 @@ static losa_status acts_build(model_acts *a, const model_stage *s, int B, int T,
     TAKE(a->q, N * D * slots);
     TAKE(a->k, N * kv * slots);
     TAKE(a->v, N * kv * slots);
-    TAKE(a->att, B * H * T * slots); /* log-sum-exps */
+    TAKE(a->att, (int64_t)B * c->n_heads * T * slots); /* log-sum-exps */
     TAKE(a->atty, N * D * slots);
     TAKE(a->xres, N * D * slots);
     TAKE(a->ln2, N * D * slots);
@@ -370,18 +370,6 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
     return la;
 }
 
-int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float p)
-{
-    /* splitmix64 finaliser of a unique counter; top 24 bits -> [0,1) */
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)gl << 48) ^
-                 ((uint64_t)m << 44) ^ (uint64_t)i;
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
-}
-
 /* y (N,out) = x W^T, plus the masked adapter when the layer carries one:
  *   dropout 0:  y = x (W + Delta)^T          one GEMM with weff
  *   dropout p:  y = x W^T + drop(x) Delta^T  two GEMMs (drop(x) in a->xdrop)
@@ -402,6 +390,7 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     } else {
         float keep = 1.0f / (1.0f - a->drop_p);
         int gl = s->layer0 + l;
+#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
         for (int64_t e = 0; e < N * i; e++)
             a->xdrop[e] = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p) ? x[e] * keep
                                                                               : 0.0f;

@@ -1,0 +1,248 @@
+/* The GEMM engine behind the kern_matmul_* seam (include/kernels.h):
+ * C (M,N) = alpha op(A) op(B) + beta C, row-major, CBLAS conventions.
+ *
+ * Built with -DLOSA_GEMM_ONEDNN (make GEMM=onednn, the default): oneDNN's
+ * matmul primitive.  A primitive is made for one (transposes, M, N, K,
+ * leading dimensions, alpha, beta, thread count) and kept in a small table
+ * (KERN_GEMM_CACHE entries, least recently used evicted), so a training run
+ * creates each shape's primitive once: the decoder has a few dozen shapes
+ * (maps, head, adapters, attention per sequence length).  alpha is an
+ * output scale and beta a sum post-op, both fixed in the primitive.
+ *
+ * Threading: oneDNN (Debian's build) runs on OpenMP, so a call from serial
+ * code uses the caller's omp_get_max_threads() threads (OMP_NUM_THREADS;
+ * kern_gemm_threads sets it), the same pool as the OpenMP loops of the other
+ * kernels, and a call from inside an OpenMP parallel region runs on the
+ * calling thread alone (kern_gemm_concurrent: the attention kernels give
+ * each thread its own heads).  The thread count (or "inside a region") is
+ * part of the key: oneDNN fixes its work split when the primitive is made.
+ * Each thread has its own table (thread-local: engine, stream, primitives,
+ * memory objects whose data handles are set per call), so no lock is
+ * needed; under MPI each rank is one process with its own tables and pool.
+ *
+ * Without it (make GEMM=blas): cblas_sgemm, threads from OpenBLAS
+ * (OPENBLAS_NUM_THREADS); not called from parallel regions (OpenBLAS's
+ * pthreads pool would be shared by the callers). */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core.h"
+
+#ifdef LOSA_GEMM_ONEDNN
+#if defined(__has_include) && !__has_include(<oneapi/dnnl/dnnl.h>)
+#error "oneDNN's <oneapi/dnnl/dnnl.h> was not found: install libdnnl-dev (Debian), point DNNL_DIR at your site's oneDNN, or build with 'make GEMM=blas'"
+#endif
+#include <oneapi/dnnl/dnnl.h>
+
+#define KERN_GEMM_CACHE 256          /* primitives kept */
+#define KERN_GEMM_SLOTS 512          /* hash slots (power of 2, > cache) */
+
+typedef struct {
+    int64_t m, n, k, lda, ldb, ldc;
+    uint32_t alpha, beta;            /* float bits */
+    int ta, tb, nthr;
+} gemm_key;
+
+typedef struct {
+    gemm_key key;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c;           /* descriptors fixed, handles set per call */
+    uint64_t used;                   /* LRU tick; 0 = free */
+} gemm_entry;
+
+static _Thread_local struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    gemm_entry e[KERN_GEMM_CACHE];
+    int16_t slot[KERN_GEMM_SLOTS];   /* entry index + 1, 0 empty */
+    uint64_t tick;
+    int64_t created, evicted;
+} gc;
+
+#define DNNL_OK(x) dnnl_ok((x), #x, __LINE__)
+static void dnnl_ok(dnnl_status_t s, const char *what, int line)
+{
+    if (s == dnnl_success) return;
+    char msg[256];
+    snprintf(msg, sizeof msg, "oneDNN status %d in %s", (int)s, what);
+    core_fatal(__FILE__, line, msg);
+}
+
+static uint64_t key_hash(const gemm_key *k)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the key's bytes */
+    const unsigned char *p = (const unsigned char *)k;
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* A (M,K) as stored: rows of lda (or its transpose); strides in elements. */
+static void md_2d(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int trans, int64_t ld)
+{
+    dnnl_dims_t dims = {rows, cols};
+    dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
+    DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides));
+}
+
+static void entry_make(gemm_entry *e, const gemm_key *k, float alpha, float beta)
+{
+    dnnl_memory_desc_t ma, mb, mc;
+    md_2d(&ma, k->m, k->k, k->ta, k->lda);
+    md_2d(&mb, k->k, k->n, k->tb, k->ldb);
+    md_2d(&mc, k->m, k->n, 0, k->ldc);
+    dnnl_matmul_desc_t desc;
+    DNNL_OK(dnnl_matmul_desc_init(&desc, &ma, &mb, NULL, &mc));
+    dnnl_primitive_attr_t attr;
+    DNNL_OK(dnnl_primitive_attr_create(&attr));
+    if (alpha != 1.0f) DNNL_OK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha));
+    if (beta != 0.0f) {
+        dnnl_post_ops_t po;
+        DNNL_OK(dnnl_post_ops_create(&po));
+        DNNL_OK(dnnl_post_ops_append_sum(po, beta));
+        DNNL_OK(dnnl_primitive_attr_set_post_ops(attr, po));
+        DNNL_OK(dnnl_post_ops_destroy(po));
+    }
+    dnnl_primitive_desc_t pd;
+    DNNL_OK(dnnl_primitive_desc_create(&pd, &desc, attr, gc.engine, NULL));
+    DNNL_OK(dnnl_primitive_create(&e->prim, pd));
+    DNNL_OK(dnnl_primitive_desc_destroy(pd));
+    DNNL_OK(dnnl_primitive_attr_destroy(attr));
+    DNNL_OK(dnnl_memory_create(&e->a, &ma, gc.engine, DNNL_MEMORY_NONE));
+    DNNL_OK(dnnl_memory_create(&e->b, &mb, gc.engine, DNNL_MEMORY_NONE));
+    DNNL_OK(dnnl_memory_create(&e->c, &mc, gc.engine, DNNL_MEMORY_NONE));
+    e->key = *k;
+    gc.created++;
+}
+
+static void entry_drop(gemm_entry *e)
+{
+    dnnl_primitive_destroy(e->prim);
+    dnnl_memory_destroy(e->a);
+    dnnl_memory_destroy(e->b);
+    dnnl_memory_destroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+/* Re-index the live entries (after an eviction: open addressing has no
+ * cheap delete, and evictions are rare). */
+static void slots_rebuild(void)
+{
+    memset(gc.slot, 0, sizeof gc.slot);
+    for (int i = 0; i < KERN_GEMM_CACHE; i++) {
+        if (!gc.e[i].used) continue;
+        uint64_t s = key_hash(&gc.e[i].key);
+        while (gc.slot[s & (KERN_GEMM_SLOTS - 1)]) s++;
+        gc.slot[s & (KERN_GEMM_SLOTS - 1)] = (int16_t)(i + 1);
+    }
+}
+
+static gemm_entry *entry_get(const gemm_key *k, float alpha, float beta)
+{
+    if (!gc.engine) {
+        DNNL_OK(dnnl_engine_create(&gc.engine, dnnl_cpu, 0));
+        DNNL_OK(dnnl_stream_create(&gc.stream, gc.engine, dnnl_stream_default_flags));
+    }
+    uint64_t s = key_hash(k);
+    for (int idx; (idx = gc.slot[s & (KERN_GEMM_SLOTS - 1)]); s++)
+        if (!memcmp(&gc.e[idx - 1].key, k, sizeof *k)) {
+            gc.e[idx - 1].used = ++gc.tick;
+            return &gc.e[idx - 1];
+        }
+    int victim = 0; /* a free entry, else the least recently used */
+    for (int i = 0; i < KERN_GEMM_CACHE; i++)
+        if (gc.e[i].used < gc.e[victim].used) victim = i;
+    gemm_entry *e = &gc.e[victim];
+    if (e->used) {
+        entry_drop(e);
+        slots_rebuild();
+        gc.evicted++;
+        s = key_hash(k);
+        while (gc.slot[s & (KERN_GEMM_SLOTS - 1)]) s++;
+    }
+    entry_make(e, k, alpha, beta);
+    e->used = ++gc.tick;
+    gc.slot[s & (KERN_GEMM_SLOTS - 1)] = (int16_t)(victim + 1);
+    return e;
+}
+
+static void gemm_onednn(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                        float *C, int64_t ldc)
+{
+    gemm_key k;
+    memset(&k, 0, sizeof k); /* padding bytes take part in hash and compare */
+    k.m = M, k.n = N, k.k = K, k.lda = lda, k.ldb = ldb, k.ldc = ldc;
+    memcpy(&k.alpha, &alpha, 4);
+    memcpy(&k.beta, &beta, 4);
+    k.ta = ta, k.tb = tb, k.nthr = omp_in_parallel() ? -1 : omp_get_max_threads();
+    gemm_entry *e = entry_get(&k, alpha, beta);
+    DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
+    DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
+    DNNL_OK(dnnl_memory_set_data_handle(e->c, C));
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b},
+                               {DNNL_ARG_DST, e->c}};
+    DNNL_OK(dnnl_primitive_execute(e->prim, gc.stream, 3, args));
+    DNNL_OK(dnnl_stream_wait(gc.stream));
+}
+
+void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted)
+{
+    int64_t n = 0;
+    for (int i = 0; i < KERN_GEMM_CACHE; i++) n += gc.e[i].used != 0;
+    if (live) *live = n;
+    if (created) *created = gc.created;
+    if (evicted) *evicted = gc.evicted;
+}
+
+const char *kern_gemm_engine(void) { return "onednn"; }
+
+int kern_gemm_concurrent(void) { return 1; }
+
+int kern_gemm_threads_get(void) { return omp_get_max_threads(); }
+
+#else /* CBLAS */
+
+void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted)
+{
+    if (live) *live = 0;
+    if (created) *created = 0;
+    if (evicted) *evicted = 0;
+}
+
+const char *kern_gemm_engine(void) { return "blas"; }
+
+int kern_gemm_concurrent(void) { return 0; }
+
+int kern_gemm_threads_get(void) { return openblas_get_num_threads(); }
+#endif
+
+/* Both pools in both builds: the other kernels' OpenMP loops, and OpenBLAS
+ * (still used outside the decoder, e.g. SparseGPT, decode's sgemv). */
+void kern_gemm_threads(int n)
+{
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n);
+}
+
+void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+#ifdef LOSA_GEMM_ONEDNN
+    if (K <= 0) { /* oneDNN refuses empty reductions: C = beta C */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    LOSA_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX && lda <= INT32_MAX &&
+               ldb <= INT32_MAX && ldc <= INT32_MAX);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#endif
+}

@@ -1,0 +1,158 @@
+/* The GEMM seam (kern_gemm, src/kernels/gemm.c) of whichever engine the
+ * build uses (oneDNN or CBLAS):
+ *  - C = alpha op(A) op(B) + beta C for the four transposes, leading
+ *    dimensions wider than the rows, alpha != 1 and beta in {0, 1, -0.5},
+ *    against a double-precision reference, entry by entry within
+ *    gamma_{K+3} (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|): a K-term fp32
+ *    dot product in any order (Higham 3.1) plus three more roundings
+ *    (alpha, beta c0, the final add);
+ *  - padding between rows (lda/ldb/ldc > the row) is never written;
+ *  - K = 0 gives beta C; M = 0 or N = 0 touches nothing;
+ *  - the same call twice gives the same bits (a cached primitive reused);
+ *  - oneDNN's primitive cache: one primitive per shape and thread count,
+ *    the least recently used evicted past 256, results right after eviction.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) / 8388608.0 - 1.0);
+}
+
+#define PAD 1.0e30f /* written into the padding: must survive */
+
+/* One case: op(A) (M,K), op(B) (K,N), C (M,N) with leading dimensions
+ * cols + 3; returns the number of entries outside the bound (or padding
+ * overwritten). */
+static int64_t gemm_case(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta)
+{
+    int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int64_t lda = ac + 3, ldb = bc + 3, ldc = N + 3;
+    float *A = malloc(sizeof(float) * (size_t)(ar * lda + 1));
+    float *B = malloc(sizeof(float) * (size_t)(br * ldb + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    if (!A || !B || !C || !C0) abort();
+    for (int64_t i = 0; i < ar * lda; i++) A[i] = i % lda < ac ? frand() : PAD;
+    for (int64_t i = 0; i < br * ldb; i++) B[i] = i % ldb < bc ? frand() : PAD;
+    for (int64_t i = 0; i < M * ldc; i++) C0[i] = i % ldc < N ? frand() : PAD;
+    memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+    kern_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0, sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double a = ta ? A[k * lda + i] : A[i * lda + k];
+                double b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                s += a * b;
+                sa += fabs(a * b);
+            }
+            double c0 = C0[i * ldc + j];
+            double ref = alpha * s + (beta == 0.0f ? 0.0 : beta * c0);
+            double bound = test_gamma((double)K + 3, TEST_U32) *
+                           (fabs(alpha) * sa + fabs(beta) * fabs(c0));
+            double d = fabs(C[i * ldc + j] - ref);
+            if (!(d <= bound)) {
+                if (!bad)
+                    fprintf(stderr, "ta %d tb %d %ldx%ldx%ld: C[%ld,%ld] %.9g vs %.9g (bound %.3g)\n",
+                            ta, tb, (long)M, (long)N, (long)K, (long)i, (long)j,
+                            C[i * ldc + j], ref, bound);
+                bad++;
+            }
+        }
+        for (int64_t j = N; j < ldc; j++) bad += C[i * ldc + j] != PAD;
+    }
+    /* the same call again: the same bits */
+    float *C2 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    if (!C2) abort();
+    memcpy(C2, C0, sizeof(float) * (size_t)(M * ldc));
+    kern_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C2, ldc);
+    TEST_CHECK(memcmp(C, C2, sizeof(float) * (size_t)(M * ldc)) == 0,
+               "ta %d tb %d %ldx%ldx%ld: a second call differs", ta, tb, (long)M, (long)N, (long)K);
+    free(A), free(B), free(C), free(C0), free(C2);
+    return bad;
+}
+
+static void test_values(void)
+{
+    static const int64_t shapes[][3] = {{37, 80, 96}, {256, 32, 256}, {8, 256, 768}, {1, 5, 1}};
+    static const float betas[] = {0.0f, 1.0f, -0.5f};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++)
+            for (int b = 0; b < 3; b++) {
+                float alpha = b == 1 ? 1.0f : 0.35f;
+                int64_t bad = gemm_case(t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2],
+                                        alpha, betas[b]);
+                TEST_CHECK(bad == 0, "shape %zu ta %d tb %d beta %g: %lld entries off", s, t & 1,
+                           t >> 1, betas[b], (long long)bad);
+            }
+}
+
+static void test_degenerate(void)
+{
+    float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {7}, B[1] = {9};
+    kern_gemm(0, 0, 2, 3, 0, 1.0f, A, 1, B, 3, 0.5f, C, 3); /* K = 0: C = beta C */
+    int ok = 1;
+    for (int i = 0; i < 6; i++) ok &= C[i] == 0.5f * (float)(i + 1);
+    TEST_CHECK(ok, "K = 0 gives beta C");
+    kern_gemm(0, 0, 2, 3, 0, 1.0f, A, 1, B, 3, 0.0f, C, 3);
+    ok = 1;
+    for (int i = 0; i < 6; i++) ok &= C[i] == 0.0f;
+    TEST_CHECK(ok, "K = 0, beta 0 gives 0");
+    C[0] = 42;
+    kern_gemm(0, 0, 0, 3, 1, 1.0f, A, 1, B, 3, 0.0f, C, 3);
+    kern_gemm(0, 0, 2, 0, 1, 1.0f, A, 1, B, 3, 0.0f, C, 3);
+    TEST_CHECK(C[0] == 42, "M = 0 or N = 0 leaves C alone");
+}
+
+/* oneDNN only: one primitive per (shape, thread count), LRU past 256. */
+static void test_cache(void)
+{
+    if (strcmp(kern_gemm_engine(), "onednn")) {
+        int64_t live, made, ev;
+        kern_gemm_cache_stats(&live, &made, &ev);
+        TEST_CHECK(live == 0 && made == 0 && ev == 0, "blas: no cache");
+        return;
+    }
+    int64_t live0, made0, ev0, live, made, ev;
+    kern_gemm_cache_stats(&live0, &made0, &ev0);
+    TEST_CHECK(gemm_case(0, 1, 19, 23, 29, 1.0f, 0.0f) == 0, "new shape");
+    kern_gemm_cache_stats(&live, &made, &ev);
+    TEST_CHECK(made == made0 + 1 && live == live0 + 1, "one primitive for a new shape (two calls)");
+    int nt = kern_gemm_threads_get();
+    kern_gemm_threads(nt + 1);
+    TEST_CHECK(gemm_case(0, 1, 19, 23, 29, 1.0f, 0.0f) == 0, "other thread count");
+    kern_gemm_threads(nt);
+    kern_gemm_cache_stats(NULL, &made0, NULL);
+    TEST_CHECK(made0 == made + 1, "the thread count is part of the key");
+    /* 300 more shapes: the table stays at 256 and evicts the oldest */
+    int64_t bad = 0;
+    for (int m = 1; m <= 300; m++) bad += gemm_case(1, 0, m, 3, 2, 1.0f, 1.0f);
+    kern_gemm_cache_stats(&live, &made, &ev);
+    TEST_CHECK(bad == 0, "%lld entries off while evicting", (long long)bad);
+    TEST_CHECK(live == 256 && ev == ev0 + live0 + 2 + 300 - 256, "live %lld, evicted %lld",
+               (long long)live, (long long)ev);
+    /* an evicted shape is made again and still right */
+    TEST_CHECK(gemm_case(1, 0, 1, 3, 2, 1.0f, 1.0f) == 0, "evicted shape again");
+    kern_gemm_cache_stats(NULL, &made0, NULL);
+    TEST_CHECK(made0 == made + 1, "an evicted shape is created again");
+}
+
+int main(void)
+{
+    test_values();
+    test_degenerate();
+    test_cache();
+    fprintf(stderr, "engine %s\n", kern_gemm_engine());
+    return test_finish("test_gemm");
+}
