@@ -68,7 +68,7 @@ const deck_key deck_schema[] = {
     {"lora.alpha", DECK_FLOAT, "16", 0, 1e6, NULL, "LoRA alpha", NULL, 0},
     {"lora.r0", DECK_FLOAT, "8", 1e-9, 1e6, NULL, "rank in scale = alpha / r0", NULL, 0},
     {"lora.dropout", DECK_FLOAT, "0.1", 0, 0.99, NULL, "dropout on the adapter input", NULL, 0},
-    {"lora.delta_buffers", DECK_CHOICE, "auto", 0, 0, "auto|persistent|transient", "where the adapters' dense (out x in) Delta, W_eff and dDelta live: persistent = every map of the stage (3 x its weights), formed once per optimizer step; transient = one map at a time, formed when computed, each micro-batch's dDelta projected at once (3 x the largest map); auto = persistent below 512 tokens per micro-batch when the three blocks take <= 1 GiB, else transient", NULL, 0},
+    {"lora.delta_buffers", DECK_CHOICE, "auto", 0, 0, "auto|persistent|transient", "where the adapters' dense (out x in) Delta, W_eff and dDelta live: persistent = every map of the stage (3 x its weights), formed once per optimizer step; transient = one map at a time, formed when computed, each micro-batch's dDelta projected at once (3 x the largest map); auto = persistent below 4096 tokens per micro-batch when the three blocks take <= 1 GiB, else transient", NULL, 0},
     /* [eval] */
     {"eval.seqlen", DECK_INT, "256", 2, 1e6, NULL, "perplexity window S", NULL, 0},
     {"eval.batch", DECK_INT, "8", 1, 1e6, NULL, "windows per micro-batch", NULL, 0},
