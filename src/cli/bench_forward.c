@@ -97,16 +97,8 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     double tps = (double)B * T / best;
     core_log("forward: %.0f tokens/s, %.1f GFLOP/s of matrix work; sgemm 1024^3: %.1f GFLOP/s; "
              "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
-    cJSON *o = json ? cJSON_CreateObject() : NULL;
-    bench_json_peak(o, achieved, peak_sq);
-    if (json) {
-        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
-        cJSON_AddNumberToObject(o, "forward_gflops", achieved);
-        cJSON_AddNumberToObject(o, "batch", B);
-        cJSON_AddNumberToObject(o, "seqlen", T);
-        cJSON_AddNumberToObject(o, "seconds", best);
-        cli_json_emit(d, o);
-    }
+    cJSON *o = bench_rate_json(json, achieved, peak_sq, "forward_gflops", tps, B, T, best);
+    if (o) cli_json_emit(d, o);
     free(tok);
     model_acts_free(&a);
     model_stage_free(&st);

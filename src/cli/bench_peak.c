@@ -121,3 +121,18 @@ void bench_json_peak(struct cJSON *o, double achieved, double sgemm)
     if (f32 > 0) cJSON_AddNumberToObject(o, "fraction_of_physical_peak", achieved / f32);
     else cJSON_AddNullToObject(o, "fraction_of_physical_peak");
 }
+
+cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *rate_key, double tps,
+                       int B, int T, double seconds)
+{
+    cJSON *o = json ? cJSON_CreateObject() : NULL;
+    bench_json_peak(o, achieved, sgemm);
+    if (o) {
+        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(o, rate_key, achieved);
+        cJSON_AddNumberToObject(o, "batch", B);
+        cJSON_AddNumberToObject(o, "seqlen", T);
+        cJSON_AddNumberToObject(o, "seconds", seconds);
+    }
+    return o;
+}

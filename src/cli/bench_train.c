@@ -107,15 +107,9 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "
              "sgemm 1024^3: %.1f GFLOP/s; fraction of peak %.2f\n", best, tps, achieved,
              flops / 1e9, peak, achieved / peak);
-    cJSON *o = json ? cJSON_CreateObject() : NULL;
-    bench_json_peak(o, achieved, peak);
-    if (json) {
-        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
-        cJSON_AddNumberToObject(o, "step_gflops", achieved);
-        cJSON_AddNumberToObject(o, "batch", B);
-        cJSON_AddNumberToObject(o, "seqlen", T);
+    cJSON *o = bench_rate_json(json, achieved, peak, "step_gflops", tps, B, T, best);
+    if (o) {
         cJSON_AddNumberToObject(o, "dropout", dropout);
-        cJSON_AddNumberToObject(o, "seconds", best);
         cJSON_AddStringToObject(o, "delta_buffers", bufs);
         cli_json_emit(d, o);
     }
