@@ -588,7 +588,7 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
  * transposed prefill kernel; 2:4 runs the multi-vector kernel there too).
  * From `losa bench sparse --prefill-batch N` (N = 4, 8, 16, 128; paired
  * medians over 5 rounds, 2 threads, the three LLaMA-2-7B shapes, AMD EPYC
- * Zen 5 VM shared with other jobs, 2026-12): the worst shape's speed-up
+ * Zen 5 VM shared with other jobs): the worst shape's speed-up
  * must stay >= 1.1 at the table's density.
  *   bitmap: batch 1 1.1-1.9x at 0.5 (bytes: 1.88x); 4 and 8: >= 1.9x at
  *     0.5; 16: 0.8-1.0 at 0.5, 0.8-1.0 at 0.4, 1.2-1.5 at 0.3; 128:
