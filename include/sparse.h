@@ -11,10 +11,10 @@
  *                         weight: 1/8 + 4 * density.  At 70% sparsity 1.33 B
  *                         (dense fp32: 4 B).  Kernels expand the packed values
  *                         with AVX-512 vexpandps (or an AVX2 permute table).
- *                         N:M patterns use this format too: for 2:4 it costs
- *                         the same as 2-bit in-group offsets (1/8 B/weight of
- *                         metadata) and for 4:8 less (1/8 vs 3/16 B); the
- *                         detected pattern is recorded in nm_n/nm_m.
+ *                         N:M patterns can use this format too (the detected
+ *                         pattern is recorded in nm_n/nm_m); 2:4 decodes
+ *                         faster in SPARSE_FORMAT_NM24 (the same bytes, no
+ *                         popcounts or expands).
  *   SPARSE_FORMAT_BITMAP_BF16  the same with BF16 values (round to nearest
  *                         even), fp32 accumulate: 1/8 + 2 * density bytes.
  *                         Lossy (relative 2^-9 per weight); opt-in.

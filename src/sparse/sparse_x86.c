@@ -326,16 +326,9 @@ INLINE T512 void rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix *s,
 T512 static void rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
                                int64_t ldx, int nb, int o0, int o1, int acc)
 {
-    switch (nb) {
-    case 1: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 1); break;
-    case 2: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 2); break;
-    case 3: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 3); break;
-    case 4: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 4); break;
-    case 5: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 5); break;
-    case 6: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 6); break;
-    case 7: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 7); break;
-    default: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 8); break;
-    }
+#define NB_CALL(n) rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, n)
+    SPARSE_NB_DISPATCH(nb, NB_CALL)
+#undef NB_CALL
 }
 
 void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N)
