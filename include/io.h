@@ -91,10 +91,11 @@ losa_status io_store_read_attr_int(io_store *st, const char *name, int *v);
  *                            all (int: 1 = every map, 0 = where
  *                            sparse_profitable at batch 1)
  * /sparse/layers/<l>/<map>/  one sparse_matrix (include/sparse.h):
- *   attributes format ("bitmap", "bitmap-bf16", "csr"), out, in, nw,
+ *   attributes format ("bitmap", "bitmap-bf16", "csr", "2:4"), out, in, nw,
  *   nm_n, nm_m (int), nnz (int64); datasets rowptr (int64, out+1),
- *   vals (float32, or uint16 bf16 bits, nnz), mask (uint16, (out, nw);
- *   bitmap formats), idx (uint16 when in <= 65536 else uint32, nnz; csr).
+ *   vals (float32, or uint16 bf16 bits, nnz; 2:4: out * in / 2 slots),
+ *   mask (uint16, (out, nw); bitmap formats and 2:4's positions), idx
+ *   (uint16 when in <= 65536 else uint32, nnz; csr).
  * The arrays are exactly those of sparse_matrix_from_dense of the map
  * (without the padding), so a read copy equals a fresh conversion. */
 /* Write s as group (replacing an existing group of that name). */

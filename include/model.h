@@ -299,7 +299,7 @@ losa_status model_stage_for_rank(model_stage *s, const model_config *c,
 /* ---- sparse maps (sparse_maps.c): which maps run on the sparse kernels ---- */
 
 typedef enum {
-    MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable(density, batch) */
+    MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable(format, density, batch) */
     MODEL_SPARSE_ON,       /* every map, at every batch size */
     MODEL_SPARSE_OFF,      /* none (dense BLAS) */
 } model_sparse_mode;
@@ -320,12 +320,12 @@ typedef struct model_sparse {
 } model_sparse;
 
 /* Convert the maps of s: AUTO converts a map when
- * sparse_profitable(density, batch) (batch = rows per call the caller
+ * sparse_profitable(format, density, batch) (batch = rows per call the caller
  * expects: 1 for decode, B*T for prefill), ON converts all, OFF none.
  * Maps are converted to fmt, a 2:4 map asked as fp32 bitmap to the 2:4
  * format (sparse_format_for).
  * Later calls use a converted map at N rows when mode is ON or
- * sparse_profitable(density, N).  The caller attaches it with
+ * sparse_profitable(format, density, N).  The caller attaches it with
  * s->sparse = sp and detaches before model_sparse_free. */
 losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
                                model_sparse_mode mode, int batch, sparse_format fmt);

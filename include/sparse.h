@@ -11,10 +11,10 @@
  *                         weight: 1/8 + 4 * density.  At 70% sparsity 1.33 B
  *                         (dense fp32: 4 B).  Kernels expand the packed values
  *                         with AVX-512 vexpandps (or an AVX2 permute table).
- *                         N:M patterns use this format too: for 2:4 it costs
- *                         the same as 2-bit in-group offsets (1/8 B/weight of
- *                         metadata) and for 4:8 less (1/8 vs 3/16 B); the
- *                         detected pattern is recorded in nm_n/nm_m.
+ *                         N:M patterns can use this format too (the detected
+ *                         pattern is recorded in nm_n/nm_m); 2:4 decodes
+ *                         faster in SPARSE_FORMAT_NM24 (the same bytes, no
+ *                         popcounts or expands).
  *   SPARSE_FORMAT_BITMAP_BF16  the same with BF16 values (round to nearest
  *                         even), fp32 accumulate: 1/8 + 2 * density bytes.
  *                         Lossy (relative 2^-9 per weight); opt-in.
@@ -107,11 +107,11 @@ void sparse_matrix_free(sparse_matrix *s);
 losa_status sparse_matrix_panel(sparse_matrix *s, int width);
 /* Values stored: nnz, or for NM24 two slots per group (out * in / 2). */
 int64_t sparse_matrix_nvals(const sparse_matrix *s);
-/* The format to hold W (out, in) in when fmt is asked: NM24 for a 2:4 W
- * when fmt is BITMAP (the same values, fewer bytes, no popcounts), else
- * fmt. */
+/* The format to hold W (out, in) in when fmt is asked for calls of `batch`
+ * rows: NM24 for a 2:4 W when fmt is BITMAP and the 2:4 kernels pay at that
+ * batch (the same values, fewer bytes, no popcounts), else fmt. */
 sparse_format sparse_format_for(const float *W /* (out, in) */, int out, int in,
-                                sparse_format fmt);
+                                sparse_format fmt, int batch);
 /* Allocate s for an (out, in) matrix of format fmt with nnz non-zeros:
  * every array zeroed and padded as sparse_matrix_from_dense pads it
  * (idx16 when in <= 65536), nm_n = nm_m = 0.  For readers that fill the
@@ -168,9 +168,10 @@ int sparse_set_isa(sparse_isa isa);
 sparse_isa sparse_get_isa(void);
 const char *sparse_isa_name(sparse_isa isa);
 
-/* Decision helper for generate/eval: 1 if the sparse kernels are expected
- * to beat dense OpenBLAS for this density (fraction of non-zeros) and batch
- * (tokens per call), from the measurements of `losa bench sparse`. */
-int sparse_profitable(double density, int batch);
+/* Decision helper for generate/eval: 1 if the sparse kernels on a matrix
+ * of format fmt are expected to beat dense OpenBLAS at this density
+ * (fraction of non-zeros) and batch (rows per call), from the speed-ups
+ * `losa bench sparse` measured (table in sparse.c, with a 10% margin). */
+int sparse_profitable(sparse_format fmt, double density, int batch);
 
 #endif

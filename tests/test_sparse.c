@@ -277,7 +277,28 @@ int main(void)
         }
     }
     /* decision helper: monotone in density, dense at density 1 */
-    TEST_CHECK(sparse_profitable(0.3, 1) && !sparse_profitable(1.0, 1) && !sparse_profitable(1.0, 128),
-               "sparse_profitable extremes");
+    /* the decision: the documented points, and monotone (a sparser matrix
+     * of the same format and batch never loses the sparse path) */
+    TEST_CHECK(sparse_profitable(SPARSE_FORMAT_BITMAP, 0.3, 1) &&
+                   !sparse_profitable(SPARSE_FORMAT_BITMAP, 1.0, 1) &&
+                   !sparse_profitable(SPARSE_FORMAT_BITMAP, 1.0, 128) &&
+                   !sparse_profitable(SPARSE_FORMAT_BITMAP, 0.5, 16) &&
+                   sparse_profitable(SPARSE_FORMAT_NM24, 0.5, 1) &&
+                   sparse_profitable(SPARSE_FORMAT_NM24, 0.5, 8) &&
+                   !sparse_profitable(SPARSE_FORMAT_NM24, 0.5, 16) &&
+                   !sparse_profitable(SPARSE_FORMAT_NM24, 0.5, 128) &&
+                   sparse_profitable(SPARSE_FORMAT_BITMAP_BF16, 0.8, 1) &&
+                   !sparse_profitable(SPARSE_FORMAT_BITMAP_BF16, 0.8, 2),
+               "sparse_profitable points");
+    {
+        static const int bs[] = {1, 2, 8, 9, 16, 17, 4096};
+        int bad = 0;
+        for (int f = 0; f <= SPARSE_FORMAT_NM24; f++)
+            for (int b = 0; b < 7; b++)
+                for (double d = 0.0; d < 1.0; d += 0.01)
+                    bad += sparse_profitable((sparse_format)f, d + 0.01, bs[b]) &&
+                           !sparse_profitable((sparse_format)f, d, bs[b]);
+        TEST_CHECK(bad == 0, "sparse_profitable not monotone in density (%d cases)", bad);
+    }
     return test_finish("test_sparse");
 }

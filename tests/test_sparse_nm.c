@@ -9,7 +9,8 @@
  *    products with rounding unit u errs by at most gamma_K sum |w x|
  *    (Higham 3.1; test_util.h), with K = in (the in / 2 slots, each a
  *    product and an add);
- *  - sparse_format_for picks 2:4 for a 2:4 W asked as fp32 bitmap only;
+ *  - sparse_format_for picks 2:4 for a 2:4 W asked as fp32 bitmap, at the
+ *    batches where its kernels pay (1, 8; not 128);
  *  - from_dense refuses a W that is not 2:4, and the check refuses
  *    positions out of order, a position past the last group and a row
  *    count that does not match its slots (LOSA_ERR_FORMAT). */
@@ -156,9 +157,11 @@ static void test_hand(void)
                "inputs not a multiple of 4 refused");
     sparse_matrix_free(&s);
     float w24[8] = {1, 0, 0, 1, 0, 0, 0, 0};
-    TEST_CHECK(sparse_format_for(w24, 1, 8, SPARSE_FORMAT_BITMAP) == SPARSE_FORMAT_NM24 &&
-                   sparse_format_for(w3, 1, 8, SPARSE_FORMAT_BITMAP) == SPARSE_FORMAT_BITMAP &&
-                   sparse_format_for(w24, 1, 8, SPARSE_FORMAT_BITMAP_BF16) ==
+    TEST_CHECK(sparse_format_for(w24, 1, 8, SPARSE_FORMAT_BITMAP, 1) == SPARSE_FORMAT_NM24 &&
+                   sparse_format_for(w24, 1, 8, SPARSE_FORMAT_BITMAP, 8) == SPARSE_FORMAT_NM24 &&
+                   sparse_format_for(w24, 1, 8, SPARSE_FORMAT_BITMAP, 128) == SPARSE_FORMAT_BITMAP &&
+                   sparse_format_for(w3, 1, 8, SPARSE_FORMAT_BITMAP, 1) == SPARSE_FORMAT_BITMAP &&
+                   sparse_format_for(w24, 1, 8, SPARSE_FORMAT_BITMAP_BF16, 1) ==
                        SPARSE_FORMAT_BITMAP_BF16,
                "sparse_format_for");
     sparse_format f;

@@ -300,6 +300,7 @@ int bench_decode(dist_ctx *d, int argc, char **argv)
         {.name = "2:4", .pattern = "2:4", .fmt = SPARSE_FORMAT_BITMAP, .sparse = 1, .nm = 1},
     };
     int nk = (int)(sizeof ks / sizeof ks[0]);
+    bench_settle(); /* OpenBLAS's workers, just started, spin for a while */
     double readbw = bench_read_gbs(3);
     fprintf(stderr, "bench decode: D %d F %d H %d V %d, %d vs %d layers, %d-token prompt, %d "
                     "steps, %d rounds, %d threads, ISA %s; read-only stream %.1f GB/s\n",

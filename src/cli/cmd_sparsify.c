@@ -2,7 +2,7 @@
  *   Keeps sparse copies of the pruned linear maps in the store (/sparse,
  *   layout in include/io.h), so that `losa generate` / `losa eval` read them
  *   instead of converting every map at each load.  A map is kept when
- *   sparse_profitable(density, 1) (the batch-1 decode decision), or every
+ *   sparse_profitable(format, density, 1) (the batch-1 decode decision), or every
  *   map with --all.  bitmap (default), csr and 2:4 are exact (a 2:4 map
  *   asked as bitmap is kept in the 2:4 format; --format 2:4 refuses a map
  *   that is not 2:4); bitmap-bf16 rounds the values, and generate / eval use
@@ -57,9 +57,10 @@ static losa_status sparsify_maps(io_store *in, io_store *out, const model_config
             s = io_store_read_tensor(in, name, W, 2, sh);
             if (s != LOSA_OK) break;
             r->maps++;
-            if (!all && !sparse_profitable(sparse_density(W, (int64_t)o * i), 1)) continue;
+            sparse_format f = sparse_format_for(W, o, i, fmt, 1);
+            if (!all && !sparse_profitable(f, sparse_density(W, (int64_t)o * i), 1)) continue;
             sparse_matrix sm;
-            s = sparse_matrix_from_dense(&sm, W, o, i, sparse_format_for(W, o, i, fmt));
+            s = sparse_matrix_from_dense(&sm, W, o, i, f);
             if (s != LOSA_OK) { /* name the map (the message is copied: core_err reuses it) */
                 char msg[600];
                 snprintf(msg, sizeof msg, "%s", core_errmsg());

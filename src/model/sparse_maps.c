@@ -1,7 +1,7 @@
 /* model/sparse_maps: which linear maps of a stage run on the sparse kernels
  * (include/sparse.h) and their sparse copies.  The policy: mode ON uses
  * every map at every row count, AUTO a map where
- * sparse_profitable(density, rows), OFF none.  Every forward asks here
+ * sparse_profitable(format, density, rows), OFF none.  Every forward asks here
  * (model_sparse_linear) when a stage has copies attached (s->sparse). */
 #include <string.h>
 
@@ -33,11 +33,12 @@ losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
 /* The sparse copy of map m of layer l (density dens) into *mat: taken from
  * src when it has one (*found = 1; checked against the map's shape and
  * non-zero count), else converted from the dense weights in format fmt
- * (the 2:4 format for a 2:4 map asked as fp32 bitmap, sparse_format_for);
+ * (the 2:4 format for a 2:4 map asked as fp32 bitmap where it pays at
+ * batch, sparse_format_for);
  * then given its kernel panel. */
 static losa_status map_copy(sparse_matrix *mat, const model_stage *s, int l, model_map m,
-                            double dens, sparse_format fmt, model_sparse_source_fn src,
-                            void *ctx, int *found)
+                            double dens, sparse_format fmt, int batch,
+                            model_sparse_source_fn src, void *ctx, int *found)
 {
     int o, i, gl = s->layer0 + l;
     model_map_shape(&s->cfg, m, &o, &i);
@@ -54,7 +55,7 @@ static losa_status map_copy(sparse_matrix *mat, const model_stage *s, int l, mod
     }
     if (st == LOSA_OK && !*found)
         st = sparse_matrix_from_dense(mat, s->layers[l].w[m], o, i,
-                                      sparse_format_for(s->layers[l].w[m], o, i, fmt));
+                                      sparse_format_for(s->layers[l].w[m], o, i, fmt, batch));
     if (st == LOSA_OK) st = sparse_matrix_panel(mat, 0); /* for the kernels */
     return st;
 }
@@ -79,14 +80,19 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
             size_t k = (size_t)l * MODEL_N_MAPS + m;
             double dens = sparse_density(s->layers[l].w[m], (int64_t)o * i);
             sp->density[k] = dens;
-            int want = mode == MODEL_SPARSE_ON ||
-                       (mode == MODEL_SPARSE_AUTO && sparse_profitable(dens, batch));
-            if (!want) continue;
-            losa_status st = map_copy(&sp->mat[k], s, l, (model_map)m, dens, fmt, src, ctx,
-                                      &found);
+            if (mode == MODEL_SPARSE_OFF) continue;
+            sparse_format f = sparse_format_for(s->layers[l].w[m], o, i, fmt, batch);
+            if (mode == MODEL_SPARSE_AUTO && !sparse_profitable(f, dens, batch)) continue;
+            losa_status st = map_copy(&sp->mat[k], s, l, (model_map)m, dens, fmt, batch, src,
+                                      ctx, &found);
             if (st != LOSA_OK) {
                 model_sparse_free(sp);
                 return st;
+            }
+            /* a stored copy may be in another format than the one converted */
+            if (mode == MODEL_SPARSE_AUTO && !sparse_profitable(sp->mat[k].fmt, dens, batch)) {
+                sparse_matrix_free(&sp->mat[k]);
+                continue;
             }
             sp->has[k] = 1;
             sp->n_converted++;
@@ -114,7 +120,8 @@ int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
 {
     size_t k = (size_t)l * MODEL_N_MAPS + m;
     if (!sp || l >= sp->n_layers || !sp->has[k]) return 0;
-    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->density[k], (int)N)) return 0;
+    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->mat[k].fmt, sp->density[k], (int)N))
+        return 0;
     if (N == 1) sparse_matvec(y, &sp->mat[k], x);
     else sparse_matmul(y, &sp->mat[k], x, (int)N);
     return 1;

@@ -48,10 +48,12 @@ int64_t sparse_matrix_nvals(const sparse_matrix *s)
     return s->fmt == SPARSE_FORMAT_NM24 ? (int64_t)s->out * (s->in / 2) : s->nnz;
 }
 
-sparse_format sparse_format_for(const float *W, int out, int in, sparse_format fmt)
+sparse_format sparse_format_for(const float *W, int out, int in, sparse_format fmt, int batch)
 {
-    return fmt == SPARSE_FORMAT_BITMAP && sparse_is_nm(W, out, in, 2, 4) ? SPARSE_FORMAT_NM24
-                                                                           : fmt;
+    return fmt == SPARSE_FORMAT_BITMAP && sparse_profitable(SPARSE_FORMAT_NM24, 0.5, batch) &&
+                   sparse_is_nm(W, out, in, 2, 4)
+               ? SPARSE_FORMAT_NM24
+               : fmt;
 }
 
 losa_status sparse_matrix_alloc(sparse_matrix *s, sparse_format fmt, int out, int in,
@@ -581,17 +583,41 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
 
 /* ----------------------------------------------------------- decision */
 
-int sparse_profitable(double density, int batch)
+/* The highest density at which a format beats dense OpenBLAS, per batch
+ * class: 1 (decode), 2..8 (multi-vector matvec), 9..16, above 16 (the
+ * transposed prefill kernel; 2:4 runs the multi-vector kernel there too).
+ * From `losa bench sparse --prefill-batch N` (N = 4, 8, 16, 128; paired
+ * medians over 5 rounds, 2 threads, the three LLaMA-2-7B shapes, AMD EPYC
+ * Zen 5 VM shared with other jobs): the worst shape's speed-up
+ * must stay >= 1.1 at the table's density.
+ *   bitmap: batch 1 1.1-1.9x at 0.5 (bytes: 1.88x); 4 and 8: >= 1.9x at
+ *     0.5; 16: 0.8-1.0 at 0.5, 0.8-1.0 at 0.4, 1.2-1.5 at 0.3; 128:
+ *     0.83-1.3 at 0.5, 1.0-1.7 at 0.4, 1.14-2.1 at 0.3.
+ *   bitmap-bf16: batch 1 by its bytes (2.3x fewer than fp32 at density
+ *     0.8) and its kernel's rate (25-32 Gweights/s per core from L2, the
+ *     fp32 kernel's); larger batches as the fp32 bitmap (the same
+ *     transposed kernel).
+ *   2:4: 1.3-1.8x at batch 1, 2.6-4.5x at 4, 3.0-3.7x at 8, 0.96-1.09 at
+ *     16, 0.4-0.6 at 128: never above 8.
+ *   csr: not measured here; by its bytes (6 per non-zero against 4 per
+ *     weight) and gathers, only very sparse matrices.
+ * The AVX2 kernels are slower per weight (13 Gweights/s per core for the
+ * bitmap, 19 for 2:4 from L2) but still above what dense streams
+ * (~17 Gweights/s from memory on 2 cores here), so the table holds. */
+static const struct {
+    sparse_format fmt;
+    double dmax[4];
+} pays[] = {
+    {SPARSE_FORMAT_BITMAP, {0.55, 0.55, 0.30, 0.30}},
+    {SPARSE_FORMAT_BITMAP_BF16, {0.80, 0.30, 0.30, 0.30}},
+    {SPARSE_FORMAT_NM24, {0.50, 0.50, 0.0, 0.0}},
+    {SPARSE_FORMAT_CSR, {0.10, 0.05, 0.05, 0.05}},
+};
+
+int sparse_profitable(sparse_format fmt, double density, int batch)
 {
-    /* From `losa bench sparse` (paired medians) on an AMD EPYC (Zen 4) VM,
-     * 2 threads, panelled bitmap f32 vs OpenBLAS: decode (batch 1) 1.5-2.0x
-     * at density 0.5 (2:4 1.7x), 2.2-2.7x at 0.4, 2.5-3.2x at 0.3; prefill
-     * (batch 128) 1.0-1.2x at 0.5 (2:4 0.8-1.1x), 1.1-1.5x at 0.4,
-     * 1.1-2.1x at 0.3.  Small batches (multi-vector matvec, `bench sparse
-     * --prefill-batch N`): at density 0.3 3.5-6.8x (N 4), 2.1-2.8x (8),
-     * 1.2-1.5x (16); 2:4 1.8-3.2x (4), 1.4-1.8x (8), 0.8-1.05x (16). */
-    if (density <= 0.0) return 1;
-    if (batch <= 8) return density <= 0.55;
-    if (batch <= 16) return density <= 0.40;
-    return density <= 0.45;
+    int c = batch <= 1 ? 0 : batch <= 8 ? 1 : batch <= 16 ? 2 : 3;
+    for (size_t k = 0; k < sizeof pays / sizeof pays[0]; k++)
+        if (pays[k].fmt == fmt) return pays[k].dmax[c] > 0.0 && density <= pays[k].dmax[c];
+    return 0;
 }

@@ -15,6 +15,20 @@
 #define SPARSE_SMALL_N 16
 #endif
 
+/* switch (nb) calling CALL(n) with the constant n = nb for nb 1..7 and 8
+ * otherwise, so that a kernel's loops over its nb vectors unroll. */
+#define SPARSE_NB_DISPATCH(nb, CALL)                                                    \
+    switch (nb) {                                                                       \
+    case 1: CALL(1); break;                                                             \
+    case 2: CALL(2); break;                                                             \
+    case 3: CALL(3); break;                                                             \
+    case 4: CALL(4); break;                                                             \
+    case 5: CALL(5); break;                                                             \
+    case 6: CALL(6); break;                                                             \
+    case 7: CALL(7); break;                                                             \
+    default: CALL(8); break;                                                            \
+    }
+
 /* Prefill blocking: input columns per chunk (multiple of 64) so that the
  * chunk of X^T stays in L2 while every row of W streams through it. */
 #ifndef SPARSE_KC

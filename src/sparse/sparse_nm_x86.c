@@ -137,16 +137,9 @@ INLINE T512 void nm_rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix 
 T512 static void nm_rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
                                   int64_t ldx, int nb, int o0, int o1, int acc)
 {
-    switch (nb) {
-    case 1: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 1); break;
-    case 2: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 2); break;
-    case 3: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 3); break;
-    case 4: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 4); break;
-    case 5: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 5); break;
-    case 6: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 6); break;
-    case 7: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 7); break;
-    default: nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 8); break;
-    }
+#define NB_CALL(n) nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, n)
+    SPARSE_NB_DISPATCH(nb, NB_CALL)
+#undef NB_CALL
 }
 
 /* ---------------------------------------------------------------- AVX2 */

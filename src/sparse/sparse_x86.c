@@ -326,16 +326,9 @@ INLINE T512 void rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix *s,
 T512 static void rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
                                int64_t ldx, int nb, int o0, int o1, int acc)
 {
-    switch (nb) {
-    case 1: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 1); break;
-    case 2: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 2); break;
-    case 3: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 3); break;
-    case 4: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 4); break;
-    case 5: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 5); break;
-    case 6: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 6); break;
-    case 7: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 7); break;
-    default: rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, 8); break;
-    }
+#define NB_CALL(n) rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, n)
+    SPARSE_NB_DISPATCH(nb, NB_CALL)
+#undef NB_CALL
 }
 
 void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N)
@@ -496,22 +489,49 @@ MM_DRIVER(sparse_matmul_t_avx512, mm512_rows, 16)
 
 /* --------------------------------------------------------------- AVX2 */
 
-/* perm[b][j]: for bitmap byte b, the packed position of lane j (0 if unset). */
+/* perm[b][j]: for bitmap byte b, the packed position of lane j, or the
+ * sign bit alone if bit j is unset: vpermps reads the low 3 bits, and the
+ * sign bit selects zero in a blend (one lookup per 8 inputs instead of
+ * computing the lane mask from b: broadcast, and, compare). */
 static int32_t perm_lut[256][8] __attribute__((aligned(32)));
 
 __attribute__((constructor)) static void perm_lut_init(void)
 {
     for (int b = 0; b < 256; b++) {
         int c = 0;
-        for (int j = 0; j < 8; j++) perm_lut[b][j] = (b >> j & 1) ? c++ : 0;
+        for (int j = 0; j < 8; j++) perm_lut[b][j] = (b >> j & 1) ? c++ : INT32_MIN;
     }
 }
 
-INLINE T256 __m256 expand8_f32(unsigned b, __m256 packed, __m256i bitv)
+INLINE T256 __m256 expand8_f32(unsigned b, __m256 packed)
 {
-    __m256 e = _mm256_permutevar8x32_ps(packed, _mm256_load_si256((const void *)perm_lut[b]));
-    __m256i sel = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)b), bitv), bitv);
-    return _mm256_and_ps(e, _mm256_castsi256_ps(sel));
+    __m256i idx = _mm256_load_si256((const void *)perm_lut[b]);
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(packed, idx), _mm256_setzero_ps(),
+                            _mm256_castsi256_ps(idx));
+}
+
+INLINE T256 float hsum256(__m256 a)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* The 8 packed values at *pv (fp32, or bf16 widened) for bitmap byte b;
+ * *pv advances past the popcount of b. */
+INLINE T256 __m256 packed8(int bf, const float **pf, const uint16_t **ph, unsigned b)
+{
+    __m256 p;
+    if (bf) {
+        p = _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)*ph)), 16));
+        *ph += __builtin_popcount(b);
+    } else {
+        p = _mm256_loadu_ps(*pf);
+        *pf += __builtin_popcount(b);
+    }
+    return p;
 }
 
 INLINE T256 __m256i lanes_below(int n)
@@ -522,49 +542,28 @@ INLINE T256 __m256i lanes_below(int n)
 T256 static float row256_bitmap(const uint16_t *m, const void *vals, int bf, const float *x,
                                 int in)
 {
-    const __m256i bitv = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const float *vf = vals;
     const uint16_t *vh = vals;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int wf = in / 16, w = 0;
-    for (; w < wf; w++) {
-        unsigned k = m[w], b0 = k & 0xff, b1 = k >> 8;
-        __m256 p0, p1;
-        if (bf) {
-            p0 = _mm256_castsi256_ps(_mm256_slli_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)vh)), 16));
-            vh += __builtin_popcount(b0);
-            p1 = _mm256_castsi256_ps(_mm256_slli_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)vh)), 16));
-            vh += __builtin_popcount(b1);
-        } else {
-            p0 = _mm256_loadu_ps(vf);
-            vf += __builtin_popcount(b0);
-            p1 = _mm256_loadu_ps(vf);
-            vf += __builtin_popcount(b1);
-        }
-        a0 = _mm256_fmadd_ps(expand8_f32(b0, p0, bitv), _mm256_loadu_ps(x + 16 * w), a0);
-        a1 = _mm256_fmadd_ps(expand8_f32(b1, p1, bitv), _mm256_loadu_ps(x + 16 * w + 8), a1);
+    for (; w + 2 <= wf; w += 2) { /* 32 inputs, 4 bytes of bitmap per step */
+        uint32_t k = (uint32_t)m[w] | (uint32_t)m[w + 1] << 16;
+        const float *xw = x + 16 * w;
+        a0 = _mm256_fmadd_ps(expand8_f32(k & 0xff, packed8(bf, &vf, &vh, k & 0xff)),
+                             _mm256_loadu_ps(xw), a0);
+        a1 = _mm256_fmadd_ps(expand8_f32(k >> 8 & 0xff, packed8(bf, &vf, &vh, k >> 8 & 0xff)),
+                             _mm256_loadu_ps(xw + 8), a1);
+        a2 = _mm256_fmadd_ps(expand8_f32(k >> 16 & 0xff, packed8(bf, &vf, &vh, k >> 16 & 0xff)),
+                             _mm256_loadu_ps(xw + 16), a2);
+        a3 = _mm256_fmadd_ps(expand8_f32(k >> 24, packed8(bf, &vf, &vh, k >> 24)),
+                             _mm256_loadu_ps(xw + 24), a3);
     }
-    for (int c = 16 * w; c < in; c += 8) { /* tail: at most 2 bytes */
+    for (int c = 16 * w; c < in; c += 8) { /* tail: fewer than 32 inputs */
         unsigned b = (m[c / 16] >> (c % 16)) & 0xff;
-        __m256 p0;
-        if (bf) {
-            p0 = _mm256_castsi256_ps(_mm256_slli_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)vh)), 16));
-            vh += __builtin_popcount(b);
-        } else {
-            p0 = _mm256_loadu_ps(vf);
-            vf += __builtin_popcount(b);
-        }
         __m256 xv = _mm256_maskload_ps(x + c, lanes_below(in - c));
-        a0 = _mm256_fmadd_ps(expand8_f32(b, p0, bitv), xv, a0);
+        a0 = _mm256_fmadd_ps(expand8_f32(b, packed8(bf, &vf, &vh, b)), xv, a0);
     }
-    __m256 a = _mm256_add_ps(a0, a1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
+    return hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
 T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
@@ -579,10 +578,7 @@ T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
     }
     float acc = 0.0f;
     for (; p < e; p++) acc += v[p] * x[s->idx16 ? s->idx16[p] : s->idx32[p]];
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h) + acc;
+    return hsum256(a0) + acc;
 }
 
 T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
@@ -609,14 +605,6 @@ T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
 {
     matvec_rows(y, s, x, rows256);
-}
-
-INLINE T256 float hsum256(__m256 a)
-{
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
 }
 
 /* Dense y (out) = W (out, in) x with AVX2: 4 rows at a time share the x
