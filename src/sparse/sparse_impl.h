@@ -87,4 +87,7 @@ void sparse_matmul_t_avx512(float *YT, const sparse_matrix *s, const float *XT, 
                             int64_t *rowoff);
 #endif
 
+/* Rows [o0, o1) of out for the calling OpenMP thread, in blocks of 16. */
+void sparse_thread_rows(int out, int *o0, int *o1);
+
 #endif

@@ -195,19 +195,6 @@ void sparse_nm_rows256(float *y, const sparse_matrix *s, const float *x, int o0,
     }
 }
 
-/* Rows of the calling thread: blocks of 16 (as sparse_x86.c's drivers). */
-static void nm_thread_rows(int out, int *o0, int *o1)
-{
-#ifdef _OPENMP
-    int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    int t = 0, nt = 1;
-#endif
-    int nb = (out + 15) / 16;
-    int b0 = (int)((int64_t)nb * t / nt), b1 = (int)((int64_t)nb * (t + 1) / nt);
-    *o0 = b0 * 16 < out ? b0 * 16 : out;
-    *o1 = b1 * 16 < out ? b1 * 16 : out;
-}
 #endif
 
 void sparse_nm_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
@@ -217,7 +204,7 @@ void sparse_nm_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
 #pragma omp parallel if ((int64_t)s->out * s->in > (1 << 18))
         {
             int o0, o1;
-            nm_thread_rows(s->out, &o0, &o1);
+            sparse_thread_rows(s->out, &o0, &o1);
             for (int n0 = 0; n0 < N; n0 += 8) {
                 int nb = N - n0 < 8 ? N - n0 : 8;
                 for (int p = 0; p < sparse_npieces(s); p++) {

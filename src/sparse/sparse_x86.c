@@ -35,14 +35,15 @@
 #define SPARSE_PF 512 /* floats of software prefetch distance */
 #endif
 
-static void thread_rows(int out, int *o0, int *o1)
+/* Rows of the calling thread in blocks of 16, so that neighbouring threads
+ * do not share lines of y (sparse_impl.h; the 2:4 kernels use it too). */
+void sparse_thread_rows(int out, int *o0, int *o1)
 {
 #ifdef _OPENMP
     int t = omp_get_thread_num(), nt = omp_get_num_threads();
 #else
     int t = 0, nt = 1;
 #endif
-    /* blocks of 16 rows so that neighbouring threads do not share lines of y */
     int nb = (out + 15) / 16;
     int b0 = (int)((int64_t)nb * t / nt), b1 = (int)((int64_t)nb * (t + 1) / nt);
     *o0 = b0 * 16 < out ? b0 * 16 : out;
@@ -262,7 +263,7 @@ static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_f
 #pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
     {
         int o0, o1;
-        thread_rows(s->out, &o0, &o1);
+        sparse_thread_rows(s->out, &o0, &o1);
         for (int p = 0; p < sparse_npieces(s); p++) {
             int c0;
             const sparse_matrix *q = sparse_piece(s, p, &c0);
@@ -336,7 +337,7 @@ void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X
 #pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
     {
         int o0, o1;
-        thread_rows(s->out, &o0, &o1);
+        sparse_thread_rows(s->out, &o0, &o1);
         for (int n0 = 0; n0 < N; n0 += 8) {
             int nb = N - n0 < 8 ? N - n0 : 8;
             float *y = Y + (int64_t)n0 * s->out;
@@ -396,7 +397,7 @@ void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const
 #pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
     {
         int o0, o1;
-        thread_rows(out, &o0, &o1);
+        sparse_thread_rows(out, &o0, &o1);
         dense_rows512(y, W, in, x, o0, o1);
     }
 }
@@ -473,7 +474,7 @@ MM_ROWS(mm512_rows, T512, mm512_row, 8)
         _Pragma("omp parallel if ((int64_t)s->out * s->in * ldt > SPARSE_PAR_MIN)")      \
         {                                                                               \
             int o0, o1;                                                                 \
-            thread_rows(s->out, &o0, &o1);                                              \
+            sparse_thread_rows(s->out, &o0, &o1);                                              \
             for (int bb = 0; bb < ldt; bb += SPARSE_NV * (LANES)) {                     \
                 int nv = (ldt - bb) / (LANES) < SPARSE_NV ? (ldt - bb) / (LANES) : SPARSE_NV; \
                 for (int o = o0; o < o1; o++) rowoff[o] = s->rowptr[o];                 \
@@ -655,7 +656,7 @@ void sparse_dense_matvec_avx2(float *y, const float *W, int out, int in, const f
 #pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
     {
         int o0, o1;
-        thread_rows(out, &o0, &o1);
+        sparse_thread_rows(out, &o0, &o1);
         dense_rows256(y, W, in, x, o0, o1);
     }
 }
