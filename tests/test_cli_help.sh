@@ -20,15 +20,15 @@ rm -rf "$W"; mkdir -p "$W"
 CMDS="import info eval generate prune finetune run export synth plan sparsify bench"
 BENCHES="forward train prune sparse decode pipeline"
 
-src_flags() { # source file -> the --flags it parses, one per line
-    grep -oE '(cli_opt\(argc, argv, &i, |strn?cmp\(argv\[i\], )"--[a-z0-9-]+' "$1" |
+src_flags() { # source files -> the --flags they parse, one per line
+    grep -hoE '(cli_opt\(argc, argv, &?i, |strn?cmp\(argv\[i\], )"--[a-z0-9-]+' "$@" |
         grep -oE -- '--[a-z0-9-]+' | sort -u
 }
 help_flags() { # help text file -> the flags of its option list (not -h/--help)
     grep -oE '^  --[a-z0-9-]+' "$1" | sed 's/^  //' | sort -u
 }
 
-one() { # name ("eval", "bench sparse"), source file
+one() { # name ("eval", "bench sparse"), source file(s), space-separated
     local name=$1 src=$2 tag=${1// /_}
     "$LOSA" $name --help >"$W/$tag.help" 2>"$W/$tag.err"
     check "$name --help exits 0" test $? = 0
@@ -43,20 +43,22 @@ one() { # name ("eval", "bench sparse"), source file
     "$LOSA" $name --json --help >"$W/$tag.late" 2>/dev/null
     check "$name --json --help = --help" cmp -s "$W/$tag.help" "$W/$tag.late"
     local f missing="" extra=""
-    for f in $(src_flags "$src"); do
+    for f in $(src_flags $src); do
         grep -qE -- "^  $f( |$)" "$W/$tag.help" || missing="$missing $f"
     done
     check "$name: every flag parsed in $src is in the help${missing:+ (missing:$missing)}" \
         test -z "$missing"
     [ "$name" = bench ] && return # cmd_bench.c only dispatches; --json is the benches'
     for f in $(help_flags "$W/$tag.help"); do
-        src_flags "$src" | grep -qx -- "$f" || extra="$extra $f"
+        src_flags $src | grep -qx -- "$f" || extra="$extra $f"
     done
     check "$name: every flag in the help is parsed by $src${extra:+ (not parsed:$extra)}" \
         test -z "$extra"
 }
 
-for c in $CMDS; do one "$c" "src/cli/cmd_$c.c"; done
+# losa plan's time options are parsed in plan_time.c (plan_time_opt)
+src_of() { [ "$1" = plan ] && echo "src/cli/cmd_plan.c src/cli/plan_time.c" || echo "src/cli/cmd_$1.c"; }
+for c in $CMDS; do one "$c" "$(src_of "$c")"; done
 for b in $BENCHES; do one "bench $b" "src/cli/bench_$b.c"; done
 n=$(src_flags src/cli/cmd_eval.c | wc -l)
 check "the flag scan finds eval's 9 flags (got $n)" test "$n" = 9
