@@ -59,7 +59,7 @@ one() { # name ("eval", "bench sparse"), source file
 for c in $CMDS; do one "$c" "src/cli/cmd_$c.c"; done
 for b in $BENCHES; do one "bench $b" "src/cli/bench_$b.c"; done
 n=$(src_flags src/cli/cmd_eval.c | wc -l)
-check "the flag scan finds eval's 9 flags (got $n)" test "$n" = 9
+check "the flag scan finds eval's 10 flags (got $n)" test "$n" = 10
 
 "$LOSA" help >"$W/list" 2>/dev/null
 check "losa help exits 0" test $? = 0
