@@ -5,7 +5,8 @@
 #  - `losa bench forward --dtype` (8 x 256, minillama store) for ROUNDS rounds
 #    (5), alternating the dtypes so the machine's noise hits both alike;
 #    median and best tokens/s per dtype and the bf16 / fp32 ratio of medians.
-# STORE: the minillama store (imported into $ROOT/build/ if missing).
+# STORE: the minillama store (imported into $ROOT/build/ if missing); EVAL=0
+# skips the perplexities (forward rounds only).
 #   sbatch jobs/bench_bf16.sh     or     bash jobs/bench_bf16.sh
 #SBATCH --job-name=losa-bench-bf16
 #SBATCH --nodes=1                 # one node, one rank
@@ -18,6 +19,7 @@ ROOT=${LOSA_ROOT:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}
 LOSA=${LOSA:-$ROOT/build/losa}
 DATA=${LOSA_DATA:-$ROOT/../shared/data}
 ROUNDS=${ROUNDS:-5}
+EVAL=${EVAL:-1}
 OUT=${OUT:-$ROOT/build/bench_bf16.jsonl}
 STORE=${STORE:-$ROOT/build/minillama.h5}
 THREADS=${THREADS:-${SLURM_CPUS_PER_TASK:-$(getconf _NPROCESSORS_ONLN)}}
@@ -26,7 +28,7 @@ export OMP_NUM_THREADS=$THREADS
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 echo "bench_bf16: $ROUNDS rounds, $THREADS threads, $(uptime | sed 's/.*load/load/')" >&2
-for dt in fp32 bf16; do
+[ "$EVAL" = 1 ] && for dt in fp32 bf16; do
     "$LOSA" eval --model "$STORE" --ppl "$DATA/text/wikitext2/wiki.test.hf_join.txt" \
         --seqlen 256 --dtype "$dt" --json 2>/dev/null | sed "s/^{/{\"what\":\"eval\",/" >>"$OUT"
 done
@@ -40,7 +42,7 @@ python3 - "$OUT" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 ppl = {r["dtype"]: r["ppl"] for r in rows if r["what"] == "eval"}
-print(f"ppl S=256: fp32 {ppl['fp32']:.4f}  bf16 {ppl['bf16']:.4f}  "
+if ppl: print(f"ppl S=256: fp32 {ppl['fp32']:.4f}  bf16 {ppl['bf16']:.4f}  "
       f"bf16/fp32 - 1 = {100 * (ppl['bf16'] / ppl['fp32'] - 1):+.4f}%")
 tps = {}
 for r in rows:

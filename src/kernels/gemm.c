@@ -298,10 +298,10 @@ static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha
     float *W = scratch_get(sizeof(float) * (size_t)(nb * K));
     for (int64_t j0 = 0; j0 < N; j0 += nb) {
         int64_t n = N - j0 < nb ? N - j0 : nb;
-        if (tb)
-            for (int64_t j = 0; j < n; j++) kern_bf16_to_f32(W + j * K, B + (j0 + j) * ldb, K);
-        else
-            for (int64_t k = 0; k < K; k++) kern_bf16_to_f32(W + k * n, B + k * ldb + j0, n);
+        int64_t rows = tb ? n : K, cols = tb ? K : n, off = tb ? j0 * ldb : j0;
+#pragma omp parallel for schedule(static) if (rows * cols > KERN_PAR_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) W[r * cols + c] = kern_bf16_value(B[off + r * ldb + c]);
         kern_gemm(0, tb, M, n, K, alpha, A, lda, W, tb ? K : n, beta, C + j0, ldc);
     }
 }
@@ -318,7 +318,10 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
     }
 #ifdef LOSA_GEMM_ONEDNN
     uint16_t *Ab = scratch_get(sizeof(uint16_t) * (size_t)(M * K));
-    for (int64_t i = 0; i < M; i++) kern_bf16_from_f32(Ab + i * K, A + i * lda, K);
+    /* one parallel loop over all rows (not a region per row) */
+#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
     gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B, ldb, beta, C, ldc);
 #else
     gemm_bf16w_blas(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
