@@ -46,6 +46,38 @@ int kern_gemm_threads_get(void);
  * for blas). */
 void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
 
+/* bf16 weights (include/model.h MODEL_DTYPE_BF16): C (M,N) fp32 =
+ * alpha A op(B) + beta C with A (M,K) fp32 (rows of lda, not transposed)
+ * and B bf16 ((K,N), or (N,K) when tb, rows of ldb), fp32 accumulation.
+ * oneDNN: A rounded to bf16 (round to nearest even) into a thread-local
+ * scratch and a bf16 x bf16 -> f32 matmul primitive (cached like
+ * kern_gemm's, the dtype in the key).  CBLAS: A kept fp32, B converted to
+ * fp32 a block of 256 output columns at a time, then cblas_sgemm.  So per
+ * entry |C - alpha A op(bf16 B) - beta C0| <= |alpha| sum_k |a_k b_k|
+ * (2^-8 + gamma_K) + (few) u32 |beta C0| on either engine.  Not collective;
+ * threads and parallel regions as kern_gemm. */
+void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc);
+/* bf16 bits of x, round to nearest even (NaN stays NaN, +-0 stays +-0,
+ * overflow goes to +-inf). */
+static inline uint16_t kern_bf16_round(float x)
+{
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+static inline float kern_bf16_value(uint16_t b)
+{
+    union { uint32_t u; float f; } v = {(uint32_t)b << 16};
+    return v.f;
+}
+/* y = bf16(x), n entries; returns how many non-zero x became (+-)0 (below
+ * bf16's smallest subnormal).  OpenMP threads above KERN_PAR_MIN. */
+int64_t kern_bf16_from_f32(uint16_t *y, const float *x, int64_t n);
+void kern_bf16_to_f32(float *y, const uint16_t *x, int64_t n);
+
 /* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0) */
 void kern_matmul_forward(float *out, const float *inp, const float *w,
                          int64_t N, int IC, int OC);

@@ -98,10 +98,18 @@ typedef struct model_adapter {
     void *ctx;
 } model_adapter;
 
+/* Precision of the stage's frozen map weights (model_stage_to_bf16). */
+typedef enum { MODEL_DTYPE_F32 = 0, MODEL_DTYPE_BF16 } model_dtype;
+const char *model_dtype_name(model_dtype t); /* "fp32", "bf16" */
+/* "fp32" | "bf16"; core_err naming `what` (the flag or deck key) otherwise. */
+losa_status model_dtype_from_string(const char *v, const char *what, model_dtype *t);
+
 typedef struct {
     float *attn_norm;          /* (D) */
     float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
-                                  w_gate (F,D) w_up (F,D) w_down (D,F) */
+                                  w_gate (F,D) w_up (F,D) w_down (D,F);
+                                  NULL when the stage is bf16 */
+    uint16_t *wb[MODEL_N_MAPS];/* the same in bf16 (MODEL_DTYPE_BF16), else NULL */
     float *ffn_norm;           /* (D) */
 } model_layer;
 
@@ -116,6 +124,12 @@ typedef struct {
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
+    /* MODEL_DTYPE_BF16 (model_stage_to_bf16): the maps live in params_bf16
+     * (n_params_bf16 values, layer by layer in map order) and params holds
+     * only the rest (embedding, norms, head: fp32 in this version). */
+    model_dtype dtype;
+    uint16_t *params_bf16;
+    size_t n_params_bf16;
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
@@ -135,6 +149,16 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
 /* Bytes model_stage_build allocates for stage `stage` of n_stages. */
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages);
 void model_stage_free(model_stage *s);
+/* Convert the stage's 7 maps per layer to bf16 (round to nearest even:
+ * zeros stay zero) into one bf16 block, and repack params without them (the
+ * fp32 maps are freed).  Embedding, norms and head stay fp32.  *n_lost (if
+ * not NULL): non-zero weights that became zero.  Only the forward
+ * (model_stage_forward, eval) runs on a bf16 stage; backward, adapters,
+ * decode, pruning and store writes require fp32 (checked).  Not collective. */
+losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
+/* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
+ * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
+losa_status model_stage_require_f32(const model_stage *s, const char *what);
 /* Seeded random weights (tests, synthetic stores): N(0, std) for matrices,
  * 1 + N(0, 0.1) for norms.  Same values for a layer whatever the staging
  * (each tensor is seeded from (seed, global layer, tensor)). */

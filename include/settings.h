@@ -62,6 +62,7 @@ enum {
 typedef struct model_settings {
     settings_file store; /* model.store */
     const char *config;  /* model.config: HF config.json for losa plan ("" = none) */
+    model_dtype dtype;   /* model.dtype: fp32 only for now (bf16 refused) */
 } model_settings;
 losa_status model_settings_from_deck(const deck *dk, unsigned need, model_settings *m);
 

@@ -61,7 +61,7 @@ src_of() { [ "$1" = plan ] && echo "src/cli/cmd_plan.c src/cli/plan_time.c" || e
 for c in $CMDS; do one "$c" "$(src_of "$c")"; done
 for b in $BENCHES; do one "bench $b" "src/cli/bench_$b.c"; done
 n=$(src_flags src/cli/cmd_eval.c | wc -l)
-check "the flag scan finds eval's 9 flags (got $n)" test "$n" = 9
+check "the flag scan finds eval's 10 flags (got $n)" test "$n" = 10
 
 "$LOSA" help >"$W/list" 2>/dev/null
 check "losa help exits 0" test $? = 0

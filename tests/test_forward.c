@@ -1,6 +1,9 @@
 /* Forward pass of a random tiny LLaMA (grouped-query attention, untied head)
  * against the independent numpy reference tests/ref/llama_ref.py (float64),
- * plus the fast kernels against their _ref twins. */
+ * plus the fast kernels against their _ref twins.  bf16 maps
+ * (model_stage_to_bf16): the maps are first rounded to bf16 in the fp32
+ * stage, the reference runs on those values, then the stage is converted
+ * (exactly: the values are bf16 already) and its logits compared. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,6 +141,59 @@ static void check_exp_nan(void)
     free(d);
 }
 
+/* bf16 stage vs the float64 reference of its bf16-rounded weights.  The
+ * only rounding beyond fp32 is each map's input activation rounded to bf16
+ * (oneDNN; relative <= 2^-8 per entry), at 4 inputs per layer (ln1, atty,
+ * ln2, hid; the head stays fp32).  To first order each is a relative
+ * perturbation <= 2^-8 of the map's sum_k |x_k w_k|, so with no growth
+ * through the layers (RMSNorm renormalises; weights N(0, 0.15)) the logits
+ * move by at most 4 L 2^-8 relative to their largest magnitude: 0.047 at
+ * L = 3, the bound checked; the fp32 bound (1e-4) above is its floor. */
+static void check_model_bf16(model_config c, int B, int T, const char *tag)
+{
+    model_stage s;
+    model_acts a;
+    TEST_CHECK(model_stage_build(&s, &c, 0, 1) == LOSA_OK, "build");
+    model_stage_randomize(&s, 11, 0.15f);
+    for (int l = 0; l < s.n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&c, m, &o, &i);
+            for (int64_t e = 0; e < (int64_t)o * i; e++)
+                s.layers[l].w[m][e] = kern_bf16_value(kern_bf16_round(s.layers[l].w[m][e]));
+        }
+    int *tok = malloc(sizeof(int) * B * T);
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 17 + 5) % c.vocab_size;
+    size_t n = (size_t)B * T * c.vocab_size;
+    float *ref = malloc(sizeof(float) * n);
+    int rc = run_reference(&s, tok, B, T, ref, tag);
+    TEST_CHECK(rc == 0, "reference script failed (%s)", tag);
+    size_t n32 = s.n_params;
+    int64_t lost = -1;
+    TEST_CHECK(model_stage_to_bf16(&s, &lost) == LOSA_OK && lost == 0, "to bf16");
+    TEST_CHECK(s.dtype == MODEL_DTYPE_BF16 && s.layers[0].w[0] == NULL && s.layers[0].wb[0],
+               "bf16 stage: fp32 maps gone");
+    TEST_CHECK(s.n_params + s.n_params_bf16 == n32, "params repacked: %zu + %zu != %zu",
+               s.n_params, s.n_params_bf16, n32);
+    TEST_CHECK(model_acts_build(&a, &s, B, T, 0) == LOSA_OK, "acts");
+    model_stage_forward(&a, &s, tok, B, T);
+    if (rc == 0) {
+        double e = test_max_rel(a.logits, ref, (long)n), bound = 4.0 * c.n_layers / 256.0;
+        fprintf(stderr, "%s: bf16 logits max rel err vs numpy = %.3g (bound %.3g)\n", tag, e,
+                bound);
+        TEST_CHECK(e <= bound, "%s bf16 logits rel err %.3g > %.3g", tag, e, bound);
+        TEST_CHECK(strcmp(kern_gemm_engine(), "onednn") || e > 1e-6,
+                   "%s: oneDNN bf16 logits equal the fp32 reference (%.3g): bf16 path not run",
+                   tag, e);
+    }
+    model_bwd g;
+    TEST_CHECK(model_bwd_build(&g, &s, B, T) != LOSA_OK, "backward refuses a bf16 stage");
+    free(ref);
+    free(tok);
+    model_acts_free(&a);
+    model_stage_free(&s);
+}
+
 int main(void)
 {
     check_exp_nan();
@@ -150,5 +206,10 @@ int main(void)
     c.tie_embeddings = 1;
     c.n_kv_heads = 8;
     check_model(c, 3, 7, "mha_tied");
+    c.tie_embeddings = 0;
+    c.n_kv_heads = 2;
+    check_model_bf16(c, 2, 16, "gqa_bf16");
+    c.tie_embeddings = 1;
+    check_model_bf16(c, 2, 9, "gqa_tied_bf16");
     return test_finish("test_forward");
 }

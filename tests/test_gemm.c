@@ -10,7 +10,17 @@
  *  - K = 0 gives beta C; M = 0 or N = 0 touches nothing;
  *  - the same call twice gives the same bits (a cached primitive reused);
  *  - oneDNN's primitive cache: one primitive per shape and thread count,
- *    the least recently used evicted past 256, results right after eviction.
+ *    the least recently used evicted past 256, results right after eviction;
+ *  - kern_gemm_bf16w (bf16 B, fp32 A and C): against a double reference of
+ *    A times the bf16 values of B, within (2^-8 + gamma_{K+3} (1 + 2^-8))
+ *    (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|): oneDNN rounds each a_ik
+ *    to bf16 (relative error <= 2^-8, round to nearest even with 8
+ *    significant bits), the products of two bf16 are exact in fp32 and
+ *    summed in fp32 (gamma_K on the rounded terms, each <= (1 + 2^-8)
+ *    times the exact one), three more roundings as above; CBLAS keeps A
+ *    fp32 and meets the tighter half of it;
+ *  - kern_bf16_round: round to nearest even on hand cases, zeros stay zero,
+ *    kern_bf16_from_f32 counts the non-zeros that round to zero.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -83,6 +93,83 @@ static int64_t gemm_case(int ta, int tb, int64_t M, int64_t N, int64_t K, float 
     return bad;
 }
 
+/* kern_gemm_bf16w: op(B) (K,N) bf16, A (M,K) fp32; lda, ldb, ldc padded. */
+static int64_t gemm_bf16_case(int tb, int64_t M, int64_t N, int64_t K, float alpha, float beta)
+{
+    int64_t br = tb ? N : K, bc = tb ? K : N;
+    int64_t lda = K + 3, ldb = bc + 3, ldc = N + 3;
+    float *A = malloc(sizeof(float) * (size_t)(M * lda + 1));
+    uint16_t *B = malloc(sizeof(uint16_t) * (size_t)(br * ldb + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    if (!A || !B || !C || !C0) abort();
+    for (int64_t i = 0; i < M * lda; i++) A[i] = frand();
+    for (int64_t i = 0; i < br * ldb; i++) B[i] = kern_bf16_round(frand());
+    for (int64_t i = 0; i < M * ldc; i++) C0[i] = i % ldc < N ? frand() : PAD;
+    memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+    kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    int64_t bad = 0;
+    const double ub = 1.0 / 256.0; /* bf16 unit roundoff */
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0, sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double a = A[i * lda + k];
+                double b = kern_bf16_value(tb ? B[j * ldb + k] : B[k * ldb + j]);
+                s += a * b;
+                sa += fabs(a * b);
+            }
+            double c0 = C0[i * ldc + j];
+            double ref = alpha * s + (beta == 0.0f ? 0.0 : beta * c0);
+            double bound = (ub + test_gamma((double)K + 3, TEST_U32) * (1 + ub)) *
+                           (fabs(alpha) * sa + fabs(beta) * fabs(c0));
+            double d = fabs(C[i * ldc + j] - ref);
+            if (!(d <= bound)) {
+                if (!bad)
+                    fprintf(stderr, "bf16 tb %d %ldx%ldx%ld: C[%ld,%ld] %.9g vs %.9g (bound %.3g)\n",
+                            tb, (long)M, (long)N, (long)K, (long)i, (long)j, C[i * ldc + j], ref,
+                            bound);
+                bad++;
+            }
+        }
+        for (int64_t j = N; j < ldc; j++) bad += C[i * ldc + j] != PAD;
+    }
+    free(A), free(B), free(C), free(C0);
+    return bad;
+}
+
+static void test_bf16(void)
+{
+    /* round to nearest even: 1 + 2^-8 is half way between 1 and 1 + 2^-7 */
+    TEST_CHECK(kern_bf16_round(1.0f + 1.0f / 256) == 0x3f80, "1 + 2^-8 -> 1 (even)");
+    TEST_CHECK(kern_bf16_round(1.0f + 3.0f / 256) == 0x3f82, "1 + 3 2^-8 -> 1 + 2^-6 (even)");
+    TEST_CHECK(kern_bf16_round(1.0f + 1.0f / 128 + 1.0f / 4096) == 0x3f81, "above half: up");
+    TEST_CHECK(kern_bf16_round(-2.0f) == 0xc000 && kern_bf16_value(0xc000) == -2.0f, "-2 exact");
+    float x[5] = {0.0f, -0.0f, 1e-45f, 3.0f, 1e-39f};
+    uint16_t y[5];
+    int64_t lost = kern_bf16_from_f32(y, x, 5);
+    TEST_CHECK(y[0] == 0 && y[1] == 0x8000 && (y[2] & 0x7fff) == 0 && y[3] == 0x4040,
+               "zeros stay zero, 3 exact");
+    TEST_CHECK(lost == 1 && y[4] != 0, "one non-zero (1e-45) rounds to zero, 1e-39 does not");
+    float z[5];
+    kern_bf16_to_f32(z, y, 5);
+    TEST_CHECK(z[3] == 3.0f && z[0] == 0.0f, "back to fp32");
+    static const int64_t shapes[][3] = {{37, 80, 96}, {256, 300, 256}, {8, 256, 768}, {1, 5, 1}};
+    static const float betas[] = {0.0f, 1.0f, -0.5f};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int b = 0; b < 3; b++) {
+                float alpha = b == 1 ? 1.0f : 0.35f;
+                int64_t bad = gemm_bf16_case(tb, shapes[s][0], shapes[s][1], shapes[s][2], alpha,
+                                             betas[b]);
+                TEST_CHECK(bad == 0, "bf16 shape %zu tb %d beta %g: %lld entries off", s, tb,
+                           betas[b], (long long)bad);
+            }
+    float C[2] = {2, 4}, A1[1] = {1};
+    kern_gemm_bf16w(1, 1, 2, 0, 1.0f, A1, 1, NULL, 1, 0.5f, C, 2);
+    TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16 K = 0 gives beta C");
+}
+
 static void test_values(void)
 {
     static const int64_t shapes[][3] = {{37, 80, 96}, {256, 32, 256}, {8, 256, 768}, {1, 5, 1}};
@@ -152,6 +239,7 @@ int main(void)
 {
     test_values();
     test_degenerate();
+    test_bf16();
     test_cache();
     fprintf(stderr, "engine %s\n", kern_gemm_engine());
     return test_finish("test_gemm");

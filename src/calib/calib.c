@@ -178,6 +178,7 @@ static int64_t layer_zeros(const model_stage *s, int l, int64_t *n)
 {
     int64_t z = 0;
     *n = 0;
+    LOSA_CHECK(s->dtype == MODEL_DTYPE_F32);
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(&s->cfg, m, &o, &i);
@@ -300,7 +301,7 @@ losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc
                                    const prune_input x[MODEL_N_INPUTS],
                                    const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t)
 {
-    losa_status st = LOSA_OK;
+    losa_status st = model_stage_require_f32(s, "pruning");
     for (int g = 0; g < MODEL_N_INPUTS && st == LOSA_OK; g++) {
         float *W[MODEL_N_MAPS];
         int out[MODEL_N_MAPS], maps[MODEL_N_MAPS], n = 0, failed;

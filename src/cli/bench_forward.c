@@ -1,5 +1,5 @@
 /* losa bench forward [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
- *                    [--json]
+ *                    [--dtype fp32|bf16] [--json]
  * Forward tokens/s on one rank and, in the same run, this machine's sgemm
  * GFLOP/s; reports the fraction of that peak the forward's matrix work
  * reaches.  Without --model a minillama-shaped model with random weights
@@ -53,6 +53,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v;
     int T_set = 0, B = 8, T = 256, iters = 5, json = 0;
+    model_dtype dtype = MODEL_DTYPE_F32;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
@@ -61,6 +62,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
             s = cli_int("--seqlen", v, 2, 1048576, &T);
             T_set = 1;
         } else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        else if ((v = cli_opt(argc, argv, &i, "--dtype"))) s = model_dtype_from_string(v, "--dtype", &dtype);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
     }
@@ -69,6 +71,10 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     if (cli_fail(d, "bench forward", s)) return 1;
     model_stage st;
     if (cli_fail(d, "bench forward", bench_model(d, model, 6, &st))) return 1;
+    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "bench forward", cli_stage_to_bf16(d, &st))) {
+        model_stage_free(&st);
+        return 1;
+    }
     if (T > st.cfg.max_seq_len && T_set) { /* the default is capped, an explicit T is not */
         s = core_err(LOSA_ERR_ARG, "--seqlen: %d exceeds the model's max_seq_len %d", T,
                      st.cfg.max_seq_len);
@@ -80,8 +86,9 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     if (cli_fail(d, "bench forward", model_acts_build(&a, &st, B, T, 0))) return 1;
     int *tok = malloc(sizeof(int) * B * T);
     for (int i = 0; i < B * T; i++) tok[i] = (i * 7919) % st.cfg.vocab_size;
-    core_log("bench forward: B x T = %d x %d, %d layers, D %d, F %d, V %d\n", B, T,
-             st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size);
+    core_log("bench forward: B x T = %d x %d, %d layers, D %d, F %d, V %d, %s maps\n", B, T,
+             st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size,
+             model_dtype_name(dtype));
     model_stage_forward(&a, &st, tok, B, T); /* warm-up */
     double best = 1e30;
     for (int k = 0; k < iters; k++) {
@@ -98,7 +105,10 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     core_log("forward: %.0f tokens/s, %.1f GFLOP/s of matrix work; sgemm 1024^3: %.1f GFLOP/s; "
              "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
     cJSON *o = bench_rate_json(json, achieved, peak_sq, "forward_gflops", tps, B, T, best);
-    if (o) cli_json_emit(d, o);
+    if (o) {
+        cJSON_ReplaceItemInObject(o, "dtype", cJSON_CreateString(model_dtype_name(dtype)));
+        cli_json_emit(d, o);
+    }
     free(tok);
     model_acts_free(&a);
     model_stage_free(&st);

@@ -1,8 +1,11 @@
 /* losa eval --model STORE.h5 --ppl TEXT [--seqlen S] [--batch B]
  *           [--max-windows N] [--zeroshot TASKS [--limit K]]
- *           [--sparse auto|on|off] [--json]
+ *           [--sparse auto|on|off] [--dtype fp32|bf16] [--json]
  * --sparse: the forward uses sparse_matmul for the maps where it pays at
- * B*S rows per call (auto), for every map (on), or dense sgemm (off). */
+ * B*S rows per call (auto), for every map (on), or dense sgemm (off).
+ * --dtype bf16: the layers' maps are converted to bf16 after loading
+ * (model_stage_to_bf16; embedding, norms and head stay fp32) and multiplied
+ * by kern_gemm_bf16w; no sparse copies (auto means off, on is refused). */
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -190,6 +193,7 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     const char *model = NULL, *ppl = NULL, *zs = NULL, *v;
     int S = 256, B = 8, maxw = 0, json = 0, limit = 0;
     model_sparse_mode smode = MODEL_SPARSE_AUTO;
+    model_dtype dtype = MODEL_DTYPE_F32;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
@@ -200,10 +204,12 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--zeroshot"))) zs = v;
         else if ((v = cli_opt(argc, argv, &i, "--limit"))) s = cli_int("--limit", v, 0, 1000000000, &limit);
         else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &smode);
+        else if ((v = cli_opt(argc, argv, &i, "--dtype"))) s = model_dtype_from_string(v, "--dtype", &dtype);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa eval --model STORE.h5 "
                           "--ppl TEXT [--seqlen S] [--batch B] [--max-windows N] "
-                          "[--zeroshot TASKS] [--limit K] [--sparse auto|on|off] [--json])", argv[i]);
+                          "[--zeroshot TASKS] [--limit K] [--sparse auto|on|off] [--dtype fp32|bf16] "
+                          "[--json])", argv[i]);
     }
     if (s == LOSA_OK && !model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
     if (s == LOSA_OK && !ppl && !zs) s = core_err(LOSA_ERR_ARG, "nothing to do: give --ppl TEXT and/or --zeroshot TASKS");
@@ -213,13 +219,18 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
     if (cli_fail(d, "eval", cli_load_model(d, model, &st, &tok))) return 1;
+    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "eval", cli_stage_to_bf16(d, &st))) return 1;
+    if (dtype == MODEL_DTYPE_BF16 && smode == MODEL_SPARSE_AUTO) smode = MODEL_SPARSE_OFF;
+    int dense_bf16 = dtype == MODEL_DTYPE_BF16 && smode == MODEL_SPARSE_OFF;
     /* sparse copies of the maps that pay at B*S rows per forward call */
     model_sparse sp;
     double t_sp = core_time();
-    if (cli_fail(d, "eval", cli_sparse_build(d, model, &st, &sp, smode, B * S, SPARSE_FORMAT_BITMAP)))
+    memset(&sp, 0, sizeof sp);
+    if (!dense_bf16 &&
+        cli_fail(d, "eval", cli_sparse_build(d, model, &st, &sp, smode, B * S, SPARSE_FORMAT_BITMAP)))
         return 1;
     t_sp = core_time() - t_sp;
-    st.sparse = &sp;
+    st.sparse = dense_bf16 ? NULL : &sp;
     double nconv = sp.n_converted, nld = sp.n_loaded;
     dist_sum_doubles(d, &nconv, 1);
     dist_sum_doubles(d, &nld, 1);
@@ -227,6 +238,7 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     nld /= dist_n_replicas(d);
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "sparse", model_sparse_mode_name(smode));
+    cJSON_AddStringToObject(out, "dtype", model_dtype_name(dtype));
     cJSON_AddNumberToObject(out, "sparse_maps", nconv);
     cJSON_AddNumberToObject(out, "sparse_stored", nld);
     cJSON_AddNumberToObject(out, "sparse_build_s", t_sp);

@@ -80,7 +80,8 @@ static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_
 {
     const model_config *c = &s->cfg;
     int64_t V = c->vocab_size, D = c->dim;
-    losa_status r = LOSA_OK;
+    losa_status r = model_stage_require_f32(s, "model store read/write");
+    if (r != LOSA_OK) return r;
     int64_t vd[2] = {V, D}, d1[1] = {D};
     if (s->has_embed || (s->has_head && c->tie_embeddings)) {
         LOSA_CHECK(s->embed != NULL);

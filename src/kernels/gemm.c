@@ -32,6 +32,24 @@
 
 #include "core.h"
 
+/* Thread-local scratch, grown on demand and kept (kern_gemm_bf16w's bf16
+ * copy of A under oneDNN, its fp32 block of B under CBLAS). */
+static _Thread_local struct {
+    void *p;
+    size_t bytes;
+} scratch;
+
+static void *scratch_get(size_t bytes)
+{
+    if (bytes > scratch.bytes) {
+        core_free(scratch.p);
+        scratch.p = core_malloc(bytes, 1);
+        scratch.bytes = bytes;
+    }
+    return scratch.p;
+}
+
+
 #ifdef LOSA_GEMM_ONEDNN
 #if defined(__has_include) && !__has_include(<oneapi/dnnl/dnnl.h>)
 #error "oneDNN's <oneapi/dnnl/dnnl.h> was not found: install libdnnl-dev (Debian), point DNNL_DIR at your site's oneDNN, or build with 'make GEMM=blas'"
@@ -45,6 +63,7 @@ typedef struct {
     int64_t m, n, k, lda, ldb, ldc;
     uint32_t alpha, beta;            /* float bits */
     int ta, tb, nthr;
+    int bf16;                        /* 1: A and B bf16 (kern_gemm_bf16w) */
 } gemm_key;
 
 typedef struct {
@@ -81,19 +100,21 @@ static uint64_t key_hash(const gemm_key *k)
 }
 
 /* A (M,K) as stored: rows of lda (or its transpose); strides in elements. */
-static void md_2d(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int trans, int64_t ld)
+static void md_2d(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int trans, int64_t ld,
+                  dnnl_data_type_t dt)
 {
     dnnl_dims_t dims = {rows, cols};
     dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
-    DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides));
+    DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides));
 }
 
 static void entry_make(gemm_entry *e, const gemm_key *k, float alpha, float beta)
 {
     dnnl_memory_desc_t ma, mb, mc;
-    md_2d(&ma, k->m, k->k, k->ta, k->lda);
-    md_2d(&mb, k->k, k->n, k->tb, k->ldb);
-    md_2d(&mc, k->m, k->n, 0, k->ldc);
+    dnnl_data_type_t dt = k->bf16 ? dnnl_bf16 : dnnl_f32;
+    md_2d(&ma, k->m, k->k, k->ta, k->lda, dt);
+    md_2d(&mb, k->k, k->n, k->tb, k->ldb, dt);
+    md_2d(&mc, k->m, k->n, 0, k->ldc, dnnl_f32);
     dnnl_matmul_desc_t desc;
     DNNL_OK(dnnl_matmul_desc_init(&desc, &ma, &mb, NULL, &mc));
     dnnl_primitive_attr_t attr;
@@ -169,8 +190,8 @@ static gemm_entry *entry_get(const gemm_key *k, float alpha, float beta)
     return e;
 }
 
-static void gemm_onednn(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+static void gemm_onednn(int ta, int tb, int bf16, int64_t M, int64_t N, int64_t K, float alpha,
+                        const void *A, int64_t lda, const void *B, int64_t ldb, float beta,
                         float *C, int64_t ldc)
 {
     gemm_key k;
@@ -179,6 +200,7 @@ static void gemm_onednn(int ta, int tb, int64_t M, int64_t N, int64_t K, float a
     memcpy(&k.alpha, &alpha, 4);
     memcpy(&k.beta, &beta, 4);
     k.ta = ta, k.tb = tb, k.nthr = omp_in_parallel() ? -1 : omp_get_max_threads();
+    k.bf16 = bf16;
     gemm_entry *e = entry_get(&k, alpha, beta);
     DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
     DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
@@ -238,11 +260,70 @@ void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, con
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    gemm_onednn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_onednn(ta, tb, 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
     LOSA_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX && lda <= INT32_MAX &&
                ldb <= INT32_MAX && ldc <= INT32_MAX);
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#endif
+}
+
+int64_t kern_bf16_from_f32(uint16_t *y, const float *x, int64_t n)
+{
+    int64_t lost = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : lost) if (n > KERN_PAR_MIN)
+    for (int64_t e = 0; e < n; e++) {
+        y[e] = kern_bf16_round(x[e]);
+        lost += x[e] != 0.0f && (y[e] & 0x7fff) == 0;
+    }
+    return lost;
+}
+
+void kern_bf16_to_f32(float *y, const uint16_t *x, int64_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
+    for (int64_t e = 0; e < n; e++) y[e] = kern_bf16_value(x[e]);
+}
+
+#ifndef LOSA_GEMM_ONEDNN
+/* CBLAS: B converted to fp32 a block of KERN_BF16_BLOCK output columns at a
+ * time (scratch (nb,K) or (K,nb)), A kept fp32. */
+#define KERN_BF16_BLOCK 256
+static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                            const float *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                            float beta, float *C, int64_t ldc)
+{
+    int64_t nb = N < KERN_BF16_BLOCK ? N : KERN_BF16_BLOCK;
+    float *W = scratch_get(sizeof(float) * (size_t)(nb * K));
+    for (int64_t j0 = 0; j0 < N; j0 += nb) {
+        int64_t n = N - j0 < nb ? N - j0 : nb;
+        int64_t rows = tb ? n : K, cols = tb ? K : n, off = tb ? j0 * ldb : j0;
+#pragma omp parallel for schedule(static) if (rows * cols > KERN_PAR_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) W[r * cols + c] = kern_bf16_value(B[off + r * ldb + c]);
+        kern_gemm(0, tb, M, n, K, alpha, A, lda, W, tb ? K : n, beta, C + j0, ldc);
+    }
+}
+#endif
+
+void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        kern_gemm(0, tb, M, N, 0, alpha, A, lda, NULL, ldb, beta, C, ldc);
+        return;
+    }
+#ifdef LOSA_GEMM_ONEDNN
+    uint16_t *Ab = scratch_get(sizeof(uint16_t) * (size_t)(M * K));
+    /* one parallel loop over all rows (not a region per row) */
+#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
+    gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B, ldb, beta, C, ldc);
+#else
+    gemm_bf16w_blas(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }

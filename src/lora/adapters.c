@@ -88,6 +88,7 @@ static void grad_transient(void *ctx, int l, model_map m);
 losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c)
 {
     memset(ad, 0, sizeof *ad);
+    if (model_stage_require_f32(s, "LoRA adapters") != LOSA_OK) return LOSA_ERR_ARG;
     if (c->r_max < 1 || c->rank < 1 || c->rank > c->r_max)
         return core_err(LOSA_ERR_ARG, "lora: need 1 <= rank (%d) <= r_max (%d)", c->rank,
                         c->r_max);

@@ -31,6 +31,7 @@ size_t model_bwd_bytes(const model_config *c, int has_head, int B, int T)
 losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
 {
     memset(g, 0, sizeof *g);
+    if (model_stage_require_f32(s, "backward (training)") != LOSA_OK) return LOSA_ERR_ARG;
     const model_config *c = &s->cfg;
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t wmax = F > D ? F : D;

@@ -22,6 +22,7 @@
 losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T)
 {
     memset(kv, 0, sizeof *kv);
+    if (model_stage_require_f32(s, "decode (generate)") != LOSA_OK) return LOSA_ERR_ARG;
     const model_config *c = &s->cfg;
     if (max_T < 1 || max_T > c->max_seq_len)
         return core_err(LOSA_ERR_ARG, "kv cache: %d positions (expected 1..max_seq_len %d)",

@@ -228,8 +228,81 @@ void model_stage_free(model_stage *s)
 {
     if (!s) return;
     core_free(s->params);
+    core_free(s->params_bf16);
     core_free(s->layers);
     memset(s, 0, sizeof *s);
+}
+
+losa_status model_stage_require_f32(const model_stage *s, const char *what)
+{
+    if (s->dtype == MODEL_DTYPE_F32) return LOSA_OK;
+    return core_err(LOSA_ERR_ARG, "%s: not available with %s weights yet (only the forward: "
+                    "'losa eval' and 'losa bench forward' take --dtype bf16); use fp32", what,
+                    model_dtype_name(s->dtype));
+}
+
+const char *model_dtype_name(model_dtype t) { return t == MODEL_DTYPE_BF16 ? "bf16" : "fp32"; }
+
+losa_status model_dtype_from_string(const char *v, const char *what, model_dtype *t)
+{
+    if (!strcmp(v, "fp32")) *t = MODEL_DTYPE_F32;
+    else if (!strcmp(v, "bf16")) *t = MODEL_DTYPE_BF16;
+    else return core_err(LOSA_ERR_ARG, "%s: '%s' (expected fp32 or bf16)", what, v);
+    return LOSA_OK;
+}
+
+/* Copy n floats from *src to *dst when src is set; point src at the copy. */
+static void repack(float **dst, float **src, int64_t n)
+{
+    if (!*src) return;
+    memcpy(*dst, *src, sizeof(float) * (size_t)n);
+    *src = *dst;
+    *dst += n;
+}
+
+losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
+{
+    if (n_lost) *n_lost = 0;
+    if (s->dtype == MODEL_DTYPE_BF16) return LOSA_OK;
+    const model_config *c = &s->cfg;
+    int64_t D = c->dim, V = c->vocab_size, nmap = 0, lost = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        nmap += (int64_t)o * i;
+    }
+    nmap *= s->n_layers;
+    uint16_t *b = core_malloc(nmap > 0 ? (size_t)nmap : 1, sizeof(uint16_t));
+    size_t nrest = s->n_params - (size_t)nmap;
+    float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
+    uint16_t *q = b;
+    int tied = s->head == s->embed;
+    repack(&p, &s->embed, s->embed ? V * D : 0);
+    for (int l = 0; l < s->n_layers; l++) {
+        model_layer *ly = &s->layers[l];
+        repack(&p, &ly->attn_norm, D);
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, m, &o, &i);
+            lost += kern_bf16_from_f32(q, ly->w[m], (int64_t)o * i);
+            ly->wb[m] = q;
+            ly->w[m] = NULL;
+            q += (int64_t)o * i;
+        }
+        repack(&p, &ly->ffn_norm, D);
+    }
+    repack(&p, &s->final_norm, s->final_norm ? D : 0);
+    if (tied) s->head = s->embed;
+    else repack(&p, &s->head, s->head ? V * D : 0);
+    LOSA_CHECK((size_t)(p - rest) == nrest && q - b == nmap);
+    core_free(s->params);
+    s->params = rest;
+    s->n_params = nrest;
+    s->params_bf16 = b;
+    s->n_params_bf16 = (size_t)nmap;
+    s->dtype = MODEL_DTYPE_BF16;
+    if (n_lost) *n_lost = lost;
+    return LOSA_OK;
 }
 
 static void fill_normal(float *x, int64_t n, uint64_t seed, float mean, float std)
@@ -381,7 +454,10 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     const model_adapter_map *ad = s->adapter ? s->adapter->map(s->adapter->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (!ad) {
+    if (ly->wb[m]) { /* bf16 stage: forward only (no adapters; sparse copies refused) */
+        LOSA_CHECK(!ad);
+        kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
+    } else if (!ad) {
         /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
         kern_matmul_forward(y, x, ly->w[m], N, i, o);

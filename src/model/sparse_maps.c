@@ -65,6 +65,7 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
                                     model_sparse_source_fn src, void *ctx)
 {
     memset(sp, 0, sizeof *sp);
+    if (model_stage_require_f32(s, "sparse maps (--sparse)") != LOSA_OK) return LOSA_ERR_ARG;
     if ((unsigned)mode > MODEL_SPARSE_OFF)
         return core_err(LOSA_ERR_ARG, "sparse model: bad mode %d", (int)mode);
     sp->mode = mode;
