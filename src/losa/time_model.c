@@ -11,20 +11,13 @@
 /* One stage of the layout: its layers and ends. */
 typedef struct {
     int nl, has_head;
-    double maps_params; /* weights of one layer's maps */
 } stage_shape;
 
 static stage_shape stage_of(const model_config *c, int pp, int s)
 {
     int first[pp], count[pp];
     model_split_layers(c, pp, first, count);
-    stage_shape g = {.nl = count[s], .has_head = s == pp - 1};
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, (model_map)m, &o, &i);
-        g.maps_params += (double)o * i;
-    }
-    return g;
+    return (stage_shape){.nl = count[s], .has_head = s == pp - 1};
 }
 
 static double ceil_div(double a, double b) { return b > 0 ? ceil(a / b) : 0; }
@@ -114,26 +107,23 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
 {
     const lora_train_config *tc = &rs->train.tc;
     double steps = ceil_div(n, (double)tc->B * tc->grad_accum), m = ceil_div(tc->grad_accum, dp);
-    double worst = 0, act = 4.0 * tc->B * tc->T * c->dim, grads = 0;
+    double worst = 0, act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
+    for (int q = 0; q < MODEL_N_MAPS; q++) { /* adapter gradients: r_max (in + out) floats */
+        int o, i;
+        model_map_shape(c, (model_map)q, &o, &i);
+        layer_grads += 4.0 * rs->lora.lc.r_max * (o + i);
+    }
     for (int s = 0; s < pp; s++) {
         stage_shape g = stage_of(c, pp, s);
         double mb = model_train_flops(c, g.nl, g.has_head, tc->B, tc->T, rs->lora.lc.r_max,
                                       rs->lora.lc.dropout > 0, tc->ckpt) /
                     (rt->train_gflops * 1e9);
-        mb += (s < pp - 1 || s > 0) ? msg_s(rt, act) * ((s > 0) + (s < pp - 1)) : 0;
+        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1)); /* the stage's sends */
         busy[s] = steps * m * mb;
         worst = mb > worst ? mb : worst;
-        /* adapter gradients of the stage: r_max (in + out) floats per map */
-        double gs = 0;
-        for (int q = 0; q < MODEL_N_MAPS; q++) {
-            int o, i;
-            model_map_shape(c, (model_map)q, &o, &i);
-            gs += 4.0 * rs->lora.lc.r_max * (o + i);
-        }
-        gs *= g.nl;
-        grads = gs > grads ? gs : grads;
+        most = g.nl > most ? g.nl : most;
     }
-    double ar = allreduce_s(rt, grads, dp);
+    double ar = allreduce_s(rt, most * layer_grads, dp);
     for (int s = 0; s < pp; s++) busy[s] += steps * ar;
     return steps * ((m + pp - 1) * worst + ar);
 }
