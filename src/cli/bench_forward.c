@@ -104,11 +104,9 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     double tps = (double)B * T / best;
     core_log("forward: %.0f tokens/s, %.1f GFLOP/s of matrix work; sgemm 1024^3: %.1f GFLOP/s; "
              "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
-    cJSON *o = bench_rate_json(json, achieved, peak_sq, "forward_gflops", tps, B, T, best);
-    if (o) {
-        cJSON_ReplaceItemInObject(o, "dtype", cJSON_CreateString(model_dtype_name(dtype)));
-        cli_json_emit(d, o);
-    }
+    cJSON *o = bench_rate_json(json, achieved, peak_sq, model_dtype_name(dtype), "forward_gflops",
+                               tps, B, T, best);
+    if (o) cli_json_emit(d, o);
     free(tok);
     model_acts_free(&a);
     model_stage_free(&st);

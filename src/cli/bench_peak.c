@@ -103,14 +103,14 @@ double bench_peak_gflops(int bf16, double seconds)
     return best;
 }
 
-void bench_json_peak(struct cJSON *o, double achieved, double sgemm)
+void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype)
 {
     double f32 = bench_peak_gflops(0, 0.5), bf16 = bench_peak_gflops(1, 0.5);
     core_log("physical peak (%d threads): f32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s; fraction of "
              "the f32 peak %.2f (%s GEMM)\n", kern_gemm_threads_get(), f32, bf16,
              bf16 > 0 ? "" : " (no AVX512-BF16)", f32 > 0 ? achieved / f32 : 0, kern_gemm_engine());
     if (!o) return;
-    cJSON_AddStringToObject(o, "dtype", "fp32");
+    cJSON_AddStringToObject(o, "dtype", dtype);
     cJSON_AddStringToObject(o, "gemm", kern_gemm_engine());
     cJSON_AddNumberToObject(o, "sgemm_gflops", sgemm);
     cJSON_AddNumberToObject(o, "fraction_of_peak", achieved / sgemm);
@@ -122,11 +122,11 @@ void bench_json_peak(struct cJSON *o, double achieved, double sgemm)
     else cJSON_AddNullToObject(o, "fraction_of_physical_peak");
 }
 
-cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *rate_key, double tps,
-                       int B, int T, double seconds)
+cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *dtype,
+                       const char *rate_key, double tps, int B, int T, double seconds)
 {
     cJSON *o = json ? cJSON_CreateObject() : NULL;
-    bench_json_peak(o, achieved, sgemm);
+    bench_json_peak(o, achieved, sgemm, dtype);
     if (o) {
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, rate_key, achieved);

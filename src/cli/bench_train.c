@@ -107,7 +107,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "
              "sgemm 1024^3: %.1f GFLOP/s; fraction of peak %.2f\n", best, tps, achieved,
              flops / 1e9, peak, achieved / peak);
-    cJSON *o = bench_rate_json(json, achieved, peak, "step_gflops", tps, B, T, best);
+    cJSON *o = bench_rate_json(json, achieved, peak, "fp32", "step_gflops", tps, B, T, best);
     if (o) {
         cJSON_AddNumberToObject(o, "dropout", dropout);
         cJSON_AddStringToObject(o, "delta_buffers", bufs);

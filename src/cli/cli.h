@@ -131,12 +131,12 @@ double bench_peak_gflops(int bf16, double seconds);
  * AVX512-BF16), fraction_of_physical_peak (achieved / the peak of dtype);
  * logs them on rank 0. */
 struct cJSON;
-void bench_json_peak(struct cJSON *o, double achieved, double sgemm);
+void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype);
 /* With json: a new object with bench_json_peak's keys and tokens_per_s,
  * rate_key (the achieved GFLOP/s), batch, seqlen, seconds; else NULL (the
  * peaks are still measured and logged). */
-struct cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *rate_key,
-                              double tps, int B, int T, double seconds);
+struct cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *dtype,
+                              const char *rate_key, double tps, int B, int T, double seconds);
 
 /* The minillama shapes the benches use without --model (D 256, F 768, H 8,
  * Hkv 4, V 32000), and such a model with seeded random weights (or the
