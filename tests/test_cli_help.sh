@@ -59,7 +59,10 @@ one() { # name ("eval", "bench sparse"), source file(s), space-separated
 # losa plan's time options are parsed in plan_time.c (plan_time_opt)
 src_of() { [ "$1" = plan ] && echo "src/cli/cmd_plan.c src/cli/plan_time.c" || echo "src/cli/cmd_$1.c"; }
 for c in $CMDS; do one "$c" "$(src_of "$c")"; done
-for b in $BENCHES; do one "bench $b" "src/cli/bench_$b.c"; done
+# bench forward / train share their shape options (bench_shape.c, bench_shape_opt)
+bsrc_of() { case $1 in forward|train) echo "src/cli/bench_$1.c src/cli/bench_shape.c" ;;
+                       *) echo "src/cli/bench_$1.c" ;; esac; }
+for b in $BENCHES; do one "bench $b" "$(bsrc_of "$b")"; done
 n=$(src_flags src/cli/cmd_eval.c | wc -l)
 check "the flag scan finds eval's 10 flags (got $n)" test "$n" = 10
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "sparse.h"
+#include "sparse_check.h"
 #include "test_util.h"
 
 typedef enum { PAT_RANDOM, PAT_ROWS, PAT_NM } pattern;
@@ -48,67 +49,14 @@ static void make_w(float *W, int out, int in, pattern pat, double sp, int n, int
             }
 }
 
-/* Checks Y (N, out) against W (out, in) and X (N, in) in double. */
-static int check_y(const float *Y, const float *W, const float *X, int N, int out, int in,
-                   const char *what)
-{
-    double worst = 0;
-    int bad = 0;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < out; o++) {
-            double ref = 0, abs = 0;
-            for (int64_t i = 0; i < in; i++) {
-                double t = (double)W[o * in + i] * X[n * in + i];
-                ref += t;
-                abs += fabs(t);
-            }
-            double err = fabs(Y[n * out + o] - ref);
-            double tol = 1e-5 * abs + 1e-30;
-            if (err / (abs > 0 ? abs : 1) > worst) worst = err / (abs > 0 ? abs : 1);
-            if (!(err <= tol)) {
-                if (bad < 3)
-                    fprintf(stderr, "  %s: Y[%lld,%lld] = %.9g, ref %.9g (abs-sum %.3g)\n", what,
-                            (long long)n, (long long)o, Y[n * out + o], ref, abs);
-                bad++;
-            }
-        }
-    TEST_CHECK(bad == 0, "%s: %d outputs off (worst rel %.3g)", what, bad, worst);
-    return bad;
-}
-
 static const char *fmt_name(sparse_format f)
 {
     return f == SPARSE_FORMAT_BITMAP ? "bitmap" : f == SPARSE_FORMAT_BITMAP_BF16 ? "bf16" : "csr";
 }
 
-/* The scalar references and every compiled ISA path at every batch size,
- * against the dense Wr. */
-static void check_kernels(const sparse_matrix *s, const float *Wr, const float *X, int out,
-                          int in, const char *what)
-{
-    static const int batches[] = {1, 2, 7, 9, 16, 17, 130};
-    float *Y = malloc(sizeof(float) * 130 * out);
-    char w2[240];
-    snprintf(w2, sizeof w2, "%s ref", what);
-    sparse_matvec_ref(Y, s, X);
-    check_y(Y, Wr, X, 1, out, in, w2);
-    sparse_matmul_ref(Y, s, X, 17);
-    check_y(Y, Wr, X, 17, out, in, w2);
-    for (int isa = 0; isa <= SPARSE_ISA_AVX512; isa++) {
-        if (!sparse_isa_supported((sparse_isa)isa)) continue;
-        sparse_set_isa((sparse_isa)isa);
-        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-            int N = batches[b];
-            snprintf(w2, sizeof w2, "%s %s N=%d", what, sparse_isa_name((sparse_isa)isa), N);
-            for (int64_t i = 0; i < (int64_t)N * out; i++) Y[i] = NAN;
-            if (N == 1) sparse_matvec(Y, s, X);
-            else sparse_matmul(Y, s, X, N);
-            check_y(Y, Wr, X, N, out, in, w2);
-        }
-    }
-    sparse_set_isa(sparse_isa_best());
-    free(Y);
-}
+static const int kBatches[] = {1, 2, 7, 9, 16, 17, 130};
+#define check_kernels(s, W, X, out, in, what) \
+    sparse_check_kernels(s, W, X, out, in, what, kBatches, (int)(sizeof kBatches / sizeof kBatches[0]))
 
 static void run_case(int out, int in, pattern pat, double sp, int n, int m, core_rng *r)
 {
@@ -270,7 +218,7 @@ int main(void)
                 char what[96];
                 snprintf(what, sizeof what, "dense_matvec %dx%d %s", out, in,
                          sparse_isa_name((sparse_isa)isa));
-                check_y(y, W, x, 1, out, in, what);
+                sparse_check_y(y, W, x, 1, out, in, what);
                 free(W); free(x); free(y);
             }
             sparse_set_isa((sparse_isa)prev);

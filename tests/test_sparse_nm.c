@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "sparse.h"
+#include "sparse_check.h"
 #include "test_util.h"
 
 /* W (out, in) 2:4: each group of 4 keeps 0, 1 or 2 non-zeros at random
@@ -35,52 +36,9 @@ static void make_24(float *W, int out, int in, core_rng *r)
     }
 }
 
-/* Y (N, out) against the double loop over W with the bound gamma_in. */
-static void check_y(const float *Y, const float *W, const float *X, int N, int out, int in,
-                    const char *what)
-{
-    double g = test_gamma((double)in, TEST_U32), worst = 0;
-    int bad = 0;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < out; o++) {
-            double ref = 0, abs = 0;
-            for (int64_t i = 0; i < in; i++) {
-                double t = (double)W[o * in + i] * X[n * in + i];
-                ref += t;
-                abs += fabs(t);
-            }
-            double err = fabs(Y[n * out + o] - ref);
-            if (abs > 0 && err / abs > worst) worst = err / abs;
-            bad += !(err <= g * abs);
-        }
-    TEST_CHECK(bad == 0, "%s: %d outputs beyond gamma_%d sum|wx| (worst rel %.3g)", what, bad,
-               in, worst);
-}
-
-static void check_kernels(const sparse_matrix *s, const float *W, const float *X, int out,
-                          int in, const char *what)
-{
-    static const int batches[] = {1, 2, 5, 8, 9, 33};
-    float *Y = malloc(sizeof(float) * 33 * out);
-    char w2[240];
-    snprintf(w2, sizeof w2, "%s ref", what);
-    sparse_matvec_ref(Y, s, X);
-    check_y(Y, W, X, 1, out, in, w2);
-    for (int isa = 0; isa <= SPARSE_ISA_AVX512; isa++) {
-        if (!sparse_isa_supported((sparse_isa)isa)) continue;
-        sparse_set_isa((sparse_isa)isa);
-        for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-            int N = batches[b];
-            snprintf(w2, sizeof w2, "%s %s N=%d", what, sparse_isa_name((sparse_isa)isa), N);
-            for (int64_t i = 0; i < (int64_t)N * out; i++) Y[i] = NAN;
-            if (N == 1) sparse_matvec(Y, s, X);
-            else sparse_matmul(Y, s, X, N);
-            check_y(Y, W, X, N, out, in, w2);
-        }
-    }
-    sparse_set_isa(sparse_isa_best());
-    free(Y);
-}
+static const int kBatches[] = {1, 2, 5, 8, 9, 33};
+#define check_kernels(s, W, X, out, in, what) \
+    sparse_check_kernels(s, W, X, out, in, what, kBatches, (int)(sizeof kBatches / sizeof kBatches[0]))
 
 static void run_case(int out, int in, core_rng *r)
 {

@@ -51,17 +51,13 @@ losa_status bench_model(dist_ctx *d, const char *model, int n_layers, model_stag
 
 int bench_forward(dist_ctx *d, int argc, char **argv)
 {
-    const char *model = NULL, *v;
-    int T_set = 0, B = 8, T = 256, iters = 5, json = 0;
+    const char *v;
+    bench_shape sh = {.B = 8, .T = 256, .iters = 5};
+    int json = 0;
     model_dtype dtype = MODEL_DTYPE_F32;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
-        if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
-        else if ((v = cli_opt(argc, argv, &i, "--batch"))) s = cli_int("--batch", v, 1, 65536, &B);
-        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) {
-            s = cli_int("--seqlen", v, 2, 1048576, &T);
-            T_set = 1;
-        } else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        if (bench_shape_opt(argc, argv, &i, &sh, &s)) continue;
         else if ((v = cli_opt(argc, argv, &i, "--dtype"))) s = model_dtype_from_string(v, "--dtype", &dtype);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
@@ -70,18 +66,16 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         s = core_err(LOSA_ERR_ARG, "bench forward runs on one rank (use bench pipeline for layouts)");
     if (cli_fail(d, "bench forward", s)) return 1;
     model_stage st;
-    if (cli_fail(d, "bench forward", bench_model(d, model, 6, &st))) return 1;
+    if (cli_fail(d, "bench forward", bench_model(d, sh.model, 6, &st))) return 1;
     if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "bench forward", cli_stage_to_bf16(d, &st))) {
         model_stage_free(&st);
         return 1;
     }
-    if (T > st.cfg.max_seq_len && T_set) { /* the default is capped, an explicit T is not */
-        s = core_err(LOSA_ERR_ARG, "--seqlen: %d exceeds the model's max_seq_len %d", T,
-                     st.cfg.max_seq_len);
+    if ((s = bench_shape_fit(&sh, &st.cfg)) != LOSA_OK) {
         model_stage_free(&st);
         return cli_fail(d, "bench forward", s);
     }
-    if (T > st.cfg.max_seq_len) T = st.cfg.max_seq_len;
+    const int B = sh.B, T = sh.T, iters = sh.iters;
     model_acts a;
     if (cli_fail(d, "bench forward", model_acts_build(&a, &st, B, T, 0))) return 1;
     int *tok = malloc(sizeof(int) * B * T);

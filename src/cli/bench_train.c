@@ -19,18 +19,14 @@
 
 int bench_train(dist_ctx *d, int argc, char **argv)
 {
-    const char *model = NULL, *v;
-    int T_set = 0, B = 4, T = 256, iters = 3, json = 0, ckpt = 0;
+    const char *v;
+    bench_shape sh = {.B = 4, .T = 256, .iters = 3};
+    int json = 0, ckpt = 0;
     float dropout = 0.1f;
     lora_buffers buffers = LORA_BUFFERS_AUTO;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
-        if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
-        else if ((v = cli_opt(argc, argv, &i, "--batch"))) s = cli_int("--batch", v, 1, 65536, &B);
-        else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) {
-            s = cli_int("--seqlen", v, 2, 1048576, &T);
-            T_set = 1;
-        } else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        if (bench_shape_opt(argc, argv, &i, &sh, &s)) continue;
         else if ((v = cli_opt(argc, argv, &i, "--dropout"))) {
             double p = 0;
             if ((s = cli_fraction("--dropout", v, &p)) == LOSA_OK) dropout = (float)p;
@@ -46,14 +42,12 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
     }
-    if (s == LOSA_OK && (B < 1 || T < 2 || iters < 1))
-        s = core_err(LOSA_ERR_ARG, "need --batch >= 1, --seqlen >= 2, --iters >= 1");
     if (s == LOSA_OK && dist_size(d) != 1)
         s = core_err(LOSA_ERR_ARG, "bench train runs on one rank");
     if (cli_fail(d, "bench train", s)) return 1;
     model_stage st;
-    if (cli_fail(d, "bench train", bench_model(d, model, 6, &st))) return 1;
-    if (!model) {
+    if (cli_fail(d, "bench train", bench_model(d, sh.model, 6, &st))) return 1;
+    if (!sh.model) {
         for (int l = 0; l < st.n_layers; l++) /* 50% magnitude: |w| < 0.6745 sd */
             for (int m = 0; m < MODEL_N_MAPS; m++) {
                 int o, i;
@@ -62,13 +56,11 @@ int bench_train(dist_ctx *d, int argc, char **argv)
                     if (fabsf(st.layers[l].w[m][e]) < 0.6745f * 0.02f) st.layers[l].w[m][e] = 0;
             }
     }
-    if (T > st.cfg.max_seq_len && T_set) { /* the default is capped, an explicit T is not */
-        s = core_err(LOSA_ERR_ARG, "--seqlen: %d exceeds the model's max_seq_len %d", T,
-                     st.cfg.max_seq_len);
+    if ((s = bench_shape_fit(&sh, &st.cfg)) != LOSA_OK) {
         model_stage_free(&st);
         return cli_fail(d, "bench train", s);
     }
-    if (T > st.cfg.max_seq_len) T = st.cfg.max_seq_len;
+    const int B = sh.B, T = sh.T, iters = sh.iters;
     lora_config lc;
     lora_config_default(&lc);
     lc.dropout = dropout;

@@ -143,6 +143,17 @@ struct cJSON *bench_rate_json(int json, double achieved, double sgemm, const cha
  * store at path model when given). */
 model_config bench_minillama_config(int n_layers);
 losa_status bench_model(dist_ctx *d, const char *model, int n_layers, model_stage *st);
+/* The options bench forward and bench train share: --model, --batch,
+ * --seqlen, --iters (callers preset the defaults).  bench_shape_opt: when
+ * argv[*i] is one of them, parses it (advancing *i), sets *s and returns 1.
+ * bench_shape_fit: an explicit --seqlen beyond the model's max_seq_len is
+ * an error, the default is capped to it. */
+typedef struct {
+    const char *model;
+    int B, T, iters, T_set;
+} bench_shape;
+int bench_shape_opt(int argc, char **argv, int *i, bench_shape *sh, losa_status *s);
+losa_status bench_shape_fit(bench_shape *sh, const model_config *c);
 
 /* Shared by the sparse and decode benches (bench_util.c; rank 0 only). */
 /* Sleep 0.15 s so that the spinning workers of the other thread pool
