@@ -383,11 +383,26 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
 typedef struct {
     double fwd_gflops;     /* forward passes, per rank (bench forward) */
     double train_gflops;   /* training steps, per rank (bench train) */
-    double gemm_gflops;    /* dense GEMM, per rank (SparseGPT) */
+    double gemm_gflops;    /* dense GEMM, per rank */
+    /* The pruners (`losa bench prune --json`; without it: stats and solve at
+     * gemm_gflops, masks at LOSA_DEFAULT_MASK_WPS): */
+    double prune_stats_gflops; /* SparseGPT's X^T X (losa_pruner_flops stats) */
+    double prune_solve_gflops; /* SparseGPT's factorisations, sweep, update */
+    double mask_wps[2];        /* weights scored and selected per second:
+                                * [0] Wanda / magnitude, [1] SparseGPT */
     double net_gbps;       /* point-to-point bandwidth, Gbit/s */
     double net_latency_us; /* per message */
     int64_t eval_tokens;   /* tokens of data.eval (0: no perplexity) */
 } losa_rates;
+
+/* The assumed mask rate without a bench prune JSON (weights per second per
+ * rank; measured 2.1e7 for both methods on a minillama layer, one Zen 4 core). */
+#define LOSA_DEFAULT_MASK_WPS 2e7
+
+/* SparseGPT's FLOPs for one layer of c from `tokens` calibration tokens:
+ * *stats the four inputs' X^T X, *solve the factorisations (Cholesky,
+ * inverse, Cholesky per input) and the OBS sweep with its updates. */
+void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *solve);
 
 #define LOSA_TIME_MAX_STAGES 256
 typedef struct {

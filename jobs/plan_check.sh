@@ -35,7 +35,7 @@ for c in "${CASES[@]}"; do
     IFS='|' read -r name store sets <<<"$c"
     read -ra SETS <<<"$sets"
     # the rates of this node on the case's shapes, one rank with the job's threads
-    read -r tb tT eb eT < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
+    read -r tb tT eb eT cn cS < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
 import configparser, sys
 cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
 cp.read(sys.argv[1])
@@ -44,22 +44,32 @@ a = sys.argv[2:]
 for i in range(0, len(a), 2):
     k, x = a[i + 1].split("=", 1)
     v[k] = x
-print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seqlen"])
+print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seqlen"],
+      v["data.calib_n"], v["data.calib_seqlen"])
 PY
 )
-    "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 3 --json \
-        >"$OUT/$name-forward.json" 2>/dev/null
-    "$LOSA" bench train --model "$store" --batch "$tb" --seqlen "$tT" --iters 3 --json \
-        >"$OUT/$name-train.json" 2>/dev/null
+    # the rates of this node with the threads a rank gets: 2 threads for the
+    # 1-rank layout, 1 for the 2-rank layouts (two ranks share the cores)
+    for thr in 1 2; do
+        export OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr
+        "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 3 --json \
+            >"$OUT/$name-forward-t$thr.json" 2>/dev/null
+        "$LOSA" bench train --model "$store" --batch "$tb" --seqlen "$tT" --iters 3 --json \
+            >"$OUT/$name-train-t$thr.json" 2>/dev/null
+        "$LOSA" bench prune --model "$store" --n "$cn" --seqlen "$cS" --sparsity 0.7 --json \
+            >"$OUT/$name-prune-t$thr.json" 2>/dev/null
+        unset OPENBLAS_NUM_THREADS OMP_NUM_THREADS
+    done
     for lay in "${LAYOUTS[@]}"; do
         read -r pp dp <<<"$lay"
         np=$((pp * dp)); tag=$name-pp$pp-dp$dp; dir=$OUT/$tag
         rm -rf "$dir"
         common=(--set model.store=$store "${SETS[@]}" --set parallel.pp=$pp --set parallel.dp=$dp)
-        "$LOSA" plan input/default.ini "${common[@]}" --bench "$OUT/$name-forward.json" \
-            --bench "$OUT/$name-train.json" --json >"$OUT/$tag-plan.json" 2>/dev/null
         # ranks share the node's cores: one BLAS thread each when there are two
         thr=$((np > 1 ? 1 : 2))
+        "$LOSA" plan input/default.ini "${common[@]}" --bench "$OUT/$name-forward-t$thr.json" \
+            --bench "$OUT/$name-train-t$thr.json" --bench "$OUT/$name-prune-t$thr.json" \
+            --json >"$OUT/$tag-plan.json" 2>/dev/null
         OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr $MPIRUN -np $np "$LOSA" run \
             input/default.ini "${common[@]}" --set output.dir=$dir >"$OUT/$tag.log" 2>&1
     done
@@ -78,11 +88,15 @@ for name in names:
         with h5py.File(os.path.join(out, tag, "run.h5"), "r") as f:
             g = lambda p: float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
             meas = {"prune": g("prune/prune_seconds"), "lora_train": g("lora/train_seconds"),
-                    "total": g("final/elapsed")}
+                    "total": g("final/seconds")}
             if "losa/steps/seconds" in f:
                 s = np.asarray(f["losa/steps/seconds"][()])
                 meas["grams"], meas["losa_prune"], meas["losa_train"] = (
                     float(s[:, 0].sum()), float(s[:, 1].sum()), float(s[:, 2].sum()))
+            # one perplexity pass: the +LoRA model's (lora phase less its training)
+            if "lora/seconds" in f and "losa_eval" in plan.get("step_seconds", {}):
+                meas["eval_pass"] = g("lora/seconds") - g("lora/train_seconds")
+                w = dict(w, eval_pass=plan["step_seconds"]["losa_eval"])
         for k, m in meas.items():
             if m is None or k not in w: continue
             rows.append((tag, k, w[k], m, w[k] / m if m > 0 else float("nan")))

@@ -16,7 +16,8 @@
 #    (m + 1) / m, so the fastest layout has dp = 2, and the deck's layout
 #    pp 2 x batch 8 x accum 1 (m = 1: no overlap at all) is projected more
 #    than 1.5x slower than it: `losa run` warns (rank 0, once) and names
-#    the --set line; with the advised layout it does not warn.
+#    the --set line; with the advised layout it does not warn;
+#  - the pruners' rates from a bench prune JSON (see below).
 set -u
 source "$(dirname "$0")/lib.sh"
 W=$TT/plan_time
@@ -69,6 +70,35 @@ print(f"pp {pp} dp {dp}: lora_train {got:.6g} vs {want:.6g}; dense_eval {got_e:.
 sys.exit(0 if ok and ok_e else 1)
 PY
 done
+
+# the pruners' rates from a `bench prune --json` at the run's own layer shape
+# and calibration tokens (minillama, 16 x 256): doubling every measured time
+# adds exactly one more of them per layer and step, so the LoSA prune step
+# grows by L x (SparseGPT: statistics + hinv + mask + sweep + update;
+# Wanda: mask); on 2 replicas the statistics cover half the windows and the
+# SparseGPT solve and masks are split over the two: L x (stats / 2 + rest / 2).
+bp_json() { # factor -> a bench prune JSON for minillama's layer shape
+    $PY -c 'import json,sys; f=float(sys.argv[1]); print(json.dumps({"wanda_s": 0.7*f, "sparsegpt_s": 1.5*f,
+"forward_s": 0.1, "breakdown": {"wanda": {"stats_s": 0.01*f, "mask_s": 0.7*f}, "sparsegpt": {"stats_s": 0.1*f,
+"hinv_s": 0.2*f, "mask_s": 0.3*f, "sweep_s": 0.4*f, "update_s": 0.5*f}}, "n": 16, "seqlen": 256,
+"dim": 256, "hidden_dim": 768, "n_heads": 8, "n_kv_heads": 4}))' "$1"
+}
+bp_json 1 >"$W/bp1.json"; bp_json 2 >"$W/bp2.json"
+PR=(--set model.store=$MINI --set losa.mode=losa --set losa.steps=2 --set data.calib_n=16
+    --set data.calib_seqlen=256 "${NET[@]}")
+for case in "sparsegpt 1 9.0" "sparsegpt 2 4.5" "wanda 1 4.2"; do
+    read -r meth dp want <<<"$case"
+    a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=$meth --set parallel.pp=1 \
+        --set parallel.dp=$dp --bench "$W/bp1.json" --json 2>/dev/null)
+    b=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=$meth --set parallel.pp=1 \
+        --set parallel.dp=$dp --bench "$W/bp2.json" --json 2>/dev/null)
+    check "plan --bench prune ($meth, dp $dp): a prune step grows by $want s when the pruner's times double" \
+        $PY -c 'import json,sys; a, b = (json.loads(x)["step_seconds"]["losa_prune"] for x in sys.argv[1:3])
+w = float(sys.argv[3]); print(b - a, w); sys.exit(0 if abs((b - a) - w) <= 1e-9 * w else 1)' "$a" "$b" "$want"
+done
+check "plan --bench prune: the assumptions name the measured pruner rates" \
+    grep -q "pruners (--bench)" <<<"$("$LOSA" plan input/default.ini "${PR[@]}" --set parallel.pp=1 \
+        --set parallel.dp=1 --bench "$W/bp1.json" 2>&1)"
 
 # the advisor: 2 ranks, 8 sequences per step
 out=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 \

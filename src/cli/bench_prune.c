@@ -191,6 +191,8 @@ static void bp_report(dist_ctx *d, const bp_args *a, const model_config *c, doub
     cJSON_AddNumberToObject(o, "seqlen", a->S);
     cJSON_AddNumberToObject(o, "dim", c->dim);
     cJSON_AddNumberToObject(o, "hidden_dim", c->hidden_dim);
+    cJSON_AddNumberToObject(o, "n_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "n_kv_heads", c->n_kv_heads);
     cJSON_AddNumberToObject(o, "layer", a->layer);
     cJSON_AddStringToObject(o, "pattern", a->pattern);
     cJSON_AddNumberToObject(o, "sparsity", a->nm_m ? (double)a->nm_n / a->nm_m : a->sparsity);

@@ -120,8 +120,9 @@ static const cli_flag f_plan[] = {
     {"--mem-per-rank", "BYTES", "this machine's physical memory",
      "memory one rank may use (suffixes K, M, G, T: powers of 1024); the plan warns "
      "when a rank's peak exceeds it"},
-    {"--bench", "FILE", "none", "the --json of `losa bench forward` or `bench train` run on the "
-                                "target node: its rates project the time (repeatable, up to 4)"},
+    {"--bench", "FILE", "none", "the --json of `losa bench forward`, `bench train` or `bench "
+                                "prune` run on the target node with one rank's threads: its rates "
+                                "project the time (repeatable, up to 4)"},
     {"--gflops", "G", "sgemm measured now, x0.5 for forward and training",
      "one rate per rank (GFLOP/s) for every kind of work"},
     {"--net-gbps", "G", "100", "point-to-point bandwidth, Gbit/s"},

@@ -1,6 +1,7 @@
 /* losa plan: the time of the run (losa_time_plan) and the layout advisor.
- * Rates: --bench FILE (the --json of `losa bench forward` / `bench train`
- * run on the target node: forward_gflops, step_gflops, sgemm_gflops),
+ * Rates: --bench FILE (the --json of `losa bench forward` / `bench train` /
+ * `bench prune` run on the target node: forward_gflops, step_gflops,
+ * sgemm_gflops; the pruners' statistics, solve and mask rates),
  * --gflops G (one rate for every kind of work), or, with neither, this
  * machine's sgemm measured now with forward and training assumed at
  * PLAN_DEFAULT_EFFICIENCY of it.  Every assumption is printed. */
@@ -55,7 +56,33 @@ static double json_num(const cJSON *j, const char *key)
     return cJSON_IsNumber(x) ? x->valuedouble : 0;
 }
 
-static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, int *got_train)
+/* The pruner rates of a `losa bench prune --json` object (its layer shape
+ * and token count turned into losa_pruner_flops). */
+static void prune_rates(const cJSON *j, losa_rates *rt)
+{
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "breakdown");
+    const cJSON *bw = cJSON_GetObjectItemCaseSensitive(b, "wanda");
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(b, "sparsegpt");
+    model_config c = {.dim = (int)json_num(j, "dim"), .hidden_dim = (int)json_num(j, "hidden_dim"),
+                      .n_heads = (int)json_num(j, "n_heads"),
+                      .n_kv_heads = (int)json_num(j, "n_kv_heads")};
+    double weights = 0, stats, solve;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(&c, (model_map)m, &o, &i);
+        weights += (double)o * i;
+    }
+    losa_pruner_flops(&c, json_num(j, "n") * json_num(j, "seqlen"), &stats, &solve);
+    double st = json_num(bs, "stats_s"),
+           sv = json_num(bs, "hinv_s") + json_num(bs, "sweep_s") + json_num(bs, "update_s");
+    if (st > 0) rt->prune_stats_gflops = stats / st / 1e9;
+    if (sv > 0) rt->prune_solve_gflops = solve / sv / 1e9;
+    if (json_num(bw, "mask_s") > 0) rt->mask_wps[0] = weights / json_num(bw, "mask_s");
+    if (json_num(bs, "mask_s") > 0) rt->mask_wps[1] = weights / json_num(bs, "mask_s");
+}
+
+static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, int *got_train,
+                              int *got_prune)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return core_err(LOSA_ERR_IO, "--bench %s: cannot open", path);
@@ -66,14 +93,17 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     const char *start = strchr(buf, '{');
     cJSON *j = start ? cJSON_Parse(start) : NULL;
     if (!j)
-        return core_err(LOSA_ERR_FORMAT, "--bench %s: not the JSON of `losa bench forward|train "
-                        "--json`", path);
+        return core_err(LOSA_ERR_FORMAT, "--bench %s: not the JSON of `losa bench "
+                        "forward|train|prune --json`", path);
     double fw = json_num(j, "forward_gflops"), tr = json_num(j, "step_gflops"),
            sg = json_num(j, "sgemm_gflops");
+    int pr = json_num(j, "sparsegpt_s") > 0 && json_num(j, "dim") > 0 && json_num(j, "n_heads") > 0;
+    if (pr) prune_rates(j, rt), *got_prune = 1;
     cJSON_Delete(j);
-    if (fw <= 0 && tr <= 0)
-        return core_err(LOSA_ERR_FORMAT, "--bench %s: neither forward_gflops (bench forward) nor "
-                        "step_gflops (bench train) in it", path);
+    if (fw <= 0 && tr <= 0 && !pr)
+        return core_err(LOSA_ERR_FORMAT, "--bench %s: none of forward_gflops (bench forward), "
+                        "step_gflops (bench train), sparsegpt_s with the layer shape (bench "
+                        "prune) in it", path);
     if (fw > 0) rt->fwd_gflops = fw, *got_fwd = 1;
     if (tr > 0) rt->train_gflops = tr, *got_train = 1;
     if (sg > rt->gemm_gflops) rt->gemm_gflops = sg;
@@ -87,9 +117,9 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
     rt->net_gbps = o->net_gbps;
     rt->net_latency_us = o->net_latency_us;
     rt->eval_tokens = eval_tokens;
-    int fw = 0, tr = 0;
+    int fw = 0, tr = 0, pr = 0;
     for (int i = 0; i < o->n_bench; i++) {
-        losa_status s = read_bench(o->bench[i], rt, &fw, &tr);
+        losa_status s = read_bench(o->bench[i], rt, &fw, &tr, &pr);
         if (s != LOSA_OK) return s;
     }
     const char *src = o->n_bench ? "--bench" : "";
@@ -104,11 +134,19 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
     if (!fw) rt->fwd_gflops = eff * base;
     if (!tr) rt->train_gflops = eff * base;
     if (rt->gemm_gflops <= 0) rt->gemm_gflops = base > 0 ? base : rt->fwd_gflops;
+    char prune[160];
+    if (pr)
+        snprintf(prune, sizeof prune, "pruners (--bench): statistics %.1f GF/s, SparseGPT solve "
+                 "%.1f GF/s, masks %.3g (Wanda) / %.3g (SparseGPT) weights/s",
+                 rt->prune_stats_gflops, rt->prune_solve_gflops, rt->mask_wps[0], rt->mask_wps[1]);
+    else
+        snprintf(prune, sizeof prune, "pruners at the dense GEMM rate, masks %.3g weights/s "
+                 "(assumed; pass a `bench prune --json`)", LOSA_DEFAULT_MASK_WPS);
     snprintf(why, n, "%sforward %.1f GF/s (%s), training %.1f GF/s (%s), dense GEMM %.1f GF/s per "
-             "rank; network %.1f Gbit/s, %.1f us per message; eval %lld tokens",
+             "rank; %s; network %.1f Gbit/s, %.1f us per message; eval %lld tokens",
              measured, rt->fwd_gflops, fw ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
              rt->train_gflops, tr ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
-             rt->gemm_gflops, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
+             rt->gemm_gflops, prune, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
     return LOSA_OK;
 }
 

@@ -64,18 +64,17 @@ static double eval_pass(const run_settings *rs, const model_config *c, int pp, i
 }
 
 /* A calibration pass of nw windows per replica through every stage in turn
- * (passes forward passes per layer, no head) plus per-layer work `extra`
- * FLOPs at the GEMM rate: stages run one after the other. */
+ * (passes forward passes per layer, no head) plus per-layer work of
+ * `extra_s` seconds: stages run one after the other. */
 static double calib_pass(const run_settings *rs, const model_config *c, int pp, double nw,
-                         double passes, double extra_per_layer, const losa_rates *rt,
-                         double *busy)
+                         double passes, double extra_s, const losa_rates *rt, double *busy)
 {
     double wall = 0, S = rs->data.calib_seqlen;
     for (int s = 0; s < pp; s++) {
         stage_shape g = stage_of(c, pp, s);
         double b = passes * model_forward_flops(c, g.nl, 0, (int64_t)nw, (int64_t)S) /
                        (rt->fwd_gflops * 1e9) +
-                   g.nl * extra_per_layer / (rt->gemm_gflops * 1e9);
+                   g.nl * extra_s;
         if (s < pp - 1) b += msg_s(rt, 4.0 * nw * S * c->dim);
         busy[s] = b;
         wall += b;
@@ -83,19 +82,39 @@ static double calib_pass(const run_settings *rs, const model_config *c, int pp, 
     return wall;
 }
 
-/* The pruner's own FLOPs per layer on one replica: SparseGPT's Hessians over
- * the replica's tokens, the factorisations and the OBS sweep split over
- * the dp replicas (ScaLAPACK); Wanda / magnitude: none worth counting. */
-static double pruner_flops(const run_settings *rs, const model_config *c, int dp, double nw)
+void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *solve)
 {
-    if (rs->prune.pc.method != PRUNE_METHOD_SPARSEGPT) return 0;
-    double D = c->dim, F = c->hidden_dim, tok = nw * rs->data.calib_seqlen, sweep = 0;
+    double D = c->dim, F = c->hidden_dim, sweep = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, (model_map)m, &o, &i);
         sweep += 2.0 * o * (double)i * i;
     }
-    return 2 * tok * (3 * D * D + F * F) + ((4.0 / 3.0) * (3 * D * D * D + F * F * F) + sweep) / dp;
+    *stats = 2 * tokens * (3 * D * D + F * F);
+    *solve = (4.0 / 3.0) * (3 * D * D * D + F * F * F) + sweep;
+}
+
+/* The pruner's own seconds per layer on one replica of dp: statistics over
+ * the replica's nw windows; SparseGPT's solve and masks split over the
+ * replicas (ScaLAPACK, row split); Wanda's / magnitude's masks on every
+ * replica. */
+static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
+                       const losa_rates *rt)
+{
+    double weights = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, (model_map)m, &o, &i);
+        weights += (double)o * i;
+    }
+    int sgpt = rs->prune.pc.method == PRUNE_METHOD_SPARSEGPT;
+    double mask = weights / (rt->mask_wps[sgpt] > 0 ? rt->mask_wps[sgpt] : LOSA_DEFAULT_MASK_WPS);
+    if (!sgpt) return mask;
+    double stats, solve;
+    losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &solve);
+    double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
+           gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops;
+    return stats / (gs * 1e9) + (solve / (gv * 1e9) + mask) / dp;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
@@ -151,7 +170,7 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
     t->wall[LOSA_PHASE_LOSA_EVAL] = losa_evals * w;
     add(t->busy[LOSA_PHASE_LOSA_EVAL], busy, pp, losa_evals);
     if (mode != LOSA_MODE_LOSA) { /* one-shot: dense, statistics and output passes */
-        w = calib_pass(rs, c, pp, Nm, 3, pruner_flops(rs, c, dp, Nm), rt, busy);
+        w = calib_pass(rs, c, pp, Nm, 3, pruner_s(rs, c, dp, Nm, rt), rt, busy);
         t->wall[LOSA_PHASE_PRUNE] = w;
         add(t->busy[LOSA_PHASE_PRUNE], busy, pp, 1);
     }
@@ -165,12 +184,14 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
         add(t->busy[LOSA_PHASE_DENSE_REF], busy, pp, 1);
         /* Grams: losa.rmi_n windows on every replica, an n x n product per layer */
         double n = rs->losa.rmi_n;
-        w = calib_pass(rs, c, pp, n, 1, 2 * n * n * rs->data.calib_seqlen * c->dim, rt, busy) +
+        w = calib_pass(rs, c, pp, n, 1,
+                       2 * n * n * rs->data.calib_seqlen * c->dim / (rt->gemm_gflops * 1e9), rt,
+                       busy) +
             allreduce_s(rt, 8.0 * (c->n_layers + 1) * n * n, pp * dp);
         t->wall[LOSA_PHASE_GRAMS] = T * w;
         t->step[LOSA_PHASE_GRAMS] = w;
         add(t->busy[LOSA_PHASE_GRAMS], busy, pp, T);
-        w = calib_pass(rs, c, pp, Nm, 2, pruner_flops(rs, c, dp, Nm), rt, busy);
+        w = calib_pass(rs, c, pp, Nm, 2, pruner_s(rs, c, dp, Nm, rt), rt, busy);
         t->wall[LOSA_PHASE_LOSA_PRUNE] = T * w;
         t->step[LOSA_PHASE_LOSA_PRUNE] = w;
         add(t->busy[LOSA_PHASE_LOSA_PRUNE], busy, pp, T);
