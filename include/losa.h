@@ -356,6 +356,9 @@ typedef struct {
     size_t prune, train, eval;    /* what a LoSA step's pruning, training (with the
                                      attached scratch), perplexity add */
     size_t phase[LOSA_N_PHASES];  /* resident bytes in each phase (0: not in this mode) */
+    size_t touched[LOSA_N_PHASES]; /* bytes one run of the phase allocates afresh (a
+                                      pass, a step): the first touch of new pages costs
+                                      time (losa_rates.touch_gbs) */
     size_t peak;                  /* the largest phase */
     losa_phase peak_phase;
 } losa_memory;
@@ -390,6 +393,8 @@ typedef struct {
     double prune_solve_gflops; /* SparseGPT's factorisations, sweep, update */
     double mask_wps[2];        /* weights scored and selected per second:
                                 * [0] Wanda / magnitude, [1] SparseGPT */
+    double touch_gbs;      /* first touch of fresh memory, GB/s per rank (bench
+                            * forward first_touch_gbs; 0: not counted) */
     double net_gbps;       /* point-to-point bandwidth, Gbit/s */
     double net_latency_us; /* per message */
     int64_t eval_tokens;   /* tokens of data.eval (0: no perplexity) */

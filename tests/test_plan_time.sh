@@ -17,7 +17,8 @@
 #    pp 2 x batch 8 x accum 1 (m = 1: no overlap at all) is projected more
 #    than 1.5x slower than it: `losa run` warns (rank 0, once) and names
 #    the --set line; with the advised layout it does not warn;
-#  - the pruners' rates from a bench prune JSON (see below).
+#  - the first touch of each pass's fresh buffers (--touch-gbs) and the
+#    pruners' rates from a bench prune JSON (see below).
 set -u
 source "$(dirname "$0")/lib.sh"
 W=$TT/plan_time
@@ -25,7 +26,7 @@ rm -rf "$W"; mkdir -p "$W"
 PY=/usr/bin/python3
 MINI=$(store minillama)
 S260=$(store stories260K)
-NET=(--gflops 10 --net-gbps 1e6 --net-latency-us 0 --eval-tokens 25600)
+NET=(--gflops 10 --net-gbps 1e6 --net-latency-us 0 --eval-tokens 25600 --touch-gbs 0)
 BASE=(--set model.store=$MINI --set losa.mode=lora --set losa.steps=2 --set losa.samples_per_step=16
       --set losa.last_step_samples=48 --set train.batch=2 --set train.grad_accum=4
       --set train.seqlen=128 --set eval.seqlen=256 --set eval.batch=4)
@@ -70,6 +71,18 @@ print(f"pp {pp} dp {dp}: lora_train {got:.6g} vs {want:.6g}; dense_eval {got_e:.
 sys.exit(0 if ok and ok_e else 1)
 PY
 done
+
+# fresh memory: every perplexity pass allocates its activations
+# (eval_activation_bytes) afresh: at --touch-gbs 1 the 3 passes of mode
+# lora take 3 x bytes / 1e9 s more than at 0 (not counted)
+t0=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=1 --set parallel.dp=1 "${NET[@]}" --json 2>/dev/null)
+t1=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=1 --set parallel.dp=1 "${NET[@]}" \
+     --touch-gbs 1 --json 2>/dev/null)
+check "plan --touch-gbs 1: each perplexity pass pays eval_activation_bytes / 1 GB/s" \
+    $PY -c 'import json,sys; a, b = (json.loads(x) for x in sys.argv[1:3])
+d = b["wall_seconds"]["dense_eval"] - a["wall_seconds"]["dense_eval"]
+w = 3 * b["ranks"][0]["eval_activation_bytes"] / 1e9; print(d, w)
+sys.exit(0 if w > 0 and abs(d - w) <= 1e-9 * w else 1)' "$t0" "$t1"
 
 # the pruners' rates from a `bench prune --json` at the run's own layer shape
 # and calibration tokens (minillama, 16 x 256): doubling every measured time

@@ -100,7 +100,10 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
              "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
     cJSON *o = bench_rate_json(json, achieved, peak_sq, model_dtype_name(dtype), "forward_gflops",
                                tps, B, T, best);
-    if (o) cli_json_emit(d, o);
+    if (o) {
+        cJSON_AddNumberToObject(o, "first_touch_gbs", bench_first_touch_gbs(3));
+        cli_json_emit(d, o);
+    }
     free(tok);
     model_acts_free(&a);
     model_stage_free(&st);

@@ -143,3 +143,18 @@ void bench_fill_normal(float *x, int64_t n, float std, uint64_t seed)
         for (int64_t i = b * ch; i < e; i++) x[i] = std * core_rng_normal(&r);
     }
 }
+
+double bench_first_touch_gbs(int reps)
+{
+    size_t bytes = (size_t)256 << 20;
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = core_time();
+        float *p = core_calloc(bytes / sizeof(float), sizeof(float)); /* fresh pages, zeroed */
+        double t = core_time() - t0;
+        flush_sink = p[bytes / sizeof(float) / 2];
+        core_free(p);
+        if (t < best) best = t;
+    }
+    return (double)bytes / best / 1e9;
+}

@@ -169,6 +169,9 @@ double bench_median(double *x, int n);
  * of 256 MB) bandwidth in GB/s, best of reps, all OpenMP threads. */
 double bench_triad_gbs(int reps);
 double bench_read_gbs(int reps);
+/* GB/s of core_calloc on 256 MB of fresh pages (the page faults and the
+ * zeroing a run pays for every buffer it allocates), best of reps. */
+double bench_first_touch_gbs(int reps);
 /* Magnitude pruning in place of W (n values): zero |w| at or below the
  * sp-quantile estimated from 2^20 samples drawn with r (so pruning a pruned
  * matrix at a higher sparsity equals pruning the original), or with nm the

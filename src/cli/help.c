@@ -125,6 +125,9 @@ static const cli_flag f_plan[] = {
                                 "project the time (repeatable, up to 4)"},
     {"--gflops", "G", "sgemm measured now, x0.5 for forward and training",
      "one rate per rank (GFLOP/s) for every kind of work"},
+    {"--touch-gbs", "G", "a bench forward JSON's first_touch_gbs, else 4",
+     "GB/s at which a rank touches freshly allocated memory (each pass or step allocates its "
+     "buffers); 0: not counted"},
     {"--net-gbps", "G", "100", "point-to-point bandwidth, Gbit/s"},
     {"--net-latency-us", "U", "2", "latency per message, microseconds"},
     {"--eval-tokens", "N", "data.eval tokenized with model.store's tokenizer",
@@ -170,7 +173,7 @@ static const cli_help helps[] = {
     {"synth", "synth --config CONFIG.json --layers K --out STORE.h5 [options]",
      "synthetic store with real layer shapes", f_synth},
     {"plan", "plan DECK.ini [--set section.key=value ...] [--ranks N] [--mem-per-rank BYTES] "
-             "[--bench FILE] [--gflops G] [--net-gbps G] [--net-latency-us U] [--json]",
+             "[--bench FILE] [--gflops G] [--touch-gbs G] [--net-gbps G] [--net-latency-us U] [--json]",
      "memory, FLOP, communication and time plan for a deck, and the fastest layout", f_plan},
     {"sparsify", "sparsify STORE.h5|RUN_DIR [--format F] [--all] [--json]",
      "keep sparse copies of the pruned maps in the store", f_sparsify},

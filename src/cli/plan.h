@@ -14,7 +14,11 @@ typedef struct {
     double gflops;                     /* --gflops (0: not given) */
     double net_gbps, net_latency_us;   /* --net-gbps, --net-latency-us */
     int64_t eval_tokens;               /* --eval-tokens (-1: count data.eval) */
+    double touch_gbs; /* --touch-gbs (< 0: from --bench, else PLAN_DEFAULT_TOUCH_GBS) */
 } plan_time_opts;
+/* First touch of fresh memory assumed without --touch-gbs or a bench
+ * forward JSON (GB/s per rank; 4.5 measured on a Zen 4 VM, 2 cores). */
+#define PLAN_DEFAULT_TOUCH_GBS 4.0
 
 void plan_time_opts_default(plan_time_opts *o);
 /* argv[*i] one of the time options: parsed (*taken = 1), else *taken = 0. */

@@ -27,6 +27,8 @@ losa_status plan_time_opt(plan_time_opts *o, int argc, char **argv, int *i, int 
         o->bench[o->n_bench++] = v;
     } else if ((v = cli_opt(argc, argv, i, "--gflops"))) {
         s = cli_double("--gflops", v, 1e-3, 1e9, &o->gflops);
+    } else if ((v = cli_opt(argc, argv, i, "--touch-gbs"))) {
+        s = cli_double("--touch-gbs", v, 0, 1e6, &o->touch_gbs);
     } else if ((v = cli_opt(argc, argv, i, "--net-gbps"))) {
         s = cli_double("--net-gbps", v, 1e-3, 1e6, &o->net_gbps);
     } else if ((v = cli_opt(argc, argv, i, "--net-latency-us"))) {
@@ -47,6 +49,7 @@ void plan_time_opts_default(plan_time_opts *o)
     o->net_gbps = 100;
     o->net_latency_us = 2;
     o->eval_tokens = -1;
+    o->touch_gbs = -1;
 }
 
 /* A number of a bench JSON, or 0. */
@@ -96,7 +99,8 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
         return core_err(LOSA_ERR_FORMAT, "--bench %s: not the JSON of `losa bench "
                         "forward|train|prune --json`", path);
     double fw = json_num(j, "forward_gflops"), tr = json_num(j, "step_gflops"),
-           sg = json_num(j, "sgemm_gflops");
+           sg = json_num(j, "sgemm_gflops"), ft = json_num(j, "first_touch_gbs");
+    if (ft > 0) rt->touch_gbs = ft;
     int pr = json_num(j, "sparsegpt_s") > 0 && json_num(j, "dim") > 0 && json_num(j, "n_heads") > 0;
     if (pr) prune_rates(j, rt), *got_prune = 1;
     cJSON_Delete(j);
@@ -130,6 +134,9 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
         snprintf(measured, sizeof measured, "sgemm 1024^3 measured now on this machine: %.1f GF/s; ",
                  base);
     }
+    const char *touch = rt->touch_gbs > 0 ? "--bench" : "assumed";
+    if (o->touch_gbs >= 0) rt->touch_gbs = o->touch_gbs, touch = "--touch-gbs";
+    else if (rt->touch_gbs <= 0) rt->touch_gbs = PLAN_DEFAULT_TOUCH_GBS;
     double eff = o->gflops > 0 ? 1 : PLAN_DEFAULT_EFFICIENCY;
     if (!fw) rt->fwd_gflops = eff * base;
     if (!tr) rt->train_gflops = eff * base;
@@ -143,10 +150,12 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
         snprintf(prune, sizeof prune, "pruners at the dense GEMM rate, masks %.3g weights/s "
                  "(assumed; pass a `bench prune --json`)", LOSA_DEFAULT_MASK_WPS);
     snprintf(why, n, "%sforward %.1f GF/s (%s), training %.1f GF/s (%s), dense GEMM %.1f GF/s per "
-             "rank; %s; network %.1f Gbit/s, %.1f us per message; eval %lld tokens",
+             "rank; %s; fresh memory %.2f GB/s (%s); network %.1f Gbit/s, %.1f us per message; "
+             "eval %lld tokens",
              measured, rt->fwd_gflops, fw ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
              rt->train_gflops, tr ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
-             rt->gemm_gflops, prune, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
+             rt->gemm_gflops, prune, rt->touch_gbs,
+             touch, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
     return LOSA_OK;
 }
 

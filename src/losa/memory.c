@@ -87,6 +87,15 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
         if (ppl) ph[LOSA_PHASE_LOSA_EVAL] = loop + a.eval;
     }
     ph[LOSA_PHASE_WRITE] = base + a.write;
+    size_t *tb = m->touched;
+    tb[LOSA_PHASE_DENSE_EVAL] = tb[LOSA_PHASE_LOSA_EVAL] = a.eval;
+    tb[LOSA_PHASE_PRUNE] = a.prune1;
+    tb[LOSA_PHASE_LORA_TRAIN] = tb[LOSA_PHASE_LOSA_TRAIN] = m->train;
+    tb[LOSA_PHASE_DENSE_REF] = m->dense_ref + a.dense_pass;
+    tb[LOSA_PHASE_GRAMS] = a.grams_pass;
+    tb[LOSA_PHASE_LOSA_PRUNE] = a.prune;
+    for (int p = 0; p < LOSA_N_PHASES; p++)
+        if (!ph[p]) tb[p] = 0;
     for (int p = 0; p < LOSA_N_PHASES; p++)
         if (ph[p] > m->peak) {
             m->peak = ph[p];

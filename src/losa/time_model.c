@@ -152,6 +152,20 @@ static void add(double *acc, const double *x, int n, double times)
     for (int i = 0; i < n; i++) acc[i] += times * x[i];
 }
 
+/* The first touch of the memory one run of phase q allocates: per stage
+ * into busy (times runs), the slowest stage's into the wall (the stages
+ * allocate at the phase's start, side by side). */
+static void touch_phase(losa_time *t, losa_phase q, const double *touch_s, int pp, double runs)
+{
+    double worst = 0;
+    for (int s = 0; s < pp; s++) {
+        t->busy[q][s] += runs * touch_s[s * LOSA_N_PHASES + q];
+        if (touch_s[s * LOSA_N_PHASES + q] > worst) worst = touch_s[s * LOSA_N_PHASES + q];
+    }
+    t->wall[q] += runs * worst;
+    if (t->step[q] > 0) t->step[q] += worst;
+}
+
 void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int dp,
                     const losa_rates *rt, losa_time *t)
 {
@@ -200,6 +214,22 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
         t->step[LOSA_PHASE_LOSA_TRAIN] = w / T;
         add(t->busy[LOSA_PHASE_LOSA_TRAIN], busy, pp, 1);
         t->step[LOSA_PHASE_LOSA_EVAL] = losa_evals > 0 ? t->wall[LOSA_PHASE_LOSA_EVAL] / losa_evals : 0;
+    }
+    if (rt->touch_gbs > 0) { /* fresh pages per run of a phase (losa_memory touched) */
+        double touch_s[pp * LOSA_N_PHASES];
+        for (int s = 0; s < pp; s++) {
+            losa_memory m;
+            losa_memory_plan(rs, c, pp, dp, s, 0, &m);
+            for (int q = 0; q < LOSA_N_PHASES; q++)
+                touch_s[s * LOSA_N_PHASES + q] = (double)m.touched[q] / (rt->touch_gbs * 1e9);
+        }
+        double runs[LOSA_N_PHASES] = {
+            [LOSA_PHASE_DENSE_EVAL] = t->wall[LOSA_PHASE_DENSE_EVAL] > 0 ? evals : 0,
+            [LOSA_PHASE_PRUNE] = 1, [LOSA_PHASE_LORA_TRAIN] = 1, [LOSA_PHASE_DENSE_REF] = 1,
+            [LOSA_PHASE_GRAMS] = T, [LOSA_PHASE_LOSA_PRUNE] = T, [LOSA_PHASE_LOSA_TRAIN] = T,
+            [LOSA_PHASE_LOSA_EVAL] = t->wall[LOSA_PHASE_LOSA_EVAL] > 0 ? losa_evals : 0};
+        for (int q = 0; q < LOSA_N_PHASES; q++)
+            if (t->wall[q] > 0 && runs[q] > 0) touch_phase(t, (losa_phase)q, touch_s, pp, runs[q]);
     }
     for (int q = 0; q < LOSA_N_PHASES; q++) t->total += t->wall[q];
 }
