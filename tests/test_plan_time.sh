@@ -16,7 +16,8 @@
 #    (m + 1) / m, so the fastest layout has dp = 2, and the deck's layout
 #    pp 2 x batch 8 x accum 1 (m = 1: no overlap at all) is projected more
 #    than 1.5x slower than it: `losa run` warns (rank 0, once) and names
-#    the --set line; with the advised layout it does not warn;
+#    the --set line; with the advised --set line it does not warn, and
+#    it trains the same losses as 1 rank (within the data-parallel 1e-4);
 #  - the first touch of each pass's fresh buffers (--touch-gbs) and the
 #    pruners' rates from a bench prune JSON (see below).
 set -u
@@ -125,13 +126,29 @@ check "plan text: the layouts table and the advice's --set line" \
     grep -q -- "advice: --set parallel.pp=1 --set parallel.dp=2" <<<"$txt"
 
 # losa run warns about the slow layout (a short run on stories260K)
-RUN=(--set model.store=$S260 --set losa.mode=lora --set losa.steps=2 --set losa.samples_per_step=4
-     --set losa.last_step_samples=4 --set eval.max_windows=2 --set data.calib_n=4 --set losa.rmi_n=4)
+RUN=(--set model.store=$S260 --set losa.mode=lora --set losa.steps=2 --set losa.samples_per_step=16
+     --set losa.last_step_samples=16 --set eval.max_windows=2 --set data.calib_n=4 --set losa.rmi_n=4)
 $MPIRUN -np 2 "$LOSA" run input/default.ini "${RUN[@]}" --set parallel.pp=2 --set parallel.dp=1 \
     --set train.batch=8 --set train.grad_accum=1 --set output.dir=$W/slow >"$W/slow.log" 2>&1
 check "losa run, pp 2 x batch 8 x accum 1: warns once with the faster layout's --set line" \
     test "$(grep -c "warning: layout pp 2 x dp 1.*--set parallel.pp=1 --set parallel.dp=2" "$W/slow.log")" = 1
-$MPIRUN -np 2 "$LOSA" run input/default.ini "${RUN[@]}" --set parallel.pp=1 --set parallel.dp=2 \
+# the advised --set line, as the warning prints it, runs without a warning
+read -ra ADV <<<"$(grep -o -- '--set parallel.pp=[^(]*' "$W/slow.log" | head -1)"
+check "losa run warning: an advice line of four --set" test "${#ADV[@]}" = 8
+$MPIRUN -np 2 "$LOSA" run input/default.ini "${RUN[@]}" "${ADV[@]}" \
     --set output.dir=$W/fast >"$W/fast.log" 2>&1
 check "losa run, the advised layout: no warning" bash -c "! grep -q 'warning: layout' '$W/fast.log'"
+# ... and trains the same optimizer steps as the deck's layout on 1 rank
+# (batch 8 x accum 1): the loss is a token mean over the step, so only the
+# summation order differs (data-parallel sums, other GEMM shapes): per step
+# within 1e-4 relative, the data-parallel tolerance of test_layouts.
+"$LOSA" run input/default.ini "${RUN[@]}" --set parallel.pp=1 --set parallel.dp=1 \
+    --set train.batch=8 --set train.grad_accum=1 --set output.dir=$W/one >"$W/one.log" 2>&1
+for lay in slow fast; do
+    check "losa run, layout $lay: the +LoRA losses of 1 rank (batch 8 x 1) within 1e-4" \
+        $PY -c 'import h5py, numpy as np, sys
+a, b = (np.asarray(h5py.File(f, "r")["lora/loss"][()], dtype=float).ravel() for f in sys.argv[1:3])
+r = np.abs(a - b) / np.abs(b); print(a, b, r.max())
+sys.exit(0 if a.size == b.size and a.size > 0 and r.max() <= 1e-4 else 1)' "$W/$lay/run.h5" "$W/one/run.h5"
+done
 finish
