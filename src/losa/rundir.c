@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -272,18 +273,28 @@ static losa_status write_scalar(io_store *io, const char *name, double v)
     return io_store_write_doubles(io, name, &v, 1, one);
 }
 
+/* The scalars of a losa_result as /<group>/<key> in run.h5 (write and read
+ * the same list). */
+static const struct {
+    const char *key;
+    size_t off;
+} result_scalars[] = {
+    {"ppl", offsetof(losa_result, ppl)},
+    {"sparsity", offsetof(losa_result, sparsity)},
+    {"seconds", offsetof(losa_result, seconds)},
+    {"train_seconds", offsetof(losa_result, train_seconds)},
+    {"prune_seconds", offsetof(losa_result, prune_seconds)},
+};
+#define N_RESULT_SCALARS (sizeof result_scalars / sizeof result_scalars[0])
+
 static losa_status write_result(io_store *io, const char *grp, const losa_result *x)
 {
     char n[128];
     losa_status s = LOSA_OK;
-#define W(key, val) \
-    if (s == LOSA_OK) { snprintf(n, sizeof n, "/%s/%s", grp, key); s = write_scalar(io, n, val); }
-    W("ppl", x->ppl);
-    W("sparsity", x->sparsity);
-    W("seconds", x->seconds);
-    W("train_seconds", x->train_seconds);
-    W("prune_seconds", x->prune_seconds);
-#undef W
+    for (size_t k = 0; k < N_RESULT_SCALARS && s == LOSA_OK; k++) {
+        snprintf(n, sizeof n, "/%s/%s", grp, result_scalars[k].key);
+        s = write_scalar(io, n, *(const double *)((const char *)x + result_scalars[k].off));
+    }
     if (s == LOSA_OK && x->n_loss > 0) {
         int64_t sh[1] = {x->n_loss};
         snprintf(n, sizeof n, "/%s/loss", grp);
@@ -297,14 +308,10 @@ static losa_status read_result(io_store *io, const char *grp, losa_result *x)
     char n[128];
     int64_t one[1] = {1};
     losa_status s = LOSA_OK;
-#define R(key, dst) \
-    if (s == LOSA_OK) { snprintf(n, sizeof n, "/%s/%s", grp, key); s = io_store_read_doubles(io, n, &dst, 1, one); }
-    R("ppl", x->ppl);
-    R("sparsity", x->sparsity);
-    R("seconds", x->seconds);
-    R("train_seconds", x->train_seconds);
-    R("prune_seconds", x->prune_seconds);
-#undef R
+    for (size_t k = 0; k < N_RESULT_SCALARS && s == LOSA_OK; k++) {
+        snprintf(n, sizeof n, "/%s/%s", grp, result_scalars[k].key);
+        s = io_store_read_doubles(io, n, (double *)((char *)x + result_scalars[k].off), 1, one);
+    }
     snprintf(n, sizeof n, "/%s/loss", grp);
     if (s == LOSA_OK && io_store_has(io, n)) {
         int nd;
