@@ -84,8 +84,12 @@ void io_layer_name(char *buf, size_t n, int layer, const char *what);
 
 /* Whole stage: reads exactly the tensors the stage owns.  An fp32 stage
  * reads a store of either dtype (bf16 widened exactly); the maps of a bf16
- * stage (model_stage.dtype) read bf16 datasets only. */
+ * stage (model_stage_build_dtype) take bf16 datasets as they are (no fp32
+ * detour) and round fp32 ones to nearest even (kern_bf16_from_f32):
+ * *n_lost = non-zero weights that became zero (io_store_read_stage logs a
+ * warning when there are any).  Not collective. */
 losa_status io_store_read_stage(io_store *st, model_stage *s);
+losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost);
 /* Writes the stage's tensors (a full model is a single stage): the maps in
  * the stage's dtype, the rest fp32; sets the root dtype attribute. */
 losa_status io_store_write_stage(io_store *st, const model_stage *s);

@@ -3,6 +3,7 @@
  * tokenizer. */
 #include "io_h5.h"
 #include "io_internal.h"
+#include "kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -119,9 +120,9 @@ typedef struct {
 } io_stage_tensor;
 
 /* Visit every tensor the stage owns. */
-typedef losa_status (*io_tensor_fn)(io_store *st, const io_stage_tensor *t);
+typedef losa_status (*io_tensor_fn)(io_store *st, const io_stage_tensor *t, void *ctx);
 
-static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_fn fn)
+static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_fn fn, void *ctx)
 {
     const model_config *c = &s->cfg;
     int64_t V = c->vocab_size, D = c->dim;
@@ -129,63 +130,82 @@ static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_
     int64_t vd[2] = {V, D}, d1[1] = {D};
     if (s->has_embed || (s->has_head && c->tie_embeddings)) {
         LOSA_CHECK(s->embed != NULL);
-        r = fn(st, &(io_stage_tensor){"/embed", s->embed, NULL, 2, vd});
+        r = fn(st, &(io_stage_tensor){"/embed", s->embed, NULL, 2, vd}, ctx);
     }
     char name[256];
     for (int l = 0; r == LOSA_OK && l < s->n_layers; l++) {
         const model_layer *ly = &s->layers[l];
         int g = s->layer0 + l;
         io_layer_name(name, sizeof name, g, "attn_norm");
-        r = fn(st, &(io_stage_tensor){name, ly->attn_norm, NULL, 1, d1});
+        r = fn(st, &(io_stage_tensor){name, ly->attn_norm, NULL, 1, d1}, ctx);
         for (int m = 0; r == LOSA_OK && m < MODEL_N_MAPS; m++) {
             int o, i;
             model_map_shape(c, (model_map)m, &o, &i);
             int64_t sh[2] = {o, i};
             io_layer_name(name, sizeof name, g, model_map_name((model_map)m));
             LOSA_CHECK((ly->w[m] != NULL) != (ly->wb[m] != NULL));
-            r = fn(st, &(io_stage_tensor){name, ly->w[m], ly->wb[m], 2, sh});
+            r = fn(st, &(io_stage_tensor){name, ly->w[m], ly->wb[m], 2, sh}, ctx);
         }
         if (r == LOSA_OK) {
             io_layer_name(name, sizeof name, g, "ffn_norm");
-            r = fn(st, &(io_stage_tensor){name, ly->ffn_norm, NULL, 1, d1});
+            r = fn(st, &(io_stage_tensor){name, ly->ffn_norm, NULL, 1, d1}, ctx);
         }
     }
     if (r == LOSA_OK && s->has_head) {
-        r = fn(st, &(io_stage_tensor){"/final_norm", s->final_norm, NULL, 1, d1});
+        r = fn(st, &(io_stage_tensor){"/final_norm", s->final_norm, NULL, 1, d1}, ctx);
         if (r == LOSA_OK && !c->tie_embeddings)
-            r = fn(st, &(io_stage_tensor){"/head", s->head, NULL, 2, vd});
+            r = fn(st, &(io_stage_tensor){"/head", s->head, NULL, 2, vd}, ctx);
     }
     return r;
 }
 
-static losa_status io_write_fn(io_store *st, const io_stage_tensor *t)
+static losa_status io_write_fn(io_store *st, const io_stage_tensor *t, void *ctx)
 {
+    (void)ctx;
     if (t->xb) return io_store_write_tensor_bf16(st, t->name, t->xb, t->ndim, t->shape);
     return io_store_write_tensor(st, t->name, t->x, t->ndim, t->shape);
 }
 
-/* fp32 slots take any stored dtype (bf16 widens exactly); a bf16 slot (the
- * maps of a bf16 stage) takes bf16 data only: rounding fp32 weights is
- * model_stage_to_bf16's job, which counts the weights it loses. */
-static losa_status io_read_fn(io_store *st, const io_stage_tensor *t)
+/* fp32 slots take either stored dtype (bf16 widens exactly); a bf16 slot
+ * (a map of a bf16 stage) takes bf16 data as is and rounds fp32 data to
+ * nearest even (kern_bf16_from_f32, as model_stage_to_bf16), counting the
+ * non-zeros that became zero into *(int64_t *)ctx. */
+static losa_status io_read_fn(io_store *st, const io_stage_tensor *t, void *ctx)
 {
     if (!t->xb) return io_store_read_tensor(st, t->name, t->x, t->ndim, t->shape);
     model_dtype dt = MODEL_DTYPE_F32;
     losa_status s = io_store_tensor_dtype(st, t->name, &dt);
-    if (s == LOSA_OK && dt != MODEL_DTYPE_BF16)
-        s = core_err(LOSA_ERR_FORMAT, "%s: dataset %s is fp32: read it into an fp32 stage "
-                     "and convert (model_stage_to_bf16)", st->path, t->name);
-    return s != LOSA_OK ? s : io_store_read_tensor_bf16(st, t->name, t->xb, t->ndim, t->shape);
+    if (s != LOSA_OK) return s;
+    if (dt == MODEL_DTYPE_BF16) return io_store_read_tensor_bf16(st, t->name, t->xb, t->ndim, t->shape);
+    int64_t n = t->shape[0] * t->shape[1];
+    float *x = core_malloc((size_t)n, sizeof(float)); /* one map */
+    s = io_store_read_tensor(st, t->name, x, t->ndim, t->shape);
+    if (s == LOSA_OK) *(int64_t *)ctx += kern_bf16_from_f32(t->xb, x, n);
+    core_free(x);
+    return s;
+}
+
+losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost)
+{
+    int64_t lost = 0;
+    losa_status r = io_stage_visit(st, s, io_read_fn, &lost);
+    if (n_lost) *n_lost = lost;
+    return r;
 }
 
 losa_status io_store_read_stage(io_store *st, model_stage *s)
 {
-    return io_stage_visit(st, s, io_read_fn);
+    int64_t lost = 0;
+    losa_status r = io_store_read_stage_lost(st, s, &lost);
+    if (r == LOSA_OK && lost > 0)
+        core_log("warning: %s: %lld non-zero map weights of stage %d rounded to zero in bf16\n",
+                 st->path, (long long)lost, s->stage);
+    return r;
 }
 
 losa_status io_store_write_stage(io_store *st, const model_stage *s)
 {
-    losa_status r = io_stage_visit(st, s, io_write_fn);
+    losa_status r = io_stage_visit(st, s, io_write_fn, NULL);
     return r != LOSA_OK ? r : io_store_write_dtype(st, s->dtype);
 }
 
