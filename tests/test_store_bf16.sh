@@ -15,7 +15,9 @@
 #     tensors bit for bit (every tensor, compared as bytes with numpy);
 #  5. import --dtype bf16 of an F32 checkpoint (the fp32 export) rounds to
 #     the same bf16 store data (minillama's values are bf16 already);
-#  6. a store without the dtype attribute (format 1, older builds) reads as
+#  6. prune, generate and sparsify give the same results on both stores
+#     (sparsify keeps the store bf16);
+#  7. a store without the dtype attribute (format 1, older builds) reads as
 #     fp32; --dtype bf16 of a llama2.c checkpoint and an unknown --dtype are
 #     refused naming the flag.
 set -u
@@ -93,6 +95,27 @@ j=$("$LOSA" import "$W/xf32" --out "$W/k.h5" --json 2>/dev/null)
 check "import keep of an F32 checkpoint: fp32" test "$(json_get "$j" dtype)" = fp32
 "$LOSA" export "$W/r.h5" --out "$W/xr16" --dtype bf16 >/dev/null 2>&1
 check "its bf16 export equals minillama's tensors" $PY "$W/cmp.py" "$SRC/model.safetensors" "$W/xr16/model.safetensors"
+
+# the other readers: prune (magnitude, 4 calibration windows), generate
+# (greedy) and sparsify give the same results on both stores
+for x in b f; do
+    "$LOSA" prune input/prune_magnitude.ini --set model.store="$W/$x.h5" --set output.store="$W/p$x.h5" \
+        --set data.calib_n=4 --set data.eval_text= --json >"$W/p$x.json" 2>"$W/p$x.log"
+    "$LOSA" generate --model "$W/$x.h5" --prompt "The river" --steps 24 --json >"$W/g$x.json" 2>/dev/null
+done
+check "prune: same pruned model (every dataset bit-identical) from the bf16 and fp32 stores" \
+    $PY tests/ref/h5_same.py "$W/pb.h5" "$W/pf.h5"
+check "prune: same reconstruction errors" test "$(json_get "$(cat "$W/pb.json")" recon_err)" = "$(json_get "$(cat "$W/pf.json")" recon_err)"
+tb=$(json_get "$(cat "$W/gb.json")" text); tf=$(json_get "$(cat "$W/gf.json")" text)
+check "generate: same greedy text (${tb:0:40}...)" test -n "$tb" -a "$tb" = "$tf"
+cp "$W/b.h5" "$W/sb.h5"
+"$LOSA" sparsify "$W/sb.h5" --all --json >"$W/sb.json" 2>"$W/sb.log"
+si=$("$LOSA" info "$W/sb.h5" --json)
+check "sparsify --all of the bf16 store: 42 sparse maps, store still bf16 ($(tail -n1 "$W/sb.log"))" \
+    test "$(json_get "$si" sparse_maps) $(json_get "$si" dtype) $(json_get "$si" dtypes.maps)" = "42 bf16 bf16"
+ps=$("$LOSA" eval --model "$W/sb.h5" --ppl "$WIKI" --seqlen 256 --max-windows 4 --sparse off --json 2>/dev/null)
+check "eval of the sparsified bf16 store (dense path) = the fp32 store's perplexity" \
+    test "$(json_get "$ps" ppl)" = "$(json_get "$pf" ppl)"
 
 cp "$W/f.h5" "$W/old.h5"
 $PY -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); del f.attrs['dtype']" "$W/old.h5"
