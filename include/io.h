@@ -15,7 +15,18 @@
  *                        byte_fallback, add_dummy_prefix; datasets blob
  *                        (uint8), offsets (int64, V+1), scores (float32, V),
  *                        merges (int32, n_merges x 2; absent if none)
- * All weights fp32, row-major (out, in); RoPE rotate-half convention.
+ * Weights row-major (out, in); RoPE rotate-half convention.
+ *
+ * Weight dtype: root attribute dtype = "fp32" | "bf16" (absent: fp32), the
+ * dtype of the layers' maps.  A bf16 tensor is a uint16 dataset of bf16 bit
+ * patterns (the upper 16 bits of the fp32 word) with the string attribute
+ * dtype = "bf16"; every other tensor is float32.  In a bf16 store the maps
+ * are bf16, the embedding and head are bf16 where the import made them so
+ * (an import that keeps a BF16 source's dtype: both bf16 when the source
+ * has them in BF16), the norms always fp32.  A store with a bf16 tensor has
+ * format_version 2 (older builds refuse it by that number); fp32 stores
+ * stay version 1.  Readers: io_store_read_tensor widens bf16 exactly, so
+ * every fp32 consumer reads either dtype.
  */
 #ifndef LOSA_IO_H
 #define LOSA_IO_H
@@ -52,13 +63,35 @@ losa_status io_store_write_tensor(io_store *st, const char *name, const float *x
                                   int ndim, const int64_t *shape);
 losa_status io_store_read_tensor(io_store *st, const char *name, float *x,
                                  int ndim, const int64_t *shape);
+/* bf16 tensors (uint16 bits + attribute dtype = "bf16"): write; read a bf16
+ * dataset as its bits (an fp32 dataset is an error: rounding belongs to the
+ * caller).  io_store_read_tensor reads both dtypes as fp32 (bf16 -> fp32
+ * is exact). */
+losa_status io_store_write_tensor_bf16(io_store *st, const char *name, const uint16_t *x,
+                                       int ndim, const int64_t *shape);
+losa_status io_store_read_tensor_bf16(io_store *st, const char *name, uint16_t *x,
+                                      int ndim, const int64_t *shape);
+/* The stored dtype of one tensor (fp32 or bf16; anything else is
+ * LOSA_ERR_FORMAT). */
+losa_status io_store_tensor_dtype(io_store *st, const char *name, model_dtype *t);
+/* The store's weight dtype (root attribute dtype; absent = fp32).  Writing
+ * bf16 also sets format_version 2. */
+losa_status io_store_write_dtype(io_store *st, model_dtype t);
+losa_status io_store_read_dtype(io_store *st, model_dtype *t);
 int io_store_has(io_store *st, const char *name);
 /* Name of a layer tensor: "/layers/<l>/<what>". */
 void io_layer_name(char *buf, size_t n, int layer, const char *what);
 
-/* Whole stage: reads exactly the tensors the stage owns. */
+/* Whole stage: reads exactly the tensors the stage owns.  An fp32 stage
+ * reads a store of either dtype (bf16 widened exactly); the maps of a bf16
+ * stage (model_stage_build_dtype) take bf16 datasets as they are (no fp32
+ * detour) and round fp32 ones to nearest even (kern_bf16_from_f32):
+ * *n_lost = non-zero weights that became zero (io_store_read_stage logs a
+ * warning when there are any).  Not collective. */
 losa_status io_store_read_stage(io_store *st, model_stage *s);
-/* Writes the stage's tensors (a full model is a single stage). */
+losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost);
+/* Writes the stage's tensors (a full model is a single stage): the maps in
+ * the stage's dtype, the rest fp32; sets the root dtype attribute. */
 losa_status io_store_write_stage(io_store *st, const model_stage *s);
 
 losa_status io_store_write_tokenizer(io_store *st, const tok_tokenizer *t);
@@ -122,6 +155,18 @@ losa_status io_store_link_external(io_store *st, const char *link_name, const ch
  * behind on error.  src_dir: HF directory with config.json, model.safetensors
  * or sharded *.safetensors + model.safetensors.index.json, tokenizer.json. */
 losa_status io_import_hf(const char *src_dir, const char *out_path);
+/* The weight dtype of an import (losa import --dtype):
+ *   keep  the maps are bf16 when every map is BF16 in the source (and then
+ *         the embedding and head too where they are BF16), else fp32: a
+ *         BF16 checkpoint is stored without the fp32 blow-up, bit for bit;
+ *   fp32  every tensor fp32 (BF16 and F16 widen exactly);
+ *   bf16  maps, embedding and head rounded to bf16 (nearest even; no
+ *         non-zero becomes zero; beyond bf16's range is an error).
+ * Norms are fp32 in every case.  io_import_hf is keep. */
+typedef enum { IO_IMPORT_KEEP = 0, IO_IMPORT_FP32, IO_IMPORT_BF16 } io_import_dtype;
+/* *got: the store's map dtype. */
+losa_status io_import_hf_dtype(const char *src_dir, const char *out_path, io_import_dtype want,
+                               model_dtype *got);
 /* Parse and validate a HF config.json (LLaMA/Mistral) into c; errors name
  * the file and the key.  Not collective. */
 losa_status io_hf_config_read(const char *path, model_config *c);

@@ -125,7 +125,13 @@ void lora_detach(lora_adapters *ad, model_stage *s);
 /* Merge W += Delta (detaches; the stage is then a plain model with the same
  * non-zero pattern) and unmerge W -= Delta (re-attaches).  Delta must not
  * change in between.  Returns the number of weights whose zero/non-zero
- * status changed (0 unless W + Delta hits exactly 0). */
+ * status changed (0 unless W + Delta hits exactly 0).
+ * bf16 stage (model_stage.dtype): W' = bf16(W +- Delta), round to nearest
+ * even, Delta formed from the bf16 weights' mask: pruned weights stay
+ * exactly zero; kept weights whose sum rounds to zero (|W + Delta| <=
+ * 2^-134, or exact cancellation) are counted in the return value and
+ * named (layer, map) in a warning line.  Unmerge then restores W within
+ * bf16 rounding, not bit for bit (two roundings). */
 int64_t lora_merge(lora_adapters *ad, model_stage *s);
 int64_t lora_unmerge(lora_adapters *ad, model_stage *s);
 

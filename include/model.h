@@ -148,6 +148,14 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages);
 /* Bytes model_stage_build allocates for stage `stage` of n_stages. */
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages);
+/* The stage built directly in dtype t (bf16: the maps in the bf16 block,
+ * zeroed, the rest fp32: the layout model_stage_to_bf16 leaves, without
+ * the fp32 maps ever allocated; io_store_read_stage fills it) and its
+ * bytes (fp32: model_stage_bytes; bf16: the resident size of a bf16 stage,
+ * 2 bytes per map weight).  Not collective. */
+losa_status model_stage_build_dtype(model_stage *s, const model_config *c, int stage,
+                                    int n_stages, model_dtype t);
+size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, model_dtype t);
 void model_stage_free(model_stage *s);
 /* Convert the stage's 7 maps per layer to bf16 (round to nearest even:
  * zeros stay zero) into one bf16 block, and repack params without them (the

@@ -14,7 +14,10 @@ store() { # name -> path of the imported store (imports once)
     local out=$STORES/$1.h5
     if [ ! -f "$out" ]; then
         case $1 in
-        minillama) "$LOSA" import "$D/models/minillama" --out "$out" >/dev/null ;;
+        # fp32: the scripts read and edit weights with h5py as float32
+        # (bf16 stores, the import's default for this BF16 checkpoint, are
+        # tested in test_store_bf16.sh)
+        minillama) "$LOSA" import "$D/models/minillama" --out "$out" --dtype fp32 >/dev/null ;;
         stories260K) "$LOSA" import "$D/models/stories260K/stories260K.bin" \
                        --tokenizer "$D/models/stories260K/tok512.bin" --out "$out" >/dev/null ;;
         *) echo "unknown store $1" >&2; return 1 ;;

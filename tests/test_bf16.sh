@@ -9,7 +9,8 @@
 #  - no weight of minillama rounds to zero; the JSON says dtype bf16;
 #  - bench forward --dtype bf16 runs and reports dtype bf16;
 #  - refusals: --dtype fp16, --sparse on with bf16, model.dtype = bf16 in a
-#    deck (run/prune/finetune/plan: not implemented yet), each naming what
+#    deck (run/prune/finetune: not implemented yet; plan sizes it,
+#    test_plan_bf16.sh), each naming what
 #    was expected.
 set -u
 source "$(dirname "$0")/lib.sh"

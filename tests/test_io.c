@@ -513,6 +513,101 @@ static void test_stories_golden(const char *path)
     model_stage_free(&s);
 }
 
+/* bf16 stages and stores: a stage built directly in bf16
+ * (model_stage_build_dtype) read from an fp32 store equals
+ * model_stage_to_bf16 of the fp32 stage bit for bit and counts the same
+ * lost weights (one planted value 1e-41, below bf16's smallest subnormal
+ * 2^-133 ~ 9.2e-41, and one planted zero that stays zero); written back, the
+ * maps are bf16 datasets (root dtype bf16) that an fp32 stage widens
+ * exactly and a bf16 stage takes as they are; the bf16 size function is the
+ * fp32 one minus the maps' 2 bytes per weight (up to core_alloc_bytes'
+ * rounding of each block). */
+static void test_bf16_stage(void)
+{
+    model_config c = small_config(0);
+    model_stage full, ref, b;
+    TEST_CHECK(model_stage_build(&full, &c, 0, 1) == LOSA_OK, "build: %s", core_errmsg());
+    model_stage_randomize(&full, 7, 0.05f);
+    full.layers[1].w[MODEL_MAP_UP][3] = 1e-41f; /* rounds to zero in bf16 */
+    full.layers[2].w[MODEL_MAP_Q][5] = 0.0f;
+    char a32[2300], a16[2300];
+    snprintf(a32, sizeof a32, "%s/bf16_src.h5", tmpdir);
+    snprintf(a16, sizeof a16, "%s/bf16_out.h5", tmpdir);
+    io_store *st = NULL;
+    TEST_CHECK(io_store_create(&st, a32) == LOSA_OK && io_store_write_config(st, &c, "t") == LOSA_OK &&
+               io_store_write_stage(st, &full) == LOSA_OK && io_store_commit(&st) == LOSA_OK,
+               "fp32 store: %s", core_errmsg());
+    /* reference: the fp32 stage converted */
+    TEST_CHECK(model_stage_build(&ref, &c, 0, 1) == LOSA_OK, "build ref");
+    TEST_CHECK(io_store_open(&st, a32) == LOSA_OK && io_store_read_stage(st, &ref) == LOSA_OK,
+               "read ref: %s", core_errmsg());
+    io_store_close(&st);
+    int64_t lost_ref = -1, lost = -1;
+    TEST_CHECK(model_stage_to_bf16(&ref, &lost_ref) == LOSA_OK && lost_ref == 1,
+               "to_bf16 loses the planted value: %lld", (long long)lost_ref);
+    /* direct bf16 stage from the fp32 store */
+    TEST_CHECK(model_stage_build_dtype(&b, &c, 0, 1, MODEL_DTYPE_BF16) == LOSA_OK &&
+               b.dtype == MODEL_DTYPE_BF16 && b.n_params_bf16 == ref.n_params_bf16 &&
+               b.n_params == ref.n_params, "bf16 build: %zu/%zu vs %zu/%zu", b.n_params_bf16,
+               b.n_params, ref.n_params_bf16, ref.n_params);
+    TEST_CHECK(io_store_open(&st, a32) == LOSA_OK && io_store_read_stage_lost(st, &b, &lost) == LOSA_OK,
+               "read into bf16: %s", core_errmsg());
+    io_store_close(&st);
+    TEST_CHECK(lost == 1, "read rounds with the same count: %lld", (long long)lost);
+    TEST_CHECK(!memcmp(b.params_bf16, ref.params_bf16, ref.n_params_bf16 * 2) &&
+               !memcmp(b.params, ref.params, ref.n_params * 4),
+               "direct bf16 load == model_stage_to_bf16, bit for bit");
+    /* write the bf16 stage; read it back both ways */
+    TEST_CHECK(io_store_create(&st, a16) == LOSA_OK && io_store_write_config(st, &c, "t") == LOSA_OK &&
+               io_store_write_stage(st, &b) == LOSA_OK && io_store_commit(&st) == LOSA_OK,
+               "bf16 store: %s", core_errmsg());
+    model_dtype d1 = MODEL_DTYPE_F32, d2 = MODEL_DTYPE_BF16, d3 = MODEL_DTYPE_F32;
+    TEST_CHECK(io_store_open(&st, a16) == LOSA_OK && io_store_read_dtype(st, &d1) == LOSA_OK &&
+               io_store_tensor_dtype(st, "/layers/0/w_down", &d3) == LOSA_OK &&
+               io_store_tensor_dtype(st, "/embed", &d2) == LOSA_OK, "%s", core_errmsg());
+    TEST_CHECK(d1 == MODEL_DTYPE_BF16 && d3 == MODEL_DTYPE_BF16 && d2 == MODEL_DTYPE_F32,
+               "root dtype bf16, maps bf16, embed fp32: %d %d %d", d1, d3, d2);
+    model_stage w32, w16;
+    TEST_CHECK(model_stage_build(&w32, &c, 0, 1) == LOSA_OK && io_store_read_stage(st, &w32) == LOSA_OK,
+               "fp32 stage reads the bf16 store: %s", core_errmsg());
+    TEST_CHECK(model_stage_build_dtype(&w16, &c, 0, 1, MODEL_DTYPE_BF16) == LOSA_OK &&
+               io_store_read_stage_lost(st, &w16, &lost) == LOSA_OK && lost == 0,
+               "bf16 stage reads the bf16 store: %s", core_errmsg());
+    io_store_close(&st);
+    TEST_CHECK(!memcmp(w16.params_bf16, ref.params_bf16, ref.n_params_bf16 * 2),
+               "bf16 maps come back as written");
+    int ok = 1;
+    const uint16_t *q = ref.params_bf16;
+    for (int l = 0; l < c.n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&c, (model_map)m, &o, &i);
+            for (int64_t k = 0; k < (int64_t)o * i; k++, q++) {
+                uint32_t u = (uint32_t)*q << 16, v;
+                memcpy(&v, &w32.layers[l].w[m][k], 4);
+                ok &= u == v;
+            }
+        }
+    TEST_CHECK(ok, "fp32 stage: every map weight is the exact widening of the bf16 bits");
+    TEST_CHECK(w32.layers[2].w[MODEL_MAP_Q][5] == 0.0f && w32.layers[1].w[MODEL_MAP_UP][3] == 0.0f,
+               "the zero and the lost value are zero");
+    TEST_CHECK(same(w32.embed, full.embed, (int64_t)c.vocab_size * c.dim) &&
+               same(w32.head, full.head, (int64_t)c.vocab_size * c.dim),
+               "embedding and head stay fp32");
+    /* sizes: the allocation's blocks */
+    size_t b32 = model_stage_bytes(&c, 0, 1), b16 = model_stage_bytes_dtype(&c, 0, 1, MODEL_DTYPE_BF16);
+    size_t want = core_alloc_bytes(b.n_params, 4) + core_alloc_bytes(b.n_params_bf16, 2) +
+                  core_alloc_bytes((size_t)c.n_layers, sizeof(model_layer));
+    TEST_CHECK(b16 == want && b32 == core_alloc_bytes(full.n_params, 4) +
+               core_alloc_bytes((size_t)c.n_layers, sizeof(model_layer)),
+               "size functions = the blocks built: %zu vs %zu", b16, want);
+    model_stage_free(&full);
+    model_stage_free(&ref);
+    model_stage_free(&b);
+    model_stage_free(&w32);
+    model_stage_free(&w16);
+}
+
 int main(void)
 {
     core_log_quiet(1);
@@ -528,6 +623,7 @@ int main(void)
     test_store_roundtrip(1);
     test_store_errors();
     test_generic_and_tokenizer();
+    test_bf16_stage();
     TEST_CHECK(data != NULL, "LOSA_DATA set");
     if (data) {
         test_import_minillama(data);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "lora.h"
 #include "model.h"
 #include "test_util.h"
@@ -580,12 +581,125 @@ static void test_data(void)
     tok_free(&tk);
 }
 
+/* Merge / unmerge on a bf16 stage (model_stage_to_bf16 of a 50%-pruned
+ * model): W' = bf16(W + Delta), Delta = scale (B A) ⊙ M from the bf16 mask.
+ * Hand-made in layer 1's wq with rank 1 (Delta[o][i] = scale B[o][0]
+ * A[0][i], scale 2, every factor a power of two times 3 or 1, so Delta is
+ * exact in fp32):
+ *   (0,0): W = 2^-133 (bf16's smallest subnormal), Delta = -0.75 x 2^-133:
+ *          W + Delta = 2^-135 < 2^-134, rounds to zero: counted;
+ *   (0,1): W = 2^-133, Delta = -0.25 x 2^-133: 0.75 x 2^-133 rounds to
+ *          2^-133 (bits 0x0001): stays non-zero;
+ *   (1,2): W = 0.25, Delta = -0.25: exact cancellation: counted.
+ * So lora_merge returns 2; every pruned weight stays exactly zero; every
+ * other kept weight is non-zero and within bf16 rounding of the float64
+ * W + Delta: |W' - x| <= 2^-8 |x| (nearest even: half a bf16 ulp, 8
+ * significant bits) + 1e-6 (fp32 GEMM and sum
+ * of r <= 16 terms of size < 0.1: far below).  Unmerge: the three entries
+ * keep their merged values (the zeros are out of the mask now, (0,1)
+ * becomes bf16(1.25 x 2^-133) = 2^-133), pruned stay zero, the rest is
+ * within two roundings: |W'' - W| <= 2^-8 (|W'| + |W''|) + 2e-6. */
+static void test_merge_bf16(void)
+{
+    model_stage s;
+    lora_adapters ad;
+    lora_config lc;
+    lora_config_default(&lc);
+    model_stage_build(&s, &tiny, 0, 1);
+    model_stage_randomize(&s, 5, 0.2f);
+    prune_stage(&s, 0.5f);
+    lora_adapters_build(&ad, &s, &lc);
+    randomize_B(&ad, 9, 0.1f);
+    const int L1 = 1, k1 = L1 * MODEL_N_MAPS + MODEL_MAP_Q, in = tiny.dim, R = lc.r_max;
+    TEST_CHECK(lora_set_rank(&ad, L1, 1) == LOSA_OK && ad.scale == 2.0f, "rank 1, scale %g", ad.scale);
+    float *Wq = s.layers[L1].w[MODEL_MAP_Q];
+    const float t133 = ldexpf(1.0f, -133);
+    Wq[0 * in + 0] = t133;
+    Wq[0 * in + 1] = t133;
+    Wq[1 * in + 2] = 0.25f;
+    ad.B[k1][0 * R] = 0.5f;
+    ad.B[k1][1 * R] = 0.5f;
+    ad.A[k1][0] = -0.75f * t133; /* Delta(0,0) = 2 x 0.5 x A = -0.75 x 2^-133 */
+    ad.A[k1][1] = -0.25f * t133;
+    ad.A[k1][2] = -0.25f;        /* Delta(1,2) = -0.25 */
+    lora_delta_update(&ad, &s);
+    int64_t lost_conv = -1;
+    TEST_CHECK(model_stage_to_bf16(&s, &lost_conv) == LOSA_OK && lost_conv == 0,
+               "to bf16 (%lld lost)", (long long)lost_conv);
+    uint16_t *w0 = malloc(sizeof(uint16_t) * s.n_params_bf16);
+    memcpy(w0, s.params_bf16, sizeof(uint16_t) * s.n_params_bf16);
+    core_log_quiet(0); /* the warning lines go to the log (layer 1 wq) */
+    int64_t changed = lora_merge(&ad, &s);
+    core_log_quiet(1);
+    TEST_CHECK(changed == 2, "bf16 merge: 2 kept weights rounded to zero, got %lld", (long long)changed);
+    const uint16_t *Q = s.layers[L1].wb[MODEL_MAP_Q];
+    TEST_CHECK(Q[0] == 0 || Q[0] == 0x8000, "(0,0): 2^-133 - 0.75 x 2^-133 rounds to zero: %#x", Q[0]);
+    TEST_CHECK(Q[1] == 0x0001, "(0,1): 0.75 x 2^-133 rounds to 2^-133: %#x", Q[1]);
+    TEST_CHECK((Q[in + 2] & 0x7fff) == 0, "(1,2): 0.25 - 0.25 is zero: %#x", Q[in + 2]);
+    /* every other weight against float64 */
+    int pruned_ok = 1, kept_ok = 1;
+    double worst = 0;
+    int64_t off = 0;
+    for (int l = 0; l < s.n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i, k = l * MODEL_N_MAPS + m, r = ad.rank[l];
+            model_map_shape(&tiny, m, &o, &i);
+            const uint16_t *W = s.layers[l].wb[m], *W0 = w0 + off;
+            off += (int64_t)o * i;
+            for (int a = 0; a < o; a++)
+                for (int b = 0; b < i; b++) {
+                    int64_t e = (int64_t)a * i + b;
+                    if ((W0[e] & 0x7fff) == 0) {
+                        pruned_ok &= (W[e] & 0x7fff) == 0;
+                        continue;
+                    }
+                    if (k == k1 && (e == 0 || e == 1 || e == in + 2)) continue;
+                    double x = (double)kern_bf16_value(W0[e]);
+                    for (int j = 0; j < r; j++)
+                        x += (double)ad.scale * ad.B[k][(int64_t)a * R + j] * ad.A[k][(int64_t)j * i + b];
+                    double d = fabs((double)kern_bf16_value(W[e]) - x);
+                    kept_ok &= (W[e] & 0x7fff) != 0 && d <= ldexp(fabs(x), -8) + 1e-6;
+                    if (d > worst) worst = d;
+                }
+        }
+    printf("bf16 merge: %lld kept weights rounded to zero (the 2 hand-made), worst |W' - (W + "
+           "Delta)| of the rest %.3g\n", (long long)changed, worst);
+    TEST_CHECK(pruned_ok, "bf16 merge: every pruned weight stays exactly zero");
+    TEST_CHECK(kept_ok, "bf16 merge: every other kept weight non-zero and within 2^-8 |x| + 1e-6 of "
+               "float64 W + Delta (worst %.3g)", worst);
+    /* unmerge */
+    uint16_t *w1 = malloc(sizeof(uint16_t) * s.n_params_bf16);
+    memcpy(w1, s.params_bf16, sizeof(uint16_t) * s.n_params_bf16);
+    int64_t back = lora_unmerge(&ad, &s);
+    TEST_CHECK(back == 0 && ad.attached, "bf16 unmerge: no kept weight lost (%lld), re-attached",
+               (long long)back);
+    TEST_CHECK((Q[0] & 0x7fff) == 0 && Q[1] == 0x0001 && (Q[in + 2] & 0x7fff) == 0,
+               "unmerge: the two lost weights stay zero, (0,1) = 2^-133: %#x %#x %#x", Q[0], Q[1],
+               Q[in + 2]);
+    int un_ok = 1;
+    for (size_t e = 0; e < s.n_params_bf16; e++) {
+        if ((w1[e] & 0x7fff) == 0) {
+            un_ok &= (s.params_bf16[e] & 0x7fff) == 0;
+            continue;
+        }
+        double a = kern_bf16_value(w0[e]), b = kern_bf16_value(s.params_bf16[e]);
+        double m1 = kern_bf16_value(w1[e]);
+        un_ok &= fabs(b - a) <= ldexp(fabs(m1) + fabs(b), -8) + 2e-6;
+    }
+    TEST_CHECK(un_ok, "bf16 unmerge: W within two bf16 roundings of the original, zeros kept");
+    free(w0);
+    free(w1);
+    lora_adapters_free(&ad, &s);
+    model_stage_free(&s);
+}
+
 int main(void)
 {
     core_log_quiet(1);
     test_reference(0.0f, "nodrop");
     test_reference(0.1f, "drop");
     test_merge();
+    test_merge_bf16();
     test_buffers(0.0f);
     test_buffers(0.1f);
     test_adamw_schedule();

@@ -96,6 +96,11 @@ losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
  * its weights (and the tokenizer, if tok != NULL). */
 losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
                            tok_tokenizer *tok);
+/* The same with the stage built in dtype t (model_stage_build_dtype): bf16
+ * reads a bf16 store's maps as they are and rounds an fp32 store's map by
+ * map, never holding the fp32 maps; logs as cli_stage_to_bf16. */
+losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
+                                 tok_tokenizer *tok);
 /* Collective: the stage's maps to bf16 (model_stage_to_bf16); logs the
  * bytes and the non-zero weights that rounded to zero (summed over ranks);
  * frees the stage on failure. */

@@ -3,8 +3,9 @@
  *           [--sparse auto|on|off] [--dtype fp32|bf16] [--json]
  * --sparse: the forward uses sparse_matmul for the maps where it pays at
  * B*S rows per call (auto), for every map (on), or dense sgemm (off).
- * --dtype bf16: the layers' maps are converted to bf16 after loading
- * (model_stage_to_bf16; embedding, norms and head stay fp32) and multiplied
+ * --dtype bf16: the layers' maps are held in bf16 (cli_load_model_dtype: a
+ * bf16 store's maps read as they are, an fp32 store's rounded map by map as
+ * model_stage_to_bf16 would; embedding, norms and head fp32) and multiplied
  * by kern_gemm_bf16w; no sparse copies (auto means off, on is refused). */
 #include <cjson/cJSON.h>
 #include <limits.h>
@@ -218,8 +219,8 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     model_stage st;
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
-    if (cli_fail(d, "eval", cli_load_model(d, model, &st, &tok))) return 1;
-    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "eval", cli_stage_to_bf16(d, &st))) return 1;
+    /* bf16: the stage is built in bf16 and read without an fp32 copy */
+    if (cli_fail(d, "eval", cli_load_model_dtype(d, model, dtype, &st, &tok))) return 1;
     if (dtype == MODEL_DTYPE_BF16 && smode == MODEL_SPARSE_AUTO) smode = MODEL_SPARSE_OFF;
     int dense_bf16 = dtype == MODEL_DTYPE_BF16 && smode == MODEL_SPARSE_OFF;
     /* sparse copies of the maps that pay at B*S rows per forward call */

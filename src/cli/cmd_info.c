@@ -1,4 +1,6 @@
 /* losa info STORE.h5 | RUN_DIR [--json]: for a store, configuration,
+ * weight dtype (the root attribute; the stored dtype of the maps, embedding
+ * and head as found, "mixed" when the maps differ) and bytes on disk,
  * per-layer shapes, parameter count, sparsity (fraction of exact zeros over
  * the 7 linear maps) per layer and in total.  For a run directory (losa
  * run's output.dir), the run as recorded in run.h5 (deck file, mode, the
@@ -26,7 +28,22 @@ typedef struct {
     int64_t map_size[MODEL_N_MAPS];
     char *sparse_format;      /* of the copies in /sparse (losa sparsify); NULL if none */
     int sparse_maps;
+    model_dtype dtype;        /* root attribute dtype (absent: fp32) */
+    const char *maps_dtype;   /* stored dtype of every map: "fp32", "bf16" or "mixed" */
+    const char *embed_dtype, *head_dtype; /* "" when absent (tied head) */
+    int64_t file_bytes;       /* size of the store file */
 } info_result;
+
+/* The stored dtype of tensor name as a string ("" if absent). */
+static losa_status info_tensor_dtype(io_store *st, const char *name, const char **out)
+{
+    *out = "";
+    if (!io_store_has(st, name)) return LOSA_OK;
+    model_dtype t;
+    losa_status s = io_store_tensor_dtype(st, name, &t);
+    if (s == LOSA_OK) *out = model_dtype_name(t);
+    return s;
+}
 
 static losa_status info_read(const char *path, info_result *r)
 {
@@ -34,6 +51,11 @@ static losa_status info_read(const char *path, info_result *r)
     losa_status s = io_store_open(&st, path);
     if (s != LOSA_OK) return s;
     s = io_store_read_config(st, &r->c);
+    struct stat sb;
+    r->file_bytes = stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
+    if (s == LOSA_OK) s = io_store_read_dtype(st, &r->dtype);
+    if (s == LOSA_OK) s = info_tensor_dtype(st, "/embed", &r->embed_dtype);
+    if (s == LOSA_OK) s = info_tensor_dtype(st, "/head", &r->head_dtype);
     if (s == LOSA_OK && io_store_read_string(st, "/source", &r->source) != LOSA_OK)
         r->source = strdup("");
     if (s == LOSA_OK && io_store_has(st, "/tokenizer/offsets")) {
@@ -65,7 +87,11 @@ static losa_status info_read(const char *path, info_result *r)
             model_map_shape(&r->c, (model_map)m, &o, &i);
             int64_t sh[2] = {o, i};
             io_layer_name(name, sizeof name, l, model_map_name((model_map)m));
-            s = io_store_read_tensor(st, name, buf, 2, sh);
+            const char *dt = "";
+            s = info_tensor_dtype(st, name, &dt);
+            if (s == LOSA_OK) s = io_store_read_tensor(st, name, buf, 2, sh);
+            if (!r->maps_dtype) r->maps_dtype = dt;
+            else if (strcmp(r->maps_dtype, dt)) r->maps_dtype = "mixed";
             int64_t z = 0;
             for (int64_t k = 0; s == LOSA_OK && k < r->map_size[m]; k++) z += buf[k] == 0.0f;
             r->zeros[l][m] = z;
@@ -93,6 +119,12 @@ static cJSON *info_json(const char *path, const info_result *r)
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         cJSON_AddNumberToObject(cf, f[i].k, f[i].v);
     cJSON_AddNumberToObject(o, "params", (double)model_param_count(c));
+    cJSON_AddStringToObject(o, "dtype", model_dtype_name(r->dtype));
+    cJSON *dts = cJSON_AddObjectToObject(o, "dtypes");
+    cJSON_AddStringToObject(dts, "maps", r->maps_dtype ? r->maps_dtype : "");
+    cJSON_AddStringToObject(dts, "embed", r->embed_dtype ? r->embed_dtype : "");
+    cJSON_AddStringToObject(dts, "head", r->head_dtype ? r->head_dtype : "");
+    cJSON_AddNumberToObject(o, "file_bytes", (double)r->file_bytes);
     cJSON_AddNumberToObject(o, "tokenizer_vocab", r->tok_vocab);
     cJSON *maps = cJSON_AddObjectToObject(o, "map_shapes");
     for (int m = 0; m < MODEL_N_MAPS; m++) {
@@ -148,6 +180,11 @@ static void info_print_text(const char *path, const info_result *r)
     printf("             tie_embeddings %d  bos_id %d  eos_id %d\n", c->tie_embeddings,
            c->bos_id, c->eos_id);
     printf("parameters   %lld (%.2fM)\n", (long long)np, np / 1e6);
+    printf("dtype        %s (maps %s, embedding %s, head %s; norms fp32)\n",
+           model_dtype_name(r->dtype), r->maps_dtype ? r->maps_dtype : "-",
+           r->embed_dtype && r->embed_dtype[0] ? r->embed_dtype : "-",
+           r->head_dtype && r->head_dtype[0] ? r->head_dtype : "tied");
+    printf("file         %lld bytes (%.1f MB)\n", (long long)r->file_bytes, r->file_bytes / 1e6);
     printf("tokenizer    %s", r->tok_vocab ? "" : "none\n");
     if (r->tok_vocab) printf("%d pieces\n", r->tok_vocab);
     printf("layer shapes (out, in), every layer:");

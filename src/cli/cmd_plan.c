@@ -5,7 +5,8 @@
  * kind, the FLOPs of each phase and the communication volume of each phase.
  *
  * Memory (bytes per rank): losa_memory_plan (include/losa.h), which adds
- * up the size functions of the modules that allocate (model_stage_bytes,
+ * up the size functions of the modules that allocate (model_stage_bytes_dtype:
+ * with model.dtype = bf16 the maps count 2 bytes per weight,
  * lora_adapters_bytes, lora_trainer_bytes, calib_prune_bytes,
  * calib_dense_outputs_bytes, eval_ppl_bytes, ...) phase by phase of
  * `losa run`: resident weights, adapters (with their optimizer state),
@@ -266,6 +267,12 @@ static void plan_print(const plan *p)
     printf("model: D %d F %d L %d H %d Hkv %d V %d, %lld parameters (%.2f GB fp32)\n", c->dim,
            c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
            (long long)model_param_count(c), model_param_count(c) * 4e-9);
+    printf("weights: model.dtype = %s (%s)\n", model_dtype_name(p->rs.model.dtype),
+           p->rs.model.dtype == MODEL_DTYPE_BF16
+               ? "the layers' maps 2 bytes per weight; embedding, norms and head fp32; adapters "
+                 "and optimizer state fp32. run, prune and finetune do not take bf16 yet: this "
+                 "sizes a bf16 stage as model_stage_build_dtype allocates it"
+               : "4 bytes per weight");
     printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
            p->ranks, p->pp, p->dp, p->B, p->T, p->accum);
     printf("adapters' dense forms (lora.delta_buffers = %s): %s on rank 0\n",
@@ -316,6 +323,7 @@ static char *plan_json(const plan *p, const plan_mem *mem)
     cJSON_AddNumberToObject(m, "n_kv_heads", c->n_kv_heads);
     cJSON_AddNumberToObject(m, "vocab_size", c->vocab_size);
     cJSON_AddNumberToObject(m, "n_params", (double)model_param_count(c));
+    cJSON_AddStringToObject(m, "dtype", model_dtype_name(p->rs.model.dtype));
     cJSON *l = cJSON_AddObjectToObject(o, "layout");
     cJSON_AddNumberToObject(l, "ranks", p->ranks);
     cJSON_AddNumberToObject(l, "pp", p->pp);

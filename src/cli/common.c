@@ -44,8 +44,28 @@ losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
 losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
                            tok_tokenizer *tok)
 {
+    return cli_load_model_dtype(d, path, MODEL_DTYPE_F32, st, tok);
+}
+
+/* The bf16 maps line of cli_stage_to_bf16 / cli_load_model_dtype (lost and
+ * the maps' weights summed over the stages of one replica). */
+static void cli_log_bf16(dist_ctx *d, int64_t lost, size_t n_bf16, const char *how)
+{
+    double v[2] = {(double)lost, (double)n_bf16};
+    dist_sum_doubles(d, v, 2); /* every replica holds the model */
+    v[0] /= dist_n_replicas(d);
+    v[1] /= dist_n_replicas(d);
+    core_log("bf16 maps: %.0f weights (%.1f MB, %s), %.0f non-zero weights "
+             "rounded to zero; embedding, norms and head stay fp32\n", v[1], v[1] * 2 / 1e6,
+             how, v[0]);
+}
+
+losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
+                                 tok_tokenizer *tok)
+{
     io_store *io = NULL;
     model_config c;
+    int64_t lost = 0;
     memset(st, 0, sizeof *st);
     losa_status s = io_store_open(&io, path);
     if (s == LOSA_OK) s = io_store_read_config(io, &c);
@@ -53,13 +73,17 @@ losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
         s = core_err(LOSA_ERR_ARG, "%s: %d pipeline stages for a model with %d layers "
                      "(run with at most %d ranks per replica)", path, dist_n_stages(d),
                      c.n_layers, c.n_layers);
-    if (s == LOSA_OK) s = model_stage_for_rank(st, &c, d);
-    if (s == LOSA_OK) s = io_store_read_stage(io, st);
+    if (s == LOSA_OK) s = model_stage_build_dtype(st, &c, dist_stage(d), dist_n_stages(d), t);
+    if (s == LOSA_OK) s = io_store_read_stage_lost(io, st, &lost);
     if (s == LOSA_OK && tok) s = io_store_read_tokenizer(io, tok);
     io_store_close(&io);
     s = dist_agree(d, s);
-    if (s != LOSA_OK) model_stage_free(st);
-    return s;
+    if (s != LOSA_OK) {
+        model_stage_free(st);
+        return s;
+    }
+    if (t == MODEL_DTYPE_BF16) cli_log_bf16(d, lost, st->n_params_bf16, "read as bf16, no fp32 copy");
+    return LOSA_OK;
 }
 
 losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st)
@@ -70,13 +94,7 @@ losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st)
         model_stage_free(st);
         return s;
     }
-    double v[2] = {(double)lost, (double)st->n_params_bf16};
-    dist_sum_doubles(d, v, 2); /* every replica holds the model */
-    v[0] /= dist_n_replicas(d);
-    v[1] /= dist_n_replicas(d);
-    core_log("bf16 maps: %.0f weights (%.1f MB, fp32 copy freed), %.0f non-zero weights "
-             "rounded to zero; embedding, norms and head stay fp32\n", v[1], v[1] * 2 / 1e6,
-             v[0]);
+    cli_log_bf16(d, lost, st->n_params_bf16, "fp32 copy freed");
     return LOSA_OK;
 }
 

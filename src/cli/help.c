@@ -18,6 +18,9 @@ static const cli_flag f_import[] = {
     {"--out", "STORE.h5", NULL, "the store to write (required)"},
     {"--tokenizer", "tokenizer.bin", NULL, "llama2.c tokenizer (required for a llama2.c "
                                            "checkpoint; a HF directory has tokenizer.json)"},
+    {"--dtype", "keep|fp32|bf16", "keep", "weight dtype of the store: keep stores a BF16 "
+                                          "checkpoint's maps, embedding and head as bf16 "
+                                          "(bit for bit), an F32 one as fp32; norms are fp32"},
     JSON_FLAG, END};
 static const cli_flag f_info[] = {JSON_FLAG, END};
 static const cli_flag f_eval[] = {
@@ -140,7 +143,7 @@ static const cli_flag f_sparsify[] = {
     JSON_FLAG, END};
 
 static const cli_help helps[] = {
-    {"import", "import SRC --out STORE.h5 [--tokenizer tokenizer.bin] [--json]",
+    {"import", "import SRC --out STORE.h5 [--tokenizer tokenizer.bin] [--dtype keep|fp32|bf16] [--json]",
      "HF safetensors dir or llama2.c checkpoint -> HDF5 store", f_import},
     {"info", "info STORE.h5|RUN_DIR [--json]", "what a store or run dir holds", f_info},
     {"eval", "eval --model STORE.h5 [--ppl TEXT] [--zeroshot TASKS] [options]",

@@ -305,10 +305,103 @@ losa_status io_store_write_tensor(io_store *st, const char *name, const float *x
     return io_write_dataset(st, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, x, ndim, shape);
 }
 
+/* ---- bf16 tensors ----------------------------------------------------------
+ * A bf16 tensor is a 16-bit unsigned integer dataset (the bf16 bit
+ * patterns: the upper half of the fp32 word) carrying the string attribute
+ * dtype = "bf16".  HDF5 has no bf16 type and h5py would read a custom 2-byte
+ * float as IEEE half, so the bits are kept as integers that any reader can
+ * widen exactly: ((uint32) bits << 16) viewed as float32. */
+#define IO_BF16_ATTR "dtype"
+
+losa_status io_store_write_tensor_bf16(io_store *st, const char *name, const uint16_t *x,
+                                       int ndim, const int64_t *shape)
+{
+    losa_status s = io_write_dataset(st, name, H5T_STD_U16LE, H5T_NATIVE_UINT16, x, ndim,
+                                     shape);
+    if (s != LOSA_OK) return s;
+    hid_t ds = H5Dopen2(st->file, name, H5P_DEFAULT);
+    if (ds < 0) return core_err(LOSA_ERR_IO, "%s: cannot reopen dataset %s", st->tmp, name);
+    s = io_attr_write_str(st, ds, IO_BF16_ATTR, "bf16");
+    H5Dclose(ds);
+    return s;
+}
+
+/* The stored dtype of dataset ds (name, for messages): fp32 for a floating
+ * point dataset, bf16 for a 2-byte unsigned integer one marked dtype = bf16;
+ * anything else is LOSA_ERR_FORMAT naming the file, dataset and what was
+ * found. */
+static losa_status io_dataset_dtype(io_store *st, hid_t ds, const char *name, model_dtype *t)
+{
+    hid_t ft = H5Dget_type(ds);
+    H5T_class_t fc = H5Tget_class(ft);
+    size_t sz = H5Tget_size(ft);
+    H5T_sign_t sg = fc == H5T_INTEGER ? H5Tget_sign(ft) : H5T_SGN_ERROR;
+    H5Tclose(ft);
+    if (fc == H5T_FLOAT) {
+        *t = MODEL_DTYPE_F32;
+        return LOSA_OK;
+    }
+    char *mark = NULL;
+    if (fc == H5T_INTEGER && sz == 2 && sg == H5T_SGN_NONE && H5Aexists(ds, IO_BF16_ATTR) > 0 &&
+        io_attr_read_str(st, ds, name, IO_BF16_ATTR, &mark) == LOSA_OK && !strcmp(mark, "bf16")) {
+        free(mark);
+        *t = MODEL_DTYPE_BF16;
+        return LOSA_OK;
+    }
+    free(mark);
+    return core_err(LOSA_ERR_FORMAT, "%s: dataset %s: expected floating-point values (or "
+                    "uint16 bf16 bits with attribute dtype = \"bf16\")", st->path, name);
+}
+
+losa_status io_store_tensor_dtype(io_store *st, const char *name, model_dtype *t)
+{
+    hid_t ds = -1;
+    losa_status s = io_dataset_open(st, name, &ds);
+    if (s != LOSA_OK) return s;
+    s = io_dataset_dtype(st, ds, name, t);
+    H5Dclose(ds);
+    return s;
+}
+
+/* bf16 -> fp32 in place: x holds n uint16 bit patterns in its upper half
+ * (bytes [2n, 4n)) and receives n floats.  Forward order is safe: float i
+ * (bytes [4i, 4i+4)) overwrites only bf16 slots j <= i, already read. */
+static void io_bf16_widen_in_place(float *x, int64_t n)
+{
+    const uint16_t *b = (const uint16_t *)x + n;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)b[i] << 16;
+        memcpy(&x[i], &u, 4);
+    }
+}
+
 losa_status io_store_read_tensor(io_store *st, const char *name, float *x, int ndim,
                                  const int64_t *shape)
 {
-    return io_read_dataset(st, name, H5T_FLOAT, H5T_NATIVE_FLOAT, x, ndim, shape);
+    model_dtype t = MODEL_DTYPE_F32;
+    losa_status s = io_store_tensor_dtype(st, name, &t);
+    if (s != LOSA_OK) return s;
+    if (t == MODEL_DTYPE_F32)
+        return io_read_dataset(st, name, H5T_FLOAT, H5T_NATIVE_FLOAT, x, ndim, shape);
+    /* bf16: read the bits into the upper half of x, widen exactly */
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    s = io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_UINT16, (uint16_t *)x + n, ndim,
+                        shape);
+    if (s == LOSA_OK) io_bf16_widen_in_place(x, n);
+    return s;
+}
+
+losa_status io_store_read_tensor_bf16(io_store *st, const char *name, uint16_t *x, int ndim,
+                                      const int64_t *shape)
+{
+    model_dtype t = MODEL_DTYPE_F32;
+    losa_status s = io_store_tensor_dtype(st, name, &t);
+    if (s != LOSA_OK) return s;
+    if (t != MODEL_DTYPE_BF16)
+        return core_err(LOSA_ERR_FORMAT, "%s: dataset %s: expected bf16 (found fp32)",
+                        st->path, name);
+    return io_read_dataset(st, name, H5T_INTEGER, H5T_NATIVE_UINT16, x, ndim, shape);
 }
 
 losa_status io_store_write_doubles(io_store *st, const char *name, const double *x,

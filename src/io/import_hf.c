@@ -382,27 +382,68 @@ static losa_status hf_unused_check(const hf_weights *w, const model_config *c,
     return s;
 }
 
+/* 1 if item it is written in bf16 into a store whose maps are bf16 (want:
+ * the import's dtype): the maps, and the embedding and head when the
+ * source has them in BF16 (keep) or always (bf16); norms stay fp32. */
+static int hf_item_bf16(const hf_item *it, io_import_dtype want, int maps_bf16)
+{
+    if (!maps_bf16) return 0;
+    if (it->x.is_map) return 1;
+    if (strcmp(it->x.store, "/embed") && strcmp(it->x.store, "/head")) return 0;
+    return want == IO_IMPORT_BF16 || it->t->dtype == IO_DTYPE_BF16;
+}
+
 /* All validated: write the store, tensor by tensor through one buffer of
- * maxn floats, and commit it (on error nothing is left). */
+ * maxn floats (a bf16 tensor is narrowed in place into its first half), and
+ * commit it (on error nothing is left). */
 static losa_status hf_store_write(const char *src_dir, const char *out_path,
                                   const model_config *c, const tok_tokenizer *tok,
-                                  const hf_item *it, int n_items, int64_t maxn)
+                                  const hf_item *it, int n_items, int64_t maxn,
+                                  io_import_dtype want, model_dtype *got)
 {
+    /* the maps' dtype: keep makes them bf16 when every map is BF16 at the source */
+    int maps_bf16 = want == IO_IMPORT_BF16;
+    if (want == IO_IMPORT_KEEP) {
+        maps_bf16 = 1;
+        for (int i = 0; i < n_items; i++)
+            if (it[i].x.is_map && it[i].t->dtype != IO_DTYPE_BF16) maps_bf16 = 0;
+    }
+    *got = maps_bf16 ? MODEL_DTYPE_BF16 : MODEL_DTYPE_F32;
     io_store *st = NULL;
     losa_status s = io_store_create(&st, out_path);
     if (s != LOSA_OK) return s;
     char source[4200];
     snprintf(source, sizeof source, "hf:%s", src_dir);
     s = io_store_write_config(st, c, source);
+    if (s == LOSA_OK) s = io_store_write_dtype(st, *got);
     float *buf = core_calloc((size_t)maxn, sizeof(float));
     for (int i = 0; s == LOSA_OK && i < n_items; i++) {
+        int64_t nn = io_hf_tensor_numel(&it[i].x);
         s = io_st_read_f32(it[i].f, it[i].t, buf);
-        for (int64_t j = 0, nn = io_hf_tensor_numel(&it[i].x); s == LOSA_OK && j < nn; j++)
+        for (int64_t j = 0; s == LOSA_OK && j < nn; j++)
             if (!isfinite(buf[j]))
                 s = core_err(LOSA_ERR_NUMERIC, "%s: tensor %s: non-finite value at %lld",
                              it[i].f->path, it[i].x.hf, (long long)j);
-        if (s == LOSA_OK)
+        if (s != LOSA_OK) break;
+        if (!hf_item_bf16(&it[i], want, maps_bf16)) {
             s = io_store_write_tensor(st, it[i].x.store, buf, it[i].x.ndim, it[i].x.shape);
+            continue;
+        }
+        /* narrow in place: bf16 j (bytes [2j, 2j+2)) only overwrites floats
+         * below j, already read.  A BF16 source comes back bit for bit; an
+         * F32/F16 one rounds to nearest even, no non-zero becomes zero
+         * (io_f32_to_bf16) and a value beyond bf16's range is an error. */
+        uint16_t *hb = (uint16_t *)buf;
+        for (int64_t j = 0; s == LOSA_OK && j < nn; j++) {
+            float v = buf[j];
+            hb[j] = io_f32_to_bf16(v);
+            if ((hb[j] & 0x7f80u) == 0x7f80u)
+                s = core_err(LOSA_ERR_NUMERIC, "%s: tensor %s: element %lld = %g overflows "
+                             "bf16 (import with --dtype fp32)", it[i].f->path, it[i].x.hf,
+                             (long long)j, (double)v);
+        }
+        if (s == LOSA_OK)
+            s = io_store_write_tensor_bf16(st, it[i].x.store, hb, it[i].x.ndim, it[i].x.shape);
     }
     if (s == LOSA_OK) s = io_store_write_tokenizer(st, tok);
     if (s == LOSA_OK) s = io_store_commit(&st);
@@ -413,6 +454,14 @@ static losa_status hf_store_write(const char *src_dir, const char *out_path,
 
 losa_status io_import_hf(const char *src_dir, const char *out_path)
 {
+    model_dtype got;
+    return io_import_hf_dtype(src_dir, out_path, IO_IMPORT_KEEP, &got);
+}
+
+losa_status io_import_hf_dtype(const char *src_dir, const char *out_path, io_import_dtype want,
+                               model_dtype *got)
+{
+    *got = MODEL_DTYPE_F32;
     model_config c;
     tok_tokenizer tok;
     hf_weights w;
@@ -430,7 +479,8 @@ losa_status io_import_hf(const char *src_dir, const char *out_path)
     s = hf_items_find(&w, &c, it, n_items, &u, &maxn);
     if (s == LOSA_OK) s = hf_unused_check(&w, &c, &u);
     hf_usage_free(&u);
-    if (s == LOSA_OK) s = hf_store_write(src_dir, out_path, &c, &tok, it, n_items, maxn);
+    if (s == LOSA_OK)
+        s = hf_store_write(src_dir, out_path, &c, &tok, it, n_items, maxn, want, got);
     free(it);
     hf_weights_close(&w);
     tok_free(&tok);

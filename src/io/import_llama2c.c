@@ -87,6 +87,7 @@ losa_status io_import_llama2c(const char *ckpt, const char *tokenizer_bin,
         snprintf(source, sizeof source, "llama2c:%s", ckpt);
         s = io_store_write_config(st, &c, source);
     }
+    if (s == LOSA_OK) s = io_store_write_dtype(st, MODEL_DTYPE_F32); /* fp32 checkpoints */
     /* largest array copied: (V,D), (F,D) / (D,F) or (D,D) (F < D is legal) */
     int64_t maxr = V > F ? V : F;
     if (D > maxr) maxr = D;

@@ -3,11 +3,17 @@
  * tokenizer. */
 #include "io_h5.h"
 #include "io_internal.h"
+#include "kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+/* 1: every weight fp32; 2: bf16 tensors possible (root attribute dtype, see
+ * include/io.h).  A store with no bf16 tensor is still written as version 1,
+ * so older builds keep reading fp32 stores; they refuse a bf16 one by its
+ * version instead of failing on a dataset type. */
 #define IO_FORMAT_VERSION 1
+#define IO_FORMAT_VERSION_BF16 2
 
 void io_layer_name(char *buf, size_t n, int layer, const char *what)
 {
@@ -47,9 +53,9 @@ losa_status io_store_read_config(io_store *st, model_config *c)
     hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
     int ver = 0;
     losa_status s = io_attr_read_int(st, root, "/", "format_version", &ver);
-    if (s == LOSA_OK && ver != IO_FORMAT_VERSION)
-        s = core_err(LOSA_ERR_UNSUPPORTED, "%s: format_version %d (this build reads %d)",
-                     st->path, ver, IO_FORMAT_VERSION);
+    if (s == LOSA_OK && ver != IO_FORMAT_VERSION && ver != IO_FORMAT_VERSION_BF16)
+        s = core_err(LOSA_ERR_UNSUPPORTED, "%s: format_version %d (this build reads %d and %d)",
+                     st->path, ver, IO_FORMAT_VERSION, IO_FORMAT_VERSION_BF16);
     struct { const char *k; int *v; } ints[] = {
         {"dim", &c->dim}, {"hidden_dim", &c->hidden_dim},
         {"n_layers", &c->n_layers}, {"n_heads", &c->n_heads},
@@ -70,62 +76,137 @@ losa_status io_store_read_config(io_store *st, model_config *c)
     return io_config_check(c, st->path);
 }
 
+/* ---- dtype ------------------------------------------------------------------ */
+
+losa_status io_store_write_dtype(io_store *st, model_dtype t)
+{
+    LOSA_CHECK(st->writable);
+    hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
+    losa_status s = io_attr_write_str(st, root, "dtype", model_dtype_name(t));
+    if (s == LOSA_OK && t == MODEL_DTYPE_BF16)
+        s = io_attr_write_int(st, root, "format_version", IO_FORMAT_VERSION_BF16);
+    H5Gclose(root);
+    return s;
+}
+
+losa_status io_store_read_dtype(io_store *st, model_dtype *t)
+{
+    *t = MODEL_DTYPE_F32;
+    hid_t root = H5Gopen2(st->file, "/", H5P_DEFAULT);
+    losa_status s = LOSA_OK;
+    if (H5Aexists(root, "dtype") > 0) {
+        char *v = NULL;
+        s = io_attr_read_str(st, root, "/", "dtype", &v);
+        if (s == LOSA_OK && !strcmp(v, "bf16")) *t = MODEL_DTYPE_BF16;
+        else if (s == LOSA_OK && strcmp(v, "fp32"))
+            s = core_err(LOSA_ERR_FORMAT, "%s: root attribute dtype: '%s' (expected fp32 or "
+                         "bf16)", st->path, v);
+        free(v);
+    }
+    H5Gclose(root);
+    return s;
+}
+
 /* ---- stages ----------------------------------------------------------------- */
 
-/* Visit every tensor the stage owns: fn(st, name, x, ndim, shape). */
-typedef losa_status (*io_tensor_fn)(io_store *st, const char *name, float *x, int ndim,
-                                    const int64_t *shape);
+/* One tensor of a stage: fp32 (x) or, for the maps of a bf16 stage, bf16
+ * (xb, x NULL). */
+typedef struct {
+    const char *name;
+    float *x;
+    uint16_t *xb;
+    int ndim;
+    const int64_t *shape;
+} io_stage_tensor;
 
-static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_fn fn)
+/* Visit every tensor the stage owns. */
+typedef losa_status (*io_tensor_fn)(io_store *st, const io_stage_tensor *t, void *ctx);
+
+static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_fn fn, void *ctx)
 {
     const model_config *c = &s->cfg;
     int64_t V = c->vocab_size, D = c->dim;
-    losa_status r = model_stage_require_f32(s, "model store read/write");
-    if (r != LOSA_OK) return r;
+    losa_status r = LOSA_OK;
     int64_t vd[2] = {V, D}, d1[1] = {D};
     if (s->has_embed || (s->has_head && c->tie_embeddings)) {
         LOSA_CHECK(s->embed != NULL);
-        r = fn(st, "/embed", s->embed, 2, vd);
+        r = fn(st, &(io_stage_tensor){"/embed", s->embed, NULL, 2, vd}, ctx);
     }
     char name[256];
     for (int l = 0; r == LOSA_OK && l < s->n_layers; l++) {
         const model_layer *ly = &s->layers[l];
         int g = s->layer0 + l;
         io_layer_name(name, sizeof name, g, "attn_norm");
-        r = fn(st, name, ly->attn_norm, 1, d1);
+        r = fn(st, &(io_stage_tensor){name, ly->attn_norm, NULL, 1, d1}, ctx);
         for (int m = 0; r == LOSA_OK && m < MODEL_N_MAPS; m++) {
             int o, i;
             model_map_shape(c, (model_map)m, &o, &i);
             int64_t sh[2] = {o, i};
             io_layer_name(name, sizeof name, g, model_map_name((model_map)m));
-            r = fn(st, name, ly->w[m], 2, sh);
+            LOSA_CHECK((ly->w[m] != NULL) != (ly->wb[m] != NULL));
+            r = fn(st, &(io_stage_tensor){name, ly->w[m], ly->wb[m], 2, sh}, ctx);
         }
         if (r == LOSA_OK) {
             io_layer_name(name, sizeof name, g, "ffn_norm");
-            r = fn(st, name, ly->ffn_norm, 1, d1);
+            r = fn(st, &(io_stage_tensor){name, ly->ffn_norm, NULL, 1, d1}, ctx);
         }
     }
     if (r == LOSA_OK && s->has_head) {
-        r = fn(st, "/final_norm", s->final_norm, 1, d1);
-        if (r == LOSA_OK && !c->tie_embeddings) r = fn(st, "/head", s->head, 2, vd);
+        r = fn(st, &(io_stage_tensor){"/final_norm", s->final_norm, NULL, 1, d1}, ctx);
+        if (r == LOSA_OK && !c->tie_embeddings)
+            r = fn(st, &(io_stage_tensor){"/head", s->head, NULL, 2, vd}, ctx);
     }
     return r;
 }
 
-static losa_status io_write_fn(io_store *st, const char *name, float *x, int ndim,
-                               const int64_t *shape)
+static losa_status io_write_fn(io_store *st, const io_stage_tensor *t, void *ctx)
 {
-    return io_store_write_tensor(st, name, x, ndim, shape);
+    (void)ctx;
+    if (t->xb) return io_store_write_tensor_bf16(st, t->name, t->xb, t->ndim, t->shape);
+    return io_store_write_tensor(st, t->name, t->x, t->ndim, t->shape);
+}
+
+/* fp32 slots take either stored dtype (bf16 widens exactly); a bf16 slot
+ * (a map of a bf16 stage) takes bf16 data as is and rounds fp32 data to
+ * nearest even (kern_bf16_from_f32, as model_stage_to_bf16), counting the
+ * non-zeros that became zero into *(int64_t *)ctx. */
+static losa_status io_read_fn(io_store *st, const io_stage_tensor *t, void *ctx)
+{
+    if (!t->xb) return io_store_read_tensor(st, t->name, t->x, t->ndim, t->shape);
+    model_dtype dt = MODEL_DTYPE_F32;
+    losa_status s = io_store_tensor_dtype(st, t->name, &dt);
+    if (s != LOSA_OK) return s;
+    if (dt == MODEL_DTYPE_BF16) return io_store_read_tensor_bf16(st, t->name, t->xb, t->ndim, t->shape);
+    int64_t n = t->shape[0] * t->shape[1];
+    float *x = core_malloc((size_t)n, sizeof(float)); /* one map */
+    s = io_store_read_tensor(st, t->name, x, t->ndim, t->shape);
+    if (s == LOSA_OK) *(int64_t *)ctx += kern_bf16_from_f32(t->xb, x, n);
+    core_free(x);
+    return s;
+}
+
+losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost)
+{
+    int64_t lost = 0;
+    losa_status r = io_stage_visit(st, s, io_read_fn, &lost);
+    if (n_lost) *n_lost = lost;
+    return r;
 }
 
 losa_status io_store_read_stage(io_store *st, model_stage *s)
 {
-    return io_stage_visit(st, s, io_store_read_tensor);
+    int64_t lost = 0;
+    losa_status r = io_store_read_stage_lost(st, s, &lost);
+    if (r == LOSA_OK && lost > 0)
+        core_log("warning: %s: %lld non-zero map weights of stage %d rounded to zero in bf16\n",
+                 st->path, (long long)lost, s->stage);
+    return r;
 }
 
 losa_status io_store_write_stage(io_store *st, const model_stage *s)
 {
-    return io_stage_visit(st, s, io_write_fn);
+    losa_status r = io_stage_visit(st, s, io_write_fn, NULL);
+    return r != LOSA_OK ? r : io_store_write_dtype(st, s->dtype);
 }
 
 /* ---- tokenizer -------------------------------------------------------------- */

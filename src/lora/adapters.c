@@ -267,10 +267,55 @@ void lora_delta_update(lora_adapters *ad, const model_stage *s)
         }
 }
 
+/* bf16 stage: W <- bf16(W + sign Delta) map by map (round to nearest
+ * even), Delta = scale (B[:, :r] A[:r]) ⊙ M formed into a one-map scratch
+ * from the bf16 weights' own mask M = (W != 0).  Where M is 0, Delta is 0
+ * and bf16(+-0 + 0) is zero: no pruned weight becomes non-zero.  A kept
+ * weight whose W + Delta rounds to zero (exact cancellation, or
+ * |W + Delta| <= 2^-134, half bf16's smallest subnormal) becomes zero: it
+ * is counted (the return value) and every map with such weights gets a
+ * warning line naming the layer and map. */
+static int64_t add_delta_bf16(lora_adapters *ad, model_stage *s, float sign)
+{
+    int64_t changed = 0, maxw = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(&s->cfg, m, &o, &i);
+        if ((int64_t)o * i > maxw) maxw = (int64_t)o * i;
+    }
+    float *dl = core_malloc((size_t)maxw, sizeof(float));
+    for (int l = 0; l < ad->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i, r = ad->rank[l], k = l * MODEL_N_MAPS + m;
+            model_map_shape(&s->cfg, m, &o, &i);
+            uint16_t *W = s->layers[l].wb[m];
+            int64_t n = (int64_t)o * i, lost = 0;
+            kern_gemm(0, 0, o, i, r, sign * ad->scale, ad->B[k], ad->cfg.r_max, ad->A[k], i,
+                      0.0f, dl, i);
+#pragma omp parallel for simd schedule(static) reduction(+ : lost) if (n > KERN_PAR_MIN)
+            for (int64_t e = 0; e < n; e++) {
+                if ((W[e] & 0x7fffu) == 0) continue; /* pruned: stays exactly zero */
+                uint16_t w1 = kern_bf16_round(kern_bf16_value(W[e]) + dl[e]);
+                lost += (w1 & 0x7fffu) == 0;
+                W[e] = w1;
+            }
+            if (lost > 0)
+                core_log("warning: lora %s (bf16): layer %d %s: %lld kept weights rounded to "
+                         "zero (the mask lost them)\n", sign > 0 ? "merge" : "unmerge",
+                         ad->layer0 + l, model_map_name((model_map)m), (long long)lost);
+            changed += lost;
+        }
+    core_free(dl);
+    ad->formed = -1;
+    return changed;
+}
+
 /* W += sign * Delta for every map (Delta of the current mask: stored, or
- * formed map by map into the transient scratch). */
+ * formed map by map into the transient scratch); bf16 stages round
+ * (add_delta_bf16). */
 static int64_t add_delta(lora_adapters *ad, model_stage *s, float sign)
 {
+    if (s->dtype == MODEL_DTYPE_BF16) return add_delta_bf16(ad, s, sign);
     int64_t changed = 0;
     int own = ad->transient && !ad->delta;
     if (own) scratch_alloc(ad);

@@ -43,7 +43,7 @@ static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp,
     a.dense_pass = calib_dense_stream_bytes(c, nl, Nm, S, chunk);
     a.grams_pass = calib_layer_grams_bytes(c, nl, rs->losa.rmi_n, S, chunk);
     for (int p = 0; p < pp; p++) { /* losa_store_write_model: another stage in transit */
-        size_t b = p == stage ? 0 : model_stage_bytes(c, p, pp);
+        size_t b = p == stage ? 0 : model_stage_bytes_dtype(c, p, pp, rs->model.dtype);
         if (b > a.write) a.write = b;
     }
     return a;
@@ -61,7 +61,9 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     int losa = mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE;
     int ppl = rs->data.eval_text.path && rs->data.eval_text.path[0];
     phase_adds a = adds_of(rs, c, pp, dp, stage, replica, nl);
-    m->weights = model_stage_bytes(c, stage, pp);
+    /* model.dtype = bf16: the stage as model_stage_build_dtype allocates it
+     * (maps 2 bytes per weight, embedding, norms and head fp32) */
+    m->weights = model_stage_bytes_dtype(c, stage, pp, rs->model.dtype);
     m->inputs = core_alloc_bytes((size_t)N * S, sizeof(int));
     const lora_config *lc = &rs->lora.lc;
     m->buffers = lora_buffers_resolve(lc, c, nl);

@@ -169,18 +169,45 @@ static size_t stage_floats(const model_config *c, int n_layers, int has_embed, i
     return n;
 }
 
+/* Weights of the 7 maps of n_layers layers (the bf16 block of a bf16 stage). */
+static int64_t stage_map_weights(const model_config *c, int n_layers)
+{
+    int64_t n = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        n += (int64_t)o * i;
+    }
+    return n * n_layers;
+}
+
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages)
+{
+    return model_stage_bytes_dtype(c, stage, n_stages, MODEL_DTYPE_F32);
+}
+
+/* fp32: model_stage_build's block; bf16: model_stage_build_dtype's (and
+ * model_stage_to_bf16's result): the fp32 rest and the bf16 maps. */
+size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, model_dtype t)
 {
     int first[n_stages], count[n_stages];
     model_split_layers(c, n_stages, first, count);
     int nl = count[stage];
-    return core_alloc_bytes(stage_floats(c, nl, stage == 0, stage == n_stages - 1),
-                            sizeof(float)) +
+    size_t nf = stage_floats(c, nl, stage == 0, stage == n_stages - 1), nb = 0;
+    if (t == MODEL_DTYPE_BF16) {
+        nb = (size_t)stage_map_weights(c, nl);
+        nf -= nb;
+        nb = core_alloc_bytes(nb > 0 ? nb : 1, sizeof(uint16_t));
+    }
+    return core_alloc_bytes(nf > 0 ? nf : 1, sizeof(float)) + nb +
            core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
 }
 
-losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
-                              int n_stages)
+/* Allocate stage `stage` of n_stages in dtype t and set the pointers: fp32
+ * one block of every parameter; bf16 the maps in a bf16 block (layer by
+ * layer in map order) and the rest in the fp32 block.  Both zeroed. */
+static losa_status stage_build(model_stage *s, const model_config *c, int stage, int n_stages,
+                               model_dtype t)
 {
     memset(s, 0, sizeof *s);
     s->cfg = *c;
@@ -196,13 +223,21 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
     s->n_layers = count[stage];
     s->has_embed = stage == 0;
     s->has_head = stage == n_stages - 1;
+    s->dtype = t;
     int64_t D = c->dim, V = c->vocab_size;
     int need_embed = s->has_embed || (s->has_head && c->tie_embeddings);
-    size_t n = stage_floats(c, s->n_layers, s->has_embed, s->has_head);
-    s->params = core_calloc(n, sizeof(float));
+    size_t n = stage_floats(c, s->n_layers, s->has_embed, s->has_head), nb = 0;
+    if (t == MODEL_DTYPE_BF16) {
+        nb = (size_t)stage_map_weights(c, s->n_layers);
+        n -= nb;
+        s->params_bf16 = core_calloc(nb > 0 ? nb : 1, sizeof(uint16_t));
+        s->n_params_bf16 = nb;
+    }
+    s->params = core_calloc(n > 0 ? n : 1, sizeof(float));
     s->n_params = n;
     s->layers = core_calloc(s->n_layers > 0 ? s->n_layers : 1, sizeof(model_layer));
     float *p = s->params;
+    uint16_t *q = s->params_bf16;
     if (need_embed) { s->embed = p; p += V * D; }
     for (int l = 0; l < s->n_layers; l++) {
         model_layer *ly = &s->layers[l];
@@ -210,8 +245,8 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int o, i;
             model_map_shape(c, m, &o, &i);
-            ly->w[m] = p;
-            p += (int64_t)o * i;
+            if (t == MODEL_DTYPE_BF16) { ly->wb[m] = q; q += (int64_t)o * i; }
+            else { ly->w[m] = p; p += (int64_t)o * i; }
         }
         ly->ffn_norm = p; p += D;
     }
@@ -220,8 +255,21 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
         if (c->tie_embeddings) s->head = s->embed;
         else { s->head = p; p += V * D; }
     }
-    LOSA_CHECK((size_t)(p - s->params) == n);
+    LOSA_CHECK((size_t)(p - s->params) == n &&
+               (t == MODEL_DTYPE_BF16 ? (size_t)(q - s->params_bf16) : 0) == nb);
     return LOSA_OK;
+}
+
+losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
+                              int n_stages)
+{
+    return stage_build(s, c, stage, n_stages, MODEL_DTYPE_F32);
+}
+
+losa_status model_stage_build_dtype(model_stage *s, const model_config *c, int stage,
+                                    int n_stages, model_dtype t)
+{
+    return stage_build(s, c, stage, n_stages, t);
 }
 
 void model_stage_free(model_stage *s)
@@ -265,13 +313,7 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
     if (n_lost) *n_lost = 0;
     if (s->dtype == MODEL_DTYPE_BF16) return LOSA_OK;
     const model_config *c = &s->cfg;
-    int64_t D = c->dim, V = c->vocab_size, nmap = 0, lost = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, m, &o, &i);
-        nmap += (int64_t)o * i;
-    }
-    nmap *= s->n_layers;
+    int64_t D = c->dim, V = c->vocab_size, nmap = stage_map_weights(c, s->n_layers), lost = 0;
     uint16_t *b = core_malloc(nmap > 0 ? (size_t)nmap : 1, sizeof(uint16_t));
     size_t nrest = s->n_params - (size_t)nmap;
     float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# losa plan with model.dtype = bf16 (issue 14): the weights a rank holds are
+# the bf16 stage of model_stage_build_dtype: per stage with L_s layers the
+# 7 maps' M_s = L_s x (2 D^2 + 2 kvD D + 3 D F) weights at 2 bytes and the
+# rest R_s (embedding on the first stage, head on the last, norms) at 4.
+# Expected from the config alone (Python): weights_fp32 - weights_bf16 =
+# al(4 (R_s + M_s)) - al(4 R_s) - al(2 M_s) exactly, al() the allocator's
+# rounding of a block (core_alloc_bytes: 64 bytes, 2 MiB pages from 4 MiB
+# up), i.e. 2 M_s up to two pages; every other kind of memory (adapters,
+# activations, dense reference, Grams) is unchanged, and so is the peak
+# minus the weights when the peak phase is not the model write.
+# LLaMA-2-7B (input/llama2-7b.json) on 8 stages and minillama's store on 1.
+set -u
+source "$(dirname "$0")/lib.sh"
+W=$TT/plan_bf16
+rm -rf "$W"; mkdir -p "$W"
+PY=/usr/bin/python3
+MINI=$(store minillama) || exit 1
+printf '[model]\nconfig = input/llama2-7b.json\n[parallel]\ndp = 1\n' > "$W/l7.ini"
+printf '[model]\nstore = %s\n[parallel]\npp = 1\n' "$MINI" > "$W/mini.ini"
+
+cat > "$W/cmp.py" <<'PYEOF'
+import json, sys
+a, b, cfg = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+if cfg.endswith('.json'):
+    c = json.load(open(cfg))
+    D, F, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    kv = c["num_key_value_heads"] * D // c["num_attention_heads"]
+    tied = int(c.get("tie_word_embeddings", False))
+else:
+    m = a["model"]; D, F, V = m["dim"], m["hidden_dim"], m["vocab_size"]
+    kv = m["n_kv_heads"] * D // m["n_heads"]; tied = 0
+def al(n):  # core_alloc_bytes
+    n = n or 64
+    g = 2 << 20 if n >= 4 << 20 else 64
+    return (n + g - 1) // g * g
+maps = 2 * D * D + 2 * kv * D + 3 * D * F
+assert a["model"]["dtype"] == "fp32" and b["model"]["dtype"] == "bf16"
+ra, rb = a["ranks"], b["ranks"]
+pp = len(ra)
+ok = True
+for x, y in zip(ra, rb):
+    s, L = x["stage"], x["n_layers"]
+    M = L * maps
+    R = L * 2 * D + (V * D if s == 0 or (s == pp - 1 and tied) else 0) + (D + (0 if tied else V * D) if s == pp - 1 else 0)
+    want = al(4 * (R + M)) - al(4 * R) - al(2 * M)
+    got = x["weights_bytes"] - y["weights_bytes"]
+    same = all(x[k] == y[k] for k in ("adapter_bytes", "activation_bytes", "dense_ref_bytes", "grams_bytes", "inputs_bytes"))
+    peak = x["peak_phase"] == "write_model" or x["peak_bytes"] - y["peak_bytes"] == got
+    print("  stage %d: %d layers, weights fp32 %d bf16 %d, difference %d (expected %d; 2 x maps = %d), peak %.3f -> %.3f GB"
+          % (s, L, x["weights_bytes"], y["weights_bytes"], got, want, 2 * M, x["peak_bytes"] / 1e9, y["peak_bytes"] / 1e9))
+    ok = ok and got == want and abs(got - 2 * M) < 2 * (2 << 20) + 128 and same and peak
+sys.exit(not ok)
+PYEOF
+
+"$LOSA" plan "$W/l7.ini" --ranks 8 --json > "$W/f.json" 2>/dev/null
+"$LOSA" plan "$W/l7.ini" --ranks 8 --set model.dtype=bf16 --json > "$W/b.json" 2>"$W/b.log"
+check "7B, 8 stages: plan takes model.dtype = bf16 ($(head -c 300 "$W/b.log"))" test -s "$W/b.json"
+check "7B, 8 stages: bf16 weights = fp32 weights - 2 bytes per map weight (exact, the allocator's blocks)" \
+    $PY "$W/cmp.py" "$W/f.json" "$W/b.json" input/llama2-7b.json
+"$LOSA" plan "$W/mini.ini" --json > "$W/mf.json" 2>/dev/null
+"$LOSA" plan "$W/mini.ini" --set model.dtype=bf16 --json > "$W/mb.json" 2>/dev/null
+check "minillama, 1 stage: the same, exactly" $PY "$W/cmp.py" "$W/mf.json" "$W/mb.json" store
+txt=$("$LOSA" plan "$W/mini.ini" --set model.dtype=bf16 2>/dev/null)
+check "text plan names the dtype" test -n "$(echo "$txt" | grep '^weights: model.dtype = bf16')"
+err=$("$LOSA" plan "$W/mini.ini" --set model.dtype=fp16 2>&1 >/dev/null)
+check "model.dtype = fp16 refused by plan: $err" test -n "$(echo "$err" | grep "model.dtype: expected one of fp32|bf16, got 'fp16'")"
+finish
