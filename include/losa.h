@@ -398,6 +398,15 @@ typedef struct {
     double total;                /* the run's wall seconds */
 } losa_time;
 
+/* Not collective.  The stage split of a run of settings rs on pp stages:
+ * model_split_stages under model_stage_cost_train at the run's training
+ * micro-batch (train.batch x train.seqlen, lora.r_max, lora.dropout,
+ * train.ckpt).  The one split `losa run` builds its stages with (recorded
+ * in the run files as /run/stage_layers, checked on resume) and `losa plan`
+ * sizes and times them with. */
+void losa_stage_split(const struct run_settings *rs, const model_config *c, int pp, int *first,
+                      int *count);
+
 /* Not collective.  pp <= LOSA_TIME_MAX_STAGES. */
 void losa_time_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,
                     const losa_rates *rt, losa_time *t);

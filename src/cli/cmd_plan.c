@@ -65,7 +65,7 @@ static void plan_compute(plan *p)
     const model_config *c = &p->c;
     int PP = p->pp, DP = p->dp, L = c->n_layers;
     int first[PP], count[PP];
-    model_split_layers(c, PP, first, count);
+    losa_stage_split(&p->rs, c, PP, first, count);
     double D = c->dim, F = c->hidden_dim, V = c->vocab_size, kv = model_kv_dim(c);
     double maps = 0, adapter_layer = 0, adapter_fl = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {

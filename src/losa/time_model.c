@@ -13,10 +13,20 @@ typedef struct {
     int nl, has_head;
 } stage_shape;
 
-static stage_shape stage_of(const model_config *c, int pp, int s)
+void losa_stage_split(const run_settings *rs, const model_config *c, int pp, int *first,
+                      int *count)
+{
+    const lora_train_config *tc = &rs->train.tc;
+    model_stage_cost k;
+    model_stage_cost_train(c, tc->B, tc->T, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
+                           &k);
+    model_split_stages(c->n_layers, pp, &k, first, count);
+}
+
+static stage_shape stage_of(const run_settings *rs, const model_config *c, int pp, int s)
 {
     int first[pp], count[pp];
-    model_split_layers(c, pp, first, count);
+    losa_stage_split(rs, c, pp, first, count);
     return (stage_shape){.nl = count[s], .has_head = s == pp - 1};
 }
 
@@ -50,7 +60,7 @@ static double eval_pass(const run_settings *rs, const model_config *c, int pp, i
            sum = 0;
     double act = 4.0 * rs->eval.batch * rs->eval.seqlen * c->dim;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(c, pp, s);
+        stage_shape g = stage_of(rs, c, pp, s);
         double b = model_forward_flops(c, g.nl, g.has_head, (int64_t)W, rs->eval.seqlen) /
                    (rt->fwd_gflops * 1e9);
         b += s < pp - 1 ? m * msg_s(rt, act) : 0;
@@ -72,7 +82,7 @@ static double calib_pass(const run_settings *rs, const model_config *c, int pp, 
 {
     double wall = 0, S = rs->data.calib_seqlen;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(c, pp, s);
+        stage_shape g = stage_of(rs, c, pp, s);
         double b = passes * model_forward_flops(c, g.nl, 0, (int64_t)nw, (int64_t)S) /
                        (rt->fwd_gflops * 1e9) +
                    g.nl * extra_per_layer / (rt->gemm_gflops * 1e9);
@@ -114,7 +124,7 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
         layer_grads += 4.0 * rs->lora.lc.r_max * (o + i);
     }
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(c, pp, s);
+        stage_shape g = stage_of(rs, c, pp, s);
         double mb = model_train_flops(c, g.nl, g.has_head, tc->B, tc->T, rs->lora.lc.r_max,
                                       rs->lora.lc.dropout > 0, tc->ckpt) /
                     (rt->train_gflops * 1e9);

@@ -99,61 +99,79 @@ int64_t model_param_count(const model_config *c)
     return n;
 }
 
-void model_split_layers(const model_config *c, int P, int *first, int *count)
+/* Cost of stage p of P holding n layers under k. */
+static double stage_cost(const model_stage_cost *k, int P, int p, int n)
 {
-    /* Cost in units of one layer: the embedding lookup is cheap, the head
-     * costs V*D/(layer params) of a layer on the last stage.  Greedy
-     * contiguous split minimising the largest stage cost. */
-    int L = c->n_layers;
+    return n * k->layer + (p == 0 ? k->embed : 0) + (p == P - 1 ? k->head : 0);
+}
+
+/* Front-loaded assignment under a cap: stage p takes the most layers whose
+ * cost fits under cap while leaving one layer for each later stage; the
+ * last takes the rest.  Returns 1 if every stage fits.  With equal layer
+ * costs a split under the cap exists iff this one fits (taking more layers
+ * early never makes a later stage's cost larger). */
+static int split_under(int L, int P, const model_stage_cost *k, double cap, int *count)
+{
+    double tol = 1e-12 * (cap > 0 ? cap : 1);
+    int left = L;
+    for (int p = 0; p < P - 1; p++) {
+        double room = cap + tol - (p == 0 ? k->embed : 0);
+        int n = room >= k->layer ? (int)floor(room / k->layer) : 0;
+        if (n > left - (P - 1 - p)) n = left - (P - 1 - p);
+        /* floor may be one off when room / layer is an integer up to rounding */
+        while (n > 1 && stage_cost(k, P, p, n) > cap + tol) n--;
+        if (n < 1 || stage_cost(k, P, p, n) > cap + tol) return 0;
+        count[p] = n;
+        left -= n;
+    }
+    count[P - 1] = left;
+    return left >= 1 && stage_cost(k, P, P - 1, left) <= cap + tol;
+}
+
+void model_split_stages(int L, int P, const model_stage_cost *k, int *first, int *count)
+{
     LOSA_CHECK(P >= 1 && P <= L);
-    double head = (double)c->vocab_size * c->dim / (double)layer_params(c);
-    /* binary search on the max cost */
-    double lo = 1, hi = L + head + 1;
-    for (int it = 0; it < 60; it++) {
-        double mid = 0.5 * (lo + hi);
-        int stages = 1, used = 0;
-        double cost = 0;
-        int ok = 1;
-        for (int l = 0; l < L; l++) {
-            double extra = (l == L - 1) ? head : 0;
-            if (cost + 1 + extra > mid && used > 0) {
-                stages++;
-                cost = 0;
-                used = 0;
-            }
-            if (1 + extra > mid) ok = 0;
-            cost += 1 + extra;
-            used++;
-        }
-        if (ok && stages <= P) hi = mid; else lo = mid;
+    LOSA_CHECK(k->layer > 0 && k->embed >= 0 && k->head >= 0 && isfinite(k->layer) &&
+               isfinite(k->embed) && isfinite(k->head));
+    /* The optimal largest cost is the cost of some stage: n * layer plus the
+     * extras of stage 0, of stage P-1 or of neither (a single stage has
+     * both).  Try these candidates in increasing order. */
+    int nc = 0;
+    double cand[4 * L];
+    for (int n = 1; n <= L; n++) {
+        if (P == 1) { cand[nc++] = stage_cost(k, 1, 0, n); continue; }
+        cand[nc++] = n * k->layer;
+        cand[nc++] = n * k->layer + k->embed;
+        cand[nc++] = n * k->layer + k->head;
     }
-    /* assign greedily with cap hi, then make sure every stage has >= 1 layer */
-    int p = 0, used = 0;
-    double cost = 0;
-    for (int q = 0; q < P; q++) count[q] = 0;
-    for (int l = 0; l < L; l++) {
-        double extra = (l == L - 1) ? head : 0;
-        int remaining_layers = L - l, remaining_stages = P - p - 1;
-        if (used > 0 && (cost + 1 + extra > hi + 1e-9 || remaining_layers <= remaining_stages)) {
-            p++;
-            cost = 0;
-            used = 0;
-        }
-        count[p]++;
-        cost += 1 + extra;
-        used++;
-    }
-    /* if fewer than P stages were used, split from the back */
-    while (p < P - 1) {
-        int big = 0;
-        for (int q = 0; q <= p; q++) if (count[q] > count[big]) big = q;
-        for (int q = p + 1; q > big + 1; q--) count[q] = count[q - 1];
-        count[big + 1] = count[big] / 2;
-        count[big] -= count[big + 1];
-        p++;
-    }
+    double best = INFINITY;
+    int tmp[P];
+    for (int i = 0; i < nc; i++)
+        if (cand[i] < best && split_under(L, P, k, cand[i], tmp)) best = cand[i];
+    LOSA_CHECK(split_under(L, P, k, best, count));
     first[0] = 0;
     for (int q = 1; q < P; q++) first[q] = first[q - 1] + count[q - 1];
+}
+
+void model_split_layers(const model_config *c, int P, int *first, int *count)
+{
+    model_stage_cost k;
+    model_stage_cost_default(c, &k);
+    model_split_stages(c->n_layers, P, &k, first, count);
+}
+
+/* The split of n_stages stages: count, or model_split_layers when NULL. */
+static void split_of(const model_config *c, int n_stages, const int *count, int *first, int *out)
+{
+    if (!count) {
+        model_split_layers(c, n_stages, first, out);
+        return;
+    }
+    first[0] = 0;
+    for (int q = 0; q < n_stages; q++) {
+        out[q] = count[q];
+        if (q > 0) first[q] = first[q - 1] + count[q - 1];
+    }
 }
 
 /* Floats of a stage's parameter block: its layers, the embedding on the
@@ -169,10 +187,10 @@ static size_t stage_floats(const model_config *c, int n_layers, int has_embed, i
     return n;
 }
 
-size_t model_stage_bytes(const model_config *c, int stage, int n_stages)
+size_t model_stage_bytes(const model_config *c, int stage, int n_stages, const int *split)
 {
     int first[n_stages], count[n_stages];
-    model_split_layers(c, n_stages, first, count);
+    split_of(c, n_stages, split, first, count);
     int nl = count[stage];
     return core_alloc_bytes(stage_floats(c, nl, stage == 0, stage == n_stages - 1),
                             sizeof(float)) +
@@ -182,14 +200,30 @@ size_t model_stage_bytes(const model_config *c, int stage, int n_stages)
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages)
 {
+    return model_stage_build_split(s, c, stage, n_stages, NULL);
+}
+
+losa_status model_stage_build_split(model_stage *s, const model_config *c, int stage,
+                                    int n_stages, const int *split)
+{
     memset(s, 0, sizeof *s);
     s->cfg = *c;
     if (n_stages < 1 || n_stages > c->n_layers || stage < 0 || stage >= n_stages)
         return core_err(LOSA_ERR_ARG,
                         "pipeline: %d stages for %d layers (need 1 <= stages <= layers)",
                         n_stages, c->n_layers);
+    if (split) {
+        int sum = 0, ok = 1;
+        for (int q = 0; q < n_stages; q++) {
+            ok = ok && split[q] >= 1;
+            sum += split[q];
+        }
+        if (!ok || sum != c->n_layers)
+            return core_err(LOSA_ERR_ARG, "pipeline: stage split of %d stages holds %d layers "
+                            "(expected %d, every stage >= 1)", n_stages, sum, c->n_layers);
+    }
     int first[n_stages], count[n_stages];
-    model_split_layers(c, n_stages, first, count);
+    split_of(c, n_stages, split, first, count);
     s->stage = stage;
     s->n_stages = n_stages;
     s->layer0 = first[stage];
