@@ -406,6 +406,8 @@ typedef struct {
  * sizes and times them with. */
 void losa_stage_split(const struct run_settings *rs, const model_config *c, int pp, int *first,
                       int *count);
+/* The stage costs losa_stage_split splits by. */
+void losa_stage_cost(const struct run_settings *rs, const model_config *c, model_stage_cost *k);
 
 /* Not collective.  pp <= LOSA_TIME_MAX_STAGES. */
 void losa_time_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,

@@ -268,6 +268,15 @@ static void plan_print(const plan *p)
            (long long)model_param_count(c), model_param_count(c) * 4e-9);
     printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
            p->ranks, p->pp, p->dp, p->B, p->T, p->accum);
+    {
+        model_stage_cost k;
+        losa_stage_cost(&p->rs, c, &k);
+        printf("stage split: layers");
+        for (int s = 0; s < p->pp; s++) printf("%s%d", s ? "+" : " ", p->r[s].n_layers);
+        printf(" (balanced by the cost model at the micro-batch: head + loss = %.2f layers, "
+               "embedding = %.3f layers; losa run builds and records this split)\n",
+               k.head / k.layer, k.embed / k.layer);
+    }
     printf("adapters' dense forms (lora.delta_buffers = %s): %s on rank 0\n",
            lora_buffers_name(p->rs.lora.lc.buffers), lora_buffers_name(p->r[0].mem.buffers));
     printf("%5s %5s %5s %7s | %8s %8s %8s %8s | %8s %8s %8s | %8s %-11s | %8s %8s %8s | %8s "
@@ -320,6 +329,15 @@ static char *plan_json(const plan *p, const plan_mem *mem)
     cJSON_AddNumberToObject(l, "ranks", p->ranks);
     cJSON_AddNumberToObject(l, "pp", p->pp);
     cJSON_AddNumberToObject(l, "dp", p->dp);
+    {
+        model_stage_cost k;
+        losa_stage_cost(&p->rs, c, &k);
+        int sl[p->pp];
+        for (int s = 0; s < p->pp; s++) sl[s] = p->r[s].n_layers;
+        cJSON_AddItemToObject(l, "stage_layers", cJSON_CreateIntArray(sl, p->pp));
+        cJSON_AddNumberToObject(l, "head_cost_layers", k.head / k.layer);
+        cJSON_AddNumberToObject(l, "embed_cost_layers", k.embed / k.layer);
+    }
     cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
     double peak = 0;
     for (int k = 0; k < p->ranks; k++) {

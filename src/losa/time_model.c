@@ -13,13 +13,18 @@ typedef struct {
     int nl, has_head;
 } stage_shape;
 
+void losa_stage_cost(const run_settings *rs, const model_config *c, model_stage_cost *k)
+{
+    const lora_train_config *tc = &rs->train.tc;
+    model_stage_cost_train(c, tc->B, tc->T, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
+                           k);
+}
+
 void losa_stage_split(const run_settings *rs, const model_config *c, int pp, int *first,
                       int *count)
 {
-    const lora_train_config *tc = &rs->train.tc;
     model_stage_cost k;
-    model_stage_cost_train(c, tc->B, tc->T, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
-                           &k);
+    losa_stage_cost(rs, c, &k);
     model_split_stages(c->n_layers, pp, &k, first, count);
 }
 
