@@ -373,7 +373,11 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * (forward passes: perplexity, calibration, dense references, Grams) and
  * `losa bench train` (training steps; both count FLOPs with the same
  * functions, so a measured rate projects back to seconds), and a dense
- * GEMM rate for SparseGPT's Hessians, factorisations and sweep.  Pipeline:
+ * GEMM rate for SparseGPT's Hessians, factorisations and sweep.  A training
+ * micro-batch of the whole model at the training rate is shared among the
+ * stages in proportion to their costs under losa_stage_cost (the cost the
+ * split balances: the head and loss weigh their elementwise work too).
+ * Pipeline:
  * perplexity and training overlap the stages ((m + pp - 1) slots of the
  * slowest stage for m micro-batches: the fill and drain bubble), the
  * calibration passes run the stages one after the other.  Network: a

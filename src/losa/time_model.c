@@ -128,11 +128,20 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
         model_map_shape(c, (model_map)q, &o, &i);
         layer_grads += 4.0 * rs->lora.lc.r_max * (o + i);
     }
+    /* a micro-batch of the whole model at the training rate (what `losa
+     * bench train` measures), shared among the stages in proportion to the
+     * stage costs the split balances (losa_stage_cost: the head and loss
+     * at their elementwise cost, not at the GEMM rate) */
+    model_stage_cost k;
+    losa_stage_cost(rs, c, &k);
+    double whole = model_train_flops(c, c->n_layers, 1, tc->B, tc->T, rs->lora.lc.r_max,
+                                     rs->lora.lc.dropout > 0, tc->ckpt) /
+                   (rt->train_gflops * 1e9),
+           all = c->n_layers * k.layer + k.embed + k.head;
     for (int s = 0; s < pp; s++) {
         stage_shape g = stage_of(rs, c, pp, s);
-        double mb = model_train_flops(c, g.nl, g.has_head, tc->B, tc->T, rs->lora.lc.r_max,
-                                      rs->lora.lc.dropout > 0, tc->ckpt) /
-                    (rt->train_gflops * 1e9);
+        double mb = whole * (g.nl * k.layer + (s == 0 ? k.embed : 0) + (g.has_head ? k.head : 0)) /
+                    all;
         mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1)); /* the stage's sends */
         busy[s] = steps * m * mb;
         worst = mb > worst ? mb : worst;

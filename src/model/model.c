@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -128,6 +129,12 @@ static int split_under(int L, int P, const model_stage_cost *k, double cap, int 
     return left >= 1 && stage_cost(k, P, P - 1, left) <= cap + tol;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 void model_split_stages(int L, int P, const model_stage_cost *k, int *first, int *count)
 {
     LOSA_CHECK(P >= 1 && P <= L);
@@ -135,19 +142,26 @@ void model_split_stages(int L, int P, const model_stage_cost *k, int *first, int
                isfinite(k->embed) && isfinite(k->head));
     /* The optimal largest cost is the cost of some stage: n * layer plus the
      * extras of stage 0, of stage P-1 or of neither (a single stage has
-     * both).  Try these candidates in increasing order. */
+     * both).  Feasibility is monotone in the cap: binary search over the
+     * sorted candidates. */
     int nc = 0;
-    double cand[4 * L];
+    double *cand = core_calloc((size_t)3 * L, sizeof(double));
     for (int n = 1; n <= L; n++) {
         if (P == 1) { cand[nc++] = stage_cost(k, 1, 0, n); continue; }
         cand[nc++] = n * k->layer;
         cand[nc++] = n * k->layer + k->embed;
         cand[nc++] = n * k->layer + k->head;
     }
-    double best = INFINITY;
-    int tmp[P];
-    for (int i = 0; i < nc; i++)
-        if (cand[i] < best && split_under(L, P, k, cand[i], tmp)) best = cand[i];
+    qsort(cand, (size_t)nc, sizeof(double), cmp_double);
+    int lo = 0, hi = nc - 1, tmp[P];
+    LOSA_CHECK(split_under(L, P, k, cand[hi], tmp)); /* L layers in one stage's cost fit */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (split_under(L, P, k, cand[mid], tmp)) hi = mid;
+        else lo = mid + 1;
+    }
+    double best = cand[lo];
+    core_free(cand);
     LOSA_CHECK(split_under(L, P, k, best, count));
     first[0] = 0;
     for (int q = 1; q < P; q++) first[q] = first[q - 1] + count[q - 1];
