@@ -152,23 +152,28 @@ typedef struct {
 
 /* Elementwise (memory- and exp-bound) work in FLOP-equivalents per byte:
  * the ratio of the GEMM rate to the rate of the norm / softmax / mask loops.
- * Fitted on the dev node (one core: sgemm about 98 GFLOP/s, the elementwise
- * loops about 2 GB/s), where it gives minillama's measured head-to-layer time
- * ratio of training (2.7 at B 1 x T 128, `losa bench pipeline`). */
-#define MODEL_FLOPS_PER_BYTE 50.0
+ * Fitted on the dev node (2 shared cores: sgemm about 98 GFLOP/s on one,
+ * the elementwise loops about 3 GB/s) to minillama's head-to-layer time
+ * ratio of training measured by `losa bench pipeline` (stage busy times at
+ * 1 x 128 tokens, 8 micro-batches: 2.7 to 4 layers depending on the
+ * machine's load, median about 3.3). */
+#define MODEL_FLOPS_PER_BYTE 35.0
 
-/* Modelled cost of training one micro-batch of B x T tokens (masked LoRA
- * of rank r, dropout on or off, recompute = activation checkpointing):
- * model_train_flops plus MODEL_FLOPS_PER_BYTE x the bytes of the
- * elementwise passes (layer: norms, RoPE, residuals, SwiGLU, dropout copies
- * forward and backward, and about 7 passes over each map's (out x in)
- * adapter buffers per micro-batch; head: about 5 passes over the V logits
- * per token (GEMM output, max, exp-sum, dlogits, backward read); embed: the
- * row copy).  Deterministic in its arguments.  Not collective. */
-void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int r, int dropout,
-                            int recompute, model_stage_cost *k);
+/* Modelled cost of training one micro-batch of B x T tokens, M
+ * micro-batches per optimizer step (masked LoRA of rank r, dropout on or
+ * off, recompute = activation checkpointing): model_train_flops plus
+ * MODEL_FLOPS_PER_BYTE x the bytes of the elementwise passes (layer: norms,
+ * RoPE, residuals, SwiGLU, dropout copies forward and backward, and about
+ * 7 passes over each map's (out x in) adapter buffers per optimizer step,
+ * i.e. / M per micro-batch: the persistent dense forms; the transient ones
+ * formed per micro-batch are not modelled; head: about 5 passes over the V
+ * logits per token (GEMM output, max, exp-sum, dlogits, backward read);
+ * embed: the row copy).  Deterministic in its arguments.  Not collective. */
+void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t M, int r,
+                            int dropout, int recompute, model_stage_cost *k);
 /* The cost model_split_layers uses when the caller has no training shape:
- * model_stage_cost_train at B 1, T min(max_seq_len, 2048), r 16, dropout. */
+ * model_stage_cost_train at B 1, T min(max_seq_len, 2048), M 1, r 16,
+ * dropout. */
 void model_stage_cost_default(const model_config *c, model_stage_cost *k);
 
 /* Contiguous split of L layers into P stages (1 <= P <= L, every stage at

@@ -144,7 +144,7 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
                                  const lora_train_config *tc, split_case *sc)
 {
     model_stage_cost k;
-    model_stage_cost_train(c, tc->B, tc->T, lc->r_max, lc->dropout > 0, tc->ckpt, &k);
+    model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, lc->r_max, lc->dropout > 0, tc->ckpt, &k);
     int first[2], L = c->n_layers;
     snprintf(sc->name, sizeof sc->name, "%s", item);
     if (!strcmp(item, "cost")) {

@@ -16,7 +16,7 @@ typedef struct {
 void losa_stage_cost(const run_settings *rs, const model_config *c, model_stage_cost *k)
 {
     const lora_train_config *tc = &rs->train.tc;
-    model_stage_cost_train(c, tc->B, tc->T, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
+    model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
                            k);
 }
 
