@@ -23,6 +23,11 @@ int dist_stage(const dist_ctx *d);     /* 0..PP-1 */
 int dist_n_stages(const dist_ctx *d);  /* PP */
 int dist_replica(const dist_ctx *d);   /* 0..DP-1 */
 int dist_n_replicas(const dist_ctx *d);/* DP */
+/* The layout's stage split: layers per stage, count (PP) copied (NULL: the
+ * model's default split).  dist_set_layout resets it to NULL.  Not
+ * collective, but every rank must set the same split. */
+void dist_set_stage_layers(dist_ctx *d, const int *count);
+const int *dist_stage_layers(const dist_ctx *d); /* (PP) or NULL */
 
 /* Pipeline point-to-point within this replica (blocking). */
 void dist_send_next(dist_ctx *d, const float *x, size_t n, int tag);

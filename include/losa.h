@@ -376,7 +376,11 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * (forward passes: perplexity, calibration, dense references, Grams) and
  * `losa bench train` (training steps; both count FLOPs with the same
  * functions, so a measured rate projects back to seconds), and a dense
- * GEMM rate for SparseGPT's Hessians, factorisations and sweep.  Pipeline:
+ * GEMM rate for SparseGPT's Hessians, factorisations and sweep.  A training
+ * micro-batch of the whole model at the training rate is shared among the
+ * stages in proportion to their costs under losa_stage_cost (the cost the
+ * split balances: the head and loss weigh their elementwise work too).
+ * Pipeline:
  * perplexity and training overlap the stages ((m + pp - 1) slots of the
  * slowest stage for m micro-batches: the fill and drain bubble), the
  * calibration passes run the stages one after the other.  Network: a
@@ -417,6 +421,17 @@ typedef struct {
     double step[LOSA_N_PHASES];  /* LoSA phases: wall seconds per step */
     double total;                /* the run's wall seconds */
 } losa_time;
+
+/* Not collective.  The stage split of a run of settings rs on pp stages:
+ * model_split_stages under model_stage_cost_train at the run's training
+ * micro-batch (train.batch x train.seqlen, lora.r_max, lora.dropout,
+ * train.ckpt).  The one split `losa run` builds its stages with (recorded
+ * in the run files as /run/stage_layers, checked on resume) and `losa plan`
+ * sizes and times them with. */
+void losa_stage_split(const struct run_settings *rs, const model_config *c, int pp, int *first,
+                      int *count);
+/* The stage costs losa_stage_split splits by. */
+void losa_stage_cost(const struct run_settings *rs, const model_config *c, model_stage_cost *k);
 
 /* Not collective.  pp <= LOSA_TIME_MAX_STAGES. */
 void losa_time_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,

@@ -138,24 +138,74 @@ typedef struct {
     const model_adapter *adapter;
 } model_stage;
 
-/* Contiguous split of L layers into P stages balanced by cost (each layer
- * costs the same; the embedding/head are charged to the end stages).
- * Fills first[p], count[p] for p < P.  Requires 1 <= P <= L. */
+/* ---- the stage split: one cost model for the planner and the run ----
+ *
+ * A stage of n layers costs n * layer, plus embed on the first stage and head
+ * on the last (head = final norm, head GEMM, softmax / cross-entropy over the
+ * V logits and their backward).  Units: any, the same for the three fields
+ * (model_stage_cost_train: FLOP-equivalents per training micro-batch). */
+typedef struct {
+    double layer;   /* one decoder layer */
+    double embed;   /* the embedding (first stage) */
+    double head;    /* final norm + head + loss (last stage) */
+} model_stage_cost;
+
+/* Elementwise (memory- and exp-bound) work in FLOP-equivalents per byte:
+ * the ratio of the GEMM rate to the rate of the norm / softmax / mask loops.
+ * Fitted on the dev node (2 shared cores: sgemm about 98 GFLOP/s on one,
+ * the elementwise loops about 3 GB/s) to minillama's head-to-layer time
+ * ratio of training measured by `losa bench pipeline` (stage busy times at
+ * 1 x 128 tokens, 8 micro-batches: 2.7 to 4 layers depending on the
+ * machine's load, median about 3.3). */
+#define MODEL_FLOPS_PER_BYTE 35.0
+
+/* Modelled cost of training one micro-batch of B x T tokens, M
+ * micro-batches per optimizer step (masked LoRA of rank r, dropout on or
+ * off, recompute = activation checkpointing): model_train_flops plus
+ * MODEL_FLOPS_PER_BYTE x the bytes of the elementwise passes (layer: norms,
+ * RoPE, residuals, SwiGLU, dropout copies forward and backward, and about
+ * 7 passes over each map's (out x in) adapter buffers per optimizer step,
+ * i.e. / M per micro-batch: the persistent dense forms; the transient ones
+ * formed per micro-batch are not modelled; head: about 5 passes over the V
+ * logits per token (GEMM output, max, exp-sum, dlogits, backward read);
+ * embed: the row copy).  Deterministic in its arguments.  Not collective. */
+void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t M, int r,
+                            int dropout, int recompute, model_stage_cost *k);
+/* The cost model_split_layers uses when the caller has no training shape:
+ * model_stage_cost_train at B 1, T min(max_seq_len, 2048), M 1, r 16,
+ * dropout. */
+void model_stage_cost_default(const model_config *c, model_stage_cost *k);
+
+/* Contiguous split of L layers into P stages (1 <= P <= L, every stage at
+ * least one layer) minimising the largest stage cost under k; among the
+ * splits that reach it, the one that gives earlier stages the most layers
+ * (front-loaded).  Exact, deterministic in (L, P, k).  Fills first[p],
+ * count[p] for p < P. */
+void model_split_stages(int L, int P, const model_stage_cost *k, int *first, int *count);
+/* model_split_stages with model_stage_cost_default (the split of commands
+ * that do not train: eval, generate, prune, synth). */
 void model_split_layers(const model_config *c, int P, int *first, int *count);
 
-/* Allocate the stage's parameter block (zeroed) and set the pointers. */
+/* Allocate the stage's parameter block (zeroed) and set the pointers;
+ * the layers of stage `stage` in model_split_layers. */
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages);
-/* Bytes model_stage_build allocates for stage `stage` of n_stages. */
-size_t model_stage_bytes(const model_config *c, int stage, int n_stages);
-/* The stage built directly in dtype t (bf16: the maps in the bf16 block,
- * zeroed, the rest fp32: the layout model_stage_to_bf16 leaves, without
- * the fp32 maps ever allocated; io_store_read_stage fills it) and its
- * bytes (fp32: model_stage_bytes; bf16: the resident size of a bf16 stage,
- * 2 bytes per map weight).  Not collective. */
+/* The same with the split given as layers per stage, count (n_stages),
+ * summing to L, every entry >= 1 (NULL: model_split_layers). */
+losa_status model_stage_build_split(model_stage *s, const model_config *c, int stage,
+                                    int n_stages, const int *count);
+/* Bytes model_stage_build_split allocates for stage `stage` of n_stages. */
+size_t model_stage_bytes(const model_config *c, int stage, int n_stages, const int *count);
+/* The stage (split count as above) built directly in dtype t (bf16: the
+ * maps in the bf16 block, zeroed, the rest fp32: the layout
+ * model_stage_to_bf16 leaves, without the fp32 maps ever allocated;
+ * io_store_read_stage fills it) and its bytes (fp32: model_stage_bytes;
+ * bf16: the resident size of a bf16 stage, 2 bytes per map weight).  Not
+ * collective. */
 losa_status model_stage_build_dtype(model_stage *s, const model_config *c, int stage,
-                                    int n_stages, model_dtype t);
-size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, model_dtype t);
+                                    int n_stages, const int *count, model_dtype t);
+size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, const int *count,
+                               model_dtype t);
 void model_stage_free(model_stage *s);
 /* Convert the stage's 7 maps per layer to bf16 (round to nearest even:
  * zeros stay zero) into one bf16 block, and repack params without them (the
@@ -324,7 +374,8 @@ void model_stage_send_input_grad_recv_input(struct dist_ctx *d, const model_stag
 void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
                             const model_stage *s, const int *tokens, int B,
                             int T, int seq);
-/* model_stage_build for this rank's stage in d's layout. */
+/* model_stage_build_split for this rank's stage in d's layout, with d's
+ * split (dist_stage_layers; NULL there: model_split_layers). */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
 

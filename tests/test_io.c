@@ -546,7 +546,7 @@ static void test_bf16_stage(void)
     TEST_CHECK(model_stage_to_bf16(&ref, &lost_ref) == LOSA_OK && lost_ref == 1,
                "to_bf16 loses the planted value: %lld", (long long)lost_ref);
     /* direct bf16 stage from the fp32 store */
-    TEST_CHECK(model_stage_build_dtype(&b, &c, 0, 1, MODEL_DTYPE_BF16) == LOSA_OK &&
+    TEST_CHECK(model_stage_build_dtype(&b, &c, 0, 1, NULL, MODEL_DTYPE_BF16) == LOSA_OK &&
                b.dtype == MODEL_DTYPE_BF16 && b.n_params_bf16 == ref.n_params_bf16 &&
                b.n_params == ref.n_params, "bf16 build: %zu/%zu vs %zu/%zu", b.n_params_bf16,
                b.n_params, ref.n_params_bf16, ref.n_params);
@@ -570,7 +570,7 @@ static void test_bf16_stage(void)
     model_stage w32, w16;
     TEST_CHECK(model_stage_build(&w32, &c, 0, 1) == LOSA_OK && io_store_read_stage(st, &w32) == LOSA_OK,
                "fp32 stage reads the bf16 store: %s", core_errmsg());
-    TEST_CHECK(model_stage_build_dtype(&w16, &c, 0, 1, MODEL_DTYPE_BF16) == LOSA_OK &&
+    TEST_CHECK(model_stage_build_dtype(&w16, &c, 0, 1, NULL, MODEL_DTYPE_BF16) == LOSA_OK &&
                io_store_read_stage_lost(st, &w16, &lost) == LOSA_OK && lost == 0,
                "bf16 stage reads the bf16 store: %s", core_errmsg());
     io_store_close(&st);
@@ -595,7 +595,7 @@ static void test_bf16_stage(void)
                same(w32.head, full.head, (int64_t)c.vocab_size * c.dim),
                "embedding and head stay fp32");
     /* sizes: the allocation's blocks */
-    size_t b32 = model_stage_bytes(&c, 0, 1), b16 = model_stage_bytes_dtype(&c, 0, 1, MODEL_DTYPE_BF16);
+    size_t b32 = model_stage_bytes(&c, 0, 1, NULL), b16 = model_stage_bytes_dtype(&c, 0, 1, NULL, MODEL_DTYPE_BF16);
     size_t want = core_alloc_bytes(b.n_params, 4) + core_alloc_bytes(b.n_params_bf16, 2) +
                   core_alloc_bytes((size_t)c.n_layers, sizeof(model_layer));
     TEST_CHECK(b16 == want && b32 == core_alloc_bytes(full.n_params, 4) +

@@ -7,7 +7,10 @@
 #    m = grad_accum / dp micro-batches per replica, and the FLOPs recomputed
 #    here in Python from the formula documented in include/model.h (not
 #    from losa); on 1 rank, 2 replicas (half the micro-batches) and 2
-#    stages (the stage split read from the plan's ranks);
+#    stages (the stage split read from the plan's ranks; a stage's share of
+#    the whole model's micro-batch is its cost under the stage cost model,
+#    (layers + embed on the first + head on the last) / (L + embed + head)
+#    in layers, the costs read from the plan's layout.*_cost_layers);
 #  - the dense perplexity: eval windows = eval tokens / eval.seqlen, one
 #    rank: FLOPs / 1e10 per pass, 2 passes in mode lora (dense and pruned,
 #    plus the +LoRA model: 3);
@@ -58,7 +61,9 @@ steps = math.ceil(examples / (B * accum)); m = math.ceil(accum / dp)
 stages = {}
 for rk in p["ranks"]:
     stages[rk["stage"]] = (rk["n_layers"], rk["stage"] == pp - 1)
-worst = max(train(nl, h, B, T, r) for nl, h in stages.values()) / 1e10
+lay = p["layout"]; hc, ec, L = lay["head_cost_layers"], lay["embed_cost_layers"], c["n_layers"]
+share = lambda s, nl: (nl + (ec if s == 0 else 0) + (hc if s == pp - 1 else 0)) / (L + ec + hc)
+worst = max(train(L, True, B, T, r) * share(s, nl) for s, (nl, h) in stages.items()) / 1e10
 want = steps * (m + pp - 1) * worst
 got = p["wall_seconds"]["lora_train"]
 ok = abs(got - want) <= 1e-6 * want

@@ -1,5 +1,5 @@
 /* losa bench pipeline [--model STORE.h5] [--batch B] [--seqlen T]
- *                     [--micro M] [--iters K] [--json]
+ *                     [--micro M] [--iters K] [--split LIST] [--json]
  * Training throughput (masked LoRA, dropout 0.1) of a minillama-shaped model
  * (random weights pruned 50% by magnitude: D 256, F 768, L 6, H 8, Hkv 4,
  * V 32000) or of a store, for three ways of using two cores:
@@ -10,11 +10,20 @@
  * dist_set_layout); with one rank only (1,1) is measured.  An optimizer
  * step is M micro-batches of B x T tokens; tokens/s = M B T / step time
  * (best of K steps after one warm-up).
+ * Stage split of (2,1): --split LIST, comma-separated, each `cost` (the
+ * run's split: model_split_stages under model_stage_cost_train at this
+ * micro-batch, what `losa run` and `losa plan` use), `params` (the split by
+ * parameter count of earlier versions: the head charged V*D / (layer
+ * params) layers) or layer counts `4+2`; default `cost`.  With several, the
+ * 1F1B pipeline is timed for each in alternating rounds (the pairs share
+ * the machine's load) and each is reported.
  * Pipeline bubble: per stage, the idle fraction of the step 1 - busy/wall
  * (busy = this rank's forward/backward/update compute), averaged over the
- * stages, against the (PP-1)/(M+PP-1) model of equal stages.  The
- * model ignores the head (vocabulary) cost that makes the last stage
- * heavier, so the measurement can exceed it.
+ * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
+ * cost model (stage micro-batch times t_s: wall sum t + (M-1) max t, so the
+ * bubble is 1 - M mean t / wall); `bubble_schedule` the same formula with
+ * the measured t_s = busy_s / M (what the schedule alone implies); and
+ * (PP-1)/(M+PP-1) for equal stages.
  * sgemm_gflops: one-thread sgemm 1024^3 on rank 0; fraction_of_peak per
  * layout = matrix GFLOP/s of the step / (2 x sgemm_gflops). */
 #include <cjson/cJSON.h>
@@ -48,11 +57,12 @@ static void prune_half(model_stage *s, float sd)
         }
 }
 
-/* Not collective: stage p of n (random weights, or read from the store). */
+/* Not collective: stage p of n with layers per stage split (random
+ * weights, or read from the store). */
 static losa_status stage_load(const char *model, const model_config *c, int p, int n,
-                              model_stage *s)
+                              const int *split, model_stage *s)
 {
-    losa_status st = model_stage_build(s, c, p, n);
+    losa_status st = model_stage_build_split(s, c, p, n, split);
     if (st != LOSA_OK) return st;
     if (!model) {
         model_stage_randomize(s, 1, 0.02f);
@@ -75,8 +85,8 @@ typedef struct {
 /* Collective when d != NULL: K timed steps of the layout d is set to (or
  * the whole model on this process when d == NULL). */
 static losa_status run_layout(dist_ctx *d, const char *model, const model_config *c,
-                              const lora_train_config *tc, int iters, const int *tok,
-                              const int *tgt, measure *out)
+                              const int *split, const lora_train_config *tc, int iters,
+                              const int *tok, const int *tgt, measure *out)
 {
     model_stage s;
     lora_adapters ad;
@@ -84,14 +94,16 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
     lora_config lc;
     lora_config_default(&lc);
     int pp = d ? dist_n_stages(d) : 1, p = d ? dist_stage(d) : 0;
-    losa_status st = stage_load(model, c, p, pp, &s);
+    losa_status st = stage_load(model, c, p, pp, pp > 1 ? split : NULL, &s);
     if (st == LOSA_OK) st = lora_adapters_build(&ad, &s, &lc);
     if (st == LOSA_OK) st = lora_trainer_build(&tr, d, &s, &ad, tc);
     if (d) st = dist_agree(d, st);
     if (st != LOSA_OK) return st;
-    memset(out, 0, sizeof *out);
-    out->pp = pp;
-    out->step_s = 1e30;
+    if (out->pp != pp || out->step_s <= 0) { /* else: another round, keep the best */
+        memset(out, 0, sizeof *out);
+        out->pp = pp;
+        out->step_s = 1e30;
+    }
     lora_step_stats ss;
     for (int k = 0; k <= iters && st == LOSA_OK; k++) {
         if (d) dist_barrier(d);
@@ -116,9 +128,65 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
     return d ? dist_agree(d, st) : st;
 }
 
+#define MAX_SPLITS 4
+
+/* One split of the (2,1) pipeline: its name, layers per stage and the
+ * modelled stage costs (per micro-batch, the cost model's units). */
+typedef struct {
+    char name[32];
+    int count[2];
+    double cost[2];
+    measure m;
+} split_case;
+
+/* Not collective: resolve item (cost | params | A+B) for 2 stages of c. */
+static losa_status split_resolve(const char *item, const model_config *c, const lora_config *lc,
+                                 const lora_train_config *tc, split_case *sc)
+{
+    model_stage_cost k;
+    model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, lc->r_max, lc->dropout > 0, tc->ckpt, &k);
+    int first[2], L = c->n_layers;
+    snprintf(sc->name, sizeof sc->name, "%s", item);
+    if (!strcmp(item, "cost")) {
+        model_split_stages(L, 2, &k, first, sc->count);
+    } else if (!strcmp(item, "params")) {
+        double layer = 2.0 * c->dim;
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, (model_map)m, &o, &i);
+            layer += (double)o * i;
+        }
+        model_stage_cost kp = {.layer = layer, .embed = 0,
+                               .head = (double)c->vocab_size * c->dim};
+        model_split_stages(L, 2, &kp, first, sc->count);
+    } else {
+        char tail;
+        if (sscanf(item, "%d+%d%c", &sc->count[0], &sc->count[1], &tail) != 2 ||
+            sc->count[0] < 1 || sc->count[1] < 1 || sc->count[0] + sc->count[1] != L)
+            return core_err(LOSA_ERR_ARG, "--split: '%s' (expected cost, params or A+B with "
+                            "A, B >= 1 and A + B = %d layers)", item, L);
+    }
+    for (int q = 0; q < 2; q++)
+        sc->cost[q] = sc->count[q] * k.layer + (q == 0 ? k.embed : k.head);
+    return LOSA_OK;
+}
+
+/* 1F1B bubble of P stages with micro-batch times t (M micro-batches):
+ * wall = sum t + (M-1) max t, bubble = mean over stages of 1 - M t / wall. */
+static double bubble_of(const double *t, int P, int M)
+{
+    double sum = 0, mx = 0;
+    for (int q = 0; q < P; q++) {
+        sum += t[q];
+        mx = t[q] > mx ? t[q] : mx;
+    }
+    double wall = sum + (M - 1) * mx;
+    return wall > 0 ? 1 - M * (sum / P) / wall : 0;
+}
+
 int bench_pipeline(dist_ctx *d, int argc, char **argv)
 {
-    const char *model = NULL, *v;
+    const char *model = NULL, *v, *splits = "cost";
     int B = 1, T = 128, M = 8, iters = 2, json = 0;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
@@ -127,10 +195,11 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) s = cli_int("--seqlen", v, 2, 1048576, &T);
         else if ((v = cli_opt(argc, argv, &i, "--micro"))) s = cli_int("--micro", v, 1, 65536, &M);
         else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        else if ((v = cli_opt(argc, argv, &i, "--split"))) splits = v;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa bench pipeline "
                           "[--model STORE.h5] [--batch B] [--seqlen T] [--micro M] [--iters K] "
-                          "[--json])", argv[i]);
+                          "[--split cost|params|A+B,...] [--json])", argv[i]);
     }
     if (s == LOSA_OK && (B < 1 || T < 2 || M < 1 || iters < 1))
         s = core_err(LOSA_ERR_ARG, "need --batch >= 1, --seqlen >= 2, --micro >= 1, --iters >= 1");
@@ -145,13 +214,31 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         io_store_close(&io);
     }
     if (s == LOSA_OK && T > c.max_seq_len) T = c.max_seq_len;
-    if (cli_fail(d, "bench pipeline", dist_agree(d, s))) return 1;
+    if (s == LOSA_OK && c.n_layers < 2)
+        s = core_err(LOSA_ERR_ARG, "bench pipeline: %d layer(s), 2 stages need 2", c.n_layers);
     lora_train_config tc;
     lora_train_config_default(&tc);
     tc.B = B;
     tc.T = T;
     tc.grad_accum = M;
     tc.steps = iters + 1;
+    lora_config lc;
+    lora_config_default(&lc);
+    split_case sc[MAX_SPLITS];
+    memset(sc, 0, sizeof sc);
+    int ns = 0;
+    {
+        char buf[256], *save = NULL;
+        snprintf(buf, sizeof buf, "%s", splits);
+        for (char *it = strtok_r(buf, ",", &save); it && s == LOSA_OK;
+             it = strtok_r(NULL, ",", &save)) {
+            if (ns == MAX_SPLITS)
+                s = core_err(LOSA_ERR_ARG, "--split: at most %d splits", MAX_SPLITS);
+            else s = split_resolve(it, &c, &lc, &tc, &sc[ns++]);
+        }
+        if (s == LOSA_OK && ns == 0) s = core_err(LOSA_ERR_ARG, "--split: empty list");
+    }
+    if (cli_fail(d, "bench pipeline", dist_agree(d, s))) return 1;
     int64_t n = (int64_t)M * B * T;
     int *tok = malloc(sizeof(int) * n), *tgt = malloc(sizeof(int) * n);
     for (int64_t i = 0; i < n; i++) tok[i] = (int)((i * 7919) % c.vocab_size);
@@ -160,13 +247,13 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
              "%d rank(s)\n", M, B, T, c.n_layers, c.dim, c.hidden_dim, c.vocab_size, dist_size(d));
 
     /* (1,1): rank 0 alone with 2 GEMM threads; sgemm peak with 1 thread */
-    measure m11 = {0}, m21 = {0}, m21g = {0}, m12 = {0};
+    measure m11 = {0}, m21g = {0}, m12 = {0};
     double peak = 0;
     if (dist_rank(d) == 0) {
         kern_gemm_threads(1);
         peak = bench_sgemm_gflops(1024, 1024, 1024, 0.5);
         kern_gemm_threads(2);
-        s = run_layout(NULL, model, &c, &tc, iters, tok, tgt, &m11);
+        s = run_layout(NULL, model, &c, NULL, &tc, iters, tok, tgt, &m11);
         kern_gemm_threads(1);
     }
     dist_barrier_idle(d); /* rank 1 sleeps meanwhile: rank 0 has both cores */
@@ -176,13 +263,17 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     int two = dist_size(d) == 2 && s == LOSA_OK;
     if (two) {
         kern_gemm_threads(1);
-        if ((s = dist_set_layout(d, 2, 1)) == LOSA_OK)
-            s = run_layout(d, model, &c, &tc, iters, tok, tgt, &m21);
+        s = dist_set_layout(d, 2, 1);
+        /* the 1F1B splits in alternating rounds (one round for one split) */
+        int rounds = ns > 1 ? 3 : 1;
+        for (int k = 0; k < rounds && s == LOSA_OK; k++)
+            for (int q = 0; q < ns && s == LOSA_OK; q++)
+                s = run_layout(d, model, &c, sc[q].count, &tc, iters, tok, tgt, &sc[q].m);
         lora_train_config tg = tc;
         tg.schedule = LORA_SCHEDULE_GPIPE;
-        if (s == LOSA_OK) s = run_layout(d, model, &c, &tg, iters, tok, tgt, &m21g);
+        if (s == LOSA_OK) s = run_layout(d, model, &c, sc[0].count, &tg, iters, tok, tgt, &m21g);
         if (s == LOSA_OK && (s = dist_set_layout(d, 1, 2)) == LOSA_OK)
-            s = run_layout(d, model, &c, &tc, iters, tok, tgt, &m12);
+            s = run_layout(d, model, &c, NULL, &tc, iters, tok, tgt, &m12);
         dist_set_layout(d, 2, 1);
     }
     free(tok);
@@ -190,21 +281,33 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     if (cli_fail(d, "bench pipeline", s)) return 1;
     double fl = mb_flops(&c, B, T) * M;
     const char *names[4] = {"1x1_2threads", "2x1_1f1b", "2x1_gpipe", "1x2"};
-    measure *ms[4] = {&m11, &m21, &m21g, &m12};
+    measure *ms[4] = {&m11, &sc[0].m, &m21g, &m12};
     int nl = two ? 4 : 1;
-    double bub[2] = {0, 0}, bmodel = 1.0 / (M + 1);
-    for (int k = 0; k < 2 && two; k++) {
-        measure *x = k ? &m21g : &m21;
-        for (int q = 0; q < 2; q++) bub[k] += 0.5 * (1 - x->busy[q] / x->step_s);
+    double bequal = 1.0 / (M + 1), bub[MAX_SPLITS], bsched[MAX_SPLITS], bmodel[MAX_SPLITS],
+           bgpipe = 0;
+    for (int q = 0; q < ns; q++) {
+        measure *x = &sc[q].m;
+        double t[2] = {x->busy[0] / M, x->busy[1] / M};
+        bub[q] = 0;
+        for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
+        bsched[q] = bubble_of(t, 2, M);
+        bmodel[q] = bubble_of(sc[q].cost, 2, M);
     }
+    for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);
     core_log("%-14s %12s %10s %12s\n", "layout", "tokens/s", "step s", "of 2x peak");
     for (int k = 0; k < nl; k++)
         core_log("%-14s %12.0f %10.3f %12.3f\n", names[k], (double)n / ms[k]->step_s,
                  ms[k]->step_s, fl / ms[k]->step_s / 1e9 / (2 * peak));
-    if (two)
-        core_log("pipeline bubble (2 stages, %d micro-batches): measured 1F1B %.3f (stage busy "
-                 "%.3f, %.3f of %.3f s), GPipe %.3f; model (PP-1)/(m+PP-1) = %.3f\n", M, bub[0],
-                 m21.busy[0], m21.busy[1], m21.step_s, bub[1], bmodel);
+    if (two) {
+        for (int q = 0; q < ns; q++)
+            core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (cost "
+                     "model: stages %.2f : 1), schedule %.3f (stage busy %.3f, %.3f of %.3f s)\n",
+                     sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q],
+                     sc[q].cost[0] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
+                     sc[q].m.step_s);
+        core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
+                 sc[0].name, bgpipe, bequal);
+    }
     core_log("sgemm 1024^3, 1 thread: %.1f GFLOP/s\n", peak);
     if (json) {
         cJSON *o = cJSON_CreateObject(), *t = cJSON_CreateObject(), *f = cJSON_CreateObject();
@@ -215,18 +318,34 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         cJSON_AddItemToObject(o, "tokens_per_s", t);
         cJSON_AddNumberToObject(o, "sgemm_gflops", peak);
         cJSON_AddItemToObject(o, "fraction_of_peak", f);
+        cJSON *arr = cJSON_CreateArray();
+        for (int q = 0; q < ns; q++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "split", sc[q].name);
+            cJSON_AddItemToObject(e, "stage_layers", cJSON_CreateIntArray(sc[q].count, 2));
+            cJSON_AddItemToObject(e, "stage_cost", cJSON_CreateDoubleArray(sc[q].cost, 2));
+            cJSON_AddNumberToObject(e, "bubble_model", bmodel[q]);
+            if (two) {
+                cJSON_AddNumberToObject(e, "bubble_measured", bub[q]);
+                cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);
+                cJSON_AddItemToObject(e, "stage_busy_s", cJSON_CreateDoubleArray(sc[q].m.busy, 2));
+                cJSON_AddNumberToObject(e, "step_s", sc[q].m.step_s);
+            }
+            cJSON_AddItemToArray(arr, e);
+        }
+        cJSON_AddItemToObject(o, "splits", arr);
+        /* the first split's numbers at the top level */
         if (two) {
             cJSON_AddNumberToObject(o, "bubble_measured", bub[0]);
-            cJSON_AddNumberToObject(o, "bubble_measured_gpipe", bub[1]);
-            cJSON_AddNumberToObject(o, "bubble_model", bmodel);
-            cJSON *sb = cJSON_CreateArray();
-            for (int q = 0; q < 2; q++) cJSON_AddItemToArray(sb, cJSON_CreateNumber(m21.busy[q]));
-            cJSON_AddItemToObject(o, "stage_busy_s", sb);
-            cJSON_AddNumberToObject(o, "step_s_2x1", m21.step_s);
+            cJSON_AddNumberToObject(o, "bubble_measured_gpipe", bgpipe);
+            cJSON_AddItemToObject(o, "stage_busy_s", cJSON_CreateDoubleArray(sc[0].m.busy, 2));
+            cJSON_AddNumberToObject(o, "step_s_2x1", sc[0].m.step_s);
         } else {
             cJSON_AddNullToObject(o, "bubble_measured");
-            cJSON_AddNumberToObject(o, "bubble_model", bmodel);
         }
+        cJSON_AddNumberToObject(o, "bubble_model", bmodel[0]);
+        cJSON_AddNumberToObject(o, "bubble_equal_stages", bequal);
+        cJSON_AddItemToObject(o, "stage_layers", cJSON_CreateIntArray(sc[0].count, 2));
         cJSON_AddNumberToObject(o, "micro_batches", M);
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);

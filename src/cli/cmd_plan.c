@@ -66,7 +66,7 @@ static void plan_compute(plan *p)
     const model_config *c = &p->c;
     int PP = p->pp, DP = p->dp, L = c->n_layers;
     int first[PP], count[PP];
-    model_split_layers(c, PP, first, count);
+    losa_stage_split(&p->rs, c, PP, first, count);
     double D = c->dim, F = c->hidden_dim, V = c->vocab_size, kv = model_kv_dim(c);
     double maps = 0, adapter_layer = 0, adapter_fl = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
@@ -275,6 +275,15 @@ static void plan_print(const plan *p)
                : "4 bytes per weight");
     printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
            p->ranks, p->pp, p->dp, p->B, p->T, p->accum);
+    {
+        model_stage_cost k;
+        losa_stage_cost(&p->rs, c, &k);
+        printf("stage split: layers");
+        for (int s = 0; s < p->pp; s++) printf("%s%d", s ? "+" : " ", p->r[s].n_layers);
+        printf(" (balanced by the cost model at the micro-batch: head + loss = %.2f layers, "
+               "embedding = %.3f layers; losa run builds and records this split)\n",
+               k.head / k.layer, k.embed / k.layer);
+    }
     printf("adapters' dense forms (lora.delta_buffers = %s): %s on rank 0\n",
            lora_buffers_name(p->rs.lora.lc.buffers), lora_buffers_name(p->r[0].mem.buffers));
     printf("%5s %5s %5s %7s | %8s %8s %8s %8s | %8s %8s %8s | %8s %-11s | %8s %8s %8s | %8s "
@@ -328,6 +337,15 @@ static char *plan_json(const plan *p, const plan_mem *mem)
     cJSON_AddNumberToObject(l, "ranks", p->ranks);
     cJSON_AddNumberToObject(l, "pp", p->pp);
     cJSON_AddNumberToObject(l, "dp", p->dp);
+    {
+        model_stage_cost k;
+        losa_stage_cost(&p->rs, c, &k);
+        int sl[p->pp];
+        for (int s = 0; s < p->pp; s++) sl[s] = p->r[s].n_layers;
+        cJSON_AddItemToObject(l, "stage_layers", cJSON_CreateIntArray(sl, p->pp));
+        cJSON_AddNumberToObject(l, "head_cost_layers", k.head / k.layer);
+        cJSON_AddNumberToObject(l, "embed_cost_layers", k.embed / k.layer);
+    }
     cJSON *arr = cJSON_AddArrayToObject(o, "ranks");
     double peak = 0;
     for (int k = 0; k < p->ranks; k++) {

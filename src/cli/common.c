@@ -73,7 +73,8 @@ losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, m
         s = core_err(LOSA_ERR_ARG, "%s: %d pipeline stages for a model with %d layers "
                      "(run with at most %d ranks per replica)", path, dist_n_stages(d),
                      c.n_layers, c.n_layers);
-    if (s == LOSA_OK) s = model_stage_build_dtype(st, &c, dist_stage(d), dist_n_stages(d), t);
+    if (s == LOSA_OK)
+        s = model_stage_build_dtype(st, &c, dist_stage(d), dist_n_stages(d), dist_stage_layers(d), t);
     if (s == LOSA_OK) s = io_store_read_stage_lost(io, st, &lost);
     if (s == LOSA_OK && tok) s = io_store_read_tokenizer(io, tok);
     io_store_close(&io);

@@ -98,6 +98,8 @@ static const cli_flag f_bench_pipeline[] = {
     {"--seqlen", "T", "128", "tokens per sequence, 2..1048576"},
     {"--micro", "M", "8", "micro-batches per step, 1..65536"},
     {"--iters", "K", "2", "timed steps, 1..1000000"},
+    {"--split", "LIST", "cost", "2-stage splits to time, comma-separated: cost (the run's, by "
+     "the cost model), params (by parameter count, as before), or layers A+B"},
     JSON_FLAG, END};
 static const cli_flag f_prune[] = {SET_FLAG, JSON_FLAG, END};
 static const cli_flag f_finetune[] = {SET_FLAG, JSON_FLAG, END};

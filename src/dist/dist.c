@@ -13,6 +13,7 @@ struct dist_ctx {
     int pp, dp, stage, replica;
     MPI_Comm pipe;  /* one replica's stages; rank in pipe == stage */
     MPI_Comm stage_comm; /* the replicas of one stage; rank == replica */
+    int *split;     /* (pp) layers per stage, NULL = the model's default */
 };
 
 static void abort_hook(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
@@ -43,6 +44,8 @@ losa_status dist_set_layout(dist_ctx *d, int pp, int dp)
                         d->size);
     if (d->pipe != MPI_COMM_NULL) MPI_Comm_free(&d->pipe);
     if (d->stage_comm != MPI_COMM_NULL) MPI_Comm_free(&d->stage_comm);
+    core_free(d->split);
+    d->split = NULL;
     d->pp = pp;
     d->dp = dp;
     d->stage = d->rank % pp;
@@ -57,6 +60,7 @@ void dist_finalize(dist_ctx **d)
     if (!d || !*d) return;
     if ((*d)->pipe != MPI_COMM_NULL) MPI_Comm_free(&(*d)->pipe);
     if ((*d)->stage_comm != MPI_COMM_NULL) MPI_Comm_free(&(*d)->stage_comm);
+    core_free((*d)->split);
     core_free(*d);
     *d = NULL;
     int fin = 0;
@@ -70,6 +74,17 @@ int dist_stage(const dist_ctx *d) { return d->stage; }
 int dist_n_stages(const dist_ctx *d) { return d->pp; }
 int dist_replica(const dist_ctx *d) { return d->replica; }
 int dist_n_replicas(const dist_ctx *d) { return d->dp; }
+
+void dist_set_stage_layers(dist_ctx *d, const int *count)
+{
+    core_free(d->split);
+    d->split = NULL;
+    if (!count) return;
+    d->split = core_calloc((size_t)d->pp, sizeof(int));
+    memcpy(d->split, count, sizeof(int) * (size_t)d->pp);
+}
+
+const int *dist_stage_layers(const dist_ctx *d) { return d->split; }
 MPI_Comm dist_comm_stage(const dist_ctx *d) { return d->stage_comm; }
 
 /* Large messages are sent in chunks of at most 2^30 floats (int counts). */

@@ -42,8 +42,10 @@ static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp,
               losa_run_train_bytes(tc);
     a.dense_pass = calib_dense_stream_bytes(c, nl, Nm, S, chunk);
     a.grams_pass = calib_layer_grams_bytes(c, nl, rs->losa.rmi_n, S, chunk);
+    int first[pp], count[pp];
+    losa_stage_split(rs, c, pp, first, count);
     for (int p = 0; p < pp; p++) { /* losa_store_write_model: another stage in transit */
-        size_t b = p == stage ? 0 : model_stage_bytes_dtype(c, p, pp, rs->model.dtype);
+        size_t b = p == stage ? 0 : model_stage_bytes_dtype(c, p, pp, count, rs->model.dtype);
         if (b > a.write) a.write = b;
     }
     return a;
@@ -54,7 +56,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
 {
     memset(m, 0, sizeof *m);
     int first[pp], count[pp];
-    model_split_layers(c, pp, first, count);
+    losa_stage_split(rs, c, pp, first, count);
     int nl = count[stage], mode = rs->losa.mode, N = rs->data.calib_n;
     int S = rs->data.calib_seqlen, Nm = calib_windows_of(N, dp, replica);
     int baseline = mode != LOSA_MODE_LOSA, lora = mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE;
@@ -63,7 +65,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     phase_adds a = adds_of(rs, c, pp, dp, stage, replica, nl);
     /* model.dtype = bf16: the stage as model_stage_build_dtype allocates it
      * (maps 2 bytes per weight, embedding, norms and head fp32) */
-    m->weights = model_stage_bytes_dtype(c, stage, pp, rs->model.dtype);
+    m->weights = model_stage_bytes_dtype(c, stage, pp, count, rs->model.dtype);
     m->inputs = core_alloc_bytes((size_t)N * S, sizeof(int));
     const lora_config *lc = &rs->lora.lc;
     m->buffers = lora_buffers_resolve(lc, c, nl);

@@ -106,6 +106,22 @@ static int has_results(const char *dir)
 /* Rank 0: the recorded deck text and layout of the run in dir:
  * ckpt/state.h5 (written when a run starts), else run.h5 (runs finished by
  * an older losa).  Returns 0 if neither records them. */
+/* Rank 0: the stage split recorded in the run file at path (/run/stage_layers,
+ * pp entries) into count; 0 if absent (runs of an older losa) or of
+ * another length. */
+static int recorded_split(const char *path, int pp, int *count)
+{
+    io_store *io = NULL;
+    int nd = 0, ok = 0;
+    int64_t shape[IO_MAX_DIMS];
+    if (!exists(path) || io_store_open(&io, path) != LOSA_OK) return 0;
+    if (io_store_tensor_shape(io, "/run/stage_layers", &nd, shape) == LOSA_OK && nd == 1 &&
+        shape[0] == pp)
+        ok = io_store_read_ints(io, "/run/stage_layers", count, 1, shape) == LOSA_OK;
+    io_store_close(&io);
+    return ok;
+}
+
 static int recorded_settings(const char *dir, char **deck_txt, int *pp, int *dp, int *inv)
 {
     char p[1300];
@@ -169,6 +185,28 @@ static losa_status check_same_run(const losa_run *r, const char *what, char *txt
                         "another output.dir", what, dist_size(r->d), dist_n_stages(r->d),
                         dist_n_replicas(r->d), pp * dp, pp, dp);
     }
+    /* the split: the same (a change of the cost model must not re-split a
+     * run whose shards hold the old stages) */
+    int rec_split[pp], found = 0;
+    const int *now = dist_stage_layers(r->d);
+    const char *files[2] = {"ckpt/state.h5", "run.h5"};
+    for (int f = 0; f < 2 && !found; f++) {
+        char p[1300];
+        snprintf(p, sizeof p, "%s/%s", run_dir(r), files[f]);
+        found = recorded_split(p, pp, rec_split);
+    }
+    for (int q = 0; found && now && q < pp; q++)
+        if (rec_split[q] != now[q]) {
+            char a[256] = "", b[256] = "";
+            for (int i = 0; i < pp; i++) {
+                snprintf(a + strlen(a), sizeof a - strlen(a), "%s%d", i ? "," : "", now[i]);
+                snprintf(b + strlen(b), sizeof b - strlen(b), "%s%d", i ? "," : "", rec_split[i]);
+            }
+            free(txt);
+            return core_err(LOSA_ERR_ARG, "%s: stage split changed: layers per stage %s now, "
+                            "%s in the run (/run/stage_layers): resume with the losa that made "
+                            "the run or choose another output.dir", what, a, b);
+        }
     deck *was = NULL;
     char rec[1400];
     snprintf(rec, sizeof rec, "%s (recorded deck)", run_dir(r));
@@ -235,6 +273,11 @@ losa_status losa_run_prepare(losa_run *r)
     losa_status st = LOSA_OK;
     r->lock.fd = -1;
     r->lock.path[0] = 0;
+    /* the run's stage split (the planner's, losa_stage_split): every rank
+     * computes the same from the same settings */
+    int pp = dist_n_stages(r->d), first[pp], count[pp];
+    losa_stage_split(r->set, &r->in->cfg, pp, first, count);
+    dist_set_stage_layers(r->d, count);
     if (dist_rank(r->d) == 0) st = prepare_rank0(r);
     return dist_agree(r->d, st);
 }
@@ -245,6 +288,19 @@ static void layout_text(const losa_run *r, char *buf, size_t n)
 {
     snprintf(buf, n, "pp %d x dp %d (%d ranks)", dist_n_stages(r->d), dist_n_replicas(r->d),
              dist_size(r->d));
+}
+
+/* /run/stage_layers: layers per stage (pp ints) of the run's split. */
+static losa_status write_split(const losa_run *r, io_store *io)
+{
+    int pp = dist_n_stages(r->d), first[pp], count[pp];
+    const int *sp = dist_stage_layers(r->d);
+    if (!sp) {
+        model_split_layers(&r->in->cfg, pp, first, count);
+        sp = count;
+    }
+    int64_t n = pp;
+    return io_store_write_ints(io, "/run/stage_layers", sp, 1, &n);
 }
 
 losa_status losa_rundir_write_state(losa_run *r)
@@ -260,6 +316,7 @@ losa_status losa_rundir_write_state(losa_run *r)
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/layout", layout);
     if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/pp", dist_n_stages(r->d));
     if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/dp", dist_n_replicas(r->d));
+    if (s == LOSA_OK) s = write_split(r, io);
     if (s == LOSA_OK) s = io_store_write_attr_int(io, "/run/invocations", r->out.invocations);
     if (s == LOSA_OK) s = io_store_commit(&io);
     io_store_close(&io);
@@ -387,6 +444,7 @@ static losa_status write_run_strings(losa_run *r, io_store *io, const char *deck
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/deck_file", deck_name(r->dk));
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/git_revision", rev);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/layout", layout);
+    if (s == LOSA_OK) s = write_split(r, io);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/seeds", seeds);
     if (s == LOSA_OK) s = io_store_write_string(io, "/run/mode", losa_mode_str(rs->losa.mode));
     if (s == LOSA_OK)

@@ -18,7 +18,8 @@ losa_status losa_store_write_model(dist_ctx *d, io_store *io, const model_stage 
         model_stage tmp;
         const model_stage *src = s;
         if (dist_rank(d) != p) {
-            LOSA_CHECK(model_stage_build(&tmp, &s->cfg, p, dist_n_stages(d)) == LOSA_OK);
+            LOSA_CHECK(model_stage_build_split(&tmp, &s->cfg, p, dist_n_stages(d),
+                                               dist_stage_layers(d)) == LOSA_OK);
             src = &tmp;
         }
         dist_bcast(d, src->params, sizeof(float) * src->n_params, p);

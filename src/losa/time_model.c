@@ -13,10 +13,25 @@ typedef struct {
     int nl, has_head;
 } stage_shape;
 
-static stage_shape stage_of(const model_config *c, int pp, int s)
+void losa_stage_cost(const run_settings *rs, const model_config *c, model_stage_cost *k)
+{
+    const lora_train_config *tc = &rs->train.tc;
+    model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
+                           k);
+}
+
+void losa_stage_split(const run_settings *rs, const model_config *c, int pp, int *first,
+                      int *count)
+{
+    model_stage_cost k;
+    losa_stage_cost(rs, c, &k);
+    model_split_stages(c->n_layers, pp, &k, first, count);
+}
+
+static stage_shape stage_of(const run_settings *rs, const model_config *c, int pp, int s)
 {
     int first[pp], count[pp];
-    model_split_layers(c, pp, first, count);
+    losa_stage_split(rs, c, pp, first, count);
     return (stage_shape){.nl = count[s], .has_head = s == pp - 1};
 }
 
@@ -50,7 +65,7 @@ static double eval_pass(const run_settings *rs, const model_config *c, int pp, i
            sum = 0;
     double act = 4.0 * rs->eval.batch * rs->eval.seqlen * c->dim;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(c, pp, s);
+        stage_shape g = stage_of(rs, c, pp, s);
         double b = model_forward_flops(c, g.nl, g.has_head, (int64_t)W, rs->eval.seqlen) /
                    (rt->fwd_gflops * 1e9);
         b += s < pp - 1 ? m * msg_s(rt, act) : 0;
@@ -71,7 +86,7 @@ static double calib_pass(const run_settings *rs, const model_config *c, int pp, 
 {
     double wall = 0, S = rs->data.calib_seqlen;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(c, pp, s);
+        stage_shape g = stage_of(rs, c, pp, s);
         double b = passes * model_forward_flops(c, g.nl, 0, (int64_t)nw, (int64_t)S) /
                        (rt->fwd_gflops * 1e9) +
                    g.nl * extra_s;
@@ -132,11 +147,20 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
         model_map_shape(c, (model_map)q, &o, &i);
         layer_grads += 4.0 * rs->lora.lc.r_max * (o + i);
     }
+    /* a micro-batch of the whole model at the training rate (what `losa
+     * bench train` measures), shared among the stages in proportion to the
+     * stage costs the split balances (losa_stage_cost: the head and loss
+     * at their elementwise cost, not at the GEMM rate) */
+    model_stage_cost k;
+    losa_stage_cost(rs, c, &k);
+    double whole = model_train_flops(c, c->n_layers, 1, tc->B, tc->T, rs->lora.lc.r_max,
+                                     rs->lora.lc.dropout > 0, tc->ckpt) /
+                   (rt->train_gflops * 1e9),
+           all = c->n_layers * k.layer + k.embed + k.head;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(c, pp, s);
-        double mb = model_train_flops(c, g.nl, g.has_head, tc->B, tc->T, rs->lora.lc.r_max,
-                                      rs->lora.lc.dropout > 0, tc->ckpt) /
-                    (rt->train_gflops * 1e9);
+        stage_shape g = stage_of(rs, c, pp, s);
+        double mb = whole * (g.nl * k.layer + (s == 0 ? k.embed : 0) + (g.has_head ? k.head : 0)) /
+                    all;
         mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1)); /* the stage's sends */
         busy[s] = steps * m * mb;
         worst = mb > worst ? mb : worst;

@@ -35,3 +35,28 @@ double model_train_flops(const model_config *c, int n_layers, int has_head, int6
     if (recompute) layer += fwd;
     return n_layers * layer + (has_head ? 2 * 2.0 * N * c->vocab_size * c->dim : 0);
 }
+
+void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t M, int r,
+                            int dropout, int recompute, model_stage_cost *k)
+{
+    double N = (double)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c),
+           V = c->vocab_size, maps = maps_flops(c) / 2;
+    /* elementwise floats per token of one layer forward: norms 2 x 2D, map
+     * outputs 3D + 2kvD + 2F, RoPE 2 (D + kvD), attention output D,
+     * residuals 6D, SwiGLU 3F, dropout copies of the inputs 2 (3D + F);
+     * backward about twice that, recompute once more */
+    double fwd = 22 * D + 4 * kv + 7 * F;
+    double layer_bytes = 4 * (N * fwd * (3 + (recompute ? 1 : 0)) + 7 * maps / (double)M);
+    double head_bytes = 4 * N * (5 * V + 6 * D);
+    k->layer = model_train_flops(c, 1, 0, B, T, r, dropout, recompute) +
+               MODEL_FLOPS_PER_BYTE * layer_bytes;
+    k->head = model_train_flops(c, 0, 1, B, T, r, dropout, recompute) +
+              MODEL_FLOPS_PER_BYTE * head_bytes;
+    k->embed = MODEL_FLOPS_PER_BYTE * 4 * N * 2 * D;
+}
+
+void model_stage_cost_default(const model_config *c, model_stage_cost *k)
+{
+    int T = c->max_seq_len < 2048 ? c->max_seq_len : 2048;
+    model_stage_cost_train(c, 1, T, 1, 16, 1, 0, k);
+}

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -99,61 +100,92 @@ int64_t model_param_count(const model_config *c)
     return n;
 }
 
-void model_split_layers(const model_config *c, int P, int *first, int *count)
+/* Cost of stage p of P holding n layers under k. */
+static double stage_cost(const model_stage_cost *k, int P, int p, int n)
 {
-    /* Cost in units of one layer: the embedding lookup is cheap, the head
-     * costs V*D/(layer params) of a layer on the last stage.  Greedy
-     * contiguous split minimising the largest stage cost. */
-    int L = c->n_layers;
+    return n * k->layer + (p == 0 ? k->embed : 0) + (p == P - 1 ? k->head : 0);
+}
+
+/* Front-loaded assignment under a cap: stage p takes the most layers whose
+ * cost fits under cap while leaving one layer for each later stage; the
+ * last takes the rest.  Returns 1 if every stage fits.  With equal layer
+ * costs a split under the cap exists iff this one fits (taking more layers
+ * early never makes a later stage's cost larger). */
+static int split_under(int L, int P, const model_stage_cost *k, double cap, int *count)
+{
+    double tol = 1e-12 * (cap > 0 ? cap : 1);
+    int left = L;
+    for (int p = 0; p < P - 1; p++) {
+        double room = cap + tol - (p == 0 ? k->embed : 0);
+        int n = room >= k->layer ? (int)floor(room / k->layer) : 0;
+        if (n > left - (P - 1 - p)) n = left - (P - 1 - p);
+        /* floor may be one off when room / layer is an integer up to rounding */
+        while (n > 1 && stage_cost(k, P, p, n) > cap + tol) n--;
+        if (n < 1 || stage_cost(k, P, p, n) > cap + tol) return 0;
+        count[p] = n;
+        left -= n;
+    }
+    count[P - 1] = left;
+    return left >= 1 && stage_cost(k, P, P - 1, left) <= cap + tol;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void model_split_stages(int L, int P, const model_stage_cost *k, int *first, int *count)
+{
     LOSA_CHECK(P >= 1 && P <= L);
-    double head = (double)c->vocab_size * c->dim / (double)layer_params(c);
-    /* binary search on the max cost */
-    double lo = 1, hi = L + head + 1;
-    for (int it = 0; it < 60; it++) {
-        double mid = 0.5 * (lo + hi);
-        int stages = 1, used = 0;
-        double cost = 0;
-        int ok = 1;
-        for (int l = 0; l < L; l++) {
-            double extra = (l == L - 1) ? head : 0;
-            if (cost + 1 + extra > mid && used > 0) {
-                stages++;
-                cost = 0;
-                used = 0;
-            }
-            if (1 + extra > mid) ok = 0;
-            cost += 1 + extra;
-            used++;
-        }
-        if (ok && stages <= P) hi = mid; else lo = mid;
+    LOSA_CHECK(k->layer > 0 && k->embed >= 0 && k->head >= 0 && isfinite(k->layer) &&
+               isfinite(k->embed) && isfinite(k->head));
+    /* The optimal largest cost is the cost of some stage: n * layer plus the
+     * extras of stage 0, of stage P-1 or of neither (a single stage has
+     * both).  Feasibility is monotone in the cap: binary search over the
+     * sorted candidates. */
+    int nc = 0;
+    double *cand = core_calloc((size_t)3 * L, sizeof(double));
+    for (int n = 1; n <= L; n++) {
+        if (P == 1) { cand[nc++] = stage_cost(k, 1, 0, n); continue; }
+        cand[nc++] = n * k->layer;
+        cand[nc++] = n * k->layer + k->embed;
+        cand[nc++] = n * k->layer + k->head;
     }
-    /* assign greedily with cap hi, then make sure every stage has >= 1 layer */
-    int p = 0, used = 0;
-    double cost = 0;
-    for (int q = 0; q < P; q++) count[q] = 0;
-    for (int l = 0; l < L; l++) {
-        double extra = (l == L - 1) ? head : 0;
-        int remaining_layers = L - l, remaining_stages = P - p - 1;
-        if (used > 0 && (cost + 1 + extra > hi + 1e-9 || remaining_layers <= remaining_stages)) {
-            p++;
-            cost = 0;
-            used = 0;
-        }
-        count[p]++;
-        cost += 1 + extra;
-        used++;
+    qsort(cand, (size_t)nc, sizeof(double), cmp_double);
+    int lo = 0, hi = nc - 1, tmp[P];
+    LOSA_CHECK(split_under(L, P, k, cand[hi], tmp)); /* L layers in one stage's cost fit */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (split_under(L, P, k, cand[mid], tmp)) hi = mid;
+        else lo = mid + 1;
     }
-    /* if fewer than P stages were used, split from the back */
-    while (p < P - 1) {
-        int big = 0;
-        for (int q = 0; q <= p; q++) if (count[q] > count[big]) big = q;
-        for (int q = p + 1; q > big + 1; q--) count[q] = count[q - 1];
-        count[big + 1] = count[big] / 2;
-        count[big] -= count[big + 1];
-        p++;
-    }
+    double best = cand[lo];
+    core_free(cand);
+    LOSA_CHECK(split_under(L, P, k, best, count));
     first[0] = 0;
     for (int q = 1; q < P; q++) first[q] = first[q - 1] + count[q - 1];
+}
+
+void model_split_layers(const model_config *c, int P, int *first, int *count)
+{
+    model_stage_cost k;
+    model_stage_cost_default(c, &k);
+    model_split_stages(c->n_layers, P, &k, first, count);
+}
+
+/* The split of n_stages stages: count, or model_split_layers when NULL. */
+static void split_of(const model_config *c, int n_stages, const int *count, int *first, int *out)
+{
+    if (!count) {
+        model_split_layers(c, n_stages, first, out);
+        return;
+    }
+    first[0] = 0;
+    for (int q = 0; q < n_stages; q++) {
+        out[q] = count[q];
+        if (q > 0) first[q] = first[q - 1] + count[q - 1];
+    }
 }
 
 /* Floats of a stage's parameter block: its layers, the embedding on the
@@ -181,17 +213,18 @@ static int64_t stage_map_weights(const model_config *c, int n_layers)
     return n * n_layers;
 }
 
-size_t model_stage_bytes(const model_config *c, int stage, int n_stages)
+size_t model_stage_bytes(const model_config *c, int stage, int n_stages, const int *split)
 {
-    return model_stage_bytes_dtype(c, stage, n_stages, MODEL_DTYPE_F32);
+    return model_stage_bytes_dtype(c, stage, n_stages, split, MODEL_DTYPE_F32);
 }
 
 /* fp32: model_stage_build's block; bf16: model_stage_build_dtype's (and
  * model_stage_to_bf16's result): the fp32 rest and the bf16 maps. */
-size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, model_dtype t)
+size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, const int *split,
+                               model_dtype t)
 {
     int first[n_stages], count[n_stages];
-    model_split_layers(c, n_stages, first, count);
+    split_of(c, n_stages, split, first, count);
     int nl = count[stage];
     size_t nf = stage_floats(c, nl, stage == 0, stage == n_stages - 1), nb = 0;
     if (t == MODEL_DTYPE_BF16) {
@@ -203,11 +236,12 @@ size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, m
            core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
 }
 
-/* Allocate stage `stage` of n_stages in dtype t and set the pointers: fp32
- * one block of every parameter; bf16 the maps in a bf16 block (layer by
- * layer in map order) and the rest in the fp32 block.  Both zeroed. */
+/* Allocate stage `stage` of n_stages (layers per stage: split, NULL =
+ * model_split_layers) in dtype t and set the pointers: fp32 one block of
+ * every parameter; bf16 the maps in a bf16 block (layer by layer in map
+ * order) and the rest in the fp32 block.  Both zeroed. */
 static losa_status stage_build(model_stage *s, const model_config *c, int stage, int n_stages,
-                               model_dtype t)
+                               const int *split, model_dtype t)
 {
     memset(s, 0, sizeof *s);
     s->cfg = *c;
@@ -215,8 +249,18 @@ static losa_status stage_build(model_stage *s, const model_config *c, int stage,
         return core_err(LOSA_ERR_ARG,
                         "pipeline: %d stages for %d layers (need 1 <= stages <= layers)",
                         n_stages, c->n_layers);
+    if (split) {
+        int sum = 0, ok = 1;
+        for (int q = 0; q < n_stages; q++) {
+            ok = ok && split[q] >= 1;
+            sum += split[q];
+        }
+        if (!ok || sum != c->n_layers)
+            return core_err(LOSA_ERR_ARG, "pipeline: stage split of %d stages holds %d layers "
+                            "(expected %d, every stage >= 1)", n_stages, sum, c->n_layers);
+    }
     int first[n_stages], count[n_stages];
-    model_split_layers(c, n_stages, first, count);
+    split_of(c, n_stages, split, first, count);
     s->stage = stage;
     s->n_stages = n_stages;
     s->layer0 = first[stage];
@@ -263,13 +307,19 @@ static losa_status stage_build(model_stage *s, const model_config *c, int stage,
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages)
 {
-    return stage_build(s, c, stage, n_stages, MODEL_DTYPE_F32);
+    return stage_build(s, c, stage, n_stages, NULL, MODEL_DTYPE_F32);
+}
+
+losa_status model_stage_build_split(model_stage *s, const model_config *c, int stage,
+                                    int n_stages, const int *split)
+{
+    return stage_build(s, c, stage, n_stages, split, MODEL_DTYPE_F32);
 }
 
 losa_status model_stage_build_dtype(model_stage *s, const model_config *c, int stage,
-                                    int n_stages, model_dtype t)
+                                    int n_stages, const int *split, model_dtype t)
 {
-    return stage_build(s, c, stage, n_stages, t);
+    return stage_build(s, c, stage, n_stages, split, t);
 }
 
 void model_stage_free(model_stage *s)

@@ -19,5 +19,5 @@ void model_pipeline_forward(dist_ctx *d, model_acts *a, const model_stage *s,
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  dist_ctx *d)
 {
-    return model_stage_build(s, c, dist_stage(d), dist_n_stages(d));
+    return model_stage_build_split(s, c, dist_stage(d), dist_n_stages(d), dist_stage_layers(d));
 }
