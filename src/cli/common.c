@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "kernels.h"
 #include "io.h"
 #include "losa.h"
 
@@ -70,13 +71,13 @@ losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st)
         model_stage_free(st);
         return s;
     }
-    double v[2] = {(double)lost, (double)st->n_params_bf16};
-    dist_sum_doubles(d, v, 2); /* every replica holds the model */
-    v[0] /= dist_n_replicas(d);
-    v[1] /= dist_n_replicas(d);
-    core_log("bf16 maps: %.0f weights (%.1f MB, fp32 copy freed), %.0f non-zero weights "
-             "rounded to zero; embedding, norms and head stay fp32\n", v[1], v[1] * 2 / 1e6,
-             v[0]);
+    double head = st->has_head ? (double)st->cfg.vocab_size * st->cfg.dim : 0;
+    double v[4] = {(double)lost, (double)st->n_params_bf16 - head, head, (double)st->bytes_bf16};
+    dist_sum_doubles(d, v, 4); /* every replica holds the model */
+    for (int i = 0; i < 4; i++) v[i] /= dist_n_replicas(d);
+    core_log("bf16 maps: %.0f weights, head: %.0f weights (%.1f MB packed for the %s GEMM, fp32 "
+             "copies freed), %.0f non-zero weights rounded to zero; embedding and norms stay "
+             "fp32\n", v[1], v[2], v[3] / 1e6, kern_gemm_engine(), v[0]);
     return LOSA_OK;
 }
 

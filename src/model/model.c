@@ -260,23 +260,49 @@ static void repack(float **dst, float **src, int64_t n)
     *dst += n;
 }
 
+/* Bytes of W (o,i) packed, rounded up to 64 so every matrix of the block
+ * starts on a cache line. */
+static size_t packed_slot(int64_t o, int64_t i)
+{
+    return (kern_bf16_packed_bytes(o, i) + 63) & ~(size_t)63;
+}
+
+/* W (o,i) fp32 -> bf16 (round to nearest even, plain, into tmp) -> packed
+ * at *dst; *dst advances by its slot.  Returns the non-zeros lost. */
+static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o, int64_t i)
+{
+    int64_t lost = kern_bf16_from_f32(tmp, w, o * i);
+    kern_bf16_pack(*dst, tmp, o, i);
+    *dst = (uint16_t *)((char *)*dst + packed_slot(o, i));
+    return lost;
+}
+
 losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
 {
     if (n_lost) *n_lost = 0;
     if (s->dtype == MODEL_DTYPE_BF16) return LOSA_OK;
     const model_config *c = &s->cfg;
-    int64_t D = c->dim, V = c->vocab_size, nmap = 0, lost = 0;
+    int64_t D = c->dim, V = c->vocab_size, nmap = 0, lost = 0, wmax = 0;
+    size_t bytes = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, m, &o, &i);
         nmap += (int64_t)o * i;
+        bytes += packed_slot(o, i) * (size_t)s->n_layers;
+        if ((int64_t)o * i > wmax) wmax = (int64_t)o * i;
     }
     nmap *= s->n_layers;
-    uint16_t *b = core_malloc(nmap > 0 ? (size_t)nmap : 1, sizeof(uint16_t));
-    size_t nrest = s->n_params - (size_t)nmap;
+    int64_t nhead = s->has_head ? V * D : 0;
+    if (s->has_head) {
+        bytes += packed_slot(V, D);
+        if (V * D > wmax) wmax = V * D;
+    }
+    /* the bf16 block: each map, then the head, packed (kern_bf16_pack) */
+    uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
+    uint16_t *tmp = core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t));
+    int tied = s->has_head && s->head == s->embed;
+    size_t nrest = s->n_params - (size_t)nmap - (size_t)(tied ? 0 : nhead);
     float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
-    uint16_t *q = b;
-    int tied = s->head == s->embed;
     repack(&p, &s->embed, s->embed ? V * D : 0);
     for (int l = 0; l < s->n_layers; l++) {
         model_layer *ly = &s->layers[l];
@@ -284,22 +310,26 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int o, i;
             model_map_shape(c, m, &o, &i);
-            lost += kern_bf16_from_f32(q, ly->w[m], (int64_t)o * i);
             ly->wb[m] = q;
+            lost += pack_one(&q, tmp, ly->w[m], o, i);
             ly->w[m] = NULL;
-            q += (int64_t)o * i;
         }
         repack(&p, &ly->ffn_norm, D);
     }
     repack(&p, &s->final_norm, s->final_norm ? D : 0);
-    if (tied) s->head = s->embed;
-    else repack(&p, &s->head, s->head ? V * D : 0);
-    LOSA_CHECK((size_t)(p - rest) == nrest && q - b == nmap);
+    if (s->has_head) {
+        s->head_bf16 = q;
+        lost += pack_one(&q, tmp, s->head, V, D);
+        s->head = NULL; /* tied: the embedding stays fp32 for the lookup */
+    }
+    LOSA_CHECK((size_t)(p - rest) == nrest && (size_t)((char *)q - (char *)b) == bytes);
+    core_free(tmp);
     core_free(s->params);
     s->params = rest;
     s->n_params = nrest;
     s->params_bf16 = b;
-    s->n_params_bf16 = (size_t)nmap;
+    s->n_params_bf16 = (size_t)(nmap + nhead);
+    s->bytes_bf16 = bytes;
     s->dtype = MODEL_DTYPE_BF16;
     if (n_lost) *n_lost = lost;
     return LOSA_OK;
@@ -456,7 +486,7 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     model_map_shape(&s->cfg, m, &o, &i);
     if (ly->wb[m]) { /* bf16 stage: forward only (no adapters; sparse copies refused) */
         LOSA_CHECK(!ad);
-        kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
+        kern_gemm_bf16p(N, o, i, 1.0f, x, i, ly->wb[m], 0.0f, y, o);
     } else if (!ad) {
         /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
@@ -515,7 +545,11 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
     LOSA_CHECK(s->has_head && a->logits);
     int64_t N = (int64_t)B * T;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, N, c->dim, c->rms_eps);
-    kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
+    if (s->head_bf16)
+        kern_gemm_bf16p(N, c->vocab_size, c->dim, 1.0f, a->tmp, c->dim, s->head_bf16, 0.0f,
+                        a->logits, c->vocab_size);
+    else
+        kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
 }
 
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
