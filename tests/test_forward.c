@@ -202,6 +202,58 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
     model_stage_free(&s);
 }
 
+/* The head alone, fp32 (before model_stage_to_bf16) vs bf16 (after), on the
+ * same residual stream x: both apply the same fp32 final RMSNorm (the same
+ * code on the same values: the same xn in a.tmp), then
+ *   fp32: l_j = fl(sum_k xn_k h_jk)           |l_j - exact| <= gamma_D S_j
+ *   bf16: l_j = fl(sum_k bf(xn_k) bf(h_jk))   each factor relative <= u
+ *         (u = 2^-8, round to nearest even), products exact in fp32, so
+ *         |l_j - exact| <= ((1+u)^2 - 1 + gamma_D (1+u)^2) S_j
+ * with S_j = sum_k |xn_k h_jk|; their difference within the sum of the two:
+ *   (2u + u^2 + gamma_D ((1+u)^2 + 1)) S_j, checked entry by entry. */
+static void check_head_bf16(model_config c, int B, int T)
+{
+    model_stage s;
+    model_acts a;
+    TEST_CHECK(model_stage_build(&s, &c, 0, 1) == LOSA_OK, "build");
+    model_stage_randomize(&s, 5, 0.15f);
+    TEST_CHECK(model_acts_build(&a, &s, B, T, 0) == LOSA_OK, "acts");
+    int64_t N = (int64_t)B * T, D = c.dim, V = c.vocab_size;
+    for (int64_t e = 0; e < N * D; e++) a.x[e] = (float)((e * 7919 % 1000) / 250.0 - 2.0);
+    float *x0 = malloc(sizeof(float) * N * D), *l32 = malloc(sizeof(float) * N * V);
+    float *h = malloc(sizeof(float) * V * D), *xn = malloc(sizeof(float) * N * D);
+    memcpy(x0, a.x, sizeof(float) * N * D);
+    memcpy(h, s.head, sizeof(float) * V * D);
+    model_stage_head(&a, &s, B, T);
+    memcpy(l32, a.logits, sizeof(float) * N * V);
+    memcpy(xn, a.tmp, sizeof(float) * N * D);
+    TEST_CHECK(model_stage_to_bf16(&s, NULL) == LOSA_OK && s.head_bf16, "head to bf16");
+    memcpy(a.x, x0, sizeof(float) * N * D);
+    model_stage_head(&a, &s, B, T);
+    TEST_CHECK(!memcmp(xn, a.tmp, sizeof(float) * N * D), "the final norm is the same fp32 code");
+    const double u = 1.0 / 256, g = test_gamma((double)D, 1.0 / 16777216.0);
+    int64_t bad = 0, same = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < V; j++) {
+            double S = 0;
+            for (int64_t k = 0; k < D; k++) S += fabs((double)xn[i * D + k] * h[j * D + k]);
+            double bound = (2 * u + u * u + g * ((1 + u) * (1 + u) + 1)) * S;
+            double d = fabs((double)a.logits[i * V + j] - l32[i * V + j]);
+            bad += !(d <= bound);
+            same += d == 0;
+            if (S > 0 && d / S > worst) worst = d / S;
+        }
+    fprintf(stderr, "bf16 head (%s): max |l16 - l32| / S = %.3g (bound %.3g), %lld of %lld equal\n",
+            c.tie_embeddings ? "tied" : "untied", worst, 2 * u + u * u + g * ((1 + u) * (1 + u) + 1),
+            (long long)same, (long long)(N * V));
+    TEST_CHECK(bad == 0, "bf16 head: %lld logits off the bound", (long long)bad);
+    TEST_CHECK(strcmp(kern_gemm_engine(), "onednn") || same < N * V, "bf16 head did not run");
+    free(x0), free(l32), free(h), free(xn);
+    model_acts_free(&a);
+    model_stage_free(&s);
+}
+
 int main(void)
 {
     check_exp_nan();
@@ -219,5 +271,11 @@ int main(void)
     check_model_bf16(c, 2, 16, "gqa_bf16");
     c.tie_embeddings = 1;
     check_model_bf16(c, 2, 9, "gqa_tied_bf16");
+    check_head_bf16(c, 2, 9);
+    c.tie_embeddings = 0;
+    c.vocab_size = 1000;
+    c.dim = 256;
+    c.n_heads = 8;
+    check_head_bf16(c, 3, 11);
     return test_finish("test_forward");
 }
