@@ -39,7 +39,7 @@ typedef struct {
     void *p;
     size_t bytes;
 } kern_scratch;
-static _Thread_local kern_scratch scratch_a, scratch_w;
+static _Thread_local kern_scratch scratch_a;
 
 static void *scratch_get(kern_scratch *s, size_t bytes)
 {
@@ -57,6 +57,8 @@ static void *scratch_get(kern_scratch *s, size_t bytes)
 #error "oneDNN's <oneapi/dnnl/dnnl.h> was not found: install libdnnl-dev (Debian), point DNNL_DIR at your site's oneDNN, or build with 'make GEMM=blas'"
 #endif
 #include <oneapi/dnnl/dnnl.h>
+
+static _Thread_local kern_scratch scratch_w;
 
 #define KERN_GEMM_CACHE 256          /* primitives kept */
 #define KERN_GEMM_SLOTS 512          /* hash slots (power of 2, > cache) */
