@@ -3,9 +3,10 @@
  *           [--sparse auto|on|off] [--dtype fp32|bf16] [--json]
  * --sparse: the forward uses sparse_matmul for the maps where it pays at
  * B*S rows per call (auto), for every map (on), or dense sgemm (off).
- * --dtype bf16: the layers' maps are converted to bf16 after loading
- * (model_stage_to_bf16; embedding, norms and head stay fp32) and multiplied
- * by kern_gemm_bf16w; no sparse copies (auto means off, on is refused). */
+ * --dtype bf16: the layers' maps and the head are converted to bf16 after
+ * loading and packed for the GEMM engine (model_stage_to_bf16; embedding and
+ * norms stay fp32) and multiplied by kern_gemm_bf16p; no sparse copies (auto
+ * means off, on is refused). */
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdlib.h>
