@@ -154,6 +154,9 @@ losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages);
 /* Bytes model_stage_build allocates for stage `stage` of n_stages. */
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages);
+/* Bytes the same stage holds after model_stage_to_bf16 (the bf16 block with
+ * the engine's layout padding, the fp32 rest, the layer table): for plans. */
+size_t model_stage_bf16_bytes(const model_config *c, int stage, int n_stages);
 void model_stage_free(model_stage *s);
 /* Convert the stage's 7 maps per layer and the head (last stage) to bf16
  * (round to nearest even: zeros stay zero), each packed once for the GEMM

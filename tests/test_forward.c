@@ -183,6 +183,11 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
                s.n_params, s.n_params_bf16, want);
     TEST_CHECK(s.bytes_bf16 >= 2 * s.n_params_bf16, "bf16 block %zu bytes for %zu weights",
                s.bytes_bf16, s.n_params_bf16);
+    /* the plan's figure is what the stage holds */
+    size_t held = core_alloc_bytes(s.bytes_bf16, 1) + core_alloc_bytes(s.n_params, sizeof(float)) +
+                  core_alloc_bytes((size_t)s.n_layers, sizeof(model_layer));
+    TEST_CHECK(model_stage_bf16_bytes(&c, 0, 1) == held, "model_stage_bf16_bytes %zu != held %zu",
+               model_stage_bf16_bytes(&c, 0, 1), held);
     TEST_CHECK(model_acts_build(&a, &s, B, T, 0) == LOSA_OK, "acts");
     model_stage_forward(&a, &s, tok, B, T);
     if (rc == 0) {

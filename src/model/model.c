@@ -179,6 +179,49 @@ size_t model_stage_bytes(const model_config *c, int stage, int n_stages)
            core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
 }
 
+/* Bytes of W (o,i) packed, rounded up to 64 so every matrix of the block
+ * starts on a cache line. */
+static size_t packed_slot(int64_t o, int64_t i)
+{
+    return (kern_bf16_packed_bytes(o, i) + 63) & ~(size_t)63;
+}
+
+/* The bf16 block of a stage (model_stage_to_bf16): each map of n_layers
+ * layers, then the head, packed; *n_weights: the weights in it. */
+static size_t bf16_block_bytes(const model_config *c, int n_layers, int has_head,
+                               int64_t *n_weights)
+{
+    size_t bytes = 0;
+    int64_t n = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        bytes += packed_slot(o, i) * (size_t)n_layers;
+        n += (int64_t)o * i * n_layers;
+    }
+    if (has_head) {
+        bytes += packed_slot(c->vocab_size, c->dim);
+        n += (int64_t)c->vocab_size * c->dim;
+    }
+    if (n_weights) *n_weights = n;
+    return bytes;
+}
+
+size_t model_stage_bf16_bytes(const model_config *c, int stage, int n_stages)
+{
+    int first[n_stages], count[n_stages];
+    model_split_layers(c, n_stages, first, count);
+    int nl = count[stage], has_head = stage == n_stages - 1;
+    int64_t nb = 0;
+    size_t block = bf16_block_bytes(c, nl, has_head, &nb);
+    /* fp32 rest: everything but the bf16 weights (a tied head's embedding stays) */
+    size_t tied_embed = has_head && c->tie_embeddings ? (size_t)c->vocab_size * c->dim : 0;
+    size_t rest = stage_floats(c, nl, stage == 0, has_head) - (size_t)nb + tied_embed;
+    return core_alloc_bytes(block > 0 ? block : 1, 1) +
+           core_alloc_bytes(rest > 0 ? rest : 1, sizeof(float)) +
+           core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
+}
+
 losa_status model_stage_build(model_stage *s, const model_config *c, int stage,
                               int n_stages)
 {
@@ -260,13 +303,6 @@ static void repack(float **dst, float **src, int64_t n)
     *dst += n;
 }
 
-/* Bytes of W (o,i) packed, rounded up to 64 so every matrix of the block
- * starts on a cache line. */
-static size_t packed_slot(int64_t o, int64_t i)
-{
-    return (kern_bf16_packed_bytes(o, i) + 63) & ~(size_t)63;
-}
-
 /* W (o,i) fp32 -> bf16 (round to nearest even, plain, into tmp) -> packed
  * at *dst; *dst advances by its slot.  Returns the non-zeros lost. */
 static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o, int64_t i)
@@ -282,21 +318,15 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
     if (n_lost) *n_lost = 0;
     if (s->dtype == MODEL_DTYPE_BF16) return LOSA_OK;
     const model_config *c = &s->cfg;
-    int64_t D = c->dim, V = c->vocab_size, nmap = 0, lost = 0, wmax = 0;
-    size_t bytes = 0;
+    int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
+    size_t bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, m, &o, &i);
-        nmap += (int64_t)o * i;
-        bytes += packed_slot(o, i) * (size_t)s->n_layers;
         if ((int64_t)o * i > wmax) wmax = (int64_t)o * i;
     }
-    nmap *= s->n_layers;
-    int64_t nhead = s->has_head ? V * D : 0;
-    if (s->has_head) {
-        bytes += packed_slot(V, D);
-        if (V * D > wmax) wmax = V * D;
-    }
+    int64_t nhead = s->has_head ? V * D : 0, nmap = nall - nhead;
+    if (nhead > wmax) wmax = nhead;
     /* the bf16 block: each map, then the head, packed (kern_bf16_pack) */
     uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
     uint16_t *tmp = core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t));
@@ -328,7 +358,7 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
     s->params = rest;
     s->n_params = nrest;
     s->params_bf16 = b;
-    s->n_params_bf16 = (size_t)(nmap + nhead);
+    s->n_params_bf16 = (size_t)nall;
     s->bytes_bf16 = bytes;
     s->dtype = MODEL_DTYPE_BF16;
     if (n_lost) *n_lost = lost;
