@@ -78,7 +78,7 @@ for t in $THREADS_LIST; do
 done
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [json.loads(l) for f in sys.argv[1:] for l in open(f)]
 ppl = {r["dtype"]: r["ppl"] for r in rows if r["what"] == "eval"}
 if ppl: print(f"ppl S=256: fp32 {ppl['fp32']:.4f}  bf16 {ppl['bf16']:.4f}  "
               f"bf16/fp32 - 1 = {100 * (ppl['bf16'] / ppl['fp32'] - 1):+.4f}%")
@@ -86,15 +86,18 @@ cases = {}
 for r in rows:
     if r["what"] == "forward":
         cases.setdefault((r["threads"], r["case"]), {}).setdefault(r["run"], []).append(r)
-med = lambda rs, k: statistics.median(x[k] for x in rs)
-print(f"{'thr':>3} {'case':<10} {'blas fp32':>10} {'onednn fp32':>12} {'onednn bf16':>12}  "
-      f"{'dnn32/blas':>10} {'bf16/blas':>9} {'bf16/dnn32':>10} {'bf16 phys':>9}   (tokens/s, medians)")
+print("tokens/s of blas fp32 | onednn fp32 | onednn bf16 and the ratios onednn fp32 / blas, "
+      "bf16 / blas, bf16 / onednn fp32; 'med' of the medians over rounds, 'best' of the best "
+      "rounds (the least disturbed on a shared machine); phys: bf16's fraction of the bf16 peak")
+print(f"{'thr':>3} {'case':<9} {'':4} {'blas32':>8} {'dnn32':>8} {'bf16':>8}  "
+      f"{'dnn32/blas':>10} {'bf16/blas':>9} {'bf16/dnn32':>10} {'phys':>5}")
 for (t, c), runs in sorted(cases.items()):
     b, f, h = (runs.get(k, []) for k in ("blas fp32", "onednn fp32", "onednn bf16"))
     if not (b and f and h): continue
-    tb, tf, th = med(b, "tokens_per_s"), med(f, "tokens_per_s"), med(h, "tokens_per_s")
-    fr = [x["fraction_of_physical_peak"] for x in h if x["fraction_of_physical_peak"] is not None]
-    frs = f"{statistics.median(fr):9.2f}" if fr else f"{'n/a':>9}"
-    print(f"{t:>3} {c:<10} {tb:10.1f} {tf:12.1f} {th:12.1f}  {tf / tb:10.2f} {th / tb:9.2f} "
-          f"{th / tf:10.2f} {frs}   ({len(h)} rounds)")
+    for lab, agg in (("med", statistics.median), ("best", max)):
+        tb, tf, th = (agg([x["tokens_per_s"] for x in v]) for v in (b, f, h))
+        fr = [x["fraction_of_physical_peak"] for x in h if x["fraction_of_physical_peak"] is not None]
+        frs = f"{agg(fr):5.2f}" if fr else f"{'n/a':>5}"
+        print(f"{t:>3} {c:<9} {lab:4} {tb:8.1f} {tf:8.1f} {th:8.1f}  {tf / tb:10.2f} {th / tb:9.2f} "
+              f"{th / tf:10.2f} {frs}  ({min(len(b), len(f), len(h))} rounds)")
 PY
