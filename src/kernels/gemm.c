@@ -75,8 +75,9 @@ typedef struct {
     gemm_key key;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c;           /* descriptors fixed, handles set per call */
-    /* bf16 == 2 when the primitive refused the packed layout at this M: B
-     * is unpacked per call into scratch (wplain) by this reorder */
+    /* bf16 == 2 when oneDNN refused the packed layout for this call (or
+     * offered only its reference kernel): B is unpacked per call into
+     * scratch_w (wplain) by this reorder, then a plain bf16 primitive */
     dnnl_primitive_t unpack;
     dnnl_memory_t wpacked, wplain;
     uint64_t used;                   /* LRU tick; 0 = free */
