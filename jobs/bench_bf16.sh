@@ -17,7 +17,8 @@
 #    each, the ratios of medians (onednn fp32 / blas, bf16 / blas, bf16 /
 #    onednn fp32) and bf16's median fraction_of_physical_peak (of the bf16
 #    peak measured in the same run).  Every JSON line is kept in $OUT.
-# CASES (default "mini 7b:1x256 7b:4x256") selects cases.
+# CASES (default "mini 7b:1x256 7b:4x256") selects cases; SUMMARY="f.jsonl
+# ..." only prints the table of earlier runs' files (e.g. one per THREADS_LIST).
 #   sbatch jobs/bench_bf16.sh     or     EVAL=0 bash jobs/bench_bf16.sh
 #SBATCH --job-name=losa-bench-bf16
 #SBATCH --nodes=1                 # one node, one rank
@@ -39,6 +40,35 @@ STORE=${STORE:-$ROOT/build/minillama.h5}
 STORE7B=${STORE7B:-$ROOT/build/llama2-7b-2layers.h5}
 THREADS_LIST=${THREADS_LIST:-1 2}
 CASES=${CASES:-mini 7b:1x256 7b:4x256}
+summary() {
+/usr/bin/python3 - "$@" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for f in sys.argv[1:] for l in open(f)]
+ppl = {r["dtype"]: r["ppl"] for r in rows if r["what"] == "eval"}
+if ppl: print(f"ppl S=256: fp32 {ppl['fp32']:.4f}  bf16 {ppl['bf16']:.4f}  "
+              f"bf16/fp32 - 1 = {100 * (ppl['bf16'] / ppl['fp32'] - 1):+.4f}%")
+cases = {}
+for r in rows:
+    if r["what"] == "forward":
+        cases.setdefault((r["threads"], r["case"]), {}).setdefault(r["run"], []).append(r)
+print("tokens/s of blas fp32 | onednn fp32 | onednn bf16 and the ratios onednn fp32 / blas, "
+      "bf16 / blas, bf16 / onednn fp32; 'med' of the medians over rounds, 'best' of the best "
+      "rounds (the least disturbed on a shared machine); phys: bf16's fraction of the bf16 peak")
+print(f"{'thr':>3} {'case':<9} {'':4} {'blas32':>8} {'dnn32':>8} {'bf16':>8}  "
+      f"{'dnn32/blas':>10} {'bf16/blas':>9} {'bf16/dnn32':>10} {'phys':>5}")
+for (t, c), runs in sorted(cases.items()):
+    b, f, h = (runs.get(k, []) for k in ("blas fp32", "onednn fp32", "onednn bf16"))
+    if not (b and f and h): continue
+    for lab, agg in (("med", statistics.median), ("best", max)):
+        tb, tf, th = (agg([x["tokens_per_s"] for x in v]) for v in (b, f, h))
+        fr = [x["fraction_of_physical_peak"] for x in h if x["fraction_of_physical_peak"] is not None]
+        frs = f"{agg(fr):5.2f}" if fr else f"{'n/a':>5}"
+        print(f"{t:>3} {c:<9} {lab:4} {tb:8.1f} {tf:8.1f} {th:8.1f}  {tf / tb:10.2f} {th / tb:9.2f} "
+              f"{th / tf:10.2f} {frs}  ({min(len(b), len(f), len(h))} rounds)")
+PY
+}
+# SUMMARY="a.jsonl b.jsonl": print the table of earlier runs' files, run nothing
+if [ -n "${SUMMARY:-}" ]; then summary $SUMMARY; exit 0; fi
 for b in "$LOSA" "$BLAS"; do
     [ -x "$b" ] || { echo "bench_bf16: $b missing (make build; make BUILD=build-blas GEMM=blas build)" >&2; exit 2; }
 done
@@ -76,28 +106,4 @@ for t in $THREADS_LIST; do
         done
     done
 done
-/usr/bin/python3 - "$OUT" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for f in sys.argv[1:] for l in open(f)]
-ppl = {r["dtype"]: r["ppl"] for r in rows if r["what"] == "eval"}
-if ppl: print(f"ppl S=256: fp32 {ppl['fp32']:.4f}  bf16 {ppl['bf16']:.4f}  "
-              f"bf16/fp32 - 1 = {100 * (ppl['bf16'] / ppl['fp32'] - 1):+.4f}%")
-cases = {}
-for r in rows:
-    if r["what"] == "forward":
-        cases.setdefault((r["threads"], r["case"]), {}).setdefault(r["run"], []).append(r)
-print("tokens/s of blas fp32 | onednn fp32 | onednn bf16 and the ratios onednn fp32 / blas, "
-      "bf16 / blas, bf16 / onednn fp32; 'med' of the medians over rounds, 'best' of the best "
-      "rounds (the least disturbed on a shared machine); phys: bf16's fraction of the bf16 peak")
-print(f"{'thr':>3} {'case':<9} {'':4} {'blas32':>8} {'dnn32':>8} {'bf16':>8}  "
-      f"{'dnn32/blas':>10} {'bf16/blas':>9} {'bf16/dnn32':>10} {'phys':>5}")
-for (t, c), runs in sorted(cases.items()):
-    b, f, h = (runs.get(k, []) for k in ("blas fp32", "onednn fp32", "onednn bf16"))
-    if not (b and f and h): continue
-    for lab, agg in (("med", statistics.median), ("best", max)):
-        tb, tf, th = (agg([x["tokens_per_s"] for x in v]) for v in (b, f, h))
-        fr = [x["fraction_of_physical_peak"] for x in h if x["fraction_of_physical_peak"] is not None]
-        frs = f"{agg(fr):5.2f}" if fr else f"{'n/a':>5}"
-        print(f"{t:>3} {c:<9} {lab:4} {tb:8.1f} {tf:8.1f} {th:8.1f}  {tf / tb:10.2f} {th / tb:9.2f} "
-              f"{th / tf:10.2f} {frs}  ({min(len(b), len(f), len(h))} rounds)")
-PY
+summary "$OUT"
