@@ -109,8 +109,9 @@ typedef struct {
     float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
                                   w_gate (F,D) w_up (F,D) w_down (D,F);
                                   NULL when the stage is bf16 */
-    uint16_t *wb[MODEL_N_MAPS];/* the same in bf16, packed for the engine
-                                  (kern_bf16_pack; MODEL_DTYPE_BF16), else NULL */
+    uint16_t *wb[MODEL_N_MAPS];/* the same in bf16 (MODEL_DTYPE_BF16), else
+                                  NULL: packed for the engine (kern_bf16_pack)
+                                  when the stage's bf16_packed, else plain */
     float *ffn_norm;           /* (D) */
 } model_layer;
 
@@ -136,6 +137,9 @@ typedef struct {
     uint16_t *params_bf16;
     size_t n_params_bf16, bytes_bf16;
     uint16_t *head_bf16;       /* (V, D) packed, last stage of a bf16 stage */
+    int bf16_packed;           /* 1: wb[] hold the packed layout (set by
+                                  model_stage_to_bf16); 0: plain row-major
+                                  (element-wise users: store write, merge) */
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */

@@ -199,6 +199,29 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
                    "%s: oneDNN bf16 logits equal the fp32 reference (%.3g): bf16 path not run",
                    tag, e);
     }
+    /* the same stage with its maps unpacked in place (bf16_packed 0: the
+     * plain layout element-wise users hold) runs kern_gemm_bf16w: the same
+     * products, so the same bound against the reference */
+    for (int l = 0; l < s.n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&c, m, &o, &i);
+            uint16_t *w = malloc(sizeof(uint16_t) * (size_t)o * i);
+            kern_bf16_unpack(w, s.layers[l].wb[m], o, i);
+            memcpy(s.layers[l].wb[m], w, sizeof(uint16_t) * (size_t)o * i);
+            free(w);
+        }
+    s.bf16_packed = 0;
+    float *packed = malloc(sizeof(float) * n);
+    memcpy(packed, a.logits, sizeof(float) * n);
+    model_stage_forward(&a, &s, tok, B, T);
+    if (rc == 0) {
+        double e = test_max_rel(a.logits, ref, (long)n), bound = (4.0 * c.n_layers + 1) / 256.0;
+        fprintf(stderr, "%s: plain bf16 maps: max rel err vs numpy = %.3g, vs packed %.3g\n", tag,
+                e, test_max_rel(a.logits, packed, (long)n));
+        TEST_CHECK(e <= bound, "%s plain bf16 logits rel err %.3g > %.3g", tag, e, bound);
+    }
+    free(packed);
     model_bwd g;
     TEST_CHECK(model_bwd_build(&g, &s, B, T) != LOSA_OK, "backward refuses a bf16 stage");
     free(ref);

@@ -360,6 +360,7 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
     s->params_bf16 = b;
     s->n_params_bf16 = (size_t)nall;
     s->bytes_bf16 = bytes;
+    s->bf16_packed = 1;
     s->dtype = MODEL_DTYPE_BF16;
     if (n_lost) *n_lost = lost;
     return LOSA_OK;
@@ -516,7 +517,8 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     model_map_shape(&s->cfg, m, &o, &i);
     if (ly->wb[m]) { /* bf16 stage: forward only (no adapters; sparse copies refused) */
         LOSA_CHECK(!ad);
-        kern_gemm_bf16p(N, o, i, 1.0f, x, i, ly->wb[m], 0.0f, y, o);
+        if (s->bf16_packed) kern_gemm_bf16p(N, o, i, 1.0f, x, i, ly->wb[m], 0.0f, y, o);
+        else kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
     } else if (!ad) {
         /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
