@@ -8,6 +8,7 @@
 #ifndef LOSA_KERNELS_H
 #define LOSA_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Element-wise loops longer than this run on the OpenMP threads (the GEMM
@@ -59,6 +60,34 @@ void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
 void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
+/* Packed bf16 weights: W (N,K) bf16 (the map y = x W^T: N outputs, K
+ * inputs) held in the layout the engine's bf16 product reads without a
+ * reorder, packed once (kern_bf16_pack) and multiplied as often as wanted
+ * (kern_gemm_bf16p).  oneDNN: the layout its matmul picks for weights (K,N)
+ * with format_tag any, one per shape (N, K) for the whole process (on
+ * AVX512-BF16 blocks of 16 K x 64 N with K pairs interleaved, K padded to
+ * 32 and N to 64 with zeros; the same for every row count M); CBLAS: plain
+ * row-major (N,K).  The packed values are the plain ones permuted: packing
+ * rounds nothing. */
+/* Bytes of W (N,K) packed (>= 2 N K: the layout's padding). */
+size_t kern_bf16_packed_bytes(int64_t N, int64_t K);
+/* dst (kern_bf16_packed_bytes(N, K) bytes) = W (N,K) plain row-major, packed;
+ * kern_bf16_unpack is the inverse (for whatever needs the plain layout:
+ * writing a store, a transposed product).  Not collective; call from serial
+ * code (OpenMP threads inside). */
+void kern_bf16_pack(uint16_t *dst, const uint16_t *W, int64_t N, int64_t K);
+void kern_bf16_unpack(uint16_t *W, const uint16_t *src, int64_t N, int64_t K);
+/* C (M,N) fp32 = alpha A W^T + beta C: A (M,K) fp32 (rows of lda), W (N,K)
+ * packed by kern_bf16_pack.  oneDNN: A rounded to bf16 into scratch once
+ * per call (oneDNN 2.6 has no f32 x bf16 matmul), then a bf16 x bf16 -> f32
+ * matmul primitive on the packed weights (cached per shape like kern_gemm's;
+ * if the primitive refused the layout at some M, the weights would be
+ * unpacked per call: right, slow).  CBLAS: exactly kern_gemm_bf16w with
+ * tb = 1.  Same bound as kern_gemm_bf16w; and the same products as
+ * kern_gemm_bf16w(1, ...) on the plain W, summed in fp32 in an order the
+ * engine chooses.  Not collective; threads as kern_gemm. */
+void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const uint16_t *Wp, float beta, float *C, int64_t ldc);
 /* bf16 bits of x, round to nearest even (NaN stays NaN, +-0 stays +-0,
  * overflow goes to +-inf). */
 static inline uint16_t kern_bf16_round(float x)

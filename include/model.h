@@ -109,7 +109,9 @@ typedef struct {
     float *w[MODEL_N_MAPS];    /* wq (D,D) wk (kvD,D) wv (kvD,D) wo (D,D)
                                   w_gate (F,D) w_up (F,D) w_down (D,F);
                                   NULL when the stage is bf16 */
-    uint16_t *wb[MODEL_N_MAPS];/* the same in bf16 (MODEL_DTYPE_BF16), else NULL */
+    uint16_t *wb[MODEL_N_MAPS];/* the same in bf16 (MODEL_DTYPE_BF16), else
+                                  NULL: packed for the engine (kern_bf16_pack)
+                                  when the stage's bf16_packed, else plain */
     float *ffn_norm;           /* (D) */
 } model_layer;
 
@@ -120,16 +122,24 @@ typedef struct {
     int has_embed, has_head;   /* first stage: embedding; last: norm + head */
     float *embed;              /* (V, D) first stage (and last if tied) */
     float *final_norm;         /* (D) last stage */
-    float *head;               /* (V, D) last stage; == embed if tied */
+    float *head;               /* (V, D) last stage; == embed if tied; NULL
+                                  when bf16 (head_bf16) */
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
-    /* MODEL_DTYPE_BF16 (model_stage_to_bf16): the maps live in params_bf16
-     * (n_params_bf16 values, layer by layer in map order) and params holds
-     * only the rest (embedding, norms, head: fp32 in this version). */
+    /* MODEL_DTYPE_BF16 (model_stage_to_bf16): the maps (layer by layer in
+     * map order) and the head live in params_bf16, each packed for the GEMM
+     * engine (kern_bf16_pack, from a 64-byte boundary): n_params_bf16
+     * weights in bytes_bf16 bytes (2 per weight plus the layout's padding).
+     * params holds the rest in fp32: embedding, norms (and, tied, the
+     * embedding the head was rounded from). */
     model_dtype dtype;
     uint16_t *params_bf16;
-    size_t n_params_bf16;
+    size_t n_params_bf16, bytes_bf16;
+    uint16_t *head_bf16;       /* (V, D) packed, last stage of a bf16 stage */
+    int bf16_packed;           /* 1: wb[] hold the packed layout (set by
+                                  model_stage_to_bf16); 0: plain row-major
+                                  (element-wise users: store write, merge) */
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
@@ -206,14 +216,34 @@ losa_status model_stage_build_dtype(model_stage *s, const model_config *c, int s
                                     int n_stages, const int *count, model_dtype t);
 size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, const int *count,
                                model_dtype t);
+/* Bytes the same stage holds after model_stage_to_bf16 (the bf16 block with
+ * the engine's layout padding, the fp32 rest, the layer table): for plans. */
+size_t model_stage_bf16_bytes(const model_config *c, int stage, int n_stages, const int *count);
 void model_stage_free(model_stage *s);
 /* Convert the stage's 7 maps per layer to bf16 (round to nearest even:
- * zeros stay zero) into one bf16 block, and repack params without them (the
- * fp32 maps are freed).  Embedding, norms and head stay fp32.  *n_lost (if
- * not NULL): non-zero weights that became zero.  Only the forward
- * (model_stage_forward, eval) runs on a bf16 stage; backward, adapters,
- * decode, pruning and store writes require fp32 (checked).  Not collective. */
+ * zeros stay zero) into one plain row-major bf16 block, and repack params
+ * without them (the fp32 maps are freed): the layout a stage built in bf16
+ * has (model_stage_build_dtype) and the element-wise users read (store
+ * writes, lora_merge).  Embedding, norms and head stay fp32.  *n_lost (if
+ * not NULL): non-zero weights that became zero.  A bf16 stage is returned
+ * as it is.  Not collective. */
 losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
+/* The forward's bf16 layout: the 7 maps per layer and the head (last stage)
+ * in bf16 (an fp32 stage's rounded to nearest even, a plain bf16 stage's
+ * maps as they are, its head rounded), each packed once for the GEMM engine
+ * (kern_bf16_pack) into one bf16 block (bf16_packed), and params repacked
+ * without them (the fp32 copies are freed; a tied head's embedding stays for
+ * the lookup).  What stays fp32: the embedding (a lookup, no product), the
+ * RMSNorm weights, every activation between the maps (the map inputs are
+ * rounded to bf16 only inside each product, kern_gemm_bf16p), the
+ * accumulation of every product, attention and the logits.  *n_lost (if not
+ * NULL): non-zero weights that became zero here.  Peak memory during the
+ * call: the old blocks, the packed block and one plain bf16 copy of the
+ * largest matrix.  Only the forward (model_stage_forward, eval) runs on a
+ * packed stage; backward, adapters, decode, pruning and store writes need
+ * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
+ * collective. */
+losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
  * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);

@@ -5,7 +5,10 @@
 #   peak_gflops_bf16: a number iff /proc/cpuinfo has avx512_bf16, else null;
 #   fraction_of_physical_peak = (forward|step)_gflops / peak_gflops_f32 and
 #   fraction_of_peak = (forward|step)_gflops / sgemm_gflops (the same doubles
-#   divided: equal to 1e-12 relative).
+#   divided: equal to 1e-12 relative);
+#   bench forward --dtype bf16: dtype bf16 and fraction_of_physical_peak =
+#   forward_gflops / peak_gflops_bf16 (its products run on bf16 dot
+#   products), null without AVX512-BF16.
 source "$(dirname "$0")/lib.sh"
 S=$(store stories260K)
 bf16=0; grep -qw avx512_bf16 /proc/cpuinfo && bf16=1
@@ -24,4 +27,12 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and rel(d["fraction_of_peak"], a / d["sgemm_gflops"])
 print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine"
 done
+j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --dtype bf16 --json 2>/dev/null)
+check "bench forward --dtype bf16: fraction of the bf16 physical peak (bf16 $bf16)" /usr/bin/python3 -c '
+import json,sys; d=json.loads(sys.argv[1]); bf16=sys.argv[2]=="1"
+a=d["forward_gflops"]; rel=lambda x,y: abs(x-y) <= 1e-12*abs(y)
+ok = d["dtype"] == "bf16" and a > 0 and d["peak_gflops_f32"] > 0 \
+     and (rel(d["fraction_of_physical_peak"], a / d["peak_gflops_bf16"]) if bf16
+          else d["peak_gflops_bf16"] is None and d["fraction_of_physical_peak"] is None)
+print(d); sys.exit(0 if ok else 1)' "$j" $bf16
 finish

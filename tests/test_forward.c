@@ -1,7 +1,7 @@
 /* Forward pass of a random tiny LLaMA (grouped-query attention, untied head)
  * against the independent numpy reference tests/ref/llama_ref.py (float64),
  * plus the fast kernels against their _ref twins.  bf16 maps
- * (model_stage_to_bf16): the maps are first rounded to bf16 in the fp32
+ * (model_stage_pack_bf16): the maps are first rounded to bf16 in the fp32
  * stage, the reference runs on those values, then the stage is converted
  * (exactly: the values are bf16 already) and its logits compared. */
 #include <stdlib.h>
@@ -141,14 +141,15 @@ static void check_exp_nan(void)
     free(d);
 }
 
-/* bf16 stage vs the float64 reference of its bf16-rounded weights.  The
- * only rounding beyond fp32 is each map's input activation rounded to bf16
+/* bf16 stage vs the float64 reference of its bf16-rounded weights (the
+ * maps and the head; tied, the embedding the head shares).  The only
+ * rounding beyond fp32 is each product's input activation rounded to bf16
  * (oneDNN; relative <= 2^-8 per entry), at 4 inputs per layer (ln1, atty,
- * ln2, hid; the head stays fp32).  To first order each is a relative
- * perturbation <= 2^-8 of the map's sum_k |x_k w_k|, so with no growth
+ * ln2, hid) and the head's input.  To first order each is a relative
+ * perturbation <= 2^-8 of the product's sum_k |x_k w_k|, so with no growth
  * through the layers (RMSNorm renormalises; weights N(0, 0.15)) the logits
- * move by at most 4 L 2^-8 relative to their largest magnitude: 0.047 at
- * L = 3, the bound checked; the fp32 bound (1e-4) above is its floor. */
+ * move by at most (4 L + 1) 2^-8 relative to their largest magnitude: 0.051
+ * at L = 3, the bound checked; the fp32 bound (1e-4) above is its floor. */
 static void check_model_bf16(model_config c, int B, int T, const char *tag)
 {
     model_stage s;
@@ -162,6 +163,8 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
             for (int64_t e = 0; e < (int64_t)o * i; e++)
                 s.layers[l].w[m][e] = kern_bf16_value(kern_bf16_round(s.layers[l].w[m][e]));
         }
+    for (int64_t e = 0; e < (int64_t)c.vocab_size * c.dim; e++)
+        s.head[e] = kern_bf16_value(kern_bf16_round(s.head[e]));
     int *tok = malloc(sizeof(int) * B * T);
     for (int i = 0; i < B * T; i++) tok[i] = (i * 17 + 5) % c.vocab_size;
     size_t n = (size_t)B * T * c.vocab_size;
@@ -170,15 +173,25 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
     TEST_CHECK(rc == 0, "reference script failed (%s)", tag);
     size_t n32 = s.n_params;
     int64_t lost = -1;
-    TEST_CHECK(model_stage_to_bf16(&s, &lost) == LOSA_OK && lost == 0, "to bf16");
-    TEST_CHECK(s.dtype == MODEL_DTYPE_BF16 && s.layers[0].w[0] == NULL && s.layers[0].wb[0],
-               "bf16 stage: fp32 maps gone");
-    TEST_CHECK(s.n_params + s.n_params_bf16 == n32, "params repacked: %zu + %zu != %zu",
-               s.n_params, s.n_params_bf16, n32);
+    TEST_CHECK(model_stage_pack_bf16(&s, &lost) == LOSA_OK && lost == 0, "to bf16");
+    TEST_CHECK(s.dtype == MODEL_DTYPE_BF16 && s.layers[0].w[0] == NULL && s.layers[0].wb[0] &&
+                   s.head == NULL && s.head_bf16,
+               "bf16 stage: fp32 maps and head gone");
+    /* tied: the fp32 embedding stays beside the bf16 head */
+    size_t nhead = (size_t)c.vocab_size * c.dim, want = n32 + (c.tie_embeddings ? nhead : 0);
+    TEST_CHECK(s.n_params + s.n_params_bf16 == want, "params repacked: %zu + %zu != %zu",
+               s.n_params, s.n_params_bf16, want);
+    TEST_CHECK(s.bytes_bf16 >= 2 * s.n_params_bf16, "bf16 block %zu bytes for %zu weights",
+               s.bytes_bf16, s.n_params_bf16);
+    /* the plan's figure is what the stage holds */
+    size_t held = core_alloc_bytes(s.bytes_bf16, 1) + core_alloc_bytes(s.n_params, sizeof(float)) +
+                  core_alloc_bytes((size_t)s.n_layers, sizeof(model_layer));
+    TEST_CHECK(model_stage_bf16_bytes(&c, 0, 1, NULL) == held, "model_stage_bf16_bytes %zu != held %zu",
+               model_stage_bf16_bytes(&c, 0, 1, NULL), held);
     TEST_CHECK(model_acts_build(&a, &s, B, T, 0) == LOSA_OK, "acts");
     model_stage_forward(&a, &s, tok, B, T);
     if (rc == 0) {
-        double e = test_max_rel(a.logits, ref, (long)n), bound = 4.0 * c.n_layers / 256.0;
+        double e = test_max_rel(a.logits, ref, (long)n), bound = (4.0 * c.n_layers + 1) / 256.0;
         fprintf(stderr, "%s: bf16 logits max rel err vs numpy = %.3g (bound %.3g)\n", tag, e,
                 bound);
         TEST_CHECK(e <= bound, "%s bf16 logits rel err %.3g > %.3g", tag, e, bound);
@@ -186,10 +199,85 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
                    "%s: oneDNN bf16 logits equal the fp32 reference (%.3g): bf16 path not run",
                    tag, e);
     }
+    /* the same stage with its maps unpacked in place (bf16_packed 0: the
+     * plain layout element-wise users hold) runs kern_gemm_bf16w: the same
+     * products, so the same bound against the reference */
+    for (int l = 0; l < s.n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&c, m, &o, &i);
+            uint16_t *w = malloc(sizeof(uint16_t) * (size_t)o * i);
+            kern_bf16_unpack(w, s.layers[l].wb[m], o, i);
+            memcpy(s.layers[l].wb[m], w, sizeof(uint16_t) * (size_t)o * i);
+            free(w);
+        }
+    s.bf16_packed = 0;
+    float *packed = malloc(sizeof(float) * n);
+    memcpy(packed, a.logits, sizeof(float) * n);
+    model_stage_forward(&a, &s, tok, B, T);
+    if (rc == 0) {
+        double e = test_max_rel(a.logits, ref, (long)n), bound = (4.0 * c.n_layers + 1) / 256.0;
+        fprintf(stderr, "%s: plain bf16 maps: max rel err vs numpy = %.3g, vs packed %.3g\n", tag,
+                e, test_max_rel(a.logits, packed, (long)n));
+        TEST_CHECK(e <= bound, "%s plain bf16 logits rel err %.3g > %.3g", tag, e, bound);
+    }
+    free(packed);
     model_bwd g;
     TEST_CHECK(model_bwd_build(&g, &s, B, T) != LOSA_OK, "backward refuses a bf16 stage");
     free(ref);
     free(tok);
+    model_acts_free(&a);
+    model_stage_free(&s);
+}
+
+/* The head alone, fp32 (before model_stage_pack_bf16) vs bf16 (after), on the
+ * same residual stream x: both apply the same fp32 final RMSNorm (the same
+ * code on the same values: the same xn in a.tmp), then
+ *   fp32: l_j = fl(sum_k xn_k h_jk)           |l_j - exact| <= gamma_D S_j
+ *   bf16: l_j = fl(sum_k bf(xn_k) bf(h_jk))   each factor relative <= u
+ *         (u = 2^-8, round to nearest even), products exact in fp32, so
+ *         |l_j - exact| <= ((1+u)^2 - 1 + gamma_D (1+u)^2) S_j
+ * with S_j = sum_k |xn_k h_jk|; their difference within the sum of the two:
+ *   (2u + u^2 + gamma_D ((1+u)^2 + 1)) S_j, checked entry by entry. */
+static void check_head_bf16(model_config c, int B, int T)
+{
+    model_stage s;
+    model_acts a;
+    TEST_CHECK(model_stage_build(&s, &c, 0, 1) == LOSA_OK, "build");
+    model_stage_randomize(&s, 5, 0.15f);
+    TEST_CHECK(model_acts_build(&a, &s, B, T, 0) == LOSA_OK, "acts");
+    int64_t N = (int64_t)B * T, D = c.dim, V = c.vocab_size;
+    for (int64_t e = 0; e < N * D; e++) a.x[e] = (float)((e * 7919 % 1000) / 250.0 - 2.0);
+    float *x0 = malloc(sizeof(float) * N * D), *l32 = malloc(sizeof(float) * N * V);
+    float *h = malloc(sizeof(float) * V * D), *xn = malloc(sizeof(float) * N * D);
+    memcpy(x0, a.x, sizeof(float) * N * D);
+    memcpy(h, s.head, sizeof(float) * V * D);
+    model_stage_head(&a, &s, B, T);
+    memcpy(l32, a.logits, sizeof(float) * N * V);
+    memcpy(xn, a.tmp, sizeof(float) * N * D);
+    TEST_CHECK(model_stage_pack_bf16(&s, NULL) == LOSA_OK && s.head_bf16, "head to bf16");
+    memcpy(a.x, x0, sizeof(float) * N * D);
+    model_stage_head(&a, &s, B, T);
+    TEST_CHECK(!memcmp(xn, a.tmp, sizeof(float) * N * D), "the final norm is the same fp32 code");
+    const double u = 1.0 / 256, g = test_gamma((double)D, 1.0 / 16777216.0);
+    int64_t bad = 0, same = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < V; j++) {
+            double S = 0;
+            for (int64_t k = 0; k < D; k++) S += fabs((double)xn[i * D + k] * h[j * D + k]);
+            double bound = (2 * u + u * u + g * ((1 + u) * (1 + u) + 1)) * S;
+            double d = fabs((double)a.logits[i * V + j] - l32[i * V + j]);
+            bad += !(d <= bound);
+            same += d == 0;
+            if (S > 0 && d / S > worst) worst = d / S;
+        }
+    fprintf(stderr, "bf16 head (%s): max |l16 - l32| / S = %.3g (bound %.3g), %lld of %lld equal\n",
+            c.tie_embeddings ? "tied" : "untied", worst, 2 * u + u * u + g * ((1 + u) * (1 + u) + 1),
+            (long long)same, (long long)(N * V));
+    TEST_CHECK(bad == 0, "bf16 head: %lld logits off the bound", (long long)bad);
+    TEST_CHECK(strcmp(kern_gemm_engine(), "onednn") || same < N * V, "bf16 head did not run");
+    free(x0), free(l32), free(h), free(xn);
     model_acts_free(&a);
     model_stage_free(&s);
 }
@@ -211,5 +299,11 @@ int main(void)
     check_model_bf16(c, 2, 16, "gqa_bf16");
     c.tie_embeddings = 1;
     check_model_bf16(c, 2, 9, "gqa_tied_bf16");
+    check_head_bf16(c, 2, 9);
+    c.tie_embeddings = 0;
+    c.vocab_size = 1000;
+    c.dim = 256;
+    c.n_heads = 8;
+    check_head_bf16(c, 3, 11);
     return test_finish("test_forward");
 }

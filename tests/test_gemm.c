@@ -19,6 +19,19 @@
  *    summed in fp32 (gamma_K on the rounded terms, each <= (1 + 2^-8)
  *    times the exact one), three more roundings as above; CBLAS keeps A
  *    fp32 and meets the tighter half of it;
+ *  - packed bf16 weights (kern_bf16_pack, kern_gemm_bf16p): unpacking gives
+ *    the plain bits back (a permutation); kern_gemm_bf16p on the packed W
+ *    against kern_gemm_bf16w(tb = 1) on the plain W, same A, entry by
+ *    entry within 2 gamma_{K+3} (|alpha| sum_k |a'_ik b_jk| + |beta c0_ij|),
+ *    a' = bf16(a) under oneDNN: both sum the same exact fp32 products
+ *    a'_ik b_jk (two bf16 significands of 8 bits multiply exactly in fp32's
+ *    24), each within gamma_{K+3} of the exact result whatever the order
+ *    the engine picks (Higham 3.1, plus alpha, beta c0 and the final add),
+ *    so their difference within twice that.  Bit-identical entries are
+ *    counted and printed (oneDNN reorders the plain B into the same blocked
+ *    layout and runs the same kernel, but that is its choice, not ours);
+ *    CBLAS: the packed layout is the plain one, the results bit-identical
+ *    (the same calls), which is checked;
  *  - kern_bf16_round: round to nearest even on hand cases, zeros stay zero,
  *    kern_bf16_from_f32 counts the non-zeros that round to zero.
  */
@@ -170,6 +183,95 @@ static void test_bf16(void)
     TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16 K = 0 gives beta C");
 }
 
+/* kern_gemm_bf16p vs kern_gemm_bf16w on one shape; returns entries outside
+ * the bound (or padding written), adds the bit-identical ones to *same. */
+static int64_t gemm_packed_case(int64_t M, int64_t N, int64_t K, float alpha, float beta,
+                                int64_t pad, int64_t *same, int64_t *total)
+{
+    int64_t lda = K + pad, ldc = N + pad;
+    float *A = malloc(sizeof(float) * (size_t)(M * lda));
+    uint16_t *W = malloc(sizeof(uint16_t) * (size_t)(N * K));
+    uint16_t *W2 = malloc(sizeof(uint16_t) * (size_t)(N * K));
+    uint16_t *Wp = malloc(kern_bf16_packed_bytes(N, K));
+    float *Cp = malloc(sizeof(float) * (size_t)(M * ldc));
+    float *Cu = malloc(sizeof(float) * (size_t)(M * ldc));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc));
+    if (!A || !W || !W2 || !Wp || !Cp || !Cu || !C0) abort();
+    for (int64_t i = 0; i < M * lda; i++) A[i] = frand();
+    for (int64_t i = 0; i < N * K; i++) W[i] = kern_bf16_round(frand());
+    for (int64_t i = 0; i < M * ldc; i++) C0[i] = i % ldc < N ? frand() : PAD;
+    TEST_CHECK(kern_bf16_packed_bytes(N, K) >= sizeof(uint16_t) * (size_t)(N * K),
+               "packed %ldx%ld: %zu bytes", (long)N, (long)K, kern_bf16_packed_bytes(N, K));
+    kern_bf16_pack(Wp, W, N, K);
+    kern_bf16_unpack(W2, Wp, N, K);
+    TEST_CHECK(!memcmp(W, W2, sizeof(uint16_t) * (size_t)(N * K)),
+               "packed %ldx%ld: unpack(pack(W)) != W", (long)N, (long)K);
+    memcpy(Cp, C0, sizeof(float) * (size_t)(M * ldc));
+    memcpy(Cu, C0, sizeof(float) * (size_t)(M * ldc));
+    kern_gemm_bf16p(M, N, K, alpha, A, lda, Wp, beta, Cp, ldc);
+    kern_gemm_bf16w(1, M, N, K, alpha, A, lda, W, K, beta, Cu, ldc);
+    int onednn = !strcmp(kern_gemm_engine(), "onednn");
+    int64_t bad = 0;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = A[i * lda + k];
+                if (onednn) a = kern_bf16_value(kern_bf16_round(a));
+                sa += fabs((double)a * kern_bf16_value(W[j * K + k]));
+            }
+            double c0 = C0[i * ldc + j];
+            double bound = 2 * test_gamma((double)K + 3, TEST_U32) *
+                           (fabs(alpha) * sa + fabs(beta) * fabs(c0));
+            float p = Cp[i * ldc + j], u = Cu[i * ldc + j];
+            *same += !memcmp(&p, &u, sizeof p);
+            double d = fabs((double)p - u);
+            if (!(d <= bound)) {
+                if (!bad)
+                    fprintf(stderr, "packed %ldx%ldx%ld: C[%ld,%ld] %.9g vs plain %.9g (bound %.3g)\n",
+                            (long)M, (long)N, (long)K, (long)i, (long)j, p, u, bound);
+                bad++;
+            }
+        }
+        for (int64_t j = N; j < ldc; j++) bad += Cp[i * ldc + j] != PAD;
+    }
+    *total += M * N;
+    free(A), free(W), free(W2), free(Wp), free(Cp), free(Cu), free(C0);
+    return bad;
+}
+
+/* Shapes: the minillama maps and head (N, K), odd sizes that the packed
+ * layout pads (80 x 96, 300 x 256, 5 x 1), M from 1 (decode-like) up; rows
+ * of A and C dense (the model's calls: oneDNN's blocked kernel reads the
+ * packed W) and padded by 3 (oneDNN 2.6 has only a reference kernel for
+ * packed W with a strided C: the engine unpacks W then, see gemm.c). */
+static void test_bf16_packed(void)
+{
+    static const int64_t nk[][2] = {{256, 256}, {128, 256}, {768, 256}, {256, 768},
+                                    {32000, 256}, {80, 96}, {300, 256}, {5, 1}};
+    static const int64_t ms[] = {1, 37, 256};
+    int64_t same = 0, total = 0;
+    for (size_t s = 0; s < sizeof nk / sizeof nk[0]; s++)
+        for (size_t m = 0; m < sizeof ms / sizeof ms[0]; m++) {
+            if (nk[s][0] == 32000 && ms[m] > 1) continue; /* reference cost */
+            for (int64_t pad = 0; pad <= 3; pad += 3) {
+                float alpha = m == 1 ? 0.35f : 1.0f, beta = m == 2 ? -0.5f : 0.0f;
+                int64_t bad = gemm_packed_case(ms[m], nk[s][0], nk[s][1], alpha, beta, pad, &same,
+                                               &total);
+                TEST_CHECK(bad == 0, "packed %ldx%ldx%ld pad %ld: %lld entries off", (long)ms[m],
+                           (long)nk[s][0], (long)nk[s][1], (long)pad, (long long)bad);
+            }
+        }
+    fprintf(stderr, "bf16 packed vs plain: %lld of %lld entries bit-identical (%s)\n",
+            (long long)same, (long long)total, kern_gemm_engine());
+    if (strcmp(kern_gemm_engine(), "onednn"))
+        TEST_CHECK(same == total, "CBLAS: packed and plain bf16 differ (%lld of %lld same)",
+                   (long long)same, (long long)total);
+    float C[2] = {2, 4}, A1[1] = {1};
+    kern_gemm_bf16p(1, 2, 0, 1.0f, A1, 1, NULL, 0.5f, C, 2);
+    TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16 packed K = 0 gives beta C");
+}
+
 static void test_values(void)
 {
     static const int64_t shapes[][3] = {{37, 80, 96}, {256, 32, 256}, {8, 256, 768}, {1, 5, 1}};
@@ -240,6 +342,7 @@ int main(void)
     test_values();
     test_degenerate();
     test_bf16();
+    test_bf16_packed();
     test_cache();
     fprintf(stderr, "engine %s\n", kern_gemm_engine());
     return test_finish("test_gemm");

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cli.h"
 #include "kernels.h"
@@ -103,12 +104,17 @@ double bench_peak_gflops(int bf16, double seconds)
     return best;
 }
 
+/* fraction_of_physical_peak: of the bf16 peak for a bf16 run (its products
+ * run on vdpbf16ps), of the f32 peak otherwise; null without that peak. */
 void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype)
 {
     double f32 = bench_peak_gflops(0, 0.5), bf16 = bench_peak_gflops(1, 0.5);
+    int is_bf16 = !strcmp(dtype, "bf16");
+    double peak = is_bf16 ? bf16 : f32;
     core_log("physical peak (%d threads): f32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s; fraction of "
-             "the f32 peak %.2f (%s GEMM)\n", kern_gemm_threads_get(), f32, bf16,
-             bf16 > 0 ? "" : " (no AVX512-BF16)", f32 > 0 ? achieved / f32 : 0, kern_gemm_engine());
+             "the %s peak %.2f (%s GEMM)\n", kern_gemm_threads_get(), f32, bf16,
+             bf16 > 0 ? "" : " (no AVX512-BF16)", is_bf16 ? "bf16" : "f32",
+             peak > 0 ? achieved / peak : 0, kern_gemm_engine());
     if (!o) return;
     cJSON_AddStringToObject(o, "dtype", dtype);
     cJSON_AddStringToObject(o, "gemm", kern_gemm_engine());
@@ -118,7 +124,7 @@ void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char 
     else cJSON_AddNullToObject(o, "peak_gflops_f32");
     if (bf16 > 0) cJSON_AddNumberToObject(o, "peak_gflops_bf16", bf16);
     else cJSON_AddNullToObject(o, "peak_gflops_bf16");
-    if (f32 > 0) cJSON_AddNumberToObject(o, "fraction_of_physical_peak", achieved / f32);
+    if (peak > 0) cJSON_AddNumberToObject(o, "fraction_of_physical_peak", achieved / peak);
     else cJSON_AddNullToObject(o, "fraction_of_physical_peak");
 }
 

@@ -3,10 +3,11 @@
  *           [--sparse auto|on|off] [--dtype fp32|bf16] [--json]
  * --sparse: the forward uses sparse_matmul for the maps where it pays at
  * B*S rows per call (auto), for every map (on), or dense sgemm (off).
- * --dtype bf16: the layers' maps are held in bf16 (cli_load_model_dtype: a
- * bf16 store's maps read as they are, an fp32 store's rounded map by map as
- * model_stage_to_bf16 would; embedding, norms and head fp32) and multiplied
- * by kern_gemm_bf16w; no sparse copies (auto means off, on is refused). */
+ * --dtype bf16: the layers' maps are read as bf16 (cli_load_model_dtype: a
+ * bf16 store's maps as they are, an fp32 store's rounded map by map), then
+ * the maps and the head are packed for the GEMM engine (model_stage_pack_bf16;
+ * embedding and norms stay fp32) and multiplied by kern_gemm_bf16p; no
+ * sparse copies (auto means off, on is refused). */
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <stdlib.h>

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "kernels.h"
 #include "io.h"
 #include "losa.h"
 
@@ -47,17 +48,18 @@ losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
     return cli_load_model_dtype(d, path, MODEL_DTYPE_F32, st, tok);
 }
 
-/* The bf16 maps line of cli_stage_to_bf16 / cli_load_model_dtype (lost and
- * the maps' weights summed over the stages of one replica). */
-static void cli_log_bf16(dist_ctx *d, int64_t lost, size_t n_bf16, const char *how)
+/* The bf16 line of cli_stage_to_bf16 / cli_load_model_dtype: the maps' and
+ * the head's weights, the packed bytes (summed over the stages of one
+ * replica) and the non-zero weights that became zero. */
+static void cli_log_bf16(dist_ctx *d, int64_t lost, const model_stage *st, const char *how)
 {
-    double v[2] = {(double)lost, (double)n_bf16};
-    dist_sum_doubles(d, v, 2); /* every replica holds the model */
-    v[0] /= dist_n_replicas(d);
-    v[1] /= dist_n_replicas(d);
-    core_log("bf16 maps: %.0f weights (%.1f MB, %s), %.0f non-zero weights "
-             "rounded to zero; embedding, norms and head stay fp32\n", v[1], v[1] * 2 / 1e6,
-             how, v[0]);
+    double head = st->has_head && st->head_bf16 ? (double)st->cfg.vocab_size * st->cfg.dim : 0;
+    double v[4] = {(double)lost, (double)st->n_params_bf16 - head, head, (double)st->bytes_bf16};
+    dist_sum_doubles(d, v, 4); /* every replica holds the model */
+    for (int i = 0; i < 4; i++) v[i] /= dist_n_replicas(d);
+    core_log("bf16 maps: %.0f weights, head: %.0f weights (%.1f MB packed for the %s GEMM, %s), "
+             "%.0f non-zero weights rounded to zero; embedding and norms stay fp32\n", v[1], v[2],
+             v[3] / 1e6, kern_gemm_engine(), how, v[0]);
 }
 
 losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
@@ -83,19 +85,27 @@ losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, m
         model_stage_free(st);
         return s;
     }
-    if (t == MODEL_DTYPE_BF16) cli_log_bf16(d, lost, st->n_params_bf16, "read as bf16, no fp32 copy");
+    if (t != MODEL_DTYPE_BF16) return LOSA_OK;
+    /* the plain bf16 maps (and the fp32 head) packed for the engine */
+    int64_t lost2 = 0;
+    s = dist_agree(d, model_stage_pack_bf16(st, &lost2));
+    if (s != LOSA_OK) {
+        model_stage_free(st);
+        return s;
+    }
+    cli_log_bf16(d, lost + lost2, st, "maps read as bf16, no fp32 copy");
     return LOSA_OK;
 }
 
 losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st)
 {
     int64_t lost = 0;
-    losa_status s = dist_agree(d, model_stage_to_bf16(st, &lost));
+    losa_status s = dist_agree(d, model_stage_pack_bf16(st, &lost));
     if (s != LOSA_OK) {
         model_stage_free(st);
         return s;
     }
-    cli_log_bf16(d, lost, st->n_params_bf16, "fp32 copy freed");
+    cli_log_bf16(d, lost, st, "fp32 copies freed");
     return LOSA_OK;
 }
 

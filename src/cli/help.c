@@ -33,9 +33,9 @@ static const cli_flag f_eval[] = {
     {"--limit", "K", "0 (all)", "items per zero-shot task"},
     {"--sparse", "auto|on|off", "auto", "sparse kernels where they pay (auto), for every map "
                                         "(on), or dense only (off); bf16: off only"},
-    {"--dtype", "fp32|bf16", "fp32", "precision of the layers' 7 maps: bf16 holds them in bf16 "
-                                     "(fp32 copy freed) and multiplies with fp32 accumulation; "
-                                     "embedding, norms and head stay fp32"},
+    {"--dtype", "fp32|bf16", "fp32", "precision of the layers' 7 maps and the head: bf16 holds "
+                                     "them in bf16 (fp32 copies freed) and multiplies with fp32 "
+                                     "accumulation; embedding, norms and activations stay fp32"},
     JSON_FLAG, END};
 static const cli_flag f_generate[] = {
     {"--model", "STORE.h5", NULL, "model store or run directory (required)"},
@@ -54,7 +54,7 @@ static const cli_flag f_bench_forward[] = {
     {"--seqlen", "T", "256", "tokens per sequence, 2..1048576 (at most the model's "
                              "max_seq_len)"},
     {"--iters", "K", "5", "timed forwards (best is reported), 1..1000000"},
-    {"--dtype", "fp32|bf16", "fp32", "precision of the layers' maps (as losa eval --dtype)"},
+    {"--dtype", "fp32|bf16", "fp32", "precision of the maps and head (as losa eval --dtype)"},
     JSON_FLAG, END};
 static const cli_flag f_bench_train[] = {
     {"--model", "STORE.h5", "random 6-layer minillama, 50% pruned", "model store to time"},

@@ -32,21 +32,23 @@
 
 #include "core.h"
 
-/* Thread-local scratch, grown on demand and kept (kern_gemm_bf16w's bf16
- * copy of A under oneDNN, its fp32 block of B under CBLAS). */
-static _Thread_local struct {
+/* Thread-local scratch, grown on demand and kept: scratch_a the bf16 copy
+ * of A (oneDNN) or the fp32 block of B (CBLAS) of the bf16 products;
+ * scratch_w a packed B unpacked (oneDNN's fallback, see entry_make). */
+typedef struct {
     void *p;
     size_t bytes;
-} scratch;
+} kern_scratch;
+static _Thread_local kern_scratch scratch_a;
 
-static void *scratch_get(size_t bytes)
+static void *scratch_get(kern_scratch *s, size_t bytes)
 {
-    if (bytes > scratch.bytes) {
-        core_free(scratch.p);
-        scratch.p = core_malloc(bytes, 1);
-        scratch.bytes = bytes;
+    if (bytes > s->bytes) {
+        core_free(s->p);
+        s->p = core_malloc(bytes, 1);
+        s->bytes = bytes;
     }
-    return scratch.p;
+    return s->p;
 }
 
 
@@ -56,6 +58,8 @@ static void *scratch_get(size_t bytes)
 #endif
 #include <oneapi/dnnl/dnnl.h>
 
+static _Thread_local kern_scratch scratch_w;
+
 #define KERN_GEMM_CACHE 256          /* primitives kept */
 #define KERN_GEMM_SLOTS 512          /* hash slots (power of 2, > cache) */
 
@@ -63,13 +67,19 @@ typedef struct {
     int64_t m, n, k, lda, ldb, ldc;
     uint32_t alpha, beta;            /* float bits */
     int ta, tb, nthr;
-    int bf16;                        /* 1: A and B bf16 (kern_gemm_bf16w) */
+    int bf16;                        /* 1: A and B bf16 (kern_gemm_bf16w); 2: B in
+                                        its packed layout (kern_gemm_bf16p) */
 } gemm_key;
 
 typedef struct {
     gemm_key key;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c;           /* descriptors fixed, handles set per call */
+    /* bf16 == 2 when oneDNN refused the packed layout for this call (or
+     * offered only its reference kernel): B is unpacked per call into
+     * scratch_w (wplain) by this reorder, then a plain bf16 primitive */
+    dnnl_primitive_t unpack;
+    dnnl_memory_t wpacked, wplain;
     uint64_t used;                   /* LRU tick; 0 = free */
 } gemm_entry;
 
@@ -108,15 +118,41 @@ static void md_2d(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int trans,
     DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides));
 }
 
-static void entry_make(gemm_entry *e, const gemm_key *k, float alpha, float beta)
+static void engine_init(void)
 {
-    dnnl_memory_desc_t ma, mb, mc;
-    dnnl_data_type_t dt = k->bf16 ? dnnl_bf16 : dnnl_f32;
-    md_2d(&ma, k->m, k->k, k->ta, k->lda, dt);
-    md_2d(&mb, k->k, k->n, k->tb, k->ldb, dt);
-    md_2d(&mc, k->m, k->n, 0, k->ldc, dnnl_f32);
+    if (gc.engine) return;
+    DNNL_OK(dnnl_engine_create(&gc.engine, dnnl_cpu, 0));
+    DNNL_OK(dnnl_stream_create(&gc.stream, gc.engine, dnnl_stream_default_flags));
+}
+
+/* W (N,K) bf16 row-major as oneDNN's weights (K,N): strides (1, K). */
+static void md_plain_w(dnnl_memory_desc_t *md, int64_t n, int64_t k)
+{
+    md_2d(md, k, n, 1, k, dnnl_bf16);
+}
+
+/* ---- packed bf16 weights: one layout per weight shape (N, K), process-wide.
+ * The layout is the one oneDNN's matmul picks for its weights (K, N) when
+ * asked with format_tag any (src bf16 (KERN_BF16_PACK_M, K), dst f32), fixed
+ * at the first use of the shape, so that kern_bf16_pack and every later
+ * kern_gemm_bf16p of that shape agree.  On AVX512-BF16 (oneDNN 2.6,
+ * brg:avx512_core_bf16) it is BA16a64b2a for every M tried (1..4096): blocks
+ * of 16 K x 64 N with K pairs interleaved, K padded to 32 and N to 64
+ * (zeros).  No bf16 matmul at all: the plain layout. */
+#define KERN_BF16_PACK_M 1024
+#define KERN_BF16_LAYOUTS 64
+static struct {
+    int64_t n, k;
+    dnnl_memory_desc_t md;
+} layouts[KERN_BF16_LAYOUTS];
+static int n_layouts;
+
+static dnnl_status_t matmul_pd(dnnl_primitive_desc_t *pd, const dnnl_memory_desc_t *ma,
+                               const dnnl_memory_desc_t *mb, const dnnl_memory_desc_t *mc,
+                               float alpha, float beta)
+{
     dnnl_matmul_desc_t desc;
-    DNNL_OK(dnnl_matmul_desc_init(&desc, &ma, &mb, NULL, &mc));
+    DNNL_OK(dnnl_matmul_desc_init(&desc, ma, mb, NULL, mc));
     dnnl_primitive_attr_t attr;
     DNNL_OK(dnnl_primitive_attr_create(&attr));
     if (alpha != 1.0f) DNNL_OK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha));
@@ -127,11 +163,79 @@ static void entry_make(gemm_entry *e, const gemm_key *k, float alpha, float beta
         DNNL_OK(dnnl_primitive_attr_set_post_ops(attr, po));
         DNNL_OK(dnnl_post_ops_destroy(po));
     }
+    dnnl_status_t st = dnnl_primitive_desc_create(pd, &desc, attr, gc.engine, NULL);
+    DNNL_OK(dnnl_primitive_attr_destroy(attr));
+    return st;
+}
+
+static const dnnl_memory_desc_t *bf16_layout(int64_t n, int64_t k)
+{
+    const dnnl_memory_desc_t *r = NULL;
+    engine_init();
+#pragma omp critical(kern_bf16_layout)
+    {
+        for (int i = 0; i < n_layouts && !r; i++)
+            if (layouts[i].n == n && layouts[i].k == k) r = &layouts[i].md;
+        if (!r) {
+            if (n_layouts == KERN_BF16_LAYOUTS)
+                core_fatal(__FILE__, __LINE__, "more than 64 packed bf16 weight shapes");
+            dnnl_memory_desc_t ma, mb, mc, *md = &layouts[n_layouts].md;
+            dnnl_dims_t dw = {k, n};
+            md_2d(&ma, KERN_BF16_PACK_M, k, 0, k, dnnl_bf16);
+            DNNL_OK(dnnl_memory_desc_init_by_tag(&mb, 2, dw, dnnl_bf16, dnnl_format_tag_any));
+            md_2d(&mc, KERN_BF16_PACK_M, n, 0, n, dnnl_f32);
+            dnnl_primitive_desc_t pd;
+            if (matmul_pd(&pd, &ma, &mb, &mc, 1.0f, 0.0f) == dnnl_success) {
+                *md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+                DNNL_OK(dnnl_primitive_desc_destroy(pd));
+            } else {
+                md_plain_w(md, n, k);
+            }
+            layouts[n_layouts].n = n;
+            layouts[n_layouts].k = k;
+            r = md;
+            n_layouts++; /* published last: readers scan below n_layouts */
+        }
+    }
+    return r;
+}
+
+static void entry_make(gemm_entry *e, const gemm_key *k, float alpha, float beta)
+{
+    dnnl_memory_desc_t ma, mb, mc;
+    dnnl_data_type_t dt = k->bf16 ? dnnl_bf16 : dnnl_f32;
+    md_2d(&ma, k->m, k->k, k->ta, k->lda, dt);
+    if (k->bf16 == 2) mb = *bf16_layout(k->n, k->k);
+    else md_2d(&mb, k->k, k->n, k->tb, k->ldb, dt);
+    md_2d(&mc, k->m, k->n, 0, k->ldc, dnnl_f32);
     dnnl_primitive_desc_t pd;
-    DNNL_OK(dnnl_primitive_desc_create(&pd, &desc, attr, gc.engine, NULL));
+    dnnl_status_t st = matmul_pd(&pd, &ma, &mb, &mc, alpha, beta);
+    if (st == dnnl_success && k->bf16 == 2) {
+        /* a reference kernel takes any layout, at a hundredth of the speed
+         * (oneDNN 2.6 does so for packed weights with a strided C) */
+        const char *impl = "";
+        DNNL_OK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+        if (!strncmp(impl, "ref", 3)) {
+            DNNL_OK(dnnl_primitive_desc_destroy(pd));
+            st = dnnl_unimplemented;
+        }
+    }
+    if (st != dnnl_success && k->bf16 == 2) {
+        /* the packed layout refused (or only by a reference kernel) for this
+         * call: unpack per call, then the plain bf16 primitive (right, slower) */
+        dnnl_memory_desc_t mp = mb;
+        md_plain_w(&mb, k->n, k->k);
+        st = matmul_pd(&pd, &ma, &mb, &mc, alpha, beta);
+        dnnl_primitive_desc_t rpd;
+        DNNL_OK(dnnl_reorder_primitive_desc_create(&rpd, &mp, gc.engine, &mb, gc.engine, NULL));
+        DNNL_OK(dnnl_primitive_create(&e->unpack, rpd));
+        DNNL_OK(dnnl_primitive_desc_destroy(rpd));
+        DNNL_OK(dnnl_memory_create(&e->wpacked, &mp, gc.engine, DNNL_MEMORY_NONE));
+        DNNL_OK(dnnl_memory_create(&e->wplain, &mb, gc.engine, DNNL_MEMORY_NONE));
+    }
+    DNNL_OK(st);
     DNNL_OK(dnnl_primitive_create(&e->prim, pd));
     DNNL_OK(dnnl_primitive_desc_destroy(pd));
-    DNNL_OK(dnnl_primitive_attr_destroy(attr));
     DNNL_OK(dnnl_memory_create(&e->a, &ma, gc.engine, DNNL_MEMORY_NONE));
     DNNL_OK(dnnl_memory_create(&e->b, &mb, gc.engine, DNNL_MEMORY_NONE));
     DNNL_OK(dnnl_memory_create(&e->c, &mc, gc.engine, DNNL_MEMORY_NONE));
@@ -142,6 +246,11 @@ static void entry_make(gemm_entry *e, const gemm_key *k, float alpha, float beta
 static void entry_drop(gemm_entry *e)
 {
     dnnl_primitive_destroy(e->prim);
+    if (e->unpack) {
+        dnnl_primitive_destroy(e->unpack);
+        dnnl_memory_destroy(e->wpacked);
+        dnnl_memory_destroy(e->wplain);
+    }
     dnnl_memory_destroy(e->a);
     dnnl_memory_destroy(e->b);
     dnnl_memory_destroy(e->c);
@@ -163,10 +272,7 @@ static void slots_rebuild(void)
 
 static gemm_entry *entry_get(const gemm_key *k, float alpha, float beta)
 {
-    if (!gc.engine) {
-        DNNL_OK(dnnl_engine_create(&gc.engine, dnnl_cpu, 0));
-        DNNL_OK(dnnl_stream_create(&gc.stream, gc.engine, dnnl_stream_default_flags));
-    }
+    engine_init();
     uint64_t s = key_hash(k);
     for (int idx; (idx = gc.slot[s & (KERN_GEMM_SLOTS - 1)]); s++)
         if (!memcmp(&gc.e[idx - 1].key, k, sizeof *k)) {
@@ -203,6 +309,14 @@ static void gemm_onednn(int ta, int tb, int bf16, int64_t M, int64_t N, int64_t 
     k.bf16 = bf16;
     gemm_entry *e = entry_get(&k, alpha, beta);
     DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
+    if (e->unpack) { /* B packed, the primitive wants it plain */
+        void *w = scratch_get(&scratch_w, sizeof(uint16_t) * (size_t)(N * K));
+        DNNL_OK(dnnl_memory_set_data_handle(e->wpacked, (void *)B));
+        DNNL_OK(dnnl_memory_set_data_handle(e->wplain, w));
+        dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, e->wpacked}, {DNNL_ARG_TO, e->wplain}};
+        DNNL_OK(dnnl_primitive_execute(e->unpack, gc.stream, 2, r));
+        B = w;
+    }
     DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
     DNNL_OK(dnnl_memory_set_data_handle(e->c, C));
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b},
@@ -295,7 +409,7 @@ static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha
                             float beta, float *C, int64_t ldc)
 {
     int64_t nb = N < KERN_BF16_BLOCK ? N : KERN_BF16_BLOCK;
-    float *W = scratch_get(sizeof(float) * (size_t)(nb * K));
+    float *W = scratch_get(&scratch_a, sizeof(float) * (size_t)(nb * K));
     for (int64_t j0 = 0; j0 < N; j0 += nb) {
         int64_t n = N - j0 < nb ? N - j0 : nb;
         int64_t rows = tb ? n : K, cols = tb ? K : n, off = tb ? j0 * ldb : j0;
@@ -317,7 +431,7 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
         return;
     }
 #ifdef LOSA_GEMM_ONEDNN
-    uint16_t *Ab = scratch_get(sizeof(uint16_t) * (size_t)(M * K));
+    uint16_t *Ab = scratch_get(&scratch_a, sizeof(uint16_t) * (size_t)(M * K));
     /* one parallel loop over all rows (not a region per row) */
 #pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
     for (int64_t i = 0; i < M; i++)
@@ -325,5 +439,81 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
     gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B, ldb, beta, C, ldc);
 #else
     gemm_bf16w_blas(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+#ifdef LOSA_GEMM_ONEDNN
+/* W (N,K) plain <-> packed (the shape's layout), one oneDNN reorder: a pure
+ * permutation of the bf16 values (the padding of dst zeroed first). */
+static void bf16_reorder(void *dst, const void *src, int64_t N, int64_t K, int pack)
+{
+    const dnnl_memory_desc_t *mp = bf16_layout(N, K);
+    dnnl_memory_desc_t mu;
+    md_plain_w(&mu, N, K);
+    const dnnl_memory_desc_t *from = pack ? &mu : mp, *to = pack ? mp : &mu;
+    if (pack) memset(dst, 0, dnnl_memory_desc_get_size(mp));
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t r;
+    dnnl_memory_t ms, md;
+    DNNL_OK(dnnl_reorder_primitive_desc_create(&pd, from, gc.engine, to, gc.engine, NULL));
+    DNNL_OK(dnnl_primitive_create(&r, pd));
+    DNNL_OK(dnnl_primitive_desc_destroy(pd));
+    DNNL_OK(dnnl_memory_create(&ms, from, gc.engine, (void *)src));
+    DNNL_OK(dnnl_memory_create(&md, to, gc.engine, dst));
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+    DNNL_OK(dnnl_primitive_execute(r, gc.stream, 2, args));
+    DNNL_OK(dnnl_stream_wait(gc.stream));
+    dnnl_memory_destroy(ms);
+    dnnl_memory_destroy(md);
+    dnnl_primitive_destroy(r);
+}
+#endif
+
+size_t kern_bf16_packed_bytes(int64_t N, int64_t K)
+{
+    if (N <= 0 || K <= 0) return 0;
+#ifdef LOSA_GEMM_ONEDNN
+    return dnnl_memory_desc_get_size(bf16_layout(N, K));
+#else
+    return sizeof(uint16_t) * (size_t)(N * K);
+#endif
+}
+
+void kern_bf16_pack(uint16_t *dst, const uint16_t *W, int64_t N, int64_t K)
+{
+    if (N <= 0 || K <= 0) return;
+#ifdef LOSA_GEMM_ONEDNN
+    bf16_reorder(dst, W, N, K, 1);
+#else
+    memcpy(dst, W, sizeof(uint16_t) * (size_t)(N * K));
+#endif
+}
+
+void kern_bf16_unpack(uint16_t *W, const uint16_t *src, int64_t N, int64_t K)
+{
+    if (N <= 0 || K <= 0) return;
+#ifdef LOSA_GEMM_ONEDNN
+    bf16_reorder(W, src, N, K, 0);
+#else
+    memcpy(W, src, sizeof(uint16_t) * (size_t)(N * K));
+#endif
+}
+
+void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const uint16_t *Wp, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        kern_gemm(0, 1, M, N, 0, alpha, A, lda, NULL, 1, beta, C, ldc);
+        return;
+    }
+#ifdef LOSA_GEMM_ONEDNN
+    uint16_t *Ab = scratch_get(&scratch_a, sizeof(uint16_t) * (size_t)(M * K));
+#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
+    gemm_onednn(0, 1, 2, M, N, K, alpha, Ab, K, Wp, K, beta, C, ldc);
+#else
+    gemm_bf16w_blas(1, M, N, K, alpha, A, lda, Wp, K, beta, C, ldc);
 #endif
 }

@@ -236,6 +236,49 @@ size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, c
            core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
 }
 
+/* Bytes of W (o,i) packed, rounded up to 64 so every matrix of the block
+ * starts on a cache line. */
+static size_t packed_slot(int64_t o, int64_t i)
+{
+    return (kern_bf16_packed_bytes(o, i) + 63) & ~(size_t)63;
+}
+
+/* The bf16 block of a stage (model_stage_pack_bf16): each map of n_layers
+ * layers, then the head, packed; *n_weights: the weights in it. */
+static size_t bf16_block_bytes(const model_config *c, int n_layers, int has_head,
+                               int64_t *n_weights)
+{
+    size_t bytes = 0;
+    int64_t n = 0;
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        bytes += packed_slot(o, i) * (size_t)n_layers;
+        n += (int64_t)o * i * n_layers;
+    }
+    if (has_head) {
+        bytes += packed_slot(c->vocab_size, c->dim);
+        n += (int64_t)c->vocab_size * c->dim;
+    }
+    if (n_weights) *n_weights = n;
+    return bytes;
+}
+
+size_t model_stage_bf16_bytes(const model_config *c, int stage, int n_stages, const int *split)
+{
+    int first[n_stages], count[n_stages];
+    split_of(c, n_stages, split, first, count);
+    int nl = count[stage], has_head = stage == n_stages - 1;
+    int64_t nb = 0;
+    size_t block = bf16_block_bytes(c, nl, has_head, &nb);
+    /* fp32 rest: everything but the bf16 weights (a tied head's embedding stays) */
+    size_t tied_embed = has_head && c->tie_embeddings ? (size_t)c->vocab_size * c->dim : 0;
+    size_t rest = stage_floats(c, nl, stage == 0, has_head) - (size_t)nb + tied_embed;
+    return core_alloc_bytes(block > 0 ? block : 1, 1) +
+           core_alloc_bytes(rest > 0 ? rest : 1, sizeof(float)) +
+           core_alloc_bytes(nl > 0 ? nl : 1, sizeof(model_layer));
+}
+
 /* Allocate stage `stage` of n_stages (layers per stage: split, NULL =
  * model_split_layers) in dtype t and set the pointers: fp32 one block of
  * every parameter; bf16 the maps in a bf16 block (layer by layer in map
@@ -358,6 +401,16 @@ static void repack(float **dst, float **src, int64_t n)
     *dst += n;
 }
 
+/* W (o,i) fp32 -> bf16 (round to nearest even, plain, into tmp) -> packed
+ * at *dst; *dst advances by its slot.  Returns the non-zeros lost. */
+static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o, int64_t i)
+{
+    int64_t lost = kern_bf16_from_f32(tmp, w, o * i);
+    kern_bf16_pack(*dst, tmp, o, i);
+    *dst = (uint16_t *)((char *)*dst + packed_slot(o, i));
+    return lost;
+}
+
 losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
 {
     if (n_lost) *n_lost = 0;
@@ -392,6 +445,67 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
     s->n_params = nrest;
     s->params_bf16 = b;
     s->n_params_bf16 = (size_t)nmap;
+    s->dtype = MODEL_DTYPE_BF16;
+    if (n_lost) *n_lost = lost;
+    return LOSA_OK;
+}
+
+losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost)
+{
+    if (n_lost) *n_lost = 0;
+    if (s->dtype == MODEL_DTYPE_BF16 && s->bf16_packed) return LOSA_OK;
+    const model_config *c = &s->cfg;
+    int plain = s->dtype == MODEL_DTYPE_BF16; /* built in bf16: plain maps, fp32 head */
+    int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
+    size_t bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
+    for (int m = 0; m < MODEL_N_MAPS; m++) {
+        int o, i;
+        model_map_shape(c, m, &o, &i);
+        if ((int64_t)o * i > wmax) wmax = (int64_t)o * i;
+    }
+    int64_t nhead = s->has_head ? V * D : 0, nmap = nall - nhead;
+    if (nhead > wmax) wmax = nhead;
+    /* the bf16 block: each map, then the head, packed (kern_bf16_pack) */
+    uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
+    uint16_t *tmp = core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t));
+    int tied = s->has_head && s->head == s->embed;
+    size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) - (size_t)(tied ? 0 : nhead);
+    float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
+    repack(&p, &s->embed, s->embed ? V * D : 0);
+    for (int l = 0; l < s->n_layers; l++) {
+        model_layer *ly = &s->layers[l];
+        repack(&p, &ly->attn_norm, D);
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(c, m, &o, &i);
+            if (plain) { /* already bf16: packed as it is */
+                kern_bf16_pack(q, ly->wb[m], o, i);
+                ly->wb[m] = q;
+                q = (uint16_t *)((char *)q + packed_slot(o, i));
+            } else {
+                ly->wb[m] = q;
+                lost += pack_one(&q, tmp, ly->w[m], o, i);
+            }
+            ly->w[m] = NULL;
+        }
+        repack(&p, &ly->ffn_norm, D);
+    }
+    repack(&p, &s->final_norm, s->final_norm ? D : 0);
+    if (s->has_head) {
+        s->head_bf16 = q;
+        lost += pack_one(&q, tmp, s->head, V, D);
+        s->head = NULL; /* tied: the embedding stays fp32 for the lookup */
+    }
+    LOSA_CHECK((size_t)(p - rest) == nrest && (size_t)((char *)q - (char *)b) == bytes);
+    core_free(tmp);
+    core_free(s->params);
+    core_free(s->params_bf16); /* the plain bf16 maps of a stage built in bf16 */
+    s->params = rest;
+    s->n_params = nrest;
+    s->params_bf16 = b;
+    s->n_params_bf16 = (size_t)nall;
+    s->bytes_bf16 = bytes;
+    s->bf16_packed = 1;
     s->dtype = MODEL_DTYPE_BF16;
     if (n_lost) *n_lost = lost;
     return LOSA_OK;
@@ -548,7 +662,8 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     model_map_shape(&s->cfg, m, &o, &i);
     if (ly->wb[m]) { /* bf16 stage: forward only (no adapters; sparse copies refused) */
         LOSA_CHECK(!ad);
-        kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
+        if (s->bf16_packed) kern_gemm_bf16p(N, o, i, 1.0f, x, i, ly->wb[m], 0.0f, y, o);
+        else kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
     } else if (!ad) {
         /* sparse copy of W (sparse_maps.c) when attached and profitable at N */
         if (s->sparse && model_sparse_linear(y, x, s->sparse, l, m, N)) return;
@@ -607,7 +722,11 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
     LOSA_CHECK(s->has_head && a->logits);
     int64_t N = (int64_t)B * T;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, N, c->dim, c->rms_eps);
-    kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
+    if (s->head_bf16)
+        kern_gemm_bf16p(N, c->vocab_size, c->dim, 1.0f, a->tmp, c->dim, s->head_bf16, 0.0f,
+                        a->logits, c->vocab_size);
+    else
+        kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
 }
 
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
