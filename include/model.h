@@ -130,6 +130,10 @@ typedef struct {
     model_dtype dtype;
     uint16_t *params_bf16;
     size_t n_params_bf16;
+    /* bf16 copy of the head (V, D) read by the decode step
+     * (model_stage_head_to_bf16), else NULL.  Owned.  The fp32 head stays
+     * for the prefill's batched head and the (tied) embedding. */
+    uint16_t *head_bf16;
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
@@ -156,6 +160,10 @@ void model_stage_free(model_stage *s);
  * (model_stage_forward, eval) runs on a bf16 stage; backward, adapters,
  * decode, pruning and store writes require fp32 (checked).  Not collective. */
 losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
+/* A bf16 copy of the head (last stage; a no-op elsewhere or when it exists)
+ * for the decode step: its matvec reads 2 bytes per weight instead of 4.
+ * n_lost (may be NULL) as in model_stage_to_bf16. */
+losa_status model_stage_head_to_bf16(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
  * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);

@@ -96,10 +96,11 @@ losa_status cli_load_deck(dist_ctx *d, const char *path, int argc, char **argv,
  * its weights (and the tokenizer, if tok != NULL). */
 losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
                            tok_tokenizer *tok);
-/* Collective: the stage's maps to bf16 (model_stage_to_bf16); logs the
- * bytes and the non-zero weights that rounded to zero (summed over ranks);
- * frees the stage on failure. */
-losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st);
+/* Collective: the stage's maps to bf16 (model_stage_to_bf16), and with
+ * head a bf16 copy of the head for the decode step
+ * (model_stage_head_to_bf16); logs the bytes and the non-zero weights that
+ * rounded to zero (summed over ranks); frees the stage on failure. */
+losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st, int head);
 /* Collective: sparse copies of st's maps (model_sparse_build_from), taking
  * the copies kept in the store at path (/sparse, `losa sparsify`) instead
  * of converting them; the store is not opened for MODEL_SPARSE_OFF.  Errors

@@ -219,7 +219,7 @@ int cmd_eval(dist_ctx *d, int argc, char **argv)
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
     if (cli_fail(d, "eval", cli_load_model(d, model, &st, &tok))) return 1;
-    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "eval", cli_stage_to_bf16(d, &st))) return 1;
+    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "eval", cli_stage_to_bf16(d, &st, 0))) return 1;
     if (dtype == MODEL_DTYPE_BF16 && smode == MODEL_SPARSE_AUTO) smode = MODEL_SPARSE_OFF;
     int dense_bf16 = dtype == MODEL_DTYPE_BF16 && smode == MODEL_SPARSE_OFF;
     /* sparse copies of the maps that pay at B*S rows per forward call */

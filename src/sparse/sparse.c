@@ -511,6 +511,27 @@ void sparse_dense_matvec(float *y, const float *W, int out, int in, const float 
     }
 }
 
+void sparse_dense_matvec_bf16(float *y, const uint16_t *W, int out, int in, const float *x)
+{
+#if defined(__x86_64__)
+    if (sparse_get_isa() == SPARSE_ISA_AVX512) {
+        sparse_dense_matvec_bf16_avx512(y, W, out, in, x);
+        return;
+    }
+    if (sparse_get_isa() == SPARSE_ISA_AVX2) {
+        sparse_dense_matvec_bf16_avx2(y, W, out, in, x);
+        return;
+    }
+#endif
+#pragma omp parallel for schedule(static) if ((int64_t)out * in > (1 << 18))
+    for (int o = 0; o < out; o++) {
+        const uint16_t *w = W + (int64_t)o * in;
+        float acc = 0.0f;
+        for (int i = 0; i < in; i++) acc += sparse_bf16_to_f32(w[i]) * x[i];
+        y[o] = acc;
+    }
+}
+
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * in > (1 << 16))

@@ -366,6 +366,20 @@ static void dense_matvec(float *y, const float *W, int out, int in, const float 
     }
 }
 
+typedef void (*dense_rows_bf16_fn)(float *y, const uint16_t *W, int64_t in, const float *x,
+                                   int o0, int o1);
+
+static void dense_matvec_bf16(float *y, const uint16_t *W, int out, int in, const float *x,
+                              dense_rows_bf16_fn rows)
+{
+#pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
+    {
+        int o0, o1;
+        sparse_thread_rows(out, &o0, &o1);
+        rows(y, W, in, x, o0, o1);
+    }
+}
+
 /* The per-ISA vector wrappers of sparse_x86_tmpl.h, AVX-512. */
 #define VWRAP(SUF, TGT, VT, PRE)                                                        \
     typedef VT vec##SUF;                                                                \
@@ -381,11 +395,20 @@ INLINE T512 __m512 vload_n512(const float *p, int n)
     return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
 }
 INLINE T512 float vhsum512(__m512 a) { return _mm512_reduce_add_ps(a); }
+INLINE T512 __m512 vload_bf16512(const uint16_t *p)
+{
+    return bf16x16_512(_mm256_loadu_si256((const void *)p));
+}
+INLINE T512 __m512 vload_bf16_n512(const uint16_t *p, int n)
+{
+    return bf16x16_512(_mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p));
+}
 
 #define VTGT T512
 #define VL 16
 #define VSUF(name) name##512
 #define VDENSE_MATVEC sparse_dense_matvec_avx512
+#define VDENSE_MATVEC_BF16 sparse_dense_matvec_bf16_avx512
 #include "sparse_x86_tmpl.h"
 
 #define MM_ROWS(NAME, TGT, ROWFN, NVMAX)                                            \
@@ -555,11 +578,26 @@ void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
 VWRAP(256, T256, __m256, _mm256)
 INLINE T256 __m256 vload_n256(const float *p, int n) { return _mm256_maskload_ps(p, lanes_below(n)); }
 INLINE T256 float vhsum256(__m256 a) { return hsum256(a); }
+INLINE T256 __m256 bf16x8_256(__m128i h)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+INLINE T256 __m256 vload_bf16256(const uint16_t *p)
+{
+    return bf16x8_256(_mm_loadu_si128((const void *)p));
+}
+INLINE T256 __m256 vload_bf16_n256(const uint16_t *p, int n) /* n < 8: no read past p[n-1] */
+{
+    uint16_t t[8] = {0};
+    memcpy(t, p, sizeof(uint16_t) * (size_t)n);
+    return vload_bf16256(t);
+}
 
 #define VTGT T256
 #define VL 8
 #define VSUF(name) name##256
 #define VDENSE_MATVEC sparse_dense_matvec_avx2
+#define VDENSE_MATVEC_BF16 sparse_dense_matvec_bf16_avx2
 #include "sparse_x86_tmpl.h"
 
 MM_ROWS(mm256_rows, T256, mm_row256, 8)

@@ -4,37 +4,44 @@
  *   VTGT            the target attribute (T512 / T256)
  *   VL              lanes per vector (16 / 8)
  *   VSUF(name)      name with the ISA suffix pasted (name512 / name256)
- *   VDENSE_MATVEC   the name of the public dense matvec (sparse_impl.h)
+ *   VDENSE_MATVEC   the names of the public dense matvecs, fp32 and bf16
+ *   VDENSE_MATVEC_BF16   weights (sparse_impl.h)
  * and the per-ISA wrappers VSUF(vzero), VSUF(vset1), VSUF(vload),
- * VSUF(vstore), VSUF(vfmadd), VSUF(vload_n) (first n lanes, zeros above)
+ * VSUF(vstore), VSUF(vfmadd), VSUF(vload_n) (first n lanes, zeros above),
+ * VSUF(vload_bf16) / VSUF(vload_bf16_n) (bf16 values widened to fp32)
  * and VSUF(vhsum) over the vector type VSUF(vec); the end of this file
  * undefines them.  The arithmetic (order of
  * FMAs and of the final sums) is the same as the hand-written pair it
  * replaces. */
 
-/* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads. */
-VTGT static void VSUF(dense_rows)(float *y, const float *W, int64_t in, const float *x, int o0,
-                                  int o1)
+/* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads; W
+ * fp32 (bf = 0) or bf16 (bf = 1, widened exactly to fp32 before the FMA:
+ * the same arithmetic as on the fp32 copy of the bf16 values). */
+INLINE VTGT void VSUF(dense_rows_any)(float *y, const void *W, const int bf, int64_t in,
+                                      const float *x, int o0, int o1)
 {
+#define WLOAD(r, i) (bf ? VSUF(vload_bf16)((const uint16_t *)W + (r) * in + (i))              \
+                        : VSUF(vload)((const float *)W + (r) * in + (i)))
+#define WLOAD_N(r, i, n) (bf ? VSUF(vload_bf16_n)((const uint16_t *)W + (r) * in + (i), n)    \
+                             : VSUF(vload_n)((const float *)W + (r) * in + (i), n))
     int64_t ifull = in / VL * VL;
     int nt = (int)(in - ifull);
-    int o = o0;
+    int64_t o = o0;
     for (; o + 4 <= o1; o += 4) {
-        const float *w0 = W + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
         VSUF(vec) a0 = VSUF(vzero)(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t i = 0; i < ifull; i += VL) {
             VSUF(vec) xv = VSUF(vload)(x + i);
-            a0 = VSUF(vfmadd)(VSUF(vload)(w0 + i), xv, a0);
-            a1 = VSUF(vfmadd)(VSUF(vload)(w1 + i), xv, a1);
-            a2 = VSUF(vfmadd)(VSUF(vload)(w2 + i), xv, a2);
-            a3 = VSUF(vfmadd)(VSUF(vload)(w3 + i), xv, a3);
+            a0 = VSUF(vfmadd)(WLOAD(o, i), xv, a0);
+            a1 = VSUF(vfmadd)(WLOAD(o + 1, i), xv, a1);
+            a2 = VSUF(vfmadd)(WLOAD(o + 2, i), xv, a2);
+            a3 = VSUF(vfmadd)(WLOAD(o + 3, i), xv, a3);
         }
         if (nt) {
             VSUF(vec) xv = VSUF(vload_n)(x + ifull, nt);
-            a0 = VSUF(vfmadd)(VSUF(vload_n)(w0 + ifull, nt), xv, a0);
-            a1 = VSUF(vfmadd)(VSUF(vload_n)(w1 + ifull, nt), xv, a1);
-            a2 = VSUF(vfmadd)(VSUF(vload_n)(w2 + ifull, nt), xv, a2);
-            a3 = VSUF(vfmadd)(VSUF(vload_n)(w3 + ifull, nt), xv, a3);
+            a0 = VSUF(vfmadd)(WLOAD_N(o, ifull, nt), xv, a0);
+            a1 = VSUF(vfmadd)(WLOAD_N(o + 1, ifull, nt), xv, a1);
+            a2 = VSUF(vfmadd)(WLOAD_N(o + 2, ifull, nt), xv, a2);
+            a3 = VSUF(vfmadd)(WLOAD_N(o + 3, ifull, nt), xv, a3);
         }
         y[o] = VSUF(vhsum)(a0);
         y[o + 1] = VSUF(vhsum)(a1);
@@ -42,19 +49,36 @@ VTGT static void VSUF(dense_rows)(float *y, const float *W, int64_t in, const fl
         y[o + 3] = VSUF(vhsum)(a3);
     }
     for (; o < o1; o++) {
-        const float *w0 = W + o * in;
         VSUF(vec) a0 = VSUF(vzero)();
         for (int64_t i = 0; i < ifull; i += VL)
-            a0 = VSUF(vfmadd)(VSUF(vload)(w0 + i), VSUF(vload)(x + i), a0);
-        if (nt)
-            a0 = VSUF(vfmadd)(VSUF(vload_n)(w0 + ifull, nt), VSUF(vload_n)(x + ifull, nt), a0);
+            a0 = VSUF(vfmadd)(WLOAD(o, i), VSUF(vload)(x + i), a0);
+        if (nt) a0 = VSUF(vfmadd)(WLOAD_N(o, ifull, nt), VSUF(vload_n)(x + ifull, nt), a0);
         y[o] = VSUF(vhsum)(a0);
     }
+#undef WLOAD
+#undef WLOAD_N
+}
+
+VTGT static void VSUF(dense_rows)(float *y, const float *W, int64_t in, const float *x, int o0,
+                                  int o1)
+{
+    VSUF(dense_rows_any)(y, W, 0, in, x, o0, o1);
+}
+
+VTGT static void VSUF(dense_rows_bf16)(float *y, const uint16_t *W, int64_t in, const float *x,
+                                       int o0, int o1)
+{
+    VSUF(dense_rows_any)(y, W, 1, in, x, o0, o1);
 }
 
 void VDENSE_MATVEC(float *y, const float *W, int out, int in, const float *x)
 {
     dense_matvec(y, W, out, in, x, VSUF(dense_rows));
+}
+
+void VDENSE_MATVEC_BF16(float *y, const uint16_t *W, int out, int in, const float *x)
+{
+    dense_matvec_bf16(y, W, out, in, x, VSUF(dense_rows_bf16));
 }
 
 /* Prefill: one row o, input columns [c0, c1), batch lanes
@@ -106,3 +130,4 @@ INLINE VTGT void VSUF(mm_row)(float *yt, const sparse_matrix *s, const float *XT
 #undef VL
 #undef VSUF
 #undef VDENSE_MATVEC
+#undef VDENSE_MATVEC_BF16
