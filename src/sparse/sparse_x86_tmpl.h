@@ -59,13 +59,14 @@ INLINE VTGT void VSUF(dense_rows_any)(float *y, const void *W, const int bf, int
 #undef WLOAD_N
 }
 
-VTGT static void VSUF(dense_rows)(float *y, const float *W, int64_t in, const float *x, int o0,
+/* dense_rows_fn of the driver: W fp32 / bf16. */
+VTGT static void VSUF(dense_rows)(float *y, const void *W, int64_t in, const float *x, int o0,
                                   int o1)
 {
     VSUF(dense_rows_any)(y, W, 0, in, x, o0, o1);
 }
 
-VTGT static void VSUF(dense_rows_bf16)(float *y, const uint16_t *W, int64_t in, const float *x,
+VTGT static void VSUF(dense_rows_bf16)(float *y, const void *W, int64_t in, const float *x,
                                        int o0, int o1)
 {
     VSUF(dense_rows_any)(y, W, 1, in, x, o0, o1);
@@ -78,7 +79,7 @@ void VDENSE_MATVEC(float *y, const float *W, int out, int in, const float *x)
 
 void VDENSE_MATVEC_BF16(float *y, const uint16_t *W, int out, int in, const float *x)
 {
-    dense_matvec_bf16(y, W, out, in, x, VSUF(dense_rows_bf16));
+    dense_matvec(y, W, out, in, x, VSUF(dense_rows_bf16));
 }
 
 /* Prefill: one row o, input columns [c0, c1), batch lanes
