@@ -265,10 +265,13 @@ typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, int o0
  * panelled matrix (no barrier: a block's rows belong to one thread, so a
  * row's result does not depend on the thread count or the schedule).  A
  * static half per thread made a call wait for the later of the two
- * threads: a worker woken from sleep (after a pause between tokens, or a
- * core shared with another process) started tens of microseconds late,
- * 10-20% of a 4096 x 4096 call at 70% sparsity (about 0.3 ms); now the
- * thread that runs takes the blocks the late one has not. */
+ * threads, and a worker woken from sleep (after a pause between calls) or
+ * sharing its core with another process starts late: on the shared 2-core
+ * VM under load 8, the second thread of an OpenMP region entered after a
+ * single-threaded 128 MB cache flush started a median 4.7 ms after the
+ * first (p25 2.1 ms), against about 0.3 ms for a whole 4096 x 4096 70%
+ * call at memory speed.  Now the thread that runs takes the blocks the
+ * late one has not reached. */
 static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_fn rows)
 {
     int nblk = (s->out + SPARSE_MV_ROWS - 1) / SPARSE_MV_ROWS;

@@ -1,18 +1,17 @@
 /* sparse: the kernels whose AVX-512 and AVX2 versions are the same
  * algorithm at a different vector width, written once and included by
  * sparse_x86.c once per ISA.  The includer defines
- *   VTGT            the target attribute (T512 / T256)
- *   VL              lanes per vector (16 / 8)
- *   VSUF(name)      name with the ISA suffix pasted (name512 / name256)
- *   VDENSE_MATVEC   the names of the public dense matvecs, fp32 and bf16
- *   VDENSE_MATVEC_BF16   weights (sparse_impl.h)
+ *   VTGT                the target attribute (T512 / T256)
+ *   VL                  lanes per vector (16 / 8)
+ *   VSUF(name)          name with the ISA suffix pasted (name512 / name256)
+ *   VDENSE_MATVEC       the public dense matvec, fp32 weights (sparse_impl.h)
+ *   VDENSE_MATVEC_BF16  the same, bf16 weights
  * and the per-ISA wrappers VSUF(vzero), VSUF(vset1), VSUF(vload),
  * VSUF(vstore), VSUF(vfmadd), VSUF(vload_n) (first n lanes, zeros above),
- * VSUF(vload_bf16) / VSUF(vload_bf16_n) (bf16 values widened to fp32)
- * and VSUF(vhsum) over the vector type VSUF(vec); the end of this file
- * undefines them.  The arithmetic (order of
- * FMAs and of the final sums) is the same as the hand-written pair it
- * replaces. */
+ * VSUF(vload_bf16) / VSUF(vload_bf16_n) (bf16 values widened to fp32) and
+ * VSUF(vhsum) over the vector type VSUF(vec); the end of this file
+ * undefines the macros.  The arithmetic (order of FMAs and of the final
+ * sums) is that of the hand-written pairs it replaced. */
 
 /* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads; W
  * fp32 (bf = 0) or bf16 (bf = 1, widened exactly to fp32 before the FMA:
