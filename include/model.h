@@ -127,9 +127,11 @@ typedef struct {
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
-    /* MODEL_DTYPE_BF16 (model_stage_to_bf16): the maps (layer by layer in
-     * map order) and the head live in params_bf16, each packed for the GEMM
-     * engine (kern_bf16_pack, from a 64-byte boundary): n_params_bf16
+    /* MODEL_DTYPE_BF16: the maps (layer by layer in map order) live in
+     * params_bf16, plain row-major (model_stage_to_bf16,
+     * model_stage_build_dtype: n_params_bf16 weights, the head fp32) or, with
+     * bf16_packed (model_stage_pack_bf16), with the head, each packed for the
+     * GEMM engine (kern_bf16_pack, from a 64-byte boundary): n_params_bf16
      * weights in bytes_bf16 bytes (2 per weight plus the layout's padding).
      * params holds the rest in fp32: embedding, norms (and, tied, the
      * embedding the head was rounded from). */
@@ -138,8 +140,12 @@ typedef struct {
     size_t n_params_bf16, bytes_bf16;
     uint16_t *head_bf16;       /* (V, D) packed, last stage of a bf16 stage */
     int bf16_packed;           /* 1: wb[] hold the packed layout (set by
-                                  model_stage_to_bf16); 0: plain row-major
+                                  model_stage_pack_bf16); 0: plain row-major
                                   (element-wise users: store write, merge) */
+    /* bf16 row-major copy of the head (V, D) read by the decode step's
+     * matvec (model_stage_head_rows_bf16), else NULL.  Owned.  The fp32 head
+     * stays for the prefill's batched head and the (tied) embedding. */
+    uint16_t *head_rows_bf16;
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
@@ -244,6 +250,11 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
  * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
  * collective. */
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
+/* A bf16 row-major copy of the head (last stage of an fp32 or plain bf16
+ * stage; a no-op elsewhere or when it exists) for the decode step: its
+ * matvec reads 2 bytes per weight instead of 4.  n_lost (may be NULL) as in
+ * model_stage_to_bf16. */
+losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
  * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);

@@ -150,6 +150,12 @@ void sparse_matvec(float *y /* (out) */, const sparse_matrix *s, const float *x 
  * for the cores between calls. */
 void sparse_dense_matvec(float *y /* (out) */, const float *W /* (out, in) */, int out, int in,
                          const float *x /* (in) */);
+/* The same with bf16 weights (the head and maps of a bf16 decode): each
+ * weight widened exactly to fp32, products and sums in fp32 FMA (AVX-512 /
+ * AVX2; scalar fallback).  Error against the exact sum over the bf16
+ * values: at most about (in / lanes + lanes) * 2^-24 * sum |w x|. */
+void sparse_dense_matvec_bf16(float *y /* (out) */, const uint16_t *W /* (out, in) bf16 */,
+                              int out, int in, const float *x /* (in) */);
 /* Y (N, out) = X W^T, X (N, in): prefill.  Uses a scratch of
  * (in + out) * roundup(N, 16) floats allocated per call. */
 void sparse_matmul(float *Y /* (N, out) */, const sparse_matrix *s,

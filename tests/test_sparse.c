@@ -12,6 +12,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "sparse.h"
 #include "sparse_check.h"
 #include "test_util.h"
@@ -202,7 +203,14 @@ int main(void)
         free(W); free(X); free(Y); free(Yb);
     }
     /* dense OpenMP matvec (decode on the sparse path) vs the double reference,
-     * every ISA, shapes with row and column tails */
+     * every ISA, shapes with row and column tails.  Then the bf16-weight
+     * matvec (bf16 decode: head and maps) on the same W rounded to bf16:
+     * (a) against the double sum over the bf16 values widened to fp32
+     * (exact products in double): the kernel does fp32 FMAs on exactly those
+     * values, so any summation order is within gamma_in sum |w_b x| (Higham
+     * 3.1); (b) against the fp32 W it was rounded from: round to nearest even
+     * to bf16 moves each weight by at most u_bf16 = 2^-8 relative, so
+     * |y - W x| <= (2^-8 + gamma_in (1 + 2^-8)) sum |w x|. */
     {
         static const int ds[][2] = {{1, 1}, {3, 17}, {7, 33}, {65, 100}, {700, 300}, {1030, 513}};
         for (int isa = SPARSE_ISA_SCALAR; isa <= SPARSE_ISA_AVX512; isa++) {
@@ -219,7 +227,29 @@ int main(void)
                 snprintf(what, sizeof what, "dense_matvec %dx%d %s", out, in,
                          sparse_isa_name((sparse_isa)isa));
                 sparse_check_y(y, W, x, 1, out, in, what);
-                free(W); free(x); free(y);
+                float *Wf = malloc(sizeof(float) * out * in);
+                uint16_t *Wb = malloc(sizeof(uint16_t) * out * in);
+                for (int i = 0; i < out * in; i++) {
+                    Wb[i] = kern_bf16_round(W[i]);
+                    Wf[i] = kern_bf16_value(Wb[i]);
+                }
+                sparse_dense_matvec_bf16(y, Wb, out, in, x);
+                snprintf(what, sizeof what, "dense_matvec_bf16 %dx%d %s", out, in,
+                         sparse_isa_name((sparse_isa)isa));
+                sparse_check_y(y, Wf, x, 1, out, in, what); /* (a) */
+                double g = test_gamma((double)in, TEST_U32), ub = 1.0 / 256.0;
+                int bad = 0;
+                for (int64_t o = 0; o < out; o++) { /* (b) */
+                    double ref = 0, abs = 0;
+                    for (int64_t i = 0; i < in; i++) {
+                        ref += (double)W[o * in + i] * x[i];
+                        abs += fabs((double)W[o * in + i] * x[i]);
+                    }
+                    bad += !(fabs(y[o] - ref) <= (ub + g * (1 + ub)) * abs);
+                }
+                TEST_CHECK(bad == 0, "%s vs fp32 W: %d outputs beyond (2^-8 + gamma_in) sum|wx|",
+                           what, bad);
+                free(W); free(Wf); free(Wb); free(x); free(y);
             }
             sparse_set_isa((sparse_isa)prev);
         }

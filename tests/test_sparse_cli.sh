@@ -36,6 +36,17 @@ for f, vb in (("bitmap", 4), ("bitmap-bf16", 2)):
     ok = ok and abs(x["ceiling"] - 4 / per_w) / (4 / per_w) < 0.02
     ok = ok and abs(x["ceiling"] - o["dense_layer_gbytes"] / x["layer_gbytes"]) < 1e-9
 sys.exit(0 if ok else 1)' "$b"
+# bench decode --dtype bf16: the dense-bf16 case after the fp32 ones, its
+# bytes half of dense fp32 (ceiling 2)
+b=$(OMP_NUM_THREADS=1 "$LOSA" bench decode --quick --steps 2 --rounds 1 --dtype bf16 --json 2>/dev/null)
+check "bench decode --dtype bf16: a dense-bf16 case with ceiling 2 and times > 0" \
+    /usr/bin/python3 -c '
+import json,sys; o=json.loads(sys.argv[1]); c={x["format"]: x for x in o["cases"]}
+ok = list(c) == ["dense", "bitmap", "bitmap-bf16", "2:4", "dense-bf16"]
+x = c["dense-bf16"]
+ok = ok and x["density"] == 1 and abs(x["ceiling"] - 2) < 1e-9 and x["maps_ms"] > 0
+ok = ok and all(t > 0 for t in x["token_ms"])
+sys.exit(0 if ok else 1)' "$b"
 # bench: the matrix cases of one shape (keys and consistency, ceiling = dense
 # bytes / format bytes; no timing asserted)
 b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --shape 256x3000 --sparsity 0.7 \

@@ -1,5 +1,6 @@
 /* losa bench decode [--config CONFIG.json] [--layers A,B] [--sparsity S]
- *                   [--prompt P] [--steps N] [--rounds R] [--quick] [--json]
+ *                   [--prompt P] [--steps N] [--rounds R] [--dtype fp32|bf16]
+ *                   [--quick] [--json]
  * End-to-end batch-1 decode time per layer, dense fp32 against the sparse
  * formats, in one run.
  *
@@ -13,7 +14,10 @@
  * and with all B layers; time per layer = (t_B - t_A) / (B - A) of the
  * median step times, so the embedding and the head (dense, the same in
  * every case) cancel.  Cases: dense (OpenBLAS sgemv), every map
- * magnitude-pruned to S (default 0.7) as bitmap and bitmap-bf16, and 2:4.
+ * magnitude-pruned to S (default 0.7) as bitmap and bitmap-bf16, and 2:4;
+ * with --dtype bf16 also dense-bf16: the unpruned maps and the head in
+ * bf16 on a second stage (what `losa generate --dtype bf16` decodes with,
+ * sparse_dense_matvec_bf16), so its token_ms shows the head's share too.
  * R rounds (default 5) run every case and both depths in turn; ratio =
  * median over rounds of the round's sparse / dense time per layer (paired:
  * both see the same machine load).  ceiling = dense fp32 bytes / bytes of
@@ -41,6 +45,7 @@ typedef struct {
     const char *config;
     int la, lb, prompt, steps, rounds, quick, json;
     double sparsity;
+    model_dtype dtype;
 } dec_args;
 
 static losa_status dec_args_parse(dec_args *a, int argc, char **argv)
@@ -63,6 +68,8 @@ static losa_status dec_args_parse(dec_args *a, int argc, char **argv)
             s = cli_int("--steps", v, 1, DEC_MAX_STEPS, &a->steps);
         else if ((v = cli_opt(argc, argv, &i, "--rounds")))
             s = cli_int("--rounds", v, 1, DEC_MAX_ROUNDS, &a->rounds);
+        else if ((v = cli_opt(argc, argv, &i, "--dtype")))
+            s = model_dtype_from_string(v, "--dtype", &a->dtype);
         else
             s = core_err(LOSA_ERR_ARG, "unknown option '%s' (losa bench decode --help lists them)",
                          argv[i]);
@@ -77,6 +84,7 @@ typedef struct {
     const char *name, *pattern;
     sparse_format fmt;
     int sparse, nm;
+    const model_stage *stage;               /* its own weights (dense-bf16), NULL: the shared */
     model_sparse sp;
     double density, layer_bytes;            /* per layer, of the maps */
     double tok[2][DEC_MAX_ROUNDS];          /* median step seconds, depth A and B */
@@ -161,6 +169,10 @@ static double dec_maps_time(const model_stage *v, const model_sparse *sp, float 
                 int o, i;
                 model_map_shape(&v->cfg, (model_map)m, &o, &i);
                 if (sp && model_sparse_linear(y, x, sp, l, (model_map)m, 1)) continue;
+                if (v->layers[l].wb[m]) {
+                    sparse_dense_matvec_bf16(y, v->layers[l].wb[m], o, i, x);
+                    continue;
+                }
                 cblas_sgemv(CblasRowMajor, CblasNoTrans, o, i, 1.0f, v->layers[l].w[m], i, x, 1,
                             0.0f, y, 1);
             }
@@ -176,7 +188,7 @@ static void dec_round(dec_case *ks, int nk, model_stage *s, model_acts *a, model
 {
     int depth[2] = {ar->la, ar->lb};
     for (int k = 0; k < nk; k++) {
-        model_stage v = *s; /* a view of the first layers */
+        model_stage v = ks[k].stage ? *ks[k].stage : *s; /* a view of the first layers */
         v.sparse = ks[k].sparse ? &ks[k].sp : NULL;
         for (int d = 0; d < 2; d++) {
             v.n_layers = depth[d];
@@ -292,14 +304,17 @@ int bench_decode(dist_ctx *d, int argc, char **argv)
     nthr = omp_get_max_threads();
 #endif
     openblas_set_num_threads(nthr);
+    static model_stage sb; /* dense-bf16: unpruned maps and the head in bf16 */
     static dec_case ks[] = {
         {.name = "dense", .pattern = "dense"},
         {.name = "bitmap", .pattern = "unstructured", .fmt = SPARSE_FORMAT_BITMAP, .sparse = 1},
         {.name = "bitmap-bf16", .pattern = "unstructured", .fmt = SPARSE_FORMAT_BITMAP_BF16,
          .sparse = 1},
         {.name = "2:4", .pattern = "2:4", .fmt = SPARSE_FORMAT_BITMAP, .sparse = 1, .nm = 1},
+        {.name = "dense-bf16", .pattern = "dense", .stage = &sb},
     };
-    int nk = (int)(sizeof ks / sizeof ks[0]);
+    /* the last case only with --dtype bf16 */
+    int nk = (int)(sizeof ks / sizeof ks[0]) - (ar.dtype != MODEL_DTYPE_BF16);
     bench_settle(); /* OpenBLAS's workers, just started, spin for a while */
     double readbw = bench_read_gbs(3);
     fprintf(stderr, "bench decode: D %d F %d H %d V %d, %d vs %d layers, %d-token prompt, %d "
@@ -311,6 +326,14 @@ int bench_decode(dist_ctx *d, int argc, char **argv)
     model_kv_cache kv[2];
     memset(kv, 0, sizeof kv);
     losa_status st = dec_setup(&s, &c, ks, nk, ar.sparsity);
+    if (st == LOSA_OK && ar.dtype == MODEL_DTYPE_BF16) {
+        st = model_stage_build(&sb, &c, 0, 1);
+        if (st == LOSA_OK) {
+            dec_fill(&sb);
+            st = model_stage_to_bf16(&sb, NULL);
+        }
+        if (st == LOSA_OK) st = model_stage_head_rows_bf16(&sb, NULL);
+    }
     if (st == LOSA_OK) st = model_acts_build(&a, &s, 1, ar.prompt, 0);
     for (int k = 0; k < 2 && st == LOSA_OK; k++) {
         model_stage v = s;
@@ -326,6 +349,9 @@ int bench_decode(dist_ctx *d, int argc, char **argv)
     }
     ks[0].density = 1.0;
     ks[0].layer_bytes = dense_bytes;
+    dec_case *kb = &ks[sizeof ks / sizeof ks[0] - 1]; /* dense-bf16 (timed if bf16) */
+    kb->density = 1.0;
+    kb->layer_bytes = dense_bytes / 2;
     bench_flush_init();
     float *x = core_calloc((size_t)c.hidden_dim, sizeof(float));
     float *y = core_calloc((size_t)c.hidden_dim, sizeof(float));
@@ -341,6 +367,7 @@ int bench_decode(dist_ctx *d, int argc, char **argv)
     core_free(x);
     core_free(y);
     for (int k = 0; k < nk; k++) model_sparse_free(&ks[k].sp);
+    model_stage_free(&sb);
     for (int k = 0; k < 2; k++) model_kv_cache_free(&kv[k]);
     model_acts_free(&a);
     model_stage_free(&s);

@@ -67,7 +67,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     if (cli_fail(d, "bench forward", s)) return 1;
     model_stage st;
     if (cli_fail(d, "bench forward", bench_model(d, sh.model, 6, &st))) return 1;
-    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "bench forward", cli_stage_to_bf16(d, &st))) {
+    if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "bench forward", cli_stage_to_bf16(d, &st, 0))) {
         model_stage_free(&st);
         return 1;
     }

@@ -98,13 +98,17 @@ losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
                            tok_tokenizer *tok);
 /* The same with the stage built in dtype t (model_stage_build_dtype): bf16
  * reads a bf16 store's maps as they are and rounds an fp32 store's map by
- * map, never holding the fp32 maps; logs as cli_stage_to_bf16. */
+ * map, never holding the fp32 maps, then packs them and the head for the
+ * forward (model_stage_pack_bf16); logs as cli_stage_to_bf16. */
 losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
                                  tok_tokenizer *tok);
-/* Collective: the stage's maps to bf16 (model_stage_to_bf16); logs the
- * bytes and the non-zero weights that rounded to zero (summed over ranks);
- * frees the stage on failure. */
-losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st);
+/* Collective: the stage's maps to bf16.  decode = 0: the forward's layout,
+ * maps and head packed for the GEMM engine (model_stage_pack_bf16); decode
+ * = 1: plain maps (model_stage_to_bf16) and a bf16 row copy of the head for
+ * the decode step's matvecs (model_stage_head_rows_bf16).  Logs the weights
+ * and the non-zero weights that rounded to zero (summed over ranks); frees
+ * the stage on failure. */
+losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st, int decode);
 /* Collective: sparse copies of st's maps (model_sparse_build_from), taking
  * the copies kept in the store at path (/sparse, `losa sparsify`) instead
  * of converting them; the store is not opened for MODEL_SPARSE_OFF.  Errors

@@ -1,10 +1,16 @@
 /* losa generate --model STORE.h5 [--prompt TEXT] [--steps N]
- *               [--temperature T] [--seed S] [--sparse auto|on|off] [--json]
+ *               [--temperature T] [--seed S] [--sparse auto|on|off]
+ *               [--dtype fp32|bf16] [--json]
  * Greedy (T = 0) or temperature sampling through the pipeline; the last
  * stage picks each token and broadcasts it to the pipeline.  The prompt is
  * prefilled once into a KV cache, then one decode step per token.
  * --sparse: sparse kernels for the maps where they pay at batch 1 (auto),
- * for every map (on), or dense BLAS only (off). */
+ * for every map (on), or dense BLAS only (off).
+ * --dtype bf16: the maps are converted to bf16 after loading
+ * (model_stage_to_bf16, as in eval) and the decode step reads them and a
+ * bf16 copy of the head with the bf16-weight matvec
+ * (sparse_dense_matvec_bf16); the prefill runs the bf16 forward with the
+ * fp32 head.  No sparse copies (auto means off, on is refused). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -33,6 +39,7 @@ typedef struct {
     float temp;
     uint64_t seed;
     model_sparse_mode smode;
+    model_dtype dtype;
 } gen_args;
 
 static losa_status gen_args_parse(gen_args *g, int argc, char **argv)
@@ -47,10 +54,11 @@ static losa_status gen_args_parse(gen_args *g, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--temperature"))) s = cli_float("--temperature", v, 0, 100, &g->temp);
         else if ((v = cli_opt(argc, argv, &i, "--seed"))) s = cli_u64("--seed", v, &g->seed);
         else if ((v = cli_opt(argc, argv, &i, "--sparse"))) s = model_sparse_mode_from_string(v, &g->smode);
+        else if ((v = cli_opt(argc, argv, &i, "--dtype"))) s = model_dtype_from_string(v, "--dtype", &g->dtype);
         else if (!strcmp(argv[i], "--json")) g->json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa generate --model STORE.h5 "
                           "[--prompt TEXT] [--steps N] [--temperature T] [--seed S] "
-                          "[--sparse auto|on|off] [--json])", argv[i]);
+                          "[--sparse auto|on|off] [--dtype fp32|bf16] [--json])", argv[i]);
     }
     if (s == LOSA_OK && !g->model) s = core_err(LOSA_ERR_ARG, "--model STORE.h5 is required");
     return s;
@@ -118,6 +126,7 @@ static void gen_report(dist_ctx *d, const gen_args *g, const char *text, int nto
         cJSON_AddNumberToObject(o, "decode_tokens_per_s",
                                 ntok > 1 && secs > t_prefill ? (ntok - 1) / (secs - t_prefill) : 0);
         cJSON_AddStringToObject(o, "sparse", model_sparse_mode_name(g->smode));
+        cJSON_AddStringToObject(o, "dtype", model_dtype_name(g->dtype));
         cJSON_AddNumberToObject(o, "sparse_maps", c->conv);
         cJSON_AddNumberToObject(o, "sparse_stored", c->loaded);
         cJSON_AddNumberToObject(o, "sparse_build_s", c->build_s);
@@ -137,6 +146,11 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     tok_tokenizer tok;
     memset(&tok, 0, sizeof tok);
     if (cli_fail(d, "generate", cli_load_model(d, g.model, &st, &tok))) return 1;
+    if (g.dtype == MODEL_DTYPE_BF16 && cli_fail(d, "generate", cli_stage_to_bf16(d, &st, 1))) {
+        tok_free(&tok);
+        return 1;
+    }
+    if (g.dtype == MODEL_DTYPE_BF16 && g.smode == MODEL_SPARSE_AUTO) g.smode = MODEL_SPARSE_OFF;
     int *ids = NULL;
     int64_t n = 0;
     losa_status s = tok_encode(&tok, g.prompt, strlen(g.prompt), 1, 0, &ids, &n);
@@ -161,7 +175,10 @@ int cmd_generate(dist_ctx *d, int argc, char **argv)
     memset(&kv, 0, sizeof kv);
     /* copies kept in the store (losa sparsify) are read, the rest converted */
     double t_sp = core_time();
-    if (cli_fail(d, "generate", cli_sparse_build(d, g.model, &st, &sp, g.smode, 1, SPARSE_FORMAT_BITMAP)))
+    memset(&sp, 0, sizeof sp);
+    /* bf16: no sparse copies (off; on is refused by model_sparse_build) */
+    if (!(g.dtype == MODEL_DTYPE_BF16 && g.smode == MODEL_SPARSE_OFF) &&
+        cli_fail(d, "generate", cli_sparse_build(d, g.model, &st, &sp, g.smode, 1, SPARSE_FORMAT_BITMAP)))
         return 1;
     t_sp = core_time() - t_sp;
     s = model_kv_cache_build(&kv, &st, cap);

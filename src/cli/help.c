@@ -45,7 +45,10 @@ static const cli_flag f_generate[] = {
     {"--temperature", "T", "0 (greedy)", "sampling temperature, 0..100"},
     {"--seed", "S", "0", "sampling seed, 0..2^64-1"},
     {"--sparse", "auto|on|off", "auto", "sparse kernels where they pay at batch 1 (auto), for "
-                                        "every map (on), or dense only (off)"},
+                                        "every map (on), or dense only (off); bf16: off only"},
+    {"--dtype", "fp32|bf16", "fp32", "precision of the weights decode reads: bf16 holds the 7 "
+                                     "maps in bf16 (fp32 copy freed) and a bf16 copy of the "
+                                     "head, multiplied with fp32 accumulation"},
     JSON_FLAG, END};
 static const cli_flag f_bench[] = {JSON_FLAG, END};
 static const cli_flag f_bench_forward[] = {
@@ -91,6 +94,8 @@ static const cli_flag f_bench_decode[] = {
     {"--prompt", "P", "8", "prompt tokens prefilled before the timed steps, 1..1024"},
     {"--steps", "N", "16", "timed decode steps (median), 1..4096"},
     {"--rounds", "R", "5", "paired rounds over every case and depth, 1..64"},
+    {"--dtype", "fp32|bf16", "fp32", "bf16 adds the case dense-bf16: unpruned maps and head in "
+                                     "bf16, as generate --dtype bf16 decodes"},
     JSON_FLAG, END};
 static const cli_flag f_bench_pipeline[] = {
     {"--model", "STORE.h5", "random 6-layer minillama, 50% pruned", "model store"},

@@ -22,7 +22,6 @@
 losa_status model_kv_cache_build(model_kv_cache *kv, const model_stage *s, int max_T)
 {
     memset(kv, 0, sizeof *kv);
-    if (model_stage_require_f32(s, "decode (generate)") != LOSA_OK) return LOSA_ERR_ARG;
     const model_config *c = &s->cfg;
     if (max_T < 1 || max_T > c->max_seq_len)
         return core_err(LOSA_ERR_ARG, "kv cache: %d positions (expected 1..max_seq_len %d)",
@@ -79,15 +78,24 @@ void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s
 
 /* ------------------------------------------------------- decode step */
 
-/* y (out) = W (out, in) x: OpenBLAS sgemv on the dense path; on the sparse
- * path (s->sparse set) the maps left dense and the head use the OpenMP
- * dense matvec of the sparse module, so that one thread pool runs the whole
- * step (OpenBLAS and OpenMP workers spin after each call and would steal
- * each other's cores). */
-static void dense_matvec(float *y, const float *x, const model_stage *s, const float *W,
-                         int out, int in)
+/* Whether the step runs on OpenMP kernels only (the sparse path, or bf16
+ * weights): then the attention may fork too. */
+static int step_openmp(const model_stage *s)
 {
-    if (s->sparse) sparse_dense_matvec(y, W, out, in, x);
+    return s->sparse != NULL || s->dtype == MODEL_DTYPE_BF16 || s->head_rows_bf16 != NULL;
+}
+
+/* y (out) = W (out, in) x, W fp32 (W) or bf16 (Wb, when set): bf16 weights
+ * use the bf16-weight matvec of the sparse module; fp32 OpenBLAS sgemv on
+ * the dense path; on the OpenMP paths (step_openmp) the maps left dense
+ * and the head use the OpenMP dense matvec of the sparse module, so that
+ * one thread pool runs the whole step (OpenBLAS and OpenMP workers spin
+ * after each call and would steal each other's cores). */
+static void dense_matvec(float *y, const float *x, const model_stage *s, const float *W,
+                         const uint16_t *Wb, int out, int in)
+{
+    if (Wb) sparse_dense_matvec_bf16(y, Wb, out, in, x);
+    else if (step_openmp(s)) sparse_dense_matvec(y, W, out, in, x);
     else cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, in, x, 1, 0.0f, y, 1);
 }
 
@@ -99,7 +107,8 @@ static void matvec(float *y, const float *x, const model_stage *s, int l, model_
     if (!ad && s->sparse && model_sparse_linear(y, x, s->sparse, l, m, 1)) return;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    dense_matvec(y, x, s, ad ? ad->weff : s->layers[l].w[m], o, i);
+    dense_matvec(y, x, s, ad ? ad->weff : s->layers[l].w[m], ad ? NULL : s->layers[l].wb[m], o,
+                 i);
 }
 
 /* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos
@@ -161,7 +170,7 @@ static void layer_step(model_acts *a, model_kv_cache *kv, const model_stage *s, 
     matvec(vpos, a->ln1, s, l, MODEL_MAP_V);
     kern_rope_forward(a->q, cs, sn, 1, 1, H, hd);
     kern_rope_forward(kpos, cs, sn, 1, 1, Hkv, hd);
-    attention_step(a->atty, kv->scores, a->q, K, Vv, pos, H, Hkv, hd, s->sparse != NULL);
+    attention_step(a->atty, kv->scores, a->q, K, Vv, pos, H, Hkv, hd, step_openmp(s));
     matvec(a->tmp, a->atty, s, l, MODEL_MAP_O);
     kern_add_inplace(a->x, a->tmp, D);
     kern_rmsnorm_forward(a->ln2, a->rstd2, a->x, ly->ffn_norm, 1, D, c->rms_eps);
@@ -176,13 +185,14 @@ static void stage_head_step(model_acts *a, const model_stage *s)
 {
     const model_config *c = &s->cfg;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, 1, c->dim, c->rms_eps);
-    dense_matvec(a->logits, a->tmp, s, s->head, c->vocab_size, c->dim);
+    dense_matvec(a->logits, a->tmp, s, s->head, s->head_rows_bf16, c->vocab_size, c->dim);
 }
 
 void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,
                              int token, int pos)
 {
     LOSA_CHECK(pos >= 0 && pos < kv->max_T && kv->n_layers == s->n_layers);
+    LOSA_CHECK(!s->bf16_packed); /* the matvecs read plain rows (model_stage_to_bf16) */
     if (s->has_embed) model_stage_embed(a, s, &token, 1, 1);
     for (int l = 0; l < s->n_layers; l++) layer_step(a, kv, s, l, pos);
     if (s->has_head) stage_head_step(a, s);

@@ -370,6 +370,7 @@ void model_stage_free(model_stage *s)
     if (!s) return;
     core_free(s->params);
     core_free(s->params_bf16);
+    core_free(s->head_rows_bf16);
     core_free(s->layers);
     memset(s, 0, sizeof *s);
 }
@@ -377,8 +378,9 @@ void model_stage_free(model_stage *s)
 losa_status model_stage_require_f32(const model_stage *s, const char *what)
 {
     if (s->dtype == MODEL_DTYPE_F32) return LOSA_OK;
-    return core_err(LOSA_ERR_ARG, "%s: not available with %s weights yet (only the forward: "
-                    "'losa eval' and 'losa bench forward' take --dtype bf16); use fp32", what,
+    return core_err(LOSA_ERR_ARG, "%s: not available with %s weights yet (only the forward and "
+                    "dense decode: 'losa eval', 'losa generate' and 'losa bench forward' take "
+                    "--dtype bf16); use fp32", what,
                     model_dtype_name(s->dtype));
 }
 
@@ -507,6 +509,17 @@ losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost)
     s->bytes_bf16 = bytes;
     s->bf16_packed = 1;
     s->dtype = MODEL_DTYPE_BF16;
+    if (n_lost) *n_lost = lost;
+    return LOSA_OK;
+}
+
+losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost)
+{
+    if (n_lost) *n_lost = 0;
+    if (!s->has_head || !s->head || s->head_rows_bf16) return LOSA_OK;
+    int64_t n = (int64_t)s->cfg.vocab_size * s->cfg.dim;
+    s->head_rows_bf16 = core_malloc((size_t)n, sizeof(uint16_t));
+    int64_t lost = kern_bf16_from_f32(s->head_rows_bf16, s->head, n);
     if (n_lost) *n_lost = lost;
     return LOSA_OK;
 }

@@ -490,25 +490,39 @@ void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
     }
 }
 
-void sparse_dense_matvec(float *y, const float *W, int out, int in, const float *x)
+/* The dense matvecs, W fp32 (bf = 0) or bf16 (bf = 1): the ISA kernels,
+ * else a scalar loop on the widened values. */
+static void dense_matvec_any(float *y, const void *W, int bf, int out, int in, const float *x)
 {
 #if defined(__x86_64__)
-    if (sparse_get_isa() == SPARSE_ISA_AVX512) {
-        sparse_dense_matvec_avx512(y, W, out, in, x);
-        return;
-    }
-    if (sparse_get_isa() == SPARSE_ISA_AVX2) {
-        sparse_dense_matvec_avx2(y, W, out, in, x);
+    sparse_isa isa = sparse_get_isa();
+    if (isa == SPARSE_ISA_AVX512 || isa == SPARSE_ISA_AVX2) {
+        if (isa == SPARSE_ISA_AVX512 && bf) sparse_dense_matvec_bf16_avx512(y, W, out, in, x);
+        else if (isa == SPARSE_ISA_AVX512) sparse_dense_matvec_avx512(y, W, out, in, x);
+        else if (bf) sparse_dense_matvec_bf16_avx2(y, W, out, in, x);
+        else sparse_dense_matvec_avx2(y, W, out, in, x);
         return;
     }
 #endif
+    const float *wf = W;
+    const uint16_t *wh = W;
 #pragma omp parallel for schedule(static) if ((int64_t)out * in > (1 << 18))
     for (int o = 0; o < out; o++) {
-        const float *w = W + (int64_t)o * in;
+        int64_t r = (int64_t)o * in;
         float acc = 0.0f;
-        for (int i = 0; i < in; i++) acc += w[i] * x[i];
+        for (int i = 0; i < in; i++) acc += (bf ? sparse_bf16_to_f32(wh[r + i]) : wf[r + i]) * x[i];
         y[o] = acc;
     }
+}
+
+void sparse_dense_matvec(float *y, const float *W, int out, int in, const float *x)
+{
+    dense_matvec_any(y, W, 0, out, in, x);
+}
+
+void sparse_dense_matvec_bf16(float *y, const uint16_t *W, int out, int in, const float *x)
+{
+    dense_matvec_any(y, W, 1, out, in, x);
 }
 
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in)

@@ -80,6 +80,9 @@ void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
 void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N);
 void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x);
 void sparse_dense_matvec_avx2(float *y, const float *W, int out, int in, const float *x);
+void sparse_dense_matvec_bf16_avx512(float *y, const uint16_t *W, int out, int in,
+                                     const float *x);
+void sparse_dense_matvec_bf16_avx2(float *y, const uint16_t *W, int out, int in, const float *x);
 /* YT (out, ldt) = W XT, XT (in, ldt), ldt a multiple of 16 (padded zeros). */
 void sparse_matmul_t_avx2(float *YT, const sparse_matrix *s, const float *XT, int ldt,
                           int64_t *rowoff);

@@ -91,14 +91,19 @@ T512 static float nm_row512(const uint16_t *m, const float *v, const float *x, i
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-void sparse_nm_rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc)
-{
-    for (int64_t o = o0; o < o1; o++) {
-        float r = nm_row512(s->mask + o * s->nw, (const float *)s->vals + o * (s->in / 2), x,
-                            s->in);
-        y[o] = acc ? y[o] + r : r;
+/* y[o] (+)= row o . x for o in [o0, o1) with the row kernel ROWFN; one
+ * definition per ISA (rows_fn of sparse_x86.c's drivers). */
+#define NM_ROWS(NAME, TGT, ROWFN)                                                       \
+    TGT void NAME(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc) \
+    {                                                                                   \
+        for (int64_t o = o0; o < o1; o++) {                                             \
+            float r = ROWFN(s->mask + o * s->nw, (const float *)s->vals + o * (s->in / 2), \
+                            x, s->in);                                                  \
+            y[o] = acc ? y[o] + r : r;                                                  \
+        }                                                                               \
     }
-}
+
+NM_ROWS(sparse_nm_rows512, T512, nm_row512)
 
 /* nb (<= 8) vectors at once: the positions of a block are decoded once and
  * the slots read once for all of them.  Y[n * ldy + o] (+)= row o . X[n * ldx]. */
@@ -186,14 +191,7 @@ T256 static float nm_row256(const uint16_t *m, const float *v, const float *x, i
     return _mm_cvtss_f32(h);
 }
 
-void sparse_nm_rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc)
-{
-    for (int64_t o = o0; o < o1; o++) {
-        float r = nm_row256(s->mask + o * s->nw, (const float *)s->vals + o * (s->in / 2), x,
-                            s->in);
-        y[o] = acc ? y[o] + r : r;
-    }
-}
+NM_ROWS(sparse_nm_rows256, T256, nm_row256)
 
 #endif
 

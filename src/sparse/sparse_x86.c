@@ -4,7 +4,7 @@
  * Decode (matvec, memory-bound): one row at a time, the packed non-zeros of
  * every 16 inputs are expanded to a dense vector with vexpandps (AVX-512)
  * or a permute table (AVX2, 8 inputs per byte of the bitmap) and FMA'd with
- * x; CSR gathers x.  Threads split the rows.
+ * x; CSR gathers x.  Threads take blocks of rows (dynamic schedule).
  *
  * Prefill (matmul, compute-bound): X is transposed to XT (in, ldt) so that
  * one input column holds the batch contiguously.  For each non-zero w(o, i)
@@ -30,6 +30,10 @@
 #define SPARSE_PAR_MIN (1 << 18)
 #ifndef SPARSE_NV
 #define SPARSE_NV 8 /* prefill: vectors of batch lanes per register block (<= 8) */
+#endif
+#ifndef SPARSE_MV_ROWS
+#define SPARSE_MV_ROWS 64 /* decode: rows per dynamically scheduled block (a multiple of
+                             16: threads do not share lines of y) */
 #endif
 #ifndef SPARSE_PF
 #define SPARSE_PF 512 /* floats of software prefetch distance */
@@ -256,14 +260,25 @@ T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o
 typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
                         int acc);
 
-/* The matvec driver: threads split the rows; a panelled matrix is done
- * panel by panel over the same rows (no barrier: each thread owns its y). */
+/* The matvec driver: threads take blocks of SPARSE_MV_ROWS rows from a
+ * shared counter (dynamic schedule), each block through every panel of a
+ * panelled matrix (no barrier: a block's rows belong to one thread, so a
+ * row's result does not depend on the thread count or the schedule).  A
+ * static half per thread made a call wait for the later of the two
+ * threads, and a worker woken from sleep (after a pause between calls) or
+ * sharing its core with another process starts late: on the shared 2-core
+ * VM under load 8, the second thread of an OpenMP region entered after a
+ * single-threaded 128 MB cache flush started a median 4.7 ms after the
+ * first (p25 2.1 ms), against about 0.3 ms for a whole 4096 x 4096 70%
+ * call at memory speed.  Now the thread that runs takes the blocks the
+ * late one has not reached. */
 static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_fn rows)
 {
-#pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
-    {
-        int o0, o1;
-        sparse_thread_rows(s->out, &o0, &o1);
+    int nblk = (s->out + SPARSE_MV_ROWS - 1) / SPARSE_MV_ROWS;
+#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
+    for (int b = 0; b < nblk; b++) {
+        int o0 = b * SPARSE_MV_ROWS;
+        int o1 = o0 + SPARSE_MV_ROWS < s->out ? o0 + SPARSE_MV_ROWS : s->out;
         for (int p = 0; p < sparse_npieces(s); p++) {
             int c0;
             const sparse_matrix *q = sparse_piece(s, p, &c0);
@@ -351,100 +366,51 @@ void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X
     }
 }
 
-/* Dense y (out) = W (out, in) x: 4 rows at a time share the x loads. */
-T512 static void dense_rows512(float *y, const float *W, int64_t in, const float *x, int o0,
-                               int o1)
+/* The dense matvec driver (fp32 or bf16 W, by the rows function): blocks
+ * of SPARSE_MV_ROWS rows on a dynamic schedule, as matvec_rows. */
+typedef void (*dense_rows_fn)(float *y, const void *W, int64_t in, const float *x, int o0,
+                              int o1);
+
+static void dense_matvec(float *y, const void *W, int out, int in, const float *x,
+                         dense_rows_fn rows)
 {
-    int64_t i16 = in / 16 * 16;
-    __mmask16 tail = (__mmask16)((1u << (in - i16)) - 1);
-    int o = o0;
-    for (; o + 4 <= o1; o += 4) {
-        const float *w0 = W + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t i = 0; i < i16; i += 16) {
-            __m512 xv = _mm512_loadu_ps(x + i);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), xv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + i), xv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + i), xv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + i), xv, a3);
-        }
-        if (tail) {
-            __m512 xv = _mm512_maskz_loadu_ps(tail, x + i16);
-            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + i16), xv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w1 + i16), xv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w2 + i16), xv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w3 + i16), xv, a3);
-        }
-        y[o] = _mm512_reduce_add_ps(a0);
-        y[o + 1] = _mm512_reduce_add_ps(a1);
-        y[o + 2] = _mm512_reduce_add_ps(a2);
-        y[o + 3] = _mm512_reduce_add_ps(a3);
-    }
-    for (; o < o1; o++) {
-        const float *w0 = W + o * in;
-        __m512 a0 = _mm512_setzero_ps();
-        for (int64_t i = 0; i < i16; i += 16)
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + i), _mm512_loadu_ps(x + i), a0);
-        if (tail)
-            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w0 + i16),
-                                 _mm512_maskz_loadu_ps(tail, x + i16), a0);
-        y[o] = _mm512_reduce_add_ps(a0);
-    }
+    int nblk = (out + SPARSE_MV_ROWS - 1) / SPARSE_MV_ROWS;
+#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)out * in > SPARSE_PAR_MIN)
+    for (int b = 0; b < nblk; b++)
+        rows(y, W, in, x, b * SPARSE_MV_ROWS,
+             b * SPARSE_MV_ROWS + SPARSE_MV_ROWS < out ? b * SPARSE_MV_ROWS + SPARSE_MV_ROWS : out);
 }
 
-void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x)
+/* The per-ISA vector wrappers of sparse_x86_tmpl.h, AVX-512. */
+#define VWRAP(SUF, TGT, VT, PRE)                                                        \
+    typedef VT vec##SUF;                                                                \
+    INLINE TGT VT vzero##SUF(void) { return PRE##_setzero_ps(); }                      \
+    INLINE TGT VT vset1##SUF(float a) { return PRE##_set1_ps(a); }                     \
+    INLINE TGT VT vload##SUF(const float *p) { return PRE##_loadu_ps(p); }             \
+    INLINE TGT void vstore##SUF(float *p, VT a) { PRE##_storeu_ps(p, a); }             \
+    INLINE TGT VT vfmadd##SUF(VT a, VT b, VT c) { return PRE##_fmadd_ps(a, b, c); }
+
+VWRAP(512, T512, __m512, _mm512)
+INLINE T512 __m512 vload_n512(const float *p, int n)
 {
-#pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
-    {
-        int o0, o1;
-        sparse_thread_rows(out, &o0, &o1);
-        dense_rows512(y, W, in, x, o0, o1);
-    }
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+INLINE T512 float vhsum512(__m512 a) { return _mm512_reduce_add_ps(a); }
+INLINE T512 __m512 vload_bf16512(const uint16_t *p)
+{
+    return bf16x16_512(_mm256_loadu_si256((const void *)p));
+}
+INLINE T512 __m512 vload_bf16_n512(const uint16_t *p, int n)
+{
+    return bf16x16_512(_mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p));
 }
 
-/* One row o, input columns [c0, c1), batch lanes [bb, bb + 16 nv) of XT. */
-INLINE T512 void mm512_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
-                           int64_t o, int64_t *pp, int c0, int c1, const int nv)
-{
-    __m512 acc[8];
-    for (int u = 0; u < nv; u++) acc[u] = _mm512_loadu_ps(yt + 16 * u);
-    int64_t p = *pp;
-    const float *vf = s->vals;
-    const uint16_t *vh = s->vals;
-    if (s->fmt == SPARSE_FORMAT_CSR) {
-        int64_t e = s->rowptr[o + 1];
-        for (; p < e; p++) {
-            int64_t i = s->idx16 ? s->idx16[p] : s->idx32[p];
-            if (i >= c1) break;
-            const float *xp = XT + i * ldt;
-            __m512 wv = _mm512_set1_ps(vf[p]);
-            for (int u = 0; u < nv; u++)
-                acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xp + 16 * u), acc[u]);
-        }
-    } else {
-        int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
-        const uint16_t *m = s->mask + o * s->nw;
-        int w1 = (c1 + 15) / 16 < s->nw ? (c1 + 15) / 16 : s->nw;
-        for (int w = c0 / 16; w < w1; w += 4) {
-            uint64_t bits = 0;
-            if (w + 4 <= w1) memcpy(&bits, m + w, 8);
-            else
-                for (int q = 0; q < w1 - w; q++) bits |= (uint64_t)m[w + q] << (16 * q);
-            const float *xw = XT + (int64_t)16 * w * ldt;
-            while (bits) {
-                int j = __builtin_ctzll(bits);
-                bits &= bits - 1;
-                const float *xp = xw + (int64_t)j * ldt;
-                __m512 wv = _mm512_set1_ps(bf ? sparse_bf16_to_f32(vh[p]) : vf[p]);
-                p++;
-                for (int u = 0; u < nv; u++)
-                    acc[u] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xp + 16 * u), acc[u]);
-            }
-        }
-    }
-    *pp = p;
-    for (int u = 0; u < nv; u++) _mm512_storeu_ps(yt + 16 * u, acc[u]);
-}
+#define VTGT T512
+#define VL 16
+#define VSUF(name) name##512
+#define VDENSE_MATVEC sparse_dense_matvec_avx512
+#define VDENSE_MATVEC_BF16 sparse_dense_matvec_bf16_avx512
+#include "sparse_x86_tmpl.h"
 
 #define MM_ROWS(NAME, TGT, ROWFN, NVMAX)                                            \
     TGT static void NAME(float *YT, const sparse_matrix *s, const float *XT, int ldt,   \
@@ -466,7 +432,7 @@ INLINE T512 void mm512_row(float *yt, const sparse_matrix *s, const float *XT, i
         }                                                                               \
     }
 
-MM_ROWS(mm512_rows, T512, mm512_row, 8)
+MM_ROWS(mm512_rows, T512, mm_row512, 8)
 
 #define MM_DRIVER(NAME, ROWS, LANES)                                                    \
     void NAME(float *YT, const sparse_matrix *s, const float *XT, int ldt, int64_t *rowoff) \
@@ -608,103 +574,34 @@ void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
     matvec_rows(y, s, x, rows256);
 }
 
-/* Dense y (out) = W (out, in) x with AVX2: 4 rows at a time share the x
- * loads (the sparse path's unpruned maps and head on CPUs without
- * AVX-512). */
-T256 static void dense_rows256(float *y, const float *W, int64_t in, const float *x, int o0,
-                               int o1)
+/* The per-ISA vector wrappers of sparse_x86_tmpl.h, AVX2; dense_rows256
+ * serves the sparse path's unpruned maps and head on CPUs without AVX-512. */
+VWRAP(256, T256, __m256, _mm256)
+INLINE T256 __m256 vload_n256(const float *p, int n) { return _mm256_maskload_ps(p, lanes_below(n)); }
+INLINE T256 float vhsum256(__m256 a) { return hsum256(a); }
+INLINE T256 __m256 bf16x8_256(__m128i h)
 {
-    int64_t i8 = in / 8 * 8;
-    __m256i tail = lanes_below((int)(in - i8));
-    int o = o0;
-    for (; o + 4 <= o1; o += 4) {
-        const float *w0 = W + o * in, *w1 = w0 + in, *w2 = w1 + in, *w3 = w2 + in;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t i = 0; i < i8; i += 8) {
-            __m256 xv = _mm256_loadu_ps(x + i);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), xv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + i), xv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + i), xv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + i), xv, a3);
-        }
-        if (in > i8) {
-            __m256 xv = _mm256_maskload_ps(x + i8, tail);
-            a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + i8, tail), xv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_maskload_ps(w1 + i8, tail), xv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + i8, tail), xv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + i8, tail), xv, a3);
-        }
-        y[o] = hsum256(a0);
-        y[o + 1] = hsum256(a1);
-        y[o + 2] = hsum256(a2);
-        y[o + 3] = hsum256(a3);
-    }
-    for (; o < o1; o++) {
-        const float *w0 = W + o * in;
-        __m256 a0 = _mm256_setzero_ps();
-        for (int64_t i = 0; i < i8; i += 8)
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + i), _mm256_loadu_ps(x + i), a0);
-        if (in > i8)
-            a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + i8, tail), _mm256_maskload_ps(x + i8, tail),
-                                 a0);
-        y[o] = hsum256(a0);
-    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+INLINE T256 __m256 vload_bf16256(const uint16_t *p)
+{
+    return bf16x8_256(_mm_loadu_si128((const void *)p));
+}
+INLINE T256 __m256 vload_bf16_n256(const uint16_t *p, int n) /* n < 8: no read past p[n-1] */
+{
+    uint16_t t[8] = {0};
+    memcpy(t, p, sizeof(uint16_t) * (size_t)n);
+    return vload_bf16256(t);
 }
 
-void sparse_dense_matvec_avx2(float *y, const float *W, int out, int in, const float *x)
-{
-#pragma omp parallel if ((int64_t)out * in > SPARSE_PAR_MIN)
-    {
-        int o0, o1;
-        sparse_thread_rows(out, &o0, &o1);
-        dense_rows256(y, W, in, x, o0, o1);
-    }
-}
+#define VTGT T256
+#define VL 8
+#define VSUF(name) name##256
+#define VDENSE_MATVEC sparse_dense_matvec_avx2
+#define VDENSE_MATVEC_BF16 sparse_dense_matvec_bf16_avx2
+#include "sparse_x86_tmpl.h"
 
-INLINE T256 void mm256_row(float *yt, const sparse_matrix *s, const float *XT, int ldt,
-                           int64_t o, int64_t *pp, int c0, int c1, const int nv)
-{
-    __m256 acc[8];
-    for (int u = 0; u < nv; u++) acc[u] = _mm256_loadu_ps(yt + 8 * u);
-    int64_t p = *pp;
-    const float *vf = s->vals;
-    const uint16_t *vh = s->vals;
-    if (s->fmt == SPARSE_FORMAT_CSR) {
-        int64_t e = s->rowptr[o + 1];
-        for (; p < e; p++) {
-            int64_t i = s->idx16 ? s->idx16[p] : s->idx32[p];
-            if (i >= c1) break;
-            const float *xp = XT + i * ldt;
-            __m256 wv = _mm256_set1_ps(vf[p]);
-            for (int u = 0; u < nv; u++)
-                acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + 8 * u), acc[u]);
-        }
-    } else {
-        int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
-        const uint16_t *m = s->mask + o * s->nw;
-        int w1 = (c1 + 15) / 16 < s->nw ? (c1 + 15) / 16 : s->nw;
-        for (int w = c0 / 16; w < w1; w += 4) {
-            uint64_t bits = 0;
-            if (w + 4 <= w1) memcpy(&bits, m + w, 8);
-            else
-                for (int q = 0; q < w1 - w; q++) bits |= (uint64_t)m[w + q] << (16 * q);
-            const float *xw = XT + (int64_t)16 * w * ldt;
-            while (bits) {
-                int j = __builtin_ctzll(bits);
-                bits &= bits - 1;
-                const float *xp = xw + (int64_t)j * ldt;
-                __m256 wv = _mm256_set1_ps(bf ? sparse_bf16_to_f32(vh[p]) : vf[p]);
-                p++;
-                for (int u = 0; u < nv; u++)
-                    acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + 8 * u), acc[u]);
-            }
-        }
-    }
-    *pp = p;
-    for (int u = 0; u < nv; u++) _mm256_storeu_ps(yt + 8 * u, acc[u]);
-}
-
-MM_ROWS(mm256_rows, T256, mm256_row, 8)
+MM_ROWS(mm256_rows, T256, mm_row256, 8)
 MM_DRIVER(sparse_matmul_t_avx2, mm256_rows, 8)
 
 #endif
