@@ -479,24 +479,26 @@ size_t kern_bf16_packed_bytes(int64_t N, int64_t K)
 #endif
 }
 
-void kern_bf16_pack(uint16_t *dst, const uint16_t *W, int64_t N, int64_t K)
+/* kern_bf16_pack (to_packed = 1) and kern_bf16_unpack (0). */
+static void bf16_relayout(uint16_t *dst, const uint16_t *src, int64_t N, int64_t K, int to_packed)
 {
     if (N <= 0 || K <= 0) return;
 #ifdef LOSA_GEMM_ONEDNN
-    bf16_reorder(dst, W, N, K, 1);
+    bf16_reorder(dst, src, N, K, to_packed);
 #else
-    memcpy(dst, W, sizeof(uint16_t) * (size_t)(N * K));
+    (void)to_packed;
+    memcpy(dst, src, sizeof(uint16_t) * (size_t)(N * K));
 #endif
+}
+
+void kern_bf16_pack(uint16_t *dst, const uint16_t *W, int64_t N, int64_t K)
+{
+    bf16_relayout(dst, W, N, K, 1);
 }
 
 void kern_bf16_unpack(uint16_t *W, const uint16_t *src, int64_t N, int64_t K)
 {
-    if (N <= 0 || K <= 0) return;
-#ifdef LOSA_GEMM_ONEDNN
-    bf16_reorder(W, src, N, K, 0);
-#else
-    memcpy(W, src, sizeof(uint16_t) * (size_t)(N * K));
-#endif
+    bf16_relayout(W, src, N, K, 0);
 }
 
 void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

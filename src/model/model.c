@@ -413,65 +413,35 @@ static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o
     return lost;
 }
 
-losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost)
+/* The one walk of model_stage_to_bf16 (packed = 0: plain row-major maps,
+ * the head stays fp32) and model_stage_pack_bf16 (packed = 1: the maps,
+ * fp32 or a stage built in bf16's plain ones, and the head packed for the
+ * engine). */
+static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
 {
     if (n_lost) *n_lost = 0;
-    if (s->dtype == MODEL_DTYPE_BF16) return LOSA_OK;
+    if (s->dtype == MODEL_DTYPE_BF16 && (!packed || s->bf16_packed)) return LOSA_OK;
     const model_config *c = &s->cfg;
-    int64_t D = c->dim, V = c->vocab_size, nmap = stage_map_weights(c, s->n_layers), lost = 0;
-    uint16_t *b = core_malloc(nmap > 0 ? (size_t)nmap : 1, sizeof(uint16_t));
-    size_t nrest = s->n_params - (size_t)nmap;
-    float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
-    uint16_t *q = b;
-    int tied = s->head == s->embed;
-    repack(&p, &s->embed, s->embed ? V * D : 0);
-    for (int l = 0; l < s->n_layers; l++) {
-        model_layer *ly = &s->layers[l];
-        repack(&p, &ly->attn_norm, D);
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(c, m, &o, &i);
-            lost += kern_bf16_from_f32(q, ly->w[m], (int64_t)o * i);
-            ly->wb[m] = q;
-            ly->w[m] = NULL;
-            q += (int64_t)o * i;
-        }
-        repack(&p, &ly->ffn_norm, D);
-    }
-    repack(&p, &s->final_norm, s->final_norm ? D : 0);
-    if (tied) s->head = s->embed;
-    else repack(&p, &s->head, s->head ? V * D : 0);
-    LOSA_CHECK((size_t)(p - rest) == nrest && q - b == nmap);
-    core_free(s->params);
-    s->params = rest;
-    s->n_params = nrest;
-    s->params_bf16 = b;
-    s->n_params_bf16 = (size_t)nmap;
-    s->dtype = MODEL_DTYPE_BF16;
-    if (n_lost) *n_lost = lost;
-    return LOSA_OK;
-}
-
-losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost)
-{
-    if (n_lost) *n_lost = 0;
-    if (s->dtype == MODEL_DTYPE_BF16 && s->bf16_packed) return LOSA_OK;
-    const model_config *c = &s->cfg;
-    int plain = s->dtype == MODEL_DTYPE_BF16; /* built in bf16: plain maps, fp32 head */
+    int plain = s->dtype == MODEL_DTYPE_BF16, head16 = packed && s->has_head;
     int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
-    size_t bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
+    size_t bytes;
+    if (packed) bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
+    else {
+        nall = stage_map_weights(c, s->n_layers);
+        bytes = sizeof(uint16_t) * (size_t)nall;
+    }
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, m, &o, &i);
         if ((int64_t)o * i > wmax) wmax = (int64_t)o * i;
     }
-    int64_t nhead = s->has_head ? V * D : 0, nmap = nall - nhead;
+    int64_t nhead = head16 ? V * D : 0, nmap = nall - nhead;
     if (nhead > wmax) wmax = nhead;
-    /* the bf16 block: each map, then the head, packed (kern_bf16_pack) */
     uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
-    uint16_t *tmp = core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t));
+    uint16_t *tmp = packed && !plain ? core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t))
+                    : head16 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
     int tied = s->has_head && s->head == s->embed;
-    size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) - (size_t)(tied ? 0 : nhead);
+    size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) - (size_t)(head16 && !tied ? nhead : 0);
     float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
     repack(&p, &s->embed, s->embed ? V * D : 0);
     for (int l = 0; l < s->n_layers; l++) {
@@ -480,7 +450,11 @@ losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int o, i;
             model_map_shape(c, m, &o, &i);
-            if (plain) { /* already bf16: packed as it is */
+            if (!packed) { /* plain: rounded in place of the block */
+                lost += kern_bf16_from_f32(q, ly->w[m], (int64_t)o * i);
+                ly->wb[m] = q;
+                q += (int64_t)o * i;
+            } else if (plain) { /* already bf16: packed as it is */
                 kern_bf16_pack(q, ly->wb[m], o, i);
                 ly->wb[m] = q;
                 q = (uint16_t *)((char *)q + packed_slot(o, i));
@@ -493,11 +467,12 @@ losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost)
         repack(&p, &ly->ffn_norm, D);
     }
     repack(&p, &s->final_norm, s->final_norm ? D : 0);
-    if (s->has_head) {
+    if (head16) {
         s->head_bf16 = q;
         lost += pack_one(&q, tmp, s->head, V, D);
         s->head = NULL; /* tied: the embedding stays fp32 for the lookup */
-    }
+    } else if (tied) s->head = s->embed;
+    else repack(&p, &s->head, s->head ? V * D : 0);
     LOSA_CHECK((size_t)(p - rest) == nrest && (size_t)((char *)q - (char *)b) == bytes);
     core_free(tmp);
     core_free(s->params);
@@ -507,11 +482,15 @@ losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost)
     s->params_bf16 = b;
     s->n_params_bf16 = (size_t)nall;
     s->bytes_bf16 = bytes;
-    s->bf16_packed = 1;
+    s->bf16_packed = packed;
     s->dtype = MODEL_DTYPE_BF16;
     if (n_lost) *n_lost = lost;
     return LOSA_OK;
 }
+
+losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, n_lost); }
+
+losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 1, n_lost); }
 
 losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost)
 {
