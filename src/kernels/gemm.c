@@ -421,6 +421,19 @@ static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha
 }
 #endif
 
+#ifdef LOSA_GEMM_ONEDNN
+/* A (M,K) fp32 rows of lda rounded to bf16 into the thread's scratch (one
+ * parallel loop over all rows, not a region per row). */
+static const uint16_t *a_to_bf16(int64_t M, int64_t K, const float *A, int64_t lda)
+{
+    uint16_t *Ab = scratch_get(&scratch_a, sizeof(uint16_t) * (size_t)(M * K));
+#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
+    return Ab;
+}
+#endif
+
 void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                      int64_t ldc)
@@ -431,12 +444,7 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
         return;
     }
 #ifdef LOSA_GEMM_ONEDNN
-    uint16_t *Ab = scratch_get(&scratch_a, sizeof(uint16_t) * (size_t)(M * K));
-    /* one parallel loop over all rows (not a region per row) */
-#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
-    gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B, ldb, beta, C, ldc);
+    gemm_onednn(0, tb, 1, M, N, K, alpha, a_to_bf16(M, K, A, lda), K, B, ldb, beta, C, ldc);
 #else
     gemm_bf16w_blas(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
@@ -510,11 +518,7 @@ void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *
         return;
     }
 #ifdef LOSA_GEMM_ONEDNN
-    uint16_t *Ab = scratch_get(&scratch_a, sizeof(uint16_t) * (size_t)(M * K));
-#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
-    gemm_onednn(0, 1, 2, M, N, K, alpha, Ab, K, Wp, K, beta, C, ldc);
+    gemm_onednn(0, 1, 2, M, N, K, alpha, a_to_bf16(M, K, A, lda), K, Wp, K, beta, C, ldc);
 #else
     gemm_bf16w_blas(1, M, N, K, alpha, A, lda, Wp, K, beta, C, ldc);
 #endif
