@@ -52,9 +52,9 @@ PY
     # 1-rank layout, 1 for the 2-rank layouts (two ranks share the cores)
     for thr in 1 2; do
         export OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr
-        "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 3 --json \
+        "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 5 --json \
             >"$OUT/$name-forward-t$thr.json" 2>/dev/null
-        "$LOSA" bench train --model "$store" --batch "$tb" --seqlen "$tT" --iters 3 --json \
+        "$LOSA" bench train --model "$store" --batch "$tb" --seqlen "$tT" --iters 5 --json \
             >"$OUT/$name-train-t$thr.json" 2>/dev/null
         "$LOSA" bench prune --model "$store" --n "$cn" --seqlen "$cS" --sparsity 0.7 --json \
             >"$OUT/$name-prune-t$thr.json" 2>/dev/null

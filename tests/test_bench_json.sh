@@ -5,7 +5,9 @@
 #   peak_gflops_bf16: a number iff /proc/cpuinfo has avx512_bf16, else null;
 #   fraction_of_physical_peak = (forward|step)_gflops / peak_gflops_f32 and
 #   fraction_of_peak = (forward|step)_gflops / sgemm_gflops (the same doubles
-#   divided: equal to 1e-12 relative);
+#   divided: equal to 1e-12 relative); the median step's rate (what
+#   losa plan --bench reads) is positive and at most the best step's;
+#   bench forward: first_touch_gbs > 0;
 #   bench forward --dtype bf16: dtype bf16 and fraction_of_physical_peak =
 #   forward_gflops / peak_gflops_bf16 (its products run on bf16 dot
 #   products), null without AVX512-BF16.
@@ -14,7 +16,7 @@ S=$(store stories260K)
 bf16=0; grep -qw avx512_bf16 /proc/cpuinfo && bf16=1
 engine=blas; ldd "$LOSA" | grep -q libdnnl && engine=onednn   # what the binary links
 for what in forward train; do
-    j=$("$LOSA" bench $what --model "$S" --batch 1 --seqlen 32 --iters 1 --json 2>/dev/null)
+    j=$("$LOSA" bench $what --model "$S" --batch 1 --seqlen 32 --iters 3 --json 2>/dev/null)
     key=$([ $what = forward ] && echo forward_gflops || echo step_gflops)
     check "bench $what: json keys consistent (engine '$engine', bf16 $bf16)" /usr/bin/python3 -c '
 import json,sys; d=json.loads(sys.argv[1]); key=sys.argv[2]; bf16=sys.argv[3]=="1"; eng=sys.argv[4]
@@ -24,7 +26,9 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and ((d["peak_gflops_bf16"] is not None and d["peak_gflops_bf16"] > 0) if bf16
           else d["peak_gflops_bf16"] is None) \
      and rel(d["fraction_of_physical_peak"], a / d["peak_gflops_f32"]) \
-     and rel(d["fraction_of_peak"], a / d["sgemm_gflops"])
+     and rel(d["fraction_of_peak"], a / d["sgemm_gflops"]) \
+     and 0 < d[key + "_median"] <= a * (1 + 1e-12) \
+     and (key != "forward_gflops" or d["first_touch_gbs"] > 0)
 print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine"
 done
 j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --dtype bf16 --json 2>/dev/null)

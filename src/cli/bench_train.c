@@ -87,11 +87,15 @@ int bench_train(dist_ctx *d, int argc, char **argv)
              st.cfg.vocab_size, lc.rank, dropout, ckpt ? ", recompute" : "", bufs);
     lora_step_stats ss;
     s = lora_train_step(&tr, tok, tgt, &ss); /* warm-up */
-    double best = 1e30;
+    double best = 1e30, *times = core_calloc((size_t)iters, sizeof(double));
+    int done = 0;
     for (int k = 0; k < iters && s == LOSA_OK; k++) {
         s = lora_train_step(&tr, tok, tgt, &ss);
+        times[done++] = ss.seconds;
         if (ss.seconds < best) best = ss.seconds;
     }
+    double med = bench_median(times, done);
+    core_free(times);
     if (cli_fail(d, "bench train", s)) return 1;
     double flops = model_train_flops(&st.cfg, st.cfg.n_layers, 1, B, T, lc.rank, dropout > 0, ckpt);
     double peak = bench_sgemm_gflops(1024, 1024, 1024, 1.0);
@@ -101,6 +105,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
              flops / 1e9, peak, achieved / peak);
     cJSON *o = bench_rate_json(json, achieved, peak, "fp32", "step_gflops", tps, B, T, best);
     if (o) {
+        /* the median: the rate a run sustains (losa plan --bench reads it) */
+        cJSON_AddNumberToObject(o, "step_gflops_median", med > 0 ? flops / med / 1e9 : 0);
         cJSON_AddNumberToObject(o, "dropout", dropout);
         cJSON_AddStringToObject(o, "delta_buffers", bufs);
         cli_json_emit(d, o);

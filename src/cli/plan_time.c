@@ -98,8 +98,11 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     if (!j)
         return core_err(LOSA_ERR_FORMAT, "--bench %s: not the JSON of `losa bench "
                         "forward|train|prune --json`", path);
-    double fw = json_num(j, "forward_gflops"), tr = json_num(j, "step_gflops"),
-           sg = json_num(j, "sgemm_gflops"), ft = json_num(j, "first_touch_gbs");
+    /* a run's rate is the median step's, not the best one's */
+    double fw = json_num(j, "forward_gflops_median"), tr = json_num(j, "step_gflops_median");
+    if (fw <= 0) fw = json_num(j, "forward_gflops");
+    if (tr <= 0) tr = json_num(j, "step_gflops");
+    double sg = json_num(j, "sgemm_gflops"), ft = json_num(j, "first_touch_gbs");
     if (ft > 0) rt->touch_gbs = ft;
     int pr = json_num(j, "sparsegpt_s") > 0 && json_num(j, "dim") > 0 && json_num(j, "n_heads") > 0;
     if (pr) prune_rates(j, rt), *got_prune = 1;
