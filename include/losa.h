@@ -375,8 +375,12 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * the rank's rate for that kind of work, measured by `losa bench forward`
  * (forward passes: perplexity, calibration, dense references, Grams) and
  * `losa bench train` (training steps; both count FLOPs with the same
- * functions, so a measured rate projects back to seconds), and a dense
- * GEMM rate for SparseGPT's Hessians, factorisations and sweep.  A training
+ * functions, so a measured rate projects back to seconds; the median
+ * step's rate), the pruners' rates of `losa bench prune` (SparseGPT's
+ * statistics and solve as FLOPs of losa_pruner_flops, masks per weight;
+ * without it the dense GEMM rate and LOSA_DEFAULT_MASK_WPS), and the first
+ * touch of the buffers each pass or step allocates (losa_memory touched
+ * bytes at touch_gbs).  A training
  * micro-batch of the whole model at the training rate is shared among the
  * stages in proportion to their costs under losa_stage_cost (the cost the
  * split balances: the head and loss weigh their elementwise work too).
