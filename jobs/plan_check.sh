@@ -17,6 +17,8 @@ DATA=${LOSA_DATA:-../shared/data}
 OUT=${OUT:-runs/plan_check/${SLURM_JOB_ID:-$(date +%Y%m%d-%H%M%S)}}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
+/usr/bin/python3 -c 'import h5py, numpy' 2>/dev/null ||
+    { echo "plan_check: /usr/bin/python3 lacks h5py/numpy (make test-deps installs them)" >&2; exit 2; }
 mkdir -p "$OUT"
 S260=$OUT/stories260K.h5
 MINI=$OUT/minillama.h5
