@@ -23,8 +23,9 @@ typedef struct {
 } phase_adds;
 
 static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp, int dp,
-                          int stage, int replica, int nl)
+                          int stage, int replica, const int *count)
 {
+    int nl = count[stage];
     const data_settings *ds = &rs->data;
     const eval_settings *es = &rs->eval;
     const lora_train_config *tc = &rs->train.tc;
@@ -42,8 +43,6 @@ static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp,
               losa_run_train_bytes(tc);
     a.dense_pass = calib_dense_stream_bytes(c, nl, Nm, S, chunk);
     a.grams_pass = calib_layer_grams_bytes(c, nl, rs->losa.rmi_n, S, chunk);
-    int first[pp], count[pp];
-    losa_stage_split(rs, c, pp, first, count);
     for (int p = 0; p < pp; p++) { /* losa_store_write_model: another stage in transit */
         size_t b = p == stage ? 0 : model_stage_bytes_dtype(c, p, pp, count, rs->model.dtype);
         if (b > a.write) a.write = b;
@@ -62,7 +61,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     int baseline = mode != LOSA_MODE_LOSA, lora = mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE;
     int losa = mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE;
     int ppl = rs->data.eval_text.path && rs->data.eval_text.path[0];
-    phase_adds a = adds_of(rs, c, pp, dp, stage, replica, nl);
+    phase_adds a = adds_of(rs, c, pp, dp, stage, replica, count);
     /* model.dtype = bf16: the stage as model_stage_build_dtype allocates it
      * (maps 2 bytes per weight, embedding, norms and head fp32) */
     m->weights = model_stage_bytes_dtype(c, stage, pp, count, rs->model.dtype);

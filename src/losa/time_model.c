@@ -8,11 +8,6 @@
 #include "losa.h"
 #include "settings.h"
 
-/* One stage of the layout: its layers and ends. */
-typedef struct {
-    int nl, has_head;
-} stage_shape;
-
 void losa_stage_cost(const run_settings *rs, const model_config *c, model_stage_cost *k)
 {
     const lora_train_config *tc = &rs->train.tc;
@@ -26,13 +21,6 @@ void losa_stage_split(const run_settings *rs, const model_config *c, int pp, int
     model_stage_cost k;
     losa_stage_cost(rs, c, &k);
     model_split_stages(c->n_layers, pp, &k, first, count);
-}
-
-static stage_shape stage_of(const run_settings *rs, const model_config *c, int pp, int s)
-{
-    int first[pp], count[pp];
-    losa_stage_split(rs, c, pp, first, count);
-    return (stage_shape){.nl = count[s], .has_head = s == pp - 1};
 }
 
 static double ceil_div(double a, double b) { return b > 0 ? ceil(a / b) : 0; }
@@ -59,14 +47,13 @@ static double eval_windows(const run_settings *rs, const losa_rates *rt)
 
 /* One perplexity pass: per stage busy seconds, and the pipelined wall. */
 static double eval_pass(const run_settings *rs, const model_config *c, int pp, int dp,
-                        const losa_rates *rt, double *busy)
+                        const int *count, const losa_rates *rt, double *busy)
 {
     double W = ceil_div(eval_windows(rs, rt), dp), m = ceil_div(W, rs->eval.batch), worst = 0,
            sum = 0;
     double act = 4.0 * rs->eval.batch * rs->eval.seqlen * c->dim;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(rs, c, pp, s);
-        double b = model_forward_flops(c, g.nl, g.has_head, (int64_t)W, rs->eval.seqlen) /
+        double b = model_forward_flops(c, count[s], s == pp - 1, (int64_t)W, rs->eval.seqlen) /
                    (rt->fwd_gflops * 1e9);
         b += s < pp - 1 ? m * msg_s(rt, act) : 0;
         busy[s] = b;
@@ -81,15 +68,15 @@ static double eval_pass(const run_settings *rs, const model_config *c, int pp, i
 /* A calibration pass of nw windows per replica through every stage in turn
  * (passes forward passes per layer, no head) plus per-layer work of
  * `extra_s` seconds: stages run one after the other. */
-static double calib_pass(const run_settings *rs, const model_config *c, int pp, double nw,
-                         double passes, double extra_s, const losa_rates *rt, double *busy)
+static double calib_pass(const run_settings *rs, const model_config *c, int pp,
+                         const int *count, double nw, double passes, double extra_s,
+                         const losa_rates *rt, double *busy)
 {
     double wall = 0, S = rs->data.calib_seqlen;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(rs, c, pp, s);
-        double b = passes * model_forward_flops(c, g.nl, 0, (int64_t)nw, (int64_t)S) /
+        double b = passes * model_forward_flops(c, count[s], 0, (int64_t)nw, (int64_t)S) /
                        (rt->fwd_gflops * 1e9) +
-                   g.nl * extra_s;
+                   count[s] * extra_s;
         if (s < pp - 1) b += msg_s(rt, 4.0 * nw * S * c->dim);
         busy[s] = b;
         wall += b;
@@ -137,7 +124,8 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
  * the pipeline (1F1B or GPipe: (m + pp - 1) slots of the slowest stage),
  * then the gradient all-reduce over the replicas. */
 static double train_phase(const run_settings *rs, const model_config *c, int pp, int dp,
-                          double n, const losa_rates *rt, double *busy)
+                          const int *count, const model_stage_cost *k, double n,
+                          const losa_rates *rt, double *busy)
 {
     const lora_train_config *tc = &rs->train.tc;
     double steps = ceil_div(n, (double)tc->B * tc->grad_accum), m = ceil_div(tc->grad_accum, dp);
@@ -151,20 +139,18 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
      * bench train` measures), shared among the stages in proportion to the
      * stage costs the split balances (losa_stage_cost: the head and loss
      * at their elementwise cost, not at the GEMM rate) */
-    model_stage_cost k;
-    losa_stage_cost(rs, c, &k);
     double whole = model_train_flops(c, c->n_layers, 1, tc->B, tc->T, rs->lora.lc.r_max,
                                      rs->lora.lc.dropout > 0, tc->ckpt) /
                    (rt->train_gflops * 1e9),
-           all = c->n_layers * k.layer + k.embed + k.head;
+           all = c->n_layers * k->layer + k->embed + k->head;
     for (int s = 0; s < pp; s++) {
-        stage_shape g = stage_of(rs, c, pp, s);
-        double mb = whole * (g.nl * k.layer + (s == 0 ? k.embed : 0) + (g.has_head ? k.head : 0)) /
+        double mb = whole *
+                    (count[s] * k->layer + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0)) /
                     all;
         mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1)); /* the stage's sends */
         busy[s] = steps * m * mb;
         worst = mb > worst ? mb : worst;
-        most = g.nl > most ? g.nl : most;
+        most = count[s] > most ? count[s] : most;
     }
     double ar = allreduce_s(rt, most * layer_grads, dp);
     for (int s = 0; s < pp; s++) busy[s] += steps * ar;
@@ -196,47 +182,53 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
     memset(t, 0, sizeof *t);
     t->pp = pp;
     double busy[pp], w;
+    model_stage_cost k; /* the split of the run (losa_stage_split), once */
+    losa_stage_cost(rs, c, &k);
+    int first[pp], count[pp];
+    model_split_stages(c->n_layers, pp, &k, first, count);
     losa_mode mode = rs->losa.mode;
     int T = rs->losa.steps, losa_on = mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE;
     double Nm = ceil_div(rs->data.calib_n, dp);
     /* perplexity passes: dense, pruned, +LoRA; LoSA after steps and final */
     double evals = 1 + (mode != LOSA_MODE_LOSA) + (mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE);
     double losa_evals = losa_on ? (rs->eval.each_step ? T - 1 : 0) + 1 : 0;
-    w = eval_pass(rs, c, pp, dp, rt, busy);
+    w = eval_pass(rs, c, pp, dp, count, rt, busy);
     t->wall[LOSA_PHASE_DENSE_EVAL] = evals * w;
     add(t->busy[LOSA_PHASE_DENSE_EVAL], busy, pp, evals);
     t->wall[LOSA_PHASE_LOSA_EVAL] = losa_evals * w;
     add(t->busy[LOSA_PHASE_LOSA_EVAL], busy, pp, losa_evals);
+    double prune_s = pruner_s(rs, c, dp, Nm, rt); /* per layer, both pruning phases */
     if (mode != LOSA_MODE_LOSA) { /* one-shot: dense, statistics and output passes */
-        w = calib_pass(rs, c, pp, Nm, 3, pruner_s(rs, c, dp, Nm, rt), rt, busy);
+        w = calib_pass(rs, c, pp, count, Nm, 3, prune_s, rt, busy);
         t->wall[LOSA_PHASE_PRUNE] = w;
         add(t->busy[LOSA_PHASE_PRUNE], busy, pp, 1);
     }
+    /* +LoRA and LoSA train on the same examples: one projection for both */
     double total = (double)(T - 1) * rs->losa.samples_step + rs->losa.samples_last;
+    double busy_train[pp], w_train = train_phase(rs, c, pp, dp, count, &k, total, rt, busy_train);
     if (mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE) {
-        t->wall[LOSA_PHASE_LORA_TRAIN] = train_phase(rs, c, pp, dp, total, rt, busy);
-        add(t->busy[LOSA_PHASE_LORA_TRAIN], busy, pp, 1);
+        t->wall[LOSA_PHASE_LORA_TRAIN] = w_train;
+        add(t->busy[LOSA_PHASE_LORA_TRAIN], busy_train, pp, 1);
     }
     if (losa_on) {
-        t->wall[LOSA_PHASE_DENSE_REF] = calib_pass(rs, c, pp, Nm, 1, 0, rt, busy);
+        t->wall[LOSA_PHASE_DENSE_REF] = calib_pass(rs, c, pp, count, Nm, 1, 0, rt, busy);
         add(t->busy[LOSA_PHASE_DENSE_REF], busy, pp, 1);
         /* Grams: losa.rmi_n windows on every replica, an n x n product per layer */
         double n = rs->losa.rmi_n;
-        w = calib_pass(rs, c, pp, n, 1,
+        w = calib_pass(rs, c, pp, count, n, 1,
                        2 * n * n * rs->data.calib_seqlen * c->dim / (rt->gemm_gflops * 1e9), rt,
                        busy) +
             allreduce_s(rt, 8.0 * (c->n_layers + 1) * n * n, pp * dp);
         t->wall[LOSA_PHASE_GRAMS] = T * w;
         t->step[LOSA_PHASE_GRAMS] = w;
         add(t->busy[LOSA_PHASE_GRAMS], busy, pp, T);
-        w = calib_pass(rs, c, pp, Nm, 2, pruner_s(rs, c, dp, Nm, rt), rt, busy);
+        w = calib_pass(rs, c, pp, count, Nm, 2, prune_s, rt, busy);
         t->wall[LOSA_PHASE_LOSA_PRUNE] = T * w;
         t->step[LOSA_PHASE_LOSA_PRUNE] = w;
         add(t->busy[LOSA_PHASE_LOSA_PRUNE], busy, pp, T);
-        w = train_phase(rs, c, pp, dp, total, rt, busy);
-        t->wall[LOSA_PHASE_LOSA_TRAIN] = w;
-        t->step[LOSA_PHASE_LOSA_TRAIN] = w / T;
-        add(t->busy[LOSA_PHASE_LOSA_TRAIN], busy, pp, 1);
+        t->wall[LOSA_PHASE_LOSA_TRAIN] = w_train;
+        t->step[LOSA_PHASE_LOSA_TRAIN] = w_train / T;
+        add(t->busy[LOSA_PHASE_LOSA_TRAIN], busy_train, pp, 1);
         t->step[LOSA_PHASE_LOSA_EVAL] = losa_evals > 0 ? t->wall[LOSA_PHASE_LOSA_EVAL] / losa_evals : 0;
     }
     if (rt->touch_gbs > 0) { /* fresh pages per run of a phase (losa_memory touched) */
