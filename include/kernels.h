@@ -30,16 +30,12 @@ void kern_rmsnorm_backward(float *dinp, const float *dout, const float *inp,
  * CBLAS (A is (M,K) or, transposed, stored (K,M) with rows of lda).  The
  * engine is chosen at build time: oneDNN's matmul (make GEMM=onednn, the
  * default; primitives cached per shape) or cblas_sgemm (make GEMM=blas).
- * Not collective.  Threads: OpenMP's (onednn) or OpenBLAS's (blas); from
- * inside an OpenMP parallel region only when kern_gemm_concurrent(). */
+ * Not collective.  Threads: OpenMP's (onednn) or OpenBLAS's (blas); called
+ * from serial code. */
 void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* "onednn" or "blas". */
 const char *kern_gemm_engine(void);
-/* 1 if kern_gemm may be called from several threads of an OpenMP parallel
- * region at once, each call then running on its calling thread (onednn);
- * 0 for blas. */
-int kern_gemm_concurrent(void);
 /* Threads of the GEMM engine (and of OpenMP): set / get. */
 void kern_gemm_threads(int n);
 int kern_gemm_threads_get(void);

@@ -36,6 +36,8 @@ static inline int model_kv_dim(const model_config *c)
 /* Validates ranges and divisibility; sets core_err naming `what`. */
 losa_status model_config_check(const model_config *c, const char *what);
 int64_t model_param_count(const model_config *c);
+/* Weights of one layer's 7 linear maps (sum of out x in). */
+int64_t model_map_weights(const model_config *c);
 
 /* The 7 linear maps of a layer, in a fixed order used everywhere. */
 typedef enum {

@@ -150,12 +150,7 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
     if (!strcmp(item, "cost")) {
         model_split_stages(L, 2, &k, first, sc->count);
     } else if (!strcmp(item, "params")) {
-        double layer = 2.0 * c->dim;
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(c, (model_map)m, &o, &i);
-            layer += (double)o * i;
-        }
+        double layer = 2.0 * c->dim + (double)model_map_weights(c);
         model_stage_cost kp = {.layer = layer, .embed = 0,
                                .head = (double)c->vocab_size * c->dim};
         model_split_stages(L, 2, &kp, first, sc->count);

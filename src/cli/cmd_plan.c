@@ -412,14 +412,9 @@ static int64_t plan_eval_tokens(const plan *p, int64_t opt, char *note, size_t n
     note[0] = 0;
     if (opt >= 0) return opt;
     if (!path[0]) return 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    rewind(f);
-    char *text = core_malloc((size_t)len + 1, 1);
-    size_t got = fread(text, 1, (size_t)len, f);
-    fclose(f);
+    char *text = NULL;
+    size_t got = 0;
+    if (core_read_file(path, &text, &got) != LOSA_OK) return 0;
     int64_t cnt = got / 4;
     snprintf(note, n, " (data.eval: %lld bytes / 4)", (long long)got);
     io_store *st = NULL;
@@ -437,7 +432,7 @@ static int64_t plan_eval_tokens(const plan *p, int64_t opt, char *note, size_t n
     }
     tok_free(&tk);
     io_store_close(&st);
-    core_free(text);
+    free(text);
     return cnt;
 }
 

@@ -85,8 +85,11 @@ static void run_json(dist_ctx *d, const losa_run *r)
 static void layout_warning(const run_settings *rs, const losa_inputs *in, int pp, int dp)
 {
     if (pp > LOSA_TIME_MAX_STAGES) return;
+    plan_time_opts o; /* losa plan's network defaults */
+    plan_time_opts_default(&o);
     losa_rates rt = {.fwd_gflops = 100, .train_gflops = 100, .gemm_gflops = 100,
-                     .net_gbps = 100, .net_latency_us = 2, .eval_tokens = in->n_eval};
+                     .net_gbps = o.net_gbps, .net_latency_us = o.net_latency_us,
+                     .eval_tokens = in->n_eval};
     double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE) / (pp * dp);
     plan_layout cur = plan_layout_eval(rs, &in->cfg, pp, dp, rs->train.tc.B, rs->train.tc.grad_accum,
                                        &rt, 0);

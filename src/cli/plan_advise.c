@@ -17,8 +17,6 @@ plan_layout plan_layout_eval(const run_settings *rs, const model_config *c, int 
     run_settings r = *rs;
     r.train.tc.B = B;
     r.train.tc.grad_accum = accum;
-    r.parallel.pp = pp;
-    r.parallel.dp = dp;
     plan_layout l = {.pp = pp, .dp = dp, .B = B, .accum = accum};
     losa_time *t = core_malloc(1, sizeof *t);
     losa_time_plan(&r, c, pp, dp, rt, t);

@@ -69,12 +69,7 @@ static void prune_rates(const cJSON *j, losa_rates *rt)
     model_config c = {.dim = (int)json_num(j, "dim"), .hidden_dim = (int)json_num(j, "hidden_dim"),
                       .n_heads = (int)json_num(j, "n_heads"),
                       .n_kv_heads = (int)json_num(j, "n_kv_heads")};
-    double weights = 0, stats, solve;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(&c, (model_map)m, &o, &i);
-        weights += (double)o * i;
-    }
+    double weights = (double)model_map_weights(&c), stats, solve;
     losa_pruner_flops(&c, json_num(j, "n") * json_num(j, "seqlen"), &stats, &solve);
     double st = json_num(bs, "stats_s"),
            sv = json_num(bs, "hinv_s") + json_num(bs, "sweep_s") + json_num(bs, "update_s");
@@ -87,14 +82,13 @@ static void prune_rates(const cJSON *j, losa_rates *rt)
 static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, int *got_train,
                               int *got_prune)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return core_err(LOSA_ERR_IO, "--bench %s: cannot open", path);
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
+    char *buf = NULL;
+    size_t n = 0;
+    if (core_read_file(path, &buf, &n) != LOSA_OK)
+        return core_err(LOSA_ERR_IO, "--bench %s: cannot open", path);
     const char *start = strchr(buf, '{');
     cJSON *j = start ? cJSON_Parse(start) : NULL;
+    free(buf);
     if (!j)
         return core_err(LOSA_ERR_FORMAT, "--bench %s: not the JSON of `losa bench "
                         "forward|train|prune --json`", path);

@@ -12,9 +12,10 @@
  * Threading: oneDNN (Debian's build) runs on OpenMP, so a call from serial
  * code uses the caller's omp_get_max_threads() threads (OMP_NUM_THREADS;
  * kern_gemm_threads sets it), the same pool as the OpenMP loops of the other
- * kernels, and a call from inside an OpenMP parallel region runs on the
- * calling thread alone (kern_gemm_concurrent: the attention kernels give
- * each thread its own heads).  The thread count (or "inside a region") is
+ * kernels, and a call from inside an OpenMP parallel region would run on
+ * the calling thread alone (no caller does that today: the tiled attention
+ * calls cblas_sgemm on blocks small enough to stay single-threaded).  The
+ * thread count (or "inside a region") is
  * part of the key: oneDNN fixes its work split when the primitive is made.
  * Each thread has its own table (thread-local: engine, stream, primitives,
  * memory objects whose data handles are set per call), so no lock is
@@ -336,8 +337,6 @@ void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted)
 
 const char *kern_gemm_engine(void) { return "onednn"; }
 
-int kern_gemm_concurrent(void) { return 1; }
-
 int kern_gemm_threads_get(void) { return omp_get_max_threads(); }
 
 #else /* CBLAS */
@@ -350,8 +349,6 @@ void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted)
 }
 
 const char *kern_gemm_engine(void) { return "blas"; }
-
-int kern_gemm_concurrent(void) { return 0; }
 
 int kern_gemm_threads_get(void) { return openblas_get_num_threads(); }
 #endif

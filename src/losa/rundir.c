@@ -293,13 +293,9 @@ static void layout_text(const losa_run *r, char *buf, size_t n)
 /* /run/stage_layers: layers per stage (pp ints) of the run's split. */
 static losa_status write_split(const losa_run *r, io_store *io)
 {
-    int pp = dist_n_stages(r->d), first[pp], count[pp];
-    const int *sp = dist_stage_layers(r->d);
-    if (!sp) {
-        model_split_layers(&r->in->cfg, pp, first, count);
-        sp = count;
-    }
-    int64_t n = pp;
+    const int *sp = dist_stage_layers(r->d); /* set by losa_run_prepare */
+    LOSA_CHECK(sp != NULL);
+    int64_t n = dist_n_stages(r->d);
     return io_store_write_ints(io, "/run/stage_layers", sp, 1, &n);
 }
 

@@ -103,12 +103,7 @@ void losa_pruner_flops(const model_config *c, double tokens, double *stats, doub
 static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
                        const losa_rates *rt)
 {
-    double weights = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, (model_map)m, &o, &i);
-        weights += (double)o * i;
-    }
+    double weights = (double)model_map_weights(c);
     int sgpt = rs->prune.pc.method == PRUNE_METHOD_SPARSEGPT;
     double mask = weights / (rt->mask_wps[sgpt] > 0 ? rt->mask_wps[sgpt] : LOSA_DEFAULT_MASK_WPS);
     if (!sgpt) return mask;

@@ -2,16 +2,7 @@
 #include "model.h"
 
 /* per token: 2 x the maps' weights */
-static double maps_flops(const model_config *c)
-{
-    double f = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, (model_map)m, &o, &i);
-        f += 2.0 * o * i;
-    }
-    return f;
-}
+static double maps_flops(const model_config *c) { return 2.0 * (double)model_map_weights(c); }
 
 /* per sequence and layer: the forward attention over the causal pairs */
 static double attention_flops(const model_config *c, int64_t T)

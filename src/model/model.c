@@ -82,9 +82,9 @@ losa_status model_config_check(const model_config *c, const char *what)
     return LOSA_OK;
 }
 
-static int64_t layer_params(const model_config *c)
+int64_t model_map_weights(const model_config *c)
 {
-    int64_t n = 2 * (int64_t)c->dim;
+    int64_t n = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, m, &o, &i);
@@ -92,6 +92,8 @@ static int64_t layer_params(const model_config *c)
     }
     return n;
 }
+
+static int64_t layer_params(const model_config *c) { return 2 * (int64_t)c->dim + model_map_weights(c); }
 
 int64_t model_param_count(const model_config *c)
 {
@@ -204,13 +206,7 @@ static size_t stage_floats(const model_config *c, int n_layers, int has_embed, i
 /* Weights of the 7 maps of n_layers layers (the bf16 block of a bf16 stage). */
 static int64_t stage_map_weights(const model_config *c, int n_layers)
 {
-    int64_t n = 0;
-    for (int m = 0; m < MODEL_N_MAPS; m++) {
-        int o, i;
-        model_map_shape(c, m, &o, &i);
-        n += (int64_t)o * i;
-    }
-    return n * n_layers;
+    return model_map_weights(c) * n_layers;
 }
 
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages, const int *split)
