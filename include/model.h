@@ -260,6 +260,10 @@ losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
  * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);
+/* LOSA_OK unless the stage's bf16 weights are packed for the engine
+ * (model_stage_pack_bf16); else core_err naming `what` (a path that reads
+ * the weights element by element: store writes, merge, decode). */
+losa_status model_stage_require_plain(const model_stage *s, const char *what);
 /* Seeded random weights (tests, synthetic stores): N(0, std) for matrices,
  * 1 + N(0, 0.1) for norms.  Same values for a layer whatever the staging
  * (each tensor is seeded from (seed, global layer, tensor)). */

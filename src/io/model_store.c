@@ -205,7 +205,8 @@ losa_status io_store_read_stage(io_store *st, model_stage *s)
 
 losa_status io_store_write_stage(io_store *st, const model_stage *s)
 {
-    losa_status r = io_stage_visit(st, s, io_write_fn, NULL);
+    losa_status r = model_stage_require_plain(s, "store write");
+    if (r == LOSA_OK) r = io_stage_visit(st, s, io_write_fn, NULL);
     return r != LOSA_OK ? r : io_store_write_dtype(st, s->dtype);
 }
 

@@ -315,6 +315,7 @@ static int64_t add_delta_bf16(lora_adapters *ad, model_stage *s, float sign)
  * (add_delta_bf16). */
 static int64_t add_delta(lora_adapters *ad, model_stage *s, float sign)
 {
+    LOSA_CHECK(!s->bf16_packed); /* element by element: the plain layout */
     if (s->dtype == MODEL_DTYPE_BF16) return add_delta_bf16(ad, s, sign);
     int64_t changed = 0;
     int own = ad->transient && !ad->delta;

@@ -371,6 +371,13 @@ void model_stage_free(model_stage *s)
     memset(s, 0, sizeof *s);
 }
 
+losa_status model_stage_require_plain(const model_stage *s, const char *what)
+{
+    if (!s->bf16_packed) return LOSA_OK;
+    return core_err(LOSA_ERR_ARG, "%s: the stage's bf16 weights are packed for the GEMM engine "
+                    "(forward only); it needs the plain layout", what);
+}
+
 losa_status model_stage_require_f32(const model_stage *s, const char *what)
 {
     if (s->dtype == MODEL_DTYPE_F32) return LOSA_OK;
