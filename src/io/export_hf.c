@@ -31,9 +31,7 @@ uint16_t io_f32_to_bf16(float x)
 {
     uint32_t u;
     memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
-    uint32_t r = u + 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
-    uint16_t h = (uint16_t)(r >> 16);
+    uint16_t h = kern_bf16_round(x); /* round to nearest, ties to even; NaN stays NaN */
     /* a tiny non-zero (|x| < 2^-134) must not become a zero: keep the mask */
     if ((h & 0x7fffu) == 0 && (u & 0x7fffffffu) != 0) h = (uint16_t)((u >> 16 & 0x8000u) | 1u);
     return h;

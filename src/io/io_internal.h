@@ -5,6 +5,7 @@
 #define LOSA_IO_INTERNAL_H
 
 #include "core.h"
+#include "kernels.h" /* kern_bf16_round / kern_bf16_value */
 #include "model.h"
 
 typedef enum {

@@ -15,13 +15,7 @@
 
 #define IO_ST_MAX_HEADER (100ull << 20) /* 100 MiB, as the reference reader */
 
-float io_bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+float io_bf16_to_f32(uint16_t h) { return kern_bf16_value(h); }
 
 float io_f16_to_f32(uint16_t h)
 {

@@ -8,15 +8,6 @@
 #include <omp.h>
 #endif
 
-static uint16_t f32_to_bf16(float f)
-{
-    union { float f; uint32_t u; } c = {f};
-    uint32_t u = c.u;
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN */
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
-
 double sparse_density(const float *W, int64_t n)
 {
     if (n <= 0) return 0.0;
@@ -131,7 +122,7 @@ losa_status sparse_matrix_from_dense(sparse_matrix *s, const float *W, int out, 
         for (int64_t i = 0; i < in; i++) {
             float w = W[o * in + i];
             if (w == 0.0f) continue;
-            if (is_bf16) vh[p] = f32_to_bf16(w);
+            if (is_bf16) vh[p] = kern_bf16_round(w);
             else vf[p] = w;
             if (s->idx16) s->idx16[p] = (uint16_t)i;
             if (s->idx32) s->idx32[p] = (uint32_t)i;
@@ -357,7 +348,7 @@ size_t sparse_matrix_bytes(const sparse_matrix *s)
                 for (int j_ = 0; j_ < 16; j_++) {                              \
                     if (!(m_ >> j_ & 1u)) continue;                            \
                     int64_t COL = 16 * w_ + j_;                                \
-                    float VAL = bf_ ? sparse_bf16_to_f32(vh_[p_]) : vf_[p_];   \
+                    float VAL = bf_ ? kern_bf16_value(vh_[p_]) : vf_[p_];   \
                     p_++;                                                      \
                     BODY;                                                      \
                 }                                                              \
@@ -510,7 +501,7 @@ static void dense_matvec_any(float *y, const void *W, int bf, int out, int in, c
     for (int o = 0; o < out; o++) {
         int64_t r = (int64_t)o * in;
         float acc = 0.0f;
-        for (int i = 0; i < in; i++) acc += (bf ? sparse_bf16_to_f32(wh[r + i]) : wf[r + i]) * x[i];
+        for (int i = 0; i < in; i++) acc += (bf ? kern_bf16_value(wh[r + i]) : wf[r + i]) * x[i];
         y[o] = acc;
     }
 }

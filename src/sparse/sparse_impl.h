@@ -3,6 +3,7 @@
 #ifndef LOSA_SPARSE_IMPL_H
 #define LOSA_SPARSE_IMPL_H
 
+#include "kernels.h" /* kern_bf16_round / kern_bf16_value */
 #include "sparse.h"
 
 /* Values arrays are padded by this many elements so that vector loads past
@@ -35,11 +36,6 @@
 #define SPARSE_KC 128
 #endif
 
-static inline float sparse_bf16_to_f32(uint16_t h)
-{
-    union { uint32_t u; float f; } c = {(uint32_t)h << 16};
-    return c.f;
-}
 
 /* The unpanelled pieces of s, for the kernels: s itself, or its column
  * panels; piece p covers inputs *c0 .. *c0 + in - 1. */

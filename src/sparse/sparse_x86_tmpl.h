@@ -115,7 +115,7 @@ INLINE VTGT void VSUF(mm_row)(float *yt, const sparse_matrix *s, const float *XT
                 int j = __builtin_ctzll(bits);
                 bits &= bits - 1;
                 const float *xp = xw + (int64_t)j * ldt;
-                VSUF(vec) wv = VSUF(vset1)(bf ? sparse_bf16_to_f32(vh[p]) : vf[p]);
+                VSUF(vec) wv = VSUF(vset1)(bf ? kern_bf16_value(vh[p]) : vf[p]);
                 p++;
                 for (int u = 0; u < nv; u++)
                     acc[u] = VSUF(vfmadd)(wv, VSUF(vload)(xp + VL * u), acc[u]);
