@@ -72,8 +72,13 @@ void sparse_nm_rows512(float *y, const sparse_matrix *s, const float *x, int o0,
 void sparse_nm_rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc);
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
-/* Y (N, out) = X W^T for small N, fp32 bitmap only (SPARSE_SMALL_N). */
+/* Y (N, out) = X W^T for small N (SPARSE_SMALL_N), fp32 bitmap; also any N
+ * of the 2:4 format (sparse_nm_matmul). */
 void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N);
+/* Y[n * ldy + o] (+)= row o . X[n * ldx] for nb <= 8 vectors, rows [o0, o1)
+ * of an unpanelled 2:4 piece (AVX-512; sparse_matmul_small_avx512's rows). */
+void sparse_nm_rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
+                             int64_t ldx, int nb, int o0, int o1, int acc);
 void sparse_dense_matvec_avx512(float *y, const float *W, int out, int in, const float *x);
 void sparse_dense_matvec_avx2(float *y, const float *W, int out, int in, const float *x);
 void sparse_dense_matvec_bf16_avx512(float *y, const uint16_t *W, int out, int in,

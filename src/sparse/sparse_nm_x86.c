@@ -139,7 +139,7 @@ INLINE T512 void nm_rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix 
     }
 }
 
-T512 static void nm_rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
+T512 void sparse_nm_rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
                                   int64_t ldx, int nb, int o0, int o1, int acc)
 {
 #define NB_CALL(n) nm_rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, n)
@@ -198,21 +198,8 @@ NM_ROWS(sparse_nm_rows256, T256, nm_row256)
 void sparse_nm_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
 {
 #if defined(__x86_64__)
-    if (sparse_get_isa() == SPARSE_ISA_AVX512) {
-#pragma omp parallel if ((int64_t)s->out * s->in > (1 << 18))
-        {
-            int o0, o1;
-            sparse_thread_rows(s->out, &o0, &o1);
-            for (int n0 = 0; n0 < N; n0 += 8) {
-                int nb = N - n0 < 8 ? N - n0 : 8;
-                for (int p = 0; p < sparse_npieces(s); p++) {
-                    int c0;
-                    const sparse_matrix *q = sparse_piece(s, p, &c0);
-                    nm_rows512_multi(Y + (int64_t)n0 * s->out, s->out, q,
-                                     X + (int64_t)n0 * s->in + c0, s->in, nb, o0, o1, p > 0);
-                }
-            }
-        }
+    if (sparse_get_isa() == SPARSE_ISA_AVX512) { /* the small-batch driver, 2:4 rows */
+        sparse_matmul_small_avx512(Y, s, X, N);
         return;
     }
 #endif

@@ -342,6 +342,10 @@ INLINE T512 void rows512_multi_nb(float *Y, int64_t ldy, const sparse_matrix *s,
 T512 static void rows512_multi(float *Y, int64_t ldy, const sparse_matrix *s, const float *X,
                                int64_t ldx, int nb, int o0, int o1, int acc)
 {
+    if (s->fmt == SPARSE_FORMAT_NM24) {
+        sparse_nm_rows512_multi(Y, ldy, s, X, ldx, nb, o0, o1, acc);
+        return;
+    }
 #define NB_CALL(n) rows512_multi_nb(Y, ldy, s, X, ldx, o0, o1, acc, n)
     SPARSE_NB_DISPATCH(nb, NB_CALL)
 #undef NB_CALL
