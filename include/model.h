@@ -140,14 +140,14 @@ typedef struct {
     model_dtype dtype;
     uint16_t *params_bf16;
     size_t n_params_bf16, bytes_bf16;
-    uint16_t *head_bf16;       /* (V, D) packed, last stage of a bf16 stage */
+    uint16_t *head_bf16;       /* (V, D) bf16, last stage, else NULL (the
+                                  head fp32 in head): packed when
+                                  bf16_packed (model_stage_pack_bf16), plain
+                                  rows for the decode step's matvec
+                                  (model_stage_to_bf16_decode) */
     int bf16_packed;           /* 1: wb[] hold the packed layout (set by
                                   model_stage_pack_bf16); 0: plain row-major
                                   (element-wise users: store write, merge) */
-    /* bf16 row-major copy of the head (V, D) read by the decode step's
-     * matvec (model_stage_head_rows_bf16), else NULL.  Owned.  The fp32 head
-     * stays for the prefill's batched head and the (tied) embedding. */
-    uint16_t *head_rows_bf16;
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
@@ -252,11 +252,11 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
  * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
  * collective. */
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
-/* A bf16 row-major copy of the head (last stage of an fp32 or plain bf16
- * stage; a no-op elsewhere or when it exists) for the decode step: its
- * matvec reads 2 bytes per weight instead of 4.  n_lost (may be NULL) as in
- * model_stage_to_bf16. */
-losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost);
+/* model_stage_to_bf16 for decoding: the head (last stage) rounded to bf16
+ * rows too (head_bf16; the fp32 head freed, a tied embedding stays fp32 for
+ * the lookup): the decode step's matvec and the prefill's batched head read
+ * 2 bytes per weight.  An fp32 stage only (or one already converted so). */
+losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
  * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);

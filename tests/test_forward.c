@@ -211,6 +211,13 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
             memcpy(s.layers[l].wb[m], w, sizeof(uint16_t) * (size_t)o * i);
             free(w);
         }
+    { /* the head too: its layout follows bf16_packed */
+        size_t nh = (size_t)c.vocab_size * c.dim;
+        uint16_t *w = malloc(sizeof(uint16_t) * nh);
+        kern_bf16_unpack(w, s.head_bf16, c.vocab_size, c.dim);
+        memcpy(s.head_bf16, w, sizeof(uint16_t) * nh);
+        free(w);
+    }
     s.bf16_packed = 0;
     float *packed = malloc(sizeof(float) * n);
     memcpy(packed, a.logits, sizeof(float) * n);

@@ -366,7 +366,6 @@ void model_stage_free(model_stage *s)
     if (!s) return;
     core_free(s->params);
     core_free(s->params_bf16);
-    core_free(s->head_rows_bf16);
     core_free(s->layers);
     memset(s, 0, sizeof *s);
 }
@@ -416,21 +415,26 @@ static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o
     return lost;
 }
 
-/* The one walk of model_stage_to_bf16 (packed = 0: plain row-major maps,
- * the head stays fp32) and model_stage_pack_bf16 (packed = 1: the maps,
- * fp32 or a stage built in bf16's plain ones, and the head packed for the
- * engine). */
-static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
+/* The one walk of model_stage_to_bf16 (packed = 0, head = 0: plain
+ * row-major maps, the head stays fp32), model_stage_to_bf16_decode (packed
+ * = 0, head = 1: the head too, in plain rows) and model_stage_pack_bf16
+ * (packed = 1: the maps, fp32 or a stage built in bf16's plain ones, and
+ * the head packed for the engine).  head_bf16's layout follows bf16_packed. */
+static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_lost)
 {
     if (n_lost) *n_lost = 0;
-    if (s->dtype == MODEL_DTYPE_BF16 && (!packed || s->bf16_packed)) return LOSA_OK;
+    if (s->dtype == MODEL_DTYPE_BF16 && (!packed || s->bf16_packed) &&
+        (!head || !s->has_head || s->head_bf16))
+        return LOSA_OK;
     const model_config *c = &s->cfg;
-    int plain = s->dtype == MODEL_DTYPE_BF16, head16 = packed && s->has_head;
+    int plain = s->dtype == MODEL_DTYPE_BF16, head16 = (packed || head) && s->has_head;
+    /* a plain bf16 stage gains its head only on the way to packed */
+    LOSA_CHECK(!(plain && !packed));
     int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
     size_t bytes;
     if (packed) bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
     else {
-        nall = stage_map_weights(c, s->n_layers);
+        nall = stage_map_weights(c, s->n_layers) + (head16 ? (int64_t)c->vocab_size * c->dim : 0);
         bytes = sizeof(uint16_t) * (size_t)nall;
     }
     for (int m = 0; m < MODEL_N_MAPS; m++) {
@@ -442,7 +446,7 @@ static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
     if (nhead > wmax) wmax = nhead;
     uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
     uint16_t *tmp = packed && !plain ? core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t))
-                    : head16 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
+                    : packed && head16 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
     int tied = s->has_head && s->head == s->embed;
     size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) - (size_t)(head16 && !tied ? nhead : 0);
     float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
@@ -472,7 +476,11 @@ static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
     repack(&p, &s->final_norm, s->final_norm ? D : 0);
     if (head16) {
         s->head_bf16 = q;
-        lost += pack_one(&q, tmp, s->head, V, D);
+        if (packed) lost += pack_one(&q, tmp, s->head, V, D);
+        else {
+            lost += kern_bf16_from_f32(q, s->head, V * D);
+            q += V * D;
+        }
         s->head = NULL; /* tied: the embedding stays fp32 for the lookup */
     } else if (tied) s->head = s->embed;
     else repack(&p, &s->head, s->head ? V * D : 0);
@@ -491,20 +499,14 @@ static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
     return LOSA_OK;
 }
 
-losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, n_lost); }
+losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, 0, n_lost); }
 
-losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 1, n_lost); }
-
-losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost)
+losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost)
 {
-    if (n_lost) *n_lost = 0;
-    if (!s->has_head || !s->head || s->head_rows_bf16) return LOSA_OK;
-    int64_t n = (int64_t)s->cfg.vocab_size * s->cfg.dim;
-    s->head_rows_bf16 = core_malloc((size_t)n, sizeof(uint16_t));
-    int64_t lost = kern_bf16_from_f32(s->head_rows_bf16, s->head, n);
-    if (n_lost) *n_lost = lost;
-    return LOSA_OK;
+    return stage_bf16(s, 0, 1, n_lost);
 }
+
+losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 1, 1, n_lost); }
 
 static void fill_normal(float *x, int64_t n, uint64_t seed, float mean, float std)
 {
@@ -717,9 +719,12 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
     LOSA_CHECK(s->has_head && a->logits);
     int64_t N = (int64_t)B * T;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, N, c->dim, c->rms_eps);
-    if (s->head_bf16)
+    if (s->head_bf16 && s->bf16_packed)
         kern_gemm_bf16p(N, c->vocab_size, c->dim, 1.0f, a->tmp, c->dim, s->head_bf16, 0.0f,
                         a->logits, c->vocab_size);
+    else if (s->head_bf16)
+        kern_gemm_bf16w(1, N, c->vocab_size, c->dim, 1.0f, a->tmp, c->dim, s->head_bf16, c->dim,
+                        0.0f, a->logits, c->vocab_size);
     else
         kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
 }
