@@ -79,11 +79,17 @@ int model_input_width(const model_config *c, model_input g);
  * module (see include/lora.h):
  *   delta  = scale * (B[:, :r] A[:r, :]) ⊙ M      (out, in)
  *   weff   = W + delta                             (out, in)
- *   ddelta    dL/dDelta = dy^T drop(x)             (out, in), by backward */
+ *   ddelta    dL/dDelta = dy^T drop(x)             (out, in), by backward
+ * On a bf16 stage (plain maps) the products read the bf16 forms instead:
+ *   weffb  = bf16(W + delta), deltab = bf16(delta) (round to nearest even;
+ *   zero wherever M is), multiplied with fp32 accumulation
+ *   (kern_gemm_bf16w); ddelta stays fp32. */
 typedef struct {
     const float *delta;        /* (out,in) */
     const float *weff;         /* (out,in) used when acts dropout is 0 */
     float *ddelta;             /* (out,in) written by model_layer_backward */
+    const uint16_t *weffb;     /* (out,in) bf16 stage: bf16(weff), dropout 0 */
+    const uint16_t *deltab;    /* (out,in) bf16 stage: bf16(delta), dropout p */
 } model_adapter_map;
 
 /* The adapter path of a stage (NULL in model_stage: plain W; the forward is

@@ -646,10 +646,23 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
     return la;
 }
 
+/* a->xdrop (N,i) = drop(x): map m of stage layer l's adapter input. */
+static void drop_input(const model_acts *a, const float *x, const model_stage *s, int l,
+                       model_map m, int64_t N, int i)
+{
+    float keep = 1.0f / (1.0f - a->drop_p);
+    int gl = s->layer0 + l;
+#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
+    for (int64_t e = 0; e < N * i; e++)
+        a->xdrop[e] = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p) ? x[e] * keep : 0.0f;
+}
+
 /* y (N,out) = x W^T, plus the masked adapter when the layer carries one:
  *   dropout 0:  y = x (W + Delta)^T          one GEMM with weff
  *   dropout p:  y = x W^T + drop(x) Delta^T  two GEMMs (drop(x) in a->xdrop)
- * Delta comes from the lora module (s->adapter). */
+ * Delta comes from the lora module (s->adapter).  bf16 stage: the same
+ * products on the bf16 forms (W, weffb, deltab; kern_gemm_bf16w, or the
+ * packed W without adapters). */
 void model_linear_forward(float *y, const float *x, const model_acts *a,
                           const model_stage *s, int l, model_map m, int64_t N)
 {
@@ -657,8 +670,16 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     const model_adapter_map *ad = s->adapter ? s->adapter->map(s->adapter->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (ly->wb[m]) { /* bf16 stage: forward only (no adapters; sparse copies refused) */
-        LOSA_CHECK(!ad);
+    if (ly->wb[m] && ad) { /* bf16 stage in training: plain maps (lora_adapters_build) */
+        LOSA_CHECK(!s->bf16_packed);
+        if (a->drop_p <= 0.0f) {
+            kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ad->weffb, i, 0.0f, y, o);
+        } else {
+            drop_input(a, x, s, l, m, N, i);
+            kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
+            kern_gemm_bf16w(1, N, o, i, 1.0f, a->xdrop, i, ad->deltab, i, 1.0f, y, o);
+        }
+    } else if (ly->wb[m]) { /* bf16 stage (sparse copies refused) */
         if (s->bf16_packed) kern_gemm_bf16p(N, o, i, 1.0f, x, i, ly->wb[m], 0.0f, y, o);
         else kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
     } else if (!ad) {
@@ -668,12 +689,7 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     } else if (a->drop_p <= 0.0f) {
         kern_matmul_forward(y, x, ad->weff, N, i, o);
     } else {
-        float keep = 1.0f / (1.0f - a->drop_p);
-        int gl = s->layer0 + l;
-#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
-        for (int64_t e = 0; e < N * i; e++)
-            a->xdrop[e] = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p) ? x[e] * keep
-                                                                              : 0.0f;
+        drop_input(a, x, s, l, m, N, i);
         kern_matmul_forward(y, x, ly->w[m], N, i, o);
         kern_matmul_forward_acc(y, a->xdrop, ad->delta, N, i, o);
     }
