@@ -540,6 +540,15 @@ static inline int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float
     z ^= z >> 31;
     return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
 }
+/* The dropout of map m's adapter input in global layer gl, elements 0..n-1
+ * of the (N, in) input, 1/(1-p) on the kept (model_drop_keep's mask, the
+ * same values):  forward  xd = drop(x);  backward  xd = drop(x) and
+ * dx += drop(dtmp) (dtmp = dy Delta, the branch's gradient).  OpenMP
+ * threads above KERN_PAR_MIN; vectorised with AVX-512 where the CPU has it. */
+void model_drop_forward(float *xd, const float *x, uint64_t seed, int gl, int m, int64_t n,
+                        float p);
+void model_drop_backward(float *dx, float *xd, const float *dtmp, const float *x, uint64_t seed,
+                         int gl, int m, int64_t n, float p);
 /* y (N,out) = x W^T [+ drop(x) delta^T]: the linear map m of layer l with its
  * adapter path.  Used by forward; exposed for tests. */
 void model_linear_forward(float *y, const float *x, const model_acts *a,

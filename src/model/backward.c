@@ -92,16 +92,10 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
-    float keep = 1.0f / (1.0f - a->drop_p);
-    int gl = s->layer0 + l;
     kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, W, i, 1.0f, dx, i);
     kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->deltab, i, 0.0f, g->dtmp, i);
-#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
-    for (int64_t e = 0; e < N * i; e++) {
-        int k = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p);
-        if (k) dx[e] += g->dtmp[e] * keep;
-        a->xdrop[e] = k ? x[e] * keep : 0.0f;
-    }
+    model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
+                        a->drop_p);
     kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
     if (path->grad) path->grad(path->ctx, l, m);
 }
@@ -133,18 +127,12 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
-    float keep = 1.0f / (1.0f - a->drop_p);
-    int gl = s->layer0 + l;
     kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
     memset(g->dtmp, 0, sizeof(float) * N * i);
     kern_matmul_backward_inp(g->dtmp, dy, ad->delta, N, i, o);
     /* one pass regenerates the mask: dx on the branch, drop(x) for dDelta */
-#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
-    for (int64_t e = 0; e < N * i; e++) {
-        int k = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p);
-        if (k) dx[e] += g->dtmp[e] * keep;
-        a->xdrop[e] = k ? x[e] * keep : 0.0f;
-    }
+    model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
+                        a->drop_p);
     kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
     if (path->grad) path->grad(path->ctx, l, m);
 }
