@@ -20,7 +20,10 @@
  * matrix cases to one shape / one unstructured sparsity (plus 2:4);
  * --prefill-batch N replaces the prefill batch of 128; --decode-only skips
  * the prefill batch; --format F times only the sparse format F (2:4: only
- * the 2:4 pattern).  OpenBLAS and OpenMP use the same thread count
+ * the 2:4 pattern); --flush read makes the cache flush read-only (the
+ * default write flush leaves dirty lines whose write-back every timed call
+ * pays, a fixed cost that lowers the speed-up of small matrices; in a
+ * decode the previous layer's weights leave clean lines).  OpenBLAS and OpenMP use the same thread count
  * (OMP_NUM_THREADS).  The whole-model decode is `losa bench decode`.
  * Rank 0 only; human text on stderr, one JSON object on stdout (--json).
  */
@@ -111,6 +114,7 @@ typedef struct {
     int json, quick, reps, rounds, decode_only, only_out, only_in, prefill;
     double only_sp;
     int only_fmt; /* -1: every format; else the one sparse_format timed (--format) */
+    int flush_read; /* --flush read: the cache flush only reads */
 } sparse_args;
 
 static losa_status sparse_args_parse(sparse_args *a, int argc, char **argv)
@@ -135,6 +139,9 @@ static losa_status sparse_args_parse(sparse_args *a, int argc, char **argv)
             if (sparse_format_from_string(v, &f) == LOSA_OK) a->only_fmt = (int)f;
             else s = core_err(LOSA_ERR_ARG, "--format: '%s' (expected bitmap, bitmap-bf16, csr "
                               "or 2:4)", v);
+        } else if ((v = cli_opt(argc, argv, &i, "--flush"))) {
+            if (!strcmp(v, "read") || !strcmp(v, "write")) a->flush_read = !strcmp(v, "read");
+            else s = core_err(LOSA_ERR_ARG, "--flush: '%s' (expected read or write)", v);
         } else if ((v = cli_opt(argc, argv, &i, "--shape")))
             s = cli_int_pair("--shape", v, 'x', 1, 1000000, &a->only_out, &a->only_in);
         else
@@ -271,10 +278,11 @@ static int matrix_cases(const sparse_plan *p, bench_case *cs, int *nc)
 }
 
 static void emit_json(dist_ctx *d, int nthr, const bench_case *cs, int nc, double triad,
-                      double readbw)
+                      double readbw, int flush_read)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "threads", nthr);
+    cJSON_AddStringToObject(o, "flush", flush_read ? "read" : "write");
     cJSON_AddStringToObject(o, "isa", sparse_isa_name(sparse_get_isa()));
     cJSON *ca = cJSON_AddArrayToObject(o, "cases");
     for (int i = 0; i < nc; i++) {
@@ -315,13 +323,14 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     sparse_plan p;
     sparse_plan_make(&p, &a);
     bench_flush_init();
+    bench_flush_read_only(a.flush_read);
     fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s; decode/prefill: "
-                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed "
+                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed (%s) "
                     "before every call; speedup = median over rounds of the round's ratio, "
                     "of_best = best dense / best sparse, ceil = dense bytes / sparse bytes, "
                     "frac = speedup / ceil\n",
             nthr, sparse_isa_name(sparse_get_isa()), p.rounds[0], p.rounds[1], p.reps[0],
-            p.reps[1]);
+            p.reps[1], a.flush_read ? "read" : "write");
     double triad = bench_triad_gbs(a.quick ? 2 : 5);
     double readbw = bench_read_gbs(a.quick ? 2 : 5);
     fprintf(stderr, "triad: %.1f GB/s   read-only (sum): %.1f GB/s\n", triad, readbw);
@@ -333,7 +342,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     int nc = 0;
     int err = matrix_cases(&p, cs, &nc);
     bench_flush_free();
-    if (!err && a.json) emit_json(d, nthr, cs, nc, triad, readbw);
+    if (!err && a.json) emit_json(d, nthr, cs, nc, triad, readbw, a.flush_read);
     core_free(cs);
     return err;
 }
