@@ -21,9 +21,8 @@
  * --prefill-batch N replaces the prefill batch of 128; --decode-only skips
  * the prefill batch; --format F times only the sparse format F (2:4: only
  * the 2:4 pattern); --flush read makes the cache flush read-only (the
- * default write flush leaves dirty lines whose write-back every timed call
- * pays, a fixed cost that lowers the speed-up of small matrices; in a
- * decode the previous layer's weights leave clean lines).  OpenBLAS and OpenMP use the same thread count
+ * default write flush leaves dirty lines whose write-back a timed call may
+ * pay; in a decode the previous layer's weights leave clean lines).  OpenBLAS and OpenMP use the same thread count
  * (OMP_NUM_THREADS).  The whole-model decode is `losa bench decode`.
  * Rank 0 only; human text on stderr, one JSON object on stdout (--json).
  */
