@@ -29,10 +29,11 @@
  * every line of the slots and the positions SPARSE_NM_PF slots (4 KB)
  * ahead, across the end of the row into the next one (rows are stored one
  * after the other).  One prefetch per 256 bytes of slots (every fourth
- * line, as before) gave a 5-20% higher best-of-80..100 call time on
- * 4096 x 4096 after a cache flush (shared 2-core Zen 5 VM under load 9-16:
- * paired medians were not measurable); from L2 the rate is unchanged
- * (~33-36 Gweights/s per core).  nm_prefetch. */
+ * line, as before) gave a 10-20% higher best call time on 4096 x 4096 and
+ * 11008 x 4096 (best of 60 calls after a cache flush, the two kernels
+ * alternating in one process, 8 of 8 pairs; shared 2-core Zen 5 VM under
+ * load 9-16, where medians are set by scheduling); from L2 the rate is
+ * unchanged (~33-36 Gweights/s per core).  nm_prefetch. */
 #ifndef SPARSE_NM_PF
 #define SPARSE_NM_PF 1024
 #endif
