@@ -64,6 +64,8 @@ bad "bench prune --sparsity 1" "--sparsity: expected a number in [0, 1), got '1'
 bad "bench prune --pattern 2:4x" "--pattern: expected A:B with integers" bench prune --pattern 2:4x
 bad "bench sparse --shape 4096x" "--shape: expected AxB with integers" bench sparse --shape 4096x
 bad "bench sparse --reps 1e3" "--reps: expected an integer" bench sparse --reps 1e3
+bad "bench sparse --format dense" "--format: 'dense' (expected bitmap" bench sparse --format dense
+bad "bench sparse --flush both" "--flush: 'both' (expected read or write)" bench sparse --flush both
 bad "bench pipeline --micro 0" "--micro: expected an integer in [1," bench pipeline --micro 0
 bad "synth --layers 3x" "--layers: expected an integer in [1, 100000], got '3x'" \
     synth --config input/llama2-7b.json --layers 3x --out "$W/s.h5"

@@ -63,5 +63,12 @@ ok = all(x["shape"] == [256, 3000] and x["speedup"] > 0 and x["speedup_of_best"]
          abs(x["ceiling"] - x["dense_s"] * x["dense_gbytes_per_s"] /  # dense / sparse bytes
              (x["sparse_s"] * x["gbytes_per_s"])) < 1e-6 * x["ceiling"] for x in c)
 sys.exit(0 if ok else 1)' "$b"
+# --format 2:4 --flush read: only the 2:4 format's cases (decode), the flush mode echoed
+b=$(OMP_NUM_THREADS=1 "$LOSA" bench sparse --shape 256x3000 --decode-only --format 2:4 \
+    --flush read --rounds 1 --reps 1 --json 2>/dev/null)
+check "bench sparse --format 2:4 --flush read: one 2:4 decode case, flush read" /usr/bin/python3 -c '
+import json,sys; o=json.loads(sys.argv[1]); c=o["cases"]
+ok = o["flush"] == "read" and [(x["pattern"], x["format"], x["batch"]) for x in c] == [("2:4", "2:4", 1)]
+sys.exit(0 if ok else 1)' "$b"
 check "bench sparse: --shape 4096 rejected" bash -c "! '$LOSA' bench sparse --shape 4096 >/dev/null 2>&1"
 finish

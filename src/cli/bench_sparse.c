@@ -19,7 +19,10 @@
  * attainable bandwidth.  --shape OUTxIN and --sparsity S restrict the
  * matrix cases to one shape / one unstructured sparsity (plus 2:4);
  * --prefill-batch N replaces the prefill batch of 128; --decode-only skips
- * the prefill batch.  OpenBLAS and OpenMP use the same thread count
+ * the prefill batch; --format F times only the sparse format F (2:4: only
+ * the 2:4 pattern); --flush read makes the cache flush read-only (the
+ * default write flush leaves dirty lines whose write-back a timed call may
+ * pay; in a decode the previous layer's weights leave clean lines).  OpenBLAS and OpenMP use the same thread count
  * (OMP_NUM_THREADS).  The whole-model decode is `losa bench decode`.
  * Rank 0 only; human text on stderr, one JSON object on stdout (--json).
  */
@@ -109,12 +112,15 @@ typedef struct {
 typedef struct {
     int json, quick, reps, rounds, decode_only, only_out, only_in, prefill;
     double only_sp;
+    int only_fmt; /* -1: every format; else the one sparse_format timed (--format) */
+    int flush_read; /* --flush read: the cache flush only reads */
 } sparse_args;
 
 static losa_status sparse_args_parse(sparse_args *a, int argc, char **argv)
 {
     memset(a, 0, sizeof *a);
     a->only_sp = -1;
+    a->only_fmt = -1;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         const char *v;
@@ -127,7 +133,15 @@ static losa_status sparse_args_parse(sparse_args *a, int argc, char **argv)
             s = cli_int("--prefill-batch", v, 2, 4096, &a->prefill);
         else if ((v = cli_opt(argc, argv, &i, "--sparsity")))
             s = cli_fraction("--sparsity", v, &a->only_sp);
-        else if ((v = cli_opt(argc, argv, &i, "--shape")))
+        else if ((v = cli_opt(argc, argv, &i, "--format"))) {
+            sparse_format f;
+            if (sparse_format_from_string(v, &f) == LOSA_OK) a->only_fmt = (int)f;
+            else s = core_err(LOSA_ERR_ARG, "--format: '%s' (expected bitmap, bitmap-bf16, csr "
+                              "or 2:4)", v);
+        } else if ((v = cli_opt(argc, argv, &i, "--flush"))) {
+            if (!strcmp(v, "read") || !strcmp(v, "write")) a->flush_read = !strcmp(v, "read");
+            else s = core_err(LOSA_ERR_ARG, "--flush: '%s' (expected read or write)", v);
+        } else if ((v = cli_opt(argc, argv, &i, "--shape")))
             s = cli_int_pair("--shape", v, 'x', 1, 1000000, &a->only_out, &a->only_in);
         else
             s = core_err(LOSA_ERR_ARG, "unknown option '%s' (losa bench sparse --help lists them)",
@@ -143,6 +157,7 @@ typedef struct {
     int shapes[3][2];
     double sps[4];
     int batches[2], reps[2], rounds[2];
+    int only_fmt; /* -1, or the one format timed */
 } sparse_plan;
 
 static void sparse_plan_make(sparse_plan *p, const sparse_args *a)
@@ -164,6 +179,7 @@ static void sparse_plan_make(sparse_plan *p, const sparse_args *a)
         p->sps[0] = a->only_sp;
         p->nsp = 1;
     }
+    p->only_fmt = a->only_fmt;
     p->nbatch = a->decode_only ? 1 : 2;
     p->batches[0] = 1;
     p->batches[1] = a->prefill ? a->prefill : a->quick ? 16 : 128;
@@ -231,12 +247,14 @@ static int matrix_cases(const sparse_plan *p, bench_case *cs, int *nc)
         int err = 0;
         for (int q = 0; q <= p->nsp && !err; q++) {
             int nm = q == p->nsp;
+            if (!nm && p->only_fmt == SPARSE_FORMAT_NM24) continue; /* 2:4 needs the 2:4 pattern */
             double sp = nm ? 0.5 : p->sps[q];
             memcpy(W, W0, sizeof(float) * n);
             bench_prune_matrix(W, n, sp, nm, &r);
             fmt_case fc[4];
             int nf = pattern_formats(sp, nm, fc);
             for (int f = 0; f < nf && !err; f++) {
+                if (p->only_fmt >= 0 && (int)fc[f].fmt != p->only_fmt) continue;
                 sparse_matrix s;
                 losa_status st = sparse_matrix_from_dense(&s, W, out, in, fc[f].fmt);
                 if (st == LOSA_OK) st = sparse_matrix_panel(&s, 0); /* as model_sparse_build */
@@ -259,10 +277,11 @@ static int matrix_cases(const sparse_plan *p, bench_case *cs, int *nc)
 }
 
 static void emit_json(dist_ctx *d, int nthr, const bench_case *cs, int nc, double triad,
-                      double readbw)
+                      double readbw, int flush_read)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "threads", nthr);
+    cJSON_AddStringToObject(o, "flush", flush_read ? "read" : "write");
     cJSON_AddStringToObject(o, "isa", sparse_isa_name(sparse_get_isa()));
     cJSON *ca = cJSON_AddArrayToObject(o, "cases");
     for (int i = 0; i < nc; i++) {
@@ -303,13 +322,14 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     sparse_plan p;
     sparse_plan_make(&p, &a);
     bench_flush_init();
+    bench_flush_read_only(a.flush_read);
     fprintf(stderr, "bench sparse: %d threads (OpenMP and OpenBLAS), ISA %s; decode/prefill: "
-                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed "
+                    "%d/%d rounds of best of %d/%d dense then sparse calls, cache flushed (%s) "
                     "before every call; speedup = median over rounds of the round's ratio, "
                     "of_best = best dense / best sparse, ceil = dense bytes / sparse bytes, "
                     "frac = speedup / ceil\n",
             nthr, sparse_isa_name(sparse_get_isa()), p.rounds[0], p.rounds[1], p.reps[0],
-            p.reps[1]);
+            p.reps[1], a.flush_read ? "read" : "write");
     double triad = bench_triad_gbs(a.quick ? 2 : 5);
     double readbw = bench_read_gbs(a.quick ? 2 : 5);
     fprintf(stderr, "triad: %.1f GB/s   read-only (sum): %.1f GB/s\n", triad, readbw);
@@ -321,7 +341,7 @@ int bench_sparse(dist_ctx *d, int argc, char **argv)
     int nc = 0;
     int err = matrix_cases(&p, cs, &nc);
     bench_flush_free();
-    if (!err && a.json) emit_json(d, nthr, cs, nc, triad, readbw);
+    if (!err && a.json) emit_json(d, nthr, cs, nc, triad, readbw, a.flush_read);
     core_free(cs);
     return err;
 }

@@ -18,12 +18,21 @@ void bench_settle(void)
 static float *flush_buf;
 static size_t flush_n;
 static volatile float flush_sink;
+static int flush_read; /* bench_flush_read_only */
 
 void bench_flush_init(void)
 {
     if (flush_buf) return;
     flush_n = (size_t)1 << 25; /* 128 MB > L3 */
     flush_buf = core_calloc(flush_n, sizeof(float));
+    /* written once: a read-only flush of never-written calloc pages would
+     * read the one shared zero page and evict nothing */
+    for (size_t i = 0; i < flush_n; i += 16) flush_buf[i] = (float)(i & 1024);
+}
+
+void bench_flush_read_only(int on)
+{
+    flush_read = on;
 }
 
 void bench_flush_free(void)
@@ -35,10 +44,13 @@ void bench_flush_free(void)
 void bench_cache_flush(void)
 {
     float acc = 0; /* one thread: no OpenMP spinning next to OpenBLAS threads */
-    for (size_t i = 0; i < flush_n; i += 16) {
-        flush_buf[i] += 1.0f;
-        acc += flush_buf[i];
-    }
+    if (flush_read)
+        for (size_t i = 0; i < flush_n; i += 16) acc += flush_buf[i];
+    else
+        for (size_t i = 0; i < flush_n; i += 16) {
+            flush_buf[i] += 1.0f;
+            acc += flush_buf[i];
+        }
     flush_sink = acc;
 }
 

@@ -168,8 +168,14 @@ losa_status bench_shape_fit(bench_shape *sh, const model_config *c);
 /* Sleep 0.15 s so that the spinning workers of the other thread pool
  * (OpenBLAS pthreads vs OpenMP) go to sleep before a timed call. */
 void bench_settle(void);
-/* Evict the last-level cache (touch 128 MB): init / flush / free. */
+/* Evict the last-level cache (touch 128 MB): init / flush / free.  The
+ * flush writes by default (the cache is left full of dirty lines, whose
+ * write-back a timed call may pay as it streams); after
+ * bench_flush_read_only(1) it only reads (clean lines, as after the
+ * previous layer's weights in a decode).  On the loaded 2-core VM the best
+ * 2:4 call time did not differ measurably between the two. */
 void bench_flush_init(void);
+void bench_flush_read_only(int on);
 void bench_cache_flush(void);
 void bench_flush_free(void);
 /* Median of x[0..n) (sorts x). */

@@ -88,6 +88,9 @@ static const cli_flag f_bench_sparse[] = {
     {"--sparsity", "S", "0.5,0.6,0.7,0.8", "one unstructured sparsity, 0 <= S < 1"},
     {"--prefill-batch", "N", "128 (--quick 16)", "prefill batch, 2..4096"},
     {"--decode-only", NULL, "off", "skip the prefill batch"},
+    {"--format", "F", "all", "time only the sparse format F (bitmap, bitmap-bf16, csr, 2:4)"},
+    {"--flush", "write|read", "write",
+     "cache flush before each timed call: write (dirty lines) or read only (clean lines)"},
     JSON_FLAG, END};
 static const cli_flag f_bench_decode[] = {
     {"--config", "CONFIG.json", "input/llama2-7b.json", "HF config.json giving the layer shapes"},
