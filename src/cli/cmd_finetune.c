@@ -32,6 +32,7 @@ static losa_status finetune_settings_from_deck(const deck *dk, const model_confi
                                                finetune_settings *fs)
 {
     losa_status s = model_settings_from_deck(dk, SETTINGS_MODEL_STORE, &fs->model);
+    if (s == LOSA_OK) s = model_settings_check_training(&fs->model);
     if (s == LOSA_OK) s = data_settings_from_deck(dk, cfg, SETTINGS_TRAIN, &fs->data);
     if (s == LOSA_OK) s = output_settings_from_deck(dk, SETTINGS_OUTPUT_STORE, &fs->output);
     if (s == LOSA_OK) s = train_settings_from_deck(dk, cfg, &fs->train);
