@@ -7,6 +7,8 @@
 #    the store agrees: root dtype bf16, every map a uint16 dataset with
 #    dtype = "bf16" holding exactly floor(n/2) zeros, losa info's sparsity
 #    == the reported one; no weight raised (minillama has none that small);
+#    the input's bf16 embedding and head are written back bf16 (exact), so
+#    the store is the size of the dense bf16 one;
 #  - pruned perplexity within 0.5 % of the fp32 prune of the same store
 #    (the issue's bound; the bf16 run differs by its bf16 forward, which
 #    moves minillama's dense perplexity by 0.003 %, and by the calibration
@@ -77,6 +79,13 @@ info=$("$LOSA" info "$W/w16.h5" --json 2>/dev/null)
 check "losa info: dtype bf16, sparsity == reported" py '
 import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2])
 sys.exit(a["dtype"] != "bf16" or abs(a["sparsity"]-b["sparsity"]) > 1e-12)' "$info" "$o16"
+# the input's bf16 embedding and head are written back in bf16 (exact)
+check "embedding and head stay bf16: $(json_get "$info" dtypes)" py '
+import json,sys; a=json.loads(sys.argv[1])["dtypes"]; sys.exit(a["embed"] != "bf16" or a["head"] != "bf16")' "$info"
+# same tensors at 2 bytes per weight: the size of the input up to HDF5's own
+# bytes (source string, attributes: a few KB; 1 % = 433 KB is the bound)
+check "bf16 store the size of the dense bf16 input ($(stat -c %s "$W/w16.h5") vs $(stat -c %s "$MINI") bytes)" \
+    py "import sys; sys.exit(not $(stat -c %s "$W/w16.h5") <= 1.01 * $(stat -c %s "$MINI"))"
 a=$(json_get "$o32" pruned_ppl); b=$(json_get "$o16" pruned_ppl)
 echo "minillama wanda 50% pruned ppl (8 windows): fp32 $a, bf16 $b"
 check "bf16 pruned perplexity within 0.5% of fp32 ($b vs $a)" \
