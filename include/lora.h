@@ -39,6 +39,20 @@
  * both; with several micro-batches per step the transient form sums the
  * projections instead of projecting the sum (rounding differs).
  *
+ * bf16 stage (model.dtype = bf16; plain maps, model_stage_to_bf16; a stage
+ * packed for the engine is refused): W stays frozen in bf16; A, B, their
+ * gradients and AdamW state stay fp32 (master weights), Delta and dDelta
+ * fp32.  The products read bf16 forms (bf16_forms): W_eff = bf16(W +
+ * Delta) and, with dropout, bf16(Delta), round to nearest even, zero
+ * where M is (M = the bf16 W != 0), both in the o*i floats a map's weff
+ * takes (2 x o*i bf16 values; same bytes as fp32), formed where and when
+ * the fp32 W_eff would be.  Forward and backward-input products run as
+ * kern_gemm_bf16w (bf16 x bf16, fp32 accumulation; the activation or dy
+ * rounded to bf16 inside); dDelta = dy^T drop(x) and the projection stay
+ * fp32 GEMMs.  The head: in bf16 rows when the stage has them
+ * (model_stage_to_bf16_decode: head_bf16, forward and backward-input in
+ * bf16), else fp32.
+ *
  * Memory, one allocation per kind: params (A,B), grads, AdamW m, v (each
  * sum over maps of r_max*(in+out)); the dense blocks delta, weff, ddelta
  * as above.

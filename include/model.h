@@ -79,11 +79,17 @@ int model_input_width(const model_config *c, model_input g);
  * module (see include/lora.h):
  *   delta  = scale * (B[:, :r] A[:r, :]) ⊙ M      (out, in)
  *   weff   = W + delta                             (out, in)
- *   ddelta    dL/dDelta = dy^T drop(x)             (out, in), by backward */
+ *   ddelta    dL/dDelta = dy^T drop(x)             (out, in), by backward
+ * On a bf16 stage (plain maps) the products read the bf16 forms instead:
+ *   weffb  = bf16(W + delta), deltab = bf16(delta) (round to nearest even;
+ *   zero wherever M is), multiplied with fp32 accumulation
+ *   (kern_gemm_bf16w); ddelta stays fp32. */
 typedef struct {
     const float *delta;        /* (out,in) */
     const float *weff;         /* (out,in) used when acts dropout is 0 */
     float *ddelta;             /* (out,in) written by model_layer_backward */
+    const uint16_t *weffb;     /* (out,in) bf16 stage: bf16(weff), dropout 0 */
+    const uint16_t *deltab;    /* (out,in) bf16 stage: bf16(delta), dropout p */
 } model_adapter_map;
 
 /* The adapter path of a stage (NULL in model_stage: plain W; the forward is
@@ -140,14 +146,14 @@ typedef struct {
     model_dtype dtype;
     uint16_t *params_bf16;
     size_t n_params_bf16, bytes_bf16;
-    uint16_t *head_bf16;       /* (V, D) packed, last stage of a bf16 stage */
+    uint16_t *head_bf16;       /* (V, D) bf16, last stage, else NULL (the
+                                  head fp32 in head): packed when
+                                  bf16_packed (model_stage_pack_bf16), plain
+                                  rows for the decode step's matvec
+                                  (model_stage_to_bf16_decode) */
     int bf16_packed;           /* 1: wb[] hold the packed layout (set by
                                   model_stage_pack_bf16); 0: plain row-major
                                   (element-wise users: store write, merge) */
-    /* bf16 row-major copy of the head (V, D) read by the decode step's
-     * matvec (model_stage_head_rows_bf16), else NULL.  Owned.  The fp32 head
-     * stays for the prefill's batched head and the (tied) embedding. */
-    uint16_t *head_rows_bf16;
     /* Optional sparse copies of the maps (sparse_maps.c, model_sparse_build):
      * when set, every linear map that has one and is profitable at that
      * row count runs on the sparse kernels.  Not owned; NULL = dense. */
@@ -252,11 +258,11 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
  * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
  * collective. */
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
-/* A bf16 row-major copy of the head (last stage of an fp32 or plain bf16
- * stage; a no-op elsewhere or when it exists) for the decode step: its
- * matvec reads 2 bytes per weight instead of 4.  n_lost (may be NULL) as in
- * model_stage_to_bf16. */
-losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost);
+/* model_stage_to_bf16 for decoding: the head (last stage) rounded to bf16
+ * rows too (head_bf16; the fp32 head freed, a tied embedding stays fp32 for
+ * the lookup): the decode step's matvec and the prefill's batched head read
+ * 2 bytes per weight.  An fp32 stage only (or one already converted so). */
+losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
  * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);
@@ -537,6 +543,15 @@ static inline int model_drop_keep(uint64_t seed, int gl, int m, int64_t i, float
     z ^= z >> 31;
     return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
 }
+/* The dropout of map m's adapter input in global layer gl, elements 0..n-1
+ * of the (N, in) input, 1/(1-p) on the kept (model_drop_keep's mask, the
+ * same values):  forward  xd = drop(x);  backward  xd = drop(x) and
+ * dx += drop(dtmp) (dtmp = dy Delta, the branch's gradient).  OpenMP
+ * threads above KERN_PAR_MIN; vectorised with AVX-512 where the CPU has it. */
+void model_drop_forward(float *xd, const float *x, uint64_t seed, int gl, int m, int64_t n,
+                        float p);
+void model_drop_backward(float *dx, float *xd, const float *dtmp, const float *x, uint64_t seed,
+                         int gl, int m, int64_t n, float p);
 /* y (N,out) = x W^T [+ drop(x) delta^T]: the linear map m of layer l with its
  * adapter path.  Used by forward; exposed for tests. */
 void model_linear_forward(float *y, const float *x, const model_acts *a,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# losa generate --dtype bf16 (maps and a head copy in bf16, decoded with the
+# losa generate --dtype bf16 (maps and the head in bf16 rows, decoded with the
 # bf16-weight matvec): on every shipped model the greedy text of the first
 # 10 tokens equals the fp32 one (bf16 moves each weight by at most 2^-8
 # relative; the logits' top-1 margins on these models' first tokens are far

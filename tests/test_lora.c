@@ -693,6 +693,198 @@ static void test_merge_bf16(void)
     model_stage_free(&s);
 }
 
+
+/* The bf16 training step (model.dtype = bf16) against the float64 torch
+ * reference on the bf16-rounded weights.  The stage's maps and head are
+ * rounded to bf16 values first (kept fp32 for the fixture), so the
+ * reference sees exactly the frozen weights the bf16 stage holds
+ * (model_stage_to_bf16 is then exact: 0 lost).  What the bf16 step rounds
+ * beyond the reference, each a relative perturbation <= u = 2^-8 (bf16:
+ * 8 significant bits, round to nearest even) of one operand of a product:
+ *   forward, per layer: the 4 inputs (ln1, atty, ln2, hid) of the maps
+ *     rounded inside kern_gemm_bf16w, and the 7 maps' W_eff = bf16(W +
+ *     Delta) (with dropout: Delta = bf16(Delta) on the branch, W exact):
+ *     at most 2u of the product's sum |x||w| per map output; head: its
+ *     input, u;
+ *   backward, per layer: the same two per backward-input product (dy
+ *     rounded, W_eff rounded); head: dlogits rounded, u;
+ *   dDelta = dy^T drop(x) and the projection onto dA, dB: fp32.
+ * To first order the perturbations add along the path with no growth
+ * (RMSNorm renormalises each layer's input; weights N(0, 0.3) keep the
+ * sums |x||w| of the size of the outputs): the logits within (8 L + 1) u
+ * of their largest magnitude (per layer 4 groups of maps, two roundings
+ * each; the head one), and the adapter gradients, products of
+ * forward activations and backward signals, within (8 L + 1) u + (8 L + 1)
+ * u = (16 L + 2) u of each tensor's largest entry: 0.195 at L = 3, the
+ * bound checked per tensor.  The loss: log-softmax moves by at most
+ * 2 max|dlogit|, so |dloss| <= 2 (8 L + 1) u max|logit|.  The fp32 path on
+ * the same weights stays within 1e-4 (test_reference): the bf16 error seen
+ * is the rounding's, and a defect of the bf16 path (mask, dropout branch,
+ * a form of the wrong map, transposed product) moves the gradients by
+ * O(1) of their size. */
+static void test_reference_bf16(float dropout, lora_buffers buffers, const char *tag)
+{
+    model_stage s;
+    lora_adapters ad;
+    lora_config lc;
+    lora_config_default(&lc);
+    lc.dropout = dropout;
+    lc.rank = 5;
+    lc.buffers = buffers;
+    int B = 2, T = 9;
+    model_stage_build(&s, &tiny, 0, 1);
+    model_stage_randomize(&s, 11, 0.3f);
+    prune_stage(&s, 0.5f);
+    for (int l = 0; l < s.n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&tiny, m, &o, &i);
+            for (int64_t e = 0; e < (int64_t)o * i; e++)
+                s.layers[l].w[m][e] = kern_bf16_value(kern_bf16_round(s.layers[l].w[m][e]));
+        }
+    for (int64_t e = 0; e < (int64_t)tiny.vocab_size * tiny.dim; e++)
+        s.head[e] = kern_bf16_value(kern_bf16_round(s.head[e]));
+    TEST_CHECK(lora_adapters_build(&ad, &s, &lc) == LOSA_OK, "adapters");
+    lora_set_rank(&ad, 1, 3);
+    lora_set_rank(&ad, 2, 16);
+    randomize_B(&ad, 5, 0.2f);
+    lora_delta_update(&ad, &s);
+    int tok[18], tgt[18];
+    core_rng r;
+    core_rng_seed(&r, 17);
+    for (int i = 0; i < B * T; i++) tok[i] = (int)(core_rng_u64(&r) % tiny.vocab_size);
+    int nt = 0;
+    for (int i = 0; i < B * T; i++) {
+        int t = i % T;
+        tgt[i] = (t + 1 < T && i % 4 != 1) ? tok[i + 1] : -1;
+        nt += tgt[i] >= 0;
+    }
+    float lscale = 1.0f / nt;
+    uint64_t dseed = 99;
+    char fx[512], out[512], cmd[1200];
+    snprintf(fx, sizeof fx, "%s/lora_grad_bf16_%s.bin", tmpdir(), tag);
+    snprintf(out, sizeof out, "%s/lora_grad_bf16_%s.out", tmpdir(), tag);
+    TEST_CHECK(write_fixture(fx, &s, &ad, tok, tgt, B, T, lscale, dseed) == 0, "fixture");
+    /* the largest logit magnitude of the reference weights (fp32 path) */
+    model_acts a0;
+    model_acts_build(&a0, &s, B, T, MODEL_ACTS_NOSAVE);
+    a0.drop_p = 0;
+    model_stage_forward(&a0, &s, tok, B, T);
+    double maxlogit = 0;
+    for (int64_t e = 0; e < (int64_t)B * T * tiny.vocab_size; e++)
+        maxlogit = fmax(maxlogit, fabs(a0.logits[e]));
+    model_acts_free(&a0);
+    /* the stage in bf16 (plain maps and head rows), the adapters' forms
+     * rebuilt from the bf16 weights */
+    int64_t lost = -1;
+    TEST_CHECK(model_stage_to_bf16_decode(&s, &lost) == LOSA_OK && lost == 0 &&
+                   s.layers[0].w[0] == NULL && s.head == NULL && s.head_bf16,
+               "%s: to bf16 (%lld lost)", tag, (long long)lost);
+    lora_delta_update(&ad, &s);
+    double loss = grads_once(&s, &ad, tok, tgt, B, T, lscale, 0, dseed);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/lora_grad_ref.py %s %s", fx, out);
+    int rc = system(cmd);
+    TEST_CHECK(rc == 0, "torch reference failed (%s)", tag);
+    FILE *f = fopen(out, "rb");
+    if (rc != 0 || !f) goto done;
+    const int L = tiny.n_layers;
+    const double u = 1.0 / 256.0, gbound = (16.0 * L + 2) * u;
+    double rloss, lbound = 2.0 * (8.0 * L + 1) * u * maxlogit;
+    TEST_CHECK(fread(&rloss, 8, 1, f) == 1, "read loss");
+    float *ref = malloc(sizeof(float) * ad.n_params);
+    TEST_CHECK(fread(ref, sizeof(float), ad.n_params, f) == ad.n_params, "read grads");
+    double worst = 0, maxg = 0;
+    for (int k = 0; k < ad.n_layers * MODEL_N_MAPS; k++) {
+        int o, i;
+        model_map_shape(&tiny, k % MODEL_N_MAPS, &o, &i);
+        size_t off = ad.gA[k] - ad.grads;
+        double ea = test_max_rel(ad.gA[k], ref + off, (long)ad.cfg.r_max * i);
+        double eb = test_max_rel(ad.gB[k], ref + off + (size_t)ad.cfg.r_max * i,
+                                 (long)ad.cfg.r_max * o);
+        worst = fmax(worst, fmax(ea, eb));
+    }
+    for (size_t e = 0; e < ad.n_params; e++) maxg = fmax(maxg, fabs(ref[e]));
+    fprintf(stderr, "%s (bf16): loss %.9g (torch %.9g, |diff| %.3g, bound %.3g); adapter grads "
+                    "max rel err per tensor %.3g (bound %.3g, max |g| %.3g)\n", tag, loss, rloss,
+            fabs(loss - rloss), lbound, worst, gbound, maxg);
+    TEST_CHECK(fabs(loss - rloss) <= lbound, "%s: bf16 loss %.9g vs torch %.9g", tag, loss, rloss);
+    TEST_CHECK(worst <= gbound && maxg > 0, "%s: bf16 adapter grads rel err %.3g > %.3g", tag,
+               worst, gbound);
+    TEST_CHECK(strcmp(kern_gemm_engine(), "onednn") || worst > 1e-4,
+               "%s: bf16 grads as close as fp32 (%.3g): bf16 products not run", tag, worst);
+    free(ref);
+    fclose(f);
+done:
+    { /* checkpointing: the recomputed bf16 layers give the same bits */
+        float *g0 = malloc(sizeof(float) * ad.n_params);
+        memcpy(g0, ad.grads, sizeof(float) * ad.n_params);
+        double l2 = grads_once(&s, &ad, tok, tgt, B, T, lscale, 1, dseed);
+        TEST_CHECK(l2 == loss && memcmp(g0, ad.grads, sizeof(float) * ad.n_params) == 0,
+                   "%s: bf16 checkpointed loss / gradients differ", tag);
+        free(g0);
+    }
+    lora_adapters_free(&ad, &s);
+    model_stage_free(&s);
+}
+
+/* A few optimizer steps on a bf16 stage (one repeated batch, lr 1e-2,
+ * through lora_trainer) lower the loss; then the merge keeps the zero set
+ * exactly the mask: every pruned weight still exactly zero, every kept one
+ * non-zero (lora_merge counts none rounded to zero). */
+static void test_train_bf16(lora_buffers buffers)
+{
+    model_stage s;
+    lora_adapters ad;
+    lora_trainer tr;
+    lora_config lc;
+    lora_config_default(&lc);
+    lc.buffers = buffers;
+    model_stage_build(&s, &tiny, 0, 1);
+    model_stage_randomize(&s, 4, 0.3f);
+    prune_stage(&s, 0.5f);
+    TEST_CHECK(model_stage_to_bf16_decode(&s, NULL) == LOSA_OK, "to bf16");
+    TEST_CHECK(lora_adapters_build(&ad, &s, &lc) == LOSA_OK, "adapters on a bf16 stage");
+    lora_train_config tc;
+    lora_train_config_default(&tc);
+    tc.B = 2;
+    tc.T = 12;
+    tc.grad_accum = 1;
+    tc.steps = 12;
+    tc.lr = 1e-2f;
+    tc.warmup_ratio = 0;
+    TEST_CHECK(lora_trainer_build(&tr, NULL, &s, &ad, &tc) == LOSA_OK, "trainer on a bf16 stage");
+    uint16_t *w0 = malloc(sizeof(uint16_t) * s.n_params_bf16);
+    memcpy(w0, s.params_bf16, sizeof(uint16_t) * s.n_params_bf16);
+    int tok[24], tgt[24];
+    for (int i = 0; i < 24; i++) tok[i] = (i * 7 + 3) % tiny.vocab_size;
+    for (int i = 0; i < 24; i++) tgt[i] = i % 12 == 11 ? -1 : tok[i + 1];
+    double first = 0, last = 0;
+    for (int k = 0; k < tc.steps; k++) {
+        lora_step_stats st;
+        TEST_CHECK(lora_train_step(&tr, tok, tgt, &st) == LOSA_OK, "bf16 step %d: %s", k, core_errmsg());
+        if (k == 0) first = st.loss;
+        last = st.loss;
+    }
+    fprintf(stderr, "bf16 training (%s): loss %.4f -> %.4f over %lld steps\n",
+            lora_buffers_name(buffers), first, last, (long long)tc.steps);
+    TEST_CHECK(isfinite(last) && last < first - 0.1,
+               "bf16 training did not lower the loss (%.4f -> %.4f)", first, last);
+    TEST_CHECK(memcmp(w0, s.params_bf16, sizeof(uint16_t) * s.n_params_bf16) == 0,
+               "training changed the frozen bf16 weights");
+    int64_t changed = lora_merge(&ad, &s);
+    int64_t moved = 0, zero_ok = 1;
+    for (size_t e = 0; e < s.n_params_bf16; e++) {
+        zero_ok &= ((w0[e] & 0x7fff) == 0) == ((s.params_bf16[e] & 0x7fff) == 0);
+        moved += w0[e] != s.params_bf16[e];
+    }
+    TEST_CHECK(changed == 0 && zero_ok && moved > 0, "bf16 merge after training: zero set is not "
+               "the mask (%lld counted, %lld moved)", (long long)changed, (long long)moved);
+    free(w0);
+    lora_trainer_free(&tr);
+    lora_adapters_free(&ad, &s);
+    model_stage_free(&s);
+}
+
 int main(void)
 {
     core_log_quiet(1);
@@ -700,6 +892,11 @@ int main(void)
     test_reference(0.1f, "drop");
     test_merge();
     test_merge_bf16();
+    test_reference_bf16(0.0f, LORA_BUFFERS_PERSISTENT, "nodrop");
+    test_reference_bf16(0.1f, LORA_BUFFERS_PERSISTENT, "drop");
+    test_reference_bf16(0.1f, LORA_BUFFERS_TRANSIENT, "drop_transient");
+    test_train_bf16(LORA_BUFFERS_PERSISTENT);
+    test_train_bf16(LORA_BUFFERS_TRANSIENT);
     test_buffers(0.0f);
     test_buffers(0.1f);
     test_adamw_schedule();

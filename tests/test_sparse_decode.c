@@ -155,8 +155,7 @@ int main(int argc, char **argv)
         model_stage_build(&rb, &c, 0, 1);
         memcpy(sb.params, full.params, sizeof(float) * full.n_params);
         memcpy(rb.params, full.params, sizeof(float) * full.n_params);
-        TEST_CHECK(model_stage_to_bf16(&sb, NULL) == LOSA_OK &&
-                       model_stage_head_rows_bf16(&sb, NULL) == LOSA_OK && sb.head_rows_bf16 &&
+        TEST_CHECK(model_stage_to_bf16_decode(&sb, NULL) == LOSA_OK && sb.head_bf16 && !sb.head &&
                        !sb.layers[0].w[0] && sb.layers[0].wb[0],
                    "bf16 stage with a bf16 head");
         for (int l = 0; l < rb.n_layers; l++)

@@ -1,13 +1,17 @@
 /* losa bench train [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
  *                  [--dropout P] [--recompute] [--delta-buffers auto|persistent|transient]
- *                  [--json]
+ *                  [--dtype fp32|bf16] [--json]
  * Tokens/s of one masked-LoRA training step (forward, backward, dA/dB,
  * AdamW, delta update) on one rank, and in the same run this machine's sgemm
  * GFLOP/s; reports the fraction of that peak the step's matrix work reaches.
  * Without --model a minillama-shaped model with random weights (D 256, F 768,
  * L 6, H 8, Hkv 4, V 32000), pruned to 50% by magnitude, is used.  Default
  * B x T = 4 x 256, dropout 0.1 (the reference setting); the adapters'
- * dense forms as lora.delta_buffers (include/lora.h), auto by default. */
+ * dense forms as lora.delta_buffers (include/lora.h), auto by default.
+ * --dtype bf16: the maps (after the pruning) and the head rounded to
+ * bf16 and multiplied in bf16 (model_stage_to_bf16_decode; the
+ * adapters, their gradients and AdamW stay fp32: include/lora.h);
+ * fraction_of_physical_peak is then of the bf16 peak. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -24,6 +28,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     int json = 0, ckpt = 0;
     float dropout = 0.1f;
     lora_buffers buffers = LORA_BUFFERS_AUTO;
+    model_dtype dtype = MODEL_DTYPE_F32;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if (bench_shape_opt(argc, argv, &i, &sh, &s)) continue;
@@ -32,6 +37,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
             if ((s = cli_fraction("--dropout", v, &p)) == LOSA_OK) dropout = (float)p;
         }
         else if (!strcmp(argv[i], "--recompute")) ckpt = 1;
+        else if ((v = cli_opt(argc, argv, &i, "--dtype")))
+            s = model_dtype_from_string(v, "--dtype", &dtype);
         else if ((v = cli_opt(argc, argv, &i, "--delta-buffers"))) {
             buffers = !strcmp(v, "persistent") ? LORA_BUFFERS_PERSISTENT
                       : !strcmp(v, "transient") ? LORA_BUFFERS_TRANSIENT : LORA_BUFFERS_AUTO;
@@ -56,7 +63,11 @@ int bench_train(dist_ctx *d, int argc, char **argv)
                     if (fabsf(st.layers[l].w[m][e]) < 0.6745f * 0.02f) st.layers[l].w[m][e] = 0;
             }
     }
-    if ((s = bench_shape_fit(&sh, &st.cfg)) != LOSA_OK) {
+    int64_t lost = 0;
+    if (dtype == MODEL_DTYPE_BF16 && (s = model_stage_to_bf16_decode(&st, &lost)) == LOSA_OK)
+        core_log("bench train: bf16 maps and head (%lld non-zero weights rounded to zero)\n",
+                 (long long)lost);
+    if (s != LOSA_OK || (s = bench_shape_fit(&sh, &st.cfg)) != LOSA_OK) {
         model_stage_free(&st);
         return cli_fail(d, "bench train", s);
     }
@@ -83,8 +94,9 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     for (int i = 0; i < B * T; i++) tgt[i] = (i % T == T - 1) ? -1 : tok[i + 1];
     const char *bufs = lora_buffers_name(lora_buffers_resolve(&lc, &st.cfg, st.n_layers));
     core_log("bench train: B x T = %d x %d, %d layers, D %d, F %d, V %d, lora r %d, dropout %g%s, "
-             "%s delta buffers\n", B, T, st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim,
-             st.cfg.vocab_size, lc.rank, dropout, ckpt ? ", recompute" : "", bufs);
+             "%s delta buffers, %s maps\n", B, T, st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim,
+             st.cfg.vocab_size, lc.rank, dropout, ckpt ? ", recompute" : "", bufs,
+             model_dtype_name(dtype));
     lora_step_stats ss;
     s = lora_train_step(&tr, tok, tgt, &ss); /* warm-up */
     double best = 1e30, *times = core_calloc((size_t)iters, sizeof(double));
@@ -103,7 +115,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "
              "sgemm 1024^3: %.1f GFLOP/s; fraction of peak %.2f\n", best, tps, achieved,
              flops / 1e9, peak, achieved / peak);
-    cJSON *o = bench_rate_json(json, achieved, peak, "fp32", "step_gflops", tps, B, T, best);
+    cJSON *o = bench_rate_json(json, achieved, peak, model_dtype_name(dtype), "step_gflops", tps,
+                               B, T, best);
     if (o) {
         /* the median: the rate a run sustains (losa plan --bench reads it) */
         cJSON_AddNumberToObject(o, "step_gflops_median", med > 0 ? flops / med / 1e9 : 0);

@@ -110,8 +110,8 @@ losa_status cli_load_model_plain(dist_ctx *d, const char *path, model_dtype t, m
                                  tok_tokenizer *tok);
 /* Collective: the stage's maps to bf16.  decode = 0: the forward's layout,
  * maps and head packed for the GEMM engine (model_stage_pack_bf16); decode
- * = 1: plain maps (model_stage_to_bf16) and a bf16 row copy of the head for
- * the decode step's matvecs (model_stage_head_rows_bf16).  Logs the weights
+ * = 1: plain maps and the head in bf16 rows (model_stage_to_bf16_decode),
+ * for the decode step's matvecs and the prefill.  Logs the weights
  * and the non-zero weights that rounded to zero (summed over ranks); frees
  * the stage on failure. */
 losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st, int decode);

@@ -57,9 +57,12 @@ static void cli_log_bf16(dist_ctx *d, int64_t lost, const model_stage *st, const
     double v[4] = {(double)lost, (double)st->n_params_bf16 - head, head, (double)st->bytes_bf16};
     dist_sum_doubles(d, v, 4); /* every replica holds the model */
     for (int i = 0; i < 4; i++) v[i] /= dist_n_replicas(d);
-    core_log("bf16 maps: %.0f weights, head: %.0f weights (%.1f MB packed for the %s GEMM, %s), "
+    char layout[64];
+    if (st->bf16_packed) snprintf(layout, sizeof layout, "packed for the %s GEMM", kern_gemm_engine());
+    else snprintf(layout, sizeof layout, "plain rows");
+    core_log("bf16 maps: %.0f weights, head: %.0f weights (%.1f MB %s, %s), "
              "%.0f non-zero weights rounded to zero; embedding and norms stay fp32\n", v[1], v[2],
-             v[3] / 1e6, kern_gemm_engine(), how, v[0]);
+             v[3] / 1e6, layout, how, v[0]);
 }
 
 /* The stage of this rank in dtype t read from path (plain layout);
@@ -121,25 +124,14 @@ losa_status cli_load_model_plain(dist_ctx *d, const char *path, model_dtype t, m
 
 losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st, int decode)
 {
-    int64_t lost = 0, hlost = 0;
-    losa_status s = decode ? model_stage_to_bf16(st, &lost) : model_stage_pack_bf16(st, &lost);
-    if (s == LOSA_OK && decode) s = model_stage_head_rows_bf16(st, &hlost);
+    int64_t lost = 0;
+    losa_status s = decode ? model_stage_to_bf16_decode(st, &lost) : model_stage_pack_bf16(st, &lost);
     s = dist_agree(d, s);
     if (s != LOSA_OK) {
         model_stage_free(st);
         return s;
     }
-    if (!decode) {
-        cli_log_bf16(d, lost, st, "fp32 copies freed");
-        return LOSA_OK;
-    }
-    double v[3] = {(double)lost, (double)st->n_params_bf16, (double)hlost};
-    dist_sum_doubles(d, v, 3); /* every replica holds the model */
-    for (int k = 0; k < 3; k++) v[k] /= dist_n_replicas(d);
-    core_log("bf16 maps: %.0f weights (%.1f MB, fp32 copy freed), %.0f non-zero weights "
-             "rounded to zero; bf16 copy of the head for decode (%.0f rounded to zero); "
-             "embedding, norms and the prefill's head stay fp32\n", v[1], v[1] * 2 / 1e6,
-             v[0], v[2]);
+    cli_log_bf16(d, lost, st, "fp32 copies freed");
     return LOSA_OK;
 }
 

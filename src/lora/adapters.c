@@ -88,7 +88,7 @@ static void grad_transient(void *ctx, int l, model_map m);
 losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_config *c)
 {
     memset(ad, 0, sizeof *ad);
-    if (model_stage_require_f32(s, "LoRA adapters") != LOSA_OK) return LOSA_ERR_ARG;
+    if (model_stage_require_plain(s, "LoRA adapters") != LOSA_OK) return LOSA_ERR_ARG;
     if (c->r_max < 1 || c->rank < 1 || c->rank > c->r_max)
         return core_err(LOSA_ERR_ARG, "lora: need 1 <= rank (%d) <= r_max (%d)", c->rank,
                         c->r_max);
@@ -137,9 +137,12 @@ losa_status lora_adapters_build(lora_adapters *ad, model_stage *s, const lora_co
             ad->gB[k] = ad->grads + p;
             p += (size_t)R * o;
             ad->w_off[k] = w;
-            if (!ad->transient)
+            if (!ad->transient) /* bf16 forms: in the map's weff floats (bf16_forms) */
                 ad->maps[k] = (model_adapter_map){.delta = ad->delta + w, .weff = ad->weff + w,
-                                                  .ddelta = ad->ddelta + w};
+                                                  .ddelta = ad->ddelta + w,
+                                                  .weffb = (uint16_t *)(ad->weff + w),
+                                                  .deltab = (uint16_t *)(ad->weff + w) +
+                                                            (int64_t)o * i};
             w += (size_t)o * i;
             /* torch kaiming_uniform_(a=sqrt(5)): bound = 1/sqrt(fan_in); B = 0 */
             core_rng r;
@@ -195,7 +198,8 @@ static void scratch_alloc(lora_adapters *ad)
     ad->delta = core_calloc(ad->n_w + 1, sizeof(float));
     ad->weff = core_calloc(ad->n_w + 1, sizeof(float));
     ad->ddelta = core_calloc(ad->n_w + 1, sizeof(float));
-    ad->tmap = (model_adapter_map){.delta = ad->delta, .weff = ad->weff, .ddelta = ad->ddelta};
+    ad->tmap = (model_adapter_map){.delta = ad->delta, .weff = ad->weff, .ddelta = ad->ddelta,
+                                   .weffb = (uint16_t *)ad->weff};
     ad->formed = -1;
 }
 
@@ -225,14 +229,33 @@ void lora_detach(lora_adapters *ad, model_stage *s)
 }
 
 /* Delta (o,i) = scale * B[:, :r] (o,r; ld R) @ A[:r] (r,i), ⊙ M (M: W != 0),
- * and W_eff = W + Delta when we is given, for map k of stage layer l. */
-static void form_map(const lora_adapters *ad, const float *W, int l, int k, float *dl, float *we)
+ * and W_eff = W + Delta when we is given, for map k of stage layer l.
+ * bf16 stage (plain maps): the o*i floats at we hold the two bf16 forms
+ * instead (bf16_forms: weffb = bf16(W + Delta), then, with dropout,
+ * deltab = bf16(Delta)), M from the bf16 weights; dl stays fp32. */
+static void form_map(const lora_adapters *ad, const model_stage *s, int l, int k, float *dl,
+                     float *we)
 {
-    int o, i, r = ad->rank[l];
-    model_map_shape(&ad->mcfg, k % MODEL_N_MAPS, &o, &i);
+    int o, i, r = ad->rank[l], m = k % MODEL_N_MAPS;
+    int64_t n;
+    model_map_shape(&ad->mcfg, m, &o, &i);
+    n = (int64_t)o * i;
     kern_gemm(0, 0, o, i, r, ad->scale, ad->B[k], ad->cfg.r_max, ad->A[k], i, 0.0f, dl, i);
-#pragma omp parallel for simd schedule(static) if ((int64_t)o * i > KERN_PAR_MIN)
-    for (int64_t e = 0; e < (int64_t)o * i; e++) {
+    if (s->dtype == MODEL_DTYPE_BF16) {
+        const uint16_t *W = s->layers[l].wb[m];
+        uint16_t *wb = (uint16_t *)we, *db = ad->cfg.dropout > 0 && we ? wb + n : NULL;
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
+        for (int64_t e = 0; e < n; e++) {
+            int kept = (W[e] & 0x7fffu) != 0;
+            if (!kept) dl[e] = 0.0f;
+            if (wb) wb[e] = kept ? kern_bf16_round(kern_bf16_value(W[e]) + dl[e]) : 0;
+            if (db) db[e] = kern_bf16_round(dl[e]);
+        }
+        return;
+    }
+    const float *W = s->layers[l].w[m];
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
+    for (int64_t e = 0; e < n; e++) {
         if (W[e] == 0.0f) dl[e] = 0.0f;
         if (we) we[e] = W[e] + dl[e];
     }
@@ -249,7 +272,10 @@ static const model_adapter_map *map_transient(void *ctx, int l, model_map m)
     lora_adapters *ad = ctx;
     int k = l * MODEL_N_MAPS + m;
     if (ad->formed != k) {
-        form_map(ad, ad->s->layers[l].w[m], l, k, ad->delta, ad->weff);
+        form_map(ad, ad->s, l, k, ad->delta, ad->weff);
+        int o, i;
+        model_map_shape(&ad->mcfg, m, &o, &i);
+        ad->tmap.deltab = ad->tmap.weffb + (int64_t)o * i; /* bf16_forms */
         ad->formed = k;
     }
     return &ad->tmap;
@@ -262,8 +288,7 @@ void lora_delta_update(lora_adapters *ad, const model_stage *s)
     for (int l = 0; l < ad->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int k = l * MODEL_N_MAPS + m;
-            form_map(ad, s->layers[l].w[m], l, k, ad->delta + ad->w_off[k],
-                     ad->weff + ad->w_off[k]);
+            form_map(ad, s, l, k, ad->delta + ad->w_off[k], ad->weff + ad->w_off[k]);
         }
 }
 
@@ -326,7 +351,7 @@ static int64_t add_delta(lora_adapters *ad, model_stage *s, float sign)
             model_map_shape(&s->cfg, m, &o, &i);
             float *W = s->layers[l].w[m];
             const float *dl = ad->delta + (ad->transient ? 0 : ad->w_off[k]);
-            if (ad->transient) form_map(ad, W, l, k, ad->delta, NULL);
+            if (ad->transient) form_map(ad, s, l, k, ad->delta, NULL);
             for (int64_t e = 0; e < (int64_t)o * i; e++) {
                 float w0 = W[e];
                 W[e] = w0 + sign * dl[e]; /* dl == 0 wherever w0 == 0 */
@@ -348,18 +373,31 @@ int64_t lora_merge(lora_adapters *ad, model_stage *s)
 int64_t lora_unmerge(lora_adapters *ad, model_stage *s)
 {
     lora_attach(ad, s);
-    return add_delta(ad, s, -1.0f);
+    int64_t c = add_delta(ad, s, -1.0f);
+    /* bf16: W came back within rounding only: the forms from the new W */
+    if (s->dtype == MODEL_DTYPE_BF16) lora_delta_update(ad, s);
+    return c;
 }
 
 /* G = dDelta ⊙ M (in place), then dB[:, :r] = scale G A[:r]^T and
  * dA[:r] = scale B[:, :r]^T G, added to beta x the gradients. */
-static void project_map(lora_adapters *ad, const float *W, int l, int k, float *G, float beta)
+static void project_map(lora_adapters *ad, const model_stage *s, int l, int k, float *G,
+                        float beta)
 {
-    int o, i, R = ad->cfg.r_max, r = ad->rank[l];
-    model_map_shape(&ad->mcfg, k % MODEL_N_MAPS, &o, &i);
-#pragma omp parallel for simd schedule(static) if ((int64_t)o * i > KERN_PAR_MIN)
-    for (int64_t e = 0; e < (int64_t)o * i; e++)
-        if (W[e] == 0.0f) G[e] = 0.0f;
+    int o, i, R = ad->cfg.r_max, r = ad->rank[l], m = k % MODEL_N_MAPS;
+    model_map_shape(&ad->mcfg, m, &o, &i);
+    int64_t n = (int64_t)o * i;
+    if (s->dtype == MODEL_DTYPE_BF16) {
+        const uint16_t *W = s->layers[l].wb[m];
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
+        for (int64_t e = 0; e < n; e++)
+            if ((W[e] & 0x7fffu) == 0) G[e] = 0.0f;
+    } else {
+        const float *W = s->layers[l].w[m];
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
+        for (int64_t e = 0; e < n; e++)
+            if (W[e] == 0.0f) G[e] = 0.0f;
+    }
     /* dB[:, :r] (o,r) = scale * G (o,i) @ A[:r]^T (i,r) */
     kern_gemm(0, 1, o, r, i, ad->scale, G, i, ad->A[k], i, beta, ad->gB[k], R);
     /* dA[:r] (r,i) = scale * B[:, :r]^T (r,o) @ G (o,i) */
@@ -369,7 +407,7 @@ static void project_map(lora_adapters *ad, const float *W, int l, int k, float *
 static void grad_transient(void *ctx, int l, model_map m)
 {
     lora_adapters *ad = ctx;
-    project_map(ad, ad->s->layers[l].w[m], l, l * MODEL_N_MAPS + m, ad->ddelta, 1.0f);
+    project_map(ad, ad->s, l, l * MODEL_N_MAPS + m, ad->ddelta, 1.0f);
 }
 
 void lora_grad_zero(lora_adapters *ad)
@@ -385,7 +423,7 @@ void lora_grad_project(lora_adapters *ad, const model_stage *s)
     for (int l = 0; l < ad->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int k = l * MODEL_N_MAPS + m;
-            project_map(ad, s->layers[l].w[m], l, k, ad->ddelta + ad->w_off[k], 0.0f);
+            project_map(ad, s, l, k, ad->ddelta + ad->w_off[k], 0.0f);
         }
 }
 

@@ -31,7 +31,7 @@ size_t model_bwd_bytes(const model_config *c, int has_head, int B, int T)
 losa_status model_bwd_build(model_bwd *g, const model_stage *s, int B, int T)
 {
     memset(g, 0, sizeof *g);
-    if (model_stage_require_f32(s, "backward (training)") != LOSA_OK) return LOSA_ERR_ARG;
+    if (model_stage_require_plain(s, "backward (training)") != LOSA_OK) return LOSA_ERR_ARG;
     const model_config *c = &s->cfg;
     int64_t N = (int64_t)B * T, D = c->dim, F = c->hidden_dim, kv = model_kv_dim(c);
     int64_t wmax = F > D ? F : D;
@@ -68,12 +68,48 @@ void model_bwd_free(model_bwd *g)
     memset(g, 0, sizeof *g);
 }
 
+/* linear_backward on a bf16 stage (plain maps): the products with W,
+ * weffb and deltab in bf16 with fp32 accumulation (kern_gemm_bf16w: dy
+ * rounded to bf16 inside); dDelta = dy^T drop(x) in fp32. */
+static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const float *x,
+                                 const model_acts *a, const model_stage *s, int l, model_map m,
+                                 int64_t N)
+{
+    const uint16_t *W = s->layers[l].wb[m];
+    const model_adapter *path = s->adapter;
+    const model_adapter_map *ad = path ? path->map(path->ctx, l, m) : NULL;
+    int o, i;
+    model_map_shape(&s->cfg, m, &o, &i);
+    LOSA_CHECK(!s->bf16_packed);
+    if (!ad) {
+        kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, W, i, 1.0f, dx, i);
+        return;
+    }
+    if (path->grad) memset(ad->ddelta, 0, sizeof(float) * o * i);
+    if (a->drop_p <= 0.0f) {
+        kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->weffb, i, 1.0f, dx, i);
+        kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        if (path->grad) path->grad(path->ctx, l, m);
+        return;
+    }
+    kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, W, i, 1.0f, dx, i);
+    kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->deltab, i, 0.0f, g->dtmp, i);
+    model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
+                        a->drop_p);
+    kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    if (path->grad) path->grad(path->ctx, l, m);
+}
+
 /* dx (N,in) += d/dx of map m given dy (N,out) and input x (N,in);
  * accumulates dDelta when the map has an adapter. */
 static void linear_backward(model_bwd *g, float *dx, const float *dy,
                             const float *x, const model_acts *a,
                             const model_stage *s, int l, model_map m, int64_t N)
 {
+    if (s->dtype == MODEL_DTYPE_BF16) {
+        linear_backward_bf16(g, dx, dy, x, a, s, l, m, N);
+        return;
+    }
     const model_layer *ly = &s->layers[l];
     const model_adapter *path = s->adapter;
     const model_adapter_map *ad = path ? path->map(path->ctx, l, m) : NULL;
@@ -91,18 +127,12 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
-    float keep = 1.0f / (1.0f - a->drop_p);
-    int gl = s->layer0 + l;
     kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
     memset(g->dtmp, 0, sizeof(float) * N * i);
     kern_matmul_backward_inp(g->dtmp, dy, ad->delta, N, i, o);
     /* one pass regenerates the mask: dx on the branch, drop(x) for dDelta */
-#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
-    for (int64_t e = 0; e < N * i; e++) {
-        int k = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p);
-        if (k) dx[e] += g->dtmp[e] * keep;
-        a->xdrop[e] = k ? x[e] * keep : 0.0f;
-    }
+    model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
+                        a->drop_p);
     kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
     if (path->grad) path->grad(path->ctx, l, m);
 }
@@ -161,7 +191,10 @@ double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
                                                     (int)V, scale);
     /* logits = norm(x) head^T: d norm(x) = dlogits head, then the norm */
     memset(g->dln, 0, sizeof(float) * N * D);
-    kern_matmul_backward_inp(g->dln, g->dlogits, s->head, N, (int)D, (int)V);
+    if (s->head_bf16) /* plain rows (model_stage_to_bf16_decode; packed: refused at build) */
+        kern_gemm_bf16w(0, N, D, V, 1.0f, g->dlogits, V, s->head_bf16, D, 1.0f, g->dln, D);
+    else
+        kern_matmul_backward_inp(g->dln, g->dlogits, s->head, N, (int)D, (int)V);
     kern_rmsnorm_forward(g->datty, g->rstdf, a->x, s->final_norm, N, (int)D, c->rms_eps);
     memset(dx, 0, sizeof(float) * N * D);
     kern_rmsnorm_backward(dx, g->dln, a->x, s->final_norm, g->rstdf, N, (int)D);

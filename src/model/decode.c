@@ -82,7 +82,7 @@ void model_stage_prefill(model_acts *a, model_kv_cache *kv, const model_stage *s
  * weights): then the attention may fork too. */
 static int step_openmp(const model_stage *s)
 {
-    return s->sparse != NULL || s->dtype == MODEL_DTYPE_BF16 || s->head_rows_bf16 != NULL;
+    return s->sparse != NULL || s->dtype == MODEL_DTYPE_BF16;
 }
 
 /* y (out) = W (out, in) x, W fp32 (W) or bf16 (Wb, when set): bf16 weights
@@ -185,7 +185,7 @@ static void stage_head_step(model_acts *a, const model_stage *s)
 {
     const model_config *c = &s->cfg;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, 1, c->dim, c->rms_eps);
-    dense_matvec(a->logits, a->tmp, s, s->head, s->head_rows_bf16, c->vocab_size, c->dim);
+    dense_matvec(a->logits, a->tmp, s, s->head, s->head_bf16, c->vocab_size, c->dim);
 }
 
 void model_stage_decode_step(model_acts *a, model_kv_cache *kv, const model_stage *s,

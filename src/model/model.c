@@ -366,7 +366,6 @@ void model_stage_free(model_stage *s)
     if (!s) return;
     core_free(s->params);
     core_free(s->params_bf16);
-    core_free(s->head_rows_bf16);
     core_free(s->layers);
     memset(s, 0, sizeof *s);
 }
@@ -416,21 +415,26 @@ static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o
     return lost;
 }
 
-/* The one walk of model_stage_to_bf16 (packed = 0: plain row-major maps,
- * the head stays fp32) and model_stage_pack_bf16 (packed = 1: the maps,
- * fp32 or a stage built in bf16's plain ones, and the head packed for the
- * engine). */
-static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
+/* The one walk of model_stage_to_bf16 (packed = 0, head = 0: plain
+ * row-major maps, the head stays fp32), model_stage_to_bf16_decode (packed
+ * = 0, head = 1: the head too, in plain rows) and model_stage_pack_bf16
+ * (packed = 1: the maps, fp32 or a stage built in bf16's plain ones, and
+ * the head packed for the engine).  head_bf16's layout follows bf16_packed. */
+static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_lost)
 {
     if (n_lost) *n_lost = 0;
-    if (s->dtype == MODEL_DTYPE_BF16 && (!packed || s->bf16_packed)) return LOSA_OK;
+    if (s->dtype == MODEL_DTYPE_BF16 && (!packed || s->bf16_packed) &&
+        (!head || !s->has_head || s->head_bf16))
+        return LOSA_OK;
     const model_config *c = &s->cfg;
-    int plain = s->dtype == MODEL_DTYPE_BF16, head16 = packed && s->has_head;
+    int plain = s->dtype == MODEL_DTYPE_BF16, head16 = (packed || head) && s->has_head;
+    /* a plain bf16 stage gains its head only on the way to packed */
+    LOSA_CHECK(!(plain && !packed));
     int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
     size_t bytes;
     if (packed) bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
     else {
-        nall = stage_map_weights(c, s->n_layers);
+        nall = stage_map_weights(c, s->n_layers) + (head16 ? (int64_t)c->vocab_size * c->dim : 0);
         bytes = sizeof(uint16_t) * (size_t)nall;
     }
     for (int m = 0; m < MODEL_N_MAPS; m++) {
@@ -442,7 +446,7 @@ static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
     if (nhead > wmax) wmax = nhead;
     uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
     uint16_t *tmp = packed && !plain ? core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t))
-                    : head16 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
+                    : packed && head16 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
     int tied = s->has_head && s->head == s->embed;
     size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) - (size_t)(head16 && !tied ? nhead : 0);
     float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
@@ -472,7 +476,11 @@ static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
     repack(&p, &s->final_norm, s->final_norm ? D : 0);
     if (head16) {
         s->head_bf16 = q;
-        lost += pack_one(&q, tmp, s->head, V, D);
+        if (packed) lost += pack_one(&q, tmp, s->head, V, D);
+        else {
+            lost += kern_bf16_from_f32(q, s->head, V * D);
+            q += V * D;
+        }
         s->head = NULL; /* tied: the embedding stays fp32 for the lookup */
     } else if (tied) s->head = s->embed;
     else repack(&p, &s->head, s->head ? V * D : 0);
@@ -491,20 +499,14 @@ static losa_status stage_bf16(model_stage *s, int packed, int64_t *n_lost)
     return LOSA_OK;
 }
 
-losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, n_lost); }
+losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, 0, n_lost); }
 
-losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 1, n_lost); }
-
-losa_status model_stage_head_rows_bf16(model_stage *s, int64_t *n_lost)
+losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost)
 {
-    if (n_lost) *n_lost = 0;
-    if (!s->has_head || !s->head || s->head_rows_bf16) return LOSA_OK;
-    int64_t n = (int64_t)s->cfg.vocab_size * s->cfg.dim;
-    s->head_rows_bf16 = core_malloc((size_t)n, sizeof(uint16_t));
-    int64_t lost = kern_bf16_from_f32(s->head_rows_bf16, s->head, n);
-    if (n_lost) *n_lost = lost;
-    return LOSA_OK;
+    return stage_bf16(s, 0, 1, n_lost);
 }
+
+losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 1, 1, n_lost); }
 
 static void fill_normal(float *x, int64_t n, uint64_t seed, float mean, float std)
 {
@@ -644,10 +646,69 @@ model_layer_acts model_acts_layer(const model_acts *a, const model_stage *s,
     return la;
 }
 
+/* The dropout loops a block of DROP_BLOCK elements at a time (e0: the
+ * block's first element): model_drop_keep's 64-bit hash vectorises with
+ * AVX-512 (vpmullq, x86-64-v4), not with the baseline's SSE2. */
+#define DROP_BLOCK 4096
+__attribute__((target_clones("arch=x86-64-v4", "default")))
+static void drop_fwd_block(float *xd, const float *x, uint64_t seed, int gl, int m, int64_t e0,
+                           int64_t n, float p, float keep)
+{
+#pragma omp simd
+    for (int64_t e = 0; e < n; e++)
+        xd[e] = model_drop_keep(seed, gl, m, e0 + e, p) ? x[e] * keep : 0.0f;
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "default")))
+static void drop_bwd_block(float *dx, float *xd, const float *dtmp, const float *x,
+                           uint64_t seed, int gl, int m, int64_t e0, int64_t n, float p,
+                           float keep)
+{
+#pragma omp simd
+    for (int64_t e = 0; e < n; e++) {
+        int k = model_drop_keep(seed, gl, m, e0 + e, p);
+        dx[e] += k ? dtmp[e] * keep : 0.0f;
+        xd[e] = k ? x[e] * keep : 0.0f;
+    }
+}
+
+void model_drop_forward(float *xd, const float *x, uint64_t seed, int gl, int m, int64_t n,
+                        float p)
+{
+    float keep = 1.0f / (1.0f - p);
+    int64_t nb = (n + DROP_BLOCK - 1) / DROP_BLOCK;
+#pragma omp parallel for schedule(static) if (n > KERN_PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t e0 = b * DROP_BLOCK, len = n - e0 < DROP_BLOCK ? n - e0 : DROP_BLOCK;
+        drop_fwd_block(xd + e0, x + e0, seed, gl, m, e0, len, p, keep);
+    }
+}
+
+void model_drop_backward(float *dx, float *xd, const float *dtmp, const float *x, uint64_t seed,
+                         int gl, int m, int64_t n, float p)
+{
+    float keep = 1.0f / (1.0f - p);
+    int64_t nb = (n + DROP_BLOCK - 1) / DROP_BLOCK;
+#pragma omp parallel for schedule(static) if (n > KERN_PAR_MIN)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t e0 = b * DROP_BLOCK, len = n - e0 < DROP_BLOCK ? n - e0 : DROP_BLOCK;
+        drop_bwd_block(dx + e0, xd + e0, dtmp + e0, x + e0, seed, gl, m, e0, len, p, keep);
+    }
+}
+
+/* a->xdrop (N,i) = drop(x): map m of stage layer l's adapter input. */
+static void drop_input(const model_acts *a, const float *x, const model_stage *s, int l,
+                       model_map m, int64_t N, int i)
+{
+    model_drop_forward(a->xdrop, x, a->drop_seed, s->layer0 + l, m, N * i, a->drop_p);
+}
+
 /* y (N,out) = x W^T, plus the masked adapter when the layer carries one:
  *   dropout 0:  y = x (W + Delta)^T          one GEMM with weff
  *   dropout p:  y = x W^T + drop(x) Delta^T  two GEMMs (drop(x) in a->xdrop)
- * Delta comes from the lora module (s->adapter). */
+ * Delta comes from the lora module (s->adapter).  bf16 stage: the same
+ * products on the bf16 forms (W, weffb, deltab; kern_gemm_bf16w, or the
+ * packed W without adapters). */
 void model_linear_forward(float *y, const float *x, const model_acts *a,
                           const model_stage *s, int l, model_map m, int64_t N)
 {
@@ -655,8 +716,16 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     const model_adapter_map *ad = s->adapter ? s->adapter->map(s->adapter->ctx, l, m) : NULL;
     int o, i;
     model_map_shape(&s->cfg, m, &o, &i);
-    if (ly->wb[m]) { /* bf16 stage: forward only (no adapters; sparse copies refused) */
-        LOSA_CHECK(!ad);
+    if (ly->wb[m] && ad) { /* bf16 stage in training: plain maps (lora_adapters_build) */
+        LOSA_CHECK(!s->bf16_packed);
+        if (a->drop_p <= 0.0f) {
+            kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ad->weffb, i, 0.0f, y, o);
+        } else {
+            drop_input(a, x, s, l, m, N, i);
+            kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
+            kern_gemm_bf16w(1, N, o, i, 1.0f, a->xdrop, i, ad->deltab, i, 1.0f, y, o);
+        }
+    } else if (ly->wb[m]) { /* bf16 stage (sparse copies refused) */
         if (s->bf16_packed) kern_gemm_bf16p(N, o, i, 1.0f, x, i, ly->wb[m], 0.0f, y, o);
         else kern_gemm_bf16w(1, N, o, i, 1.0f, x, i, ly->wb[m], i, 0.0f, y, o);
     } else if (!ad) {
@@ -666,12 +735,7 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     } else if (a->drop_p <= 0.0f) {
         kern_matmul_forward(y, x, ad->weff, N, i, o);
     } else {
-        float keep = 1.0f / (1.0f - a->drop_p);
-        int gl = s->layer0 + l;
-#pragma omp parallel for simd schedule(static) if (N * i > KERN_PAR_MIN)
-        for (int64_t e = 0; e < N * i; e++)
-            a->xdrop[e] = model_drop_keep(a->drop_seed, gl, m, e, a->drop_p) ? x[e] * keep
-                                                                              : 0.0f;
+        drop_input(a, x, s, l, m, N, i);
         kern_matmul_forward(y, x, ly->w[m], N, i, o);
         kern_matmul_forward_acc(y, a->xdrop, ad->delta, N, i, o);
     }
@@ -717,9 +781,12 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
     LOSA_CHECK(s->has_head && a->logits);
     int64_t N = (int64_t)B * T;
     kern_rmsnorm_forward(a->tmp, NULL, a->x, s->final_norm, N, c->dim, c->rms_eps);
-    if (s->head_bf16)
+    if (s->head_bf16 && s->bf16_packed)
         kern_gemm_bf16p(N, c->vocab_size, c->dim, 1.0f, a->tmp, c->dim, s->head_bf16, 0.0f,
                         a->logits, c->vocab_size);
+    else if (s->head_bf16)
+        kern_gemm_bf16w(1, N, c->vocab_size, c->dim, 1.0f, a->tmp, c->dim, s->head_bf16, c->dim,
+                        0.0f, a->logits, c->vocab_size);
     else
         kern_matmul_forward(a->logits, a->tmp, s->head, N, c->dim, c->vocab_size);
 }
