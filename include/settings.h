@@ -62,16 +62,10 @@ enum {
 typedef struct model_settings {
     settings_file store; /* model.store */
     const char *config;  /* model.config: HF config.json for losa plan ("" = none) */
-    model_dtype dtype;   /* model.dtype: the stage's map weights (prune, run, plan;
-                            training refuses bf16 for now:
-                            model_settings_check_training) */
-    char dtype_where[SETTINGS_WHERE_MAX]; /* "deck:line: model.dtype" (or --set) */
+    model_dtype dtype;   /* model.dtype: the stage's map weights (prune, run,
+                            finetune; plan sizes it) */
 } model_settings;
 losa_status model_settings_from_deck(const deck *dk, unsigned need, model_settings *m);
-/* The one guard of the commands that train (losa finetune, losa run unless
- * losa.mode = prune): LOSA_OK for fp32; bf16 is refused, naming the key,
- * until the training step runs on a bf16 stage. */
-losa_status model_settings_check_training(const model_settings *m);
 
 /* [data] */
 typedef struct data_settings {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# losa prune / losa run (losa.mode = prune) with model.dtype = bf16 on
+# losa prune / run / finetune with model.dtype = bf16 on
 # minillama's bf16 store (import --dtype keep), a small deck (8 C4 windows
 # of 128 tokens, perplexity on the first 8 WikiText-2 test windows of 256):
 #  - the JSON says dtype bf16; Wanda 50 %: measured sparsity exactly 0.5 in
@@ -17,8 +17,8 @@
 #    store written from 2 pipeline stages is identical (h5diff) to 1 rank's
 #    (same bf16 products per layer, the stages gathered to rank 0);
 #  - losa run with losa.mode = prune and model.dtype = bf16: model.h5 in
-#    bf16 with the run's sparsity (no training: the guard only refuses
-#    runs that train, test_bf16.sh);
+#    bf16 with the run's sparsity; LoSA in bf16 (T = 2) and its resume from
+#    the bf16 checkpoint (same model.h5); finetune in bf16 keeps the zeros;
 #  - losa sparsify takes the bf16 store (maps read by widening, exact).
 set -u
 source "$(dirname "$0")/lib.sh"
@@ -125,6 +125,38 @@ for l in f["layers"]:
         w = f["layers"][l][m][()]
         bad += int(((w & 0x7fff) == 0).sum()) != min(w.size, math.floor(s * w.size + 1e-9))
 sys.exit(bad != 0)' "$W/run/model.h5" "$want"
+
+# LoSA in bf16 (T = 2, tiny budget): model.h5 bf16 with the target's exact
+# count; stopped after step 1 and resumed from the bf16 checkpoint: the same
+# model.h5 (h5diff) as the uninterrupted run
+L=(--set model.store="$MINI" --set model.dtype=bf16 --set losa.mode=losa --set data.calib="$C4"
+   --set data.calib_n=8 --set data.calib_seqlen=64 --set losa.rmi_n=8 --set losa.steps=2
+   --set losa.samples_per_step=16 --set losa.last_step_samples=16 --set train.seqlen=64
+   --set data.eval_text=)
+"$LOSA" run input/default.ini "${L[@]}" --set output.dir="$W/losa1" >/dev/null 2>"$W/losa1.log"
+check "LoSA run in bf16 ($(tail -n 1 "$W/losa1.log"))" test -f "$W/losa1/model.h5"
+# LoSA's layer sparsities average to the target; each matrix prunes
+# floor(s_l n): the total is within one entry per matrix (42) of s N
+check "LoSA model.h5: maps bf16, zeros within 42 of $want N" py '
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r"); s = float(sys.argv[2]); bad = 0; z = 0; n = 0
+for l in f["layers"]:
+    for m in ["wq","wk","wv","wo","w_gate","w_up","w_down"]:
+        w = f["layers"][l][m][()]
+        bad += w.dtype != np.uint16; z += int(((w & 0x7fff) == 0).sum()); n += w.size
+print("zeros", z, "of", n, "target", s * n)
+sys.exit(bad != 0 or abs(z - s * n) > 42)' "$W/losa1/model.h5" "$want"
+"$LOSA" run input/default.ini "${L[@]}" --set output.dir="$W/losa2" --stop-after 1 >/dev/null 2>&1
+"$LOSA" run input/default.ini "${L[@]}" --set output.dir="$W/losa2" >/dev/null 2>"$W/losa2.log"
+check "bf16 LoSA resumed from step 1 ($(grep -c resuming "$W/losa2.log") resume line)" grep -q "resuming after step 1" "$W/losa2.log"
+check "resumed bf16 run's model.h5 == uninterrupted" h5diff -q "$W/losa1/model.h5" "$W/losa2/model.h5"
+# finetune in bf16 on the pruned store: the zero set kept, written bf16
+"$LOSA" finetune input/default.ini --set model.store="$W/w16.h5" --set model.dtype=bf16 \
+    --set train.steps=2 --set train.seqlen=64 --set output.store="$W/ft.h5" >/dev/null 2>"$W/ft.log"
+check "finetune in bf16: 0 pattern changes ($(grep merged "$W/ft.log"))" grep -q "0 pattern changes" "$W/ft.log"
+check "finetuned store: dtype bf16, sparsity 0.5" py '
+import json,sys,subprocess; a=json.loads(subprocess.run(sys.argv[1:], capture_output=True, text=True).stdout)
+sys.exit(a["dtype"] != "bf16" or a["sparsity"] != 0.5)' "$LOSA" info "$W/ft.h5" --json
 
 cp "$W/w16.h5" "$W/sp.h5"
 check "losa sparsify takes the bf16 store" "$LOSA" sparsify "$W/sp.h5" --all --json

@@ -32,7 +32,6 @@ static losa_status finetune_settings_from_deck(const deck *dk, const model_confi
                                                finetune_settings *fs)
 {
     losa_status s = model_settings_from_deck(dk, SETTINGS_MODEL_STORE, &fs->model);
-    if (s == LOSA_OK) s = model_settings_check_training(&fs->model);
     if (s == LOSA_OK) s = data_settings_from_deck(dk, cfg, SETTINGS_TRAIN, &fs->data);
     if (s == LOSA_OK) s = output_settings_from_deck(dk, SETTINGS_OUTPUT_STORE, &fs->output);
     if (s == LOSA_OK) s = train_settings_from_deck(dk, cfg, &fs->train);
@@ -158,7 +157,7 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     model_stage st;
     tok_tokenizer tk;
     memset(&tk, 0, sizeof tk);
-    s = cli_load_model(d, fs.model.store.path, &st, &tk);
+    s = cli_load_model_plain(d, fs.model.store.path, fs.model.dtype, &st, &tk);
     if (s != LOSA_OK) s = settings_file_err(&fs.model.store, s, "%s", core_errmsg());
     if (cli_fail(d, "finetune", s)) { core_lock_release(&lock); deck_free(&dk); return 1; }
     s = finetune_settings_from_deck(dk, &st.cfg, &fs);

@@ -107,23 +107,15 @@ losa_status model_settings_from_deck(const deck *dk, unsigned need, model_settin
     memset(m, 0, sizeof *m);
     get_file(dk, "model.store", &m->store);
     m->config = get_str(dk, "model.config");
-    settings_where(dk, "model.dtype", m->dtype_where, sizeof m->dtype_where);
-    losa_status s = model_dtype_from_string(get_str(dk, "model.dtype"), m->dtype_where, &m->dtype);
+    char where[SETTINGS_WHERE_MAX];
+    settings_where(dk, "model.dtype", where, sizeof where);
+    losa_status s = model_dtype_from_string(get_str(dk, "model.dtype"), where, &m->dtype);
     if (s != LOSA_OK) return s;
     if (need & SETTINGS_MODEL_STORE) return deck_check_required(dk, "model");
     if ((need & SETTINGS_MODEL_ANY) && !m->config[0] && !m->store.path[0])
         return core_err(LOSA_ERR_ARG, "%s: model.store or model.config: one is required",
                         deck_name(dk));
     return LOSA_OK;
-}
-
-losa_status model_settings_check_training(const model_settings *m)
-{
-    if (m->dtype == MODEL_DTYPE_F32) return LOSA_OK;
-    return core_err(LOSA_ERR_ARG, "%s = %s: training on a bf16 stage (masked LoRA through "
-                    "bf16 weights) is not implemented yet (expected fp32; 'losa prune' and "
-                    "'losa run' with losa.mode = prune take bf16)", m->dtype_where,
-                    model_dtype_name(m->dtype));
 }
 
 losa_status data_settings_from_deck(const deck *dk, const model_config *cfg, unsigned need,
@@ -364,9 +356,6 @@ losa_status run_settings_from_deck(const deck *dk, const model_config *cfg, unsi
 {
     losa_status s = model_settings_from_deck(dk, need, &rs->model);
     if (s == LOSA_OK) s = losa_settings_from_deck(dk, &rs->losa);
-    /* losa plan sizes any dtype; a run that trains needs the training step */
-    if (s == LOSA_OK && rs->losa.mode != LOSA_MODE_PRUNE && !(need & SETTINGS_MODEL_ANY))
-        s = model_settings_check_training(&rs->model);
     unsigned dneed = need & ~(unsigned)SETTINGS_TRAIN_BY_MODE;
     if ((need & SETTINGS_TRAIN_BY_MODE) && rs->losa.mode != LOSA_MODE_PRUNE) dneed |= SETTINGS_TRAIN;
     if (s == LOSA_OK) s = data_settings_from_deck(dk, cfg, dneed, &rs->data);
