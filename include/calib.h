@@ -113,9 +113,14 @@ typedef struct {
     double *sparsity;       /* (L) measured fraction of zeros of the 7 maps */
     double stats_s, prune_s, forward_s, total_s; /* this rank's phases */
     prune_sparsegpt_timing sgpt; /* summed SparseGPT breakdown (this rank) */
+    int64_t bf16_raised;    /* bf16 stage: kept weights below bf16's smallest
+                               subnormal stored as +-2^-133 instead of zero
+                               (calib_prune_layer_maps), every stage */
 } calib_prune_result;
 
-/* Collective (world).  Prunes every layer of this rank's stage in place.
+/* Collective (world).  Prunes every layer of this rank's stage in place
+ * (fp32 or plain bf16, see calib_prune_layer_maps; the calibration forward
+ * is the stage's own: bf16 products on a bf16 stage).
  * tokens (N,S) identical on every rank.  dense_out: this stage's dense
  * reference outputs, (n_layers, Nmine, S, D) as given by
  * calib_dense_outputs, or NULL to compute them on the fly from a dense
@@ -131,7 +136,7 @@ void calib_result_free(calib_prune_result *r);
  * dense reference outputs are given (no dense stream of its own).  The
  * largest scratch of the pruners (calib_prune_layer_bytes) included. */
 size_t calib_prune_bytes(const model_config *c, int n_layers, int N, int Nm, int S, int chunk,
-                         const prune_config *pc, int have_ref, int P);
+                         const prune_config *pc, int have_ref, int P, model_dtype t);
 
 /* The one per-layer prune entry point: the 7 maps of stage layer l to
  * sparsity sp with pc's method and pattern, input by input
@@ -140,13 +145,29 @@ size_t calib_prune_bytes(const model_config *c, int n_layers, int N, int Nm, int
  * dist_sparsegpt_hooks(d): over the stage's replicas, whose select hook
  * picks each block's threshold over all of them).  Errors name the global
  * layer and the map.  t (or NULL) adds the pruners' times.  Collective
- * exactly when hk is. */
+ * exactly when hk is.
+ * A bf16 stage (plain layout; packed is refused): the maps of one input
+ * (q, k, v; o; gate, up; down) are widened exactly into one fp32 scratch
+ * (calib_prune_widen_bytes), pruned there by the same fp32 code (Wanda
+ * norms, SparseGPT Hessians as for fp32) and rounded back to nearest even
+ * (kern_bf16_from_f32_nz): the mask is exactly the one the pruner picks on
+ * the fp32 widening of the weights, magnitude and Wanda keep the kept
+ * weights bit for bit, SparseGPT's updated weights are its fp32 result
+ * rounded; a kept weight below bf16's smallest subnormal is stored as
+ * +-2^-133 (never zero), counted into *raised (if not NULL) and named in a
+ * warning (layer, map). */
 losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc, double sp,
                                    const prune_input x[MODEL_N_INPUTS],
-                                   const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t);
+                                   const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t,
+                                   int64_t *raised);
 /* The most scratch it allocates while it runs (SparseGPT over P replicas;
- * the prune_input work is the caller's). */
-size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, int P);
+ * the prune_input work is the caller's), with the bf16 widening when t is
+ * bf16. */
+size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, int P,
+                               model_dtype t);
+/* The fp32 scratch a stage of dtype t widens one input's maps into (0 for
+ * fp32): the weights of the largest group (gate + up, or q + k + v). */
+size_t calib_prune_widen_bytes(const model_config *c, model_dtype t);
 
 /* Windows of this replica: count, and the global index of the i-th;
  * calib_windows_of: the count of replica `replica` of dp. */
@@ -188,7 +209,8 @@ size_t calib_layer_grams_bytes(const model_config *c, int n_layers, int N, int S
  * tmp: (n,n) float scratch.  X X^T by sgemm, centring in double. */
 void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp);
 
-/* Fraction of exact zeros over the 7 maps of a layer. */
+/* Fraction of exact zeros (+-0) over the 7 maps of a layer (fp32 or plain
+ * bf16 stage). */
 double calib_layer_sparsity(const model_stage *s, int l);
 /* Zeros over the 7 maps of every layer of the stage; *total (or NULL) gets
  * the number of weights. */

@@ -23,7 +23,8 @@
  * dtype = "bf16"; every other tensor is float32.  In a bf16 store the maps
  * are bf16, the embedding and head are bf16 where the import made them so
  * (an import that keeps a BF16 source's dtype: both bf16 when the source
- * has them in BF16), the norms always fp32.  A store with a bf16 tensor has
+ * has them in BF16) or a bf16 stage's write found them exactly bf16
+ * (io_store_write_stage), the norms always fp32.  A store with a bf16 tensor has
  * format_version 2 (older builds refuse it by that number); fp32 stores
  * stay version 1.  Readers: io_store_read_tensor widens bf16 exactly, so
  * every fp32 consumer reads either dtype.
@@ -91,7 +92,9 @@ void io_layer_name(char *buf, size_t n, int layer, const char *what);
 losa_status io_store_read_stage(io_store *st, model_stage *s);
 losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost);
 /* Writes the stage's tensors (a full model is a single stage): the maps in
- * the stage's dtype, the rest fp32; sets the root dtype attribute. */
+ * the stage's dtype, the rest fp32, except that a bf16 stage writes its
+ * embedding and head in bf16 when every value is a bf16 value (lossless:
+ * read from a bf16 store); sets the root dtype attribute. */
 losa_status io_store_write_stage(io_store *st, const model_stage *s);
 
 losa_status io_store_write_tokenizer(io_store *st, const tok_tokenizer *t);

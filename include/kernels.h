@@ -101,6 +101,11 @@ static inline float kern_bf16_value(uint16_t b)
 /* y = bf16(x), n entries; returns how many non-zero x became (+-)0 (below
  * bf16's smallest subnormal).  OpenMP threads above KERN_PAR_MIN. */
 int64_t kern_bf16_from_f32(uint16_t *y, const float *x, int64_t n);
+/* The same, except that a non-zero x whose rounding is (+-)0 becomes the
+ * smallest bf16 subnormal of its sign (+-2^-133, an error below 2^-133):
+ * y == 0 exactly where x == 0, so a zero set (a pruning mask) survives the
+ * rounding.  Returns how many were so raised.  OpenMP as above. */
+int64_t kern_bf16_from_f32_nz(uint16_t *y, const float *x, int64_t n);
 void kern_bf16_to_f32(float *y, const uint16_t *x, int64_t n);
 
 /* out (N,OC) = inp (N,IC) @ W^T, W (OC,IC)  (beta = 0) */

@@ -431,6 +431,9 @@ void model_pipeline_forward(struct dist_ctx *d, model_acts *a,
  * split (dist_stage_layers; NULL there: model_split_layers). */
 losa_status model_stage_for_rank(model_stage *s, const model_config *c,
                                  struct dist_ctx *d);
+/* The same built in dtype t (model_stage_build_dtype: bf16 plain maps). */
+losa_status model_stage_for_rank_dtype(model_stage *s, const model_config *c,
+                                       struct dist_ctx *d, model_dtype t);
 
 /* ---- sparse maps (sparse_maps.c): which maps run on the sparse kernels ---- */
 

@@ -62,8 +62,8 @@ enum {
 typedef struct model_settings {
     settings_file store; /* model.store */
     const char *config;  /* model.config: HF config.json for losa plan ("" = none) */
-    model_dtype dtype;   /* model.dtype: bf16 refused by run, prune, finetune for now;
-                            losa plan (SETTINGS_MODEL_ANY) sizes it */
+    model_dtype dtype;   /* model.dtype: the stage's map weights (prune, run,
+                            finetune; plan sizes it) */
 } model_settings;
 losa_status model_settings_from_deck(const deck *dk, unsigned need, model_settings *m);
 

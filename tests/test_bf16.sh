@@ -8,10 +8,9 @@
 #    to it (the bf16 path really ran);
 #  - no weight of minillama rounds to zero; the JSON says dtype bf16;
 #  - bench forward --dtype bf16 runs and reports dtype bf16;
-#  - refusals: --dtype fp16, --sparse on with bf16, model.dtype = bf16 in a
-#    deck (run/prune/finetune: not implemented yet; plan sizes it,
-#    test_plan_bf16.sh), each naming what
-#    was expected.
+#  - refusals: --dtype fp16, --sparse on with bf16, each naming what was
+#    expected (model.dtype = bf16 in a deck: prune, run and finetune take
+#    it, test_prune_bf16.sh; plan sizes it, test_plan_bf16.sh).
 set -u
 source "$(dirname "$0")/lib.sh"
 MINI=$(store minillama) || exit 1
@@ -36,6 +35,4 @@ err=$("$LOSA" eval --model "$MINI" --ppl "$WIKI" --dtype fp16 2>&1 >/dev/null)
 check "--dtype fp16 refused: $err" test -n "$(echo "$err" | grep -- "--dtype: 'fp16' (expected fp32 or bf16)")"
 err=$("$LOSA" eval --model "$MINI" --ppl "$WIKI" --dtype bf16 --sparse on --max-windows 1 2>&1 >/dev/null)
 check "--sparse on with bf16 refused: $err" test -n "$(echo "$err" | grep 'sparse maps (--sparse): not available with bf16')"
-err=$("$LOSA" prune input/prune_magnitude.ini --set model.dtype=bf16 2>&1 >/dev/null)
-check "model.dtype = bf16 refused by prune: $err" test -n "$(echo "$err" | grep 'model.dtype = bf16 is not implemented')"
 finish

@@ -138,7 +138,7 @@ static void ref_prune_sequential(model_stage *s, const int *tokens, int N, int S
                                  .dead = dead};
         }
         /* the one per-layer entry point, every step on this process */
-        LOSA_CHECK(calib_prune_layer_maps(s, l, &o->pc, sp, x, NULL, NULL) == LOSA_OK);
+        LOSA_CHECK(calib_prune_layer_maps(s, l, &o->pc, sp, x, NULL, NULL, NULL) == LOSA_OK);
         memset(dd, 0, sizeof(double) * D);
         memset(ee, 0, sizeof(double) * D);
         for (int w0 = 0; w0 < N; w0 += CHUNK) { /* recompute with pruned weights */

@@ -174,16 +174,26 @@ int calib_windows_mine(dist_ctx *d, int N)
 
 int calib_window_index(dist_ctx *d, int i) { return dist_replica(d) + i * dist_n_replicas(d); }
 
+/* Exact zeros (+-0) of n bf16 weights. */
+static int64_t bf16_zeros(const uint16_t *x, int64_t n)
+{
+    int64_t z = 0;
+    for (int64_t i = 0; i < n; i++) z += (x[i] & 0x7fffu) == 0;
+    return z;
+}
+
 static int64_t layer_zeros(const model_stage *s, int l, int64_t *n)
 {
     int64_t z = 0;
     *n = 0;
-    LOSA_CHECK(s->dtype == MODEL_DTYPE_F32);
+    LOSA_CHECK(!s->bf16_packed); /* element by element: fp32 or the plain bf16 layout */
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(&s->cfg, m, &o, &i);
-        z += prune_count_zeros(s->layers[l].w[m], (int64_t)o * i);
-        *n += (int64_t)o * i;
+        int64_t k = (int64_t)o * i;
+        z += s->layers[l].wb[m] ? bf16_zeros(s->layers[l].wb[m], k)
+                                : prune_count_zeros(s->layers[l].w[m], k);
+        *n += k;
     }
     return z;
 }
@@ -297,22 +307,69 @@ void calib_result_free(calib_prune_result *r)
     r->recon_err = r->sparsity = NULL;
 }
 
-losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc, double sp,
-                                   const prune_input x[MODEL_N_INPUTS],
-                                   const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t)
+/* Weights of the largest group of maps that read one input (q, k, v or
+ * gate, up): the fp32 scratch a bf16 stage's group is widened into. */
+static int64_t widest_group(const model_config *c)
 {
-    losa_status st = model_stage_require_f32(s, "pruning");
-    for (int g = 0; g < MODEL_N_INPUTS && st == LOSA_OK; g++) {
-        float *W[MODEL_N_MAPS];
-        int out[MODEL_N_MAPS], maps[MODEL_N_MAPS], n = 0, failed;
+    int64_t most = 0;
+    for (int g = 0; g < MODEL_N_INPUTS; g++) {
+        int64_t w = 0;
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             if ((int)model_map_input(m) != g) continue;
-            int in;
-            model_map_shape(&s->cfg, m, &out[n], &in);
-            W[n] = s->layers[l].w[m];
+            int o, i;
+            model_map_shape(c, m, &o, &i);
+            w += (int64_t)o * i;
+        }
+        if (w > most) most = w;
+    }
+    return most;
+}
+
+size_t calib_prune_widen_bytes(const model_config *c, model_dtype t)
+{
+    return t == MODEL_DTYPE_BF16 ? core_alloc_bytes((size_t)widest_group(c), sizeof(float)) : 0;
+}
+
+losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc, double sp,
+                                   const prune_input x[MODEL_N_INPUTS],
+                                   const prune_sparsegpt_hooks *hk, prune_sparsegpt_timing *t,
+                                   int64_t *raised)
+{
+    losa_status st = model_stage_require_plain(s, "pruning");
+    int bf16 = s->dtype == MODEL_DTYPE_BF16;
+    /* bf16: one group's maps widened (exactly) into this fp32 scratch,
+     * pruned there, rounded back (calib_prune_widen_bytes) */
+    float *wide = bf16 && st == LOSA_OK ? core_malloc((size_t)widest_group(&s->cfg), sizeof(float))
+                                        : NULL;
+    for (int g = 0; g < MODEL_N_INPUTS && st == LOSA_OK; g++) {
+        float *W[MODEL_N_MAPS];
+        int out[MODEL_N_MAPS], in[MODEL_N_MAPS], maps[MODEL_N_MAPS], n = 0, failed;
+        int64_t off = 0;
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            if ((int)model_map_input(m) != g) continue;
+            model_map_shape(&s->cfg, m, &out[n], &in[n]);
+            int64_t k = (int64_t)out[n] * in[n];
+            if (bf16) {
+                W[n] = wide + off;
+                kern_bf16_to_f32(W[n], s->layers[l].wb[m], k);
+                off += k;
+            } else {
+                W[n] = s->layers[l].w[m];
+            }
             maps[n++] = m;
         }
         st = prune_group(pc, sp, W, out, n, &x[g], hk, t, &failed);
+        for (int k = 0; bf16 && st == LOSA_OK && k < n; k++) {
+            /* round to nearest even; a kept weight below bf16's range stays
+             * non-zero (the zero set is the pruner's) and is counted */
+            int64_t up = kern_bf16_from_f32_nz(s->layers[l].wb[maps[k]], W[k],
+                                               (int64_t)out[k] * in[k]);
+            if (up > 0)
+                core_log("warning: pruning (bf16): layer %d %s: %lld kept weights below bf16's "
+                         "smallest subnormal stored as +-2^-133 (not zero: the mask is exact)\n",
+                         s->layer0 + l, model_map_name(maps[k]), (long long)up);
+            if (raised) *raised += up;
+        }
         if (st != LOSA_OK) {
             char msg[900];
             snprintf(msg, sizeof msg, "%s", core_errmsg());
@@ -322,10 +379,12 @@ losa_status calib_prune_layer_maps(model_stage *s, int l, const prune_config *pc
                 core_err(st, "layer %d: %s", s->layer0 + l, msg);
         }
     }
+    core_free(wide);
     return st;
 }
 
-size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, int P)
+size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, int P,
+                               model_dtype t)
 {
     size_t most = 0;
     for (int g = 0; g < MODEL_N_INPUTS; g++) {
@@ -342,7 +401,7 @@ size_t calib_prune_layer_bytes(const model_config *c, const prune_config *pc, in
         if (pc->method == PRUNE_METHOD_SPARSEGPT && dist_sparsegpt_hinv_bytes(in, P) > most)
             most = dist_sparsegpt_hinv_bytes(in, P);
     }
-    return most;
+    return most + calib_prune_widen_bytes(c, t);
 }
 
 /* The sizes of one calib_prune_model call's buffers (prune_work). */
@@ -373,7 +432,7 @@ static prune_dims prune_dims_of(const model_config *c, int N, int Nm, int S, int
 }
 
 size_t calib_prune_bytes(const model_config *c, int n_layers, int N, int Nm, int S, int chunk,
-                         const prune_config *pc, int have_ref, int P)
+                         const prune_config *pc, int have_ref, int P, model_dtype t)
 {
     prune_dims p = prune_dims_of(c, N, Nm, S, chunk, pc->method);
     size_t b = model_acts_bytes(c, n_layers, 0, p.chunk, S, MODEL_ACTS_NOSAVE) +
@@ -386,7 +445,7 @@ size_t calib_prune_bytes(const model_config *c, int n_layers, int N, int Nm, int
         b += core_alloc_bytes((size_t)p.wmax * p.wmax, sizeof(double)) +
              core_alloc_bytes(p.wmax, 1);
     }
-    return b + calib_prune_layer_bytes(c, pc, P);
+    return b + calib_prune_layer_bytes(c, pc, P, t);
 }
 
 /* The buffers of one calib_prune_model call, sized once. */
@@ -466,7 +525,7 @@ static losa_status prune_layer_maps(prune_work *w, dist_ctx *d, model_stage *s, 
         colsq += W;
     }
     prune_sparsegpt_hooks hk = dist_sparsegpt_hooks(d);
-    return calib_prune_layer_maps(s, l, &o->pc, sp, x, &hk, &r->sgpt);
+    return calib_prune_layer_maps(s, l, &o->pc, sp, x, &hk, &r->sgpt, &r->bf16_raised);
 }
 
 /* Layer l: the dense stream's forward, the statistics of the pruned
@@ -550,6 +609,9 @@ losa_status calib_prune_model(dist_ctx *d, model_stage *s, const int *tokens, in
     st = dist_agree(d, st);
     dist_sum_doubles(d, r->recon_err, L);
     dist_sum_doubles(d, r->sparsity, L);
+    double raised = dist_replica(d) == 0 ? (double)r->bf16_raised : 0; /* replicas agree */
+    dist_sum_doubles(d, &raised, 1);
+    r->bf16_raised = (int64_t)raised;
     prune_work_free(&w);
     r->total_s = core_time() - t_all;
     return st;

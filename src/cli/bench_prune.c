@@ -134,7 +134,8 @@ static losa_status bp_method(model_acts *a, model_stage *st, const bp_args *ba, 
         x[g] = (prune_input){.in = pst[g].in, .colsq = pst[g].colsq, .H = pst[g].H, .hinv = hinv,
                              .dead = dead};
     prune_sparsegpt_timing tm = {0};
-    if (s == LOSA_OK) s = calib_prune_layer_maps(st, ba->layer, pc, pc->sparsity, x, NULL, &tm);
+    if (s == LOSA_OK)
+        s = calib_prune_layer_maps(st, ba->layer, pc, pc->sparsity, x, NULL, &tm, NULL);
     core_free(hinv);
     core_free(dead);
     for (int g = 0; g < MODEL_N_INPUTS; g++) prune_stats_free(&pst[g]);

@@ -157,7 +157,7 @@ int cmd_finetune(dist_ctx *d, int argc, char **argv)
     model_stage st;
     tok_tokenizer tk;
     memset(&tk, 0, sizeof tk);
-    s = cli_load_model(d, fs.model.store.path, &st, &tk);
+    s = cli_load_model_plain(d, fs.model.store.path, fs.model.dtype, &st, &tk);
     if (s != LOSA_OK) s = settings_file_err(&fs.model.store, s, "%s", core_errmsg());
     if (cli_fail(d, "finetune", s)) { core_lock_release(&lock); deck_free(&dk); return 1; }
     s = finetune_settings_from_deck(dk, &st.cfg, &fs);

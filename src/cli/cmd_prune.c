@@ -15,6 +15,10 @@
  *   4. output store created (temporary name) on rank 0;
  * then the optional dense perplexity, pruning, the store (every stage's
  * layers gathered to rank 0 one stage at a time), the pruned perplexity.
+ * model.dtype = bf16: the stage holds its maps in bf16 (plain layout, read
+ * as they are from a bf16 store, rounded from an fp32 one), the forward
+ * multiplies in bf16, the pruners work on fp32 widenings of one input's
+ * maps at a time (calib_prune_layer_maps) and the store is written bf16.
  * Errors name the deck, the line (or --set) and the key. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -91,7 +95,7 @@ static int prune_setup(dist_ctx *d, const deck *dk, prune_job *j)
     if (cli_fail(d, "prune", losa_store_lock_output(d, ps->output.store.path, ps->model.store.path,
                                                     ps->output.store.where, &j->lock)))
         return 1;
-    s = cli_load_model(d, ps->model.store.path, &j->st, &j->tok);
+    s = cli_load_model_plain(d, ps->model.store.path, ps->model.dtype, &j->st, &j->tok);
     if (s != LOSA_OK) s = settings_file_err(&ps->model.store, s, "%s", core_errmsg());
     if (s == LOSA_OK) s = prune_cmd_settings_from_deck(dk, &j->st.cfg, ps);
     if (cli_fail(d, "prune", s)) return 1;
@@ -139,6 +143,10 @@ static int prune_work(dist_ctx *d, prune_job *j)
     for (int l = 0; l < L; l++) core_log("%5d  %8.4f  %.5g\n", l, j->pr.sparsity[l], j->pr.recon_err[l]);
     core_log("pruned: total sparsity %.4f, %.1fs (forward %.1fs, statistics %.1fs, "
              "pruners %.1fs, summed over ranks)\n", j->total_sp, j->prune_s, sums[0], sums[1], sums[2]);
+    if (j->st.dtype == MODEL_DTYPE_BF16)
+        core_log("bf16: pruned on fp32 widenings of one input's maps at a time, rounded back; "
+                 "%lld kept weights below bf16's smallest subnormal stored as +-2^-133\n",
+                 (long long)j->pr.bf16_raised);
     char source[512];
     snprintf(source, sizeof source, "losa prune %s %s of %s", prune_method_str(pc->method),
              j->pattern, ps->model.store.path);
@@ -184,6 +192,8 @@ static void prune_json(dist_ctx *d, const prune_job *j, double t_start)
     cJSON_AddStringToObject(o, "out", ps->output.store.path);
     cJSON_AddStringToObject(o, "method", prune_method_str(ps->prune.pc.method));
     cJSON_AddStringToObject(o, "pattern", j->pattern);
+    cJSON_AddStringToObject(o, "dtype", model_dtype_name(j->st.dtype));
+    cJSON_AddNumberToObject(o, "bf16_raised", (double)j->pr.bf16_raised);
     cJSON_AddNumberToObject(o, "calib_n", ps->data.calib_n);
     cJSON_AddNumberToObject(o, "calib_seqlen", ps->data.calib_seqlen);
     cJSON_AddNumberToObject(o, "ranks", dist_size(d));

@@ -65,12 +65,14 @@ static void cli_log_bf16(dist_ctx *d, int64_t lost, const model_stage *st, const
              v[3] / 1e6, layout, how, v[0]);
 }
 
-losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
-                                 tok_tokenizer *tok)
+/* The stage of this rank in dtype t read from path (plain layout);
+ * *lost: map weights of an fp32 store that rounded to zero (this rank). */
+static losa_status load_stage(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
+                              tok_tokenizer *tok, int64_t *lost)
 {
     io_store *io = NULL;
     model_config c;
-    int64_t lost = 0;
+    *lost = 0;
     memset(st, 0, sizeof *st);
     losa_status s = io_store_open(&io, path);
     if (s == LOSA_OK) s = io_store_read_config(io, &c);
@@ -80,15 +82,20 @@ losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, m
                      c.n_layers, c.n_layers);
     if (s == LOSA_OK)
         s = model_stage_build_dtype(st, &c, dist_stage(d), dist_n_stages(d), dist_stage_layers(d), t);
-    if (s == LOSA_OK) s = io_store_read_stage_lost(io, st, &lost);
+    if (s == LOSA_OK) s = io_store_read_stage_lost(io, st, lost);
     if (s == LOSA_OK && tok) s = io_store_read_tokenizer(io, tok);
     io_store_close(&io);
     s = dist_agree(d, s);
-    if (s != LOSA_OK) {
-        model_stage_free(st);
-        return s;
-    }
-    if (t != MODEL_DTYPE_BF16) return LOSA_OK;
+    if (s != LOSA_OK) model_stage_free(st);
+    return s;
+}
+
+losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
+                                 tok_tokenizer *tok)
+{
+    int64_t lost = 0;
+    losa_status s = load_stage(d, path, t, st, tok, &lost);
+    if (s != LOSA_OK || t != MODEL_DTYPE_BF16) return s;
     /* the plain bf16 maps (and the fp32 head) packed for the engine */
     int64_t lost2 = 0;
     s = dist_agree(d, model_stage_pack_bf16(st, &lost2));
@@ -97,6 +104,21 @@ losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, m
         return s;
     }
     cli_log_bf16(d, lost + lost2, st, "maps read as bf16, no fp32 copy");
+    return LOSA_OK;
+}
+
+losa_status cli_load_model_plain(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
+                                 tok_tokenizer *tok)
+{
+    int64_t lost = 0;
+    losa_status s = load_stage(d, path, t, st, tok, &lost);
+    if (s != LOSA_OK || t != MODEL_DTYPE_BF16) return s;
+    double v[2] = {(double)lost, (double)st->n_params_bf16};
+    dist_sum_doubles(d, v, 2); /* every replica holds the model */
+    for (int k = 0; k < 2; k++) v[k] /= dist_n_replicas(d);
+    core_log("bf16 maps: %.0f weights (%.1f MB, plain row-major, no fp32 copy), %.0f non-zero "
+             "weights rounded to zero; embedding, norms and head stay fp32\n", v[1],
+             v[1] * 2 / 1e6, v[0]);
     return LOSA_OK;
 }
 

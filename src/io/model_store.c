@@ -159,10 +159,26 @@ static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_
     return r;
 }
 
+/* ctx: the stage.  A bf16 stage's fp32 matrices (embedding, head) are
+ * written in bf16 when every value is a bf16 value (lossless: they were
+ * read from a bf16 store), so a bf16 store pruned in bf16 keeps its size;
+ * norms (1-D) stay fp32. */
 static losa_status io_write_fn(io_store *st, const io_stage_tensor *t, void *ctx)
 {
-    (void)ctx;
+    const model_stage *s = ctx;
     if (t->xb) return io_store_write_tensor_bf16(st, t->name, t->xb, t->ndim, t->shape);
+    if (s->dtype == MODEL_DTYPE_BF16 && t->ndim == 2) {
+        int64_t n = t->shape[0] * t->shape[1], e = 0;
+        uint16_t *b = core_malloc((size_t)n, sizeof(uint16_t)); /* one matrix */
+        for (; e < n; e++) {
+            b[e] = kern_bf16_round(t->x[e]);
+            if (!(kern_bf16_value(b[e]) == t->x[e])) break; /* not bf16 (or NaN): fp32 */
+        }
+        losa_status r = e == n ? io_store_write_tensor_bf16(st, t->name, b, t->ndim, t->shape)
+                               : LOSA_ERR_ARG;
+        core_free(b);
+        if (e == n) return r;
+    }
     return io_store_write_tensor(st, t->name, t->x, t->ndim, t->shape);
 }
 
@@ -206,7 +222,7 @@ losa_status io_store_read_stage(io_store *st, model_stage *s)
 losa_status io_store_write_stage(io_store *st, const model_stage *s)
 {
     losa_status r = model_stage_require_plain(s, "store write");
-    if (r == LOSA_OK) r = io_stage_visit(st, s, io_write_fn, NULL);
+    if (r == LOSA_OK) r = io_stage_visit(st, s, io_write_fn, (void *)s);
     return r != LOSA_OK ? r : io_store_write_dtype(st, s->dtype);
 }
 

@@ -391,6 +391,19 @@ int64_t kern_bf16_from_f32(uint16_t *y, const float *x, int64_t n)
     return lost;
 }
 
+int64_t kern_bf16_from_f32_nz(uint16_t *y, const float *x, int64_t n)
+{
+    int64_t raised = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : raised) if (n > KERN_PAR_MIN)
+    for (int64_t e = 0; e < n; e++) {
+        uint16_t b = kern_bf16_round(x[e]);
+        int tiny = x[e] != 0.0f && (b & 0x7fff) == 0;
+        y[e] = tiny ? (uint16_t)(b | 1u) : b; /* b is +-0: +-2^-133 keeps the sign */
+        raised += tiny;
+    }
+    return raised;
+}
+
 void kern_bf16_to_f32(float *y, const uint16_t *x, int64_t n)
 {
 #pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)

@@ -167,7 +167,8 @@ static losa_status write_marker(const char *path)
     return core_commit_file(tmp, path);
 }
 
-/* This stage's weights and adapters into dir (the first replica writes). */
+/* This stage's weights and adapters into dir (the first replica writes; a
+ * bf16 stage's maps in bf16, read back into a bf16 stage as they are). */
 static losa_status write_shards(losa_run *r, const char *dir, model_stage *s, lora_adapters *ad)
 {
     char path[1400], tmp[1500];
@@ -175,7 +176,7 @@ static losa_status write_shards(losa_run *r, const char *dir, model_stage *s, lo
     snprintf(path, sizeof path, "%s/stage_%d.h5", dir, dist_stage(r->d));
     losa_status st = io_store_create(&io, path);
     if (st == LOSA_OK)
-        st = io_store_reserve(io, (int64_t)s->n_params * 4 +
+        st = io_store_reserve(io, (int64_t)s->n_params * 4 + (int64_t)s->n_params_bf16 * 2 +
                                       H5_PER_DATASET * (9 * s->n_layers + 8) + H5_TENSOR_FILE);
     if (st == LOSA_OK) st = io_store_write_config(io, &s->cfg, "losa run checkpoint shard");
     if (st == LOSA_OK) st = io_store_write_stage(io, s);

@@ -35,8 +35,8 @@ static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp,
     /* perplexity: max_windows windows at most (0: all, at least a batch) */
     int64_t nw = es->max_windows > 0 ? es->max_windows : es->batch;
     a.eval = eval_ppl_bytes(c, nl, has_head, nw, es->seqlen, es->batch);
-    a.prune1 = calib_prune_bytes(c, nl, N, Nm, S, chunk, &rs->prune.pc, 0, dp);
-    a.prune = calib_prune_bytes(c, nl, N, Nm, S, chunk, &rs->prune.pc, 1, dp);
+    a.prune1 = calib_prune_bytes(c, nl, N, Nm, S, chunk, &rs->prune.pc, 0, dp, rs->model.dtype);
+    a.prune = calib_prune_bytes(c, nl, N, Nm, S, chunk, &rs->prune.pc, 1, dp, rs->model.dtype);
     int n_mb = lora_trainer_n_mb(tc->grad_accum, dp, replica);
     int in_flight = lora_trainer_in_flight(rs->parallel.schedule, pp, stage, n_mb);
     a.train = lora_trainer_bytes(c, nl, has_head, in_flight, tc) +

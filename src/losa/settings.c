@@ -111,13 +111,6 @@ losa_status model_settings_from_deck(const deck *dk, unsigned need, model_settin
     settings_where(dk, "model.dtype", where, sizeof where);
     losa_status s = model_dtype_from_string(get_str(dk, "model.dtype"), where, &m->dtype);
     if (s != LOSA_OK) return s;
-    /* the forward only so far (losa eval / bench forward); losa plan
-     * (SETTINGS_MODEL_ANY) sizes a bf16 stage: model_stage_bytes_dtype */
-    if (m->dtype != MODEL_DTYPE_F32 && !(need & SETTINGS_MODEL_ANY))
-        return core_err(LOSA_ERR_ARG, "%s = %s is not implemented for run, prune and "
-                        "finetune yet (expected fp32; 'losa eval --dtype bf16' and "
-                        "'losa bench forward --dtype bf16' run the bf16 forward)", where,
-                        model_dtype_name(m->dtype));
     if (need & SETTINGS_MODEL_STORE) return deck_check_required(dk, "model");
     if ((need & SETTINGS_MODEL_ANY) && !m->config[0] && !m->store.path[0])
         return core_err(LOSA_ERR_ARG, "%s: model.store or model.config: one is required",

@@ -152,7 +152,7 @@ static losa_status dense_refs(losa_run *r, losa_loop *lp, model_stage *s, int fr
     if (fresh) {
         lora_detach(&lp->ad, s);
     } else {
-        st = model_stage_for_rank(&dense_st, &r->in->cfg, r->d);
+        st = model_stage_for_rank_dtype(&dense_st, &r->in->cfg, r->d, r->set->model.dtype);
         if (st == LOSA_OK) st = losa_run_reload_dense(r, &dense_st);
         src = &dense_st;
     }

@@ -5,11 +5,17 @@
 
 /* Collective.  Rank 0 writes config, tokenizer and every stage (the first
  * replica's), receiving one stage at a time by broadcast from its owner
- * (world rank = stage index in the layout rank = replica * PP + stage). */
+ * (world rank = stage index in the layout rank = replica * PP + stage).  A
+ * bf16 stage (plain layout) travels as its fp32 block and its bf16 maps,
+ * and is written with the maps in bf16 (root attribute dtype = bf16). */
 losa_status losa_store_write_model(dist_ctx *d, io_store *io, const model_stage *s,
                                    const tok_tokenizer *tok, const char *source)
 {
-    losa_status st = LOSA_OK;
+    losa_status st = dist_agree(d, model_stage_require_plain(s, "store write"));
+    if (st != LOSA_OK) {
+        if (dist_rank(d) == 0) io_store_close(&io);
+        return st;
+    }
     if (dist_rank(d) == 0) {
         st = io_store_write_config(io, &s->cfg, source);
         if (st == LOSA_OK) st = io_store_write_tokenizer(io, tok);
@@ -18,11 +24,13 @@ losa_status losa_store_write_model(dist_ctx *d, io_store *io, const model_stage 
         model_stage tmp;
         const model_stage *src = s;
         if (dist_rank(d) != p) {
-            LOSA_CHECK(model_stage_build_split(&tmp, &s->cfg, p, dist_n_stages(d),
-                                               dist_stage_layers(d)) == LOSA_OK);
+            LOSA_CHECK(model_stage_build_dtype(&tmp, &s->cfg, p, dist_n_stages(d),
+                                               dist_stage_layers(d), s->dtype) == LOSA_OK);
             src = &tmp;
         }
         dist_bcast(d, src->params, sizeof(float) * src->n_params, p);
+        if (src->dtype == MODEL_DTYPE_BF16)
+            dist_bcast(d, src->params_bf16, sizeof(uint16_t) * src->n_params_bf16, p);
         if (dist_rank(d) == 0 && st == LOSA_OK) st = io_store_write_stage(io, src);
         if (src != s) model_stage_free(&tmp);
     }
@@ -30,7 +38,6 @@ losa_status losa_store_write_model(dist_ctx *d, io_store *io, const model_stage 
     else if (dist_rank(d) == 0) io_store_close(&io);
     return dist_agree(d, st);
 }
-
 
 losa_status losa_store_lock_output(dist_ctx *d, const char *out, const char *in, const char *where,
                                    core_lock *lk)

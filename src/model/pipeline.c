@@ -21,3 +21,9 @@ losa_status model_stage_for_rank(model_stage *s, const model_config *c,
 {
     return model_stage_build_split(s, c, dist_stage(d), dist_n_stages(d), dist_stage_layers(d));
 }
+
+losa_status model_stage_for_rank_dtype(model_stage *s, const model_config *c, dist_ctx *d,
+                                       model_dtype t)
+{
+    return model_stage_build_dtype(s, c, dist_stage(d), dist_n_stages(d), dist_stage_layers(d), t);
+}
