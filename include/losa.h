@@ -429,7 +429,8 @@ typedef struct {
 /* Not collective.  The stage split of a run of settings rs on pp stages:
  * model_split_stages under model_stage_cost_train at the run's training
  * micro-batch (train.batch x train.seqlen, lora.r_max, lora.dropout,
- * train.ckpt).  The one split `losa run` builds its stages with (recorded
+ * train.ckpt; the head and loss at parallel.head_cost_layers x the layer
+ * when set, a measured cost).  The one split `losa run` builds its stages with (recorded
  * in the run files as /run/stage_layers, checked on resume) and `losa plan`
  * sizes and times them with. */
 void losa_stage_split(const struct run_settings *rs, const model_config *c, int pp, int *first,

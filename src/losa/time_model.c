@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "dist.h"
 #include "losa.h"
 #include "settings.h"
 
@@ -13,6 +14,9 @@ void losa_stage_cost(const run_settings *rs, const model_config *c, model_stage_
     const lora_train_config *tc = &rs->train.tc;
     model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
                            k);
+    /* the head and loss as measured (parallel.head_cost_layers), in units of
+     * the modelled layer: the split and the time model both read k */
+    if (rs->parallel.head_cost_layers > 0) k->head = rs->parallel.head_cost_layers * k->layer;
 }
 
 void losa_stage_split(const run_settings *rs, const model_config *c, int pp, int *first,
@@ -111,7 +115,13 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &solve);
     double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
            gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops;
-    return stats / (gs * 1e9) + (solve / (gv * 1e9) + mask) / dp;
+    /* the Hessian factorisations each replica runs alone (small widths:
+     * dist_sparsegpt_hinv_local) are not split: 4/3 in^3 per Hessian */
+    double D = c->dim, F = c->hidden_dim, alone = 0;
+    const double ins[4] = {D, D, D, F};
+    for (int h = 0; h < 4; h++)
+        if (dist_sparsegpt_hinv_local((int)ins[h], dp)) alone += (4.0 / 3.0) * ins[h] * ins[h] * ins[h];
+    return stats / (gs * 1e9) + alone / (gv * 1e9) + ((solve - alone) / (gv * 1e9) + mask) / dp;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
@@ -133,7 +143,7 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
     /* a micro-batch of the whole model at the training rate (what `losa
      * bench train` measures), shared among the stages in proportion to the
      * stage costs the split balances (losa_stage_cost: the head and loss
-     * at their elementwise cost, not at the GEMM rate) */
+     * as measured, parallel.head_cost_layers, or at their modelled cost) */
     double whole = model_train_flops(c, c->n_layers, 1, tc->B, tc->T, rs->lora.lc.r_max,
                                      rs->lora.lc.dropout > 0, tc->ckpt) /
                    (rt->train_gflops * 1e9),
