@@ -398,7 +398,8 @@ typedef struct {
     /* The pruners (`losa bench prune --json`; without it: stats and solve at
      * gemm_gflops, masks at LOSA_DEFAULT_MASK_WPS): */
     double prune_stats_gflops; /* SparseGPT's X^T X (losa_pruner_flops stats) */
-    double prune_solve_gflops; /* SparseGPT's factorisations, sweep, update */
+    double prune_hinv_gflops;  /* SparseGPT's factorisations (0: prune_solve_gflops) */
+    double prune_solve_gflops; /* SparseGPT's sweep and update (with hinv: all three) */
     double mask_wps[2];        /* weights scored and selected per second:
                                 * [0] Wanda / magnitude, [1] SparseGPT */
     double touch_gbs;      /* first touch of fresh memory, GB/s per rank (bench
@@ -413,9 +414,11 @@ typedef struct {
 #define LOSA_DEFAULT_MASK_WPS 2e7
 
 /* SparseGPT's FLOPs for one layer of c from `tokens` calibration tokens:
- * *stats the four inputs' X^T X, *solve the factorisations (Cholesky,
- * inverse, Cholesky per input) and the OBS sweep with its updates. */
-void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *solve);
+ * *stats the four inputs' X^T X, *hinv the factorisations (Cholesky,
+ * inverse, Cholesky per input: 4/3 in^3 each), *sweep the OBS sweep with
+ * its updates. */
+void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *hinv,
+                       double *sweep);
 
 #define LOSA_TIME_MAX_STAGES 256
 typedef struct {

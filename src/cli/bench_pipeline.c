@@ -26,7 +26,9 @@
  * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
  * cost model (stage micro-batch times t_s: wall sum t + (M-1) max t, so the
  * bubble is 1 - M mean t / wall); `bubble_schedule` the same formula with
- * the measured t_s = busy_s / M (what the schedule alone implies); and
+ * the measured t_s = busy_s / M (what the schedule alone implies);
+ * `bubble_model_head_modelled` bubble_model with the cost model's head in
+ * place of the measured one (the model before the head was measured); and
  * (PP-1)/(M+PP-1) for equal stages.
  * sgemm_gflops: one-thread sgemm 1024^3 on rank 0; fraction_of_peak per
  * layout = matrix GFLOP/s of the step / (2 x sgemm_gflops). */
@@ -353,7 +355,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     const char *names[4] = {"1x1_2threads", "2x1_1f1b", "2x1_gpipe", "1x2"};
     measure *ms[4] = {&m11, &sc[0].m, &m21g, &m12};
     int nl = two ? 4 : 1;
-    double bequal = 1.0 / (M + 1), bub[MAX_SPLITS], bsched[MAX_SPLITS], bmodel[MAX_SPLITS],
+    double bequal = 1.0 / (M + 1), bub[MAX_SPLITS], bsched[MAX_SPLITS], bmodel[MAX_SPLITS], bmodel0[MAX_SPLITS],
            bgpipe = 0;
     for (int q = 0; q < ns; q++) {
         measure *x = &sc[q].m;
@@ -362,6 +364,9 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
         bsched[q] = bubble_of(t, 2, M);
         bmodel[q] = bubble_of(sc[q].cost, 2, M);
+        /* the same split under the cost model's head (no measurement) */
+        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head};
+        bmodel0[q] = bubble_of(c0, 2, M);
     }
     for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);
     core_log("%-14s %12s %10s %12s\n", "layout", "tokens/s", "step s", "of 2x peak");
@@ -370,9 +375,10 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                  ms[k]->step_s, fl / ms[k]->step_s / 1e9 / (2 * peak));
     if (two) {
         for (int q = 0; q < ns; q++)
-            core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (cost "
+            core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (head "
+                     "modelled %.3f; cost "
                      "model: stages %.2f : 1), schedule %.3f (stage busy %.3f, %.3f of %.3f s)\n",
-                     sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q],
+                     sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q], bmodel0[q],
                      sc[q].cost[0] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
                      sc[q].m.step_s);
         core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
@@ -395,6 +401,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
             cJSON_AddItemToObject(e, "stage_layers", cJSON_CreateIntArray(sc[q].count, 2));
             cJSON_AddItemToObject(e, "stage_cost", cJSON_CreateDoubleArray(sc[q].cost, 2));
             cJSON_AddNumberToObject(e, "bubble_model", bmodel[q]);
+            cJSON_AddNumberToObject(e, "bubble_model_head_modelled", bmodel0[q]);
             if (two) {
                 cJSON_AddNumberToObject(e, "bubble_measured", bub[q]);
                 cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);

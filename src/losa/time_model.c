@@ -88,22 +88,25 @@ static double calib_pass(const run_settings *rs, const model_config *c, int pp,
     return wall;
 }
 
-void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *solve)
+void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *hinv,
+                       double *sweep)
 {
-    double D = c->dim, F = c->hidden_dim, sweep = 0;
+    double D = c->dim, F = c->hidden_dim;
+    *sweep = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, (model_map)m, &o, &i);
-        sweep += 2.0 * o * (double)i * i;
+        *sweep += 2.0 * o * (double)i * i;
     }
     *stats = 2 * tokens * (3 * D * D + F * F);
-    *solve = (4.0 / 3.0) * (3 * D * D * D + F * F * F) + sweep;
+    *hinv = (4.0 / 3.0) * (3 * D * D * D + F * F * F);
 }
 
 /* The pruner's own seconds per layer on one replica of dp: statistics over
- * the replica's nw windows; SparseGPT's solve and masks split over the
- * replicas (ScaLAPACK, row split); Wanda's / magnitude's masks on every
- * replica. */
+ * the replica's nw windows; SparseGPT's sweep and masks split over the
+ * replicas (row split), its factorisations too (ScaLAPACK) but for the
+ * small Hessians every replica factorises alone (dist_sparsegpt_hinv_local);
+ * Wanda's / magnitude's masks on every replica. */
 static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
                        const losa_rates *rt)
 {
@@ -111,17 +114,18 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     int sgpt = rs->prune.pc.method == PRUNE_METHOD_SPARSEGPT;
     double mask = weights / (rt->mask_wps[sgpt] > 0 ? rt->mask_wps[sgpt] : LOSA_DEFAULT_MASK_WPS);
     if (!sgpt) return mask;
-    double stats, solve;
-    losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &solve);
+    double stats, hinv, sweep;
+    losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &hinv, &sweep);
     double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
-           gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops;
-    /* the Hessian factorisations each replica runs alone (small widths:
-     * dist_sparsegpt_hinv_local) are not split: 4/3 in^3 per Hessian */
-    double D = c->dim, F = c->hidden_dim, alone = 0;
-    const double ins[4] = {D, D, D, F};
+           gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops,
+           gh = rt->prune_hinv_gflops > 0 ? rt->prune_hinv_gflops : gv;
+    /* the Hessians of the q/k/v, o and gate/up inputs (D) and of down's (F) */
+    const double ins[4] = {c->dim, c->dim, c->dim, c->hidden_dim};
+    double hinv_s = 0;
     for (int h = 0; h < 4; h++)
-        if (dist_sparsegpt_hinv_local((int)ins[h], dp)) alone += (4.0 / 3.0) * ins[h] * ins[h] * ins[h];
-    return stats / (gs * 1e9) + alone / (gv * 1e9) + ((solve - alone) / (gv * 1e9) + mask) / dp;
+        hinv_s += (4.0 / 3.0) * ins[h] * ins[h] * ins[h] / (gh * 1e9) /
+                  (dist_sparsegpt_hinv_local((int)ins[h], dp) ? 1 : dp);
+    return stats / (gs * 1e9) + hinv_s + (sweep / (gv * 1e9) + mask) / dp;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
