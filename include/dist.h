@@ -73,6 +73,14 @@ losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *s
  * BLACS grid over the stage communicator (block size nb; <= 0 picks 64) and
  * returned on every replica.  One replica: LAPACK (prune_sparsegpt_prepare_hinv).
  * LOSA_ERR_NUMERIC (on every replica) if a factorisation fails. */
+/* Widths up to DIST_HINV_LOCAL_MAX (and one replica): every replica runs
+ * the LAPACK path on its own copy instead (the one-rank result exactly, no
+ * messages): at minillama's widths 256-768 ScaLAPACK over 2 replicas was
+ * slower than one rank (losa_prune 1.97 s vs 1.50 s on a quiet 2-core
+ * node; hinv 33 s vs 0.6 s on a loaded one, its fine-grained messages
+ * starved).  dist_sparsegpt_hinv_nb always takes ScaLAPACK (P > 1). */
+#define DIST_HINV_LOCAL_MAX 2048
+int dist_sparsegpt_hinv_local(int in, int P);
 losa_status dist_sparsegpt_hinv(dist_ctx *d, const double *H /* (in, in) */, int in,
                                 double percdamp, double *Hinv_upper /* (in, in) out */,
                                 unsigned char *dead /* (in) out, or NULL */);

@@ -192,6 +192,8 @@ typedef struct {
     float lr;
     double seconds;
     double busy_seconds;    /* this rank's compute time (bubble measurement) */
+    double head_seconds;    /* of which the head and loss, forward and backward */
+    double embed_seconds;   /* of which the embedding */
 } lora_step_stats;
 
 typedef struct {
@@ -209,6 +211,7 @@ typedef struct {
     model_bwd g;
     double *layer_sq;       /* (L+1) per global layer grad sum of squares, NLL */
     double busy;            /* this rank's compute seconds in the last step */
+    double head_busy, embed_busy; /* of which the head + loss, the embedding */
     int64_t step;
 } lora_trainer;
 

@@ -398,7 +398,8 @@ typedef struct {
     /* The pruners (`losa bench prune --json`; without it: stats and solve at
      * gemm_gflops, masks at LOSA_DEFAULT_MASK_WPS): */
     double prune_stats_gflops; /* SparseGPT's X^T X (losa_pruner_flops stats) */
-    double prune_solve_gflops; /* SparseGPT's factorisations, sweep, update */
+    double prune_hinv_gflops;  /* SparseGPT's factorisations (0: prune_solve_gflops) */
+    double prune_solve_gflops; /* SparseGPT's sweep and update (with hinv: all three) */
     double mask_wps[2];        /* weights scored and selected per second:
                                 * [0] Wanda / magnitude, [1] SparseGPT */
     double touch_gbs;      /* first touch of fresh memory, GB/s per rank (bench
@@ -413,9 +414,11 @@ typedef struct {
 #define LOSA_DEFAULT_MASK_WPS 2e7
 
 /* SparseGPT's FLOPs for one layer of c from `tokens` calibration tokens:
- * *stats the four inputs' X^T X, *solve the factorisations (Cholesky,
- * inverse, Cholesky per input) and the OBS sweep with its updates. */
-void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *solve);
+ * *stats the four inputs' X^T X, *hinv the factorisations (Cholesky,
+ * inverse, Cholesky per input: 4/3 in^3 each), *sweep the OBS sweep with
+ * its updates. */
+void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *hinv,
+                       double *sweep);
 
 #define LOSA_TIME_MAX_STAGES 256
 typedef struct {
@@ -429,7 +432,8 @@ typedef struct {
 /* Not collective.  The stage split of a run of settings rs on pp stages:
  * model_split_stages under model_stage_cost_train at the run's training
  * micro-batch (train.batch x train.seqlen, lora.r_max, lora.dropout,
- * train.ckpt).  The one split `losa run` builds its stages with (recorded
+ * train.ckpt; the head and loss at parallel.head_cost_layers x the layer
+ * when set, a measured cost).  The one split `losa run` builds its stages with (recorded
  * in the run files as /run/stage_layers, checked on resume) and `losa plan`
  * sizes and times them with. */
 void losa_stage_split(const struct run_settings *rs, const model_config *c, int pp, int *first,

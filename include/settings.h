@@ -140,6 +140,7 @@ losa_status eval_settings_from_deck(const deck *dk, const model_config *cfg,
 typedef struct {
     int pp, dp;                     /* pp = 0: ranks / dp */
     int schedule;                   /* LORA_SCHEDULE_1F1B or _GPIPE */
+    double head_cost_layers;        /* > 0: head + loss cost in layers (measured); 0: modelled */
     char where[SETTINGS_WHERE_MAX]; /* of parallel.pp, for layout errors */
 } parallel_settings;
 losa_status parallel_settings_from_deck(const deck *dk, parallel_settings *s);

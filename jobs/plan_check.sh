@@ -9,7 +9,10 @@
 # (stories260K, Wanda 70 %, mode compare) and a minillama LoSA run, each
 # with a small budget, on 1 rank, 2 data-parallel ranks and 2 stages.
 #   jobs/plan_check.sh            (or sbatch jobs/plan_check.sh)
-# Env: OUT (default runs/plan_check/<job id or date>), LOSA, LOSA_DATA.
+# The 2-stage cases split by the head + loss cost `bench train` measured
+# (parallel.head_cost_layers, in `losa plan` and `losa run` alike).
+# Env: OUT (default runs/plan_check/<job id or date>), LOSA, LOSA_DATA,
+# HEAD_COST (1, default: pass the measured head cost; 0: the cost model's).
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 LOSA=${LOSA:-build/losa}
@@ -69,6 +72,11 @@ PY
         common=(--set model.store=$store "${SETS[@]}" --set parallel.pp=$pp --set parallel.dp=$dp)
         # ranks share the node's cores: one BLAS thread each when there are two
         thr=$((np > 1 ? 1 : 2))
+        if [ "${HEAD_COST:-1}" = 1 ]; then
+            hc=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("head_cost_layers", 0))' \
+                "$OUT/$name-train-t$thr.json")
+            common+=(--set parallel.head_cost_layers=$hc)
+        fi
         "$LOSA" plan input/default.ini "${common[@]}" --bench "$OUT/$name-forward-t$thr.json" \
             --bench "$OUT/$name-train-t$thr.json" --bench "$OUT/$name-prune-t$thr.json" \
             --json >"$OUT/$tag-plan.json" 2>/dev/null

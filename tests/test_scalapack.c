@@ -213,6 +213,29 @@ int main(int argc, char **argv)
     check_hinv(d, 256, 32, 0);
     check_hinv(d, 256, 64, 100);
 
+    /* below DIST_HINV_LOCAL_MAX the default entry runs LAPACK on every
+     * replica: the one-rank result bit for bit, on any replica count */
+    {
+        int in = 300;
+        TEST_CHECK(dist_sparsegpt_hinv_local(in, P) && dist_sparsegpt_hinv_local(DIST_HINV_LOCAL_MAX, P) &&
+                   (P == 1 || !dist_sparsegpt_hinv_local(DIST_HINV_LOCAL_MAX + 1, P)),
+                   "local threshold");
+        TEST_CHECK(dist_sparsegpt_hinv_bytes(in, P) == 0, "local hinv needs no ScaLAPACK blocks");
+        double *H = core_calloc((size_t)in * in, sizeof *H);
+        double *ref = core_calloc((size_t)in * in, sizeof *ref), *got = core_calloc((size_t)in * in, sizeof *got);
+        unsigned char *dref = core_calloc((size_t)in, 1), *dgot = core_calloc((size_t)in, 1);
+        make_hessian(H, in, in + 37, 5, 77);
+        TEST_CHECK(prune_sparsegpt_prepare_hinv(H, in, 0.01, ref, dref, NULL) == LOSA_OK, "%s", core_errmsg());
+        TEST_CHECK(dist_sparsegpt_hinv(d, H, in, 0.01, got, dgot) == LOSA_OK, "%s", core_errmsg());
+        TEST_CHECK(memcmp(ref, got, sizeof(double) * (size_t)in * in) == 0 &&
+                   memcmp(dref, dgot, (size_t)in) == 0, "local hinv differs from LAPACK's");
+        core_free(H);
+        core_free(ref);
+        core_free(got);
+        core_free(dref);
+        core_free(dgot);
+    }
+
     /* not positive definite -> LOSA_ERR_NUMERIC on every replica */
     {
         int in = 64;

@@ -28,6 +28,30 @@ print("4,2" if 2 + h < 5 else "5,1")' $W/plan.json)
 other=$([ "$want" = "4,2" ] && echo "5,1" || echo "4,2")
 check "plan: 2 stages of minillama at 1 x 128 split $want by the head cost (got $plan)" test "$plan" = "$want"
 
+# a measured head cost (parallel.head_cost_layers h, in layers) moves the
+# split in plan and run alike (stage costs a + e, b + h; the embedding's e
+# well under half a layer): h 3.5 gives 4+2 (4, 5.5) vs 5+1 (5, 4.5), so
+# 5+1; h 1 gives 3+3 (3, 4) vs 4+2 (4, 3) vs 2+4 (2, 5), so 3+3
+hc=$([ "$want" = "4,2" ] && echo 3.5 || echo 1)
+moved=$([ "$want" = "4,2" ] && echo 5,1 || echo 3,3)
+"$LOSA" plan input/default.ini "${SETS[@]}" --set parallel.head_cost_layers=$hc --ranks 2 --json \
+    >$W/plan_h.json 2>$W/plan_h.log
+planh=$(/usr/bin/python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))
+print(",".join(str(r["n_layers"]) for r in p["ranks"]))' $W/plan_h.json)
+check "plan: layout.head_cost_layers is the deck's $hc" /usr/bin/python3 -c 'import json,sys
+h=json.load(open(sys.argv[1]))["layout"]["head_cost_layers"]; sys.exit(abs(h-float(sys.argv[2]))>1e-9)' \
+    $W/plan_h.json $hc
+check "plan: head cost $hc splits $moved (got $planh)" test "$planh" = "$moved"
+$MPIRUN -np 2 "$LOSA" run input/default.ini "${SETS[@]}" --set parallel.head_cost_layers=$hc \
+    --set output.dir=$W/h --stop-after 1 >/dev/null 2>$W/h.log
+recs() { /usr/bin/python3 -c 'import h5py,sys
+print(",".join(str(int(x)) for x in h5py.File(sys.argv[1],"r")["run/stage_layers"][:]))' "$1"; }
+check "run with head cost $hc records the plan's split $moved ($(recs $W/h/ckpt/state.h5))" \
+    test "$(recs $W/h/ckpt/state.h5)" = "$moved"
+# resuming it without the key would split $want: refused, naming the split
+$MPIRUN -np 2 "$LOSA" run input/default.ini "${SETS[@]}" --set output.dir=$W/h >/dev/null 2>$W/h2.log
+check "resume with another head cost is refused" grep -q "stage split changed: layers per stage $want now, $moved in the run" $W/h2.log
+
 run() { $MPIRUN -np 2 "$LOSA" run input/default.ini "${SETS[@]}" --set output.dir=$W/r "$@"; }
 run --stop-after 1 >/dev/null 2>$W/stop.log
 rec() { /usr/bin/python3 -c 'import h5py,sys

@@ -17,12 +17,18 @@
  * params) layers) or layer counts `4+2`; default `cost`.  With several, the
  * 1F1B pipeline is timed for each in alternating rounds (the pairs share
  * the machine's load) and each is reported.
+ * Head and loss: measured on rank 0 with one thread (bench_head_cost_layers,
+ * in layers: what parallel.head_cost_layers takes) and used by the `cost`
+ * split and the models below as losa_stage_cost uses the deck key;
+ * --head-cost-layers H gives it instead (0: the cost model's).
  * Pipeline bubble: per stage, the idle fraction of the step 1 - busy/wall
  * (busy = this rank's forward/backward/update compute), averaged over the
  * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
  * cost model (stage micro-batch times t_s: wall sum t + (M-1) max t, so the
  * bubble is 1 - M mean t / wall); `bubble_schedule` the same formula with
- * the measured t_s = busy_s / M (what the schedule alone implies); and
+ * the measured t_s = busy_s / M (what the schedule alone implies);
+ * `bubble_model_head_modelled` bubble_model with the cost model's head in
+ * place of the measured one (the model before the head was measured); and
  * (PP-1)/(M+PP-1) for equal stages.
  * sgemm_gflops: one-thread sgemm 1024^3 on rank 0; fraction_of_peak per
  * layout = matrix GFLOP/s of the step / (2 x sgemm_gflops). */
@@ -128,6 +134,53 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
     return d ? dist_agree(d, st) : st;
 }
 
+/* Not collective.  The head and loss of one training micro-batch of c
+ * under (lc, tc), in units of one layer, measured with this process's GEMM
+ * threads: iters steps (after a warm-up) of the whole model on this
+ * process (random weights pruned 50 %), the trainer's head + loss seconds
+ * (lora_step_stats head_seconds) over a layer's share of the rest of the
+ * step's compute (busy less head and embedding, over the layers; the
+ * optimizer's share with the layers as in model_stage_cost_train); the
+ * median of the steps.  What parallel.head_cost_layers takes.  0 on
+ * failure. */
+double bench_head_cost_layers(const model_config *c, const lora_config *lc,
+                              const lora_train_config *tc, int iters)
+{
+    int64_t n = (int64_t)tc->grad_accum * tc->B * tc->T;
+    int *tok = core_calloc((size_t)n, sizeof(int)), *tgt = core_calloc((size_t)n, sizeof(int));
+    for (int64_t i = 0; i < n; i++) tok[i] = (int)((i * 7919) % c->vocab_size);
+    for (int64_t i = 0; i < n; i++) tgt[i] = (i % tc->T == tc->T - 1) ? -1 : tok[i + 1];
+    double *r = core_calloc((size_t)iters, sizeof(double));
+    int done = 0;
+    model_stage st;
+    lora_adapters ad;
+    lora_trainer tr;
+    lora_train_config t = *tc;
+    t.steps = iters + 1;
+    losa_status s = stage_load(NULL, c, 0, 1, NULL, &st);
+    if (s == LOSA_OK) {
+        if ((s = lora_adapters_build(&ad, &st, lc)) == LOSA_OK) {
+            if ((s = lora_trainer_build(&tr, NULL, &st, &ad, &t)) == LOSA_OK) {
+                lora_step_stats ss;
+                for (int k = 0; k <= iters && s == LOSA_OK; k++) {
+                    s = lora_train_step(&tr, tok, tgt, &ss);
+                    double layer = (ss.busy_seconds - ss.head_seconds - ss.embed_seconds) /
+                                   c->n_layers;
+                    if (k > 0 && s == LOSA_OK && layer > 0) r[done++] = ss.head_seconds / layer;
+                }
+                lora_trainer_free(&tr);
+            }
+            lora_adapters_free(&ad, &st);
+        }
+        model_stage_free(&st);
+    }
+    double h = s == LOSA_OK && done > 0 ? bench_median(r, done) : 0;
+    core_free(r);
+    core_free(tok);
+    core_free(tgt);
+    return h;
+}
+
 #define MAX_SPLITS 4
 
 /* One split of the (2,1) pipeline: its name, layers per stage and the
@@ -141,10 +194,11 @@ typedef struct {
 
 /* Not collective: resolve item (cost | params | A+B) for 2 stages of c. */
 static losa_status split_resolve(const char *item, const model_config *c, const lora_config *lc,
-                                 const lora_train_config *tc, split_case *sc)
+                                 const lora_train_config *tc, double head_layers, split_case *sc)
 {
     model_stage_cost k;
     model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, lc->r_max, lc->dropout > 0, tc->ckpt, &k);
+    if (head_layers > 0) k.head = head_layers * k.layer; /* as losa_stage_cost */
     int first[2], L = c->n_layers;
     snprintf(sc->name, sizeof sc->name, "%s", item);
     if (!strcmp(item, "cost")) {
@@ -183,6 +237,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v, *splits = "cost";
     int B = 1, T = 128, M = 8, iters = 2, json = 0;
+    double head_opt = -1; /* < 0: measure */
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if ((v = cli_opt(argc, argv, &i, "--model"))) model = v;
@@ -191,10 +246,17 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--micro"))) s = cli_int("--micro", v, 1, 65536, &M);
         else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
         else if ((v = cli_opt(argc, argv, &i, "--split"))) splits = v;
+        else if ((v = cli_opt(argc, argv, &i, "--head-cost-layers"))) {
+            char *end = NULL;
+            head_opt = strtod(v, &end);
+            if (!end || *end || !(head_opt >= 0 && head_opt < 1e6))
+                s = core_err(LOSA_ERR_ARG, "--head-cost-layers: expected a number >= 0 "
+                             "(0 = the cost model's), got '%s'", v);
+        }
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa bench pipeline "
                           "[--model STORE.h5] [--batch B] [--seqlen T] [--micro M] [--iters K] "
-                          "[--split cost|params|A+B,...] [--json])", argv[i]);
+                          "[--split cost|params|A+B,...] [--head-cost-layers H] [--json])", argv[i]);
     }
     if (s == LOSA_OK && (B < 1 || T < 2 || M < 1 || iters < 1))
         s = core_err(LOSA_ERR_ARG, "need --batch >= 1, --seqlen >= 2, --micro >= 1, --iters >= 1");
@@ -229,7 +291,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
              it = strtok_r(NULL, ",", &save)) {
             if (ns == MAX_SPLITS)
                 s = core_err(LOSA_ERR_ARG, "--split: at most %d splits", MAX_SPLITS);
-            else s = split_resolve(it, &c, &lc, &tc, &sc[ns++]);
+            else s = split_resolve(it, &c, &lc, &tc, 0, &sc[ns++]);
         }
         if (s == LOSA_OK && ns == 0) s = core_err(LOSA_ERR_ARG, "--split: empty list");
     }
@@ -243,10 +305,12 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
 
     /* (1,1): rank 0 alone with 2 GEMM threads; sgemm peak with 1 thread */
     measure m11 = {0}, m21g = {0}, m12 = {0};
-    double peak = 0;
+    double peak = 0, head_meas = 0;
     if (dist_rank(d) == 0) {
         kern_gemm_threads(1);
         peak = bench_sgemm_gflops(1024, 1024, 1024, 0.5);
+        /* the head's cost with one thread, as a pipeline stage runs it */
+        head_meas = head_opt < 0 ? bench_head_cost_layers(&c, &lc, &tc, iters) : head_opt;
         kern_gemm_threads(2);
         s = run_layout(NULL, model, &c, NULL, &tc, iters, tok, tgt, &m11);
         kern_gemm_threads(1);
@@ -255,6 +319,19 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     s = dist_agree(d, s);
     dist_bcast(d, &m11, sizeof m11, 0);
     dist_bcast(d, &peak, sizeof peak, 0);
+    dist_bcast(d, &head_meas, sizeof head_meas, 0);
+    /* the splits and their modelled costs with the head as measured */
+    for (int q = 0; q < ns && s == LOSA_OK; q++) {
+        char item[32];
+        memcpy(item, sc[q].name, sizeof item);
+        s = split_resolve(item, &c, &lc, &tc, head_meas, &sc[q]);
+    }
+    model_stage_cost k0;
+    model_stage_cost_train(&c, tc.B, tc.T, tc.grad_accum, lc.r_max, lc.dropout > 0, tc.ckpt, &k0);
+    core_log("head + loss: %.2f layers %s (cost model %.2f)\n",
+             head_meas > 0 ? head_meas : k0.head / k0.layer,
+             head_opt < 0 ? (head_meas > 0 ? "measured" : "(measurement failed: modelled)")
+                          : "given", k0.head / k0.layer);
     int two = dist_size(d) == 2 && s == LOSA_OK;
     if (two) {
         kern_gemm_threads(1);
@@ -278,7 +355,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     const char *names[4] = {"1x1_2threads", "2x1_1f1b", "2x1_gpipe", "1x2"};
     measure *ms[4] = {&m11, &sc[0].m, &m21g, &m12};
     int nl = two ? 4 : 1;
-    double bequal = 1.0 / (M + 1), bub[MAX_SPLITS], bsched[MAX_SPLITS], bmodel[MAX_SPLITS],
+    double bequal = 1.0 / (M + 1), bub[MAX_SPLITS], bsched[MAX_SPLITS], bmodel[MAX_SPLITS], bmodel0[MAX_SPLITS],
            bgpipe = 0;
     for (int q = 0; q < ns; q++) {
         measure *x = &sc[q].m;
@@ -287,6 +364,9 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
         bsched[q] = bubble_of(t, 2, M);
         bmodel[q] = bubble_of(sc[q].cost, 2, M);
+        /* the same split under the cost model's head (no measurement) */
+        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head};
+        bmodel0[q] = bubble_of(c0, 2, M);
     }
     for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);
     core_log("%-14s %12s %10s %12s\n", "layout", "tokens/s", "step s", "of 2x peak");
@@ -295,9 +375,10 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                  ms[k]->step_s, fl / ms[k]->step_s / 1e9 / (2 * peak));
     if (two) {
         for (int q = 0; q < ns; q++)
-            core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (cost "
+            core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (head "
+                     "modelled %.3f; cost "
                      "model: stages %.2f : 1), schedule %.3f (stage busy %.3f, %.3f of %.3f s)\n",
-                     sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q],
+                     sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q], bmodel0[q],
                      sc[q].cost[0] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
                      sc[q].m.step_s);
         core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
@@ -320,6 +401,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
             cJSON_AddItemToObject(e, "stage_layers", cJSON_CreateIntArray(sc[q].count, 2));
             cJSON_AddItemToObject(e, "stage_cost", cJSON_CreateDoubleArray(sc[q].cost, 2));
             cJSON_AddNumberToObject(e, "bubble_model", bmodel[q]);
+            cJSON_AddNumberToObject(e, "bubble_model_head_modelled", bmodel0[q]);
             if (two) {
                 cJSON_AddNumberToObject(e, "bubble_measured", bub[q]);
                 cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);
@@ -339,6 +421,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
             cJSON_AddNullToObject(o, "bubble_measured");
         }
         cJSON_AddNumberToObject(o, "bubble_model", bmodel[0]);
+        cJSON_AddNumberToObject(o, "head_cost_layers", head_meas > 0 ? head_meas : k0.head / k0.layer);
+        cJSON_AddNumberToObject(o, "head_cost_layers_model", k0.head / k0.layer);
         cJSON_AddNumberToObject(o, "bubble_equal_stages", bequal);
         cJSON_AddItemToObject(o, "stage_layers", cJSON_CreateIntArray(sc[0].count, 2));
         cJSON_AddNumberToObject(o, "micro_batches", M);

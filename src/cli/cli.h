@@ -208,5 +208,10 @@ int bench_train(dist_ctx *d, int argc, char **argv);
 int bench_prune(dist_ctx *d, int argc, char **argv);
 int bench_sparse(dist_ctx *d, int argc, char **argv);
 int bench_decode(dist_ctx *d, int argc, char **argv);
+#include "lora.h"
+/* Not collective: the head and loss of one training micro-batch in layers,
+ * measured with this process's GEMM threads (bench_pipeline.c). */
+double bench_head_cost_layers(const model_config *c, const lora_config *lc,
+                              const lora_train_config *tc, int iters);
 int bench_pipeline(dist_ctx *d, int argc, char **argv);
 #endif

@@ -69,12 +69,13 @@ static void prune_rates(const cJSON *j, losa_rates *rt)
     model_config c = {.dim = (int)json_num(j, "dim"), .hidden_dim = (int)json_num(j, "hidden_dim"),
                       .n_heads = (int)json_num(j, "n_heads"),
                       .n_kv_heads = (int)json_num(j, "n_kv_heads")};
-    double weights = (double)model_map_weights(&c), stats, solve;
-    losa_pruner_flops(&c, json_num(j, "n") * json_num(j, "seqlen"), &stats, &solve);
-    double st = json_num(bs, "stats_s"),
-           sv = json_num(bs, "hinv_s") + json_num(bs, "sweep_s") + json_num(bs, "update_s");
+    double weights = (double)model_map_weights(&c), stats, hinv, sweep;
+    losa_pruner_flops(&c, json_num(j, "n") * json_num(j, "seqlen"), &stats, &hinv, &sweep);
+    double st = json_num(bs, "stats_s"), sh = json_num(bs, "hinv_s"),
+           sv = json_num(bs, "sweep_s") + json_num(bs, "update_s");
     if (st > 0) rt->prune_stats_gflops = stats / st / 1e9;
-    if (sv > 0) rt->prune_solve_gflops = solve / sv / 1e9;
+    if (sh > 0) rt->prune_hinv_gflops = hinv / sh / 1e9;
+    if (sv > 0) rt->prune_solve_gflops = sweep / sv / 1e9;
     if (json_num(bw, "mask_s") > 0) rt->mask_wps[0] = weights / json_num(bw, "mask_s");
     if (json_num(bs, "mask_s") > 0) rt->mask_wps[1] = weights / json_num(bs, "mask_s");
 }
@@ -138,11 +139,12 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
     if (!fw) rt->fwd_gflops = eff * base;
     if (!tr) rt->train_gflops = eff * base;
     if (rt->gemm_gflops <= 0) rt->gemm_gflops = base > 0 ? base : rt->fwd_gflops;
-    char prune[160];
+    char prune[224];
     if (pr)
-        snprintf(prune, sizeof prune, "pruners (--bench): statistics %.1f GF/s, SparseGPT solve "
-                 "%.1f GF/s, masks %.3g (Wanda) / %.3g (SparseGPT) weights/s",
-                 rt->prune_stats_gflops, rt->prune_solve_gflops, rt->mask_wps[0], rt->mask_wps[1]);
+        snprintf(prune, sizeof prune, "pruners (--bench): statistics %.1f GF/s, SparseGPT "
+                 "factorisations %.1f / sweep %.1f GF/s, masks %.3g (Wanda) / %.3g (SparseGPT) "
+                 "weights/s", rt->prune_stats_gflops, rt->prune_hinv_gflops,
+                 rt->prune_solve_gflops, rt->mask_wps[0], rt->mask_wps[1]);
     else
         snprintf(prune, sizeof prune, "pruners at the dense GEMM rate, masks %.3g weights/s "
                  "(assumed; pass a `bench prune --json`)", LOSA_DEFAULT_MASK_WPS);

@@ -82,6 +82,7 @@ const deck_key deck_schema[] = {
     {"parallel.pp", DECK_INT, "0", 0, 1e6, NULL, "pipeline stages (0 = ranks / dp)", NULL, DECK_NO_RESULT},
     {"parallel.dp", DECK_INT, "1", 1, 1e6, NULL, "data-parallel replicas", NULL, DECK_NO_RESULT},
     {"parallel.schedule", DECK_CHOICE, "1f1b", 0, 0, "1f1b|gpipe", "training pipeline schedule", NULL, 0},
+    {"parallel.head_cost_layers", DECK_FLOAT, "0", 0, 1e6, NULL, "measured cost of the head and loss (forward + backward of one training micro-batch) in transformer layers, for the stage split of 'losa run' and 'losa plan' and the time model; 0 = the cost model's (model_stage_cost_train); 'losa bench train' and 'bench pipeline' measure it (head_cost_layers in --json)", NULL, DECK_NO_RESULT},
     /* [output] */
     {"output.dir", DECK_STRING, "", 0, 0, NULL, "run directory", NULL, DECK_NO_RESULT},
     {"output.store", DECK_STRING, "", 0, 0, NULL, "output model store (prune / finetune)", NULL, DECK_NO_RESULT},

@@ -52,9 +52,11 @@ static void sum_stage(MPI_Comm c, double *x, size_t n)
 /* ScaLAPACK block size of dist_sparsegpt_hinv. */
 #define HINV_NB 64
 
+int dist_sparsegpt_hinv_local(int in, int P) { return P == 1 || in <= DIST_HINV_LOCAL_MAX; }
+
 size_t dist_sparsegpt_hinv_bytes(int in, int P)
 {
-    if (P == 1) return 0; /* LAPACK works in place */
+    if (dist_sparsegpt_hinv_local(in, P)) return 0; /* LAPACK works in place */
     int nprow, npcol, nb = HINV_NB, zero = 0;
     grid_shape(P, &nprow, &npcol);
     size_t most = 0;
@@ -103,6 +105,10 @@ prune_sparsegpt_hooks dist_sparsegpt_hooks(dist_ctx *d)
 losa_status dist_sparsegpt_hinv(dist_ctx *d, const double *H, int in, double percdamp,
                                 double *Hinv_upper, unsigned char *dead)
 {
+    /* small Hessians: every replica factorises its own copy (H is equal on
+     * all), the result of one rank exactly and no messages */
+    if (dist_sparsegpt_hinv_local(in, dist_n_replicas(d)))
+        return prune_sparsegpt_prepare_hinv(H, in, percdamp, Hinv_upper, dead, NULL);
     return dist_sparsegpt_hinv_nb(d, H, in, percdamp, Hinv_upper, dead, HINV_NB);
 }
 

@@ -176,14 +176,18 @@ static double fwd_compute(lora_trainer *tr, int j, const int *tokens, const int 
     a->drop_p = tr->ad->cfg.dropout;
     a->drop_seed = drop_seed(c->seed, tr->step, mb);
     if (s->has_embed) model_stage_embed(a, s, tokens + mb * N, B, T);
+    double t1 = core_time();
+    tr->embed_busy += t1 - t0;
     if (c->ckpt) model_stage_forward_ckpt(a, slot_xin(tr, j), s, B, T);
     else
         for (int l = 0; l < s->n_layers; l++) model_layer_forward(a, s, l, B, T);
     double nll = 0;
     if (s->has_head) {
         int64_t n;
+        double th = core_time();
         model_stage_head(a, s, B, T);
         nll = model_head_backward(&tr->g, slot_dx(tr, j), a, s, targets + mb * N, B, T, scale, &n);
+        tr->head_busy += core_time() - th;
     }
     tr->busy += core_time() - t0;
     return nll;
@@ -296,7 +300,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
                                    (long long)tr->step);
     float scale = (float)(1.0 / (double)ntok);
     lora_grad_zero(ad);
-    tr->busy = 0;
+    tr->busy = tr->head_busy = tr->embed_busy = 0;
     double nll = 0;
     if (!d || dist_n_stages(d) == 1) {
         for (int j = 0; j < tr->n_mb; j++) {
@@ -355,6 +359,8 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
         st->lr = opt.lr;
         st->seconds = core_time() - t0;
         st->busy_seconds = tr->busy;
+        st->head_seconds = tr->head_busy;
+        st->embed_seconds = tr->embed_busy;
     }
     tr->step++;
     return LOSA_OK;

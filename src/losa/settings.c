@@ -316,6 +316,7 @@ losa_status parallel_settings_from_deck(const deck *dk, parallel_settings *s)
     s->dp = (int)get_int(dk, "parallel.dp");
     s->schedule = !strcmp(get_str(dk, "parallel.schedule"), "gpipe") ? LORA_SCHEDULE_GPIPE
                                                                      : LORA_SCHEDULE_1F1B;
+    s->head_cost_layers = get_float(dk, "parallel.head_cost_layers");
     settings_where(dk, "parallel.pp", s->where, sizeof s->where);
     return LOSA_OK;
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "dist.h"
 #include "losa.h"
 #include "settings.h"
 
@@ -13,6 +14,9 @@ void losa_stage_cost(const run_settings *rs, const model_config *c, model_stage_
     const lora_train_config *tc = &rs->train.tc;
     model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, rs->lora.lc.r_max, rs->lora.lc.dropout > 0, tc->ckpt,
                            k);
+    /* the head and loss as measured (parallel.head_cost_layers), in units of
+     * the modelled layer: the split and the time model both read k */
+    if (rs->parallel.head_cost_layers > 0) k->head = rs->parallel.head_cost_layers * k->layer;
 }
 
 void losa_stage_split(const run_settings *rs, const model_config *c, int pp, int *first,
@@ -84,22 +88,25 @@ static double calib_pass(const run_settings *rs, const model_config *c, int pp,
     return wall;
 }
 
-void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *solve)
+void losa_pruner_flops(const model_config *c, double tokens, double *stats, double *hinv,
+                       double *sweep)
 {
-    double D = c->dim, F = c->hidden_dim, sweep = 0;
+    double D = c->dim, F = c->hidden_dim;
+    *sweep = 0;
     for (int m = 0; m < MODEL_N_MAPS; m++) {
         int o, i;
         model_map_shape(c, (model_map)m, &o, &i);
-        sweep += 2.0 * o * (double)i * i;
+        *sweep += 2.0 * o * (double)i * i;
     }
     *stats = 2 * tokens * (3 * D * D + F * F);
-    *solve = (4.0 / 3.0) * (3 * D * D * D + F * F * F) + sweep;
+    *hinv = (4.0 / 3.0) * (3 * D * D * D + F * F * F);
 }
 
 /* The pruner's own seconds per layer on one replica of dp: statistics over
- * the replica's nw windows; SparseGPT's solve and masks split over the
- * replicas (ScaLAPACK, row split); Wanda's / magnitude's masks on every
- * replica. */
+ * the replica's nw windows; SparseGPT's sweep and masks split over the
+ * replicas (row split), its factorisations too (ScaLAPACK) but for the
+ * small Hessians every replica factorises alone (dist_sparsegpt_hinv_local);
+ * Wanda's / magnitude's masks on every replica. */
 static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
                        const losa_rates *rt)
 {
@@ -107,11 +114,18 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     int sgpt = rs->prune.pc.method == PRUNE_METHOD_SPARSEGPT;
     double mask = weights / (rt->mask_wps[sgpt] > 0 ? rt->mask_wps[sgpt] : LOSA_DEFAULT_MASK_WPS);
     if (!sgpt) return mask;
-    double stats, solve;
-    losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &solve);
+    double stats, hinv, sweep;
+    losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &hinv, &sweep);
     double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
-           gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops;
-    return stats / (gs * 1e9) + (solve / (gv * 1e9) + mask) / dp;
+           gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops,
+           gh = rt->prune_hinv_gflops > 0 ? rt->prune_hinv_gflops : gv;
+    /* the Hessians of the q/k/v, o and gate/up inputs (D) and of down's (F) */
+    const double ins[4] = {c->dim, c->dim, c->dim, c->hidden_dim};
+    double hinv_s = 0;
+    for (int h = 0; h < 4; h++)
+        hinv_s += (4.0 / 3.0) * ins[h] * ins[h] * ins[h] / (gh * 1e9) /
+                  (dist_sparsegpt_hinv_local((int)ins[h], dp) ? 1 : dp);
+    return stats / (gs * 1e9) + hinv_s + (sweep / (gv * 1e9) + mask) / dp;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
@@ -133,7 +147,7 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
     /* a micro-batch of the whole model at the training rate (what `losa
      * bench train` measures), shared among the stages in proportion to the
      * stage costs the split balances (losa_stage_cost: the head and loss
-     * at their elementwise cost, not at the GEMM rate) */
+     * as measured, parallel.head_cost_layers, or at their modelled cost) */
     double whole = model_train_flops(c, c->n_layers, 1, tc->B, tc->T, rs->lora.lc.r_max,
                                      rs->lora.lc.dropout > 0, tc->ckpt) /
                    (rt->train_gflops * 1e9),
