@@ -175,7 +175,7 @@ static void test_rope(void)
  * 3e-7 = 5u, inside the factor 16.  Shapes: one block with a ragged edge,
  * several blocks (T = 130: a ragged third block, causal masks inside the
  * diagonal blocks, rescaling across blocks), T = 1, GQA and MHA, head
- * sizes that are and are not multiples of the forward's 16-wide tiles. */
+ * sizes that are and are not multiples of the forward's 32- and 16-wide tiles. */
 static void attention_case(int B, int T, int H, int Hkv, int hd)
 {
     const int64_t nq = (int64_t)B * T * H * hd, nk = (int64_t)B * T * Hkv * hd;
@@ -229,7 +229,8 @@ static void test_attention(int threads)
     attention_case(1, 1, 2, 2, 8);
     attention_case(3, 64, 2, 2, 8);
     attention_case(1, 200, 4, 1, 32);
-    attention_case(2, 100, 2, 2, 24); /* the forward's 16-wide tiles and a 8-column tail */
+    attention_case(2, 100, 2, 2, 24); /* the forward's 16-wide tile and an 8-column tail */
+    attention_case(1, 90, 2, 1, 56);  /* its 32-, 16-wide tiles and tail */
     attention_case(1, 70, 2, 1, 128); /* blocks of 32 (att_block) */
 }
 

@@ -11,7 +11,7 @@
  * its rows of dk / dv and of the grouped query heads' dq, so no two
  * threads write the same element and the result does not depend on the
  * thread count (each pair's arithmetic is sequential and fixed).  The
- * forward's block products are vectorised loops (tile_4x16, on K transposed
+ * forward's block products are vectorised loops (tile_4x32, on K transposed
  * once per pair); the backward's are cblas_sgemm calls with fixed shapes,
  * small enough (block^2 hd <= 2^18 multiply-adds, att_block) that a threaded
  * BLAS runs them on the calling thread: OpenBLAS starts its own threads
@@ -60,42 +60,49 @@ static att_scratch scratch_alloc(int hd)
 
 /* The forward's block products, vectorised in place of cblas_sgemm (whose
  * call and packing cost more than the arithmetic on blocks this small):
- * C (R, 16) (=, or += when add) A (R, kd) B (kd, 16), rows of lda, ldb,
- * ldc, R = 4 or 1; each entry a chain of fused multiply-adds over
- * k = 0, 1, ... in order (fmaf: the same bits in every clone and whatever
- * the thread count), R x 16 accumulators in registers. */
-#define TILE_FN(R)                                                                         \
-    static inline __attribute__((always_inline)) void tile_##R##x16(                       \
+ * C (R, W) (=, or += when add) A (R, kd) B (kd, W), rows of lda, ldb, ldc,
+ * R = 4 or 1, W = 32 or 16; each entry a chain of fused multiply-adds over
+ * k = 0, 1, ... in order (fmaf: the same bits in every clone, for every
+ * tile shape and whatever the thread count), R x W accumulators in
+ * registers (4 x 32: eight independent vector chains). */
+#define TILE_FN(R, W)                                                                      \
+    static inline __attribute__((always_inline)) void tile_##R##x##W(                      \
         float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,  \
         int kd, int add)                                                                  \
     {                                                                                     \
-        float acc[R][16];                                                                 \
+        float acc[R][W];                                                                  \
         for (int i = 0; i < R; i++)                                                       \
-            for (int j = 0; j < 16; j++) acc[i][j] = add ? c[i * ldc + j] : 0.0f;         \
+            for (int j = 0; j < W; j++) acc[i][j] = add ? c[i * ldc + j] : 0.0f;          \
         for (int k = 0; k < kd; k++) {                                                    \
             const float *bk = b + k * ldb;                                                \
             for (int i = 0; i < R; i++) {                                                 \
                 float av = a[i * lda + k];                                                \
-                _Pragma("omp simd") for (int j = 0; j < 16; j++)                          \
+                _Pragma("omp simd") for (int j = 0; j < W; j++)                           \
                     acc[i][j] = fmaf(av, bk[j], acc[i][j]);                               \
             }                                                                             \
         }                                                                                 \
         for (int i = 0; i < R; i++)                                                       \
-            for (int j = 0; j < 16; j++) c[i * ldc + j] = acc[i][j];                      \
+            for (int j = 0; j < W; j++) c[i * ldc + j] = acc[i][j];                       \
     }
-TILE_FN(4)
-TILE_FN(1)
+TILE_FN(4, 32)
+TILE_FN(1, 32)
+TILE_FN(4, 16)
+TILE_FN(1, 16)
 #undef TILE_FN
 
-/* C (rows, 16) as tile_4x16 / tile_1x16, any rows. */
+/* C (rows, W) as the tiles above, any rows, W = 32 or 16. */
 static inline __attribute__((always_inline)) void tile_rows(float *c, int64_t ldc, const float *a,
                                                            int64_t lda, const float *b,
-                                                           int64_t ldb, int kd, int rows, int add)
+                                                           int64_t ldb, int kd, int rows, int w32,
+                                                           int add)
 {
     int i = 0;
     for (; i + 4 <= rows; i += 4)
-        tile_4x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
-    for (; i < rows; i++) tile_1x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        if (w32) tile_4x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        else tile_4x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+    for (; i < rows; i++)
+        if (w32) tile_1x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        else tile_1x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
 }
 
 /* s (ni x nj, ld ATT_BLOCK) = scale * Q_i K_j^T */
@@ -121,16 +128,17 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
                           const float *vb, int qs, int ks, int i0, int ni, int hd, float scale,
                           att_scratch *w)
 {
-    const int hd16 = hd / 16 * 16;
+    const int hd32 = hd / 32 * 32, hd16 = hd / 16 * 16;
     for (int r = 0; r < ni; r++) w->m[r] = -FLT_MAX, w->l[r] = 0.0f;
     memset(w->acc, 0, sizeof(float) * (size_t)ni * hd);
     for (int j0 = 0; j0 < i0 + ni; j0 += w->bs) {
         int nj = i0 + ni - j0 < w->bs ? i0 + ni - j0 : w->bs;
-        /* S = Q_i K_j^T (scaled below), 16 columns at a time (those past nj
-         * come from K^T's zero padding and are never read) */
-        for (int c0 = 0; c0 < nj; c0 += 16)
+        /* S = Q_i K_j^T (scaled below), 32 columns at a time (those past nj
+         * come from K^T's zero padding and are never read; ATT_BLOCK is a
+         * multiple of 32) */
+        for (int c0 = 0; c0 < nj; c0 += 32)
             tile_rows(w->s + c0, ATT_BLOCK, qb + (int64_t)i0 * qs, qs, kt + j0 + c0, ktl, hd, ni,
-                      0);
+                      1, 0);
         for (int r = 0; r < ni; r++) {
             float *row = w->s + (int64_t)r * ATT_BLOCK;
             int n = visible(i0 + r, j0, nj);
@@ -152,10 +160,11 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
 #pragma omp simd
             for (int d = 0; d < hd; d++) a[d] *= corr;
         }
-        /* acc += P V_j: 16 columns of hd at a time, the rest one by one */
+        /* acc += P V_j: 32 columns of hd at a time, then 16, the rest one by one */
         const float *vj = vb + (int64_t)j0 * ks;
-        for (int d0 = 0; d0 < hd16; d0 += 16)
-            tile_rows(w->acc + d0, hd, w->s, ATT_BLOCK, vj + d0, ks, nj, ni, 1);
+        for (int d0 = 0; d0 < hd32; d0 += 32)
+            tile_rows(w->acc + d0, hd, w->s, ATT_BLOCK, vj + d0, ks, nj, ni, 1, 1);
+        if (hd16 > hd32) tile_rows(w->acc + hd32, hd, w->s, ATT_BLOCK, vj + hd32, ks, nj, ni, 0, 1);
         for (int r = 0; r < ni; r++)
             for (int d = hd16; d < hd; d++) {
                 float t = w->acc[(int64_t)r * hd + d];
@@ -200,8 +209,8 @@ static void forward_group(const att_call *c, int b, int kh, att_scratch *w)
     const float scale = 1.0f / sqrtf((float)hd);
     const float *kb = c->k + (int64_t)b * T * ks + kh * hd, *vb = c->v + (int64_t)b * T * ks + kh * hd;
     /* K^T (hd, ktl) for the group's heads, zero in the columns past T that
-     * the last block's 16-wide tiles read */
-    const int64_t ktl = ((int64_t)T + 15) / 16 * 16 + 16;
+     * the last block's 32-wide tiles read */
+    const int64_t ktl = ((int64_t)T + 31) / 32 * 32 + 32;
     size_t need = (size_t)(hd * ktl);
     if (need > w->kt_n) {
         core_free(w->kt);
