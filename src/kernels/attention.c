@@ -123,7 +123,7 @@ static inline int visible(int i, int j0, int nj)
 
 /* One query block [i0, i0 + ni) of one head: out rows and their lse.  kt
  * is the head's K transposed (hd, ktl), zero beyond T. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void forward_block(float *ob, float *lse, const float *qb, const float *kt, int64_t ktl,
                           const float *vb, int qs, int ks, int i0, int ni, int hd, float scale,
                           att_scratch *w)
@@ -245,7 +245,7 @@ typedef struct {
     float scale;
 } att_head;
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void backward_pair(const att_head *a, int i0, int ni, int j0, int nj, att_scratch *w)
 {
     const int qs = a->qs, ks = a->ks, hd = a->hd;

@@ -435,7 +435,7 @@ static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha
 /* One row of a_to_bf16: kern_bf16_round's arithmetic, bit for bit, in a
  * loop the compiler vectorises (the clones: the build targets plain
  * x86-64). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void row_to_bf16(uint16_t *y, const float *x, int64_t K)
 {
 #pragma omp simd

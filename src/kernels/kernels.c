@@ -8,8 +8,9 @@
 #include <string.h>
 
 /* One row of kern_rmsnorm_forward: the sum of squares in double, in vector
- * lanes (its order fixed by the code, not by the thread count). */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+ * lanes (its order fixed by the code and the ISA clone the CPU selects,
+ * not by the thread count). */
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static float rmsnorm_row(float *o, const float *x, const float *w, int D, float eps)
 {
     double ss = 0;
@@ -129,7 +130,7 @@ void kern_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B
  * within 11.5u of the exact value relative, for g >= -87 (below, exp(g) is
  * taken as e^-87 and silu(g) up is within |g up| e^-87 < 1e-35 |up| of it,
  * absolute).  NaN stays NaN. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void swiglu_span(float *out, const float *gate, const float *up, int64_t n)
 {
 #pragma omp simd
@@ -178,7 +179,7 @@ void kern_add_inplace(float *x, const float *y, int64_t n)
 
 /* log sum_j exp(l_j): max pass, then the exponentials summed in float blocks
  * of 512 into a double. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static double logsumexp_row(const float *l, int V)
 {
     float mx = -FLT_MAX;
@@ -203,7 +204,7 @@ double kern_nll_row(const float *logits, int target, int V)
 
 /* One row of the cross-entropy: dlogits row += scale (softmax - onehot);
  * returns its NLL. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static double crossentropy_row(float *d, const float *l, int target, int V, float scale)
 {
     double lse = logsumexp_row(l, V);
