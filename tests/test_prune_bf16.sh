@@ -150,6 +150,14 @@ sys.exit(bad != 0 or abs(z - s * n) > 42)' "$W/losa1/model.h5" "$want"
 "$LOSA" run input/default.ini "${L[@]}" --set output.dir="$W/losa2" >/dev/null 2>"$W/losa2.log"
 check "bf16 LoSA resumed from step 1 ($(grep -c resuming "$W/losa2.log") resume line)" grep -q "resuming after step 1" "$W/losa2.log"
 check "resumed bf16 run's model.h5 == uninterrupted" h5diff -q "$W/losa1/model.h5" "$W/losa2/model.h5"
+# evaluating between the steps (merge, perplexity, put back) leaves the
+# weights as they were: bf16 merge + unmerge would round twice
+"$LOSA" run input/default.ini "${L[@]}" --set eval.each_step=true --set output.dir="$W/losa3" \
+    >/dev/null 2>"$W/losa3.log"
+check "bf16 LoSA with eval.each_step: $(grep -c 'step 1: ppl' "$W/losa3.log") step ppl line" \
+    grep -q "step 1: ppl" "$W/losa3.log"
+check "bf16 LoSA with eval.each_step: model.h5 == without" \
+    h5diff -q "$W/losa1/model.h5" "$W/losa3/model.h5"
 # finetune in bf16 on the pruned store: the zero set kept, written bf16
 "$LOSA" finetune input/default.ini --set model.store="$W/w16.h5" --set model.dtype=bf16 \
     --set train.steps=2 --set train.seqlen=64 --set output.store="$W/ft.h5" >/dev/null 2>"$W/ft.log"

@@ -298,9 +298,22 @@ static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
     if (st == LOSA_OK) st = step_train(r, s, lp, t, &loss, &nl, &train_s);
     double te = core_time(), ppl = NAN;
     if (st == LOSA_OK && rs->eval.each_step && t < rs->losa.steps) {
+        /* bf16: merge then unmerge round twice (bf16(bf16(W + D) - D) need
+         * not be W), so an evaluation would move the weights: the maps are
+         * copied before the merge and put back instead of unmerged */
+        uint16_t *keep = NULL;
+        if (s->dtype == MODEL_DTYPE_BF16) {
+            keep = core_malloc(s->bytes_bf16, 1);
+            memcpy(keep, s->params_bf16, s->bytes_bf16);
+        }
         lora_merge(&lp->ad, s);
         ppl = losa_run_ppl(r, s);
-        lora_unmerge(&lp->ad, s);
+        if (keep) {
+            memcpy(s->params_bf16, keep, s->bytes_bf16);
+            core_free(keep);
+            lora_attach(&lp->ad, s);
+            lora_delta_update(&lp->ad, s);
+        } else lora_unmerge(&lp->ad, s);
         core_log("   step %d: ppl %.4f\n", t, ppl);
     }
     double secs[LOSA_N_SECS] = {[LOSA_SECS_DECIDE] = tp - tg, [LOSA_SECS_PRUNE] = tt - tp,

@@ -315,6 +315,7 @@ static losa_status stage_build(model_stage *s, const model_config *c, int stage,
         n -= nb;
         s->params_bf16 = core_calloc(nb > 0 ? nb : 1, sizeof(uint16_t));
         s->n_params_bf16 = nb;
+        s->bytes_bf16 = sizeof(uint16_t) * nb; /* plain: 2 bytes a weight */
     }
     s->params = core_calloc(n > 0 ? n : 1, sizeof(float));
     s->n_params = n;
