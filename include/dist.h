@@ -71,7 +71,9 @@ losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *s
  * Hinv_upper (in, in) row-major = U, U^T U = (H + damp I)^{-1}, strict lower
  * triangle 0 -- computed with ScaLAPACK (pdpotrf, pdpotri, pdpotrf) on a
  * BLACS grid over the stage communicator (block size nb; <= 0 picks 64) and
- * returned on every replica.  One replica: LAPACK (prune_sparsegpt_prepare_hinv).
+ * returned on every replica.  One replica, or in <= the local limit
+ * (dist_sparsegpt_hinv_local): LAPACK (prune_sparsegpt_prepare_hinv) on
+ * every replica, its status reduced over the stage.
  * LOSA_ERR_NUMERIC (on every replica) if a factorisation fails. */
 /* Widths up to DIST_HINV_LOCAL_MAX (and one replica): every replica runs
  * the LAPACK path on its own copy instead (the one-rank result exactly, no

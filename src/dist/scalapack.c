@@ -106,9 +106,19 @@ losa_status dist_sparsegpt_hinv(dist_ctx *d, const double *H, int in, double per
                                 double *Hinv_upper, unsigned char *dead)
 {
     /* small Hessians: every replica factorises its own copy (H is equal on
-     * all), the result of one rank exactly and no messages */
-    if (dist_sparsegpt_hinv_local(in, dist_n_replicas(d)))
-        return prune_sparsegpt_prepare_hinv(H, in, percdamp, Hinv_upper, dead, NULL);
+     * all), the result of one rank exactly; one status reduction over the
+     * stage so that a failure on one replica (another BLAS kernel on a
+     * mixed allocation) is a failure on all, not a hang in the next
+     * collective */
+    if (dist_sparsegpt_hinv_local(in, dist_n_replicas(d))) {
+        losa_status s = prune_sparsegpt_prepare_hinv(H, in, percdamp, Hinv_upper, dead, NULL);
+        int bad = s != LOSA_OK, anybad = 0;
+        MPI_Allreduce(&bad, &anybad, 1, MPI_INT, MPI_MAX, dist_comm_stage(d));
+        if (anybad && s == LOSA_OK)
+            s = core_err(LOSA_ERR_NUMERIC, "dist_sparsegpt_hinv: the damped Hessian (%d x %d) "
+                         "failed to factorise on another replica; raise percdamp", in, in);
+        return s;
+    }
     return dist_sparsegpt_hinv_nb(d, H, in, percdamp, Hinv_upper, dead, HINV_NB);
 }
 
