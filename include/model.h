@@ -137,7 +137,8 @@ typedef struct {
     size_t n_params;           /* floats in the block */
     /* MODEL_DTYPE_BF16: the maps (layer by layer in map order) live in
      * params_bf16, plain row-major (model_stage_to_bf16,
-     * model_stage_build_dtype: n_params_bf16 weights, the head fp32) or, with
+     * model_stage_build_dtype: n_params_bf16 weights, the head fp32;
+     * model_stage_to_bf16_decode: the head's rows after the maps) or, with
      * bf16_packed (model_stage_pack_bf16), with the head, each packed for the
      * GEMM engine (kern_bf16_pack, from a 64-byte boundary): n_params_bf16
      * weights in bytes_bf16 bytes (2 per weight plus the layout's padding).
@@ -263,8 +264,8 @@ losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
  * the lookup): the decode step's matvec and the prefill's batched head read
  * 2 bytes per weight.  An fp32 stage only (or one already converted so). */
 losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost);
-/* LOSA_OK on an fp32 stage; else core_err naming `what` (the path that
- * needs the fp32 maps: backward, adapters, decode, pruning, ...). */
+/* LOSA_OK on an fp32 stage; else core_err naming `what` (a path that
+ * needs the fp32 maps: the sparse copies). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);
 /* LOSA_OK unless the stage's bf16 weights are packed for the engine
  * (model_stage_pack_bf16); else core_err naming `what` (a path that reads

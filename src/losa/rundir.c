@@ -204,8 +204,9 @@ static losa_status check_same_run(const losa_run *r, const char *what, char *txt
             }
             free(txt);
             return core_err(LOSA_ERR_ARG, "%s: stage split changed: layers per stage %s now, "
-                            "%s in the run (/run/stage_layers): resume with the losa that made "
-                            "the run or choose another output.dir", what, a, b);
+                            "%s in the run (/run/stage_layers): resume with the run's "
+                            "parallel.head_cost_layers and the losa that made the run, or "
+                            "choose another output.dir", what, a, b);
         }
     deck *was = NULL;
     char rec[1400];

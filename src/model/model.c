@@ -381,10 +381,8 @@ losa_status model_stage_require_plain(const model_stage *s, const char *what)
 losa_status model_stage_require_f32(const model_stage *s, const char *what)
 {
     if (s->dtype == MODEL_DTYPE_F32) return LOSA_OK;
-    return core_err(LOSA_ERR_ARG, "%s: not available with %s weights yet (only the forward and "
-                    "dense decode: 'losa eval', 'losa generate' and 'losa bench forward' take "
-                    "--dtype bf16); use fp32", what,
-                    model_dtype_name(s->dtype));
+    return core_err(LOSA_ERR_ARG, "%s: not available with %s weights (the sparse kernels read "
+                    "fp32 maps); use fp32", what, model_dtype_name(s->dtype));
 }
 
 const char *model_dtype_name(model_dtype t) { return t == MODEL_DTYPE_BF16 ? "bf16" : "fp32"; }
