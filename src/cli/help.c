@@ -111,6 +111,8 @@ static const cli_flag f_bench_pipeline[] = {
     {"--iters", "K", "2", "timed steps, 1..1000000"},
     {"--split", "LIST", "cost", "2-stage splits to time, comma-separated: cost (the run's, by "
      "the cost model), params (by parameter count, as before), or layers A+B"},
+    {"--head-cost-layers", "H", "measured", "the head + loss in layers for the cost split and "
+     "the models (0: the cost model's)"},
     JSON_FLAG, END};
 static const cli_flag f_prune[] = {SET_FLAG, JSON_FLAG, END};
 static const cli_flag f_finetune[] = {SET_FLAG, JSON_FLAG, END};
