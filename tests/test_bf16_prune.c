@@ -9,9 +9,9 @@
  *    statistics on both stages, magnitude / Wanda / SparseGPT, unstructured
  *    and 2:4: the bf16 mask is exactly the fp32 one; magnitude and Wanda
  *    keep the kept weights bit for bit; SparseGPT's kept weights are the
- *    fp32 result rounded to nearest even (within 1 bf16 ulp asserted; the
- *    bf16 path widens exactly and runs the same fp32 code on the same
- *    shapes, so 0 ulp is what it gives); sparsity exact by the counting
+ *    fp32 result rounded to nearest even, bit for bit (the bf16 path
+ *    widens exactly and runs the same fp32 code on the same shapes in the
+ *    same process: the same arithmetic); sparsity exact by the counting
  *    rules of include/prune.h; no weight raised;
  *  - calib_prune_model on the bf16 stage in every layout of the world
  *    (P stages; 1 stage x P replicas): the stage stays plain bf16, the
@@ -207,8 +207,8 @@ static void test_layer_maps(const model_config *c, const test_case *tc)
     TEST_CHECK(mism == 0, "%s: %lld mask entries differ from the fp32 widening's", name,
                (long long)mism);
     /* magnitude / Wanda only zero weights: the rest keep their bits; SparseGPT's
-     * updates are the fp32 ones rounded (brief: within 1 ulp; 0 expected) */
-    TEST_CHECK(worst <= (tc->method == PRUNE_METHOD_SPARSEGPT ? 1 : 0),
+     * updates are the fp32 ones rounded, bit for bit */
+    TEST_CHECK(worst == 0,
                "%s: kept weights %lld ulps from the rounded fp32 result", name, (long long)worst);
     TEST_CHECK(changed == 0, "%s: %lld kept weights changed", name, (long long)changed);
     TEST_CHECK(bad_zeros == 0, "%s: %lld maps off the counting rule's zeros", name,
