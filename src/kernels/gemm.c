@@ -460,6 +460,30 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 #endif
 }
 
+#ifndef LOSA_GEMM_ONEDNN
+static _Thread_local kern_scratch scratch_af; /* kern_gemm_bf16a's fp32 A (CBLAS) */
+#endif
+
+void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        kern_gemm(0, tb, M, N, 0, alpha, NULL, lda, NULL, ldb, beta, C, ldc);
+        return;
+    }
+#ifdef LOSA_GEMM_ONEDNN
+    gemm_onednn(0, tb, 1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    float *Af = scratch_get(&scratch_af, sizeof(float) * (size_t)(M * K));
+#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) Af[i * K + k] = kern_bf16_value(A[i * lda + k]);
+    gemm_bf16w_blas(tb, M, N, K, alpha, Af, K, B, ldb, beta, C, ldc);
+#endif
+}
+
 #ifdef LOSA_GEMM_ONEDNN
 /* W (N,K) plain <-> packed (the shape's layout), one oneDNN reorder: a pure
  * permutation of the bf16 values (the padding of dst zeroed first). */
