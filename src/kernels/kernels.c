@@ -210,7 +210,7 @@ double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
 /* One row of kern_crossentropy_forward_backward_bf16: the fp32 values the
  * row above computes on a zeroed row (0 + scale p_j, minus scale at the
  * target, the same operations in the same order), each rounded to bf16. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 static double crossentropy_row_bf16(uint16_t *d, const float *l, int target, int V, float scale)
 {
     double lse = logsumexp_row(l, V);
