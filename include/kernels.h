@@ -65,6 +65,13 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
+/* Two kern_gemm_bf16w products of one A: C1 = alpha A op(B1) + beta1 C1,
+ * C2 = alpha A op(B2) + beta2 C2 (B1, B2 of one shape and ldb; C1, C2 of
+ * one ldc; C2 must not overlap A).  Bit for bit the two kern_gemm_bf16w
+ * calls; oneDNN rounds A to bf16 once for both. */
+void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
+                      float beta1, float *C1, float beta2, float *C2, int64_t ldc);
 /* Packed bf16 weights: W (N,K) bf16 (the map y = x W^T: N outputs, K
  * inputs) held in the layout the engine's bf16 product reads without a
  * reorder, packed once (kern_bf16_pack) and multiplied as often as wanted

@@ -39,6 +39,8 @@
  *    2 gamma_{K+3} (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|) of it (the
  *    same exact products summed in orders the engine may pick, each within
  *    gamma_{K+3} of the exact result), the padding of C never written;
+ *  - kern_gemm_bf16w2 (two products of one A): bit-identical to the two
+ *    kern_gemm_bf16w calls, padding of C never written;
  *  - kern_bf16_round: round to nearest even on hand cases, zeros stay zero,
  *    kern_bf16_from_f32 counts the non-zeros that round to zero.
  */
@@ -234,6 +236,37 @@ static int64_t gemm_bf16a_case(int tb, int64_t M, int64_t N, int64_t K, int64_t 
     return bad;
 }
 
+static void test_bf16w2(void)
+{
+    static const int64_t shapes[][3] = {{37, 80, 96}, {64, 48, 1000}, {1, 5, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++) {
+            int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            int64_t br = tb ? N : K, bc = tb ? K : N, lda = K + 2, ldb = bc + 1, ldc = N + 3;
+            float *A = malloc(sizeof(float) * (size_t)(M * lda));
+            uint16_t *B1 = malloc(sizeof(uint16_t) * (size_t)(br * ldb));
+            uint16_t *B2 = malloc(sizeof(uint16_t) * (size_t)(br * ldb));
+            float *C[4];
+            for (int c = 0; c < 4; c++) C[c] = malloc(sizeof(float) * (size_t)(M * ldc));
+            if (!A || !B1 || !B2) abort();
+            for (int64_t e = 0; e < M * lda; e++) A[e] = frand();
+            for (int64_t e = 0; e < br * ldb; e++) B1[e] = kern_bf16_round(frand());
+            for (int64_t e = 0; e < br * ldb; e++) B2[e] = kern_bf16_round(frand());
+            for (int64_t e = 0; e < M * ldc; e++) C[0][e] = e % ldc < N ? frand() : PAD;
+            for (int64_t e = 0; e < M * ldc; e++) C[1][e] = e % ldc < N ? frand() : PAD;
+            memcpy(C[2], C[0], sizeof(float) * (size_t)(M * ldc));
+            memcpy(C[3], C[1], sizeof(float) * (size_t)(M * ldc));
+            kern_gemm_bf16w2(tb, M, N, K, 0.35f, A, lda, B1, B2, ldb, 1.0f, C[0], 0.0f, C[1], ldc);
+            kern_gemm_bf16w(tb, M, N, K, 0.35f, A, lda, B1, ldb, 1.0f, C[2], ldc);
+            kern_gemm_bf16w(tb, M, N, K, 0.35f, A, lda, B2, ldb, 0.0f, C[3], ldc);
+            TEST_CHECK(!memcmp(C[0], C[2], sizeof(float) * (size_t)(M * ldc)) &&
+                           !memcmp(C[1], C[3], sizeof(float) * (size_t)(M * ldc)),
+                       "bf16w2 shape %zu tb %d: not the two bf16w products bit for bit", s, tb);
+            free(A), free(B1), free(B2);
+            for (int c = 0; c < 4; c++) free(C[c]);
+        }
+}
+
 static void test_bf16a(void)
 {
     static const int64_t shapes[][3] = {{37, 80, 96}, {64, 48, 1000}, {1, 5, 1}};
@@ -412,6 +445,7 @@ int main(void)
     test_degenerate();
     test_bf16();
     test_bf16a();
+    test_bf16w2();
     test_bf16_packed();
     test_cache();
     fprintf(stderr, "engine %s\n", kern_gemm_engine());

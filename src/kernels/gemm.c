@@ -557,3 +557,19 @@ void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *
     gemm_bf16w_blas(1, M, N, K, alpha, A, lda, Wp, K, beta, C, ldc);
 #endif
 }
+
+void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
+                      float beta1, float *C1, float beta2, float *C2, int64_t ldc)
+{
+#ifdef LOSA_GEMM_ONEDNN
+    if (M > 0 && N > 0 && K > 0) { /* A rounded once, both products on it */
+        const uint16_t *Ab = a_to_bf16(M, K, A, lda);
+        gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B1, ldb, beta1, C1, ldc);
+        gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B2, ldb, beta2, C2, ldc);
+        return;
+    }
+#endif
+    kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B1, ldb, beta1, C1, ldc);
+    kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B2, ldb, beta2, C2, ldc);
+}

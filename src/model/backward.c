@@ -92,8 +92,8 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
-    kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, W, i, 1.0f, dx, i);
-    kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->deltab, i, 0.0f, g->dtmp, i);
+    /* dx += dy W, dtmp = dy deltab: dy rounded once */
+    kern_gemm_bf16w2(0, N, i, o, 1.0f, dy, o, W, ad->deltab, i, 1.0f, dx, 0.0f, g->dtmp, i);
     model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
                         a->drop_p);
     kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
