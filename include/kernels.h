@@ -100,6 +100,15 @@ void kern_bf16_unpack(uint16_t *W, const uint16_t *src, int64_t N, int64_t K);
  * engine chooses.  Not collective; threads as kern_gemm. */
 void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const uint16_t *Wp, float beta, float *C, int64_t ldc);
+/* Several products of one input, for the maps that share it (q, k, v of
+ * ln1; gate, up of ln2): C_j (M,N_j) = A W_j^T for j < n, A (M,K) fp32 (rows
+ * of lda), W_j (N_j,K) packed by kern_bf16_pack, C_j dense (rows of N_j).
+ * The same results, bit for bit, as n calls kern_gemm_bf16p(M, N_j, K, 1,
+ * A, lda, W_j, 0, C_j, N_j); oneDNN rounds A to bf16 once for all n (the
+ * scratch is the thread's, so the C_j must not alias A).  Not collective;
+ * threads as kern_gemm. */
+void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t lda,
+                            const uint16_t *const *Wp, const int64_t *N, float *const *C);
 /* bf16 bits of x, round to nearest even (NaN stays NaN, +-0 stays +-0,
  * overflow goes to +-inf). */
 static inline uint16_t kern_bf16_round(float x)

@@ -374,6 +374,67 @@ static void test_bf16_packed(void)
     TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16 packed K = 0 gives beta C");
 }
 
+/* kern_gemm_bf16p_shared: the q, k, v shapes of a (D 256, kv 128) layer on
+ * one A (rows of K + 3), bit for bit the three kern_gemm_bf16p calls (the
+ * same primitives on the same rounded A).  And the rounding of A itself
+ * (row_to_bf16, vectorised): with W = I (K x K, K = 67: full vector lanes
+ * and a tail) every C_ij = bf16(a_ij) * 1 + 0 exactly on oneDNN (A rounded,
+ * which must be kern_bf16_round bit for bit: ties to even, a carry into
+ * the exponent, an fp32 subnormal that rounds up to bf16's least normal,
+ * signs), = a_ij on CBLAS (A kept fp32).  No bf16 subnormal results:
+ * vdpbf16ps (oneDNN's bf16 kernel) reads them as zero (2^-130 gave 0). */
+static void test_bf16_shared(void)
+{
+    enum { M = 37, K = 256, LDA = K + 3 };
+    const int64_t N[3] = {256, 128, 128};
+    float *A = malloc(sizeof(float) * M * LDA), *C[3], *R[3];
+    uint16_t *W[3], *Wp[3];
+    for (int64_t i = 0; i < M * LDA; i++) A[i] = frand();
+    for (int j = 0; j < 3; j++) {
+        W[j] = malloc(sizeof(uint16_t) * (size_t)(N[j] * K));
+        Wp[j] = malloc(kern_bf16_packed_bytes(N[j], K));
+        C[j] = malloc(sizeof(float) * (size_t)(M * N[j]));
+        R[j] = malloc(sizeof(float) * (size_t)(M * N[j]));
+        for (int64_t i = 0; i < N[j] * K; i++) W[j][i] = kern_bf16_round(frand());
+        kern_bf16_pack(Wp[j], W[j], N[j], K);
+        kern_gemm_bf16p(M, N[j], K, 1.0f, A, LDA, Wp[j], 0.0f, R[j], N[j]);
+    }
+    kern_gemm_bf16p_shared(3, M, K, A, LDA, (const uint16_t *const *)Wp, N, C);
+    for (int j = 0; j < 3; j++) {
+        TEST_CHECK(!memcmp(C[j], R[j], sizeof(float) * (size_t)(M * N[j])),
+                   "bf16p_shared map %d != kern_gemm_bf16p, bit for bit", j);
+        free(W[j]), free(Wp[j]), free(C[j]), free(R[j]);
+    }
+    free(A);
+
+    enum { KI = 67, MI = 3 };
+    float a[MI * KI], c[MI * KI];
+    uint16_t id[KI * KI];
+    uint16_t *idp = malloc(kern_bf16_packed_bytes(KI, KI));
+    const float special[] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, -(1.0f + 0x1p-8f), 0x1.ff9p-1f,
+                             -0x1.ffp-127f, 0x1.0081p-126f, 3.0e38f, -0.0f, 0.0f, 1.00390625f,
+                             1.01171875f, 65504.5f};
+    for (int i = 0; i < MI * KI; i++)
+        a[i] = i < (int)(sizeof special / sizeof special[0]) ? special[i] : frand() * 1e3f;
+    for (int i = 0; i < KI * KI; i++) id[i] = i / KI == i % KI ? kern_bf16_round(1.0f) : 0;
+    kern_bf16_pack(idp, id, KI, KI);
+    const int64_t n1 = KI;
+    float *c1 = c;
+    const uint16_t *w1 = idp;
+    kern_gemm_bf16p_shared(1, MI, KI, a, KI, &w1, &n1, &c1);
+    int onednn = !strcmp(kern_gemm_engine(), "onednn"), bad = 0;
+    for (int i = 0; i < MI * KI; i++) {
+        float want = onednn ? kern_bf16_value(kern_bf16_round(a[i])) : a[i];
+        if (memcmp(&c[i], &want, sizeof want) && !(want == 0 && c[i] == 0)) {
+            if (!bad) fprintf(stderr, "A[%d] = %a: C %a, want %a\n", i, a[i], c[i], want);
+            bad++;
+        }
+    }
+    TEST_CHECK(bad == 0, "A through an identity W: %d of %d entries not %s", bad, MI * KI,
+               onednn ? "kern_bf16_round(a)" : "a");
+    free(idp);
+}
+
 static void test_values(void)
 {
     static const int64_t shapes[][3] = {{37, 80, 96}, {256, 32, 256}, {8, 256, 768}, {1, 5, 1}};
@@ -447,6 +508,7 @@ int main(void)
     test_bf16a();
     test_bf16w2();
     test_bf16_packed();
+    test_bf16_shared();
     test_cache();
     fprintf(stderr, "engine %s\n", kern_gemm_engine());
     return test_finish("test_gemm");

@@ -87,8 +87,7 @@ static double time_best(void (*fn)(const bench_op *), const bench_op *op, int re
 static void time_pair(const bench_op *op, int k, int rounds, double *dense_s, double *sparse_s,
                       double *ratio)
 {
-    double r[16];
-    if (rounds > 16) rounds = 16;
+    double *r = core_calloc((size_t)rounds, sizeof(double));
     *dense_s = *sparse_s = 1e30;
     for (int q = 0; q < rounds; q++) {
         double td = time_best(op_dense, op, k), ts = time_best(op_sparse, op, k);
@@ -97,6 +96,7 @@ static void time_pair(const bench_op *op, int k, int rounds, double *dense_s, do
         r[q] = td / ts;
     }
     *ratio = bench_median(r, rounds);
+    core_free(r);
 }
 
 typedef struct {

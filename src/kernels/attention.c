@@ -10,11 +10,13 @@
  * Work is split over (batch, kv head) pairs with OpenMP: every pair owns
  * its rows of dk / dv and of the grouped query heads' dq, so no two
  * threads write the same element and the result does not depend on the
- * thread count (each pair's arithmetic is sequential and fixed).  The block
- * products are cblas_sgemm calls with fixed shapes, small enough (block^2 hd
- * <= 2^18 multiply-adds, att_block) that a threaded BLAS runs them on the
- * calling thread: OpenBLAS starts its own threads above that size, which
- * inside this parallel region made hd = 128 twenty times slower. */
+ * thread count (each pair's arithmetic is sequential and fixed).  The
+ * forward's block products are vectorised loops (tile_4x32, on K transposed
+ * once per pair); the backward's are cblas_sgemm calls with fixed shapes,
+ * small enough (block^2 hd <= 2^18 multiply-adds, att_block) that a threaded
+ * BLAS runs them on the calling thread: OpenBLAS starts its own threads
+ * above that size, which inside this parallel region made hd = 128 twenty
+ * times slower. */
 #include "kernels.h"
 #include "kern_internal.h"
 
@@ -34,6 +36,8 @@
 typedef struct {
     float *s, *ds, *acc, *m, *l, *dd;
     int bs; /* rows and columns of a block (att_block), <= ATT_BLOCK */
+    float *kt;      /* forward: the group's K transposed (hd, kt_ld), grown */
+    size_t kt_n;
 } att_scratch;
 
 /* The block size for head size hd: the largest power of two <= ATT_BLOCK
@@ -54,6 +58,53 @@ static att_scratch scratch_alloc(int hd)
                          .bs = att_block(hd)};
 }
 
+/* The forward's block products, vectorised in place of cblas_sgemm (whose
+ * call and packing cost more than the arithmetic on blocks this small):
+ * C (R, W) (=, or += when add) A (R, kd) B (kd, W), rows of lda, ldb, ldc,
+ * R = 4 or 1, W = 32 or 16; each entry a chain of fused multiply-adds over
+ * k = 0, 1, ... in order (fmaf: the same bits in every clone, for every
+ * tile shape and whatever the thread count), R x W accumulators in
+ * registers (4 x 32: eight independent vector chains). */
+#define TILE_FN(R, W)                                                                      \
+    static inline __attribute__((always_inline)) void tile_##R##x##W(                      \
+        float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,  \
+        int kd, int add)                                                                  \
+    {                                                                                     \
+        float acc[R][W];                                                                  \
+        for (int i = 0; i < R; i++)                                                       \
+            for (int j = 0; j < W; j++) acc[i][j] = add ? c[i * ldc + j] : 0.0f;          \
+        for (int k = 0; k < kd; k++) {                                                    \
+            const float *bk = b + k * ldb;                                                \
+            for (int i = 0; i < R; i++) {                                                 \
+                float av = a[i * lda + k];                                                \
+                _Pragma("omp simd") for (int j = 0; j < W; j++)                           \
+                    acc[i][j] = fmaf(av, bk[j], acc[i][j]);                               \
+            }                                                                             \
+        }                                                                                 \
+        for (int i = 0; i < R; i++)                                                       \
+            for (int j = 0; j < W; j++) c[i * ldc + j] = acc[i][j];                       \
+    }
+TILE_FN(4, 32)
+TILE_FN(1, 32)
+TILE_FN(4, 16)
+TILE_FN(1, 16)
+#undef TILE_FN
+
+/* C (rows, W) as the tiles above, any rows, W = 32 or 16. */
+static inline __attribute__((always_inline)) void tile_rows(float *c, int64_t ldc, const float *a,
+                                                           int64_t lda, const float *b,
+                                                           int64_t ldb, int kd, int rows, int w32,
+                                                           int add)
+{
+    int i = 0;
+    for (; i + 4 <= rows; i += 4)
+        if (w32) tile_4x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        else tile_4x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+    for (; i < rows; i++)
+        if (w32) tile_1x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        else tile_1x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+}
+
 /* s (ni x nj, ld ATT_BLOCK) = scale * Q_i K_j^T */
 static void block_scores(float *s, const float *qi, int qs, const float *kj, int ks, int ni,
                          int nj, int hd, float scale)
@@ -70,20 +121,31 @@ static inline int visible(int i, int j0, int nj)
     return n < nj ? n : nj;
 }
 
-/* One query block [i0, i0 + ni) of one head: out rows and their lse. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void forward_block(float *ob, float *lse, const float *qb, const float *kb, const float *vb,
-                          int qs, int ks, int i0, int ni, int hd, float scale, att_scratch *w)
+/* One query block [i0, i0 + ni) of one head: out rows and their lse.  kt
+ * is the head's K transposed (hd, ktl), zero beyond T. */
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
+static void forward_block(float *ob, float *lse, const float *qb, const float *kt, int64_t ktl,
+                          const float *vb, int qs, int ks, int i0, int ni, int hd, float scale,
+                          att_scratch *w)
 {
+    const int hd32 = hd / 32 * 32, hd16 = hd / 16 * 16;
     for (int r = 0; r < ni; r++) w->m[r] = -FLT_MAX, w->l[r] = 0.0f;
     memset(w->acc, 0, sizeof(float) * (size_t)ni * hd);
     for (int j0 = 0; j0 < i0 + ni; j0 += w->bs) {
         int nj = i0 + ni - j0 < w->bs ? i0 + ni - j0 : w->bs;
-        block_scores(w->s, qb + (int64_t)i0 * qs, qs, kb + (int64_t)j0 * ks, ks, ni, nj, hd, scale);
+        /* S = Q_i K_j^T (scaled below), 32 columns at a time (those past nj
+         * come from K^T's zero padding and are never read; ATT_BLOCK is a
+         * multiple of 32) */
+        for (int c0 = 0; c0 < nj; c0 += 32)
+            tile_rows(w->s + c0, ATT_BLOCK, qb + (int64_t)i0 * qs, qs, kt + j0 + c0, ktl, hd, ni,
+                      1, 0);
         for (int r = 0; r < ni; r++) {
             float *row = w->s + (int64_t)r * ATT_BLOCK;
             int n = visible(i0 + r, j0, nj);
             float mx = w->m[r];
+#pragma omp simd
+            for (int c = 0; c < n; c++) row[c] *= scale;
+#pragma omp simd reduction(max : mx)
             for (int c = 0; c < n; c++) mx = row[c] > mx ? row[c] : mx;
             float corr = expf_neg(w->m[r] - mx), sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -95,10 +157,21 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
             w->l[r] = w->l[r] * corr + sum;
             w->m[r] = mx;
             float *a = w->acc + (int64_t)r * hd;
+#pragma omp simd
             for (int d = 0; d < hd; d++) a[d] *= corr;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, hd, nj, 1.0f, w->s, ATT_BLOCK,
-                    vb + (int64_t)j0 * ks, ks, 1.0f, w->acc, hd);
+        /* acc += P V_j: 32 columns of hd at a time, then 16, the rest one by one */
+        const float *vj = vb + (int64_t)j0 * ks;
+        for (int d0 = 0; d0 < hd32; d0 += 32)
+            tile_rows(w->acc + d0, hd, w->s, ATT_BLOCK, vj + d0, ks, nj, ni, 1, 1);
+        if (hd16 > hd32) tile_rows(w->acc + hd32, hd, w->s, ATT_BLOCK, vj + hd32, ks, nj, ni, 0, 1);
+        for (int r = 0; r < ni; r++)
+            for (int d = hd16; d < hd; d++) {
+                float t = w->acc[(int64_t)r * hd + d];
+                for (int c = 0; c < nj; c++)
+                    t = fmaf(w->s[(int64_t)r * ATT_BLOCK + c], vj[(int64_t)c * ks + d], t);
+                w->acc[(int64_t)r * hd + d] = t;
+            }
     }
     for (int r = 0; r < ni; r++) {
         float inv = 1.0f / w->l[r], *o = ob + (int64_t)(i0 + r) * qs;
@@ -126,6 +199,7 @@ static void each_group(const att_call *c, att_group_fn fn)
 #pragma omp for schedule(dynamic)
         for (int64_t bk = 0; bk < n; bk++) fn(c, (int)(bk / c->Hkv), (int)(bk % c->Hkv), &w);
         core_free(w.s);
+        core_free(w.kt);
     }
 }
 
@@ -134,10 +208,24 @@ static void forward_group(const att_call *c, int b, int kh, att_scratch *w)
     const int T = c->T, hd = c->hd, qs = c->H * hd, ks = c->Hkv * hd, grp = c->H / c->Hkv;
     const float scale = 1.0f / sqrtf((float)hd);
     const float *kb = c->k + (int64_t)b * T * ks + kh * hd, *vb = c->v + (int64_t)b * T * ks + kh * hd;
+    /* K^T (hd, ktl) for the group's heads, zero in the columns past T that
+     * the last block's 32-wide tiles read */
+    const int64_t ktl = ((int64_t)T + 31) / 32 * 32 + 32;
+    size_t need = (size_t)(hd * ktl);
+    if (need > w->kt_n) {
+        core_free(w->kt);
+        w->kt = core_malloc(need, sizeof(float));
+        w->kt_n = need;
+    }
+    for (int d = 0; d < hd; d++) {
+        float *row = w->kt + d * ktl;
+        for (int t = 0; t < T; t++) row[t] = kb[(int64_t)t * ks + d];
+        memset(row + T, 0, sizeof(float) * (size_t)(ktl - T));
+    }
     for (int h = kh * grp; h < (kh + 1) * grp; h++)
         for (int i0 = 0; i0 < T; i0 += w->bs)
             forward_block(c->out + (int64_t)b * T * qs + h * hd, c->lse + ((int64_t)b * c->H + h) * T,
-                          c->q + (int64_t)b * T * qs + h * hd, kb, vb, qs, ks, i0,
+                          c->q + (int64_t)b * T * qs + h * hd, w->kt, ktl, vb, qs, ks, i0,
                           T - i0 < w->bs ? T - i0 : w->bs, hd, scale, w);
 }
 
@@ -157,7 +245,7 @@ typedef struct {
     float scale;
 } att_head;
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void backward_pair(const att_head *a, int i0, int ni, int j0, int nj, att_scratch *w)
 {
     const int qs = a->qs, ks = a->ks, hd = a->hd;

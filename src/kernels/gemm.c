@@ -432,14 +432,28 @@ static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha
 #endif
 
 #ifdef LOSA_GEMM_ONEDNN
+/* One row of a_to_bf16: kern_bf16_round's arithmetic, bit for bit, in a
+ * loop the compiler vectorises (the clones: the build targets plain
+ * x86-64). */
+__attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
+static void row_to_bf16(uint16_t *y, const float *x, int64_t K)
+{
+#pragma omp simd
+    for (int64_t k = 0; k < K; k++) {
+        union { float f; uint32_t u; } v = {x[k]};
+        uint32_t r = v.u + 0x7fffu + ((v.u >> 16) & 1u);
+        y[k] = (v.u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((v.u >> 16) | 0x40u)
+                                                  : (uint16_t)(r >> 16);
+    }
+}
+
 /* A (M,K) fp32 rows of lda rounded to bf16 into the thread's scratch (one
  * parallel loop over all rows, not a region per row). */
 static const uint16_t *a_to_bf16(int64_t M, int64_t K, const float *A, int64_t lda)
 {
     uint16_t *Ab = scratch_get(&scratch_a, sizeof(uint16_t) * (size_t)(M * K));
 #pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
-    for (int64_t i = 0; i < M; i++)
-        for (int64_t k = 0; k < K; k++) Ab[i * K + k] = kern_bf16_round(A[i * lda + k]);
+    for (int64_t i = 0; i < M; i++) row_to_bf16(Ab + i * K, A + i * lda, K);
     return Ab;
 }
 #endif
@@ -572,4 +586,18 @@ void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, cons
 #endif
     kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B1, ldb, beta1, C1, ldc);
     kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B2, ldb, beta2, C2, ldc);
+}
+
+void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t lda,
+                            const uint16_t *const *Wp, const int64_t *N, float *const *C)
+{
+#ifdef LOSA_GEMM_ONEDNN
+    if (M > 0 && K > 0) {
+        const uint16_t *Ab = a_to_bf16(M, K, A, lda);
+        for (int j = 0; j < n; j++)
+            if (N[j] > 0) gemm_onednn(0, 1, 2, M, N[j], K, 1.0f, Ab, K, Wp[j], K, 0.0f, C[j], N[j]);
+        return;
+    }
+#endif
+    for (int j = 0; j < n; j++) kern_gemm_bf16p(M, N[j], K, 1.0f, A, lda, Wp[j], 0.0f, C[j], N[j]);
 }

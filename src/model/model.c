@@ -741,6 +741,31 @@ void model_linear_forward(float *y, const float *x, const model_acts *a,
     }
 }
 
+/* y[j] (N,out_j) = x W_j^T for the n maps m[j] that read the same x (q, k,
+ * v; gate, up): on a packed bf16 stage without adapters one
+ * kern_gemm_bf16p_shared (x rounded to bf16 once, not once per map), else
+ * model_linear_forward map by map.  The same results either way. */
+static void linear_forward_shared(float *const *y, const model_map *m, int n, const float *x,
+                                  const model_acts *a, const model_stage *s, int l, int64_t N)
+{
+    const model_layer *ly = &s->layers[l];
+    int shared = s->bf16_packed && !s->adapter && n <= 3;
+    for (int j = 0; j < n && shared; j++) shared = ly->wb[m[j]] != NULL;
+    if (!shared) {
+        for (int j = 0; j < n; j++) model_linear_forward(y[j], x, a, s, l, m[j], N);
+        return;
+    }
+    const uint16_t *w[3];
+    int64_t out[3];
+    int o, i = 0;
+    for (int j = 0; j < n; j++) {
+        model_map_shape(&s->cfg, m[j], &o, &i);
+        w[j] = ly->wb[m[j]];
+        out[j] = o;
+    }
+    kern_gemm_bf16p_shared(n, N, i, x, i, w, out, y);
+}
+
 void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
                          int T)
 {
@@ -751,9 +776,9 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
     int H = c->n_heads, Hkv = c->n_kv_heads, hd = model_head_size(c);
     if (a->save) memcpy(la.xin, a->x, sizeof(float) * N * D);
     kern_rmsnorm_forward(la.ln1, la.rstd1, a->x, ly->attn_norm, N, (int)D, c->rms_eps);
-    model_linear_forward(la.q, la.ln1, a, s, l, MODEL_MAP_Q, N);
-    model_linear_forward(la.k, la.ln1, a, s, l, MODEL_MAP_K, N);
-    model_linear_forward(la.v, la.ln1, a, s, l, MODEL_MAP_V, N);
+    linear_forward_shared((float *const[]){la.q, la.k, la.v},
+                          (const model_map[]){MODEL_MAP_Q, MODEL_MAP_K, MODEL_MAP_V}, 3, la.ln1,
+                          a, s, l, N);
     kern_rope_forward(la.q, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_forward(la.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
     kern_attention_forward(la.atty, la.att, la.q, la.k, la.v, B, T, H, Hkv, hd);
@@ -761,8 +786,9 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
     kern_add_inplace(a->x, a->tmp, N * D);
     if (a->save) memcpy(la.xres, a->x, sizeof(float) * N * D);
     kern_rmsnorm_forward(la.ln2, la.rstd2, a->x, ly->ffn_norm, N, (int)D, c->rms_eps);
-    model_linear_forward(la.gate, la.ln2, a, s, l, MODEL_MAP_GATE, N);
-    model_linear_forward(la.up, la.ln2, a, s, l, MODEL_MAP_UP, N);
+    linear_forward_shared((float *const[]){la.gate, la.up},
+                          (const model_map[]){MODEL_MAP_GATE, MODEL_MAP_UP}, 2, la.ln2, a, s, l,
+                          N);
     kern_swiglu_forward(la.hid, la.gate, la.up, N * F);
     model_linear_forward(a->tmp, la.hid, a, s, l, MODEL_MAP_DOWN, N);
     kern_add_inplace(a->x, a->tmp, N * D);
