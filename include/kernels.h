@@ -56,6 +56,22 @@ void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
 void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
+/* The same with A already bf16 (M,K), rows of lda: no rounding pass.
+ * oneDNN: the bf16 x bf16 -> f32 primitive kern_gemm_bf16w uses after its
+ * rounding (the same key when lda = K), so kern_gemm_bf16a(A) equals
+ * kern_gemm_bf16w(float(A)) bit for bit; CBLAS: A widened to fp32 (exact)
+ * into a thread-local scratch, then kern_gemm_bf16w's path.  Bound as
+ * kern_gemm_bf16w without A's rounding.  Threads as kern_gemm. */
+void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc);
+/* Two kern_gemm_bf16w products of one A: C1 = alpha A op(B1) + beta1 C1,
+ * C2 = alpha A op(B2) + beta2 C2 (B1, B2 of one shape and ldb; C1, C2 of
+ * one ldc; C2 must not overlap A).  Bit for bit the two kern_gemm_bf16w
+ * calls; oneDNN rounds A to bf16 once for both. */
+void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
+                      float beta1, float *C1, float beta2, float *C2, int64_t ldc);
 /* Packed bf16 weights: W (N,K) bf16 (the map y = x W^T: N outputs, K
  * inputs) held in the layout the engine's bf16 product reads without a
  * reorder, packed once (kern_bf16_pack) and multiplied as often as wanted
@@ -171,6 +187,14 @@ double kern_nll_row(const float *logits, int target, int V);
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
                                           const int *targets, int64_t N, int V,
                                           float scale);
+/* dlogits (N,V) bf16 = bf16(scale * (softmax(logits) - onehot(target))):
+ * exactly kern_bf16_round of what kern_crossentropy_forward_backward adds to
+ * a zeroed fp32 dlogits (bit for bit); rows with target < 0 set to 0 (every
+ * entry written).  Returns the summed NLL, equal to the fp32 kernel's.  For
+ * a bf16 head's backward (kern_gemm_bf16a reads it without a rounding pass). */
+double kern_crossentropy_forward_backward_bf16(uint16_t *dlogits, const float *logits,
+                                               const int *targets, int64_t N, int V,
+                                               float scale);
 
 /* ---- _ref twins: textbook formulas in double precision, libm exp/sin/cos,
  * no BLAS and no tables (src/kernels/kernels_ref.c).  Same contracts as the

@@ -32,6 +32,15 @@
  *    layout and runs the same kernel, but that is its choice, not ours);
  *    CBLAS: the packed layout is the plain one, the results bit-identical
  *    (the same calls), which is checked;
+ *  - kern_gemm_bf16a (A already bf16): with lda = K bit-identical to
+ *    kern_gemm_bf16w on the fp32 values of A (oneDNN: the same primitive
+ *    after bf16w's rounding, which changes nothing on bf16 values; CBLAS:
+ *    A widened exactly, then the same path); with a padded lda within
+ *    2 gamma_{K+3} (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|) of it (the
+ *    same exact products summed in orders the engine may pick, each within
+ *    gamma_{K+3} of the exact result), the padding of C never written;
+ *  - kern_gemm_bf16w2 (two products of one A): bit-identical to the two
+ *    kern_gemm_bf16w calls, padding of C never written;
  *  - kern_bf16_round: round to nearest even on hand cases, zeros stay zero,
  *    kern_bf16_from_f32 counts the non-zeros that round to zero.
  */
@@ -181,6 +190,99 @@ static void test_bf16(void)
     float C[2] = {2, 4}, A1[1] = {1};
     kern_gemm_bf16w(1, 1, 2, 0, 1.0f, A1, 1, NULL, 1, 0.5f, C, 2);
     TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16 K = 0 gives beta C");
+}
+
+/* kern_gemm_bf16a vs kern_gemm_bf16w on the widened A; returns entries off. */
+static int64_t gemm_bf16a_case(int tb, int64_t M, int64_t N, int64_t K, int64_t lda, float alpha,
+                               float beta)
+{
+    int64_t br = tb ? N : K, bc = tb ? K : N, ldb = bc + 1, ldc = N + 2;
+    uint16_t *Ab = malloc(sizeof(uint16_t) * (size_t)(M * lda + 1));
+    float *A = malloc(sizeof(float) * (size_t)(M * lda + 1));
+    uint16_t *B = malloc(sizeof(uint16_t) * (size_t)(br * ldb + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *Cw = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    if (!Ab || !A || !B || !C || !Cw || !C0) abort();
+    for (int64_t i = 0; i < M * lda; i++) A[i] = kern_bf16_value(Ab[i] = kern_bf16_round(frand()));
+    for (int64_t i = 0; i < br * ldb; i++) B[i] = kern_bf16_round(frand());
+    for (int64_t i = 0; i < M * ldc; i++) C0[i] = i % ldc < N ? frand() : PAD;
+    memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+    memcpy(Cw, C0, sizeof(float) * (size_t)(M * ldc));
+    kern_gemm_bf16a(tb, M, N, K, alpha, Ab, lda, B, ldb, beta, C, ldc);
+    kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B, ldb, beta, Cw, ldc);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double sa = 0;
+            for (int64_t k = 0; k < K; k++)
+                sa += fabs((double)A[i * lda + k] *
+                           kern_bf16_value(tb ? B[j * ldb + k] : B[k * ldb + j]));
+            double bound = lda == K ? 0.0
+                           : 2 * test_gamma((double)K + 3, TEST_U32) *
+                                 (fabs(alpha) * sa + fabs(beta) * fabs(C0[i * ldc + j]));
+            double d = fabs((double)C[i * ldc + j] - Cw[i * ldc + j]);
+            if (!(d <= bound) || (lda == K && memcmp(&C[i * ldc + j], &Cw[i * ldc + j], 4))) {
+                if (!bad)
+                    fprintf(stderr, "bf16a tb %d %ldx%ldx%ld lda %ld: C[%ld,%ld] %.9g vs %.9g\n",
+                            tb, (long)M, (long)N, (long)K, (long)lda, (long)i, (long)j,
+                            C[i * ldc + j], Cw[i * ldc + j]);
+                bad++;
+            }
+        }
+        for (int64_t j = N; j < ldc; j++) bad += C[i * ldc + j] != PAD;
+    }
+    free(Ab), free(A), free(B), free(C), free(Cw), free(C0);
+    return bad;
+}
+
+static void test_bf16w2(void)
+{
+    static const int64_t shapes[][3] = {{37, 80, 96}, {64, 48, 1000}, {1, 5, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++) {
+            int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            int64_t br = tb ? N : K, bc = tb ? K : N, lda = K + 2, ldb = bc + 1, ldc = N + 3;
+            float *A = malloc(sizeof(float) * (size_t)(M * lda));
+            uint16_t *B1 = malloc(sizeof(uint16_t) * (size_t)(br * ldb));
+            uint16_t *B2 = malloc(sizeof(uint16_t) * (size_t)(br * ldb));
+            float *C[4];
+            for (int c = 0; c < 4; c++) C[c] = malloc(sizeof(float) * (size_t)(M * ldc));
+            if (!A || !B1 || !B2) abort();
+            for (int64_t e = 0; e < M * lda; e++) A[e] = frand();
+            for (int64_t e = 0; e < br * ldb; e++) B1[e] = kern_bf16_round(frand());
+            for (int64_t e = 0; e < br * ldb; e++) B2[e] = kern_bf16_round(frand());
+            for (int64_t e = 0; e < M * ldc; e++) C[0][e] = e % ldc < N ? frand() : PAD;
+            for (int64_t e = 0; e < M * ldc; e++) C[1][e] = e % ldc < N ? frand() : PAD;
+            memcpy(C[2], C[0], sizeof(float) * (size_t)(M * ldc));
+            memcpy(C[3], C[1], sizeof(float) * (size_t)(M * ldc));
+            kern_gemm_bf16w2(tb, M, N, K, 0.35f, A, lda, B1, B2, ldb, 1.0f, C[0], 0.0f, C[1], ldc);
+            kern_gemm_bf16w(tb, M, N, K, 0.35f, A, lda, B1, ldb, 1.0f, C[2], ldc);
+            kern_gemm_bf16w(tb, M, N, K, 0.35f, A, lda, B2, ldb, 0.0f, C[3], ldc);
+            TEST_CHECK(!memcmp(C[0], C[2], sizeof(float) * (size_t)(M * ldc)) &&
+                           !memcmp(C[1], C[3], sizeof(float) * (size_t)(M * ldc)),
+                       "bf16w2 shape %zu tb %d: not the two bf16w products bit for bit", s, tb);
+            free(A), free(B1), free(B2);
+            for (int c = 0; c < 4; c++) free(C[c]);
+        }
+}
+
+static void test_bf16a(void)
+{
+    static const int64_t shapes[][3] = {{37, 80, 96}, {64, 48, 1000}, {1, 5, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int pad = 0; pad < 2; pad++) {
+                int64_t K = shapes[s][2];
+                float alpha = pad ? 0.35f : 1.0f, beta = pad ? -0.5f : 1.0f;
+                int64_t bad = gemm_bf16a_case(tb, shapes[s][0], shapes[s][1], K, K + 5 * pad,
+                                              alpha, beta);
+                TEST_CHECK(bad == 0, "bf16a shape %zu tb %d pad %d: %lld entries off", s, tb, pad,
+                           (long long)bad);
+            }
+    float C[2] = {2, 4};
+    kern_gemm_bf16a(1, 1, 2, 0, 1.0f, NULL, 1, NULL, 1, 0.5f, C, 2);
+    TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16a K = 0 gives beta C");
 }
 
 /* kern_gemm_bf16p vs kern_gemm_bf16w on one shape; returns entries outside
@@ -403,6 +505,8 @@ int main(void)
     test_values();
     test_degenerate();
     test_bf16();
+    test_bf16a();
+    test_bf16w2();
     test_bf16_packed();
     test_bf16_shared();
     test_cache();

@@ -331,6 +331,31 @@ static void test_crossentropy(void)
     free(l), free(d0), free(d), free(dr), free(b);
 }
 
+/* kern_crossentropy_forward_backward_bf16: bit for bit kern_bf16_round of
+ * the fp32 kernel's output on a zeroed dlogits (the same fp32 operations,
+ * then one rounding), rows with target -1 all +0; the same summed NLL
+ * (the same rows, the same order). */
+static void test_crossentropy_bf16(void)
+{
+    const int64_t N = 70; /* > one block of 64 rows */
+    const int V = 1100;
+    float *l = rnd(N * V, 6), *d = calloc((size_t)(N * V), sizeof(float));
+    uint16_t *db = malloc(sizeof(uint16_t) * (size_t)(N * V));
+    int *t = malloc(sizeof(int) * (size_t)N);
+    if (!d || !db || !t) abort();
+    for (int64_t i = 0; i < N; i++) t[i] = i % 9 == 2 ? -1 : (int)((i * 389) % V);
+    for (int64_t k = 0; k < N * V; k++) db[k] = 0x7fc1; /* NaN: every entry must be written */
+    const float scale = 1.0f / 61;
+    double tot = kern_crossentropy_forward_backward(d, l, t, N, V, scale);
+    double totb = kern_crossentropy_forward_backward_bf16(db, l, t, N, V, scale);
+    int64_t off = 0;
+    for (int64_t k = 0; k < N * V; k++) off += db[k] != kern_bf16_round(d[k]);
+    TEST_CHECK(off == 0, "crossentropy bf16: %lld entries differ from bf16(fp32 kernel)",
+               (long long)off);
+    TEST_CHECK(tot == totb, "crossentropy bf16 nll %.17g vs fp32 kernel %.17g", totb, tot);
+    free(l), free(d), free(db), free(t);
+}
+
 int main(void)
 {
     test_matmul();
@@ -341,5 +366,6 @@ int main(void)
     test_expf_neg();
     test_swiglu();
     test_crossentropy();
+    test_crossentropy_bf16();
     return test_finish("test_kernels");
 }

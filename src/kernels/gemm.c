@@ -474,6 +474,30 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 #endif
 }
 
+#ifndef LOSA_GEMM_ONEDNN
+static _Thread_local kern_scratch scratch_af; /* kern_gemm_bf16a's fp32 A (CBLAS) */
+#endif
+
+void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        kern_gemm(0, tb, M, N, 0, alpha, NULL, lda, NULL, ldb, beta, C, ldc);
+        return;
+    }
+#ifdef LOSA_GEMM_ONEDNN
+    gemm_onednn(0, tb, 1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    float *Af = scratch_get(&scratch_af, sizeof(float) * (size_t)(M * K));
+#pragma omp parallel for schedule(static) if (M * K > KERN_PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t k = 0; k < K; k++) Af[i * K + k] = kern_bf16_value(A[i * lda + k]);
+    gemm_bf16w_blas(tb, M, N, K, alpha, Af, K, B, ldb, beta, C, ldc);
+#endif
+}
+
 #ifdef LOSA_GEMM_ONEDNN
 /* W (N,K) plain <-> packed (the shape's layout), one oneDNN reorder: a pure
  * permutation of the bf16 values (the padding of dst zeroed first). */
@@ -546,6 +570,22 @@ void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *
 #else
     gemm_bf16w_blas(1, M, N, K, alpha, A, lda, Wp, K, beta, C, ldc);
 #endif
+}
+
+void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
+                      float beta1, float *C1, float beta2, float *C2, int64_t ldc)
+{
+#ifdef LOSA_GEMM_ONEDNN
+    if (M > 0 && N > 0 && K > 0) { /* A rounded once, both products on it */
+        const uint16_t *Ab = a_to_bf16(M, K, A, lda);
+        gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B1, ldb, beta1, C1, ldc);
+        gemm_onednn(0, tb, 1, M, N, K, alpha, Ab, K, B2, ldb, beta2, C2, ldc);
+        return;
+    }
+#endif
+    kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B1, ldb, beta1, C1, ldc);
+    kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B2, ldb, beta2, C2, ldc);
 }
 
 void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t lda,

@@ -236,3 +236,43 @@ double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
     }
     return total;
 }
+
+/* One row of kern_crossentropy_forward_backward_bf16: the fp32 values the
+ * row above computes on a zeroed row (0 + scale p_j, minus scale at the
+ * target, the same operations in the same order), each rounded to bf16. */
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static double crossentropy_row_bf16(uint16_t *d, const float *l, int target, int V, float scale)
+{
+    double lse = logsumexp_row(l, V);
+    float flse = (float)lse;
+#pragma omp simd
+    for (int j = 0; j < V; j++) d[j] = kern_bf16_round(0.0f + scale * expf_neg(l[j] - flse));
+    d[target] = kern_bf16_round((0.0f + scale * expf_neg(l[target] - flse)) - scale);
+    return lse - l[target];
+}
+
+double kern_crossentropy_forward_backward_bf16(uint16_t *dlogits, const float *logits,
+                                               const int *targets, int64_t N, int V,
+                                               float scale)
+{
+    enum { BLK = 64 }; /* as kern_crossentropy_forward_backward */
+    double total = 0, nll[BLK];
+    for (int64_t i0 = 0; i0 < N; i0 += BLK) {
+        int nb = N - i0 < BLK ? (int)(N - i0) : BLK;
+#pragma omp parallel for schedule(static) if ((int64_t)nb * V > KERN_PAR_MIN)
+        for (int b = 0; b < nb; b++) {
+            int64_t i = i0 + b;
+            if (targets[i] < 0) {
+                memset(dlogits + i * V, 0, sizeof(uint16_t) * (size_t)V);
+                nll[b] = 0.0;
+            } else {
+                nll[b] = crossentropy_row_bf16(dlogits + i * V, logits + i * V, targets[i], V,
+                                               scale);
+            }
+        }
+        for (int b = 0; b < nb; b++)
+            if (targets[i0 + b] >= 0) total += nll[b];
+    }
+    return total;
+}
+

@@ -233,6 +233,46 @@ void lora_detach(lora_adapters *ad, model_stage *s)
  * bf16 stage (plain maps): the o*i floats at we hold the two bf16 forms
  * instead (bf16_forms: weffb = bf16(W + Delta), then, with dropout,
  * deltab = bf16(Delta)), M from the bf16 weights; dl stays fp32. */
+/* The bf16 stage's masked loops, a block of FORM_BLOCK entries at a time,
+ * as selects (no branches, no conditional stores) in x86-64-v4 / AVX2
+ * clones: the baseline build (SSE2) left them scalar.  The same values as
+ * the plain loops (a select of the same expressions).  form_block_bf16:
+ * dl zeroed off the mask (W == +-0), wb = bf16(W + dl) on it and 0 off it,
+ * db = bf16(dl) (wb, db may be NULL); mask_block_bf16: G zeroed off it. */
+#define FORM_BLOCK 4096
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void form_block_bf16(float *dl, uint16_t *wb, uint16_t *db, const uint16_t *W, int64_t n)
+{
+    if (wb && db) {
+#pragma omp simd
+        for (int64_t e = 0; e < n; e++) {
+            int kept = (W[e] & 0x7fffu) != 0;
+            float d = kept ? dl[e] : 0.0f;
+            dl[e] = d;
+            wb[e] = kept ? kern_bf16_round(kern_bf16_value(W[e]) + d) : 0;
+            db[e] = kern_bf16_round(d);
+        }
+    } else if (wb) {
+#pragma omp simd
+        for (int64_t e = 0; e < n; e++) {
+            int kept = (W[e] & 0x7fffu) != 0;
+            float d = kept ? dl[e] : 0.0f;
+            dl[e] = d;
+            wb[e] = kept ? kern_bf16_round(kern_bf16_value(W[e]) + d) : 0;
+        }
+    } else {
+#pragma omp simd
+        for (int64_t e = 0; e < n; e++) dl[e] = (W[e] & 0x7fffu) != 0 ? dl[e] : 0.0f;
+    }
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+static void mask_block_bf16(float *G, const uint16_t *W, int64_t n)
+{
+#pragma omp simd
+    for (int64_t e = 0; e < n; e++) G[e] = (W[e] & 0x7fffu) != 0 ? G[e] : 0.0f;
+}
+
 static void form_map(const lora_adapters *ad, const model_stage *s, int l, int k, float *dl,
                      float *we)
 {
@@ -244,12 +284,11 @@ static void form_map(const lora_adapters *ad, const model_stage *s, int l, int k
     if (s->dtype == MODEL_DTYPE_BF16) {
         const uint16_t *W = s->layers[l].wb[m];
         uint16_t *wb = (uint16_t *)we, *db = ad->cfg.dropout > 0 && we ? wb + n : NULL;
-#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
-        for (int64_t e = 0; e < n; e++) {
-            int kept = (W[e] & 0x7fffu) != 0;
-            if (!kept) dl[e] = 0.0f;
-            if (wb) wb[e] = kept ? kern_bf16_round(kern_bf16_value(W[e]) + dl[e]) : 0;
-            if (db) db[e] = kern_bf16_round(dl[e]);
+        int64_t nb = (n + FORM_BLOCK - 1) / FORM_BLOCK;
+#pragma omp parallel for schedule(static) if (n > KERN_PAR_MIN)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t e0 = b * FORM_BLOCK, len = n - e0 < FORM_BLOCK ? n - e0 : FORM_BLOCK;
+            form_block_bf16(dl + e0, wb ? wb + e0 : NULL, db ? db + e0 : NULL, W + e0, len);
         }
         return;
     }
@@ -389,9 +428,12 @@ static void project_map(lora_adapters *ad, const model_stage *s, int l, int k, f
     int64_t n = (int64_t)o * i;
     if (s->dtype == MODEL_DTYPE_BF16) {
         const uint16_t *W = s->layers[l].wb[m];
-#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
-        for (int64_t e = 0; e < n; e++)
-            if ((W[e] & 0x7fffu) == 0) G[e] = 0.0f;
+        int64_t nb = (n + FORM_BLOCK - 1) / FORM_BLOCK;
+#pragma omp parallel for schedule(static) if (n > KERN_PAR_MIN)
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t e0 = b * FORM_BLOCK, len = n - e0 < FORM_BLOCK ? n - e0 : FORM_BLOCK;
+            mask_block_bf16(G + e0, W + e0, len);
+        }
     } else {
         const float *W = s->layers[l].w[m];
 #pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)

@@ -92,8 +92,8 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
-    kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, W, i, 1.0f, dx, i);
-    kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->deltab, i, 0.0f, g->dtmp, i);
+    /* dx += dy W, dtmp = dy deltab: dy rounded once */
+    kern_gemm_bf16w2(0, N, i, o, 1.0f, dy, o, W, ad->deltab, i, 1.0f, dx, 0.0f, g->dtmp, i);
     model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
                         a->drop_p);
     kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
@@ -186,15 +186,22 @@ double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
     int64_t cnt = 0;
     for (int64_t i = 0; i < N; i++) cnt += targets[i] >= 0;
     *n = cnt;
-    memset(g->dlogits, 0, sizeof(float) * N * V);
-    double nll = kern_crossentropy_forward_backward(g->dlogits, a->logits, targets, N,
-                                                    (int)V, scale);
     /* logits = norm(x) head^T: d norm(x) = dlogits head, then the norm */
+    double nll;
     memset(g->dln, 0, sizeof(float) * N * D);
-    if (s->head_bf16) /* plain rows (model_stage_to_bf16_decode; packed: refused at build) */
-        kern_gemm_bf16w(0, N, D, V, 1.0f, g->dlogits, V, s->head_bf16, D, 1.0f, g->dln, D);
-    else
+    if (s->head_bf16) {
+        /* plain rows (model_stage_to_bf16_decode; packed: refused at build).
+         * The product rounds dlogits to bf16 anyway: the loss writes it in
+         * bf16 (the same bits), into the first half of the fp32 buffer. */
+        uint16_t *dlb = (uint16_t *)g->dlogits;
+        nll = kern_crossentropy_forward_backward_bf16(dlb, a->logits, targets, N, (int)V, scale);
+        kern_gemm_bf16a(0, N, D, V, 1.0f, dlb, V, s->head_bf16, D, 1.0f, g->dln, D);
+    } else {
+        memset(g->dlogits, 0, sizeof(float) * N * V);
+        nll = kern_crossentropy_forward_backward(g->dlogits, a->logits, targets, N, (int)V,
+                                                 scale);
         kern_matmul_backward_inp(g->dln, g->dlogits, s->head, N, (int)D, (int)V);
+    }
     kern_rmsnorm_forward(g->datty, g->rstdf, a->x, s->final_norm, N, (int)D, c->rms_eps);
     memset(dx, 0, sizeof(float) * N * D);
     kern_rmsnorm_backward(dx, g->dln, a->x, s->final_norm, g->rstdf, N, (int)D);
