@@ -68,9 +68,11 @@ static const cli_flag f_bench_train[] = {
     {"--recompute", NULL, "off", "activation recomputation in the backward"},
     {"--delta-buffers", "auto|persistent|transient", "auto",
      "where the adapters' dense forms live (deck key lora.delta_buffers)"},
-    {"--dtype", "fp32|bf16", "fp32", "precision of the frozen maps and head: bf16 multiplies "
+    {"--dtype", "fp32|bf16", "fp32", "precision of the frozen maps: bf16 multiplies "
                                      "them in bf16 with fp32 accumulation; adapters, gradients "
                                      "and AdamW stay fp32"},
+    {"--head", "fp32|bf16", "fp32", "precision of the head with --dtype bf16 (the run's is "
+                                    "fp32)"},
     JSON_FLAG, END};
 static const cli_flag f_bench_prune[] = {
     {"--model", "STORE.h5", "random minillama layer", "model store"},
