@@ -215,32 +215,52 @@ static double crossentropy_row(float *d, const float *l, int target, int V, floa
     return lse - l[target];
 }
 
-double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
-                                          const int *targets, int64_t N, int V,
-                                          float scale)
+/* The two cross-entropies' driver: rows in parallel, a block at a time
+ * (row(ctx, i): row i's NLL, rows with target < 0 included: they return 0);
+ * the block's NLLs are then added in row order, as the serial loop does. */
+static double crossentropy_rows(double (*row)(void *, int64_t), void *ctx, const int *targets,
+                                int64_t N, int V)
 {
-    /* rows in parallel, a block at a time; the block's NLLs are then added
-     * in row order, as the serial loop does */
     enum { BLK = 64 };
     double total = 0, nll[BLK];
     for (int64_t i0 = 0; i0 < N; i0 += BLK) {
         int nb = N - i0 < BLK ? (int)(N - i0) : BLK;
 #pragma omp parallel for schedule(static) if ((int64_t)nb * V > KERN_PAR_MIN)
-        for (int b = 0; b < nb; b++) {
-            int64_t i = i0 + b;
-            nll[b] = targets[i] < 0 ? 0.0
-                     : crossentropy_row(dlogits + i * V, logits + i * V, targets[i], V, scale);
-        }
+        for (int b = 0; b < nb; b++) nll[b] = row(ctx, i0 + b);
         for (int b = 0; b < nb; b++)
             if (targets[i0 + b] >= 0) total += nll[b];
     }
     return total;
 }
 
+typedef struct {
+    void *d;
+    const float *logits;
+    const int *targets;
+    int V;
+    float scale;
+} ce_args;
+
+static double ce_row_f32(void *ctx, int64_t i)
+{
+    const ce_args *a = ctx;
+    if (a->targets[i] < 0) return 0.0;
+    return crossentropy_row((float *)a->d + i * a->V, a->logits + i * a->V, a->targets[i], a->V,
+                            a->scale);
+}
+
+double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
+                                          const int *targets, int64_t N, int V,
+                                          float scale)
+{
+    ce_args a = {dlogits, logits, targets, V, scale};
+    return crossentropy_rows(ce_row_f32, &a, targets, N, V);
+}
+
 /* One row of kern_crossentropy_forward_backward_bf16: the fp32 values the
  * row above computes on a zeroed row (0 + scale p_j, minus scale at the
  * target, the same operations in the same order), each rounded to bf16. */
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static double crossentropy_row_bf16(uint16_t *d, const float *l, int target, int V, float scale)
 {
     double lse = logsumexp_row(l, V);
@@ -251,28 +271,21 @@ static double crossentropy_row_bf16(uint16_t *d, const float *l, int target, int
     return lse - l[target];
 }
 
+static double ce_row_bf16(void *ctx, int64_t i)
+{
+    const ce_args *a = ctx;
+    uint16_t *d = (uint16_t *)a->d + i * a->V;
+    if (a->targets[i] >= 0)
+        return crossentropy_row_bf16(d, a->logits + i * a->V, a->targets[i], a->V, a->scale);
+    memset(d, 0, sizeof(uint16_t) * (size_t)a->V);
+    return 0.0;
+}
+
 double kern_crossentropy_forward_backward_bf16(uint16_t *dlogits, const float *logits,
                                                const int *targets, int64_t N, int V,
                                                float scale)
 {
-    enum { BLK = 64 }; /* as kern_crossentropy_forward_backward */
-    double total = 0, nll[BLK];
-    for (int64_t i0 = 0; i0 < N; i0 += BLK) {
-        int nb = N - i0 < BLK ? (int)(N - i0) : BLK;
-#pragma omp parallel for schedule(static) if ((int64_t)nb * V > KERN_PAR_MIN)
-        for (int b = 0; b < nb; b++) {
-            int64_t i = i0 + b;
-            if (targets[i] < 0) {
-                memset(dlogits + i * V, 0, sizeof(uint16_t) * (size_t)V);
-                nll[b] = 0.0;
-            } else {
-                nll[b] = crossentropy_row_bf16(dlogits + i * V, logits + i * V, targets[i], V,
-                                               scale);
-            }
-        }
-        for (int b = 0; b < nb; b++)
-            if (targets[i0 + b] >= 0) total += nll[b];
-    }
-    return total;
+    ce_args a = {dlogits, logits, targets, V, scale};
+    return crossentropy_rows(ce_row_bf16, &a, targets, N, V);
 }
 

@@ -240,7 +240,7 @@ void lora_detach(lora_adapters *ad, model_stage *s)
  * dl zeroed off the mask (W == +-0), wb = bf16(W + dl) on it and 0 off it,
  * db = bf16(dl) (wb, db may be NULL); mask_block_bf16: G zeroed off it. */
 #define FORM_BLOCK 4096
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void form_block_bf16(float *dl, uint16_t *wb, uint16_t *db, const uint16_t *W, int64_t n)
 {
     if (wb && db) {
@@ -266,7 +266,7 @@ static void form_block_bf16(float *dl, uint16_t *wb, uint16_t *db, const uint16_
     }
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 static void mask_block_bf16(float *G, const uint16_t *W, int64_t n)
 {
 #pragma omp simd
