@@ -256,13 +256,15 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
  * call: the old blocks, the packed block and one plain bf16 copy of the
  * largest matrix.  Only the forward (model_stage_forward, eval) runs on a
  * packed stage; backward, adapters, decode, pruning and store writes need
- * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
+ * fp32 or plain bf16 (checked).  A packed stage is returned as it is; one
+ * converted for decode (model_stage_to_bf16_decode) is an error.  Not
  * collective. */
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
 /* model_stage_to_bf16 for decoding: the head (last stage) rounded to bf16
  * rows too (head_bf16; the fp32 head freed, a tied embedding stays fp32 for
  * the lookup): the decode step's matvec and the prefill's batched head read
- * 2 bytes per weight.  An fp32 stage only (or one already converted so). */
+ * 2 bytes per weight.  An fp32 stage only (one already converted so is
+ * returned as it is; a plain bf16 stage is an error). */
 losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (a path that
  * needs the fp32 maps: the sparse copies). */

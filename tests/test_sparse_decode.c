@@ -158,6 +158,19 @@ int main(int argc, char **argv)
         TEST_CHECK(model_stage_to_bf16_decode(&sb, NULL) == LOSA_OK && sb.head_bf16 && !sb.head &&
                        !sb.layers[0].w[0] && sb.layers[0].wb[0],
                    "bf16 stage with a bf16 head");
+        /* its head is in rows now: packing it for the forward is refused,
+         * and so is a decode conversion of a plain bf16 stage */
+        TEST_CHECK(model_stage_pack_bf16(&sb, NULL) == LOSA_ERR_ARG && !sb.bf16_packed,
+                   "packing a stage converted for decode is refused");
+        {
+            model_stage pb;
+            model_stage_build(&pb, &c, 0, 1);
+            memcpy(pb.params, full.params, sizeof(float) * full.n_params);
+            TEST_CHECK(model_stage_to_bf16(&pb, NULL) == LOSA_OK &&
+                           model_stage_to_bf16_decode(&pb, NULL) == LOSA_ERR_ARG,
+                       "decode conversion of a plain bf16 stage is refused");
+            model_stage_free(&pb);
+        }
         for (int l = 0; l < rb.n_layers; l++)
             for (int m = 0; m < MODEL_N_MAPS; m++) {
                 int o, i;

@@ -427,8 +427,14 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
         return LOSA_OK;
     const model_config *c = &s->cfg;
     int plain = s->dtype == MODEL_DTYPE_BF16, head16 = (packed || head) && s->has_head;
-    /* a plain bf16 stage gains its head only on the way to packed */
-    LOSA_CHECK(!(plain && !packed));
+    /* a plain bf16 stage gains its head only on the way to packed, from the
+     * fp32 head (not from decode rows) */
+    if (plain && !packed)
+        return core_err(LOSA_ERR_ARG, "model_stage_to_bf16_decode: the stage is already bf16 "
+                        "(convert an fp32 stage)");
+    if (head16 && !s->head)
+        return core_err(LOSA_ERR_ARG, "model_stage_pack_bf16: the head is already in bf16 rows "
+                        "(pack a stage loaded for the forward, not one converted for decode)");
     int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
     size_t bytes;
     if (packed) bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
