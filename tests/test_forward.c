@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "test_util.h"
+#include "stage_bf16_values.h"
 
 static int run_reference(const model_stage *s, const int *tokens, int B, int T,
                          float *logits, const char *tag)
@@ -156,15 +157,7 @@ static void check_model_bf16(model_config c, int B, int T, const char *tag)
     model_acts a;
     TEST_CHECK(model_stage_build(&s, &c, 0, 1) == LOSA_OK, "build");
     model_stage_randomize(&s, 11, 0.15f);
-    for (int l = 0; l < s.n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&c, m, &o, &i);
-            for (int64_t e = 0; e < (int64_t)o * i; e++)
-                s.layers[l].w[m][e] = kern_bf16_value(kern_bf16_round(s.layers[l].w[m][e]));
-        }
-    for (int64_t e = 0; e < (int64_t)c.vocab_size * c.dim; e++)
-        s.head[e] = kern_bf16_value(kern_bf16_round(s.head[e]));
+    test_stage_round_bf16(&s);
     int *tok = malloc(sizeof(int) * B * T);
     for (int i = 0; i < B * T; i++) tok[i] = (i * 17 + 5) % c.vocab_size;
     size_t n = (size_t)B * T * c.vocab_size;

@@ -14,6 +14,7 @@
 #include "lora.h"
 #include "model.h"
 #include "test_util.h"
+#include "stage_bf16_values.h"
 #include "tok.h"
 
 static const model_config tiny = {.dim = 32, .hidden_dim = 48, .n_layers = 3, .n_heads = 4,
@@ -735,15 +736,7 @@ static void test_reference_bf16(float dropout, lora_buffers buffers, const char 
     model_stage_build(&s, &tiny, 0, 1);
     model_stage_randomize(&s, 11, 0.3f);
     prune_stage(&s, 0.5f);
-    for (int l = 0; l < s.n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&tiny, m, &o, &i);
-            for (int64_t e = 0; e < (int64_t)o * i; e++)
-                s.layers[l].w[m][e] = kern_bf16_value(kern_bf16_round(s.layers[l].w[m][e]));
-        }
-    for (int64_t e = 0; e < (int64_t)tiny.vocab_size * tiny.dim; e++)
-        s.head[e] = kern_bf16_value(kern_bf16_round(s.head[e]));
+    test_stage_round_bf16(&s);
     TEST_CHECK(lora_adapters_build(&ad, &s, &lc) == LOSA_OK, "adapters");
     lora_set_rank(&ad, 1, 3);
     lora_set_rank(&ad, 2, 16);

@@ -21,6 +21,7 @@
 #include "model.h"
 #include "prune.h"
 #include "test_util.h"
+#include "stage_bf16_values.h"
 
 static void prune_stage(model_stage *s, double sp)
 {
@@ -171,15 +172,7 @@ int main(int argc, char **argv)
                        "decode conversion of a plain bf16 stage is refused");
             model_stage_free(&pb);
         }
-        for (int l = 0; l < rb.n_layers; l++)
-            for (int m = 0; m < MODEL_N_MAPS; m++) {
-                int o, i;
-                model_map_shape(&c, m, &o, &i);
-                for (int64_t k = 0; k < (int64_t)o * i; k++)
-                    rb.layers[l].w[m][k] = kern_bf16_value(kern_bf16_round(rb.layers[l].w[m][k]));
-            }
-        for (int64_t k = 0; k < (int64_t)V * c.dim; k++)
-            rb.head[k] = kern_bf16_value(kern_bf16_round(rb.head[k]));
+        test_stage_round_bf16(&rb);
         float *gb = malloc(sizeof(float) * T * V), *gr = malloc(sizeof(float) * T * V);
         model_stage *ss[2] = {&sb, &rb};
         float *gg[2] = {gb, gr};
