@@ -42,6 +42,18 @@ int kern_gemm_threads_get(void);
 /* Primitive cache: entries live, created and evicted since the start (all 0
  * for blas). */
 void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
+/* The seam's own accounting, per process, every engine: the matrix products
+ * of the kern_gemm* entries of this section (2 M N K each; a pair counts
+ * both), their calls, and the wall seconds the calling threads spent inside
+ * them (engine, A's bf16 rounding, a packed B's unpacking; an entry calling
+ * another counted once).  The benches read it to split a step into its
+ * matrix work and the rest.  Reset and read from serial code. */
+typedef struct {
+    double flops, seconds;
+    int64_t calls;
+} kern_gemm_stats;
+void kern_gemm_stats_reset(void);
+void kern_gemm_stats_get(kern_gemm_stats *st);
 
 /* bf16 weights (include/model.h MODEL_DTYPE_BF16): C (M,N) fp32 =
  * alpha A op(B) + beta C with A (M,K) fp32 (rows of lda, not transposed)
