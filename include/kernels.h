@@ -77,6 +77,18 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
+/* kern_gemm's C = alpha op(A) op(B) + beta C (transposes and leading
+ * dimensions as there) on fp32 operands both rounded to bf16 (round to
+ * nearest even, each an error <= 2^-9 relative), fp32 accumulation: for
+ * products of two activations, e.g. a bf16 run's weight gradients
+ * dout^T inp, at the bf16 rate.  Bound: kern_gemm_bf16w's with the two
+ * roundings, |C - exact| <= (2 2^-9 + gamma_K) |alpha| |A||B| + ... .
+ * oneDNN: both rounded into thread-local scratch, the bf16 primitive;
+ * CBLAS: exactly kern_gemm (unrounded: no bf16 product to gain from).
+ * Threads as kern_gemm. */
+void kern_gemm_bf16r(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc);
 /* Two kern_gemm_bf16w products of one A: C1 = alpha A op(B1) + beta1 C1,
  * C2 = alpha A op(B2) + beta2 C2 (B1, B2 of one shape and ldb; C1, C2 of
  * one ldc; C2 must not overlap A).  Bit for bit the two kern_gemm_bf16w

@@ -113,6 +113,7 @@ void kern_gemm_stats_get(kern_gemm_stats *st)
 #include <oneapi/dnnl/dnnl.h>
 
 static _Thread_local kern_scratch scratch_w;
+static _Thread_local kern_scratch scratch_b; /* kern_gemm_bf16r's bf16 B */
 
 #define KERN_GEMM_CACHE 256          /* primitives kept */
 #define KERN_GEMM_SLOTS 512          /* hash slots (power of 2, > cache) */
@@ -541,6 +542,40 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 {
     double t0 = stat_enter();
     bf16w_run(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    stat_leave(t0, gemm_flops(M, N, K));
+}
+
+/* kern_gemm_bf16r: both fp32 operands rounded to bf16 (as stored: rows x
+ * cols of ld, each rounded row to a contiguous row), then the bf16 x bf16
+ * -> f32 primitive with the caller's transposes. */
+static void bf16r_run(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        kern_gemm(ta, tb, M, N, 0, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#ifdef LOSA_GEMM_ONEDNN
+    int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    uint16_t *Bb = scratch_get(&scratch_b, sizeof(uint16_t) * (size_t)(br * bc));
+#pragma omp parallel for schedule(static) if (br * bc > KERN_PAR_MIN)
+    for (int64_t r = 0; r < br; r++) row_to_bf16(Bb + r * bc, B + r * ldb, bc);
+    gemm_onednn(ta, tb, 1, M, N, K, alpha, a_to_bf16(ar, ac, A, lda), ac, Bb, bc, beta, C, ldc);
+#else
+    /* CBLAS has no bf16 product: the fp32 one on the unrounded operands
+     * (within the bound; no speed to gain from rounding) */
+    kern_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+void kern_gemm_bf16r(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc)
+{
+    double t0 = stat_enter();
+    bf16r_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     stat_leave(t0, gemm_flops(M, N, K));
 }
 

@@ -71,6 +71,15 @@ void model_bwd_free(model_bwd *g)
 /* linear_backward on a bf16 stage (plain maps): the products with W,
  * weffb and deltab in bf16 with fp32 accumulation (kern_gemm_bf16w: dy
  * rounded to bf16 inside); dDelta = dy^T drop(x) in fp32. */
+/* dDelta (o,i) += dy^T x of a bf16 run: dy and x rounded to bf16 (the
+ * activations in bf16, as the maps' products take them), fp32 accumulation
+ * into the fp32 dDelta: the bf16 rate for the third of the backward's
+ * matrix work that the weight gradients are (fp32 ran them at half of it). */
+static void ddelta_bf16(float *ddelta, const float *dy, const float *x, int64_t N, int i, int o)
+{
+    kern_gemm_bf16r(1, 0, o, i, N, 1.0f, dy, o, x, i, 1.0f, ddelta, i);
+}
+
 static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const float *x,
                                  const model_acts *a, const model_stage *s, int l, model_map m,
                                  int64_t N)
@@ -88,7 +97,7 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
     if (path->grad) memset(ad->ddelta, 0, sizeof(float) * o * i);
     if (a->drop_p <= 0.0f) {
         kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->weffb, i, 1.0f, dx, i);
-        kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        ddelta_bf16(ad->ddelta, dy, x, N, i, o);
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
@@ -96,7 +105,7 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
     kern_gemm_bf16w2(0, N, i, o, 1.0f, dy, o, W, ad->deltab, i, 1.0f, dx, 0.0f, g->dtmp, i);
     model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
                         a->drop_p);
-    kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    ddelta_bf16(ad->ddelta, dy, a->xdrop, N, i, o);
     if (path->grad) path->grad(path->ctx, l, m);
 }
 
