@@ -211,6 +211,14 @@ double kern_nll_row(const float *logits, int target, int V);
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
                                           const int *targets, int64_t N, int V,
                                           float scale);
+/* dlogits (N,V) = scale * (softmax(logits) - onehot(target)), rows with
+ * target < 0 set to 0: every entry written, bit for bit what
+ * kern_crossentropy_forward_backward adds to a zeroed dlogits (0.0f + each
+ * term, in its order), without the zeroing pass over N V floats (in
+ * parallel, not a serial memset).  Returns the same summed NLL. */
+double kern_crossentropy_forward_backward_set(float *dlogits, const float *logits,
+                                              const int *targets, int64_t N, int V,
+                                              float scale);
 /* dlogits (N,V) bf16 = bf16(scale * (softmax(logits) - onehot(target))):
  * exactly kern_bf16_round of what kern_crossentropy_forward_backward adds to
  * a zeroed fp32 dlogits (bit for bit); rows with target < 0 set to 0 (every

@@ -362,7 +362,14 @@ static void test_crossentropy_bf16(void)
     TEST_CHECK(off == 0, "crossentropy bf16: %lld entries differ from bf16(fp32 kernel)",
                (long long)off);
     TEST_CHECK(tot == totb, "crossentropy bf16 nll %.17g vs fp32 kernel %.17g", totb, tot);
-    free(l), free(d), free(db), free(t);
+    /* the _set variant: the same bits as the add onto zeros, over NaN */
+    float *ds = malloc(sizeof(float) * (size_t)(N * V));
+    if (!ds) abort();
+    for (int64_t k = 0; k < N * V; k++) ds[k] = NAN;
+    double tots = kern_crossentropy_forward_backward_set(ds, l, t, N, V, scale);
+    TEST_CHECK(!memcmp(ds, d, sizeof(float) * (size_t)(N * V)) && tots == tot,
+               "crossentropy _set: the bits of the add onto zeros, every entry written");
+    free(l), free(d), free(db), free(t), free(ds);
 }
 
 int main(void)

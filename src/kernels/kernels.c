@@ -220,15 +220,21 @@ double kern_nll_row(const float *logits, int target, int V)
     return logsumexp_row(logits, V) - logits[target];
 }
 
-/* One row of the cross-entropy: dlogits row += scale (softmax - onehot);
+/* One row of the cross-entropy: dlogits row += scale (softmax - onehot)
+ * (set: onto 0.0f in place of the row's values, the same operations);
  * returns its NLL. */
 __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
-static double crossentropy_row(float *d, const float *l, int target, int V, float scale)
+static double crossentropy_row(float *d, const float *l, int target, int V, float scale, int set)
 {
     double lse = logsumexp_row(l, V);
     float flse = (float)lse;
+    if (set) {
 #pragma omp simd
-    for (int j = 0; j < V; j++) d[j] += scale * expf_neg(l[j] - flse);
+        for (int j = 0; j < V; j++) d[j] = 0.0f + scale * expf_neg(l[j] - flse);
+    } else {
+#pragma omp simd
+        for (int j = 0; j < V; j++) d[j] += scale * expf_neg(l[j] - flse);
+    }
     d[target] -= scale;
     return lse - l[target];
 }
@@ -264,7 +270,17 @@ static double ce_row_f32(void *ctx, int64_t i)
     const ce_args *a = ctx;
     if (a->targets[i] < 0) return 0.0;
     return crossentropy_row((float *)a->d + i * a->V, a->logits + i * a->V, a->targets[i], a->V,
-                            a->scale);
+                            a->scale, 0);
+}
+
+static double ce_row_f32_set(void *ctx, int64_t i)
+{
+    const ce_args *a = ctx;
+    float *d = (float *)a->d + i * a->V;
+    if (a->targets[i] >= 0)
+        return crossentropy_row(d, a->logits + i * a->V, a->targets[i], a->V, a->scale, 1);
+    memset(d, 0, sizeof(float) * (size_t)a->V);
+    return 0.0;
 }
 
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
@@ -273,6 +289,14 @@ double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
 {
     ce_args a = {dlogits, logits, targets, V, scale};
     return crossentropy_rows(ce_row_f32, &a, targets, N, V);
+}
+
+double kern_crossentropy_forward_backward_set(float *dlogits, const float *logits,
+                                              const int *targets, int64_t N, int V,
+                                              float scale)
+{
+    ce_args a = {dlogits, logits, targets, V, scale};
+    return crossentropy_rows(ce_row_f32_set, &a, targets, N, V);
 }
 
 /* One row of kern_crossentropy_forward_backward_bf16: the fp32 values the

@@ -206,9 +206,8 @@ double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
         nll = kern_crossentropy_forward_backward_bf16(dlb, a->logits, targets, N, (int)V, scale);
         kern_gemm_bf16a(0, N, D, V, 1.0f, dlb, V, s->head_bf16, D, 1.0f, g->dln, D);
     } else {
-        memset(g->dlogits, 0, sizeof(float) * N * V);
-        nll = kern_crossentropy_forward_backward(g->dlogits, a->logits, targets, N, (int)V,
-                                                 scale);
+        nll = kern_crossentropy_forward_backward_set(g->dlogits, a->logits, targets, N, (int)V,
+                                                     scale);
         kern_matmul_backward_inp(g->dln, g->dlogits, s->head, N, (int)D, (int)V);
     }
     kern_rmsnorm_forward(g->datty, g->rstdf, a->x, s->final_norm, N, (int)D, c->rms_eps);
