@@ -200,6 +200,9 @@ void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
 /* out (N,D) = embed[tokens] */
 void kern_embed_forward(float *out, const int *tokens, const float *embed,
                         int64_t N, int D);
+/* x (n) = +0.0f: memset over the OpenMP threads (the backward's per-layer
+ * gradient buffers, megabytes each, were zeroed by one thread). */
+void kern_zero(float *x, int64_t n);
 /* x (n) += y */
 void kern_add_inplace(float *x, const float *y, int64_t n);
 

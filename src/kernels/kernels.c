@@ -189,6 +189,17 @@ void kern_embed_forward(float *out, const int *tokens, const float *embed,
         memcpy(out + i * D, embed + (int64_t)tokens[i] * D, sizeof(float) * D);
 }
 
+void kern_zero(float *x, int64_t n)
+{
+    /* a chunk per thread: memset's own stores, the threads' bandwidth */
+#pragma omp parallel if (n > KERN_PAR_MIN)
+    {
+        int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        memset(x + lo, 0, sizeof(float) * (size_t)(hi - lo));
+    }
+}
+
 void kern_add_inplace(float *x, const float *y, int64_t n)
 {
 #pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
