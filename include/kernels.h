@@ -196,6 +196,10 @@ void kern_swiglu_forward(float *out, const float *gate, const float *up,
                          int64_t n);
 void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
                           const float *gate, const float *up, int64_t n);
+/* The same, written onto 0.0f: bit for bit kern_swiglu_backward on zeroed
+ * dgate and dup, without zeroing them first. */
+void kern_swiglu_backward_set(float *dgate, float *dup, const float *dout,
+                              const float *gate, const float *up, int64_t n);
 
 /* out (N,D) = embed[tokens] */
 void kern_embed_forward(float *out, const int *tokens, const float *embed,

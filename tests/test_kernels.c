@@ -300,6 +300,17 @@ static void test_swiglu(void)
     }
     TEST_CHECK(over("swiglu_backward dgate", dg, dgr, b, n) == 0, "fast vs ref");
     TEST_CHECK(over("swiglu_backward dup", du, dur, b2, n) == 0, "fast vs ref");
+    /* _set: the bits of the add onto zeros, every entry written (over NaN) */
+    float *zg = calloc((size_t)n, sizeof(float)), *zu = calloc((size_t)n, sizeof(float));
+    float *sg = malloc(sizeof(float) * (size_t)n), *su = malloc(sizeof(float) * (size_t)n);
+    if (!zg || !zu || !sg || !su) abort();
+    for (int64_t i = 0; i < n; i++) sg[i] = su[i] = NAN;
+    kern_swiglu_backward(zg, zu, dout, g, u, n);
+    kern_swiglu_backward_set(sg, su, dout, g, u, n);
+    TEST_CHECK(!memcmp(zg, sg, sizeof(float) * (size_t)n) &&
+                   !memcmp(zu, su, sizeof(float) * (size_t)n),
+               "swiglu_backward_set: the bits of the add onto zeros");
+    free(zg), free(zu), free(sg), free(su);
     free(g), free(u), free(dout), free(o), free(or), free(b), free(b2);
     free(dg0), free(du0), free(dg), free(du), free(dgr), free(dur);
 }

@@ -159,27 +159,41 @@ void kern_swiglu_forward(float *out, const float *gate, const float *up,
  * double reference. */
 __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void swiglu_bwd_span(float *dgate, float *dup, const float *dout, const float *gate,
-                            const float *up, int64_t n)
+                            const float *up, int64_t n, int set)
 {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i], e = expf_neg(-fabsf(g));
         float sg = (g >= 0.0f ? 1.0f : e) / (1.0f + e);
         float silu = g * sg;
-        dup[i] += dout[i] * silu;
-        dgate[i] += dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+        /* set: onto 0.0f, the add onto a zeroed buffer without the zeroing */
+        float du = set ? 0.0f : dup[i], dg = set ? 0.0f : dgate[i];
+        dup[i] = du + dout[i] * silu;
+        dgate[i] = dg + dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+static void swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, int64_t n, int set)
+{
+#pragma omp parallel if (n > KERN_PAR_MIN)
+    {
+        int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        swiglu_bwd_span(dgate + lo, dup + lo, dout + lo, gate + lo, up + lo, hi - lo, set);
     }
 }
 
 void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
                           const float *gate, const float *up, int64_t n)
 {
-#pragma omp parallel if (n > KERN_PAR_MIN)
-    {
-        int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-        int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
-        swiglu_bwd_span(dgate + lo, dup + lo, dout + lo, gate + lo, up + lo, hi - lo);
-    }
+    swiglu_bwd(dgate, dup, dout, gate, up, n, 0);
+}
+
+void kern_swiglu_backward_set(float *dgate, float *dup, const float *dout,
+                              const float *gate, const float *up, int64_t n)
+{
+    swiglu_bwd(dgate, dup, dout, gate, up, n, 1);
 }
 
 void kern_embed_forward(float *out, const int *tokens, const float *embed,

@@ -160,9 +160,7 @@ void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
     /* ffn: x2 = x1 + down(swiglu(gate(ln2), up(ln2))), ln2 = norm(x1) */
     kern_zero(g->dhid, N * F);
     linear_backward(g, g->dhid, dx, la.hid, a, s, l, MODEL_MAP_DOWN, N);
-    kern_zero(g->dgate, N * F);
-    kern_zero(g->dup, N * F);
-    kern_swiglu_backward(g->dgate, g->dup, g->dhid, la.gate, la.up, N * F);
+    kern_swiglu_backward_set(g->dgate, g->dup, g->dhid, la.gate, la.up, N * F);
     kern_zero(g->dln, N * D);
     linear_backward(g, g->dln, g->dgate, la.ln2, a, s, l, MODEL_MAP_GATE, N);
     linear_backward(g, g->dln, g->dup, la.ln2, a, s, l, MODEL_MAP_UP, N);
