@@ -42,6 +42,18 @@ int kern_gemm_threads_get(void);
 /* Primitive cache: entries live, created and evicted since the start (all 0
  * for blas). */
 void kern_gemm_cache_stats(int64_t *live, int64_t *created, int64_t *evicted);
+/* The seam's own accounting, per process, every engine: the matrix products
+ * of the kern_gemm* entries of this section (2 M N K each; a pair counts
+ * both), their calls, and the wall seconds the calling threads spent inside
+ * them (engine, A's bf16 rounding, a packed B's unpacking; an entry calling
+ * another counted once).  The benches read it to split a step into its
+ * matrix work and the rest.  Reset and read from serial code. */
+typedef struct {
+    double flops, seconds;
+    int64_t calls;
+} kern_gemm_stats;
+void kern_gemm_stats_reset(void);
+void kern_gemm_stats_get(kern_gemm_stats *st);
 
 /* bf16 weights (include/model.h MODEL_DTYPE_BF16): C (M,N) fp32 =
  * alpha A op(B) + beta C with A (M,K) fp32 (rows of lda, not transposed)
@@ -65,6 +77,18 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
+/* kern_gemm's C = alpha op(A) op(B) + beta C (transposes and leading
+ * dimensions as there) on fp32 operands both rounded to bf16 (round to
+ * nearest even, each an error <= 2^-9 relative), fp32 accumulation: for
+ * products of two activations, e.g. a bf16 run's weight gradients
+ * dout^T inp, at the bf16 rate.  Bound: kern_gemm_bf16w's with the two
+ * roundings, |C - exact| <= (2 2^-9 + gamma_K) |alpha| |A||B| + ... .
+ * oneDNN: both rounded into thread-local scratch, the bf16 primitive;
+ * CBLAS: exactly kern_gemm (unrounded: no bf16 product to gain from).
+ * Threads as kern_gemm. */
+void kern_gemm_bf16r(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc);
 /* Two kern_gemm_bf16w products of one A: C1 = alpha A op(B1) + beta1 C1,
  * C2 = alpha A op(B2) + beta2 C2 (B1, B2 of one shape and ldb; C1, C2 of
  * one ldc; C2 must not overlap A).  Bit for bit the two kern_gemm_bf16w
@@ -172,10 +196,17 @@ void kern_swiglu_forward(float *out, const float *gate, const float *up,
                          int64_t n);
 void kern_swiglu_backward(float *dgate, float *dup, const float *dout,
                           const float *gate, const float *up, int64_t n);
+/* The same, written onto 0.0f: bit for bit kern_swiglu_backward on zeroed
+ * dgate and dup, without zeroing them first. */
+void kern_swiglu_backward_set(float *dgate, float *dup, const float *dout,
+                              const float *gate, const float *up, int64_t n);
 
 /* out (N,D) = embed[tokens] */
 void kern_embed_forward(float *out, const int *tokens, const float *embed,
                         int64_t N, int D);
+/* x (n) = +0.0f: memset over the OpenMP threads (the backward's per-layer
+ * gradient buffers, megabytes each, were zeroed by one thread). */
+void kern_zero(float *x, int64_t n);
 /* x (n) += y */
 void kern_add_inplace(float *x, const float *y, int64_t n);
 
@@ -187,6 +218,14 @@ double kern_nll_row(const float *logits, int target, int V);
 double kern_crossentropy_forward_backward(float *dlogits, const float *logits,
                                           const int *targets, int64_t N, int V,
                                           float scale);
+/* dlogits (N,V) = scale * (softmax(logits) - onehot(target)), rows with
+ * target < 0 set to 0: every entry written, bit for bit what
+ * kern_crossentropy_forward_backward adds to a zeroed dlogits (0.0f + each
+ * term, in its order), without the zeroing pass over N V floats (in
+ * parallel, not a serial memset).  Returns the same summed NLL. */
+double kern_crossentropy_forward_backward_set(float *dlogits, const float *logits,
+                                              const int *targets, int64_t N, int V,
+                                              float scale);
 /* dlogits (N,V) bf16 = bf16(scale * (softmax(logits) - onehot(target))):
  * exactly kern_bf16_round of what kern_crossentropy_forward_backward adds to
  * a zeroed fp32 dlogits (bit for bit); rows with target < 0 set to 0 (every

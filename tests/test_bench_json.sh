@@ -10,16 +10,41 @@
 #   bench forward: first_touch_gbs > 0;
 #   bench forward --dtype bf16: dtype bf16 and fraction_of_physical_peak =
 #   forward_gflops / peak_gflops_bf16 (its products run on bf16 dot
-#   products), null without AVX512-BF16.
+#   products), null without AVX512-BF16;
+#   the GEMM seam's split (kern_gemm_stats): matrix_seconds > 0,
+#   matrix_gflops > 0, matrix_fraction_of_physical_peak = matrix_gflops /
+#   the dtype's peak, 0 < matrix_share <= 1 (time inside the calls is part
+#   of the steps' time), matrix_seconds / matrix_share (the mean step) at
+#   least the best step's seconds; and for bench forward the seam's flops
+#   per forward (matrix_gflops x matrix_seconds) are exactly the model's
+#   forward flops (forward_gflops x seconds) less the attention's, which
+#   runs outside the seam: n_layers x B x 2 D T (T + 1) (causal pairs).
 source "$(dirname "$0")/lib.sh"
 S=$(store stories260K)
+info=$("$LOSA" info "$S" --json)
+# the split's keys, for any dtype; attn: the expected non-seam flops per
+# forward (0 to skip the flops identity)
+MATRIX_OK='
+def matrix_ok(d, peak_key, attn=None):
+    rel = lambda x, y: abs(x - y) <= 1e-9 * abs(y)
+    ms, mg, sh, mf = (d[k] for k in ("matrix_seconds", "matrix_gflops", "matrix_share",
+                                     "matrix_fraction_of_physical_peak"))
+    ok = ms > 0 and mg > 0 and 0 < sh <= 1 and ms / sh >= d["seconds"] * (1 - 1e-12) \
+         and (rel(mf, mg / d[peak_key]) if d[peak_key] is not None else mf is None)
+    if attn is not None:
+        rate = d.get("forward_gflops")
+        ok = ok and rel(mg * ms * 1e9, rate * d["seconds"] * 1e9 - attn)
+    return ok
+'
 bf16=0; grep -qw avx512_bf16 /proc/cpuinfo && bf16=1
 engine=blas; ldd "$LOSA" | grep -q libdnnl && engine=onednn   # what the binary links
 for what in forward train; do
     j=$("$LOSA" bench $what --model "$S" --batch 1 --seqlen 32 --iters 3 --json 2>/dev/null)
     key=$([ $what = forward ] && echo forward_gflops || echo step_gflops)
-    check "bench $what: json keys consistent (engine '$engine', bf16 $bf16)" /usr/bin/python3 -c '
+    check "bench $what: json keys consistent (engine '$engine', bf16 $bf16)" /usr/bin/python3 -c "$MATRIX_OK"'
 import json,sys; d=json.loads(sys.argv[1]); key=sys.argv[2]; bf16=sys.argv[3]=="1"; eng=sys.argv[4]
+c=json.loads(sys.argv[5])["config"]; B, T = 1, 32
+attn = c["n_layers"] * B * 2 * c["dim"] * T * (T + 1) if key == "forward_gflops" else None
 a=d[key]; rel=lambda x,y: abs(x-y) <= 1e-12*abs(y)
 ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and d["tokens_per_s"] > 0 and a > 0 and d["sgemm_gflops"] > 0 and d["peak_gflops_f32"] > 0 \
@@ -28,15 +53,22 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and rel(d["fraction_of_physical_peak"], a / d["peak_gflops_f32"]) \
      and rel(d["fraction_of_peak"], a / d["sgemm_gflops"]) \
      and 0 < d[key + "_median"] <= a * (1 + 1e-12) \
-     and (key != "forward_gflops" or d["first_touch_gbs"] > 0)
-print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine"
+     and (key != "forward_gflops" or d["first_touch_gbs"] > 0) \
+     and matrix_ok(d, "peak_gflops_f32", attn)
+print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine" "$info"
 done
 j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --dtype bf16 --json 2>/dev/null)
-check "bench forward --dtype bf16: fraction of the bf16 physical peak (bf16 $bf16)" /usr/bin/python3 -c '
+check "bench forward --dtype bf16: fraction of the bf16 physical peak (bf16 $bf16)" /usr/bin/python3 -c "$MATRIX_OK"'
 import json,sys; d=json.loads(sys.argv[1]); bf16=sys.argv[2]=="1"
 a=d["forward_gflops"]; rel=lambda x,y: abs(x-y) <= 1e-12*abs(y)
 ok = d["dtype"] == "bf16" and a > 0 and d["peak_gflops_f32"] > 0 \
      and (rel(d["fraction_of_physical_peak"], a / d["peak_gflops_bf16"]) if bf16
-          else d["peak_gflops_bf16"] is None and d["fraction_of_physical_peak"] is None)
+          else d["peak_gflops_bf16"] is None and d["fraction_of_physical_peak"] is None) \
+     and matrix_ok(d, "peak_gflops_bf16")
 print(d); sys.exit(0 if ok else 1)' "$j" $bf16
+j=$("$LOSA" bench train --model "$S" --batch 1 --seqlen 32 --iters 2 --dtype bf16 --head bf16 --json 2>/dev/null)
+check "bench train --dtype bf16 --head bf16: the GEMM split of the bf16 peak (bf16 $bf16)" /usr/bin/python3 -c "$MATRIX_OK"'
+import json,sys; d=json.loads(sys.argv[1])
+ok = d["dtype"] == "bf16" and d["head_dtype"] == "bf16" and matrix_ok(d, "peak_gflops_bf16")
+print(d); sys.exit(0 if ok else 1)' "$j"
 finish

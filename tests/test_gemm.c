@@ -236,6 +236,78 @@ static int64_t gemm_bf16a_case(int tb, int64_t M, int64_t N, int64_t K, int64_t 
     return bad;
 }
 
+/* kern_gemm_bf16r: the product of the bf16-rounded operands (oneDNN; the
+ * unrounded ones with CBLAS, which has no bf16 product) against float64 on
+ * those values, every transpose pair, padded leading dimensions:
+ * |C - ref| <= gamma_{K+3} (|alpha| sum |a b| + |beta c0|), fp32
+ * accumulation (as kern_gemm's bound).  Returns entries off. */
+static int64_t gemm_bf16r_case(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                               float beta)
+{
+    int round = !strcmp(kern_gemm_engine(), "onednn");
+    int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    int64_t lda = ac + 3, ldb = bc + 1, ldc = N + 2;
+    float *A = malloc(sizeof(float) * (size_t)(ar * lda + 1));
+    float *B = malloc(sizeof(float) * (size_t)(br * ldb + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    if (!A || !B || !C || !C0) abort();
+    for (int64_t i = 0; i < ar * lda; i++) A[i] = frand();
+    for (int64_t i = 0; i < br * ldb; i++) B[i] = frand();
+    for (int64_t i = 0; i < M * ldc; i++) C0[i] = i % ldc < N ? frand() : PAD;
+    memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+    kern_gemm_bf16r(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0, sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = ta ? A[k * lda + i] : A[i * lda + k];
+                float b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                double x = round ? kern_bf16_value(kern_bf16_round(a)) : a;
+                double y = round ? kern_bf16_value(kern_bf16_round(b)) : b;
+                s += x * y;
+                sa += fabs(x * y);
+            }
+            double c0 = C0[i * ldc + j];
+            double ref = alpha * s + (beta == 0.0f ? 0.0 : beta * c0);
+            double bound = test_gamma((double)K + 3, TEST_U32) *
+                           (fabs(alpha) * sa + fabs(beta) * fabs(c0));
+            if (!(fabs(C[i * ldc + j] - ref) <= bound)) {
+                if (!bad)
+                    fprintf(stderr, "bf16r ta %d tb %d %ldx%ldx%ld: C[%ld,%ld] %.9g vs %.9g "
+                            "(bound %.3g)\n", ta, tb, (long)M, (long)N, (long)K, (long)i,
+                            (long)j, C[i * ldc + j], ref, bound);
+                bad++;
+            }
+        }
+        for (int64_t j = N; j < ldc; j++) bad += C[i * ldc + j] != PAD;
+    }
+    free(A), free(B), free(C), free(C0);
+    return bad;
+}
+
+static void test_bf16r(void)
+{
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 5, 300}, {64, 48, 129}, {33, 70, 256}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            float alpha = t == 1 ? 1.0f : 0.35f, beta = t == 2 ? 0.0f : t == 3 ? -0.5f : 1.0f;
+            int64_t bad = gemm_bf16r_case(t & 1, t >> 1, shapes[s][0], shapes[s][1],
+                                          shapes[s][2], alpha, beta);
+            TEST_CHECK(bad == 0, "bf16r shape %zu ta %d tb %d: %lld entries off", s, t & 1, t >> 1,
+                       (long long)bad);
+        }
+    float C[2] = {2, 4}, A1[1] = {1};
+    kern_gemm_bf16r(0, 0, 1, 2, 0, 1.0f, A1, 1, NULL, 2, 0.5f, C, 2);
+    TEST_CHECK(C[0] == 1.0f && C[1] == 2.0f, "bf16r K = 0 gives beta C");
+    /* 1 + 2^-10 is 1 in bf16 (8 significant bits): rounded operands give 1 */
+    float a = 1.0f + 0x1p-10f, b = 1.0f, c = 0;
+    kern_gemm_bf16r(0, 0, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+    TEST_CHECK(c == (strcmp(kern_gemm_engine(), "onednn") ? a : 1.0f),
+               "bf16r rounds its operands (onednn) or not (blas): %.9g", c);
+}
+
 static void test_bf16w2(void)
 {
     static const int64_t shapes[][3] = {{37, 80, 96}, {64, 48, 1000}, {1, 5, 1}};
@@ -507,6 +579,7 @@ int main(void)
     test_bf16();
     test_bf16a();
     test_bf16w2();
+    test_bf16r();
     test_bf16_packed();
     test_bf16_shared();
     test_cache();

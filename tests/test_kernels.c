@@ -263,9 +263,14 @@ static void test_expf_neg(void)
  * g >= -87; g spans [-90, 90] (the large
  * |g| by hand: saturation both ways, and g < -87 where exp(g) is taken as
  * e^-87, absolute |g up| e^-87 < 1e-35 there).  Backward: the factor 1 + g (1 - s)
- * cancels near g = -1.28, so the bound is absolute on its terms:
- * |ddgate| <= 8u |dout up s| (1 + |g|) + u (|dgate0| + |ref|), and
- * |ddup| <= 6u |dout g s| + u (|dup0| + |ref|). */
+ * cancels near g = -1.28, so the bound is absolute on its terms.  The fast
+ * backward takes s from the forward's expf_neg path (9.5u as above); an
+ * error d in s moves s (1 + g (1 - s)) by s d |1 + g (1 - 2s)| <=
+ * s d (1 + |g|), so 9.5u (1 + |g|) s, plus the five roundings of the
+ * products and the sum inside (5u (1 + |g|) s, loosely):
+ * |ddgate| <= 15u |dout up s| (1 + |g|) + u (|dgate0| + |ref|), and for
+ * dup = dup0 + dout (g s): 9.5u + 2u of products,
+ * |ddup| <= 12u |dout g s| + u (|dup0| + |ref|). */
 static void test_swiglu(void)
 {
     const int64_t n = 4099;
@@ -285,12 +290,27 @@ static void test_swiglu(void)
     kern_swiglu_backward_ref(dgr, dur, dout, g, u, n);
     for (int64_t i = 0; i < n; i++) {
         double s = 1.0 / (1.0 + exp(-(double)g[i]));
-        b[i] = 8 * TEST_U32 * fabs(dout[i] * u[i] * s) * (1 + fabs(g[i])) +
-               TEST_U32 * (fabs(dg0[i]) + fabs(dgr[i]));
-        b2[i] = 6 * TEST_U32 * fabs(dout[i] * g[i] * s) + TEST_U32 * (fabs(du0[i]) + fabs(dur[i]));
+        /* below -87 s is e^-87 rounded, not e^g (the clamp) */
+        double clamp = g[i] < -87 ? exp(-87.0) : 0;
+        b[i] = 15 * TEST_U32 * fabs(dout[i] * u[i] * s) * (1 + fabs(g[i])) +
+               TEST_U32 * (fabs(dg0[i]) + fabs(dgr[i])) +
+               fabs(dout[i] * u[i]) * (1 + fabs(g[i])) * clamp;
+        b2[i] = 12 * TEST_U32 * fabs(dout[i] * g[i] * s) + TEST_U32 * (fabs(du0[i]) + fabs(dur[i])) +
+                fabs(dout[i] * g[i]) * clamp;
     }
     TEST_CHECK(over("swiglu_backward dgate", dg, dgr, b, n) == 0, "fast vs ref");
     TEST_CHECK(over("swiglu_backward dup", du, dur, b2, n) == 0, "fast vs ref");
+    /* _set: the bits of the add onto zeros, every entry written (over NaN) */
+    float *zg = calloc((size_t)n, sizeof(float)), *zu = calloc((size_t)n, sizeof(float));
+    float *sg = malloc(sizeof(float) * (size_t)n), *su = malloc(sizeof(float) * (size_t)n);
+    if (!zg || !zu || !sg || !su) abort();
+    for (int64_t i = 0; i < n; i++) sg[i] = su[i] = NAN;
+    kern_swiglu_backward(zg, zu, dout, g, u, n);
+    kern_swiglu_backward_set(sg, su, dout, g, u, n);
+    TEST_CHECK(!memcmp(zg, sg, sizeof(float) * (size_t)n) &&
+                   !memcmp(zu, su, sizeof(float) * (size_t)n),
+               "swiglu_backward_set: the bits of the add onto zeros");
+    free(zg), free(zu), free(sg), free(su);
     free(g), free(u), free(dout), free(o), free(or), free(b), free(b2);
     free(dg0), free(du0), free(dg), free(du), free(dgr), free(dur);
 }
@@ -353,7 +373,14 @@ static void test_crossentropy_bf16(void)
     TEST_CHECK(off == 0, "crossentropy bf16: %lld entries differ from bf16(fp32 kernel)",
                (long long)off);
     TEST_CHECK(tot == totb, "crossentropy bf16 nll %.17g vs fp32 kernel %.17g", totb, tot);
-    free(l), free(d), free(db), free(t);
+    /* the _set variant: the same bits as the add onto zeros, over NaN */
+    float *ds = malloc(sizeof(float) * (size_t)(N * V));
+    if (!ds) abort();
+    for (int64_t k = 0; k < N * V; k++) ds[k] = NAN;
+    double tots = kern_crossentropy_forward_backward_set(ds, l, t, N, V, scale);
+    TEST_CHECK(!memcmp(ds, d, sizeof(float) * (size_t)(N * V)) && tots == tot,
+               "crossentropy _set: the bits of the add onto zeros, every entry written");
+    free(l), free(d), free(db), free(t), free(ds);
 }
 
 int main(void)

@@ -709,15 +709,16 @@ static void test_merge_bf16(void)
  *     input, u;
  *   backward, per layer: the same two per backward-input product (dy
  *     rounded, W_eff rounded); head: dlogits rounded, u;
- *   dDelta = dy^T drop(x) and the projection onto dA, dB: fp32.
+ *   dDelta = dy^T drop(x): both operands rounded (kern_gemm_bf16r), 2u of
+ *     the sums |dy||x|, fp32 accumulation; the projection onto dA, dB: fp32.
  * To first order the perturbations add along the path with no growth
  * (RMSNorm renormalises each layer's input; weights N(0, 0.3) keep the
  * sums |x||w| of the size of the outputs): the logits within (8 L + 1) u
  * of their largest magnitude (per layer 4 groups of maps, two roundings
  * each; the head one), and the adapter gradients, products of
  * forward activations and backward signals, within (8 L + 1) u + (8 L + 1)
- * u = (16 L + 2) u of each tensor's largest entry: 0.195 at L = 3, the
- * bound checked per tensor.  The loss: log-softmax moves by at most
+ * u + 2u = (16 L + 4) u of each tensor's largest entry: 0.203 at L = 3,
+ * the bound checked per tensor.  The loss: log-softmax moves by at most
  * 2 max|dlogit|, so |dloss| <= 2 (8 L + 1) u max|logit|.  The fp32 path on
  * the same weights stays within 1e-4 (test_reference): the bf16 error seen
  * is the rounding's, and a defect of the bf16 path (mask, dropout branch,
@@ -781,7 +782,7 @@ static void test_reference_bf16(float dropout, lora_buffers buffers, const char 
     FILE *f = fopen(out, "rb");
     if (rc != 0 || !f) goto done;
     const int L = tiny.n_layers;
-    const double u = 1.0 / 256.0, gbound = (16.0 * L + 2) * u;
+    const double u = 1.0 / 256.0, gbound = (16.0 * L + 4) * u;
     double rloss, lbound = 2.0 * (8.0 * L + 1) * u * maxlogit;
     TEST_CHECK(fread(&rloss, 8, 1, f) == 1, "read loss");
     float *ref = malloc(sizeof(float) * ad.n_params);

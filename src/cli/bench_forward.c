@@ -2,7 +2,9 @@
  *                    [--dtype fp32|bf16] [--json]
  * Forward tokens/s on one rank and, in the same run, this machine's sgemm
  * GFLOP/s; reports the fraction of that peak the forward's matrix work
- * reaches.  Without --model a minillama-shaped model with random weights
+ * reaches, and (matrix_*) the forward's time inside the GEMM seam's calls,
+ * their GFLOP/s and share of the forward.  Without --model a
+ * minillama-shaped model with random weights
  * (D 256, F 768, L 6, H 8, Hkv 4, V 32000) is used. */
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -84,6 +86,8 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
              st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size,
              model_dtype_name(dtype));
     model_stage_forward(&a, &st, tok, B, T); /* warm-up */
+    bench_matrix mx = {.steps = iters};
+    kern_gemm_stats_reset();
     double best = 1e30;
     double *times = core_calloc((size_t)iters, sizeof(double));
     for (int k = 0; k < iters; k++) {
@@ -91,8 +95,10 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         model_stage_forward(&a, &st, tok, B, T);
         t = core_time() - t;
         times[k] = t;
+        mx.seconds += t;
         if (t < best) best = t;
     }
+    kern_gemm_stats_get(&mx.gemm);
     double med = bench_median(times, iters);
     core_free(times);
     double flops = model_forward_flops(&st.cfg, st.cfg.n_layers, 1, B, T);
@@ -102,8 +108,8 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     double tps = (double)B * T / best;
     core_log("forward: %.0f tokens/s, %.1f GFLOP/s of matrix work; sgemm 1024^3: %.1f GFLOP/s; "
              "fraction of peak %.2f\n", tps, achieved, peak_sq, achieved / peak_sq);
-    cJSON *o = bench_rate_json(json, achieved, peak_sq, model_dtype_name(dtype), "forward_gflops",
-                               tps, B, T, best);
+    cJSON *o = bench_rate_json(json, achieved, peak_sq, model_dtype_name(dtype), &mx,
+                               "forward_gflops", tps, B, T, best);
     if (o) { /* the median: the rate a run sustains (losa plan --bench reads it) */
         cJSON_AddNumberToObject(o, "forward_gflops_median", flops / med / 1e9);
         cJSON_AddNumberToObject(o, "first_touch_gbs", bench_first_touch_gbs(3));

@@ -105,8 +105,11 @@ double bench_peak_gflops(int bf16, double seconds)
 }
 
 /* fraction_of_physical_peak: of the bf16 peak for a bf16 run (its products
- * run on vdpbf16ps), of the f32 peak otherwise; null without that peak. */
-void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype)
+ * run on vdpbf16ps), of the f32 peak otherwise; null without that peak.
+ * The matrix_* keys divide the same step time at the GEMM seam: what the
+ * products reach while they run, and how much of the step they are. */
+void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype,
+                     const bench_matrix *mx)
 {
     double f32 = bench_peak_gflops(0, 0.5), bf16 = bench_peak_gflops(1, 0.5);
     int is_bf16 = !strcmp(dtype, "bf16");
@@ -115,6 +118,17 @@ void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char 
              "the %s peak %.2f (%s GEMM)\n", kern_gemm_threads_get(), f32, bf16,
              bf16 > 0 ? "" : " (no AVX512-BF16)", is_bf16 ? "bf16" : "f32",
              peak > 0 ? achieved / peak : 0, kern_gemm_engine());
+    int has_mx = mx && mx->steps > 0 && mx->gemm.seconds > 0 && mx->seconds > 0;
+    double mx_s = 0, mx_gf = 0, mx_share = 0;
+    if (has_mx) {
+        mx_s = mx->gemm.seconds / mx->steps;
+        mx_gf = mx->gemm.flops / mx->gemm.seconds / 1e9;
+        mx_share = mx->gemm.seconds / mx->seconds;
+        core_log("GEMM seam: %.4f s of %.4f s per step (share %.2f, %lld calls), %.1f GFLOP/s "
+                 "while in it; fraction of the %s peak %.2f\n", mx_s, mx->seconds / mx->steps,
+                 mx_share, (long long)(mx->gemm.calls / mx->steps), mx_gf,
+                 is_bf16 ? "bf16" : "f32", peak > 0 ? mx_gf / peak : 0);
+    }
     if (!o) return;
     cJSON_AddStringToObject(o, "dtype", dtype);
     cJSON_AddStringToObject(o, "gemm", kern_gemm_engine());
@@ -126,13 +140,26 @@ void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char 
     else cJSON_AddNullToObject(o, "peak_gflops_bf16");
     if (peak > 0) cJSON_AddNumberToObject(o, "fraction_of_physical_peak", achieved / peak);
     else cJSON_AddNullToObject(o, "fraction_of_physical_peak");
+    if (!mx) return;
+    if (has_mx) {
+        cJSON_AddNumberToObject(o, "matrix_seconds", mx_s);
+        cJSON_AddNumberToObject(o, "matrix_gflops", mx_gf);
+        cJSON_AddNumberToObject(o, "matrix_share", mx_share);
+    } else {
+        cJSON_AddNullToObject(o, "matrix_seconds");
+        cJSON_AddNullToObject(o, "matrix_gflops");
+        cJSON_AddNullToObject(o, "matrix_share");
+    }
+    if (has_mx && peak > 0) cJSON_AddNumberToObject(o, "matrix_fraction_of_physical_peak", mx_gf / peak);
+    else cJSON_AddNullToObject(o, "matrix_fraction_of_physical_peak");
 }
 
 cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *dtype,
-                       const char *rate_key, double tps, int B, int T, double seconds)
+                       const bench_matrix *mx, const char *rate_key, double tps, int B, int T,
+                       double seconds)
 {
     cJSON *o = json ? cJSON_CreateObject() : NULL;
-    bench_json_peak(o, achieved, sgemm, dtype);
+    bench_json_peak(o, achieved, sgemm, dtype, mx);
     if (o) {
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, rate_key, achieved);

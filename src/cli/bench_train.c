@@ -13,7 +13,11 @@
  * it (model_stage_to_bf16); --head bf16 rounds the head too
  * (model_stage_to_bf16_decode: its forward and backward in bf16, which the
  * run does not do yet).  The adapters, their gradients and AdamW stay fp32
- * (include/lora.h); fraction_of_physical_peak is then of the bf16 peak. */
+ * (include/lora.h); fraction_of_physical_peak is then of the bf16 peak.
+ * The step's matrix work alone, timed at the GEMM seam (kern_gemm_stats):
+ * matrix_seconds per step, matrix_gflops while in the products,
+ * matrix_fraction_of_physical_peak and matrix_share of the step (the rest
+ * is attention, norms, SwiGLU, dropout, cross-entropy, adapters, AdamW). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -107,17 +111,22 @@ int bench_train(dist_ctx *d, int argc, char **argv)
              model_dtype_name(dtype));
     lora_step_stats ss;
     s = lora_train_step(&tr, tok, tgt, &ss); /* warm-up */
+    bench_matrix mx = {.steps = 0};
+    kern_gemm_stats_reset();
     double best = 1e30, *times = core_calloc((size_t)iters, sizeof(double)),
            *heads = core_calloc((size_t)iters, sizeof(double));
     int done = 0, nh = 0;
     for (int k = 0; k < iters && s == LOSA_OK; k++) {
         s = lora_train_step(&tr, tok, tgt, &ss);
         times[done++] = ss.seconds;
+        mx.seconds += ss.seconds;
         if (ss.seconds < best) best = ss.seconds;
         /* the head + loss over one layer's share of the rest of the compute */
         double layer = (ss.busy_seconds - ss.head_seconds - ss.embed_seconds) / st.n_layers;
         if (layer > 0) heads[nh++] = ss.head_seconds / layer;
     }
+    kern_gemm_stats_get(&mx.gemm);
+    mx.steps = done;
     double med = bench_median(times, done), head_layers = nh > 0 ? bench_median(heads, nh) : 0;
     core_free(heads);
     core_free(times);
@@ -130,8 +139,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
              flops / 1e9, peak, achieved / peak);
     core_log("head + loss: %.2f layers (median of the steps; parallel.head_cost_layers)\n",
              head_layers);
-    cJSON *o = bench_rate_json(json, achieved, peak, model_dtype_name(dtype), "step_gflops", tps,
-                               B, T, best);
+    cJSON *o = bench_rate_json(json, achieved, peak, model_dtype_name(dtype), &mx, "step_gflops",
+                               tps, B, T, best);
     if (o) {
         /* the median: the rate a run sustains (losa plan --bench reads it) */
         cJSON_AddNumberToObject(o, "step_gflops_median", med > 0 ? flops / med / 1e9 : 0);

@@ -82,6 +82,7 @@ void cli_json_error(dist_ctx *d, int rc);
 
 
 #include "deck.h"
+#include "kernels.h"
 #include "model.h"
 #include "tok.h"
 
@@ -140,18 +141,31 @@ double bench_sgemm_gflops(int M, int N, int K, double min_seconds);
  * FMA (bf16 = 0) or vdpbf16ps (bf16 = 1) microkernel, best over seconds;
  * 0 when the CPU lacks the instructions (bench_peak.c). */
 double bench_peak_gflops(int bf16, double seconds);
+/* The seam's GEMM accounting over a bench's timed steps: kern_gemm_stats
+ * gathered over steps steps that took seconds in all. */
+typedef struct {
+    kern_gemm_stats gemm;
+    int steps;
+    double seconds;
+} bench_matrix;
 /* Measures both peaks and adds to o (when not NULL) the keys shared by
  * bench forward / train: dtype, gemm, sgemm_gflops, fraction_of_peak
  * (achieved / sgemm), peak_gflops_f32, peak_gflops_bf16 (null without
  * AVX512-BF16), fraction_of_physical_peak (achieved / the peak of dtype);
- * logs them on rank 0. */
+ * with mx the split of the steps' time at the GEMM seam: matrix_seconds
+ * (inside the kern_gemm* calls, per step), matrix_gflops (their flops over
+ * their seconds), matrix_fraction_of_physical_peak (matrix_gflops / the
+ * peak of dtype) and matrix_share (matrix_seconds / the step's seconds),
+ * null when no GEMM time was measured; logs them on rank 0. */
 struct cJSON;
-void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype);
+void bench_json_peak(struct cJSON *o, double achieved, double sgemm, const char *dtype,
+                     const bench_matrix *mx);
 /* With json: a new object with bench_json_peak's keys and tokens_per_s,
  * rate_key (the achieved GFLOP/s), batch, seqlen, seconds; else NULL (the
  * peaks are still measured and logged). */
 struct cJSON *bench_rate_json(int json, double achieved, double sgemm, const char *dtype,
-                              const char *rate_key, double tps, int B, int T, double seconds);
+                              const bench_matrix *mx, const char *rate_key, double tps, int B,
+                              int T, double seconds);
 
 /* The minillama shapes the benches use without --model (D 256, F 768, H 8,
  * Hkv 4, V 32000), and such a model with seeded random weights (or the

@@ -170,9 +170,11 @@ static const cli_help helps[] = {
      "benchmarks (forward, train, prune, sparse, decode, pipeline); losa bench <what> --help",
      f_bench},
     {"bench forward", "bench forward [options]",
-     "forward tokens/s and GFLOP/s against this machine's sgemm (one rank)", f_bench_forward},
+     "forward tokens/s and GFLOP/s against this machine's sgemm and physical "
+     "peak, and the share and GFLOP/s of its GEMM calls (one rank)", f_bench_forward},
     {"bench train", "bench train [options]",
-     "masked-LoRA training step tokens/s (one rank)", f_bench_train},
+     "masked-LoRA training step tokens/s, GFLOP/s against the physical peak, "
+     "and the share and GFLOP/s of its GEMM calls (one rank)", f_bench_train},
     {"bench prune", "bench prune [options]",
      "Wanda and SparseGPT seconds for one layer (one rank)", f_bench_prune},
     {"bench sparse", "bench sparse [options]",

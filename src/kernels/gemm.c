@@ -53,6 +53,59 @@ static void *scratch_get(kern_scratch *s, size_t bytes)
 }
 
 
+/* The seam's accounting (kern_gemm_stats): 2 M N K per product and the wall
+ * seconds inside the outermost entry on its calling thread (an entry that
+ * calls another, e.g. kern_gemm_bf16w2 -> kern_gemm_bf16w, counts once, by
+ * the thread-local depth).  Process-wide sums, added atomically: two clock
+ * reads and three atomic adds per call, against products of 10^5 flops or
+ * more.  Calls made concurrently from a parallel region (none today) would
+ * add overlapping seconds. */
+static double stat_flops, stat_seconds;
+static int64_t stat_calls;
+static _Thread_local int stat_depth;
+
+static double gemm_flops(int64_t M, int64_t N, int64_t K)
+{
+    return M > 0 && N > 0 && K > 0 ? 2.0 * (double)M * (double)N * (double)K : 0.0;
+}
+
+static double stat_enter(void)
+{
+    return stat_depth++ ? 0.0 : core_time();
+}
+
+static void stat_leave(double t0, double flops)
+{
+    if (--stat_depth) return;
+    double dt = core_time() - t0;
+#pragma omp atomic
+    stat_flops += flops;
+#pragma omp atomic
+    stat_seconds += dt;
+#pragma omp atomic
+    stat_calls++;
+}
+
+void kern_gemm_stats_reset(void)
+{
+#pragma omp atomic write
+    stat_flops = 0;
+#pragma omp atomic write
+    stat_seconds = 0;
+#pragma omp atomic write
+    stat_calls = 0;
+}
+
+void kern_gemm_stats_get(kern_gemm_stats *st)
+{
+#pragma omp atomic read
+    st->flops = stat_flops;
+#pragma omp atomic read
+    st->seconds = stat_seconds;
+#pragma omp atomic read
+    st->calls = stat_calls;
+}
+
 #ifdef LOSA_GEMM_ONEDNN
 #if defined(__has_include) && !__has_include(<oneapi/dnnl/dnnl.h>)
 #error "oneDNN's <oneapi/dnnl/dnnl.h> was not found: install libdnnl-dev (Debian), point DNNL_DIR at your site's oneDNN, or build with 'make GEMM=blas'"
@@ -60,6 +113,7 @@ static void *scratch_get(kern_scratch *s, size_t bytes)
 #include <oneapi/dnnl/dnnl.h>
 
 static _Thread_local kern_scratch scratch_w;
+static _Thread_local kern_scratch scratch_b; /* kern_gemm_bf16r's bf16 B */
 
 #define KERN_GEMM_CACHE 256          /* primitives kept */
 #define KERN_GEMM_SLOTS 512          /* hash slots (power of 2, > cache) */
@@ -361,8 +415,8 @@ void kern_gemm_threads(int n)
     omp_set_num_threads(n);
 }
 
-void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+static void gemm_run(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
 #ifdef LOSA_GEMM_ONEDNN
@@ -378,6 +432,14 @@ void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, con
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 #endif
+}
+
+void kern_gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    double t0 = stat_enter();
+    gemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    stat_leave(t0, gemm_flops(M, N, K));
 }
 
 int64_t kern_bf16_from_f32(uint16_t *y, const float *x, int64_t n)
@@ -458,9 +520,9 @@ static const uint16_t *a_to_bf16(int64_t M, int64_t K, const float *A, int64_t l
 }
 #endif
 
-void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
-                     int64_t ldc)
+static void bf16w_run(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                      int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = beta C */
@@ -474,13 +536,56 @@ void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
 #endif
 }
 
+void kern_gemm_bf16w(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
+{
+    double t0 = stat_enter();
+    bf16w_run(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    stat_leave(t0, gemm_flops(M, N, K));
+}
+
+/* kern_gemm_bf16r: both fp32 operands rounded to bf16 (as stored: rows x
+ * cols of ld, each rounded row to a contiguous row), then the bf16 x bf16
+ * -> f32 primitive with the caller's transposes. */
+static void bf16r_run(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        kern_gemm(ta, tb, M, N, 0, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#ifdef LOSA_GEMM_ONEDNN
+    int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    uint16_t *Bb = scratch_get(&scratch_b, sizeof(uint16_t) * (size_t)(br * bc));
+#pragma omp parallel for schedule(static) if (br * bc > KERN_PAR_MIN)
+    for (int64_t r = 0; r < br; r++) row_to_bf16(Bb + r * bc, B + r * ldb, bc);
+    gemm_onednn(ta, tb, 1, M, N, K, alpha, a_to_bf16(ar, ac, A, lda), ac, Bb, bc, beta, C, ldc);
+#else
+    /* CBLAS has no bf16 product: the fp32 one on the unrounded operands
+     * (within the bound; no speed to gain from rounding) */
+    kern_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+void kern_gemm_bf16r(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                     float *C, int64_t ldc)
+{
+    double t0 = stat_enter();
+    bf16r_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    stat_leave(t0, gemm_flops(M, N, K));
+}
+
 #ifndef LOSA_GEMM_ONEDNN
 static _Thread_local kern_scratch scratch_af; /* kern_gemm_bf16a's fp32 A (CBLAS) */
 #endif
 
-void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
-                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
-                     int64_t ldc)
+static void bf16a_run(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
+                      int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                      int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = beta C */
@@ -496,6 +601,15 @@ void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
         for (int64_t k = 0; k < K; k++) Af[i * K + k] = kern_bf16_value(A[i * lda + k]);
     gemm_bf16w_blas(tb, M, N, K, alpha, Af, K, B, ldb, beta, C, ldc);
 #endif
+}
+
+void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t *A,
+                     int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc)
+{
+    double t0 = stat_enter();
+    bf16a_run(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    stat_leave(t0, gemm_flops(M, N, K));
 }
 
 #ifdef LOSA_GEMM_ONEDNN
@@ -557,8 +671,8 @@ void kern_bf16_unpack(uint16_t *W, const uint16_t *src, int64_t N, int64_t K)
     bf16_relayout(W, src, N, K, 0);
 }
 
-void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                     const uint16_t *Wp, float beta, float *C, int64_t ldc)
+static void bf16p_run(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                      const uint16_t *Wp, float beta, float *C, int64_t ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = beta C */
@@ -572,9 +686,17 @@ void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *
 #endif
 }
 
-void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                      int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
-                      float beta1, float *C1, float beta2, float *C2, int64_t ldc)
+void kern_gemm_bf16p(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const uint16_t *Wp, float beta, float *C, int64_t ldc)
+{
+    double t0 = stat_enter();
+    bf16p_run(M, N, K, alpha, A, lda, Wp, beta, C, ldc);
+    stat_leave(t0, gemm_flops(M, N, K));
+}
+
+static void bf16w2_run(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
+                       float beta1, float *C1, float beta2, float *C2, int64_t ldc)
 {
 #ifdef LOSA_GEMM_ONEDNN
     if (M > 0 && N > 0 && K > 0) { /* A rounded once, both products on it */
@@ -588,8 +710,17 @@ void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, cons
     kern_gemm_bf16w(tb, M, N, K, alpha, A, lda, B2, ldb, beta2, C2, ldc);
 }
 
-void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t lda,
-                            const uint16_t *const *Wp, const int64_t *N, float *const *C)
+void kern_gemm_bf16w2(int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const uint16_t *B1, const uint16_t *B2, int64_t ldb,
+                      float beta1, float *C1, float beta2, float *C2, int64_t ldc)
+{
+    double t0 = stat_enter();
+    bf16w2_run(tb, M, N, K, alpha, A, lda, B1, B2, ldb, beta1, C1, beta2, C2, ldc);
+    stat_leave(t0, 2 * gemm_flops(M, N, K));
+}
+
+static void bf16p_shared_run(int n, int64_t M, int64_t K, const float *A, int64_t lda,
+                             const uint16_t *const *Wp, const int64_t *N, float *const *C)
 {
 #ifdef LOSA_GEMM_ONEDNN
     if (M > 0 && K > 0) {
@@ -600,4 +731,13 @@ void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t
     }
 #endif
     for (int j = 0; j < n; j++) kern_gemm_bf16p(M, N[j], K, 1.0f, A, lda, Wp[j], 0.0f, C[j], N[j]);
+}
+
+void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t lda,
+                            const uint16_t *const *Wp, const int64_t *N, float *const *C)
+{
+    double t0 = stat_enter(), flops = 0;
+    for (int j = 0; j < n; j++) flops += gemm_flops(M, N[j], K);
+    bf16p_shared_run(n, M, K, A, lda, Wp, N, C);
+    stat_leave(t0, flops);
 }

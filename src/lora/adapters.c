@@ -454,14 +454,14 @@ static void grad_transient(void *ctx, int l, model_map m)
 
 void lora_grad_zero(lora_adapters *ad)
 {
-    if (ad->transient) memset(ad->grads, 0, sizeof(float) * ad->n_params);
-    else memset(ad->ddelta, 0, sizeof(float) * ad->n_w);
+    if (ad->transient) kern_zero(ad->grads, ad->n_params);
+    else kern_zero(ad->ddelta, ad->n_w);
 }
 
 void lora_grad_project(lora_adapters *ad, const model_stage *s)
 {
     if (ad->transient) return; /* projected map by map during the backward */
-    memset(ad->grads, 0, sizeof(float) * ad->n_params);
+    kern_zero(ad->grads, ad->n_params);
     for (int l = 0; l < ad->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int k = l * MODEL_N_MAPS + m;

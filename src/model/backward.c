@@ -71,6 +71,15 @@ void model_bwd_free(model_bwd *g)
 /* linear_backward on a bf16 stage (plain maps): the products with W,
  * weffb and deltab in bf16 with fp32 accumulation (kern_gemm_bf16w: dy
  * rounded to bf16 inside); dDelta = dy^T drop(x) in fp32. */
+/* dDelta (o,i) += dy^T x of a bf16 run: dy and x rounded to bf16 (the
+ * activations in bf16, as the maps' products take them), fp32 accumulation
+ * into the fp32 dDelta: the bf16 rate for the third of the backward's
+ * matrix work that the weight gradients are (fp32 ran them at half of it). */
+static void ddelta_bf16(float *ddelta, const float *dy, const float *x, int64_t N, int i, int o)
+{
+    kern_gemm_bf16r(1, 0, o, i, N, 1.0f, dy, o, x, i, 1.0f, ddelta, i);
+}
+
 static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const float *x,
                                  const model_acts *a, const model_stage *s, int l, model_map m,
                                  int64_t N)
@@ -85,10 +94,10 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
         kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, W, i, 1.0f, dx, i);
         return;
     }
-    if (path->grad) memset(ad->ddelta, 0, sizeof(float) * o * i);
+    if (path->grad) kern_zero(ad->ddelta, (int64_t)o * i);
     if (a->drop_p <= 0.0f) {
         kern_gemm_bf16w(0, N, i, o, 1.0f, dy, o, ad->weffb, i, 1.0f, dx, i);
-        kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
+        ddelta_bf16(ad->ddelta, dy, x, N, i, o);
         if (path->grad) path->grad(path->ctx, l, m);
         return;
     }
@@ -96,7 +105,7 @@ static void linear_backward_bf16(model_bwd *g, float *dx, const float *dy, const
     kern_gemm_bf16w2(0, N, i, o, 1.0f, dy, o, W, ad->deltab, i, 1.0f, dx, 0.0f, g->dtmp, i);
     model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
                         a->drop_p);
-    kern_matmul_backward_w(ad->ddelta, dy, a->xdrop, N, i, o);
+    ddelta_bf16(ad->ddelta, dy, a->xdrop, N, i, o);
     if (path->grad) path->grad(path->ctx, l, m);
 }
 
@@ -120,7 +129,7 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
         return;
     }
     /* a transient dDelta is this micro-batch's alone (then consumed) */
-    if (path->grad) memset(ad->ddelta, 0, sizeof(float) * o * i);
+    if (path->grad) kern_zero(ad->ddelta, (int64_t)o * i);
     if (a->drop_p <= 0.0f) {
         kern_matmul_backward_inp(dx, dy, ad->weff, N, i, o);
         kern_matmul_backward_w(ad->ddelta, dy, x, N, i, o);
@@ -128,7 +137,7 @@ static void linear_backward(model_bwd *g, float *dx, const float *dy,
         return;
     }
     kern_matmul_backward_inp(dx, dy, ly->w[m], N, i, o);
-    memset(g->dtmp, 0, sizeof(float) * N * i);
+    kern_zero(g->dtmp, N * i);
     kern_matmul_backward_inp(g->dtmp, dy, ad->delta, N, i, o);
     /* one pass regenerates the mask: dx on the branch, drop(x) for dDelta */
     model_drop_backward(dx, a->xdrop, g->dtmp, x, a->drop_seed, s->layer0 + l, m, N * i,
@@ -149,27 +158,25 @@ void model_layer_backward(model_bwd *g, float *dx, const model_acts *a,
     int H = c->n_heads, Hkv = c->n_kv_heads, hd = model_head_size(c);
 
     /* ffn: x2 = x1 + down(swiglu(gate(ln2), up(ln2))), ln2 = norm(x1) */
-    memset(g->dhid, 0, sizeof(float) * N * F);
+    kern_zero(g->dhid, N * F);
     linear_backward(g, g->dhid, dx, la.hid, a, s, l, MODEL_MAP_DOWN, N);
-    memset(g->dgate, 0, sizeof(float) * N * F);
-    memset(g->dup, 0, sizeof(float) * N * F);
-    kern_swiglu_backward(g->dgate, g->dup, g->dhid, la.gate, la.up, N * F);
-    memset(g->dln, 0, sizeof(float) * N * D);
+    kern_swiglu_backward_set(g->dgate, g->dup, g->dhid, la.gate, la.up, N * F);
+    kern_zero(g->dln, N * D);
     linear_backward(g, g->dln, g->dgate, la.ln2, a, s, l, MODEL_MAP_GATE, N);
     linear_backward(g, g->dln, g->dup, la.ln2, a, s, l, MODEL_MAP_UP, N);
     kern_rmsnorm_backward(dx, g->dln, la.xres, ly->ffn_norm, la.rstd2, N, (int)D);
 
     /* attention: x1 = x0 + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-    memset(g->datty, 0, sizeof(float) * N * D);
+    kern_zero(g->datty, N * D);
     linear_backward(g, g->datty, dx, la.atty, a, s, l, MODEL_MAP_O, N);
-    memset(g->dq, 0, sizeof(float) * N * D);
-    memset(g->dk, 0, sizeof(float) * N * kv);
-    memset(g->dv, 0, sizeof(float) * N * kv);
+    kern_zero(g->dq, N * D);
+    kern_zero(g->dk, N * kv);
+    kern_zero(g->dv, N * kv);
     kern_attention_backward(g->dq, g->dk, g->dv, g->datty, la.atty, la.att, la.q, la.k,
                             la.v, B, T, H, Hkv, hd);
     kern_rope_backward(g->dq, a->rope_cos, a->rope_sin, B, T, H, hd);
     kern_rope_backward(g->dk, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
-    memset(g->dln, 0, sizeof(float) * N * D);
+    kern_zero(g->dln, N * D);
     linear_backward(g, g->dln, g->dq, la.ln1, a, s, l, MODEL_MAP_Q, N);
     linear_backward(g, g->dln, g->dk, la.ln1, a, s, l, MODEL_MAP_K, N);
     linear_backward(g, g->dln, g->dv, la.ln1, a, s, l, MODEL_MAP_V, N);
@@ -188,7 +195,7 @@ double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
     *n = cnt;
     /* logits = norm(x) head^T: d norm(x) = dlogits head, then the norm */
     double nll;
-    memset(g->dln, 0, sizeof(float) * N * D);
+    kern_zero(g->dln, N * D);
     if (s->head_bf16) {
         /* plain rows (model_stage_to_bf16_decode; packed: refused at build).
          * The product rounds dlogits to bf16 anyway: the loss writes it in
@@ -197,13 +204,12 @@ double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
         nll = kern_crossentropy_forward_backward_bf16(dlb, a->logits, targets, N, (int)V, scale);
         kern_gemm_bf16a(0, N, D, V, 1.0f, dlb, V, s->head_bf16, D, 1.0f, g->dln, D);
     } else {
-        memset(g->dlogits, 0, sizeof(float) * N * V);
-        nll = kern_crossentropy_forward_backward(g->dlogits, a->logits, targets, N, (int)V,
-                                                 scale);
+        nll = kern_crossentropy_forward_backward_set(g->dlogits, a->logits, targets, N, (int)V,
+                                                     scale);
         kern_matmul_backward_inp(g->dln, g->dlogits, s->head, N, (int)D, (int)V);
     }
     kern_rmsnorm_forward(g->datty, g->rstdf, a->x, s->final_norm, N, (int)D, c->rms_eps);
-    memset(dx, 0, sizeof(float) * N * D);
+    kern_zero(dx, N * D);
     kern_rmsnorm_backward(dx, g->dln, a->x, s->final_norm, g->rstdf, N, (int)D);
     return nll;
 }
