@@ -393,6 +393,10 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * model file), start-up, the decisions' own small work. */
 typedef struct {
     double fwd_gflops;     /* forward passes, per rank (bench forward) */
+    double layer_gflops;   /* the layers' share of a forward (bench forward
+                            * layers_gflops_median; 0: fwd_gflops): the
+                            * calibration passes run no head */
+    double head_gflops;    /* the head's share (head_gflops_median; 0: fwd_gflops) */
     double train_gflops;   /* training steps, per rank (bench train) */
     double gemm_gflops;    /* dense GEMM, per rank */
     /* The pruners (`losa bench prune --json`; without it: stats and solve at
