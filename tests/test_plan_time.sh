@@ -80,6 +80,20 @@ sys.exit(0 if ok and ok_e else 1)
 PY
 done
 
+# the pipeline's messages: per micro-batch each of the 2 stages makes one
+# blocking exchange with its neighbour (activations forward and a gradient
+# back paired in one send+receive: one message's time on its own time), so
+# at 1000 us per message (bytes ~ 0) every stage's micro-batch grows by
+# 1 ms and a step by (sum over the stages + (m - 1) x the slowest) =
+# (2 + 3) x 1 ms; 8 steps (64 examples of 2 x 4): +0.04 s of +LoRA
+# training over 0 us.
+a=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" --json 2>/dev/null)
+b=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" \
+    --net-latency-us 1000 --json 2>/dev/null)
+check "plan pp 2: one exchange per micro-batch and stage (+0.04 s at 1 ms each)" \
+    $PY -c 'import json,sys; a, b = (json.loads(x)["wall_seconds"]["lora_train"] for x in sys.argv[1:3])
+print(b - a); sys.exit(0 if abs((b - a) - 0.04) <= 1e-6 else 1)' "$a" "$b"
+
 # fresh memory: every perplexity pass allocates its activations
 # (eval_activation_bytes) afresh: at --touch-gbs 1 the 3 passes of mode
 # lora take 3 x bytes / 1e9 s more than at 0 (not counted)

@@ -213,7 +213,12 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
         double mb = whole *
                     (count[s] * k->layer + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0)) /
                     all;
-        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1)); /* the stage's sends */
+        /* per neighbour one blocking exchange a micro-batch, on this
+         * stage's time (no communication thread): the 1F1B steady state
+         * pairs the activations forward with a gradient back in one
+         * send+receive (model_stage_send_output_recv_grad), both
+         * directions at once: one message's time */
+        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1));
         busy[s] = steps * m * mb;
         worst = mb > worst ? mb : worst;
         sum += mb;
