@@ -84,21 +84,13 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
              st.cfg.n_layers, st.cfg.dim, st.cfg.hidden_dim, st.cfg.vocab_size,
              model_dtype_name(dtype));
     model_stage_forward(&a, &st, tok, B, T); /* warm-up */
-    double best = 1e30;
-    double *times = core_calloc((size_t)iters, sizeof(double));
-    for (int k = 0; k < iters; k++) {
-        double t = core_time();
-        model_stage_forward(&a, &st, tok, B, T);
-        t = core_time() - t;
-        times[k] = t;
-        if (t < best) best = t;
-    }
-    double med = bench_median(times, iters);
-    /* the layers and the head timed apart (the same calls as
-     * model_stage_forward): the calibration passes run the layers only and
+    /* model_stage_forward's calls, the layers and the head timed apart in
+     * the same iterations (the calibration passes run the layers only, and
      * the head's one large GEMM runs at another rate than the layers'
-     * smaller ones and their elementwise work */
-    double *tl = core_calloc((size_t)iters, sizeof(double)),
+     * smaller ones and their elementwise work) */
+    double best = 1e30;
+    double *times = core_calloc((size_t)iters, sizeof(double)),
+           *tl = core_calloc((size_t)iters, sizeof(double)),
            *th = core_calloc((size_t)iters, sizeof(double));
     for (int k = 0; k < iters; k++) {
         double t = core_time();
@@ -106,13 +98,17 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         for (int l = 0; l < st.n_layers; l++) model_layer_forward(&a, &st, l, B, T);
         double t1 = core_time();
         if (st.has_head) model_stage_head(&a, &st, B, T);
+        double t2 = core_time();
+        times[k] = t2 - t;
         tl[k] = t1 - t;
-        th[k] = core_time() - t1;
+        th[k] = t2 - t1;
+        if (times[k] < best) best = times[k];
     }
-    double med_layers = bench_median(tl, iters), med_head = bench_median(th, iters);
+    double med = bench_median(times, iters), med_layers = bench_median(tl, iters),
+           med_head = bench_median(th, iters);
+    core_free(times);
     core_free(tl);
     core_free(th);
-    core_free(times);
     double flops = model_forward_flops(&st.cfg, st.cfg.n_layers, 1, B, T);
     double flops_layers = model_forward_flops(&st.cfg, st.cfg.n_layers, 0, B, T);
     /* peak: sgemm on the forward's most common shape class, and square */
