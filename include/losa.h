@@ -384,15 +384,28 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * micro-batch of the whole model at the training rate is shared among the
  * stages in proportion to their costs under losa_stage_cost (the cost the
  * split balances: the head and loss weigh their elementwise work too).
- * Pipeline:
- * perplexity and training overlap the stages ((m + pp - 1) slots of the
- * slowest stage for m micro-batches: the fill and drain bubble), the
- * calibration passes run the stages one after the other.  Network: a
+ * Forward passes: the layers at the layers' rate and the head at the
+ * head's when bench forward timed them apart (the calibration passes,
+ * dense references and Grams run no head).  Pipeline:
+ * perplexity and training overlap the stages (m micro-batches with stage
+ * times t_s: sum t_s + (m - 1) max t_s, the 1F1B critical path; equal
+ * stages give (m + pp - 1) slots, the fill and drain bubble; one blocking
+ * exchange per micro-batch and neighbour on the stage's time), the
+ * calibration passes run the stages one after the other.  Replicas: a
+ * SparseGPT layer splits its sweep and update (rows) but not its mask
+ * selection (every replica selects over all rows' gathered scores) nor a
+ * small Hessian's factorisation, and pays the per-block score gathers,
+ * the gather of W and the statistics' all-reduces.  Network: a
  * message costs latency + bytes / bandwidth, an all-reduce is a ring of
- * 2 (n - 1) messages of bytes / n.  Not modelled: I/O (checkpoints, the
- * model file), start-up, the decisions' own small work. */
+ * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.  Not
+ * modelled: I/O (checkpoints, the model file), start-up, the decisions'
+ * own small work. */
 typedef struct {
     double fwd_gflops;     /* forward passes, per rank (bench forward) */
+    double layer_gflops;   /* the layers' share of a forward (bench forward
+                            * layers_gflops_median; 0: fwd_gflops): the
+                            * calibration passes run no head */
+    double head_gflops;    /* the head's share (head_gflops_median; 0: fwd_gflops) */
     double train_gflops;   /* training steps, per rank (bench train) */
     double gemm_gflops;    /* dense GEMM, per rank */
     /* The pruners (`losa bench prune --json`; without it: stats and solve at

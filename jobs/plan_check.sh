@@ -12,7 +12,10 @@
 # The 2-stage cases split by the head + loss cost `bench train` measured
 # (parallel.head_cost_layers, in `losa plan` and `losa run` alike).
 # Env: OUT (default runs/plan_check/<job id or date>), LOSA, LOSA_DATA,
-# HEAD_COST (1, default: pass the measured head cost; 0: the cost model's).
+# HEAD_COST (1, default: pass the measured head cost; 0: the cost model's),
+# RUNS (1, default; 0: no bench and no run: project again with $LOSA from
+# the bench JSONs and against the runs already in OUT, e.g. to compare two
+# versions of the time model on the same measurements).
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 LOSA=${LOSA:-build/losa}
@@ -56,6 +59,7 @@ PY
     # the rates of this node with the threads a rank gets: 2 threads for the
     # 1-rank layout, 1 for the 2-rank layouts (two ranks share the cores)
     for thr in 1 2; do
+        [ "${RUNS:-1}" = 1 ] || break
         export OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr
         "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 5 --json \
             >"$OUT/$name-forward-t$thr.json" 2>/dev/null
@@ -68,7 +72,7 @@ PY
     for lay in "${LAYOUTS[@]}"; do
         read -r pp dp <<<"$lay"
         np=$((pp * dp)); tag=$name-pp$pp-dp$dp; dir=$OUT/$tag
-        rm -rf "$dir"
+        [ "${RUNS:-1}" = 1 ] && rm -rf "$dir"
         common=(--set model.store=$store "${SETS[@]}" --set parallel.pp=$pp --set parallel.dp=$dp)
         # ranks share the node's cores: one BLAS thread each when there are two
         thr=$((np > 1 ? 1 : 2))
@@ -80,6 +84,7 @@ PY
         "$LOSA" plan input/default.ini "${common[@]}" --bench "$OUT/$name-forward-t$thr.json" \
             --bench "$OUT/$name-train-t$thr.json" --bench "$OUT/$name-prune-t$thr.json" \
             --json >"$OUT/$tag-plan.json" 2>/dev/null
+        [ "${RUNS:-1}" = 1 ] || continue
         OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr $MPIRUN -np $np "$LOSA" run \
             input/default.ini "${common[@]}" --set output.dir=$dir >"$OUT/$tag.log" 2>&1
     done

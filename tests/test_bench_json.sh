@@ -7,7 +7,8 @@
 #   fraction_of_peak = (forward|step)_gflops / sgemm_gflops (the same doubles
 #   divided: equal to 1e-12 relative); the median step's rate (what
 #   losa plan --bench reads) is positive and at most the best step's;
-#   bench forward: first_touch_gbs > 0;
+#   bench forward: first_touch_gbs > 0, and the layers' and the head's
+#   rates timed apart (layers_gflops_median, head_gflops_median > 0);
 #   bench forward --dtype bf16: dtype bf16 and fraction_of_physical_peak =
 #   forward_gflops / peak_gflops_bf16 (its products run on bf16 dot
 #   products), null without AVX512-BF16;
@@ -54,6 +55,7 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and rel(d["fraction_of_peak"], a / d["sgemm_gflops"]) \
      and 0 < d[key + "_median"] <= a * (1 + 1e-12) \
      and (key != "forward_gflops" or d["first_touch_gbs"] > 0) \
+     and (key != "forward_gflops" or (d["layers_gflops_median"] > 0 and d["head_gflops_median"] > 0)) \
      and matrix_ok(d, "peak_gflops_f32", attn)
 print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine" "$info"
 done

@@ -2,8 +2,10 @@
 # losa plan's time model and layout advisor on hand-derived cases.
 #  - minillama's config, --gflops 10 (every kind of work at 10 GFLOP/s), a
 #    network of 1e6 Gbit/s and 0 latency (communication ~ 0): the +LoRA
-#    training wall = steps x (m + pp - 1) x (FLOPs of the slowest stage's
-#    micro-batch) / 1e10, with steps = ceil(examples / (batch x accum)),
+#    training wall = steps x (sum of the stages' micro-batch seconds +
+#    (m - 1) x the slowest stage's), a stage's seconds its micro-batch
+#    FLOPs / 1e10 (the 1F1B critical path: the first micro-batch crosses
+#    every stage, the others follow the slowest), with steps = ceil(examples / (batch x accum)),
 #    m = grad_accum / dp micro-batches per replica, and the FLOPs recomputed
 #    here in Python from the formula documented in include/model.h (not
 #    from losa); on 1 rank, 2 replicas (half the micro-batches) and 2
@@ -63,8 +65,8 @@ for rk in p["ranks"]:
     stages[rk["stage"]] = (rk["n_layers"], rk["stage"] == pp - 1)
 lay = p["layout"]; hc, ec, L = lay["head_cost_layers"], lay["embed_cost_layers"], c["n_layers"]
 share = lambda s, nl: (nl + (ec if s == 0 else 0) + (hc if s == pp - 1 else 0)) / (L + ec + hc)
-worst = max(train(L, True, B, T, r) * share(s, nl) for s, (nl, h) in stages.items()) / 1e10
-want = steps * (m + pp - 1) * worst
+ts = [train(L, True, B, T, r) * share(s, nl) / 1e10 for s, (nl, h) in stages.items()]
+want = steps * (sum(ts) + (m - 1) * max(ts))
 got = p["wall_seconds"]["lora_train"]
 ok = abs(got - want) <= 1e-6 * want
 # perplexity: 100 windows of 256 tokens (25600 / 256), batches of 4 over dp replicas
@@ -77,6 +79,20 @@ print(f"pp {pp} dp {dp}: lora_train {got:.6g} vs {want:.6g}; dense_eval {got_e:.
 sys.exit(0 if ok and ok_e else 1)
 PY
 done
+
+# the pipeline's messages: per micro-batch each of the 2 stages makes one
+# blocking exchange with its neighbour (activations forward and a gradient
+# back paired in one send+receive: one message's time on its own time), so
+# at 1000 us per message (bytes ~ 0) every stage's micro-batch grows by
+# 1 ms and a step by (sum over the stages + (m - 1) x the slowest) =
+# (2 + 3) x 1 ms; 8 steps (64 examples of 2 x 4): +0.04 s of +LoRA
+# training over 0 us.
+a=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" --json 2>/dev/null)
+b=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" \
+    --net-latency-us 1000 --json 2>/dev/null)
+check "plan pp 2: one exchange per micro-batch and stage (+0.04 s at 1 ms each)" \
+    $PY -c 'import json,sys; a, b = (json.loads(x)["wall_seconds"]["lora_train"] for x in sys.argv[1:3])
+print(b - a); sys.exit(0 if abs((b - a) - 0.04) <= 1e-6 else 1)' "$a" "$b"
 
 # fresh memory: every perplexity pass allocates its activations
 # (eval_activation_bytes) afresh: at --touch-gbs 1 the 3 passes of mode
@@ -95,10 +111,12 @@ sys.exit(0 if w > 0 and abs(d - w) <= 1e-9 * w else 1)' "$t0" "$t1"
 # adds exactly one more of them per layer and step, so the LoSA prune step
 # grows by L x (SparseGPT: statistics + hinv + mask + sweep + update;
 # Wanda: mask); on 2 replicas the statistics cover half the windows, the
-# SparseGPT sweep, update and masks are split over the two, and the
-# factorisations are not (minillama's widths 256 and 768 are at most
-# DIST_HINV_LOCAL_MAX: every replica factorises alone):
-# L x (stats / 2 + hinv + (mask + sweep + update) / 2) = 6 x (0.05 + 0.2 + 0.6) = 5.1.
+# SparseGPT sweep and update are split over the two (rows), and neither the
+# factorisations (minillama's widths 256 and 768 are at most
+# DIST_HINV_LOCAL_MAX: every replica factorises alone) nor the unstructured
+# mask (dist_select_stage gathers each block's scores of all rows and every
+# replica selects over them) are:
+# L x (stats / 2 + hinv + mask + (sweep + update) / 2) = 6 x (0.05 + 0.2 + 0.3 + 0.45) = 6.0.
 bp_json() { # factor -> a bench prune JSON for minillama's layer shape
     $PY -c 'import json,sys; f=float(sys.argv[1]); print(json.dumps({"wanda_s": 0.7*f, "sparsegpt_s": 1.5*f,
 "forward_s": 0.1, "breakdown": {"wanda": {"stats_s": 0.01*f, "mask_s": 0.7*f}, "sparsegpt": {"stats_s": 0.1*f,
@@ -108,7 +126,7 @@ bp_json() { # factor -> a bench prune JSON for minillama's layer shape
 bp_json 1 >"$W/bp1.json"; bp_json 2 >"$W/bp2.json"
 PR=(--set model.store=$MINI --set losa.mode=losa --set losa.steps=2 --set data.calib_n=16
     --set data.calib_seqlen=256 "${NET[@]}")
-for case in "sparsegpt 1 9.0" "sparsegpt 2 5.1" "wanda 1 4.2"; do
+for case in "sparsegpt 1 9.0" "sparsegpt 2 6.0" "wanda 1 4.2"; do
     read -r meth dp want <<<"$case"
     a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=$meth --set parallel.pp=1 \
         --set parallel.dp=$dp --bench "$W/bp1.json" --json 2>/dev/null)
@@ -118,9 +136,60 @@ for case in "sparsegpt 1 9.0" "sparsegpt 2 5.1" "wanda 1 4.2"; do
         $PY -c 'import json,sys; a, b = (json.loads(x)["step_seconds"]["losa_prune"] for x in sys.argv[1:3])
 w = float(sys.argv[3]); print(b - a, w); sys.exit(0 if abs((b - a) - w) <= 1e-9 * w else 1)' "$a" "$b" "$want"
 done
+# the replicas' messages of a SparseGPT layer (prune_layer,
+# dist_sparsegpt_rows, dist_select_stage), counted by hand for minillama on
+# 2 replicas: all-reduces (2 (dp - 1) = 2 messages each) of the column sums,
+# the two reconstruction sums and the four Hessians = 7 x 2 = 14; per map an
+# all-gather of W (dp - 1 = 1 message): 7; per column block of 128 an
+# all-gather of the counts (1), an all-reduce (2) and an all-gather of the
+# scores (1): q, k, v, o, gate, up have 256 inputs (2 blocks), down 768 (6):
+# 18 blocks x 4 = 72; 93 messages per layer.  At 1000 us per message (and
+# 1e6 Gbit/s: the bytes ~ 0) a prune step of the 6 layers grows by
+# 6 x 93 x 1e-3 = 0.558 s over 0 us.
+a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=sparsegpt --set parallel.pp=1 \
+    --set parallel.dp=2 --bench "$W/bp1.json" --json 2>/dev/null)
+b=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=sparsegpt --set parallel.pp=1 \
+    --set parallel.dp=2 --bench "$W/bp1.json" --net-latency-us 1000 --json 2>/dev/null)
+check "plan, SparseGPT on 2 replicas: 93 messages per layer (a prune step +0.558 s at 1 ms each)" \
+    $PY -c 'import json,sys; a, b = (json.loads(x)["step_seconds"]["losa_prune"] for x in sys.argv[1:3])
+print(b - a); sys.exit(0 if abs((b - a) - 0.558) <= 1e-6 else 1)' "$a" "$b"
 check "plan --bench prune: the assumptions name the measured pruner rates" \
     grep -q "pruners (--bench)" <<<"$("$LOSA" plan input/default.ini "${PR[@]}" --set parallel.pp=1 \
         --set parallel.dp=1 --bench "$W/bp1.json" 2>&1)"
+
+# the layers' and the head's forward rates of a bench forward JSON (layers
+# 5, head 20 GF/s; every other kind of work at --gflops 10): the
+# calibration passes run the layers only, at the layers' rate, and a
+# perplexity pass the layers at theirs and the head at its own.  Mode losa,
+# 1 rank, minillama, calib 16 x 256, losa.rmi_n 16, lora.r_max 16:
+#  - dense_ref = the layers' forward FLOPs over the 16 windows / 5e9;
+#  - a grams step (step_decide) = the layers' forward over the 16 rmi_n
+#    windows / 5e9 + per layer the merge (a rank-16 product per map:
+#    2 x 16 x the layer's map weights) and the centred Gram of its input
+#    (2 x 16^2 x 256 x D), and one more Gram of the final output, at 1e10;
+#  - dense_eval (one pass: 100 windows of 256) = layers / 5e9 + head / 2e10.
+$PY -c 'import json; print(json.dumps({"forward_gflops": 10, "forward_gflops_median": 10,
+"layers_gflops_median": 5, "head_gflops_median": 20}))' >"$W/bf.json"
+out=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=wanda --set parallel.pp=1 \
+      --set parallel.dp=1 --bench "$W/bf.json" --json 2>/dev/null)
+check "plan --bench forward with layers/head rates: dense_ref, grams and dense_eval (hand formula)" \
+    $PY - "$out" <<'PY'
+import json, sys
+p = json.loads(sys.argv[1]); c = p["model"]
+D, F, V, H, Hkv, L = c["dim"], c["hidden_dim"], c["vocab_size"], c["n_heads"], c["n_kv_heads"], c["n_layers"]
+hd, kv = D // H, Hkv * (D // H)
+wts = D * D + 2 * kv * D + D * D + 3 * F * D
+def att(T): return 4.0 * hd * H * T * (T + 1) / 2
+def layers(B, T): return L * (B * T * 2.0 * wts + B * att(T))
+want_ref = layers(16, 256) / 5e9
+gram = 2.0 * 16 * 16 * 256 * D / 1e10
+want_g = layers(16, 256) / 5e9 + L * (gram + 2.0 * 16 * wts / 1e10) + gram
+want_e = layers(100, 256) / 5e9 + 2.0 * 100 * 256 * V * D / 2e10
+got = (p["wall_seconds"]["dense_ref"], p["step_seconds"]["grams"], p["wall_seconds"]["dense_eval"])
+want = (want_ref, want_g, want_e)
+print(got, want)
+sys.exit(0 if all(abs(g - w) <= 1e-6 * w for g, w in zip(got, want)) else 1)
+PY
 
 # the advisor: 2 ranks, 8 sequences per step
 out=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 \

@@ -27,6 +27,11 @@
  * cost model (stage micro-batch times t_s: wall sum t + (M-1) max t, so the
  * bubble is 1 - M mean t / wall); `bubble_schedule` the same formula with
  * the measured t_s = busy_s / M (what the schedule alone implies);
+ * `bubble_model_msgs` bubble_model with each stage's micro-batch in seconds
+ * (the cost model's stage ratio, the measured busy seconds per unit of
+ * cost) plus one measured stage exchange (`exchange_s`: a blocking
+ * send+receive of B x T x D floats each way, the 1F1B steady state's
+ * pairing) per micro-batch on each stage's time;
  * `bubble_model_head_modelled` bubble_model with the cost model's head in
  * place of the measured one (the model before the head was measured); and
  * (PP-1)/(M+PP-1) for equal stages.
@@ -233,6 +238,38 @@ static double bubble_of(const double *t, int P, int M)
     return wall > 0 ? 1 - M * (sum / P) / wall : 0;
 }
 
+/* Collective on the (2,1) layout: the seconds of one blocking exchange of n
+ * floats each way between the two stages (dist_sendrecv_*: the 1F1B steady
+ * state's pairing of activations forward with a gradient back), the median
+ * of 21 after a barrier each, as rank 0 sees it. */
+static double exchange_s(dist_ctx *d, size_t n)
+{
+    float *x = core_calloc(n, sizeof(float)), *y = core_calloc(n, sizeof(float));
+    double t[21];
+    for (int k = 0; k < 21; k++) {
+        dist_barrier(d);
+        double t0 = core_time();
+        if (dist_stage(d) == 0) dist_sendrecv_next(d, x, n, 901, y, n, 902);
+        else dist_sendrecv_prev(d, x, n, 902, y, n, 901);
+        t[k] = core_time() - t0;
+    }
+    double m = bench_median(t, 21);
+    dist_bcast(d, &m, sizeof m, 0);
+    core_free(x);
+    core_free(y);
+    return m;
+}
+
+/* The 1F1B bubble of bubble_of with each stage's micro-batch time
+ * cost_s x scale + x (one exchange x per micro-batch on each of the two
+ * stages' time), busy the compute only: 1 - M mean(cost scale) / wall. */
+static double bubble_msgs(const double *cost, double scale, double x, int M)
+{
+    double t[2] = {cost[0] * scale + x, cost[1] * scale + x};
+    double wall = t[0] + t[1] + (M - 1) * (t[0] > t[1] ? t[0] : t[1]);
+    return wall > 0 ? 1 - M * 0.5 * (cost[0] + cost[1]) * scale / wall : 0;
+}
+
 int bench_pipeline(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v, *splits = "cost";
@@ -305,7 +342,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
 
     /* (1,1): rank 0 alone with 2 GEMM threads; sgemm peak with 1 thread */
     measure m11 = {0}, m21g = {0}, m12 = {0};
-    double peak = 0, head_meas = 0;
+    double peak = 0, head_meas = 0, xchg = 0;
     if (dist_rank(d) == 0) {
         kern_gemm_threads(1);
         peak = bench_sgemm_gflops(1024, 1024, 1024, 0.5);
@@ -336,6 +373,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     if (two) {
         kern_gemm_threads(1);
         s = dist_set_layout(d, 2, 1);
+        if (s == LOSA_OK) xchg = exchange_s(d, (size_t)B * T * c.dim);
         /* the 1F1B splits in alternating rounds (one round for one split) */
         int rounds = ns > 1 ? 3 : 1;
         for (int k = 0; k < rounds && s == LOSA_OK; k++)
@@ -356,7 +394,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     measure *ms[4] = {&m11, &sc[0].m, &m21g, &m12};
     int nl = two ? 4 : 1;
     double bequal = 1.0 / (M + 1), bub[MAX_SPLITS], bsched[MAX_SPLITS], bmodel[MAX_SPLITS], bmodel0[MAX_SPLITS],
-           bgpipe = 0;
+           bmsgs[MAX_SPLITS], bgpipe = 0;
     for (int q = 0; q < ns; q++) {
         measure *x = &sc[q].m;
         double t[2] = {x->busy[0] / M, x->busy[1] / M};
@@ -364,6 +402,11 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
         bsched[q] = bubble_of(t, 2, M);
         bmodel[q] = bubble_of(sc[q].cost, 2, M);
+        /* the cost model's stages in seconds (the measured busy time of
+         * the step per unit of modelled cost: units only, the stages'
+         * ratio stays the model's) plus the measured exchange */
+        double cs = sc[q].cost[0] + sc[q].cost[1], bs = x->busy[0] + x->busy[1];
+        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, bs / (M * cs), xchg, M) : bmodel[q];
         /* the same split under the cost model's head (no measurement) */
         double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head};
         bmodel0[q] = bubble_of(c0, 2, M);
@@ -383,6 +426,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                      sc[q].m.step_s);
         core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
                  sc[0].name, bgpipe, bequal);
+        core_log("stage exchange of %d x %d x %d floats each way: %.1f us (measured); 1F1B "
+                 "bubble model with it: %.3f\n", B, T, c.dim, xchg * 1e6, bmsgs[0]);
     }
     core_log("sgemm 1024^3, 1 thread: %.1f GFLOP/s\n", peak);
     if (json) {
@@ -402,6 +447,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
             cJSON_AddItemToObject(e, "stage_cost", cJSON_CreateDoubleArray(sc[q].cost, 2));
             cJSON_AddNumberToObject(e, "bubble_model", bmodel[q]);
             cJSON_AddNumberToObject(e, "bubble_model_head_modelled", bmodel0[q]);
+            cJSON_AddNumberToObject(e, "bubble_model_msgs", bmsgs[q]);
             if (two) {
                 cJSON_AddNumberToObject(e, "bubble_measured", bub[q]);
                 cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);
@@ -421,6 +467,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
             cJSON_AddNullToObject(o, "bubble_measured");
         }
         cJSON_AddNumberToObject(o, "bubble_model", bmodel[0]);
+        cJSON_AddNumberToObject(o, "bubble_model_msgs", bmsgs[0]);
+        if (two) cJSON_AddNumberToObject(o, "exchange_s", xchg);
         cJSON_AddNumberToObject(o, "head_cost_layers", head_meas > 0 ? head_meas : k0.head / k0.layer);
         cJSON_AddNumberToObject(o, "head_cost_layers_model", k0.head / k0.layer);
         cJSON_AddNumberToObject(o, "bubble_equal_stages", bequal);

@@ -55,7 +55,7 @@ typedef struct {
     int sparsegpt;
     plan_rank *r; /* (ranks) */
     losa_rates rates;
-    char why[768];  /* the time model's assumptions */
+    char why[1024];  /* the time model's assumptions */
     losa_time *time;
 } plan;
 

@@ -41,6 +41,21 @@ static double allreduce_s(const losa_rates *rt, double bytes, int n)
     return n > 1 ? 2.0 * (n - 1) * msg_s(rt, bytes / n) : 0;
 }
 
+/* Seconds of a forward of n_layers layers (and the head when `head`) over
+ * B x T tokens: the layers at the layers' rate, the head at the head's
+ * (bench forward times them apart: the head is one large GEMM, the layers
+ * smaller GEMMs and elementwise work); without those, both at the forward
+ * rate. */
+static double fwd_s(const model_config *c, int n_layers, int head, double B, double T,
+                    const losa_rates *rt)
+{
+    double gl = rt->layer_gflops > 0 ? rt->layer_gflops : rt->fwd_gflops,
+           gh = rt->head_gflops > 0 ? rt->head_gflops : rt->fwd_gflops;
+    double s = model_forward_flops(c, n_layers, 0, (int64_t)B, (int64_t)T) / (gl * 1e9);
+    if (head) s += model_forward_flops(c, 0, 1, (int64_t)B, (int64_t)T) / (gh * 1e9);
+    return s;
+}
+
 /* The eval windows of one perplexity pass (all replicas together). */
 static double eval_windows(const run_settings *rs, const losa_rates *rt)
 {
@@ -57,8 +72,7 @@ static double eval_pass(const run_settings *rs, const model_config *c, int pp, i
            sum = 0;
     double act = 4.0 * rs->eval.batch * rs->eval.seqlen * c->dim;
     for (int s = 0; s < pp; s++) {
-        double b = model_forward_flops(c, count[s], s == pp - 1, (int64_t)W, rs->eval.seqlen) /
-                   (rt->fwd_gflops * 1e9);
+        double b = fwd_s(c, count[s], s == pp - 1, W, rs->eval.seqlen, rt);
         b += s < pp - 1 ? m * msg_s(rt, act) : 0;
         busy[s] = b;
         double per = m > 0 ? b / m : 0;
@@ -70,17 +84,17 @@ static double eval_pass(const run_settings *rs, const model_config *c, int pp, i
 }
 
 /* A calibration pass of nw windows per replica through every stage in turn
- * (passes forward passes per layer, no head) plus per-layer work of
- * `extra_s` seconds: stages run one after the other. */
+ * (passes forward passes per layer, no head: at the layers' rate) plus
+ * per-layer work of `extra_s` seconds and, on the last stage, `last_s`:
+ * stages run one after the other. */
 static double calib_pass(const run_settings *rs, const model_config *c, int pp,
                          const int *count, double nw, double passes, double extra_s,
-                         const losa_rates *rt, double *busy)
+                         double last_s, const losa_rates *rt, double *busy)
 {
     double wall = 0, S = rs->data.calib_seqlen;
     for (int s = 0; s < pp; s++) {
-        double b = passes * model_forward_flops(c, count[s], 0, (int64_t)nw, (int64_t)S) /
-                       (rt->fwd_gflops * 1e9) +
-                   count[s] * extra_s;
+        double b = passes * fwd_s(c, count[s], 0, nw, S, rt) + count[s] * extra_s +
+                   (s == pp - 1 ? last_s : 0);
         if (s < pp - 1) b += msg_s(rt, 4.0 * nw * S * c->dim);
         busy[s] = b;
         wall += b;
@@ -102,43 +116,86 @@ void losa_pruner_flops(const model_config *c, double tokens, double *stats, doub
     *hinv = (4.0 / 3.0) * (3 * D * D * D + F * F * F);
 }
 
-/* The pruner's own seconds per layer on one replica of dp: statistics over
- * the replica's nw windows; SparseGPT's sweep and masks split over the
- * replicas (row split), its factorisations too (ScaLAPACK) but for the
- * small Hessians every replica factorises alone (dist_sparsegpt_hinv_local);
- * Wanda's / magnitude's masks on every replica. */
+/* Ring all-gather of `bytes` in all over n ranks: n - 1 messages of bytes / n. */
+static double allgather_s(const losa_rates *rt, double bytes, int n)
+{
+    return n > 1 ? (n - 1) * msg_s(rt, bytes / n) : 0;
+}
+
+/* The pruner's own seconds per layer on one replica of dp (prune_layer,
+ * calib_prune_layer_maps):
+ *  - the statistics over the replica's nw windows, then their sum over the
+ *    stage's replicas (dist_sum_doubles_stage: every input's per-window
+ *    column sums, N x widths doubles, SparseGPT's four Hessians
+ *    (1 + in + in^2 doubles each), the reconstruction sums, two of D);
+ *  - SparseGPT's factorisations: ScaLAPACK over the replicas, but a small
+ *    Hessian (dist_sparsegpt_hinv_local) is factorised whole by every
+ *    replica (no split);
+ *  - its sweep and update over the replica's share of W's rows
+ *    (dist_sparsegpt_rows: split), then W gathered (an all-gather of
+ *    out x in floats per map);
+ *  - its unstructured mask: each column block's scores of all rows are
+ *    gathered (dist_select_stage: an all-gather of the counts, an
+ *    all-reduce, an all-gather of out x blocksize doubles) and every
+ *    replica selects over all of them, so the mask work (the selection
+ *    dominates it) is not split; N:M masks are per row (split);
+ *  - Wanda's / magnitude's masks on every replica (not split). */
 static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
                        const losa_rates *rt)
 {
-    double weights = (double)model_map_weights(c);
-    int sgpt = rs->prune.pc.method == PRUNE_METHOD_SPARSEGPT;
+    const prune_config *pc = &rs->prune.pc;
+    double weights = (double)model_map_weights(c), N = rs->data.calib_n;
+    int sgpt = pc->method == PRUNE_METHOD_SPARSEGPT;
     double mask = weights / (rt->mask_wps[sgpt] > 0 ? rt->mask_wps[sgpt] : LOSA_DEFAULT_MASK_WPS);
-    if (!sgpt) return mask;
+    /* the inputs' widths: q/k/v, o, gate/up (D) and down's (F) */
+    const double ins[4] = {c->dim, c->dim, c->dim, c->hidden_dim};
+    double comm = 2 * allreduce_s(rt, 8.0 * c->dim, dp);
+    if (pc->method != PRUNE_METHOD_MAGNITUDE)
+        comm += allreduce_s(rt, 8.0 * N * (3.0 * c->dim + c->hidden_dim), dp);
+    if (!sgpt) return mask + comm;
     double stats, hinv, sweep;
     losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &hinv, &sweep);
     double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
            gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops,
            gh = rt->prune_hinv_gflops > 0 ? rt->prune_hinv_gflops : gv;
-    /* the Hessians of the q/k/v, o and gate/up inputs (D) and of down's (F) */
-    const double ins[4] = {c->dim, c->dim, c->dim, c->hidden_dim};
     double hinv_s = 0;
-    for (int h = 0; h < 4; h++)
+    for (int h = 0; h < 4; h++) {
         hinv_s += (4.0 / 3.0) * ins[h] * ins[h] * ins[h] / (gh * 1e9) /
                   (dist_sparsegpt_hinv_local((int)ins[h], dp) ? 1 : dp);
-    return stats / (gs * 1e9) + hinv_s + (sweep / (gv * 1e9) + mask) / dp;
+        comm += allreduce_s(rt, 8.0 * (1 + ins[h] + ins[h] * ins[h]), dp);
+    }
+    int bs = pc->blocksize > 0 ? pc->blocksize : 128;
+    for (int m = 0; m < MODEL_N_MAPS && dp > 1; m++) {
+        int o, i;
+        model_map_shape(c, (model_map)m, &o, &i);
+        comm += allgather_s(rt, 4.0 * o * i, dp);
+        if (pc->nm_m > 0) continue;
+        for (int i1 = 0; i1 < i; i1 += bs) {
+            int cols = i - i1 < bs ? i - i1 : bs;
+            comm += allgather_s(rt, 8.0 * dp, dp) + allreduce_s(rt, 8, dp) +
+                    allgather_s(rt, 8.0 * o * cols, dp);
+        }
+    }
+    return stats / (gs * 1e9) + hinv_s + sweep / (gv * 1e9) / dp +
+           (pc->nm_m > 0 ? mask / dp : mask) + comm;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
  * sequences, each replica running grad_accum / dp micro-batches through
- * the pipeline (1F1B or GPipe: (m + pp - 1) slots of the slowest stage),
- * then the gradient all-reduce over the replicas. */
+ * the pipeline, then the gradient all-reduce over the replicas.  The
+ * pipeline's step (1F1B or GPipe) with stage micro-batch times t_s: the
+ * first micro-batch crosses every stage (forward and backward: sum t_s),
+ * the other m - 1 follow the slowest stage ((m - 1) max t_s); with equal
+ * stages this is the (m + pp - 1) slots of (pp - 1) / (m + pp - 1) bubble,
+ * with unequal ones the fill and drain cost the stages' own times, not
+ * pp - 1 slots of the slowest. */
 static double train_phase(const run_settings *rs, const model_config *c, int pp, int dp,
                           const int *count, const model_stage_cost *k, double n,
                           const losa_rates *rt, double *busy)
 {
     const lora_train_config *tc = &rs->train.tc;
     double steps = ceil_div(n, (double)tc->B * tc->grad_accum), m = ceil_div(tc->grad_accum, dp);
-    double worst = 0, act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
+    double worst = 0, sum = 0, act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
     for (int q = 0; q < MODEL_N_MAPS; q++) { /* adapter gradients: r_max (in + out) floats */
         int o, i;
         model_map_shape(c, (model_map)q, &o, &i);
@@ -156,14 +213,20 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
         double mb = whole *
                     (count[s] * k->layer + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0)) /
                     all;
-        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1)); /* the stage's sends */
+        /* per neighbour one blocking exchange a micro-batch, on this
+         * stage's time (no communication thread): the 1F1B steady state
+         * pairs the activations forward with a gradient back in one
+         * send+receive (model_stage_send_output_recv_grad), both
+         * directions at once: one message's time */
+        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1));
         busy[s] = steps * m * mb;
         worst = mb > worst ? mb : worst;
+        sum += mb;
         most = count[s] > most ? count[s] : most;
     }
     double ar = allreduce_s(rt, most * layer_grads, dp);
     for (int s = 0; s < pp; s++) busy[s] += steps * ar;
-    return steps * ((m + pp - 1) * worst + ar);
+    return steps * (sum + (m - 1) * worst + ar);
 }
 
 static void add(double *acc, const double *x, int n, double times)
@@ -208,7 +271,7 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
     add(t->busy[LOSA_PHASE_LOSA_EVAL], busy, pp, losa_evals);
     double prune_s = pruner_s(rs, c, dp, Nm, rt); /* per layer, both pruning phases */
     if (mode != LOSA_MODE_LOSA) { /* one-shot: dense, statistics and output passes */
-        w = calib_pass(rs, c, pp, count, Nm, 3, prune_s, rt, busy);
+        w = calib_pass(rs, c, pp, count, Nm, 3, prune_s, 0, rt, busy);
         t->wall[LOSA_PHASE_PRUNE] = w;
         add(t->busy[LOSA_PHASE_PRUNE], busy, pp, 1);
     }
@@ -220,18 +283,24 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
         add(t->busy[LOSA_PHASE_LORA_TRAIN], busy_train, pp, 1);
     }
     if (losa_on) {
-        t->wall[LOSA_PHASE_DENSE_REF] = calib_pass(rs, c, pp, count, Nm, 1, 0, rt, busy);
+        t->wall[LOSA_PHASE_DENSE_REF] = calib_pass(rs, c, pp, count, Nm, 1, 0, 0, rt, busy);
         add(t->busy[LOSA_PHASE_DENSE_REF], busy, pp, 1);
-        /* Grams: losa.rmi_n windows on every replica, an n x n product per layer */
-        double n = rs->losa.rmi_n;
-        w = calib_pass(rs, c, pp, count, n, 1,
-                       2 * n * n * rs->data.calib_seqlen * c->dim / (rt->gemm_gflops * 1e9), rt,
-                       busy) +
+        /* step_decide: the merge of the adapters (lora_merge: a rank-r
+         * product per map, then W += Delta), then calib_layer_grams:
+         * losa.rmi_n windows on every replica through the layers (no head),
+         * a centred n x n Gram of each layer's input (an (n, S D) x (S D, n)
+         * product) and on the last stage one more of the final output, the
+         * all-reduce of the (L + 1) n x n doubles over every rank */
+        double n = rs->losa.rmi_n, gram = 2 * n * n * rs->data.calib_seqlen * c->dim /
+                                          (rt->gemm_gflops * 1e9);
+        double merge = 2.0 * rs->lora.lc.r_max * (double)model_map_weights(c) /
+                       (rt->gemm_gflops * 1e9);
+        w = calib_pass(rs, c, pp, count, n, 1, gram + merge, gram, rt, busy) +
             allreduce_s(rt, 8.0 * (c->n_layers + 1) * n * n, pp * dp);
         t->wall[LOSA_PHASE_GRAMS] = T * w;
         t->step[LOSA_PHASE_GRAMS] = w;
         add(t->busy[LOSA_PHASE_GRAMS], busy, pp, T);
-        w = calib_pass(rs, c, pp, count, Nm, 2, prune_s, rt, busy);
+        w = calib_pass(rs, c, pp, count, Nm, 2, prune_s, 0, rt, busy);
         t->wall[LOSA_PHASE_LOSA_PRUNE] = T * w;
         t->step[LOSA_PHASE_LOSA_PRUNE] = w;
         add(t->busy[LOSA_PHASE_LOSA_PRUNE], busy, pp, T);
