@@ -103,7 +103,7 @@ INLINE T512 __m512 expand_f32(__mmask16 k, const float *v)
  * one line in five to a demand miss.  Prefetching both ends of the step's
  * values, shifted by the distance, covers every line of up to 2 lines per
  * step; 16% less time per call at 2 threads (best of 9 x 15 calls, 4096 x
- * 4096, 70%), 10% at one thread.  A second level (prefetcht2 8-16 KB ahead)
+ * 4096, 70%), 10% at one thread.  A second level (prefetcht2 8-32 KB ahead)
  * or a distance of 2 or 8 KB did not help. */
 INLINE void prefetch64(const uint16_t *m, int w, const float *v, int n)
 {
