@@ -63,7 +63,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     int ppl = rs->data.eval_text.path && rs->data.eval_text.path[0];
     phase_adds a = adds_of(rs, c, pp, dp, stage, replica, count);
     /* model.dtype = bf16: the stage as model_stage_build_dtype allocates it
-     * (maps 2 bytes per weight, embedding, norms and head fp32) */
+     * (maps and head 2 bytes per weight, embedding and norms fp32) */
     m->weights = model_stage_bytes_dtype(c, stage, pp, count, rs->model.dtype);
     m->inputs = core_alloc_bytes((size_t)N * S, sizeof(int));
     const lora_config *lc = &rs->lora.lc;

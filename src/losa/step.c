@@ -300,16 +300,20 @@ static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
     if (st == LOSA_OK && rs->eval.each_step && t < rs->losa.steps) {
         /* bf16: merge then unmerge round twice (bf16(bf16(W + D) - D) need
          * not be W), so an evaluation would move the weights: the maps are
-         * copied before the merge and put back instead of unmerged */
+         * copied before the merge and put back instead of unmerged (the
+         * plain block's maps: the head's rows after them do not move) */
         uint16_t *keep = NULL;
+        size_t nk = 0;
         if (s->dtype == MODEL_DTYPE_BF16) {
-            keep = core_malloc(s->bytes_bf16, 1);
-            memcpy(keep, s->params_bf16, s->bytes_bf16);
+            nk = s->bytes_bf16 - (s->head_bf16 ? sizeof(uint16_t) * (size_t)s->cfg.vocab_size *
+                                                     (size_t)s->cfg.dim : 0);
+            keep = core_malloc(nk > 0 ? nk : 1, 1);
+            memcpy(keep, s->params_bf16, nk);
         }
         lora_merge(&lp->ad, s);
         ppl = losa_run_ppl(r, s);
         if (keep) {
-            memcpy(s->params_bf16, keep, s->bytes_bf16);
+            memcpy(s->params_bf16, keep, nk);
             core_free(keep);
             lora_attach(&lp->ad, s);
             lora_delta_update(&lp->ad, s);
