@@ -23,8 +23,9 @@
  * dtype = "bf16"; every other tensor is float32.  In a bf16 store the maps
  * are bf16, the embedding and head are bf16 where the import made them so
  * (an import that keeps a BF16 source's dtype: both bf16 when the source
- * has them in BF16) or a bf16 stage's write found them exactly bf16
- * (io_store_write_stage), the norms always fp32.  A store with a bf16 tensor has
+ * has them in BF16), the head also when a bf16 stage holding it in bf16
+ * wrote it (io_store_write_stage), the embedding when that write found it
+ * exactly bf16, the norms always fp32.  A store with a bf16 tensor has
  * format_version 2 (older builds refuse it by that number); fp32 stores
  * stay version 1.  Readers: io_store_read_tensor widens bf16 exactly, so
  * every fp32 consumer reads either dtype.
@@ -84,17 +85,18 @@ int io_store_has(io_store *st, const char *name);
 void io_layer_name(char *buf, size_t n, int layer, const char *what);
 
 /* Whole stage: reads exactly the tensors the stage owns.  An fp32 stage
- * reads a store of either dtype (bf16 widened exactly); the maps of a bf16
- * stage (model_stage_build_dtype) take bf16 datasets as they are (no fp32
- * detour) and round fp32 ones to nearest even (kern_bf16_from_f32):
- * *n_lost = non-zero weights that became zero (io_store_read_stage logs a
+ * reads a store of either dtype (bf16 widened exactly); the maps and head of a
+ * bf16 stage (model_stage_build_dtype) take bf16 datasets as they are (no
+ * fp32 detour) and round fp32 ones to nearest even (kern_bf16_from_f32; a
+ * tied head: the embedding read, rounded into the head's rows): *n_lost = non-zero weights that became zero (io_store_read_stage logs a
  * warning when there are any).  Not collective. */
 losa_status io_store_read_stage(io_store *st, model_stage *s);
 losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost);
-/* Writes the stage's tensors (a full model is a single stage): the maps in
- * the stage's dtype, the rest fp32, except that a bf16 stage writes its
- * embedding and head in bf16 when every value is a bf16 value (lossless:
- * read from a bf16 store); sets the root dtype attribute. */
+/* Writes the stage's tensors (a full model is a single stage): the maps
+ * and a bf16 head as held, the rest fp32, except that a bf16 stage writes
+ * its fp32 embedding (and an fp32 head) in bf16 when every value is a bf16
+ * value (lossless: read from a bf16 store); sets the root dtype attribute.
+ * The stage's plain layout only. */
 losa_status io_store_write_stage(io_store *st, const model_stage *s);
 
 losa_status io_store_write_tokenizer(io_store *st, const tok_tokenizer *t);

@@ -49,9 +49,10 @@
  * the fp32 W_eff would be.  Forward and backward-input products run as
  * kern_gemm_bf16w (bf16 x bf16, fp32 accumulation; the activation or dy
  * rounded to bf16 inside); dDelta = dy^T drop(x) and the projection stay
- * fp32 GEMMs.  The head: in bf16 rows when the stage has them
- * (model_stage_to_bf16_decode: head_bf16, forward and backward-input in
- * bf16), else fp32.
+ * fp32 GEMMs.  The head: in bf16 rows when the stage has them (every bf16
+ * stage of run and finetune: model_stage_build_dtype, model_stage_to_bf16;
+ * head_bf16, forward and backward-input in bf16), else fp32
+ * (model_stage_to_bf16_maps, bench train --head fp32).
  *
  * Memory, one allocation per kind: params (A,B), grads, AdamW m, v (each
  * sum over maps of r_max*(in+out)); the dense blocks delta, weff, ddelta

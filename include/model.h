@@ -131,27 +131,30 @@ typedef struct {
     float *embed;              /* (V, D) first stage (and last if tied) */
     float *final_norm;         /* (D) last stage */
     float *head;               /* (V, D) last stage; == embed if tied; NULL
-                                  when bf16 (head_bf16) */
+                                  when the head is bf16 (head_bf16: every
+                                  bf16 stage but model_stage_to_bf16_maps') */
     model_layer *layers;       /* n_layers */
     float *params;             /* the one parameter block */
     size_t n_params;           /* floats in the block */
-    /* MODEL_DTYPE_BF16: the maps (layer by layer in map order) live in
-     * params_bf16, plain row-major (model_stage_to_bf16,
-     * model_stage_build_dtype: n_params_bf16 weights, the head fp32;
-     * model_stage_to_bf16_decode: the head's rows after the maps) or, with
-     * bf16_packed (model_stage_pack_bf16), with the head, each packed for the
-     * GEMM engine (kern_bf16_pack, from a 64-byte boundary): n_params_bf16
-     * weights in bytes_bf16 bytes (2 per weight plus the layout's padding).
-     * params holds the rest in fp32: embedding, norms (and, tied, the
-     * embedding the head was rounded from). */
+    /* MODEL_DTYPE_BF16: the maps (layer by layer in map order) and, on the
+     * last stage, the head live in params_bf16, plain row-major
+     * (model_stage_build_dtype, model_stage_to_bf16: n_params_bf16 weights,
+     * the head's rows after the maps; model_stage_to_bf16_maps: the maps
+     * only, the head fp32) or, with bf16_packed (model_stage_pack_bf16),
+     * each packed for the GEMM engine (kern_bf16_pack, from a 64-byte
+     * boundary): n_params_bf16 weights in bytes_bf16 bytes (2 per weight
+     * plus the layout's padding).  params holds the rest in fp32:
+     * embedding, norms (and, tied, the embedding the head was rounded
+     * from: the lookup stays fp32, the head product reads the bf16 copy). */
     model_dtype dtype;
     uint16_t *params_bf16;
     size_t n_params_bf16, bytes_bf16;
     uint16_t *head_bf16;       /* (V, D) bf16, last stage, else NULL (the
                                   head fp32 in head): packed when
-                                  bf16_packed (model_stage_pack_bf16), plain
-                                  rows for the decode step's matvec
-                                  (model_stage_to_bf16_decode) */
+                                  bf16_packed (model_stage_pack_bf16), else
+                                  plain rows (the forward's and backward's
+                                  kern_gemm_bf16w, the decode matvec, store
+                                  writes) */
     int bf16_packed;           /* 1: wb[] hold the packed layout (set by
                                   model_stage_pack_bf16); 0: plain row-major
                                   (element-wise users: store write, merge) */
@@ -222,10 +225,11 @@ losa_status model_stage_build_split(model_stage *s, const model_config *c, int s
 /* Bytes model_stage_build_split allocates for stage `stage` of n_stages. */
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages, const int *count);
 /* The stage (split count as above) built directly in dtype t (bf16: the
- * maps in the bf16 block, zeroed, the rest fp32: the layout
- * model_stage_to_bf16 leaves, without the fp32 maps ever allocated;
- * io_store_read_stage fills it) and its bytes (fp32: model_stage_bytes;
- * bf16: the resident size of a bf16 stage, 2 bytes per map weight).  Not
+ * maps and the head's rows in the bf16 block, zeroed, the rest fp32: the
+ * layout model_stage_to_bf16 leaves, without the fp32 maps or head ever
+ * allocated; io_store_read_stage fills it, a tied head rounded from the
+ * embedding) and its bytes (fp32: model_stage_bytes; bf16: the resident
+ * size of a bf16 stage, 2 bytes per map and head weight).  Not
  * collective. */
 losa_status model_stage_build_dtype(model_stage *s, const model_config *c, int stage,
                                     int n_stages, const int *count, model_dtype t);
@@ -235,17 +239,24 @@ size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, c
  * the engine's layout padding, the fp32 rest, the layer table): for plans. */
 size_t model_stage_bf16_bytes(const model_config *c, int stage, int n_stages, const int *count);
 void model_stage_free(model_stage *s);
-/* Convert the stage's 7 maps per layer to bf16 (round to nearest even:
- * zeros stay zero) into one plain row-major bf16 block, and repack params
- * without them (the fp32 maps are freed): the layout a stage built in bf16
- * has (model_stage_build_dtype) and the element-wise users read (store
- * writes, lora_merge).  Embedding, norms and head stay fp32.  *n_lost (if
- * not NULL): non-zero weights that became zero.  A bf16 stage is returned
- * as it is.  Not collective. */
+/* Convert the stage's 7 maps per layer and the head (last stage) to bf16
+ * (round to nearest even: zeros stay zero) into one plain row-major bf16
+ * block (the head's rows after the maps), and repack params without them
+ * (the fp32 maps and head are freed; a tied head's embedding stays fp32 for
+ * the lookup): the layout a stage built in bf16 has
+ * (model_stage_build_dtype) and the element-wise users read (store writes,
+ * lora_merge, the decode matvec).  Embedding and norms stay fp32.  *n_lost
+ * (if not NULL): non-zero weights that became zero.  A bf16 stage with a
+ * bf16 head is returned as it is.  Not collective. */
 losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
+/* The same with the head left fp32 (the maps only): `losa bench train
+ * --head fp32`'s comparison.  Such a stage can be packed, not converted
+ * again. */
+losa_status model_stage_to_bf16_maps(model_stage *s, int64_t *n_lost);
 /* The forward's bf16 layout: the 7 maps per layer and the head (last stage)
  * in bf16 (an fp32 stage's rounded to nearest even, a plain bf16 stage's
- * maps as they are, its head rounded), each packed once for the GEMM engine
+ * as they are, an fp32 head of model_stage_to_bf16_maps rounded), each
+ * packed once for the GEMM engine
  * (kern_bf16_pack) into one bf16 block (bf16_packed), and params repacked
  * without them (the fp32 copies are freed; a tied head's embedding stays for
  * the lookup).  What stays fp32: the embedding (a lookup, no product), the
@@ -256,15 +267,12 @@ losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost);
  * call: the old blocks, the packed block and one plain bf16 copy of the
  * largest matrix.  Only the forward (model_stage_forward, eval) runs on a
  * packed stage; backward, adapters, decode, pruning and store writes need
- * fp32 or plain bf16 (checked).  A packed stage is returned as it is; one
- * converted for decode (model_stage_to_bf16_decode) is an error.  Not
+ * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
  * collective. */
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
-/* model_stage_to_bf16 for decoding: the head (last stage) rounded to bf16
- * rows too (head_bf16; the fp32 head freed, a tied embedding stays fp32 for
- * the lookup): the decode step's matvec and the prefill's batched head read
- * 2 bytes per weight.  An fp32 stage only (one already converted so is
- * returned as it is; a plain bf16 stage is an error). */
+/* model_stage_to_bf16 (the name decoding callers use): the decode step's
+ * matvec and the prefill's batched head read the head's bf16 rows, 2 bytes
+ * per weight. */
 losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (a path that
  * needs the fp32 maps: the sparse copies). */

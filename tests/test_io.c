@@ -518,13 +518,15 @@ static void test_stories_golden(const char *path)
  * model_stage_to_bf16 of the fp32 stage bit for bit and counts the same
  * lost weights (one planted value 1e-41, below bf16's smallest subnormal
  * 2^-133 ~ 9.2e-41, and one planted zero that stays zero); written back, the
- * maps are bf16 datasets (root dtype bf16) that an fp32 stage widens
- * exactly and a bf16 stage takes as they are; the bf16 size function is the
- * fp32 one minus the maps' 2 bytes per weight (up to core_alloc_bytes'
- * rounding of each block). */
-static void test_bf16_stage(void)
+ * maps and the head are bf16 datasets (root dtype bf16) that an fp32 stage
+ * widens exactly and a bf16 stage takes as they are (the head: bf16 of the
+ * input's bit for bit; tied: the head's rows are the fp32 embedding
+ * rounded, the embedding stays fp32); the bf16 size function is the fp32
+ * one minus the maps' and head's 2 bytes per weight (up to
+ * core_alloc_bytes' rounding of each block). */
+static void test_bf16_stage(int tie)
 {
-    model_config c = small_config(0);
+    model_config c = small_config(tie);
     model_stage full, ref, b;
     TEST_CHECK(model_stage_build(&full, &c, 0, 1) == LOSA_OK, "build: %s", core_errmsg());
     model_stage_randomize(&full, 7, 0.05f);
@@ -591,9 +593,23 @@ static void test_bf16_stage(void)
     TEST_CHECK(ok, "fp32 stage: every map weight is the exact widening of the bf16 bits");
     TEST_CHECK(w32.layers[2].w[MODEL_MAP_Q][5] == 0.0f && w32.layers[1].w[MODEL_MAP_UP][3] == 0.0f,
                "the zero and the lost value are zero");
-    TEST_CHECK(same(w32.embed, full.embed, (int64_t)c.vocab_size * c.dim) &&
-               same(w32.head, full.head, (int64_t)c.vocab_size * c.dim),
-               "embedding and head stay fp32");
+    int64_t VD = (int64_t)c.vocab_size * c.dim;
+    TEST_CHECK(same(w32.embed, full.embed, VD), "embedding stays fp32");
+    int hok = b.head == NULL && b.head_bf16 && w16.head_bf16 && ref.head_bf16 &&
+              !memcmp(w16.head_bf16, b.head_bf16, (size_t)VD * 2);
+    for (int64_t k = 0; hok && k < VD; k++) {
+        uint16_t want = kern_bf16_round(full.head[k]); /* tied: full.head == full.embed */
+        hok = b.head_bf16[k] == want && (tie || w32.head[k] == kern_bf16_value(want));
+    }
+    TEST_CHECK(hok, "head held in bf16: bf16(input head) bit for bit, written and read back "
+               "(tie %d)", tie);
+    if (!tie) {
+        model_dtype dh = MODEL_DTYPE_F32;
+        TEST_CHECK(io_store_open(&st, a16) == LOSA_OK &&
+                   io_store_tensor_dtype(st, "/head", &dh) == LOSA_OK && dh == MODEL_DTYPE_BF16,
+                   "the head is written as a bf16 dataset");
+        io_store_close(&st);
+    }
     /* sizes: the allocation's blocks */
     size_t b32 = model_stage_bytes(&c, 0, 1, NULL), b16 = model_stage_bytes_dtype(&c, 0, 1, NULL, MODEL_DTYPE_BF16);
     size_t want = core_alloc_bytes(b.n_params, 4) + core_alloc_bytes(b.n_params_bf16, 2) +
@@ -623,7 +639,8 @@ int main(void)
     test_store_roundtrip(1);
     test_store_errors();
     test_generic_and_tokenizer();
-    test_bf16_stage();
+    test_bf16_stage(0);
+    test_bf16_stage(1);
     TEST_CHECK(data != NULL, "LOSA_DATA set");
     if (data) {
         test_import_minillama(data);

@@ -18,7 +18,12 @@
 #    (same bf16 products per layer, the stages gathered to rank 0);
 #  - losa run with losa.mode = prune and model.dtype = bf16: model.h5 in
 #    bf16 with the run's sparsity; LoSA in bf16 (T = 2) and its resume from
-#    the bf16 checkpoint (same model.h5); finetune in bf16 keeps the zeros;
+#    the bf16 checkpoint (same model.h5); its kept weights after step 2
+#    (Wanda: the new mask on the maps kept from before the merge) are the
+#    input's bit for bit; finetune in bf16 keeps the zeros;
+#  - the head held in bf16: a bf16 LoSA run on an fp32 store whose head is
+#    not bf16-valued writes /head = bf16(input head) bit for bit, resumes to
+#    the same model.h5 and gives the same model.h5 on 2 pipeline stages;
 #  - losa sparsify takes the bf16 store (maps read by widening, exact).
 set -u
 source "$(dirname "$0")/lib.sh"
@@ -146,6 +151,21 @@ for l in f["layers"]:
         bad += w.dtype != np.uint16; z += int(((w & 0x7fff) == 0).sum()); n += w.size
 print("zeros", z, "of", n, "target", s * n)
 sys.exit(bad != 0 or abs(z - s * n) > 42)' "$W/losa1/model.h5" "$want"
+# Wanda keeps the kept weights, so a bf16 step applies its new mask to the
+# maps kept from before its merge instead of unmerging (which rounds twice):
+# after step 2 (adapters trained in step 1, Delta != 0 merged and taken
+# back) every non-zero map weight of the checkpoint is the input's, bit for
+# bit, and the zeros are the step's sparsity
+check "bf16 LoSA step 2 checkpoint: every kept map weight == the input's, bit for bit" py '
+import sys, h5py, numpy as np
+a = h5py.File(sys.argv[1], "r"); b = h5py.File(sys.argv[2], "r"); bad = 0; kept = 0
+for l in b["layers"]:
+    for m in ["wq","wk","wv","wo","w_gate","w_up","w_down"]:
+        w = b["layers"][l][m][()]; x = a["layers"][l][m][()]
+        nz = (w & 0x7fff) != 0
+        bad += w.dtype != np.uint16 or int((w[nz] != x[nz]).sum()); kept += int(nz.sum())
+print("kept", kept, "moved", bad)
+sys.exit(bad != 0 or kept == 0)' "$MINI" "$W/losa1/ckpt/step_2/stage_0.h5"
 "$LOSA" run input/default.ini "${L[@]}" --set output.dir="$W/losa2" --stop-after 1 >/dev/null 2>&1
 "$LOSA" run input/default.ini "${L[@]}" --set output.dir="$W/losa2" >/dev/null 2>"$W/losa2.log"
 check "bf16 LoSA resumed from step 1 ($(grep -c resuming "$W/losa2.log") resume line)" grep -q "resuming after step 1" "$W/losa2.log"
@@ -165,6 +185,45 @@ check "finetune in bf16: 0 pattern changes ($(grep merged "$W/ft.log"))" grep -q
 check "finetuned store: dtype bf16, sparsity 0.5" py '
 import json,sys,subprocess; a=json.loads(subprocess.run(sys.argv[1:], capture_output=True, text=True).stdout)
 sys.exit(a["dtype"] != "bf16" or a["sparsity"] != 0.5)' "$LOSA" info "$W/ft.h5" --json
+
+# The head held in bf16 (issue 14): an fp32 store whose head is not made of
+# bf16 values (minillama's fp32 import, head scaled by 1 + 2^-10 so most
+# values fall between two bf16 numbers).  A bf16 LoSA run (the head frozen,
+# its forward and backward products in bf16) writes /head as a bf16 dataset
+# equal to round-to-nearest-even(input head) bit for bit (numpy's rounding,
+# independent of the C code); stopped after step 1 and resumed: the same
+# model.h5; 2 pipeline stages (the head on the last, gathered to rank 0 for
+# the write): the same model.h5 as 1 rank.
+H32=$W/mini_h32.h5
+cp "$(store minillama)" "$H32"
+py '
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r+"); h = f["head"][()].astype(np.float32)
+f["head"][...] = (h * np.float32(1 + 2.0 ** -10)).astype(np.float32)' "$H32"
+check "test store: the head is fp32 and mostly not bf16 values" py '
+import sys, h5py, numpy as np
+h = h5py.File(sys.argv[1], "r")["head"][()]
+sys.exit(bool(h.dtype != np.float32 or ((h.view(np.uint32) & 0xffff) != 0).mean() < 0.9))' "$H32"
+HL=("${L[@]}" --set model.store="$H32")
+"$LOSA" run input/default.ini "${HL[@]}" --set output.dir="$W/h1" >/dev/null 2>"$W/h1.log"
+check "bf16 LoSA on the fp32 store ($(tail -n 1 "$W/h1.log"))" test -f "$W/h1/model.h5"
+check "model.h5 /head: a bf16 dataset == bf16(input head), round to nearest even, bit for bit" py '
+import sys, h5py, numpy as np
+h = h5py.File(sys.argv[1], "r")["head"][()].view(np.uint32).astype(np.uint64)
+want = ((h + 0x7fff + ((h >> 16) & 1)) >> 16).astype(np.uint16)  # RNE (no NaN here)
+d = h5py.File(sys.argv[2], "r")["head"]
+a = d.attrs.get("dtype"); a = a.decode() if isinstance(a, bytes) else a
+got = d[()]
+print("head", got.dtype, a, "differs at", int((got != want).sum()) if got.dtype == np.uint16 else "-")
+sys.exit(got.dtype != np.uint16 or a != "bf16" or not np.array_equal(got, want))' "$H32" "$W/h1/model.h5"
+"$LOSA" run input/default.ini "${HL[@]}" --set output.dir="$W/h2" --stop-after 1 >/dev/null 2>&1
+"$LOSA" run input/default.ini "${HL[@]}" --set output.dir="$W/h2" >/dev/null 2>"$W/h2.log"
+check "bf16-head run resumed from step 1" grep -q "resuming after step 1" "$W/h2.log"
+check "bf16-head run: resumed model.h5 == uninterrupted" h5diff -q "$W/h1/model.h5" "$W/h2/model.h5"
+$MPIRUN -np 2 "$LOSA" run input/default.ini "${HL[@]}" --set parallel.pp=2 \
+    --set output.dir="$W/h3" >/dev/null 2>"$W/h3.log"
+check "bf16-head run on 2 pipeline stages ($(tail -n 1 "$W/h3.log"))" test -f "$W/h3/model.h5"
+check "bf16-head run: 2 pipeline stages model.h5 == 1 rank's" h5diff -q "$W/h1/model.h5" "$W/h3/model.h5"
 
 cp "$W/w16.h5" "$W/sp.h5"
 check "losa sparsify takes the bf16 store" "$LOSA" sparsify "$W/sp.h5" --all --json

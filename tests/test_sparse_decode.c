@@ -159,17 +159,32 @@ int main(int argc, char **argv)
         TEST_CHECK(model_stage_to_bf16_decode(&sb, NULL) == LOSA_OK && sb.head_bf16 && !sb.head &&
                        !sb.layers[0].w[0] && sb.layers[0].wb[0],
                    "bf16 stage with a bf16 head");
-        /* its head is in rows now: packing it for the forward is refused,
-         * and so is a decode conversion of a plain bf16 stage */
-        TEST_CHECK(model_stage_pack_bf16(&sb, NULL) == LOSA_ERR_ARG && !sb.bf16_packed,
-                   "packing a stage converted for decode is refused");
+        /* a plain bf16 stage (maps and head rows, the layout losa run
+         * holds) packs for the forward to the same bits as an fp32 stage
+         * packed directly; converting it again is a no-op, and a maps-only
+         * stage (model_stage_to_bf16_maps: head fp32) is not converted
+         * again */
         {
-            model_stage pb;
+            model_stage pb, pf;
+            model_stage_build(&pb, &c, 0, 1);
+            model_stage_build(&pf, &c, 0, 1);
+            memcpy(pb.params, full.params, sizeof(float) * full.n_params);
+            memcpy(pf.params, full.params, sizeof(float) * full.n_params);
+            TEST_CHECK(model_stage_to_bf16(&pb, NULL) == LOSA_OK && pb.head_bf16 && !pb.head &&
+                           model_stage_to_bf16_decode(&pb, NULL) == LOSA_OK &&
+                           model_stage_pack_bf16(&pb, NULL) == LOSA_OK && pb.bf16_packed &&
+                           model_stage_pack_bf16(&pf, NULL) == LOSA_OK &&
+                           pb.bytes_bf16 == pf.bytes_bf16 && pb.n_params == pf.n_params &&
+                           !memcmp(pb.params_bf16, pf.params_bf16, pb.bytes_bf16) &&
+                           !memcmp(pb.params, pf.params, sizeof(float) * pb.n_params),
+                       "plain bf16 stage (head rows) packed == fp32 stage packed, bit for bit");
+            model_stage_free(&pb);
+            model_stage_free(&pf);
             model_stage_build(&pb, &c, 0, 1);
             memcpy(pb.params, full.params, sizeof(float) * full.n_params);
-            TEST_CHECK(model_stage_to_bf16(&pb, NULL) == LOSA_OK &&
-                           model_stage_to_bf16_decode(&pb, NULL) == LOSA_ERR_ARG,
-                       "decode conversion of a plain bf16 stage is refused");
+            TEST_CHECK(model_stage_to_bf16_maps(&pb, NULL) == LOSA_OK && pb.head && !pb.head_bf16 &&
+                           model_stage_to_bf16(&pb, NULL) == LOSA_ERR_ARG,
+                       "a maps-only bf16 stage is not converted again");
             model_stage_free(&pb);
         }
         test_stage_round_bf16(&rb);

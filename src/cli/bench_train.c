@@ -8,11 +8,11 @@
  * L 6, H 8, Hkv 4, V 32000), pruned to 50% by magnitude, is used.  Default
  * B x T = 4 x 256, dropout 0.1 (the reference setting); the adapters'
  * dense forms as lora.delta_buffers (include/lora.h), auto by default.
- * --dtype bf16: the maps (after the pruning) rounded to bf16 and
- * multiplied in bf16, the head fp32 as `losa run` and `losa finetune` hold
- * it (model_stage_to_bf16); --head bf16 rounds the head too
- * (model_stage_to_bf16_decode: its forward and backward in bf16, which the
- * run does not do yet).  The adapters, their gradients and AdamW stay fp32
+ * --dtype bf16: the maps (after the pruning) and the head rounded to bf16
+ * and multiplied in bf16, as `losa run` and `losa finetune` hold them
+ * (model_stage_to_bf16: the head's forward and backward-input products in
+ * bf16); --head fp32 keeps the head fp32 for comparison
+ * (model_stage_to_bf16_maps).  The adapters, their gradients and AdamW stay fp32
  * (include/lora.h); fraction_of_physical_peak is then of the bf16 peak.
  * The step's matrix work alone, timed at the GEMM seam (kern_gemm_stats):
  * matrix_seconds per step, matrix_gflops while in the products,
@@ -35,6 +35,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     float dropout = 0.1f;
     lora_buffers buffers = LORA_BUFFERS_AUTO;
     model_dtype dtype = MODEL_DTYPE_F32, head = MODEL_DTYPE_F32;
+    int head_set = 0; /* --head given; else the head as --dtype (as the run holds it) */
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if (bench_shape_opt(argc, argv, &i, &sh, &s)) continue;
@@ -46,7 +47,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--dtype")))
             s = model_dtype_from_string(v, "--dtype", &dtype);
         else if ((v = cli_opt(argc, argv, &i, "--head")))
-            s = model_dtype_from_string(v, "--head", &head);
+            s = model_dtype_from_string(v, "--head", &head), head_set = 1;
         else if ((v = cli_opt(argc, argv, &i, "--delta-buffers"))) {
             buffers = !strcmp(v, "persistent") ? LORA_BUFFERS_PERSISTENT
                       : !strcmp(v, "transient") ? LORA_BUFFERS_TRANSIENT : LORA_BUFFERS_AUTO;
@@ -57,6 +58,7 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
     }
+    if (!head_set) head = dtype;
     if (s == LOSA_OK && dist_size(d) != 1)
         s = core_err(LOSA_ERR_ARG, "bench train runs on one rank");
     if (s == LOSA_OK && head == MODEL_DTYPE_BF16 && dtype != MODEL_DTYPE_BF16)
@@ -75,8 +77,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     }
     int64_t lost = 0;
     if (dtype == MODEL_DTYPE_BF16 &&
-        (s = head == MODEL_DTYPE_BF16 ? model_stage_to_bf16_decode(&st, &lost)
-                                      : model_stage_to_bf16(&st, &lost)) == LOSA_OK)
+        (s = head == MODEL_DTYPE_BF16 ? model_stage_to_bf16(&st, &lost)
+                                      : model_stage_to_bf16_maps(&st, &lost)) == LOSA_OK)
         core_log("bench train: bf16 maps, %s head (%lld non-zero weights rounded to zero)\n",
                  model_dtype_name(head), (long long)lost);
     if (s != LOSA_OK || (s = bench_shape_fit(&sh, &st.cfg)) != LOSA_OK) {

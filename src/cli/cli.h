@@ -104,14 +104,14 @@ losa_status cli_load_model(dist_ctx *d, const char *path, model_stage *st,
 losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
                                  tok_tokenizer *tok);
 /* The same without packing: a bf16 stage keeps its plain row-major maps
- * (and the fp32 head), the layout pruning, merging and store writes need
+ * and head rows, the layout pruning, merging and store writes need
  * (the forward multiplies them with kern_gemm_bf16w).  fp32: cli_load_model.
  * Logs the bf16 maps and the non-zero weights that rounded to zero. */
 losa_status cli_load_model_plain(dist_ctx *d, const char *path, model_dtype t, model_stage *st,
                                  tok_tokenizer *tok);
 /* Collective: the stage's maps to bf16.  decode = 0: the forward's layout,
  * maps and head packed for the GEMM engine (model_stage_pack_bf16); decode
- * = 1: plain maps and the head in bf16 rows (model_stage_to_bf16_decode),
+ * = 1: plain maps and the head in bf16 rows (model_stage_to_bf16),
  * for the decode step's matvecs and the prefill.  Logs the weights
  * and the non-zero weights that rounded to zero (summed over ranks); frees
  * the stage on failure. */

@@ -10,7 +10,7 @@
  * (model_stage_to_bf16, as in eval) and the decode step reads them and a
  * bf16 copy of the head with the bf16-weight matvec
  * (sparse_dense_matvec_bf16); the prefill runs the bf16 forward with the
- * fp32 head.  No sparse copies (auto means off, on is refused). */
+ * same bf16 head rows.  No sparse copies (auto means off, on is refused). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>

@@ -269,9 +269,9 @@ static void plan_print(const plan *p)
            (long long)model_param_count(c), model_param_count(c) * 4e-9);
     printf("weights: model.dtype = %s (%s)\n", model_dtype_name(p->rs.model.dtype),
            p->rs.model.dtype == MODEL_DTYPE_BF16
-               ? "the layers' maps 2 bytes per weight; embedding, norms and head fp32; adapters "
-                 "and optimizer state fp32. run, prune and finetune do not take bf16 yet: this "
-                 "sizes a bf16 stage as model_stage_build_dtype allocates it"
+               ? "the layers' maps and the head 2 bytes per weight; embedding and norms fp32; "
+                 "adapters and optimizer state fp32: a bf16 stage as model_stage_build_dtype "
+                 "allocates it"
                : "4 bytes per weight");
     printf("layout: %d ranks = %d stages x %d replicas; micro-batch %d x %d, %d per step\n",
            p->ranks, p->pp, p->dp, p->B, p->T, p->accum);

@@ -96,7 +96,7 @@ losa_status cli_load_model_dtype(dist_ctx *d, const char *path, model_dtype t, m
     int64_t lost = 0;
     losa_status s = load_stage(d, path, t, st, tok, &lost);
     if (s != LOSA_OK || t != MODEL_DTYPE_BF16) return s;
-    /* the plain bf16 maps (and the fp32 head) packed for the engine */
+    /* the plain bf16 maps and head rows packed for the engine */
     int64_t lost2 = 0;
     s = dist_agree(d, model_stage_pack_bf16(st, &lost2));
     if (s != LOSA_OK) {
@@ -116,8 +116,8 @@ losa_status cli_load_model_plain(dist_ctx *d, const char *path, model_dtype t, m
     double v[2] = {(double)lost, (double)st->n_params_bf16};
     dist_sum_doubles(d, v, 2); /* every replica holds the model */
     for (int k = 0; k < 2; k++) v[k] /= dist_n_replicas(d);
-    core_log("bf16 maps: %.0f weights (%.1f MB, plain row-major, no fp32 copy), %.0f non-zero "
-             "weights rounded to zero; embedding, norms and head stay fp32\n", v[1],
+    core_log("bf16 maps and head: %.0f weights (%.1f MB, plain row-major, no fp32 copy), %.0f "
+             "non-zero weights rounded to zero; embedding and norms stay fp32\n", v[1],
              v[1] * 2 / 1e6, v[0]);
     return LOSA_OK;
 }

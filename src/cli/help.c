@@ -71,8 +71,8 @@ static const cli_flag f_bench_train[] = {
     {"--dtype", "fp32|bf16", "fp32", "precision of the frozen maps: bf16 multiplies "
                                      "them in bf16 with fp32 accumulation; adapters, gradients "
                                      "and AdamW stay fp32"},
-    {"--head", "fp32|bf16", "fp32", "precision of the head with --dtype bf16 (the run's is "
-                                    "fp32)"},
+    {"--head", "fp32|bf16", "--dtype", "precision of the head with --dtype bf16 (the run's is "
+                                       "bf16; fp32 for comparison)"},
     JSON_FLAG, END};
 static const cli_flag f_bench_prune[] = {
     {"--model", "STORE.h5", "random minillama layer", "model store"},

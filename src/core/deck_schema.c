@@ -12,7 +12,7 @@ const deck_key deck_schema[] = {
     /* [model] */
     {"model.store", DECK_STRING, NULL, 0, 0, NULL, "HDF5 model store written by 'losa import'", NULL, DECK_PATH},
     {"model.config", DECK_STRING, "", 0, 0, NULL, "HF config.json used by 'losa plan' instead of the store's config (no weights read)", NULL, DECK_NO_RESULT},
-    {"model.dtype", DECK_CHOICE, "fp32", 0, 0, "fp32|bf16", "precision of the frozen base weights; bf16: losa prune, run and finetune hold the maps in bf16 (multiplied in bf16, fp32 accumulation), prune fp32 widenings of them (exact masks) and write bf16 stores; losa plan sizes a bf16 stage (maps 2 bytes per weight)", NULL, 0},
+    {"model.dtype", DECK_CHOICE, "fp32", 0, 0, "fp32|bf16", "precision of the frozen base weights; bf16: losa prune, run and finetune hold the maps and the head in bf16 (multiplied in bf16, fp32 accumulation), prune fp32 widenings of the maps (exact masks) and write bf16 stores; losa plan sizes a bf16 stage (maps and head 2 bytes per weight)", NULL, 0},
     /* [data] */
     {"data.calib", DECK_STRING, "", 0, 0, NULL, "calibration corpus: JSONL with a 'text' field, or plain text", NULL, DECK_PATH},
     {"data.calib_n", DECK_INT, "128", 1, 1e6, NULL, "calibration windows N", NULL, 0},

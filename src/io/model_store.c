@@ -109,8 +109,8 @@ losa_status io_store_read_dtype(io_store *st, model_dtype *t)
 
 /* ---- stages ----------------------------------------------------------------- */
 
-/* One tensor of a stage: fp32 (x) or, for the maps of a bf16 stage, bf16
- * (xb, x NULL). */
+/* One tensor of a stage: fp32 (x) or, for the maps and head of a bf16
+ * stage, bf16 (xb, x NULL). */
 typedef struct {
     const char *name;
     float *x;
@@ -153,16 +153,18 @@ static losa_status io_stage_visit(io_store *st, const model_stage *s, io_tensor_
     }
     if (r == LOSA_OK && s->has_head) {
         r = fn(st, &(io_stage_tensor){"/final_norm", s->final_norm, NULL, 1, d1}, ctx);
-        if (r == LOSA_OK && !c->tie_embeddings)
-            r = fn(st, &(io_stage_tensor){"/head", s->head, NULL, 2, vd}, ctx);
+        if (r == LOSA_OK && !c->tie_embeddings) {
+            LOSA_CHECK((s->head != NULL) != (s->head_bf16 != NULL));
+            r = fn(st, &(io_stage_tensor){"/head", s->head, s->head_bf16, 2, vd}, ctx);
+        }
     }
     return r;
 }
 
-/* ctx: the stage.  A bf16 stage's fp32 matrices (embedding, head) are
- * written in bf16 when every value is a bf16 value (lossless: they were
- * read from a bf16 store), so a bf16 store pruned in bf16 keeps its size;
- * norms (1-D) stay fp32. */
+/* ctx: the stage.  A bf16 stage's fp32 matrices (the embedding; the head
+ * of model_stage_to_bf16_maps) are written in bf16 when every value is a
+ * bf16 value (lossless: they were read from a bf16 store), so a bf16 store
+ * pruned in bf16 keeps its size; norms (1-D) stay fp32. */
 static losa_status io_write_fn(io_store *st, const io_stage_tensor *t, void *ctx)
 {
     const model_stage *s = ctx;
@@ -183,7 +185,7 @@ static losa_status io_write_fn(io_store *st, const io_stage_tensor *t, void *ctx
 }
 
 /* fp32 slots take either stored dtype (bf16 widens exactly); a bf16 slot
- * (a map of a bf16 stage) takes bf16 data as is and rounds fp32 data to
+ * (a map or the head of a bf16 stage) takes bf16 data as is and rounds fp32 data to
  * nearest even (kern_bf16_from_f32, as model_stage_to_bf16), counting the
  * non-zeros that became zero into *(int64_t *)ctx. */
 static losa_status io_read_fn(io_store *st, const io_stage_tensor *t, void *ctx)
@@ -204,7 +206,13 @@ static losa_status io_read_fn(io_store *st, const io_stage_tensor *t, void *ctx)
 losa_status io_store_read_stage_lost(io_store *st, model_stage *s, int64_t *n_lost)
 {
     int64_t lost = 0;
-    losa_status r = io_stage_visit(st, s, io_read_fn, &lost);
+    losa_status r = model_stage_require_plain(s, "store read");
+    if (r == LOSA_OK) r = io_stage_visit(st, s, io_read_fn, &lost);
+    /* a tied head held in bf16: the rows are the embedding rounded (as
+     * model_stage_to_bf16 rounds it), the embedding stays fp32 */
+    if (r == LOSA_OK && s->has_head && s->head_bf16 && s->cfg.tie_embeddings)
+        lost += kern_bf16_from_f32(s->head_bf16, s->embed,
+                                   (int64_t)s->cfg.vocab_size * s->cfg.dim);
     if (n_lost) *n_lost = lost;
     return r;
 }
@@ -214,7 +222,8 @@ losa_status io_store_read_stage(io_store *st, model_stage *s)
     int64_t lost = 0;
     losa_status r = io_store_read_stage_lost(st, s, &lost);
     if (r == LOSA_OK && lost > 0)
-        core_log("warning: %s: %lld non-zero map weights of stage %d rounded to zero in bf16\n",
+        core_log("warning: %s: %lld non-zero map or head weights of stage %d rounded to zero in "
+                 "bf16\n",
                  st->path, (long long)lost, s->stage);
     return r;
 }

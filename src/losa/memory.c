@@ -63,7 +63,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     int ppl = rs->data.eval_text.path && rs->data.eval_text.path[0];
     phase_adds a = adds_of(rs, c, pp, dp, stage, replica, count);
     /* model.dtype = bf16: the stage as model_stage_build_dtype allocates it
-     * (maps 2 bytes per weight, embedding, norms and head fp32) */
+     * (maps and head 2 bytes per weight, embedding and norms fp32) */
     m->weights = model_stage_bytes_dtype(c, stage, pp, count, rs->model.dtype);
     m->inputs = core_alloc_bytes((size_t)N * S, sizeof(int));
     const lora_config *lc = &rs->lora.lc;
@@ -84,8 +84,11 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     if (lora) ph[LOSA_PHASE_LORA_TRAIN] = base + m->adapters + m->train;
     if (losa) {
         ph[LOSA_PHASE_DENSE_REF] = base + m->adapters + m->dense_ref + a.dense_pass;
-        ph[LOSA_PHASE_GRAMS] = loop + a.grams_pass;
-        ph[LOSA_PHASE_LOSA_PRUNE] = loop + a.prune;
+        /* bf16 magnitude / Wanda: the maps kept from the merge (before
+         * the Grams) to the new mask (after the pruning) */
+        size_t keep = losa_step_keep_bytes(rs, c, nl);
+        ph[LOSA_PHASE_GRAMS] = loop + a.grams_pass + keep;
+        ph[LOSA_PHASE_LOSA_PRUNE] = loop + a.prune + keep;
         ph[LOSA_PHASE_LOSA_TRAIN] = loop + m->train;
         if (ppl) ph[LOSA_PHASE_LOSA_EVAL] = loop + a.eval;
     }
@@ -95,8 +98,8 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     tb[LOSA_PHASE_PRUNE] = a.prune1;
     tb[LOSA_PHASE_LORA_TRAIN] = tb[LOSA_PHASE_LOSA_TRAIN] = m->train;
     tb[LOSA_PHASE_DENSE_REF] = m->dense_ref + a.dense_pass;
-    tb[LOSA_PHASE_GRAMS] = a.grams_pass;
-    tb[LOSA_PHASE_LOSA_PRUNE] = a.prune;
+    tb[LOSA_PHASE_GRAMS] = a.grams_pass + (losa ? losa_step_keep_bytes(rs, c, nl) : 0);
+    tb[LOSA_PHASE_LOSA_PRUNE] = a.prune + (losa ? losa_step_keep_bytes(rs, c, nl) : 0);
     for (int p = 0; p < LOSA_N_PHASES; p++)
         if (!ph[p]) tb[p] = 0;
     for (int p = 0; p < LOSA_N_PHASES; p++)

@@ -55,6 +55,10 @@ losa_status losa_phase_losa(losa_run *r, model_stage *s, losa_result *res);
 /* Bytes the LoSA loop keeps beside adapters and reference outputs: the
  * (L+1, n, n) Gram matrices and two (L) vectors. */
 size_t losa_loop_bytes(int L, int n);
+/* Bytes of the copy of the stage's bf16 maps a LoSA step keeps from its
+ * merge to the pruner's new mask (model.dtype = bf16, magnitude or Wanda;
+ * else 0): n_layers layers of c. */
+size_t losa_step_keep_bytes(const run_settings *rs, const model_config *c, int n_layers);
 
 /* ---- ckpt.c */
 /* Not collective.  The history of T steps of L layers, loss_cap optimizer

@@ -7,6 +7,7 @@
  * checkpoint after every step; a run resumes after the last complete one.
  * Collective (world) throughout. */
 #include "run_internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <signal.h>
@@ -84,6 +85,7 @@ typedef struct {
     double *cur;          /* (L) current layer sparsities */
     double *err_local;    /* (L) reconstruction errors of this stage's layers */
     losa_decision dc;
+    uint16_t *keep;       /* bf16 maps before the step's merge (step_keep_weights), or NULL */
     int64_t stream;       /* training examples the steps took so far */
     double t_start;       /* core_time() at the start of the phase */
 } losa_loop;
@@ -95,7 +97,42 @@ static void loop_free(losa_loop *lp, model_stage *s)
     core_free(lp->dense);
     dense_disk_close(&lp->disk);
     lora_adapters_free(&lp->ad, s);
+    core_free(lp->keep);
     memset(lp, 0, sizeof *lp);
+}
+
+/* model.dtype = bf16 with a pruner that leaves the kept weights as they are
+ * (magnitude, Wanda): the weights of the stage's maps (the head of the
+ * plain bf16 block after them does not move), kept from before the step's
+ * merge so that step_ranks applies the new mask to them instead of
+ * unmerging: bf16(bf16(W + Delta) - Delta) need not be W, so the unmerge
+ * would move a kept weight by up to an ulp every step, while the exact
+ * result of "prune W + Delta, take Delta back" for these pruners is W under
+ * the new mask.  SparseGPT updates the kept weights (the unmerge is the
+ * definition there) and fp32's unmerge moves them only by fp32 rounding:
+ * 0 (the unmerge).  Not collective. */
+static int64_t step_keep_weights(const run_settings *rs, const model_config *c, int n_layers)
+{
+    int keeps = rs->prune.pc.method == PRUNE_METHOD_MAGNITUDE ||
+                rs->prune.pc.method == PRUNE_METHOD_WANDA;
+    return rs->model.dtype == MODEL_DTYPE_BF16 && keeps ? model_map_weights(c) * n_layers : 0;
+}
+
+size_t losa_step_keep_bytes(const run_settings *rs, const model_config *c, int n_layers)
+{
+    int64_t n = step_keep_weights(rs, c, n_layers);
+    return n > 0 ? core_alloc_bytes((size_t)n, sizeof(uint16_t)) : 0;
+}
+
+/* After pruning the merged maps (plain bf16 block, maps first): every map
+ * weight the pruner kept (non-zero) is the one kept from before the merge,
+ * every other the pruner's zero. */
+static void keep_apply_mask(model_stage *s, const uint16_t *keep, int64_t n)
+{
+    uint16_t *w = s->params_bf16;
+    LOSA_CHECK(s->dtype == MODEL_DTYPE_BF16 && !s->bf16_packed);
+#pragma omp parallel for simd schedule(static) if (n > KERN_PAR_MIN)
+    for (int64_t e = 0; e < n; e++) w[e] = (w[e] & 0x7fffu) != 0 ? keep[e] : w[e];
 }
 
 /* The last usable checkpoint into s, ad and the history: a damaged one is
@@ -171,6 +208,12 @@ static losa_status step_decide(losa_run *r, model_stage *s, losa_loop *lp, int t
 {
     const run_settings *rs = r->set;
     int L = r->in->cfg.n_layers;
+    int64_t nk = step_keep_weights(rs, &s->cfg, s->n_layers);
+    if (nk > 0) {
+        core_free(lp->keep);
+        lp->keep = core_malloc((size_t)nk, sizeof(uint16_t));
+        memcpy(lp->keep, s->params_bf16, sizeof(uint16_t) * (size_t)nk);
+    }
     lora_merge(&lp->ad, s);
     losa_status st = calib_layer_grams(r->d, s, r->in->calib, rs->losa.rmi_n,
                                        rs->data.calib_seqlen, LOSA_CALIB_CHUNK, lp->grams);
@@ -185,8 +228,10 @@ static losa_status step_decide(losa_run *r, model_stage *s, losa_loop *lp, int t
 }
 
 /* After pruning: unmerge with the new mask (W_eff = W + Delta (.) M_new is
- * the pruned merged weight; training continues from the same A, B), then
- * the ranks from the reconstruction errors (the collective step). */
+ * the pruned merged weight; training continues from the same A, B) or,
+ * with the maps kept from before the merge (step_keep_weights), the new
+ * mask applied to them; then the ranks from the reconstruction errors (the
+ * collective step). */
 static losa_status step_ranks(losa_run *r, model_stage *s, losa_loop *lp,
                               const calib_prune_result *pr, int t)
 {
@@ -194,8 +239,16 @@ static losa_status step_ranks(losa_run *r, model_stage *s, losa_loop *lp,
     const losa_compat *c = &rs->losa.compat;
     const lora_config *lc = &rs->lora.lc;
     int L = r->in->cfg.n_layers;
-    lora_delta_update(&lp->ad, s);
-    lora_unmerge(&lp->ad, s);
+    if (lp->keep) {
+        keep_apply_mask(s, lp->keep, step_keep_weights(rs, &s->cfg, s->n_layers));
+        core_free(lp->keep);
+        lp->keep = NULL;
+        lora_attach(&lp->ad, s);
+        lora_delta_update(&lp->ad, s);
+    } else {
+        lora_delta_update(&lp->ad, s);
+        lora_unmerge(&lp->ad, s);
+    }
     memset(lp->err_local, 0, sizeof(double) * L);
     if (dist_replica(r->d) == 0)
         for (int l = 0; l < s->n_layers; l++)
@@ -300,16 +353,20 @@ static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
     if (st == LOSA_OK && rs->eval.each_step && t < rs->losa.steps) {
         /* bf16: merge then unmerge round twice (bf16(bf16(W + D) - D) need
          * not be W), so an evaluation would move the weights: the maps are
-         * copied before the merge and put back instead of unmerged */
+         * copied before the merge and put back instead of unmerged (the
+         * plain block's maps: the head's rows after them do not move) */
         uint16_t *keep = NULL;
+        size_t nk = 0;
         if (s->dtype == MODEL_DTYPE_BF16) {
-            keep = core_malloc(s->bytes_bf16, 1);
-            memcpy(keep, s->params_bf16, s->bytes_bf16);
+            nk = s->bytes_bf16 - (s->head_bf16 ? sizeof(uint16_t) * (size_t)s->cfg.vocab_size *
+                                                     (size_t)s->cfg.dim : 0);
+            keep = core_malloc(nk > 0 ? nk : 1, 1);
+            memcpy(keep, s->params_bf16, nk);
         }
         lora_merge(&lp->ad, s);
         ppl = losa_run_ppl(r, s);
         if (keep) {
-            memcpy(s->params_bf16, keep, s->bytes_bf16);
+            memcpy(s->params_bf16, keep, nk);
             core_free(keep);
             lora_attach(&lp->ad, s);
             lora_delta_update(&lp->ad, s);

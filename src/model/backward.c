@@ -197,7 +197,8 @@ double model_head_backward(model_bwd *g, float *dx, const model_acts *a,
     double nll;
     kern_zero(g->dln, N * D);
     if (s->head_bf16) {
-        /* plain rows (model_stage_to_bf16_decode; packed: refused at build).
+        /* plain rows (model_stage_build_dtype, model_stage_to_bf16; packed:
+         * refused at build).
          * The product rounds dlogits to bf16 anyway: the loss writes it in
          * bf16 (the same bits), into the first half of the fp32 buffer. */
         uint16_t *dlb = (uint16_t *)g->dlogits;

@@ -209,23 +209,32 @@ static int64_t stage_map_weights(const model_config *c, int n_layers)
     return model_map_weights(c) * n_layers;
 }
 
+/* Weights of the plain bf16 block of a bf16 stage (model_stage_build_dtype,
+ * model_stage_to_bf16): the maps, then the head's rows on the last stage
+ * (a tied head's too: its fp32 embedding stays for the lookup). */
+static int64_t stage_bf16_weights(const model_config *c, int n_layers, int has_head)
+{
+    return stage_map_weights(c, n_layers) + (has_head ? (int64_t)c->vocab_size * c->dim : 0);
+}
+
 size_t model_stage_bytes(const model_config *c, int stage, int n_stages, const int *split)
 {
     return model_stage_bytes_dtype(c, stage, n_stages, split, MODEL_DTYPE_F32);
 }
 
 /* fp32: model_stage_build's block; bf16: model_stage_build_dtype's (and
- * model_stage_to_bf16's result): the fp32 rest and the bf16 maps. */
+ * model_stage_to_bf16's result): the fp32 rest and the bf16 maps and head. */
 size_t model_stage_bytes_dtype(const model_config *c, int stage, int n_stages, const int *split,
                                model_dtype t)
 {
     int first[n_stages], count[n_stages];
     split_of(c, n_stages, split, first, count);
     int nl = count[stage];
-    size_t nf = stage_floats(c, nl, stage == 0, stage == n_stages - 1), nb = 0;
+    int has_head = stage == n_stages - 1;
+    size_t nf = stage_floats(c, nl, stage == 0, has_head), nb = 0;
     if (t == MODEL_DTYPE_BF16) {
-        nb = (size_t)stage_map_weights(c, nl);
-        nf -= nb;
+        nb = (size_t)stage_bf16_weights(c, nl, has_head);
+        nf -= nb - (has_head && c->tie_embeddings ? (size_t)c->vocab_size * c->dim : 0);
         nb = core_alloc_bytes(nb > 0 ? nb : 1, sizeof(uint16_t));
     }
     return core_alloc_bytes(nf > 0 ? nf : 1, sizeof(float)) + nb +
@@ -311,8 +320,10 @@ static losa_status stage_build(model_stage *s, const model_config *c, int stage,
     int need_embed = s->has_embed || (s->has_head && c->tie_embeddings);
     size_t n = stage_floats(c, s->n_layers, s->has_embed, s->has_head), nb = 0;
     if (t == MODEL_DTYPE_BF16) {
-        nb = (size_t)stage_map_weights(c, s->n_layers);
-        n -= nb;
+        /* the maps and the head's rows in bf16 (a tied head's embedding
+         * stays fp32 for the lookup) */
+        nb = (size_t)stage_bf16_weights(c, s->n_layers, s->has_head);
+        n -= nb - (s->has_head && c->tie_embeddings ? (size_t)(V * D) : 0);
         s->params_bf16 = core_calloc(nb > 0 ? nb : 1, sizeof(uint16_t));
         s->n_params_bf16 = nb;
         s->bytes_bf16 = sizeof(uint16_t) * nb; /* plain: 2 bytes a weight */
@@ -336,7 +347,8 @@ static losa_status stage_build(model_stage *s, const model_config *c, int stage,
     }
     if (s->has_head) {
         s->final_norm = p; p += D;
-        if (c->tie_embeddings) s->head = s->embed;
+        if (t == MODEL_DTYPE_BF16) { s->head_bf16 = q; q += V * D; }
+        else if (c->tie_embeddings) s->head = s->embed;
         else { s->head = p; p += V * D; }
     }
     LOSA_CHECK((size_t)(p - s->params) == n &&
@@ -414,11 +426,12 @@ static int64_t pack_one(uint16_t **dst, uint16_t *tmp, const float *w, int64_t o
     return lost;
 }
 
-/* The one walk of model_stage_to_bf16 (packed = 0, head = 0: plain
- * row-major maps, the head stays fp32), model_stage_to_bf16_decode (packed
- * = 0, head = 1: the head too, in plain rows) and model_stage_pack_bf16
- * (packed = 1: the maps, fp32 or a stage built in bf16's plain ones, and
- * the head packed for the engine).  head_bf16's layout follows bf16_packed. */
+/* The one walk of model_stage_to_bf16 (packed = 0, head = 1: plain
+ * row-major maps and head rows, the layout of model_stage_build_dtype),
+ * model_stage_to_bf16_maps (packed = 0, head = 0: the head stays fp32) and
+ * model_stage_pack_bf16 (packed = 1: the maps and the head, fp32 or a plain
+ * bf16 stage's rows, packed for the engine).  head_bf16's layout follows
+ * bf16_packed. */
 static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_lost)
 {
     if (n_lost) *n_lost = 0;
@@ -427,19 +440,16 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
         return LOSA_OK;
     const model_config *c = &s->cfg;
     int plain = s->dtype == MODEL_DTYPE_BF16, head16 = (packed || head) && s->has_head;
-    /* a plain bf16 stage gains its head only on the way to packed, from the
-     * fp32 head (not from decode rows) */
+    /* a plain bf16 stage whose head was left fp32 (model_stage_to_bf16_maps)
+     * gains bf16 head rows only on the way to packed */
     if (plain && !packed)
-        return core_err(LOSA_ERR_ARG, "model_stage_to_bf16_decode: the stage is already bf16 "
-                        "(convert an fp32 stage)");
-    if (head16 && !s->head)
-        return core_err(LOSA_ERR_ARG, "model_stage_pack_bf16: the head is already in bf16 rows "
-                        "(pack a stage loaded for the forward, not one converted for decode)");
+        return core_err(LOSA_ERR_ARG, "model_stage_to_bf16: the stage's maps are already bf16 "
+                        "and its head fp32 (convert an fp32 stage)");
     int64_t D = c->dim, V = c->vocab_size, nall = 0, lost = 0, wmax = 0;
     size_t bytes;
     if (packed) bytes = bf16_block_bytes(c, s->n_layers, s->has_head, &nall);
     else {
-        nall = stage_map_weights(c, s->n_layers) + (head16 ? (int64_t)c->vocab_size * c->dim : 0);
+        nall = stage_map_weights(c, s->n_layers) + (head16 ? V * D : 0);
         bytes = sizeof(uint16_t) * (size_t)nall;
     }
     for (int m = 0; m < MODEL_N_MAPS; m++) {
@@ -450,10 +460,15 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
     int64_t nhead = head16 ? V * D : 0, nmap = nall - nhead;
     if (nhead > wmax) wmax = nhead;
     uint16_t *b = core_calloc(bytes > 0 ? bytes : 1, 1), *q = b;
+    /* the rounding scratch of pack_one: every fp32 map, or the fp32 head */
+    int head_f32 = head16 && !s->head_bf16;
     uint16_t *tmp = packed && !plain ? core_malloc(wmax > 0 ? (size_t)wmax : 1, sizeof(uint16_t))
-                    : packed && head16 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
+                    : packed && head_f32 ? core_malloc((size_t)nhead, sizeof(uint16_t)) : NULL;
     int tied = s->has_head && s->head == s->embed;
-    size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) - (size_t)(head16 && !tied ? nhead : 0);
+    /* the fp32 block loses the maps (an fp32 stage's) and the head when it
+     * held one of its own (untied, not yet in bf16 rows) */
+    size_t nrest = s->n_params - (size_t)(plain ? 0 : nmap) -
+                   (size_t)(head_f32 && !tied ? nhead : 0);
     float *rest = core_malloc(nrest > 0 ? nrest : 1, sizeof(float)), *p = rest;
     repack(&p, &s->embed, s->embed ? V * D : 0);
     for (int l = 0; l < s->n_layers; l++) {
@@ -480,8 +495,12 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
     }
     repack(&p, &s->final_norm, s->final_norm ? D : 0);
     if (head16) {
+        uint16_t *rows = s->head_bf16; /* a plain bf16 stage's head rows (old block) */
         s->head_bf16 = q;
-        if (packed) lost += pack_one(&q, tmp, s->head, V, D);
+        if (packed && rows) { /* already bf16: packed as it is */
+            kern_bf16_pack(q, rows, V, D);
+            q = (uint16_t *)((char *)q + packed_slot(V, D));
+        } else if (packed) lost += pack_one(&q, tmp, s->head, V, D);
         else {
             lost += kern_bf16_from_f32(q, s->head, V * D);
             q += V * D;
@@ -492,7 +511,7 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
     LOSA_CHECK((size_t)(p - rest) == nrest && (size_t)((char *)q - (char *)b) == bytes);
     core_free(tmp);
     core_free(s->params);
-    core_free(s->params_bf16); /* the plain bf16 maps of a stage built in bf16 */
+    core_free(s->params_bf16); /* the plain bf16 maps (and head) of a plain bf16 stage */
     s->params = rest;
     s->n_params = nrest;
     s->params_bf16 = b;
@@ -504,11 +523,16 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
     return LOSA_OK;
 }
 
-losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, 0, n_lost); }
+losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, 1, n_lost); }
 
 losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost)
 {
     return stage_bf16(s, 0, 1, n_lost);
+}
+
+losa_status model_stage_to_bf16_maps(model_stage *s, int64_t *n_lost)
+{
+    return stage_bf16(s, 0, 0, n_lost);
 }
 
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 1, 1, n_lost); }
