@@ -79,10 +79,10 @@ void kern_gemm_bf16a(int tb, int64_t M, int64_t N, int64_t K, float alpha, const
                      int64_t ldc);
 /* kern_gemm's C = alpha op(A) op(B) + beta C (transposes and leading
  * dimensions as there) on fp32 operands both rounded to bf16 (round to
- * nearest even, each an error <= 2^-9 relative), fp32 accumulation: for
+ * nearest even, each an error <= 2^-8 relative), fp32 accumulation: for
  * products of two activations, e.g. a bf16 run's weight gradients
  * dout^T inp, at the bf16 rate.  Bound: kern_gemm_bf16w's with the two
- * roundings, |C - exact| <= (2 2^-9 + gamma_K) |alpha| |A||B| + ... .
+ * roundings, |C - exact| <= (2 2^-8 + gamma_K) |alpha| |A||B| + ... .
  * oneDNN: both rounded into thread-local scratch, the bf16 primitive;
  * CBLAS: exactly kern_gemm (unrounded: no bf16 product to gain from).
  * Threads as kern_gemm. */

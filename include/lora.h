@@ -50,10 +50,11 @@
  * kern_gemm_bf16w (bf16 x bf16, fp32 accumulation; the activation or dy
  * rounded to bf16 inside); dDelta = dy^T drop(x) is kern_gemm_bf16r (dy
  * and drop(x) rounded to bf16 once, fp32 accumulation into the fp32
- * dDelta) and the projection fp32 GEMMs.  The head: in bf16 rows when the stage has them (every bf16
- * stage of run and finetune: model_stage_build_dtype, model_stage_to_bf16;
- * head_bf16, forward and backward-input in bf16), else fp32
- * (model_stage_to_bf16_maps, bench train --head fp32).
+ * dDelta) and the projection fp32 GEMMs.  The head: in bf16 rows when
+ * the stage has them (every bf16 stage of run and finetune:
+ * model_stage_build_dtype, model_stage_to_bf16; head_bf16, forward and
+ * backward-input in bf16), else fp32 (model_stage_to_bf16_maps, bench
+ * train --head fp32).
  *
  * Memory, one allocation per kind: params (A,B), grads, AdamW m, v (each
  * sum over maps of r_max*(in+out)); the dense blocks delta, weff, ddelta

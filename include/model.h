@@ -270,10 +270,6 @@ losa_status model_stage_to_bf16_maps(model_stage *s, int64_t *n_lost);
  * fp32 or plain bf16 (checked).  A packed stage is returned as it is.  Not
  * collective. */
 losa_status model_stage_pack_bf16(model_stage *s, int64_t *n_lost);
-/* model_stage_to_bf16 (the name decoding callers use): the decode step's
- * matvec and the prefill's batched head read the head's bf16 rows, 2 bytes
- * per weight. */
-losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost);
 /* LOSA_OK on an fp32 stage; else core_err naming `what` (a path that
  * needs the fp32 maps: the sparse copies). */
 losa_status model_stage_require_f32(const model_stage *s, const char *what);

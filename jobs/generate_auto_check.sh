@@ -6,7 +6,9 @@
 # Prints per model the median decode tokens/s of each mode, their ratio
 # (auto / off: the issue asks that it never be below 1 beyond noise), the
 # maps auto put on sparse kernels, and whether every --json output parsed
-# with Python's json.load and both modes generated the same text.
+# with Python's json.load and both modes generated the same text (exit
+# status 1 if a JSON did not parse, a model has no paired round, or the
+# texts differ).
 #   bash jobs/generate_auto_check.sh      (or sbatch jobs/generate_auto_check.sh)
 # Env: OUT (default runs/generate_auto/<job id or date>), LOSA, LOSA_DATA,
 # ROUNDS (5), STEPS (200), PY (/usr/bin/python3).
@@ -63,25 +65,37 @@ done
 import json, statistics, sys
 out, rounds, models = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 print(f"{'model':22s} {'off tok/s':>10s} {'auto tok/s':>10s} {'auto/off':>9s} {'sparse maps':>11s}  json  same text")
-worst = None
+worst, bad = None, []
 for m in models:
-    res, ok = {"off": [], "auto": []}, True
-    texts, maps = set(), 0
+    ratios, offs, autos, texts, maps, ok = [], [], [], set(), 0, True
     for r in range(1, rounds + 1):
+        js = {}
         for mode in ("off", "auto"):
             try:
                 with open(f"{out}/{m}.{mode}.{r}.json") as f:
-                    j = json.load(f)
+                    js[mode] = json.load(f)
             except ValueError:
                 ok = False
-                continue
-            res[mode].append(j["decode_tokens_per_s"])
-            texts.add(j["text"])
-            if mode == "auto": maps = j["sparse_maps"]
-    ratios = [a / o for a, o in zip(res["auto"], res["off"])]
-    med = statistics.median(ratios) if ratios else float("nan")
+        if len(js) < 2:
+            continue  # a round counts only with both modes (paired)
+        offs.append(js["off"]["decode_tokens_per_s"])
+        autos.append(js["auto"]["decode_tokens_per_s"])
+        ratios.append(autos[-1] / offs[-1])
+        texts |= {js["off"]["text"], js["auto"]["text"]}
+        maps = js["auto"]["sparse_maps"]
+    if not ratios:
+        print(f"{m:22s} no round with both outputs parsed")
+        bad.append(m)
+        continue
+    med = statistics.median(ratios)
     worst = med if worst is None or med < worst else worst
-    print(f"{m:22s} {statistics.median(res['off']):10.0f} {statistics.median(res['auto']):10.0f} "
+    if not ok or len(texts) != 1:
+        bad.append(m)
+    print(f"{m:22s} {statistics.median(offs):10.0f} {statistics.median(autos):10.0f} "
           f"{med:9.3f} {maps:11d}  {'ok' if ok else 'BAD':4s}  {'yes' if len(texts) == 1 else 'no'}")
-print(f"worst median auto/off ratio: {worst:.3f}")
+if worst is not None:
+    print(f"worst median auto/off ratio: {worst:.3f}")
+if bad:
+    print("FAILED (unparsable JSON, no paired round or different text):", " ".join(bad))
+sys.exit(1 if bad else 0)
 EOF

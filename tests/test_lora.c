@@ -771,7 +771,7 @@ static void test_reference_bf16(float dropout, lora_buffers buffers, const char 
     /* the stage in bf16 (plain maps and head rows), the adapters' forms
      * rebuilt from the bf16 weights */
     int64_t lost = -1;
-    TEST_CHECK(model_stage_to_bf16_decode(&s, &lost) == LOSA_OK && lost == 0 &&
+    TEST_CHECK(model_stage_to_bf16(&s, &lost) == LOSA_OK && lost == 0 &&
                    s.layers[0].w[0] == NULL && s.head == NULL && s.head_bf16,
                "%s: to bf16 (%lld lost)", tag, (long long)lost);
     lora_delta_update(&ad, &s);
@@ -836,7 +836,7 @@ static void test_train_bf16(lora_buffers buffers)
     model_stage_build(&s, &tiny, 0, 1);
     model_stage_randomize(&s, 4, 0.3f);
     prune_stage(&s, 0.5f);
-    TEST_CHECK(model_stage_to_bf16_decode(&s, NULL) == LOSA_OK, "to bf16");
+    TEST_CHECK(model_stage_to_bf16(&s, NULL) == LOSA_OK, "to bf16");
     TEST_CHECK(lora_adapters_build(&ad, &s, &lc) == LOSA_OK, "adapters on a bf16 stage");
     lora_train_config tc;
     lora_train_config_default(&tc);

@@ -156,7 +156,7 @@ int main(int argc, char **argv)
         model_stage_build(&rb, &c, 0, 1);
         memcpy(sb.params, full.params, sizeof(float) * full.n_params);
         memcpy(rb.params, full.params, sizeof(float) * full.n_params);
-        TEST_CHECK(model_stage_to_bf16_decode(&sb, NULL) == LOSA_OK && sb.head_bf16 && !sb.head &&
+        TEST_CHECK(model_stage_to_bf16(&sb, NULL) == LOSA_OK && sb.head_bf16 && !sb.head &&
                        !sb.layers[0].w[0] && sb.layers[0].wb[0],
                    "bf16 stage with a bf16 head");
         /* a plain bf16 stage (maps and head rows, the layout losa run
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
             memcpy(pb.params, full.params, sizeof(float) * full.n_params);
             memcpy(pf.params, full.params, sizeof(float) * full.n_params);
             TEST_CHECK(model_stage_to_bf16(&pb, NULL) == LOSA_OK && pb.head_bf16 && !pb.head &&
-                           model_stage_to_bf16_decode(&pb, NULL) == LOSA_OK &&
+                           model_stage_to_bf16(&pb, NULL) == LOSA_OK &&
                            model_stage_pack_bf16(&pb, NULL) == LOSA_OK && pb.bf16_packed &&
                            model_stage_pack_bf16(&pf, NULL) == LOSA_OK &&
                            pb.bytes_bf16 == pf.bytes_bf16 && pb.n_params == pf.n_params &&

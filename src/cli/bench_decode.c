@@ -330,7 +330,7 @@ int bench_decode(dist_ctx *d, int argc, char **argv)
         st = model_stage_build(&sb, &c, 0, 1);
         if (st == LOSA_OK) {
             dec_fill(&sb);
-            st = model_stage_to_bf16_decode(&sb, NULL);
+            st = model_stage_to_bf16(&sb, NULL);
         }
     }
     if (st == LOSA_OK) st = model_acts_build(&a, &s, 1, ar.prompt, 0);

@@ -15,8 +15,9 @@
  *   4. output store created (temporary name) on rank 0;
  * then the optional dense perplexity, pruning, the store (every stage's
  * layers gathered to rank 0 one stage at a time), the pruned perplexity.
- * model.dtype = bf16: the stage holds its maps in bf16 (plain layout, read
- * as they are from a bf16 store, rounded from an fp32 one), the forward
+ * model.dtype = bf16: the stage holds its maps and head in bf16 (plain
+ * layout, read as they are from a bf16 store, rounded from an fp32 one:
+ * the output store's /head is then the rounded head), the forward
  * multiplies in bf16, the pruners work on fp32 widenings of one input's
  * maps at a time (calib_prune_layer_maps) and the store is written bf16.
  * Errors name the deck, the line (or --set) and the key. */

@@ -125,7 +125,7 @@ losa_status cli_load_model_plain(dist_ctx *d, const char *path, model_dtype t, m
 losa_status cli_stage_to_bf16(dist_ctx *d, model_stage *st, int decode)
 {
     int64_t lost = 0;
-    losa_status s = decode ? model_stage_to_bf16_decode(st, &lost) : model_stage_pack_bf16(st, &lost);
+    losa_status s = decode ? model_stage_to_bf16(st, &lost) : model_stage_pack_bf16(st, &lost);
     s = dist_agree(d, s);
     if (s != LOSA_OK) {
         model_stage_free(st);

@@ -279,8 +279,8 @@ losa_status losa_run_execute(losa_run *r)
     if ((st = dist_agree(d, st)) != LOSA_OK) return st;
 
     model_stage s;
-    /* model.dtype = bf16: the maps in bf16 (plain), read as they are from a
-     * bf16 store, rounded from an fp32 one (no fp32 copy) */
+    /* model.dtype = bf16: the maps and the head in bf16 (plain), read as
+     * they are from a bf16 store, rounded from an fp32 one (no fp32 copy) */
     st = model_stage_for_rank_dtype(&s, &r->in->cfg, d, rs->model.dtype);
     if (st == LOSA_OK) st = losa_run_reload_dense(r, &s);
     if ((st = dist_agree(d, st)) != LOSA_OK) return st;

@@ -6,8 +6,9 @@
 /* Collective.  Rank 0 writes config, tokenizer and every stage (the first
  * replica's), receiving one stage at a time by broadcast from its owner
  * (world rank = stage index in the layout rank = replica * PP + stage).  A
- * bf16 stage (plain layout) travels as its fp32 block and its bf16 maps,
- * and is written with the maps in bf16 (root attribute dtype = bf16). */
+ * bf16 stage (plain layout) travels as its fp32 block and its bf16 block
+ * (maps and, on the last stage, the head rows), and is written with the
+ * maps and the head in bf16 (root attribute dtype = bf16). */
 losa_status losa_store_write_model(dist_ctx *d, io_store *io, const model_stage *s,
                                    const tok_tokenizer *tok, const char *source)
 {

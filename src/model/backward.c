@@ -68,9 +68,6 @@ void model_bwd_free(model_bwd *g)
     memset(g, 0, sizeof *g);
 }
 
-/* linear_backward on a bf16 stage (plain maps): the products with W,
- * weffb and deltab in bf16 with fp32 accumulation (kern_gemm_bf16w: dy
- * rounded to bf16 inside); dDelta = dy^T drop(x) in fp32. */
 /* dDelta (o,i) += dy^T x of a bf16 run: dy and x rounded to bf16 (the
  * activations in bf16, as the maps' products take them), fp32 accumulation
  * into the fp32 dDelta: the bf16 rate for the third of the backward's

@@ -525,11 +525,6 @@ static losa_status stage_bf16(model_stage *s, int packed, int head, int64_t *n_l
 
 losa_status model_stage_to_bf16(model_stage *s, int64_t *n_lost) { return stage_bf16(s, 0, 1, n_lost); }
 
-losa_status model_stage_to_bf16_decode(model_stage *s, int64_t *n_lost)
-{
-    return stage_bf16(s, 0, 1, n_lost);
-}
-
 losa_status model_stage_to_bf16_maps(model_stage *s, int64_t *n_lost)
 {
     return stage_bf16(s, 0, 0, n_lost);

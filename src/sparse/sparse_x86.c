@@ -414,7 +414,8 @@ void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X
 }
 
 /* The dense matvec driver (fp32 or bf16 W, by the rows function): blocks
- * of SPARSE_MV_ROWS rows on a dynamic schedule, as matvec_rows. */
+ * of SPARSE_MV_ROWS rows on a dynamic schedule (matvec_rows' blocks are
+ * larger: its panels restart their prefetch streams per block). */
 typedef void (*dense_rows_fn)(float *y, const void *W, int64_t in, const float *x, int o0,
                               int o1);
 
