@@ -90,11 +90,12 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
         ph[LOSA_PHASE_GRAMS] = loop + a.grams_pass + keep;
         ph[LOSA_PHASE_LOSA_PRUNE] = loop + a.prune + keep;
         ph[LOSA_PHASE_LOSA_TRAIN] = loop + m->train;
-        if (ppl) ph[LOSA_PHASE_LOSA_EVAL] = loop + a.eval;
+        if (ppl) ph[LOSA_PHASE_LOSA_EVAL] = loop + a.eval + losa_eval_keep_bytes(rs, c, nl);
     }
     ph[LOSA_PHASE_WRITE] = base + a.write;
     size_t *tb = m->touched;
     tb[LOSA_PHASE_DENSE_EVAL] = tb[LOSA_PHASE_LOSA_EVAL] = a.eval;
+    if (losa) tb[LOSA_PHASE_LOSA_EVAL] += losa_eval_keep_bytes(rs, c, nl);
     tb[LOSA_PHASE_PRUNE] = a.prune1;
     tb[LOSA_PHASE_LORA_TRAIN] = tb[LOSA_PHASE_LOSA_TRAIN] = m->train;
     tb[LOSA_PHASE_DENSE_REF] = m->dense_ref + a.dense_pass;

@@ -59,6 +59,9 @@ size_t losa_loop_bytes(int L, int n);
  * merge to the pruner's new mask (model.dtype = bf16, magnitude or Wanda;
  * else 0): n_layers layers of c. */
 size_t losa_step_keep_bytes(const run_settings *rs, const model_config *c, int n_layers);
+/* Bytes of the copy of the maps an evaluation between bf16 LoSA steps
+ * (eval.each_step) holds: losa_plan's evaluation phase. */
+size_t losa_eval_keep_bytes(const run_settings *rs, const model_config *c, int n_layers);
 
 /* ---- ckpt.c */
 /* Not collective.  The history of T steps of L layers, loss_cap optimizer

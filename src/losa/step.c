@@ -124,6 +124,20 @@ size_t losa_step_keep_bytes(const run_settings *rs, const model_config *c, int n
     return n > 0 ? core_alloc_bytes((size_t)n, sizeof(uint16_t)) : 0;
 }
 
+/* The copy of the maps an evaluation between bf16 steps (eval.each_step)
+ * takes and puts back (losa_step's evaluation), every pruner. */
+static int64_t eval_keep_weights(const run_settings *rs, const model_config *c, int n_layers)
+{
+    return rs->model.dtype == MODEL_DTYPE_BF16 && rs->eval.each_step
+               ? model_map_weights(c) * n_layers : 0;
+}
+
+size_t losa_eval_keep_bytes(const run_settings *rs, const model_config *c, int n_layers)
+{
+    int64_t n = eval_keep_weights(rs, c, n_layers);
+    return n > 0 ? core_alloc_bytes((size_t)n, sizeof(uint16_t)) : 0;
+}
+
 /* After pruning the merged maps (plain bf16 block, maps first): every map
  * weight the pruner kept (non-zero) is the one kept from before the merge,
  * every other the pruner's zero. */
@@ -358,8 +372,7 @@ static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
         uint16_t *keep = NULL;
         size_t nk = 0;
         if (s->dtype == MODEL_DTYPE_BF16) {
-            nk = s->bytes_bf16 - (s->head_bf16 ? sizeof(uint16_t) * (size_t)s->cfg.vocab_size *
-                                                     (size_t)s->cfg.dim : 0);
+            nk = sizeof(uint16_t) * (size_t)eval_keep_weights(rs, &s->cfg, s->n_layers);
             keep = core_malloc(nk > 0 ? nk : 1, 1);
             memcpy(keep, s->params_bf16, nk);
         }
