@@ -53,6 +53,13 @@ typedef struct {
     int64_t calls;
 } kern_gemm_stats;
 void kern_gemm_stats_reset(void);
+/* Bytes of the thread-local scratch the bf16 products keep (grown on
+ * demand, never freed) once they have run with at most `rows` rows of A:
+ * k_w the largest K of kern_gemm_bf16w / bf16p / bf16w2 / bf16p_shared (and
+ * the larger operand width of kern_gemm_bf16r when r), k_a the largest K
+ * of kern_gemm_bf16a (0: not used).  oneDNN: the bf16 copy of A (and of
+ * bf16r's B); CBLAS: the fp32 block of B and bf16a's fp32 A.  For plans. */
+size_t kern_gemm_bf16_scratch_bytes(int64_t rows, int64_t k_w, int64_t k_a, int r);
 void kern_gemm_stats_get(kern_gemm_stats *st);
 
 /* bf16 weights (include/model.h MODEL_DTYPE_BF16): C (M,N) fp32 =

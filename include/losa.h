@@ -353,6 +353,9 @@ typedef struct {
     lora_buffers buffers;         /* lora.delta_buffers as resolved for the stage */
     size_t dense_ref;             /* reference outputs (or one layer's: losa.dense_ref = disk) */
     size_t grams;                 /* the LoSA loop's Gram matrices */
+    size_t gemm_scratch;          /* bf16: the GEMM engine's kept scratch
+                                     (kern_gemm_bf16_scratch_bytes), in every
+                                     phase's prune / train / eval / passes */
     size_t prune, train, eval;    /* what a LoSA step's pruning, training (with the
                                      attached scratch), perplexity add */
     size_t phase[LOSA_N_PHASES];  /* resident bytes in each phase (0: not in this mode) */

@@ -10,10 +10,14 @@
 # from 4 MiB up), i.e. 2 M_s (+ 2 H untied: the head at 2 bytes instead of
 # 4; - 2 H tied: the head's bf16 rows beside the fp32 embedding) up to two
 # pages; the Grams and pruning phases of a LoSA step also hold the copy of
-# the maps a bf16 Wanda step keeps from its merge (al(2 M_s)); every other
-# kind of memory (adapters,
-# activations, dense reference, Grams) is unchanged, every phase but those
-# two and the model write differs by the weights alone, and the peak is
+# the maps a bf16 Wanda step keeps from its merge (al(2 M_s)); the GEMM
+# engine's kept bf16 scratch (gemm_scratch_bytes, kern_gemm_bf16_scratch_bytes)
+# is, at the decks' largest row count r = max(train 12 x 256, calibration
+# chunk 8 x 256, eval 4 x 256) = 3072 and K = max(D, F): oneDNN 2 al(2 r K)
+# (the rounded A and kern_gemm_bf16r's B), CBLAS al(4 x 256 K) + al(4 r V)
+# on the last stage (B's fp32 block, the head backward's fp32 A); it adds
+# to the activation, evaluation and every pass phase; every other kind of
+# memory (adapters, dense reference, Grams) is unchanged, and the peak is
 # the largest phase.
 # LLaMA-2-7B (input/llama2-7b.json) on 8 stages and minillama's store on 1.
 set -u
@@ -22,8 +26,11 @@ W=$TT/plan_bf16
 rm -rf "$W"; mkdir -p "$W"
 PY=/usr/bin/python3
 MINI=$(store minillama) || exit 1
-printf '[model]\nconfig = input/llama2-7b.json\n[parallel]\ndp = 1\n' > "$W/l7.ini"
-printf '[model]\nstore = %s\n[parallel]\npp = 1\n' "$MINI" > "$W/mini.ini"
+# row counts of the GEMM scratch: train 12 x 256, calibration 8 x 256, eval 4 x 256
+rows='[train]\nbatch = 12\nseqlen = 256\n[data]\ncalib_seqlen = 256\n[eval]\nbatch = 4\nseqlen = 256\n'
+printf "[model]\nconfig = input/llama2-7b.json\n[parallel]\ndp = 1\n$rows" > "$W/l7.ini"
+printf "[model]\nstore = %s\n[parallel]\npp = 1\n$rows" "$MINI" > "$W/mini.ini"
+engine=blas; ldd "$LOSA" | grep -q libdnnl && engine=onednn   # what the binary links
 
 cat > "$W/cmp.py" <<'PYEOF'
 import json, sys
@@ -45,6 +52,8 @@ assert a["model"]["dtype"] == "fp32" and b["model"]["dtype"] == "bf16"
 ra, rb = a["ranks"], b["ranks"]
 pp = len(ra)
 ok = True
+onednn = sys.argv[4] == "onednn"
+rows, K = 12 * 256, max(D, F)
 for x, y in zip(ra, rb):
     s, L = x["stage"], x["n_layers"]
     M = L * maps
@@ -56,7 +65,11 @@ for x, y in zip(ra, rb):
     want = al(4 * F32) - al(4 * R) - al(2 * (M + H))
     near = 2 * M + (0 if not last else -2 * H if tied else 2 * H)
     got = x["weights_bytes"] - y["weights_bytes"]
-    same = all(x[k] == y[k] for k in ("adapter_bytes", "activation_bytes", "dense_ref_bytes", "grams_bytes", "inputs_bytes"))
+    scr = 2 * al(2 * rows * K) if onednn else al(4 * 256 * K) + (al(4 * rows * V) if last else 0)
+    same = all(x[k] == y[k] for k in ("adapter_bytes", "dense_ref_bytes", "grams_bytes", "inputs_bytes")) \
+        and x["gemm_scratch_bytes"] == 0 and y["gemm_scratch_bytes"] == scr \
+        and y["activation_bytes"] - x["activation_bytes"] == scr \
+        and y["eval_activation_bytes"] - x["eval_activation_bytes"] == scr
     # a bf16 LoSA step with Wanda (the default pruner) keeps a copy of the
     # maps from its merge to the new mask: 2 bytes per map weight (one
     # block: al(2 M)) more in the Grams phase (and in the pruning phase,
@@ -65,11 +78,11 @@ for x, y in zip(ra, rb):
     # alone, and the peak is the largest phase
     keep = al(2 * M)
     pa, pb = x["phase_bytes"], y["phase_bytes"]
-    phases = all(pa[k] - pb[k] == got for k in pa if k not in ("grams", "losa_prune", "write_model"))
-    ok = ok and phases and pa["grams"] - pb["grams"] == got - keep
+    phases = all(pa[k] - pb[k] == got - scr for k in pa if k not in ("grams", "losa_prune", "write_model"))
+    ok = ok and phases and pa["grams"] - pb["grams"] == got - keep - scr
     peak = y["peak_bytes"] == max(pb.values()) and x["peak_bytes"] == max(pa.values())
-    print("  stage %d: %d layers, weights fp32 %d bf16 %d, difference %d (expected %d; 2 x (maps +- head) = %d), peak %.3f -> %.3f GB"
-          % (s, L, x["weights_bytes"], y["weights_bytes"], got, want, near, x["peak_bytes"] / 1e9, y["peak_bytes"] / 1e9))
+    print("  stage %d: %d layers, weights fp32 %d bf16 %d, difference %d (expected %d; 2 x (maps +- head) = %d), GEMM scratch %d (expected %d), peak %.3f -> %.3f GB"
+          % (s, L, x["weights_bytes"], y["weights_bytes"], got, want, near, y["gemm_scratch_bytes"], scr, x["peak_bytes"] / 1e9, y["peak_bytes"] / 1e9))
     ok = ok and got == want and abs(got - near) < 2 * (2 << 20) + 128 and same and peak
 sys.exit(not ok)
 PYEOF
@@ -78,10 +91,10 @@ PYEOF
 "$LOSA" plan "$W/l7.ini" --ranks 8 --set model.dtype=bf16 --json > "$W/b.json" 2>"$W/b.log"
 check "7B, 8 stages: plan takes model.dtype = bf16 ($(head -c 300 "$W/b.log"))" test -s "$W/b.json"
 check "7B, 8 stages: bf16 weights = fp32 weights - 2 bytes per map and head weight (exact, the allocator's blocks)" \
-    $PY "$W/cmp.py" "$W/f.json" "$W/b.json" input/llama2-7b.json
+    $PY "$W/cmp.py" "$W/f.json" "$W/b.json" input/llama2-7b.json $engine
 "$LOSA" plan "$W/mini.ini" --json > "$W/mf.json" 2>/dev/null
 "$LOSA" plan "$W/mini.ini" --set model.dtype=bf16 --json > "$W/mb.json" 2>/dev/null
-check "minillama, 1 stage: the same, exactly" $PY "$W/cmp.py" "$W/mf.json" "$W/mb.json" store
+check "minillama, 1 stage: the same, exactly" $PY "$W/cmp.py" "$W/mf.json" "$W/mb.json" store $engine
 txt=$("$LOSA" plan "$W/mini.ini" --set model.dtype=bf16 2>/dev/null)
 check "text plan names the dtype" test -n "$(echo "$txt" | grep '^weights: model.dtype = bf16')"
 err=$("$LOSA" plan "$W/mini.ini" --set model.dtype=fp16 2>&1 >/dev/null)

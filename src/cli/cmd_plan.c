@@ -366,6 +366,7 @@ static char *plan_json(const plan *p, const plan_mem *mem)
         cJSON_AddStringToObject(e, "peak_phase", losa_phase_name(mm->peak_phase));
         cJSON_AddStringToObject(e, "delta_buffers", lora_buffers_name(mm->buffers));
         cJSON_AddNumberToObject(e, "adapter_scratch_bytes", mm->attached);
+        cJSON_AddNumberToObject(e, "gemm_scratch_bytes", mm->gemm_scratch);
         cJSON *ph = cJSON_AddObjectToObject(e, "phase_bytes");
         for (int q = 0; q < LOSA_N_PHASES; q++)
             if (mm->phase[q]) cJSON_AddNumberToObject(ph, losa_phase_name(q), mm->phase[q]);

@@ -741,3 +741,16 @@ void kern_gemm_bf16p_shared(int n, int64_t M, int64_t K, const float *A, int64_t
     bf16p_shared_run(n, M, K, A, lda, Wp, N, C);
     stat_leave(t0, flops);
 }
+
+size_t kern_gemm_bf16_scratch_bytes(int64_t rows, int64_t k_w, int64_t k_a, int r)
+{
+#ifdef LOSA_GEMM_ONEDNN
+    (void)k_a; /* bf16 A: no copy */
+    size_t a = core_alloc_bytes((size_t)(rows * k_w), sizeof(uint16_t)); /* scratch_a */
+    return r ? 2 * a : a; /* kern_gemm_bf16r's B: scratch_b, as large */
+#else
+    (void)r; /* kern_gemm_bf16r is kern_gemm here */
+    return core_alloc_bytes((size_t)(KERN_BF16_BLOCK * k_w), sizeof(float)) + /* B's block */
+           (k_a > 0 ? core_alloc_bytes((size_t)(rows * k_a), sizeof(float)) : 0); /* bf16a's A */
+#endif
+}

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "eval.h"
+#include "kernels.h"
 
 static const char *phase_names[LOSA_N_PHASES] = {
     "dense_eval", "prune", "lora_train", "dense_ref", "grams", "losa_prune", "losa_train",
@@ -20,6 +21,7 @@ const char *losa_phase_name(losa_phase p)
  * resident parts). */
 typedef struct {
     size_t eval, prune1, train, dense_pass, grams_pass, prune, write;
+    size_t gemm_scratch; /* included in each of the above but write */
 } phase_adds;
 
 static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp, int dp,
@@ -43,6 +45,25 @@ static phase_adds adds_of(const run_settings *rs, const model_config *c, int pp,
               losa_run_train_bytes(tc);
     a.dense_pass = calib_dense_stream_bytes(c, nl, Nm, S, chunk);
     a.grams_pass = calib_layer_grams_bytes(c, nl, rs->losa.rmi_n, S, chunk);
+    /* bf16: the GEMM engine's thread-local scratch (kern_gemm_bf16_scratch_bytes)
+     * grows to the largest product's and stays: counted in every phase, at
+     * the run's largest row count (training micro-batch, evaluation batch,
+     * calibration chunk) */
+    if (rs->model.dtype == MODEL_DTYPE_BF16) {
+        int64_t ev = (int64_t)es->batch * es->seqlen, ca = (int64_t)chunk * S,
+                mb = (int64_t)tc->B * tc->T, kw = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+        int train = rs->losa.mode != LOSA_MODE_PRUNE;
+        int64_t rows = ev > ca ? ev : ca;
+        if (train && mb > rows) rows = mb;
+        size_t scr = kern_gemm_bf16_scratch_bytes(rows, kw, has_head ? c->vocab_size : 0, train);
+        a.eval += scr;
+        a.prune1 += scr;
+        a.train += scr;
+        a.dense_pass += scr;
+        a.grams_pass += scr;
+        a.prune += scr;
+        a.gemm_scratch = scr;
+    }
     for (int p = 0; p < pp; p++) { /* losa_store_write_model: another stage in transit */
         size_t b = p == stage ? 0 : model_stage_bytes_dtype(c, p, pp, count, rs->model.dtype);
         if (b > a.write) a.write = b;
@@ -75,6 +96,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
                                             : calib_dense_outputs_bytes(c, nl, Nm, S);
     m->grams = losa ? losa_loop_bytes(c->n_layers, rs->losa.rmi_n) : 0;
     m->prune = a.prune;
+    m->gemm_scratch = a.gemm_scratch;
     m->train = a.train + m->attached; /* training runs attached */
     m->eval = a.eval;
     size_t base = m->weights + m->inputs, loop = base + m->adapters + m->dense_ref + m->grams;
