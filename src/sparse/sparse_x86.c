@@ -220,18 +220,19 @@ T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-/* Per-thread scratch for the reordered x (grows, kept for the thread). */
-static _Thread_local float *xp_buf;
-static _Thread_local size_t xp_cap;
+/* Per-thread scratch for the reordered x, one slot per matrix of a group
+ * (sparse_matvec_group; grows, kept for the thread). */
+static _Thread_local float *xp_buf[SPARSE_GROUP_MAX];
+static _Thread_local size_t xp_cap[SPARSE_GROUP_MAX];
 
-static float *xp_scratch(size_t n)
+static float *xp_scratch(int slot, size_t n)
 {
-    if (n > xp_cap) {
-        core_free(xp_buf);
-        xp_cap = n + 1024;
-        xp_buf = core_calloc(xp_cap, sizeof(float));
+    if (n > xp_cap[slot]) {
+        core_free(xp_buf[slot]);
+        xp_cap[slot] = n + 1024;
+        xp_buf[slot] = core_calloc(xp_cap[slot], sizeof(float));
     }
-    return xp_buf;
+    return xp_buf[slot];
 }
 
 T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
@@ -287,15 +288,15 @@ typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, const 
 /* The calling thread's copy of x prepared for the rows function (NULL: x
  * as it is), made once per call and thread, at [c0, c0 + in) for every
  * piece starting at input c0. */
-typedef const float *(*prep_fn)(const sparse_matrix *s, const float *x);
+typedef const float *(*prep_fn)(const sparse_matrix *s, const float *x, int slot);
 
 /* prep_fn of rows512: a BF16 bitmap reads x reordered (bf16_order_x) in
  * the full 64-input steps of every piece; the reorder was done per row
  * block and panel before (16-32 times per call and thread). */
-T512 static const float *prep512(const sparse_matrix *s, const float *x)
+T512 static const float *prep512(const sparse_matrix *s, const float *x, int slot)
 {
     if (s->fmt != SPARSE_FORMAT_BITMAP_BF16) return NULL;
-    float *b = xp_scratch((size_t)s->in);
+    float *b = xp_scratch(slot, (size_t)s->in);
     for (int p = 0; p < sparse_npieces(s); p++) {
         int c0;
         const sparse_matrix *q = sparse_piece(s, p, &c0);
@@ -323,28 +324,50 @@ T512 static const float *prep512(const sparse_matrix *s, const float *x)
  * call than 64-row ones at 2 threads (best of 7-9 x 15 calls, 70% fp32,
  * the three 7B shapes; 128 and 512 in between / no better); prefetching
  * the start of the next panel at each block instead did not help. */
-static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_fn rows,
-                        prep_fn prep)
+static int matvec_block(const sparse_matrix *s, int nt)
+{
+    int blk = SPARSE_MV_BLOCK;
+    while (blk > SPARSE_MV_ROWS && (s->out + blk - 1) / blk < 4 * nt) blk /= 2;
+    return blk;
+}
+
+/* y[k] = s[k] x for k < n (sparse_matvec_group): the blocks of every
+ * matrix, in order, on one dynamic schedule, so that a thread done with
+ * one matrix's blocks goes on with the next one's instead of waiting at
+ * the end of its region for the other's last block (one fork, join and
+ * tail per group instead of per matrix).  Each matrix has the blocks it
+ * has alone, and each row is computed as alone. */
+static void matvec_rows(float *const *y, const sparse_matrix *const *s, int n, const float *x,
+                        rows_fn rows, prep_fn prep)
 {
 #ifdef _OPENMP
     int nt = omp_get_max_threads();
 #else
     int nt = 1;
 #endif
-    int blk = SPARSE_MV_BLOCK;
-    while (blk > SPARSE_MV_ROWS && (s->out + blk - 1) / blk < 4 * nt) blk /= 2;
-    int nblk = (s->out + blk - 1) / blk;
-#pragma omp parallel if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
+    int blk[SPARSE_GROUP_MAX], first[SPARSE_GROUP_MAX + 1];
+    int64_t work = 0;
+    first[0] = 0;
+    for (int k = 0; k < n; k++) {
+        blk[k] = matvec_block(s[k], nt);
+        first[k + 1] = first[k] + (s[k]->out + blk[k] - 1) / blk[k];
+        work += (int64_t)s[k]->out * s[k]->in;
+    }
+#pragma omp parallel if (work > SPARSE_PAR_MIN)
     {
-        const float *xp = prep ? prep(s, x) : NULL;
+        const float *xp[SPARSE_GROUP_MAX];
+        for (int k = 0; k < n; k++) xp[k] = prep ? prep(s[k], x, k) : NULL;
 #pragma omp for schedule(dynamic, 1) nowait
-        for (int b = 0; b < nblk; b++) {
-            int o0 = b * blk;
-            int o1 = o0 + blk < s->out ? o0 + blk : s->out;
-            for (int p = 0; p < sparse_npieces(s); p++) {
+        for (int g = 0; g < first[n]; g++) {
+            int k = 0;
+            while (g >= first[k + 1]) k++;
+            const sparse_matrix *m = s[k];
+            int o0 = (g - first[k]) * blk[k];
+            int o1 = o0 + blk[k] < m->out ? o0 + blk[k] : m->out;
+            for (int p = 0; p < sparse_npieces(m); p++) {
                 int c0;
-                const sparse_matrix *q = sparse_piece(s, p, &c0);
-                rows(y, q, x + c0, xp ? xp + c0 : NULL, o0, o1, p > 0);
+                const sparse_matrix *q = sparse_piece(m, p, &c0);
+                rows(y[k], q, x + c0, xp[k] ? xp[k] + c0 : NULL, o0, o1, p > 0);
             }
         }
     }
@@ -352,7 +375,13 @@ static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_f
 
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
 {
-    matvec_rows(y, s, x, rows512, prep512);
+    matvec_rows(&y, &s, 1, x, rows512, prep512);
+}
+
+void sparse_matvec_group_avx512(float *const *y, const sparse_matrix *const *s, int n,
+                                const float *x)
+{
+    matvec_rows(y, s, n, x, rows512, prep512);
 }
 
 /* Small batches (2-16 rows of X) on the fp32 bitmap: the matvec kernel
@@ -640,7 +669,13 @@ T256 static void rows256(float *y, const sparse_matrix *s, const float *x, const
 
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
 {
-    matvec_rows(y, s, x, rows256, NULL);
+    matvec_rows(&y, &s, 1, x, rows256, NULL);
+}
+
+void sparse_matvec_group_avx2(float *const *y, const sparse_matrix *const *s, int n,
+                              const float *x)
+{
+    matvec_rows(y, s, n, x, rows256, NULL);
 }
 
 /* The per-ISA vector wrappers of sparse_x86_tmpl.h, AVX2; dense_rows256
