@@ -488,6 +488,9 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
                                     model_sparse_mode mode, int batch, sparse_format fmt,
                                     model_sparse_source_fn src, void *ctx);
 void model_sparse_free(model_sparse *sp);
+/* The sparse copy of map m of layer l if it has one and it pays at N rows
+ * (the one model_sparse_linear uses), else NULL. */
+const sparse_matrix *model_sparse_map(const model_sparse *sp, int l, model_map m, int64_t N);
 /* y (N,out) = x (N,in) W^T with the sparse copy of map m of layer l if it
  * has one and it pays at N rows; returns 0 (y untouched) otherwise. */
 int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,

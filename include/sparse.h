@@ -144,6 +144,15 @@ int sparse_is_nm(const float *W /* (out, in) */, int out, int in, int n, int m);
 
 /* y (out,) = W x, x (in,): batch-1 decode. */
 void sparse_matvec(float *y /* (out) */, const sparse_matrix *s, const float *x /* (in) */);
+/* y[k] (s[k]->out,) = W_k x for k < n (1 <= n <= SPARSE_GROUP_MAX), the
+ * matrices sharing x and in (a layer's q, k, v; gate, up): one OpenMP
+ * region whose threads take the row blocks of all of them, so that a
+ * thread done with one matrix goes on with the next instead of waiting
+ * for the other's last block at the end of each call.  Each y[k] is
+ * sparse_matvec(y[k], s[k], x) bit for bit. */
+#define SPARSE_GROUP_MAX 3
+void sparse_matvec_group(float *const *y, const sparse_matrix *const *s, int n,
+                         const float *x /* (in) */);
 /* Dense y (out,) = W (out, in) x with the same OpenMP threads as the sparse
  * kernels: for the unpruned maps (and the head) of a model decoding on the
  * sparse path, so that OpenMP and OpenBLAS worker threads do not fight

@@ -202,6 +202,59 @@ int main(void)
         sparse_matrix_free(&s);
         free(W); free(X); free(Y); free(Yb);
     }
+    /* sparse_matvec_group (decode: q, k, v and gate, up in one region) gives
+     * every matrix's sparse_matvec result bit for bit, every ISA and format,
+     * panelled matrices of several row blocks (parallel) and a small one. */
+    {
+        static const int outs[3] = {700, 300, 1030};
+        static const sparse_format fmts[] = {SPARSE_FORMAT_BITMAP, SPARSE_FORMAT_BITMAP_BF16,
+                                             SPARSE_FORMAT_CSR, SPARSE_FORMAT_NM24};
+        static const int ins[2] = {6000, 40};
+        for (int ii = 0; ii < 2; ii++) {
+            int in = ins[ii];
+            float *x = malloc(sizeof(float) * in), *W = malloc(sizeof(float) * 1030 * in);
+            float *yg[3], *ys[3];
+            for (int i = 0; i < in; i++) x[i] = core_rng_normal(&r);
+            for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+                sparse_matrix mats[3];
+                const sparse_matrix *mp[3];
+                for (int k = 0; k < 3; k++) {
+                    int nm = fmts[f] == SPARSE_FORMAT_NM24;
+                    make_w(W, outs[k], in, nm ? PAT_NM : PAT_RANDOM, 0.7, nm ? 2 : 0, nm ? 4 : 0, &r);
+                    TEST_CHECK(sparse_matrix_from_dense(&mats[k], W, outs[k], in, fmts[f]) == LOSA_OK &&
+                                   sparse_matrix_panel(&mats[k], 0) == LOSA_OK,
+                               "group: matrix %d format %d", k, (int)fmts[f]);
+                    mp[k] = &mats[k];
+                    yg[k] = malloc(sizeof(float) * outs[k]);
+                    ys[k] = malloc(sizeof(float) * outs[k]);
+                }
+                for (int isa = SPARSE_ISA_SCALAR; isa <= SPARSE_ISA_AVX512; isa++) {
+                    if (!sparse_isa_supported((sparse_isa)isa)) continue;
+                    int prev = sparse_set_isa((sparse_isa)isa);
+                    for (int n = 1; n <= 3; n++) {
+                        for (int k = 0; k < n; k++) {
+                            memset(yg[k], 0xff, sizeof(float) * outs[k]); /* NaN: every row written */
+                            sparse_matvec(ys[k], mp[k], x);
+                        }
+                        sparse_matvec_group(yg, mp, n, x);
+                        for (int k = 0; k < n; k++)
+                            TEST_CHECK(!memcmp(yg[k], ys[k], sizeof(float) * outs[k]),
+                                       "group of %d, matrix %d (%d x %d, %s, %s): differs from "
+                                       "sparse_matvec", n, k, outs[k], in,
+                                       sparse_format_name(fmts[f]), sparse_isa_name((sparse_isa)isa));
+                    }
+                    sparse_set_isa((sparse_isa)prev);
+                }
+                for (int k = 0; k < 3; k++) {
+                    sparse_matrix_free(&mats[k]);
+                    free(yg[k]);
+                    free(ys[k]);
+                }
+            }
+            free(x);
+            free(W);
+        }
+    }
     /* dense OpenMP matvec (decode on the sparse path) vs the double reference,
      * every ISA, shapes with row and column tails.  Then the bf16-weight
      * matvec (bf16 decode: head and maps) on the same W rounded to bf16:

@@ -111,6 +111,24 @@ static void matvec(float *y, const float *x, const model_stage *s, int l, model_
                  i);
 }
 
+/* ys[j] = map ms[j] of layer l applied to x for j < n, maps sharing x
+ * (q, k, v; gate, up): when every one of them runs on a sparse copy, in
+ * one sparse_matvec_group call (one OpenMP region: a thread done with one
+ * map takes the next one's rows instead of waiting for the other's last
+ * block), with the results of the separate calls; else map by map. */
+static void matvec_group(float *const *ys, const float *x, const model_stage *s, int l,
+                         const model_map *ms, int n)
+{
+    const sparse_matrix *mats[SPARSE_GROUP_MAX];
+    int all = s->sparse && !s->adapter && n <= SPARSE_GROUP_MAX;
+    for (int j = 0; all && j < n; j++) all = (mats[j] = model_sparse_map(s->sparse, l, ms[j], 1)) != NULL;
+    if (all) {
+        sparse_matvec_group(ys, mats, n, x);
+        return;
+    }
+    for (int j = 0; j < n; j++) matvec(ys[j], x, s, l, ms[j]);
+}
+
 /* out (H*hd) = softmax(q K^T / sqrt(hd)) V over cached positions 0..pos
  * in one row (max, expf, sum, multiply by 1/sum; the dot products summed in
  * vector lanes): a single query needs no tiling; it agrees with the tiled
@@ -165,17 +183,17 @@ static void layer_step(model_acts *a, model_kv_cache *kv, const model_stage *s, 
     float *kpos = K + (size_t)pos * kvd, *vpos = Vv + (size_t)pos * kvd;
     const float *cs = kv->rope_cos + (size_t)pos * hd / 2, *sn = kv->rope_sin + (size_t)pos * hd / 2;
     kern_rmsnorm_forward(a->ln1, a->rstd1, a->x, ly->attn_norm, 1, D, c->rms_eps);
-    matvec(a->q, a->ln1, s, l, MODEL_MAP_Q);
-    matvec(kpos, a->ln1, s, l, MODEL_MAP_K);
-    matvec(vpos, a->ln1, s, l, MODEL_MAP_V);
+    float *qkv[3] = {a->q, kpos, vpos}, *gu[2] = {a->gate, a->up};
+    static const model_map mqkv[3] = {MODEL_MAP_Q, MODEL_MAP_K, MODEL_MAP_V};
+    static const model_map mgu[2] = {MODEL_MAP_GATE, MODEL_MAP_UP};
+    matvec_group(qkv, a->ln1, s, l, mqkv, 3);
     kern_rope_forward(a->q, cs, sn, 1, 1, H, hd);
     kern_rope_forward(kpos, cs, sn, 1, 1, Hkv, hd);
     attention_step(a->atty, kv->scores, a->q, K, Vv, pos, H, Hkv, hd, step_openmp(s));
     matvec(a->tmp, a->atty, s, l, MODEL_MAP_O);
     kern_add_inplace(a->x, a->tmp, D);
     kern_rmsnorm_forward(a->ln2, a->rstd2, a->x, ly->ffn_norm, 1, D, c->rms_eps);
-    matvec(a->gate, a->ln2, s, l, MODEL_MAP_GATE);
-    matvec(a->up, a->ln2, s, l, MODEL_MAP_UP);
+    matvec_group(gu, a->ln2, s, l, mgu, 2);
     kern_swiglu_forward(a->hid, a->gate, a->up, F);
     matvec(a->tmp, a->hid, s, l, MODEL_MAP_DOWN);
     kern_add_inplace(a->x, a->tmp, D);

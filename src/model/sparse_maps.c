@@ -116,14 +116,21 @@ void model_sparse_free(model_sparse *sp)
     memset(sp, 0, sizeof *sp);
 }
 
+const sparse_matrix *model_sparse_map(const model_sparse *sp, int l, model_map m, int64_t N)
+{
+    size_t k = (size_t)l * MODEL_N_MAPS + m;
+    if (!sp || l >= sp->n_layers || !sp->has[k]) return NULL;
+    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->mat[k].fmt, sp->density[k], (int)N))
+        return NULL;
+    return &sp->mat[k];
+}
+
 int model_sparse_linear(float *y, const float *x, const model_sparse *sp, int l,
                         model_map m, int64_t N)
 {
-    size_t k = (size_t)l * MODEL_N_MAPS + m;
-    if (!sp || l >= sp->n_layers || !sp->has[k]) return 0;
-    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->mat[k].fmt, sp->density[k], (int)N))
-        return 0;
-    if (N == 1) sparse_matvec(y, &sp->mat[k], x);
-    else sparse_matmul(y, &sp->mat[k], x, (int)N);
+    const sparse_matrix *mat = model_sparse_map(sp, l, m, N);
+    if (!mat) return 0;
+    if (N == 1) sparse_matvec(y, mat, x);
+    else sparse_matmul(y, mat, x, (int)N);
     return 1;
 }

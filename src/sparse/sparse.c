@@ -481,6 +481,20 @@ void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
     }
 }
 
+void sparse_matvec_group(float *const *y, const sparse_matrix *const *s, int n, const float *x)
+{
+    LOSA_CHECK(n >= 1 && n <= SPARSE_GROUP_MAX);
+    switch (sparse_get_isa()) {
+#if defined(__x86_64__)
+    case SPARSE_ISA_AVX512: sparse_matvec_group_avx512(y, s, n, x); return;
+    case SPARSE_ISA_AVX2: sparse_matvec_group_avx2(y, s, n, x); return;
+#endif
+    default:
+        for (int k = 0; k < n; k++) matvec_scalar(y[k], s[k], x);
+        return;
+    }
+}
+
 /* The dense matvecs, W fp32 (bf = 0) or bf16 (bf = 1): the ISA kernels,
  * else a scalar loop on the widened values. */
 static void dense_matvec_any(float *y, const void *W, int bf, int out, int in, const float *x)

@@ -72,6 +72,10 @@ void sparse_nm_rows512(float *y, const sparse_matrix *s, const float *x, int o0,
 void sparse_nm_rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc);
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
+void sparse_matvec_group_avx2(float *const *y, const sparse_matrix *const *s, int n,
+                              const float *x);
+void sparse_matvec_group_avx512(float *const *y, const sparse_matrix *const *s, int n,
+                                const float *x);
 /* Y (N, out) = X W^T for small N (SPARSE_SMALL_N), fp32 bitmap; also any N
  * of the 2:4 format (sparse_nm_matmul). */
 void sparse_matmul_small_avx512(float *Y, const sparse_matrix *s, const float *X, int N);

@@ -164,14 +164,17 @@ INLINE T512 __m512 bf16x16_512(__m256i h)
  * dwords, holds them: dword i = bf16 of input 2i in its low half, of input
  * 2i + 1 in its high half):
  *   xp[32b + i] = x[32b + 2i], xp[32b + 16 + i] = x[32b + 2i + 1]
- * for the first n32 blocks of 32. */
-static void bf16_order_x(float *xp, const float *x, int n32)
+ * for the first n32 blocks of 32 (two vpermt2ps per block: the scalar loop
+ * cost about as much as 30 rows of a 70% matrix, paid per row block). */
+T512 static void bf16_order_x(float *xp, const float *x, int n32)
 {
-    for (int64_t b = 0; b < n32; b++)
-        for (int i = 0; i < 16; i++) {
-            xp[32 * b + i] = x[32 * b + 2 * i];
-            xp[32 * b + 16 + i] = x[32 * b + 2 * i + 1];
-        }
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int64_t b = 0; b < n32; b++) {
+        __m512 lo = _mm512_loadu_ps(x + 32 * b), hi = _mm512_loadu_ps(x + 32 * b + 16);
+        _mm512_storeu_ps(xp + 32 * b, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_storeu_ps(xp + 32 * b + 16, _mm512_permutex2var_ps(lo, od, hi));
+    }
 }
 
 INLINE T512 __m512i expand_bf16(__mmask32 k, const uint16_t *v)
@@ -217,18 +220,19 @@ T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-/* Per-thread scratch for the reordered x (grows, kept for the thread). */
-static _Thread_local float *xp_buf;
-static _Thread_local size_t xp_cap;
+/* Per-thread scratch for the reordered x, one slot per matrix of a group
+ * (sparse_matvec_group; grows, kept for the thread). */
+static _Thread_local float *xp_buf[SPARSE_GROUP_MAX];
+static _Thread_local size_t xp_cap[SPARSE_GROUP_MAX];
 
-static float *xp_scratch(size_t n)
+static float *xp_scratch(int slot, size_t n)
 {
-    if (n > xp_cap) {
-        core_free(xp_buf);
-        xp_cap = n + 1024;
-        xp_buf = core_calloc(xp_cap, sizeof(float));
+    if (n > xp_cap[slot]) {
+        core_free(xp_buf[slot]);
+        xp_cap[slot] = n + 1024;
+        xp_buf[slot] = core_calloc(xp_cap[slot], sizeof(float));
     }
-    return xp_buf;
+    return xp_buf[slot];
 }
 
 T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
@@ -252,20 +256,14 @@ T512 static float row512_csr(const sparse_matrix *s, int64_t o, const float *x)
     return _mm512_reduce_add_ps(a0);
 }
 
-/* y[o] = (acc ? y[o] : 0) + row o . x for o in [o0, o1); s unpanelled. */
-T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
-                         int acc)
+/* y[o] = (acc ? y[o] : 0) + row o . x for o in [o0, o1); s unpanelled;
+ * xp: x in the order of bf16_order_x (prep512) for a BF16 bitmap. */
+T512 static void rows512(float *y, const sparse_matrix *s, const float *x, const float *xp,
+                         int o0, int o1, int acc)
 {
     if (s->fmt == SPARSE_FORMAT_NM24) {
         sparse_nm_rows512(y, s, x, o0, o1, acc);
         return;
-    }
-    const float *xp = NULL;
-    if (s->fmt == SPARSE_FORMAT_BITMAP_BF16) {
-        int n32 = s->in / 64 * 2; /* the full 64-input steps */
-        float *b = xp_scratch((size_t)32 * n32);
-        bf16_order_x(b, x, n32);
-        xp = b;
     }
     for (int64_t o = o0; o < o1; o++) {
         const uint16_t *m = s->mask + o * s->nw;
@@ -285,8 +283,27 @@ T512 static void rows512(float *y, const sparse_matrix *s, const float *x, int o
     }
 }
 
-typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
-                        int acc);
+typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, const float *xp,
+                        int o0, int o1, int acc);
+/* The calling thread's copy of x prepared for the rows function (NULL: x
+ * as it is), made once per call and thread, at [c0, c0 + in) for every
+ * piece starting at input c0. */
+typedef const float *(*prep_fn)(const sparse_matrix *s, const float *x, int slot);
+
+/* prep_fn of rows512: a BF16 bitmap reads x reordered (bf16_order_x) in
+ * the full 64-input steps of every piece; the reorder was done per row
+ * block and panel before (16-32 times per call and thread). */
+T512 static const float *prep512(const sparse_matrix *s, const float *x, int slot)
+{
+    if (s->fmt != SPARSE_FORMAT_BITMAP_BF16) return NULL;
+    float *b = xp_scratch(slot, (size_t)s->in);
+    for (int p = 0; p < sparse_npieces(s); p++) {
+        int c0;
+        const sparse_matrix *q = sparse_piece(s, p, &c0);
+        bf16_order_x(b + c0, x + c0, q->in / 64 * 2);
+    }
+    return b;
+}
 
 /* The matvec driver: threads take blocks of rows from a
  * shared counter (dynamic schedule), each block through every panel of a
@@ -307,31 +324,64 @@ typedef void (*rows_fn)(float *y, const sparse_matrix *s, const float *x, int o0
  * call than 64-row ones at 2 threads (best of 7-9 x 15 calls, 70% fp32,
  * the three 7B shapes; 128 and 512 in between / no better); prefetching
  * the start of the next panel at each block instead did not help. */
-static void matvec_rows(float *y, const sparse_matrix *s, const float *x, rows_fn rows)
+static int matvec_block(const sparse_matrix *s, int nt)
+{
+    int blk = SPARSE_MV_BLOCK;
+    while (blk > SPARSE_MV_ROWS && (s->out + blk - 1) / blk < 4 * nt) blk /= 2;
+    return blk;
+}
+
+/* y[k] = s[k] x for k < n (sparse_matvec_group): the blocks of every
+ * matrix, in order, on one dynamic schedule, so that a thread done with
+ * one matrix's blocks goes on with the next one's instead of waiting at
+ * the end of its region for the other's last block (one fork, join and
+ * tail per group instead of per matrix).  Each matrix has the blocks it
+ * has alone, and each row is computed as alone. */
+static void matvec_rows(float *const *y, const sparse_matrix *const *s, int n, const float *x,
+                        rows_fn rows, prep_fn prep)
 {
 #ifdef _OPENMP
     int nt = omp_get_max_threads();
 #else
     int nt = 1;
 #endif
-    int blk = SPARSE_MV_BLOCK;
-    while (blk > SPARSE_MV_ROWS && (s->out + blk - 1) / blk < 4 * nt) blk /= 2;
-    int nblk = (s->out + blk - 1) / blk;
-#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)s->out * s->in > SPARSE_PAR_MIN)
-    for (int b = 0; b < nblk; b++) {
-        int o0 = b * blk;
-        int o1 = o0 + blk < s->out ? o0 + blk : s->out;
-        for (int p = 0; p < sparse_npieces(s); p++) {
-            int c0;
-            const sparse_matrix *q = sparse_piece(s, p, &c0);
-            rows(y, q, x + c0, o0, o1, p > 0);
+    int blk[SPARSE_GROUP_MAX], first[SPARSE_GROUP_MAX + 1];
+    int64_t work = 0;
+    first[0] = 0;
+    for (int k = 0; k < n; k++) {
+        blk[k] = matvec_block(s[k], nt);
+        first[k + 1] = first[k] + (s[k]->out + blk[k] - 1) / blk[k];
+        work += (int64_t)s[k]->out * s[k]->in;
+    }
+#pragma omp parallel if (work > SPARSE_PAR_MIN)
+    {
+        const float *xp[SPARSE_GROUP_MAX];
+        for (int k = 0; k < n; k++) xp[k] = prep ? prep(s[k], x, k) : NULL;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int g = 0; g < first[n]; g++) {
+            int k = 0;
+            while (g >= first[k + 1]) k++;
+            const sparse_matrix *m = s[k];
+            int o0 = (g - first[k]) * blk[k];
+            int o1 = o0 + blk[k] < m->out ? o0 + blk[k] : m->out;
+            for (int p = 0; p < sparse_npieces(m); p++) {
+                int c0;
+                const sparse_matrix *q = sparse_piece(m, p, &c0);
+                rows(y[k], q, x + c0, xp[k] ? xp[k] + c0 : NULL, o0, o1, p > 0);
+            }
         }
     }
 }
 
 void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
 {
-    matvec_rows(y, s, x, rows512);
+    matvec_rows(&y, &s, 1, x, rows512, prep512);
+}
+
+void sparse_matvec_group_avx512(float *const *y, const sparse_matrix *const *s, int n,
+                                const float *x)
+{
+    matvec_rows(y, s, n, x, rows512, prep512);
 }
 
 /* Small batches (2-16 rows of X) on the fp32 bitmap: the matvec kernel
@@ -596,9 +646,10 @@ T256 static float row256_csr(const sparse_matrix *s, int64_t o, const float *x)
     return hsum256(a0) + acc;
 }
 
-T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1,
-                         int acc)
+T256 static void rows256(float *y, const sparse_matrix *s, const float *x, const float *xp,
+                         int o0, int o1, int acc)
 {
+    (void)xp; /* no prep_fn */
     if (s->fmt == SPARSE_FORMAT_NM24) {
         sparse_nm_rows256(y, s, x, o0, o1, acc);
         return;
@@ -619,7 +670,13 @@ T256 static void rows256(float *y, const sparse_matrix *s, const float *x, int o
 
 void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
 {
-    matvec_rows(y, s, x, rows256);
+    matvec_rows(&y, &s, 1, x, rows256, NULL);
+}
+
+void sparse_matvec_group_avx2(float *const *y, const sparse_matrix *const *s, int n,
+                              const float *x)
+{
+    matvec_rows(y, s, n, x, rows256, NULL);
 }
 
 /* The per-ISA vector wrappers of sparse_x86_tmpl.h, AVX2; dense_rows256
