@@ -132,8 +132,9 @@ static double allgather_s(const losa_rates *rt, double bytes, int n)
  *    Hessian (dist_sparsegpt_hinv_local) is factorised whole by every
  *    replica (no split);
  *  - its sweep and update over the replica's share of W's rows
- *    (dist_sparsegpt_rows: split), then W gathered (an all-gather of
- *    out x in floats per map);
+ *    (dist_sparsegpt_rows: split), then the rows' status and loss
+ *    all-reduced and W gathered (an all-gather of out x in floats per
+ *    map); a small Hessian's factorisation all-reduces its status;
  *  - its unstructured mask: each column block's scores of all rows are
  *    gathered (dist_select_stage: an all-gather of the counts, an
  *    all-reduce, an all-gather of out x blocksize doubles) and every
@@ -160,15 +161,17 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
            gh = rt->prune_hinv_gflops > 0 ? rt->prune_hinv_gflops : gv;
     double hinv_s = 0;
     for (int h = 0; h < 4; h++) {
-        hinv_s += (4.0 / 3.0) * ins[h] * ins[h] * ins[h] / (gh * 1e9) /
-                  (dist_sparsegpt_hinv_local((int)ins[h], dp) ? 1 : dp);
+        int local = dist_sparsegpt_hinv_local((int)ins[h], dp);
+        hinv_s += (4.0 / 3.0) * ins[h] * ins[h] * ins[h] / (gh * 1e9) / (local ? 1 : dp);
         comm += allreduce_s(rt, 8.0 * (1 + ins[h] + ins[h] * ins[h]), dp);
+        if (local) comm += allreduce_s(rt, 4, dp); /* the factorisation's status */
     }
     int bs = pc->blocksize > 0 ? pc->blocksize : 128;
     for (int m = 0; m < MODEL_N_MAPS && dp > 1; m++) {
         int o, i;
         model_map_shape(c, (model_map)m, &o, &i);
-        comm += allgather_s(rt, 4.0 * o * i, dp);
+        /* the rows' status and loss all-reduces, then W gathered */
+        comm += 2 * allreduce_s(rt, 8, dp) + allgather_s(rt, 4.0 * o * i, dp);
         if (pc->nm_m > 0) continue;
         for (int i1 = 0; i1 < i; i1 += bs) {
             int cols = i - i1 < bs ? i - i1 : bs;
