@@ -470,17 +470,6 @@ static void matvec_scalar(float *y, const sparse_matrix *s, const float *x)
     for (int o = 0; o < s->out; o++) y[o] = row_dot(s, o, x);
 }
 
-void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
-{
-    switch (sparse_get_isa()) {
-#if defined(__x86_64__)
-    case SPARSE_ISA_AVX512: sparse_matvec_avx512(y, s, x); return;
-    case SPARSE_ISA_AVX2: sparse_matvec_avx2(y, s, x); return;
-#endif
-    default: matvec_scalar(y, s, x); return;
-    }
-}
-
 void sparse_matvec_group(float *const *y, const sparse_matrix *const *s, int n, const float *x)
 {
     LOSA_CHECK(n >= 1 && n <= SPARSE_GROUP_MAX);
@@ -493,6 +482,12 @@ void sparse_matvec_group(float *const *y, const sparse_matrix *const *s, int n, 
         for (int k = 0; k < n; k++) matvec_scalar(y[k], s[k], x);
         return;
     }
+}
+
+/* A group of one: the same driver and blocks. */
+void sparse_matvec(float *y, const sparse_matrix *s, const float *x)
+{
+    sparse_matvec_group(&y, &s, 1, x);
 }
 
 /* The dense matvecs, W fp32 (bf = 0) or bf16 (bf = 1): the ISA kernels,

@@ -70,8 +70,6 @@ void sparse_nm_matmul(float *Y, const sparse_matrix *s, const float *X, int N);
 /* 2:4 rows o0 .. o1 - 1 of an unpanelled piece (rows_fn of the drivers). */
 void sparse_nm_rows512(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc);
 void sparse_nm_rows256(float *y, const sparse_matrix *s, const float *x, int o0, int o1, int acc);
-void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x);
-void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x);
 void sparse_matvec_group_avx2(float *const *y, const sparse_matrix *const *s, int n,
                               const float *x);
 void sparse_matvec_group_avx512(float *const *y, const sparse_matrix *const *s, int n,

@@ -373,11 +373,6 @@ static void matvec_rows(float *const *y, const sparse_matrix *const *s, int n, c
     }
 }
 
-void sparse_matvec_avx512(float *y, const sparse_matrix *s, const float *x)
-{
-    matvec_rows(&y, &s, 1, x, rows512, prep512);
-}
-
 void sparse_matvec_group_avx512(float *const *y, const sparse_matrix *const *s, int n,
                                 const float *x)
 {
@@ -666,11 +661,6 @@ T256 static void rows256(float *y, const sparse_matrix *s, const float *x, const
         }
         y[o] = acc ? y[o] + r : r;
     }
-}
-
-void sparse_matvec_avx2(float *y, const sparse_matrix *s, const float *x)
-{
-    matvec_rows(&y, &s, 1, x, rows256, NULL);
 }
 
 void sparse_matvec_group_avx2(float *const *y, const sparse_matrix *const *s, int n,
