@@ -360,6 +360,11 @@ void model_layer_forward(model_acts *a, const model_stage *s, int l, int B,
 void model_stage_embed(model_acts *a, const model_stage *s, const int *tokens,
                        int B, int T);
 void model_stage_head(model_acts *a, const model_stage *s, int B, int T);
+/* The stage forward up to the head: the first stage embeds tokens (B,T)
+ * into a->x, every stage runs its layers on a->x (model_stage_forward
+ * without model_stage_head; bench forward times the two apart). */
+void model_stage_forward_layers(model_acts *a, const model_stage *s, const int *tokens, int B,
+                                int T);
 /* Stage forward: first stage embeds tokens (B,T) into a->x; every stage runs
  * its layers on a->x; the last stage computes a->logits (B,T,V).
  * Not collective: the caller moves a->x between stages (model/pipeline.c). */

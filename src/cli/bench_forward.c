@@ -98,8 +98,7 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
            *th = core_calloc((size_t)iters, sizeof(double));
     for (int k = 0; k < iters; k++) {
         double t = core_time();
-        if (st.has_embed) model_stage_embed(&a, &st, tok, B, T);
-        for (int l = 0; l < st.n_layers; l++) model_layer_forward(&a, &st, l, B, T);
+        model_stage_forward_layers(&a, &st, tok, B, T);
         double t1 = core_time();
         if (st.has_head) model_stage_head(&a, &st, B, T);
         double t2 = core_time();

@@ -844,8 +844,14 @@ void model_stage_head(model_acts *a, const model_stage *s, int B, int T)
 void model_stage_forward(model_acts *a, const model_stage *s, const int *tokens,
                          int B, int T)
 {
+    model_stage_forward_layers(a, s, tokens, B, T);
+    if (s->has_head) model_stage_head(a, s, B, T);
+}
+
+void model_stage_forward_layers(model_acts *a, const model_stage *s, const int *tokens, int B,
+                                int T)
+{
     LOSA_CHECK(B <= a->B && T <= a->T);
     if (s->has_embed) model_stage_embed(a, s, tokens, B, T);
     for (int l = 0; l < s->n_layers; l++) model_layer_forward(a, s, l, B, T);
-    if (s->has_head) model_stage_head(a, s, B, T);
 }
