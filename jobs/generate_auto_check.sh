@@ -27,11 +27,7 @@ ROUNDS=${ROUNDS:-5}
 STEPS=${STEPS:-200}
 PY=${PY:-/usr/bin/python3}
 mkdir -p "$OUT"
-S260=$OUT/stories260K.h5
-MINI=$OUT/minillama.h5
-[ -f "$S260" ] || "$LOSA" import "$DATA/models/stories260K/stories260K.bin" \
-    --tokenizer "$DATA/models/stories260K/tok512.bin" --out "$S260" >/dev/null
-[ -f "$MINI" ] || "$LOSA" import "$DATA/models/minillama" --out "$MINI" >/dev/null
+source jobs/shipped_models.sh # S260, MINI
 
 # prune NAME STORE METHOD SPARSITY PATTERN: $OUT/NAME.h5 (64 C4 windows of
 # 128 tokens: the check is about speed, not quality)

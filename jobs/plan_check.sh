@@ -26,11 +26,7 @@ MPIRUN=${MPIRUN:-mpirun --oversubscribe --bind-to none}
 /usr/bin/python3 -c 'import h5py, numpy' 2>/dev/null ||
     { echo "plan_check: /usr/bin/python3 lacks h5py/numpy (make test-deps installs them)" >&2; exit 2; }
 mkdir -p "$OUT"
-S260=$OUT/stories260K.h5
-MINI=$OUT/minillama.h5
-[ -f "$S260" ] || "$LOSA" import "$DATA/models/stories260K/stories260K.bin" \
-    --tokenizer "$DATA/models/stories260K/tok512.bin" --out "$S260" >/dev/null
-[ -f "$MINI" ] || "$LOSA" import "$DATA/models/minillama" --out "$MINI" >/dev/null
+source jobs/shipped_models.sh # S260, MINI
 
 # name | store | overrides (small budgets: a few minutes per run)
 CASES=(
