@@ -494,19 +494,14 @@ static void gemm_bf16w_blas(int tb, int64_t M, int64_t N, int64_t K, float alpha
 #endif
 
 #ifdef LOSA_GEMM_ONEDNN
-/* One row of a_to_bf16: kern_bf16_round's arithmetic, bit for bit, in a
- * loop the compiler vectorises (the clones: the build targets plain
- * x86-64). */
+/* One row of a_to_bf16: kern_bf16_round in a loop the compiler vectorises
+ * (the clones: the build targets plain x86-64; gcc 12 if-converts the
+ * inline function's NaN branch, as it did the written-out copy). */
 __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
 static void row_to_bf16(uint16_t *y, const float *x, int64_t K)
 {
 #pragma omp simd
-    for (int64_t k = 0; k < K; k++) {
-        union { float f; uint32_t u; } v = {x[k]};
-        uint32_t r = v.u + 0x7fffu + ((v.u >> 16) & 1u);
-        y[k] = (v.u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((v.u >> 16) | 0x40u)
-                                                  : (uint16_t)(r >> 16);
-    }
+    for (int64_t k = 0; k < K; k++) y[k] = kern_bf16_round(x[k]);
 }
 
 /* A (M,K) fp32 rows of lda rounded to bf16 into the thread's scratch (one
