@@ -88,8 +88,8 @@ typedef struct sparse_matrix {
      * BITMAP* matrix; NULL otherwise): (out + 1) byte offsets into mask,
      * which then holds every row's nw bitmap words (fp32: padded to 4 bytes)
      * followed by its values; vals is NULL.  A thread's block of rows is
-     * one sequential stream instead of two (bitmap and values): decode
-     * 4-15% faster at 70% (sparse_x86.c). */
+     * one sequential stream instead of two (bitmap and values), which
+     * decodes faster (sparse_x86.c, prefetch_row_il). */
     int64_t *ilptr;
 } sparse_matrix;
 
