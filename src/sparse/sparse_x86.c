@@ -132,13 +132,16 @@ INLINE T512 void expand64_f32(uint64_t k, const float **pv, __m512 e[4])
  * values' prefetch covers them, but for the lines of the row's bitmap,
  * which the stream skips at a row's start: those are prefetched there.
  * Against the separate bitmap and values arrays (the same kernel, the
- * same sums: bit-identical results), 70% fp32, 2 threads, the three 7B
- * shapes, 300 alternating calls per shape after a 128 MB read flush in
- * one process, shared VM at load 5-6: best call 11-16% shorter (0.504 /
- * 1.471 / 1.434 ms against 0.585 / 1.744 / 1.583 ms); the threads' CPU
- * time per call (less disturbed by preemption than wall time) lower by a
- * paired median of 9-11%.  Median wall times were dominated by the
- * other jobs' preemption (10-15 ms per call) and told nothing. */
+ * same sums: bit-identical results), 70% fp32, the three 7B shapes,
+ * 200-300 rotating calls per variant after a 128 MB read flush in one
+ * process, shared VM at load 5-7: at 2 threads the best call 8-20%
+ * shorter (two runs; e.g. 0.448 / 1.196 / 1.475 ms against 0.555 /
+ * 1.496 / 1.611 ms) and the threads' CPU time per call (less disturbed
+ * by preemption than wall time) lower by a paired median of 9-20%; at 1
+ * thread the best call 9-14% shorter.  Median wall times at 2 threads
+ * were dominated by the other jobs' preemption (10-15 ms a call) and
+ * told nothing.  Two steps per iteration or one prefetch per step did
+ * not change it; prefetchnta was no better. */
 INLINE void prefetch64_il(const float *v, int n)
 {
     _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
