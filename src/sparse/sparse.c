@@ -152,6 +152,7 @@ void sparse_matrix_free(sparse_matrix *s)
     core_free(s->vals);
     core_free(s->idx16);
     core_free(s->idx32);
+    core_free(s->ilptr);
     memset(s, 0, sizeof *s);
 }
 
@@ -189,20 +190,35 @@ losa_status sparse_matrix_panel(sparse_matrix *s, int width)
         pm[p].nm_m = s->nm_m;
         if (s->fmt == SPARSE_FORMAT_NM24) sparse_nm_panel_fill(&pm[p], s, pcol[p]);
     }
-    for (int64_t o = 0; o < s->out && s->fmt != SPARSE_FORMAT_NM24; o++) {
-        const uint16_t *m = s->mask + o * s->nw;
-        const char *v = (const char *)s->vals + (size_t)s->rowptr[o] * vb;
-        for (int p = 0; p < np; p++) {
+    if (s->fmt != SPARSE_FORMAT_NM24) { /* bitmap panels: row-interleaved (ilptr) */
+        for (int p = 0; p < np; p++) { /* rowptr, then ilptr from it */
             sparse_matrix *q = &pm[p];
             int w0 = pcol[p] / 16;
-            int64_t n = 0;
-            for (int w = 0; w < q->nw; w++) {
-                q->mask[o * q->nw + w] = m[w0 + w];
-                n += __builtin_popcount(m[w0 + w]);
+            for (int64_t o = 0; o < s->out; o++) {
+                int64_t n = 0;
+                for (int w = 0; w < q->nw; w++) n += __builtin_popcount(s->mask[o * s->nw + w0 + w]);
+                q->rowptr[o + 1] = q->rowptr[o] + n;
             }
-            q->rowptr[o + 1] = q->rowptr[o] + n;
-            memcpy((char *)q->vals + (size_t)q->rowptr[o] * vb, v, (size_t)n * vb);
-            v += (size_t)n * vb;
+            core_free(q->mask);
+            core_free(q->vals);
+            q->vals = NULL;
+            q->ilptr = core_calloc((size_t)s->out + 1, sizeof(int64_t));
+            int64_t mb = sparse_il_mask_bytes(q);
+            for (int64_t o = 0; o < s->out; o++)
+                q->ilptr[o + 1] = q->ilptr[o] + mb + (int64_t)vb * (q->rowptr[o + 1] - q->rowptr[o]);
+            /* padded as vals: vector loads past a row's last value */
+            q->mask = core_calloc((size_t)q->ilptr[s->out] + SPARSE_VAL_PAD * vb, 1);
+        }
+        for (int64_t o = 0; o < s->out; o++) {
+            const char *v = (const char *)s->vals + (size_t)s->rowptr[o] * vb;
+            for (int p = 0; p < np; p++) {
+                sparse_matrix *q = &pm[p];
+                char *r = (char *)q->mask + q->ilptr[o];
+                size_t n = (size_t)(q->rowptr[o + 1] - q->rowptr[o]) * vb;
+                memcpy(r, s->mask + o * s->nw + pcol[p] / 16, (size_t)q->nw * sizeof(uint16_t));
+                memcpy(r + sparse_il_mask_bytes(q), v, n);
+                v += n;
+            }
         }
     }
     core_free(s->rowptr);
@@ -263,8 +279,10 @@ static losa_status panels_check(const sparse_matrix *s, const char *where)
 losa_status sparse_matrix_check(const sparse_matrix *s, const char *where)
 {
     if (s->npanel) return panels_check(s, where);
+    int il = s->ilptr != NULL;
     if (!sparse_format_valid(s->fmt) || s->out <= 0 || s->in <= 0 || s->nw != (s->in + 15) / 16 ||
-        s->nnz < 0 || s->nnz > (int64_t)s->out * s->in || !s->rowptr || !s->vals)
+        s->nnz < 0 || s->nnz > (int64_t)s->out * s->in || !s->rowptr || !s->vals == !il ||
+        (il && (s->fmt == SPARSE_FORMAT_CSR || s->fmt == SPARSE_FORMAT_NM24)))
         return core_err(LOSA_ERR_FORMAT, "%s: format %d, shape (%d, %d), nnz %lld: inconsistent",
                         where, (int)s->fmt, s->out, s->in, (long long)s->nnz);
     if (!((s->nm_n == 0 && s->nm_m == 0) || (s->nm_n == 2 && s->nm_m == 4) ||
@@ -295,9 +313,18 @@ losa_status sparse_matrix_check(const sparse_matrix *s, const char *where)
         return LOSA_OK;
     }
     if (!s->mask) return core_err(LOSA_ERR_FORMAT, "%s: bitmap missing", where);
+    if (il) { /* each row: its bitmap words (padded) and its values */
+        size_t vb = s->fmt == SPARSE_FORMAT_BITMAP_BF16 ? sizeof(uint16_t) : sizeof(float);
+        for (int64_t o = 0; o < s->out; o++)
+            if (s->ilptr[o + 1] - s->ilptr[o] !=
+                    sparse_il_mask_bytes(s) + (int64_t)vb * (s->rowptr[o + 1] - s->rowptr[o]) ||
+                s->ilptr[0] != 0)
+                return core_err(LOSA_ERR_FORMAT, "%s: row %lld: interleaved offsets do not match "
+                                "rowptr", where, (long long)o);
+    }
     unsigned tail = s->in % 16 ? (0xffffu << (s->in % 16)) & 0xffffu : 0u; /* bits past in */
     for (int64_t o = 0; o < s->out; o++) {
-        const uint16_t *m = s->mask + o * s->nw;
+        const uint16_t *m = sparse_row_mask(s, o);
         int64_t bits = 0;
         for (int w = 0; w < s->nw; w++) bits += __builtin_popcount(m[w]);
         if (m[s->nw - 1] & tail)
@@ -319,6 +346,7 @@ size_t sparse_matrix_bytes(const sparse_matrix *s)
         return b;
     }
     size_t b = ((size_t)s->out + 1) * sizeof(int64_t);
+    if (s->ilptr) return b + (size_t)s->ilptr[s->out]; /* the kernels read ilptr, not rowptr */
     size_t nnz = (size_t)s->nnz;
     switch (s->fmt) {
     case SPARSE_FORMAT_BITMAP: return b + (size_t)s->out * s->nw * 2 + nnz * 4;
@@ -342,9 +370,13 @@ size_t sparse_matrix_bytes(const sparse_matrix *s)
                 float VAL = vf_[p_];                                           \
                 BODY;                                                          \
             }                                                                  \
-        } else {                                                               \
+        } else { /* either layout (ilptr): the row's own arrays */          \
+            const uint16_t *mr_ = sparse_row_mask(s, o);                       \
+            vf_ = sparse_row_vals(s, o);                                       \
+            vh_ = sparse_row_vals(s, o);                                       \
+            p_ = 0;                                                            \
             for (int w_ = 0; w_ < (s)->nw; w_++) {                             \
-                unsigned m_ = (s)->mask[(int64_t)(o) * (s)->nw + w_];          \
+                unsigned m_ = mr_[w_];                                         \
                 for (int j_ = 0; j_ < 16; j_++) {                              \
                     if (!(m_ >> j_ & 1u)) continue;                            \
                     int64_t COL = 16 * w_ + j_;                                \

@@ -47,6 +47,26 @@ static inline const sparse_matrix *sparse_piece(const sparse_matrix *s, int p, i
     return s->npanel ? &s->panel[p] : s;
 }
 
+/* Rows of a BITMAP* matrix in either layout (sparse_matrix.ilptr): the
+ * nw bitmap words of row o and its packed values (float or bf16). */
+static inline int64_t sparse_il_mask_bytes(const sparse_matrix *s)
+{ /* fp32 values start on 4 bytes */
+    return s->fmt == SPARSE_FORMAT_BITMAP_BF16 ? (int64_t)s->nw * 2 : ((int64_t)s->nw * 2 + 3) / 4 * 4;
+}
+
+static inline const uint16_t *sparse_row_mask(const sparse_matrix *s, int64_t o)
+{
+    return s->ilptr ? (const uint16_t *)((const char *)s->mask + s->ilptr[o])
+                    : s->mask + o * s->nw;
+}
+
+static inline const void *sparse_row_vals(const sparse_matrix *s, int64_t o)
+{
+    if (s->ilptr) return (const char *)s->mask + s->ilptr[o] + sparse_il_mask_bytes(s);
+    return s->fmt == SPARSE_FORMAT_BITMAP_BF16 ? (const void *)((const uint16_t *)s->vals + s->rowptr[o])
+                                               : (const void *)((const float *)s->vals + s->rowptr[o]);
+}
+
 /* Transposes for prefill: XT (in, ldt) <- X (N, in) with zero padding of
  * columns N..ldt-1; Y (N, out) <- YT (out, ldt).  Threaded. */
 void sparse_transpose_in(float *XT, int ldt, const float *X, int N, int in);

@@ -103,7 +103,11 @@ INLINE VTGT void VSUF(mm_row)(float *yt, const sparse_matrix *s, const float *XT
         }
     } else {
         int bf = s->fmt == SPARSE_FORMAT_BITMAP_BF16;
-        const uint16_t *m = s->mask + o * s->nw;
+        const uint16_t *m = sparse_row_mask(s, o);
+        /* p counts from rowptr[o]: the row's values (either layout) at p - p0 */
+        const int64_t p0 = s->rowptr[o];
+        vf = sparse_row_vals(s, o);
+        vh = sparse_row_vals(s, o);
         int w1 = (c1 + 15) / 16 < s->nw ? (c1 + 15) / 16 : s->nw;
         for (int w = c0 / 16; w < w1; w += 4) {
             uint64_t bits = 0;
@@ -115,7 +119,7 @@ INLINE VTGT void VSUF(mm_row)(float *yt, const sparse_matrix *s, const float *XT
                 int j = __builtin_ctzll(bits);
                 bits &= bits - 1;
                 const float *xp = xw + (int64_t)j * ldt;
-                VSUF(vec) wv = VSUF(vset1)(bf ? kern_bf16_value(vh[p]) : vf[p]);
+                VSUF(vec) wv = VSUF(vset1)(bf ? kern_bf16_value(vh[p - p0]) : vf[p - p0]);
                 p++;
                 for (int u = 0; u < nv; u++)
                     acc[u] = VSUF(vfmadd)(wv, VSUF(vload)(xp + VL * u), acc[u]);
