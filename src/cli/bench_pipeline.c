@@ -90,6 +90,7 @@ static losa_status stage_load(const char *model, const model_config *c, int p, i
 typedef struct {
     double step_s;   /* best step wall time */
     double busy[8];  /* per stage busy seconds of that step (stage order) */
+    double fwd[8];   /* of which its forward steps (lora_step_stats forward_seconds) */
     int pp;
 } measure;
 
@@ -119,18 +120,20 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
     for (int k = 0; k <= iters && st == LOSA_OK; k++) {
         if (d) dist_barrier(d);
         st = lora_train_step(&tr, tok, tgt, &ss);
-        double v[2 + 8] = {ss.seconds, 0};
+        double v[2 + 16] = {ss.seconds, 0};
         if (d) { /* wall = slowest rank; busy per stage from replica 0 */
             memset(v, 0, sizeof v);
             v[0] = dist_rank(d) == 0 ? ss.seconds : 0;
-            if (dist_replica(d) == 0 && p < 8) v[2 + p] = ss.busy_seconds;
-            dist_sum_doubles(d, v, 10);
+            if (dist_replica(d) == 0 && p < 8)
+                v[2 + p] = ss.busy_seconds, v[10 + p] = ss.forward_seconds;
+            dist_sum_doubles(d, v, 18);
         } else {
             v[2] = ss.busy_seconds;
+            v[10] = ss.forward_seconds;
         }
         if (k > 0 && v[0] < out->step_s) {
             out->step_s = v[0];
-            for (int q = 0; q < pp && q < 8; q++) out->busy[q] = v[2 + q];
+            for (int q = 0; q < pp && q < 8; q++) out->busy[q] = v[2 + q], out->fwd[q] = v[10 + q];
         }
     }
     lora_trainer_free(&tr);
@@ -194,6 +197,7 @@ typedef struct {
     char name[32];
     int count[2];
     double cost[2];
+    double fwd[2]; /* of which the forward step (the last stage's with the head) */
     measure m;
 } split_case;
 
@@ -221,21 +225,20 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
                             "A, B >= 1 and A + B = %d layers)", item, L);
     }
     for (int q = 0; q < 2; q++)
-        sc->cost[q] = sc->count[q] * k.layer + (q == 0 ? k.embed : k.head);
+        sc->cost[q] = sc->count[q] * k.layer + (q == 0 ? k.embed : k.head),
+        sc->fwd[q] = sc->count[q] * k.layer_fwd + (q == 0 ? k.embed : k.head);
     return LOSA_OK;
 }
 
-/* 1F1B bubble of P stages with micro-batch times t (M micro-batches):
- * wall = sum t + (M-1) max t, bubble = mean over stages of 1 - M t / wall. */
-static double bubble_of(const double *t, int P, int M)
+/* 1F1B bubble of 2 stages whose micro-batch costs t split into forward
+ * steps f and backwards t - f, one exchange of x seconds: wall = the
+ * trainer's 1F1B schedule (lora_schedule_seconds), bubble = mean over the
+ * stages of 1 - M t / wall. */
+static double bubble_of(const double *t, const double *f, int M, double x)
 {
-    double sum = 0, mx = 0;
-    for (int q = 0; q < P; q++) {
-        sum += t[q];
-        mx = t[q] > mx ? t[q] : mx;
-    }
-    double wall = sum + (M - 1) * mx;
-    return wall > 0 ? 1 - M * (sum / P) / wall : 0;
+    double fw[2] = {f[0], f[1]}, bw[2] = {t[0] - f[0], t[1] - f[1]};
+    double wall = lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, M, fw, bw, x);
+    return wall > 0 ? 1 - M * 0.5 * (t[0] + t[1]) / wall : 0;
 }
 
 /* Collective on the (2,1) layout: the seconds of one blocking exchange of n
@@ -260,14 +263,12 @@ static double exchange_s(dist_ctx *d, size_t n)
     return m;
 }
 
-/* The 1F1B bubble of bubble_of with each stage's micro-batch time
- * cost_s x scale + x (one exchange x per micro-batch on each of the two
- * stages' time), busy the compute only: 1 - M mean(cost scale) / wall. */
-static double bubble_msgs(const double *cost, double scale, double x, int M)
+/* The 1F1B bubble of bubble_of with each stage's micro-batch cost in
+ * seconds (cost x scale) and one exchange of x seconds. */
+static double bubble_msgs(const double *cost, const double *fwd, double scale, double x, int M)
 {
-    double t[2] = {cost[0] * scale + x, cost[1] * scale + x};
-    double wall = t[0] + t[1] + (M - 1) * (t[0] > t[1] ? t[0] : t[1]);
-    return wall > 0 ? 1 - M * 0.5 * (cost[0] + cost[1]) * scale / wall : 0;
+    double t[2] = {cost[0] * scale, cost[1] * scale}, f[2] = {fwd[0] * scale, fwd[1] * scale};
+    return bubble_of(t, f, M, x);
 }
 
 int bench_pipeline(dist_ctx *d, int argc, char **argv)
@@ -397,19 +398,21 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
            bmsgs[MAX_SPLITS], bgpipe = 0;
     for (int q = 0; q < ns; q++) {
         measure *x = &sc[q].m;
-        double t[2] = {x->busy[0] / M, x->busy[1] / M};
+        double t[2] = {x->busy[0] / M, x->busy[1] / M}, tf[2] = {x->fwd[0] / M, x->fwd[1] / M};
         bub[q] = 0;
         for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
-        bsched[q] = bubble_of(t, 2, M);
-        bmodel[q] = bubble_of(sc[q].cost, 2, M);
+        bsched[q] = bubble_of(t, tf, M, 0);
+        bmodel[q] = bubble_of(sc[q].cost, sc[q].fwd, M, 0);
         /* the cost model's stages in seconds (the measured busy time of
          * the step per unit of modelled cost: units only, the stages'
          * ratio stays the model's) plus the measured exchange */
         double cs = sc[q].cost[0] + sc[q].cost[1], bs = x->busy[0] + x->busy[1];
-        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, bs / (M * cs), xchg, M) : bmodel[q];
+        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, sc[q].fwd, bs / (M * cs), xchg, M) : bmodel[q];
         /* the same split under the cost model's head (no measurement) */
-        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head};
-        bmodel0[q] = bubble_of(c0, 2, M);
+        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head},
+               f0[2] = {sc[q].count[0] * k0.layer_fwd + k0.embed,
+                        sc[q].count[1] * k0.layer_fwd + k0.head};
+        bmodel0[q] = bubble_of(c0, f0, M, 0);
     }
     for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);
     core_log("%-14s %12s %10s %12s\n", "layout", "tokens/s", "step s", "of 2x peak");
@@ -420,10 +423,12 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         for (int q = 0; q < ns; q++)
             core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (head "
                      "modelled %.3f; cost "
-                     "model: stages %.2f : 1), schedule %.3f (stage busy %.3f, %.3f of %.3f s)\n",
+                     "model: stages %.2f : 1, forward shares %.2f, %.2f), schedule %.3f (stage busy "
+                     "%.3f, %.3f of %.3f s; forward steps %.3f, %.3f s)\n",
                      sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q], bmodel0[q],
-                     sc[q].cost[0] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
-                     sc[q].m.step_s);
+                     sc[q].cost[0] / sc[q].cost[1], sc[q].fwd[0] / sc[q].cost[0],
+                     sc[q].fwd[1] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
+                     sc[q].m.step_s, sc[q].m.fwd[0], sc[q].m.fwd[1]);
         core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
                  sc[0].name, bgpipe, bequal);
         core_log("stage exchange of %d x %d x %d floats each way: %.1f us (measured); 1F1B "
@@ -452,6 +457,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                 cJSON_AddNumberToObject(e, "bubble_measured", bub[q]);
                 cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);
                 cJSON_AddItemToObject(e, "stage_busy_s", cJSON_CreateDoubleArray(sc[q].m.busy, 2));
+                cJSON_AddItemToObject(e, "stage_forward_s", cJSON_CreateDoubleArray(sc[q].m.fwd, 2));
+                cJSON_AddItemToObject(e, "stage_forward_cost", cJSON_CreateDoubleArray(sc[q].fwd, 2));
                 cJSON_AddNumberToObject(e, "step_s", sc[q].m.step_s);
             }
             cJSON_AddItemToArray(arr, e);

@@ -186,19 +186,21 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
 /* Training on n examples: optimizer steps of train.batch x grad_accum
  * sequences, each replica running grad_accum / dp micro-batches through
  * the pipeline, then the gradient all-reduce over the replicas.  The
- * pipeline's step (1F1B or GPipe) with stage micro-batch times t_s: the
- * first micro-batch crosses every stage (forward and backward: sum t_s),
- * the other m - 1 follow the slowest stage ((m - 1) max t_s); with equal
- * stages this is the (m + pp - 1) slots of (pp - 1) / (m + pp - 1) bubble,
- * with unequal ones the fill and drain cost the stages' own times, not
- * pp - 1 slots of the slowest. */
+ * pipeline's step is the schedule the trainer runs (1F1B or GPipe,
+ * lora_schedule_seconds: each stage's forwards, backwards and blocking
+ * exchanges in the trainer's order) with each stage's forward and backward
+ * of a micro-batch; with equal stages that is (m + pp - 1) slots, with
+ * unequal ones the fill and drain cost what the stages before and after
+ * the slowest one spend on them (a slow first stage overlaps its own
+ * forwards with the later stages' work; sum t + (m - 1) max t, the bound
+ * of a slow last stage, over-counts it). */
 static double train_phase(const run_settings *rs, const model_config *c, int pp, int dp,
                           const int *count, const model_stage_cost *k, double n,
                           const losa_rates *rt, double *busy)
 {
     const lora_train_config *tc = &rs->train.tc;
     double steps = ceil_div(n, (double)tc->B * tc->grad_accum), m = ceil_div(tc->grad_accum, dp);
-    double worst = 0, sum = 0, act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
+    double act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
     for (int q = 0; q < MODEL_N_MAPS; q++) { /* adapter gradients: r_max (in + out) floats */
         int o, i;
         model_map_shape(c, (model_map)q, &o, &i);
@@ -212,24 +214,27 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
                                      rs->lora.lc.dropout > 0, tc->ckpt) /
                    (rt->train_gflops * 1e9),
            all = c->n_layers * k->layer + k->embed + k->head;
+    /* a layer's forward: as bench train measured its share (elementwise
+     * work and dropout weigh on it more than their FLOPs), or modelled */
+    double lf = rt->train_fwd_share > 0 ? rt->train_fwd_share * k->layer : k->layer_fwd;
+    double x = msg_s(rt, act), f[pp], b[pp];
     for (int s = 0; s < pp; s++) {
-        double mb = whole *
-                    (count[s] * k->layer + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0)) /
-                    all;
+        double u = whole / all;
+        /* the forward step: the layers' forwards, the embedding, and on the
+         * last stage the head with the loss's backward (fwd_compute) */
+        f[s] = u * (count[s] * lf + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0));
+        b[s] = u * count[s] * (k->layer - lf);
         /* per neighbour one blocking exchange a micro-batch, on this
          * stage's time (no communication thread): the 1F1B steady state
          * pairs the activations forward with a gradient back in one
          * send+receive (model_stage_send_output_recv_grad), both
          * directions at once: one message's time */
-        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1));
-        busy[s] = steps * m * mb;
-        worst = mb > worst ? mb : worst;
-        sum += mb;
+        busy[s] = steps * m * (f[s] + b[s] + x * ((s > 0) + (s < pp - 1)));
         most = count[s] > most ? count[s] : most;
     }
     double ar = allreduce_s(rt, most * layer_grads, dp);
     for (int s = 0; s < pp; s++) busy[s] += steps * ar;
-    return steps * (sum + (m - 1) * worst + ar);
+    return steps * (lora_schedule_seconds(tc->schedule, pp, (int)m, f, b, x) + ar);
 }
 
 static void add(double *acc, const double *x, int n, double times)
