@@ -208,13 +208,12 @@ sys.exit(0 if w > 0 and abs(d - w) <= 1e-9 * w else 1)' "$t0" "$t1"
 # and calibration tokens (minillama, 16 x 256): doubling every measured time
 # adds exactly one more of them per layer and step, so the LoSA prune step
 # grows by L x (SparseGPT: statistics + hinv + mask + sweep + update;
-# Wanda: mask); on 2 replicas the statistics cover half the windows, the
-# SparseGPT sweep and update are split over the two (rows), and neither the
-# factorisations (minillama's widths 256 and 768 are at most
-# DIST_HINV_LOCAL_MAX: every replica factorises alone) nor the unstructured
-# mask (dist_select_stage gathers each block's scores of all rows and every
-# replica selects over them) are:
-# L x (stats / 2 + hinv + mask + (sweep + update) / 2) = 6 x (0.05 + 0.2 + 0.3 + 0.45) = 6.0.
+# Wanda: mask); on 2 replicas the statistics cover half the windows, and
+# nothing else is split: minillama's widths 256 and 768 are at most
+# DIST_HINV_LOCAL_MAX (every replica factorises alone) and its maps (at
+# most 768 x 256 weights) at most DIST_ROWS_LOCAL_MAX (every replica sweeps
+# and masks all rows of its own copy):
+# L x (stats / 2 + hinv + mask + sweep + update) = 6 x (0.05 + 0.2 + 0.3 + 0.9) = 8.7.
 bp_json() { # factor -> a bench prune JSON for minillama's layer shape
     $PY -c 'import json,sys; f=float(sys.argv[1]); print(json.dumps({"wanda_s": 0.7*f, "sparsegpt_s": 1.5*f,
 "forward_s": 0.1, "breakdown": {"wanda": {"stats_s": 0.01*f, "mask_s": 0.7*f}, "sparsegpt": {"stats_s": 0.1*f,
@@ -224,7 +223,7 @@ bp_json() { # factor -> a bench prune JSON for minillama's layer shape
 bp_json 1 >"$W/bp1.json"; bp_json 2 >"$W/bp2.json"
 PR=(--set model.store=$MINI --set losa.mode=losa --set losa.steps=2 --set data.calib_n=16
     --set data.calib_seqlen=256 "${NET[@]}")
-for case in "sparsegpt 1 9.0" "sparsegpt 2 6.0" "wanda 1 4.2"; do
+for case in "sparsegpt 1 9.0" "sparsegpt 2 8.7" "wanda 1 4.2"; do
     read -r meth dp want <<<"$case"
     a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=$meth --set parallel.pp=1 \
         --set parallel.dp=$dp --bench "$W/bp1.json" --json 2>/dev/null)
@@ -235,25 +234,24 @@ for case in "sparsegpt 1 9.0" "sparsegpt 2 6.0" "wanda 1 4.2"; do
 w = float(sys.argv[3]); print(b - a, w); sys.exit(0 if abs((b - a) - w) <= 1e-9 * w else 1)' "$a" "$b" "$want"
 done
 # the replicas' messages of a SparseGPT layer (prune_layer,
-# dist_sparsegpt_rows, dist_select_stage), counted by hand for minillama on
-# 2 replicas: all-reduces (2 (dp - 1) = 2 messages each) of the column sums,
-# the two reconstruction sums and the four Hessians = 7 x 2 = 14; per map an
-# all-reduces of the rows' status and loss (2 x 2) and an all-gather of W
-# (dp - 1 = 1 message): 7 x 5 = 35; the four Hessians (256 and 768 wide:
-# factorised on every replica) each all-reduce their status: 4 x 2 = 8;
-# per column block of 128 an all-gather of the counts (1), an all-reduce
-# (2) and an all-gather of the scores (1): q, k, v, o, gate, up have 256
-# inputs (2 blocks), down 768 (6): 18 blocks x 4 = 72; 14 + 35 + 8 + 72 =
-# 129 messages per layer.  At 1000 us per message (and 1e6 Gbit/s: the
-# bytes ~ 0) a prune step of the 6 layers grows by 6 x 129 x 1e-3 =
-# 0.774 s over 0 us.
+# dist_sparsegpt_rows, dist_sparsegpt_hinv), counted by hand for minillama
+# on 2 replicas: all-reduces (2 (dp - 1) = 2 messages each) of the column
+# sums, the two reconstruction sums and the four Hessians = 7 x 2 = 14; the
+# four Hessians (256 and 768 wide: factorised on every replica) each
+# all-reduce their status: 4 x 2 = 8; the 7 maps (at most 768 x 256
+# weights: swept whole on every replica, no score gathers, no gather of W)
+# each all-reduce their status: 7 x 2 = 14; 14 + 8 + 14 = 36 messages per
+# layer (129 when the rows were split: 18 column blocks of 4 messages and
+# per map a gather of W and two all-reduces more).  At 1000 us per message
+# (and 1e6 Gbit/s: the bytes ~ 0) a prune step of the 6 layers grows by
+# 6 x 36 x 1e-3 = 0.216 s over 0 us.
 a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=sparsegpt --set parallel.pp=1 \
     --set parallel.dp=2 --bench "$W/bp1.json" --json 2>/dev/null)
 b=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=sparsegpt --set parallel.pp=1 \
     --set parallel.dp=2 --bench "$W/bp1.json" --net-latency-us 1000 --json 2>/dev/null)
-check "plan, SparseGPT on 2 replicas: 129 messages per layer (a prune step +0.774 s at 1 ms each)" \
+check "plan, SparseGPT on 2 replicas: 36 messages per layer (a prune step +0.216 s at 1 ms each)" \
     $PY -c 'import json,sys; a, b = (json.loads(x)["step_seconds"]["losa_prune"] for x in sys.argv[1:3])
-print(b - a); sys.exit(0 if abs((b - a) - 0.774) <= 1e-6 else 1)' "$a" "$b"
+print(b - a); sys.exit(0 if abs((b - a) - 0.216) <= 1e-6 else 1)' "$a" "$b"
 check "plan --bench prune: the assumptions name the measured pruner rates" \
     grep -q "pruners (--bench)" <<<"$("$LOSA" plan input/default.ini "${PR[@]}" --set parallel.pp=1 \
         --set parallel.dp=1 --bench "$W/bp1.json" 2>&1)"

@@ -140,6 +140,9 @@ static double allgather_s(const losa_rates *rt, double bytes, int n)
  *    all-reduce, an all-gather of out x blocksize doubles) and every
  *    replica selects over all of them, so the mask work (the selection
  *    dominates it) is not split; N:M masks are per row (split);
+ *  - a small map (dist_sparsegpt_rows_local) is swept whole by every
+ *    replica: its sweep, update and mask not split, one status all-reduce
+ *    and no other message;
  *  - Wanda's / magnitude's masks on every replica (not split). */
 static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
                        const losa_rates *rt)
@@ -154,7 +157,7 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     if (pc->method != PRUNE_METHOD_MAGNITUDE)
         comm += allreduce_s(rt, 8.0 * N * (3.0 * c->dim + c->hidden_dim), dp);
     if (!sgpt) return mask + comm;
-    double stats, hinv, sweep;
+    double stats, hinv, sweep, sweep_split = 0, w_split = 0;
     losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &hinv, &sweep);
     double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
            gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops,
@@ -170,6 +173,12 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     for (int m = 0; m < MODEL_N_MAPS && dp > 1; m++) {
         int o, i;
         model_map_shape(c, (model_map)m, &o, &i);
+        if (dist_sparsegpt_rows_local(o, i, dp)) { /* whole on every replica */
+            comm += allreduce_s(rt, 4, dp);
+            continue;
+        }
+        sweep_split += 2.0 * o * (double)i * i; /* losa_pruner_flops' share of this map */
+        w_split += (double)o * i;
         /* the rows' status and loss all-reduces, then W gathered */
         comm += 2 * allreduce_s(rt, 8, dp) + allgather_s(rt, 4.0 * o * i, dp);
         if (pc->nm_m > 0) continue;
@@ -179,8 +188,10 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
                     allgather_s(rt, 8.0 * o * cols, dp);
         }
     }
-    return stats / (gs * 1e9) + hinv_s + sweep / (gv * 1e9) / dp +
-           (pc->nm_m > 0 ? mask / dp : mask) + comm;
+    /* the split maps' sweep over the replicas; N:M masks split with them */
+    double split = dp > 1 ? sweep_split : sweep, ws = dp > 1 ? w_split / weights : 1;
+    return stats / (gs * 1e9) + hinv_s + (sweep - split + split / dp) / (gv * 1e9) +
+           (pc->nm_m > 0 ? mask * (1 - ws + ws / dp) : mask) + comm;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
