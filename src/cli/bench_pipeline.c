@@ -1,5 +1,5 @@
 /* losa bench pipeline [--model STORE.h5] [--batch B] [--seqlen T]
- *                     [--micro M] [--iters K] [--split LIST] [--json]
+ *                     [--micro M] [--iters K] [--warmup W] [--split LIST] [--json]
  * Training throughput (masked LoRA, dropout 0.1) of a minillama-shaped model
  * (random weights pruned 50% by magnitude: D 256, F 768, L 6, H 8, Hkv 4,
  * V 32000) or of a store, for three ways of using two cores:
@@ -9,7 +9,10 @@
  * Run it under `mpirun -np 2` (the layouts are switched in-process with
  * dist_set_layout); with one rank only (1,1) is measured.  An optimizer
  * step is M micro-batches of B x T tokens; tokens/s = M B T / step time
- * (best of K steps after one warm-up).
+ * (best of K steps after --warmup W untimed ones, 2 by default, on every
+ * layout and split afresh: the first steps of a layout touch its fresh
+ * buffers, create the GEMM engine's primitives for the shapes and make the
+ * first exchanges; the bubble is the steady state's; JSON warmup_steps).
  * Stage split of (2,1): --split LIST, comma-separated, each `cost` (the
  * run's split: model_split_stages under model_stage_cost_train at this
  * micro-batch, what `losa run` and `losa plan` use), `params` (the split by
@@ -24,9 +27,12 @@
  * Pipeline bubble: per stage, the idle fraction of the step 1 - busy/wall
  * (busy = this rank's forward/backward/update compute), averaged over the
  * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
- * cost model (stage micro-batch times t_s: wall sum t + (M-1) max t, so the
- * bubble is 1 - M mean t / wall); `bubble_schedule` the same formula with
- * the measured t_s = busy_s / M (what the schedule alone implies);
+ * cost model (stage micro-batch times t_s, split into the forward step and
+ * the backward by model_stage_cost.layer_fwd, the last stage's forward with
+ * the head: wall = the trainer's 1F1B order, lora_schedule_seconds, and the
+ * bubble 1 - M mean t / wall); `bubble_schedule` the same with the measured
+ * t_s = busy_s / M and forward steps stage_forward_s / M (what the
+ * schedule alone implies);
  * `bubble_model_msgs` bubble_model with each stage's micro-batch in seconds
  * (the cost model's stage ratio, the measured busy seconds per unit of
  * cost) plus one measured stage exchange (`exchange_s`: a blocking
@@ -97,8 +103,8 @@ typedef struct {
 /* Collective when d != NULL: K timed steps of the layout d is set to (or
  * the whole model on this process when d == NULL). */
 static losa_status run_layout(dist_ctx *d, const char *model, const model_config *c,
-                              const int *split, const lora_train_config *tc, int iters,
-                              const int *tok, const int *tgt, measure *out)
+                              const int *split, const lora_train_config *tc, int warm,
+                              int iters, const int *tok, const int *tgt, measure *out)
 {
     model_stage s;
     lora_adapters ad;
@@ -117,7 +123,7 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
         out->step_s = 1e30;
     }
     lora_step_stats ss;
-    for (int k = 0; k <= iters && st == LOSA_OK; k++) {
+    for (int k = 0; k < warm + iters && st == LOSA_OK; k++) {
         if (d) dist_barrier(d);
         st = lora_train_step(&tr, tok, tgt, &ss);
         double v[2 + 16] = {ss.seconds, 0};
@@ -131,7 +137,7 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
             v[2] = ss.busy_seconds;
             v[10] = ss.forward_seconds;
         }
-        if (k > 0 && v[0] < out->step_s) {
+        if (k >= warm && v[0] < out->step_s) {
             out->step_s = v[0];
             for (int q = 0; q < pp && q < 8; q++) out->busy[q] = v[2 + q], out->fwd[q] = v[10 + q];
         }
@@ -274,7 +280,7 @@ static double bubble_msgs(const double *cost, const double *fwd, double scale, d
 int bench_pipeline(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v, *splits = "cost";
-    int B = 1, T = 128, M = 8, iters = 2, json = 0;
+    int B = 1, T = 128, M = 8, iters = 2, warm = 2, json = 0;
     double head_opt = -1; /* < 0: measure */
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
@@ -283,6 +289,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) s = cli_int("--seqlen", v, 2, 1048576, &T);
         else if ((v = cli_opt(argc, argv, &i, "--micro"))) s = cli_int("--micro", v, 1, 65536, &M);
         else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        else if ((v = cli_opt(argc, argv, &i, "--warmup"))) s = cli_int("--warmup", v, 0, 1000000, &warm);
         else if ((v = cli_opt(argc, argv, &i, "--split"))) splits = v;
         else if ((v = cli_opt(argc, argv, &i, "--head-cost-layers"))) {
             char *end = NULL;
@@ -294,7 +301,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa bench pipeline "
                           "[--model STORE.h5] [--batch B] [--seqlen T] [--micro M] [--iters K] "
-                          "[--split cost|params|A+B,...] [--head-cost-layers H] [--json])", argv[i]);
+                          "[--warmup W] [--split cost|params|A+B,...] [--head-cost-layers H] [--json])", argv[i]);
     }
     if (s == LOSA_OK && (B < 1 || T < 2 || M < 1 || iters < 1))
         s = core_err(LOSA_ERR_ARG, "need --batch >= 1, --seqlen >= 2, --micro >= 1, --iters >= 1");
@@ -316,7 +323,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     tc.B = B;
     tc.T = T;
     tc.grad_accum = M;
-    tc.steps = iters + 1;
+    tc.steps = warm + iters;
     lora_config lc;
     lora_config_default(&lc);
     split_case sc[MAX_SPLITS];
@@ -350,7 +357,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         /* the head's cost with one thread, as a pipeline stage runs it */
         head_meas = head_opt < 0 ? bench_head_cost_layers(&c, &lc, &tc, iters) : head_opt;
         kern_gemm_threads(2);
-        s = run_layout(NULL, model, &c, NULL, &tc, iters, tok, tgt, &m11);
+        s = run_layout(NULL, model, &c, NULL, &tc, warm, iters, tok, tgt, &m11);
         kern_gemm_threads(1);
     }
     dist_barrier_idle(d); /* rank 1 sleeps meanwhile: rank 0 has both cores */
@@ -379,12 +386,12 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         int rounds = ns > 1 ? 3 : 1;
         for (int k = 0; k < rounds && s == LOSA_OK; k++)
             for (int q = 0; q < ns && s == LOSA_OK; q++)
-                s = run_layout(d, model, &c, sc[q].count, &tc, iters, tok, tgt, &sc[q].m);
+                s = run_layout(d, model, &c, sc[q].count, &tc, warm, iters, tok, tgt, &sc[q].m);
         lora_train_config tg = tc;
         tg.schedule = LORA_SCHEDULE_GPIPE;
-        if (s == LOSA_OK) s = run_layout(d, model, &c, sc[0].count, &tg, iters, tok, tgt, &m21g);
+        if (s == LOSA_OK) s = run_layout(d, model, &c, sc[0].count, &tg, warm, iters, tok, tgt, &m21g);
         if (s == LOSA_OK && (s = dist_set_layout(d, 1, 2)) == LOSA_OK)
-            s = run_layout(d, model, &c, NULL, &tc, iters, tok, tgt, &m12);
+            s = run_layout(d, model, &c, NULL, &tc, warm, iters, tok, tgt, &m12);
         dist_set_layout(d, 2, 1);
     }
     free(tok);
@@ -481,6 +488,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "bubble_equal_stages", bequal);
         cJSON_AddItemToObject(o, "stage_layers", cJSON_CreateIntArray(sc[0].count, 2));
         cJSON_AddNumberToObject(o, "micro_batches", M);
+        cJSON_AddNumberToObject(o, "warmup_steps", warm); /* untimed, per layout */
+        cJSON_AddNumberToObject(o, "timed_steps", iters);
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "ranks", dist_size(d));
