@@ -401,7 +401,9 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * SparseGPT layer splits its sweep and update (rows) but not its mask
  * selection (every replica selects over all rows' gathered scores) nor a
  * small Hessian's factorisation, and pays the per-block score gathers,
- * the gather of W and the statistics' all-reduces.  Network: a
+ * the gather of W and the statistics' all-reduces; a small map
+ * (dist_sparsegpt_rows_local) is swept whole on every replica, one status
+ * all-reduce and no split.  Network: a
  * message costs latency + bytes / bandwidth, an all-reduce is a ring of
  * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.  Not
  * modelled: I/O (checkpoints, the model file), start-up, the decisions'
