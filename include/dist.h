@@ -83,6 +83,17 @@ losa_status dist_read_file(dist_ctx *d, const char *path, char **data, size_t *s
  * starved).  dist_sparsegpt_hinv_nb always takes ScaLAPACK (P > 1). */
 #define DIST_HINV_LOCAL_MAX 2048
 int dist_sparsegpt_hinv_local(int in, int P);
+/* Maps of up to DIST_ROWS_LOCAL_MAX weights (and one replica): every
+ * replica sweeps all rows itself.  Split, each column block of an
+ * unstructured sweep costs three blocking collectives over the replicas
+ * (dist_select_stage: all of them wait for the slowest) plus the gather of
+ * W, to save (P - 1) / P of 2 out bs in FLOPs of sweep (at most 67 MFLOP
+ * a block here) while the block's mask selection is not split at all: at
+ * minillama's maps (at most 768 x 256) on 2 replicas the split's masks
+ * took 0.5-0.7 s a layer against 0.05 s on one rank (a loaded 2-core node;
+ * the sweep it saved 0.02 s). */
+#define DIST_ROWS_LOCAL_MAX ((int64_t)1 << 18)
+int dist_sparsegpt_rows_local(int out, int in, int P);
 losa_status dist_sparsegpt_hinv(dist_ctx *d, const double *H /* (in, in) */, int in,
                                 double percdamp, double *Hinv_upper /* (in, in) out */,
                                 unsigned char *dead /* (in) out, or NULL */);
@@ -97,7 +108,10 @@ void dist_rows_split(int out, int n, int p, int *row0, int *nrows);
  * replicas (dist_rows_split); unstructured selection uses dist_select_stage;
  * the pruned rows are all-gathered so W is the whole pruned matrix on every
  * replica on return (bit-identical to prune_sparsegpt_rows on one process).
- * t (or NULL): this replica's timings; t->loss summed over the replicas. */
+ * A small W (dist_sparsegpt_rows_local) is swept whole by every replica
+ * (prune_sparsegpt_rows on its own copy, the one-rank result exactly), its
+ * status reduced over the stage.
+ * t (or NULL): this replica's timings; t->loss the whole W's. */
 losa_status dist_sparsegpt_rows(dist_ctx *d, float *W /* (out, in) */, int out, int in,
                                 const double *Hinv_upper /* (in, in) */,
                                 const unsigned char *dead /* (in) or NULL */,
@@ -107,6 +121,11 @@ losa_status dist_sparsegpt_rows(dist_ctx *d, float *W /* (out, in) */, int out, 
  * any replica; P = 1: the local pruner's): ScaLAPACK's local blocks of the
  * (in, in) matrix; the sweep of the replica's rows and the block scores
  * gathered for the selection. */
+/* dist_sparsegpt_rows with the rows split whatever the size (P > 1). */
+losa_status dist_sparsegpt_rows_split(dist_ctx *d, float *W, int out, int in,
+                                      const double *Hinv_upper, const unsigned char *dead,
+                                      double sparsity, int nm_n, int nm_m, int blocksize,
+                                      prune_sparsegpt_timing *t);
 size_t dist_sparsegpt_hinv_bytes(int in, int P);
 size_t dist_sparsegpt_rows_bytes(int out, int in, int blocksize, int P);
 /* The SparseGPT hooks of prune_group over this rank's stage (ctx = d):

@@ -197,6 +197,10 @@ typedef struct {
     double busy_seconds;    /* this rank's compute time (bubble measurement) */
     double head_seconds;    /* of which the head and loss, forward and backward */
     double embed_seconds;   /* of which the embedding */
+    double forward_seconds; /* of which the forward steps (embedding, layers,
+                             * and on the last stage the head and loss with
+                             * their backward); the rest of the micro-batches'
+                             * busy is their backwards, then the update */
 } lora_step_stats;
 
 typedef struct {
@@ -215,6 +219,7 @@ typedef struct {
     double *layer_sq;       /* (L+1) per global layer grad sum of squares, NLL */
     double busy;            /* this rank's compute seconds in the last step */
     double head_busy, embed_busy; /* of which the head + loss, the embedding */
+    double fwd_busy;        /* of which the forward steps (fwd_compute) */
     int64_t step;
 } lora_trainer;
 
@@ -230,6 +235,17 @@ losa_status lora_trainer_build(lora_trainer *tr, struct dist_ctx *d, model_stage
  * one stage: 1; at least 1). */
 int lora_trainer_n_mb(int grad_accum, int DP, int replica);
 int lora_trainer_in_flight(int schedule, int PP, int stage, int n_mb);
+/* Seconds of one optimizer step's m micro-batches through PP stages under
+ * `schedule`, as lora_train_step runs them (run_1f1b / run_gpipe: the same
+ * order of forwards, backwards and blocking exchanges on every stage):
+ * stage p's forward of a micro-batch takes f[p] seconds (the last stage's
+ * includes the head and the loss's backward, which its forward step runs),
+ * its backward b[p]; an exchange with a neighbour completes x seconds after
+ * both ranks reach it (a paired send+receive in x: both directions at
+ * once).  The wall from the first forward to the last stage's last
+ * operation; the update after it is not included.  Not collective. */
+double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const double *b,
+                             double x);
 /* Bytes lora_trainer_build allocates for a stage of n_layers layers (the
  * last stage: has_head) keeping n_acts micro-batches in flight. */
 size_t lora_trainer_bytes(const model_config *c, int n_layers, int has_head, int n_acts,

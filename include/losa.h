@@ -390,15 +390,20 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * Forward passes: the layers at the layers' rate and the head at the
  * head's when bench forward timed them apart (the calibration passes,
  * dense references and Grams run no head).  Pipeline:
- * perplexity and training overlap the stages (m micro-batches with stage
- * times t_s: sum t_s + (m - 1) max t_s, the 1F1B critical path; equal
- * stages give (m + pp - 1) slots, the fill and drain bubble; one blocking
- * exchange per micro-batch and neighbour on the stage's time), the
+ * perplexity and training overlap the stages (perplexity: m micro-batches with stage
+ * times t_s: sum t_s + (m - 1) max t_s; training: the trainer's schedule,
+ * lora_schedule_seconds, with each stage's forward and backward of a
+ * micro-batch (the layers' forward share as bench train measured it,
+ * train_fwd_share, else the cost model's); equal stages give (m + pp - 1)
+ * slots, the fill and drain bubble; one blocking exchange per micro-batch
+ * and neighbour), the
  * calibration passes run the stages one after the other.  Replicas: a
  * SparseGPT layer splits its sweep and update (rows) but not its mask
  * selection (every replica selects over all rows' gathered scores) nor a
  * small Hessian's factorisation, and pays the per-block score gathers,
- * the gather of W and the statistics' all-reduces.  Network: a
+ * the gather of W and the statistics' all-reduces; a small map
+ * (dist_sparsegpt_rows_local) is swept whole on every replica, one status
+ * all-reduce and no split.  Network: a
  * message costs latency + bytes / bandwidth, an all-reduce is a ring of
  * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.  Not
  * modelled: I/O (checkpoints, the model file), start-up, the decisions'
@@ -410,6 +415,9 @@ typedef struct {
                             * calibration passes run no head */
     double head_gflops;    /* the head's share (head_gflops_median; 0: fwd_gflops) */
     double train_gflops;   /* training steps, per rank (bench train) */
+    double train_fwd_share; /* of a layer's training micro-batch, the forward
+                            * step's share (bench train layer_forward_share;
+                            * 0: model_stage_cost_train's layer_fwd) */
     double gemm_gflops;    /* dense GEMM, per rank */
     /* The pruners (`losa bench prune --json`; without it: stats and solve at
      * gemm_gflops, masks at LOSA_DEFAULT_MASK_WPS): */

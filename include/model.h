@@ -174,6 +174,8 @@ typedef struct {
  * (model_stage_cost_train: FLOP-equivalents per training micro-batch). */
 typedef struct {
     double layer;   /* one decoder layer */
+    double layer_fwd; /* of layer, its forward (the rest is its backward and
+                       * the adapters' per-step work; 0: not known) */
     double embed;   /* the embedding (first stage) */
     double head;    /* final norm + head + loss (last stage) */
 } model_stage_cost;

@@ -19,7 +19,12 @@
 #   least the best step's seconds; and for bench forward the seam's flops
 #   per forward (matrix_gflops x matrix_seconds) are exactly the model's
 #   forward flops (forward_gflops x seconds) less the attention's, which
-#   runs outside the seam: n_layers x B x 2 D T (T + 1) (causal pairs).
+#   runs outside the seam: n_layers x B x 2 D T (T + 1) (causal pairs);
+#   bench train: the layers' forward share of their time
+#   (layer_forward_share, losa plan's schedule reads it) in (0, 1);
+#   bench pipeline on 2 ranks: warmup_steps and timed_steps as given, each
+#   stage's forward steps (stage_forward_s) within its busy seconds, the
+#   bubbles in [0, 1).
 source "$(dirname "$0")/lib.sh"
 S=$(store stories260K)
 info=$("$LOSA" info "$S" --json)
@@ -56,6 +61,7 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and 0 < d[key + "_median"] <= a * (1 + 1e-12) \
      and (key != "forward_gflops" or d["first_touch_gbs"] > 0) \
      and (key != "forward_gflops" or (d["layers_gflops_median"] > 0 and d["head_gflops_median"] > 0)) \
+     and (key != "step_gflops" or 0 < d["layer_forward_share"] < 1) \
      and matrix_ok(d, "peak_gflops_f32", attn)
 print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine" "$info"
 done
@@ -72,5 +78,14 @@ j=$("$LOSA" bench train --model "$S" --batch 1 --seqlen 32 --iters 2 --dtype bf1
 check "bench train --dtype bf16 --head bf16: the GEMM split of the bf16 peak (bf16 $bf16)" /usr/bin/python3 -c "$MATRIX_OK"'
 import json,sys; d=json.loads(sys.argv[1])
 ok = d["dtype"] == "bf16" and d["head_dtype"] == "bf16" and matrix_ok(d, "peak_gflops_bf16")
+print(d); sys.exit(0 if ok else 1)' "$j"
+j=$($MPIRUN -np 2 "$LOSA" bench pipeline --model "$S" --batch 1 --seqlen 32 --micro 2 --iters 1 \
+    --warmup 1 --json 2>/dev/null)
+check "bench pipeline: warm-up and timed steps, forward steps within busy, bubbles in [0, 1)" \
+    /usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); s=d["splits"][0]
+ok = d["warmup_steps"] == 1 and d["timed_steps"] == 1 and \
+     all(0 < f <= b for f, b in zip(s["stage_forward_s"], s["stage_busy_s"])) and \
+     all(0 <= d[k] < 1 for k in ("bubble_measured", "bubble_model", "bubble_model_msgs")) and \
+     0 <= s["bubble_schedule"] < 1
 print(d); sys.exit(0 if ok else 1)' "$j"
 finish

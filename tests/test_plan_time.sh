@@ -2,10 +2,14 @@
 # losa plan's time model and layout advisor on hand-derived cases.
 #  - minillama's config, --gflops 10 (every kind of work at 10 GFLOP/s), a
 #    network of 1e6 Gbit/s and 0 latency (communication ~ 0): the +LoRA
-#    training wall = steps x (sum of the stages' micro-batch seconds +
-#    (m - 1) x the slowest stage's), a stage's seconds its micro-batch
-#    FLOPs / 1e10 (the 1F1B critical path: the first micro-batch crosses
-#    every stage, the others follow the slowest), with steps = ceil(examples / (batch x accum)),
+#    training wall = steps x the 1F1B schedule's wall (below: the longest
+#    path through each stage's forwards and backwards in run_1f1b's order,
+#    derived here in Python as a recursion over the operations' end times),
+#    a stage's micro-batch its FLOPs / 1e10, split into the forward step
+#    (the layers' forward share of the cost model, model_stage_cost_train's
+#    FLOPs + 35 FLOPs per byte of one of the 3 elementwise passes, the
+#    embedding, and the last stage's head and loss) and the backward (the
+#    rest), with steps = ceil(examples / (batch x accum)),
 #    m = grad_accum / dp micro-batches per replica, and the FLOPs recomputed
 #    here in Python from the formula documented in include/model.h (not
 #    from losa); on 1 rank, 2 replicas (half the micro-batches) and 2
@@ -37,6 +41,48 @@ BASE=(--set model.store=$MINI --set losa.mode=lora --set losa.steps=2 --set losa
       --set losa.last_step_samples=48 --set train.batch=2 --set train.grad_accum=4
       --set train.seqlen=128 --set eval.seqlen=256 --set eval.batch=4)
 
+# The 1F1B wall of stages with forward f[s] and backward b[s] seconds over m
+# micro-batches, x seconds per blocking exchange: each stage's operations in
+# run_1f1b's order (warm-up forwards, then forward + backward pairs, then
+# the remaining backwards; the sends and receives paired as the trainer
+# pairs them), an operation ends when its stage's previous one has and,
+# for an exchange, x after both ends have reached it.
+cat >"$W/sched.py" <<'PY'
+import functools
+def onef1b(f, b, m, x):
+    P = len(f)
+    prog = []
+    for p in range(P):
+        ops, w = [], min(P - p - 1, m)
+        nxt, prv = p < P - 1, p > 0
+        def xc(*msgs):  # msgs: (kind, j, send) kept when the neighbour exists
+            keep = [(k, j, s) for k, j, s in msgs if (nxt if (k == "F") == s else prv)]
+            if keep: ops.append(("x", keep))
+        for j in range(w): xc(("F", j, 0)); ops.append(("c", f[p])); xc(("F", j, 1))
+        if m - w > 0: xc(("F", w, 0))
+        for i in range(m - w):
+            ops.append(("c", f[p])); xc(("F", w + i, 1), ("B", i, 0)); ops.append(("c", b[p]))
+            if i == m - w - 1: xc(("B", i, 1))
+            else: xc(("B", i, 1), ("F", w + i + 1, 0))
+        for i in range(m - w, m): xc(("B", i, 0)); ops.append(("c", b[p])); xc(("B", i, 1))
+        prog.append(ops)
+    def peer(p, k, j, s):  # the stage and op index of the other end of message (k, j)
+        q = p + 1 if (k == "F") == bool(s) else p - 1
+        for n, op in enumerate(prog[q]):
+            if op[0] == "x" and (k, j, 1 - s) in op[1]: return q, n
+    @functools.lru_cache(None)
+    def end(p, n):
+        before = end(p, n - 1) if n > 0 else 0.0
+        op = prog[p][n]
+        if op[0] == "c": return before + op[1]
+        t = before
+        for k, j, s in op[1]:
+            q, o = peer(p, k, j, s)
+            t = max(t, max(before, end(q, o - 1) if o > 0 else 0.0) + x)
+        return t
+    return max(end(p, len(prog[p]) - 1) for p in range(P))
+PY
+
 for lay in "1 1" "1 2" "2 1"; do
     read -r pp dp <<<"$lay"
     out=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=$pp --set parallel.dp=$dp \
@@ -44,8 +90,9 @@ for lay in "1 1" "1 2" "2 1"; do
     check "plan pp $pp dp $dp: JSON with wall_seconds" test -n "$out"
     echo "$out" >"$W/plan-$pp-$dp.json"
     check "plan pp $pp dp $dp: +LoRA and perplexity seconds = FLOPs / rate (hand formula)" \
-        $PY - "$W/plan-$pp-$dp.json" "$pp" "$dp" <<'PY'
+        $PY - "$W/plan-$pp-$dp.json" "$pp" "$dp" "$W" <<'PY'
 import json, math, sys
+sys.path.insert(0, sys.argv[4]); from sched import onef1b
 p = json.load(open(sys.argv[1])); pp, dp = int(sys.argv[2]), int(sys.argv[3])
 c = p["model"]
 D, F, V, H, Hkv = c["dim"], c["hidden_dim"], c["vocab_size"], c["n_heads"], c["n_kv_heads"]
@@ -65,8 +112,19 @@ for rk in p["ranks"]:
     stages[rk["stage"]] = (rk["n_layers"], rk["stage"] == pp - 1)
 lay = p["layout"]; hc, ec, L = lay["head_cost_layers"], lay["embed_cost_layers"], c["n_layers"]
 share = lambda s, nl: (nl + (ec if s == 0 else 0) + (hc if s == pp - 1 else 0)) / (L + ec + hc)
-ts = [train(L, True, B, T, r) * share(s, nl) / 1e10 for s, (nl, h) in stages.items()]
-want = steps * (sum(ts) + (m - 1) * max(ts))
+# a layer's forward share of its cost (model_stage_cost_train, dropout on:
+# maps twice, attention once; elementwise 22 D + 4 kv + 7 F floats a token,
+# 3 passes of which the forward is one; the adapters' 7 passes over the
+# map weights per step, / accum, in the backward; 35 FLOPs per byte)
+N = B * T; ew = 22 * D + 4 * kv + 7 * F; wts = maps / 2
+lcost = (2 * N * maps + att(T) * B + 2 * N * maps + N * maps + 2.5 * att(T) * B + 3.0 * r * maps
+         + 35 * 4 * (N * ew * 3 + 7 * wts / accum))
+lfwd = 2 * N * maps + att(T) * B + 35 * 4 * N * ew
+u = train(L, True, B, T, r) / (L + ec + hc) / 1e10      # seconds per layer of cost
+fs = [u * (nl * lfwd / lcost + (ec if s == 0 else 0) + (hc if s == pp - 1 else 0))
+      for s, (nl, h) in sorted(stages.items())]
+bs = [u * nl * (1 - lfwd / lcost) for s, (nl, h) in sorted(stages.items())]
+want = steps * onef1b(fs, bs, m, 0.0)
 got = p["wall_seconds"]["lora_train"]
 ok = abs(got - want) <= 1e-6 * want
 # perplexity: 100 windows of 256 tokens (25600 / 256), batches of 4 over dp replicas
@@ -80,19 +138,59 @@ sys.exit(0 if ok and ok_e else 1)
 PY
 done
 
-# the pipeline's messages: per micro-batch each of the 2 stages makes one
-# blocking exchange with its neighbour (activations forward and a gradient
-# back paired in one send+receive: one message's time on its own time), so
-# at 1000 us per message (bytes ~ 0) every stage's micro-batch grows by
-# 1 ms and a step by (sum over the stages + (m - 1) x the slowest) =
-# (2 + 3) x 1 ms; 8 steps (64 examples of 2 x 4): +0.04 s of +LoRA
-# training over 0 us.
+# the pipeline's messages: at 1000 us per message (bytes ~ 0) each blocking
+# exchange (the activations forward, a gradient back, or the two paired in
+# one send+receive) ends 1 ms after both stages reach it.  2 stages, 4
+# micro-batches: the critical path of run_1f1b's order crosses the link 5
+# times (the first forward, then each of the 4 backwards' gradients as
+# stage 0 waits for them) when stage 1 (with the head) is the slower one;
+# 8 steps (64 examples of 2 x 4): +0.04 s of +LoRA training over 0 us;
+# and the same from the schedule's recursion with the plan's stage times.
 a=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" --json 2>/dev/null)
 b=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" \
     --net-latency-us 1000 --json 2>/dev/null)
 check "plan pp 2: one exchange per micro-batch and stage (+0.04 s at 1 ms each)" \
     $PY -c 'import json,sys; a, b = (json.loads(x)["wall_seconds"]["lora_train"] for x in sys.argv[1:3])
 print(b - a); sys.exit(0 if abs((b - a) - 0.04) <= 1e-6 else 1)' "$a" "$b"
+
+# the layers' forward share as bench train measured it (layer_forward_share
+# 0.7 of a layer's micro-batch; the head and loss 1.5 layers,
+# parallel.head_cost_layers: the split puts 4 of minillama's 6 layers on
+# the first stage, the slower one), 2 stages, m = 2 micro-batches:
+# by hand, stage 0 runs F0 F1 B0 B1 and stage 1 F0 B0 F1 B1 (its forward
+# step with the head); B0 on stage 0 waits for stage 1's F0 B0, stage 1's
+# F1 for stage 0's F1, B1 on stage 0 for stage 1's B1:
+#   wall = max(2 f0, f0 + t1) + max(b0, t1) + b0   (t = f + b)
+# where the old bound sum t + (m - 1) max t = 2 t0 + t1 over-counts a
+# slower first stage (here f0 < t1: wall = t0 + 2 t1).
+$PY -c 'import json; print(json.dumps({"step_gflops": 10, "step_gflops_median": 10,
+"layer_forward_share": 0.7}))' >"$W/bt.json"
+out=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=2 --set parallel.dp=1 \
+      --set train.grad_accum=2 --set parallel.head_cost_layers=1.5 "${NET[@]}" \
+      --bench "$W/bt.json" --json 2>/dev/null)
+check "plan pp 2, m 2, measured forward share: the 1F1B wall by hand" $PY - "$out" <<'PY'
+import json, math, sys
+p = json.loads(sys.argv[1]); c = p["model"]
+D, F, V, H, Hkv, L = c["dim"], c["hidden_dim"], c["vocab_size"], c["n_heads"], c["n_kv_heads"], c["n_layers"]
+hd, kv = D // H, Hkv * (D // H)
+maps = 2.0 * (D * D + 2 * kv * D + D * D + 3 * F * D)
+att = 4.0 * hd * H * 128 * 129 / 2
+N, B, r = 2 * 128, 2, 16
+whole = L * (5 * N * maps + 3.5 * att * B + 3.0 * r * maps) + 4.0 * N * V * D
+lay = p["layout"]; ec, hc = lay["embed_cost_layers"], lay["head_cost_layers"]
+n = {rk["stage"]: rk["n_layers"] for rk in p["ranks"]}
+u = whole / 1e10 / (L + ec + hc)
+f0, b0 = u * (0.7 * n[0] + ec), u * 0.3 * n[0]
+f1, b1 = u * (0.7 * n[1] + hc), u * 0.3 * n[1]
+t1 = f1 + b1
+steps = math.ceil(64 / (2 * 2))
+want = steps * (max(2 * f0, f0 + t1) + max(b0, t1) + b0)
+old = steps * (f0 + b0 + t1 + max(f0 + b0, t1))
+got = p["wall_seconds"]["lora_train"]
+print(n, hc, got, want, "(old bound", old, ")")
+sys.exit(0 if abs(got - want) <= 1e-6 * want and abs(hc - 1.5) < 1e-12 and n[0] == 4 and
+         want < old * (1 - 1e-3) else 1)
+PY
 
 # fresh memory: every perplexity pass allocates its activations
 # (eval_activation_bytes) afresh: at --touch-gbs 1 the 3 passes of mode
@@ -110,13 +208,12 @@ sys.exit(0 if w > 0 and abs(d - w) <= 1e-9 * w else 1)' "$t0" "$t1"
 # and calibration tokens (minillama, 16 x 256): doubling every measured time
 # adds exactly one more of them per layer and step, so the LoSA prune step
 # grows by L x (SparseGPT: statistics + hinv + mask + sweep + update;
-# Wanda: mask); on 2 replicas the statistics cover half the windows, the
-# SparseGPT sweep and update are split over the two (rows), and neither the
-# factorisations (minillama's widths 256 and 768 are at most
-# DIST_HINV_LOCAL_MAX: every replica factorises alone) nor the unstructured
-# mask (dist_select_stage gathers each block's scores of all rows and every
-# replica selects over them) are:
-# L x (stats / 2 + hinv + mask + (sweep + update) / 2) = 6 x (0.05 + 0.2 + 0.3 + 0.45) = 6.0.
+# Wanda: mask); on 2 replicas the statistics cover half the windows, and
+# nothing else is split: minillama's widths 256 and 768 are at most
+# DIST_HINV_LOCAL_MAX (every replica factorises alone) and its maps (at
+# most 768 x 256 weights) at most DIST_ROWS_LOCAL_MAX (every replica sweeps
+# and masks all rows of its own copy):
+# L x (stats / 2 + hinv + mask + sweep + update) = 6 x (0.05 + 0.2 + 0.3 + 0.9) = 8.7.
 bp_json() { # factor -> a bench prune JSON for minillama's layer shape
     $PY -c 'import json,sys; f=float(sys.argv[1]); print(json.dumps({"wanda_s": 0.7*f, "sparsegpt_s": 1.5*f,
 "forward_s": 0.1, "breakdown": {"wanda": {"stats_s": 0.01*f, "mask_s": 0.7*f}, "sparsegpt": {"stats_s": 0.1*f,
@@ -126,7 +223,7 @@ bp_json() { # factor -> a bench prune JSON for minillama's layer shape
 bp_json 1 >"$W/bp1.json"; bp_json 2 >"$W/bp2.json"
 PR=(--set model.store=$MINI --set losa.mode=losa --set losa.steps=2 --set data.calib_n=16
     --set data.calib_seqlen=256 "${NET[@]}")
-for case in "sparsegpt 1 9.0" "sparsegpt 2 6.0" "wanda 1 4.2"; do
+for case in "sparsegpt 1 9.0" "sparsegpt 2 8.7" "wanda 1 4.2"; do
     read -r meth dp want <<<"$case"
     a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=$meth --set parallel.pp=1 \
         --set parallel.dp=$dp --bench "$W/bp1.json" --json 2>/dev/null)
@@ -137,25 +234,24 @@ for case in "sparsegpt 1 9.0" "sparsegpt 2 6.0" "wanda 1 4.2"; do
 w = float(sys.argv[3]); print(b - a, w); sys.exit(0 if abs((b - a) - w) <= 1e-9 * w else 1)' "$a" "$b" "$want"
 done
 # the replicas' messages of a SparseGPT layer (prune_layer,
-# dist_sparsegpt_rows, dist_select_stage), counted by hand for minillama on
-# 2 replicas: all-reduces (2 (dp - 1) = 2 messages each) of the column sums,
-# the two reconstruction sums and the four Hessians = 7 x 2 = 14; per map an
-# all-reduces of the rows' status and loss (2 x 2) and an all-gather of W
-# (dp - 1 = 1 message): 7 x 5 = 35; the four Hessians (256 and 768 wide:
-# factorised on every replica) each all-reduce their status: 4 x 2 = 8;
-# per column block of 128 an all-gather of the counts (1), an all-reduce
-# (2) and an all-gather of the scores (1): q, k, v, o, gate, up have 256
-# inputs (2 blocks), down 768 (6): 18 blocks x 4 = 72; 14 + 35 + 8 + 72 =
-# 129 messages per layer.  At 1000 us per message (and 1e6 Gbit/s: the
-# bytes ~ 0) a prune step of the 6 layers grows by 6 x 129 x 1e-3 =
-# 0.774 s over 0 us.
+# dist_sparsegpt_rows, dist_sparsegpt_hinv), counted by hand for minillama
+# on 2 replicas: all-reduces (2 (dp - 1) = 2 messages each) of the column
+# sums, the two reconstruction sums and the four Hessians = 7 x 2 = 14; the
+# four Hessians (256 and 768 wide: factorised on every replica) each
+# all-reduce their status: 4 x 2 = 8; the 7 maps (at most 768 x 256
+# weights: swept whole on every replica, no score gathers, no gather of W)
+# each all-reduce their status: 7 x 2 = 14; 14 + 8 + 14 = 36 messages per
+# layer (129 when the rows were split: 18 column blocks of 4 messages and
+# per map a gather of W and two all-reduces more).  At 1000 us per message
+# (and 1e6 Gbit/s: the bytes ~ 0) a prune step of the 6 layers grows by
+# 6 x 36 x 1e-3 = 0.216 s over 0 us.
 a=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=sparsegpt --set parallel.pp=1 \
     --set parallel.dp=2 --bench "$W/bp1.json" --json 2>/dev/null)
 b=$("$LOSA" plan input/default.ini "${PR[@]}" --set prune.method=sparsegpt --set parallel.pp=1 \
     --set parallel.dp=2 --bench "$W/bp1.json" --net-latency-us 1000 --json 2>/dev/null)
-check "plan, SparseGPT on 2 replicas: 129 messages per layer (a prune step +0.774 s at 1 ms each)" \
+check "plan, SparseGPT on 2 replicas: 36 messages per layer (a prune step +0.216 s at 1 ms each)" \
     $PY -c 'import json,sys; a, b = (json.loads(x)["step_seconds"]["losa_prune"] for x in sys.argv[1:3])
-print(b - a); sys.exit(0 if abs((b - a) - 0.774) <= 1e-6 else 1)' "$a" "$b"
+print(b - a); sys.exit(0 if abs((b - a) - 0.216) <= 1e-6 else 1)' "$a" "$b"
 check "plan --bench prune: the assumptions name the measured pruner rates" \
     grep -q "pruners (--bench)" <<<"$("$LOSA" plan input/default.ini "${PR[@]}" --set parallel.pp=1 \
         --set parallel.dp=1 --bench "$W/bp1.json" 2>&1)"

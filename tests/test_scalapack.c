@@ -164,7 +164,7 @@ static void check_rows(dist_ctx *d, int out, int in, int bs, double sp, int nm_n
     TEST_CHECK(prune_sparsegpt_rows(ref, out, 0, out, in, hinv, dead, sp, nm_n, nm_m, bs,
                                     nm_m ? NULL : select_recording, &gap, &tref) == LOSA_OK,
                "%s", core_errmsg());
-    TEST_CHECK(dist_sparsegpt_rows(d, W, out, in, hinv, dead, sp, nm_n, nm_m, bs, &tgot) ==
+    TEST_CHECK(dist_sparsegpt_rows_split(d, W, out, in, hinv, dead, sp, nm_n, nm_m, bs, &tgot) ==
                    LOSA_OK, "%s", core_errmsg());
     int nblk = (in + bs - 1) / bs;
     double wtol = nblk * 2.0 * test_gamma(bs, TEST_U32) * wmax;
@@ -246,6 +246,39 @@ int main(int argc, char **argv)
         TEST_CHECK(s == LOSA_ERR_NUMERIC, "indefinite H: status %d (%s)", (int)s, core_errmsg());
         core_free(H);
         core_free(U);
+    }
+
+    /* up to DIST_ROWS_LOCAL_MAX weights the default entry sweeps all rows
+     * on every replica: the one-rank result bit for bit, no messages but
+     * the status */
+    {
+        int out = 300, in = 256;
+        TEST_CHECK(dist_sparsegpt_rows_local(out, in, P) &&
+                   dist_sparsegpt_rows_local(1, (int)DIST_ROWS_LOCAL_MAX, P) &&
+                   (P == 1 || !dist_sparsegpt_rows_local(2, (int)DIST_ROWS_LOCAL_MAX, P)),
+                   "rows local threshold");
+        TEST_CHECK(dist_sparsegpt_rows_bytes(out, in, 64, P) ==
+                   prune_sparsegpt_rows_bytes(out, in, 64, 1), "local rows: the local scratch");
+        double *H = core_calloc((size_t)in * in, sizeof *H);
+        double *hinv = core_calloc((size_t)in * in, sizeof *hinv);
+        float *W = core_calloc((size_t)out * in, sizeof *W), *ref = core_calloc((size_t)out * in, sizeof *ref);
+        make_hessian(H, in, in + 11, 5, 91);
+        core_rng r;
+        core_rng_seed(&r, 515);
+        for (int64_t i = 0; i < (int64_t)out * in; i++) W[i] = ref[i] = core_rng_normal(&r);
+        TEST_CHECK(prune_sparsegpt_prepare_hinv(H, in, 0.01, hinv, NULL, NULL) == LOSA_OK, "%s",
+                   core_errmsg());
+        prune_sparsegpt_timing tref = {0}, tgot = {0};
+        TEST_CHECK(prune_sparsegpt_rows(ref, out, 0, out, in, hinv, NULL, 0.6, 0, 0, 64, NULL,
+                                        NULL, &tref) == LOSA_OK, "%s", core_errmsg());
+        TEST_CHECK(dist_sparsegpt_rows(d, W, out, in, hinv, NULL, 0.6, 0, 0, 64, &tgot) == LOSA_OK,
+                   "%s", core_errmsg());
+        TEST_CHECK(memcmp(W, ref, sizeof(float) * (size_t)out * in) == 0 && tgot.loss == tref.loss,
+                   "local rows differ from the one-rank sweep");
+        core_free(H);
+        core_free(hinv);
+        core_free(W);
+        core_free(ref);
     }
 
     check_rows(d, 50, 256, 64, 0.5, 0, 0);

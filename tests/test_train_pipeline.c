@@ -7,7 +7,12 @@
  * pipeline run uses activation checkpointing, the reference does not.  Both
  * forms of the adapters' dense buffers (lora.delta_buffers persistent and
  * transient): each stage projects its maps' dDelta in micro-batch order in
- * either, so each is bit-identical to its own one-process run. */
+ * either, so each is bit-identical to its own one-process run.
+ * lora_schedule_seconds (the time model's wall of those schedules) on
+ * hand-derived cases: equal stages fill (m + P - 1) slots under 1F1B and
+ * GPipe; 2 stages, 2 micro-batches: stage 0 runs F0 F1 B0 B1, stage 1 F0 B0
+ * F1 B1, so wall = max(2 f0, f0 + t1) + max(b0, t1) + b0 (t = f + b); one
+ * micro-batch on 2 stages crosses the link twice (x each). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +34,27 @@ static void run(dist_ctx *d, const model_config *c, const lora_train_config *tc,
     TEST_CHECK(lora_trainer_build(&tr, d, s, ad, tc) == LOSA_OK, "trainer: %s", core_errmsg());
     fixture_train(&tr, tc, tok, tgt, 4, STEPS, curve);
     lora_trainer_free(&tr);
+}
+
+static void check_schedule(void)
+{
+    double f[4] = {1, 1, 1, 1}, b[4] = {2, 2, 2, 2};
+    for (int P = 1; P <= 4; P++)
+        for (int m = 1; m <= 8; m++)
+            for (int sc = LORA_SCHEDULE_1F1B; sc <= LORA_SCHEDULE_GPIPE; sc++)
+                TEST_NEAR(lora_schedule_seconds(sc, P, m, f, b, 0), (m + P - 1) * 3.0, 1e-12,
+                          "equal stages: (m + P - 1) slots");
+    /* a slower last stage: max(1, 2.5) + max(1, 2) + 1 */
+    double f1[2] = {0.5, 1}, b1[2] = {1, 1};
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f1, b1, 0), 5.5, 1e-12,
+              "2 stages, m 2, slow last stage");
+    /* a slower first stage whose forward covers stage 1's micro-batch:
+     * max(4, 3) + max(1, 1) + 1 = 6 = 2 t0, no bubble (sum t + max t = 7) */
+    double f2[2] = {2, 0.5}, b2[2] = {1, 0.5};
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f2, b2, 0), 6.0, 1e-12,
+              "2 stages, m 2, slow first stage");
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 1, f, b, 0.1), 6.2, 1e-12,
+              "2 stages, 1 micro-batch, 2 exchanges");
 }
 
 int main(int argc, char **argv)
@@ -76,6 +102,7 @@ int main(int argc, char **argv)
         model_stage_free(&s);
         model_stage_free(&sr);
     }
+    if (dist_rank(d) == 0) check_schedule();
     double fails = test_failures;
     dist_sum_doubles(d, &fails, 1);
     test_failures = (int)fails;

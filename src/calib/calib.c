@@ -544,7 +544,8 @@ static losa_status prune_layer(prune_work *w, dist_ctx *d, model_stage *s, int l
     if (!dense_l)
         st = core_err(LOSA_ERR_IO, "layer %d: dense reference outputs unavailable: %s", gl,
                       core_errmsg());
-    double t = core_time();
+    double t = core_time(), f0 = r->forward_s, s0 = r->stats_s, p0 = r->prune_s;
+    prune_sparsegpt_timing g0 = r->sgpt;
     if (w->Xd) layer_pass(&w->a, s, l, w->Xd, Nm, S, chunk, NULL, NULL, 1);
     if (w->p.need_stats) {
         memset(w->wblock, 0, sizeof(double) * w->p.wsum);
@@ -577,8 +578,14 @@ static losa_status prune_layer(prune_work *w, dist_ctx *d, model_stage *s, int l
         r->recon_err[gl] = prune_recon_combine(w->dd, w->ee, D);
         r->sparsity[gl] = calib_layer_sparsity(s, l);
     }
-    core_log("  layer %2d: sparsity %.4f  reconstruction error %.4g\n", gl,
-             r->sparsity[gl], r->recon_err[gl]);
+    core_log("  layer %2d: sparsity %.4f  reconstruction error %.4g  (rank 0: forward %.3f s, "
+             "statistics %.3f s, pruning %.3f s", gl, r->sparsity[gl], r->recon_err[gl],
+             r->forward_s - f0, r->stats_s - s0, r->prune_s - p0);
+    if (r->sgpt.total_s > g0.total_s)
+        core_log(": factorisations %.3f, masks %.3f, sweep %.3f, update %.3f s",
+                 r->sgpt.hinv_s - g0.hinv_s, r->sgpt.mask_s - g0.mask_s,
+                 r->sgpt.sweep_s - g0.sweep_s, r->sgpt.update_s - g0.update_s);
+    core_log(")\n");
     return st;
 }
 

@@ -1,5 +1,5 @@
 /* losa bench pipeline [--model STORE.h5] [--batch B] [--seqlen T]
- *                     [--micro M] [--iters K] [--split LIST] [--json]
+ *                     [--micro M] [--iters K] [--warmup W] [--split LIST] [--json]
  * Training throughput (masked LoRA, dropout 0.1) of a minillama-shaped model
  * (random weights pruned 50% by magnitude: D 256, F 768, L 6, H 8, Hkv 4,
  * V 32000) or of a store, for three ways of using two cores:
@@ -9,7 +9,10 @@
  * Run it under `mpirun -np 2` (the layouts are switched in-process with
  * dist_set_layout); with one rank only (1,1) is measured.  An optimizer
  * step is M micro-batches of B x T tokens; tokens/s = M B T / step time
- * (best of K steps after one warm-up).
+ * (best of K steps after --warmup W untimed ones, 2 by default, on every
+ * layout and split afresh: the first steps of a layout touch its fresh
+ * buffers, create the GEMM engine's primitives for the shapes and make the
+ * first exchanges; the bubble is the steady state's; JSON warmup_steps).
  * Stage split of (2,1): --split LIST, comma-separated, each `cost` (the
  * run's split: model_split_stages under model_stage_cost_train at this
  * micro-batch, what `losa run` and `losa plan` use), `params` (the split by
@@ -24,9 +27,12 @@
  * Pipeline bubble: per stage, the idle fraction of the step 1 - busy/wall
  * (busy = this rank's forward/backward/update compute), averaged over the
  * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
- * cost model (stage micro-batch times t_s: wall sum t + (M-1) max t, so the
- * bubble is 1 - M mean t / wall); `bubble_schedule` the same formula with
- * the measured t_s = busy_s / M (what the schedule alone implies);
+ * cost model (stage micro-batch times t_s, split into the forward step and
+ * the backward by model_stage_cost.layer_fwd, the last stage's forward with
+ * the head: wall = the trainer's 1F1B order, lora_schedule_seconds, and the
+ * bubble 1 - M mean t / wall); `bubble_schedule` the same with the measured
+ * t_s = busy_s / M and forward steps stage_forward_s / M (what the
+ * schedule alone implies);
  * `bubble_model_msgs` bubble_model with each stage's micro-batch in seconds
  * (the cost model's stage ratio, the measured busy seconds per unit of
  * cost) plus one measured stage exchange (`exchange_s`: a blocking
@@ -90,14 +96,15 @@ static losa_status stage_load(const char *model, const model_config *c, int p, i
 typedef struct {
     double step_s;   /* best step wall time */
     double busy[8];  /* per stage busy seconds of that step (stage order) */
+    double fwd[8];   /* of which its forward steps (lora_step_stats forward_seconds) */
     int pp;
 } measure;
 
 /* Collective when d != NULL: K timed steps of the layout d is set to (or
  * the whole model on this process when d == NULL). */
 static losa_status run_layout(dist_ctx *d, const char *model, const model_config *c,
-                              const int *split, const lora_train_config *tc, int iters,
-                              const int *tok, const int *tgt, measure *out)
+                              const int *split, const lora_train_config *tc, int warm,
+                              int iters, const int *tok, const int *tgt, measure *out)
 {
     model_stage s;
     lora_adapters ad;
@@ -116,21 +123,23 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
         out->step_s = 1e30;
     }
     lora_step_stats ss;
-    for (int k = 0; k <= iters && st == LOSA_OK; k++) {
+    for (int k = 0; k < warm + iters && st == LOSA_OK; k++) {
         if (d) dist_barrier(d);
         st = lora_train_step(&tr, tok, tgt, &ss);
-        double v[2 + 8] = {ss.seconds, 0};
+        double v[2 + 16] = {ss.seconds, 0};
         if (d) { /* wall = slowest rank; busy per stage from replica 0 */
             memset(v, 0, sizeof v);
             v[0] = dist_rank(d) == 0 ? ss.seconds : 0;
-            if (dist_replica(d) == 0 && p < 8) v[2 + p] = ss.busy_seconds;
-            dist_sum_doubles(d, v, 10);
+            if (dist_replica(d) == 0 && p < 8)
+                v[2 + p] = ss.busy_seconds, v[10 + p] = ss.forward_seconds;
+            dist_sum_doubles(d, v, 18);
         } else {
             v[2] = ss.busy_seconds;
+            v[10] = ss.forward_seconds;
         }
-        if (k > 0 && v[0] < out->step_s) {
+        if (k >= warm && v[0] < out->step_s) {
             out->step_s = v[0];
-            for (int q = 0; q < pp && q < 8; q++) out->busy[q] = v[2 + q];
+            for (int q = 0; q < pp && q < 8; q++) out->busy[q] = v[2 + q], out->fwd[q] = v[10 + q];
         }
     }
     lora_trainer_free(&tr);
@@ -194,6 +203,7 @@ typedef struct {
     char name[32];
     int count[2];
     double cost[2];
+    double fwd[2]; /* of which the forward step (the last stage's with the head) */
     measure m;
 } split_case;
 
@@ -221,21 +231,20 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
                             "A, B >= 1 and A + B = %d layers)", item, L);
     }
     for (int q = 0; q < 2; q++)
-        sc->cost[q] = sc->count[q] * k.layer + (q == 0 ? k.embed : k.head);
+        sc->cost[q] = sc->count[q] * k.layer + (q == 0 ? k.embed : k.head),
+        sc->fwd[q] = sc->count[q] * k.layer_fwd + (q == 0 ? k.embed : k.head);
     return LOSA_OK;
 }
 
-/* 1F1B bubble of P stages with micro-batch times t (M micro-batches):
- * wall = sum t + (M-1) max t, bubble = mean over stages of 1 - M t / wall. */
-static double bubble_of(const double *t, int P, int M)
+/* 1F1B bubble of 2 stages whose micro-batch costs t split into forward
+ * steps f and backwards t - f, one exchange of x seconds: wall = the
+ * trainer's 1F1B schedule (lora_schedule_seconds), bubble = mean over the
+ * stages of 1 - M t / wall. */
+static double bubble_of(const double *t, const double *f, int M, double x)
 {
-    double sum = 0, mx = 0;
-    for (int q = 0; q < P; q++) {
-        sum += t[q];
-        mx = t[q] > mx ? t[q] : mx;
-    }
-    double wall = sum + (M - 1) * mx;
-    return wall > 0 ? 1 - M * (sum / P) / wall : 0;
+    double fw[2] = {f[0], f[1]}, bw[2] = {t[0] - f[0], t[1] - f[1]};
+    double wall = lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, M, fw, bw, x);
+    return wall > 0 ? 1 - M * 0.5 * (t[0] + t[1]) / wall : 0;
 }
 
 /* Collective on the (2,1) layout: the seconds of one blocking exchange of n
@@ -260,20 +269,18 @@ static double exchange_s(dist_ctx *d, size_t n)
     return m;
 }
 
-/* The 1F1B bubble of bubble_of with each stage's micro-batch time
- * cost_s x scale + x (one exchange x per micro-batch on each of the two
- * stages' time), busy the compute only: 1 - M mean(cost scale) / wall. */
-static double bubble_msgs(const double *cost, double scale, double x, int M)
+/* The 1F1B bubble of bubble_of with each stage's micro-batch cost in
+ * seconds (cost x scale) and one exchange of x seconds. */
+static double bubble_msgs(const double *cost, const double *fwd, double scale, double x, int M)
 {
-    double t[2] = {cost[0] * scale + x, cost[1] * scale + x};
-    double wall = t[0] + t[1] + (M - 1) * (t[0] > t[1] ? t[0] : t[1]);
-    return wall > 0 ? 1 - M * 0.5 * (cost[0] + cost[1]) * scale / wall : 0;
+    double t[2] = {cost[0] * scale, cost[1] * scale}, f[2] = {fwd[0] * scale, fwd[1] * scale};
+    return bubble_of(t, f, M, x);
 }
 
 int bench_pipeline(dist_ctx *d, int argc, char **argv)
 {
     const char *model = NULL, *v, *splits = "cost";
-    int B = 1, T = 128, M = 8, iters = 2, json = 0;
+    int B = 1, T = 128, M = 8, iters = 2, warm = 2, json = 0;
     double head_opt = -1; /* < 0: measure */
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
@@ -282,6 +289,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         else if ((v = cli_opt(argc, argv, &i, "--seqlen"))) s = cli_int("--seqlen", v, 2, 1048576, &T);
         else if ((v = cli_opt(argc, argv, &i, "--micro"))) s = cli_int("--micro", v, 1, 65536, &M);
         else if ((v = cli_opt(argc, argv, &i, "--iters"))) s = cli_int("--iters", v, 1, 1000000, &iters);
+        else if ((v = cli_opt(argc, argv, &i, "--warmup"))) s = cli_int("--warmup", v, 0, 1000000, &warm);
         else if ((v = cli_opt(argc, argv, &i, "--split"))) splits = v;
         else if ((v = cli_opt(argc, argv, &i, "--head-cost-layers"))) {
             char *end = NULL;
@@ -293,7 +301,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s' (usage: losa bench pipeline "
                           "[--model STORE.h5] [--batch B] [--seqlen T] [--micro M] [--iters K] "
-                          "[--split cost|params|A+B,...] [--head-cost-layers H] [--json])", argv[i]);
+                          "[--warmup W] [--split cost|params|A+B,...] [--head-cost-layers H] [--json])", argv[i]);
     }
     if (s == LOSA_OK && (B < 1 || T < 2 || M < 1 || iters < 1))
         s = core_err(LOSA_ERR_ARG, "need --batch >= 1, --seqlen >= 2, --micro >= 1, --iters >= 1");
@@ -315,7 +323,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     tc.B = B;
     tc.T = T;
     tc.grad_accum = M;
-    tc.steps = iters + 1;
+    tc.steps = warm + iters;
     lora_config lc;
     lora_config_default(&lc);
     split_case sc[MAX_SPLITS];
@@ -349,7 +357,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         /* the head's cost with one thread, as a pipeline stage runs it */
         head_meas = head_opt < 0 ? bench_head_cost_layers(&c, &lc, &tc, iters) : head_opt;
         kern_gemm_threads(2);
-        s = run_layout(NULL, model, &c, NULL, &tc, iters, tok, tgt, &m11);
+        s = run_layout(NULL, model, &c, NULL, &tc, warm, iters, tok, tgt, &m11);
         kern_gemm_threads(1);
     }
     dist_barrier_idle(d); /* rank 1 sleeps meanwhile: rank 0 has both cores */
@@ -378,12 +386,12 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         int rounds = ns > 1 ? 3 : 1;
         for (int k = 0; k < rounds && s == LOSA_OK; k++)
             for (int q = 0; q < ns && s == LOSA_OK; q++)
-                s = run_layout(d, model, &c, sc[q].count, &tc, iters, tok, tgt, &sc[q].m);
+                s = run_layout(d, model, &c, sc[q].count, &tc, warm, iters, tok, tgt, &sc[q].m);
         lora_train_config tg = tc;
         tg.schedule = LORA_SCHEDULE_GPIPE;
-        if (s == LOSA_OK) s = run_layout(d, model, &c, sc[0].count, &tg, iters, tok, tgt, &m21g);
+        if (s == LOSA_OK) s = run_layout(d, model, &c, sc[0].count, &tg, warm, iters, tok, tgt, &m21g);
         if (s == LOSA_OK && (s = dist_set_layout(d, 1, 2)) == LOSA_OK)
-            s = run_layout(d, model, &c, NULL, &tc, iters, tok, tgt, &m12);
+            s = run_layout(d, model, &c, NULL, &tc, warm, iters, tok, tgt, &m12);
         dist_set_layout(d, 2, 1);
     }
     free(tok);
@@ -397,19 +405,21 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
            bmsgs[MAX_SPLITS], bgpipe = 0;
     for (int q = 0; q < ns; q++) {
         measure *x = &sc[q].m;
-        double t[2] = {x->busy[0] / M, x->busy[1] / M};
+        double t[2] = {x->busy[0] / M, x->busy[1] / M}, tf[2] = {x->fwd[0] / M, x->fwd[1] / M};
         bub[q] = 0;
         for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
-        bsched[q] = bubble_of(t, 2, M);
-        bmodel[q] = bubble_of(sc[q].cost, 2, M);
+        bsched[q] = bubble_of(t, tf, M, 0);
+        bmodel[q] = bubble_of(sc[q].cost, sc[q].fwd, M, 0);
         /* the cost model's stages in seconds (the measured busy time of
          * the step per unit of modelled cost: units only, the stages'
          * ratio stays the model's) plus the measured exchange */
         double cs = sc[q].cost[0] + sc[q].cost[1], bs = x->busy[0] + x->busy[1];
-        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, bs / (M * cs), xchg, M) : bmodel[q];
+        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, sc[q].fwd, bs / (M * cs), xchg, M) : bmodel[q];
         /* the same split under the cost model's head (no measurement) */
-        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head};
-        bmodel0[q] = bubble_of(c0, 2, M);
+        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head},
+               f0[2] = {sc[q].count[0] * k0.layer_fwd + k0.embed,
+                        sc[q].count[1] * k0.layer_fwd + k0.head};
+        bmodel0[q] = bubble_of(c0, f0, M, 0);
     }
     for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);
     core_log("%-14s %12s %10s %12s\n", "layout", "tokens/s", "step s", "of 2x peak");
@@ -420,10 +430,12 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         for (int q = 0; q < ns; q++)
             core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (head "
                      "modelled %.3f; cost "
-                     "model: stages %.2f : 1), schedule %.3f (stage busy %.3f, %.3f of %.3f s)\n",
+                     "model: stages %.2f : 1, forward shares %.2f, %.2f), schedule %.3f (stage busy "
+                     "%.3f, %.3f of %.3f s; forward steps %.3f, %.3f s)\n",
                      sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q], bmodel0[q],
-                     sc[q].cost[0] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
-                     sc[q].m.step_s);
+                     sc[q].cost[0] / sc[q].cost[1], sc[q].fwd[0] / sc[q].cost[0],
+                     sc[q].fwd[1] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
+                     sc[q].m.step_s, sc[q].m.fwd[0], sc[q].m.fwd[1]);
         core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
                  sc[0].name, bgpipe, bequal);
         core_log("stage exchange of %d x %d x %d floats each way: %.1f us (measured); 1F1B "
@@ -452,6 +464,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                 cJSON_AddNumberToObject(e, "bubble_measured", bub[q]);
                 cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);
                 cJSON_AddItemToObject(e, "stage_busy_s", cJSON_CreateDoubleArray(sc[q].m.busy, 2));
+                cJSON_AddItemToObject(e, "stage_forward_s", cJSON_CreateDoubleArray(sc[q].m.fwd, 2));
+                cJSON_AddItemToObject(e, "stage_forward_cost", cJSON_CreateDoubleArray(sc[q].fwd, 2));
                 cJSON_AddNumberToObject(e, "step_s", sc[q].m.step_s);
             }
             cJSON_AddItemToArray(arr, e);
@@ -474,6 +488,8 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         cJSON_AddNumberToObject(o, "bubble_equal_stages", bequal);
         cJSON_AddItemToObject(o, "stage_layers", cJSON_CreateIntArray(sc[0].count, 2));
         cJSON_AddNumberToObject(o, "micro_batches", M);
+        cJSON_AddNumberToObject(o, "warmup_steps", warm); /* untimed, per layout */
+        cJSON_AddNumberToObject(o, "timed_steps", iters);
         cJSON_AddNumberToObject(o, "batch", B);
         cJSON_AddNumberToObject(o, "seqlen", T);
         cJSON_AddNumberToObject(o, "ranks", dist_size(d));

@@ -116,7 +116,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     bench_matrix mx = {.steps = 0};
     kern_gemm_stats_reset();
     double best = 1e30, *times = core_calloc((size_t)iters, sizeof(double)),
-           *heads = core_calloc((size_t)iters, sizeof(double));
+           *heads = core_calloc((size_t)iters, sizeof(double)),
+           *fwds = core_calloc((size_t)iters, sizeof(double));
     int done = 0, nh = 0;
     for (int k = 0; k < iters && s == LOSA_OK; k++) {
         s = lora_train_step(&tr, tok, tgt, &ss);
@@ -125,12 +126,18 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         if (ss.seconds < best) best = ss.seconds;
         /* the head + loss over one layer's share of the rest of the compute */
         double layer = (ss.busy_seconds - ss.head_seconds - ss.embed_seconds) / st.n_layers;
-        if (layer > 0) heads[nh++] = ss.head_seconds / layer;
+        if (layer > 0) heads[nh] = ss.head_seconds / layer;
+        /* the layers' forward share of their busy time (the update in the rest) */
+        if (layer > 0)
+            fwds[nh++] = (ss.forward_seconds - ss.head_seconds - ss.embed_seconds) /
+                         (layer * st.n_layers);
     }
     kern_gemm_stats_get(&mx.gemm);
     mx.steps = done;
-    double med = bench_median(times, done), head_layers = nh > 0 ? bench_median(heads, nh) : 0;
+    double med = bench_median(times, done), head_layers = nh > 0 ? bench_median(heads, nh) : 0,
+           fwd_share = nh > 0 ? bench_median(fwds, nh) : 0;
     core_free(heads);
+    core_free(fwds);
     core_free(times);
     if (cli_fail(d, "bench train", s)) return 1;
     double flops = model_train_flops(&st.cfg, st.cfg.n_layers, 1, B, T, lc.rank, dropout > 0, ckpt);
@@ -139,8 +146,8 @@ int bench_train(dist_ctx *d, int argc, char **argv)
     core_log("train step: %.3f s, %.0f tokens/s, %.1f GFLOP/s of matrix work (%.1f GFLOP); "
              "sgemm 1024^3: %.1f GFLOP/s; fraction of peak %.2f\n", best, tps, achieved,
              flops / 1e9, peak, achieved / peak);
-    core_log("head + loss: %.2f layers (median of the steps; parallel.head_cost_layers)\n",
-             head_layers);
+    core_log("head + loss: %.2f layers (median of the steps; parallel.head_cost_layers); the "
+             "layers' forward %.2f of their time\n", head_layers, fwd_share);
     cJSON *o = bench_rate_json(json, achieved, peak, model_dtype_name(dtype), &mx, "step_gflops",
                                tps, B, T, best);
     if (o) {
@@ -151,6 +158,9 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         cJSON_AddStringToObject(o, "delta_buffers", bufs);
         /* measured head + loss in layers: parallel.head_cost_layers */
         cJSON_AddNumberToObject(o, "head_cost_layers", head_layers);
+        /* the layers' forward steps over their busy time (losa plan's
+         * pipeline schedule splits a stage's micro-batch by it) */
+        cJSON_AddNumberToObject(o, "layer_forward_share", fwd_share);
         cli_json_emit(d, o);
     }
     free(tok);

@@ -110,7 +110,9 @@ static const cli_flag f_bench_pipeline[] = {
     {"--batch", "B", "1", "sequences per micro-batch, 1..65536"},
     {"--seqlen", "T", "128", "tokens per sequence, 2..1048576"},
     {"--micro", "M", "8", "micro-batches per step, 1..65536"},
-    {"--iters", "K", "2", "timed steps, 1..1000000"},
+    {"--iters", "K", "2", "timed steps per layout (the best is reported), 1..1000000"},
+    {"--warmup", "W", "2", "untimed steps per layout first (first touch, GEMM primitives, "
+     "the exchanges' first use), 0..1000000"},
     {"--split", "LIST", "cost", "2-stage splits to time, comma-separated: cost (the run's, by "
      "the cost model), params (by parameter count, as before), or layers A+B"},
     {"--head-cost-layers", "H", "measured", "the head + loss in layers for the cost split and "

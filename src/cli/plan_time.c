@@ -101,6 +101,7 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     if (json_num(j, "layers_gflops_median") > 0) rt->layer_gflops = json_num(j, "layers_gflops_median");
     if (json_num(j, "head_gflops_median") > 0) rt->head_gflops = json_num(j, "head_gflops_median");
     if (ft > 0) rt->touch_gbs = ft;
+    if (json_num(j, "layer_forward_share") > 0) rt->train_fwd_share = json_num(j, "layer_forward_share");
     int pr = json_num(j, "sparsegpt_s") > 0 && json_num(j, "dim") > 0 && json_num(j, "n_heads") > 0;
     if (pr) prune_rates(j, rt), *got_prune = 1;
     cJSON_Delete(j);

@@ -54,6 +54,11 @@ static void sum_stage(MPI_Comm c, double *x, size_t n)
 
 int dist_sparsegpt_hinv_local(int in, int P) { return P == 1 || in <= DIST_HINV_LOCAL_MAX; }
 
+int dist_sparsegpt_rows_local(int out, int in, int P)
+{
+    return P == 1 || (int64_t)out * in <= DIST_ROWS_LOCAL_MAX;
+}
+
 size_t dist_sparsegpt_hinv_bytes(int in, int P)
 {
     if (dist_sparsegpt_hinv_local(in, P)) return 0; /* LAPACK works in place */
@@ -73,7 +78,7 @@ size_t dist_sparsegpt_hinv_bytes(int in, int P)
 
 size_t dist_sparsegpt_rows_bytes(int out, int in, int blocksize, int P)
 {
-    if (P == 1) return prune_sparsegpt_rows_bytes(out, in, blocksize, 1);
+    if (dist_sparsegpt_rows_local(out, in, P)) return prune_sparsegpt_rows_bytes(out, in, blocksize, 1);
     int row0, nrows, bs = blocksize < in ? blocksize : in;
     dist_rows_split(out, P, 0, &row0, &nrows); /* replica 0 holds the most rows */
     /* dist_select_stage: the gathered scores (out, bs) and prune_select_local's copy */
@@ -261,6 +266,29 @@ losa_status dist_sparsegpt_rows(dist_ctx *d, float *W, int out, int in,
                                 const double *Hinv_upper, const unsigned char *dead,
                                 double sparsity, int nm_n, int nm_m, int blocksize,
                                 prune_sparsegpt_timing *t)
+{
+    int P = dist_n_replicas(d);
+    if (P == 1)
+        return prune_sparsegpt_rows(W, out, 0, out, in, Hinv_upper, dead, sparsity, nm_n,
+                                    nm_m, blocksize, NULL, NULL, t);
+    if (!dist_sparsegpt_rows_local(out, in, P))
+        return dist_sparsegpt_rows_split(d, W, out, in, Hinv_upper, dead, sparsity, nm_n, nm_m,
+                                         blocksize, t);
+    /* every replica the whole W (equal inputs: equal results); the status
+     * reduced so that a failure on one is a failure on all */
+    losa_status s = prune_sparsegpt_rows(W, out, 0, out, in, Hinv_upper, dead, sparsity, nm_n,
+                                         nm_m, blocksize, NULL, NULL, t);
+    int bad = s != LOSA_OK, anybad = 0;
+    MPI_Allreduce(&bad, &anybad, 1, MPI_INT, MPI_MAX, dist_comm_stage(d));
+    if (anybad && s == LOSA_OK)
+        s = core_err(LOSA_ERR_INTERNAL, "dist_sparsegpt_rows: another replica failed");
+    return s;
+}
+
+losa_status dist_sparsegpt_rows_split(dist_ctx *d, float *W, int out, int in,
+                                      const double *Hinv_upper, const unsigned char *dead,
+                                      double sparsity, int nm_n, int nm_m, int blocksize,
+                                      prune_sparsegpt_timing *t)
 {
     int P = dist_n_replicas(d), me = dist_replica(d);
     if (P == 1)

@@ -190,6 +190,7 @@ static double fwd_compute(lora_trainer *tr, int j, const int *tokens, const int 
         tr->head_busy += core_time() - th;
     }
     tr->busy += core_time() - t0;
+    tr->fwd_busy += core_time() - t0;
     return nll;
 }
 
@@ -280,6 +281,138 @@ static double run_1f1b(lora_trainer *tr, const int *tok, const int *tgt, float s
     return nll;
 }
 
+/* ---- the schedule's wall (lora_schedule_seconds) ----
+ * Each stage's program is the list of operations run_1f1b / run_gpipe
+ * execute on it: a compute (seconds) or a blocking exchange of one or two
+ * messages (a send, a receive, or the paired send+receive).  A message
+ * completes x after both its sender and its receiver have reached it; an
+ * exchange ends when its messages have.  Message ids: (direction, link,
+ * micro-batch), link p between stages p and p + 1. */
+typedef struct {
+    double cost; /* compute seconds (n == 0) */
+    int n;       /* messages: 0, 1 or 2 */
+    int id[2];
+    int send[2]; /* 1: this stage sends it; 0: receives it */
+} sched_op;
+
+typedef struct {
+    sched_op *op;
+    int n;
+    int PP, m, p;
+} sched_prog;
+
+static int sched_id(const sched_prog *g, int bwd, int link, int j)
+{
+    return (bwd * (g->PP - 1) + link) * g->m + j;
+}
+static void sched_compute(sched_prog *g, double s) { g->op[g->n++] = (sched_op){.cost = s}; }
+/* one exchange of up to two messages (a missing neighbour's are dropped) */
+static void sched_xchg(sched_prog *g, int n, const int *bwd, const int *send, const int *j)
+{
+    sched_op o = {0};
+    for (int k = 0; k < n; k++) {
+        /* forward: p sends to p + 1 (link p); backward: p sends to p - 1 (link p - 1) */
+        int to_next = bwd[k] ? !send[k] : send[k], link = to_next ? g->p : g->p - 1;
+        if (link < 0 || link >= g->PP - 1) continue;
+        o.id[o.n] = sched_id(g, bwd[k], link, j[k]);
+        o.send[o.n++] = send[k];
+    }
+    if (o.n) g->op[g->n++] = o;
+}
+static void sched_one(sched_prog *g, int bwd, int send, int j) { sched_xchg(g, 1, &bwd, &send, &j); }
+
+/* Stage p's program under schedule over m micro-batches (run_1f1b,
+ * run_gpipe; one stage: forward, backward per micro-batch). */
+static void sched_program(sched_prog *g, int schedule, double f, double b)
+{
+    int PP = g->PP, p = g->p, m = g->m;
+    enum { FWD = 0, BWD = 1, RECV = 0, SEND = 1 };
+    if (PP == 1) {
+        for (int j = 0; j < m; j++) sched_compute(g, f), sched_compute(g, b);
+    } else if (schedule == LORA_SCHEDULE_GPIPE) {
+        for (int j = 0; j < m; j++)
+            sched_one(g, FWD, RECV, j), sched_compute(g, f), sched_one(g, FWD, SEND, j);
+        for (int j = 0; j < m; j++)
+            sched_one(g, BWD, RECV, j), sched_compute(g, b), sched_one(g, BWD, SEND, j);
+    } else {
+        int w = PP - p - 1 < m ? PP - p - 1 : m, rem = m - w;
+        for (int j = 0; j < w; j++)
+            sched_one(g, FWD, RECV, j), sched_compute(g, f), sched_one(g, FWD, SEND, j);
+        if (rem > 0) sched_one(g, FWD, RECV, w);
+        for (int i = 0; i < rem; i++) {
+            int j = w + i;
+            sched_compute(g, f);
+            /* model_stage_send_output_recv_grad: none on the last stage */
+            int b1[2] = {FWD, BWD}, s1[2] = {SEND, RECV}, j1[2] = {j, i};
+            if (p < PP - 1) sched_xchg(g, 2, b1, s1, j1);
+            sched_compute(g, b);
+            if (i == rem - 1) {
+                sched_one(g, BWD, SEND, i);
+            } else if (p > 0) { /* model_stage_send_input_grad_recv_input */
+                int b2[2] = {BWD, FWD}, s2[2] = {SEND, RECV}, j2[2] = {i, j + 1};
+                sched_xchg(g, 2, b2, s2, j2);
+            }
+        }
+        for (int i = rem; i < m; i++)
+            sched_one(g, BWD, RECV, i), sched_compute(g, b), sched_one(g, BWD, SEND, i);
+    }
+}
+
+double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const double *b,
+                             double x)
+{
+    if (PP < 1 || m < 1) return 0;
+    int nid = 2 * (PP > 1 ? PP - 1 : 1) * m;
+    sched_prog *g = core_calloc((size_t)PP, sizeof *g);
+    int *pc = core_calloc((size_t)PP, sizeof *pc);
+    double *t = core_calloc((size_t)PP, sizeof *t);
+    double *post = core_calloc((size_t)2 * nid, sizeof *post); /* [recv, send] x id */
+    for (int i = 0; i < 2 * nid; i++) post[i] = -1;
+    for (int p = 0; p < PP; p++) {
+        g[p] = (sched_prog){.op = core_calloc((size_t)(6 * m + 2), sizeof(sched_op)),
+                            .PP = PP, .m = m, .p = p};
+        sched_program(&g[p], schedule, f[p], b[p]);
+    }
+    /* advance every stage as far as it can until all are done (the code's
+     * pairing cannot deadlock, so each sweep makes progress) */
+    int left = PP, progress = 1;
+    while (left > 0 && progress) {
+        progress = 0;
+        left = 0;
+        for (int p = 0; p < PP; p++) {
+            while (pc[p] < g[p].n) {
+                const sched_op *o = &g[p].op[pc[p]];
+                if (o->n == 0) {
+                    t[p] += o->cost;
+                    pc[p]++, progress = 1;
+                    continue;
+                }
+                double end = t[p];
+                int ready = 1;
+                for (int k = 0; k < o->n; k++) {
+                    double *mine = &post[o->send[k] * nid + o->id[k]],
+                           other = post[(1 - o->send[k]) * nid + o->id[k]];
+                    if (*mine < 0) *mine = t[p], progress = 1;
+                    if (other < 0) ready = 0;
+                    else end = fmax(end, fmax(*mine, other) + x);
+                }
+                if (!ready) break;
+                t[p] = end;
+                pc[p]++, progress = 1;
+            }
+            left += pc[p] < g[p].n;
+        }
+    }
+    LOSA_CHECK(left == 0);
+    double wall = 0;
+    for (int p = 0; p < PP; p++) wall = fmax(wall, t[p]), core_free(g[p].op);
+    core_free(g);
+    core_free(pc);
+    core_free(t);
+    core_free(post);
+    return wall;
+}
+
 losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targets,
                             lora_step_stats *st)
 {
@@ -300,7 +433,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
                                    (long long)tr->step);
     float scale = (float)(1.0 / (double)ntok);
     lora_grad_zero(ad);
-    tr->busy = tr->head_busy = tr->embed_busy = 0;
+    tr->busy = tr->head_busy = tr->embed_busy = tr->fwd_busy = 0;
     double nll = 0;
     if (!d || dist_n_stages(d) == 1) {
         for (int j = 0; j < tr->n_mb; j++) {
@@ -361,6 +494,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
         st->busy_seconds = tr->busy;
         st->head_seconds = tr->head_busy;
         st->embed_seconds = tr->embed_busy;
+        st->forward_seconds = tr->fwd_busy;
     }
     tr->step++;
     return LOSA_OK;

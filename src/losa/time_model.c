@@ -140,6 +140,9 @@ static double allgather_s(const losa_rates *rt, double bytes, int n)
  *    all-reduce, an all-gather of out x blocksize doubles) and every
  *    replica selects over all of them, so the mask work (the selection
  *    dominates it) is not split; N:M masks are per row (split);
+ *  - a small map (dist_sparsegpt_rows_local) is swept whole by every
+ *    replica: its sweep, update and mask not split, one status all-reduce
+ *    and no other message;
  *  - Wanda's / magnitude's masks on every replica (not split). */
 static double pruner_s(const run_settings *rs, const model_config *c, int dp, double nw,
                        const losa_rates *rt)
@@ -154,7 +157,7 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     if (pc->method != PRUNE_METHOD_MAGNITUDE)
         comm += allreduce_s(rt, 8.0 * N * (3.0 * c->dim + c->hidden_dim), dp);
     if (!sgpt) return mask + comm;
-    double stats, hinv, sweep;
+    double stats, hinv, sweep, sweep_split = 0, w_split = 0;
     losa_pruner_flops(c, nw * rs->data.calib_seqlen, &stats, &hinv, &sweep);
     double gs = rt->prune_stats_gflops > 0 ? rt->prune_stats_gflops : rt->gemm_gflops,
            gv = rt->prune_solve_gflops > 0 ? rt->prune_solve_gflops : rt->gemm_gflops,
@@ -170,6 +173,12 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
     for (int m = 0; m < MODEL_N_MAPS && dp > 1; m++) {
         int o, i;
         model_map_shape(c, (model_map)m, &o, &i);
+        if (dist_sparsegpt_rows_local(o, i, dp)) { /* whole on every replica */
+            comm += allreduce_s(rt, 4, dp);
+            continue;
+        }
+        sweep_split += 2.0 * o * (double)i * i; /* losa_pruner_flops' share of this map */
+        w_split += (double)o * i;
         /* the rows' status and loss all-reduces, then W gathered */
         comm += 2 * allreduce_s(rt, 8, dp) + allgather_s(rt, 4.0 * o * i, dp);
         if (pc->nm_m > 0) continue;
@@ -179,26 +188,30 @@ static double pruner_s(const run_settings *rs, const model_config *c, int dp, do
                     allgather_s(rt, 8.0 * o * cols, dp);
         }
     }
-    return stats / (gs * 1e9) + hinv_s + sweep / (gv * 1e9) / dp +
-           (pc->nm_m > 0 ? mask / dp : mask) + comm;
+    /* the split maps' sweep over the replicas; N:M masks split with them */
+    double split = dp > 1 ? sweep_split : sweep, ws = dp > 1 ? w_split / weights : 1;
+    return stats / (gs * 1e9) + hinv_s + (sweep - split + split / dp) / (gv * 1e9) +
+           (pc->nm_m > 0 ? mask * (1 - ws + ws / dp) : mask) + comm;
 }
 
 /* Training on n examples: optimizer steps of train.batch x grad_accum
  * sequences, each replica running grad_accum / dp micro-batches through
  * the pipeline, then the gradient all-reduce over the replicas.  The
- * pipeline's step (1F1B or GPipe) with stage micro-batch times t_s: the
- * first micro-batch crosses every stage (forward and backward: sum t_s),
- * the other m - 1 follow the slowest stage ((m - 1) max t_s); with equal
- * stages this is the (m + pp - 1) slots of (pp - 1) / (m + pp - 1) bubble,
- * with unequal ones the fill and drain cost the stages' own times, not
- * pp - 1 slots of the slowest. */
+ * pipeline's step is the schedule the trainer runs (1F1B or GPipe,
+ * lora_schedule_seconds: each stage's forwards, backwards and blocking
+ * exchanges in the trainer's order) with each stage's forward and backward
+ * of a micro-batch; with equal stages that is (m + pp - 1) slots, with
+ * unequal ones the fill and drain cost what the stages before and after
+ * the slowest one spend on them (a slow first stage overlaps its own
+ * forwards with the later stages' work; sum t + (m - 1) max t, the bound
+ * of a slow last stage, over-counts it). */
 static double train_phase(const run_settings *rs, const model_config *c, int pp, int dp,
                           const int *count, const model_stage_cost *k, double n,
                           const losa_rates *rt, double *busy)
 {
     const lora_train_config *tc = &rs->train.tc;
     double steps = ceil_div(n, (double)tc->B * tc->grad_accum), m = ceil_div(tc->grad_accum, dp);
-    double worst = 0, sum = 0, act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
+    double act = 4.0 * tc->B * tc->T * c->dim, layer_grads = 0, most = 0;
     for (int q = 0; q < MODEL_N_MAPS; q++) { /* adapter gradients: r_max (in + out) floats */
         int o, i;
         model_map_shape(c, (model_map)q, &o, &i);
@@ -212,24 +225,27 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
                                      rs->lora.lc.dropout > 0, tc->ckpt) /
                    (rt->train_gflops * 1e9),
            all = c->n_layers * k->layer + k->embed + k->head;
+    /* a layer's forward: as bench train measured its share (elementwise
+     * work and dropout weigh on it more than their FLOPs), or modelled */
+    double lf = rt->train_fwd_share > 0 ? rt->train_fwd_share * k->layer : k->layer_fwd;
+    double x = msg_s(rt, act), f[pp], b[pp];
     for (int s = 0; s < pp; s++) {
-        double mb = whole *
-                    (count[s] * k->layer + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0)) /
-                    all;
+        double u = whole / all;
+        /* the forward step: the layers' forwards, the embedding, and on the
+         * last stage the head with the loss's backward (fwd_compute) */
+        f[s] = u * (count[s] * lf + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0));
+        b[s] = u * count[s] * (k->layer - lf);
         /* per neighbour one blocking exchange a micro-batch, on this
          * stage's time (no communication thread): the 1F1B steady state
          * pairs the activations forward with a gradient back in one
          * send+receive (model_stage_send_output_recv_grad), both
          * directions at once: one message's time */
-        mb += msg_s(rt, act) * ((s > 0) + (s < pp - 1));
-        busy[s] = steps * m * mb;
-        worst = mb > worst ? mb : worst;
-        sum += mb;
+        busy[s] = steps * m * (f[s] + b[s] + x * ((s > 0) + (s < pp - 1)));
         most = count[s] > most ? count[s] : most;
     }
     double ar = allreduce_s(rt, most * layer_grads, dp);
     for (int s = 0; s < pp; s++) busy[s] += steps * ar;
-    return steps * (sum + (m - 1) * worst + ar);
+    return steps * (lora_schedule_seconds(tc->schedule, pp, (int)m, f, b, x) + ar);
 }
 
 static void add(double *acc, const double *x, int n, double times)

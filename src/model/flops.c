@@ -41,6 +41,10 @@ void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t
     double head_bytes = 4 * N * (5 * V + 6 * D);
     k->layer = model_train_flops(c, 1, 0, B, T, r, dropout, recompute) +
                MODEL_FLOPS_PER_BYTE * layer_bytes;
+    /* the forward of model_train_flops (maps, twice with dropout, and the
+     * attention) and one of the (3 + recompute) elementwise passes */
+    k->layer_fwd = N * maps_flops(c) * (dropout ? 2 : 1) + B * attention_flops(c, T) +
+                   MODEL_FLOPS_PER_BYTE * 4 * N * fwd;
     k->head = model_train_flops(c, 0, 1, B, T, r, dropout, recompute) +
               MODEL_FLOPS_PER_BYTE * head_bytes;
     k->embed = MODEL_FLOPS_PER_BYTE * 4 * N * 2 * D;
