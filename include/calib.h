@@ -206,7 +206,8 @@ losa_status calib_layer_grams(struct dist_ctx *d, const model_stage *s,
 size_t calib_layer_grams_bytes(const model_config *c, int n_layers, int N, int S, int chunk);
 
 /* Centred Gram matrix G (n,n) = H X X^T H of X (n, m), H = I - 11^T/n;
- * tmp: (n,n) float scratch.  X X^T by sgemm, centring in double. */
+ * tmp: (n,n) float scratch.  X X^T by sgemm on the calling thread (the
+ * same bits for any OPENBLAS_NUM_THREADS), centring in double. */
 void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp);
 
 /* Fraction of exact zeros (+-0) over the 7 maps of a layer (fp32 or plain

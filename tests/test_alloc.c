@@ -2,6 +2,7 @@
  * feature-space formula), the bounded LP (bounds, exact mean, order, ties),
  * the MI-proportional allocator, the rank allocator (exact total, clipping,
  * adjustment order). */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,34 @@ static void test_cka(void)
     TEST_NEAR(cka_grams(X, X, n, m), 1.0, 1e-6, "CKA(X, X) = 1");
     TEST_NEAR(cka_grams(XQ, Y, n, m), got, 1e-5, "CKA invariant to orthogonal transforms");
     TEST_NEAR(cka_grams(X, Ys, n, m), got, 1e-5, "CKA invariant to isotropic scaling");
+}
+
+/* The Gram of a long row (16 x 2^16: above OpenBLAS's single-thread size,
+ * where a threaded sgemm splits K over its threads and rounds otherwise)
+ * bit for bit the same with 1 and 2 OpenBLAS threads, and the caller's
+ * thread count left as it was. */
+static void test_gram_threads(void)
+{
+    int n = 16;
+    int64_t m = 1 << 16;
+    float *X = malloc(sizeof(float) * (size_t)(n * m)), *tmp = malloc(sizeof(float) * n * n);
+    double *g1 = malloc(sizeof(double) * n * n), *g2 = malloc(sizeof(double) * n * n);
+    core_rng r;
+    core_rng_seed(&r, 7);
+    for (int64_t i = 0; i < n * m; i++) X[i] = (float)core_rng_normal(&r);
+    int nt = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    calib_centred_gram(g1, X, n, m, tmp);
+    openblas_set_num_threads(2);
+    calib_centred_gram(g2, X, n, m, tmp);
+    TEST_CHECK(openblas_get_num_threads() == 2, "gram leaves OpenBLAS's thread count: %d",
+               openblas_get_num_threads());
+    openblas_set_num_threads(nt);
+    TEST_CHECK(!memcmp(g1, g2, sizeof(double) * n * n), "gram: same bits with 1 and 2 threads");
+    free(X);
+    free(tmp);
+    free(g1);
+    free(g2);
 }
 
 static void test_lp(void)
@@ -159,6 +188,7 @@ int main(void)
     TEST_NEAR(losa_delta(0.5), 0.01, 0, "delta 0.5");
     TEST_NEAR(losa_delta(0.7), 0.03, 0, "delta 0.7");
     test_cka();
+    test_gram_threads();
     test_lp();
     test_mi();
     test_ranks();

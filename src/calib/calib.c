@@ -698,8 +698,19 @@ losa_status calib_dense_outputs(dist_ctx *d, const model_stage *s, const int *to
 
 void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
 {
+    /* X X^T on the calling thread: the product is tiny next to the layer
+     * forwards around it (n x n outputs), and OpenBLAS's pthreads pool,
+     * woken between the OpenMP forwards, kept spinning after the call and
+     * took the cores from the next layer's threads (the grams pass several
+     * times slower with 2 threads than with 1).  One thread also makes
+     * the Gram independent of OPENBLAS_NUM_THREADS (OpenBLAS splits a long
+     * K over its threads: other roundings), so a 1-rank run and a 2-rank
+     * run, one thread a rank, agree bit for bit. */
+    int nt = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
                 (int)m, 0.0f, tmp, n);
+    openblas_set_num_threads(nt);
     double *rm = core_calloc(n, sizeof(double)), all = 0;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < n; j++) rm[i] += tmp[i * n + j];

@@ -308,8 +308,10 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
          * product per map, then W += Delta), then calib_layer_grams:
          * losa.rmi_n windows on every replica through the layers (no head),
          * a centred n x n Gram of each layer's input (an (n, S D) x (S D, n)
-         * product) and on the last stage one more of the final output, the
-         * all-reduce of the (L + 1) n x n doubles over every rank */
+         * product, on one thread: at the rank's GEMM rate it is under by at
+         * most the thread count, a few ms next to the forwards) and on the
+         * last stage one more of the final output, the all-reduce of the
+         * (L + 1) n x n doubles over every rank */
         double n = rs->losa.rmi_n, gram = 2 * n * n * rs->data.calib_seqlen * c->dim /
                                           (rt->gemm_gflops * 1e9);
         double merge = 2.0 * rs->lora.lc.r_max * (double)model_map_weights(c) /
