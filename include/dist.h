@@ -117,15 +117,16 @@ losa_status dist_sparsegpt_rows(dist_ctx *d, float *W /* (out, in) */, int out, 
                                 const unsigned char *dead /* (in) or NULL */,
                                 double sparsity, int nm_n, int nm_m, int blocksize,
                                 prune_sparsegpt_timing *t);
-/* Scratch bytes the two calls allocate on one of P replicas (the most of
- * any replica; P = 1: the local pruner's): ScaLAPACK's local blocks of the
- * (in, in) matrix; the sweep of the replica's rows and the block scores
- * gathered for the selection. */
 /* dist_sparsegpt_rows with the rows split whatever the size (P > 1). */
 losa_status dist_sparsegpt_rows_split(dist_ctx *d, float *W, int out, int in,
                                       const double *Hinv_upper, const unsigned char *dead,
                                       double sparsity, int nm_n, int nm_m, int blocksize,
                                       prune_sparsegpt_timing *t);
+/* Scratch bytes the two calls allocate on one of P replicas (the most of
+ * any replica; P = 1: the local pruner's): ScaLAPACK's local blocks of the
+ * (in, in) matrix (a small Hessian: the local factorisation's); the sweep
+ * of the replica's rows and the block scores gathered for the selection
+ * (a small map, dist_sparsegpt_rows_local: the whole map's sweep). */
 size_t dist_sparsegpt_hinv_bytes(int in, int P);
 size_t dist_sparsegpt_rows_bytes(int out, int in, int blocksize, int P);
 /* The SparseGPT hooks of prune_group over this rank's stage (ctx = d):

@@ -192,6 +192,16 @@ sys.exit(0 if abs(got - want) <= 1e-6 * want and abs(hc - 1.5) < 1e-12 and n[0] 
          want < old * (1 - 1e-3) else 1)
 PY
 
+check "plan --bench: the measured forward share is printed among the assumptions" \
+    grep -q "the forward 0.70 of a layer (--bench)" <<<"$("$LOSA" plan input/default.ini "${BASE[@]}" \
+        --set parallel.pp=2 --set parallel.dp=1 "${NET[@]}" --bench "$W/bt.json" 2>&1)"
+# a share outside (0, 1) is no share of a layer's time: refused, naming file and key
+$PY -c 'import json; print(json.dumps({"step_gflops": 10, "layer_forward_share": 1.5}))' >"$W/bt_bad.json"
+err=$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=1 --set parallel.dp=1 \
+      --bench "$W/bt_bad.json" 2>&1 >/dev/null)
+check "plan --bench: layer_forward_share 1.5 refused (file and key named)" \
+    grep -q "bt_bad.json: layer_forward_share 1.5" <<<"$err"
+
 # fresh memory: every perplexity pass allocates its activations
 # (eval_activation_bytes) afresh: at --touch-gbs 1 the 3 passes of mode
 # lora take 3 x bytes / 1e9 s more than at 0 (not counted)

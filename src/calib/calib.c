@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -706,11 +707,12 @@ void calib_centred_gram(double *G, const float *X, int n, int64_t m, float *tmp)
      * the Gram independent of OPENBLAS_NUM_THREADS (OpenBLAS splits a long
      * K over its threads: other roundings), so a 1-rank run and a 2-rank
      * run, one thread a rank, agree bit for bit. */
-    int nt = openblas_get_num_threads();
+    int nt = openblas_get_num_threads(), ont = omp_get_max_threads();
     openblas_set_num_threads(1);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, (int)m, 1.0f, X, (int)m, X,
                 (int)m, 0.0f, tmp, n);
     openblas_set_num_threads(nt);
+    omp_set_num_threads(ont); /* an OpenMP-built OpenBLAS sets OpenMP's count too */
     double *rm = core_calloc(n, sizeof(double)), all = 0;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < n; j++) rm[i] += tmp[i * n + j];

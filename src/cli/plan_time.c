@@ -101,7 +101,13 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     if (json_num(j, "layers_gflops_median") > 0) rt->layer_gflops = json_num(j, "layers_gflops_median");
     if (json_num(j, "head_gflops_median") > 0) rt->head_gflops = json_num(j, "head_gflops_median");
     if (ft > 0) rt->touch_gbs = ft;
-    if (json_num(j, "layer_forward_share") > 0) rt->train_fwd_share = json_num(j, "layer_forward_share");
+    double share = json_num(j, "layer_forward_share");
+    if (share != 0 && !(share > 0 && share < 1)) {
+        cJSON_Delete(j);
+        return core_err(LOSA_ERR_FORMAT, "--bench %s: layer_forward_share %g (expected a share "
+                        "of a layer's training time: 0 < share < 1)", path, share);
+    }
+    if (share > 0) rt->train_fwd_share = share;
     int pr = json_num(j, "sparsegpt_s") > 0 && json_num(j, "dim") > 0 && json_num(j, "n_heads") > 0;
     if (pr) prune_rates(j, rt), *got_prune = 1;
     cJSON_Delete(j);
@@ -151,15 +157,17 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
     else
         snprintf(prune, sizeof prune, "pruners at the dense GEMM rate, masks %.3g weights/s "
                  "(assumed; pass a `bench prune --json`)", LOSA_DEFAULT_MASK_WPS);
-    char split[96] = "";
+    char split[96] = "", fshare[64] = "; the forward's share of a layer from the cost model";
     if (rt->layer_gflops > 0)
         snprintf(split, sizeof split, " (layers %.1f, head %.1f GF/s: calibration passes at the "
                  "layers' rate)", rt->layer_gflops, rt->head_gflops > 0 ? rt->head_gflops : rt->fwd_gflops);
-    snprintf(why, n, "%sforward %.1f GF/s%s (%s), training %.1f GF/s (%s), dense GEMM %.1f GF/s per "
-             "rank; %s; fresh memory %.2f GB/s (%s); network %.1f Gbit/s, %.1f us per message; "
+    if (rt->train_fwd_share > 0)
+        snprintf(fshare, sizeof fshare, "; the forward %.2f of a layer (--bench)", rt->train_fwd_share);
+    snprintf(why, n, "%sforward %.1f GF/s%s (%s), training %.1f GF/s (%s%s), dense GEMM %.1f GF/s "
+             "per rank; %s; fresh memory %.2f GB/s (%s); network %.1f Gbit/s, %.1f us per message; "
              "eval %lld tokens",
              measured, rt->fwd_gflops, split, fw ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
-             rt->train_gflops, tr ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
+             rt->train_gflops, tr ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5", fshare,
              rt->gemm_gflops, prune, rt->touch_gbs,
              touch, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
     return LOSA_OK;
