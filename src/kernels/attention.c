@@ -92,10 +92,8 @@ TILE_FN(1, 16)
 
 /* The same for W = 8, R = 8 or 1 (8 x 8: eight independent 8-wide chains,
  * for the P V columns of head sizes 8, 24, 40, ...), on vectors written
- * out: GCC
- * unrolls an 8-iteration loop before it vectorises loops and then packs
- * the unrolled statements into nothing wider than 16 bytes (and 1 of 8 at
- * a time in the 8 x 8 case), so the loop form above runs scalar.  Vector
+ * out: GCC 12 fully unrolls an 8-iteration loop before it vectorises loops,
+ * and the loop form above then ran scalar (vfmaddss in the profile).  Vector
  * arithmetic has no fused multiply-add short of target intrinsics, and
  * -std=c11 does not contract, so each step is a rounded product and a
  * rounded sum (the same bits in every clone, but not those of the fmaf
