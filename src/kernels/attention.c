@@ -90,18 +90,51 @@ TILE_FN(4, 16)
 TILE_FN(1, 16)
 #undef TILE_FN
 
-/* C (rows, W) as the tiles above, any rows, W = 32 or 16. */
+/* The same for W = 8, R = 8 or 1 (8 x 8: eight independent 8-wide chains,
+ * for the P V columns of head sizes 8, 24, 40, ...), on vectors written
+ * out: GCC 12 fully unrolls an 8-iteration loop before it vectorises loops,
+ * and the loop form above then ran scalar (vfmaddss in the profile).  Vector
+ * arithmetic has no fused multiply-add short of target intrinsics, and
+ * -std=c11 does not contract, so each step is a rounded product and a
+ * rounded sum (the same bits in every clone, but not those of the fmaf
+ * tiles: a head size of 8 or 24 sums P V in products rounded once more,
+ * a relative change of 2^-24 per term, well inside the tests' bounds). */
+typedef float att_v8 __attribute__((vector_size(32), aligned(4)));
+#define TILE8_FN(R)                                                                        \
+    static inline __attribute__((always_inline)) void tile_##R##x8(                        \
+        float *c, int64_t ldc, const float *a, int64_t lda, const float *b, int64_t ldb,  \
+        int kd, int add)                                                                  \
+    {                                                                                     \
+        att_v8 acc[R];                                                                    \
+        for (int i = 0; i < R; i++)                                                       \
+            acc[i] = add ? *(const att_v8 *)(c + i * ldc) : (att_v8){0};                  \
+        for (int k = 0; k < kd; k++) {                                                    \
+            att_v8 bk = *(const att_v8 *)(b + k * ldb);                                   \
+            for (int i = 0; i < R; i++) acc[i] += a[i * lda + k] * bk;                    \
+        }                                                                                 \
+        for (int i = 0; i < R; i++) *(att_v8 *)(c + i * ldc) = acc[i];                    \
+    }
+TILE8_FN(8)
+TILE8_FN(1)
+#undef TILE8_FN
+
+/* C (rows, w) as the tiles above, any rows, w = 32, 16 or 8. */
 static inline __attribute__((always_inline)) void tile_rows(float *c, int64_t ldc, const float *a,
                                                            int64_t lda, const float *b,
-                                                           int64_t ldb, int kd, int rows, int w32,
+                                                           int64_t ldb, int kd, int rows, int w,
                                                            int add)
 {
     int i = 0;
+    if (w == 8) {
+        for (; i + 8 <= rows; i += 8) tile_8x8(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        for (; i < rows; i++) tile_1x8(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        return;
+    }
     for (; i + 4 <= rows; i += 4)
-        if (w32) tile_4x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        if (w == 32) tile_4x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
         else tile_4x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
     for (; i < rows; i++)
-        if (w32) tile_1x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
+        if (w == 32) tile_1x32(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
         else tile_1x16(c + i * ldc, ldc, a + i * lda, lda, b, ldb, kd, add);
 }
 
@@ -128,7 +161,7 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
                           const float *vb, int qs, int ks, int i0, int ni, int hd, float scale,
                           att_scratch *w)
 {
-    const int hd32 = hd / 32 * 32, hd16 = hd / 16 * 16;
+    const int hd32 = hd / 32 * 32, hd16 = hd / 16 * 16, hd8 = hd / 8 * 8;
     for (int r = 0; r < ni; r++) w->m[r] = -FLT_MAX, w->l[r] = 0.0f;
     memset(w->acc, 0, sizeof(float) * (size_t)ni * hd);
     for (int j0 = 0; j0 < i0 + ni; j0 += w->bs) {
@@ -138,7 +171,7 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
          * multiple of 32) */
         for (int c0 = 0; c0 < nj; c0 += 32)
             tile_rows(w->s + c0, ATT_BLOCK, qb + (int64_t)i0 * qs, qs, kt + j0 + c0, ktl, hd, ni,
-                      1, 0);
+                      32, 0);
         for (int r = 0; r < ni; r++) {
             float *row = w->s + (int64_t)r * ATT_BLOCK;
             int n = visible(i0 + r, j0, nj);
@@ -160,13 +193,18 @@ static void forward_block(float *ob, float *lse, const float *qb, const float *k
 #pragma omp simd
             for (int d = 0; d < hd; d++) a[d] *= corr;
         }
-        /* acc += P V_j: 32 columns of hd at a time, then 16, the rest one by one */
+        /* acc += P V_j: 32 columns of hd at a time, then 16, then 8 (head
+         * sizes 8 and 24 would otherwise run one element at a time), the
+         * rest (hd not a multiple of 8) one by one; every entry sums over
+         * the key positions in order (the 8-wide tiles without fusing, see
+         * tile_8x8) */
         const float *vj = vb + (int64_t)j0 * ks;
         for (int d0 = 0; d0 < hd32; d0 += 32)
-            tile_rows(w->acc + d0, hd, w->s, ATT_BLOCK, vj + d0, ks, nj, ni, 1, 1);
-        if (hd16 > hd32) tile_rows(w->acc + hd32, hd, w->s, ATT_BLOCK, vj + hd32, ks, nj, ni, 0, 1);
+            tile_rows(w->acc + d0, hd, w->s, ATT_BLOCK, vj + d0, ks, nj, ni, 32, 1);
+        if (hd16 > hd32) tile_rows(w->acc + hd32, hd, w->s, ATT_BLOCK, vj + hd32, ks, nj, ni, 16, 1);
+        if (hd8 > hd16) tile_rows(w->acc + hd16, hd, w->s, ATT_BLOCK, vj + hd16, ks, nj, ni, 8, 1);
         for (int r = 0; r < ni; r++)
-            for (int d = hd16; d < hd; d++) {
+            for (int d = hd8; d < hd; d++) {
                 float t = w->acc[(int64_t)r * hd + d];
                 for (int c = 0; c < nj; c++)
                     t = fmaf(w->s[(int64_t)r * ATT_BLOCK + c], vj[(int64_t)c * ks + d], t);
