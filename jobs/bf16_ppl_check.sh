@@ -78,8 +78,15 @@ if len(mean) == 2:
     se = 100 * (var["fp32"] + var["bf16"]) ** 0.5 / mean["fp32"]
     print("bf16 LoSA mean vs fp32 mean: %+.2f %% (standard error %.2f %%)" % (100 * (mean["bf16"] / mean["fp32"] - 1), se))
     pairs = [(runs[(s, "bf16")]["losa_ppl"] / runs[(s, "fp32")]["losa_ppl"] - 1) * 100
-             for (s, d) in runs if d == "fp32" and (s, "bf16") in runs]
+             for (s, d) in sorted(runs) if d == "fp32" and (s, "bf16") in runs]
     if pairs:
-        print("per seed bf16 vs fp32: " + ", ".join("%+.1f %%" % p for p in pairs))
+        # the same seed draws the same data order, initialisation and
+        # dropout in both: the per-seed differences, their mean and its
+        # standard error (STORE=bf16: also the same starting weights)
+        line = "per seed bf16 vs fp32: " + ", ".join("%+.1f %%" % p for p in pairs)
+        if len(pairs) > 1:
+            line += "; mean %+.2f %% (standard error %.2f %%)" % (
+                statistics.mean(pairs), statistics.stdev(pairs) / len(pairs) ** 0.5)
+        print(line)
 sys.exit(1 if bad else 0)
 EOF
