@@ -15,7 +15,11 @@
 # HEAD_COST (1, default: pass the measured head cost; 0: the cost model's),
 # RUNS (1, default; 0: no bench and no run: project again with $LOSA from
 # the bench JSONs and against the runs already in OUT, e.g. to compare two
-# versions of the time model on the same measurements).
+# versions of the time model on the same measurements), ROUNDS (1, default:
+# benches and runs repeated ROUNDS times in turn; each case's projection
+# and measurement are then the medians over the rounds: on a shared VM a
+# 2-thread run's training rate varied by 20-28 % from one run to the next,
+# more than the model's error), ITERS (10: bench forward/train steps).
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 LOSA=${LOSA:-build/losa}
@@ -35,6 +39,9 @@ CASES=(
 )
 LAYOUTS=("1 1" "1 2" "2 1") # pp dp
 
+ROUNDS=${ROUNDS:-1}
+for ((r = 1; r <= ROUNDS; r++)); do
+R=$OUT/r$r; mkdir -p "$R"
 for c in "${CASES[@]}"; do
     IFS='|' read -r name store sets <<<"$c"
     read -ra SETS <<<"$sets"
@@ -52,68 +59,90 @@ print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seq
       v["data.calib_n"], v["data.calib_seqlen"])
 PY
 )
-    # the rates of this node with the threads a rank gets: 2 threads for the
-    # 1-rank layout, 1 for the 2-rank layouts (two ranks share the cores)
+    # the rates of this node as a rank of each layout sees it: 2 threads for
+    # the 1-rank layout; for the 2-rank layouts 1 thread and a second copy
+    # of the same bench running beside it (two ranks share the cores' L3
+    # and memory bandwidth: minillama's 20 MB of weights fit the 32 MB L3
+    # once, not twice; the copy's JSON is discarded)
     for thr in 1 2; do
         [ "${RUNS:-1}" = 1 ] || break
         export OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr
-        "$LOSA" bench forward --model "$store" --batch "$eb" --seqlen "$eT" --iters 5 --json \
-            >"$OUT/$name-forward-t$thr.json" 2>/dev/null
-        "$LOSA" bench train --model "$store" --batch "$tb" --seqlen "$tT" --iters 5 --json \
-            >"$OUT/$name-train-t$thr.json" 2>/dev/null
-        "$LOSA" bench prune --model "$store" --n "$cn" --seqlen "$cS" --sparsity 0.7 --json \
-            >"$OUT/$name-prune-t$thr.json" 2>/dev/null
+        for b in forward train prune; do
+            case $b in
+            forward) args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}") ;;
+            train) args=(--batch "$tb" --seqlen "$tT" --iters "${ITERS:-10}") ;;
+            prune) args=(--n "$cn" --seqlen "$cS" --sparsity 0.7) ;;
+            esac
+            copies=$((thr == 1 ? 2 : 1))
+            for ((k = 1; k < copies; k++)); do
+                "$LOSA" bench $b --model "$store" "${args[@]}" --json >/dev/null 2>&1 &
+            done
+            "$LOSA" bench $b --model "$store" "${args[@]}" --json >"$R/$name-$b-t$thr.json" 2>/dev/null
+            wait
+        done
         unset OPENBLAS_NUM_THREADS OMP_NUM_THREADS
     done
     for lay in "${LAYOUTS[@]}"; do
         read -r pp dp <<<"$lay"
-        np=$((pp * dp)); tag=$name-pp$pp-dp$dp; dir=$OUT/$tag
+        np=$((pp * dp)); tag=$name-pp$pp-dp$dp; dir=$R/$tag
         [ "${RUNS:-1}" = 1 ] && rm -rf "$dir"
         common=(--set model.store=$store "${SETS[@]}" --set parallel.pp=$pp --set parallel.dp=$dp)
         # ranks share the node's cores: one BLAS thread each when there are two
         thr=$((np > 1 ? 1 : 2))
         if [ "${HEAD_COST:-1}" = 1 ]; then
             hc=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("head_cost_layers", 0))' \
-                "$OUT/$name-train-t$thr.json")
+                "$R/$name-train-t$thr.json")
             common+=(--set parallel.head_cost_layers=$hc)
         fi
-        "$LOSA" plan input/default.ini "${common[@]}" --bench "$OUT/$name-forward-t$thr.json" \
-            --bench "$OUT/$name-train-t$thr.json" --bench "$OUT/$name-prune-t$thr.json" \
-            --json >"$OUT/$tag-plan.json" 2>/dev/null
+        "$LOSA" plan input/default.ini "${common[@]}" --bench "$R/$name-forward-t$thr.json" \
+            --bench "$R/$name-train-t$thr.json" --bench "$R/$name-prune-t$thr.json" \
+            --json >"$R/$tag-plan.json" 2>/dev/null
         [ "${RUNS:-1}" = 1 ] || continue
         OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr $MPIRUN -np $np "$LOSA" run \
-            input/default.ini "${common[@]}" --set output.dir=$dir >"$OUT/$tag.log" 2>&1
+            input/default.ini "${common[@]}" --set output.dir=$dir >"$R/$tag.log" 2>&1
     done
 done
+done
 
-/usr/bin/python3 - "$OUT" "${CASES[@]%%|*}" <<'PY'
-import json, os, sys
+/usr/bin/python3 - "$OUT" "$ROUNDS" "${CASES[@]%%|*}" <<'PY'
+import json, os, statistics, sys
 import h5py, numpy as np
-out, names = sys.argv[1], sys.argv[2:]
+out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+proj, meas = {}, {}  # (tag, phase) -> [per round]
+for r in range(1, rounds + 1):
+    rd = os.path.join(out, f"r{r}")
+    for name in names:
+        for pp, dp in ((1, 1), (1, 2), (2, 1)):
+            tag = f"{name}-pp{pp}-dp{dp}"
+            plan = json.load(open(os.path.join(rd, tag + "-plan.json")))
+            w = plan["wall_seconds"]
+            with h5py.File(os.path.join(rd, tag, "run.h5"), "r") as f:
+                g = lambda p: float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
+                m = {"prune": g("prune/prune_seconds"), "lora_train": g("lora/train_seconds"),
+                     "total": g("final/seconds")}
+                if "losa/steps/seconds" in f:
+                    s = np.asarray(f["losa/steps/seconds"][()])
+                    m["grams"], m["losa_prune"], m["losa_train"] = (
+                        float(s[:, 0].sum()), float(s[:, 1].sum()), float(s[:, 2].sum()))
+                # one perplexity pass: the +LoRA model's (lora phase less its training)
+                if "lora/seconds" in f and "losa_eval" in plan.get("step_seconds", {}):
+                    m["eval_pass"] = g("lora/seconds") - g("lora/train_seconds")
+                    w = dict(w, eval_pass=plan["step_seconds"]["losa_eval"])
+            for k, v in m.items():
+                if v is None or k not in w: continue
+                proj.setdefault((tag, k), []).append(w[k])
+                meas.setdefault((tag, k), []).append(v)
 rows = []
-for name in names:
-    for pp, dp in ((1, 1), (1, 2), (2, 1)):
-        tag = f"{name}-pp{pp}-dp{dp}"
-        plan = json.load(open(os.path.join(out, tag + "-plan.json")))
-        w = plan["wall_seconds"]
-        with h5py.File(os.path.join(out, tag, "run.h5"), "r") as f:
-            g = lambda p: float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
-            meas = {"prune": g("prune/prune_seconds"), "lora_train": g("lora/train_seconds"),
-                    "total": g("final/seconds")}
-            if "losa/steps/seconds" in f:
-                s = np.asarray(f["losa/steps/seconds"][()])
-                meas["grams"], meas["losa_prune"], meas["losa_train"] = (
-                    float(s[:, 0].sum()), float(s[:, 1].sum()), float(s[:, 2].sum()))
-            # one perplexity pass: the +LoRA model's (lora phase less its training)
-            if "lora/seconds" in f and "losa_eval" in plan.get("step_seconds", {}):
-                meas["eval_pass"] = g("lora/seconds") - g("lora/train_seconds")
-                w = dict(w, eval_pass=plan["step_seconds"]["losa_eval"])
-        for k, m in meas.items():
-            if m is None or k not in w: continue
-            rows.append((tag, k, w[k], m, w[k] / m if m > 0 else float("nan")))
-print(f"{'case':24s} {'phase':12s} {'projected_s':>12s} {'measured_s':>12s} {'ratio':>7s}")
+for key in proj:
+    p, m = statistics.median(proj[key]), statistics.median(meas[key])
+    each = " ".join(f"{a / b:.2f}" for a, b in zip(proj[key], meas[key]) if b > 0)
+    rows.append((key[0], key[1], p, m, p / m if m > 0 else float("nan"), each))
+print(f"{'case':24s} {'phase':12s} {'projected_s':>12s} {'measured_s':>12s} {'ratio':>7s}"
+      + ("  per round" if rounds > 1 else ""))
 for r in rows:
-    print(f"{r[0]:24s} {r[1]:12s} {r[2]:12.2f} {r[3]:12.2f} {r[4]:7.2f}")
+    print(f"{r[0]:24s} {r[1]:12s} {r[2]:12.2f} {r[3]:12.2f} {r[4]:7.2f}"
+          + (f"  {r[5]}" if rounds > 1 else ""))
 bad = [r for r in rows if not (0.75 <= r[4] <= 1.25)]
-print(f"{len(rows) - len(bad)} of {len(rows)} within 25 %")
+print(f"{len(rows) - len(bad)} of {len(rows)} within 25 %"
+      + (f" (medians over {rounds} rounds)" if rounds > 1 else ""))
 PY

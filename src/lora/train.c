@@ -432,8 +432,10 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     if (ntok == 0) return core_err(LOSA_ERR_ARG, "train: step %lld has no target tokens",
                                    (long long)tr->step);
     float scale = (float)(1.0 / (double)ntok);
-    lora_grad_zero(ad);
-    tr->busy = tr->head_busy = tr->embed_busy = tr->fwd_busy = 0;
+    double tz = core_time();
+    lora_grad_zero(ad); /* compute too: the stage's dense dDelta when persistent */
+    tr->busy = core_time() - tz;
+    tr->head_busy = tr->embed_busy = tr->fwd_busy = 0;
     double nll = 0;
     if (!d || dist_n_stages(d) == 1) {
         for (int j = 0; j < tr->n_mb; j++) {
@@ -454,8 +456,10 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
      * stage in the same vector */
     double *v = tr->layer_sq;
     memset(v, 0, sizeof(double) * (L + 1));
+    tp = core_time();
     if (!d || dist_replica(d) == 0)
         for (int l = 0; l < s->n_layers; l++) v[s->layer0 + l] = lora_grad_sumsq(ad, l);
+    tr->busy += core_time() - tp;
     v[L] = nll;
     if (d && dist_size(d) > 1) dist_sum_doubles(d, v, L + 1);
     nll = v[L];
