@@ -39,7 +39,8 @@
  * (1 KB) was no better than 1024 (0.89-1.12 on the best call).  The
  * row-interleaved layout of the bitmap panels (positions then slots, one
  * stream per row) was slower here than the two arrays, with or without
- * prefetch (paired 0.66-0.92 without), and is not used for 2:4. */
+ * prefetch (paired 0.66-0.92 without), and is not used for 2:4; so were
+ * two rows per step sharing the x loads (paired 0.53-0.64). */
 #ifndef SPARSE_NM_PF
 #define SPARSE_NM_PF 0
 #endif
