@@ -25,17 +25,24 @@
 #define T256 __attribute__((target("avx2,fma,bmi2")))
 #define INLINE static inline __attribute__((always_inline))
 
-/* Software prefetch distance in slots (floats) ahead of the current block:
- * every line of the slots and the positions SPARSE_NM_PF slots (4 KB)
- * ahead, across the end of the row into the next one (rows are stored one
- * after the other).  One prefetch per 256 bytes of slots (every fourth
- * line, as before) gave a 10-20% higher best call time on 4096 x 4096 and
- * 11008 x 4096 (best of 60 calls after a cache flush, the two kernels
- * alternating in one process, 8 of 8 pairs; shared 2-core Zen 5 VM under
- * load 9-16, where medians are set by scheduling); from L2 the rate is
- * unchanged (~33-36 Gweights/s per core).  nm_prefetch. */
+/* Software prefetch distance in slots (floats) ahead of the current block,
+ * 0: none (the default).  With SPARSE_NM_PF > 0, every line of the slots
+ * and the positions SPARSE_NM_PF slots ahead, across the end of the row
+ * into the next one (rows are stored one after the other).  On a Zen 5 VM
+ * 1024 (4 KB) gave a 10-20% better best call than one prefetch per 256
+ * bytes; on the 2-core Zen 4 (AVX-512) the hardware prefetcher alone is
+ * faster: no prefetch against 1024, batch-1 decode, 50% 2:4, the two
+ * binaries alternating (bench sparse --decode-only --rounds 7, 6 pairs per
+ * shape, shared machine under load 2-3.5): sparse call time old / new,
+ * paired median 1.31 / 1.32 / 2.07 (6 of 6 pairs each), best call 1.32 /
+ * 1.22 / 1.80 on 4096 x 4096 / 11008 x 4096 / 4096 x 11008; 256 slots
+ * (1 KB) was no better than 1024 (0.89-1.12 on the best call).  The
+ * row-interleaved layout of the bitmap panels (positions then slots, one
+ * stream per row) was slower here than the two arrays, with or without
+ * prefetch (paired 0.66-0.92 without), and is not used for 2:4; so were
+ * two rows per step sharing the x loads (paired 0.53-0.64). */
 #ifndef SPARSE_NM_PF
-#define SPARSE_NM_PF 1024
+#define SPARSE_NM_PF 0
 #endif
 
 /* ------------------------------------------------------------ AVX-512 */
@@ -49,12 +56,13 @@ INLINE T512 __m512i nm_idx512(uint32_t bits)
     return _mm512_ternarylogic_epi32(t, _mm512_set1_epi32(3), base, 0xEA); /* (t & 3) | base */
 }
 
-/* Prefetch of the `lines` cache lines of slots at v + SPARSE_NM_PF and,
- * when c (the input of m and v in the row) starts a line of positions (512
- * inputs), of the positions of those slots (m + SPARSE_NM_PF / 8: 8 slots
- * per 16-bit word). */
+/* Prefetch (none if SPARSE_NM_PF is 0) of the `lines` cache lines of slots
+ * at v + SPARSE_NM_PF and, when c (the input of m and v in the row) starts
+ * a line of positions (512 inputs), of the positions of those slots
+ * (m + SPARSE_NM_PF / 8: 8 slots per 16-bit word). */
 INLINE void nm_prefetch(const uint16_t *m, const float *v, int c, int lines)
 {
+    if (!SPARSE_NM_PF) return;
     for (int l = 0; l < lines; l++)
         _mm_prefetch((const char *)(v + SPARSE_NM_PF + 16 * l), _MM_HINT_T0);
     if (!(c & 511)) _mm_prefetch((const char *)(m + SPARSE_NM_PF / 8), _MM_HINT_T0);
