@@ -36,11 +36,12 @@
  * shape, shared machine under load 2-3.5): sparse call time old / new,
  * paired median 1.31 / 1.32 / 2.07 (6 of 6 pairs each), best call 1.32 /
  * 1.22 / 1.80 on 4096 x 4096 / 11008 x 4096 / 4096 x 11008; 256 slots
- * (1 KB) was no better than 1024 (0.89-1.12 on the best call).  The
- * row-interleaved layout of the bitmap panels (positions then slots, one
- * stream per row) was slower here than the two arrays, with or without
- * prefetch (paired 0.66-0.92 without), and is not used for 2:4; so were
- * two rows per step sharing the x loads (paired 0.53-0.64). */
+ * (1 KB) was no better than 1024 (0.89-1.12 on the best call).  A
+ * row-interleaved layout like the bitmap panels' (each row's positions
+ * then its slots, one stream per row, 64-byte aligned rows) was slower
+ * here than the two arrays, with or without prefetch (paired 0.66-0.92
+ * without), and is not used for 2:4; so were two rows per step sharing
+ * the x loads (paired 0.53-0.64). */
 #ifndef SPARSE_NM_PF
 #define SPARSE_NM_PF 0
 #endif

@@ -38,11 +38,18 @@
 #ifndef SPARSE_MV_BLOCK
 #define SPARSE_MV_BLOCK 256 /* sparse decode: the largest block of rows (matvec_rows) */
 #endif
+/* On the 2-core Zen 4, where the 2:4 kernels gained 1.2-1.8x without
+ * their prefetch (sparse_nm_x86.c), the bitmap kernels built with
+ * SPARSE_PF = 0 and SPARSE_PF_BF16 = 0 were no faster: 70% fp32 bitmap,
+ * call time with / without prefetch, median of 5 runs of bench sparse
+ * --decode-only --rounds 9 alternating the two binaries on an idle
+ * machine, 0.95 / 1.00 / 1.01 (4096 x 4096 / 11008 x 4096 / 4096 x
+ * 11008), bf16 values 0.93 / 1.04 / 0.89 (3 runs); so they keep it. */
 #ifndef SPARSE_PF
-#define SPARSE_PF 1024 /* floats of software prefetch distance (4 KB of fp32 values) */
+#define SPARSE_PF 1024 /* floats of software prefetch distance (4 KB of fp32 values; 0: none) */
 #endif
 #ifndef SPARSE_PF_BF16
-#define SPARSE_PF_BF16 1024 /* bf16 values of software prefetch distance (2 KB) */
+#define SPARSE_PF_BF16 1024 /* bf16 values of software prefetch distance (2 KB; 0: none) */
 #endif
 #ifndef SPARSE_PF_MASK
 #define SPARSE_PF_MASK 1024 /* bitmap words of software prefetch distance (2 KB) */
@@ -107,6 +114,7 @@ INLINE T512 __m512 expand_f32(__mmask16 k, const float *v)
  * or a distance of 2 or 8 KB did not help. */
 INLINE void prefetch64(const uint16_t *m, int w, const float *v, int n)
 {
+    if (SPARSE_PF <= 0) return;
     _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
     _mm_prefetch((const char *)(v + SPARSE_PF + n), _MM_HINT_T0);
     if (!(w & 31)) _mm_prefetch((const char *)(m + w + SPARSE_PF_MASK), _MM_HINT_T0);
@@ -144,12 +152,14 @@ INLINE T512 void expand64_f32(uint64_t k, const float **pv, __m512 e[4])
  * not change it; prefetchnta was no better. */
 INLINE void prefetch64_il(const float *v, int n)
 {
+    if (SPARSE_PF <= 0) return;
     _mm_prefetch((const char *)(v + SPARSE_PF), _MM_HINT_T0);
     _mm_prefetch((const char *)(v + SPARSE_PF + n), _MM_HINT_T0);
 }
 
 INLINE void prefetch_row_il(const uint16_t *m, const float *v)
 {
+    if (SPARSE_PF <= 0) return;
     for (const char *p = (const char *)m; p < (const char *)v; p += 64)
         _mm_prefetch(p + sizeof(float) * SPARSE_PF, _MM_HINT_T0);
 }
@@ -227,7 +237,7 @@ T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const
     for (; w + 4 <= wf; w += 4) {
         uint64_t k;
         memcpy(&k, m + w, 8);
-        _mm_prefetch((const char *)(v + SPARSE_PF_BF16), _MM_HINT_T0);
+        if (SPARSE_PF_BF16 > 0) _mm_prefetch((const char *)(v + SPARSE_PF_BF16), _MM_HINT_T0);
         int p2 = __builtin_popcountll(k & 0xffffffffull);
         __m512i e0 = expand_bf16((__mmask32)k, v), e1 = expand_bf16((__mmask32)(k >> 32), v + p2);
         v += __builtin_popcountll(k);
