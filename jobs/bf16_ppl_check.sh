@@ -16,7 +16,7 @@
 #   RUNS=0 OUT=/tmp/ppl bash jobs/bf16_ppl_check.sh    # summarise OUT again
 #   DTYPES=bf16 SEEDS=5 OUT=/tmp/ppl bash jobs/bf16_ppl_check.sh   # add one run
 #
-# About 6 minutes a run at 1 thread (THREADS, default 1).
+# About 6-10 minutes a run at 1 thread (THREADS, default 1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOSA=${LOSA:-$ROOT/build/losa}
