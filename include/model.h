@@ -470,6 +470,9 @@ typedef struct model_sparse {
     int n_loaded;              /* of those, copies taken from a source */
     size_t bytes;              /* bytes of the sparse copies */
     size_t dense_bytes;        /* fp32 bytes of the converted maps */
+    int resident;              /* the stage's maps fit the L2 caches
+                                  (sparse_cache_resident): AUTO decides
+                                  with sparse_profitable_at(.., 1) */
 } model_sparse;
 
 /* Convert the maps of s: AUTO converts a map when

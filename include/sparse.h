@@ -196,5 +196,13 @@ const char *sparse_isa_name(sparse_isa isa);
  * (fraction of non-zeros) and batch (rows per call), from the speed-ups
  * `losa bench sparse` measured (table in sparse.c, with a 10% margin). */
 int sparse_profitable(sparse_format fmt, double density, int batch);
+/* The same for maps whose weights stay in the cores' caches between calls
+ * (resident = 1: a model small enough, sparse_cache_resident): there the
+ * dense kernel is not memory-bound, so the bytes saved count for less and
+ * batch-1 decode pays only at lower densities (table in sparse.c). */
+int sparse_profitable_at(sparse_format fmt, double density, int batch, int resident);
+/* 1 if `bytes` of fp32 weights, read in turn by `threads` threads, fit
+ * their L2 caches (sysconf's L2 size per core; 1 MB if unknown). */
+int sparse_cache_resident(size_t bytes, int threads);
 
 #endif

@@ -65,16 +65,18 @@ static losa_status gen_args_parse(gen_args *g, int argc, char **argv)
 }
 
 /* The sparse maps' counts over the model (every replica counts once). */
-typedef struct { double conv, maps, loaded, build_s; } gen_sparse_counts;
+typedef struct { double conv, maps, loaded, build_s, resident; } gen_sparse_counts;
 
 static gen_sparse_counts gen_sparse_count(dist_ctx *d, const model_stage *st, const model_sparse *sp)
 {
-    gen_sparse_counts c = {sp->n_converted, (double)st->n_layers * MODEL_N_MAPS, sp->n_loaded, 0};
-    double v[3] = {c.conv, c.maps, c.loaded};
-    dist_sum_doubles(d, v, 3);
+    gen_sparse_counts c = {sp->n_converted, (double)st->n_layers * MODEL_N_MAPS, sp->n_loaded, 0,
+                           sp->resident};
+    double v[4] = {c.conv, c.maps, c.loaded, c.resident};
+    dist_sum_doubles(d, v, 4);
     c.conv = v[0] / dist_n_replicas(d);
     c.maps = v[1] / dist_n_replicas(d);
     c.loaded = v[2] / dist_n_replicas(d);
+    c.resident = v[3] / dist_n_replicas(d);
     return c;
 }
 
@@ -130,6 +132,9 @@ static void gen_report(dist_ctx *d, const gen_args *g, const char *text, int nto
         cJSON_AddNumberToObject(o, "sparse_maps", c->conv);
         cJSON_AddNumberToObject(o, "sparse_stored", c->loaded);
         cJSON_AddNumberToObject(o, "sparse_build_s", c->build_s);
+        /* stages whose maps fit their threads' L2 caches: --sparse auto
+         * decodes those from cache (sparse_profitable_at, resident) */
+        cJSON_AddNumberToObject(o, "sparse_cache_resident_stages", c->resident);
         cJSON_AddNumberToObject(o, "maps", c->maps);
         cli_json_emit(d, o);
     } else if (dist_rank(d) == 0) {

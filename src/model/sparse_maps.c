@@ -1,9 +1,13 @@
 /* model/sparse_maps: which linear maps of a stage run on the sparse kernels
  * (include/sparse.h) and their sparse copies.  The policy: mode ON uses
  * every map at every row count, AUTO a map where
- * sparse_profitable(format, density, rows), OFF none.  Every forward asks here
+ * sparse_profitable_at(format, density, rows, resident), resident when the
+ * stage's maps fit the L2 caches of the threads, OFF none.  Every forward asks here
  * (model_sparse_linear) when a stage has copies attached (s->sparse). */
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "model.h"
 
@@ -74,6 +78,18 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
     sp->mat = core_calloc(n, sizeof(sparse_matrix));
     sp->has = core_calloc(n, 1);
     sp->density = core_calloc(n, sizeof(double));
+    size_t maps = 0; /* the stage's fp32 map bytes, read every decode step */
+    for (int l = 0; l < s->n_layers; l++)
+        for (int m = 0; m < MODEL_N_MAPS; m++) {
+            int o, i;
+            model_map_shape(&s->cfg, m, &o, &i);
+            maps += (size_t)o * i * sizeof(float);
+        }
+#ifdef _OPENMP
+    sp->resident = sparse_cache_resident(maps, omp_get_max_threads());
+#else
+    sp->resident = sparse_cache_resident(maps, 1);
+#endif
     for (int l = 0; l < s->n_layers; l++)
         for (int m = 0; m < MODEL_N_MAPS; m++) {
             int o, i, found;
@@ -83,7 +99,8 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
             sp->density[k] = dens;
             if (mode == MODEL_SPARSE_OFF) continue;
             sparse_format f = sparse_format_for(s->layers[l].w[m], o, i, fmt, batch);
-            if (mode == MODEL_SPARSE_AUTO && !sparse_profitable(f, dens, batch)) continue;
+            if (mode == MODEL_SPARSE_AUTO && !sparse_profitable_at(f, dens, batch, sp->resident))
+                continue;
             losa_status st = map_copy(&sp->mat[k], s, l, (model_map)m, dens, fmt, batch, src,
                                       ctx, &found);
             if (st != LOSA_OK) {
@@ -91,7 +108,8 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
                 return st;
             }
             /* a stored copy may be in another format than the one converted */
-            if (mode == MODEL_SPARSE_AUTO && !sparse_profitable(sp->mat[k].fmt, dens, batch)) {
+            if (mode == MODEL_SPARSE_AUTO &&
+                !sparse_profitable_at(sp->mat[k].fmt, dens, batch, sp->resident)) {
                 sparse_matrix_free(&sp->mat[k]);
                 continue;
             }
@@ -120,7 +138,8 @@ const sparse_matrix *model_sparse_map(const model_sparse *sp, int l, model_map m
 {
     size_t k = (size_t)l * MODEL_N_MAPS + m;
     if (!sp || l >= sp->n_layers || !sp->has[k]) return NULL;
-    if (sp->mode != MODEL_SPARSE_ON && !sparse_profitable(sp->mat[k].fmt, sp->density[k], (int)N))
+    if (sp->mode != MODEL_SPARSE_ON &&
+        !sparse_profitable_at(sp->mat[k].fmt, sp->density[k], (int)N, sp->resident))
         return NULL;
     return &sp->mat[k];
 }

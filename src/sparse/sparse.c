@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -660,10 +661,49 @@ static const struct {
     {SPARSE_FORMAT_CSR, {0.10, 0.05, 0.05, 0.05}},
 };
 
-int sparse_profitable(sparse_format fmt, double density, int batch)
+/* Batch-1 decode when the maps stay in cache (sparse_cache_resident):
+ * `jobs/generate_auto_check.sh` on stories260K (0.9 MB of maps, inside
+ * two 1 MB L2 caches), 2 threads, idle Zen 4, decode tokens/s of --sparse
+ * auto over off (median of 3 rounds): Wanda 70 % bitmap 1.35x, Wanda 2:4
+ * 1.18x, magnitude 50 % bitmap 0.92x (slower: from L2 the dense sgemv
+ * runs at its compute rate and the bitmap's expansion costs more than the
+ * bytes it saves); minillama (20 MB of maps, out of L2) gained 1.26x at
+ * 50 %.  So from cache the bitmaps pay up to about density 0.3 (0.35:
+ * a 70 % model's density is 0.3 and a few more), 2:4 as before. */
+static const struct {
+    sparse_format fmt;
+    double dmax;
+} pays_resident[] = {
+    {SPARSE_FORMAT_BITMAP, 0.35},
+    {SPARSE_FORMAT_BITMAP_BF16, 0.35},
+    {SPARSE_FORMAT_NM24, 0.50},
+    {SPARSE_FORMAT_CSR, 0.10},
+};
+
+int sparse_profitable_at(sparse_format fmt, double density, int batch, int resident)
 {
+    if (resident && batch <= 1) {
+        for (size_t k = 0; k < sizeof pays_resident / sizeof pays_resident[0]; k++)
+            if (pays_resident[k].fmt == fmt) return density <= pays_resident[k].dmax;
+        return 0;
+    }
     int c = batch <= 1 ? 0 : batch <= 8 ? 1 : batch <= 16 ? 2 : 3;
     for (size_t k = 0; k < sizeof pays / sizeof pays[0]; k++)
         if (pays[k].fmt == fmt) return pays[k].dmax[c] > 0.0 && density <= pays[k].dmax[c];
     return 0;
+}
+
+int sparse_profitable(sparse_format fmt, double density, int batch)
+{
+    return sparse_profitable_at(fmt, density, batch, 0);
+}
+
+int sparse_cache_resident(size_t bytes, int threads)
+{
+    long l2 = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (l2 <= 0) l2 = 1L << 20;
+    return bytes <= (size_t)l2 * (size_t)(threads > 0 ? threads : 1);
 }
