@@ -17,9 +17,9 @@
 # the bench JSONs and against the runs already in OUT, e.g. to compare two
 # versions of the time model on the same measurements), ROUNDS (1, default:
 # benches and runs repeated ROUNDS times in turn; each case's projection
-# and measurement are then the medians over the rounds: on a shared VM a
-# 2-thread run's training rate varied by 20-28 % from one run to the next,
-# more than the model's error), ITERS (10: bench forward/train steps).
+# and measurement are then the medians over the rounds: on the idle 2-core
+# VM the default job's +LoRA training went from 18.8k to 27.8k tokens/s
+# between identical 2-thread runs), ITERS (10: bench forward/train steps).
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 LOSA=${LOSA:-build/losa}
