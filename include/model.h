@@ -452,7 +452,8 @@ losa_status model_stage_for_rank_dtype(model_stage *s, const model_config *c,
 /* ---- sparse maps (sparse_maps.c): which maps run on the sparse kernels ---- */
 
 typedef enum {
-    MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable(format, density, batch) */
+    MODEL_SPARSE_AUTO = 0, /* maps where sparse_profitable_at(format, density, batch,
+                              resident) */
     MODEL_SPARSE_ON,       /* every map, at every batch size */
     MODEL_SPARSE_OFF,      /* none (dense BLAS) */
 } model_sparse_mode;
@@ -472,16 +473,17 @@ typedef struct model_sparse {
     size_t dense_bytes;        /* fp32 bytes of the converted maps */
     int resident;              /* the stage's maps fit the L2 caches
                                   (sparse_cache_resident): AUTO decides
-                                  with sparse_profitable_at(.., 1) */
+                                  with sparse_profitable_at(fmt, density,
+                                  rows, resident) */
 } model_sparse;
 
 /* Convert the maps of s: AUTO converts a map when
- * sparse_profitable(format, density, batch) (batch = rows per call the caller
+ * sparse_profitable_at(format, density, batch, resident) (batch = rows per call the caller
  * expects: 1 for decode, B*T for prefill), ON converts all, OFF none.
  * Maps are converted to fmt, a 2:4 map asked as fp32 bitmap to the 2:4
  * format (sparse_format_for).
  * Later calls use a converted map at N rows when mode is ON or
- * sparse_profitable(format, density, N).  The caller attaches it with
+ * sparse_profitable_at(format, density, N, resident).  The caller attaches it with
  * s->sparse = sp and detaches before model_sparse_free. */
 losa_status model_sparse_build(model_sparse *sp, const model_stage *s,
                                model_sparse_mode mode, int batch, sparse_format fmt);

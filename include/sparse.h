@@ -202,7 +202,11 @@ int sparse_profitable(sparse_format fmt, double density, int batch);
  * batch-1 decode pays only at lower densities (table in sparse.c). */
 int sparse_profitable_at(sparse_format fmt, double density, int batch, int resident);
 /* 1 if `bytes` of fp32 weights, read in turn by `threads` threads, fit
- * their L2 caches (sysconf's L2 size per core; 1 MB if unknown). */
+ * their L2 caches (sysconf's L2 size per core; 1 MB if unknown;
+ * environment LOSA_SPARSE_L2 = bytes overrides it, for tests).  It counts
+ * one L2 per thread: where threads share an L2 (SMT siblings, E-core
+ * clusters, several ranks on the cores of one node) it can call a model
+ * resident that is not, and auto then keeps dense maps that would pay. */
 int sparse_cache_resident(size_t bytes, int threads);
 
 #endif

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=losa-plan-check # losa plan's time model against measured runs
 #SBATCH --ntasks=2                 # 1 rank, 2 replicas, 2 stages on one node
-#SBATCH --time=01:00:00
+#SBATCH --time=01:00:00             # ROUNDS=3 took 6 minutes on 2 cores
 # Runs `losa bench forward` and `bench train` on each model (the rates of
 # this node, the same shapes as the runs), then for each case `losa plan`
 # with those rates and the real run, and prints projected vs measured
@@ -14,8 +14,10 @@
 # Env: OUT (default runs/plan_check/<job id or date>), LOSA, LOSA_DATA,
 # HEAD_COST (1, default: pass the measured head cost; 0: the cost model's),
 # RUNS (1, default; 0: no bench and no run: project again with $LOSA from
-# the bench JSONs and against the runs already in OUT, e.g. to compare two
-# versions of the time model on the same measurements), ROUNDS (1, default:
+# the bench JSONs and against the runs already in OUT's round directories
+# r1, r2, ..., e.g. to compare two versions of the time model on the same
+# measurements; output of versions before ROUNDS, flat in OUT, is not
+# read), ROUNDS (1, default:
 # benches and runs repeated ROUNDS times in turn; each case's projection
 # and measurement are then the medians over the rounds: on the idle 2-core
 # VM the default job's +LoRA training went from 18.8k to 27.8k tokens/s
@@ -40,12 +42,17 @@ CASES=(
 LAYOUTS=("1 1" "1 2" "2 1") # pp dp
 
 ROUNDS=${ROUNDS:-1}
+if [ "${RUNS:-1}" != 1 ]; then # project again: the rounds OUT holds (r1, r2, ...)
+    ROUNDS=$(find "$OUT" -maxdepth 1 -type d -name 'r[0-9]*' | wc -l)
+    [ "$ROUNDS" -gt 0 ] || { echo "plan_check: RUNS=0: no round directories r1, r2, ... in $OUT" >&2; exit 2; }
+fi
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT # a bench's copy, if its twin failed
 for ((r = 1; r <= ROUNDS; r++)); do
 R=$OUT/r$r; mkdir -p "$R"
 for c in "${CASES[@]}"; do
     IFS='|' read -r name store sets <<<"$c"
     read -ra SETS <<<"$sets"
-    # the rates of this node on the case's shapes, one rank with the job's threads
+    # the case's shapes (train, eval and calibration batches)
     read -r tb tT eb eT cn cS < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
 import configparser, sys
 cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))

@@ -143,6 +143,11 @@ same_runs "eval --sparse off" 0 eval --ppl "$TXT" --seqlen 64 --max-windows 8 --
 same_runs "generate greedy --sparse on" 1 generate --sparse on --steps 50 --json
 same_runs "generate T=0.9 --sparse auto" auto generate --sparse auto --steps 50 --temperature 0.9 --seed 7 \
     --prompt "Once upon a time" --json
+# the same with the L2 taken as 1 KB: the maps are not cache-resident, so
+# auto runs all 35 sparse, read from the stored copies (both branches of the
+# decision on any CPU)
+LOSA_SPARSE_L2=1024 same_runs "generate T=0.9 --sparse auto, maps not cache-resident" 1 \
+    generate --sparse auto --steps 50 --temperature 0.9 --seed 7 --prompt "Once upon a time" --json
 # 2 pipeline stages: each reads the copies of its own layers
 a=$($MPIRUN -np 2 "$LOSA" generate --model "$W/pruned.h5" --sparse on --steps 40 --temperature 0.9 --seed 3 --json 2>/dev/null)
 b=$($MPIRUN -np 2 "$LOSA" generate --model "$P" --sparse on --steps 40 --temperature 0.9 --seed 3 --json 2>/dev/null)

@@ -38,8 +38,10 @@
 #ifndef SPARSE_MV_BLOCK
 #define SPARSE_MV_BLOCK 256 /* sparse decode: the largest block of rows (matvec_rows) */
 #endif
-/* On the 2-core Zen 4, where the 2:4 kernels gained 1.2-1.8x without
- * their prefetch (sparse_nm_x86.c), the bitmap kernels built with
+/* On the 2-core Zen 4, where the 2:4 kernels' calls took 1.2-1.8x less
+ * time without their prefetch (idle machine, old and new binaries
+ * alternating; sparse_nm_x86.c has the loaded paired medians), the
+ * bitmap kernels built with
  * SPARSE_PF = 0 and SPARSE_PF_BF16 = 0 were no faster: 70% fp32 bitmap,
  * call time with / without prefetch, median of 5 runs of bench sparse
  * --decode-only --rounds 9 alternating the two binaries on an idle
