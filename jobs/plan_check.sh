@@ -80,10 +80,9 @@ PY
             train) args=(--batch "$tb" --seqlen "$tT" --iters "${ITERS:-10}") ;;
             prune) args=(--n "$cn" --seqlen "$cS" --sparsity 0.7) ;;
             esac
-            copies=$((thr == 1 ? 2 : 1))
-            for ((k = 1; k < copies; k++)); do
+            if [ "$thr" = 1 ]; then # the other rank's copy
                 "$LOSA" bench $b --model "$store" "${args[@]}" --json >/dev/null 2>&1 &
-            done
+            fi
             "$LOSA" bench $b --model "$store" "${args[@]}" --json >"$R/$name-$b-t$thr.json" 2>/dev/null
             wait
         done

@@ -78,13 +78,8 @@ losa_status model_sparse_build_from(model_sparse *sp, const model_stage *s,
     sp->mat = core_calloc(n, sizeof(sparse_matrix));
     sp->has = core_calloc(n, 1);
     sp->density = core_calloc(n, sizeof(double));
-    size_t maps = 0; /* the stage's fp32 map bytes, read every decode step */
-    for (int l = 0; l < s->n_layers; l++)
-        for (int m = 0; m < MODEL_N_MAPS; m++) {
-            int o, i;
-            model_map_shape(&s->cfg, m, &o, &i);
-            maps += (size_t)o * i * sizeof(float);
-        }
+    /* the stage's fp32 map bytes, read every decode step */
+    size_t maps = (size_t)s->n_layers * (size_t)model_map_weights(&s->cfg) * sizeof(float);
 #ifdef _OPENMP
     sp->resident = sparse_cache_resident(maps, omp_get_max_threads());
 #else

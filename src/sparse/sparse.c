@@ -651,17 +651,8 @@ void sparse_matmul(float *Y, const sparse_matrix *s, const float *X, int N)
  * The AVX2 kernels are slower per weight (13 Gweights/s per core for the
  * bitmap, 19 for 2:4 from L2) but still above what dense streams
  * (~17 Gweights/s from memory on 2 cores here), so the table holds. */
-static const struct {
-    sparse_format fmt;
-    double dmax[4];
-} pays[] = {
-    {SPARSE_FORMAT_BITMAP, {0.55, 0.55, 0.30, 0.30}},
-    {SPARSE_FORMAT_BITMAP_BF16, {0.80, 0.30, 0.30, 0.30}},
-    {SPARSE_FORMAT_NM24, {0.50, 0.50, 0.0, 0.0}},
-    {SPARSE_FORMAT_CSR, {0.10, 0.05, 0.05, 0.05}},
-};
-
-/* Batch-1 decode when the maps stay in cache (sparse_cache_resident):
+/* The last column, batch-1 decode when the maps stay in cache
+ * (sparse_cache_resident):
  * `jobs/generate_auto_check.sh` on stories260K (0.9 MB of maps, inside
  * two 1 MB L2 caches), 2 threads, idle Zen 4, decode tokens/s of --sparse
  * auto over off (median of 3 rounds): Wanda 70 % bitmap 1.35x, Wanda 2:4
@@ -672,22 +663,17 @@ static const struct {
  * a 70 % model's density is 0.3 and a few more), 2:4 as before. */
 static const struct {
     sparse_format fmt;
-    double dmax;
-} pays_resident[] = {
-    {SPARSE_FORMAT_BITMAP, 0.35},
-    {SPARSE_FORMAT_BITMAP_BF16, 0.35},
-    {SPARSE_FORMAT_NM24, 0.50},
-    {SPARSE_FORMAT_CSR, 0.10},
+    double dmax[5]; /* batch 1, 2..8, 9..16, above 16; batch 1 from cache */
+} pays[] = {
+    {SPARSE_FORMAT_BITMAP, {0.55, 0.55, 0.30, 0.30, 0.35}},
+    {SPARSE_FORMAT_BITMAP_BF16, {0.80, 0.30, 0.30, 0.30, 0.35}},
+    {SPARSE_FORMAT_NM24, {0.50, 0.50, 0.0, 0.0, 0.50}},
+    {SPARSE_FORMAT_CSR, {0.10, 0.05, 0.05, 0.05, 0.10}},
 };
 
 int sparse_profitable_at(sparse_format fmt, double density, int batch, int resident)
 {
-    if (resident && batch <= 1) {
-        for (size_t k = 0; k < sizeof pays_resident / sizeof pays_resident[0]; k++)
-            if (pays_resident[k].fmt == fmt) return density <= pays_resident[k].dmax;
-        return 0;
-    }
-    int c = batch <= 1 ? 0 : batch <= 8 ? 1 : batch <= 16 ? 2 : 3;
+    int c = batch <= 1 ? (resident ? 4 : 0) : batch <= 8 ? 1 : batch <= 16 ? 2 : 3;
     for (size_t k = 0; k < sizeof pays / sizeof pays[0]; k++)
         if (pays[k].fmt == fmt) return pays[k].dmax[c] > 0.0 && density <= pays[k].dmax[c];
     return 0;

@@ -40,13 +40,12 @@
 #endif
 /* On the 2-core Zen 4, where the 2:4 kernels' calls took 1.2-1.8x less
  * time without their prefetch (idle machine, old and new binaries
- * alternating; sparse_nm_x86.c has the loaded paired medians), the
- * bitmap kernels built with
- * SPARSE_PF = 0 and SPARSE_PF_BF16 = 0 were no faster: 70% fp32 bitmap,
- * call time with / without prefetch, median of 5 runs of bench sparse
- * --decode-only --rounds 9 alternating the two binaries on an idle
- * machine, 0.95 / 1.00 / 1.01 (4096 x 4096 / 11008 x 4096 / 4096 x
- * 11008), bf16 values 0.93 / 1.04 / 0.89 (3 runs); so they keep it. */
+ * alternating; sparse_nm_x86.c has the loaded paired medians), the bitmap
+ * kernels built with SPARSE_PF = 0 and SPARSE_PF_BF16 = 0 were no faster:
+ * 70% fp32 bitmap, call time with / without prefetch, median of 5 runs of
+ * bench sparse --decode-only --rounds 9 alternating the two binaries on
+ * an idle machine, 0.95 / 1.00 / 1.01 (4096 x 4096 / 11008 x 4096 / 4096
+ * x 11008), bf16 values 0.93 / 1.04 / 0.89 (3 runs); so they keep it. */
 #ifndef SPARSE_PF
 #define SPARSE_PF 1024 /* floats of software prefetch distance (4 KB of fp32 values; 0: none) */
 #endif
