@@ -200,7 +200,12 @@ typedef struct {
     double forward_seconds; /* of which the forward steps (embedding, layers,
                              * and on the last stage the head and loss with
                              * their backward); the rest of the micro-batches'
-                             * busy is their backwards, then the update */
+                             * busy is their backwards */
+    double update_seconds;  /* of which the step's own work outside the
+                             * micro-batches, every stage at once (not
+                             * pipelined): the gradient's zeroing, its
+                             * projection and sum over the replicas, the
+                             * norms, the optimizer and the Delta update */
 } lora_step_stats;
 
 typedef struct {
@@ -220,6 +225,7 @@ typedef struct {
     double busy;            /* this rank's compute seconds in the last step */
     double head_busy, embed_busy; /* of which the head + loss, the embedding */
     double fwd_busy;        /* of which the forward steps (fwd_compute) */
+    double upd_busy;        /* of which the step's own work (update_seconds) */
     int64_t step;
 } lora_trainer;
 
@@ -242,10 +248,13 @@ int lora_trainer_in_flight(int schedule, int PP, int stage, int n_mb);
  * includes the head and the loss's backward, which its forward step runs),
  * its backward b[p]; an exchange with a neighbour completes x seconds after
  * both ranks reach it (a paired send+receive in x: both directions at
- * once).  The wall from the first forward to the last stage's last
- * operation; the update after it is not included.  Not collective. */
+ * once).  Then the step's own work, u[p] seconds on stage p (NULL: none;
+ * lora_step_stats update_seconds: every stage does its own at once after
+ * the last micro-batch, and the gradient norm's all-reduce in it waits for
+ * the slowest, so it adds max u).  The wall from the first forward to the
+ * end of the step.  Not collective. */
 double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const double *b,
-                             double x);
+                             double x, const double *u);
 /* Bytes lora_trainer_build allocates for a stage of n_layers layers (the
  * last stage: has_head) keeping n_acts micro-batches in flight. */
 size_t lora_trainer_bytes(const model_config *c, int n_layers, int has_head, int n_acts,

@@ -394,7 +394,9 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * times t_s: sum t_s + (m - 1) max t_s; training: the trainer's schedule,
  * lora_schedule_seconds, with each stage's forward and backward of a
  * micro-batch (the layers' forward share as bench train measured it,
- * train_fwd_share, else the cost model's); equal stages give (m + pp - 1)
+ * train_fwd_share, else the cost model's) and then the adapters' per-step
+ * work (model_stage_cost layer_step: every stage at once, the one with the
+ * most layers holds the others); equal stages give (m + pp - 1)
  * slots, the fill and drain bubble; one blocking exchange per micro-batch
  * and neighbour), the
  * calibration passes run the stages one after the other.  Replicas: a
@@ -415,9 +417,10 @@ typedef struct {
                             * calibration passes run no head */
     double head_gflops;    /* the head's share (head_gflops_median; 0: fwd_gflops) */
     double train_gflops;   /* training steps, per rank (bench train) */
-    double train_fwd_share; /* of a layer's training micro-batch, the forward
-                            * step's share (bench train layer_forward_share;
-                            * 0: model_stage_cost_train's layer_fwd) */
+    double train_fwd_share; /* of a layer's training micro-batch less the
+                            * per-step work, the forward step's share (bench
+                            * train layer_forward_share; 0:
+                            * model_stage_cost_train's layer_fwd) */
     double gemm_gflops;    /* dense GEMM, per rank */
     /* The pruners (`losa bench prune --json`; without it: stats and solve at
      * gemm_gflops, masks at LOSA_DEFAULT_MASK_WPS): */

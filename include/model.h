@@ -176,6 +176,9 @@ typedef struct {
     double layer;   /* one decoder layer */
     double layer_fwd; /* of layer, its forward (the rest is its backward and
                        * the adapters' per-step work; 0: not known) */
+    double layer_step; /* of layer, the adapters' per-step work (done once per
+                        * optimizer step, outside the pipeline: its 1 / M
+                        * share per micro-batch) */
     double embed;   /* the embedding (first stage) */
     double head;    /* final norm + head + loss (last stage) */
 } model_stage_cost;
@@ -194,7 +197,7 @@ typedef struct {
  * off, recompute = activation checkpointing): model_train_flops plus
  * MODEL_FLOPS_PER_BYTE x the bytes of the elementwise passes (layer: norms,
  * RoPE, residuals, SwiGLU, dropout copies forward and backward, and about
- * 7 passes over each map's (out x in) adapter buffers per optimizer step,
+ * 11 passes over each map's (out x in) adapter buffers per optimizer step,
  * i.e. / M per micro-batch: the persistent dense forms; the transient ones
  * formed per micro-batch are not modelled; head: about 5 passes over the V
  * logits per token (GEMM output, max, exp-sum, dlogits, backward read);

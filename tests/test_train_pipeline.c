@@ -42,19 +42,23 @@ static void check_schedule(void)
     for (int P = 1; P <= 4; P++)
         for (int m = 1; m <= 8; m++)
             for (int sc = LORA_SCHEDULE_1F1B; sc <= LORA_SCHEDULE_GPIPE; sc++)
-                TEST_NEAR(lora_schedule_seconds(sc, P, m, f, b, 0), (m + P - 1) * 3.0, 1e-12,
+                TEST_NEAR(lora_schedule_seconds(sc, P, m, f, b, 0, NULL), (m + P - 1) * 3.0, 1e-12,
                           "equal stages: (m + P - 1) slots");
     /* a slower last stage: max(1, 2.5) + max(1, 2) + 1 */
     double f1[2] = {0.5, 1}, b1[2] = {1, 1};
-    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f1, b1, 0), 5.5, 1e-12,
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f1, b1, 0, NULL), 5.5, 1e-12,
               "2 stages, m 2, slow last stage");
     /* a slower first stage whose forward covers stage 1's micro-batch:
      * max(4, 3) + max(1, 1) + 1 = 6 = 2 t0, no bubble (sum t + max t = 7) */
     double f2[2] = {2, 0.5}, b2[2] = {1, 0.5};
-    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f2, b2, 0), 6.0, 1e-12,
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f2, b2, 0, NULL), 6.0, 1e-12,
               "2 stages, m 2, slow first stage");
-    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 1, f, b, 0.1), 6.2, 1e-12,
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 1, f, b, 0.1, NULL), 6.2, 1e-12,
               "2 stages, 1 micro-batch, 2 exchanges");
+    /* the step's own work after the micro-batches: the slowest stage's */
+    double u[2] = {0.25, 0.75};
+    TEST_NEAR(lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, 2, f1, b1, 0, u), 5.5 + 0.75, 1e-12,
+              "2 stages, m 2, update 0.25 / 0.75 s: + 0.75");
 }
 
 int main(int argc, char **argv)

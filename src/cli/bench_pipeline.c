@@ -20,19 +20,29 @@
  * params) layers) or layer counts `4+2`; default `cost`.  With several, the
  * 1F1B pipeline is timed for each in alternating rounds (the pairs share
  * the machine's load) and each is reported.
- * Head and loss: measured on rank 0 with one thread (bench_head_cost_layers,
- * in layers: what parallel.head_cost_layers takes) and used by the `cost`
- * split and the models below as losa_stage_cost uses the deck key;
- * --head-cost-layers H gives it instead (0: the cost model's).
+ * Head and loss: measured on rank 0 with one thread, the other rank running
+ * the same beside it (bench_head_cost_layers, in layers: what
+ * parallel.head_cost_layers takes) and used by the `cost` split and the
+ * models below as losa_stage_cost uses the deck key; --head-cost-layers H
+ * gives it instead (0: the cost model's).  The same steps measure the
+ * layers' forward share (as bench train's layer_forward_share), which the
+ * models below take as losa plan takes bench train's
+ * (head_cost_layers_measured, layer_forward_share in the JSON).
  * Pipeline bubble: per stage, the idle fraction of the step 1 - busy/wall
  * (busy = this rank's forward/backward/update compute), averaged over the
  * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
- * cost model (stage micro-batch times t_s, split into the forward step and
- * the backward by model_stage_cost.layer_fwd, the last stage's forward with
- * the head: wall = the trainer's 1F1B order, lora_schedule_seconds, and the
- * bubble 1 - M mean t / wall); `bubble_schedule` the same with the measured
- * t_s = busy_s / M and forward steps stage_forward_s / M (what the
- * schedule alone implies);
+ * cost model (stage micro-batch times t_s, split into the forward step, the
+ * backward and the per-step work's 1 / M share by model_stage_cost's
+ * layer_fwd and layer_step, the last stage's forward with the head: wall =
+ * the trainer's 1F1B order and then the slowest stage's per-step work,
+ * lora_schedule_seconds, and the bubble 1 - M mean t / wall);
+ * `bubble_schedule` the same with the measured t_s = busy_s / M, forward
+ * steps stage_forward_s / M and per-step work stage_update_s (what the
+ * schedule alone implies; the per-step work, the adapters' dense dDelta
+ * projected, the optimizer and Delta formed again for the stage's layers,
+ * runs on every stage at once after the micro-batches, so the stage with
+ * the most layers holds the others: on minillama's 5+1 split 46 of a 650
+ * ms step on stage 0);
  * `bubble_model_msgs` bubble_model with each stage's micro-batch in seconds
  * (the cost model's stage ratio, the measured busy seconds per unit of
  * cost) plus one measured stage exchange (`exchange_s`: a blocking
@@ -97,6 +107,7 @@ typedef struct {
     double step_s;   /* best step wall time */
     double busy[8];  /* per stage busy seconds of that step (stage order) */
     double fwd[8];   /* of which its forward steps (lora_step_stats forward_seconds) */
+    double upd[8];   /* of which the step's own work (update_seconds) */
     int pp;
 } measure;
 
@@ -126,20 +137,23 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
     for (int k = 0; k < warm + iters && st == LOSA_OK; k++) {
         if (d) dist_barrier(d);
         st = lora_train_step(&tr, tok, tgt, &ss);
-        double v[2 + 16] = {ss.seconds, 0};
+        double v[2 + 24] = {ss.seconds, 0};
         if (d) { /* wall = slowest rank; busy per stage from replica 0 */
             memset(v, 0, sizeof v);
             v[0] = dist_rank(d) == 0 ? ss.seconds : 0;
             if (dist_replica(d) == 0 && p < 8)
-                v[2 + p] = ss.busy_seconds, v[10 + p] = ss.forward_seconds;
-            dist_sum_doubles(d, v, 18);
+                v[2 + p] = ss.busy_seconds, v[10 + p] = ss.forward_seconds,
+                v[18 + p] = ss.update_seconds;
+            dist_sum_doubles(d, v, 26);
         } else {
             v[2] = ss.busy_seconds;
             v[10] = ss.forward_seconds;
+            v[18] = ss.update_seconds;
         }
         if (k >= warm && v[0] < out->step_s) {
             out->step_s = v[0];
-            for (int q = 0; q < pp && q < 8; q++) out->busy[q] = v[2 + q], out->fwd[q] = v[10 + q];
+            for (int q = 0; q < pp && q < 8; q++)
+                out->busy[q] = v[2 + q], out->fwd[q] = v[10 + q], out->upd[q] = v[18 + q];
         }
     }
     lora_trainer_free(&tr);
@@ -158,13 +172,14 @@ static losa_status run_layout(dist_ctx *d, const char *model, const model_config
  * median of the steps.  What parallel.head_cost_layers takes.  0 on
  * failure. */
 double bench_head_cost_layers(const model_config *c, const lora_config *lc,
-                              const lora_train_config *tc, int iters)
+                              const lora_train_config *tc, int iters, double *fwd_share)
 {
     int64_t n = (int64_t)tc->grad_accum * tc->B * tc->T;
     int *tok = core_calloc((size_t)n, sizeof(int)), *tgt = core_calloc((size_t)n, sizeof(int));
     for (int64_t i = 0; i < n; i++) tok[i] = (int)((i * 7919) % c->vocab_size);
     for (int64_t i = 0; i < n; i++) tgt[i] = (i % tc->T == tc->T - 1) ? -1 : tok[i + 1];
-    double *r = core_calloc((size_t)iters, sizeof(double));
+    double *r = core_calloc((size_t)iters, sizeof(double)),
+           *fs = core_calloc((size_t)iters, sizeof(double));
     int done = 0;
     model_stage st;
     lora_adapters ad;
@@ -178,9 +193,9 @@ double bench_head_cost_layers(const model_config *c, const lora_config *lc,
                 lora_step_stats ss;
                 for (int k = 0; k <= iters && s == LOSA_OK; k++) {
                     s = lora_train_step(&tr, tok, tgt, &ss);
-                    double layer = (ss.busy_seconds - ss.head_seconds - ss.embed_seconds) /
-                                   c->n_layers;
-                    if (k > 0 && s == LOSA_OK && layer > 0) r[done++] = ss.head_seconds / layer;
+                    double h, f;
+                    bench_step_shares(&ss, c->n_layers, &h, &f);
+                    if (k > 0 && s == LOSA_OK && h > 0) r[done] = h, fs[done++] = f;
                 }
                 lora_trainer_free(&tr);
             }
@@ -189,7 +204,9 @@ double bench_head_cost_layers(const model_config *c, const lora_config *lc,
         model_stage_free(&st);
     }
     double h = s == LOSA_OK && done > 0 ? bench_median(r, done) : 0;
+    if (fwd_share) *fwd_share = s == LOSA_OK && done > 0 ? bench_median(fs, done) : 0;
     core_free(r);
+    core_free(fs);
     core_free(tok);
     core_free(tgt);
     return h;
@@ -204,16 +221,34 @@ typedef struct {
     int count[2];
     double cost[2];
     double fwd[2]; /* of which the forward step (the last stage's with the head) */
+    double upd[2]; /* the stage's per-step work (layer_step x M per layer, once a step) */
     measure m;
 } split_case;
 
+/* The 2 stages' modelled costs under k with count layers each: per
+ * micro-batch (cost, with the per-step work's 1 / M share), of which the
+ * forward step (fwd), and the per-step work once a step (upd). */
+static void stage_costs(const model_stage_cost *k, const int *count, int M, double *cost,
+                        double *fwd, double *upd)
+{
+    for (int q = 0; q < 2; q++) {
+        cost[q] = count[q] * k->layer + (q == 0 ? k->embed : k->head);
+        fwd[q] = count[q] * k->layer_fwd + (q == 0 ? k->embed : k->head);
+        upd[q] = count[q] * k->layer_step * M;
+    }
+}
+
 /* Not collective: resolve item (cost | params | A+B) for 2 stages of c. */
 static losa_status split_resolve(const char *item, const model_config *c, const lora_config *lc,
-                                 const lora_train_config *tc, double head_layers, split_case *sc)
+                                 const lora_train_config *tc, double head_layers,
+                                 double fwd_share, split_case *sc)
 {
     model_stage_cost k;
     model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, lc->r_max, lc->dropout > 0, tc->ckpt, &k);
     if (head_layers > 0) k.head = head_layers * k.layer; /* as losa_stage_cost */
+    /* the layers' forward as measured, as losa_time_plan takes bench
+     * train's layer_forward_share */
+    if (fwd_share > 0) k.layer_fwd = fwd_share * (k.layer - k.layer_step);
     int first[2], L = c->n_layers;
     snprintf(sc->name, sizeof sc->name, "%s", item);
     if (!strcmp(item, "cost")) {
@@ -230,20 +265,19 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
             return core_err(LOSA_ERR_ARG, "--split: '%s' (expected cost, params or A+B with "
                             "A, B >= 1 and A + B = %d layers)", item, L);
     }
-    for (int q = 0; q < 2; q++)
-        sc->cost[q] = sc->count[q] * k.layer + (q == 0 ? k.embed : k.head),
-        sc->fwd[q] = sc->count[q] * k.layer_fwd + (q == 0 ? k.embed : k.head);
+    stage_costs(&k, sc->count, tc->grad_accum, sc->cost, sc->fwd, sc->upd);
     return LOSA_OK;
 }
 
-/* 1F1B bubble of 2 stages whose micro-batch costs t split into forward
- * steps f and backwards t - f, one exchange of x seconds: wall = the
- * trainer's 1F1B schedule (lora_schedule_seconds), bubble = mean over the
- * stages of 1 - M t / wall. */
-static double bubble_of(const double *t, const double *f, int M, double x)
+/* 1F1B bubble of 2 stages whose micro-batch costs t (with the 1 / M share
+ * of the per-step work u) split into forward steps f, backwards
+ * t - f - u / M and the step's own work u, one exchange of x seconds: wall
+ * = the trainer's 1F1B schedule and then the slowest stage's u
+ * (lora_schedule_seconds), bubble = mean over the stages of 1 - M t / wall. */
+static double bubble_of(const double *t, const double *f, const double *u, int M, double x)
 {
-    double fw[2] = {f[0], f[1]}, bw[2] = {t[0] - f[0], t[1] - f[1]};
-    double wall = lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, M, fw, bw, x);
+    double fw[2] = {f[0], f[1]}, bw[2] = {t[0] - f[0] - u[0] / M, t[1] - f[1] - u[1] / M};
+    double wall = lora_schedule_seconds(LORA_SCHEDULE_1F1B, 2, M, fw, bw, x, u);
     return wall > 0 ? 1 - M * 0.5 * (t[0] + t[1]) / wall : 0;
 }
 
@@ -271,10 +305,12 @@ static double exchange_s(dist_ctx *d, size_t n)
 
 /* The 1F1B bubble of bubble_of with each stage's micro-batch cost in
  * seconds (cost x scale) and one exchange of x seconds. */
-static double bubble_msgs(const double *cost, const double *fwd, double scale, double x, int M)
+static double bubble_msgs(const double *cost, const double *fwd, const double *upd,
+                          double scale, double x, int M)
 {
-    double t[2] = {cost[0] * scale, cost[1] * scale}, f[2] = {fwd[0] * scale, fwd[1] * scale};
-    return bubble_of(t, f, M, x);
+    double t[2] = {cost[0] * scale, cost[1] * scale}, f[2] = {fwd[0] * scale, fwd[1] * scale},
+           u[2] = {upd[0] * scale, upd[1] * scale};
+    return bubble_of(t, f, u, M, x);
 }
 
 int bench_pipeline(dist_ctx *d, int argc, char **argv)
@@ -336,7 +372,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
              it = strtok_r(NULL, ",", &save)) {
             if (ns == MAX_SPLITS)
                 s = core_err(LOSA_ERR_ARG, "--split: at most %d splits", MAX_SPLITS);
-            else s = split_resolve(it, &c, &lc, &tc, 0, &sc[ns++]);
+            else s = split_resolve(it, &c, &lc, &tc, 0, 0, &sc[ns++]);
         }
         if (s == LOSA_OK && ns == 0) s = core_err(LOSA_ERR_ARG, "--split: empty list");
     }
@@ -350,12 +386,18 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
 
     /* (1,1): rank 0 alone with 2 GEMM threads; sgemm peak with 1 thread */
     measure m11 = {0}, m21g = {0}, m12 = {0};
-    double peak = 0, head_meas = 0, xchg = 0;
+    double peak = 0, head_meas = 0, fwd_meas = 0, xchg = 0;
+    /* the head's cost with one thread and the other rank computing beside
+     * it, as a pipeline stage runs it (every rank measures, rank 0's
+     * counts: the two share the L3 and the memory bandwidth, and the head's
+     * V-wide logits feel that more than the layers; measured with rank 1
+     * asleep it came out 10 % lower than the stages' busy times imply) */
+    kern_gemm_threads(1);
+    double h = bench_head_cost_layers(&c, &lc, &tc, iters, &fwd_meas);
+    head_meas = head_opt < 0 ? h : head_opt;
+    dist_barrier(d);
     if (dist_rank(d) == 0) {
-        kern_gemm_threads(1);
         peak = bench_sgemm_gflops(1024, 1024, 1024, 0.5);
-        /* the head's cost with one thread, as a pipeline stage runs it */
-        head_meas = head_opt < 0 ? bench_head_cost_layers(&c, &lc, &tc, iters) : head_opt;
         kern_gemm_threads(2);
         s = run_layout(NULL, model, &c, NULL, &tc, warm, iters, tok, tgt, &m11);
         kern_gemm_threads(1);
@@ -365,11 +407,12 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     dist_bcast(d, &m11, sizeof m11, 0);
     dist_bcast(d, &peak, sizeof peak, 0);
     dist_bcast(d, &head_meas, sizeof head_meas, 0);
+    dist_bcast(d, &fwd_meas, sizeof fwd_meas, 0);
     /* the splits and their modelled costs with the head as measured */
     for (int q = 0; q < ns && s == LOSA_OK; q++) {
         char item[32];
         memcpy(item, sc[q].name, sizeof item);
-        s = split_resolve(item, &c, &lc, &tc, head_meas, &sc[q]);
+        s = split_resolve(item, &c, &lc, &tc, head_meas, fwd_meas, &sc[q]);
     }
     model_stage_cost k0;
     model_stage_cost_train(&c, tc.B, tc.T, tc.grad_accum, lc.r_max, lc.dropout > 0, tc.ckpt, &k0);
@@ -408,18 +451,18 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         double t[2] = {x->busy[0] / M, x->busy[1] / M}, tf[2] = {x->fwd[0] / M, x->fwd[1] / M};
         bub[q] = 0;
         for (int p = 0; p < 2 && two; p++) bub[q] += 0.5 * (1 - x->busy[p] / x->step_s);
-        bsched[q] = bubble_of(t, tf, M, 0);
-        bmodel[q] = bubble_of(sc[q].cost, sc[q].fwd, M, 0);
+        bsched[q] = bubble_of(t, tf, x->upd, M, 0);
+        bmodel[q] = bubble_of(sc[q].cost, sc[q].fwd, sc[q].upd, M, 0);
         /* the cost model's stages in seconds (the measured busy time of
          * the step per unit of modelled cost: units only, the stages'
          * ratio stays the model's) plus the measured exchange */
         double cs = sc[q].cost[0] + sc[q].cost[1], bs = x->busy[0] + x->busy[1];
-        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, sc[q].fwd, bs / (M * cs), xchg, M) : bmodel[q];
+        bmsgs[q] = two && cs > 0 ? bubble_msgs(sc[q].cost, sc[q].fwd, sc[q].upd, bs / (M * cs), xchg, M)
+                                 : bmodel[q];
         /* the same split under the cost model's head (no measurement) */
-        double c0[2] = {sc[q].count[0] * k0.layer + k0.embed, sc[q].count[1] * k0.layer + k0.head},
-               f0[2] = {sc[q].count[0] * k0.layer_fwd + k0.embed,
-                        sc[q].count[1] * k0.layer_fwd + k0.head};
-        bmodel0[q] = bubble_of(c0, f0, M, 0);
+        double c0[2], f0[2], u0[2];
+        stage_costs(&k0, sc[q].count, M, c0, f0, u0);
+        bmodel0[q] = bubble_of(c0, f0, u0, M, 0);
     }
     for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);
     core_log("%-14s %12s %10s %12s\n", "layout", "tokens/s", "step s", "of 2x peak");
@@ -431,11 +474,13 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
             core_log("pipeline split %-7s %d+%d: 1F1B bubble measured %.3f, model %.3f (head "
                      "modelled %.3f; cost "
                      "model: stages %.2f : 1, forward shares %.2f, %.2f), schedule %.3f (stage busy "
-                     "%.3f, %.3f of %.3f s; forward steps %.3f, %.3f s)\n",
+                     "%.3f, %.3f of %.3f s; forward steps %.3f, %.3f s; per-step work %.3f, "
+                     "%.3f s)\n",
                      sc[q].name, sc[q].count[0], sc[q].count[1], bub[q], bmodel[q], bmodel0[q],
                      sc[q].cost[0] / sc[q].cost[1], sc[q].fwd[0] / sc[q].cost[0],
                      sc[q].fwd[1] / sc[q].cost[1], bsched[q], sc[q].m.busy[0], sc[q].m.busy[1],
-                     sc[q].m.step_s, sc[q].m.fwd[0], sc[q].m.fwd[1]);
+                     sc[q].m.step_s, sc[q].m.fwd[0], sc[q].m.fwd[1], sc[q].m.upd[0],
+                     sc[q].m.upd[1]);
         core_log("GPipe (split %s) bubble %.3f; equal stages (PP-1)/(m+PP-1) = %.3f\n",
                  sc[0].name, bgpipe, bequal);
         core_log("stage exchange of %d x %d x %d floats each way: %.1f us (measured); 1F1B "
@@ -465,6 +510,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                 cJSON_AddNumberToObject(e, "bubble_schedule", bsched[q]);
                 cJSON_AddItemToObject(e, "stage_busy_s", cJSON_CreateDoubleArray(sc[q].m.busy, 2));
                 cJSON_AddItemToObject(e, "stage_forward_s", cJSON_CreateDoubleArray(sc[q].m.fwd, 2));
+                cJSON_AddItemToObject(e, "stage_update_s", cJSON_CreateDoubleArray(sc[q].m.upd, 2));
                 cJSON_AddItemToObject(e, "stage_forward_cost", cJSON_CreateDoubleArray(sc[q].fwd, 2));
                 cJSON_AddNumberToObject(e, "step_s", sc[q].m.step_s);
             }
@@ -485,6 +531,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
         if (two) cJSON_AddNumberToObject(o, "exchange_s", xchg);
         cJSON_AddNumberToObject(o, "head_cost_layers", head_meas > 0 ? head_meas : k0.head / k0.layer);
         cJSON_AddNumberToObject(o, "head_cost_layers_model", k0.head / k0.layer);
+        cJSON_AddNumberToObject(o, "layer_forward_share", fwd_meas);
         cJSON_AddNumberToObject(o, "bubble_equal_stages", bequal);
         cJSON_AddItemToObject(o, "stage_layers", cJSON_CreateIntArray(sc[0].count, 2));
         cJSON_AddNumberToObject(o, "micro_batches", M);

@@ -124,13 +124,9 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         times[done++] = ss.seconds;
         mx.seconds += ss.seconds;
         if (ss.seconds < best) best = ss.seconds;
-        /* the head + loss over one layer's share of the rest of the compute */
-        double layer = (ss.busy_seconds - ss.head_seconds - ss.embed_seconds) / st.n_layers;
-        if (layer > 0) heads[nh] = ss.head_seconds / layer;
-        /* the layers' forward share of their busy time (the update in the rest) */
-        if (layer > 0)
-            fwds[nh++] = (ss.forward_seconds - ss.head_seconds - ss.embed_seconds) /
-                         (layer * st.n_layers);
+        double h, f;
+        bench_step_shares(&ss, st.n_layers, &h, &f);
+        if (h > 0) heads[nh] = h, fwds[nh++] = f;
     }
     kern_gemm_stats_get(&mx.gemm);
     mx.steps = done;
@@ -158,8 +154,9 @@ int bench_train(dist_ctx *d, int argc, char **argv)
         cJSON_AddStringToObject(o, "delta_buffers", bufs);
         /* measured head + loss in layers: parallel.head_cost_layers */
         cJSON_AddNumberToObject(o, "head_cost_layers", head_layers);
-        /* the layers' forward steps over their busy time (losa plan's
-         * pipeline schedule splits a stage's micro-batch by it) */
+        /* the layers' forward steps over their micro-batch's busy time,
+         * the step's own work apart (losa plan's pipeline schedule splits a
+         * stage's micro-batch by it) */
         cJSON_AddNumberToObject(o, "layer_forward_share", fwd_share);
         cli_json_emit(d, o);
     }

@@ -170,3 +170,14 @@ double bench_first_touch_gbs(int reps)
     }
     return (double)bytes / best / 1e9;
 }
+
+void bench_step_shares(const lora_step_stats *ss, int n_layers, double *head, double *fwd)
+{
+    /* a layer's share of the rest of the step (the step's own work in it) */
+    double layer = (ss->busy_seconds - ss->head_seconds - ss->embed_seconds) / n_layers,
+           mb = layer * n_layers - ss->update_seconds; /* the layers' micro-batches */
+    *head = layer > 0 ? ss->head_seconds / layer : 0;
+    /* losa plan runs the step's own work after the pipeline's micro-batches */
+    *fwd = layer > 0 && mb > 0 ? (ss->forward_seconds - ss->head_seconds - ss->embed_seconds) / mb
+                               : 0;
+}

@@ -224,8 +224,15 @@ int bench_sparse(dist_ctx *d, int argc, char **argv);
 int bench_decode(dist_ctx *d, int argc, char **argv);
 #include "lora.h"
 /* Not collective: the head and loss of one training micro-batch in layers,
- * measured with this process's GEMM threads (bench_pipeline.c). */
+ * measured with this process's GEMM threads (bench_pipeline.c); *fwd_share
+ * (may be NULL) the layers' forward share as bench_step_shares. */
 double bench_head_cost_layers(const model_config *c, const lora_config *lc,
-                              const lora_train_config *tc, int iters);
+                              const lora_train_config *tc, int iters, double *fwd_share);
+/* Of one single-process training step's stats on n_layers layers: *head
+ * the head and loss in layers (over a layer's share of the rest of the
+ * step's busy time, the step's own work included, as model_stage_cost's
+ * layer) and *fwd the layers' forward steps over their busy time less the
+ * step's own work (update_seconds); 0 when not measurable. */
+void bench_step_shares(const lora_step_stats *ss, int n_layers, double *head, double *fwd);
 int bench_pipeline(dist_ctx *d, int argc, char **argv);
 #endif

@@ -359,7 +359,7 @@ static void sched_program(sched_prog *g, int schedule, double f, double b)
 }
 
 double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const double *b,
-                             double x)
+                             double x, const double *u)
 {
     if (PP < 1 || m < 1) return 0;
     int nid = 2 * (PP > 1 ? PP - 1 : 1) * m;
@@ -404,13 +404,16 @@ double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const
         }
     }
     LOSA_CHECK(left == 0);
-    double wall = 0;
-    for (int p = 0; p < PP; p++) wall = fmax(wall, t[p]), core_free(g[p].op);
+    double wall = 0, upd = 0;
+    for (int p = 0; p < PP; p++) {
+        wall = fmax(wall, t[p]), core_free(g[p].op);
+        if (u) upd = fmax(upd, u[p]);
+    }
     core_free(g);
     core_free(pc);
     core_free(t);
     core_free(post);
-    return wall;
+    return wall + upd;
 }
 
 losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targets,
@@ -434,7 +437,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     float scale = (float)(1.0 / (double)ntok);
     double tz = core_time();
     lora_grad_zero(ad); /* compute too: the stage's dense dDelta when persistent */
-    tr->busy = core_time() - tz;
+    tr->busy = tr->upd_busy = core_time() - tz;
     tr->head_busy = tr->embed_busy = tr->fwd_busy = 0;
     double nll = 0;
     if (!d || dist_n_stages(d) == 1) {
@@ -450,7 +453,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     double tp = core_time();
     lora_grad_project(ad, s);
     if (d) dist_sum_floats_stage(d, ad->grads, ad->n_params); /* over the replicas */
-    tr->busy += core_time() - tp;
+    tr->busy += core_time() - tp, tr->upd_busy += core_time() - tp;
     /* global gradient norm: exact per-layer all-reduce (replica 0 of each
      * stage contributes), then layer order; the NLL of every replica's last
      * stage in the same vector */
@@ -459,7 +462,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     tp = core_time();
     if (!d || dist_replica(d) == 0)
         for (int l = 0; l < s->n_layers; l++) v[s->layer0 + l] = lora_grad_sumsq(ad, l);
-    tr->busy += core_time() - tp;
+    tr->busy += core_time() - tp, tr->upd_busy += core_time() - tp;
     v[L] = nll;
     if (d && dist_size(d) > 1) dist_sum_doubles(d, v, L + 1);
     nll = v[L];
@@ -488,7 +491,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     tp = core_time();
     lora_adamw_step(ad, &opt, gs);
     lora_delta_update(ad, s);
-    tr->busy += core_time() - tp;
+    tr->busy += core_time() - tp, tr->upd_busy += core_time() - tp;
     if (st) {
         st->loss = nll / (double)ntok;
         st->n_targets = ntok;
@@ -499,6 +502,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
         st->head_seconds = tr->head_busy;
         st->embed_seconds = tr->embed_busy;
         st->forward_seconds = tr->fwd_busy;
+        st->update_seconds = tr->upd_busy;
     }
     tr->step++;
     return LOSA_OK;

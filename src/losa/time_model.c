@@ -227,25 +227,29 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
            all = c->n_layers * k->layer + k->embed + k->head;
     /* a layer's forward: as bench train measured its share (elementwise
      * work and dropout weigh on it more than their FLOPs), or modelled */
-    double lf = rt->train_fwd_share > 0 ? rt->train_fwd_share * k->layer : k->layer_fwd;
-    double x = msg_s(rt, act), f[pp], b[pp];
+    double lf = rt->train_fwd_share > 0 ? rt->train_fwd_share * (k->layer - k->layer_step)
+                                        : k->layer_fwd;
+    double x = msg_s(rt, act), f[pp], b[pp], upd[pp];
     for (int s = 0; s < pp; s++) {
         double u = whole / all;
         /* the forward step: the layers' forwards, the embedding, and on the
          * last stage the head with the loss's backward (fwd_compute) */
         f[s] = u * (count[s] * lf + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0));
-        b[s] = u * count[s] * (k->layer - lf);
+        b[s] = u * count[s] * (k->layer - lf - k->layer_step);
+        /* the adapters' per-step work, once a step on every replica (its
+         * 1 / grad_accum share is in k->layer), after the micro-batches */
+        upd[s] = u * count[s] * k->layer_step * tc->grad_accum;
         /* per neighbour one blocking exchange a micro-batch, on this
          * stage's time (no communication thread): the 1F1B steady state
          * pairs the activations forward with a gradient back in one
          * send+receive (model_stage_send_output_recv_grad), both
          * directions at once: one message's time */
-        busy[s] = steps * m * (f[s] + b[s] + x * ((s > 0) + (s < pp - 1)));
+        busy[s] = steps * (m * (f[s] + b[s] + x * ((s > 0) + (s < pp - 1))) + upd[s]);
         most = count[s] > most ? count[s] : most;
     }
     double ar = allreduce_s(rt, most * layer_grads, dp);
     for (int s = 0; s < pp; s++) busy[s] += steps * ar;
-    return steps * (lora_schedule_seconds(tc->schedule, pp, (int)m, f, b, x) + ar);
+    return steps * (lora_schedule_seconds(tc->schedule, pp, (int)m, f, b, x, upd) + ar);
 }
 
 static void add(double *acc, const double *x, int n, double times)

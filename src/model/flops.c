@@ -37,7 +37,13 @@ void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t
      * residuals 6D, SwiGLU 3F, dropout copies of the inputs 2 (3D + F);
      * backward about twice that, recompute once more */
     double fwd = 22 * D + 4 * kv + 7 * F;
-    double layer_bytes = 4 * (N * fwd * (3 + (recompute ? 1 : 0)) + 7 * maps / (double)M);
+    /* the persistent adapters' per-step passes over each map's (out x in)
+     * floats (src/lora/adapters.c): dDelta zeroed (1); lora_grad_project
+     * masks it (W and dDelta read, dDelta written: 3) and reads it in each
+     * of its two GEMMs (2); lora_delta_update writes Delta in a GEMM, then
+     * reads W and Delta, writes Delta and W_eff (5): 11 */
+    double step_bytes = 4 * 11 * maps / (double)M,
+           layer_bytes = 4 * N * fwd * (3 + (recompute ? 1 : 0)) + step_bytes;
     double head_bytes = 4 * N * (5 * V + 6 * D);
     k->layer = model_train_flops(c, 1, 0, B, T, r, dropout, recompute) +
                MODEL_FLOPS_PER_BYTE * layer_bytes;
@@ -45,6 +51,7 @@ void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t
      * attention) and one of the (3 + recompute) elementwise passes */
     k->layer_fwd = N * maps_flops(c) * (dropout ? 2 : 1) + B * attention_flops(c, T) +
                    MODEL_FLOPS_PER_BYTE * 4 * N * fwd;
+    k->layer_step = MODEL_FLOPS_PER_BYTE * step_bytes;
     k->head = model_train_flops(c, 0, 1, B, T, r, dropout, recompute) +
               MODEL_FLOPS_PER_BYTE * head_bytes;
     k->embed = MODEL_FLOPS_PER_BYTE * 4 * N * 2 * D;
