@@ -23,8 +23,10 @@
 #   bench train: the layers' forward share of their time
 #   (layer_forward_share, losa plan's schedule reads it) in (0, 1);
 #   bench pipeline on 2 ranks: warmup_steps and timed_steps as given, each
-#   stage's forward steps (stage_forward_s) within its busy seconds, the
-#   bubbles in [0, 1).
+#   stage's forward steps (stage_forward_s) within its busy seconds, and
+#   with its per-step work (stage_update_s, > 0: every step zeroes,
+#   projects and updates the adapters) still within them, the layers'
+#   forward share in (0, 1), the bubbles in [0, 1).
 source "$(dirname "$0")/lib.sh"
 S=$(store stories260K)
 info=$("$LOSA" info "$S" --json)
@@ -85,6 +87,9 @@ check "bench pipeline: warm-up and timed steps, forward steps within busy, bubbl
     /usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); s=d["splits"][0]
 ok = d["warmup_steps"] == 1 and d["timed_steps"] == 1 and \
      all(0 < f <= b for f, b in zip(s["stage_forward_s"], s["stage_busy_s"])) and \
+     all(0 < u and f + u <= b for f, u, b in
+         zip(s["stage_forward_s"], s["stage_update_s"], s["stage_busy_s"])) and \
+     0 < d["layer_forward_share"] < 1 and \
      all(0 <= d[k] < 1 for k in ("bubble_measured", "bubble_model", "bubble_model_msgs")) and \
      0 <= s["bubble_schedule"] < 1
 print(d); sys.exit(0 if ok else 1)' "$j"

@@ -389,9 +389,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
     double peak = 0, head_meas = 0, fwd_meas = 0, xchg = 0;
     /* the head's cost with one thread and the other rank computing beside
      * it, as a pipeline stage runs it (every rank measures, rank 0's
-     * counts: the two share the L3 and the memory bandwidth, and the head's
-     * V-wide logits feel that more than the layers; measured with rank 1
-     * asleep it came out 10 % lower than the stages' busy times imply) */
+     * counts: the two share the L3 and the memory bandwidth) */
     kern_gemm_threads(1);
     double h = bench_head_cost_layers(&c, &lc, &tc, iters, &fwd_meas);
     head_meas = head_opt < 0 ? h : head_opt;
