@@ -201,6 +201,9 @@ typedef struct {
     int *eval_ids;      /* (n_eval) perplexity text (every rank) or NULL */
     int64_t n_eval;
     lora_dataset ds;    /* training examples (modes other than prune) */
+    double load_seconds; /* losa_inputs_load_data's wall seconds (reading and
+                            tokenizing the calibration, perplexity and training
+                            files: rank 0 tokenizes, the others wait) */
 } losa_inputs;
 
 /* Collective: the configuration and tokenizer of model.store on every
@@ -243,14 +246,22 @@ typedef struct {
 
 typedef struct {
     double ppl, sparsity, seconds, train_seconds, prune_seconds;
+    double eval_seconds; /* the perplexity pass of the result's model alone */
     double *loss;       /* training loss per optimizer step (lora) */
     int64_t n_loss;
 } losa_result;
 
 /* Results of a run (rank 0 writes them; every rank holds them). */
 typedef struct {
-    double t0;          /* core_time() at the start of this invocation */
+    double t0;          /* the start of this invocation (core_time_origin: before MPI
+                           starts), so its seconds include the set-up */
     double dense_ppl;
+    double dense_eval_s; /* the dense perplexity pass */
+    /* set-up of this invocation, before the first phase: everything
+     * (MPI start, the deck, the inputs, the stage read from the store),
+     * of which reading and tokenizing the text files (losa_inputs
+     * load_seconds) and allocating and reading the stage */
+    double setup_s, setup_tokenize_s, setup_store_s;
     double *prune_recon; /* (L) reconstruction errors of the one-shot pruning */
     losa_result res[LOSA_N_MODES];
     int have[LOSA_N_MODES];
