@@ -344,7 +344,9 @@ void losa_run_free(losa_run *r);
  * of the stage (one more `weights`) while the reference outputs are
  * recomputed. */
 typedef enum {
-    LOSA_PHASE_DENSE_EVAL = 0, /* perplexity of the dense (and pruned) model */
+    LOSA_PHASE_SETUP = 0,      /* before the first phase: MPI start, the text files
+                                  tokenized, the stage allocated and read */
+    LOSA_PHASE_DENSE_EVAL,     /* perplexity of the dense (and pruned) model */
     LOSA_PHASE_PRUNE,          /* one-shot pruning (modes prune, lora, compare) */
     LOSA_PHASE_LORA_TRAIN,     /* +LoRA training (modes lora, compare) */
     LOSA_PHASE_DENSE_REF,      /* LoSA: the dense reference outputs */
@@ -355,7 +357,7 @@ typedef enum {
     LOSA_PHASE_WRITE,          /* model.h5: another stage's weights in transit */
     LOSA_N_PHASES
 } losa_phase;
-const char *losa_phase_name(losa_phase p); /* "dense_eval", "prune", ... */
+const char *losa_phase_name(losa_phase p); /* "setup", "dense_eval", "prune", ... */
 
 typedef struct {
     size_t weights, inputs;       /* resident throughout */
@@ -416,9 +418,14 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * (dist_sparsegpt_rows_local) is swept whole on every replica, one status
  * all-reduce and no split.  Network: a
  * message costs latency + bytes / bandwidth, an all-reduce is a ring of
- * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.  Not
- * modelled: I/O (checkpoints, the model file), start-up, the decisions'
- * own small work. */
+ * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.
+ * Set-up (before the first phase): the start of the process and MPI
+ * (start_s), the text files (calibration, perplexity, training: text_bytes)
+ * tokenized on rank 0 while the others wait (tokenize_bps), then every
+ * rank's stage allocated and read from the store (its bytes,
+ * model_stage_bytes_dtype, at store_gbs); without bench rates the
+ * LOSA_DEFAULT_* below.  Not modelled: I/O of the checkpoints and the
+ * model file, the decisions' own small work. */
 typedef struct {
     double fwd_gflops;     /* forward passes, per rank (bench forward) */
     double layer_gflops;   /* the layers' share of a forward (bench forward
@@ -442,7 +449,23 @@ typedef struct {
     double net_gbps;       /* point-to-point bandwidth, Gbit/s */
     double net_latency_us; /* per message */
     int64_t eval_tokens;   /* tokens of data.eval (0: no perplexity) */
+    /* the set-up (`losa bench forward --json`; 0: LOSA_DEFAULT_*): */
+    double start_s;        /* the process's and MPI's start (start_seconds) */
+    double store_gbs;      /* a stage allocated and read from the store, GB/s of its
+                            * resident bytes (store_load_gbs) */
+    double tokenize_bps;   /* text bytes tokenized per second (tokenize_bytes_per_s,
+                            * with --text) */
+    int64_t text_bytes;    /* bytes of the files the run tokenizes (data.calib,
+                            * data.eval_text, data.train outside mode prune) */
 } losa_rates;
+
+/* The set-up's rates without a bench forward JSON that has them (measured
+ * on the 2-core Zen 4 VM: 0.25-0.37 s to start one rank's MPI, 4.3e6 bytes
+ * per second through minillama's 32000-token tokenizer; the store rate
+ * assumed). */
+#define LOSA_DEFAULT_START_S 0.3
+#define LOSA_DEFAULT_STORE_GBS 1.0
+#define LOSA_DEFAULT_TOKENIZE_BPS 4e6
 
 /* The assumed mask rate without a bench prune JSON (weights per second per
  * rank; measured 2.1e7 for both methods on a minillama layer, one Zen 4 core). */
