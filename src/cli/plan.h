@@ -37,6 +37,7 @@ void plan_time_rank_json(struct cJSON *e, const losa_time *t, int stage);
 typedef struct {
     int pp, dp, B, accum;
     double seconds;   /* projected wall of the run */
+    double setup;     /* ... of which the set-up (LOSA_PHASE_SETUP) */
     double peak;      /* bytes, the largest rank */
     int fits;
 } plan_layout;
