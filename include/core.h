@@ -53,6 +53,13 @@ void core_set_abort_hook(void (*hook)(int code));
 
 /* Wall clock in seconds (monotonic). */
 double core_time(void);
+/* The process's start on the core_time clock: core_time_origin_set() once,
+ * first thing in main (before MPI starts); core_time_origin() returns it
+ * (core_time() of the first call when it was never set).  What a command
+ * spends before its own work (MPI start, reading, tokenizing) is
+ * core_time() - core_time_origin() at that point. */
+void core_time_origin_set(void);
+double core_time_origin(void);
 
 /* Allocation helpers: 64-byte aligned, zeroed; abort on out-of-memory
  * (allocation of the big blocks happens once per kind, at build time). */

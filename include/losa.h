@@ -201,6 +201,9 @@ typedef struct {
     int *eval_ids;      /* (n_eval) perplexity text (every rank) or NULL */
     int64_t n_eval;
     lora_dataset ds;    /* training examples (modes other than prune) */
+    double load_seconds; /* losa_inputs_load_data's wall seconds (reading and
+                            tokenizing the calibration, perplexity and training
+                            files: rank 0 tokenizes, the others wait) */
 } losa_inputs;
 
 /* Collective: the configuration and tokenizer of model.store on every
@@ -243,14 +246,22 @@ typedef struct {
 
 typedef struct {
     double ppl, sparsity, seconds, train_seconds, prune_seconds;
+    double eval_seconds; /* the perplexity pass of the result's model alone */
     double *loss;       /* training loss per optimizer step (lora) */
     int64_t n_loss;
 } losa_result;
 
 /* Results of a run (rank 0 writes them; every rank holds them). */
 typedef struct {
-    double t0;          /* core_time() at the start of this invocation */
+    double t0;          /* the start of this invocation (core_time_origin: before MPI
+                           starts), so its seconds include the set-up */
     double dense_ppl;
+    double dense_eval_s; /* the dense perplexity pass */
+    /* set-up of this invocation, before the first phase: everything
+     * (MPI start, the deck, the inputs, the stage read from the store),
+     * of which reading and tokenizing the text files (losa_inputs
+     * load_seconds) and allocating and reading the stage */
+    double setup_s, setup_tokenize_s, setup_store_s;
     double *prune_recon; /* (L) reconstruction errors of the one-shot pruning */
     losa_result res[LOSA_N_MODES];
     int have[LOSA_N_MODES];
@@ -333,7 +344,9 @@ void losa_run_free(losa_run *r);
  * of the stage (one more `weights`) while the reference outputs are
  * recomputed. */
 typedef enum {
-    LOSA_PHASE_DENSE_EVAL = 0, /* perplexity of the dense (and pruned) model */
+    LOSA_PHASE_SETUP = 0,      /* before the first phase: MPI start, the text files
+                                  tokenized, the stage allocated and read */
+    LOSA_PHASE_DENSE_EVAL,     /* perplexity of the dense (and pruned) model */
     LOSA_PHASE_PRUNE,          /* one-shot pruning (modes prune, lora, compare) */
     LOSA_PHASE_LORA_TRAIN,     /* +LoRA training (modes lora, compare) */
     LOSA_PHASE_DENSE_REF,      /* LoSA: the dense reference outputs */
@@ -344,7 +357,7 @@ typedef enum {
     LOSA_PHASE_WRITE,          /* model.h5: another stage's weights in transit */
     LOSA_N_PHASES
 } losa_phase;
-const char *losa_phase_name(losa_phase p); /* "dense_eval", "prune", ... */
+const char *losa_phase_name(losa_phase p); /* "setup", "dense_eval", "prune", ... */
 
 typedef struct {
     size_t weights, inputs;       /* resident throughout */
@@ -407,9 +420,14 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * (dist_sparsegpt_rows_local) is swept whole on every replica, one status
  * all-reduce and no split.  Network: a
  * message costs latency + bytes / bandwidth, an all-reduce is a ring of
- * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.  Not
- * modelled: I/O (checkpoints, the model file), start-up, the decisions'
- * own small work. */
+ * 2 (n - 1) messages of bytes / n, an all-gather n - 1 of bytes / n.
+ * Set-up (before the first phase): the start of the process and MPI
+ * (start_s), the text files (calibration, perplexity, training: text_bytes)
+ * tokenized on rank 0 while the others wait (tokenize_bps), then every
+ * rank's stage allocated and read from the store (its bytes,
+ * model_stage_bytes_dtype, at store_gbs); without bench rates the
+ * LOSA_DEFAULT_* below.  Not modelled: I/O of the checkpoints and the
+ * model file, the decisions' own small work. */
 typedef struct {
     double fwd_gflops;     /* forward passes, per rank (bench forward) */
     double layer_gflops;   /* the layers' share of a forward (bench forward
@@ -434,7 +452,23 @@ typedef struct {
     double net_gbps;       /* point-to-point bandwidth, Gbit/s */
     double net_latency_us; /* per message */
     int64_t eval_tokens;   /* tokens of data.eval (0: no perplexity) */
+    /* the set-up (`losa bench forward --json`; 0: LOSA_DEFAULT_*): */
+    double start_s;        /* the process's and MPI's start (start_seconds) */
+    double store_gbs;      /* a stage allocated and read from the store, GB/s of its
+                            * resident bytes (store_load_gbs) */
+    double tokenize_bps;   /* text bytes tokenized per second (tokenize_bytes_per_s,
+                            * with --text) */
+    int64_t text_bytes;    /* bytes of the files the run tokenizes (data.calib,
+                            * data.eval_text, data.train outside mode prune) */
 } losa_rates;
+
+/* The set-up's rates without a bench forward JSON that has them (measured
+ * on the 2-core Zen 4 VM: 0.25-0.37 s to start one rank's MPI, 4.3e6 bytes
+ * per second through minillama's 32000-token tokenizer; the store rate
+ * assumed). */
+#define LOSA_DEFAULT_START_S 0.3
+#define LOSA_DEFAULT_STORE_GBS 1.0
+#define LOSA_DEFAULT_TOKENIZE_BPS 4e6
 
 /* The assumed mask rate without a bench prune JSON (weights per second per
  * rank; measured 2.1e7 for both methods on a minillama layer, one Zen 4 core). */

@@ -8,6 +8,9 @@
 # seconds per phase (from run.h5) with their ratio.  Cases: the default job
 # (stories260K, Wanda 70 %, mode compare) and a minillama LoSA run, each
 # with a small budget, on 1 rank, 2 data-parallel ranks and 2 stages.
+# Phases compared: setup (before the first phase: setup/seconds), prune,
+# lora_train, grams, losa_prune, losa_train, one perplexity pass
+# (lora/eval_seconds, else losa/eval_seconds) and the total.
 #   jobs/plan_check.sh            (or sbatch jobs/plan_check.sh)
 # The 2-stage cases split by the head + loss cost `bench train` measured
 # (parallel.head_cost_layers, in `losa plan` and `losa run` alike).
@@ -53,7 +56,7 @@ for c in "${CASES[@]}"; do
     IFS='|' read -r name store sets <<<"$c"
     read -ra SETS <<<"$sets"
     # the case's shapes (train, eval and calibration batches)
-    read -r tb tT eb eT cn cS < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
+    read -r tb tT eb eT cn cS etext < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
 import configparser, sys
 cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
 cp.read(sys.argv[1])
@@ -63,7 +66,7 @@ for i in range(0, len(a), 2):
     k, x = a[i + 1].split("=", 1)
     v[k] = x
 print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seqlen"],
-      v["data.calib_n"], v["data.calib_seqlen"])
+      v["data.calib_n"], v["data.calib_seqlen"], v["data.eval_text"])
 PY
 )
     # the rates of this node as a rank of each layout sees it: 2 threads for
@@ -76,7 +79,8 @@ PY
         export OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr
         for b in forward train prune; do
             case $b in
-            forward) args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}") ;;
+            forward) # --text: the tokenizer's rate for the set-up (the perplexity text)
+                args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}" --text "$etext") ;;
             train) args=(--batch "$tb" --seqlen "$tT" --iters "${ITERS:-10}") ;;
             prune) args=(--n "$cn" --seqlen "$cS" --sparsity 0.7) ;;
             esac
@@ -124,15 +128,21 @@ for r in range(1, rounds + 1):
             w = plan["wall_seconds"]
             with h5py.File(os.path.join(rd, tag, "run.h5"), "r") as f:
                 g = lambda p: float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
-                m = {"prune": g("prune/prune_seconds"), "lora_train": g("lora/train_seconds"),
-                     "total": g("final/seconds")}
+                m = {"setup": g("setup/seconds"), "prune": g("prune/prune_seconds"),
+                     "lora_train": g("lora/train_seconds"), "total": g("final/seconds")}
                 if "losa/steps/seconds" in f:
                     s = np.asarray(f["losa/steps/seconds"][()])
                     m["grams"], m["losa_prune"], m["losa_train"] = (
                         float(s[:, 0].sum()), float(s[:, 1].sum()), float(s[:, 2].sum()))
-                # one perplexity pass: the +LoRA model's (lora phase less its training)
-                if "lora/seconds" in f and "losa_eval" in plan.get("step_seconds", {}):
-                    m["eval_pass"] = g("lora/seconds") - g("lora/train_seconds")
+                # one perplexity pass: the +LoRA model's (its own seconds,
+                # lora/eval_seconds; runs of an older losa: the lora phase less
+                # its training, merge and zero count included), else the
+                # final LoSA model's
+                e = g("lora/eval_seconds") or g("losa/eval_seconds")
+                if e is None and "lora/seconds" in f:
+                    e = g("lora/seconds") - g("lora/train_seconds")
+                if e is not None and "losa_eval" in plan.get("step_seconds", {}):
+                    m["eval_pass"] = e
                     w = dict(w, eval_pass=plan["step_seconds"]["losa_eval"])
             for k, v in m.items():
                 if v is None or k not in w: continue

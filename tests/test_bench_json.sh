@@ -7,7 +7,7 @@
 #   fraction_of_peak = (forward|step)_gflops / sgemm_gflops (the same doubles
 #   divided: equal to 1e-12 relative); the median step's rate (what
 #   losa plan --bench reads) is positive and at most the best step's;
-#   bench forward: first_touch_gbs > 0, and the layers' and the head's
+#   bench forward: first_touch_gbs > 0 (and the set-up's rates, below), and the layers' and the head's
 #   rates timed apart (layers_gflops_median, head_gflops_median > 0);
 #   bench forward --dtype bf16: dtype bf16 and fraction_of_physical_peak =
 #   forward_gflops / peak_gflops_bf16 (its products run on bf16 dot
@@ -67,6 +67,26 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
      and matrix_ok(d, "peak_gflops_f32", attn)
 print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine" "$info"
 done
+# the set-up's rates (losa plan's setup phase): start_seconds always,
+# store_load_gbs with --model, tokenize_bytes_per_s with --model and --text
+# (the run's own tokenizer on a file: the bytes over the seconds, so at
+# most the bytes over 1 ns and at least the bytes over the whole command's
+# wall); --text without --model refused
+TXT=$D/text/wikitext2/wiki.test.hf_join.txt
+t0=$(date +%s.%N)
+j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --text "$TXT" --json 2>/dev/null)
+t1=$(date +%s.%N)
+check "bench forward --text: start_seconds, store_load_gbs, tokenize_bytes_per_s" /usr/bin/python3 -c '
+import json, os, sys; d = json.loads(sys.argv[1]); n = os.path.getsize(sys.argv[2]); wall = float(sys.argv[4]) - float(sys.argv[3])
+ok = 0 < d["start_seconds"] < wall and d["store_load_gbs"] > 0 and n / wall < d["tokenize_bytes_per_s"] < n * 1e9
+print(n, wall, {k: d[k] for k in ("start_seconds", "store_load_gbs", "tokenize_bytes_per_s")}); sys.exit(0 if ok else 1)' \
+    "$j" "$TXT" "$t0" "$t1"
+j=$("$LOSA" bench forward --batch 1 --seqlen 32 --iters 1 --json 2>/dev/null)
+check "bench forward without --model: start_seconds only" /usr/bin/python3 -c '
+import json, sys; d = json.loads(sys.argv[1])
+sys.exit(0 if d["start_seconds"] > 0 and "store_load_gbs" not in d and "tokenize_bytes_per_s" not in d else 1)' "$j"
+check "bench forward --text without --model: refused" \
+    bash -c '! "$1" bench forward --text "$2" --json 2>/dev/null | grep -q forward_gflops' _ "$LOSA" "$TXT"
 j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --dtype bf16 --json 2>/dev/null)
 check "bench forward --dtype bf16: fraction of the bf16 physical peak (bf16 $bf16)" /usr/bin/python3 -c "$MATRIX_OK"'
 import json,sys; d=json.loads(sys.argv[1]); bf16=sys.argv[2]=="1"

@@ -222,6 +222,59 @@ d = b["wall_seconds"]["dense_eval"] - a["wall_seconds"]["dense_eval"]
 w = 3 * b["ranks"][0]["eval_activation_bytes"] / 1e9; print(d, w)
 sys.exit(0 if w > 0 and abs(d - w) <= 1e-9 * w else 1)' "$t0" "$t1"
 
+# the set-up phase: the process's and MPI's start, the text files tokenized
+# on rank 0 (data.calib + data.eval_text + data.train: their bytes at the
+# tokenizer's rate), every rank's stage allocated and read (its fp32 bytes
+# at the store rate), the slowest stage's: with a bench forward JSON that
+# has the set-up's rates (start 0.5 s, 0.25 GB/s, 2e6 bytes/s) the phase is
+# recomputed here from the deck's files' sizes and minillama's parameter
+# count per stage (D 256, F 768, Hkv 4 of H 8, V 32000, untied head; a
+# block of 4 MiB or more is rounded up to 2 MiB pages, core_alloc_bytes;
+# the layer table beside it, under 64 KB, is at most 2.6e-4 s at 0.25 GB/s:
+# the bound of the check); mode prune tokenizes no training set; without
+# the rates the plan says "assumed" and uses 0.3 s, 1 GB/s, 4e6 bytes/s.
+$PY -c 'import json; print(json.dumps({"forward_gflops": 10, "start_seconds": 0.5,
+"store_load_gbs": 0.25, "tokenize_bytes_per_s": 2e6}))' >"$W/bs.json"
+$PY -c 'import json; print(json.dumps({"forward_gflops": 10}))' >"$W/bs_old.json"
+for case in "lora 1 bs" "lora 2 bs" "prune 1 bs" "lora 2 bs_old"; do
+    read -r mode pp bj <<<"$case"
+    j=$("$LOSA" plan input/default.ini "${BASE[@]}" --set losa.mode=$mode --set parallel.pp=$pp \
+        --set parallel.dp=1 "${NET[@]}" --bench "$W/$bj.json" --json 2>/dev/null)
+    check "plan set-up ($mode, pp $pp, $bj): start + text / tokenizer + the stage's bytes / store rate" \
+        $PY - "$j" "$mode" "$pp" "$bj" <<'PY'
+import configparser, json, math, os, sys
+j, mode, pp, bj = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+cp = configparser.ConfigParser(inline_comment_prefixes=("#",)); cp.read("input/default.ini")
+files = [cp["data"]["calib"], cp["data"]["eval_text"]] + ([cp["data"]["train"]] if mode != "prune" else [])
+text = sum(os.path.getsize(f) for f in files)
+start, gbs, bps = (0.5, 0.25, 2e6) if bj == "bs" else (0.3, 1.0, 4e6)
+D, F, L, H, Hkv, V = 256, 768, 6, 8, 4, 32000
+layer = 2 * D * D + 2 * D * (D * Hkv // H) + 3 * D * F + 2 * D
+split = j["layout"]["stage_layers"]
+assert len(split) == pp and sum(split) == L, split
+def stage_bytes(s):
+    n = split[s] * layer + (V * D if s == 0 else 0) + (D + V * D if s == pp - 1 else 0)
+    b = 4 * n
+    return b if b < (4 << 20) else -(-b // (2 << 20)) * (2 << 20)
+busy = [start + text / bps + stage_bytes(s) / (gbs * 1e9) for s in range(pp)]
+got_w = j["wall_seconds"]["setup"]
+got_b = [j["ranks"][s]["seconds"]["setup"] for s in range(pp)]
+bound = (64 << 10) / (gbs * 1e9)
+print(text, busy, got_b, got_w, bound)
+ok = all(0 <= g - w <= bound for g, w in zip(got_b, busy)) and abs(got_w - max(got_b)) < 1e-12
+ok = ok and abs(j["wall_seconds"]["total"] - sum(v for k, v in j["wall_seconds"].items() if k != "total")) < 1e-9
+sys.exit(0 if ok else 1)
+PY
+done
+check "plan set-up: the rates of a bench JSON without them are named as assumed" \
+    grep -q "set-up: start 0.30 s (assumed), store 1.00 GB/s (assumed), tokenizer 4.00 MB/s (assumed)" \
+    <<<"$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=1 --set parallel.dp=1 \
+          "${NET[@]}" --bench "$W/bs_old.json" 2>&1)"
+check "plan set-up: the measured rates are named as --bench" \
+    grep -q "set-up: start 0.50 s (--bench), store 0.25 GB/s (--bench), tokenizer 2.00 MB/s (--bench)" \
+    <<<"$("$LOSA" plan input/default.ini "${BASE[@]}" --set parallel.pp=1 --set parallel.dp=1 \
+          "${NET[@]}" --bench "$W/bs.json" 2>&1)"
+
 # the pruners' rates from a `bench prune --json` at the run's own layer shape
 # and calibration tokens (minillama, 16 x 256): doubling every measured time
 # adds exactly one more of them per layer and step, so the LoSA prune step

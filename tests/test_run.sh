@@ -69,6 +69,46 @@ assert abs(tz / tn - 0.7) <= 7 * L / tn, tz / tn
 print('run.h5 and model.h5 ok; final layer sparsity', meas, 'total', tz / tn)
 PY
 
+# the set-up and each perplexity pass's own seconds (plan_check compares
+# them with losa plan's setup phase and one perplexity pass): present,
+# positive, and parts of what holds them (the tokenizing and the stage's
+# read inside the set-up, the set-up inside the run's seconds; a pass
+# inside its result's seconds, beside its training)
+check "run.h5: /setup/* and the perplexity passes' eval_seconds" /usr/bin/python3 - "$W/cmp" <<'PY'
+import sys, h5py
+f = h5py.File(sys.argv[1] + '/run.h5', 'r')
+g = lambda k: float(f[k][0])
+su, tok, sto = g('setup/seconds'), g('setup/tokenize_seconds'), g('setup/store_seconds')
+assert 0 < tok < su and 0 < sto < su and tok + sto < su, (su, tok, sto)
+assert su < g('final/seconds') and su < g('final/invocation_seconds'), su
+for m in ['dense', 'prune', 'lora', 'losa']:
+    assert g(m + '/eval_seconds') > 0, m
+for m in ['prune', 'lora', 'losa']:
+    assert g(m + '/eval_seconds') < g(m + '/seconds'), m
+assert g('lora/train_seconds') + g('lora/eval_seconds') <= g('lora/seconds')
+print('setup', su, 'tokenize', tok, 'store', sto,
+      'eval', [g(m + '/eval_seconds') for m in ['dense', 'prune', 'lora', 'losa']])
+PY
+# a compare run resumed from the base of an older losa (ckpt/base.h5
+# without the eval_seconds keys) runs on; its run.h5 has the keys (NaN
+# where the base had none: the pass was not timed)
+"$LOSA" run input/default.ini "${SETS[@]}" --set output.dir=$W/oldbase --stop-after 1 >/dev/null 2>$W/oldbase1.log
+/usr/bin/python3 - "$W/oldbase/ckpt/base.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], 'a') as f:
+    for k in ['dense/eval_seconds', 'prune/eval_seconds', 'lora/eval_seconds']:
+        del f[k]
+PY
+"$LOSA" run input/default.ini "${SETS[@]}" --set output.dir=$W/oldbase >/dev/null 2>$W/oldbase2.log
+check "compare run resumed from an older base.h5 (no eval_seconds): finishes with the keys" \
+    /usr/bin/python3 - "$W/oldbase" <<'PY'
+import math, sys, h5py
+f = h5py.File(sys.argv[1] + '/run.h5', 'r')
+g = lambda k: float(f[k][0])
+assert math.isnan(g('dense/eval_seconds')) and math.isnan(g('lora/eval_seconds')), 'expected NaN'
+assert g('losa/eval_seconds') > 0 and g('setup/seconds') > 0
+PY
+
 # resume after a stop at step 2 == uninterrupted
 for np in 1 2; do
     run() { if [ $np = 1 ]; then "$LOSA" "$@"; else $MPIRUN -np $np "$LOSA" "$@"; fi; }

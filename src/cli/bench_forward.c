@@ -1,17 +1,24 @@
 /* losa bench forward [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
- *                    [--dtype fp32|bf16] [--json]
+ *                    [--dtype fp32|bf16] [--text FILE] [--json]
  * Forward tokens/s on one rank and, in the same run, this machine's sgemm
  * GFLOP/s; reports the fraction of that peak the forward's matrix work
  * reaches, and (matrix_*) the forward's time inside the GEMM seam's calls,
  * their GFLOP/s and share of the forward.  Without --model a
  * minillama-shaped model with random weights
- * (D 256, F 768, L 6, H 8, Hkv 4, V 32000) is used. */
+ * (D 256, F 768, L 6, H 8, Hkv 4, V 32000) is used.  The rates of a run's
+ * set-up (losa plan's setup phase): start_seconds (the process's start to
+ * the command's, MPI's start the most of it), with --model
+ * store_load_gbs (the fp32 bytes of the stage, model_stage_bytes, over the
+ * seconds to allocate it and read it from the store), with --model and
+ * --text tokenize_bytes_per_s (the file's bytes over the seconds the
+ * store's tokenizer takes to encode it). */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "io.h"
 
 double bench_sgemm_gflops(int M, int N, int K, double min_seconds)
 {
@@ -56,19 +63,55 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     const char *v;
     bench_shape sh = {.B = 8, .T = 256, .iters = 5};
     int json = 0;
+    double start_s = core_time() - core_time_origin();
+    const char *text = NULL;
     model_dtype dtype = MODEL_DTYPE_F32;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if (bench_shape_opt(argc, argv, &i, &sh, &s)) continue;
         else if ((v = cli_opt(argc, argv, &i, "--dtype"))) s = model_dtype_from_string(v, "--dtype", &dtype);
+        else if ((v = cli_opt(argc, argv, &i, "--text"))) text = v;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
     }
     if (s == LOSA_OK && dist_size(d) != 1)
         s = core_err(LOSA_ERR_ARG, "bench forward runs on one rank (use bench pipeline for layouts)");
+    if (s == LOSA_OK && text && !sh.model)
+        s = core_err(LOSA_ERR_ARG, "--text: needs --model (the store's tokenizer encodes it)");
     if (cli_fail(d, "bench forward", s)) return 1;
     model_stage st;
+    tok_tokenizer tk;
+    memset(&tk, 0, sizeof tk);
+    double tl0 = core_time();
     if (cli_fail(d, "bench forward", bench_model(d, sh.model, 6, &st))) return 1;
+    /* the store's stage allocated and read, as a run's set-up does */
+    double load_s = core_time() - tl0, tok_bps = 0;
+    int L = st.cfg.n_layers;
+    size_t stage_bytes = model_stage_bytes(&st.cfg, 0, 1, &L);
+    if (text) {
+        char *buf = NULL;
+        size_t len = 0;
+        int *ids = NULL;
+        int64_t n = 0;
+        io_store *io = NULL;
+        s = io_store_open(&io, sh.model);
+        if (s == LOSA_OK) s = io_store_read_tokenizer(io, &tk);
+        io_store_close(&io);
+        if (s == LOSA_OK) s = core_read_file(text, &buf, &len);
+        double t0 = core_time();
+        if (s == LOSA_OK) s = tok_encode(&tk, buf, len, 1, 0, &ids, &n);
+        double t = core_time() - t0;
+        if (s == LOSA_OK && t > 0) tok_bps = (double)len / t;
+        if (s == LOSA_OK)
+            core_log("tokenizer: %zu bytes of %s in %.3f s (%.2f MB/s)\n", len, text, t, tok_bps / 1e6);
+        free(ids);
+        free(buf);
+        tok_free(&tk);
+        if (cli_fail(d, "bench forward", s)) {
+            model_stage_free(&st);
+            return 1;
+        }
+    }
     if (dtype == MODEL_DTYPE_BF16 && cli_fail(d, "bench forward", cli_stage_to_bf16(d, &st, 0))) {
         model_stage_free(&st);
         return 1;
@@ -133,6 +176,11 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
         if (med_head > 0 && flops > flops_layers)
             cJSON_AddNumberToObject(o, "head_gflops_median", (flops - flops_layers) / med_head / 1e9);
         cJSON_AddNumberToObject(o, "first_touch_gbs", bench_first_touch_gbs(3));
+        /* the set-up's rates (losa plan's setup phase) */
+        cJSON_AddNumberToObject(o, "start_seconds", start_s);
+        if (sh.model && load_s > 0)
+            cJSON_AddNumberToObject(o, "store_load_gbs", (double)stage_bytes / load_s / 1e9);
+        if (tok_bps > 0) cJSON_AddNumberToObject(o, "tokenize_bytes_per_s", tok_bps);
         cli_json_emit(d, o);
     }
     free(tok);

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "io.h"
@@ -55,7 +56,7 @@ typedef struct {
     int sparsegpt;
     plan_rank *r; /* (ranks) */
     losa_rates rates;
-    char why[1024];  /* the time model's assumptions */
+    char why[1280];  /* the time model's assumptions */
     losa_time *time;
 } plan;
 
@@ -437,6 +438,22 @@ static int64_t plan_eval_tokens(const plan *p, int64_t opt, char *note, size_t n
     return cnt;
 }
 
+/* Not collective.  Bytes of the files a run tokenizes in its set-up: the
+ * calibration set, the perplexity text, the training set (not in mode
+ * prune); a file that cannot be read counts 0. */
+static int64_t plan_text_bytes(const plan *p)
+{
+    const run_settings *rs = &p->rs;
+    const char *files[3] = {rs->data.calib.path, rs->data.eval_text.path,
+                            rs->losa.mode != LOSA_MODE_PRUNE ? rs->data.train.path : ""};
+    int64_t n = 0;
+    for (int i = 0; i < 3; i++) {
+        struct stat sb;
+        if (files[i][0] && stat(files[i], &sb) == 0) n += (int64_t)sb.st_size;
+    }
+    return n;
+}
+
 int cmd_plan(dist_ctx *d, int argc, char **argv)
 {
     const char *path = NULL, *v;
@@ -480,7 +497,7 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         plan_mem_check(&p, &mem);
         char note[120];
         int64_t et = plan_eval_tokens(&p, to.eval_tokens, note, sizeof note);
-        s = plan_rates(&to, et, &p.rates, p.why, sizeof p.why);
+        s = plan_rates(&to, et, plan_text_bytes(&p), &p.rates, p.why, sizeof p.why);
         if (s == LOSA_OK && p.pp <= LOSA_TIME_MAX_STAGES) {
             strncat(p.why, note, sizeof p.why - strlen(p.why) - 1);
             p.time = core_malloc(1, sizeof *p.time);

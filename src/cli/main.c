@@ -66,6 +66,7 @@ static int help_cmd(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    core_time_origin_set(); /* the run's set-up seconds count from here */
     if (argc < 2) {
         cli_help_list(stderr);
         return 2;

@@ -24,9 +24,10 @@ void plan_time_opts_default(plan_time_opts *o);
 /* argv[*i] one of the time options: parsed (*taken = 1), else *taken = 0. */
 losa_status plan_time_opt(plan_time_opts *o, int argc, char **argv, int *i, int *taken);
 /* The rates of the options (reads the --bench files; may time an sgemm);
- * why: the assumptions in one line. */
-losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates *rt, char *why,
-                       size_t n);
+ * eval_tokens and text_bytes: the run's sizes (losa_rates); why: the
+ * assumptions in one line. */
+losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, int64_t text_bytes,
+                       losa_rates *rt, char *why, size_t n);
 void plan_time_print(const losa_time *t, const char *why);
 void plan_time_json(struct cJSON *o, const losa_time *t, const char *why);
 void plan_time_rank_json(struct cJSON *e, const losa_time *t, int stage);
@@ -36,6 +37,7 @@ void plan_time_rank_json(struct cJSON *e, const losa_time *t, int stage);
 typedef struct {
     int pp, dp, B, accum;
     double seconds;   /* projected wall of the run */
+    double setup;     /* ... of which the set-up (LOSA_PHASE_SETUP) */
     double peak;      /* bytes, the largest rank */
     int fits;
 } plan_layout;

@@ -21,6 +21,7 @@ plan_layout plan_layout_eval(const run_settings *rs, const model_config *c, int 
     losa_time *t = core_malloc(1, sizeof *t);
     losa_time_plan(&r, c, pp, dp, rt, t);
     l.seconds = t->total;
+    l.setup = t->wall[LOSA_PHASE_SETUP];
     core_free(t);
     for (int s = 0; s < pp; s++) {
         losa_memory m;

@@ -101,6 +101,11 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     if (json_num(j, "layers_gflops_median") > 0) rt->layer_gflops = json_num(j, "layers_gflops_median");
     if (json_num(j, "head_gflops_median") > 0) rt->head_gflops = json_num(j, "head_gflops_median");
     if (ft > 0) rt->touch_gbs = ft;
+    /* the set-up's rates (bench forward; absent from older JSONs: defaults) */
+    if (json_num(j, "start_seconds") > 0) rt->start_s = json_num(j, "start_seconds");
+    if (json_num(j, "store_load_gbs") > 0) rt->store_gbs = json_num(j, "store_load_gbs");
+    if (json_num(j, "tokenize_bytes_per_s") > 0)
+        rt->tokenize_bps = json_num(j, "tokenize_bytes_per_s");
     double share = json_num(j, "layer_forward_share");
     if (share != 0 && !(share > 0 && share < 1)) {
         cJSON_Delete(j);
@@ -121,13 +126,14 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     return LOSA_OK;
 }
 
-losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates *rt, char *why,
-                       size_t n)
+losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, int64_t text_bytes,
+                       losa_rates *rt, char *why, size_t n)
 {
     memset(rt, 0, sizeof *rt);
     rt->net_gbps = o->net_gbps;
     rt->net_latency_us = o->net_latency_us;
     rt->eval_tokens = eval_tokens;
+    rt->text_bytes = text_bytes;
     int fw = 0, tr = 0, pr = 0;
     for (int i = 0; i < o->n_bench; i++) {
         losa_status s = read_bench(o->bench[i], rt, &fw, &tr, &pr);
@@ -163,13 +169,21 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, losa_rates 
                  "layers' rate)", rt->layer_gflops, rt->head_gflops > 0 ? rt->head_gflops : rt->fwd_gflops);
     if (rt->train_fwd_share > 0)
         snprintf(fshare, sizeof fshare, "; the forward %.2f of a layer (--bench)", rt->train_fwd_share);
+    char setup[200];
+    snprintf(setup, sizeof setup, "set-up: start %.2f s (%s), store %.2f GB/s (%s), tokenizer "
+             "%.2f MB/s (%s) on %lld bytes of text",
+             rt->start_s > 0 ? rt->start_s : LOSA_DEFAULT_START_S, rt->start_s > 0 ? "--bench" : "assumed",
+             rt->store_gbs > 0 ? rt->store_gbs : LOSA_DEFAULT_STORE_GBS,
+             rt->store_gbs > 0 ? "--bench" : "assumed",
+             (rt->tokenize_bps > 0 ? rt->tokenize_bps : LOSA_DEFAULT_TOKENIZE_BPS) / 1e6,
+             rt->tokenize_bps > 0 ? "--bench" : "assumed", (long long)text_bytes);
     snprintf(why, n, "%sforward %.1f GF/s%s (%s), training %.1f GF/s (%s%s), dense GEMM %.1f GF/s "
              "per rank; %s; fresh memory %.2f GB/s (%s); network %.1f Gbit/s, %.1f us per message; "
-             "eval %lld tokens",
+             "%s; eval %lld tokens",
              measured, rt->fwd_gflops, split, fw ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5",
              rt->train_gflops, tr ? src : o->gflops > 0 ? "--gflops" : "assumed x0.5", fshare,
              rt->gemm_gflops, prune, rt->touch_gbs,
-             touch, rt->net_gbps, rt->net_latency_us, (long long)eval_tokens);
+             touch, rt->net_gbps, rt->net_latency_us, setup, (long long)eval_tokens);
     return LOSA_OK;
 }
 

@@ -80,6 +80,16 @@ double core_time(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+static double time_origin = -1;
+
+void core_time_origin_set(void) { time_origin = core_time(); }
+
+double core_time_origin(void)
+{
+    if (time_origin < 0) time_origin = core_time();
+    return time_origin;
+}
+
 /* Out of memory: one line naming the rank and the size, then every rank
  * stops (the abort hook), as for a broken invariant. */
 static void core_oom(size_t bytes) __attribute__((noreturn));

@@ -79,11 +79,13 @@ losa_status losa_inputs_read_model(dist_ctx *d, const model_settings *m, losa_in
 
 losa_status losa_inputs_load_data(dist_ctx *d, const run_settings *rs, losa_inputs *in)
 {
+    double t0 = core_time();
     losa_status s = losa_load_calib(d, &in->tok, &rs->data, &in->calib);
     if (s == LOSA_OK)
         s = losa_load_eval_text(d, &in->tok, &rs->data, &rs->eval, &in->eval_ids, &in->n_eval);
     if (s == LOSA_OK && rs->losa.mode != LOSA_MODE_PRUNE)
         s = losa_load_train(d, &in->tok, &rs->data, rs->train.tc.T, &in->ds);
+    in->load_seconds = core_time() - t0;
     return s;
 }
 

@@ -9,7 +9,7 @@
 #include "kernels.h"
 
 static const char *phase_names[LOSA_N_PHASES] = {
-    "dense_eval", "prune", "lora_train", "dense_ref", "grams", "losa_prune", "losa_train",
+    "setup", "dense_eval", "prune", "lora_train", "dense_ref", "grams", "losa_prune", "losa_train",
     "losa_eval", "write_model"};
 
 const char *losa_phase_name(losa_phase p)
@@ -101,6 +101,7 @@ void losa_memory_plan(const run_settings *rs, const model_config *c, int pp, int
     m->eval = a.eval;
     size_t base = m->weights + m->inputs, loop = base + m->adapters + m->dense_ref + m->grams;
     size_t *ph = m->phase;
+    ph[LOSA_PHASE_SETUP] = base; /* the stage read; no phase's buffers yet */
     if (ppl) ph[LOSA_PHASE_DENSE_EVAL] = base + a.eval;
     if (baseline) ph[LOSA_PHASE_PRUNE] = base + a.prune1;
     if (lora) ph[LOSA_PHASE_LORA_TRAIN] = base + m->adapters + m->train;

@@ -36,13 +36,16 @@ void losa_run_layer_sparsities(dist_ctx *d, const model_stage *s, double *x)
     dist_sum_doubles(d, x, L);
 }
 
-double losa_run_ppl(losa_run *r, const model_stage *s)
+double losa_run_ppl(losa_run *r, const model_stage *s, double *seconds)
 {
     const eval_settings *e = &r->set->eval;
+    if (seconds) *seconds = 0;
     if (!r->in->eval_ids) return NAN;
     eval_ppl_result res;
+    double t0 = core_time();
     losa_status st = eval_ppl(r->d, s, r->in->eval_ids, r->in->n_eval, e->seqlen, e->batch,
                               e->max_windows, &res);
+    if (seconds) *seconds = core_time() - t0;
     return st == LOSA_OK ? res.ppl : NAN;
 }
 
@@ -107,12 +110,12 @@ losa_status losa_run_train(losa_run *r, model_stage *s, lora_adapters *ad, int64
     memset(ad->v, 0, sizeof(float) * ad->n_params);
     ad->step = 0;
     lora_trainer tr;
+    double t0 = core_time();
     losa_status st = lora_trainer_build(&tr, r->d, s, ad, &tc);
     if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
     int64_t nt = (int64_t)step_tokens(&tc), epoch = -1;
     int *tok = core_calloc((size_t)nt * 2, sizeof(int)), *tgt = tok + nt;
     int64_t *perm = core_calloc((size_t)(r->in->ds.n + per), sizeof(int64_t)), *idx = perm + r->in->ds.n;
-    double t0 = core_time();
     core_progress pg;
     core_progress_start(&pg, label, "tok", tc.steps);
     for (int64_t step = 0; step < tc.steps && st == LOSA_OK; step++) {
@@ -144,10 +147,10 @@ losa_status losa_run_train(losa_run *r, model_stage *s, lora_adapters *ad, int64
         core_progress_update(&pg, step + 1, (step + 1) * nt, extra);
     }
     core_progress_end(&pg, tc.steps * nt);
-    *seconds = core_time() - t0;
     core_free(tok);
     core_free(perm);
     lora_trainer_free(&tr);
+    *seconds = core_time() - t0;
     return dist_agree(r->d, st);
 }
 
@@ -169,7 +172,7 @@ static losa_status phase_prune(losa_run *r, model_stage *s, losa_result *res)
     if (st == LOSA_OK) {
         res->prune_seconds = core_time() - t0;
         res->sparsity = losa_run_sparsity(r->d, s);
-        res->ppl = losa_run_ppl(r, s);
+        res->ppl = losa_run_ppl(r, s, &res->eval_seconds);
         res->seconds = core_time() - t0;
         memcpy(r->out.prune_recon, pr.recon_err, sizeof(double) * r->in->cfg.n_layers);
         core_log("   pruned: sparsity %.4f  ppl %.4f  (%.1fs)\n", res->sparsity, res->ppl,
@@ -202,7 +205,7 @@ static losa_status phase_lora(losa_run *r, model_stage *s, losa_result *res)
     lora_adapters_free(&ad, s);
     if ((st = dist_agree(r->d, st)) != LOSA_OK) return st;
     res->sparsity = losa_run_sparsity(r->d, s);
-    res->ppl = losa_run_ppl(r, s);
+    res->ppl = losa_run_ppl(r, s, &res->eval_seconds);
     res->seconds = core_time() - t0;
     int64_t n = res->n_loss, k = n < 10 ? n : 10; /* the first and last 10 losses */
     core_log("   +LoRA: loss %.4f -> %.4f  ppl %.4f  (%.1fs)\n", mean_of(res->loss, k),
@@ -235,7 +238,7 @@ static losa_status run_baselines(losa_run *r, model_stage *s)
     int base = (mode == LOSA_MODE_COMPARE || mode == LOSA_MODE_PRUNE) && losa_rundir_load_base(r);
     if (!base) {
         core_log("== dense model\n");
-        o->dense_ppl = losa_run_ppl(r, s);
+        o->dense_ppl = losa_run_ppl(r, s, &o->dense_eval_s);
         core_log("   dense ppl %.4f\n", o->dense_ppl);
     } else {
         core_log("== baselines from %s/ckpt/base.h5 (resumed run)\n", r->set->output.dir.path);
@@ -261,7 +264,10 @@ losa_status losa_run_execute(losa_run *r)
     dist_ctx *d = r->d;
     losa_mode mode = rs->losa.mode;
     int L = r->in->cfg.n_layers;
-    r->out.t0 = core_time();
+    /* this invocation's seconds count from the process's start: its set-up
+     * (MPI start, the inputs read and tokenized) is part of the run */
+    r->out.t0 = core_time_origin();
+    r->out.setup_tokenize_s = r->in->load_seconds;
     int64_t per = (int64_t)rs->train.tc.B * rs->train.tc.grad_accum;
     int64_t most = rs->losa.samples_last > rs->losa.samples_step ? rs->losa.samples_last
                                                                  : rs->losa.samples_step;
@@ -281,9 +287,12 @@ losa_status losa_run_execute(losa_run *r)
     model_stage s;
     /* model.dtype = bf16: the maps and the head in bf16 (plain), read as
      * they are from a bf16 store, rounded from an fp32 one (no fp32 copy) */
+    double ts = core_time();
     st = model_stage_for_rank_dtype(&s, &r->in->cfg, d, rs->model.dtype);
     if (st == LOSA_OK) st = losa_run_reload_dense(r, &s);
     if ((st = dist_agree(d, st)) != LOSA_OK) return st;
+    r->out.setup_store_s = core_time() - ts;
+    r->out.setup_s = core_time() - r->out.t0; /* the first phase starts */
     st = run_baselines(r, &s);
     const char *source = "losa prune";
     if (st == LOSA_OK && (mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE)) {

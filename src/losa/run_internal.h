@@ -31,14 +31,17 @@ int losa_mkdir_p(const char *path);
 double losa_run_sparsity(dist_ctx *d, const model_stage *s);
 /* Layer sparsities of every layer (L) on every rank. */
 void losa_run_layer_sparsities(dist_ctx *d, const model_stage *s, double *x);
-/* Perplexity of s on the evaluation text (NaN without one). */
-double losa_run_ppl(losa_run *r, const model_stage *s);
+/* Perplexity of s on the evaluation text (NaN without one); *seconds (if
+ * not NULL): the pass's wall seconds (0 without a text). */
+double losa_run_ppl(losa_run *r, const model_stage *s, double *seconds);
 /* The dense weights of this rank's stage back from model.store. */
 losa_status losa_run_reload_dense(losa_run *r, model_stage *s);
 /* One training phase of n_examples examples from stream position first
  * (range_n > 0: within examples first .. first + range_n - 1), with a
  * fresh AdamW state and schedule, dropout seeded by seed.  *loss (optimizer
- * steps, malloc'd) is filled on every rank. */
+ * steps, malloc'd) is filled on every rank.  *seconds: the phase's wall
+ * seconds, building the trainer (allocating its buffers) and freeing it
+ * included (losa plan counts their first touch in the training phase). */
 losa_status losa_run_train(losa_run *r, model_stage *s, lora_adapters *ad, int64_t first,
                            int64_t range_n, int64_t n_examples, uint64_t seed, const char *label,
                            double **loss, int64_t *n_steps, double *seconds);

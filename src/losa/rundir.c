@@ -10,6 +10,7 @@
 #include "run_internal.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -328,16 +329,19 @@ static losa_status write_scalar(io_store *io, const char *name, double v)
 }
 
 /* The scalars of a losa_result as /<group>/<key> in run.h5 (write and read
- * the same list). */
+ * the same list); an optional key is absent from the files of an older
+ * losa (read as NaN). */
 static const struct {
     const char *key;
     size_t off;
+    int optional;
 } result_scalars[] = {
-    {"ppl", offsetof(losa_result, ppl)},
-    {"sparsity", offsetof(losa_result, sparsity)},
-    {"seconds", offsetof(losa_result, seconds)},
-    {"train_seconds", offsetof(losa_result, train_seconds)},
-    {"prune_seconds", offsetof(losa_result, prune_seconds)},
+    {"ppl", offsetof(losa_result, ppl), 0},
+    {"sparsity", offsetof(losa_result, sparsity), 0},
+    {"seconds", offsetof(losa_result, seconds), 0},
+    {"train_seconds", offsetof(losa_result, train_seconds), 0},
+    {"prune_seconds", offsetof(losa_result, prune_seconds), 0},
+    {"eval_seconds", offsetof(losa_result, eval_seconds), 1},
 };
 #define N_RESULT_SCALARS (sizeof result_scalars / sizeof result_scalars[0])
 
@@ -364,7 +368,9 @@ static losa_status read_result(io_store *io, const char *grp, losa_result *x)
     losa_status s = LOSA_OK;
     for (size_t k = 0; k < N_RESULT_SCALARS && s == LOSA_OK; k++) {
         snprintf(n, sizeof n, "/%s/%s", grp, result_scalars[k].key);
-        s = io_store_read_doubles(io, n, (double *)((char *)x + result_scalars[k].off), 1, one);
+        double *v = (double *)((char *)x + result_scalars[k].off);
+        if (result_scalars[k].optional && !io_store_has(io, n)) *v = NAN;
+        else s = io_store_read_doubles(io, n, v, 1, one);
     }
     snprintf(n, sizeof n, "/%s/loss", grp);
     if (s == LOSA_OK && io_store_has(io, n)) {
@@ -426,7 +432,7 @@ static int64_t run_file_bytes(const losa_run *r, size_t deck_len)
                       res[LOSA_MODE_LOSA].n_loss + r->in->cfg.n_layers;
     return losa_history_bytes(&r->hist) + (int64_t)deck_len + strlen(r->set->model.store.path) +
            strlen(deck_name(r->dk)) + 8 * doubles +
-           H5_PER_DATASET * (32 + 2 * dist_n_stages(r->d)) + H5_SMALL_FILE;
+           H5_PER_DATASET * (40 + 2 * dist_n_stages(r->d)) + H5_SMALL_FILE;
 }
 
 /* The /run/ strings: what ran, with which settings, where. */
@@ -465,6 +471,12 @@ losa_status losa_rundir_write_run_file(losa_run *r)
     if (s == LOSA_OK) s = write_run_strings(r, io, deck_txt);
     if (s == LOSA_OK) s = write_scalar(io, "/run/target_sparsity", r->set->prune.pc.sparsity);
     if (s == LOSA_OK) s = write_scalar(io, "/dense/ppl", o->dense_ppl);
+    if (s == LOSA_OK) s = write_scalar(io, "/dense/eval_seconds", o->dense_eval_s);
+    /* this invocation's set-up, before the first phase (included in
+     * /final/seconds and /final/invocation_seconds) */
+    if (s == LOSA_OK) s = write_scalar(io, "/setup/seconds", o->setup_s);
+    if (s == LOSA_OK) s = write_scalar(io, "/setup/tokenize_seconds", o->setup_tokenize_s);
+    if (s == LOSA_OK) s = write_scalar(io, "/setup/store_seconds", o->setup_store_s);
     if (s == LOSA_OK && o->have[LOSA_MODE_PRUNE]) s = write_result(io, "prune", &o->res[LOSA_MODE_PRUNE]);
     if (s == LOSA_OK && o->have[LOSA_MODE_PRUNE]) {
         int64_t sh[1] = {r->in->cfg.n_layers};
@@ -516,8 +528,9 @@ losa_status losa_rundir_save_base(losa_run *r)
     losa_status s = io_store_create(&io, path);
     if (s == LOSA_OK)
         s = io_store_reserve(io, 8LL * (o->res[LOSA_MODE_PRUNE].n_loss + o->res[LOSA_MODE_LORA].n_loss +
-                                        r->in->cfg.n_layers + 11) + H5_PER_DATASET * 14 + H5_SMALL_FILE);
+                                        r->in->cfg.n_layers + 14) + H5_PER_DATASET * 17 + H5_SMALL_FILE);
     if (s == LOSA_OK) s = write_scalar(io, "/dense/ppl", o->dense_ppl);
+    if (s == LOSA_OK) s = write_scalar(io, "/dense/eval_seconds", o->dense_eval_s);
     if (s == LOSA_OK) s = write_result(io, "prune", &o->res[LOSA_MODE_PRUNE]);
     if (s == LOSA_OK) {
         int64_t sh[1] = {r->in->cfg.n_layers};
@@ -541,6 +554,9 @@ int losa_rundir_load_base(losa_run *r)
         int64_t one[1] = {1}, sh[1] = {r->in->cfg.n_layers};
         losa_status s = io_store_open(&io, path);
         if (s == LOSA_OK) s = io_store_read_doubles(io, "/dense/ppl", &o->dense_ppl, 1, one);
+        o->dense_eval_s = NAN; /* absent from the base of an older losa */
+        if (s == LOSA_OK && io_store_has(io, "/dense/eval_seconds"))
+            s = io_store_read_doubles(io, "/dense/eval_seconds", &o->dense_eval_s, 1, one);
         if (s == LOSA_OK) s = read_result(io, "prune", &o->res[LOSA_MODE_PRUNE]);
         if (s == LOSA_OK) s = io_store_read_doubles(io, "/prune/recon_err", o->prune_recon, 1, sh);
         if (s == LOSA_OK && r->set->losa.mode == LOSA_MODE_COMPARE)

@@ -377,7 +377,7 @@ static losa_status losa_step(losa_run *r, model_stage *s, losa_loop *lp, int t)
             memcpy(keep, s->params_bf16, nk);
         }
         lora_merge(&lp->ad, s);
-        ppl = losa_run_ppl(r, s);
+        ppl = losa_run_ppl(r, s, NULL);
         if (keep) {
             memcpy(s->params_bf16, keep, nk);
             core_free(keep);
@@ -413,7 +413,7 @@ static losa_status losa_finish(losa_run *r, model_stage *s, losa_loop *lp, losa_
     if (v[0] != 0 || v[1] != 0)
         st = core_err(LOSA_ERR_INTERNAL, "final merge changed the sparsity pattern (%g flips)", v[0]);
     res->sparsity = losa_run_sparsity(d, s);
-    res->ppl = losa_run_ppl(r, s);
+    res->ppl = losa_run_ppl(r, s, &res->eval_seconds);
     res->seconds = r->out.prev_losa_s + (core_time() - lp->t_start); /* over the invocations */
     res->train_seconds = 0;
     for (int t = 0; t < r->hist.T; t++)

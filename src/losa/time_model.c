@@ -271,6 +271,24 @@ static void touch_phase(losa_time *t, losa_phase q, const double *touch_s, int p
     if (t->step[q] > 0) t->step[q] += worst;
 }
 
+/* The set-up on every stage: the start, the text tokenized on rank 0 (the
+ * others wait for its broadcast), the stage allocated and read from the
+ * store; the ranks read side by side (the wall is the slowest stage's). */
+static double setup_s(const run_settings *rs, const model_config *c, int pp, const int *count,
+                      const losa_rates *rt, double *busy)
+{
+    double start = rt->start_s > 0 ? rt->start_s : LOSA_DEFAULT_START_S,
+           tok = (double)rt->text_bytes /
+                 (rt->tokenize_bps > 0 ? rt->tokenize_bps : LOSA_DEFAULT_TOKENIZE_BPS),
+           gbs = rt->store_gbs > 0 ? rt->store_gbs : LOSA_DEFAULT_STORE_GBS, worst = 0;
+    for (int s = 0; s < pp; s++) {
+        busy[s] = start + tok +
+                  (double)model_stage_bytes_dtype(c, s, pp, count, rs->model.dtype) / (gbs * 1e9);
+        worst = busy[s] > worst ? busy[s] : worst;
+    }
+    return worst;
+}
+
 void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int dp,
                     const losa_rates *rt, losa_time *t)
 {
@@ -284,6 +302,8 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
     losa_mode mode = rs->losa.mode;
     int T = rs->losa.steps, losa_on = mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE;
     double Nm = ceil_div(rs->data.calib_n, dp);
+    t->wall[LOSA_PHASE_SETUP] = setup_s(rs, c, pp, count, rt, busy);
+    add(t->busy[LOSA_PHASE_SETUP], busy, pp, 1);
     /* perplexity passes: dense, pruned, +LoRA; LoSA after steps and final */
     double evals = 1 + (mode != LOSA_MODE_LOSA) + (mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE);
     double losa_evals = losa_on ? (rs->eval.each_step ? T - 1 : 0) + 1 : 0;
