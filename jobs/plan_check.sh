@@ -56,7 +56,7 @@ for c in "${CASES[@]}"; do
     IFS='|' read -r name store sets <<<"$c"
     read -ra SETS <<<"$sets"
     # the case's shapes (train, eval and calibration batches)
-    read -r tb tT eb eT cn cS etext < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
+    read -r tb tT eb eT cn cS etext ctext ttext < <(/usr/bin/python3 - input/default.ini "${SETS[@]}" <<'PY'
 import configparser, sys
 cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
 cp.read(sys.argv[1])
@@ -66,7 +66,8 @@ for i in range(0, len(a), 2):
     k, x = a[i + 1].split("=", 1)
     v[k] = x
 print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seqlen"],
-      v["data.calib_n"], v["data.calib_seqlen"], v["data.eval_text"])
+      v["data.calib_n"], v["data.calib_seqlen"], v["data.eval_text"], v["data.calib"],
+      v["data.train"])
 PY
 )
     # the rates of this node as a rank of each layout sees it: 2 threads for
@@ -79,8 +80,9 @@ PY
         export OPENBLAS_NUM_THREADS=$thr OMP_NUM_THREADS=$thr
         for b in forward train prune; do
             case $b in
-            forward) # --text: the tokenizer's rate for the set-up (the perplexity text)
-                args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}" --text "$etext") ;;
+            forward) # the tokenizer's rate for the set-up: the run's files, its loaders
+                args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}" --text "$etext"
+                      --calib "$ctext" --train "$ttext") ;;
             train) args=(--batch "$tb" --seqlen "$tT" --iters "${ITERS:-10}") ;;
             prune) args=(--n "$cn" --seqlen "$cS" --sparsity 0.7) ;;
             esac

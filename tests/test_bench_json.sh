@@ -68,19 +68,22 @@ ok = d["dtype"] == "fp32" and d["gemm"] == eng \
 print(d); sys.exit(0 if ok else 1)' "$j" $key $bf16 "$engine" "$info"
 done
 # the set-up's rates (losa plan's setup phase): start_seconds always,
-# store_load_gbs with --model, tokenize_bytes_per_s with --model and --text
-# (the run's own tokenizer on a file: the bytes over the seconds, so at
-# most the bytes over 1 ns and at least the bytes over the whole command's
-# wall); --text without --model refused
+# store_load_gbs with --model, tokenize_bytes_per_s with --model and
+# --text / --calib / --train (the run's own loaders on the files: their
+# bytes over the seconds, so at most the bytes over 1 ns and at least the
+# bytes over the whole command's wall); --text without --model refused
 TXT=$D/text/wikitext2/wiki.test.hf_join.txt
+CAL=$D/text/c4/c4-train.00000-of-01024.first1000.jsonl
+TRN=$D/text/alpaca/alpaca_en_demo.json
 t0=$(date +%s.%N)
-j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --text "$TXT" --json 2>/dev/null)
+j=$("$LOSA" bench forward --model "$S" --batch 1 --seqlen 32 --iters 1 --text "$TXT" --calib "$CAL" \
+    --train "$TRN" --json 2>/dev/null)
 t1=$(date +%s.%N)
-check "bench forward --text: start_seconds, store_load_gbs, tokenize_bytes_per_s" /usr/bin/python3 -c '
-import json, os, sys; d = json.loads(sys.argv[1]); n = os.path.getsize(sys.argv[2]); wall = float(sys.argv[4]) - float(sys.argv[3])
+check "bench forward --text --calib --train: start_seconds, store_load_gbs, tokenize_bytes_per_s" /usr/bin/python3 -c '
+import json, os, sys; d = json.loads(sys.argv[1]); n = sum(os.path.getsize(f) for f in sys.argv[4:]); wall = float(sys.argv[3]) - float(sys.argv[2])
 ok = 0 < d["start_seconds"] < wall and d["store_load_gbs"] > 0 and n / wall < d["tokenize_bytes_per_s"] < n * 1e9
 print(n, wall, {k: d[k] for k in ("start_seconds", "store_load_gbs", "tokenize_bytes_per_s")}); sys.exit(0 if ok else 1)' \
-    "$j" "$TXT" "$t0" "$t1"
+    "$j" "$t0" "$t1" "$TXT" "$CAL" "$TRN"
 j=$("$LOSA" bench forward --batch 1 --seqlen 32 --iters 1 --json 2>/dev/null)
 check "bench forward without --model: start_seconds only" /usr/bin/python3 -c '
 import json, sys; d = json.loads(sys.argv[1])

@@ -1,5 +1,6 @@
 /* losa bench forward [--model STORE.h5] [--batch B] [--seqlen T] [--iters K]
- *                    [--dtype fp32|bf16] [--text FILE] [--json]
+ *                    [--dtype fp32|bf16] [--text FILE] [--calib FILE]
+ *                    [--train FILE] [--json]
  * Forward tokens/s on one rank and, in the same run, this machine's sgemm
  * GFLOP/s; reports the fraction of that peak the forward's matrix work
  * reaches, and (matrix_*) the forward's time inside the GEMM seam's calls,
@@ -10,15 +11,54 @@
  * the command's, MPI's start the most of it), with --model
  * store_load_gbs (the fp32 bytes of the stage, model_stage_bytes, over the
  * seconds to allocate it and read it from the store), with --model and
- * --text tokenize_bytes_per_s (the file's bytes over the seconds the
- * store's tokenizer takes to encode it). */
+ * any of --text (a perplexity text), --calib (a calibration set) and
+ * --train (a training set) tokenize_bytes_per_s: the files' bytes over the
+ * seconds the store's tokenizer takes to turn them into tokens with the
+ * run's own loaders (the whole text; each JSONL document's "text"; the
+ * training records rendered and cut to --seqlen), as losa plan counts the
+ * deck's files' bytes (JSON syntax and fields no loader tokenizes made a
+ * rate from a plain text 1.2-1.4x too slow for them). */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib.h"
 #include "cli.h"
 #include "io.h"
+#include "lora.h"
+
+/* The run's loaders (src/losa/inputs.c) on one file of each role. */
+enum { TEXT_EVAL, TEXT_CALIB, TEXT_TRAIN, TEXT_ROLES };
+
+/* Not collective.  Seconds to tokenize path as a run's role loader does;
+ * *bytes its size. */
+static losa_status tokenize_as_run(const tok_tokenizer *tk, int role, const char *path, int T,
+                                   size_t *bytes, double *seconds)
+{
+    char *buf = NULL;
+    losa_status s = core_read_file(path, &buf, bytes);
+    if (s != LOSA_OK) return s;
+    double t0 = core_time();
+    if (role == TEXT_EVAL) {
+        int *ids = NULL;
+        int64_t n = 0;
+        s = tok_encode(tk, buf, *bytes, 1, 0, &ids, &n);
+        free(ids);
+    } else if (role == TEXT_CALIB) { /* BOS per document, no EOS: data.calib_bos / _eos */
+        int **docs = NULL, nd = 0;
+        int64_t *dl = NULL;
+        s = calib_docs_tokenize(tk, path, buf, *bytes, 1, 0, &docs, &dl, &nd);
+        if (s == LOSA_OK) calib_docs_free(docs, dl, nd);
+    } else {
+        lora_dataset ds;
+        s = lora_data_parse(&ds, path, buf, *bytes, LORA_DATA_AUTO, tk, T);
+        if (s == LOSA_OK) lora_data_free(&ds);
+    }
+    *seconds = core_time() - t0;
+    free(buf);
+    return s;
+}
 
 double bench_sgemm_gflops(int M, int N, int K, double min_seconds)
 {
@@ -64,20 +104,24 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     bench_shape sh = {.B = 8, .T = 256, .iters = 5};
     int json = 0;
     double start_s = core_time() - core_time_origin();
-    const char *text = NULL;
+    const char *text[TEXT_ROLES] = {NULL, NULL, NULL};
     model_dtype dtype = MODEL_DTYPE_F32;
     losa_status s = LOSA_OK;
     for (int i = 1; i < argc && s == LOSA_OK; i++) {
         if (bench_shape_opt(argc, argv, &i, &sh, &s)) continue;
         else if ((v = cli_opt(argc, argv, &i, "--dtype"))) s = model_dtype_from_string(v, "--dtype", &dtype);
-        else if ((v = cli_opt(argc, argv, &i, "--text"))) text = v;
+        else if ((v = cli_opt(argc, argv, &i, "--text"))) text[TEXT_EVAL] = v;
+        else if ((v = cli_opt(argc, argv, &i, "--calib"))) text[TEXT_CALIB] = v;
+        else if ((v = cli_opt(argc, argv, &i, "--train"))) text[TEXT_TRAIN] = v;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else s = core_err(LOSA_ERR_ARG, "unknown argument '%s'", argv[i]);
     }
     if (s == LOSA_OK && dist_size(d) != 1)
         s = core_err(LOSA_ERR_ARG, "bench forward runs on one rank (use bench pipeline for layouts)");
-    if (s == LOSA_OK && text && !sh.model)
-        s = core_err(LOSA_ERR_ARG, "--text: needs --model (the store's tokenizer encodes it)");
+    int texts = !!text[TEXT_EVAL] + !!text[TEXT_CALIB] + !!text[TEXT_TRAIN];
+    if (s == LOSA_OK && texts && !sh.model)
+        s = core_err(LOSA_ERR_ARG, "--text/--calib/--train: need --model (the store's tokenizer "
+                                   "encodes them)");
     if (cli_fail(d, "bench forward", s)) return 1;
     model_stage st;
     tok_tokenizer tk;
@@ -88,24 +132,23 @@ int bench_forward(dist_ctx *d, int argc, char **argv)
     double load_s = core_time() - tl0, tok_bps = 0;
     int L = st.cfg.n_layers;
     size_t stage_bytes = model_stage_bytes(&st.cfg, 0, 1, &L);
-    if (text) {
-        char *buf = NULL;
-        size_t len = 0;
-        int *ids = NULL;
-        int64_t n = 0;
+    if (texts) {
         io_store *io = NULL;
         s = io_store_open(&io, sh.model);
         if (s == LOSA_OK) s = io_store_read_tokenizer(io, &tk);
         io_store_close(&io);
-        if (s == LOSA_OK) s = core_read_file(text, &buf, &len);
-        double t0 = core_time();
-        if (s == LOSA_OK) s = tok_encode(&tk, buf, len, 1, 0, &ids, &n);
-        double t = core_time() - t0;
-        if (s == LOSA_OK && t > 0) tok_bps = (double)len / t;
-        if (s == LOSA_OK)
-            core_log("tokenizer: %zu bytes of %s in %.3f s (%.2f MB/s)\n", len, text, t, tok_bps / 1e6);
-        free(ids);
-        free(buf);
+        double all_bytes = 0, all_s = 0;
+        for (int r = 0; r < TEXT_ROLES && s == LOSA_OK; r++) {
+            size_t len = 0;
+            double t = 0;
+            if (!text[r]) continue;
+            s = tokenize_as_run(&tk, r, text[r], sh.T, &len, &t);
+            if (s == LOSA_OK)
+                core_log("tokenizer: %zu bytes of %s in %.3f s (%.2f MB/s)\n", len, text[r], t,
+                         t > 0 ? len / t / 1e6 : 0);
+            all_bytes += (double)len, all_s += t;
+        }
+        if (s == LOSA_OK && all_s > 0) tok_bps = all_bytes / all_s;
         tok_free(&tk);
         if (cli_fail(d, "bench forward", s)) {
             model_stage_free(&st);

@@ -58,8 +58,12 @@ static const cli_flag f_bench_forward[] = {
                              "max_seq_len)"},
     {"--iters", "K", "5", "timed forwards (best is reported), 1..1000000"},
     {"--dtype", "fp32|bf16", "fp32", "precision of the maps and head (as losa eval --dtype)"},
-    {"--text", "FILE", "none", "with --model: also time the store's tokenizer on FILE "
-                               "(tokenize_bytes_per_s, for losa plan's set-up)"},
+    {"--text", "FILE", "none", "with --model: also time the store's tokenizer on FILE as a "
+                               "run's perplexity text (tokenize_bytes_per_s, for losa plan's "
+                               "set-up: the files' bytes over their seconds)"},
+    {"--calib", "FILE", "none", "the same for a calibration set (JSONL documents or text)"},
+    {"--train", "FILE", "none", "the same for a training set (Alpaca / text records, cut to "
+                                "--seqlen)"},
     JSON_FLAG, END};
 static const cli_flag f_bench_train[] = {
     {"--model", "STORE.h5", "random 6-layer minillama, 50% pruned", "model store to time"},
