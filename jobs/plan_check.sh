@@ -24,7 +24,14 @@
 # benches and runs repeated ROUNDS times in turn; each case's projection
 # and measurement are then the medians over the rounds: on the idle 2-core
 # VM the default job's +LoRA training went from 18.8k to 27.8k tokens/s
-# between identical 2-thread runs), ITERS (10: bench forward/train steps).
+# between identical 2-thread runs), ITERS (10: bench forward/train steps),
+# PRETOUCH_GB (0, default: off; N: touch N GB of memory once before the
+# benches: on a VM whose host backs guest memory on first use, pages the
+# guest never touched cost the host's faults, 0.4 GB/s on the 2-core dev
+# VM against 9 GB/s once backed, so a run's fresh buffers (the eval
+# logits, the trainer) took up to twice their projected time; a node's
+# first touch is the second rate, what bench forward's first_touch_gbs
+# measures).
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 LOSA=${LOSA:-build/losa}
@@ -50,6 +57,10 @@ if [ "${RUNS:-1}" != 1 ]; then # project again: the rounds OUT holds (r1, r2, ..
     [ "$ROUNDS" -gt 0 ] || { echo "plan_check: RUNS=0: no round directories r1, r2, ... in $OUT" >&2; exit 2; }
 fi
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT # a bench's copy, if its twin failed
+if [ "${PRETOUCH_GB:-0}" != 0 ] && [ "${RUNS:-1}" = 1 ]; then
+    /usr/bin/python3 -c 'import sys, numpy as np; np.ones(int(float(sys.argv[1]) * 2**30), np.uint8)' \
+        "$PRETOUCH_GB"
+fi
 for ((r = 1; r <= ROUNDS; r++)); do
 R=$OUT/r$r; mkdir -p "$R"
 for c in "${CASES[@]}"; do
