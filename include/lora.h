@@ -249,9 +249,11 @@ int lora_trainer_in_flight(int schedule, int PP, int stage, int n_mb);
  * its backward b[p]; an exchange with a neighbour completes x seconds after
  * both ranks reach it (a paired send+receive in x: both directions at
  * once).  Then the step's own work, u[p] seconds on stage p (NULL: none;
- * lora_step_stats update_seconds: every stage does its own at once after
- * the last micro-batch, and the gradient norm's all-reduce in it waits for
- * the slowest, so it adds max u).  The wall from the first forward to the
+ * lora_step_stats update_seconds: every stage zeroes its gradient before
+ * its first micro-batch and does the rest after its last, the gradient
+ * norm's all-reduce in it waiting for the slowest; counted here as max u
+ * after the schedule, exact when the first stage, which ends the 1F1B
+ * schedule, also has the most).  The wall from the first forward to the
  * end of the step.  Not collective. */
 double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const double *b,
                              double x, const double *u);

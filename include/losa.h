@@ -424,8 +424,8 @@ void losa_memory_plan(const struct run_settings *rs, const model_config *c, int 
  * Set-up (before the first phase): the start of the process and MPI
  * (start_s), the text files (calibration, perplexity, training: text_bytes)
  * tokenized on rank 0 while the others wait (tokenize_bps), then every
- * rank's stage allocated and read from the store (its bytes,
- * model_stage_bytes_dtype, at store_gbs); without bench rates the
+ * rank's stage allocated and read from the store (its bytes in the store's
+ * dtype, model_stage_bytes_dtype, at store_gbs); without bench rates the
  * LOSA_DEFAULT_* below.  Not modelled: I/O of the checkpoints and the
  * model file, the decisions' own small work. */
 typedef struct {
@@ -457,7 +457,8 @@ typedef struct {
     double store_gbs;      /* a stage allocated and read from the store, GB/s of its
                             * resident bytes (store_load_gbs) */
     double tokenize_bps;   /* text bytes tokenized per second (tokenize_bytes_per_s,
-                            * with --text) */
+                            * with --text, --calib or --train) */
+    model_dtype store_dtype; /* the store's maps (what the set-up reads) */
     int64_t text_bytes;    /* bytes of the files the run tokenizes (data.calib,
                             * data.eval_text, data.train outside mode prune) */
 } losa_rates;
@@ -503,6 +504,9 @@ void losa_stage_split(const struct run_settings *rs, const model_config *c, int 
 void losa_stage_cost(const struct run_settings *rs, const model_config *c, model_stage_cost *k);
 
 /* Not collective.  pp <= LOSA_TIME_MAX_STAGES. */
+/* The set-up's rates left at 0 set to the LOSA_DEFAULT_* (the plan prints
+ * which were assumed). */
+void losa_rates_setup_defaults(losa_rates *rt);
 void losa_time_plan(const struct run_settings *rs, const model_config *c, int pp, int dp,
                     const losa_rates *rt, losa_time *t);
 

@@ -76,9 +76,10 @@ a = sys.argv[2:]
 for i in range(0, len(a), 2):
     k, x = a[i + 1].split("=", 1)
     v[k] = x
+# the files last, "-" for an empty one (read splits at blanks)
 print(v["train.batch"], v["train.seqlen"], v.get("eval.batch", "8"), v["eval.seqlen"],
-      v["data.calib_n"], v["data.calib_seqlen"], v["data.eval_text"], v["data.calib"],
-      v["data.train"])
+      v["data.calib_n"], v["data.calib_seqlen"],
+      *(v.get(k) or "-" for k in ("data.eval_text", "data.calib", "data.train")))
 PY
 )
     # the rates of this node as a rank of each layout sees it: 2 threads for
@@ -92,8 +93,10 @@ PY
         for b in forward train prune; do
             case $b in
             forward) # the tokenizer's rate for the set-up: the run's files, its loaders
-                args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}" --text "$etext"
-                      --calib "$ctext" --train "$ttext") ;;
+                args=(--batch "$eb" --seqlen "$eT" --iters "${ITERS:-10}")
+                [ "$etext" = - ] || args+=(--text "$etext")
+                [ "$ctext" = - ] || args+=(--calib "$ctext")
+                [ "$ttext" = - ] || args+=(--train "$ttext") ;;
             train) args=(--batch "$tb" --seqlen "$tT" --iters "${ITERS:-10}") ;;
             prune) args=(--n "$cn" --seqlen "$cS" --sparsity 0.7) ;;
             esac
@@ -128,7 +131,7 @@ done
 done
 
 /usr/bin/python3 - "$OUT" "$ROUNDS" "${CASES[@]%%|*}" <<'PY'
-import json, os, statistics, sys
+import json, math, os, statistics, sys
 import h5py, numpy as np
 out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 proj, meas = {}, {}  # (tag, phase) -> [per round]
@@ -140,7 +143,9 @@ for r in range(1, rounds + 1):
             plan = json.load(open(os.path.join(rd, tag + "-plan.json")))
             w = plan["wall_seconds"]
             with h5py.File(os.path.join(rd, tag, "run.h5"), "r") as f:
-                g = lambda p: float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
+                def g(p):  # None when absent or not a number (NaN: a key an older run lacked)
+                    x = float(np.asarray(f[p][()]).ravel()[0]) if p in f else None
+                    return x if x is not None and math.isfinite(x) else None
                 m = {"setup": g("setup/seconds"), "prune": g("prune/prune_seconds"),
                      "lora_train": g("lora/train_seconds"), "total": g("final/seconds")}
                 if "losa/steps/seconds" in f:

@@ -75,10 +75,13 @@ for x, y in zip(ra, rb):
     # block: al(2 M)) more in the Grams phase (and in the pruning phase,
     # whose pruner scratch differs by dtype too); every phase but those and
     # the model write (another stage in transit) differs by the weights
-    # alone, and the peak is the largest phase
+    # alone, and the peak is the largest phase; the set-up (the stage read,
+    # no pass yet) has no GEMM scratch
     keep = al(2 * M)
     pa, pb = x["phase_bytes"], y["phase_bytes"]
-    phases = all(pa[k] - pb[k] == got - scr for k in pa if k not in ("grams", "losa_prune", "write_model"))
+    phases = all(pa[k] - pb[k] == got - scr for k in pa
+                 if k not in ("setup", "grams", "losa_prune", "write_model"))
+    phases = phases and pa["setup"] - pb["setup"] == got
     ok = ok and phases and pa["grams"] - pb["grams"] == got - keep - scr
     peak = y["peak_bytes"] == max(pb.values()) and x["peak_bytes"] == max(pa.values())
     print("  stage %d: %d layers, weights fp32 %d bf16 %d, difference %d (expected %d; 2 x (maps +- head) = %d), GEMM scratch %d (expected %d), peak %.3f -> %.3f GB"

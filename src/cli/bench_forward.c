@@ -17,7 +17,10 @@
  * run's own loaders (the whole text; each JSONL document's "text"; the
  * training records rendered and cut to --seqlen), as losa plan counts the
  * deck's files' bytes (JSON syntax and fields no loader tokenizes made a
- * rate from a plain text 1.2-1.4x too slow for them). */
+ * rate from a plain text 1.2-1.4x too slow for them).  The loaders run
+ * with the decks' defaults: calibration documents with BOS and no EOS
+ * (data.calib_bos / calib_eos), data.train_format auto, and the training
+ * records cut to --seqlen (pass train.seqlen's value to match a deck). */
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <stdlib.h>

@@ -27,7 +27,7 @@
  * gives it instead (0: the cost model's).  The same steps measure the
  * layers' forward share (as bench train's layer_forward_share), which the
  * models below take as losa plan takes bench train's
- * (head_cost_layers_measured, layer_forward_share in the JSON).
+ * (head_cost_layers, layer_forward_share in the JSON).
  * Pipeline bubble: per stage, the idle fraction of the step 1 - busy/wall
  * (busy = this rank's forward/backward/update compute), averaged over the
  * stages.  Models: `bubble_model` the 1F1B bubble of the split under the
@@ -193,9 +193,9 @@ double bench_head_cost_layers(const model_config *c, const lora_config *lc,
                 lora_step_stats ss;
                 for (int k = 0; k <= iters && s == LOSA_OK; k++) {
                     s = lora_train_step(&tr, tok, tgt, &ss);
-                    double h, f;
-                    bench_step_shares(&ss, c->n_layers, &h, &f);
-                    if (k > 0 && s == LOSA_OK && h > 0) r[done] = h, fs[done++] = f;
+                    double h = 0, f = 0;
+                    if (s == LOSA_OK) bench_step_shares(&ss, c->n_layers, &h, &f);
+                    if (k > 0 && h > 0) r[done] = h, fs[done++] = f;
                 }
                 lora_trainer_free(&tr);
             }

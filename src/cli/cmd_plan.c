@@ -140,6 +140,18 @@ static losa_status plan_config(const model_settings *m, model_config *c)
     return s;
 }
 
+/* The dtype of model.store's maps (fp32 without a store: model.config). */
+static model_dtype plan_store_dtype(const model_settings *m)
+{
+    model_dtype t = MODEL_DTYPE_F32;
+    io_store *st = NULL;
+    if (!m->config[0] && io_store_open(&st, m->store.path) == LOSA_OK &&
+        io_store_read_dtype(st, &t) != LOSA_OK)
+        t = MODEL_DTYPE_F32;
+    io_store_close(&st);
+    return t;
+}
+
 static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
 {
     memset(p, 0, sizeof *p);
@@ -498,6 +510,7 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         char note[120];
         int64_t et = plan_eval_tokens(&p, to.eval_tokens, note, sizeof note);
         s = plan_rates(&to, et, plan_text_bytes(&p), &p.rates, p.why, sizeof p.why);
+        p.rates.store_dtype = plan_store_dtype(&p.rs.model);
         if (s == LOSA_OK && p.pp <= LOSA_TIME_MAX_STAGES) {
             strncat(p.why, note, sizeof p.why - strlen(p.why) - 1);
             p.time = core_malloc(1, sizeof *p.time);

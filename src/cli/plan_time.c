@@ -106,6 +106,9 @@ static losa_status read_bench(const char *path, losa_rates *rt, int *got_fwd, in
     if (json_num(j, "store_load_gbs") > 0) rt->store_gbs = json_num(j, "store_load_gbs");
     if (json_num(j, "tokenize_bytes_per_s") > 0)
         rt->tokenize_bps = json_num(j, "tokenize_bytes_per_s");
+    /* of a layer's micro-batch less the step's own work since the update
+     * was timed apart; an older bench train's share is of the whole layer
+     * (a few % lower) */
     double share = json_num(j, "layer_forward_share");
     if (share != 0 && !(share > 0 && share < 1)) {
         cJSON_Delete(j);
@@ -169,14 +172,14 @@ losa_status plan_rates(const plan_time_opts *o, int64_t eval_tokens, int64_t tex
                  "layers' rate)", rt->layer_gflops, rt->head_gflops > 0 ? rt->head_gflops : rt->fwd_gflops);
     if (rt->train_fwd_share > 0)
         snprintf(fshare, sizeof fshare, "; the forward %.2f of a layer (--bench)", rt->train_fwd_share);
+    const char *ss = rt->start_s > 0 ? "--bench" : "assumed",
+               *sg = rt->store_gbs > 0 ? "--bench" : "assumed",
+               *sk = rt->tokenize_bps > 0 ? "--bench" : "assumed";
+    losa_rates_setup_defaults(rt);
     char setup[200];
     snprintf(setup, sizeof setup, "set-up: start %.2f s (%s), store %.2f GB/s (%s), tokenizer "
-             "%.2f MB/s (%s) on %lld bytes of text",
-             rt->start_s > 0 ? rt->start_s : LOSA_DEFAULT_START_S, rt->start_s > 0 ? "--bench" : "assumed",
-             rt->store_gbs > 0 ? rt->store_gbs : LOSA_DEFAULT_STORE_GBS,
-             rt->store_gbs > 0 ? "--bench" : "assumed",
-             (rt->tokenize_bps > 0 ? rt->tokenize_bps : LOSA_DEFAULT_TOKENIZE_BPS) / 1e6,
-             rt->tokenize_bps > 0 ? "--bench" : "assumed", (long long)text_bytes);
+             "%.2f MB/s (%s) on %lld bytes of text", rt->start_s, ss, rt->store_gbs, sg,
+             rt->tokenize_bps / 1e6, sk, (long long)text_bytes);
     snprintf(why, n, "%sforward %.1f GF/s%s (%s), training %.1f GF/s (%s%s), dense GEMM %.1f GF/s "
              "per rank; %s; fresh memory %.2f GB/s (%s); network %.1f Gbit/s, %.1f us per message; "
              "%s; eval %lld tokens",

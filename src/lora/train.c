@@ -416,6 +416,14 @@ double lora_schedule_seconds(int schedule, int PP, int m, const double *f, const
     return wall + upd;
 }
 
+/* The step's own work since t0: busy, and of it the update's. */
+static void upd_add(lora_trainer *tr, double t0)
+{
+    double dt = core_time() - t0;
+    tr->busy += dt;
+    tr->upd_busy += dt;
+}
+
 losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targets,
                             lora_step_stats *st)
 {
@@ -453,7 +461,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     double tp = core_time();
     lora_grad_project(ad, s);
     if (d) dist_sum_floats_stage(d, ad->grads, ad->n_params); /* over the replicas */
-    tr->busy += core_time() - tp, tr->upd_busy += core_time() - tp;
+    upd_add(tr, tp);
     /* global gradient norm: exact per-layer all-reduce (replica 0 of each
      * stage contributes), then layer order; the NLL of every replica's last
      * stage in the same vector */
@@ -462,7 +470,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     tp = core_time();
     if (!d || dist_replica(d) == 0)
         for (int l = 0; l < s->n_layers; l++) v[s->layer0 + l] = lora_grad_sumsq(ad, l);
-    tr->busy += core_time() - tp, tr->upd_busy += core_time() - tp;
+    upd_add(tr, tp);
     v[L] = nll;
     if (d && dist_size(d) > 1) dist_sum_doubles(d, v, L + 1);
     nll = v[L];
@@ -491,7 +499,7 @@ losa_status lora_train_step(lora_trainer *tr, const int *tokens, const int *targ
     tp = core_time();
     lora_adamw_step(ad, &opt, gs);
     lora_delta_update(ad, s);
-    tr->busy += core_time() - tp, tr->upd_busy += core_time() - tp;
+    upd_add(tr, tp);
     if (st) {
         st->loss = nll / (double)ntok;
         st->n_targets = ntok;

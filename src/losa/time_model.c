@@ -271,19 +271,28 @@ static void touch_phase(losa_time *t, losa_phase q, const double *touch_s, int p
     if (t->step[q] > 0) t->step[q] += worst;
 }
 
-/* The set-up on every stage: the start, the text tokenized on rank 0 (the
- * others wait for its broadcast), the stage allocated and read from the
- * store; the ranks read side by side (the wall is the slowest stage's). */
-static double setup_s(const run_settings *rs, const model_config *c, int pp, const int *count,
-                      const losa_rates *rt, double *busy)
+void losa_rates_setup_defaults(losa_rates *rt)
 {
-    double start = rt->start_s > 0 ? rt->start_s : LOSA_DEFAULT_START_S,
-           tok = (double)rt->text_bytes /
-                 (rt->tokenize_bps > 0 ? rt->tokenize_bps : LOSA_DEFAULT_TOKENIZE_BPS),
-           gbs = rt->store_gbs > 0 ? rt->store_gbs : LOSA_DEFAULT_STORE_GBS, worst = 0;
+    if (rt->start_s <= 0) rt->start_s = LOSA_DEFAULT_START_S;
+    if (rt->store_gbs <= 0) rt->store_gbs = LOSA_DEFAULT_STORE_GBS;
+    if (rt->tokenize_bps <= 0) rt->tokenize_bps = LOSA_DEFAULT_TOKENIZE_BPS;
+}
+
+/* The set-up on every stage: the start, the text tokenized on rank 0 (the
+ * others wait for its broadcast: their busy seconds include the wait), the
+ * stage allocated and read from the store (the bytes the store holds for
+ * it: a bf16 run from an fp32 store reads fp32 and rounds); the ranks read
+ * side by side (the wall is the slowest stage's). */
+static double setup_s(const model_config *c, int pp, const int *count, const losa_rates *rt0,
+                      double *busy)
+{
+    losa_rates rt = *rt0;
+    losa_rates_setup_defaults(&rt);
+    double tok = (double)rt.text_bytes / rt.tokenize_bps, worst = 0;
     for (int s = 0; s < pp; s++) {
-        busy[s] = start + tok +
-                  (double)model_stage_bytes_dtype(c, s, pp, count, rs->model.dtype) / (gbs * 1e9);
+        busy[s] = rt.start_s + tok +
+                  (double)model_stage_bytes_dtype(c, s, pp, count, rt.store_dtype) /
+                      (rt.store_gbs * 1e9);
         worst = busy[s] > worst ? busy[s] : worst;
     }
     return worst;
@@ -302,7 +311,7 @@ void losa_time_plan(const run_settings *rs, const model_config *c, int pp, int d
     losa_mode mode = rs->losa.mode;
     int T = rs->losa.steps, losa_on = mode == LOSA_MODE_LOSA || mode == LOSA_MODE_COMPARE;
     double Nm = ceil_div(rs->data.calib_n, dp);
-    t->wall[LOSA_PHASE_SETUP] = setup_s(rs, c, pp, count, rt, busy);
+    t->wall[LOSA_PHASE_SETUP] = setup_s(c, pp, count, rt, busy);
     add(t->busy[LOSA_PHASE_SETUP], busy, pp, 1);
     /* perplexity passes: dense, pruned, +LoRA; LoSA after steps and final */
     double evals = 1 + (mode != LOSA_MODE_LOSA) + (mode == LOSA_MODE_LORA || mode == LOSA_MODE_COMPARE);
