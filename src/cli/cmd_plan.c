@@ -55,6 +55,7 @@ typedef struct {
     int B, T, accum, r_max, calib_n, calib_S, rmi_n, eval_B, eval_T, gpipe, train_mode;
     int sparsegpt;
     plan_rank *r; /* (ranks) */
+    model_dtype store_dtype; /* model.store's maps (plan_config) */
     losa_rates rates;
     char why[1280];  /* the time model's assumptions */
     losa_time *time;
@@ -129,27 +130,18 @@ static void plan_compute(plan *p)
 }
 
 /* The model's configuration: model.config (a HF config.json) or the
- * config of model.store (no weights read). */
-static losa_status plan_config(const model_settings *m, model_config *c)
+ * config of model.store (no weights read); *dtype the store's maps (what a
+ * run's set-up reads; fp32 with model.config). */
+static losa_status plan_config(const model_settings *m, model_config *c, model_dtype *dtype)
 {
+    *dtype = MODEL_DTYPE_F32;
     if (m->config[0]) return io_hf_config_read(m->config, c);
     io_store *st = NULL;
     losa_status s = io_store_open(&st, m->store.path);
     if (s == LOSA_OK) s = io_store_read_config(st, c);
+    if (s == LOSA_OK && io_store_read_dtype(st, dtype) != LOSA_OK) *dtype = MODEL_DTYPE_F32;
     io_store_close(&st);
     return s;
-}
-
-/* The dtype of model.store's maps (fp32 without a store: model.config). */
-static model_dtype plan_store_dtype(const model_settings *m)
-{
-    model_dtype t = MODEL_DTYPE_F32;
-    io_store *st = NULL;
-    if (!m->config[0] && io_store_open(&st, m->store.path) == LOSA_OK &&
-        io_store_read_dtype(st, &t) != LOSA_OK)
-        t = MODEL_DTYPE_F32;
-    io_store_close(&st);
-    return t;
 }
 
 static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
@@ -157,7 +149,7 @@ static losa_status plan_setup(const deck *dk, int ranks_opt, plan *p)
     memset(p, 0, sizeof *p);
     run_settings *rs = &p->rs;
     losa_status s = run_settings_from_deck(dk, NULL, SETTINGS_MODEL_ANY, rs);
-    if (s == LOSA_OK) s = plan_config(&rs->model, &p->c);
+    if (s == LOSA_OK) s = plan_config(&rs->model, &p->c, &p->store_dtype);
     if (s == LOSA_OK) s = run_settings_from_deck(dk, &p->c, SETTINGS_MODEL_ANY, rs);
     parallel_settings par = rs->parallel;
     int ranks = par.pp * par.dp;
@@ -510,7 +502,7 @@ int cmd_plan(dist_ctx *d, int argc, char **argv)
         char note[120];
         int64_t et = plan_eval_tokens(&p, to.eval_tokens, note, sizeof note);
         s = plan_rates(&to, et, plan_text_bytes(&p), &p.rates, p.why, sizeof p.why);
-        p.rates.store_dtype = plan_store_dtype(&p.rs.model);
+        p.rates.store_dtype = p.store_dtype;
         if (s == LOSA_OK && p.pp <= LOSA_TIME_MAX_STAGES) {
             strncat(p.why, note, sizeof p.why - strlen(p.why) - 1);
             p.time = core_malloc(1, sizeof *p.time);

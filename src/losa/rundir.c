@@ -361,6 +361,14 @@ static losa_status write_result(io_store *io, const char *grp, const losa_result
     return s;
 }
 
+/* One scalar a file of an older losa may lack: NaN then. */
+static losa_status read_optional(io_store *io, const char *name, double *v)
+{
+    int64_t one[1] = {1};
+    *v = NAN;
+    return io_store_has(io, name) ? io_store_read_doubles(io, name, v, 1, one) : LOSA_OK;
+}
+
 static losa_status read_result(io_store *io, const char *grp, losa_result *x)
 {
     char n[128];
@@ -369,8 +377,8 @@ static losa_status read_result(io_store *io, const char *grp, losa_result *x)
     for (size_t k = 0; k < N_RESULT_SCALARS && s == LOSA_OK; k++) {
         snprintf(n, sizeof n, "/%s/%s", grp, result_scalars[k].key);
         double *v = (double *)((char *)x + result_scalars[k].off);
-        if (result_scalars[k].optional && !io_store_has(io, n)) *v = NAN;
-        else s = io_store_read_doubles(io, n, v, 1, one);
+        s = result_scalars[k].optional ? read_optional(io, n, v)
+                                       : io_store_read_doubles(io, n, v, 1, one);
     }
     snprintf(n, sizeof n, "/%s/loss", grp);
     if (s == LOSA_OK && io_store_has(io, n)) {
@@ -554,9 +562,7 @@ int losa_rundir_load_base(losa_run *r)
         int64_t one[1] = {1}, sh[1] = {r->in->cfg.n_layers};
         losa_status s = io_store_open(&io, path);
         if (s == LOSA_OK) s = io_store_read_doubles(io, "/dense/ppl", &o->dense_ppl, 1, one);
-        o->dense_eval_s = NAN; /* absent from the base of an older losa */
-        if (s == LOSA_OK && io_store_has(io, "/dense/eval_seconds"))
-            s = io_store_read_doubles(io, "/dense/eval_seconds", &o->dense_eval_s, 1, one);
+        if (s == LOSA_OK) s = read_optional(io, "/dense/eval_seconds", &o->dense_eval_s);
         if (s == LOSA_OK) s = read_result(io, "prune", &o->res[LOSA_MODE_PRUNE]);
         if (s == LOSA_OK) s = io_store_read_doubles(io, "/prune/recon_err", o->prune_recon, 1, sh);
         if (s == LOSA_OK && r->set->losa.mode == LOSA_MODE_COMPARE)
