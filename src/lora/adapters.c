@@ -391,11 +391,16 @@ static int64_t add_delta(lora_adapters *ad, model_stage *s, float sign)
             float *W = s->layers[l].w[m];
             const float *dl = ad->delta + (ad->transient ? 0 : ad->w_off[k]);
             if (ad->transient) form_map(ad, s, l, k, ad->delta, NULL);
-            for (int64_t e = 0; e < (int64_t)o * i; e++) {
+            int64_t n = (int64_t)o * i, c = 0;
+            /* element-wise: the same sums on any thread count (a pass over
+             * the maps: 5-8 ms a merge on one thread for minillama) */
+#pragma omp parallel for simd schedule(static) reduction(+ : c) if (n > KERN_PAR_MIN)
+            for (int64_t e = 0; e < n; e++) {
                 float w0 = W[e];
                 W[e] = w0 + sign * dl[e]; /* dl == 0 wherever w0 == 0 */
-                changed += (w0 == 0.0f) != (W[e] == 0.0f);
+                c += (w0 == 0.0f) != (W[e] == 0.0f);
             }
+            changed += c;
         }
     if (own) scratch_free(ad);
     ad->formed = -1;
