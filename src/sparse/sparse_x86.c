@@ -126,18 +126,20 @@ INLINE void prefetch64(const uint16_t *m, int w, const float *v, int n)
  * of the mask prefix, so the only loop-carried dependence is one add.
  * What bounds it from L2 on AMD Zen 4 (2-core VM, 3.6 GHz, 256 x 4096 at
  * 30 % density, one thread, best of 300 passes): about 14 cycles per 64
- * inputs, 16.7 G inputs/s = 22 GB/s of the format per core, so 2 threads
- * stay bandwidth-bound up to about 45 GB/s.  Loops of the step's parts
- * alone: 4 vexpandps zmm 6.1 cycles, 4 kmov GPR -> k 4.2 (one per cycle,
- * the same pipes), the two together 8.4, with the 4 value loads and FMAs
- * 11.7-12.3, with the 4 loads of x 12.3-12.7.  Variants measured in the
- * same process, all slower or equal: a masked load in place of the expand
- * (wrong values; the bound without the shuffle) equal; vpermps with
- * indices from vpopcntd of the mask prefix (no expand) 0.9x; 8-lane ymm
- * expands 0.6x; two rows per load of x equal; 32-byte value loads where
- * no 16 inputs hold more than 8 values (a branch per step) 0.8x.  On Zen
- * 5 (full-width 512-bit pipes) the same kernel ran 25 G inputs/s per core
- * from L2. */
+ * inputs, 16.7 G inputs/s = 22 GB/s of the format per core, so with 2
+ * threads the kernel becomes the limit only above about 45 GB/s of memory
+ * bandwidth (from memory, with its prefetches, it reached 33-34 GB/s).
+ * Loops of the step's parts alone: 4 vexpandps zmm 6.1 cycles, 4 kmov GPR
+ * -> k 4.2 (one per cycle, on the expands' pipes: the two together 8.4),
+ * with the 4 value loads and FMAs 11.7-12.3, with the 4 loads of x
+ * 12.3-12.7.  Variants measured in the same process, all slower or equal:
+ * a masked load in place of the expand (wrong values; the bound without
+ * the shuffle) equal; vpermps with indices from vpopcntd of the mask
+ * prefix (no expand) 0.9x; the masks from vptestmd of broadcast bitmap
+ * words (no GPR -> k moves) 0.9x; 8-lane ymm expands 0.6x; two rows per
+ * load of x equal; 32-byte value loads where no 16 inputs hold more than
+ * 8 values (a branch per step) 0.8x.  On Zen 5 (full-width 512-bit pipes)
+ * the same kernel ran 25 G inputs/s per core from L2. */
 INLINE T512 void expand64_f32(uint64_t k, const float **pv, __m512 e[4])
 {
     const float *v = *pv;
