@@ -138,8 +138,12 @@ INLINE void prefetch64(const uint16_t *m, int w, const float *v, int n)
  * prefix (no expand) 0.9x; the masks from vptestmd of broadcast bitmap
  * words (no GPR -> k moves) 0.9x; 8-lane ymm expands 0.6x; two rows per
  * load of x equal; 32-byte value loads where no 16 inputs hold more than
- * 8 values (a branch per step) 0.8x.  On Zen 5 (full-width 512-bit pipes)
- * the same kernel ran 25 G inputs/s per core from L2. */
+ * 8 values (a branch per step) 0.8x.  Every zmm expand (vpexpandb/w/d,
+ * vexpandps) costs the same 1.5 cycles there, so an expand yields 64
+ * bytes whatever its lanes: fp32 values need one per 16 inputs where bf16
+ * needs one per 32 (the bf16 kernel's advantage), and splitting fp32 into
+ * 16-bit halves would not help.  On Zen 5 (full-width 512-bit pipes) the
+ * same kernel ran 25 G inputs/s per core from L2. */
 INLINE T512 void expand64_f32(uint64_t k, const float **pv, __m512 e[4])
 {
     const float *v = *pv;
