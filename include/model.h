@@ -204,6 +204,17 @@ typedef struct {
  * embed: the row copy).  Deterministic in its arguments.  Not collective. */
 void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t M, int r,
                             int dropout, int recompute, model_stage_cost *k);
+/* A training micro-batch of a stage of count layers under k (first: with
+ * the embedding; last: with the head and loss), as the trainer runs it:
+ * *fwd its forward step (the layers' forwards, the embedding, the head with
+ * the loss's backward), *bwd the layers' backwards, and *step the
+ * adapters' per-step work, once an optimizer step of M micro-batches (after
+ * them).  fwd_share > 0: a layer's forward is that share of its
+ * micro-batch less the per-step work (bench train's layer_forward_share),
+ * else k->layer_fwd.  Both `losa plan`'s time model and `bench pipeline`'s
+ * bubble model split a stage with it. */
+void model_stage_train_parts(const model_stage_cost *k, int count, int first, int last, int M,
+                             double fwd_share, double *fwd, double *bwd, double *step);
 /* The cost model_split_layers uses when the caller has no training shape:
  * model_stage_cost_train at B 1, T min(max_seq_len, 2048), M 1, r 16,
  * dropout. */

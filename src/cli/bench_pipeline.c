@@ -225,16 +225,18 @@ typedef struct {
     measure m;
 } split_case;
 
-/* The 2 stages' modelled costs under k with count layers each: per
- * micro-batch (cost, with the per-step work's 1 / M share), of which the
- * forward step (fwd), and the per-step work once a step (upd). */
-static void stage_costs(const model_stage_cost *k, const int *count, int M, double *cost,
-                        double *fwd, double *upd)
+/* The 2 stages' modelled costs under k with count layers each and the
+ * layers' forward share (0: the cost model's), split as losa plan's time
+ * model splits them (model_stage_train_parts): per micro-batch (cost, with
+ * the per-step work's 1 / M share), of which the forward step (fwd), and
+ * the per-step work once a step (upd). */
+static void stage_costs(const model_stage_cost *k, const int *count, int M, double fwd_share,
+                        double *cost, double *fwd, double *upd)
 {
     for (int q = 0; q < 2; q++) {
-        cost[q] = count[q] * k->layer + (q == 0 ? k->embed : k->head);
-        fwd[q] = count[q] * k->layer_fwd + (q == 0 ? k->embed : k->head);
-        upd[q] = count[q] * k->layer_step * M;
+        double bwd;
+        model_stage_train_parts(k, count[q], q == 0, q == 1, M, fwd_share, &fwd[q], &bwd, &upd[q]);
+        cost[q] = fwd[q] + bwd + upd[q] / M;
     }
 }
 
@@ -246,9 +248,6 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
     model_stage_cost k;
     model_stage_cost_train(c, tc->B, tc->T, tc->grad_accum, lc->r_max, lc->dropout > 0, tc->ckpt, &k);
     if (head_layers > 0) k.head = head_layers * k.layer; /* as losa_stage_cost */
-    /* the layers' forward as measured, as losa_time_plan takes bench
-     * train's layer_forward_share */
-    if (fwd_share > 0) k.layer_fwd = fwd_share * (k.layer - k.layer_step);
     int first[2], L = c->n_layers;
     snprintf(sc->name, sizeof sc->name, "%s", item);
     if (!strcmp(item, "cost")) {
@@ -265,7 +264,9 @@ static losa_status split_resolve(const char *item, const model_config *c, const 
             return core_err(LOSA_ERR_ARG, "--split: '%s' (expected cost, params or A+B with "
                             "A, B >= 1 and A + B = %d layers)", item, L);
     }
-    stage_costs(&k, sc->count, tc->grad_accum, sc->cost, sc->fwd, sc->upd);
+    /* the layers' forward as measured, as losa_time_plan takes bench
+     * train's layer_forward_share */
+    stage_costs(&k, sc->count, tc->grad_accum, fwd_share, sc->cost, sc->fwd, sc->upd);
     return LOSA_OK;
 }
 
@@ -459,7 +460,7 @@ int bench_pipeline(dist_ctx *d, int argc, char **argv)
                                  : bmodel[q];
         /* the same split under the cost model's head (no measurement) */
         double c0[2], f0[2], u0[2];
-        stage_costs(&k0, sc[q].count, M, c0, f0, u0);
+        stage_costs(&k0, sc[q].count, M, 0, c0, f0, u0);
         bmodel0[q] = bubble_of(c0, f0, u0, M, 0);
     }
     for (int p = 0; p < 2 && two; p++) bgpipe += 0.5 * (1 - m21g.busy[p] / m21g.step_s);

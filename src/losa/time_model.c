@@ -225,20 +225,16 @@ static double train_phase(const run_settings *rs, const model_config *c, int pp,
                                      rs->lora.lc.dropout > 0, tc->ckpt) /
                    (rt->train_gflops * 1e9),
            all = c->n_layers * k->layer + k->embed + k->head;
-    /* a layer's forward: as bench train measured its share (elementwise
-     * work and dropout weigh on it more than their FLOPs), or modelled */
-    double lf = rt->train_fwd_share > 0 ? rt->train_fwd_share * (k->layer - k->layer_step)
-                                        : k->layer_fwd;
     double x = msg_s(rt, act), f[pp], b[pp], upd[pp];
     for (int s = 0; s < pp; s++) {
         double u = whole / all;
-        /* the forward step: the layers' forwards, the embedding, and on the
-         * last stage the head with the loss's backward (fwd_compute) */
-        f[s] = u * (count[s] * lf + (s == 0 ? k->embed : 0) + (s == pp - 1 ? k->head : 0));
-        b[s] = u * count[s] * (k->layer - lf - k->layer_step);
-        /* the adapters' per-step work, once a step on every replica (its
-         * 1 / grad_accum share is in k->layer), after the micro-batches */
-        upd[s] = u * count[s] * k->layer_step * tc->grad_accum;
+        /* the forward step, the backwards, and the adapters' per-step work
+         * (once a step on every replica, after the micro-batches); a
+         * layer's forward as bench train measured its share (elementwise
+         * work and dropout weigh on it more than their FLOPs), or modelled */
+        model_stage_train_parts(k, count[s], s == 0, s == pp - 1, tc->grad_accum,
+                                rt->train_fwd_share, &f[s], &b[s], &upd[s]);
+        f[s] *= u, b[s] *= u, upd[s] *= u;
         /* per neighbour one blocking exchange a micro-batch, on this
          * stage's time (no communication thread): the 1F1B steady state
          * pairs the activations forward with a gradient back in one

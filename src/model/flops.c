@@ -57,6 +57,15 @@ void model_stage_cost_train(const model_config *c, int64_t B, int64_t T, int64_t
     k->embed = MODEL_FLOPS_PER_BYTE * 4 * N * 2 * D;
 }
 
+void model_stage_train_parts(const model_stage_cost *k, int count, int first, int last, int M,
+                             double fwd_share, double *fwd, double *bwd, double *step)
+{
+    double lf = fwd_share > 0 ? fwd_share * (k->layer - k->layer_step) : k->layer_fwd;
+    *fwd = count * lf + (first ? k->embed : 0) + (last ? k->head : 0);
+    *bwd = count * (k->layer - lf - k->layer_step);
+    *step = count * k->layer_step * M;
+}
+
 void model_stage_cost_default(const model_config *c, model_stage_cost *k)
 {
     int T = c->max_seq_len < 2048 ? c->max_seq_len : 2048;
