@@ -4,6 +4,7 @@
  * (model_stage_pack_bf16): the maps are first rounded to bf16 in the fp32
  * stage, the reference runs on those values, then the stage is converted
  * (exactly: the values are bf16 already) and its logits compared. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,13 @@ static void check_model(model_config c, int B, int T, const char *tag)
     TEST_CHECK(model_stage_build(&s, &c, 0, 1) == LOSA_OK, "build");
     model_stage_randomize(&s, 7, 0.15f);
     TEST_CHECK(model_acts_build(&a, &s, B, T, 0) == LOSA_OK, "acts");
+    /* every buffer on a 64-byte line (the decode kernels' x), whatever B * T
+     * (3 x 7: odd, the per-position rstd used to shift the buffers after it) */
+    const float *bufs[] = {a.x, a.tmp, a.logits, a.xin, a.ln1, a.rstd1, a.q, a.k, a.v, a.att,
+                           a.atty, a.xres, a.ln2, a.rstd2, a.gate, a.up, a.hid, a.xdrop};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        TEST_CHECK(((uintptr_t)bufs[i] & 63) == 0, "%s: activation buffer %zu not 64-byte aligned",
+                   tag, i);
     int *tok = malloc(sizeof(int) * B * T);
     core_rng r;
     core_rng_seed(&r, 3);
