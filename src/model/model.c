@@ -562,10 +562,9 @@ void model_stage_randomize(model_stage *s, uint64_t seed, float std)
     }
 }
 
-/* Floats of one activation block (model_acts_build): the residual stream
- * and scratch, logits when asked, the RoPE tables, one slot per saved layer
- * (or one), and the dropout scratch. */
-/* The activation buffers' layout in one block: every buffer starts on a
+/* The layout of one activation block (model_acts_build): the residual
+ * stream and scratch, logits when asked, the RoPE tables, one slot per
+ * saved layer (or one), and the dropout scratch.  Every buffer starts on a
  * 64-byte line (16 floats), so the row vectors a decode step hands to the
  * matvec kernels are aligned whatever B and T are (a 1-float rstd per
  * position used to shift the buffers after it; the fp32 bitmap decode
