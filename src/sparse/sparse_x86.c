@@ -283,7 +283,7 @@ T512 static float row512_bitmap_bf16(const uint16_t *m, const uint16_t *v, const
 
 /* Per-thread scratch (grows, kept for the thread; 64-byte aligned): the
  * reordered x, one slot per matrix of a group (sparse_matvec_group), and
- * an aligned copy of x (matvec_rows). */
+ * the calling thread's aligned copy of x (matvec_rows, XA_SLOT). */
 static _Thread_local float *xp_buf[SPARSE_GROUP_MAX + 1];
 static _Thread_local size_t xp_cap[SPARSE_GROUP_MAX + 1];
 #define XA_SLOT SPARSE_GROUP_MAX
@@ -420,19 +420,18 @@ static void matvec_rows(float *const *y, const sparse_matrix *const *s, int n, c
         first[k + 1] = first[k] + (s[k]->out + blk[k] - 1) / blk[k];
         work += (int64_t)s[k]->out * s[k]->in;
     }
-    int in = 0;
-    for (int k = 0; k < n; k++) in = s[k]->in > in ? s[k]->in : in;
+    /* x not on a 64-byte line: the threads read a copy that is (the
+     * calling thread's scratch), since every 64-byte load of x would
+     * otherwise span two lines (fp32 bitmap, 70%, 1024 x 4096, one thread,
+     * x 16 bytes off a line: 15-20% slower).  The group shares in. */
+    const float *x = x0;
+    if ((uintptr_t)x0 & 63) {
+        float *b = xp_scratch(XA_SLOT, (size_t)s[0]->in);
+        memcpy(b, x0, (size_t)s[0]->in * sizeof(float));
+        x = b;
+    }
 #pragma omp parallel if (work > SPARSE_PAR_MIN)
     {
-        /* x not on a 64-byte line: a copy that is, per thread, since every
-         * 64-byte load of x would otherwise span two lines (fp32 bitmap, 70%,
-         * 1024 x 4096, one thread, x 16 bytes off a line: 15-20% slower). */
-        const float *x = x0;
-        if ((uintptr_t)x0 & 63) {
-            float *b = xp_scratch(XA_SLOT, (size_t)in);
-            memcpy(b, x0, (size_t)in * sizeof(float));
-            x = b;
-        }
         const float *xp[SPARSE_GROUP_MAX];
         for (int k = 0; k < n; k++) xp[k] = prep ? prep(s[k], x, k) : NULL;
 #pragma omp for schedule(dynamic, 1) nowait
